@@ -1,0 +1,130 @@
+/**
+ * Per-stream batches in memory. Pure state: time comes in as arguments, and
+ * sealed batches are returned, never sent anywhere from here.
+ *
+ * A batch is sealed when its first line is `batchMs` old or when it holds
+ * `maxLines` lines, whichever comes first. Its key is fixed at that moment.
+ */
+
+import type { ObjectMeta } from "../store/sink.ts";
+
+export interface BatchLine {
+  readonly text: string;
+  /** µs since the epoch. */
+  readonly recvTs: number;
+  /** A data line (exchange message), as opposed to an event line. */
+  readonly isData: boolean;
+  readonly firstUpdateId?: number;
+  readonly lastUpdateId?: number;
+}
+
+export interface SealedBatch {
+  readonly key: string;
+  readonly stream: string;
+  readonly lines: readonly string[];
+  readonly meta: ObjectMeta;
+  /** Sum of line lengths: what this batch costs in memory before compression. */
+  readonly textBytes: number;
+}
+
+export interface BatcherOptions {
+  readonly batchMs: number;
+  readonly maxLines: number;
+  /** Fixes the key of a batch from its stream, first receive time and number. */
+  readonly planKey: (stream: string, firstRecvTs: number, seq: number) => string;
+}
+
+interface OpenBatch {
+  readonly stream: string;
+  readonly seq: number;
+  readonly openedAt: number;
+  readonly lines: string[];
+  textBytes: number;
+  messages: number;
+  events: number;
+  firstRecvTs: number;
+  lastRecvTs: number;
+  firstUpdateId?: number;
+  lastUpdateId?: number;
+}
+
+export class Batcher {
+  readonly #options: BatcherOptions;
+  readonly #open = new Map<string, OpenBatch>();
+  readonly #nextSeq = new Map<string, number>();
+
+  constructor(options: BatcherOptions) {
+    this.#options = options;
+  }
+
+  /**
+   * Appends a line to its stream's batch, opening one if needed. Returns the
+   * batch when this line filled it. `now` is a monotonic time in ms.
+   */
+  add(stream: string, line: BatchLine, now: number): SealedBatch | undefined {
+    let batch = this.#open.get(stream);
+    if (!batch) {
+      const seq = this.#nextSeq.get(stream) ?? 0;
+      this.#nextSeq.set(stream, seq + 1);
+      batch = {
+        stream,
+        seq,
+        openedAt: now,
+        lines: [],
+        textBytes: 0,
+        messages: 0,
+        events: 0,
+        firstRecvTs: line.recvTs,
+        lastRecvTs: line.recvTs,
+      };
+      this.#open.set(stream, batch);
+    }
+    batch.lines.push(line.text);
+    batch.textBytes += line.text.length + 1;
+    batch.lastRecvTs = Math.max(batch.lastRecvTs, line.recvTs);
+    if (line.isData) batch.messages++;
+    else batch.events++;
+    if (line.firstUpdateId !== undefined) batch.firstUpdateId ??= line.firstUpdateId;
+    if (line.lastUpdateId !== undefined) batch.lastUpdateId = line.lastUpdateId;
+    return batch.lines.length >= this.#options.maxLines ? this.#seal(batch) : undefined;
+  }
+
+  /** Seals and returns every batch whose first line is at least `batchMs` old. */
+  sealDue(now: number): SealedBatch[] {
+    const due: SealedBatch[] = [];
+    for (const batch of this.#open.values()) {
+      if (now - batch.openedAt >= this.#options.batchMs) due.push(this.#seal(batch));
+    }
+    return due;
+  }
+
+  /** Seals every open batch (shutdown). */
+  sealAll(): SealedBatch[] {
+    return [...this.#open.values()].map((batch) => this.#seal(batch));
+  }
+
+  /** Lines held in open batches, for metrics. */
+  get openLines(): number {
+    let n = 0;
+    for (const batch of this.#open.values()) n += batch.lines.length;
+    return n;
+  }
+
+  #seal(batch: OpenBatch): SealedBatch {
+    this.#open.delete(batch.stream);
+    return {
+      key: this.#options.planKey(batch.stream, batch.firstRecvTs, batch.seq),
+      stream: batch.stream,
+      lines: batch.lines,
+      textBytes: batch.textBytes,
+      meta: {
+        messages: batch.messages,
+        events: batch.events,
+        firstRecvTs: batch.firstRecvTs,
+        lastRecvTs: batch.lastRecvTs,
+        firstUpdateId: batch.firstUpdateId,
+        lastUpdateId: batch.lastUpdateId,
+      },
+    };
+  }
+}

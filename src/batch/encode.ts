@@ -1,0 +1,52 @@
+/**
+ * The archive's line format and compression. Pure apart from gzip, which runs
+ * on a worker thread (node:zlib's async API) so it never blocks receiving.
+ *
+ * Data line:  {"recv_ts":<µs>,"stream":"<name>","data":<payload as received>}
+ * Event line: {"recv_ts":<µs>,"stream":"<name>","event":"<what>",...details}
+ */
+
+import { gzip } from "node:zlib";
+
+export type EventName =
+  | "connected"
+  | "disconnected"
+  | "stale"
+  | "malformed"
+  | "control"
+  | "gap"
+  | "rotated"
+  | "recovered"
+  | "shutdown";
+
+const FIXED_KEYS = new Set(["recv_ts", "stream", "event"]);
+
+/** `dataText` must already be valid JSON (the exchange's own bytes). */
+export function dataLine(recvTs: number, stream: string, dataText: string): string {
+  return `{"recv_ts":${recvTs},"stream":${JSON.stringify(stream)},"data":${dataText}}`;
+}
+
+export function eventLine(
+  recvTs: number,
+  stream: string,
+  event: EventName,
+  details: Readonly<Record<string, unknown>> = {},
+): string {
+  // The fixed fields come first, and details cannot override them.
+  const line: Record<string, unknown> = { recv_ts: recvTs, stream, event };
+  for (const [key, value] of Object.entries(details)) {
+    if (!FIXED_KEYS.has(key)) line[key] = value;
+  }
+  return JSON.stringify(line);
+}
+
+/** Joins lines into NDJSON (every line ends with a newline) and gzips it. */
+export function gzipLines(lines: readonly string[], level: number): Promise<Uint8Array> {
+  const text = lines.length === 0 ? "" : lines.join("\n") + "\n";
+  return new Promise((resolve, reject) => {
+    gzip(text, { level }, (error, result) => {
+      if (error) reject(error);
+      else resolve(new Uint8Array(result.buffer, result.byteOffset, result.byteLength));
+    });
+  });
+}

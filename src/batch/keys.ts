@@ -1,0 +1,62 @@
+/**
+ * Object keys of the archive: Hive-style partitions, fixed when a batch is
+ * sealed, so a retry or a replay writes the same key instead of a copy.
+ * Pure: the time comes in as an argument.
+ *
+ * <prefix>/exchange=binance/market=<m>/stream=<type>/symbol=<SYM>/date=<YYYY-MM-DD>/hour=<HH>/
+ *   <first recv µs>_<instance>_<seq>.ndjson.gz
+ */
+
+export interface KeyParts {
+  readonly prefix: string;
+  readonly market: string;
+  /** Stream name without the symbol, e.g. `depth20@100ms`. */
+  readonly streamType: string;
+  readonly symbol: string;
+  /** Receive time of the batch's first line, µs since the epoch. */
+  readonly firstRecvTs: number;
+  readonly instanceId: string;
+  /** Batch number within the stream and process; with the time it keeps names unique. */
+  readonly seq: number;
+}
+
+export const OBJECT_SUFFIX = ".ndjson.gz";
+
+export function planKey(parts: KeyParts): string {
+  const when = new Date(Math.floor(parts.firstRecvTs / 1000));
+  const date = when.toISOString().slice(0, 10);
+  const hour = when.toISOString().slice(11, 13);
+  const file = `${parts.firstRecvTs}_${parts.instanceId}_${String(parts.seq).padStart(6, "0")}`;
+  const path = [
+    "exchange=binance",
+    `market=${parts.market}`,
+    `stream=${parts.streamType}`,
+    `symbol=${parts.symbol}`,
+    `date=${date}`,
+    `hour=${hour}`,
+    `${file}${OBJECT_SUFFIX}`,
+  ].join("/");
+  return parts.prefix === "" ? path : `${parts.prefix}/${path}`;
+}
+
+const KEY_PATTERN = new RegExp(
+  "^(?:(.*)/)?exchange=binance/market=([^/]+)/stream=([^/]+)/symbol=([^/]+)/" +
+    "date=(\\d{4}-\\d{2}-\\d{2})/hour=(\\d{2})/(\\d+)_(.+)_(\\d+)\\.ndjson\\.gz$",
+);
+
+/** The inverse of planKey; undefined when the key does not follow the layout. */
+export function parseKey(key: string): KeyParts | undefined {
+  const m = KEY_PATTERN.exec(key);
+  if (!m) return undefined;
+  const parts: KeyParts = {
+    prefix: m[1] ?? "",
+    market: m[2],
+    streamType: m[3],
+    symbol: m[4],
+    firstRecvTs: Number(m[7]),
+    instanceId: m[8],
+    seq: Number(m[9]),
+  };
+  // A key whose partitions disagree with its own time is not ours.
+  return planKey(parts) === key ? parts : undefined;
+}

@@ -1,0 +1,60 @@
+/**
+ * Binance stream names and endpoint URLs, per market. Pure: no I/O.
+ *
+ * A stream name is `<symbol lower>@<stream type>`, e.g. `btcusdt@depth20@100ms`
+ * (partial book) or `btcusdt@depth@100ms` (diff depth). The stream type is the
+ * part the archive partitions by.
+ */
+
+import type { DepthLevel, Market } from "../config_types.ts";
+
+export interface StreamSpec {
+  /** Full Binance stream name, e.g. `btcusdt@depth20@100ms`. */
+  readonly name: string;
+  /** Upper-case symbol, e.g. `BTCUSDT`. */
+  readonly symbol: string;
+  /** Stream name without the symbol, e.g. `depth20@100ms`. */
+  readonly type: string;
+}
+
+/** The depth stream type for a depth level and speed, e.g. `depth20@100ms`. */
+export function depthStreamType(depthLevel: DepthLevel, updateSpeedMs: number): string {
+  const depth = depthLevel === "full" ? "depth" : `depth${depthLevel}`;
+  return `${depth}@${updateSpeedMs}ms`;
+}
+
+/** One stream per symbol, in the order the symbols were configured. */
+export function depthStreams(
+  symbols: readonly string[],
+  options: { depthLevel: DepthLevel; updateSpeedMs: number },
+): StreamSpec[] {
+  const type = depthStreamType(options.depthLevel, options.updateSpeedMs);
+  return symbols.map((symbol) => ({ name: `${symbol.toLowerCase()}@${type}`, symbol, type }));
+}
+
+/** Splits a stream name into symbol and type; undefined when it has no `@`. */
+export function parseStreamName(name: string): StreamSpec | undefined {
+  const at = name.indexOf("@");
+  if (at <= 0 || at === name.length - 1) return undefined;
+  return { name, symbol: name.slice(0, at).toUpperCase(), type: name.slice(at + 1) };
+}
+
+/** The combined-stream URL for a set of streams under a base WebSocket URL. */
+export function combinedStreamUrl(baseUrl: string, streams: readonly string[]): string {
+  return `${baseUrl.replace(/\/+$/, "")}/stream?streams=${streams.join("/")}`;
+}
+
+/** Splits streams into groups of at most `perConnection`, one group per connection. */
+export function groupStreams<T>(streams: readonly T[], perConnection: number): T[][] {
+  const groups: T[][] = [];
+  for (let i = 0; i < streams.length; i += perConnection) {
+    groups.push(streams.slice(i, i + perConnection));
+  }
+  return groups;
+}
+
+/** REST paths per market. */
+export function restPaths(market: Market): { ping: string; depth: string; exchangeInfo: string } {
+  const base = market === "spot" ? "/api/v3" : "/fapi/v1";
+  return { ping: `${base}/ping`, depth: `${base}/depth`, exchangeInfo: `${base}/exchangeInfo` };
+}

@@ -1,0 +1,57 @@
+/**
+ * The resolved configuration: every option of DESIGN.md with its default
+ * applied, validated, readonly. Produced only by `parseConfig` in config.ts.
+ */
+
+export type Market = "spot" | "usdm";
+export type DepthLevel = 5 | 10 | 20 | "full";
+export type LogLevel = "trace" | "debug" | "info" | "warning" | "error" | "fatal";
+export type LogFormat = "text" | "json";
+
+export interface S3Config {
+  readonly bucket: string;
+  readonly prefix: string;
+  /** `AWS_REGION`; undefined lets the SDK's chain decide. */
+  readonly region?: string;
+  readonly endpoint?: string;
+  readonly forcePathStyle: boolean;
+  readonly sse?: "AES256" | "aws:kms";
+  readonly sseKmsKeyId?: string;
+  readonly storageClass?: string;
+}
+
+export interface Config {
+  /** Upper-case symbols, de-duplicated, in the order given. */
+  readonly symbols: readonly string[];
+  readonly market: Market;
+  readonly depthLevel: DepthLevel;
+  readonly updateSpeedMs: number;
+  readonly batchSeconds: number;
+  readonly maxMessagesPerBatch: number;
+  /** Key prefix, used by both sinks (`S3_PREFIX`, default `binance`). */
+  readonly prefix: string;
+  /** Present only when `S3_BUCKET_NAME` is set. */
+  readonly s3?: S3Config;
+  readonly uploadConcurrency: number;
+  readonly uploadQueueMaxBytes: number;
+  readonly gzipLevel: number;
+  /** Absolute or relative as given; not resolved against the cwd. */
+  readonly dataDir: string;
+  readonly spoolMaxBytes: number;
+  readonly wsUrl: string;
+  readonly restUrl: string;
+  readonly wsRotateSeconds: number;
+  readonly staleAfterSeconds: number;
+  readonly snapshotIntervalSeconds: number;
+  readonly snapshotLimit: number;
+  readonly streamsPerConnection: number;
+  /** `undefined` when `METRICS_ADDR=off`. */
+  readonly metrics?: { readonly hostname: string; readonly port: number };
+  readonly alertWebhookUrl?: string;
+  readonly instanceId: string;
+  readonly logFile?: string;
+  readonly logLevel: LogLevel;
+  readonly logFormat: LogFormat;
+  readonly logMaxBytes: number;
+  readonly logMaxFiles: number;
+}

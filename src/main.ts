@@ -1,0 +1,146 @@
+/**
+ * Entry point of `l2-uploader` (also what `deno task start` and
+ * `deno compile` use). The only module that reads arguments and the
+ * environment, sets up logging, handles signals and picks the exit code:
+ * 0 done, 1 unexpected failure, 2 bad configuration or start-up problem.
+ */
+
+import { getLogger } from "@logtape/logtape";
+import { parseArgs } from "node:util";
+import denoJson from "../deno.json" with { type: "json" };
+import { run, StartupError } from "./cli/run.ts";
+import { ConfigError, mergeEnv, parseConfig, parseEnvFile } from "./config.ts";
+import type { Config } from "./config_types.ts";
+import { closeLogging, setUpLogging } from "./ops/logging.ts";
+
+export const VERSION: string = denoJson.version;
+
+const USAGE = `l2-uploader ${VERSION} — records Binance order-book streams to S3 or a local archive
+
+Usage: l2-uploader [command] [--env-file PATH]
+
+Commands:
+  run        record until SIGTERM/SIGINT (the default)
+
+Options:
+  --env-file PATH   read options from PATH (default: ./.env when it exists)
+  -h, --help        show this help
+  -V, --version     print the version
+
+Every option is an environment variable (see .env.example and README.md);
+the real environment wins over the .env file.
+`;
+
+const COMMANDS = new Set(["run"]);
+
+const log = getLogger(["l2", "main"]);
+const encoder = new TextEncoder();
+const out = (text: string) => Deno.stdout.writeSync(encoder.encode(text));
+const err = (text: string) => Deno.stderr.writeSync(encoder.encode(text));
+
+export async function main(args: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      allowPositionals: true,
+      options: {
+        "env-file": { type: "string" },
+        help: { type: "boolean", short: "h" },
+        version: { type: "boolean", short: "V" },
+      },
+    });
+  } catch (error) {
+    err(`${(error as Error).message}\n\n${USAGE}`);
+    return 2;
+  }
+  if (parsed.values.help) {
+    out(USAGE);
+    return 0;
+  }
+  if (parsed.values.version) {
+    out(`l2-uploader ${VERSION}\n`);
+    return 0;
+  }
+  const command = parsed.positionals[0] ?? "run";
+  if (!COMMANDS.has(command) || parsed.positionals.length > 1) {
+    err(`unknown command: ${parsed.positionals.join(" ")}\n\n${USAGE}`);
+    return 2;
+  }
+
+  let config: Config;
+  try {
+    const fileVars = await readEnvFile(parsed.values["env-file"]);
+    config = parseConfig(mergeEnv(Deno.env.toObject(), fileVars), { hostname: hostname() });
+  } catch (error) {
+    if (error instanceof ConfigError || error instanceof StartupError) {
+      err(`l2-uploader: configuration error\n${error.message}\n`);
+      return 2;
+    }
+    throw error;
+  }
+
+  await setUpLogging({
+    level: config.logLevel,
+    format: config.logFormat,
+    file: config.logFile,
+    maxBytes: config.logMaxBytes,
+    maxFiles: config.logMaxFiles,
+  });
+  try {
+    return await runWithSignals(config);
+  } finally {
+    await closeLogging();
+  }
+}
+
+async function runWithSignals(config: Config): Promise<number> {
+  const shutdown = new AbortController();
+  const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGTERM", "SIGINT"];
+  const onSignal = (signal: Deno.Signal) => () => {
+    if (!shutdown.signal.aborted) {
+      log.info("Received {signal}; shutting down (a second signal exits at once)", { signal });
+      shutdown.abort();
+      return;
+    }
+    log.warn("Received {signal} again; exiting at once without storing open batches", { signal });
+    Deno.exit(1);
+  };
+  const listeners = signals.map((s) => [s, onSignal(s)] as const);
+  for (const [s, fn] of listeners) Deno.addSignalListener(s, fn);
+  try {
+    await run(config, { shutdown: shutdown.signal });
+    return 0;
+  } catch (error) {
+    if (error instanceof StartupError) {
+      log.error("{message}", { message: error.message });
+      return 2;
+    }
+    log.fatal("Collector failed: {error}", { error });
+    return 1;
+  } finally {
+    for (const [s, fn] of listeners) Deno.removeSignalListener(s, fn);
+  }
+}
+
+/** The chosen .env file's variables; a missing default file is fine, a missing named one is not. */
+async function readEnvFile(path: string | undefined): Promise<Record<string, string>> {
+  try {
+    return parseEnvFile(await Deno.readTextFile(path ?? ".env"));
+  } catch (error) {
+    if (path === undefined && error instanceof Deno.errors.NotFound) return {};
+    throw new StartupError(`cannot read env file "${path ?? ".env"}": ${(error as Error).message}`);
+  }
+}
+
+function hostname(): string | undefined {
+  try {
+    return Deno.hostname();
+  } catch {
+    return undefined;
+  }
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}

@@ -1,0 +1,62 @@
+/**
+ * Logging set-up (LogTape): one line per event to stderr, as text or JSON
+ * lines, and optionally to a size-rotated file. Called once, by main.
+ * Library modules only call `getLogger(["l2", <module>])`.
+ */
+
+import {
+  configure,
+  dispose,
+  getConsoleSink,
+  getTextFormatter,
+  jsonLinesFormatter,
+  type LogLevel,
+  type Sink,
+  type TextFormatter,
+} from "@logtape/logtape";
+import { getRotatingFileSink } from "@logtape/file";
+
+export interface LoggingOptions {
+  readonly level: LogLevel;
+  readonly format: "text" | "json";
+  readonly file?: string;
+  readonly maxBytes?: number;
+  readonly maxFiles?: number;
+}
+
+const LEVELS: LogLevel[] = ["trace", "debug", "info", "warning", "error", "fatal"];
+
+export async function setUpLogging(options: LoggingOptions): Promise<void> {
+  const formatter: TextFormatter = options.format === "json"
+    ? jsonLinesFormatter
+    : getTextFormatter({ timestamp: "rfc3339", value: "bare" });
+  // Everything to stderr: stdout is reserved for command output (reports, plists).
+  const toStderr = Object.fromEntries(LEVELS.map((l) => [l, "error" as const])) as Record<
+    LogLevel,
+    "error"
+  >;
+  const sinks: Record<string, Sink> = {
+    stderr: getConsoleSink({ formatter, levelMap: toStderr }),
+  };
+  if (options.file) {
+    sinks.file = getRotatingFileSink(options.file, {
+      formatter,
+      maxSize: options.maxBytes,
+      maxFiles: options.maxFiles,
+    });
+  }
+  const names = Object.keys(sinks);
+  await configure({
+    reset: true,
+    sinks,
+    loggers: [
+      { category: ["l2"], lowestLevel: options.level, sinks: names },
+      { category: ["logtape", "meta"], lowestLevel: "warning", sinks: names },
+    ],
+  });
+}
+
+/** Flushes and closes sinks (the file sink buffers). */
+export async function closeLogging(): Promise<void> {
+  await dispose();
+}

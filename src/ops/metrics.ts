@@ -1,0 +1,77 @@
+/**
+ * The collector's Prometheus metrics (prom-client), one registry per
+ * process. Stages receive this object and move its metrics; nothing here
+ * logs. Names follow `l2_<what>_<unit>_total`; label values come from small
+ * fixed sets (stream names are configuration, not data).
+ */
+
+import { Counter, Gauge, Registry } from "prom-client";
+
+export class Metrics {
+  readonly registry = new Registry();
+  readonly messagesReceived = this.#counter(
+    "l2_messages_received_total",
+    "Data messages received from the exchange",
+    ["stream"],
+  );
+  readonly bytesReceived = this.#counter(
+    "l2_bytes_received_total",
+    "Bytes of WebSocket text frames received",
+  );
+  readonly malformedFrames = this.#counter(
+    "l2_malformed_frames_total",
+    "Frames that were not valid JSON or had an unknown shape (kept as event lines)",
+  );
+  readonly batchesStored = this.#counter(
+    "l2_batches_stored_total",
+    "Batches confirmed stored by a sink",
+    ["sink"],
+  );
+  readonly bytesStored = this.#counter(
+    "l2_bytes_stored_total",
+    "Compressed bytes confirmed stored by a sink",
+    ["sink"],
+  );
+  readonly uploadAttempts = this.#counter("l2_upload_attempts_total", "Store attempts made");
+  readonly uploadFailures = this.#counter(
+    "l2_upload_failures_total",
+    "Store attempts that failed",
+  );
+  readonly reconnects = this.#counter(
+    "l2_reconnects_total",
+    "WebSocket connections that closed or failed and were replaced",
+    ["cause"],
+  );
+  readonly sequenceGaps = this.#counter(
+    "l2_sequence_gaps_total",
+    "Breaks in a stream's update-id chain",
+  );
+  readonly droppedMessages = this.#counter(
+    "l2_dropped_messages_total",
+    "Messages that could not be stored or spooled",
+  );
+  readonly spoolBytes = this.#gauge("l2_spool_bytes", "Bytes held in the on-disk spool");
+  readonly spoolBatches = this.#gauge("l2_spool_batches", "Batches held in the on-disk spool");
+  readonly uploadQueueBytes = this.#gauge(
+    "l2_upload_queue_bytes",
+    "Bytes of sealed batches waiting in memory to be stored",
+  );
+  readonly wsConnections = this.#gauge("l2_ws_connections", "Open WebSocket connections");
+  readonly lastMessageAge = this.#gauge(
+    "l2_last_message_age_seconds",
+    "Seconds since the last data message of a stream",
+    ["stream"],
+  );
+  readonly residentMemory = this.#gauge(
+    "process_resident_memory_bytes",
+    "Resident memory size in bytes",
+  );
+
+  #counter<L extends string>(name: string, help: string, labelNames: L[] = []): Counter<L> {
+    return new Counter({ name, help, labelNames, registers: [this.registry] });
+  }
+
+  #gauge<L extends string>(name: string, help: string, labelNames: L[] = []): Gauge<L> {
+    return new Gauge({ name, help, labelNames, registers: [this.registry] });
+  }
+}

@@ -1,0 +1,71 @@
+import assert from "node:assert/strict";
+import { Batcher, type BatchLine } from "../src/batch/batcher.ts";
+
+function makeBatcher(options: { batchMs?: number; maxLines?: number } = {}) {
+  return new Batcher({
+    batchMs: options.batchMs ?? 1000,
+    maxLines: options.maxLines ?? 100,
+    planKey: (stream, first, seq) => `${stream}/${first}/${seq}`,
+  });
+}
+
+const data = (recvTs: number, id?: number): BatchLine => ({
+  text: `d${recvTs}`,
+  recvTs,
+  isData: true,
+  firstUpdateId: id,
+  lastUpdateId: id,
+});
+
+Deno.test("batcher seals when MAX_MESSAGES_PER_BATCH is reached", () => {
+  const batcher = makeBatcher({ maxLines: 3 });
+  assert.equal(batcher.add("a", data(1), 0), undefined);
+  assert.equal(batcher.add("a", data(2), 0), undefined);
+  const sealed = batcher.add("a", data(3), 0);
+  assert.ok(sealed);
+  assert.deepEqual(sealed.lines, ["d1", "d2", "d3"]);
+  assert.equal(sealed.key, "a/1/0");
+  assert.equal(batcher.openLines, 0);
+});
+
+Deno.test("batcher seals BATCH_SECONDS after a batch's first line, not its last", () => {
+  const batcher = makeBatcher({ batchMs: 1000 });
+  batcher.add("a", data(10), 0);
+  batcher.add("a", data(11), 900);
+  assert.deepEqual(batcher.sealDue(999), []);
+  const [sealed] = batcher.sealDue(1000);
+  assert.equal(sealed.lines.length, 2);
+  batcher.add("a", data(12), 1100);
+  assert.deepEqual(batcher.sealDue(2000), []);
+  assert.equal(batcher.sealDue(2100).length, 1);
+});
+
+Deno.test("batcher keeps one batch per stream and numbers each stream's batches", () => {
+  const batcher = makeBatcher({ maxLines: 2 });
+  batcher.add("a", data(1), 0);
+  batcher.add("b", data(2), 0);
+  const a0 = batcher.add("a", data(3), 0);
+  batcher.add("a", data(4), 0);
+  const a1 = batcher.add("a", data(5), 0);
+  assert.equal(a0?.key, "a/1/0");
+  assert.equal(a1?.key, "a/4/1");
+  const rest = batcher.sealAll();
+  assert.deepEqual(rest.map((b) => b.key), ["b/2/0"]);
+});
+
+Deno.test("batcher metadata counts messages and events and spans update ids and times", () => {
+  const batcher = makeBatcher();
+  batcher.add("a", { text: "e", recvTs: 5, isData: false }, 0);
+  batcher.add("a", data(6, 100), 0);
+  batcher.add("a", data(9, 105), 0);
+  const [sealed] = batcher.sealAll();
+  assert.deepEqual(sealed.meta, {
+    messages: 2,
+    events: 1,
+    firstRecvTs: 5,
+    lastRecvTs: 9,
+    firstUpdateId: 100,
+    lastUpdateId: 105,
+  });
+  assert.equal(sealed.textBytes, "e".length + "d6".length + "d9".length + 3);
+});

@@ -1,0 +1,169 @@
+/**
+ * The real collector as a subprocess (the `start` task's exact command and
+ * permissions) against the fake exchange, compared with what the exchange
+ * recorded as written to its sockets.
+ */
+
+import assert from "node:assert/strict";
+import { parseKey } from "../src/batch/keys.ts";
+import { FakeExchange, partialDepthFeed } from "./support/fake_exchange.ts";
+import {
+  type ArchivedLine,
+  rawData,
+  readArchive,
+  runCollector,
+  spawnCollector,
+} from "./support/collector.ts";
+import { tempDir } from "./support/temp.ts";
+
+const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function waitFor(check: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await delay(50);
+  }
+}
+
+/** Data lines grouped by stream, in archive order (objects sorted by key, lines in order). */
+function dataByStream(lines: readonly ArchivedLine[]): Map<string, string[]> {
+  const byStream = new Map<string, string[]>();
+  for (const line of lines) {
+    if (line.value.event !== undefined) continue;
+    const list = byStream.get(line.value.stream) ?? [];
+    list.push(rawData(line));
+    byStream.set(line.value.stream, list);
+  }
+  return byStream;
+}
+
+Deno.test({
+  name: "collector keeps every message through a drop, a stall and SIGTERM, exactly once",
+  sanitizeResources: false,
+  async fn() {
+    await using exchange = await FakeExchange.start();
+    const streams = ["btcusdt@depth20@100ms", "ethusdt@depth20@100ms"];
+    streams.forEach((s, i) =>
+      exchange.setFeed(s, partialDepthFeed({ rate: 40, startId: 1000 * (i + 1) }))
+    );
+    await using tmp = await tempDir();
+    await using proc = spawnCollector({
+      SYMBOL: "BTCUSDT,ETHUSDT",
+      DEPTH_LEVEL: "20",
+      BINANCE_WS_URL: exchange.wsUrl,
+      DATA_DIR: tmp.path,
+      BATCH_SECONDS: "2",
+      STALE_AFTER_SECONDS: "2",
+      METRICS_ADDR: "off",
+      INSTANCE_ID: "test-box",
+    });
+    await waitFor(() => exchange.openCount > 0, 15_000, "the collector to connect");
+    await delay(6000);
+    exchange.dropAll();
+    await delay(5000);
+    exchange.stall(6000);
+    await delay(9000);
+    const sentBeforeSigterm = new Map(
+      streams.map((s) => [s, exchange.sentFor(s).map((f) => f.text)]),
+    );
+    const signalledAt = Date.now();
+    proc.kill("SIGTERM");
+    const status = await proc.status;
+    const exitMs = Date.now() - signalledAt;
+    assert.equal(status.code, 0, proc.stderr());
+    assert.ok(exitMs < 15_000, `exit took ${exitMs} ms`);
+
+    const lines = await readArchive(`${tmp.path}/archive`);
+    const stored = dataByStream(lines);
+    for (const stream of streams) {
+      const sent = sentBeforeSigterm.get(stream)!.map((t) =>
+        t.slice(`{"stream":"${stream}","data":`.length, -1)
+      );
+      assert.ok(sent.length > 500, `${stream}: only ${sent.length} sent`);
+      const got = stored.get(stream) ?? [];
+      // Exactly once, byte-identical, in order: the stored sequence starts with
+      // everything sent before SIGTERM (messages after it may follow).
+      assert.deepEqual(
+        got.slice(0, sent.length),
+        sent,
+        `${stream}: archive differs from what was sent`,
+      );
+      assert.equal(new Set(got).size, got.length, `${stream}: duplicates in the archive`);
+    }
+
+    // Keys follow the layout, and each object's partitions are its first line's UTC hour.
+    const firstLines = new Map<string, ArchivedLine>();
+    for (const line of lines) if (!firstLines.has(line.key)) firstLines.set(line.key, line);
+    for (const [key, first] of firstLines) {
+      const parts = parseKey(key);
+      assert.ok(parts, `key does not follow the layout: ${key}`);
+      assert.equal(parts.prefix, "binance");
+      assert.equal(parts.streamType, "depth20@100ms");
+      assert.equal(parts.instanceId, "test-box");
+      assert.equal(parts.firstRecvTs, first.value.recv_ts);
+      const when = new Date(first.value.recv_ts / 1000).toISOString();
+      assert.ok(key.includes(`/date=${when.slice(0, 10)}/hour=${when.slice(11, 13)}/`), key);
+      assert.equal(`${parts.symbol.toLowerCase()}@${parts.streamType}`, first.value.stream);
+    }
+
+    // Event lines mark the drop and the stall in every stream.
+    for (const stream of streams) {
+      const events = lines.filter((l) => l.value.stream === stream && l.value.event !== undefined);
+      const causes = events.filter((l) => l.value.event === "disconnected").map((l) =>
+        l.value.cause
+      );
+      assert.ok(
+        causes.includes("server") || causes.includes("error"),
+        `${stream}: no drop event in ${causes}`,
+      );
+      assert.ok(causes.includes("stale"), `${stream}: no stale disconnect in ${causes}`);
+      assert.ok(events.some((l) => l.value.event === "stale"), `${stream}: no stale event`);
+      assert.ok(
+        events.filter((l) => l.value.event === "connected").length >= 3,
+        `${stream}: reconnects`,
+      );
+      assert.equal(causes.at(-1), "shutdown");
+    }
+    // Receive times never go backwards within a stream's archive order.
+    for (const stream of streams) {
+      const ts = lines.filter((l) => l.value.stream === stream).map((l) => l.value.recv_ts);
+      assert.ok(ts.every((t, i) => i === 0 || t >= ts[i - 1]), `${stream}: recv_ts out of order`);
+    }
+  },
+});
+
+Deno.test("collector exits 2 naming every bad variable and printing no secret", async () => {
+  const result = await runCollector({
+    DEPTH_LEVEL: "7",
+    UPDATE_SPEED_MS: "fast",
+    BATCH_SECONDS: "0",
+    AWS_SECRET_ACCESS_KEY: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    ALERT_WEBHOOK_URL: "not a url hooks.slack.com/T000/SECRET",
+  });
+  assert.equal(result.code, 2);
+  for (const name of ["DEPTH_LEVEL", "UPDATE_SPEED_MS", "BATCH_SECONDS", "ALERT_WEBHOOK_URL"]) {
+    assert.match(result.stderr, new RegExp(name), `${name} not named`);
+  }
+  assert.doesNotMatch(result.stderr, /wJalrXUtnFEMI|SECRET/);
+});
+
+Deno.test("collector --version prints the version from deno.json and --help lists run", async () => {
+  const denoJson = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url)));
+  const version = await runCollector({}, { args: ["--version"] });
+  assert.equal(version.code, 0);
+  assert.equal(version.stdout.trim(), `l2-uploader ${denoJson.version}`);
+  const help = await runCollector({}, { args: ["--help"] });
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /^\s+run\s/m);
+});
+
+Deno.test("collector exits 2 naming DATA_DIR when it is not writable", async () => {
+  await using tmp = await tempDir();
+  const file = `${tmp.path}/not-a-dir`;
+  await Deno.writeTextFile(file, "");
+  const result = await runCollector({ DATA_DIR: `${file}/data`, METRICS_ADDR: "off" });
+  assert.equal(result.code, 2, result.stderr);
+  assert.match(result.stderr, /DATA_DIR/);
+  assert.ok(result.stderr.includes(`${file}/data`));
+});

@@ -1,0 +1,866 @@
+/**
+ * A fake Binance exchange for tests: WebSocket depth streams and the few REST
+ * endpoints the collector calls, served on 127.0.0.1 with a random port.
+ *
+ * It exists so integration tests can run the collector against something that
+ * behaves like Binance (broadcast streams at a rate, abrupt drops, dead links,
+ * rate limits, 24 h disconnects compressed to seconds) and then compare the
+ * archive with the exact frames the exchange wrote (`sent`).
+ *
+ * Layout: `Deno.serve` speaks HTTP and WebSocket on an internal port; clients
+ * connect to a tiny TCP relay in front of it. The relay is there only so that
+ * `dropAll()` can cut TCP connections without a WebSocket close frame, which
+ * `Deno.upgradeWebSocket` sockets cannot do on their own.
+ */
+
+/** One stream's message source. */
+export interface FakeStreamFeed {
+  /** messages per second for this stream */
+  rate: number;
+  /**
+   * Produces the payload (the `data` part, as JSON text) of message number n
+   * (0-based) for this stream. The exchange calls it exactly once per n, in
+   * order, when message n falls due, whether or not anyone listens.
+   */
+  next(n: number): string;
+  /** How many messages the feed has; after that the stream falls silent. Unbounded when absent. */
+  count?: number;
+}
+
+export interface FakeExchangeOptions {
+  /** close every connection this many ms after it opened (Binance cuts at 24h; tests use seconds) */
+  lifetimeMs?: number;
+  /** when false, only counts are kept (benchmarks); default true */
+  record?: boolean;
+}
+
+export interface SentFrame {
+  connId: number;
+  /** the stream the frame belongs to; "" for `sendRaw` frames */
+  stream: string;
+  /** the exact text passed to `socket.send` */
+  text: string;
+  /** Date.now() when it was sent */
+  at: number;
+}
+
+/** Why a connection ended, from the exchange's side. */
+export type FakeCloseCause =
+  /** `lifetimeMs` elapsed; the exchange sent a close frame */
+  | "lifetime"
+  /** `dropAll()` cut the TCP connection without a close frame */
+  | "drop"
+  /** `close()` of the exchange */
+  | "shutdown"
+  /** the client closed it, or the link failed */
+  | "peer";
+
+export interface FakeConnection {
+  readonly id: number;
+  readonly streams: string[];
+  /** Date.now() when the WebSocket opened */
+  readonly openedAt: number;
+  /** Date.now() when the exchange stopped sending to it */
+  readonly closedAt?: number;
+  readonly closedBy?: FakeCloseCause;
+  /** the URL the client connected to, e.g. `ws://127.0.0.1:1234/stream?streams=a/b` */
+  readonly url: string;
+}
+
+export interface FakeRestRequest {
+  readonly path: string;
+  /** the query string without `?` */
+  readonly query: string;
+  readonly at: number;
+}
+
+/** How often the single clock timer runs; short enough for 400 msg/s streams to stay smooth. */
+const TICK_MS = 5;
+/** On `close()`, how long open clients get to answer the close frame before their link is cut. */
+const CLOSE_GRACE_MS = 250;
+/** Symbols `exchangeInfo` always lists, so clients validating a default config find them. */
+const DEFAULT_SYMBOLS = ["BTCUSDT", "ETHUSDT", "BNBUSDT"];
+/** Combined-stream paths: spot uses `/stream`; USD-M's newer hosts use `/public/...` and `/market/...`. */
+const COMBINED_PATHS = new Set(["/stream", "/public/stream", "/market/stream"]);
+const RAW_PATH = /^(?:\/public|\/market)?\/ws\/(.+)$/;
+
+interface StreamState {
+  readonly feed: FakeStreamFeed;
+  /** performance.now() when the feed was set: message n falls due (n + 1) / rate seconds later */
+  readonly startedAt: number;
+  produced: number;
+  /** the newest payload, kept so REST snapshots can agree with the diff stream */
+  lastPayload?: string;
+}
+
+interface ConnectionRecord {
+  id: number;
+  streams: string[];
+  openedAt: number;
+  closedAt?: number;
+  closedBy?: FakeCloseCause;
+  url: string;
+}
+
+interface LiveConnection {
+  readonly record: ConnectionRecord;
+  readonly socket: WebSocket;
+  /** combined endpoint frames wrap the payload; raw endpoint frames are the payload alone */
+  readonly combined: boolean;
+  /** performance.now() at open, for `lifetimeMs` */
+  readonly openedPerf: number;
+  /** settles when the socket's close event fired */
+  readonly closed: Promise<void>;
+}
+
+interface RestFailure {
+  remaining: number;
+  readonly status: number;
+  readonly headers: Record<string, string>;
+}
+
+export class FakeExchange implements AsyncDisposable {
+  readonly wsUrl: string;
+  readonly restUrl: string;
+
+  readonly #record: boolean;
+  readonly #lifetimeMs: number | undefined;
+  readonly #server: Deno.HttpServer<Deno.NetAddr>;
+  readonly #relay: Relay;
+  readonly #ticker: ReturnType<typeof setInterval>;
+
+  readonly #streams = new Map<string, StreamState>();
+  /** open connections by id; a connection leaves this map the moment the exchange stops sending to it */
+  readonly #live = new Map<number, LiveConnection>();
+  /** stream name -> open connections subscribed to it, so a broadcast does not scan every socket */
+  readonly #subscribers = new Map<string, Set<LiveConnection>>();
+  readonly #connections: ConnectionRecord[] = [];
+  readonly #sent: SentFrame[] = [];
+  readonly #sentCounts = new Map<string, number>();
+  #sentTotal = 0;
+  #nextConnId = 1;
+  /** bumped by dropAll(), so a WebSocket whose upgrade raced a drop is not adopted afterwards */
+  #dropEpoch = 0;
+  /** performance.now() until which nothing is sent */
+  #stalledUntil = 0;
+  readonly #restFailures: RestFailure[] = [];
+  readonly #restRequests: FakeRestRequest[] = [];
+  #usedWeight = 0;
+  /** fallback snapshot id when no diff stream tells us a better one */
+  #snapshotCounter = 1_000_000;
+  #closing: Promise<void> | undefined;
+
+  private constructor(
+    server: Deno.HttpServer<Deno.NetAddr>,
+    relay: Relay,
+    options: FakeExchangeOptions,
+  ) {
+    this.#server = server;
+    this.#relay = relay;
+    this.#record = options.record ?? true;
+    this.#lifetimeMs = options.lifetimeMs;
+    this.wsUrl = `ws://127.0.0.1:${relay.port}`;
+    this.restUrl = `http://127.0.0.1:${relay.port}`;
+    this.#ticker = setInterval(() => this.#tick(), TICK_MS);
+  }
+
+  static async start(options: FakeExchangeOptions = {}): Promise<FakeExchange> {
+    // The handler needs the instance and the instance needs the server, so the
+    // handler forwards to a slot filled right after construction (before any
+    // request can arrive: clients only know the relay's port, returned below).
+    const slot: { exchange?: FakeExchange } = {};
+    const server = Deno.serve(
+      { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+      (request) =>
+        slot.exchange ? slot.exchange.#handle(request) : new Response(null, { status: 503 }),
+    );
+    let relay: Relay;
+    try {
+      relay = Relay.start(server.addr.port);
+    } catch (error) {
+      await server.shutdown();
+      throw error;
+    }
+    slot.exchange = new FakeExchange(server, relay, options);
+    return slot.exchange;
+  }
+
+  /** Sets (or replaces, restarting its clock at message 0) the feed of a stream. */
+  setFeed(stream: string, feed: FakeStreamFeed): void {
+    if (!(feed.rate > 0)) throw new RangeError(`feed rate must be > 0, got ${feed.rate}`);
+    this.#streams.set(stream, { feed, startedAt: performance.now(), produced: 0 });
+  }
+
+  /**
+   * Cuts every TCP connection (WebSocket and REST) without a close frame, like
+   * a network failure. Clients get an abnormal close (1006 by the spec; Deno
+   * 2.9's WebSocket reports code 0, wasClean false, after an error event).
+   */
+  dropAll(): void {
+    this.#dropEpoch++;
+    for (const conn of [...this.#live.values()]) this.#retire(conn, "drop");
+    this.#relay.dropAll();
+  }
+
+  /**
+   * For `ms`, sends nothing on any socket while keeping them open, like a dead
+   * link. Stream clocks keep running: messages due meanwhile are skipped, not queued.
+   */
+  stall(ms: number): void {
+    this.#stalledUntil = Math.max(this.#stalledUntil, performance.now() + ms);
+  }
+
+  /**
+   * Writes one arbitrary frame to every open socket (recorded with stream "").
+   * Returns how many sockets got it: none while stalled.
+   */
+  sendRaw(text: string): number {
+    if (this.#isStalled(performance.now())) return 0;
+    let delivered = 0;
+    for (const conn of this.#live.values()) {
+      if (this.#send(conn, "", text)) delivered++;
+    }
+    return delivered;
+  }
+
+  /** The next `count` REST requests answer `status` with these headers; calls queue up in order. */
+  failRest(count: number, status: number, headers: Record<string, string> = {}): void {
+    if (count > 0) this.#restFailures.push({ remaining: count, status, headers });
+  }
+
+  /** Every frame written, in order. Throws when the exchange was started with `record: false`. */
+  get sent(): readonly SentFrame[] {
+    this.#requireRecording();
+    return this.#sent;
+  }
+
+  sentFor(stream: string): SentFrame[] {
+    this.#requireRecording();
+    return this.#sent.filter((frame) => frame.stream === stream);
+  }
+
+  /** How many frames were written in total; kept even with `record: false`. */
+  get sentCount(): number {
+    return this.#sentTotal;
+  }
+
+  /** How many frames of one stream were written (summed over connections); kept even with `record: false`. */
+  sentCountFor(stream: string): number {
+    return this.#sentCounts.get(stream) ?? 0;
+  }
+
+  /** How many messages a stream's clock has produced so far, sent or not. */
+  producedCount(stream: string): number {
+    return this.#streams.get(stream)?.produced ?? 0;
+  }
+
+  get connections(): ReadonlyArray<FakeConnection> {
+    return this.#connections;
+  }
+
+  get openCount(): number {
+    return this.#live.size;
+  }
+
+  get restRequests(): ReadonlyArray<FakeRestRequest> {
+    return this.#restRequests;
+  }
+
+  /** Stops the clock, closes sockets (close frame, then the link), stops the server. Idempotent. */
+  close(): Promise<void> {
+    this.#closing ??= this.#shutdown();
+    return this.#closing;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  async #shutdown(): Promise<void> {
+    clearInterval(this.#ticker);
+    const closing = [...this.#live.values()];
+    for (const conn of closing) this.#retire(conn, "shutdown");
+    // Give clients a moment to answer the close frame so they see a clean 1001,
+    // then cut whatever is left so shutdown never hangs on a silent client.
+    let grace: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      Promise.all(closing.map((conn) => conn.closed)),
+      new Promise<void>((resolve) => grace = setTimeout(resolve, CLOSE_GRACE_MS)),
+    ]);
+    clearTimeout(grace);
+    await this.#relay.close();
+    await this.#server.shutdown();
+  }
+
+  #requireRecording(): void {
+    if (!this.#record) {
+      throw new Error("FakeExchange was started with record: false; use sentCount");
+    }
+  }
+
+  #isStalled(now: number): boolean {
+    return now < this.#stalledUntil;
+  }
+
+  /** The one timer: produce what each stream owes by now, and enforce `lifetimeMs`. */
+  #tick(): void {
+    const now = performance.now();
+    const stalled = this.#isStalled(now);
+    for (const [name, state] of this.#streams) {
+      let due = Math.floor((now - state.startedAt) * state.feed.rate / 1000);
+      if (state.feed.count !== undefined) due = Math.min(due, state.feed.count);
+      while (state.produced < due) {
+        const payload = state.feed.next(state.produced);
+        state.produced++;
+        state.lastPayload = payload;
+        if (!stalled) this.#broadcast(name, payload);
+      }
+    }
+    if (this.#lifetimeMs !== undefined) {
+      for (const conn of [...this.#live.values()]) {
+        if (now - conn.openedPerf >= this.#lifetimeMs) this.#retire(conn, "lifetime");
+      }
+    }
+  }
+
+  #broadcast(stream: string, payload: string): void {
+    const subscribers = this.#subscribers.get(stream);
+    if (!subscribers || subscribers.size === 0) return;
+    // Built once per message, shared by every combined subscriber.
+    const combined = `{"stream":${JSON.stringify(stream)},"data":${payload}}`;
+    for (const conn of subscribers) this.#send(conn, stream, conn.combined ? combined : payload);
+  }
+
+  /** Writes one frame and records it; false when the socket could not take it. */
+  #send(conn: LiveConnection, stream: string, text: string): boolean {
+    if (conn.socket.readyState !== WebSocket.OPEN) return false;
+    try {
+      conn.socket.send(text);
+    } catch {
+      return false;
+    }
+    this.#sentTotal++;
+    this.#sentCounts.set(stream, (this.#sentCounts.get(stream) ?? 0) + 1);
+    if (this.#record) this.#sent.push({ connId: conn.record.id, stream, text, at: Date.now() });
+    return true;
+  }
+
+  /** Stops sending to a connection and ends it the way `cause` says. */
+  #retire(conn: LiveConnection, cause: FakeCloseCause): void {
+    if (!this.#live.delete(conn.record.id)) return;
+    for (const stream of conn.record.streams) this.#subscribers.get(stream)?.delete(conn);
+    conn.record.closedAt = Date.now();
+    conn.record.closedBy = cause;
+    if (cause === "lifetime" || cause === "shutdown") {
+      try {
+        conn.socket.close(cause === "lifetime" ? 1000 : 1001, cause);
+      } catch {
+        // already closing: nothing to do
+      }
+    }
+    // "drop" is done by the relay cutting TCP; "peer" means the socket is already gone.
+  }
+
+  #handle(request: Request): Response | Promise<Response> {
+    const url = new URL(request.url);
+    // Combined: `/stream?streams=a/b`; raw: `/ws/a` (Binance also takes `/ws/a/b`).
+    const combined = COMBINED_PATHS.has(url.pathname);
+    const streamList = combined
+      ? url.searchParams.get("streams") ?? ""
+      : RAW_PATH.exec(url.pathname)?.[1];
+    if (streamList === undefined) return this.#rest(request, url);
+    const streams = streamList.split("/").filter((s) => s !== "");
+    const clientUrl = `${this.wsUrl}${url.pathname}${url.search}`;
+    return this.#upgrade(request, { streams, combined, url: clientUrl });
+  }
+
+  #upgrade(
+    request: Request,
+    target: { streams: string[]; combined: boolean; url: string },
+  ): Response {
+    if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
+      return json(400, { code: -1, msg: "expected a WebSocket upgrade" });
+    }
+    const { socket, response } = Deno.upgradeWebSocket(request);
+    const epoch = this.#dropEpoch;
+    let markClosed = () => {};
+    const closed = new Promise<void>((resolve) => markClosed = resolve);
+    let conn: LiveConnection | undefined;
+    socket.onopen = () => {
+      // A drop or shutdown between the upgrade and now means this link is already dead.
+      if (this.#closing || epoch !== this.#dropEpoch) {
+        socket.close(1001, "gone");
+        return;
+      }
+      const record: ConnectionRecord = {
+        id: this.#nextConnId++,
+        streams: target.streams,
+        openedAt: Date.now(),
+        url: target.url,
+      };
+      conn = { record, socket, combined: target.combined, openedPerf: performance.now(), closed };
+      this.#connections.push(record);
+      this.#live.set(record.id, conn);
+      for (const stream of target.streams) {
+        let set = this.#subscribers.get(stream);
+        if (!set) this.#subscribers.set(stream, set = new Set());
+        set.add(conn);
+      }
+    };
+    socket.onclose = () => {
+      if (conn) this.#retire(conn, "peer");
+      markClosed();
+    };
+    // Errors always come with a close event, which does the bookkeeping.
+    socket.onerror = () => {};
+    return response;
+  }
+
+  #rest(request: Request, url: URL): Response {
+    const path = url.pathname;
+    this.#restRequests.push({ path, query: url.search.replace(/^\?/, ""), at: Date.now() });
+    this.#usedWeight += requestWeight(path, url.searchParams);
+    const weight = {
+      "x-mbx-used-weight": String(this.#usedWeight),
+      "x-mbx-used-weight-1m": String(this.#usedWeight),
+    };
+
+    const failure = this.#restFailures[0];
+    if (failure) {
+      if (--failure.remaining <= 0) this.#restFailures.shift();
+      return json(failure.status, failureBody(failure.status), { ...weight, ...failure.headers });
+    }
+    if (request.method !== "GET") return json(405, { code: -1, msg: "method not allowed" }, weight);
+
+    switch (path) {
+      case "/api/v3/ping":
+      case "/fapi/v1/ping":
+        return json(200, {}, weight);
+      case "/api/v3/exchangeInfo":
+      case "/fapi/v1/exchangeInfo":
+        return json(200, {
+          symbols: this.#symbols().map((symbol) => ({ symbol, status: "TRADING" })),
+        }, weight);
+      case "/api/v3/depth":
+      case "/fapi/v1/depth": {
+        const symbol = url.searchParams.get("symbol");
+        if (!symbol) {
+          return json(
+            400,
+            { code: -1102, msg: "Mandatory parameter 'symbol' was not sent." },
+            weight,
+          );
+        }
+        const market = path.startsWith("/fapi") ? "usdm" : "spot";
+        const limit = Number(url.searchParams.get("limit") ?? 100);
+        const body = depthSnapshotText({
+          market,
+          lastUpdateId: this.#snapshotId(symbol),
+          levels: Math.max(
+            1,
+            Math.min(Number.isFinite(limit) ? limit : 100, market === "spot" ? 5000 : 1000),
+          ),
+        });
+        return new Response(body, {
+          status: 200,
+          headers: { "content-type": "application/json", ...weight },
+        });
+      }
+      default:
+        return json(404, { code: -1, msg: `unknown path ${path}` }, weight);
+    }
+  }
+
+  /** Symbols with a feed plus the defaults, upper-case, without duplicates. */
+  #symbols(): string[] {
+    const symbols = new Set(DEFAULT_SYMBOLS);
+    for (const stream of this.#streams.keys()) {
+      const at = stream.indexOf("@");
+      if (at > 0) symbols.add(stream.slice(0, at).toUpperCase());
+    }
+    return [...symbols];
+  }
+
+  /**
+   * The snapshot id that lines up with the symbol's diff stream: the `u` of its
+   * newest message, so the next diff message starts right after the snapshot
+   * (spot `U == lastUpdateId + 1`). Any number when there is no such stream.
+   */
+  #snapshotId(symbol: string): number {
+    const prefix = `${symbol.toLowerCase()}@depth`;
+    for (const [name, state] of this.#streams) {
+      // `<sym>@depth` or `<sym>@depth@100ms`, not the partial `<sym>@depth20...`
+      if (name !== prefix && !name.startsWith(`${prefix}@`)) continue;
+      if (state.lastPayload === undefined) continue;
+      try {
+        const u = (JSON.parse(state.lastPayload) as { u?: unknown }).u;
+        if (typeof u === "number") return u;
+      } catch {
+        // not JSON (a test feeding garbage): fall through to the counter
+      }
+    }
+    return this.#snapshotCounter++;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// TCP relay
+
+/**
+ * Forwards bytes between clients and the internal `Deno.serve` port. Owning the
+ * client-side TCP connection is what lets `dropAll()` end it without a close frame.
+ */
+class Relay {
+  readonly port: number;
+  readonly #listener: Deno.TcpListener;
+  readonly #innerPort: number;
+  readonly #links = new Set<Link>();
+  readonly #accepting: Promise<void>;
+
+  private constructor(listener: Deno.TcpListener, innerPort: number) {
+    this.#listener = listener;
+    this.#innerPort = innerPort;
+    this.port = listener.addr.port;
+    this.#accepting = this.#acceptLoop();
+  }
+
+  static start(innerPort: number): Relay {
+    return new Relay(Deno.listen({ hostname: "127.0.0.1", port: 0 }), innerPort);
+  }
+
+  dropAll(): void {
+    for (const link of this.#links) link.cut();
+  }
+
+  async close(): Promise<void> {
+    try {
+      this.#listener.close();
+    } catch {
+      // already closed
+    }
+    await this.#accepting;
+    this.dropAll();
+    await Promise.all([...this.#links].map((link) => link.done));
+  }
+
+  async #acceptLoop(): Promise<void> {
+    try {
+      for await (const client of this.#listener) {
+        const link = new Link(client, this.#innerPort);
+        this.#links.add(link);
+        link.done.then(() => this.#links.delete(link));
+      }
+    } catch {
+      // the listener was closed: no more clients
+    }
+  }
+}
+
+/** One client connection and its twin on the internal server. */
+class Link {
+  readonly done: Promise<void>;
+  readonly #client: Deno.TcpConn;
+  #inner: Deno.TcpConn | undefined;
+  #cut = false;
+
+  constructor(client: Deno.TcpConn, innerPort: number) {
+    this.#client = client;
+    this.done = this.#run(innerPort);
+  }
+
+  /** Closes both ends at once; the client sees the TCP connection end mid-stream. */
+  cut(): void {
+    if (this.#cut) return;
+    this.#cut = true;
+    closeQuietly(this.#client);
+    if (this.#inner) closeQuietly(this.#inner);
+  }
+
+  async #run(innerPort: number): Promise<void> {
+    try {
+      const inner = await Deno.connect({ hostname: "127.0.0.1", port: innerPort });
+      this.#inner = inner;
+      if (this.#cut) {
+        closeQuietly(inner);
+        return;
+      }
+      // Small frames should leave at once, not wait for Nagle.
+      this.#client.setNoDelay(true);
+      inner.setNoDelay(true);
+      await Promise.all([this.#pump(this.#client, inner), this.#pump(inner, this.#client)]);
+    } catch {
+      // connect failed (server shutting down): just end the client
+    } finally {
+      this.cut();
+    }
+  }
+
+  /** Copies until either side ends, then cuts both so the other pump stops too. */
+  async #pump(from: Deno.Conn, to: Deno.Conn): Promise<void> {
+    const buffer = new Uint8Array(64 * 1024);
+    try {
+      while (true) {
+        const n = await from.read(buffer);
+        if (n === null) break;
+        let written = 0;
+        while (written < n) written += await to.write(buffer.subarray(written, n));
+      }
+    } catch {
+      // a cut closes the conns under a pending read or write
+    } finally {
+      this.cut();
+    }
+  }
+}
+
+function closeQuietly(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch {
+    // already closed
+  }
+}
+
+// ---------------------------------------------------------------------------
+// REST helpers
+
+function json(status: number, body: unknown, headers: Record<string, string> = {}): Response {
+  return new Response(JSON.stringify(body), {
+    status,
+    headers: { "content-type": "application/json", ...headers },
+  });
+}
+
+/** Error bodies shaped like Binance's, so clients that read `code` find one. */
+function failureBody(status: number): { code: number; msg: string } {
+  if (status === 429) return { code: -1003, msg: "Too many requests; current limit is exceeded." };
+  if (status === 418) return { code: -1003, msg: "Way too many requests; IP banned." };
+  return { code: -1000, msg: `fake failure ${status}` };
+}
+
+/** Request weights as Binance documents them, so the weight header grows realistically. */
+function requestWeight(path: string, params: URLSearchParams): number {
+  const limit = Number(params.get("limit") ?? 100);
+  switch (path) {
+    case "/api/v3/depth":
+      return limit <= 100 ? 5 : limit <= 500 ? 25 : limit <= 1000 ? 50 : 250;
+    case "/fapi/v1/depth":
+      return limit <= 50 ? 2 : limit <= 100 ? 5 : limit <= 500 ? 10 : 20;
+    case "/api/v3/exchangeInfo":
+      return 20;
+    default:
+      return 1;
+  }
+}
+
+/** A `/depth` body: spot `{"lastUpdateId","bids","asks"}`; USD-M adds `"E"` and `"T"` like Binance. */
+function depthSnapshotText(
+  opts: { market: "spot" | "usdm"; lastUpdateId: number; levels: number },
+): string {
+  const format = opts.market === "spot" ? SPOT_FORMAT : USDM_FORMAT;
+  const mid = 6_000_000; // 60,000.00 in cents
+  const bids: string[] = [];
+  const asks: string[] = [];
+  for (let i = 0; i < opts.levels; i++) {
+    bids.push(level(format, mid - 1 - i, hash(opts.lastUpdateId, 2 * i)));
+    asks.push(level(format, mid + i, hash(opts.lastUpdateId, 2 * i + 1)));
+  }
+  const now = Date.now();
+  const times = opts.market === "usdm" ? `"E":${now},"T":${now - 3},` : "";
+  return `{"lastUpdateId":${opts.lastUpdateId},${times}"bids":[${bids.join(",")}],"asks":[${
+    asks.join(",")
+  }]}`;
+}
+
+// ---------------------------------------------------------------------------
+// Feeds
+
+/**
+ * Partial book (`<sym>@depth<N>@100ms`): `{"lastUpdateId":N,"bids":[...],"asks":[...]}`
+ * with strictly increasing lastUpdateId and spot-style 8-decimal strings
+ * (~1.3 KB at 20 levels, like the real thing).
+ */
+export function partialDepthFeed(
+  opts: { rate: number; levels?: number; startId?: number },
+): FakeStreamFeed {
+  const levels = opts.levels ?? 20;
+  const startId = opts.startId ?? 40_000_000_000;
+  return {
+    rate: opts.rate,
+    next(n) {
+      // Ids advance by 1..5 per message, as several updates land between snapshots.
+      const id = startId + spanSum(n + 1) - 1;
+      const mid = midPrice(n);
+      const bids: string[] = [];
+      const asks: string[] = [];
+      for (let i = 0; i < levels; i++) {
+        bids.push(level(SPOT_FORMAT, mid - 1 - i, hash(n, 2 * i)));
+        asks.push(level(SPOT_FORMAT, mid + i, hash(n, 2 * i + 1)));
+      }
+      return `{"lastUpdateId":${id},"bids":[${bids.join(",")}],"asks":[${asks.join(",")}]}`;
+    },
+  };
+}
+
+/**
+ * Diff depth (`<sym>@depth@100ms`). Spot: `{"e":"depthUpdate","E","s","U","u","b","a"}`
+ * with `U == previous u + 1`. USD-M: adds `"T"` and `"pu" == previous u`, and
+ * like the real futures stream `U` sometimes skips ahead, so a client must chain on `pu`.
+ * Ids are a pure function of n, so skipped messages still leave a visible gap.
+ */
+export function diffDepthFeed(
+  opts: { rate: number; symbol: string; market?: "spot" | "usdm"; startId?: number },
+): FakeStreamFeed {
+  const market = opts.market ?? "spot";
+  const symbol = opts.symbol.toUpperCase();
+  const startId = opts.startId ?? (market === "spot" ? 50_000_000_000 : 5_000_000_000_000);
+  const format = market === "spot" ? SPOT_FORMAT : USDM_FORMAT;
+  // USD-M: before event i, (i % 3) ids are skipped; spot never skips.
+  const skipped = (n: number) => market === "usdm" ? periodicSum(n, 3) : 0;
+  /** ids used by events 0..n-1 */
+  const consumed = (n: number) => spanSum(n) + skipped(n);
+  return {
+    rate: opts.rate,
+    next(n) {
+      const first = startId + consumed(n) + (market === "usdm" ? n % 3 : 0);
+      const last = startId + consumed(n + 1) - 1;
+      const previousLast = startId + consumed(n) - 1;
+      const mid = midPrice(n);
+      // 1..6 changed levels per side; every fourth one is a removal (qty 0).
+      const bids: string[] = [];
+      const asks: string[] = [];
+      for (let i = 0; i < 1 + (n % 6); i++) {
+        const h = hash(n, i);
+        bids.push(level(format, mid - 1 - (h % 200), i % 4 === 3 ? 0 : h));
+        asks.push(
+          level(format, mid + (hash(n, i + 100) % 200), i % 4 === 3 ? 0 : hash(n, i + 100)),
+        );
+      }
+      const now = Date.now();
+      const ids = market === "usdm"
+        ? `"E":${now},"T":${now - 1},"s":"${symbol}","U":${first},"u":${last},"pu":${previousLast}`
+        : `"E":${now},"s":"${symbol}","U":${first},"u":${last}`;
+      return `{"e":"depthUpdate",${ids},"b":[${bids.join(",")}],"a":[${asks.join(",")}]}`;
+    },
+  };
+}
+
+/** Sends the given payload texts in order, byte for byte; when exhausted the stream falls silent. */
+export function replayFeed(opts: { rate: number; payloads: readonly string[] }): FakeStreamFeed {
+  const payloads = opts.payloads;
+  return {
+    rate: opts.rate,
+    count: payloads.length,
+    next(n) {
+      if (n >= payloads.length) {
+        throw new RangeError(`replay feed has ${payloads.length} payloads, asked for #${n}`);
+      }
+      return payloads[n];
+    },
+  };
+}
+
+/** One fixture line: its stream (absent for a bare payload line) and its exact `data` text. */
+export interface FixtureMessage {
+  stream?: string;
+  data: string;
+}
+
+const COMBINED_LINE = /^\{"stream":"([^"\\]*)","data":/;
+
+/**
+ * Reads a tests/fixtures file (`.ndjson` or `.ndjson.gz`) of combined-stream
+ * lines `{"stream":"<name>","data":<payload>}` and returns each line's stream
+ * and `data` as the exact original substring: archives are compared byte for
+ * byte, so re-stringifying (which would change number formatting) is not an
+ * option. A line that is not wrapped (a REST snapshot in the mixed file) is
+ * returned whole, without a stream.
+ */
+export async function loadFixtureMessages(path: string | URL): Promise<FixtureMessage[]> {
+  const text = await readFixtureText(path);
+  const messages: FixtureMessage[] = [];
+  for (const rawLine of text.split("\n")) {
+    const line = rawLine.endsWith("\r") ? rawLine.slice(0, -1) : rawLine;
+    if (line === "") continue;
+    const head = COMBINED_LINE.exec(line);
+    if (head && line.endsWith("}")) {
+      messages.push({ stream: head[1], data: line.slice(head[0].length, -1) });
+    } else {
+      messages.push({ data: line });
+    }
+  }
+  return messages;
+}
+
+/** `loadFixtureMessages` without the stream names: the payloads to hand to `replayFeed`. */
+export async function loadFixturePayloads(path: string | URL): Promise<string[]> {
+  return (await loadFixtureMessages(path)).map((message) => message.data);
+}
+
+async function readFixtureText(path: string | URL): Promise<string> {
+  const name = path instanceof URL ? path.pathname : path;
+  if (!name.endsWith(".gz")) return await Deno.readTextFile(path);
+  // Response.text() drains the stream (which closes the file) and decodes UTF-8.
+  const file = await Deno.open(path);
+  return await new Response(file.readable.pipeThrough(new DecompressionStream("gzip"))).text();
+}
+
+// ---------------------------------------------------------------------------
+// Number formatting and deterministic noise
+
+/** Prices are integers in ticks of 10^-priceDecimals; quantities are derived from a hash. */
+interface LevelFormat {
+  priceDecimals: number;
+  priceWidth: number;
+  qtyDecimals: number;
+  qtyWidth: number;
+}
+/** Spot writes every number with 8 decimals: "61837.63000000". */
+const SPOT_FORMAT: LevelFormat = { priceDecimals: 2, priceWidth: 8, qtyDecimals: 5, qtyWidth: 8 };
+/** USD-M writes the instrument's own precision: "61496.50", "0.010". */
+const USDM_FORMAT: LevelFormat = { priceDecimals: 2, priceWidth: 2, qtyDecimals: 3, qtyWidth: 3 };
+
+/** `["price","qty"]`; a zero `noise` means a removed level (qty 0). */
+function level(format: LevelFormat, priceTicks: number, noise: number): string {
+  // qty up to ~5 units, never zero unless asked
+  const qty = noise === 0 ? 0 : 1 + (noise % (5 * 10 ** format.qtyDecimals));
+  return `["${fixed(priceTicks, format.priceDecimals, format.priceWidth)}","${
+    fixed(qty, format.qtyDecimals, format.qtyWidth)
+  }"]`;
+}
+
+/**
+ * Formats an integer count of 10^-decimals units with `width` decimals, using
+ * string arithmetic so no float rounding can creep into the text.
+ */
+function fixed(units: number, decimals: number, width: number): string {
+  const digits = Math.abs(Math.trunc(units)).toString().padStart(decimals + 1, "0");
+  const whole = digits.slice(0, digits.length - decimals);
+  const fraction = digits.slice(digits.length - decimals).padEnd(width, "0");
+  return `${units < 0 ? "-" : ""}${whole}.${fraction}`;
+}
+
+/** A slow wander around 60,000.00 so consecutive messages look like one market. */
+function midPrice(n: number): number {
+  return 6_000_000 + Math.round(5_000 * Math.sin(n / 200));
+}
+
+/** sum over i < n of (i % m), in O(1) */
+function periodicSum(n: number, m: number): number {
+  const full = Math.floor(n / m);
+  const rest = n % m;
+  return full * (m * (m - 1)) / 2 + (rest * (rest - 1)) / 2;
+}
+
+/** Message i covers 1 + (i % 5) update ids; this is how many messages 0..n-1 cover. */
+function spanSum(n: number): number {
+  return n + periodicSum(n, 5);
+}
+
+/** A small integer hash: deterministic "random" quantities without a seeded RNG. */
+function hash(a: number, b: number): number {
+  let h = Math.imul((a % 0x7fffffff) ^ 0x9e3779b9, 0x85ebca6b) ^ Math.imul(b + 1, 0xc2b2ae35);
+  h = Math.imul(h ^ (h >>> 16), 0x7feb352d);
+  h = Math.imul(h ^ (h >>> 15), 0x846ca68b);
+  return (h ^ (h >>> 16)) >>> 0;
+}

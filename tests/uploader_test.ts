@@ -1,0 +1,118 @@
+import assert from "node:assert/strict";
+import { gunzipSync } from "node:zlib";
+import type { SealedBatch } from "../src/batch/batcher.ts";
+import { localSink } from "../src/store/local.ts";
+import type { ObjectMeta, Sink } from "../src/store/sink.ts";
+import { Uploader } from "../src/store/uploader.ts";
+import { listFiles, tempDir } from "./support/temp.ts";
+
+const meta: ObjectMeta = { messages: 1, events: 0, firstRecvTs: 1, lastRecvTs: 1 };
+const batch = (key: string, lines = ['{"a":1}']): SealedBatch => ({
+  key,
+  stream: "s",
+  lines,
+  meta,
+  textBytes: 8,
+});
+
+function recordingSink(failFirst = 0): Sink & { puts: string[]; attempts: number } {
+  let failures = failFirst;
+  const sink = {
+    kind: "local" as const,
+    location: "memory",
+    puts: [] as string[],
+    attempts: 0,
+    put(key: string): Promise<void> {
+      sink.attempts++;
+      if (failures-- > 0) return Promise.reject(new Error("disk hiccup"));
+      sink.puts.push(key);
+      return Promise.resolve();
+    },
+  };
+  return sink;
+}
+
+Deno.test("local sink writes the object and its metadata sidecar under the key, with no temp files left", async () => {
+  await using tmp = await tempDir();
+  const sink = localSink(tmp.path);
+  await sink.put("p/x=1/a.ndjson.gz", new Uint8Array([1, 2, 3]), { ...meta, lastUpdateId: 9 });
+  assert.deepEqual(await listFiles(tmp.path), ["p/x=1/a.ndjson.gz", "p/x=1/a.ndjson.gz.meta.json"]);
+  assert.deepEqual([...await Deno.readFile(`${tmp.path}/p/x=1/a.ndjson.gz`)], [1, 2, 3]);
+  const sidecar = JSON.parse(await Deno.readTextFile(`${tmp.path}/p/x=1/a.ndjson.gz.meta.json`));
+  assert.equal(sidecar["last-update-id"], "9");
+  assert.equal(sidecar.messages, "1");
+});
+
+Deno.test("uploader stores every submitted batch gzipped and flush waits for them", async () => {
+  await using tmp = await tempDir();
+  const stored: string[] = [];
+  const uploader = new Uploader({
+    sink: localSink(tmp.path),
+    concurrency: 2,
+    gzipLevel: 1,
+    onStored: (b) => stored.push(b.key),
+  });
+  for (let i = 0; i < 5; i++) uploader.submit(batch(`k${i}.ndjson.gz`, [`{"i":${i}}`]));
+  const left = await uploader.flush(AbortSignal.timeout(5000));
+  assert.deepEqual(left, []);
+  assert.deepEqual(stored.sort(), [
+    "k0.ndjson.gz",
+    "k1.ndjson.gz",
+    "k2.ndjson.gz",
+    "k3.ndjson.gz",
+    "k4.ndjson.gz",
+  ]);
+  const text = new TextDecoder().decode(
+    gunzipSync(await Deno.readFile(`${tmp.path}/k3.ndjson.gz`)),
+  );
+  assert.equal(text, '{"i":3}\n');
+});
+
+Deno.test("uploader retries a failing put until it succeeds", async () => {
+  const sink = recordingSink(2);
+  const failures: unknown[] = [];
+  const uploader = new Uploader({
+    sink,
+    concurrency: 1,
+    gzipLevel: 1,
+    retryInitialMs: 5,
+    retryMaxMs: 20,
+    onFailedAttempt: (_b, e) => failures.push(e),
+  });
+  uploader.submit(batch("x"));
+  assert.deepEqual(await uploader.flush(AbortSignal.timeout(5000)), []);
+  assert.deepEqual(sink.puts, ["x"]);
+  assert.equal(sink.attempts, 3);
+  assert.equal(failures.length, 2);
+});
+
+Deno.test("uploader returns the batches it could not store when flush is cut short", async () => {
+  const sink = recordingSink(Infinity);
+  const uploader = new Uploader({
+    sink,
+    concurrency: 1,
+    gzipLevel: 1,
+    retryInitialMs: 5,
+    retryMaxMs: 10,
+  });
+  uploader.submit(batch("a"));
+  uploader.submit(batch("b"));
+  const left = await uploader.flush(AbortSignal.timeout(200));
+  assert.deepEqual(left.map((b) => b.key).sort(), ["a", "b"]);
+  assert.ok(sink.attempts >= 2);
+});
+
+Deno.test("uploader does not retry an error its sink calls permanent", async () => {
+  const sink = recordingSink(Infinity);
+  const uploader = new Uploader({
+    sink,
+    concurrency: 1,
+    gzipLevel: 1,
+    retryInitialMs: 5,
+    isRetryable: () => false,
+  });
+  uploader.submit(batch("a"));
+  const left = await uploader.flush(AbortSignal.timeout(2000));
+  assert.deepEqual(left.map((b) => b.key), ["a"]);
+  assert.equal(sink.attempts, 1);
+});
