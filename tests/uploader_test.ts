@@ -50,7 +50,7 @@ Deno.test("uploader stores every submitted batch gzipped and flush waits for the
     sink: localSink(tmp.path),
     concurrency: 2,
     gzipLevel: 1,
-    onStored: (b) => stored.push(b.key),
+    onSettled: (b, how) => how === "stored" && stored.push(b.key),
   });
   for (let i = 0; i < 5; i++) uploader.submit(batch(`k${i}.ndjson.gz`, [`{"i":${i}}`]));
   const left = await uploader.flush(AbortSignal.timeout(5000));

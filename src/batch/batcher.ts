@@ -3,7 +3,8 @@
  * sealed batches are returned, never sent anywhere from here.
  *
  * A batch is sealed when its first line is `batchMs` old or when it holds
- * `maxLines` lines, whichever comes first. Its key is fixed at that moment.
+ * `maxLines` lines, whichever comes first. Its key is fixed when it opens
+ * (from its first line), so the crash journal can name it before sealing.
  */
 
 import type { ObjectMeta } from "../store/sink.ts";
@@ -20,6 +21,8 @@ export interface BatchLine {
 
 export interface SealedBatch {
   readonly key: string;
+  /** Resolves once the batch is safe in the crash journal (absent without one). */
+  readonly durable?: Promise<void>;
   readonly stream: string;
   readonly lines: readonly string[];
   readonly meta: ObjectMeta;
@@ -27,16 +30,26 @@ export interface SealedBatch {
   readonly textBytes: number;
 }
 
+/** Follows every batch's life, e.g. to journal it. Called synchronously. */
+export interface BatchObserver {
+  opened(key: string, stream: string): void;
+  appended(key: string, text: string): void;
+  /** Returns a promise that resolves when the seal is durable. */
+  sealed(key: string): Promise<void>;
+}
+
 export interface BatcherOptions {
   readonly batchMs: number;
   readonly maxLines: number;
   /** Fixes the key of a batch from its stream, first receive time and number. */
   readonly planKey: (stream: string, firstRecvTs: number, seq: number) => string;
+  readonly observer?: BatchObserver;
 }
 
 interface OpenBatch {
   readonly stream: string;
-  readonly seq: number;
+  /** Fixed when the batch opens, from its stream, first receive time and number. */
+  readonly key: string;
   readonly openedAt: number;
   readonly lines: string[];
   textBytes: number;
@@ -68,7 +81,7 @@ export class Batcher {
       this.#nextSeq.set(stream, seq + 1);
       batch = {
         stream,
-        seq,
+        key: this.#options.planKey(stream, line.recvTs, seq),
         openedAt: now,
         lines: [],
         textBytes: 0,
@@ -78,8 +91,10 @@ export class Batcher {
         lastRecvTs: line.recvTs,
       };
       this.#open.set(stream, batch);
+      this.#options.observer?.opened(batch.key, stream);
     }
     batch.lines.push(line.text);
+    this.#options.observer?.appended(batch.key, line.text);
     batch.textBytes += line.text.length + 1;
     batch.lastRecvTs = Math.max(batch.lastRecvTs, line.recvTs);
     if (line.isData) batch.messages++;
@@ -113,7 +128,8 @@ export class Batcher {
   #seal(batch: OpenBatch): SealedBatch {
     this.#open.delete(batch.stream);
     return {
-      key: this.#options.planKey(batch.stream, batch.firstRecvTs, batch.seq),
+      key: batch.key,
+      durable: this.#options.observer?.sealed(batch.key),
       stream: batch.stream,
       lines: batch.lines,
       textBytes: batch.textBytes,

@@ -65,7 +65,8 @@ function rawDataText(text: string, stream: string): string | undefined {
   return text.slice(head.length, -1);
 }
 
-function updateIds(
+/** The update ids a depth payload (diff or partial) carries. */
+export function updateIds(
   data: Record<string, unknown>,
 ): { firstUpdateId?: number; lastUpdateId?: number; prevUpdateId?: number } {
   if (typeof data.U === "number" && typeof data.u === "number") {

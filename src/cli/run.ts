@@ -1,13 +1,21 @@
 /**
- * `l2-uploader run`: wires the stages (feed → recorder → batcher → uploader
- * → sink) and owns the shutdown order: stop the feed, seal every batch,
- * store what can be stored within the budget, return.
+ * `l2-uploader run`: wires the stages (feed → recorder → batcher + journal →
+ * uploader → sink, with spool and drainer beside the S3 sink) and owns the
+ * start-up and shutdown order.
+ *
+ * Start-up: DATA_DIR writable → sink reachable (a wrong bucket or credentials
+ * stop here, an unreachable S3 does not) → spool opened → batches left in the
+ * crash journal recovered and submitted → recording starts.
+ * Shutdown: close the connections (frames in flight still arrive) → seal
+ * every batch → store within the budget, spool the rest → return.
  */
 
 import { getLogger } from "@logtape/logtape";
 import { join } from "node:path";
-import { Batcher } from "../batch/batcher.ts";
+import { Batcher, type SealedBatch } from "../batch/batcher.ts";
+import { Journal, recoverJournal } from "../batch/journal.ts";
 import { planKey } from "../batch/keys.ts";
+import { updateIds } from "../binance/frames.ts";
 import {
   combinedStreamUrl,
   depthStreams,
@@ -18,8 +26,10 @@ import type { Config } from "../config_types.ts";
 import { defaultNowMicros, runConnection, type WebSocketFactory } from "../feed/connection.ts";
 import { Metrics } from "../ops/metrics.ts";
 import { Recorder } from "../recorder.ts";
-import { localSink, writeAtomically } from "../store/local.ts";
-import type { Sink } from "../store/sink.ts";
+import { runDrainer } from "../store/drainer.ts";
+import { writeAtomically } from "../store/local.ts";
+import { checkBucket, selectSink } from "../store/select.ts";
+import { Spool } from "../store/spool.ts";
 import { Uploader } from "../store/uploader.ts";
 
 const log = getLogger(["l2", "run"]);
@@ -45,128 +55,251 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
   const nowMicros = options.nowMicros ?? defaultNowMicros;
   const metrics = options.metrics ?? new Metrics();
   await ensureWritable(config.dataDir);
-  const sink: Sink = localSink(join(config.dataDir, "archive"));
-
-  const streams = depthStreams(config.symbols, config);
-  const uploader = new Uploader({
-    sink,
-    concurrency: config.uploadConcurrency,
-    gzipLevel: config.gzipLevel,
-    onStored: (_batch, bytes) => {
-      metrics.batchesStored.inc({ sink: sink.kind });
-      metrics.bytesStored.inc({ sink: sink.kind }, bytes);
-    },
-    onFailedAttempt: () => metrics.uploadFailures.inc(),
-  });
-  const batcher = new Batcher({
-    batchMs: config.batchSeconds * 1000,
-    maxLines: config.maxMessagesPerBatch,
-    planKey: (stream, firstRecvTs, seq) => {
-      const spec = parseStreamName(stream) ?? { symbol: "UNKNOWN", type: stream };
-      return planKey({
-        prefix: config.prefix,
-        market: config.market,
-        streamType: spec.type,
-        symbol: spec.symbol,
-        firstRecvTs,
-        instanceId: config.instanceId,
-        seq,
+  const selected = selectSink(config);
+  const { sink } = selected;
+  const background = new AbortController();
+  try {
+    if (selected.s3) {
+      const check = await checkBucket(selected.s3);
+      if (!check.ok && check.permanent) throw new StartupError(check.message);
+      if (!check.ok) {
+        log.warn("{message}; recording anyway and spooling until it is back", {
+          message: check.message,
+        });
+      }
+    }
+    const spool = selected.s3
+      ? await Spool.open(join(config.dataDir, "spool"), { maxBytes: config.spoolMaxBytes })
+      : undefined;
+    if (spool && spool.count > 0) {
+      log.info("Spool holds {count} batches ({bytes} bytes) from earlier; draining them", {
+        count: spool.count,
+        bytes: spool.bytes,
       });
-    },
-  });
-  const recorder = new Recorder({ batcher, metrics, submit: (batch) => uploader.submit(batch) });
+    }
+    const updateSpoolGauges = () => {
+      metrics.spoolBytes.set(spool?.bytes ?? 0);
+      metrics.spoolBatches.set(spool?.count ?? 0);
+    };
+    updateSpoolGauges();
 
-  log.info("Recording {count} {market} streams ({first}…) to {sink} {location}", {
-    count: streams.length,
-    market: config.market,
-    first: streams[0]?.name,
-    sink: sink.kind,
-    location: sink.location,
-    instanceId: config.instanceId,
-  });
+    const journalDir = join(config.dataDir, "journal");
+    const recovered = await recoverJournal(journalDir, { describe: describeLine });
+    const journal = await Journal.start(journalDir);
+    let recoveredLeft = recovered.batches.length;
+    const recoveredKeys = new Set(recovered.batches.map((b) => b.key));
 
-  const feedStop = new AbortController();
-  const feeds = groupStreams(streams.map((s) => s.name), config.streamsPerConnection).map(
-    (names, index) => {
-      const conn = index + 1;
-      return runConnection({
-        url: combinedStreamUrl(config.wsUrl, names),
-        signal: feedStop.signal,
-        staleAfterMs: config.staleAfterSeconds * 1000,
-        webSocket: options.webSocket,
-        nowMicros,
-        handlers: {
-          onFrame: (text, recvTs) => recorder.frame(names, text, recvTs),
-          onOpen: ({ opened }) => {
-            metrics.wsConnections.inc();
-            log.info("Connection {conn} open ({streams} streams, attempt {opened})", {
-              conn,
-              streams: names.length,
-              opened,
-            });
-            recorder.event(names, "connected", nowMicros(), { conn });
-          },
-          onClose: (info) => {
-            metrics.wsConnections.dec();
-            const at = nowMicros();
-            if (info.cause === "stale") {
-              recorder.event(names, "stale", at, {
-                conn,
-                stale_after_ms: config.staleAfterSeconds * 1000,
-              });
-            }
-            recorder.event(names, "disconnected", at, {
-              conn,
-              cause: info.cause,
-              code: info.code,
-              reason: info.reason,
-              uptime_ms: Math.round(info.uptimeMs),
-            });
-            if (info.cause !== "shutdown") metrics.reconnects.inc({ cause: info.cause });
-            log.warn(
-              "Connection {conn} closed ({cause}, code {code}); reconnecting in {retryInMs} ms",
-              {
-                conn,
-                ...info,
-              },
-            );
-          },
-          onConnectFailed: (info) => {
-            metrics.reconnects.inc({ cause: info.cause });
-            log.warn("Connection {conn} could not open ({reason}); retrying in {retryInMs} ms", {
-              conn,
-              ...info,
-            });
-          },
+    const uploader = new Uploader({
+      sink,
+      spool,
+      concurrency: config.uploadConcurrency,
+      gzipLevel: config.gzipLevel,
+      maxQueueBytes: config.uploadQueueMaxBytes,
+      isRetryable: selected.isRetryable,
+      onQueueBytes: (bytes) => metrics.uploadQueueBytes.set(bytes),
+      onFailedAttempt: () => {
+        metrics.uploadAttempts.inc();
+        metrics.uploadFailures.inc();
+      },
+      onSettled: (batch, how, bytes) => {
+        if (how === "stored") {
+          metrics.uploadAttempts.inc();
+          metrics.batchesStored.inc({ sink: sink.kind });
+          metrics.bytesStored.inc({ sink: sink.kind }, bytes);
+        } else if (how === "dropped") {
+          metrics.droppedMessages.inc(batch.meta.messages);
+        }
+        updateSpoolGauges();
+        journal.settled(batch.key);
+        if (recoveredKeys.delete(batch.key) && --recoveredLeft === 0) {
+          removeFiles(recovered.files);
+        }
+      },
+    });
+    if (recovered.batches.length > 0) {
+      log.warn("Recovered {batches} batches ({messages} messages) from the crash journal", {
+        batches: recovered.batches.length,
+        messages: recovered.batches.reduce((n, b) => n + b.meta.messages, 0),
+      });
+      for (const batch of recovered.batches) uploader.submit(batch);
+    } else {
+      await removeFiles(recovered.files);
+    }
+
+    const drained = spool
+      ? runDrainer({
+        spool,
+        sink,
+        signal: background.signal,
+        concurrency: config.uploadConcurrency,
+        onStored: (_key, bytes) => {
+          metrics.uploadAttempts.inc();
+          metrics.batchesStored.inc({ sink: sink.kind });
+          metrics.bytesStored.inc({ sink: sink.kind }, bytes);
+          updateSpoolGauges();
         },
+        onFailedAttempt: () => {
+          metrics.uploadAttempts.inc();
+          metrics.uploadFailures.inc();
+        },
+        onQuarantined: updateSpoolGauges,
+      })
+      : Promise.resolve();
+
+    const batcher = new Batcher({
+      batchMs: config.batchSeconds * 1000,
+      maxLines: config.maxMessagesPerBatch,
+      observer: journal,
+      planKey: (stream, firstRecvTs, seq) => {
+        const spec = parseStreamName(stream) ?? { symbol: "UNKNOWN", type: stream };
+        return planKey({
+          prefix: config.prefix,
+          market: config.market,
+          streamType: spec.type,
+          symbol: spec.symbol,
+          firstRecvTs,
+          instanceId: config.instanceId,
+          seq,
+        });
+      },
+    });
+    const recorder = new Recorder({ batcher, metrics, submit: (b) => uploader.submit(b) });
+    const streams = depthStreams(config.symbols, config);
+    log.info("Recording {count} {market} streams ({first}…) to {sink} {location}", {
+      count: streams.length,
+      market: config.market,
+      first: streams[0]?.name,
+      sink: sink.kind,
+      location: sink.location,
+      instanceId: config.instanceId,
+    });
+
+    const feedStop = new AbortController();
+    const feeds = groupStreams(streams.map((s) => s.name), config.streamsPerConnection).map(
+      (names, index) =>
+        runConnection({
+          url: combinedStreamUrl(config.wsUrl, names),
+          signal: feedStop.signal,
+          staleAfterMs: config.staleAfterSeconds * 1000,
+          webSocket: options.webSocket,
+          nowMicros,
+          handlers: connectionHandlers({
+            conn: index + 1,
+            names,
+            recorder,
+            metrics,
+            config,
+            nowMicros,
+          }),
+        }),
+    );
+
+    const ticker = setInterval(() => recorder.tick(), 200);
+    options.onStarted?.();
+    await new Promise<void>((resolve) => {
+      if (options.shutdown.aborted) resolve();
+      options.shutdown.addEventListener("abort", () => resolve(), { once: true });
+    });
+
+    const deadline = Date.now() + (options.shutdownBudgetMs ?? 9000);
+    log.info("Shutting down: closing connections, then sealing and storing open batches");
+    feedStop.abort();
+    await Promise.all(feeds);
+    clearInterval(ticker);
+    recorder.sealAll();
+    // Keep a second for spooling what the sink could not take in time.
+    const storeBy = Math.max(0, deadline - Date.now() - 1500);
+    const left = await uploader.flush(AbortSignal.timeout(storeBy));
+    background.abort();
+    await drained;
+    await journal.close();
+    reportShutdown(left, spool);
+  } finally {
+    background.abort();
+    selected.close();
+  }
+}
+
+function connectionHandlers(context: {
+  conn: number;
+  names: readonly string[];
+  recorder: Recorder;
+  metrics: Metrics;
+  config: Config;
+  nowMicros: () => number;
+}): Parameters<typeof runConnection>[0]["handlers"] {
+  const { conn, names, recorder, metrics, config, nowMicros } = context;
+  return {
+    onFrame: (text, recvTs) => recorder.frame(names, text, recvTs),
+    onOpen: ({ opened }) => {
+      metrics.wsConnections.inc();
+      log.info("Connection {conn} open ({streams} streams, attempt {opened})", {
+        conn,
+        streams: names.length,
+        opened,
+      });
+      recorder.event(names, "connected", nowMicros(), { conn });
+    },
+    onClose: (info) => {
+      metrics.wsConnections.dec();
+      const at = nowMicros();
+      if (info.cause === "stale") {
+        recorder.event(names, "stale", at, {
+          conn,
+          stale_after_ms: config.staleAfterSeconds * 1000,
+        });
+      }
+      recorder.event(names, "disconnected", at, {
+        conn,
+        cause: info.cause,
+        code: info.code,
+        reason: info.reason,
+        uptime_ms: Math.round(info.uptimeMs),
+      });
+      if (info.cause === "shutdown") return;
+      metrics.reconnects.inc({ cause: info.cause });
+      log.warn("Connection {conn} closed ({cause}, code {code}); reconnecting in {retryInMs} ms", {
+        conn,
+        ...info,
       });
     },
-  );
+    onConnectFailed: (info) => {
+      metrics.reconnects.inc({ cause: info.cause });
+      log.warn("Connection {conn} could not open ({reason}); retrying in {retryInMs} ms", {
+        conn,
+        ...info,
+      });
+    },
+  };
+}
 
-  const ticker = setInterval(() => recorder.tick(), 200);
-  options.onStarted?.();
-  await new Promise<void>((resolve) => {
-    if (options.shutdown.aborted) resolve();
-    options.shutdown.addEventListener("abort", () => resolve(), { once: true });
-  });
-
-  const deadline = Date.now() + (options.shutdownBudgetMs ?? 9000);
-  log.info("Shutting down: closing connections, then sealing and storing open batches");
-  feedStop.abort();
-  await Promise.all(feeds);
-  clearInterval(ticker);
-  recorder.sealAll();
-  const left = await uploader.flush(AbortSignal.timeout(Math.max(0, deadline - Date.now())));
+function reportShutdown(left: readonly SealedBatch[], spool: Spool | undefined): void {
   if (left.length > 0) {
-    const messages = left.reduce((n, b) => n + b.meta.messages, 0);
-    metrics.droppedMessages.inc(messages);
-    log.error("Shutdown budget ran out with {batches} batches ({messages} messages) not stored", {
-      batches: left.length,
-      messages,
+    log.error(
+      "Shutdown budget ran out with {batches} batches ({messages} messages) not stored; " +
+        "the crash journal keeps them for the next start",
+      { batches: left.length, messages: left.reduce((n, b) => n + b.meta.messages, 0) },
+    );
+  } else if (spool && spool.count > 0) {
+    log.warn("Shutdown complete; {count} batches wait in the spool for the next start", {
+      count: spool.count,
     });
   } else {
     log.info("Shutdown complete: every batch stored");
   }
+}
+
+/** What the journal needs to know about an archive line to rebuild a batch's metadata. */
+function describeLine(text: string) {
+  const value = JSON.parse(text) as { recv_ts?: unknown; data?: unknown };
+  if (typeof value.recv_ts !== "number") throw new Error("archive line without recv_ts");
+  const isData = typeof value.data === "object" && value.data !== null;
+  const ids = isData ? updateIds(value.data as Record<string, unknown>) : {};
+  return { recvTs: value.recv_ts, isData, ...ids };
+}
+
+async function removeFiles(paths: readonly string[]): Promise<void> {
+  for (const path of paths) await Deno.remove(path).catch(() => {});
 }
 
 /** DATA_DIR must exist (or be creatable) and take a write and a rename. */

@@ -12,6 +12,7 @@
 
 import { getLogger } from "@logtape/logtape";
 import { ExponentialBackoff, fullJitterGenerator, type IBackoff } from "cockatiel";
+import { delay } from "../delay.ts";
 
 const log = getLogger(["l2", "feed"]);
 
@@ -85,17 +86,17 @@ export async function runConnection(options: ConnectionOptions): Promise<void> {
       break;
     }
     const healthy = outcome.close.uptimeMs >= (options.healthyAfterMs ?? 10_000);
-    let delay = 0;
+    let waitMs = 0;
     if (healthy) {
       backoff = undefined;
     } else {
       backoff = backoff ? backoff.next(undefined) : factory.next();
-      delay = backoff.duration;
+      waitMs = backoff.duration;
     }
-    const info = { ...outcome.close, retryInMs: delay };
+    const info = { ...outcome.close, retryInMs: waitMs };
     if (outcome.opened) options.handlers.onClose(info);
     else options.handlers.onConnectFailed?.(info);
-    await abortableDelay(delay, signal);
+    await delay(waitMs, signal);
   }
 }
 
@@ -201,18 +202,5 @@ function connectOnce(options: ConnectionOptions, attempt: number): Promise<Outco
       log.debug("WebSocket error on {url}: {message}", { url: options.url, message });
     };
     ws.onclose = (event: CloseEvent) => finish(event.code, event.reason);
-  });
-}
-
-function abortableDelay(ms: number, signal: AbortSignal): Promise<void> {
-  if (ms <= 0 || signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
   });
 }

@@ -1,8 +1,13 @@
 /**
- * Stores sealed batches through a sink, off the receive path: `submit` only
- * queues; compression and puts run with bounded concurrency, and a failed
- * put is retried with exponential backoff and full jitter. Whether an error
- * is worth retrying is decided by the sink's `isRetryable`, not here.
+ * Stores sealed batches through a sink, off the receive path. `submit` only
+ * queues; compression and puts run with bounded concurrency. A failed put is
+ * retried a few times with exponential backoff and full jitter; when the
+ * attempts run out, when the error is permanent, or when the in-memory queue
+ * is full, the batch goes to the on-disk spool instead (if there is one).
+ * Whether an error is worth retrying is the caller's pure `isRetryable`.
+ *
+ * Memory: batches waiting here are bounded by `maxQueueBytes` (their text
+ * size); batches beyond it skip the queue and are spooled.
  */
 
 import { getLogger } from "@logtape/logtape";
@@ -10,21 +15,31 @@ import { ExponentialBackoff, fullJitterGenerator, handleWhen, retry } from "cock
 import type { SealedBatch } from "../batch/batcher.ts";
 import { gzipLines } from "../batch/encode.ts";
 import type { Sink } from "./sink.ts";
+import type { Spool } from "./spool.ts";
 
 const log = getLogger(["l2", "store"]);
+
+export type SettledHow = "stored" | "spooled" | "dropped";
 
 export interface UploaderOptions {
   readonly sink: Sink;
   readonly concurrency: number;
   readonly gzipLevel: number;
+  /** Where batches go when the sink cannot take them; without one, retries go on. */
+  readonly spool?: Spool;
+  readonly maxQueueBytes?: number;
+  /** Attempts per batch before it is spooled (only with a spool). */
+  readonly maxAttempts?: number;
   /** Errors for which another attempt may succeed; default: all. */
   readonly isRetryable?: (error: unknown) => boolean;
   readonly retryInitialMs?: number;
   readonly retryMaxMs?: number;
-  /** Called after a batch was confirmed stored. */
-  readonly onStored?: (batch: SealedBatch, bytes: number) => void;
+  /** Called once per batch when it is stored, spooled or dropped. */
+  readonly onSettled?: (batch: SealedBatch, how: SettledHow, bytes: number) => void;
   /** Called after every failed attempt. */
   readonly onFailedAttempt?: (batch: SealedBatch, error: unknown) => void;
+  /** Called when the queue's byte count changes. */
+  readonly onQueueBytes?: (bytes: number) => void;
 }
 
 export class Uploader {
@@ -34,6 +49,8 @@ export class Uploader {
   readonly #idleWaiters = new Set<() => void>();
   readonly #unstored: SealedBatch[] = [];
   #active = 0;
+  #queueBytes = 0;
+  #lastSuccessAt: number | undefined;
 
   constructor(options: UploaderOptions) {
     this.#options = options;
@@ -41,74 +58,106 @@ export class Uploader {
 
   /** Queues a batch; never waits. */
   submit(batch: SealedBatch): void {
+    const max = this.#options.maxQueueBytes ?? Infinity;
+    if (this.#options.spool && this.#queueBytes + batch.textBytes > max && this.#queueBytes > 0) {
+      log.warn("Upload queue full ({queueBytes} bytes); spooling {key}", {
+        queueBytes: this.#queueBytes,
+        key: batch.key,
+      });
+      this.#track(this.#spoolBatch(batch, undefined, "upload queue full"));
+      return;
+    }
     this.#queue.push(batch);
+    this.#setQueueBytes(this.#queueBytes + batch.textBytes);
     this.#pump();
   }
 
-  /** Batches queued or being stored. */
+  /** Batches queued, being stored or being spooled. */
   get pending(): number {
     return this.#queue.length + this.#active;
   }
 
+  /** Wall-clock ms of the last confirmed store, if any. */
+  get lastSuccessAt(): number | undefined {
+    return this.#lastSuccessAt;
+  }
+
   /**
-   * Waits until everything submitted is stored, or until `signal` aborts;
-   * then in-flight retries are cancelled and the batches that were not
-   * stored are returned, so the caller can keep them elsewhere.
+   * Waits until everything submitted is settled, or until `signal` aborts;
+   * then retries are cancelled, what was not stored is spooled (when there
+   * is a spool) and the batches that are still nowhere are returned.
    */
   async flush(signal: AbortSignal): Promise<SealedBatch[]> {
+    await this.#idle(signal);
     if (this.pending > 0) {
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          this.#idleWaiters.delete(done);
-          signal.removeEventListener("abort", done);
-          resolve();
-        };
-        this.#idleWaiters.add(done);
-        signal.addEventListener("abort", done, { once: true });
-      });
+      this.#abort.abort();
+      const left = this.#queue.splice(0);
+      this.#setQueueBytes(0);
+      for (const batch of left) this.#track(this.#spoolBatch(batch, undefined, "shutdown"));
+      // Cancelled puts settle quickly; their batches are spooled the same way.
+      await this.#idle(AbortSignal.timeout(5000));
     }
-    if (this.pending === 0) return this.#unstored.splice(0);
-    this.#abort.abort();
-    const left = this.#queue.splice(0);
-    // Let cancelled puts settle so their batches land in #unstored.
-    while (this.#active > 0) await new Promise((r) => setTimeout(r, 10));
-    return [...left, ...this.#unstored.splice(0)];
+    return this.#unstored.splice(0);
+  }
+
+  #idle(signal: AbortSignal): Promise<void> {
+    if (this.pending === 0 || signal.aborted) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        this.#idleWaiters.delete(done);
+        signal.removeEventListener("abort", done);
+        resolve();
+      };
+      this.#idleWaiters.add(done);
+      signal.addEventListener("abort", done, { once: true });
+    });
   }
 
   #pump(): void {
     while (this.#active < this.#options.concurrency && this.#queue.length > 0) {
       const batch = this.#queue.shift()!;
-      this.#active++;
-      this.#store(batch).finally(() => {
-        this.#active--;
-        this.#pump();
-        if (this.pending === 0) { for (const resolve of [...this.#idleWaiters]) resolve(); }
-      });
+      this.#setQueueBytes(this.#queueBytes - batch.textBytes);
+      this.#track(this.#store(batch));
     }
   }
 
+  /** Counts a task as active until it settles, then wakes waiters. */
+  #track(task: Promise<void>): void {
+    this.#active++;
+    task.finally(() => {
+      this.#active--;
+      this.#pump();
+      if (this.pending === 0) { for (const resolve of [...this.#idleWaiters]) resolve(); }
+    });
+  }
+
   async #store(batch: SealedBatch): Promise<void> {
-    const { sink, gzipLevel } = this.#options;
+    const { sink, gzipLevel, spool } = this.#options;
     const policy = retry(handleWhen(this.#options.isRetryable ?? (() => true)), {
-      maxAttempts: Infinity,
+      maxAttempts: spool ? Math.max(0, (this.#options.maxAttempts ?? 3) - 1) : Infinity,
       backoff: new ExponentialBackoff({
         generator: fullJitterGenerator,
         initialDelay: this.#options.retryInitialMs ?? 500,
         maxDelay: this.#options.retryMaxMs ?? 30_000,
       }),
     });
+    let body: Uint8Array | undefined;
     try {
-      const body = await gzipLines(batch.lines, gzipLevel);
+      // Never upload before the journal holds the seal: recovery relies on it.
+      await batch.durable;
+      body = await gzipLines(batch.lines, gzipLevel);
+      const bytes = body;
       await policy.execute(async ({ signal }) => {
         try {
-          await sink.put(batch.key, body, batch.meta, signal);
+          await sink.put(batch.key, bytes, batch.meta, signal);
         } catch (error) {
           this.#options.onFailedAttempt?.(batch, error);
           log.warn("Store attempt failed for {key}: {error}", { key: batch.key, error });
           throw error;
         }
       }, this.#abort.signal);
-      this.#options.onStored?.(batch, body.length);
+      this.#lastSuccessAt = Date.now();
+      this.#options.onSettled?.(batch, "stored", body.length);
       log.debug("Stored {key}", {
         key: batch.key,
         sink: sink.kind,
@@ -116,10 +165,42 @@ export class Uploader {
         bytes: body.length,
       });
     } catch (error) {
-      this.#unstored.push(batch);
-      if (!this.#abort.signal.aborted) {
-        log.error("Gave up storing {key}: {error}", { key: batch.key, error });
-      }
+      await this.#spoolBatch(batch, body, this.#abort.signal.aborted ? "shutdown" : String(error));
     }
+  }
+
+  /** Writes a batch to the spool; without a spool (or room in it) it is reported. */
+  async #spoolBatch(batch: SealedBatch, body: Uint8Array | undefined, why: string): Promise<void> {
+    const { spool } = this.#options;
+    if (!spool) {
+      this.#unstored.push(batch);
+      return;
+    }
+    try {
+      body ??= await gzipLines(batch.lines, this.#options.gzipLevel);
+      if (await spool.write({ key: batch.key, body, meta: batch.meta })) {
+        log.info("Spooled {key} ({why})", { key: batch.key, why });
+        this.#options.onSettled?.(batch, "spooled", body.length);
+        return;
+      }
+      log.error("Spool full ({bytes} of {max} bytes): dropped {key} with {messages} messages", {
+        bytes: spool.bytes,
+        max: spool.maxBytes,
+        key: batch.key,
+        messages: batch.meta.messages,
+      });
+    } catch (error) {
+      log.error("Cannot spool {key}: {error}; dropped {messages} messages", {
+        key: batch.key,
+        error,
+        messages: batch.meta.messages,
+      });
+    }
+    this.#options.onSettled?.(batch, "dropped", 0);
+  }
+
+  #setQueueBytes(bytes: number): void {
+    this.#queueBytes = bytes;
+    this.#options.onQueueBytes?.(bytes);
   }
 }

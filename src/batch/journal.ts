@@ -1,0 +1,305 @@
+/**
+ * The crash journal: every line of every open batch is appended to a
+ * journal segment on disk within `flushMs` (default 250 ms) of arriving, so
+ * a SIGKILL or a crash loses at most that much. At start-up, batches left in
+ * the journal become sealed batches again, under the key they were given
+ * when they opened.
+ *
+ * Invariants:
+ * - One segment file is written at a time, with one `write` per flush; a
+ *   new segment starts every `segmentMs`. Segment names sort by age.
+ * - A segment is deleted only when no batch that touched it is still
+ *   unsettled (stored, spooled or dropped) AND every older segment is gone.
+ *   So a batch in the journal either has all its records, or has lost its
+ *   `open` record (and is skipped at recovery): never a silent middle hole.
+ * - A batch's upload waits for its `seal` record to be written, so recovery
+ *   never mistakes an uploaded batch for an unfinished one.
+ * - Recovery is deterministic: recovering the same journal twice yields the
+ *   same objects under the same keys, so a repeat upload overwrites a batch
+ *   with identical content instead of storing it twice.
+ *
+ * Record format, one per line, fields separated by tabs:
+ *   o <id> <key> <stream>   a batch opened
+ *   l <id> <line>           an archive line (JSON, never contains a tab-free newline)
+ *   s <id>                  the batch was sealed (complete)
+ *   r <id>                  the batch was settled (no longer needs recovery)
+ * Ids are numbers local to the process run, which is part of the segment name.
+ */
+
+import { getLogger } from "@logtape/logtape";
+import { join } from "node:path";
+import type { BatchObserver, SealedBatch } from "./batcher.ts";
+import { eventLine } from "./encode.ts";
+
+const log = getLogger(["l2", "journal"]);
+
+const SUFFIX = ".jnl";
+
+export interface JournalOptions {
+  readonly flushMs?: number;
+  readonly segmentMs?: number;
+  /** Wall clock, ms (for segment names). */
+  readonly now?: () => number;
+}
+
+interface Segment {
+  readonly name: string;
+  /** Batches with records in this segment that are not yet settled. */
+  readonly live: Set<number>;
+  file?: Deno.FsFile;
+}
+
+export class Journal implements BatchObserver {
+  readonly dir: string;
+  readonly #runId: string;
+  readonly #flushMs: number;
+  readonly #segmentMs: number;
+  readonly #now: () => number;
+  readonly #ids = new Map<string, number>();
+  /** Segments of this run still on disk, oldest first; the last is current. */
+  readonly #segments: Segment[] = [];
+  /** Per batch id, the segments it has records in. */
+  readonly #touched = new Map<number, Set<Segment>>();
+  #nextId = 0;
+  #buffer: string[] = [];
+  #segmentStartedAt = 0;
+  #segmentCounter = 0;
+  #flushing: Promise<void> = Promise.resolve();
+  #waiters: Array<() => void> = [];
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #failed = false;
+
+  private constructor(dir: string, options: JournalOptions) {
+    this.dir = dir;
+    this.#flushMs = options.flushMs ?? 250;
+    this.#segmentMs = options.segmentMs ?? 60_000;
+    this.#now = options.now ?? Date.now;
+    this.#runId = String(this.#now()).padStart(15, "0");
+  }
+
+  /** Starts a journal for this run; call `recoverJournal` on the directory first. */
+  static async start(dir: string, options: JournalOptions = {}): Promise<Journal> {
+    await Deno.mkdir(dir, { recursive: true });
+    const journal = new Journal(dir, options);
+    await journal.#rotate();
+    journal.#timer = setInterval(() => journal.flush(), journal.#flushMs);
+    return journal;
+  }
+
+  opened(key: string, stream: string): void {
+    const id = this.#nextId++;
+    this.#ids.set(key, id);
+    this.#record(id, `o\t${id}\t${key}\t${stream}`);
+  }
+
+  appended(key: string, text: string): void {
+    const id = this.#ids.get(key);
+    if (id !== undefined) this.#record(id, `l\t${id}\t${text}`);
+  }
+
+  sealed(key: string): Promise<void> {
+    const id = this.#ids.get(key);
+    if (id === undefined) return Promise.resolve();
+    this.#record(id, `s\t${id}`);
+    const written = new Promise<void>((resolve) => this.#waiters.push(resolve));
+    this.flush();
+    return written;
+  }
+
+  /** The batch is stored, spooled or dropped: it no longer needs the journal. */
+  settled(key: string): void {
+    const id = this.#ids.get(key);
+    if (id === undefined) return;
+    this.#ids.delete(key);
+    this.#buffer.push(`r\t${id}`);
+    for (const segment of this.#touched.get(id) ?? []) segment.live.delete(id);
+    this.#touched.delete(id);
+  }
+
+  /** Writes buffered records; resolves when they are in the file. */
+  flush(): Promise<void> {
+    this.#flushing = this.#flushing.then(() => this.#flushNow());
+    return this.#flushing;
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.#timer);
+    await this.flush();
+    for (const segment of this.#segments) segment.file?.close();
+    this.#segments.length = 0;
+  }
+
+  #record(id: number, record: string): void {
+    this.#buffer.push(record);
+    const current = this.#segments[this.#segments.length - 1];
+    current.live.add(id);
+    let touched = this.#touched.get(id);
+    if (!touched) this.#touched.set(id, touched = new Set());
+    touched.add(current);
+  }
+
+  async #flushNow(): Promise<void> {
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    if (this.#buffer.length > 0) {
+      const text = this.#buffer.join("\n") + "\n";
+      this.#buffer = [];
+      const current = this.#segments[this.#segments.length - 1];
+      try {
+        const bytes = new TextEncoder().encode(text);
+        let written = 0;
+        while (written < bytes.length) {
+          written += await current.file!.write(bytes.subarray(written));
+        }
+        this.#failed = false;
+      } catch (error) {
+        // The recording goes on without crash protection rather than stopping.
+        if (!this.#failed) log.error("Cannot write the crash journal: {error}", { error });
+        this.#failed = true;
+      }
+    }
+    for (const resolve of waiters) resolve();
+    if (this.#now() - this.#segmentStartedAt >= this.#segmentMs) await this.#rotate();
+    await this.#deleteSettledSegments();
+  }
+
+  async #rotate(): Promise<void> {
+    const previous = this.#segments[this.#segments.length - 1];
+    previous?.file?.close();
+    if (previous) previous.file = undefined;
+    const name = `${this.#runId}-${String(this.#segmentCounter++).padStart(6, "0")}${SUFFIX}`;
+    const file = await Deno.open(join(this.dir, name), { write: true, createNew: true });
+    this.#segments.push({ name, live: new Set(), file });
+    this.#segmentStartedAt = this.#now();
+  }
+
+  /** Oldest first, and never the current segment. */
+  async #deleteSettledSegments(): Promise<void> {
+    while (this.#segments.length > 1 && this.#segments[0].live.size === 0) {
+      const [oldest] = this.#segments;
+      await Deno.remove(join(this.dir, oldest.name)).catch(() => {});
+      this.#segments.shift();
+    }
+  }
+}
+
+export interface RecoveredJournal {
+  /** Batches rebuilt from the journal, in the order they were opened. */
+  readonly batches: SealedBatch[];
+  /** Journal files of earlier runs: delete them once every batch is settled. */
+  readonly files: string[];
+  /** Records that could not be read (a torn last write, damage). */
+  readonly badRecords: number;
+}
+
+/**
+ * Rebuilds the batches an earlier run left in the journal. Batches that were
+ * settled are skipped; a batch that was sealed comes back exactly as sealed;
+ * one still open gets a `recovered` event line at its end.
+ */
+export async function recoverJournal(
+  dir: string,
+  options: { describe: (line: string) => Omit<LineFacts, "text"> },
+): Promise<RecoveredJournal> {
+  const files: string[] = [];
+  try {
+    for await (const entry of Deno.readDir(dir)) {
+      if (entry.isFile && entry.name.endsWith(SUFFIX)) files.push(entry.name);
+    }
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return { batches: [], files: [], badRecords: 0 };
+    throw error;
+  }
+  files.sort();
+  interface Pending {
+    key: string;
+    stream: string;
+    lines: LineFacts[];
+    sealed: boolean;
+    settled: boolean;
+  }
+  const pending = new Map<string, Pending>();
+  let badRecords = 0;
+  for (const name of files) {
+    const run = name.slice(0, name.indexOf("-"));
+    const text = await Deno.readTextFile(join(dir, name));
+    for (const record of text.split("\n")) {
+      if (record === "") continue;
+      const [kind, id, ...rest] = record.split("\t");
+      const ref = `${run}/${id}`;
+      if (kind === "o" && rest.length === 2) {
+        pending.set(ref, {
+          key: rest[0],
+          stream: rest[1],
+          lines: [],
+          sealed: false,
+          settled: false,
+        });
+        continue;
+      }
+      const batch = pending.get(ref);
+      if (kind === "l" && rest.length >= 1) {
+        const line = rest.join("\t");
+        try {
+          if (batch) batch.lines.push({ text: line, ...options.describe(line) });
+        } catch {
+          badRecords++;
+        }
+      } else if (kind === "s" && batch) batch.sealed = true;
+      else if (kind === "r" && batch) batch.settled = true;
+      else if (kind !== "l" && kind !== "s" && kind !== "r") badRecords++;
+    }
+  }
+  const batches: SealedBatch[] = [];
+  for (const batch of pending.values()) {
+    if (batch.settled || batch.lines.length === 0) continue;
+    const lines = [...batch.lines];
+    if (!batch.sealed) {
+      // Stamped with the last known receive time, not "now", so recovering
+      // the same journal twice writes identical objects.
+      const last = lines[lines.length - 1];
+      const text = eventLine(last.recvTs, batch.stream, "recovered", {
+        reason:
+          "the previous run stopped without sealing this batch; lines after this point were lost",
+        lines: lines.length,
+      });
+      lines.push({ text, recvTs: last.recvTs, isData: false });
+    }
+    batches.push(sealedFromLines(batch.key, batch.stream, lines));
+  }
+  if (badRecords > 0) log.warn("Skipped {badRecords} unreadable journal records", { badRecords });
+  return { batches, files: files.map((f) => join(dir, f)), badRecords };
+}
+
+export interface LineFacts {
+  readonly text: string;
+  readonly recvTs: number;
+  readonly isData: boolean;
+  readonly firstUpdateId?: number;
+  readonly lastUpdateId?: number;
+}
+
+function sealedFromLines(key: string, stream: string, lines: readonly LineFacts[]): SealedBatch {
+  let messages = 0;
+  let firstUpdateId: number | undefined;
+  let lastUpdateId: number | undefined;
+  for (const line of lines) {
+    if (line.isData) messages++;
+    if (line.firstUpdateId !== undefined) firstUpdateId ??= line.firstUpdateId;
+    if (line.lastUpdateId !== undefined) lastUpdateId = line.lastUpdateId;
+  }
+  return {
+    key,
+    stream,
+    lines: lines.map((l) => l.text),
+    textBytes: lines.reduce((n, l) => n + l.text.length + 1, 0),
+    meta: {
+      messages,
+      events: lines.length - messages,
+      firstRecvTs: lines[0].recvTs,
+      lastRecvTs: lines.reduce((max, l) => Math.max(max, l.recvTs), 0),
+      firstUpdateId,
+      lastUpdateId,
+    },
+  };
+}

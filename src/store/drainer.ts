@@ -1,0 +1,91 @@
+/**
+ * Drains the spool into the sink, oldest file first. A file is deleted only
+ * after the sink confirmed its object; a damaged file is quarantined and the
+ * drain goes on. While the sink keeps failing, the drainer backs off
+ * (exponential, full jitter, up to `maxBackoffMs`) instead of hammering it.
+ */
+
+import { getLogger } from "@logtape/logtape";
+import { ExponentialBackoff, fullJitterGenerator, type IBackoff } from "cockatiel";
+import { delay } from "../delay.ts";
+import type { Sink } from "./sink.ts";
+import { type Spool, SpoolFileError } from "./spool.ts";
+
+const log = getLogger(["l2", "spool"]);
+
+export interface DrainerOptions {
+  readonly spool: Spool;
+  readonly sink: Sink;
+  readonly signal: AbortSignal;
+  readonly concurrency?: number;
+  /** How often to look at an empty spool, ms. */
+  readonly idleMs?: number;
+  readonly initialBackoffMs?: number;
+  readonly maxBackoffMs?: number;
+  readonly onStored?: (key: string, bytes: number) => void;
+  readonly onFailedAttempt?: (key: string, error: unknown) => void;
+  readonly onQuarantined?: (name: string, reason: string) => void;
+}
+
+/** Runs until `signal` aborts. */
+export async function runDrainer(options: DrainerOptions): Promise<void> {
+  const { spool, signal } = options;
+  const concurrency = Math.max(1, options.concurrency ?? 1);
+  const inFlight = new Set<string>();
+  const factory = new ExponentialBackoff({
+    generator: fullJitterGenerator,
+    initialDelay: options.initialBackoffMs ?? 1000,
+    maxDelay: options.maxBackoffMs ?? 60_000,
+  });
+  let backoff: IBackoff<unknown> | undefined;
+
+  /** One file: true when it left the spool (stored or quarantined). */
+  const drainOne = async (name: string): Promise<boolean> => {
+    let entry;
+    try {
+      entry = await spool.read(name);
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) return true;
+      const reason = error instanceof SpoolFileError ? error.message : String(error);
+      const target = await spool.quarantine(name);
+      log.error("Quarantined damaged spool file {name} to {target}: {reason}", {
+        name,
+        target,
+        reason,
+      });
+      options.onQuarantined?.(name, reason);
+      return true;
+    }
+    try {
+      await options.sink.put(entry.key, entry.body, entry.meta, signal);
+    } catch (error) {
+      options.onFailedAttempt?.(entry.key, error);
+      log.warn("Could not upload spooled {key}: {error}", { key: entry.key, error });
+      return false;
+    }
+    await spool.remove(name);
+    options.onStored?.(entry.key, entry.body.length);
+    log.info("Uploaded spooled {key}; {left} left in the spool", {
+      key: entry.key,
+      left: spool.count,
+    });
+    return true;
+  };
+
+  while (!signal.aborted) {
+    const names = spool.names().filter((n) => !inFlight.has(n)).slice(0, concurrency);
+    if (names.length === 0) {
+      await delay(options.idleMs ?? 1000, signal);
+      continue;
+    }
+    for (const n of names) inFlight.add(n);
+    const results = await Promise.all(names.map((n) => drainOne(n).catch(() => false)));
+    for (const n of names) inFlight.delete(n);
+    if (results.every((ok) => ok)) {
+      backoff = undefined;
+      continue;
+    }
+    backoff = backoff ? backoff.next(undefined) : factory.next();
+    await delay(Math.max(backoff.duration, 50), signal);
+  }
+}

@@ -1,0 +1,139 @@
+/**
+ * The S3 sink (any S3-compatible store). The only module that imports the
+ * AWS SDK. Objects carry user metadata (counts, receive times, update ids)
+ * and a Content-MD5 the server verifies, so a corrupted upload is refused.
+ *
+ * The SDK's own retries are off (maxAttempts 1): the uploader retries and
+ * spools, so every attempt is counted and nothing waits in a hidden loop.
+ */
+
+import {
+  DeleteObjectCommand,
+  HeadBucketCommand,
+  PutObjectCommand,
+  S3Client,
+  type ServerSideEncryption,
+  type StorageClass,
+} from "@aws-sdk/client-s3";
+import { createHash } from "node:crypto";
+import type { S3Config } from "../config_types.ts";
+import { metaToRecord, type ObjectMeta, type Sink } from "./sink.ts";
+
+export interface S3Sink extends Sink {
+  readonly kind: "s3";
+  readonly bucket: string;
+  /** HeadBucket: are the bucket and the credentials usable? */
+  headBucket(signal?: AbortSignal): Promise<void>;
+  deleteObject(key: string, signal?: AbortSignal): Promise<void>;
+  /** Bucket, region and endpoint, for messages (never credentials). */
+  describe(): string;
+  close(): void;
+}
+
+export interface S3SinkOptions {
+  /** A client to use instead of one built from the config (tests). */
+  readonly client?: S3Client;
+  /** Per-request timeout, ms. */
+  readonly requestTimeoutMs?: number;
+}
+
+export function s3Sink(config: S3Config, options: S3SinkOptions = {}): S3Sink {
+  const client = options.client ?? new S3Client({
+    region: config.region ?? "us-east-1",
+    endpoint: config.endpoint,
+    forcePathStyle: config.forcePathStyle,
+    maxAttempts: 1,
+    requestHandler: {
+      connectionTimeout: 5_000,
+      requestTimeout: options.requestTimeoutMs ?? 30_000,
+    },
+  });
+  const describe = () =>
+    `bucket "${config.bucket}" (region ${config.region ?? "from the AWS config"}, endpoint ${
+      config.endpoint ?? "AWS default"
+    })`;
+  return {
+    kind: "s3",
+    bucket: config.bucket,
+    location: `s3://${config.bucket}/${config.prefix}`,
+    describe,
+    async put(key: string, body: Uint8Array, meta: ObjectMeta, signal?: AbortSignal) {
+      await client.send(
+        new PutObjectCommand({
+          Bucket: config.bucket,
+          Key: key,
+          Body: body,
+          ContentLength: body.length,
+          ContentType: "application/gzip",
+          ContentMD5: createHash("md5").update(body).digest("base64"),
+          Metadata: metaToRecord(meta),
+          ServerSideEncryption: config.sse as ServerSideEncryption | undefined,
+          SSEKMSKeyId: config.sseKmsKeyId,
+          StorageClass: config.storageClass as StorageClass | undefined,
+        }),
+        { abortSignal: signal },
+      );
+    },
+    async headBucket(signal?: AbortSignal) {
+      await client.send(new HeadBucketCommand({ Bucket: config.bucket }), { abortSignal: signal });
+    },
+    async deleteObject(key: string, signal?: AbortSignal) {
+      await client.send(new DeleteObjectCommand({ Bucket: config.bucket, Key: key }), {
+        abortSignal: signal,
+      });
+    },
+    close: () => client.destroy(),
+  };
+}
+
+/** Error codes that another attempt cannot fix: wrong bucket, credentials or request. */
+const PERMANENT_CODES = new Set([
+  "AccessDenied",
+  "AllAccessDisabled",
+  "AccountProblem",
+  "InvalidAccessKeyId",
+  "InvalidBucketName",
+  "InvalidSecurity",
+  "NoSuchBucket",
+  "NotFound",
+  "SignatureDoesNotMatch",
+  "InvalidArgument",
+  "InvalidStorageClass",
+  "KMS.NotFoundException",
+  "KMS.DisabledException",
+  "PermanentRedirect",
+  "AuthorizationHeaderMalformed",
+  "CredentialsProviderError",
+]);
+
+/**
+ * Whether a failed S3 call may succeed if tried again. Pure. Unknown errors
+ * count as transient: retrying and spooling costs little, dropping data does.
+ */
+export function isRetryableS3Error(error: unknown): boolean {
+  const code = s3ErrorCode(error);
+  if (PERMANENT_CODES.has(code)) return false;
+  const status = httpStatus(error);
+  if (status === undefined) return true;
+  if (status === 429 || status >= 500 || status === 408) return true;
+  // Other 4xx answers mean the request itself is wrong.
+  return !(status >= 400 && status < 500);
+}
+
+/** The S3 error code (`NoSuchBucket`…), or the error's name. */
+export function s3ErrorCode(error: unknown): string {
+  if (typeof error !== "object" || error === null) return String(error);
+  const e = error as { Code?: unknown; code?: unknown; name?: unknown };
+  for (const candidate of [e.Code, e.name, e.code]) {
+    if (typeof candidate === "string" && candidate !== "" && candidate !== "Error") {
+      return candidate;
+    }
+  }
+  return "Error";
+}
+
+export function httpStatus(error: unknown): number | undefined {
+  if (typeof error !== "object" || error === null) return undefined;
+  const status = (error as { $metadata?: { httpStatusCode?: unknown } }).$metadata?.httpStatusCode;
+  return typeof status === "number" ? status : undefined;
+}

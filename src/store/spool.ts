@@ -1,0 +1,175 @@
+/**
+ * The overflow spool: sealed, compressed batches kept on disk while the sink
+ * cannot take them, one file per batch, drained oldest first.
+ *
+ * Invariants:
+ * - A spool file is written to a temporary name, flushed, then renamed; only
+ *   final names (`*.spool`) are ever listed or read, and temporary files left
+ *   by a crash are deleted when the spool opens.
+ * - A file is deleted only after the sink confirmed the object it holds.
+ * - A file is self-checking (header with length and SHA-256 of the body); one
+ *   that fails the check is moved to `quarantine/`, reported, and never blocks
+ *   the rest.
+ * - The total size of final files never exceeds `maxBytes`: a batch that does
+ *   not fit is refused (the caller counts it as dropped); nothing already
+ *   spooled is deleted to make room.
+ *
+ * File layout: one JSON header line, then the gzip body.
+ *   {"v":1,"key":"…","meta":{…},"bytes":<body length>,"sha256":"<hex>"}\n<body>
+ */
+
+import { createHash } from "node:crypto";
+import { join } from "node:path";
+import type { ObjectMeta } from "./sink.ts";
+import { TEMP_MARKER, writeAtomically } from "./local.ts";
+
+export interface SpoolEntry {
+  readonly key: string;
+  readonly body: Uint8Array;
+  readonly meta: ObjectMeta;
+}
+
+export class SpoolFileError extends Error {
+  override name = "SpoolFileError";
+}
+
+const SUFFIX = ".spool";
+
+export class Spool {
+  readonly dir: string;
+  readonly maxBytes: number;
+  /** Final file name → size, in name order (names sort by spooling time). */
+  readonly #files = new Map<string, number>();
+  #bytes = 0;
+  #counter = 0;
+  /** Bytes promised to writes still in progress, so concurrent writes respect the bound. */
+  #reserved = 0;
+
+  private constructor(dir: string, maxBytes: number) {
+    this.dir = dir;
+    this.maxBytes = maxBytes;
+  }
+
+  /** Opens (creating) the spool directory, discarding temporary files left by a crash. */
+  static async open(dir: string, options: { maxBytes: number }): Promise<Spool> {
+    const spool = new Spool(dir, options.maxBytes);
+    await Deno.mkdir(join(dir, "quarantine"), { recursive: true });
+    const names: string[] = [];
+    for await (const entry of Deno.readDir(dir)) {
+      if (!entry.isFile) continue;
+      if (entry.name.includes(TEMP_MARKER)) await Deno.remove(join(dir, entry.name));
+      else if (entry.name.endsWith(SUFFIX)) names.push(entry.name);
+    }
+    names.sort();
+    for (const name of names) {
+      const { size } = await Deno.stat(join(dir, name));
+      spool.#files.set(name, size);
+      spool.#bytes += size;
+    }
+    return spool;
+  }
+
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  get count(): number {
+    return this.#files.size;
+  }
+
+  /** File names, oldest first. */
+  names(): string[] {
+    return [...this.#files.keys()];
+  }
+
+  /**
+   * Writes one batch. Returns false, writing nothing, when it would take the
+   * spool past its bound.
+   */
+  async write(entry: SpoolEntry): Promise<boolean> {
+    const bytes = encodeSpoolFile(entry);
+    if (this.#bytes + this.#reserved + bytes.length > this.maxBytes) return false;
+    this.#reserved += bytes.length;
+    try {
+      // Time first so names sort oldest first; the counter and a random tail
+      // keep names unique within a millisecond and across restarts.
+      const stamp = String(Date.now()).padStart(15, "0");
+      const seq = String(this.#counter++).padStart(6, "0");
+      const name = `${stamp}-${seq}-${crypto.randomUUID().slice(0, 8)}${SUFFIX}`;
+      await writeAtomically(join(this.dir, name), bytes);
+      this.#files.set(name, bytes.length);
+      this.#bytes += bytes.length;
+      return true;
+    } finally {
+      this.#reserved -= bytes.length;
+    }
+  }
+
+  /** Reads and checks one file; throws SpoolFileError when it is damaged. */
+  async read(name: string): Promise<SpoolEntry> {
+    return decodeSpoolFile(await Deno.readFile(join(this.dir, name)), name);
+  }
+
+  /** Deletes a file whose batch the sink confirmed. */
+  async remove(name: string): Promise<void> {
+    await Deno.remove(join(this.dir, name)).catch((error) => {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+    });
+    this.#forget(name);
+  }
+
+  /** Moves a damaged file aside, out of the drain order and the size bound. */
+  async quarantine(name: string): Promise<string> {
+    const target = join(this.dir, "quarantine", name);
+    await Deno.rename(join(this.dir, name), target);
+    this.#forget(name);
+    return target;
+  }
+
+  #forget(name: string): void {
+    const size = this.#files.get(name);
+    if (size === undefined) return;
+    this.#files.delete(name);
+    this.#bytes -= size;
+  }
+}
+
+export function encodeSpoolFile(entry: SpoolEntry): Uint8Array {
+  const header = JSON.stringify({
+    v: 1,
+    key: entry.key,
+    meta: entry.meta,
+    bytes: entry.body.length,
+    sha256: createHash("sha256").update(entry.body).digest("hex"),
+  });
+  const head = new TextEncoder().encode(header + "\n");
+  const out = new Uint8Array(head.length + entry.body.length);
+  out.set(head);
+  out.set(entry.body, head.length);
+  return out;
+}
+
+export function decodeSpoolFile(bytes: Uint8Array, name = "spool file"): SpoolEntry {
+  const newline = bytes.indexOf(10);
+  if (newline < 0) throw new SpoolFileError(`${name}: no header line`);
+  let header: { v?: unknown; key?: unknown; meta?: unknown; bytes?: unknown; sha256?: unknown };
+  try {
+    header = JSON.parse(new TextDecoder().decode(bytes.subarray(0, newline)));
+  } catch {
+    throw new SpoolFileError(`${name}: header is not JSON`);
+  }
+  if (
+    header.v !== 1 || typeof header.key !== "string" || typeof header.bytes !== "number" ||
+    typeof header.sha256 !== "string" || typeof header.meta !== "object" || header.meta === null
+  ) {
+    throw new SpoolFileError(`${name}: header lacks key, meta, bytes or sha256`);
+  }
+  const body = bytes.subarray(newline + 1);
+  if (body.length !== header.bytes) {
+    throw new SpoolFileError(`${name}: body is ${body.length} bytes, header says ${header.bytes}`);
+  }
+  if (createHash("sha256").update(body).digest("hex") !== header.sha256) {
+    throw new SpoolFileError(`${name}: body does not match its SHA-256`);
+  }
+  return { key: header.key, body, meta: header.meta as ObjectMeta };
+}
