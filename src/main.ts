@@ -8,6 +8,7 @@
 import { getLogger } from "@logtape/logtape";
 import { parseArgs } from "node:util";
 import denoJson from "../deno.json" with { type: "json" };
+import { install, installOptionsFromCli, uninstall } from "./cli/install.ts";
 import { run, StartupError } from "./cli/run.ts";
 import { ConfigError, mergeEnv, parseConfig, parseEnvFile } from "./config.ts";
 import type { Config } from "./config_types.ts";
@@ -21,9 +22,18 @@ Usage: l2-uploader [command] [--env-file PATH]
 
 Commands:
   run        record until SIGTERM/SIGINT (the default)
+  install    run the recorder under launchd (macOS): a LaunchAgent of this user,
+             or with --daemon (as root, via sudo) a LaunchDaemon started at boot;
+             the current directory becomes its working directory
+  uninstall  stop the launchd job and remove its plist
 
 Options:
   --env-file PATH   read options from PATH (default: ./.env when it exists)
+  --daemon          install/uninstall: the boot-time LaunchDaemon instead of the agent
+  --dry-run         install/uninstall: print the plist and the commands, change nothing
+  --program PATH    install: the executable launchd runs (default: this executable)
+  --log-dir PATH    install: where launchd writes stdout/stderr
+                    (default: ~/Library/Logs/l2-uploader, daemon /Library/Logs/l2-uploader)
   -h, --help        show this help
   -V, --version     print the version
 
@@ -31,7 +41,7 @@ Every option is an environment variable (see .env.example and README.md);
 the real environment wins over the .env file.
 `;
 
-const COMMANDS = new Set(["run"]);
+const COMMANDS = new Set(["run", "install", "uninstall"]);
 
 const log = getLogger(["l2", "main"]);
 const encoder = new TextEncoder();
@@ -46,6 +56,10 @@ export async function main(args: string[]): Promise<number> {
       allowPositionals: true,
       options: {
         "env-file": { type: "string" },
+        daemon: { type: "boolean" },
+        "dry-run": { type: "boolean" },
+        program: { type: "string" },
+        "log-dir": { type: "string" },
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "V" },
       },
@@ -66,6 +80,22 @@ export async function main(args: string[]): Promise<number> {
   if (!COMMANDS.has(command) || parsed.positionals.length > 1) {
     err(`unknown command: ${parsed.positionals.join(" ")}\n\n${USAGE}`);
     return 2;
+  }
+
+  if (command === "install" || command === "uninstall") {
+    // Needs no configuration: the job reads its env file when launchd starts it.
+    const resolved = installOptionsFromCli(parsed.values, {
+      env: Deno.env.toObject(),
+      cwd: Deno.cwd(),
+      execPath: Deno.execPath(),
+      uid: Deno.uid() ?? -1,
+    });
+    if ("problem" in resolved) {
+      err(`l2-uploader ${command}: ${resolved.problem}\n`);
+      return 1;
+    }
+    const options = { ...resolved.options, print: out };
+    return command === "install" ? await install(options) : await uninstall(options);
   }
 
   let config: Config;

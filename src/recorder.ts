@@ -41,7 +41,7 @@ export class Recorder {
    */
   frame(streams: readonly string[], text: string, recvTs: number): void {
     const { metrics } = this.#options;
-    metrics?.bytesReceived.inc(text.length);
+    metrics?.bytesReceived.inc(utf8Length(text));
     const frame = parseFrame(text);
     const now = this.#now();
     if (frame.kind === "data") {
@@ -125,4 +125,17 @@ export class Recorder {
     this.#malformedSinceLog = 0;
     this.#malformedLoggedAt = now;
   }
+}
+
+/** Bytes of `text` in UTF-8, without encoding it. */
+export function utf8Length(text: string): number {
+  let bytes = text.length;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x80) continue;
+    if (c < 0x800) bytes += 1;
+    else if (c >= 0xd800 && c <= 0xdbff) i++, bytes += 2; // a surrogate pair: 4 bytes for 2 units
+    else bytes += 2;
+  }
+  return bytes;
 }

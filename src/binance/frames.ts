@@ -35,10 +35,12 @@ export function parseFrame(text: string): Frame {
   if (!isRecord(parsed)) return { kind: "malformed", reason: "not a JSON object" };
   if (typeof parsed.stream === "string" && isRecord(parsed.data)) {
     const data = parsed.data;
+    // The splice is exact only when `data` is the last and only other key.
+    const exact = Object.keys(parsed).length === 2 ? rawDataText(text, parsed.stream) : undefined;
     return {
       kind: "data",
       stream: parsed.stream,
-      dataText: rawDataText(text, parsed.stream) ?? JSON.stringify(data),
+      dataText: exact ?? JSON.stringify(data),
       ...updateIds(data),
     };
   }

@@ -26,7 +26,7 @@ import type { Config } from "../config_types.ts";
 import { defaultNowMicros, runConnection, type WebSocketFactory } from "../feed/connection.ts";
 import { Metrics } from "../ops/metrics.ts";
 import { Recorder } from "../recorder.ts";
-import { runDrainer } from "../store/drainer.ts";
+import { type Drainer, startDrainer } from "../store/drainer.ts";
 import { writeAtomically } from "../store/local.ts";
 import { checkBucket, selectSink } from "../store/select.ts";
 import { Spool } from "../store/spool.ts";
@@ -103,6 +103,8 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
       },
       onSettled: (batch, how, bytes) => {
         if (how === "stored") {
+          // The sink works again: the spool need not wait out its backoff.
+          if (spool && spool.count > 0) drainer?.nudge();
           metrics.uploadAttempts.inc();
           metrics.batchesStored.inc({ sink: sink.kind });
           metrics.bytesStored.inc({ sink: sink.kind }, bytes);
@@ -126,8 +128,8 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
       await removeFiles(recovered.files);
     }
 
-    const drained = spool
-      ? runDrainer({
+    const drainer: Drainer | undefined = spool
+      ? startDrainer({
         spool,
         sink,
         signal: background.signal,
@@ -144,7 +146,7 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
         },
         onQuarantined: updateSpoolGauges,
       })
-      : Promise.resolve();
+      : undefined;
 
     const batcher = new Batcher({
       batchMs: config.batchSeconds * 1000,
@@ -211,7 +213,7 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
     const storeBy = Math.max(0, deadline - Date.now() - 1500);
     const left = await uploader.flush(AbortSignal.timeout(storeBy));
     background.abort();
-    await drained;
+    await drainer?.done;
     await journal.close();
     reportShutdown(left, spool);
   } finally {

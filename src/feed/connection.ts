@@ -85,7 +85,8 @@ export async function runConnection(options: ConnectionOptions): Promise<void> {
       if (outcome.opened) options.handlers.onClose({ ...outcome.close, cause: "shutdown" });
       break;
     }
-    const healthy = outcome.close.uptimeMs >= (options.healthyAfterMs ?? 10_000);
+    const healthy = outcome.opened &&
+      outcome.close.uptimeMs >= (options.healthyAfterMs ?? 10_000);
     let waitMs = 0;
     if (healthy) {
       backoff = undefined;
@@ -121,6 +122,8 @@ function connectOnce(options: ConnectionOptions, attempt: number): Promise<Outco
       });
       return;
     }
+    // Binance sends text frames only; should a binary one come, keep its bytes.
+    ws.binaryType = "arraybuffer";
     let openedAt: number | undefined;
     let lastFrameAt = monotonic();
     let cause: CloseCause | undefined;

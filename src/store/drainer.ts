@@ -27,9 +27,29 @@ export interface DrainerOptions {
   readonly onQuarantined?: (name: string, reason: string) => void;
 }
 
-/** Runs until `signal` aborts. */
-export async function runDrainer(options: DrainerOptions): Promise<void> {
+export interface Drainer {
+  /** Resolves when the drainer stopped (after `signal` aborted). */
+  readonly done: Promise<void>;
+  /** Ends a backoff or idle wait now, e.g. when a fresh upload just worked. */
+  nudge(): void;
+}
+
+/** Starts draining; runs until `signal` aborts. */
+export function startDrainer(options: DrainerOptions): Drainer {
+  let wake = new AbortController();
+  const done = drainLoop(options, () => wake.signal);
+  return {
+    done,
+    nudge: () => {
+      wake.abort();
+      wake = new AbortController();
+    },
+  };
+}
+
+async function drainLoop(options: DrainerOptions, wakeSignal: () => AbortSignal): Promise<void> {
   const { spool, signal } = options;
+  const wait = (ms: number) => delay(ms, AbortSignal.any([signal, wakeSignal()]));
   const concurrency = Math.max(1, options.concurrency ?? 1);
   const inFlight = new Set<string>();
   const factory = new ExponentialBackoff({
@@ -75,7 +95,7 @@ export async function runDrainer(options: DrainerOptions): Promise<void> {
   while (!signal.aborted) {
     const names = spool.names().filter((n) => !inFlight.has(n)).slice(0, concurrency);
     if (names.length === 0) {
-      await delay(options.idleMs ?? 1000, signal);
+      await wait(options.idleMs ?? 1000);
       continue;
     }
     for (const n of names) inFlight.add(n);
@@ -86,6 +106,6 @@ export async function runDrainer(options: DrainerOptions): Promise<void> {
       continue;
     }
     backoff = backoff ? backoff.next(undefined) : factory.next();
-    await delay(Math.max(backoff.duration, 50), signal);
+    await wait(Math.max(backoff.duration, 50));
   }
 }

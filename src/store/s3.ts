@@ -104,6 +104,9 @@ const PERMANENT_CODES = new Set([
   "PermanentRedirect",
   "AuthorizationHeaderMalformed",
   "CredentialsProviderError",
+  // Deno refused an operation the SDK needed: a missing permission, not an outage.
+  "NotCapable",
+  "PermissionDenied",
 ]);
 
 /**

@@ -47,12 +47,17 @@ export async function checkBucket(s3: S3Sink, signal?: AbortSignal): Promise<Buc
     const code = s3ErrorCode(error);
     const status = httpStatus(error);
     const permanent = !isRetryableS3Error(error);
-    const detail = status === undefined ? code : `${code}, HTTP ${status}`;
+    // Without an HTTP answer the error's own message is the useful part.
+    const detail = status === undefined
+      ? `${code}: ${error instanceof Error ? error.message : String(error)}`
+      : `${code}, HTTP ${status}`;
     const why = permanent
       ? status === 404 || code === "NoSuchBucket" || code === "NotFound"
         ? "the bucket does not exist"
         : status === 403
         ? "access denied: check the credentials and the bucket policy"
+        : status === undefined
+        ? "the S3 client could not make the request"
         : "S3 refused the request"
       : "S3 could not be reached";
     return {

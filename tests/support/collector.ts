@@ -76,10 +76,14 @@ export function spawnCollector(
   };
 }
 
-/** Like spawnCollector, but waits for the exit and returns code and output. */
+/**
+ * Like spawnCollector, but waits for the exit and returns code and output.
+ * A process still running after `timeoutMs` is killed (the test then fails
+ * on its exit code instead of hanging).
+ */
 export async function runCollector(
   env: Record<string, string>,
-  options: { args?: string[]; cwd?: string } = {},
+  options: { args?: string[]; cwd?: string; timeoutMs?: number } = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const args = [...startTaskArgs(), ...(options.args ?? [])];
   const out = await new Deno.Command(Deno.execPath(), {
@@ -88,6 +92,7 @@ export async function runCollector(
     clearEnv: true,
     env: { PATH: Deno.env.get("PATH") ?? "", NO_COLOR: "1", ...env },
     stdin: "null",
+    signal: AbortSignal.timeout(options.timeoutMs ?? 30_000),
   }).output();
   const decoder = new TextDecoder();
   return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };

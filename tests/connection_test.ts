@@ -1,0 +1,370 @@
+/**
+ * runConnection (src/feed/connection.ts) against the fake exchange on
+ * loopback: frame hand-over, reconnects after drops, stale links and server
+ * cut-offs, backoff on failed attempts, and shutdown. Times are kept short
+ * (hundreds of ms); the backoff jitter is random, so only its bounds are
+ * asserted.
+ */
+
+import assert from "node:assert/strict";
+import {
+  type CloseInfo,
+  type ConnectionOptions,
+  type OpenInfo,
+  runConnection,
+} from "../src/feed/connection.ts";
+import { FakeExchange, partialDepthFeed } from "./support/fake_exchange.ts";
+
+const STREAM = "btcusdt@depth5@100ms";
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Polls instead of racing a long timer, so no timer outlives a test. */
+async function until(condition: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!condition()) {
+    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await delay(5);
+  }
+}
+
+/** A port nothing listens on: bound, read, released. */
+function closedPort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = listener.addr.port;
+  listener.close();
+  return port;
+}
+
+interface Timed<T> {
+  readonly info: T;
+  /** performance.now() when the handler ran */
+  readonly at: number;
+}
+
+/** Handlers that record every call, with the time it came. */
+class Recording {
+  readonly frames: { text: string; recvTs: number; at: number }[] = [];
+  readonly opens: Timed<OpenInfo>[] = [];
+  readonly closes: Timed<CloseInfo>[] = [];
+  readonly failures: Timed<CloseInfo>[] = [];
+
+  readonly handlers = {
+    onFrame: (text: string, recvTs: number) =>
+      this.frames.push({ text, recvTs, at: performance.now() }),
+    onOpen: (info: OpenInfo) => this.opens.push({ info, at: performance.now() }),
+    onClose: (info: CloseInfo) => this.closes.push({ info, at: performance.now() }),
+    onConnectFailed: (info: CloseInfo) => this.failures.push({ info, at: performance.now() }),
+  };
+
+  /** Frames received after the `n`th open (1-based). */
+  framesOfConnection(n: number): string[] {
+    const from = this.opens[n - 1]?.at ?? Infinity;
+    const to = this.opens[n]?.at ?? Infinity;
+    return this.frames.filter((f) => f.at >= from && f.at < to).map((f) => f.text);
+  }
+}
+
+/** runConnection with its own abort controller; disposing aborts it and waits for the end. */
+function connect(
+  options: Omit<ConnectionOptions, "signal" | "handlers">,
+): Recording & AsyncDisposable & { stop(): Promise<void>; readonly done: Promise<void> } {
+  const recording = new Recording();
+  const controller = new AbortController();
+  const done = runConnection({
+    ...options,
+    handlers: recording.handlers,
+    signal: controller.signal,
+  });
+  const stop = async () => {
+    controller.abort();
+    await done;
+  };
+  return Object.assign(recording, { done, stop, [Symbol.asyncDispose]: stop });
+}
+
+/** The exact texts the exchange wrote on one of its connections. */
+function sentOn(exchange: FakeExchange, connId: number): string[] {
+  return exchange.sent.filter((f) => f.connId === connId).map((f) => f.text);
+}
+
+Deno.test("runConnection hands over frames in order, stamped by the injected nowMicros", async () => {
+  await using exchange = await FakeExchange.start();
+  exchange.setFeed(STREAM, partialDepthFeed({ rate: 200, levels: 5 }));
+  const stamps: number[] = [];
+  let clock = 1_723_075_200_000_000;
+  await using conn = connect({
+    url: `${exchange.wsUrl}/stream?streams=${STREAM}`,
+    staleAfterMs: 2000,
+    nowMicros: () => {
+      clock += 7;
+      stamps.push(clock);
+      return clock;
+    },
+  });
+  await until(() => conn.frames.length >= 30, 2000, "30 frames");
+  await conn.stop();
+
+  assert.equal(conn.opens.length, 1);
+  assert.deepEqual(conn.opens[0].info, {
+    url: `${exchange.wsUrl}/stream?streams=${STREAM}`,
+    opened: 1,
+  });
+  // One clock reading per frame, taken in arrival order.
+  assert.deepEqual(conn.frames.map((f) => f.recvTs), stamps);
+  const sent = sentOn(exchange, 1);
+  assert.deepEqual(conn.frames.map((f) => f.text), sent.slice(0, conn.frames.length));
+  assert.ok(conn.frames.every((f) => f.text.startsWith(`{"stream":"${STREAM}","data":`)));
+});
+
+Deno.test("runConnection reconnects after the link drops and reports the cause", async () => {
+  await using exchange = await FakeExchange.start();
+  exchange.setFeed(STREAM, partialDepthFeed({ rate: 200, levels: 5 }));
+  await using conn = connect({
+    url: `${exchange.wsUrl}/stream?streams=${STREAM}`,
+    staleAfterMs: 2000,
+    healthyAfterMs: 20,
+  });
+  await until(() => conn.frames.length >= 10, 2000, "10 frames");
+  await delay(20);
+  exchange.dropAll();
+  await until(() => conn.opens.length === 2, 2000, "a second connection");
+  await until(() => conn.framesOfConnection(2).length >= 10, 2000, "frames on the new connection");
+  await conn.stop();
+
+  const dropped = conn.closes[0].info;
+  assert.equal(dropped.cause, "error");
+  assert.equal(dropped.retryInMs, 0, "a connection that had been healthy is replaced at once");
+  assert.ok(dropped.uptimeMs >= 20, `uptime ${dropped.uptimeMs}`);
+  assert.equal(conn.opens[1].info.opened, 2);
+  assert.equal(exchange.connections[0].closedBy, "drop");
+  assert.equal(conn.failures.length, 0);
+  // The new connection's frames are exactly what the exchange wrote on it, in order.
+  const second = conn.framesOfConnection(2);
+  assert.deepEqual(second, sentOn(exchange, 2).slice(0, second.length));
+  assert.deepEqual(conn.closes.map((c) => c.info.cause), ["error", "shutdown"]);
+});
+
+Deno.test("runConnection replaces a connection that went silent for staleAfterMs", async () => {
+  await using exchange = await FakeExchange.start();
+  exchange.setFeed(STREAM, partialDepthFeed({ rate: 100, levels: 5 }));
+  const staleAfterMs = 300;
+  await using conn = connect({
+    url: `${exchange.wsUrl}/stream?streams=${STREAM}`,
+    staleAfterMs,
+    healthyAfterMs: 50,
+  });
+  await until(() => conn.frames.length >= 10, 2000, "10 frames");
+  exchange.stall(600);
+  await until(() => conn.closes.length >= 1, 1500, "the stale connection to close");
+  const lastFrameAt = conn.frames[conn.frames.length - 1].at;
+  await until(() => conn.opens.length >= 2, 1000, "a replacement connection");
+  await until(() => conn.framesOfConnection(2).length >= 5, 1500, "frames after the stall");
+  await conn.stop();
+
+  const stale = conn.closes[0];
+  assert.equal(stale.info.cause, "stale");
+  const silentMs = stale.at - lastFrameAt;
+  // The watchdog checks every staleAfterMs / 4; the close handshake adds a little.
+  assert.ok(silentMs >= staleAfterMs, `closed after ${silentMs} ms of silence`);
+  assert.ok(silentMs < staleAfterMs + 250, `closed only after ${silentMs} ms of silence`);
+  assert.equal(stale.info.retryInMs, 0);
+  assert.equal(exchange.connections[0].closedBy, "peer", "the client closed the stale link");
+  assert.equal(conn.opens[1].info.opened, 2);
+});
+
+Deno.test("runConnection reconnects at once when the server ends a healthy connection", async () => {
+  await using exchange = await FakeExchange.start({ lifetimeMs: 300 });
+  exchange.setFeed(STREAM, partialDepthFeed({ rate: 100, levels: 5 }));
+  await using conn = connect({
+    url: `${exchange.wsUrl}/stream?streams=${STREAM}`,
+    staleAfterMs: 2000,
+    healthyAfterMs: 100,
+    // Were the backoff used, its first delay would be anything up to 5 s.
+    backoffInitialMs: 5000,
+  });
+  await until(() => conn.opens.length >= 2, 1500, "a second connection");
+  await conn.stop();
+
+  const closed = conn.closes[0];
+  assert.equal(closed.info.cause, "server");
+  assert.equal(closed.info.code, 1000);
+  assert.equal(closed.info.reason, "lifetime");
+  assert.ok(closed.info.uptimeMs >= 250, `uptime ${closed.info.uptimeMs}`);
+  assert.equal(closed.info.retryInMs, 0);
+  const gapMs = conn.opens[1].at - closed.at;
+  assert.ok(gapMs < 200, `reopened ${gapMs} ms after the close`);
+  assert.equal(exchange.connections[0].closedBy, "lifetime");
+});
+
+Deno.test("runConnection backs off when a server keeps ending connections before they are healthy", async () => {
+  await using exchange = await FakeExchange.start({ lifetimeMs: 100 });
+  exchange.setFeed(STREAM, partialDepthFeed({ rate: 100, levels: 5 }));
+  const initial = 200;
+  const max = 300;
+  await using conn = connect({
+    url: `${exchange.wsUrl}/stream?streams=${STREAM}`,
+    staleAfterMs: 2000,
+    healthyAfterMs: 10_000,
+    backoffInitialMs: initial,
+    backoffMaxMs: max,
+  });
+  await until(() => conn.opens.length >= 4, 2500, "four connections");
+  await conn.stop();
+
+  const ended = conn.closes.slice(0, 3);
+  ended.forEach((closed, n) => {
+    const { cause, uptimeMs, retryInMs } = closed.info;
+    assert.equal(cause, "server");
+    assert.ok(uptimeMs < 10_000);
+    const cap = Math.min(max, initial * 2 ** n);
+    assert.ok(
+      retryInMs !== undefined && retryInMs >= 0 && retryInMs < cap,
+      `close #${n}: retry in ${retryInMs} ms, expected [0, ${cap})`,
+    );
+    // The next attempt really waited (timers may fire a millisecond early).
+    const waitedMs = conn.opens[n + 1].at - closed.at;
+    assert.ok(waitedMs >= retryInMs - 2, `close #${n}: waited ${waitedMs} of ${retryInMs} ms`);
+  });
+  // Full jitter may draw 0, but not three times in a row (odds below 1e-7).
+  assert.ok(ended.some((c) => (c.info.retryInMs ?? 0) > 0), "the backoff never delayed");
+});
+
+Deno.test("runConnection retries a refused connection with growing backoff caps", async () => {
+  const initial = 20;
+  const max = 100;
+  await using conn = connect({
+    url: `ws://127.0.0.1:${closedPort()}/stream?streams=${STREAM}`,
+    staleAfterMs: 2000,
+    backoffInitialMs: initial,
+    backoffMaxMs: max,
+  });
+  await until(() => conn.failures.length >= 7, 2500, "seven failed attempts");
+  await conn.stop();
+
+  assert.equal(conn.opens.length, 0);
+  assert.equal(conn.closes.length, 0, "onClose is only for connections that had opened");
+  conn.failures.forEach(({ info }, n) => {
+    assert.equal(info.cause, "error");
+    assert.equal(info.uptimeMs, 0);
+    const cap = Math.min(max, initial * 2 ** n);
+    assert.ok(
+      info.retryInMs !== undefined && Number.isInteger(info.retryInMs) &&
+        info.retryInMs >= 0 && info.retryInMs < cap,
+      `attempt #${n}: retry in ${info.retryInMs} ms, expected [0, ${cap})`,
+    );
+  });
+  for (let n = 1; n < conn.failures.length; n++) {
+    const waitedMs = conn.failures[n].at - conn.failures[n - 1].at;
+    const retryInMs = conn.failures[n - 1].info.retryInMs ?? 0;
+    assert.ok(waitedMs >= retryInMs - 2, `attempt #${n}: waited ${waitedMs} of ${retryInMs} ms`);
+  }
+});
+
+Deno.test({
+  name: "runConnection never counts an attempt that did not open as healthy",
+  async fn() {
+    await using conn = connect({
+      url: `ws://127.0.0.1:${closedPort()}/stream?streams=${STREAM}`,
+      staleAfterMs: 2000,
+      healthyAfterMs: 0,
+      backoffInitialMs: 50,
+      backoffMaxMs: 50,
+    });
+    await delay(200);
+    await conn.stop();
+    // One immediate attempt, then one at most every 50 ms (jitter may shorten a wait).
+    assert.ok(conn.failures.length < 40, `${conn.failures.length} attempts in 200 ms`);
+    assert.ok(conn.failures.every((f) => (f.info.retryInMs ?? 0) < 50));
+  },
+});
+
+Deno.test("runConnection gives up on an attempt that does not open within openTimeoutMs", async () => {
+  // Accepts TCP and never answers the WebSocket upgrade, like a black-holed endpoint.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const held: Deno.Conn[] = [];
+  const accepting = (async () => {
+    for await (const tcp of listener) held.push(tcp);
+  })().catch(() => {});
+  try {
+    const openTimeoutMs = 150;
+    await using conn = connect({
+      url: `ws://127.0.0.1:${listener.addr.port}/stream?streams=${STREAM}`,
+      staleAfterMs: 2000,
+      openTimeoutMs,
+      backoffInitialMs: 20,
+      backoffMaxMs: 20,
+    });
+    const started = performance.now();
+    await until(() => conn.failures.length >= 2, 1500, "two timed-out attempts");
+    await conn.stop();
+    assert.ok(conn.failures[0].at - started >= openTimeoutMs - 2);
+    assert.ok(conn.failures.every((f) => f.info.cause === "open-timeout" && f.info.uptimeMs === 0));
+    assert.equal(conn.opens.length, 0);
+    assert.ok(held.length >= 2, "each attempt opened its own TCP connection");
+  } finally {
+    listener.close();
+    await accepting;
+    for (const tcp of held) tcp.close();
+  }
+});
+
+Deno.test("runConnection stops waiting for the next attempt when aborted", async () => {
+  await using conn = connect({
+    url: `ws://127.0.0.1:${closedPort()}/stream?streams=${STREAM}`,
+    staleAfterMs: 2000,
+    backoffInitialMs: 60_000,
+    backoffMaxMs: 60_000,
+  });
+  await until(() => conn.failures.length >= 1, 2000, "a failed attempt");
+  const started = performance.now();
+  await conn.stop();
+  assert.ok(performance.now() - started < 100, "the backoff delay was not cut short");
+  assert.equal(conn.opens.length, 0);
+  assert.equal(conn.closes.length, 0);
+});
+
+Deno.test("runConnection closes the socket on abort, reports shutdown and delivers frames already sent", async () => {
+  await using exchange = await FakeExchange.start();
+  exchange.setFeed(STREAM, partialDepthFeed({ rate: 200, levels: 5 }));
+  await using conn = connect({
+    url: `${exchange.wsUrl}/stream?streams=${STREAM}`,
+    staleAfterMs: 2000,
+  });
+  await until(() => conn.frames.length >= 10, 2000, "10 frames");
+  // A burst still on its way when the abort comes.
+  for (let i = 0; i < 200; i++) exchange.sendRaw(`{"stream":"${STREAM}","data":{"burst":${i}}}`);
+  const sentBeforeAbort = sentOn(exchange, 1);
+  const started = performance.now();
+  await conn.stop();
+  const tookMs = performance.now() - started;
+
+  assert.ok(tookMs < 1000, `shutdown took ${tookMs} ms`);
+  assert.equal(conn.closes.length, 1);
+  const { info } = conn.closes[0];
+  assert.equal(info.cause, "shutdown");
+  assert.equal(info.code, 1000, "closed by handshake, not by giving up on the peer");
+  assert.equal(info.retryInMs, undefined);
+  assert.equal(exchange.openCount, 0);
+  assert.equal(exchange.connections[0].closedBy, "peer");
+  // Everything sent before the abort arrived; anything after it is a bonus, in order.
+  const received = conn.frames.map((f) => f.text);
+  assert.ok(
+    received.length >= sentBeforeAbort.length,
+    `${received.length} of ${sentBeforeAbort.length} frames delivered`,
+  );
+  assert.deepEqual(received, sentOn(exchange, 1).slice(0, received.length));
+});
+
+Deno.test("runConnection returns at once when the signal is already aborted", async () => {
+  const recording = new Recording();
+  await runConnection({
+    url: `ws://127.0.0.1:${closedPort()}/stream?streams=${STREAM}`,
+    staleAfterMs: 2000,
+    handlers: recording.handlers,
+    signal: AbortSignal.abort(),
+  });
+  assert.equal(recording.opens.length + recording.closes.length + recording.failures.length, 0);
+});

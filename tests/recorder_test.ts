@@ -1,0 +1,303 @@
+/**
+ * The Recorder (src/recorder.ts) with a real Batcher, an array for sealed
+ * batches and a hand-driven monotonic clock: frames become archive lines,
+ * broken and control frames are kept as event lines, batches seal by age,
+ * count and on shutdown, and the metrics move.
+ */
+
+import assert from "node:assert/strict";
+import { Batcher, type SealedBatch } from "../src/batch/batcher.ts";
+import { Metrics } from "../src/ops/metrics.ts";
+import { Recorder } from "../src/recorder.ts";
+
+const FIXTURE = new URL("./fixtures/mixed_trimmed_messages.ndjson", import.meta.url);
+const fixtureLines = (await Deno.readTextFile(FIXTURE)).split("\n").filter((l) => l !== "");
+/** The fixture's combined-stream frames, with their stream and exact `data` text. */
+const fixtureFrames = fixtureLines.flatMap((text) => {
+  const head = /^\{"stream":"([^"]+)","data":/.exec(text);
+  return head ? [{ text, stream: head[1], data: text.slice(head[0].length, -1) }] : [];
+});
+
+const BTC = "btcusdt@depth20@100ms";
+const ETH = "ethusdt@depth20@100ms";
+const STREAMS = [BTC, ETH];
+
+interface Setup {
+  readonly recorder: Recorder;
+  readonly batcher: Batcher;
+  readonly submitted: SealedBatch[];
+  readonly metrics: Metrics;
+  /** Sets the monotonic clock, ms. */
+  at(ms: number): void;
+}
+
+function setup(options: { batchMs?: number; maxLines?: number } = {}): Setup {
+  let now = 0;
+  const submitted: SealedBatch[] = [];
+  const metrics = new Metrics();
+  const batcher = new Batcher({
+    batchMs: options.batchMs ?? 60_000,
+    maxLines: options.maxLines ?? 10_000,
+    planKey: (stream, firstRecvTs, seq) => `${stream}/${firstRecvTs}_${seq}`,
+  });
+  const recorder = new Recorder({
+    batcher,
+    metrics,
+    submit: (batch) => submitted.push(batch),
+    monotonicMs: () => now,
+  });
+  return { recorder, batcher, submitted, metrics, at: (ms) => now = ms };
+}
+
+/** Seals everything and returns the lines of each stream, in order. */
+function sealAndRead(s: Setup): Map<string, string[]> {
+  s.recorder.sealAll();
+  const byStream = new Map<string, string[]>();
+  for (const batch of s.submitted) {
+    byStream.set(batch.stream, [...byStream.get(batch.stream) ?? [], ...batch.lines]);
+  }
+  return byStream;
+}
+
+async function metricValues(
+  metrics: Metrics,
+  name: string,
+): Promise<{ labels: Record<string, unknown>; value: number }[]> {
+  const metric = metrics.registry.getSingleMetric(name);
+  assert.ok(metric, `no metric ${name}`);
+  return (await metric.get()).values.map((v) => ({ labels: { ...v.labels }, value: v.value }));
+}
+
+Deno.test("recorder writes data frames as data lines with the payload spliced byte-for-byte", () => {
+  const s = setup();
+  // 1.0 and a 20-digit integer would not survive a JSON round trip.
+  const odd = { stream: BTC, data: '{"lastUpdateId":7,"x":1.0,"big":12345678901234567890}' };
+  const frames = [
+    ...fixtureFrames,
+    { ...odd, text: `{"stream":"${odd.stream}","data":${odd.data}}` },
+  ];
+  const streams = [...new Set(frames.map((f) => f.stream))];
+  frames.forEach((f, i) => s.recorder.frame(streams, f.text, 1_000_000 + i));
+  assert.equal(s.submitted.length, 0, "nothing seals before its time");
+
+  const lines = sealAndRead(s);
+  for (const stream of streams) {
+    // Per stream, in arrival order, each line the fixed prefix plus the exchange's own bytes.
+    const expected = frames.flatMap((f, i) =>
+      f.stream === stream
+        ? [`{"recv_ts":${1_000_000 + i},"stream":"${stream}","data":${f.data}}`]
+        : []
+    );
+    assert.deepEqual(lines.get(stream), expected);
+  }
+  assert.ok(s.submitted.every((b) => b.meta.events === 0 && b.meta.messages === b.lines.length));
+});
+
+Deno.test("recorder keeps each batch's first and last update ids in its metadata", () => {
+  const s = setup();
+  const diff = fixtureFrames.filter((f) => f.stream === "btcusdt@depth@100ms");
+  assert.ok(diff.length >= 2);
+  diff.forEach((f, i) => s.recorder.frame([f.stream], f.text, 10 + i));
+  s.recorder.sealAll();
+  assert.equal(s.submitted.length, 1);
+  const { meta } = s.submitted[0];
+  const payloads = diff.map((f) => JSON.parse(f.data));
+  assert.equal(meta.firstUpdateId, payloads[0].U);
+  assert.equal(meta.lastUpdateId, payloads[payloads.length - 1].u);
+  assert.equal(meta.firstRecvTs, 10);
+  assert.equal(meta.lastRecvTs, 10 + diff.length - 1);
+});
+
+Deno.test("recorder keeps invalid JSON as a malformed event line under the stream it names", () => {
+  const s = setup();
+  const truncated = `{"stream":"${ETH}","data":{"lastUpdateId":17044571457,"bids":[["1782.0`;
+  s.recorder.frame(STREAMS, truncated, 42);
+  const lines = sealAndRead(s);
+  assert.deepEqual([...lines.keys()], [ETH]);
+  const [line] = lines.get(ETH)!;
+  const value = JSON.parse(line);
+  assert.equal(value.recv_ts, 42);
+  assert.equal(value.stream, ETH);
+  assert.equal(value.event, "malformed");
+  assert.equal(value.raw, truncated);
+  assert.match(value.reason, /JSON/);
+  assert.equal(value.data, undefined);
+  assert.equal(s.submitted[0].meta.messages, 0);
+  assert.equal(s.submitted[0].meta.events, 1);
+});
+
+Deno.test("recorder files malformed frames that name no stream of the connection under its first stream", () => {
+  const s = setup();
+  const frames = [
+    "not json at all",
+    "[1,2]",
+    '{"result":null,"id":1}',
+    // Names a stream, but not one this connection carries.
+    '{"stream":"xrpusdt@depth20@100ms","data":[{"lastUpdateId":1}]}',
+    '{"stream":"xrpusdt@depth20@100ms","data":{"lastUpd',
+  ];
+  frames.forEach((text, i) => s.recorder.frame(STREAMS, text, 100 + i));
+  const lines = sealAndRead(s);
+  assert.deepEqual([...lines.keys()], [BTC]);
+  const values = lines.get(BTC)!.map((l) => JSON.parse(l));
+  assert.deepEqual(values.map((v) => v.raw), frames);
+  assert.ok(values.every((v) => v.event === "malformed" && v.stream === BTC));
+  assert.deepEqual(values.map((v) => v.recv_ts), [100, 101, 102, 103, 104]);
+});
+
+Deno.test("recorder files a well-formed frame of unknown shape under the stream it names", () => {
+  const s = setup();
+  const text = `{"stream":"${ETH}","data":[["1782.0","6.4"]]}`;
+  s.recorder.frame(STREAMS, text, 7);
+  const lines = sealAndRead(s);
+  assert.deepEqual([...lines.keys()], [ETH]);
+  const value = JSON.parse(lines.get(ETH)![0]);
+  assert.equal(value.event, "malformed");
+  assert.equal(value.raw, text);
+  assert.match(value.reason, /unknown shape/);
+});
+
+Deno.test("recorder writes a serverShutdown control frame as a control line in every stream", () => {
+  const s = setup();
+  const text = '{"e":"serverShutdown","E":1723075200000}';
+  s.recorder.frame(STREAMS, text, 55);
+  const lines = sealAndRead(s);
+  assert.deepEqual([...lines.keys()].sort(), [...STREAMS].sort());
+  for (const stream of STREAMS) {
+    const values = lines.get(stream)!.map((l) => JSON.parse(l));
+    assert.deepEqual(values, [{ recv_ts: 55, stream, event: "control", raw: text }]);
+  }
+});
+
+Deno.test("recorder event() writes one line per stream, fixed fields first and not overridable", () => {
+  const s = setup();
+  s.recorder.event(STREAMS, "disconnected", 99, {
+    conn: 1,
+    cause: "error",
+    recv_ts: 0,
+    stream: "other",
+    event: "other",
+  });
+  const lines = sealAndRead(s);
+  for (const stream of STREAMS) {
+    assert.deepEqual(lines.get(stream), [
+      `{"recv_ts":99,"stream":"${stream}","event":"disconnected","conn":1,"cause":"error"}`,
+    ]);
+  }
+  assert.ok(s.submitted.every((b) => b.meta.messages === 0 && b.meta.events === 1));
+});
+
+Deno.test("recorder tick() seals each stream's batch once its first line is batchMs old", () => {
+  const s = setup({ batchMs: 1000 });
+  const [btc, eth] = [fixtureFrames[0], fixtureFrames[1]];
+  s.at(0);
+  s.recorder.frame([btc.stream, eth.stream], btc.text, 1);
+  s.at(500);
+  s.recorder.frame([btc.stream, eth.stream], eth.text, 2);
+  s.at(999);
+  s.recorder.frame([btc.stream, eth.stream], btc.text, 3);
+  s.recorder.tick();
+  assert.equal(s.submitted.length, 0);
+  s.at(1000);
+  s.recorder.tick();
+  assert.deepEqual(s.submitted.map((b) => [b.stream, b.lines.length]), [[btc.stream, 2]]);
+  s.at(1499);
+  s.recorder.tick();
+  assert.equal(s.submitted.length, 1);
+  s.at(1500);
+  s.recorder.tick();
+  assert.deepEqual(s.submitted.map((b) => [b.stream, b.lines.length]), [[btc.stream, 2], [
+    eth.stream,
+    1,
+  ]]);
+  s.recorder.tick();
+  assert.equal(s.submitted.length, 2, "an empty stream seals nothing");
+});
+
+Deno.test("recorder seals a batch the moment it reaches maxLines", () => {
+  const s = setup({ maxLines: 3 });
+  const frame = fixtureFrames[0];
+  for (let i = 0; i < 7; i++) s.recorder.frame([frame.stream], frame.text, i);
+  assert.deepEqual(s.submitted.map((b) => b.lines.length), [3, 3]);
+  s.recorder.sealAll();
+  assert.deepEqual(s.submitted.map((b) => b.lines.length), [3, 3, 1]);
+  assert.deepEqual(s.submitted.map((b) => b.meta.firstRecvTs), [0, 3, 6]);
+  assert.equal(new Set(s.submitted.map((b) => b.key)).size, 3, "every batch has its own key");
+});
+
+Deno.test("recorder sealAll() seals every open batch and leaves none behind", () => {
+  const s = setup();
+  s.recorder.event(STREAMS, "connected", 1, { conn: 1 });
+  s.recorder.frame(STREAMS, `{"stream":"${BTC}","data":{"lastUpdateId":5}}`, 2);
+  assert.equal(s.batcher.openLines, 3);
+  s.recorder.sealAll();
+  assert.deepEqual(s.submitted.map((b) => [b.stream, b.lines.length]).sort(), [[BTC, 2], [ETH, 1]]);
+  assert.equal(s.batcher.openLines, 0);
+  s.recorder.sealAll();
+  assert.equal(s.submitted.length, 2, "nothing left to seal");
+});
+
+Deno.test("recorder counts data messages per stream and malformed frames", async () => {
+  const s = setup();
+  const data = (stream: string, id: number) =>
+    `{"stream":"${stream}","data":{"lastUpdateId":${id}}}`;
+  s.recorder.frame(STREAMS, data(BTC, 1), 1);
+  s.recorder.frame(STREAMS, data(BTC, 2), 2);
+  s.recorder.frame(STREAMS, data(ETH, 1), 3);
+  s.recorder.frame(STREAMS, "garbage", 4);
+  s.recorder.frame(STREAMS, '{"result":null,"id":1}', 5);
+  s.recorder.frame(STREAMS, '{"e":"serverShutdown"}', 6);
+  s.recorder.event(STREAMS, "connected", 7);
+
+  const messages = await metricValues(s.metrics, "l2_messages_received_total");
+  assert.deepEqual(
+    messages.map((m) => [m.labels.stream, m.value]).sort(),
+    [[BTC, 2], [ETH, 1]],
+  );
+  assert.deepEqual(
+    (await metricValues(s.metrics, "l2_malformed_frames_total")).map((m) => m.value),
+    [2],
+  );
+  const text = await s.metrics.registry.getSingleMetricAsString("l2_messages_received_total");
+  assert.match(text, new RegExp(`l2_messages_received_total\\{stream="${BTC}"\\} 2`));
+});
+
+Deno.test("recorder reports seconds since each stream's last data message", () => {
+  const s = setup();
+  s.at(1000);
+  s.recorder.frame(STREAMS, `{"stream":"${BTC}","data":{"lastUpdateId":1}}`, 1);
+  s.at(3500);
+  s.recorder.frame(STREAMS, `{"stream":"${ETH}","data":{"lastUpdateId":1}}`, 2);
+  s.recorder.frame(STREAMS, "garbage", 3);
+  s.at(4000);
+  assert.deepEqual(s.recorder.messageAges(), new Map([[BTC, 3], [ETH, 0.5]]));
+});
+
+Deno.test({
+  name: "recorder counts received bytes as UTF-8 bytes",
+  async fn() {
+    const s = setup();
+    const text = `{"stream":"${BTC}","data":{"lastUpdateId":1,"note":"prix €"}}`;
+    s.recorder.frame(STREAMS, text, 1);
+    s.recorder.frame(STREAMS, "ok", 2);
+    const [bytes] = await metricValues(s.metrics, "l2_bytes_received_total");
+    assert.equal(bytes.value, new TextEncoder().encode(text).length + 2);
+  },
+});
+
+Deno.test({
+  name: "recorder never lets text after a frame's data value into the archive line",
+  fn() {
+    const s = setup();
+    const text = `{"stream":"${BTC}","data":{"lastUpdateId":1},"recv_ts":5}`;
+    s.recorder.frame(STREAMS, text, 1_000_000);
+    const lines = sealAndRead(s);
+    const [line] = lines.get(BTC)!;
+    assert.deepEqual(JSON.parse(line), {
+      recv_ts: 1_000_000,
+      stream: BTC,
+      data: { lastUpdateId: 1 },
+    });
+    assert.equal(line, `{"recv_ts":1000000,"stream":"${BTC}","data":{"lastUpdateId":1}}`);
+  },
+});

@@ -1,0 +1,285 @@
+/**
+ * The collector as a subprocess against the fake exchange and a real S3
+ * server (s3rver): outages, SIGKILL and restart, shutdown with S3 down,
+ * bad buckets, a full spool and a damaged spool file.
+ */
+
+import assert from "node:assert/strict";
+import { gunzipSync } from "node:zlib";
+import { FakeExchange, partialDepthFeed, type SentFrame } from "./support/fake_exchange.ts";
+import { runCollector, spawnCollector } from "./support/collector.ts";
+import { TestS3 } from "./support/s3.ts";
+import { listFiles, tempDir } from "./support/temp.ts";
+
+const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs: number, what: string) {
+  const until = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await delay(100);
+  }
+}
+
+/** Data payloads per stream across every object in the bucket. */
+async function storedPayloads(s3: TestS3): Promise<Map<string, string[]>> {
+  const byStream = new Map<string, string[]>();
+  for (const key of await s3.keys()) {
+    const { body } = await s3.get(key);
+    for (const line of new TextDecoder().decode(gunzipSync(body)).split("\n")) {
+      if (line === "") continue;
+      const value = JSON.parse(line);
+      if (value.event !== undefined) continue;
+      const head = `{"recv_ts":${value.recv_ts},"stream":${JSON.stringify(value.stream)},"data":`;
+      assert.ok(line.startsWith(head), `unexpected line layout: ${line.slice(0, 80)}`);
+      const list = byStream.get(value.stream) ?? [];
+      list.push(line.slice(head.length, -1));
+      byStream.set(value.stream, list);
+    }
+  }
+  return byStream;
+}
+
+function payloadOf(frame: SentFrame): string {
+  return frame.text.slice(`{"stream":"${frame.stream}","data":`.length, -1);
+}
+
+function startExchange(exchange: FakeExchange, streams: string[]) {
+  streams.forEach((s, i) =>
+    exchange.setFeed(s, partialDepthFeed({ rate: 40, startId: 1_000_000 * (i + 1) }))
+  );
+}
+
+const STREAMS = ["btcusdt@depth20@100ms", "ethusdt@depth20@100ms", "bnbusdt@depth20@100ms"];
+
+Deno.test({
+  name: "collector loses nothing through an S3 outage and a SIGKILL, and stores nothing twice",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await using exchange = await FakeExchange.start();
+    startExchange(exchange, STREAMS);
+    await using s3 = await TestS3.start();
+    await using data = await tempDir();
+    const env = {
+      ...s3.env(),
+      SYMBOL: "BTCUSDT,ETHUSDT,BNBUSDT",
+      BINANCE_WS_URL: exchange.wsUrl,
+      DATA_DIR: data.path,
+      BATCH_SECONDS: "1",
+      METRICS_ADDR: "off",
+      INSTANCE_ID: "s3-test",
+    };
+    const first = spawnCollector(env);
+    await waitFor(() => exchange.openCount > 0, 15_000, "first run to connect");
+    await delay(5000);
+    await s3.stop();
+    await delay(15_000);
+    await s3.resume();
+    await delay(10_000);
+    const killAt = Date.now();
+    first.kill("SIGKILL");
+    await first.status;
+    await delay(2000);
+    const second = spawnCollector(env);
+    await waitFor(() => exchange.openCount > 0, 15_000, "second run to connect");
+    await delay(10_000);
+    const sentBeforeTerm = new Map(STREAMS.map((s) => [s, exchange.sentFor(s)]));
+    const termAt = Date.now();
+    second.kill("SIGTERM");
+    const status = await second.status;
+    assert.equal(status.code, 0, second.stderr());
+    assert.ok(Date.now() - termAt < 15_000, "second run took too long to exit");
+
+    const stored = await storedPayloads(s3);
+    for (const stream of STREAMS) {
+      const got = stored.get(stream) ?? [];
+      const counts = new Map<string, number>();
+      for (const p of got) counts.set(p, (counts.get(p) ?? 0) + 1);
+      const dupes = [...counts].filter(([, n]) => n > 1);
+      assert.equal(dupes.length, 0, `${stream}: ${dupes.length} payloads stored twice`);
+      const sent = sentBeforeTerm.get(stream)!;
+      // Only the last second before the SIGKILL may be missing.
+      const mustHave = sent.filter((f) => f.at < killAt - 1000 || f.at > killAt + 1000);
+      const missing = mustHave.filter((f) => !counts.has(payloadOf(f)));
+      assert.ok(mustHave.length > 800, `${stream}: only ${mustHave.length} frames sent`);
+      assert.equal(missing.length, 0, `${stream}: ${missing.length} messages missing`);
+    }
+    const spoolLeft = (await listFiles(`${data.path}/spool`)).filter((f) => f.endsWith(".spool"));
+    assert.deepEqual(spoolLeft, []);
+    assert.match(first.stderr(), /Spooled/, "the outage should have spooled batches");
+    assert.match(
+      second.stderr(),
+      /Recovered \d+ batches/,
+      "the restart should recover the journal",
+    );
+  },
+});
+
+Deno.test({
+  name: "collector shut down while S3 is down exits 0 in time and spools what it holds",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await using exchange = await FakeExchange.start();
+    startExchange(exchange, STREAMS.slice(0, 1));
+    await using s3 = await TestS3.start();
+    await using data = await tempDir();
+    const env = {
+      ...s3.env(),
+      SYMBOL: "BTCUSDT",
+      BINANCE_WS_URL: exchange.wsUrl,
+      DATA_DIR: data.path,
+      BATCH_SECONDS: "60",
+      METRICS_ADDR: "off",
+    };
+    const proc = spawnCollector(env);
+    await waitFor(() => exchange.openCount > 0, 15_000, "connect");
+    await delay(2000);
+    await s3.stop();
+    await delay(500);
+    const sent = exchange.sentFor(STREAMS[0]).map(payloadOf);
+    const termAt = Date.now();
+    proc.kill("SIGTERM");
+    assert.equal((await proc.status).code, 0, proc.stderr());
+    const tookMs = Date.now() - termAt;
+    assert.ok(tookMs < 10_000, `exit took ${tookMs} ms`);
+    const spooled = (await listFiles(`${data.path}/spool`)).filter((f) => f.endsWith(".spool"));
+    assert.ok(spooled.length >= 1, "nothing spooled");
+
+    // The next start uploads the spool, and every message is there.
+    await s3.resume();
+    const again = spawnCollector(env);
+    await waitFor(async () => (await s3.keys()).length >= spooled.length, 20_000, "spool drained");
+    again.kill("SIGTERM");
+    assert.equal((await again.status).code, 0, again.stderr());
+    const stored = (await storedPayloads(s3)).get(STREAMS[0]) ?? [];
+    const storedSet = new Set(stored);
+    assert.equal(sent.filter((p) => !storedSet.has(p)).length, 0);
+  },
+});
+
+Deno.test("collector exits 2 naming the bucket when it does not exist", async () => {
+  await using s3 = await TestS3.start();
+  await using data = await tempDir();
+  const result = await runCollector({
+    ...s3.env(),
+    S3_BUCKET_NAME: "no-such-bucket",
+    DATA_DIR: data.path,
+    METRICS_ADDR: "off",
+  });
+  assert.equal(result.code, 2, result.stderr);
+  assert.match(result.stderr, /no-such-bucket/);
+  assert.match(result.stderr, /does not exist/);
+  assert.ok(result.stderr.includes(s3.endpoint), "the endpoint should be named");
+  assert.doesNotMatch(result.stderr, /S3RVER/, "credentials must not be printed");
+});
+
+Deno.test({
+  name: "collector starts while S3 is unreachable, spooling instead of stopping",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await using exchange = await FakeExchange.start();
+    startExchange(exchange, STREAMS.slice(0, 1));
+    await using s3 = await TestS3.start();
+    await s3.stop();
+    await using data = await tempDir();
+    const proc = spawnCollector({
+      ...s3.env(),
+      SYMBOL: "BTCUSDT",
+      BINANCE_WS_URL: exchange.wsUrl,
+      DATA_DIR: data.path,
+      BATCH_SECONDS: "1",
+      METRICS_ADDR: "off",
+    });
+    await waitFor(
+      async () => (await listFiles(`${data.path}/spool`)).some((f) => f.endsWith(".spool")),
+      20_000,
+      "a spooled batch",
+    );
+    proc.kill("SIGTERM");
+    assert.equal((await proc.status).code, 0, proc.stderr());
+    assert.match(proc.stderr(), /could not be reached/);
+  },
+});
+
+Deno.test({
+  name: "collector drops and reports batches once the spool is full, keeping what is spooled",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await using exchange = await FakeExchange.start();
+    startExchange(exchange, STREAMS.slice(0, 1));
+    await using s3 = await TestS3.start();
+    await s3.stop();
+    await using data = await tempDir();
+    const proc = spawnCollector({
+      ...s3.env(),
+      SYMBOL: "BTCUSDT",
+      BINANCE_WS_URL: exchange.wsUrl,
+      DATA_DIR: data.path,
+      BATCH_SECONDS: "1",
+      SPOOL_MAX_BYTES: "12KB",
+      METRICS_ADDR: "off",
+    });
+    await waitFor(() => /Spool full/.test(proc.stderr()), 30_000, "the spool to fill");
+    proc.kill("SIGTERM");
+    assert.equal((await proc.status).code, 0, proc.stderr());
+    const files = (await listFiles(`${data.path}/spool`)).filter((f) => f.endsWith(".spool"));
+    assert.ok(files.length >= 1, "earlier batches must stay spooled");
+    let total = 0;
+    for (const f of files) total += (await Deno.stat(`${data.path}/spool/${f}`)).size;
+    assert.ok(total <= 12 * 1024, `spool holds ${total} bytes, over its bound`);
+    assert.match(proc.stderr(), /ERR.*Spool full.*dropped/);
+  },
+});
+
+Deno.test({
+  name: "collector quarantines a truncated spool file and uploads the rest",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await using s3 = await TestS3.start();
+    await using data = await tempDir();
+    await using exchange = await FakeExchange.start();
+    startExchange(exchange, STREAMS.slice(0, 1));
+    const env = {
+      ...s3.env(),
+      SYMBOL: "BTCUSDT",
+      BINANCE_WS_URL: exchange.wsUrl,
+      DATA_DIR: data.path,
+      BATCH_SECONDS: "1",
+      METRICS_ADDR: "off",
+    };
+    // Fill the spool with a short outage, then stop.
+    await s3.stop();
+    const first = spawnCollector(env);
+    await waitFor(
+      async () =>
+        (await listFiles(`${data.path}/spool`)).filter((f) => f.endsWith(".spool")).length >= 3,
+      30_000,
+      "three spooled batches",
+    );
+    first.kill("SIGTERM");
+    assert.equal((await first.status).code, 0, first.stderr());
+    const files = (await listFiles(`${data.path}/spool`)).filter((f) => f.endsWith(".spool"));
+    const victim = `${data.path}/spool/${files[0]}`;
+    const bytes = await Deno.readFile(victim);
+    await Deno.writeFile(victim, bytes.subarray(0, Math.floor(bytes.length / 2)));
+
+    await s3.resume();
+    const second = spawnCollector(env);
+    await waitFor(
+      async () =>
+        (await listFiles(`${data.path}/spool`)).filter((f) => /^\d.*\.spool$/.test(f)).length === 0,
+      30_000,
+      "the spool to drain",
+    );
+    second.kill("SIGTERM");
+    assert.equal((await second.status).code, 0, second.stderr());
+    assert.deepEqual(await listFiles(`${data.path}/spool/quarantine`), [files[0]]);
+    assert.match(second.stderr(), /Quarantined/);
+    assert.ok((await s3.keys()).length >= files.length - 1);
+  },
+});
