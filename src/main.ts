@@ -8,6 +8,7 @@
 import { getLogger } from "@logtape/logtape";
 import { parseArgs } from "node:util";
 import denoJson from "../deno.json" with { type: "json" };
+import { check } from "./cli/check.ts";
 import { install, installOptionsFromCli, uninstall } from "./cli/install.ts";
 import { run, StartupError } from "./cli/run.ts";
 import { ConfigError, mergeEnv, parseConfig, parseEnvFile } from "./config.ts";
@@ -22,6 +23,8 @@ Usage: l2-uploader [command] [--env-file PATH]
 
 Commands:
   run        record until SIGTERM/SIGINT (the default)
+  check      validate the configuration, reach the sink (S3: HeadBucket, put and
+             delete a probe object) and Binance REST; exit 0 only when all pass
   install    run the recorder under launchd (macOS): a LaunchAgent of this user,
              or with --daemon (as root, via sudo) a LaunchDaemon started at boot;
              the current directory becomes its working directory
@@ -41,7 +44,7 @@ Every option is an environment variable (see .env.example and README.md);
 the real environment wins over the .env file.
 `;
 
-const COMMANDS = new Set(["run", "install", "uninstall"]);
+const COMMANDS = new Set(["run", "check", "install", "uninstall"]);
 
 const log = getLogger(["l2", "main"]);
 const encoder = new TextEncoder();
@@ -108,6 +111,11 @@ export async function main(args: string[]): Promise<number> {
       return 2;
     }
     throw error;
+  }
+
+  if (command === "check") {
+    out(`l2-uploader ${VERSION} check\n`);
+    return await check(config, { print: out });
   }
 
   await setUpLogging({

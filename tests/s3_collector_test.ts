@@ -283,3 +283,58 @@ Deno.test({
     assert.ok((await s3.keys()).length >= files.length - 1);
   },
 });
+
+Deno.test({
+  name: "check passes against a working bucket and fails naming a missing one",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await using exchange = await FakeExchange.start();
+    await using s3 = await TestS3.start();
+    await using data = await tempDir();
+    const env = {
+      ...s3.env(),
+      BINANCE_REST_URL: exchange.restUrl,
+      DATA_DIR: data.path,
+      METRICS_ADDR: "off",
+    };
+    const good = await runCollector(env, { args: ["check"] });
+    assert.equal(good.code, 0, good.stdout + good.stderr);
+    for (
+      const name of ["config", "data dir", "s3 head-bucket", "s3 put + delete", "binance rest"]
+    ) {
+      assert.match(
+        good.stdout,
+        new RegExp(`^OK\\s+${name.replace("+", "\\+")}`, "m"),
+        `${name} not OK`,
+      );
+    }
+    assert.deepEqual(await s3.keys(), [], "the probe object must be deleted");
+    assert.ok(exchange.restRequests.some((r) => r.path === "/api/v3/ping"));
+
+    const bad = await runCollector({ ...env, S3_BUCKET_NAME: "missing-bucket" }, {
+      args: ["check"],
+    });
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stdout, /^FAIL\s+s3 head-bucket.*missing-bucket.*does not exist/m);
+    assert.doesNotMatch(bad.stdout + bad.stderr, /S3RVER/);
+  },
+});
+
+Deno.test("check with no bucket checks the local archive directory and Binance", async () => {
+  await using exchange = await FakeExchange.start();
+  await using data = await tempDir();
+  const result = await runCollector(
+    { BINANCE_REST_URL: exchange.restUrl, DATA_DIR: data.path, METRICS_ADDR: "off" },
+    { args: ["check"] },
+  );
+  assert.equal(result.code, 0, result.stdout + result.stderr);
+  assert.match(result.stdout, /^OK\s+archive dir/m);
+  exchange.failRest(1, 503);
+  const down = await runCollector(
+    { BINANCE_REST_URL: exchange.restUrl, DATA_DIR: data.path, METRICS_ADDR: "off" },
+    { args: ["check"] },
+  );
+  assert.equal(down.code, 1);
+  assert.match(down.stdout, /^FAIL\s+binance rest.*503/m);
+});

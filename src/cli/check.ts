@@ -1,0 +1,117 @@
+/**
+ * `l2-uploader check`: does the real operations the collector depends on,
+ * once each, and prints one line per check. Exit 0 only when all pass.
+ *
+ *   data dir   write and rename a file in DATA_DIR/spool
+ *   sink       S3: HeadBucket, then put and delete a probe object;
+ *              local: write and rename a file in DATA_DIR/archive
+ *   binance    REST ping
+ */
+
+import { join } from "node:path";
+import { restPaths } from "../binance/streams.ts";
+import type { Config } from "../config_types.ts";
+import { writeAtomically } from "../store/local.ts";
+import { s3ErrorCode } from "../store/s3.ts";
+import { checkBucket, selectSink } from "../store/select.ts";
+
+export interface CheckResult {
+  readonly name: string;
+  readonly ok: boolean;
+  readonly detail: string;
+}
+
+export interface CheckOptions {
+  readonly print: (text: string) => void;
+  readonly fetch?: typeof fetch;
+  readonly timeoutMs?: number;
+}
+
+export async function check(config: Config, options: CheckOptions): Promise<number> {
+  const results: CheckResult[] = [{ name: "config", ok: true, detail: describeConfig(config) }];
+  const print = (r: CheckResult) =>
+    options.print(`${r.ok ? "OK  " : "FAIL"}  ${r.name.padEnd(18)} ${r.detail}\n`);
+  print(results[0]);
+  const steps: Array<[string, () => Promise<string>]> = [
+    ["data dir", () => probeDirectory(join(config.dataDir, "spool"))],
+    ...sinkSteps(config, options.timeoutMs ?? 15_000),
+    ["binance rest", () => pingBinance(config, options)],
+  ];
+  for (const [name, step] of steps) {
+    let result: CheckResult;
+    try {
+      result = { name, ok: true, detail: await step() };
+    } catch (error) {
+      result = { name, ok: false, detail: error instanceof Error ? error.message : String(error) };
+    }
+    results.push(result);
+    print(result);
+  }
+  const failed = results.filter((r) => !r.ok).length;
+  options.print(failed === 0 ? "all checks passed\n" : `${failed} check(s) failed\n`);
+  return failed === 0 ? 0 : 1;
+}
+
+function sinkSteps(config: Config, timeoutMs: number): Array<[string, () => Promise<string>]> {
+  const selected = selectSink(config);
+  const s3 = selected.s3;
+  if (!s3) {
+    return [["archive dir", async () => {
+      const dir = join(config.dataDir, "archive");
+      await probeDirectory(dir);
+      selected.close();
+      return `${dir} takes a write and a rename`;
+    }]];
+  }
+  const probeKey = `${config.prefix}/_l2-uploader-check/${config.instanceId}-${Date.now()}.probe`;
+  return [
+    ["s3 head-bucket", async () => {
+      const result = await checkBucket(s3, AbortSignal.timeout(timeoutMs));
+      if (!result.ok) throw new Error(result.message);
+      return `${s3.describe()} is reachable`;
+    }],
+    ["s3 put + delete", async () => {
+      try {
+        const meta = { messages: 0, events: 0, firstRecvTs: 0, lastRecvTs: 0 };
+        await s3.put(
+          probeKey,
+          new TextEncoder().encode("probe\n"),
+          meta,
+          AbortSignal.timeout(timeoutMs),
+        );
+        await s3.deleteObject(probeKey, AbortSignal.timeout(timeoutMs));
+        return `put and deleted s3://${s3.bucket}/${probeKey}`;
+      } catch (error) {
+        throw new Error(`${s3.describe()}: ${s3ErrorCode(error)}: ${(error as Error).message}`);
+      } finally {
+        selected.close();
+      }
+    }],
+  ];
+}
+
+async function probeDirectory(dir: string): Promise<string> {
+  await Deno.mkdir(dir, { recursive: true });
+  const probe = join(dir, `.check-${crypto.randomUUID().slice(0, 8)}`);
+  await writeAtomically(probe, new TextEncoder().encode("probe\n"));
+  await Deno.remove(probe);
+  return `${dir} takes a write and a rename`;
+}
+
+async function pingBinance(config: Config, options: CheckOptions): Promise<string> {
+  const url = `${config.restUrl}${restPaths(config.market).ping}`;
+  const response = await (options.fetch ?? fetch)(url, {
+    signal: AbortSignal.timeout(options.timeoutMs ?? 15_000),
+  });
+  await response.body?.cancel();
+  if (!response.ok) throw new Error(`${url} answered HTTP ${response.status}`);
+  return `${url} answered ${response.status}`;
+}
+
+function describeConfig(config: Config): string {
+  const where = config.s3
+    ? `s3://${config.s3.bucket}/${config.prefix}`
+    : join(config.dataDir, "archive");
+  return `${config.symbols.length} ${config.market} symbol(s), depth ${config.depthLevel}, ` +
+    `${config.updateSpeedMs} ms → ${where}`;
+}
