@@ -122,10 +122,19 @@ export class Journal implements BatchObserver {
     return this.#flushing;
   }
 
+  /**
+   * Stops journalling. Segments that no unsettled batch needs are deleted;
+   * the rest stay for the next start to recover.
+   */
   async close(): Promise<void> {
     clearInterval(this.#timer);
     await this.flush();
     for (const segment of this.#segments) segment.file?.close();
+    if (this.#segments.every((segment) => segment.live.size === 0)) {
+      for (const segment of this.#segments) {
+        await Deno.remove(join(this.dir, segment.name)).catch(() => {});
+      }
+    }
     this.#segments.length = 0;
   }
 
