@@ -1,0 +1,57 @@
+/**
+ * Update-id continuity rules per stream kind. Pure: given the last update id
+ * kept for a stream and the ids of the next message, say whether the message
+ * follows on, repeats what was kept, or leaves a hole.
+ *
+ * - spot diff depth:  U == previous u + 1 (a message may overlap what was
+ *   kept, U <= previous u + 1 < u, without missing anything)
+ * - USD-M diff depth: pu == previous u (U is not previous u + 1 on futures)
+ * - partial depth:    lastUpdateId only grows; an older or equal one is a duplicate.
+ *   Partial books skip ids by design, so they can repeat but never "gap".
+ */
+
+import type { Market } from "../config_types.ts";
+
+export type SequenceRule = "spot-diff" | "usdm-diff" | "partial";
+
+export interface MessageIds {
+  readonly firstUpdateId: number;
+  readonly lastUpdateId: number;
+  /** USD-M only: `pu`. */
+  readonly prevUpdateId?: number;
+}
+
+export type Continuity =
+  | { readonly kind: "first" }
+  | { readonly kind: "next" }
+  | { readonly kind: "duplicate"; readonly last: number }
+  | { readonly kind: "gap"; readonly expected: number; readonly received: number };
+
+/** The rule for a stream type such as `depth@100ms` or `depth20@100ms`. */
+export function sequenceRuleFor(market: Market, streamType: string): SequenceRule {
+  if (/^depth(@|$)/.test(streamType)) return market === "usdm" ? "usdm-diff" : "spot-diff";
+  return "partial";
+}
+
+export function continuity(
+  rule: SequenceRule,
+  last: number | undefined,
+  ids: MessageIds,
+): Continuity {
+  if (last === undefined) return { kind: "first" };
+  if (ids.lastUpdateId <= last) return { kind: "duplicate", last };
+  switch (rule) {
+    case "partial":
+      return { kind: "next" };
+    case "spot-diff":
+      return ids.firstUpdateId <= last + 1
+        ? { kind: "next" }
+        : { kind: "gap", expected: last + 1, received: ids.firstUpdateId };
+    case "usdm-diff": {
+      // Without `pu` (never seen from Binance) fall back to the spot rule.
+      const prev = ids.prevUpdateId;
+      if (prev === undefined) return continuity("spot-diff", last, ids);
+      return prev <= last ? { kind: "next" } : { kind: "gap", expected: last, received: prev };
+    }
+  }
+}
