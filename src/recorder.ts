@@ -2,30 +2,83 @@
  * The stage between the feed and the uploader: turns frames and feed events
  * into archive lines, appends them to per-stream batches, and hands sealed
  * batches on. Synchronous and free of I/O, so the receive path never waits.
+ *
+ * Per stream it also keeps the update-id chain: which socket the stream is
+ * taken from (its owner), the last update id stored, and whether the next
+ * message follows on. A break writes a `gap` event line before the message.
+ *
+ * Rotation without a hole: while a successor socket overlaps the owner, its
+ * frames are held back per stream until one of them follows on from the
+ * last id stored; from there the stream is taken from the successor (a
+ * `rotated` event line marks the switch) and the owner's later frames for it
+ * are dropped as the repeats they are. When every stream of the connection
+ * has switched, the old socket is retired.
  */
 
 import { getLogger } from "@logtape/logtape";
 import type { Batcher, SealedBatch } from "./batch/batcher.ts";
 import { dataLine, eventLine, type EventName } from "./batch/encode.ts";
-import { parseFrame } from "./binance/frames.ts";
+import { type Frame, parseFrame } from "./binance/frames.ts";
+import { continuity, type SequenceRule } from "./binance/sequence.ts";
 import type { Metrics } from "./ops/metrics.ts";
 
 const log = getLogger(["l2", "recorder"]);
+
+/** The streams of one logical connection, and the feed's controls for it. */
+export interface StreamGroup {
+  readonly conn: number;
+  readonly names: readonly string[];
+  /** Close the old socket: every stream continues on its successor. */
+  retire?(socketId: number): void;
+  /** Open a successor now (Binance announced a shutdown). */
+  rotate?(): void;
+}
 
 export interface RecorderOptions {
   readonly batcher: Batcher;
   readonly submit: (batch: SealedBatch) => void;
   readonly metrics?: Metrics;
+  /** Continuity rule of a stream; default: no checks. */
+  readonly ruleFor?: (stream: string) => SequenceRule | undefined;
+  /**
+   * A stream starts a new chain: its first message, or the first after a
+   * gap or a reconnect (diff mode takes a snapshot then).
+   */
+  readonly onChainStart?: (stream: string) => void;
   /** Monotonic ms, for batch ages. */
   readonly monotonicMs?: () => number;
   /** Minimum ms between two log lines about malformed frames. */
   readonly malformedLogIntervalMs?: number;
 }
 
+type DataFrame = Extract<Frame, { kind: "data" }>;
+
+interface Held {
+  readonly frame: DataFrame;
+  readonly recvTs: number;
+}
+
+interface StreamState {
+  /** Socket the stream is stored from; undefined until one delivers. */
+  owner?: number;
+  /** Last update id stored. */
+  last?: number;
+  /** A successor's frames waiting to join the chain. */
+  held?: { socketId: number; frames: Held[] };
+  /**
+   * Just switched to a successor that is still delivering messages the old
+   * socket already gave: drop those repeats until the first new one.
+   */
+  catchingUp?: boolean;
+}
+
+const MAX_HELD = 100_000;
+
 export class Recorder {
   readonly #options: RecorderOptions;
   readonly #now: () => number;
   readonly #lastMessageAt = new Map<string, number>();
+  readonly #streams = new Map<string, StreamState>();
   #malformedSinceLog = 0;
   #malformedLoggedAt = -Infinity;
 
@@ -35,62 +88,108 @@ export class Recorder {
   }
 
   /**
-   * One frame from a connection that carries `streams`. Frames that are not
+   * One frame from `socketId`, a socket of `group`. Frames that are not
    * stream data are kept too, as event lines with the raw text, under the
-   * stream they name or else the connection's first stream.
+   * stream they name or else the group's first stream.
    */
-  frame(streams: readonly string[], text: string, recvTs: number): void {
+  frame(group: StreamGroup, text: string, recvTs: number, socketId = 0): void {
     const { metrics } = this.#options;
     metrics?.bytesReceived.inc(utf8Length(text));
     const frame = parseFrame(text);
-    const now = this.#now();
     if (frame.kind === "data") {
       metrics?.messagesReceived.inc({ stream: frame.stream });
-      this.#lastMessageAt.set(frame.stream, now);
-      this.#add(frame.stream, {
-        text: dataLine(recvTs, frame.stream, frame.dataText),
-        recvTs,
-        isData: true,
-        firstUpdateId: frame.firstUpdateId,
-        lastUpdateId: frame.lastUpdateId,
-      }, now);
+      this.#lastMessageAt.set(frame.stream, this.#now());
+      this.#route(group, frame, recvTs, socketId);
       return;
     }
     if (frame.kind === "control") {
-      log.info("Exchange sent {event} on a connection carrying {streams}", {
+      log.info("Exchange sent {event} on connection {conn}", {
         event: frame.event,
-        streams: streams.length,
+        conn: group.conn,
       });
-      this.event(streams, "control", recvTs, { raw: text });
+      this.event(group.names, "control", recvTs, { conn: group.conn, socket: socketId, raw: text });
+      if (frame.event === "serverShutdown") group.rotate?.();
       return;
     }
     metrics?.malformedFrames.inc();
-    const stream = frame.stream !== undefined && streams.includes(frame.stream)
+    const stream = frame.stream !== undefined && group.names.includes(frame.stream)
       ? frame.stream
-      : streams[0];
+      : group.names[0];
     this.#add(stream, {
       text: eventLine(recvTs, stream, "malformed", { reason: frame.reason, raw: text }),
       recvTs,
       isData: false,
-    }, now);
-    this.#logMalformed(frame.reason, now);
+    });
+    this.#logMalformed(frame.reason);
   }
 
-  /** An event line in each of `streams` (e.g. a connection's open or close). */
+  /** A socket of `group` opened. A successor is silent: its streams join by id. */
+  opened(group: StreamGroup, socketId: number, role: string, recvTs: number): void {
+    if (role === "successor") return;
+    this.event(group.names, "connected", recvTs, { conn: group.conn, socket: socketId });
+  }
+
+  /**
+   * A socket of `group` closed. When `replaced`, a successor carries on:
+   * streams still owned by the old socket move to it. Otherwise the
+   * streams it owned have a hole from here, marked in the archive.
+   */
+  closed(
+    group: StreamGroup,
+    socketId: number,
+    info: { replaced?: boolean; recvTs: number; details: Record<string, unknown> },
+  ): void {
+    for (const stream of group.names) {
+      let state = this.#streams.get(stream);
+      if (!state) this.#streams.set(stream, state = {});
+      if (state.held?.socketId === socketId) state.held = undefined;
+      // Owned by another socket that is still running: nothing lost here.
+      if (state.owner !== undefined && state.owner !== socketId) continue;
+      const wasOwner = state.owner === socketId;
+      state.owner = undefined;
+      if (!info.replaced) {
+        this.#disconnected(stream, info.recvTs, info.details);
+        continue;
+      }
+      if (!wasOwner) continue;
+      // Retired before the successor joined this stream's chain: take what
+      // it has; a break, if any, is found and marked by the sequence check.
+      const held = state.held;
+      state.held = undefined;
+      this.#add(
+        stream,
+        this.#event(stream, info.recvTs, "rotated", {
+          conn: group.conn,
+          from_socket: socketId,
+          to_socket: held?.socketId,
+          last_update_id: state.last,
+          confirmed: false,
+        }),
+      );
+      if (held) {
+        state.owner = held.socketId;
+        for (const h of held.frames) this.#accept(stream, state, h.frame, h.recvTs);
+      }
+    }
+  }
+
+  /** An event line in each of `streams`. */
   event(
     streams: readonly string[],
     event: EventName,
     recvTs: number,
     details: Readonly<Record<string, unknown>> = {},
   ): void {
-    const now = this.#now();
-    for (const stream of streams) {
-      this.#add(
-        stream,
-        { text: eventLine(recvTs, stream, event, details), recvTs, isData: false },
-        now,
-      );
-    }
+    for (const stream of streams) this.#add(stream, this.#event(stream, recvTs, event, details));
+  }
+
+  /**
+   * A REST snapshot for a diff stream: a data line of its own stream name
+   * (`<symbol>@depthSnapshot`), stored in `stream`'s objects so a reader
+   * finds the snapshot among the diffs it belongs with.
+   */
+  snapshot(stream: string, snapshotStream: string, text: string, recvTs: number): void {
+    this.#add(stream, { text: dataLine(recvTs, snapshotStream, text), recvTs, isData: true });
   }
 
   /** Seals batches that reached their age; call a few times a second. */
@@ -109,13 +208,139 @@ export class Recorder {
     return new Map([...this.#lastMessageAt].map(([s, at]) => [s, (now - at) / 1000]));
   }
 
-  #add(stream: string, line: Parameters<Batcher["add"]>[1], now: number): void {
-    const sealed = this.#options.batcher.add(stream, line, now);
+  #route(group: StreamGroup, frame: DataFrame, recvTs: number, socketId: number): void {
+    const stream = frame.stream;
+    let state = this.#streams.get(stream);
+    if (!state) this.#streams.set(stream, state = {});
+    if (state.owner === undefined) state.owner = socketId;
+    if (state.owner === socketId) {
+      this.#acceptOwned(stream, state, frame, recvTs);
+      if (state.held) this.#tryHandover(group, stream, state);
+      return;
+    }
+    // Another socket of the group: a successor overlapping the owner.
+    if (state.held?.socketId !== socketId) state.held = { socketId, frames: [] };
+    if (state.held.frames.length < MAX_HELD) state.held.frames.push({ frame, recvTs });
+    this.#tryHandover(group, stream, state);
+  }
+
+  /** An owner's frame; right after a switch, repeats of what was stored are dropped. */
+  #acceptOwned(stream: string, state: StreamState, frame: DataFrame, recvTs: number): void {
+    if (state.catchingUp) {
+      if (isRepeat(frame, state.last)) {
+        this.#options.metrics?.rotationRepeats.inc();
+        return;
+      }
+      state.catchingUp = false;
+    }
+    this.#accept(stream, state, frame, recvTs);
+  }
+
+  /** Stores a frame from the stream's owner, marking a break in its chain. */
+  #accept(stream: string, state: StreamState, frame: DataFrame, recvTs: number): void {
+    const rule = this.#options.ruleFor?.(stream);
+    if (rule && frame.firstUpdateId !== undefined && frame.lastUpdateId !== undefined) {
+      const verdict = continuity(rule, state.last, {
+        firstUpdateId: frame.firstUpdateId,
+        lastUpdateId: frame.lastUpdateId,
+        prevUpdateId: frame.prevUpdateId,
+      });
+      if (verdict.kind === "gap") {
+        this.#options.metrics?.sequenceGaps.inc();
+        log.warn("Sequence gap on {stream}: expected {expected}, received {received}", {
+          stream,
+          expected: verdict.expected,
+          received: verdict.received,
+        });
+        this.#add(
+          stream,
+          this.#event(stream, recvTs, "gap", {
+            expected: verdict.expected,
+            received: verdict.received,
+          }),
+        );
+      }
+      if (verdict.kind !== "duplicate") state.last = frame.lastUpdateId;
+      if (verdict.kind === "first" || verdict.kind === "gap") this.#options.onChainStart?.(stream);
+    }
+    this.#add(stream, {
+      text: dataLine(recvTs, stream, frame.dataText),
+      recvTs,
+      isData: true,
+      firstUpdateId: frame.firstUpdateId,
+      lastUpdateId: frame.lastUpdateId,
+    });
+  }
+
+  /**
+   * Switches a stream to the successor once it is proven to be on the same
+   * chain: it delivered a message that was already stored (a repeat: all it
+   * sends next follows on), or its next message follows on from the last
+   * one stored. A successor ahead of the owner waits for the owner to catch up.
+   */
+  #tryHandover(group: StreamGroup, stream: string, state: StreamState): void {
+    const held = state.held!;
+    const rule = this.#options.ruleFor?.(stream);
+    let sawRepeat = false;
+    let switchTs = 0;
+    while (held.frames.length > 0 && isRepeat(held.frames[0].frame, state.last)) {
+      switchTs = held.frames.shift()!.recvTs;
+      sawRepeat = true;
+      this.#options.metrics?.rotationRepeats.inc();
+    }
+    const next = held.frames[0];
+    if (!sawRepeat) {
+      if (!next) return;
+      const f = next.frame;
+      const joins = !rule || state.last === undefined || f.firstUpdateId === undefined ||
+        continuity(rule, state.last, {
+            firstUpdateId: f.firstUpdateId,
+            lastUpdateId: f.lastUpdateId!,
+            prevUpdateId: f.prevUpdateId,
+          }).kind === "next";
+      if (!joins) return;
+    }
+    const from = state.owner;
+    state.owner = held.socketId;
+    state.held = undefined;
+    state.catchingUp = true;
+    this.#add(
+      stream,
+      this.#event(stream, next?.recvTs ?? switchTs, "rotated", {
+        conn: group.conn,
+        from_socket: from,
+        to_socket: held.socketId,
+        last_update_id: state.last,
+      }),
+    );
+    for (const h of held.frames) this.#acceptOwned(stream, state, h.frame, h.recvTs);
+    if (from !== undefined && group.names.every((s) => this.#streams.get(s)?.owner !== from)) {
+      group.retire?.(from);
+    }
+  }
+
+  #disconnected(stream: string, recvTs: number, details: Record<string, unknown>): void {
+    if (details.cause === "stale") this.#add(stream, this.#event(stream, recvTs, "stale", details));
+    this.#add(stream, this.#event(stream, recvTs, "disconnected", details));
+  }
+
+  #event(
+    stream: string,
+    recvTs: number,
+    event: EventName,
+    details: Readonly<Record<string, unknown>>,
+  ) {
+    return { text: eventLine(recvTs, stream, event, details), recvTs, isData: false };
+  }
+
+  #add(stream: string, line: Parameters<Batcher["add"]>[1]): void {
+    const sealed = this.#options.batcher.add(stream, line, this.#now());
     if (sealed) this.#options.submit(sealed);
   }
 
-  #logMalformed(reason: string, now: number): void {
+  #logMalformed(reason: string): void {
     this.#malformedSinceLog++;
+    const now = this.#now();
     const interval = this.#options.malformedLogIntervalMs ?? 10_000;
     if (now - this.#malformedLoggedAt < interval) return;
     log.warn("Kept {count} malformed frame(s) as event lines; latest: {reason}", {
@@ -125,6 +350,10 @@ export class Recorder {
     this.#malformedSinceLog = 0;
     this.#malformedLoggedAt = now;
   }
+}
+
+function isRepeat(frame: DataFrame, last: number | undefined): boolean {
+  return last !== undefined && frame.lastUpdateId !== undefined && frame.lastUpdateId <= last;
 }
 
 /** Bytes of `text` in UTF-8, without encoding it. */

@@ -108,10 +108,13 @@ Deno.test("runConnection hands over frames in order, stamped by the injected now
   await conn.stop();
 
   assert.equal(conn.opens.length, 1);
-  assert.deepEqual(conn.opens[0].info, {
+  const { socketId, ...info } = conn.opens[0].info;
+  assert.deepEqual(info, {
     url: `${exchange.wsUrl}/stream?streams=${STREAM}`,
     opened: 1,
+    role: "initial",
   });
+  assert.ok(socketId > 0);
   // One clock reading per frame, taken in arrival order.
   assert.deepEqual(conn.frames.map((f) => f.recvTs), stamps);
   const sent = sentOn(exchange, 1);

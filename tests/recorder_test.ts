@@ -22,6 +22,11 @@ const BTC = "btcusdt@depth20@100ms";
 const ETH = "ethusdt@depth20@100ms";
 const STREAMS = [BTC, ETH];
 
+/** A stream group as the feed would hand it over, without rotation controls. */
+function group(names: readonly string[]) {
+  return { conn: 1, names };
+}
+
 interface Setup {
   readonly recorder: Recorder;
   readonly batcher: Batcher;
@@ -77,7 +82,7 @@ Deno.test("recorder writes data frames as data lines with the payload spliced by
     { ...odd, text: `{"stream":"${odd.stream}","data":${odd.data}}` },
   ];
   const streams = [...new Set(frames.map((f) => f.stream))];
-  frames.forEach((f, i) => s.recorder.frame(streams, f.text, 1_000_000 + i));
+  frames.forEach((f, i) => s.recorder.frame(group(streams), f.text, 1_000_000 + i));
   assert.equal(s.submitted.length, 0, "nothing seals before its time");
 
   const lines = sealAndRead(s);
@@ -97,7 +102,7 @@ Deno.test("recorder keeps each batch's first and last update ids in its metadata
   const s = setup();
   const diff = fixtureFrames.filter((f) => f.stream === "btcusdt@depth@100ms");
   assert.ok(diff.length >= 2);
-  diff.forEach((f, i) => s.recorder.frame([f.stream], f.text, 10 + i));
+  diff.forEach((f, i) => s.recorder.frame(group([f.stream]), f.text, 10 + i));
   s.recorder.sealAll();
   assert.equal(s.submitted.length, 1);
   const { meta } = s.submitted[0];
@@ -111,7 +116,7 @@ Deno.test("recorder keeps each batch's first and last update ids in its metadata
 Deno.test("recorder keeps invalid JSON as a malformed event line under the stream it names", () => {
   const s = setup();
   const truncated = `{"stream":"${ETH}","data":{"lastUpdateId":17044571457,"bids":[["1782.0`;
-  s.recorder.frame(STREAMS, truncated, 42);
+  s.recorder.frame(group(STREAMS), truncated, 42);
   const lines = sealAndRead(s);
   assert.deepEqual([...lines.keys()], [ETH]);
   const [line] = lines.get(ETH)!;
@@ -136,7 +141,7 @@ Deno.test("recorder files malformed frames that name no stream of the connection
     '{"stream":"xrpusdt@depth20@100ms","data":[{"lastUpdateId":1}]}',
     '{"stream":"xrpusdt@depth20@100ms","data":{"lastUpd',
   ];
-  frames.forEach((text, i) => s.recorder.frame(STREAMS, text, 100 + i));
+  frames.forEach((text, i) => s.recorder.frame(group(STREAMS), text, 100 + i));
   const lines = sealAndRead(s);
   assert.deepEqual([...lines.keys()], [BTC]);
   const values = lines.get(BTC)!.map((l) => JSON.parse(l));
@@ -148,7 +153,7 @@ Deno.test("recorder files malformed frames that name no stream of the connection
 Deno.test("recorder files a well-formed frame of unknown shape under the stream it names", () => {
   const s = setup();
   const text = `{"stream":"${ETH}","data":[["1782.0","6.4"]]}`;
-  s.recorder.frame(STREAMS, text, 7);
+  s.recorder.frame(group(STREAMS), text, 7);
   const lines = sealAndRead(s);
   assert.deepEqual([...lines.keys()], [ETH]);
   const value = JSON.parse(lines.get(ETH)![0]);
@@ -160,12 +165,19 @@ Deno.test("recorder files a well-formed frame of unknown shape under the stream 
 Deno.test("recorder writes a serverShutdown control frame as a control line in every stream", () => {
   const s = setup();
   const text = '{"e":"serverShutdown","E":1723075200000}';
-  s.recorder.frame(STREAMS, text, 55);
+  s.recorder.frame(group(STREAMS), text, 55);
   const lines = sealAndRead(s);
   assert.deepEqual([...lines.keys()].sort(), [...STREAMS].sort());
   for (const stream of STREAMS) {
     const values = lines.get(stream)!.map((l) => JSON.parse(l));
-    assert.deepEqual(values, [{ recv_ts: 55, stream, event: "control", raw: text }]);
+    assert.deepEqual(values, [{
+      recv_ts: 55,
+      stream,
+      event: "control",
+      conn: 1,
+      socket: 0,
+      raw: text,
+    }]);
   }
 });
 
@@ -191,11 +203,11 @@ Deno.test("recorder tick() seals each stream's batch once its first line is batc
   const s = setup({ batchMs: 1000 });
   const [btc, eth] = [fixtureFrames[0], fixtureFrames[1]];
   s.at(0);
-  s.recorder.frame([btc.stream, eth.stream], btc.text, 1);
+  s.recorder.frame(group([btc.stream, eth.stream]), btc.text, 1);
   s.at(500);
-  s.recorder.frame([btc.stream, eth.stream], eth.text, 2);
+  s.recorder.frame(group([btc.stream, eth.stream]), eth.text, 2);
   s.at(999);
-  s.recorder.frame([btc.stream, eth.stream], btc.text, 3);
+  s.recorder.frame(group([btc.stream, eth.stream]), btc.text, 3);
   s.recorder.tick();
   assert.equal(s.submitted.length, 0);
   s.at(1000);
@@ -217,7 +229,7 @@ Deno.test("recorder tick() seals each stream's batch once its first line is batc
 Deno.test("recorder seals a batch the moment it reaches maxLines", () => {
   const s = setup({ maxLines: 3 });
   const frame = fixtureFrames[0];
-  for (let i = 0; i < 7; i++) s.recorder.frame([frame.stream], frame.text, i);
+  for (let i = 0; i < 7; i++) s.recorder.frame(group([frame.stream]), frame.text, i);
   assert.deepEqual(s.submitted.map((b) => b.lines.length), [3, 3]);
   s.recorder.sealAll();
   assert.deepEqual(s.submitted.map((b) => b.lines.length), [3, 3, 1]);
@@ -228,7 +240,7 @@ Deno.test("recorder seals a batch the moment it reaches maxLines", () => {
 Deno.test("recorder sealAll() seals every open batch and leaves none behind", () => {
   const s = setup();
   s.recorder.event(STREAMS, "connected", 1, { conn: 1 });
-  s.recorder.frame(STREAMS, `{"stream":"${BTC}","data":{"lastUpdateId":5}}`, 2);
+  s.recorder.frame(group(STREAMS), `{"stream":"${BTC}","data":{"lastUpdateId":5}}`, 2);
   assert.equal(s.batcher.openLines, 3);
   s.recorder.sealAll();
   assert.deepEqual(s.submitted.map((b) => [b.stream, b.lines.length]).sort(), [[BTC, 2], [ETH, 1]]);
@@ -241,12 +253,12 @@ Deno.test("recorder counts data messages per stream and malformed frames", async
   const s = setup();
   const data = (stream: string, id: number) =>
     `{"stream":"${stream}","data":{"lastUpdateId":${id}}}`;
-  s.recorder.frame(STREAMS, data(BTC, 1), 1);
-  s.recorder.frame(STREAMS, data(BTC, 2), 2);
-  s.recorder.frame(STREAMS, data(ETH, 1), 3);
-  s.recorder.frame(STREAMS, "garbage", 4);
-  s.recorder.frame(STREAMS, '{"result":null,"id":1}', 5);
-  s.recorder.frame(STREAMS, '{"e":"serverShutdown"}', 6);
+  s.recorder.frame(group(STREAMS), data(BTC, 1), 1);
+  s.recorder.frame(group(STREAMS), data(BTC, 2), 2);
+  s.recorder.frame(group(STREAMS), data(ETH, 1), 3);
+  s.recorder.frame(group(STREAMS), "garbage", 4);
+  s.recorder.frame(group(STREAMS), '{"result":null,"id":1}', 5);
+  s.recorder.frame(group(STREAMS), '{"e":"serverShutdown"}', 6);
   s.recorder.event(STREAMS, "connected", 7);
 
   const messages = await metricValues(s.metrics, "l2_messages_received_total");
@@ -265,10 +277,10 @@ Deno.test("recorder counts data messages per stream and malformed frames", async
 Deno.test("recorder reports seconds since each stream's last data message", () => {
   const s = setup();
   s.at(1000);
-  s.recorder.frame(STREAMS, `{"stream":"${BTC}","data":{"lastUpdateId":1}}`, 1);
+  s.recorder.frame(group(STREAMS), `{"stream":"${BTC}","data":{"lastUpdateId":1}}`, 1);
   s.at(3500);
-  s.recorder.frame(STREAMS, `{"stream":"${ETH}","data":{"lastUpdateId":1}}`, 2);
-  s.recorder.frame(STREAMS, "garbage", 3);
+  s.recorder.frame(group(STREAMS), `{"stream":"${ETH}","data":{"lastUpdateId":1}}`, 2);
+  s.recorder.frame(group(STREAMS), "garbage", 3);
   s.at(4000);
   assert.deepEqual(s.recorder.messageAges(), new Map([[BTC, 3], [ETH, 0.5]]));
 });
@@ -278,8 +290,8 @@ Deno.test({
   async fn() {
     const s = setup();
     const text = `{"stream":"${BTC}","data":{"lastUpdateId":1,"note":"prix €"}}`;
-    s.recorder.frame(STREAMS, text, 1);
-    s.recorder.frame(STREAMS, "ok", 2);
+    s.recorder.frame(group(STREAMS), text, 1);
+    s.recorder.frame(group(STREAMS), "ok", 2);
     const [bytes] = await metricValues(s.metrics, "l2_bytes_received_total");
     assert.equal(bytes.value, new TextEncoder().encode(text).length + 2);
   },
@@ -290,7 +302,7 @@ Deno.test({
   fn() {
     const s = setup();
     const text = `{"stream":"${BTC}","data":{"lastUpdateId":1},"recv_ts":5}`;
-    s.recorder.frame(STREAMS, text, 1_000_000);
+    s.recorder.frame(group(STREAMS), text, 1_000_000);
     const lines = sealAndRead(s);
     const [line] = lines.get(BTC)!;
     assert.deepEqual(JSON.parse(line), {

@@ -118,7 +118,10 @@ export class Journal implements BatchObserver {
 
   /** Writes buffered records; resolves when they are in the file. */
   flush(): Promise<void> {
-    this.#flushing = this.#flushing.then(() => this.#flushNow());
+    // Never leave the chain rejected: one failure must not stop later flushes.
+    this.#flushing = this.#flushing.then(() => this.#flushNow()).catch((error) => {
+      log.error("Crash journal flush failed: {error}", { error });
+    });
     return this.#flushing;
   }
 
@@ -168,16 +171,25 @@ export class Journal implements BatchObserver {
       }
     }
     for (const resolve of waiters) resolve();
-    if (this.#now() - this.#segmentStartedAt >= this.#segmentMs) await this.#rotate();
+    if (this.#now() - this.#segmentStartedAt >= this.#segmentMs) {
+      try {
+        await this.#rotate();
+      } catch (error) {
+        // Keep writing to the current segment; try a new one next period.
+        log.error("Cannot start a new journal segment: {error}", { error });
+        this.#segmentStartedAt = this.#now();
+      }
+    }
     await this.#deleteSettledSegments();
   }
 
+  /** Opens the next segment first, so a failure leaves the current one in use. */
   async #rotate(): Promise<void> {
+    const name = `${this.#runId}-${String(this.#segmentCounter++).padStart(6, "0")}${SUFFIX}`;
+    const file = await Deno.open(join(this.dir, name), { write: true, createNew: true });
     const previous = this.#segments[this.#segments.length - 1];
     previous?.file?.close();
     if (previous) previous.file = undefined;
-    const name = `${this.#runId}-${String(this.#segmentCounter++).padStart(6, "0")}${SUFFIX}`;
-    const file = await Deno.open(join(this.dir, name), { write: true, createNew: true });
     this.#segments.push({ name, live: new Set(), file });
     this.#segmentStartedAt = this.#now();
   }
@@ -232,7 +244,11 @@ export async function recoverJournal(
   for (const name of files) {
     const run = name.slice(0, name.indexOf("-"));
     const text = await Deno.readTextFile(join(dir, name));
-    for (const record of text.split("\n")) {
+    const records = text.split("\n");
+    // Every flush ends with a newline: text after the last one is a torn
+    // write, even when it happens to parse (a cut "r\t10" reads as "r\t1").
+    if (records.pop() !== "") badRecords++;
+    for (const record of records) {
       if (record === "") continue;
       const [kind, id, ...rest] = record.split("\t");
       const ref = `${run}/${id}`;

@@ -16,6 +16,9 @@ import { Batcher, type SealedBatch } from "../batch/batcher.ts";
 import { Journal, recoverJournal } from "../batch/journal.ts";
 import { planKey } from "../batch/keys.ts";
 import { updateIds } from "../binance/frames.ts";
+import { checkSymbols, RestLimiter } from "../binance/rest.ts";
+import { sequenceRuleFor } from "../binance/sequence.ts";
+import { Snapshotter } from "../binance/snapshots.ts";
 import {
   combinedStreamUrl,
   depthStreams,
@@ -23,9 +26,15 @@ import {
   parseStreamName,
 } from "../binance/streams.ts";
 import type { Config } from "../config_types.ts";
-import { defaultNowMicros, runConnection, type WebSocketFactory } from "../feed/connection.ts";
+import {
+  type ConnectionHandlers,
+  defaultNowMicros,
+  startConnection,
+  type WebSocketFactory,
+} from "../feed/connection.ts";
+import { AttemptLimiter } from "../feed/rate_limit.ts";
 import { Metrics } from "../ops/metrics.ts";
-import { Recorder } from "../recorder.ts";
+import { Recorder, type StreamGroup } from "../recorder.ts";
 import { type Drainer, startDrainer } from "../store/drainer.ts";
 import { writeAtomically } from "../store/local.ts";
 import { checkBucket, selectSink } from "../store/select.ts";
@@ -43,6 +52,7 @@ export interface RunOptions {
   /** Aborted by the first SIGTERM/SIGINT. */
   readonly shutdown: AbortSignal;
   readonly webSocket?: WebSocketFactory;
+  readonly fetch?: typeof fetch;
   readonly nowMicros?: () => number;
   readonly metrics?: Metrics;
   /** Total time allowed from the shutdown signal to return, ms. */
@@ -165,8 +175,43 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
         });
       },
     });
-    const recorder = new Recorder({ batcher, metrics, submit: (b) => uploader.submit(b) });
     const streams = depthStreams(config.symbols, config);
+    const restLimiter = new RestLimiter({ market: config.market, fetch: options.fetch });
+    await checkConfiguredSymbols(config, restLimiter);
+    const feedStop = new AbortController();
+    // Diff mode: snapshots join the diff stream's objects, by symbol.
+    const diffStreamOf = new Map(streams.map((s) => [s.symbol, s.name]));
+    let snapshotter: Snapshotter | undefined;
+    const recorder = new Recorder({
+      batcher,
+      metrics,
+      submit: (b) => uploader.submit(b),
+      ruleFor: (stream) => {
+        const spec = parseStreamName(stream);
+        return spec ? sequenceRuleFor(config.market, spec.type) : undefined;
+      },
+      onChainStart: (stream) => {
+        const spec = parseStreamName(stream);
+        if (spec) snapshotter?.request(spec.symbol, "chain start");
+      },
+    });
+    if (config.depthLevel === "full") {
+      snapshotter = new Snapshotter({
+        restUrl: config.restUrl,
+        market: config.market,
+        limit: config.snapshotLimit,
+        intervalMs: config.snapshotIntervalSeconds * 1000,
+        limiter: restLimiter,
+        nowMicros,
+        signal: feedStop.signal,
+        onSnapshot: (symbol, text, recvTs) => {
+          const stream = diffStreamOf.get(symbol);
+          if (stream) {
+            recorder.snapshot(stream, `${symbol.toLowerCase()}@depthSnapshot`, text, recvTs);
+          }
+        },
+      });
+    }
     log.info("Recording {count} {market} streams ({first}…) to {sink} {location}", {
       count: streams.length,
       market: config.market,
@@ -176,24 +221,28 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
       instanceId: config.instanceId,
     });
 
-    const feedStop = new AbortController();
+    // Binance allows 300 connection attempts per 5 minutes per IP; keep well under.
+    const attempts = new AttemptLimiter({ max: 250, windowMs: 300_000 });
     const feeds = groupStreams(streams.map((s) => s.name), config.streamsPerConnection).map(
-      (names, index) =>
-        runConnection({
+      (names, index) => {
+        const group: StreamGroup = {
+          conn: index + 1,
+          names,
+          retire: (socketId) => connection.retire(socketId),
+          rotate: () => connection.rotate(),
+        };
+        const connection = startConnection({
           url: combinedStreamUrl(config.wsUrl, names),
           signal: feedStop.signal,
           staleAfterMs: config.staleAfterSeconds * 1000,
+          rotateAfterMs: config.wsRotateSeconds * 1000,
+          beforeConnect: (signal) => attempts.take(signal),
           webSocket: options.webSocket,
           nowMicros,
-          handlers: connectionHandlers({
-            conn: index + 1,
-            names,
-            recorder,
-            metrics,
-            config,
-            nowMicros,
-          }),
-        }),
+          handlers: connectionHandlers({ group, recorder, metrics, nowMicros }),
+        });
+        return connection.done;
+      },
     );
 
     const ticker = setInterval(() => recorder.tick(), 200);
@@ -207,6 +256,7 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
     log.info("Shutting down: closing connections, then sealing and storing open batches");
     feedStop.abort();
     await Promise.all(feeds);
+    await snapshotter?.done;
     clearInterval(ticker);
     recorder.sealAll();
     // Keep a second for spooling what the sink could not take in time.
@@ -223,47 +273,55 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
 }
 
 function connectionHandlers(context: {
-  conn: number;
-  names: readonly string[];
+  group: StreamGroup;
   recorder: Recorder;
   metrics: Metrics;
-  config: Config;
   nowMicros: () => number;
-}): Parameters<typeof runConnection>[0]["handlers"] {
-  const { conn, names, recorder, metrics, config, nowMicros } = context;
+}): ConnectionHandlers {
+  const { group, recorder, metrics, nowMicros } = context;
+  const { conn } = group;
   return {
-    onFrame: (text, recvTs) => recorder.frame(names, text, recvTs),
-    onOpen: ({ opened }) => {
+    onFrame: (text, recvTs, socketId) => recorder.frame(group, text, recvTs, socketId),
+    onOpen: ({ opened, socketId, role }) => {
       metrics.wsConnections.inc();
-      log.info("Connection {conn} open ({streams} streams, attempt {opened})", {
+      log.info("Connection {conn} open ({streams} streams, socket {socketId}, {role})", {
         conn,
-        streams: names.length,
+        streams: group.names.length,
+        socketId,
+        role,
         opened,
       });
-      recorder.event(names, "connected", nowMicros(), { conn });
+      recorder.opened(group, socketId, role, nowMicros());
     },
     onClose: (info) => {
       metrics.wsConnections.dec();
-      const at = nowMicros();
-      if (info.cause === "stale") {
-        recorder.event(names, "stale", at, {
+      recorder.closed(group, info.socketId ?? 0, {
+        replaced: info.replaced,
+        recvTs: nowMicros(),
+        details: {
           conn,
-          stale_after_ms: config.staleAfterSeconds * 1000,
-        });
+          socket: info.socketId,
+          cause: info.cause,
+          code: info.code,
+          reason: info.reason,
+          uptime_ms: Math.round(info.uptimeMs),
+        },
+      });
+      if (info.cause === "shutdown" || info.cause === "rotated") {
+        log.info("Connection {conn} socket {socketId} closed ({cause})", { conn, ...info });
+        return;
       }
-      recorder.event(names, "disconnected", at, {
-        conn,
-        cause: info.cause,
-        code: info.code,
-        reason: info.reason,
-        uptime_ms: Math.round(info.uptimeMs),
-      });
-      if (info.cause === "shutdown") return;
       metrics.reconnects.inc({ cause: info.cause });
-      log.warn("Connection {conn} closed ({cause}, code {code}); reconnecting in {retryInMs} ms", {
-        conn,
-        ...info,
-      });
+      log.warn(
+        "Connection {conn} socket {socketId} closed ({cause}, code {code}){replacedNote}",
+        {
+          conn,
+          ...info,
+          replacedNote: info.replaced
+            ? "; its successor carries on"
+            : `; reconnecting in ${info.retryInMs} ms`,
+        },
+      );
     },
     onConnectFailed: (info) => {
       metrics.reconnects.inc({ cause: info.cause });
@@ -273,6 +331,34 @@ function connectionHandlers(context: {
       });
     },
   };
+}
+
+/**
+ * Unknown or non-trading symbols stop the start (exit 2); an exchange that
+ * cannot be asked does not (the stream will tell).
+ */
+async function checkConfiguredSymbols(config: Config, limiter: RestLimiter): Promise<void> {
+  let result;
+  try {
+    result = await checkSymbols(config.symbols, {
+      restUrl: config.restUrl,
+      market: config.market,
+      limiter,
+      signal: AbortSignal.timeout(20_000),
+    });
+  } catch (error) {
+    log.warn("Could not check the symbols against exchangeInfo ({error}); recording anyway", {
+      error: error instanceof Error ? error.message : String(error),
+    });
+    return;
+  }
+  const problems = [
+    ...result.unknown.map((s) => `${s} (not listed on ${config.market})`),
+    ...result.notTrading.map((s) => `${s.symbol} (status ${s.status})`),
+  ];
+  if (problems.length > 0) {
+    throw new StartupError(`SYMBOL lists symbols Binance does not trade: ${problems.join(", ")}`);
+  }
 }
 
 function reportShutdown(left: readonly SealedBatch[], spool: Spool | undefined): void {

@@ -1,13 +1,24 @@
 /**
- * One logical WebSocket connection kept alive for as long as `signal` is not
- * aborted: open, watch for silence, reconnect with backoff. Every frame is
- * handed over synchronously with the receive time taken the moment it
- * arrived; nothing here waits on storage.
+ * One logical WebSocket connection (a fixed set of streams) kept alive for
+ * as long as `signal` is not aborted: open, watch for silence, reconnect with
+ * backoff, and rotate before Binance's 24-hour cut without a hole.
  *
- * Reconnect policy: the first attempt after a connection that stayed up for
+ * Every frame is handed over synchronously with the receive time taken the
+ * moment it arrived and the id of the socket it came on; nothing here waits
+ * on storage.
+ *
+ * Reconnect policy: the first attempt after a socket that stayed up for
  * `healthyAfterMs` is immediate (the hole should be as short as possible);
  * each further failure waits an exponential backoff with full jitter, 1 s
  * doubling up to 5 min (cockatiel's generator, not hand-rolled maths).
+ *
+ * Rotation: `rotateAfterMs` after the primary socket opened, or when
+ * `rotate()` is called (Binance announced `serverShutdown`), a successor
+ * socket opens for the same streams while the primary keeps running. The
+ * caller watches both and calls `retire(primaryId)` once the successor has
+ * caught up on every stream; the successor then becomes the primary and the
+ * old socket is closed. If that does not happen within `maxOverlapMs`, the
+ * old socket is retired anyway.
  */
 
 import { getLogger } from "@logtape/logtape";
@@ -18,29 +29,44 @@ const log = getLogger(["l2", "feed"]);
 
 export type WebSocketFactory = (url: string) => WebSocket;
 
-export type CloseCause = "server" | "stale" | "error" | "shutdown" | "open-timeout";
+export type CloseCause =
+  | "server"
+  | "stale"
+  | "error"
+  | "shutdown"
+  | "open-timeout"
+  | "rotated";
+
+/** Why a socket was opened. */
+export type SocketRole = "initial" | "reconnect" | "successor";
 
 export interface OpenInfo {
   readonly url: string;
-  /** Connections opened so far by this loop, this one included. */
+  /** Sockets opened so far by this connection, this one included. */
   readonly opened: number;
+  readonly socketId: number;
+  readonly role: SocketRole;
 }
 
 export interface CloseInfo {
   readonly cause: CloseCause;
   readonly code: number;
   readonly reason: string;
-  /** How long the connection was open, ms (0 when it never opened). */
+  /** How long the socket was open, ms (0 when it never opened). */
   readonly uptimeMs: number;
-  /** Delay before the next attempt, ms (absent on shutdown). */
+  /** Delay before the next attempt, ms (absent when no attempt follows). */
   readonly retryInMs?: number;
+  readonly socketId?: number;
+  readonly role?: SocketRole;
+  /** A successor took over the streams: this close leaves no hole. */
+  readonly replaced?: boolean;
 }
 
 export interface ConnectionHandlers {
   /** A text frame; `recvTs` is µs since the epoch on the local clock. */
-  onFrame(text: string, recvTs: number): void;
+  onFrame(text: string, recvTs: number, socketId: number): void;
   onOpen(info: OpenInfo): void;
-  /** Only for connections that had opened. */
+  /** Only for sockets that had opened. */
   onClose(info: CloseInfo): void;
   /** An attempt that never opened. */
   onConnectFailed?(info: CloseInfo): void;
@@ -56,6 +82,12 @@ export interface ConnectionOptions {
   readonly closeTimeoutMs?: number;
   readonly backoffInitialMs?: number;
   readonly backoffMaxMs?: number;
+  /** Open a successor this long after the primary opened; default never. */
+  readonly rotateAfterMs?: number;
+  /** Longest a primary and its successor both run before the old one is retired. */
+  readonly maxOverlapMs?: number;
+  /** Awaited before every socket is opened (a shared connection-rate limit). */
+  readonly beforeConnect?: (signal: AbortSignal) => Promise<void>;
   readonly webSocket?: WebSocketFactory;
   /** Wall clock for receive times, µs since the epoch. */
   readonly nowMicros?: () => number;
@@ -63,42 +95,199 @@ export interface ConnectionOptions {
   readonly monotonicMs?: () => number;
 }
 
+export interface Connection {
+  /** Resolves once the connection stopped and every socket is closed. */
+  readonly done: Promise<void>;
+  /** Opens a successor now (no-op when one is already opening or open). */
+  rotate(): void;
+  /** The successor caught up: close `socketId` (the primary) and promote it. */
+  retire(socketId: number): void;
+}
+
 export const defaultNowMicros = (): number =>
   Math.round((performance.timeOrigin + performance.now()) * 1000);
 
 const decoder = new TextDecoder();
+let nextSocketId = 1;
 
 /** Runs until `signal` aborts; resolves once the last socket is closed. */
-export async function runConnection(options: ConnectionOptions): Promise<void> {
-  const { signal } = options;
+export function runConnection(options: ConnectionOptions): Promise<void> {
+  return startConnection(options).done;
+}
+
+interface Socket {
+  readonly id: number;
+  readonly role: SocketRole;
+  /** Closes the socket politely with this cause. */
+  readonly close: (cause: CloseCause) => void;
+  open: boolean;
+  openedAt?: number;
+}
+
+export function startConnection(options: ConnectionOptions): Connection {
+  const { signal, handlers } = options;
+  const monotonic = options.monotonicMs ?? (() => performance.now());
   const factory = new ExponentialBackoff({
     generator: fullJitterGenerator,
     initialDelay: options.backoffInitialMs ?? 1000,
     maxDelay: options.backoffMaxMs ?? 300_000,
   });
   let backoff: IBackoff<unknown> | undefined;
+  let successorBackoff: IBackoff<unknown> | undefined;
+  let primary: Socket | undefined;
+  let successor: Socket | undefined;
   let opened = 0;
-  while (!signal.aborted) {
-    const outcome = await connectOnce(options, opened + 1);
-    if (outcome.opened) opened++;
-    if (signal.aborted) {
-      if (outcome.opened) options.handlers.onClose({ ...outcome.close, cause: "shutdown" });
-      break;
-    }
-    const healthy = outcome.opened &&
-      outcome.close.uptimeMs >= (options.healthyAfterMs ?? 10_000);
-    let waitMs = 0;
-    if (healthy) {
-      backoff = undefined;
-    } else {
-      backoff = backoff ? backoff.next(undefined) : factory.next();
-      waitMs = backoff.duration;
-    }
-    const info = { ...outcome.close, retryInMs: waitMs };
-    if (outcome.opened) options.handlers.onClose(info);
-    else options.handlers.onConnectFailed?.(info);
+  let live = 0;
+  let rotateTimer: ReturnType<typeof setTimeout> | undefined;
+  let overlapTimer: ReturnType<typeof setTimeout> | undefined;
+  let resolveDone!: () => void;
+  const done = new Promise<void>((resolve) => resolveDone = resolve);
+
+  const scheduleRotation = (socket: Socket) => {
+    clearTimeout(rotateTimer);
+    if (options.rotateAfterMs === undefined || signal.aborted) return;
+    rotateTimer = setTimeout(() => {
+      if (primary === socket) rotate();
+    }, options.rotateAfterMs);
+  };
+
+  const openSocket = async (role: SocketRole): Promise<Socket | undefined> => {
+    await options.beforeConnect?.(signal);
+    if (signal.aborted) return undefined;
+    const id = nextSocketId++;
+    const stop = new AbortController();
+    const socket: Socket = {
+      id,
+      role,
+      open: false,
+      close: (cause) => {
+        if (!stop.signal.aborted) stop.abort(cause);
+      },
+    };
+    live++;
+    connectOnce(options, {
+      stop: AbortSignal.any([signal, stop.signal]),
+      stopCause: () => (signal.aborted ? "shutdown" : stop.signal.reason as CloseCause),
+      onOpen: () => {
+        socket.open = true;
+        socket.openedAt = monotonic();
+        opened++;
+        if (socket === primary) scheduleRotation(socket);
+        handlers.onOpen({ url: options.url, opened, socketId: id, role });
+      },
+      onFrame: (text, recvTs) => handlers.onFrame(text, recvTs, id),
+    }).then((outcome) => {
+      live--;
+      ended(socket, outcome);
+      if (signal.aborted && live === 0) resolveDone();
+    });
+    return socket;
+  };
+
+  const openPrimary = async (role: SocketRole, waitMs: number) => {
     await delay(waitMs, signal);
-  }
+    if (signal.aborted) {
+      if (live === 0) resolveDone();
+      return;
+    }
+    const socket = await openSocket(role);
+    if (socket) primary = socket;
+    else if (live === 0) resolveDone();
+  };
+
+  const ended = (socket: Socket, outcome: Outcome) => {
+    const base = { ...outcome.close, socketId: socket.id, role: socket.role };
+    if (socket === primary) {
+      primary = undefined;
+      clearTimeout(rotateTimer);
+      if (signal.aborted) {
+        if (outcome.opened) handlers.onClose({ ...base, cause: "shutdown" });
+        return;
+      }
+      if (successor?.open) {
+        // The successor takes over at once; whatever the old one missed is
+        // the caller's to detect (update ids), not a reason to wait.
+        promote();
+        handlers.onClose({ ...base, replaced: true });
+        return;
+      }
+      const healthy = outcome.opened &&
+        outcome.close.uptimeMs >= (options.healthyAfterMs ?? 10_000);
+      backoff = healthy ? undefined : backoff ? backoff.next(undefined) : factory.next();
+      const waitMs = backoff?.duration ?? 0;
+      const info = { ...base, retryInMs: waitMs };
+      if (outcome.opened) handlers.onClose(info);
+      else handlers.onConnectFailed?.(info);
+      openPrimary("reconnect", waitMs);
+      return;
+    }
+    if (socket === successor) {
+      // A successor that failed: the primary still runs; try again later.
+      successor = undefined;
+      clearTimeout(overlapTimer);
+      successorBackoff = successorBackoff ? successorBackoff.next(undefined) : factory.next();
+      const waitMs = Math.max(1000, successorBackoff.duration);
+      if (outcome.opened) handlers.onClose({ ...base, retryInMs: waitMs });
+      else handlers.onConnectFailed?.({ ...base, retryInMs: waitMs });
+      if (!signal.aborted) {
+        delay(waitMs, signal).then(() => {
+          if (!signal.aborted && primary?.open) rotate();
+        });
+      }
+      return;
+    }
+    // A retired primary finished closing.
+    if (outcome.opened) {
+      handlers.onClose({ ...base, cause: signal.aborted ? "shutdown" : "rotated", replaced: true });
+    }
+  };
+
+  const promote = () => {
+    clearTimeout(overlapTimer);
+    primary = successor;
+    successor = undefined;
+    successorBackoff = undefined;
+    backoff = undefined;
+    if (primary) scheduleRotation(primary);
+  };
+
+  const rotate = () => {
+    if (signal.aborted || successor || !primary?.open) return;
+    log.info("Rotating {url}: opening a successor connection", { url: options.url });
+    const pending: Socket = { id: -1, role: "successor", open: false, close: () => {} };
+    successor = pending;
+    openSocket("successor").then((socket) => {
+      if (successor !== pending) {
+        socket?.close("shutdown");
+        return;
+      }
+      successor = socket;
+      if (!socket) return;
+      clearTimeout(overlapTimer);
+      overlapTimer = setTimeout(() => {
+        if (successor === socket && primary) {
+          log.warn("Successor did not confirm continuity in time; retiring the old connection");
+          retire(primary.id);
+        }
+      }, options.maxOverlapMs ?? 60_000);
+    });
+  };
+
+  const retire = (socketId: number) => {
+    if (!primary || primary.id !== socketId || !successor?.open) return;
+    const old = primary;
+    promote();
+    old.close("rotated");
+  };
+
+  signal.addEventListener("abort", () => {
+    clearTimeout(rotateTimer);
+    clearTimeout(overlapTimer);
+    if (live === 0) resolveDone();
+  }, { once: true });
+
+  openPrimary("initial", 0);
+  return { done, rotate, retire };
 }
 
 interface Outcome {
@@ -106,11 +295,18 @@ interface Outcome {
   readonly close: CloseInfo;
 }
 
+interface SocketHooks {
+  /** Aborts to close the socket politely. */
+  readonly stop: AbortSignal;
+  readonly stopCause: () => CloseCause;
+  readonly onOpen: () => void;
+  readonly onFrame: (text: string, recvTs: number) => void;
+}
+
 /** Opens one socket and resolves when it has closed (for whatever reason). */
-function connectOnce(options: ConnectionOptions, attempt: number): Promise<Outcome> {
+function connectOnce(options: ConnectionOptions, hooks: SocketHooks): Promise<Outcome> {
   const nowMicros = options.nowMicros ?? defaultNowMicros;
   const monotonic = options.monotonicMs ?? (() => performance.now());
-  const { handlers, signal } = options;
   return new Promise<Outcome>((resolve) => {
     let ws: WebSocket;
     try {
@@ -136,7 +332,7 @@ function connectOnce(options: ConnectionOptions, attempt: number): Promise<Outco
       settled = true;
       for (const t of timers) clearTimeout(t);
       clearInterval(watchdog);
-      signal.removeEventListener("abort", onAbort);
+      hooks.stop.removeEventListener("abort", onStop);
       ws.onmessage =
         ws.onopen =
         ws.onerror =
@@ -166,8 +362,9 @@ function connectOnce(options: ConnectionOptions, attempt: number): Promise<Outco
         ),
       );
     };
-    const onAbort = () => closeWith("shutdown");
-    signal.addEventListener("abort", onAbort, { once: true });
+    const onStop = () => closeWith(hooks.stopCause());
+    hooks.stop.addEventListener("abort", onStop, { once: true });
+    if (hooks.stop.aborted) onStop();
 
     timers.push(setTimeout(() => {
       if (openedAt === undefined) closeWith("open-timeout");
@@ -187,7 +384,7 @@ function connectOnce(options: ConnectionOptions, attempt: number): Promise<Outco
     ws.onopen = () => {
       openedAt = monotonic();
       lastFrameAt = openedAt;
-      handlers.onOpen({ url: options.url, opened: attempt });
+      hooks.onOpen();
     };
     ws.onmessage = (event: MessageEvent) => {
       const recvTs = nowMicros();
@@ -196,7 +393,7 @@ function connectOnce(options: ConnectionOptions, attempt: number): Promise<Outco
       const text = typeof data === "string"
         ? data
         : decoder.decode(data instanceof ArrayBuffer ? data : new Uint8Array(0));
-      handlers.onFrame(text, recvTs);
+      hooks.onFrame(text, recvTs);
     };
     ws.onerror = (event: Event) => {
       cause ??= "error";

@@ -46,6 +46,10 @@ export class Metrics {
     "l2_sequence_gaps_total",
     "Breaks in a stream's update-id chain",
   );
+  readonly rotationRepeats = this.#counter(
+    "l2_rotation_repeats_total",
+    "Messages received twice while two connections overlapped, kept once",
+  );
   readonly droppedMessages = this.#counter(
     "l2_dropped_messages_total",
     "Messages that could not be stored or spooled",

@@ -65,7 +65,11 @@ async function drainLoop(options: DrainerOptions, wakeSignal: () => AbortSignal)
     try {
       entry = await spool.read(name);
     } catch (error) {
-      if (error instanceof Deno.errors.NotFound) return true;
+      if (error instanceof Deno.errors.NotFound) {
+        // Gone from disk (removed by hand): forget it, or it would block the drain.
+        await spool.remove(name);
+        return true;
+      }
       const reason = error instanceof SpoolFileError ? error.message : String(error);
       const target = await spool.quarantine(name);
       log.error("Quarantined damaged spool file {name} to {target}: {reason}", {

@@ -86,6 +86,20 @@ export function s3Sink(config: S3Config, options: S3SinkOptions = {}): S3Sink {
   };
 }
 
+/** Error codes that are transient although S3 may send them with a 4xx status. */
+const TRANSIENT_CODES = new Set([
+  "RequestTimeout",
+  "SlowDown",
+  "Throttling",
+  "ThrottlingException",
+  "RequestLimitExceeded",
+  "TooManyRequestsException",
+  "RequestThrottled",
+  "PriorRequestNotComplete",
+  "InternalError",
+  "ServiceUnavailable",
+]);
+
 /** Error codes that another attempt cannot fix: wrong bucket, credentials or request. */
 const PERMANENT_CODES = new Set([
   "AccessDenied",
@@ -115,6 +129,7 @@ const PERMANENT_CODES = new Set([
  */
 export function isRetryableS3Error(error: unknown): boolean {
   const code = s3ErrorCode(error);
+  if (TRANSIENT_CODES.has(code)) return true;
   if (PERMANENT_CODES.has(code)) return false;
   const status = httpStatus(error);
   if (status === undefined) return true;

@@ -77,9 +77,9 @@ export class Spool {
     return this.#files.size;
   }
 
-  /** File names, oldest first. */
+  /** File names, oldest first (writes can finish out of order: sort). */
   names(): string[] {
-    return [...this.#files.keys()];
+    return [...this.#files.keys()].sort();
   }
 
   /**
@@ -157,6 +157,9 @@ export function decodeSpoolFile(bytes: Uint8Array, name = "spool file"): SpoolEn
     header = JSON.parse(new TextDecoder().decode(bytes.subarray(0, newline)));
   } catch {
     throw new SpoolFileError(`${name}: header is not JSON`);
+  }
+  if (typeof header !== "object" || header === null) {
+    throw new SpoolFileError(`${name}: header is not a JSON object`);
   }
   if (
     header.v !== 1 || typeof header.key !== "string" || typeof header.bytes !== "number" ||

@@ -1,0 +1,137 @@
+/**
+ * Binance REST: depth snapshots for diff mode, and the symbol check at
+ * start-up. Every call goes through one `RestLimiter`, which reads the
+ * request-weight header, honours `Retry-After` on 429 and backs off hard on
+ * 418 (an IP ban), so a reconnect of hundreds of symbols cannot trip
+ * Binance's limits.
+ */
+
+import { getLogger } from "@logtape/logtape";
+import { delay } from "../delay.ts";
+import type { Market } from "../config_types.ts";
+import { restPaths } from "./streams.ts";
+
+const log = getLogger(["l2", "rest"]);
+
+/** Request weight per minute allowed per IP. */
+export const WEIGHT_LIMIT: Record<Market, number> = { spot: 6000, usdm: 2400 };
+
+/** Weight of one depth request with `limit` levels (Binance's published table). */
+export function depthWeight(market: Market, limit: number): number {
+  if (market === "spot") return limit <= 100 ? 5 : limit <= 500 ? 25 : limit <= 1000 ? 50 : 250;
+  return limit <= 50 ? 2 : limit <= 100 ? 5 : limit <= 500 ? 10 : 20;
+}
+
+export class RestError extends Error {
+  override name = "RestError";
+  constructor(message: string, readonly status?: number) {
+    super(message);
+  }
+}
+
+export interface RestLimiterOptions {
+  readonly market: Market;
+  readonly fetch?: typeof fetch;
+  /** Use at most this share of the weight limit (default 0.5: leave room for others). */
+  readonly budgetShare?: number;
+  readonly now?: () => number;
+}
+
+/**
+ * Serialises REST calls and spaces them so their weight stays within the
+ * budget; waits out 429/418 before the next call.
+ */
+export class RestLimiter {
+  readonly #fetch: typeof fetch;
+  readonly #budget: number;
+  readonly #now: () => number;
+  #chain: Promise<unknown> = Promise.resolve();
+  #notBefore = 0;
+  #banStrikes = 0;
+
+  constructor(readonly options: RestLimiterOptions) {
+    this.#fetch = options.fetch ?? fetch;
+    this.#budget = WEIGHT_LIMIT[options.market] * (options.budgetShare ?? 0.5);
+    this.#now = options.now ?? Date.now;
+  }
+
+  /** GETs `url` (weight `weight`), returning status, headers and the exact body text. */
+  get(
+    url: string,
+    options: { weight: number; signal?: AbortSignal },
+  ): Promise<{ status: number; text: string; receivedAt: number }> {
+    const call = this.#chain.then(() => this.#call(url, options));
+    this.#chain = call.catch(() => {});
+    return call;
+  }
+
+  async #call(url: string, options: { weight: number; signal?: AbortSignal }) {
+    await delay(this.#notBefore - this.#now(), options.signal);
+    if (options.signal?.aborted) throw new RestError("aborted");
+    // Even spacing: a budget of B weight per minute allows one call per W/B minutes.
+    this.#notBefore = this.#now() + Math.ceil((60_000 * options.weight) / this.#budget);
+    const response = await this.#fetch(url, {
+      signal: AbortSignal.any([
+        options.signal ?? new AbortController().signal,
+        AbortSignal.timeout(15_000),
+      ]),
+    });
+    const text = await response.text();
+    const receivedAt = this.#now();
+    const used = Number(response.headers.get("x-mbx-used-weight-1m"));
+    if (Number.isFinite(used) && used > WEIGHT_LIMIT[this.options.market] * 0.8) {
+      // Close to the limit: wait for the next minute window.
+      this.#notBefore = Math.max(this.#notBefore, receivedAt + (60_000 - (receivedAt % 60_000)));
+      log.warn("Binance request weight at {used} this minute; pausing REST calls", { used });
+    }
+    if (response.status === 429 || response.status === 418) {
+      const retryAfter = Number(response.headers.get("retry-after"));
+      const banned = response.status === 418;
+      this.#banStrikes = banned ? this.#banStrikes + 1 : 0;
+      // 418 means an IP ban is already in force: wait far longer than asked.
+      const waitMs = Number.isFinite(retryAfter) && retryAfter > 0
+        ? retryAfter * 1000 * (banned ? 2 : 1)
+        : banned
+        ? Math.min(3_600_000, 120_000 * 2 ** (this.#banStrikes - 1))
+        : 60_000;
+      this.#notBefore = Math.max(this.#notBefore, receivedAt + waitMs);
+      log.error("Binance answered {status} to {url}; no REST calls for {waitMs} ms", {
+        status: response.status,
+        url,
+        waitMs,
+      });
+    }
+    return { status: response.status, text, receivedAt };
+  }
+}
+
+export interface SymbolCheck {
+  /** Configured symbols that Binance does not list. */
+  readonly unknown: string[];
+  /** Listed but not trading (halted, delisted…), with their status. */
+  readonly notTrading: Array<{ symbol: string; status: string }>;
+}
+
+/** Checks configured symbols against `exchangeInfo`; throws RestError when it cannot ask. */
+export async function checkSymbols(
+  symbols: readonly string[],
+  options: { restUrl: string; market: Market; limiter: RestLimiter; signal?: AbortSignal },
+): Promise<SymbolCheck> {
+  const url = `${options.restUrl}${restPaths(options.market).exchangeInfo}`;
+  const { status, text } = await options.limiter.get(url, { weight: 20, signal: options.signal });
+  if (status !== 200) throw new RestError(`${url} answered HTTP ${status}`, status);
+  let listed: Map<string, string>;
+  try {
+    const info = JSON.parse(text) as { symbols?: Array<{ symbol?: unknown; status?: unknown }> };
+    listed = new Map(
+      (info.symbols ?? []).map((s) => [String(s.symbol), String(s.status ?? "TRADING")]),
+    );
+  } catch {
+    throw new RestError(`${url} did not answer JSON`);
+  }
+  const unknown = symbols.filter((s) => !listed.has(s));
+  const notTrading = symbols
+    .filter((s) => listed.has(s) && listed.get(s) !== "TRADING")
+    .map((symbol) => ({ symbol, status: listed.get(symbol)! }));
+  return { unknown, notTrading };
+}

@@ -1,0 +1,115 @@
+/**
+ * Diff mode: REST depth snapshots per symbol, taken when a symbol's diff
+ * chain starts (the stream is already delivering, so the snapshot's
+ * `lastUpdateId` falls inside diffs being recorded — Binance's documented
+ * procedure), after every break, and every `intervalMs`. Requests queue up
+ * one at a time behind the RestLimiter, so a reconnect of many symbols is
+ * staggered instead of a burst.
+ */
+
+import { getLogger } from "@logtape/logtape";
+import { delay } from "../delay.ts";
+import type { Market } from "../config_types.ts";
+import { depthWeight, type RestLimiter } from "./rest.ts";
+import { restPaths } from "./streams.ts";
+
+const log = getLogger(["l2", "snapshots"]);
+
+export interface SnapshotterOptions {
+  readonly restUrl: string;
+  readonly market: Market;
+  readonly limit: number;
+  readonly intervalMs: number;
+  readonly limiter: RestLimiter;
+  /** A snapshot arrived: the exact response body and its receive time (µs). */
+  readonly onSnapshot: (symbol: string, text: string, recvTs: number) => void;
+  readonly nowMicros: () => number;
+  readonly signal: AbortSignal;
+  /** Wait before retrying a failed snapshot, ms. */
+  readonly retryMs?: number;
+}
+
+export class Snapshotter {
+  readonly #options: SnapshotterOptions;
+  /** Symbols waiting, in request order; a symbol is queued at most once. */
+  readonly #queue = new Set<string>();
+  readonly #timers = new Map<string, ReturnType<typeof setTimeout>>();
+  #wake: (() => void) | undefined;
+  readonly done: Promise<void>;
+
+  constructor(options: SnapshotterOptions) {
+    this.#options = options;
+    this.done = this.#loop();
+  }
+
+  /** Asks for a snapshot of `symbol` as soon as the limits allow. */
+  request(symbol: string, reason: string): void {
+    if (this.#options.signal.aborted || this.#queue.has(symbol)) return;
+    log.debug("Snapshot of {symbol} requested ({reason})", { symbol, reason });
+    this.#queue.add(symbol);
+    this.#wake?.();
+  }
+
+  get queued(): number {
+    return this.#queue.size;
+  }
+
+  async #loop(): Promise<void> {
+    const { signal } = this.#options;
+    while (!signal.aborted) {
+      const [symbol] = this.#queue;
+      if (symbol === undefined) {
+        await new Promise<void>((resolve) => {
+          this.#wake = resolve;
+          signal.addEventListener("abort", () => resolve(), { once: true });
+        });
+        this.#wake = undefined;
+        continue;
+      }
+      const ok = await this.#take(symbol);
+      this.#queue.delete(symbol);
+      if (signal.aborted) break;
+      // Next periodic snapshot (or a retry after a failure).
+      clearTimeout(this.#timers.get(symbol));
+      this.#timers.set(
+        symbol,
+        setTimeout(
+          () => this.request(symbol, ok ? "interval" : "retry"),
+          ok ? this.#options.intervalMs : this.#options.retryMs ?? 10_000,
+        ),
+      );
+    }
+    for (const timer of this.#timers.values()) clearTimeout(timer);
+  }
+
+  async #take(symbol: string): Promise<boolean> {
+    const { restUrl, market, limit, limiter, signal } = this.#options;
+    const url = `${restUrl}${restPaths(market).depth}?symbol=${symbol}&limit=${limit}`;
+    try {
+      const { status, text } = await limiter.get(url, {
+        weight: depthWeight(market, limit),
+        signal,
+      });
+      const recvTs = this.#options.nowMicros();
+      if (status !== 200) {
+        log.warn("Snapshot of {symbol} failed: HTTP {status}", { symbol, status });
+        return false;
+      }
+      const parsed = JSON.parse(text) as { lastUpdateId?: unknown };
+      if (typeof parsed.lastUpdateId !== "number") {
+        log.warn("Snapshot of {symbol} has no lastUpdateId; not stored", { symbol });
+        return false;
+      }
+      this.#options.onSnapshot(symbol, text, recvTs);
+      log.info("Snapshot of {symbol} at update id {lastUpdateId}", {
+        symbol,
+        lastUpdateId: parsed.lastUpdateId,
+      });
+      return true;
+    } catch (error) {
+      if (!signal.aborted) log.warn("Snapshot of {symbol} failed: {error}", { symbol, error });
+      await delay(0);
+      return false;
+    }
+  }
+}

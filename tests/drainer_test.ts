@@ -1,0 +1,269 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { startDrainer } from "../src/store/drainer.ts";
+import type { ObjectMeta, Sink } from "../src/store/sink.ts";
+import { Spool } from "../src/store/spool.ts";
+import { listFiles, tempDir } from "./support/temp.ts";
+
+const meta: ObjectMeta = { messages: 1, events: 0, firstRecvTs: 10, lastRecvTs: 20 };
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function waitFor(check: () => boolean, what: string, timeoutMs = 2000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await sleep(5);
+  }
+}
+
+/** A sink that records what it stored and fails while `failing` is set. */
+function recordingSink() {
+  const sink = {
+    kind: "local" as const,
+    location: "memory",
+    failing: false,
+    attempts: 0,
+    puts: [] as Array<{ key: string; body: number[]; meta: ObjectMeta }>,
+    put(key: string, body: Uint8Array, meta: ObjectMeta): Promise<void> {
+      sink.attempts++;
+      if (sink.failing) return Promise.reject(new Error("S3 is down"));
+      sink.puts.push({ key, body: [...body], meta });
+      return Promise.resolve();
+    },
+  };
+  return sink satisfies Sink;
+}
+
+async function spoolWith(dir: string, keys: string[]): Promise<{ spool: Spool; names: string[] }> {
+  const spool = await Spool.open(dir, { maxBytes: 1_000_000 });
+  for (const [i, key] of keys.entries()) {
+    assert.ok(await spool.write({ key, body: new Uint8Array([i, i, i]), meta }));
+  }
+  return { spool, names: spool.names() };
+}
+
+Deno.test("drainer uploads spooled batches oldest first and empties the spool", async () => {
+  await using tmp = await tempDir();
+  const { spool } = await spoolWith(tmp.path, ["a", "b", "c", "d"]);
+  const sink = recordingSink();
+  const stored: string[] = [];
+  const stop = new AbortController();
+  const drainer = startDrainer({
+    spool,
+    sink,
+    signal: stop.signal,
+    idleMs: 10,
+    onStored: (key) => stored.push(key),
+  });
+  await waitFor(() => spool.count === 0, "the spool to empty");
+  stop.abort();
+  await drainer.done;
+  assert.deepEqual(sink.puts.map((p) => p.key), ["a", "b", "c", "d"]);
+  assert.deepEqual(sink.puts[2], { key: "c", body: [2, 2, 2], meta });
+  assert.deepEqual(stored, ["a", "b", "c", "d"]);
+  assert.equal(spool.bytes, 0);
+  assert.deepEqual(await listFiles(tmp.path), []);
+});
+
+Deno.test("drainer deletes a spool file only after the sink's put resolved", async () => {
+  await using tmp = await tempDir();
+  const { spool, names: [name] } = await spoolWith(tmp.path, ["a"]);
+  let confirm = () => {};
+  let started = false;
+  const sink: Sink = {
+    kind: "s3",
+    location: "s3://b/p",
+    put: () => {
+      started = true;
+      return new Promise<void>((resolve) => confirm = resolve);
+    },
+  };
+  const stop = new AbortController();
+  const drainer = startDrainer({ spool, sink, signal: stop.signal, idleMs: 10 });
+  await waitFor(() => started, "the put to start");
+  await sleep(30);
+  assert.deepEqual(await listFiles(tmp.path), [name], "the file is kept while the put is pending");
+  assert.equal(spool.count, 1);
+  confirm();
+  await waitFor(() => spool.count === 0, "the file to be deleted");
+  assert.deepEqual(await listFiles(tmp.path), []);
+  stop.abort();
+  await drainer.done;
+});
+
+Deno.test("drainer keeps the spool file when the put fails", async () => {
+  await using tmp = await tempDir();
+  const { spool, names } = await spoolWith(tmp.path, ["a", "b"]);
+  const sink = recordingSink();
+  sink.failing = true;
+  const failed: string[] = [];
+  const stop = new AbortController();
+  const drainer = startDrainer({
+    spool,
+    sink,
+    signal: stop.signal,
+    initialBackoffMs: 10_000,
+    maxBackoffMs: 10_000,
+    onFailedAttempt: (key) => failed.push(key),
+  });
+  await waitFor(() => failed.length >= 1, "a failed attempt");
+  stop.abort();
+  await drainer.done;
+  assert.equal(failed[0], "a");
+  assert.deepEqual(spool.names(), names);
+  assert.deepEqual(await listFiles(tmp.path), names);
+});
+
+Deno.test("drainer backs off while the sink fails and resumes when it recovers", async () => {
+  await using tmp = await tempDir();
+  const { spool } = await spoolWith(tmp.path, ["a", "b"]);
+  const sink = recordingSink();
+  sink.failing = true;
+  const stop = new AbortController();
+  const drainer = startDrainer({
+    spool,
+    sink,
+    signal: stop.signal,
+    idleMs: 10,
+    initialBackoffMs: 40,
+    maxBackoffMs: 80,
+  });
+  await sleep(300);
+  // Every wait lasts at least 50 ms, so 300 ms hold at most 7 attempts;
+  // a drainer that did not back off would have made thousands.
+  assert.ok(sink.attempts >= 2, `only ${sink.attempts} attempts`);
+  assert.ok(sink.attempts <= 7, `${sink.attempts} attempts in 300 ms`);
+  assert.equal(spool.count, 2);
+  sink.failing = false;
+  await waitFor(() => spool.count === 0, "the drain to resume", 1000);
+  assert.deepEqual(sink.puts.map((p) => p.key), ["a", "b"]);
+  stop.abort();
+  await drainer.done;
+});
+
+Deno.test("drainer nudge() ends a backoff wait early", async () => {
+  await using tmp = await tempDir();
+  const { spool } = await spoolWith(tmp.path, ["a"]);
+  const sink = recordingSink();
+  sink.failing = true;
+  const stop = new AbortController();
+  // Full jitter picks the first wait in [0, 1e9) ms: it lasts more than a
+  // second with odds of one in a million.
+  const drainer = startDrainer({
+    spool,
+    sink,
+    signal: stop.signal,
+    idleMs: 10,
+    initialBackoffMs: 1e9,
+    maxBackoffMs: 1e9,
+  });
+  await waitFor(() => sink.attempts === 1, "the first attempt");
+  await sleep(100);
+  assert.equal(sink.attempts, 1, "the drainer waits after a failure");
+  sink.failing = false;
+  drainer.nudge();
+  await waitFor(() => spool.count === 0, "the nudged drain", 500);
+  assert.deepEqual(sink.puts.map((p) => p.key), ["a"]);
+  stop.abort();
+  await drainer.done;
+});
+
+Deno.test("drainer quarantines a damaged file and still drains the rest", async () => {
+  await using tmp = await tempDir();
+  const { spool, names } = await spoolWith(tmp.path, ["a", "b", "c"]);
+  const damaged = join(tmp.path, names[1]);
+  const bytes = await Deno.readFile(damaged);
+  bytes[bytes.length - 1] ^= 0xff;
+  await Deno.writeFile(damaged, bytes);
+  const sink = recordingSink();
+  const quarantined: Array<[string, string]> = [];
+  const stop = new AbortController();
+  const drainer = startDrainer({
+    spool,
+    sink,
+    signal: stop.signal,
+    idleMs: 10,
+    onQuarantined: (name, reason) => quarantined.push([name, reason]),
+  });
+  await waitFor(() => spool.count === 0, "the spool to empty");
+  stop.abort();
+  await drainer.done;
+  assert.deepEqual(sink.puts.map((p) => p.key), ["a", "c"]);
+  assert.equal(quarantined.length, 1);
+  assert.equal(quarantined[0][0], names[1]);
+  assert.match(quarantined[0][1], /SHA-256/);
+  assert.deepEqual(await listFiles(tmp.path), [`quarantine/${names[1]}`]);
+});
+
+Deno.test({
+  name: "drainer skips a spool file that vanished from disk and drains the rest",
+  async fn() {
+    await using tmp = await tempDir();
+    const { spool, names } = await spoolWith(tmp.path, ["a", "b"]);
+    await Deno.remove(join(tmp.path, names[0]));
+    const sink = recordingSink();
+    const stop = new AbortController();
+    const drainer = startDrainer({ spool, sink, signal: stop.signal, idleMs: 10 });
+    try {
+      await waitFor(() => spool.count === 0, "the spool to empty", 1000);
+      assert.deepEqual(sink.puts.map((p) => p.key), ["b"]);
+    } finally {
+      stop.abort();
+      await drainer.done;
+    }
+  },
+});
+
+Deno.test("drainer stops promptly when its signal aborts, idle or backing off", async () => {
+  await using tmp = await tempDir();
+  const spool = await Spool.open(tmp.path, { maxBytes: 1_000_000 });
+  const sink = recordingSink();
+
+  const idle = new AbortController();
+  const idleDrainer = startDrainer({ spool, sink, signal: idle.signal, idleMs: 60_000 });
+  await sleep(20);
+  let started = Date.now();
+  idle.abort();
+  await idleDrainer.done;
+  assert.ok(Date.now() - started < 200, "an idle drainer stops at once");
+
+  assert.ok(await spool.write({ key: "a", body: new Uint8Array([1]), meta }));
+  sink.failing = true;
+  const failing = new AbortController();
+  const failingDrainer = startDrainer({
+    spool,
+    sink,
+    signal: failing.signal,
+    initialBackoffMs: 1e9,
+    maxBackoffMs: 1e9,
+  });
+  await waitFor(() => sink.attempts === 1, "the first attempt");
+  started = Date.now();
+  failing.abort();
+  await failingDrainer.done;
+  assert.ok(Date.now() - started < 200, "a backing-off drainer stops at once");
+  assert.equal(spool.count, 1);
+});
+
+Deno.test("drainer passes its signal to the sink so an abort cancels a hung put", async () => {
+  await using tmp = await tempDir();
+  const { spool, names } = await spoolWith(tmp.path, ["a"]);
+  let seen: AbortSignal | undefined;
+  const sink: Sink = {
+    kind: "s3",
+    location: "s3://b/p",
+    put: (_key, _body, _meta, signal) => {
+      seen = signal;
+      return new Promise<void>((_, reject) => {
+        signal?.addEventListener("abort", () => reject(signal.reason), { once: true });
+      });
+    },
+  };
+  const stop = new AbortController();
+  const drainer = startDrainer({ spool, sink, signal: stop.signal });
+  await waitFor(() => seen !== undefined, "the put to start");
+  stop.abort();
+  await drainer.done;
+  assert.deepEqual(spool.names(), names, "an aborted put leaves the file");
+});

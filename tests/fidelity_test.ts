@@ -1,0 +1,218 @@
+/**
+ * Order-book fidelity, end to end: diff streams (two replaying real Binance
+ * captures) recorded through planned rotations and server cuts, stalls and
+ * serverShutdown announcements, checked against what the fake exchange
+ * wrote: every update id once, unbroken chains, snapshots present.
+ */
+
+import assert from "node:assert/strict";
+import {
+  diffDepthFeed,
+  FakeExchange,
+  loadFixturePayloads,
+  replayFeed,
+} from "./support/fake_exchange.ts";
+import {
+  type ArchivedLine,
+  rawData,
+  readArchive,
+  runCollector,
+  spawnCollector,
+} from "./support/collector.ts";
+import { tempDir } from "./support/temp.ts";
+
+const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const FIXTURES = new URL("./fixtures/", import.meta.url);
+const STREAMS = ["btcusdt@depth@100ms", "ethusdt@depth@100ms", "bnbusdt@depth@100ms"];
+
+async function waitFor(check: () => boolean, timeoutMs: number, what: string) {
+  const until = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await delay(50);
+  }
+}
+
+async function startDiffExchange(options: { lifetimeMs?: number } = {}) {
+  const exchange = await FakeExchange.start(options);
+  exchange.setFeed(
+    STREAMS[0],
+    replayFeed({
+      rate: 20,
+      payloads: await loadFixturePayloads(
+        new URL("spot_diff_btcusdt_2024-08-08.ndjson.gz", FIXTURES),
+      ),
+    }),
+  );
+  exchange.setFeed(
+    STREAMS[1],
+    replayFeed({
+      rate: 20,
+      payloads: await loadFixturePayloads(
+        new URL("spot_diff_ethusdt_2024-08-08.ndjson.gz", FIXTURES),
+      ),
+    }),
+  );
+  exchange.setFeed(STREAMS[2], diffDepthFeed({ rate: 20, symbol: "BNBUSDT" }));
+  return exchange;
+}
+
+function collectorEnv(exchange: FakeExchange, dataDir: string, extra: Record<string, string> = {}) {
+  return {
+    SYMBOL: "BTCUSDT,ETHUSDT,BNBUSDT",
+    DEPTH_LEVEL: "full",
+    BINANCE_WS_URL: exchange.wsUrl,
+    BINANCE_REST_URL: exchange.restUrl,
+    DATA_DIR: dataDir,
+    BATCH_SECONDS: "2",
+    METRICS_ADDR: "off",
+    ...extra,
+  };
+}
+
+/** The stream's data lines (diffs, not snapshots), in archive order. */
+function diffLines(lines: readonly ArchivedLine[], stream: string): ArchivedLine[] {
+  return lines.filter((l) => l.value.stream === stream && l.value.event === undefined);
+}
+
+function chainBreaks(lines: readonly ArchivedLine[]): string[] {
+  const breaks: string[] = [];
+  let last: number | undefined;
+  for (const line of lines) {
+    const data = line.value.data as { U: number; u: number };
+    if (last !== undefined && data.U !== last + 1) breaks.push(`U=${data.U} after u=${last}`);
+    last = data.u;
+  }
+  return breaks;
+}
+
+Deno.test({
+  name: "diff mode keeps one unbroken chain per stream through rotations and 8 s server cuts",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await using exchange = await startDiffExchange({ lifetimeMs: 8000 });
+    await using tmp = await tempDir();
+    await using proc = spawnCollector(collectorEnv(exchange, tmp.path, { WS_ROTATE_SECONDS: "5" }));
+    await waitFor(() => exchange.openCount > 0, 15_000, "the collector to connect");
+    await delay(22_000);
+    const sent = new Map(STREAMS.map((s) => [s, exchange.sentFor(s)]));
+    proc.kill("SIGTERM");
+    const status = await proc.status;
+    assert.equal(status.code, 0, proc.stderr());
+
+    const lines = await readArchive(`${tmp.path}/archive`);
+    for (const stream of STREAMS) {
+      const stored = diffLines(lines, stream);
+      const storedPayloads = stored.map(rawData);
+      // Every update the exchange wrote (on any socket) is stored, exactly once.
+      const sentPayloads = [
+        ...new Set(
+          sent.get(stream)!.map((f) => f.text.slice(`{"stream":"${stream}","data":`.length, -1)),
+        ),
+      ];
+      assert.ok(sentPayloads.length >= 300, `${stream}: only ${sentPayloads.length} sent`);
+      const storedSet = new Set(storedPayloads);
+      assert.equal(storedSet.size, storedPayloads.length, `${stream}: duplicates stored`);
+      const missing = sentPayloads.filter((p) => !storedSet.has(p));
+      assert.equal(missing.length, 0, `${stream}: ${missing.length} updates missing`);
+      assert.deepEqual(chainBreaks(stored), [], `${stream}: chain broken`);
+      const symbol = stream.split("@")[0];
+      const snapshots = lines.filter((l) => l.value.stream === `${symbol}@depthSnapshot`);
+      assert.ok(snapshots.length >= 1, `${stream}: no snapshot`);
+      assert.ok(
+        snapshots.every((s) => parseKeyStream(s.key) === "depth@100ms"),
+        "snapshots are stored with their diff stream",
+      );
+      // Rotations happened, marked in the archive, and never as a gap.
+      const events = lines.filter((l) => l.value.stream === stream && l.value.event !== undefined);
+      assert.ok(events.some((e) => e.value.event === "rotated"), `${stream}: no rotated event`);
+      assert.ok(!events.some((e) => e.value.event === "gap"), `${stream}: unexpected gap event`);
+    }
+    assert.ok(exchange.connections.length >= 4, "rotations should have opened new connections");
+  },
+});
+
+function parseKeyStream(key: string): string | undefined {
+  return /\/stream=([^/]+)\//.exec(key)?.[1];
+}
+
+Deno.test({
+  name: "diff mode marks a stalled link with a gap event and takes fresh snapshots after it",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await using exchange = await startDiffExchange();
+    await using tmp = await tempDir();
+    await using proc = spawnCollector(
+      collectorEnv(exchange, tmp.path, { STALE_AFTER_SECONDS: "2" }),
+    );
+    await waitFor(() => exchange.openCount > 0, 15_000, "the collector to connect");
+    await delay(3000);
+    exchange.stall(5000);
+    // Stale after 2 s, then reconnects with backoff until the link is back.
+    await delay(5000 + 7000);
+    assert.ok(exchange.connections.length >= 2, "the collector should have reconnected");
+    proc.kill("SIGTERM");
+    assert.equal((await proc.status).code, 0, proc.stderr());
+    const lines = await readArchive(`${tmp.path}/archive`);
+    for (const stream of STREAMS) {
+      const own = lines.filter((l) => l.value.stream === stream);
+      const gapAt = own.findIndex((l) => l.value.event === "gap");
+      assert.ok(gapAt >= 0, `${stream}: no gap event`);
+      const gap = own[gapAt].value;
+      assert.equal(typeof gap.expected, "number");
+      assert.ok((gap.received as number) > (gap.expected as number));
+      assert.ok(own.some((l) => l.value.event === "stale"), `${stream}: no stale event`);
+      const symbol = stream.split("@")[0];
+      const snapshotsAfter = lines.filter((l) =>
+        l.value.stream === `${symbol}@depthSnapshot` && l.value.recv_ts > gap.recv_ts
+      );
+      assert.ok(snapshotsAfter.length >= 1, `${stream}: no snapshot after the gap`);
+    }
+  },
+});
+
+Deno.test({
+  name: "a serverShutdown announcement makes the collector rotate without a hole",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await using exchange = await startDiffExchange();
+    await using tmp = await tempDir();
+    await using proc = spawnCollector(collectorEnv(exchange, tmp.path));
+    await waitFor(() => exchange.openCount > 0, 15_000, "the collector to connect");
+    await delay(2000);
+    exchange.sendRaw(JSON.stringify({ e: "serverShutdown", E: Date.now() }));
+    await waitFor(() => exchange.connections.length >= 2, 10_000, "a successor connection");
+    await delay(3000);
+    const firstClosed = exchange.connections[0].closedAt !== undefined;
+    proc.kill("SIGTERM");
+    assert.equal((await proc.status).code, 0, proc.stderr());
+    assert.ok(firstClosed, "the announced connection should have been retired");
+    const lines = await readArchive(`${tmp.path}/archive`);
+    for (const stream of STREAMS) {
+      const events = lines.filter((l) => l.value.stream === stream && l.value.event !== undefined);
+      assert.ok(events.some((e) => e.value.event === "control"), `${stream}: no control line`);
+      assert.ok(events.some((e) => e.value.event === "rotated"), `${stream}: no rotated line`);
+      assert.ok(!events.some((e) => e.value.event === "gap"), `${stream}: gap`);
+      assert.deepEqual(chainBreaks(diffLines(lines, stream)), []);
+    }
+  },
+});
+
+Deno.test("the collector exits 2 listing symbols that Binance does not trade", async () => {
+  await using exchange = await FakeExchange.start();
+  await using tmp = await tempDir();
+  const result = await runCollector({
+    SYMBOL: "BTCUSDT,NOSUCHCOIN,FAKEUSDT",
+    BINANCE_WS_URL: exchange.wsUrl,
+    BINANCE_REST_URL: exchange.restUrl,
+    DATA_DIR: tmp.path,
+    METRICS_ADDR: "off",
+  });
+  assert.equal(result.code, 2, result.stderr);
+  assert.match(result.stderr, /NOSUCHCOIN/);
+  assert.match(result.stderr, /FAKEUSDT/);
+  assert.doesNotMatch(result.stderr, /BTCUSDT \(/);
+});

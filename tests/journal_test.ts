@@ -1,0 +1,405 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { Batcher, type BatchLine, type SealedBatch } from "../src/batch/batcher.ts";
+import { dataLine, eventLine, gzipLines } from "../src/batch/encode.ts";
+import { Journal, recoverJournal } from "../src/batch/journal.ts";
+import { listFiles, tempDir } from "./support/temp.ts";
+
+/** What the collector tells the journal about an archive line (as cli/run.ts does). */
+function describe(line: string) {
+  const value = JSON.parse(line) as { recv_ts?: unknown; data?: Record<string, unknown> };
+  if (typeof value.recv_ts !== "number") throw new Error("archive line without recv_ts");
+  const isData = typeof value.data === "object" && value.data !== null;
+  const data = isData ? value.data! : {};
+  const id = (v: unknown) => (typeof v === "number" ? v : undefined);
+  return {
+    recvTs: value.recv_ts,
+    isData,
+    firstUpdateId: id(data.U) ?? id(data.lastUpdateId),
+    lastUpdateId: id(data.u) ?? id(data.lastUpdateId),
+  };
+}
+
+const recover = (dir: string) => recoverJournal(dir, { describe });
+
+const diff = (recvTs: number, stream: string, first: number, last: number): BatchLine => ({
+  text: dataLine(recvTs, stream, JSON.stringify({ e: "depthUpdate", U: first, u: last, b: [] })),
+  recvTs,
+  isData: true,
+  firstUpdateId: first,
+  lastUpdateId: last,
+});
+
+const snapshot = (recvTs: number, stream: string, lastUpdateId: number): BatchLine => ({
+  text: dataLine(recvTs, stream, JSON.stringify({ lastUpdateId, bids: [["1.0", "2"]] })),
+  recvTs,
+  isData: true,
+  firstUpdateId: lastUpdateId,
+  lastUpdateId,
+});
+
+const event = (recvTs: number, stream: string): BatchLine => ({
+  text: eventLine(recvTs, stream, "gap", { expected: 5, got: 9 }),
+  recvTs,
+  isData: false,
+});
+
+function batcherFor(journal: Journal, maxLines = 1000): Batcher {
+  return new Batcher({
+    batchMs: 60_000,
+    maxLines,
+    planKey: (stream, first, seq) => `p/stream=${stream}/${first}_${seq}.ndjson.gz`,
+    observer: journal,
+  });
+}
+
+/** A sealed batch without its `durable` promise, as recovery returns it. */
+const plain = ({ key, stream, lines, meta, textBytes }: SealedBatch) => ({
+  key,
+  stream,
+  lines: [...lines],
+  meta,
+  textBytes,
+});
+
+/** Runs `fn` with a journal in `dir`, closing it afterwards whatever happens. */
+async function withJournal(
+  dir: string,
+  options: Parameters<typeof Journal.start>[1],
+  fn: (journal: Journal) => Promise<void>,
+): Promise<void> {
+  const journal = await Journal.start(dir, options);
+  try {
+    await fn(journal);
+  } finally {
+    await journal.close();
+  }
+}
+
+Deno.test("journal recovers an open batch with its lines and a final recovered event under the same key", async () => {
+  await using tmp = await tempDir();
+  const dir = join(tmp.path, "journal");
+  let key = "";
+  const added: string[] = [];
+  await withJournal(dir, { flushMs: 10 }, async (journal) => {
+    const batcher = batcherFor(journal);
+    for (
+      const line of [
+        diff(100, "s", 1, 3),
+        event(150, "s"),
+        diff(300, "s", 4, 6),
+        diff(200, "s", 7, 9),
+      ]
+    ) {
+      assert.equal(batcher.add("s", line, 0), undefined);
+      added.push(line.text);
+    }
+    key = `p/stream=s/100_0.ndjson.gz`;
+    await journal.flush();
+    // The process "dies" here: nothing is sealed, nothing settled.
+    const { batches, files, badRecords } = await recover(dir);
+    assert.equal(badRecords, 0);
+    assert.equal(files.length, 1);
+    assert.ok(files[0].startsWith(dir));
+    assert.equal(batches.length, 1);
+    const [batch] = batches;
+    assert.equal(batch.key, key);
+    assert.equal(batch.stream, "s");
+    assert.deepEqual(batch.lines.slice(0, 4), added);
+    assert.equal(batch.lines.length, 5);
+    const last = JSON.parse(batch.lines[4]);
+    assert.equal(last.event, "recovered");
+    assert.equal(last.stream, "s");
+    // The last line's receive time, not the greatest and not "now".
+    assert.equal(last.recv_ts, 200);
+    assert.equal(last.lines, 4);
+    assert.deepEqual(batch.meta, {
+      messages: 3,
+      events: 2,
+      firstRecvTs: 100,
+      lastRecvTs: 300,
+      firstUpdateId: 1,
+      lastUpdateId: 9,
+    });
+    assert.equal(batch.textBytes, batch.lines.reduce((n, l) => n + l.length + 1, 0));
+  });
+});
+
+Deno.test("journal recovers a sealed but unsettled batch exactly as it was sealed", async () => {
+  await using tmp = await tempDir();
+  await withJournal(tmp.path, { flushMs: 10 }, async (journal) => {
+    const batcher = batcherFor(journal, 4);
+    batcher.add("s", event(90, "s"), 0);
+    batcher.add("s", snapshot(100, "s", 50), 0);
+    batcher.add("s", diff(120, "s", 51, 55), 0);
+    const sealed = batcher.add("s", diff(110, "s", 56, 60), 0);
+    assert.ok(sealed);
+    await sealed.durable;
+    const { batches } = await recover(tmp.path);
+    assert.equal(batches.length, 1);
+    assert.deepEqual(plain(batches[0]), plain(sealed));
+    assert.ok(!batches[0].lines.some((l) => l.includes('"recovered"')));
+  });
+});
+
+Deno.test("journal does not recover a settled batch", async () => {
+  await using tmp = await tempDir();
+  await withJournal(tmp.path, { flushMs: 10 }, async (journal) => {
+    const batcher = batcherFor(journal);
+    batcher.add("a", diff(1, "a", 1, 1), 0);
+    batcher.add("b", diff(2, "b", 1, 1), 0);
+    const [a, b] = batcher.sealAll();
+    await Promise.all([a.durable, b.durable]);
+    journal.settled(a.key);
+    batcher.add("c", diff(3, "c", 1, 1), 0);
+    await journal.flush();
+    const { batches } = await recover(tmp.path);
+    assert.deepEqual(batches.map((x) => x.key), [b.key, "p/stream=c/3_0.ndjson.gz"]);
+  });
+});
+
+Deno.test("journal recovery is deterministic: the same journal twice gives identical batches", async () => {
+  await using tmp = await tempDir();
+  await withJournal(tmp.path, { flushMs: 10 }, async (journal) => {
+    const batcher = batcherFor(journal, 3);
+    for (let i = 0; i < 10; i++) batcher.add(i % 2 ? "x" : "y", diff(1000 + i, "s", i, i), 0);
+    await journal.flush();
+  });
+  const first = await recover(tmp.path);
+  await new Promise((resolve) => setTimeout(resolve, 5));
+  const second = await recover(tmp.path);
+  assert.equal(first.batches.length, 4);
+  assert.deepEqual(second, first);
+  for (const [i, batch] of first.batches.entries()) {
+    assert.deepEqual(
+      await gzipLines(batch.lines, 6),
+      await gzipLines(second.batches[i].lines, 6),
+    );
+  }
+});
+
+Deno.test("journal recovery skips a torn final record, counts it and keeps the lines before it", async () => {
+  await using tmp = await tempDir();
+  const lines: string[] = [];
+  await withJournal(tmp.path, { flushMs: 10 }, async (journal) => {
+    const batcher = batcherFor(journal);
+    for (let i = 0; i < 3; i++) {
+      const line = diff(10 + i, "s", i, i);
+      batcher.add("s", line, 0);
+      lines.push(line.text);
+    }
+    await journal.flush();
+  });
+  const [segment] = await listFiles(tmp.path);
+  const half = `l\t0\t${diff(13, "s", 3, 3).text}`.slice(0, 30);
+  await Deno.writeTextFile(join(tmp.path, segment), half, { append: true });
+  const { batches, badRecords } = await recover(tmp.path);
+  assert.equal(badRecords, 1);
+  assert.equal(batches.length, 1);
+  assert.deepEqual(batches[0].lines.slice(0, 3), lines);
+  assert.equal(batches[0].lines.length, 4);
+  assert.equal(JSON.parse(batches[0].lines[3]).recv_ts, 12);
+  assert.equal(batches[0].meta.messages, 3);
+});
+
+Deno.test({
+  name:
+    "journal recovery ignores a torn final record even when it parses as another batch's record",
+  async fn() {
+    await using tmp = await tempDir();
+    await withJournal(tmp.path, { flushMs: 10 }, async (journal) => {
+      const batcher = batcherFor(journal);
+      for (let i = 0; i <= 10; i++) batcher.add(`s${i}`, diff(100 + i, `s${i}`, i, i), 0);
+      await journal.flush();
+    });
+    const [segment] = await listFiles(tmp.path);
+    // The settle record of batch 10, cut after its first digit.
+    await Deno.writeTextFile(join(tmp.path, segment), "r\t1", { append: true });
+    const { batches, badRecords } = await recover(tmp.path);
+    assert.equal(batches.length, 11, "batch 1 must still be recovered");
+    assert.equal(badRecords, 1);
+  },
+});
+
+Deno.test("journal keeps batches of different runs apart although their ids repeat", async () => {
+  await using tmp = await tempDir();
+  await withJournal(tmp.path, { flushMs: 10, now: () => 1_000 }, async (journal) => {
+    batcherFor(journal).add("s", diff(1, "s", 1, 1), 0);
+    await journal.flush();
+  });
+  await withJournal(tmp.path, { flushMs: 10, now: () => 2_000 }, async (journal) => {
+    batcherFor(journal).add("s", diff(2, "s", 2, 2), 0);
+    await journal.flush();
+  });
+  const { batches, files } = await recover(tmp.path);
+  assert.equal(files.length, 2);
+  assert.deepEqual(batches.map((b) => [b.key, b.lines.length]), [
+    ["p/stream=s/1_0.ndjson.gz", 2],
+    ["p/stream=s/2_0.ndjson.gz", 2],
+  ]);
+});
+
+Deno.test("journal rotates segments and deletes one only when its batches settled, oldest first, never the current", async () => {
+  await using tmp = await tempDir();
+  const start = 1_700_000_000_000;
+  let clock = start;
+  const seg = (n: number) => `${String(start).padStart(15, "0")}-${String(n).padStart(6, "0")}.jnl`;
+  await withJournal(
+    tmp.path,
+    { flushMs: 10, segmentMs: 1000, now: () => clock },
+    async (journal) => {
+      const rotate = async () => {
+        clock += 1000;
+        await journal.flush();
+      };
+      const batcher = batcherFor(journal);
+      batcher.add("a", diff(1, "a", 1, 1), 0); // a: segment 0
+      await journal.flush();
+      assert.deepEqual(await listFiles(tmp.path), [seg(0)]);
+
+      await rotate();
+      batcher.add("b", diff(2, "b", 1, 1), 0); // b: segment 1 only
+      await rotate();
+      batcher.add("a", diff(3, "a", 2, 2), 0); // a: segments 0 and 2
+      batcher.add("c", diff(4, "c", 1, 1), 0); // c: segment 2
+      await journal.flush();
+      assert.deepEqual(await listFiles(tmp.path), [seg(0), seg(1), seg(2)]);
+
+      const recovered = await recover(tmp.path);
+      assert.deepEqual(recovered.batches.map((x) => [x.stream, x.lines.length]), [
+        ["a", 3],
+        ["b", 2],
+        ["c", 2],
+      ]);
+
+      const [a, b, c] = batcher.sealAll();
+      await Promise.all([a.durable, b.durable, c.durable]);
+      journal.settled(b.key);
+      await journal.flush();
+      // Segment 1 holds nothing unsettled, but segment 0 (batch a) is older.
+      assert.deepEqual(await listFiles(tmp.path), [seg(0), seg(1), seg(2)]);
+
+      journal.settled(a.key);
+      await journal.flush();
+      assert.deepEqual(await listFiles(tmp.path), [seg(2)]);
+
+      journal.settled(c.key);
+      await journal.flush();
+      assert.deepEqual(await listFiles(tmp.path), [seg(2)], "the current segment stays");
+
+      await rotate();
+      assert.deepEqual(await listFiles(tmp.path), [seg(3)]);
+      assert.deepEqual((await recover(tmp.path)).batches, []);
+    },
+  );
+});
+
+Deno.test("journal sealed() resolves only once the seal record is in the file", async () => {
+  await using tmp = await tempDir();
+  // A flush interval far longer than the test: only sealed() makes it write.
+  await withJournal(tmp.path, { flushMs: 60_000 }, async (journal) => {
+    const batcher = batcherFor(journal);
+    batcher.add("s", diff(1, "s", 1, 1), 0);
+    const [segment] = await listFiles(tmp.path);
+    const path = join(tmp.path, segment);
+    const [batch] = batcher.sealAll();
+    assert.equal(Deno.readTextFileSync(path), "", "nothing is written synchronously");
+    await batch.durable;
+    const records = Deno.readTextFileSync(path).split("\n");
+    assert.deepEqual(records.map((r) => r.split("\t")[0]), ["o", "l", "s", ""]);
+    assert.equal(records[2], "s\t0");
+  });
+});
+
+Deno.test("journal recovery recomputes counts, receive times and update ids from the lines", async () => {
+  await using tmp = await tempDir();
+  await withJournal(tmp.path, { flushMs: 10 }, async (journal) => {
+    const batcher = batcherFor(journal);
+    const lines = [
+      event(500, "s"),
+      snapshot(510, "s", 1000),
+      diff(530, "s", 1001, 1004),
+      event(520, "s"),
+      diff(540, "s", 1005, 1011),
+    ];
+    for (const line of lines) batcher.add("s", line, 0);
+    const [sealed] = batcher.sealAll();
+    await sealed.durable;
+    const { batches } = await recover(tmp.path);
+    const expected = {
+      messages: 3,
+      events: 2,
+      firstRecvTs: 500,
+      lastRecvTs: 540,
+      firstUpdateId: 1000,
+      lastUpdateId: 1011,
+    };
+    assert.deepEqual(sealed.meta, expected);
+    assert.deepEqual(batches[0].meta, expected);
+    assert.equal(batches[0].textBytes, sealed.textBytes);
+  });
+});
+
+Deno.test("journal close deletes its segments when every batch settled and keeps them otherwise", async () => {
+  await using tmp = await tempDir();
+  const settledDir = join(tmp.path, "settled");
+  await withJournal(settledDir, { flushMs: 10 }, async (journal) => {
+    const batcher = batcherFor(journal);
+    batcher.add("s", diff(1, "s", 1, 1), 0);
+    const [batch] = batcher.sealAll();
+    await batch.durable;
+    journal.settled(batch.key);
+  });
+  assert.deepEqual(await listFiles(settledDir), []);
+
+  const openDir = join(tmp.path, "open");
+  await withJournal(openDir, { flushMs: 10 }, async (journal) => {
+    const batcher = batcherFor(journal);
+    batcher.add("s", diff(1, "s", 1, 1), 0);
+    const [batch] = batcher.sealAll();
+    await batch.durable;
+    batcher.add("s", diff(2, "s", 2, 2), 0);
+  });
+  assert.equal((await listFiles(openDir)).length, 1);
+  assert.deepEqual((await recover(openDir)).batches.map((b) => b.key), [
+    "p/stream=s/1_0.ndjson.gz",
+    "p/stream=s/2_1.ndjson.gz",
+  ]);
+});
+
+Deno.test("journal recovery of a missing directory finds nothing", async () => {
+  await using tmp = await tempDir();
+  assert.deepEqual(await recover(join(tmp.path, "never-created")), {
+    batches: [],
+    files: [],
+    badRecords: 0,
+  });
+});
+
+Deno.test({
+  name: "journal keeps working after a segment could not be opened",
+  async fn() {
+    await using tmp = await tempDir();
+    const dir = join(tmp.path, "journal");
+    let clock = 1_000;
+    const journal = await Journal.start(dir, { flushMs: 60_000, segmentMs: 100, now: () => clock });
+    try {
+      const batcher = batcherFor(journal);
+      batcher.add("s", diff(1, "s", 1, 1), 0);
+      await journal.flush();
+      await Deno.remove(dir, { recursive: true });
+      clock += 100;
+      await journal.flush().catch(() => {}); // may fail: the directory is gone
+      await Deno.mkdir(dir);
+      clock += 100;
+      const [batch] = batcher.sealAll();
+      const outcome = await Promise.race([
+        batch.durable!.then(() => "durable"),
+        new Promise((resolve) => setTimeout(resolve, 500, "still waiting")),
+      ]);
+      assert.equal(outcome, "durable");
+    } finally {
+      await journal.close().catch(() => {});
+    }
+  },
+});

@@ -1,0 +1,273 @@
+import assert from "node:assert/strict";
+import { HeadObjectCommand } from "@aws-sdk/client-s3";
+import type { S3Config } from "../src/config_types.ts";
+import { isRetryableS3Error, s3Sink } from "../src/store/s3.ts";
+import { checkBucket } from "../src/store/select.ts";
+import type { ObjectMeta } from "../src/store/sink.ts";
+import { TEST_BUCKET, TEST_CREDENTIALS, TestS3 } from "./support/s3.ts";
+
+/** An error shaped like the ones the AWS SDK throws. */
+function sdkError(name: string, status?: number): Error {
+  const error = new Error(`${name} happened`) as Error & { $metadata?: object };
+  error.name = name;
+  if (status !== undefined) error.$metadata = { httpStatusCode: status, attempts: 1 };
+  return error;
+}
+
+const networkError = (code: string) =>
+  Object.assign(new Error(`connect ${code} 127.0.0.1:9`), { code });
+
+const RETRYABLE: Array<[string, unknown]> = [
+  ["SlowDown, HTTP 503", sdkError("SlowDown", 503)],
+  ["ServiceUnavailable, HTTP 503", sdkError("ServiceUnavailable", 503)],
+  ["InternalError, HTTP 500", sdkError("InternalError", 500)],
+  ["a bare HTTP 502", sdkError("Error", 502)],
+  ["TooManyRequests, HTTP 429", sdkError("TooManyRequests", 429)],
+  ["RequestTimeout, HTTP 408", sdkError("RequestTimeout", 408)],
+  ["TimeoutError without an answer", sdkError("TimeoutError")],
+  ["ECONNREFUSED", networkError("ECONNREFUSED")],
+  ["ECONNRESET", networkError("ECONNRESET")],
+  ["ENOTFOUND", networkError("ENOTFOUND")],
+  ["a fetch TypeError", new TypeError("fetch failed")],
+  ["an AbortError", new DOMException("aborted", "AbortError")],
+  ["a string", "socket hang up"],
+];
+
+const PERMANENT: Array<[string, unknown]> = [
+  ["AccessDenied, HTTP 403", sdkError("AccessDenied", 403)],
+  ["a bare HTTP 403", sdkError("Forbidden", 403)],
+  ["NoSuchBucket, HTTP 404", sdkError("NoSuchBucket", 404)],
+  ["NotFound (HeadBucket), HTTP 404", sdkError("NotFound", 404)],
+  ["InvalidAccessKeyId, HTTP 403", sdkError("InvalidAccessKeyId", 403)],
+  ["SignatureDoesNotMatch, HTTP 403", sdkError("SignatureDoesNotMatch", 403)],
+  ["InvalidBucketName, HTTP 400", sdkError("InvalidBucketName", 400)],
+  ["CredentialsProviderError without an answer", sdkError("CredentialsProviderError")],
+  ["Deno's NotCapable", new Deno.errors.NotCapable("Requires net access")],
+  ["Deno's PermissionDenied", new Deno.errors.PermissionDenied("denied")],
+  ["a code in `Code`", Object.assign(new Error("x"), { Code: "AccessDenied" })],
+];
+
+Deno.test("isRetryableS3Error calls throttling, server errors and network failures transient", () => {
+  for (const [what, error] of RETRYABLE) assert.equal(isRetryableS3Error(error), true, what);
+});
+
+Deno.test("isRetryableS3Error calls wrong credentials, buckets and permissions permanent", () => {
+  for (const [what, error] of PERMANENT) assert.equal(isRetryableS3Error(error), false, what);
+});
+
+Deno.test({
+  name: "isRetryableS3Error calls S3's RequestTimeout (HTTP 400) transient",
+  fn() {
+    assert.equal(isRetryableS3Error(sdkError("RequestTimeout", 400)), true);
+  },
+});
+
+const meta: ObjectMeta = {
+  messages: 42,
+  events: 2,
+  firstRecvTs: 1_723_075_200_000_123,
+  lastRecvTs: 1_723_075_259_999_877,
+  firstUpdateId: 49_000_000_001,
+  lastUpdateId: 49_000_000_900,
+};
+
+/** Runs `fn` with the test credentials in the environment, as the SDK chain reads them. */
+async function withCredentials(
+  credentials: { accessKeyId: string; secretAccessKey: string },
+  fn: () => Promise<void>,
+): Promise<void> {
+  const names = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] as const;
+  const saved = names.map((name) => Deno.env.get(name));
+  Deno.env.set("AWS_ACCESS_KEY_ID", credentials.accessKeyId);
+  Deno.env.set("AWS_SECRET_ACCESS_KEY", credentials.secretAccessKey);
+  try {
+    await fn();
+  } finally {
+    names.forEach((name, i) => {
+      const value = saved[i];
+      if (value === undefined) Deno.env.delete(name);
+      else Deno.env.set(name, value);
+    });
+  }
+}
+
+const configFor = (s3: TestS3, bucket = TEST_BUCKET): S3Config => ({
+  bucket,
+  prefix: "binance",
+  region: "us-east-1",
+  endpoint: s3.endpoint,
+  forcePathStyle: true,
+});
+
+/** The SDK keeps sockets and timers past a test; s3rver too. */
+const s3Test = (name: string, fn: (s3: TestS3) => Promise<void>) =>
+  Deno.test({
+    name,
+    sanitizeResources: false,
+    sanitizeOps: false,
+    async fn() {
+      await using s3 = await TestS3.start();
+      await withCredentials(TEST_CREDENTIALS, () => fn(s3));
+    },
+  });
+
+s3Test("s3 sink stores the bytes with their metadata and content type", async (s3) => {
+  const sink = s3Sink(configFor(s3), { requestTimeoutMs: 5000 });
+  try {
+    assert.equal(sink.kind, "s3");
+    assert.equal(sink.location, `s3://${TEST_BUCKET}/binance`);
+    const key = "binance/exchange=binance/market=spot/stream=depth20@100ms/a.ndjson.gz";
+    const body = new Uint8Array(Array.from({ length: 2048 }, (_, i) => (i * 31) % 256));
+    await sink.put(key, body, meta);
+    assert.deepEqual(await s3.keys(), [key]);
+    const stored = await s3.get(key);
+    assert.deepEqual(stored.body, body);
+    assert.deepEqual(stored.metadata, {
+      "messages": "42",
+      "events": "2",
+      "first-recv-ts": "1723075200000123",
+      "last-recv-ts": "1723075259999877",
+      "first-update-id": "49000000001",
+      "last-update-id": "49000000900",
+    });
+    const head = await s3.client.send(new HeadObjectCommand({ Bucket: TEST_BUCKET, Key: key }));
+    assert.equal(head.ContentType, "application/gzip");
+    assert.equal(head.ContentLength, body.length);
+  } finally {
+    sink.close();
+  }
+});
+
+s3Test("s3 sink leaves metadata out when a batch has no update ids", async (s3) => {
+  const sink = s3Sink(configFor(s3));
+  try {
+    await sink.put("k.ndjson.gz", new Uint8Array([1]), {
+      messages: 0,
+      events: 1,
+      firstRecvTs: 5,
+      lastRecvTs: 5,
+    });
+    const { metadata } = await s3.get("k.ndjson.gz");
+    assert.deepEqual(Object.keys(metadata).sort(), [
+      "events",
+      "first-recv-ts",
+      "last-recv-ts",
+      "messages",
+    ]);
+  } finally {
+    sink.close();
+  }
+});
+
+s3Test("s3 sink put to the same key twice leaves one object with the second body", async (s3) => {
+  const sink = s3Sink(configFor(s3));
+  try {
+    await sink.put("p/same.ndjson.gz", new Uint8Array([1, 2, 3]), meta);
+    await sink.put("p/same.ndjson.gz", new Uint8Array([4, 5, 6, 7]), { ...meta, messages: 43 });
+    assert.deepEqual(await s3.keys(), ["p/same.ndjson.gz"]);
+    const stored = await s3.get("p/same.ndjson.gz");
+    assert.deepEqual([...stored.body], [4, 5, 6, 7]);
+    assert.equal(stored.metadata.messages, "43");
+  } finally {
+    sink.close();
+  }
+});
+
+s3Test("s3 sink deleteObject removes the object", async (s3) => {
+  const sink = s3Sink(configFor(s3));
+  try {
+    await sink.put("p/a.ndjson.gz", new Uint8Array([1]), meta);
+    await sink.put("p/b.ndjson.gz", new Uint8Array([2]), meta);
+    await sink.deleteObject("p/a.ndjson.gz");
+    assert.deepEqual(await s3.keys(), ["p/b.ndjson.gz"]);
+  } finally {
+    sink.close();
+  }
+});
+
+s3Test("s3 sink put fails with a retryable error while the server is down", async (s3) => {
+  const sink = s3Sink(configFor(s3));
+  try {
+    await s3.stop();
+    await assert.rejects(sink.put("p/x.ndjson.gz", new Uint8Array([1]), meta), (error) => {
+      assert.equal(isRetryableS3Error(error), true, String(error));
+      return true;
+    });
+    await s3.resume();
+    await sink.put("p/x.ndjson.gz", new Uint8Array([1]), meta);
+    assert.deepEqual(await s3.keys(), ["p/x.ndjson.gz"]);
+  } finally {
+    sink.close();
+  }
+});
+
+s3Test("checkBucket passes for the test bucket", async (s3) => {
+  const sink = s3Sink(configFor(s3));
+  try {
+    assert.deepEqual(await checkBucket(sink), { ok: true });
+  } finally {
+    sink.close();
+  }
+});
+
+s3Test(
+  "checkBucket calls a missing bucket permanent and names the bucket and endpoint",
+  async (s3) => {
+    const sink = s3Sink(configFor(s3, "no-such-bucket-here"));
+    try {
+      const check = await checkBucket(sink);
+      assert.equal(check.ok, false);
+      if (check.ok) return;
+      assert.equal(check.permanent, true);
+      assert.match(check.message, /"no-such-bucket-here"/);
+      assert.ok(check.message.includes(s3.endpoint), check.message);
+      assert.match(check.message, /does not exist/);
+      assert.ok(!check.message.includes(TEST_CREDENTIALS.secretAccessKey), check.message);
+    } finally {
+      sink.close();
+    }
+  },
+);
+
+s3Test("checkBucket is not permanent while the server is stopped", async (s3) => {
+  const sink = s3Sink(configFor(s3));
+  try {
+    await s3.stop();
+    const check = await checkBucket(sink, AbortSignal.timeout(5000));
+    assert.equal(check.ok, false);
+    if (check.ok) return;
+    assert.equal(check.permanent, false, check.message);
+    assert.match(check.message, /could not be reached/);
+    assert.ok(check.message.includes(TEST_BUCKET) && check.message.includes(s3.endpoint));
+    assert.ok(!check.message.includes(TEST_CREDENTIALS.secretAccessKey), check.message);
+  } finally {
+    sink.close();
+  }
+});
+
+Deno.test({
+  name: "checkBucket calls unknown credentials permanent and never shows the secret key",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await using s3 = await TestS3.start();
+    const secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzzSECRETzz";
+    await withCredentials(
+      { accessKeyId: "AKIANOTKNOWNHERE0000", secretAccessKey: secret },
+      async () => {
+        const sink = s3Sink(configFor(s3));
+        try {
+          const check = await checkBucket(sink);
+          assert.equal(check.ok, false);
+          if (check.ok) return;
+          assert.equal(check.permanent, true, check.message);
+          assert.ok(!check.message.includes(secret), check.message);
+          assert.ok(!check.message.includes("SECRET"), check.message);
+          assert.ok(!sink.describe().includes(secret));
+        } finally {
+          sink.close();
+        }
+      },
+    );
+  },
+});

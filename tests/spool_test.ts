@@ -1,0 +1,260 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import type { ObjectMeta } from "../src/store/sink.ts";
+import {
+  decodeSpoolFile,
+  encodeSpoolFile,
+  Spool,
+  type SpoolEntry,
+  SpoolFileError,
+} from "../src/store/spool.ts";
+import { listFiles, tempDir } from "./support/temp.ts";
+
+const meta: ObjectMeta = {
+  messages: 3,
+  events: 1,
+  firstRecvTs: 1_700_000_000_000_000,
+  lastRecvTs: 1_700_000_000_500_000,
+  firstUpdateId: 100,
+  lastUpdateId: 130,
+};
+
+const entry = (key: string, body: number[] = [31, 139, 8, 0, 1, 2, 3]): SpoolEntry => ({
+  key,
+  body: new Uint8Array(body),
+  meta,
+});
+
+/** Writes one entry and returns the name it got. */
+async function writeOne(spool: Spool, e: SpoolEntry): Promise<string> {
+  const before = new Set(spool.names());
+  assert.equal(await spool.write(e), true);
+  const added = spool.names().filter((n) => !before.has(n));
+  assert.equal(added.length, 1);
+  return added[0];
+}
+
+Deno.test("spool reads back the key, metadata and body bytes it wrote", async () => {
+  await using tmp = await tempDir();
+  const spool = await Spool.open(tmp.path, { maxBytes: 1_000_000 });
+  const body = Array.from({ length: 300 }, (_, i) => (i * 7) % 256);
+  const name = await writeOne(spool, entry("binance/a/b.ndjson.gz", body));
+  assert.match(name, /\.spool$/);
+  const back = await spool.read(name);
+  assert.equal(back.key, "binance/a/b.ndjson.gz");
+  assert.deepEqual(back.meta, meta);
+  assert.deepEqual([...back.body], body);
+  assert.equal(spool.count, 1);
+  assert.equal(spool.bytes, (await Deno.stat(join(tmp.path, name))).size);
+});
+
+Deno.test("spool names sort oldest first and names() lists them in write order", async () => {
+  await using tmp = await tempDir();
+  const spool = await Spool.open(tmp.path, { maxBytes: 1_000_000 });
+  const keys = Array.from({ length: 12 }, (_, i) => `k${i}`);
+  const names: string[] = [];
+  for (const key of keys) names.push(await writeOne(spool, entry(key)));
+  assert.deepEqual(spool.names(), names);
+  assert.deepEqual([...names].sort(), names);
+  const read = [];
+  for (const name of spool.names()) read.push((await spool.read(name)).key);
+  assert.deepEqual(read, keys);
+});
+
+Deno.test({
+  name: "spool names() stays in name order when writes overlap",
+  async fn() {
+    await using tmp = await tempDir();
+    const spool = await Spool.open(tmp.path, { maxBytes: 100_000_000 });
+    // Big and small bodies alternate so later writes tend to finish first.
+    await Promise.all(
+      Array.from(
+        { length: 8 },
+        (_, i) =>
+          spool.write(entry(`k${i}`, Array.from({ length: i % 2 ? 10 : 400_000 }, () => 1))),
+      ),
+    );
+    const names = spool.names();
+    assert.deepEqual(names, [...names].sort());
+  },
+});
+
+Deno.test("spool open counts existing files, deletes crash leftovers and ignores other files", async () => {
+  await using tmp = await tempDir();
+  const first = await Spool.open(tmp.path, { maxBytes: 1_000_000 });
+  const a = await writeOne(first, entry("a", [1, 2, 3]));
+  const b = await writeOne(first, entry("b", [4, 5, 6, 7, 8]));
+  // What a crash leaves: a half-written temporary file, plus unrelated files.
+  await Deno.writeTextFile(join(tmp.path, `${b}.tmp-1a2b3c4d`), "{half a header");
+  await Deno.writeTextFile(join(tmp.path, "notes.txt"), "operator notes");
+  await Deno.writeTextFile(join(tmp.path, "quarantine", "old.spool"), "damaged long ago");
+
+  const reopened = await Spool.open(tmp.path, { maxBytes: 1_000_000 });
+  assert.deepEqual(reopened.names(), [a, b]);
+  assert.equal(reopened.count, 2);
+  const sizes = (await Deno.stat(join(tmp.path, a))).size +
+    (await Deno.stat(join(tmp.path, b))).size;
+  assert.equal(reopened.bytes, sizes);
+  assert.deepEqual(await listFiles(tmp.path), [a, b, "notes.txt", "quarantine/old.spool"].sort());
+  assert.equal((await reopened.read(b)).key, "b");
+});
+
+Deno.test("spool refuses a write that would pass maxBytes and writes nothing for it", async () => {
+  await using tmp = await tempDir();
+  const size = encodeSpoolFile(entry("k0")).length;
+  const spool = await Spool.open(tmp.path, { maxBytes: size * 2 + size - 1 });
+  assert.equal(await spool.write(entry("k0")), true);
+  assert.equal(await spool.write(entry("k1")), true);
+  assert.equal(await spool.write(entry("k2")), false);
+  assert.equal(spool.count, 2);
+  assert.equal(spool.bytes, size * 2);
+  assert.equal((await listFiles(tmp.path)).length, 2);
+});
+
+Deno.test("spool writes started together never exceed maxBytes together", async () => {
+  await using tmp = await tempDir();
+  const size = encodeSpoolFile(entry("k0")).length;
+  const spool = await Spool.open(tmp.path, { maxBytes: size * 3 });
+  const results = await Promise.all(
+    Array.from({ length: 8 }, (_, i) => spool.write(entry(`k${i}`))),
+  );
+  assert.equal(results.filter((ok) => ok).length, 3);
+  assert.equal(spool.count, 3);
+  assert.ok(spool.bytes <= spool.maxBytes);
+  let onDisk = 0;
+  for (const name of await listFiles(tmp.path)) {
+    onDisk += (await Deno.stat(join(tmp.path, name))).size;
+  }
+  assert.equal(onDisk, spool.bytes);
+  // Once one is removed, exactly one more fits.
+  await spool.remove(spool.names()[0]);
+  assert.deepEqual(await Promise.all([spool.write(entry("x")), spool.write(entry("y"))]), [
+    true,
+    false,
+  ]);
+});
+
+Deno.test("spool remove deletes the file and forgets its size", async () => {
+  await using tmp = await tempDir();
+  const spool = await Spool.open(tmp.path, { maxBytes: 1_000_000 });
+  const a = await writeOne(spool, entry("a"));
+  const b = await writeOne(spool, entry("b", [9, 9, 9, 9]));
+  const bSize = (await Deno.stat(join(tmp.path, b))).size;
+  await spool.remove(a);
+  assert.deepEqual(spool.names(), [b]);
+  assert.equal(spool.bytes, bSize);
+  assert.deepEqual(await listFiles(tmp.path), [b]);
+  // Removing what is already gone is not an error and changes nothing.
+  await spool.remove(a);
+  assert.equal(spool.bytes, bSize);
+  await spool.remove(b);
+  assert.equal(spool.bytes, 0);
+  assert.equal(spool.count, 0);
+});
+
+/** Writes one good file, lets `damage` rewrite its bytes, and returns its name. */
+async function damagedFile(
+  spool: Spool,
+  damage: (bytes: Uint8Array) => Uint8Array,
+): Promise<string> {
+  const name = await writeOne(spool, entry("victim", Array.from({ length: 64 }, (_, i) => i)));
+  const path = join(spool.dir, name);
+  await Deno.writeFile(path, damage(await Deno.readFile(path)));
+  return name;
+}
+
+Deno.test("spool read throws SpoolFileError for a truncated file", async () => {
+  await using tmp = await tempDir();
+  const spool = await Spool.open(tmp.path, { maxBytes: 1_000_000 });
+  const name = await damagedFile(spool, (b) => b.subarray(0, b.length - 10));
+  await assert.rejects(spool.read(name), SpoolFileError);
+  const headerOnly = await damagedFile(spool, (b) => b.subarray(0, 20));
+  await assert.rejects(spool.read(headerOnly), SpoolFileError);
+});
+
+Deno.test("spool read throws SpoolFileError when one body byte is flipped", async () => {
+  await using tmp = await tempDir();
+  const spool = await Spool.open(tmp.path, { maxBytes: 1_000_000 });
+  const name = await damagedFile(spool, (b) => {
+    const copy = b.slice();
+    copy[copy.length - 5] ^= 0x01;
+    return copy;
+  });
+  await assert.rejects(spool.read(name), (error: unknown) => {
+    assert.ok(error instanceof SpoolFileError);
+    assert.match(error.message, /SHA-256/);
+    return true;
+  });
+});
+
+Deno.test("spool read throws SpoolFileError when the header is not JSON", async () => {
+  await using tmp = await tempDir();
+  const spool = await Spool.open(tmp.path, { maxBytes: 1_000_000 });
+  const name = await damagedFile(spool, (b) => {
+    const copy = b.slice();
+    copy[0] = "#".charCodeAt(0);
+    return copy;
+  });
+  await assert.rejects(spool.read(name), SpoolFileError);
+});
+
+Deno.test({
+  name: "spool read throws SpoolFileError when the header is JSON but not an object",
+  async fn() {
+    await using tmp = await tempDir();
+    const spool = await Spool.open(tmp.path, { maxBytes: 1_000_000 });
+    for (const header of ["null", "42", '"text"', "[]"]) {
+      const name = await damagedFile(spool, (b) => {
+        const body = b.subarray(b.indexOf(10));
+        const head = new TextEncoder().encode(header);
+        const out = new Uint8Array(head.length + body.length);
+        out.set(head);
+        out.set(body, head.length);
+        return out;
+      });
+      await assert.rejects(spool.read(name), SpoolFileError, `header ${header}`);
+    }
+  },
+});
+
+Deno.test("spool quarantine moves a file to quarantine/ and frees its bytes", async () => {
+  await using tmp = await tempDir();
+  const spool = await Spool.open(tmp.path, { maxBytes: 1_000_000 });
+  const a = await writeOne(spool, entry("a"));
+  const b = await writeOne(spool, entry("b"));
+  const bytesBefore = spool.bytes;
+  const aSize = (await Deno.stat(join(tmp.path, a))).size;
+  const target = await spool.quarantine(a);
+  assert.equal(target, join(tmp.path, "quarantine", a));
+  assert.deepEqual(spool.names(), [b]);
+  assert.equal(spool.bytes, bytesBefore - aSize);
+  assert.deepEqual(await listFiles(tmp.path), [b, `quarantine/${a}`].sort());
+  // A reopened spool does not count the quarantined file either.
+  const reopened = await Spool.open(tmp.path, { maxBytes: 1_000_000 });
+  assert.deepEqual(reopened.names(), [b]);
+  assert.equal(reopened.bytes, spool.bytes);
+});
+
+Deno.test("spool file encoding round-trips and names its header fields", () => {
+  const e = entry("p/k.ndjson.gz", [0, 10, 13, 255, 10, 0]);
+  const bytes = encodeSpoolFile(e);
+  const back = decodeSpoolFile(bytes);
+  assert.equal(back.key, e.key);
+  assert.deepEqual(back.meta, e.meta);
+  assert.deepEqual([...back.body], [...e.body]);
+  const header = JSON.parse(new TextDecoder().decode(bytes.subarray(0, bytes.indexOf(10))));
+  assert.equal(header.v, 1);
+  assert.equal(header.bytes, 6);
+  assert.match(header.sha256, /^[0-9a-f]{64}$/);
+  // An empty body and metadata without update ids survive too.
+  const empty = decodeSpoolFile(
+    encodeSpoolFile({
+      key: "e",
+      body: new Uint8Array(),
+      meta: { ...meta, firstUpdateId: undefined, lastUpdateId: undefined },
+    }),
+  );
+  assert.equal(empty.body.length, 0);
+  assert.equal(empty.meta.firstUpdateId, undefined);
+  assert.throws(() => decodeSpoolFile(new Uint8Array([1, 2, 3]), "x.spool"), SpoolFileError);
+});
