@@ -11,6 +11,8 @@ import denoJson from "../deno.json" with { type: "json" };
 import { check } from "./cli/check.ts";
 import { install, installOptionsFromCli, uninstall } from "./cli/install.ts";
 import { run, StartupError } from "./cli/run.ts";
+import { status } from "./cli/status.ts";
+import { verify, VERIFY_ARG_OPTIONS } from "./cli/verify.ts";
 import { ConfigError, mergeEnv, parseConfig, parseEnvFile } from "./config.ts";
 import type { Config } from "./config_types.ts";
 import { closeLogging, setUpLogging } from "./ops/logging.ts";
@@ -25,10 +27,15 @@ Commands:
   run        record until SIGTERM/SIGINT (the default)
   check      validate the configuration, reach the sink (S3: HeadBucket, put and
              delete a probe object) and Binance REST; exit 0 only when all pass
+  status     ask the running recorder (METRICS_ADDR) for health, rates, spool and
+             last upload; exit 0 ok, 1 warning, 2 critical, 3 not running
   install    run the recorder under launchd (macOS): a LaunchAgent of this user,
              or with --daemon (as root, via sudo) a LaunchDaemon started at boot;
              the current directory becomes its working directory
   uninstall  stop the launchd job and remove its plist
+  verify     read the archive (local or S3) for a time range and report per
+             stream: messages, duplicates, sequence breaks, time holes,
+             unreadable objects; exit 0 clean, 1 a problem found
 
 Options:
   --env-file PATH   read options from PATH (default: ./.env when it exists)
@@ -37,6 +44,12 @@ Options:
   --program PATH    install: the executable launchd runs (default: this executable)
   --log-dir PATH    install: where launchd writes stdout/stderr
                     (default: ~/Library/Logs/l2-uploader, daemon /Library/Logs/l2-uploader)
+  --from ISO        verify: from this receive time (UTC unless an offset is given)
+  --to ISO          verify: up to this receive time, exclusive (default: all)
+  --symbol SYM      verify: only this symbol (repeatable, or SYM1,SYM2)
+  --max-hole DUR    verify: no line for longer is a hole, e.g. 500ms, 2s, 1m
+                    (default: 10 x the stream's update speed)
+  --json            verify: print the report as JSON
   -h, --help        show this help
   -V, --version     print the version
 
@@ -44,7 +57,7 @@ Every option is an environment variable (see .env.example and README.md);
 the real environment wins over the .env file.
 `;
 
-const COMMANDS = new Set(["run", "check", "install", "uninstall"]);
+const COMMANDS = new Set(["run", "check", "status", "install", "uninstall", "verify"]);
 
 const log = getLogger(["l2", "main"]);
 const encoder = new TextEncoder();
@@ -63,6 +76,7 @@ export async function main(args: string[]): Promise<number> {
         "dry-run": { type: "boolean" },
         program: { type: "string" },
         "log-dir": { type: "string" },
+        ...VERIFY_ARG_OPTIONS,
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "V" },
       },
@@ -113,10 +127,15 @@ export async function main(args: string[]): Promise<number> {
     throw error;
   }
 
+  if (command === "verify") {
+    return await verify(config, parsed.values, { print: out, printError: err });
+  }
   if (command === "check") {
     out(`l2-uploader ${VERSION} check\n`);
     return await check(config, { print: out });
   }
+
+  if (command === "status") return await status(config.metrics, { print: out });
 
   await setUpLogging({
     level: config.logLevel,
@@ -147,7 +166,7 @@ async function runWithSignals(config: Config): Promise<number> {
   const listeners = signals.map((s) => [s, onSignal(s)] as const);
   for (const [s, fn] of listeners) Deno.addSignalListener(s, fn);
   try {
-    await run(config, { shutdown: shutdown.signal });
+    await run(config, { shutdown: shutdown.signal, version: VERSION });
     return 0;
   } catch (error) {
     if (error instanceof StartupError) {
@@ -164,10 +183,23 @@ async function runWithSignals(config: Config): Promise<number> {
 /** The chosen .env file's variables; a missing default file is fine, a missing named one is not. */
 async function readEnvFile(path: string | undefined): Promise<Record<string, string>> {
   try {
-    return parseEnvFile(await Deno.readTextFile(path ?? ".env"));
+    const text = await Deno.readTextFile(path ?? ".env");
+    warnIfShared(path ?? ".env");
+    return parseEnvFile(text);
   } catch (error) {
     if (path === undefined && error instanceof Deno.errors.NotFound) return {};
     throw new StartupError(`cannot read env file "${path ?? ".env"}": ${(error as Error).message}`);
+  }
+}
+
+/** The env file may hold AWS keys: say so when others can read it. */
+function warnIfShared(path: string): void {
+  const mode = Deno.statSync(path).mode;
+  if (mode !== null && (mode & 0o077) !== 0) {
+    err(
+      `l2-uploader: warning: ${path} is readable by group or others ` +
+        `(mode ${(mode & 0o777).toString(8)}); it may hold secrets: chmod 600 ${path}\n`,
+    );
   }
 }
 

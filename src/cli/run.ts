@@ -33,7 +33,17 @@ import {
   type WebSocketFactory,
 } from "../feed/connection.ts";
 import { AttemptLimiter } from "../feed/rate_limit.ts";
+import { AlertNotifier, watchHealth } from "../ops/alerts.ts";
+import { HealthTracker } from "../ops/health.ts";
+import {
+  handler as opsHandler,
+  observe,
+  type OpsDeps,
+  type OpsServer,
+  serveOps,
+} from "../ops/http.ts";
 import { Metrics } from "../ops/metrics.ts";
+import { countRestarts, recordStart } from "../ops/restarts.ts";
 import { Recorder, type StreamGroup } from "../recorder.ts";
 import { type Drainer, startDrainer } from "../store/drainer.ts";
 import { writeAtomically } from "../store/local.ts";
@@ -59,15 +69,29 @@ export interface RunOptions {
   readonly shutdownBudgetMs?: number;
   /** Called once recording has started (tests wait on it). */
   readonly onStarted?: () => void;
+  /** Shown by /status; main passes VERSION. */
+  readonly version?: string;
+  /** Wall-clock ms for health, restart history and alerts. */
+  readonly now?: () => number;
 }
 
 export async function run(config: Config, options: RunOptions): Promise<void> {
   const nowMicros = options.nowMicros ?? defaultNowMicros;
   const metrics = options.metrics ?? new Metrics();
   await ensureWritable(config.dataDir);
+  const now = options.now ?? Date.now;
+  const startedAt = now();
+  const history = await recordStart(config.dataDir, startedAt);
+  if (history.restartsLastHour > 0) {
+    log.warn("This is restart {restarts} within the last hour", {
+      restarts: history.restartsLastHour,
+    });
+  }
   const selected = selectSink(config);
   const { sink } = selected;
   const background = new AbortController();
+  let ops: OpsServer | undefined;
+  let healthLoop: Promise<void> | undefined;
   try {
     if (selected.s3) {
       const check = await checkBucket(selected.s3);
@@ -195,6 +219,34 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
         if (spec) snapshotter?.request(spec.symbol, "chain start");
       },
     });
+    const opsDeps: OpsDeps = {
+      metrics,
+      tracker: new HealthTracker(startedAt),
+      version: options.version ?? "dev",
+      instanceId: config.instanceId,
+      backlog: () => uploader.pending + (spool?.count ?? 0),
+      spoolMaxBytes: spool?.maxBytes,
+      restartsLastHour: (at) => countRestarts(history.starts, at),
+      messageAges: () => recorder.messageAges(),
+      now,
+    };
+    if (config.metrics) {
+      try {
+        ops = serveOps(config.metrics, opsHandler(opsDeps), background.signal);
+      } catch (error) {
+        throw new StartupError((error as Error).message);
+      }
+    }
+    // Also with METRICS_ADDR=off: health changes are still logged and alerted.
+    healthLoop = watchHealth({
+      evaluate: async (at) => (await observe(opsDeps, at)).health,
+      notifier: config.alertWebhookUrl
+        ? new AlertNotifier({ url: config.alertWebhookUrl, instanceId: config.instanceId })
+        : undefined,
+      signal: background.signal,
+      now,
+    });
+
     if (config.depthLevel === "full") {
       snapshotter = new Snapshotter({
         restUrl: config.restUrl,
@@ -268,6 +320,8 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
     reportShutdown(left, spool);
   } finally {
     background.abort();
+    await healthLoop;
+    await ops?.finished;
     selected.close();
   }
 }

@@ -1,0 +1,427 @@
+/**
+ * `l2-uploader verify`: reads the archive (DATA_DIR/archive or the S3 bucket)
+ * for a time range and reports, per stream, what is whole and what is not.
+ * Exit 0 clean, 1 a problem found, 2 a usage error or an archive that
+ * cannot be listed (bucket, credentials).
+ *
+ * Objects are chosen by their partitions (market, stream type, symbol, date)
+ * and the first receive time in their name, then read ONE AT A TIME, in key
+ * order per stream, gunzipped as a stream and judged line by line by the
+ * Auditor (verify/audit.ts), so memory holds one stream-day of keys and a
+ * few chunks, never an object's lines. A few reads are started ahead to hide
+ * S3 latency; each holds only what its transport buffers.
+ *
+ * Only `<prefix>/exchange=binance/` is walked: anything beside it under the
+ * prefix (e.g. `check`'s probe objects) is not part of the archive.
+ */
+
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { type KeyParts, parseKey } from "../batch/keys.ts";
+import type { Config } from "../config_types.ts";
+import { type ArchiveReader, localArchiveReader } from "../verify/archive.ts";
+import { Auditor, isoMicros, type Problem, type Report } from "../verify/audit.ts";
+import { s3ArchiveReader } from "../verify/s3_reader.ts";
+
+/** The command's options, in node:util parseArgs form (main.ts spreads them into its own). */
+export const VERIFY_ARG_OPTIONS = {
+  from: { type: "string" },
+  to: { type: "string" },
+  symbol: { type: "string", multiple: true },
+  json: { type: "boolean" },
+  "max-hole": { type: "string" },
+} as const;
+
+export interface VerifyFlags {
+  readonly from?: string;
+  readonly to?: string;
+  readonly symbol?: readonly string[];
+  readonly json?: boolean;
+  readonly "max-hole"?: string;
+}
+
+export interface VerifyOptions {
+  /** µs since the epoch; `to` exclusive. */
+  readonly from?: number;
+  readonly to?: number;
+  readonly symbols: readonly string[];
+  readonly json: boolean;
+  readonly maxHoleMs?: number;
+}
+
+export interface VerifyIo {
+  readonly print: (text: string) => void;
+  /** Usage errors; defaults to `print`. */
+  readonly printError?: (text: string) => void;
+  /** The archive to read instead of the configured one (tests). */
+  readonly reader?: ArchiveReader;
+  /** Reads started ahead of the one being audited (default 8). */
+  readonly readAhead?: number;
+}
+
+/** Checks the flags; a problem is a usage error (exit 2). */
+export function verifyOptionsFromCli(
+  flags: VerifyFlags,
+): { readonly options: VerifyOptions } | { readonly problem: string } {
+  const from = flags.from === undefined ? undefined : parseTime(flags.from);
+  if (from === null) return { problem: `--from: not an ISO 8601 date or time: "${flags.from}"` };
+  const to = flags.to === undefined ? undefined : parseTime(flags.to);
+  if (to === null) return { problem: `--to: not an ISO 8601 date or time: "${flags.to}"` };
+  if (from !== undefined && to !== undefined && from >= to) {
+    return { problem: `--from ${flags.from} is not before --to ${flags.to}` };
+  }
+  const symbols: string[] = [];
+  for (const value of flags.symbol ?? []) {
+    for (const part of value.split(",")) {
+      const symbol = part.trim().toUpperCase();
+      if (!/^[A-Z0-9_]+$/.test(symbol)) return { problem: `--symbol: not a symbol: "${part}"` };
+      if (!symbols.includes(symbol)) symbols.push(symbol);
+    }
+  }
+  let maxHoleMs: number | undefined;
+  if (flags["max-hole"] !== undefined) {
+    maxHoleMs = parseDurationMs(flags["max-hole"]);
+    if (maxHoleMs === undefined) {
+      return {
+        problem: `--max-hole: not a duration like 500ms, 2s, 1m or 1h: "${flags["max-hole"]}"`,
+      };
+    }
+  }
+  return { options: { from, to, symbols, json: flags.json ?? false, maxHoleMs } };
+}
+
+/** `verify` with its own argument list (as after the command word). */
+export async function verifyFromArgs(
+  config: Config,
+  args: readonly string[],
+  io: VerifyIo,
+): Promise<number> {
+  let flags: VerifyFlags;
+  try {
+    flags = parseArgs({ args: [...args], options: VERIFY_ARG_OPTIONS, strict: true }).values;
+  } catch (error) {
+    (io.printError ?? io.print)(`l2-uploader verify: ${(error as Error).message}\n`);
+    return 2;
+  }
+  return await verify(config, flags, io);
+}
+
+export async function verify(config: Config, flags: VerifyFlags, io: VerifyIo): Promise<number> {
+  const parsed = verifyOptionsFromCli(flags);
+  if ("problem" in parsed) {
+    (io.printError ?? io.print)(`l2-uploader verify: ${parsed.problem}\n`);
+    return 2;
+  }
+  const options = parsed.options;
+  const reader = io.reader ?? archiveReaderFor(config);
+  try {
+    let report: Report;
+    try {
+      report = await auditArchive(reader, {
+        prefix: config.prefix,
+        ...options,
+        readAhead: io.readAhead,
+      });
+    } catch (error) {
+      // Listing failed (bucket, credentials, permissions): nothing could be judged.
+      (io.printError ?? io.print)(
+        `l2-uploader verify: cannot list the archive at ${reader.location}: ${
+          error instanceof Error ? error.message : String(error)
+        }\n`,
+      );
+      return 2;
+    }
+    const exitCode = report.ok ? 0 : 1;
+    io.print(
+      options.json
+        ? JSON.stringify({ exitCode, location: reader.location, ...report }, null, 2) + "\n"
+        : formatReport(report, reader.location),
+    );
+    return exitCode;
+  } finally {
+    if (!io.reader) reader.close();
+  }
+}
+
+/** The configured archive: S3 when a bucket is set, else DATA_DIR/archive. */
+export function archiveReaderFor(config: Config): ArchiveReader {
+  return config.s3
+    ? s3ArchiveReader(config.s3)
+    : localArchiveReader(join(config.dataDir, "archive"));
+}
+
+export interface AuditArchiveOptions extends Omit<VerifyOptions, "json"> {
+  /** Key prefix (`S3_PREFIX`); `""` for none. */
+  readonly prefix: string;
+  readonly readAhead?: number;
+}
+
+/** Selects, reads and audits the objects; the I/O half of `verify`. */
+export async function auditArchive(
+  reader: ArchiveReader,
+  options: AuditArchiveOptions,
+): Promise<Report> {
+  const auditor = new Auditor({
+    from: options.from,
+    to: options.to,
+    symbols: options.symbols,
+    maxHoleUs: options.maxHoleMs === undefined ? undefined : options.maxHoleMs * 1000,
+  });
+  const keys = selectKeys(reader, options, auditor);
+  const readAhead = Math.max(0, options.readAhead ?? 8);
+  const pending: Array<{ key: string; body: Promise<ReadableStream<Uint8Array<ArrayBuffer>>> }> =
+    [];
+  const start = (key: string) => {
+    const body = reader.read(key);
+    body.catch(() => {}); // awaited (and reported) in turn
+    pending.push({ key, body });
+  };
+  try {
+    for await (const key of keys) {
+      start(key);
+      if (pending.length > readAhead) await auditObject(pending.shift()!, auditor);
+    }
+    while (pending.length > 0) await auditObject(pending.shift()!, auditor);
+  } finally {
+    // Only after a listing error: release the reads started ahead.
+    for (const { body } of pending.splice(0)) body.then((b) => b.cancel(), () => {});
+  }
+  return auditor.report();
+}
+
+/** Gunzips one object as a stream and hands its lines to the auditor. */
+async function auditObject(
+  object: { key: string; body: Promise<ReadableStream<Uint8Array<ArrayBuffer>>> },
+  auditor: Auditor,
+): Promise<void> {
+  if (!auditor.beginObject(object.key)) {
+    await object.body.then((body) => body.cancel(), () => {});
+    return;
+  }
+  try {
+    const text = (await object.body)
+      .pipeThrough(new DecompressionStream("gzip"))
+      .pipeThrough(new TextDecoderStream());
+    let rest = "";
+    let lineNo = 0;
+    for await (const chunk of text) {
+      const buffer = rest === "" ? chunk : rest + chunk;
+      let start = 0;
+      let end: number;
+      while ((end = buffer.indexOf("\n", start)) !== -1) {
+        auditor.line(buffer.slice(start, end), ++lineNo);
+        start = end + 1;
+      }
+      rest = buffer.slice(start);
+    }
+    if (rest !== "") auditor.line(rest, ++lineNo);
+    auditor.endObject();
+  } catch (error) {
+    // A line cut by the error is dropped: only whole lines were judged.
+    auditor.unreadable(object.key, error);
+  }
+}
+
+interface Level {
+  readonly value: string;
+  readonly prefix: string;
+}
+
+/**
+ * The keys to read, in audit order: stream partition by partition (sorted),
+ * and within one, by first receive time, instance and batch number. Keys and
+ * directories that do not fit the layout go to the auditor as bad keys.
+ */
+async function* selectKeys(
+  reader: ArchiveReader,
+  options: AuditArchiveOptions,
+  auditor: Auditor,
+): AsyncGenerator<string> {
+  const root = `${options.prefix === "" ? "" : `${options.prefix.replace(/\/+$/, "")}/`}` +
+    "exchange=binance/";
+  const symbols = options.symbols.length > 0 ? new Set(options.symbols) : undefined;
+  for (const market of await level(reader, root, "market", auditor)) {
+    for (const stream of await level(reader, market.prefix, "stream", auditor)) {
+      for (const symbol of await level(reader, stream.prefix, "symbol", auditor)) {
+        if (symbols && !symbols.has(symbol.value)) continue;
+        yield* partitionKeys(reader, symbol.prefix, options, auditor);
+      }
+    }
+  }
+}
+
+async function* partitionKeys(
+  reader: ArchiveReader,
+  symbolPrefix: string,
+  options: AuditArchiveOptions,
+  auditor: Auditor,
+): AsyncGenerator<string> {
+  const { from, to } = options;
+  let dates = await level(reader, symbolPrefix, "date", auditor, /^\d{4}-\d{2}-\d{2}$/);
+  if (to !== undefined) {
+    const last = isoMicros(to - 1).slice(0, 10);
+    dates = dates.filter((d) => d.value <= last);
+  }
+  if (from !== undefined) {
+    // The day before may hold the object that runs into the range.
+    const first = isoMicros(from).slice(0, 10);
+    const before = dates.filter((d) => d.value < first);
+    dates = [...before.slice(-1), ...dates.filter((d) => d.value >= first)];
+  }
+  // The latest object starting before `from`: its lines may reach into the range.
+  let held: string | undefined;
+  for (const date of dates) {
+    const objects: Array<{ key: string; parts: KeyParts }> = [];
+    for await (const key of reader.list(date.prefix)) {
+      const parts = parseKey(key);
+      if (parts) objects.push({ key, parts });
+      else auditor.badKey(key);
+    }
+    objects.sort(byKeyOrder);
+    for (const { key, parts } of objects) {
+      if (to !== undefined && parts.firstRecvTs >= to) continue;
+      if (from !== undefined && parts.firstRecvTs < from) {
+        held = key;
+        continue;
+      }
+      if (held !== undefined) yield held;
+      held = undefined;
+      yield key;
+    }
+  }
+  if (held !== undefined) yield held;
+}
+
+function byKeyOrder(a: { parts: KeyParts }, b: { parts: KeyParts }): number {
+  return a.parts.firstRecvTs - b.parts.firstRecvTs ||
+    (a.parts.instanceId < b.parts.instanceId
+      ? -1
+      : a.parts.instanceId > b.parts.instanceId
+      ? 1
+      : 0) ||
+    a.parts.seq - b.parts.seq;
+}
+
+/** The `<name>=<value>/` sub-prefixes of `prefix`, sorted; anything else is reported. */
+async function level(
+  reader: ArchiveReader,
+  prefix: string,
+  name: string,
+  auditor: Auditor,
+  valuePattern = /^[^/]+$/,
+): Promise<Level[]> {
+  const found: Level[] = [];
+  for await (const entry of reader.children(prefix)) {
+    if ("key" in entry) {
+      auditor.badKey(entry.key);
+      continue;
+    }
+    const segment = entry.prefix.slice(prefix.length, -1);
+    const value = segment.startsWith(`${name}=`) ? segment.slice(name.length + 1) : "";
+    if (valuePattern.test(value)) found.push({ value, prefix: entry.prefix });
+    else for await (const key of reader.list(entry.prefix)) auditor.badKey(key);
+  }
+  return found.sort((a, b) => (a.value < b.value ? -1 : a.value > b.value ? 1 : 0));
+}
+
+/** ISO 8601 date or date-time → µs since the epoch; UTC unless it names an offset. */
+export function parseTime(text: string): number | null {
+  const match =
+    /^(\d{4}-\d{2}-\d{2})(?:[T ](\d{2}:\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?)?(Z|[+-]\d{2}:\d{2})?$/i
+      .exec(text.trim());
+  if (!match) return null;
+  const [, date, hm = "00:00", sec = "00", fraction = "", zone = "Z"] = match;
+  const ms = Date.parse(`${date}T${hm}:${sec}${zone.toUpperCase()}`);
+  if (Number.isNaN(ms) || !validDate(date)) return null;
+  return ms * 1000 + Number(fraction.padEnd(6, "0"));
+}
+
+function validDate(date: string): boolean {
+  const [y, m, d] = date.split("-").map(Number);
+  const probe = new Date(Date.UTC(y, m - 1, d));
+  return probe.getUTCFullYear() === y && probe.getUTCMonth() === m - 1 && probe.getUTCDate() === d;
+}
+
+/** `500ms`, `2s`, `1.5m`, `1h` → ms; undefined when not a positive duration. */
+export function parseDurationMs(text: string): number | undefined {
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(text.trim());
+  if (!match) return undefined;
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[match[2] as "ms" | "s" | "m" | "h"];
+  const ms = Number(match[1]) * unit;
+  return ms > 0 ? ms : undefined;
+}
+
+const MAX_PRINTED_PROBLEMS = 100;
+
+/** The report for people: a table per stream, then the problems, unexplained first. */
+export function formatReport(report: Report, location: string): string {
+  const lines: string[] = [];
+  const range = report.range.from
+    ? `${report.range.from} .. ${report.range.to}`
+    : "(no lines in range)";
+  lines.push(`archive  ${location}`);
+  lines.push(`range    ${range}`);
+  lines.push(`read     ${report.objects} object(s), ${report.lines} line(s)`);
+  lines.push("");
+  const header = [
+    "stream",
+    "objects",
+    "messages",
+    "snapshots",
+    "dups",
+    "breaks",
+    "holes",
+    "unreadable",
+    "malformed",
+    "coverage",
+  ];
+  const rows = report.streams.map((s) => [
+    `${s.market}/${s.stream}`,
+    String(s.objects),
+    String(s.messages),
+    String(s.snapshots),
+    String(s.duplicates),
+    `${s.unexplainedBreaks}/${s.breaks}`,
+    `${s.unexplainedHoles}/${s.holes}`,
+    String(s.unreadableObjects),
+    String(s.malformedLines),
+    `${s.coveragePercent.toFixed(2)}%`,
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const format = (cells: string[]) =>
+    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join("  ")
+      .trimEnd();
+  lines.push(format(header));
+  for (const row of rows) lines.push(format(row));
+  if (rows.length > 0) lines.push("(breaks and holes: unexplained/all)");
+
+  const ordered = [
+    ...report.problems.filter((p) => !p.explained),
+    ...report.problems.filter((p) => p.explained),
+  ];
+  if (ordered.length > 0) {
+    lines.push("");
+    lines.push("problems:");
+    for (const problem of ordered.slice(0, MAX_PRINTED_PROBLEMS)) {
+      lines.push(`  ${formatProblem(problem)}`);
+    }
+    const more = Math.max(0, ordered.length - MAX_PRINTED_PROBLEMS) + report.problemsOmitted;
+    if (more > 0) lines.push(`  … ${more} more (see --json)`);
+  }
+  lines.push("");
+  const failing = report.problems.filter((p) => !p.explained).length;
+  const unlisted = report.problemsOmitted > 0 ? ` (and ${report.problemsOmitted} not listed)` : "";
+  lines.push(
+    report.ok
+      ? "OK: the archive is whole in this range"
+      : `FAIL: ${failing} unexplained problem(s)${unlisted}`,
+  );
+  return lines.join("\n") + "\n";
+}
+
+function formatProblem(p: Problem): string {
+  const tag = p.explained ? `${p.kind} (explained)` : p.kind.toUpperCase();
+  const where = p.key === undefined ? "" : ` ${p.key}${p.line === undefined ? "" : `:${p.line}`}`;
+  return [tag, p.stream ?? "", p.time ?? ""].filter((s) => s !== "").join("  ") +
+    `${where}  ${p.detail}`;
+}

@@ -1,0 +1,254 @@
+/**
+ * The local ops endpoint on METRICS_ADDR: `/metrics` (Prometheus text),
+ * `/healthz` (DESIGN.md's thresholds; 503 when critical) and `/status`
+ * (rates, spool, last upload, connections, uptime, version). GET only.
+ *
+ * `handler(deps)` is a plain `(Request) => Promise<Response>` so tests call
+ * it without a port; `serveOps` only binds it. `observe` is the thin shell
+ * around the pure health code: it reads the metrics, feeds the tracker and
+ * evaluates; the health loop (alerts.ts) calls it too.
+ */
+
+import { getLogger } from "@logtape/logtape";
+import {
+  evaluateHealth,
+  type Health,
+  type HealthLevel,
+  type HealthTracker,
+  type HourRates,
+  type MetricsSample,
+  spoolIsFull,
+} from "./health.ts";
+import type { Metrics } from "./metrics.ts";
+
+const log = getLogger(["l2", "http"]);
+
+export interface OpsDeps {
+  readonly metrics: Metrics;
+  readonly tracker: HealthTracker;
+  readonly version: string;
+  readonly instanceId?: string;
+  /** Sealed batches not yet stored: the uploader's pending ones plus the spool's. */
+  readonly backlog?: () => number;
+  /** SPOOL_MAX_BYTES when there is a spool (S3 sink); without one the spool is never full. */
+  readonly spoolMaxBytes?: number;
+  readonly restartsLastHour?: (now: number) => number;
+  /** Seconds since each stream's last data message (Recorder.messageAges). */
+  readonly messageAges?: () => ReadonlyMap<string, number>;
+  /** Resident set size; prom-client's default collector reports 0 under Deno. */
+  readonly residentBytes?: () => number;
+  /** Wall-clock ms. */
+  readonly now?: () => number;
+}
+
+export interface StatusReport {
+  readonly version: string;
+  readonly instanceId: string | null;
+  readonly startedAt: string;
+  readonly uptimeSeconds: number;
+  readonly health: HealthLevel;
+  readonly rates: HourRates & { readonly restartsLastHour: number };
+  readonly totals: {
+    readonly messages: number;
+    readonly bytes: number;
+    readonly batchesStored: number;
+    readonly uploadFailures: number;
+    readonly droppedMessages: number;
+    readonly sequenceGaps: number;
+  };
+  readonly spool: {
+    readonly bytes: number;
+    readonly batches: number;
+    readonly maxBytes: number | null;
+    readonly full: boolean;
+  };
+  readonly lastUpload: {
+    readonly at: string | null;
+    readonly ageSeconds: number | null;
+    /** Sealed batches waiting to be stored (uploader and spool). */
+    readonly backlog: number;
+  };
+  readonly connections: { readonly webSockets: number };
+  readonly memory: { readonly residentBytes: number };
+  readonly streams: Readonly<Record<string, { readonly lastMessageAgeSeconds: number }>>;
+}
+
+export interface OpsSnapshot {
+  readonly health: Health;
+  readonly status: StatusReport;
+}
+
+/** Reads the metrics at `now`, feeds the tracker, evaluates health and builds the status. */
+export async function observe(deps: OpsDeps, now: number): Promise<OpsSnapshot> {
+  const { metrics, tracker } = deps;
+  refreshGauges(deps);
+  const sample: MetricsSample = {
+    messages: await total(metrics.messagesReceived),
+    bytes: await total(metrics.bytesReceived),
+    reconnects: await total(metrics.reconnects),
+    uploadAttempts: await total(metrics.uploadAttempts),
+    uploadFailures: await total(metrics.uploadFailures),
+    batchesStored: await total(metrics.batchesStored),
+    droppedMessages: await total(metrics.droppedMessages),
+    backlog: deps.backlog?.() ?? 0,
+  };
+  tracker.observe(sample, now);
+  const spoolBytes = await total(metrics.spoolBytes);
+  const residentBytes = await total(metrics.residentMemory);
+  const restartsLastHour = deps.restartsLastHour?.(now) ?? 0;
+  const spoolFull = spoolIsFull(spoolBytes, deps.spoolMaxBytes);
+  const health = evaluateHealth(
+    tracker.inputs(now, { restartsLastHour, residentBytes, spoolFull }),
+    now,
+  );
+  const lastOk = tracker.lastSuccessAt;
+  const status: StatusReport = {
+    version: deps.version,
+    instanceId: deps.instanceId ?? null,
+    startedAt: new Date(tracker.startedAt).toISOString(),
+    uptimeSeconds: Math.max(0, Math.floor((now - tracker.startedAt) / 1000)),
+    health: health.status,
+    rates: { ...tracker.rates(now), restartsLastHour },
+    totals: {
+      messages: sample.messages,
+      bytes: sample.bytes,
+      batchesStored: sample.batchesStored,
+      uploadFailures: sample.uploadFailures,
+      droppedMessages: sample.droppedMessages,
+      sequenceGaps: await total(metrics.sequenceGaps),
+    },
+    spool: {
+      bytes: spoolBytes,
+      batches: await total(metrics.spoolBatches),
+      maxBytes: deps.spoolMaxBytes ?? null,
+      full: spoolFull,
+    },
+    lastUpload: {
+      at: lastOk === undefined ? null : new Date(lastOk).toISOString(),
+      ageSeconds: lastOk === undefined ? null : Math.max(0, Math.floor((now - lastOk) / 1000)),
+      backlog: sample.backlog,
+    },
+    connections: { webSockets: await total(metrics.wsConnections) },
+    memory: { residentBytes },
+    streams: Object.fromEntries(
+      [...deps.messageAges?.() ?? []].map(([stream, age]) => [
+        stream,
+        { lastMessageAgeSeconds: Math.round(age * 10) / 10 },
+      ]),
+    ),
+  };
+  return { health, status };
+}
+
+/** Sets the gauges that are only known when asked: resident memory, message ages. */
+function refreshGauges(deps: OpsDeps): void {
+  deps.metrics.residentMemory.set((deps.residentBytes ?? (() => Deno.memoryUsage().rss))());
+  for (const [stream, age] of deps.messageAges?.() ?? []) {
+    deps.metrics.lastMessageAge.set({ stream }, age);
+  }
+}
+
+/** A metric's value summed over its labels. */
+async function total(metric: { get(): Promise<{ values: { value: number }[] }> }): Promise<number> {
+  return (await metric.get()).values.reduce((sum, v) => sum + v.value, 0);
+}
+
+export function handler(deps: OpsDeps): (req: Request) => Promise<Response> {
+  const now = deps.now ?? Date.now;
+  const routes: Record<string, () => Promise<Response>> = {
+    "/metrics": async () => {
+      refreshGauges(deps);
+      const body = await deps.metrics.registry.metrics();
+      return new Response(body, { headers: headers(deps.metrics.registry.contentType) });
+    },
+    "/healthz": async () => {
+      const { health } = await observe(deps, now());
+      return json(health, health.status === "critical" ? 503 : 200);
+    },
+    "/status": async () => json((await observe(deps, now())).status, 200),
+  };
+  return async (req) => {
+    const route = routes[new URL(req.url).pathname];
+    if (!route) return new Response("not found\n", { status: 404, headers: headers() });
+    if (req.method !== "GET") {
+      return new Response("method not allowed\n", {
+        status: 405,
+        headers: { ...headers(), allow: "GET" },
+      });
+    }
+    try {
+      return await route();
+    } catch (error) {
+      log.error("Ops endpoint {path} failed: {error}", { path: new URL(req.url).pathname, error });
+      return new Response("internal error\n", { status: 500, headers: headers() });
+    }
+  };
+}
+
+function headers(contentType = "text/plain; charset=utf-8"): Record<string, string> {
+  return { "content-type": contentType, "cache-control": "no-store" };
+}
+
+function json(value: unknown, status: number): Response {
+  return new Response(JSON.stringify(value, null, 2) + "\n", {
+    status,
+    headers: headers("application/json; charset=utf-8"),
+  });
+}
+
+export interface OpsAddress {
+  readonly hostname: string;
+  readonly port: number;
+}
+
+export interface OpsServer extends AsyncDisposable {
+  /** The bound address (the real port when 0 was asked for). */
+  readonly addr: OpsAddress;
+  /** Resolves when the server has stopped (after `signal` aborted). */
+  readonly finished: Promise<void>;
+}
+
+/**
+ * Binds `handle` to `addr` until `signal` aborts. Throws an Error naming
+ * METRICS_ADDR when the address is taken or cannot be bound.
+ */
+export function serveOps(
+  addr: OpsAddress,
+  handle: (req: Request) => Promise<Response>,
+  signal: AbortSignal,
+): OpsServer {
+  let server: Deno.HttpServer<Deno.NetAddr>;
+  try {
+    server = Deno.serve({
+      hostname: addr.hostname,
+      port: addr.port,
+      signal,
+      onListen: () => {},
+    }, handle);
+  } catch (error) {
+    const shown = formatAddr(addr);
+    if (error instanceof Deno.errors.AddrInUse) {
+      throw new Error(
+        `METRICS_ADDR ${shown} is already in use (another l2-uploader?): ` +
+          "stop it, choose another port, or set METRICS_ADDR=off",
+      );
+    }
+    throw new Error(`METRICS_ADDR ${shown} cannot be bound: ${(error as Error).message}`);
+  }
+  const bound = { hostname: server.addr.hostname, port: server.addr.port };
+  log.info("Serving /metrics, /healthz and /status on http://{addr}/", { addr: formatAddr(bound) });
+  return {
+    addr: bound,
+    finished: server.finished,
+    async [Symbol.asyncDispose]() {
+      await server.shutdown();
+    },
+  };
+}
+
+/** `host:port`, with brackets around an IPv6 host. */
+export function formatAddr(addr: OpsAddress): string {
+  return addr.hostname.includes(":")
+    ? `[${addr.hostname}]:${addr.port}`
+    : `${addr.hostname}:${addr.port}`;
+}

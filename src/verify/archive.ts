@@ -1,0 +1,87 @@
+/**
+ * Read access to the archive for `verify`: list keys, walk the partition
+ * directories one level at a time, and stream one object's bytes. The local
+ * implementation is here; the S3 one is in s3_reader.ts (it needs the SDK).
+ *
+ * Keys use `/` whatever the platform. Only final objects (`*.ndjson.gz`) are
+ * listed: the local sink's sidecars (`.meta.json`) and temporary files
+ * (`.tmp-…`) are never part of the archive.
+ */
+
+import { join } from "node:path";
+import { OBJECT_SUFFIX } from "../batch/keys.ts";
+import { TEMP_MARKER } from "../store/local.ts";
+
+/** One entry one level below a prefix: a sub-prefix (ends with `/`) or an object key. */
+export type ArchiveEntry = { readonly prefix: string } | { readonly key: string };
+
+export interface ArchiveReader {
+  /** Where the archive is, for people: a directory or `s3://bucket/prefix`. */
+  readonly location: string;
+  /** Every object key starting with `prefix`, in any order. */
+  list(prefix: string): AsyncIterable<string>;
+  /**
+   * The sub-prefixes and objects directly below `prefix` (`""` or ending with
+   * `/`), in any order: lets `verify` read only the partitions it needs.
+   */
+  children(prefix: string): AsyncIterable<ArchiveEntry>;
+  /** The object's stored (still compressed) bytes, streamed. */
+  read(key: string): Promise<ReadableStream<Uint8Array<ArrayBuffer>>>;
+  close(): void;
+}
+
+/** Whether a listed name is a final archive object (not a sidecar or a temporary file). */
+export function isObjectKey(key: string): boolean {
+  return key.endsWith(OBJECT_SUFFIX) && !key.includes(TEMP_MARKER);
+}
+
+/** The archive under `DATA_DIR/archive`, as the local sink writes it. */
+export function localArchiveReader(root: string): ArchiveReader {
+  const pathOf = (key: string) => join(root, ...key.split("/").filter((part) => part !== ""));
+
+  async function* walk(dir: string): AsyncGenerator<string> {
+    let entries: Deno.DirEntry[];
+    try {
+      entries = await Array.fromAsync(Deno.readDir(pathOf(dir)));
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound || error instanceof Deno.errors.NotADirectory) {
+        return;
+      }
+      throw error;
+    }
+    for (const entry of entries) {
+      const key = `${dir}${entry.name}`;
+      if (entry.isDirectory) yield* walk(`${key}/`);
+      else if (entry.isFile && isObjectKey(key)) yield key;
+    }
+  }
+
+  return {
+    location: root,
+    async *list(prefix: string) {
+      // Walk the deepest directory the prefix names, then match the rest by text.
+      const dir = prefix.slice(0, prefix.lastIndexOf("/") + 1);
+      for await (const key of walk(dir)) if (key.startsWith(prefix)) yield key;
+    },
+    async *children(prefix: string) {
+      let entries: Deno.DirEntry[];
+      try {
+        entries = await Array.fromAsync(Deno.readDir(pathOf(prefix)));
+      } catch (error) {
+        if (error instanceof Deno.errors.NotFound) return;
+        throw error;
+      }
+      for (const entry of entries) {
+        if (entry.isDirectory) yield { prefix: `${prefix}${entry.name}/` };
+        else if (entry.isFile && isObjectKey(`${prefix}${entry.name}`)) {
+          yield { key: `${prefix}${entry.name}` };
+        }
+      }
+    },
+    async read(key: string) {
+      const file = await Deno.open(pathOf(key), { read: true });
+      return file.readable;
+    },
+    close() {},
+  };
+}

@@ -1,0 +1,632 @@
+/**
+ * The core of `verify`: fed the archive's objects line by line, in key order
+ * per stream, it keeps only running state per stream (last update id, last
+ * line time, counters) and produces a report of what is whole and what is
+ * not. No I/O, no clock: the caller reads and decompresses, this judges.
+ *
+ * What it finds, per stream (a line's `stream` field; `<sym>@depthSnapshot`
+ * lines count as snapshots of the object's own stream and stay out of the
+ * update-id chain):
+ * - duplicates and breaks of the update-id chain, by the recorder's own
+ *   continuity rules (binance/sequence.ts);
+ * - time holes: no line for longer than `maxHoleUs`;
+ * - malformed lines, unreadable objects, keys outside the layout.
+ * A break or hole is "explained" when the recorder wrote down why: an event
+ * line (gap, disconnected, stale, recovered, rotated, shutdown, connected)
+ * between the two messages, or bordering the hole.
+ */
+
+import { type KeyParts, parseKey } from "../batch/keys.ts";
+import { updateIds } from "../binance/frames.ts";
+import { continuity, type SequenceRule, sequenceRuleFor } from "../binance/sequence.ts";
+import type { Market } from "../config_types.ts";
+
+export type ProblemKind =
+  | "break"
+  | "hole"
+  | "duplicate"
+  | "unreadable"
+  | "malformed"
+  | "bad-key"
+  | "no-data";
+
+export interface Problem {
+  readonly kind: ProblemKind;
+  readonly stream?: string;
+  /** The object the problem was found in (for a break or hole: where it ends). */
+  readonly key?: string;
+  /** 1-based line number within the decompressed object. */
+  readonly line?: number;
+  /** When it happened, ISO 8601 UTC with µs; `recvTs` is the same in µs since the epoch. */
+  readonly time?: string;
+  readonly recvTs?: number;
+  readonly detail: string;
+  /** The archive itself says why (an event line); explained problems do not fail the audit. */
+  readonly explained: boolean;
+}
+
+export interface StreamReport {
+  readonly stream: string;
+  readonly market: string;
+  readonly streamType: string;
+  readonly symbol: string;
+  /** Objects with at least one line of this stream in the range (unreadable ones included). */
+  readonly objects: number;
+  /** Data lines from the exchange, duplicates included, snapshots not. */
+  readonly messages: number;
+  /** REST snapshots (`<sym>@depthSnapshot` lines) stored with this stream. */
+  readonly snapshots: number;
+  /** Event lines, by event name. */
+  readonly events: Readonly<Record<string, number>>;
+  readonly duplicates: number;
+  readonly breaks: number;
+  readonly unexplainedBreaks: number;
+  readonly holes: number;
+  readonly unexplainedHoles: number;
+  readonly unreadableObjects: number;
+  readonly malformedLines: number;
+  readonly firstRecvTs?: number;
+  readonly lastRecvTs?: number;
+  readonly firstUpdateId?: number;
+  readonly lastUpdateId?: number;
+  /** The hole threshold applied to this stream. */
+  readonly maxHoleMs: number;
+  readonly holeMs: number;
+  readonly unexplainedHoleMs: number;
+  /** Share of the range covered by this stream's lines, less unexplained holes. */
+  readonly coveragePercent: number;
+}
+
+export interface Report {
+  /** The range judged, µs; when not given, the span of all lines read. */
+  readonly range: {
+    readonly from?: string;
+    readonly to?: string;
+    readonly fromRecvTs?: number;
+    readonly toRecvTs?: number;
+  };
+  readonly objects: number;
+  readonly lines: number;
+  readonly streams: readonly StreamReport[];
+  readonly problems: readonly Problem[];
+  /** Problems beyond `maxProblems`, counted but not listed (the stream counts stay exact). */
+  readonly problemsOmitted: number;
+  /** No unexplained break or hole, no duplicate, unreadable object, malformed line or bad key. */
+  readonly ok: boolean;
+}
+
+export interface AuditOptions {
+  /** Range of receive times, µs: lines before `from` or at/after `to` are skipped. */
+  readonly from?: number;
+  readonly to?: number;
+  /** Hole threshold for every stream, µs; default `defaultMaxHoleMs` of the stream type. */
+  readonly maxHoleUs?: number;
+  /** Symbols asked for: one with no line in the range is a problem. */
+  readonly symbols?: readonly string[];
+  /** Problems kept in the list (default 10,000): bounds memory on a badly broken archive. */
+  readonly maxProblems?: number;
+}
+
+/** Events after which the recorder knows messages may be missing. */
+const EXPLAINING_EVENTS = new Set([
+  "gap",
+  "disconnected",
+  "stale",
+  "recovered",
+  "rotated",
+  "shutdown",
+  "connected",
+]);
+
+const SNAPSHOT_SUFFIX = "@depthSnapshot";
+
+/**
+ * 10 × the stream's update speed (`depth@100ms` → 1 s), at least 1 s; a stream
+ * type without a speed pushes every 1000 ms. The floor only matters for
+ * USD-M `@0ms`: for every other allowed speed 10 × speed is already ≥ 1 s.
+ */
+export function defaultMaxHoleMs(streamType: string): number {
+  const match = /@(\d+)ms$/.exec(streamType);
+  const speedMs = match ? Number(match[1]) : 1000;
+  return Math.max(10 * speedMs, 1000);
+}
+
+/** µs since the epoch → ISO 8601 UTC with six fractional digits. */
+export function isoMicros(us: number): string {
+  const ms = Math.floor(us / 1000);
+  const iso = new Date(ms).toISOString();
+  return `${iso.slice(0, 23)}${String(us - ms * 1000).padStart(3, "0")}Z`;
+}
+
+interface Stats {
+  objects: number;
+  messages: number;
+  snapshots: number;
+  events: Record<string, number>;
+  duplicates: number;
+  breaks: number;
+  unexplainedBreaks: number;
+  holes: number;
+  unexplainedHoles: number;
+  unreadableObjects: number;
+  malformedLines: number;
+  firstRecvTs?: number;
+  lastRecvTs?: number;
+  firstUpdateId?: number;
+  holeUs: number;
+  unexplainedHoleUs: number;
+}
+
+interface Where {
+  readonly key: string;
+  readonly line: number;
+  readonly ts: number;
+}
+
+interface DuplicateRun {
+  readonly key: string;
+  readonly line: number;
+  readonly ts: number;
+  readonly fromId: number;
+  toId: number;
+  count: number;
+}
+
+interface StreamState {
+  readonly stream: string;
+  readonly market: string;
+  readonly streamType: string;
+  readonly symbol: string;
+  readonly rule: SequenceRule;
+  readonly maxHoleUs: number;
+  readonly stats: Stats;
+  lastUpdateId?: number;
+  lastMessage?: Where;
+  /** An explaining event line came after the last data message. */
+  eventSinceMessage: boolean;
+  lastLine?: Where;
+  /** The last line was an explaining event. */
+  lastLineExplains: boolean;
+  duplicateRun?: DuplicateRun;
+  /** The stream's previous object could not be read: the next break or hole follows from it. */
+  afterUnreadable?: string;
+}
+
+interface OpenObject {
+  readonly key: string;
+  readonly parts: KeyParts;
+  /** `<symbol lower-case>@<stream type>`: where snapshots and object counts go. */
+  readonly stream: string;
+  inRange: number;
+  /** Streams that had a line of this object in the range. */
+  readonly streams: Set<StreamState>;
+}
+
+export class Auditor {
+  readonly #from: number;
+  readonly #to: number;
+  readonly #options: AuditOptions;
+  readonly #streams = new Map<string, StreamState>();
+  readonly #problems: Problem[] = [];
+  #problemsOmitted = 0;
+  #objects = 0;
+  #lines = 0;
+  #badKeys = 0;
+  #unreadable = 0;
+  #noData = 0;
+  #object: OpenObject | undefined;
+  // One-entry cache: consecutive lines almost always belong to the same stream.
+  #cachedName = "";
+  #cached: StreamState | undefined;
+
+  constructor(options: AuditOptions = {}) {
+    this.#options = options;
+    this.#from = options.from ?? -Infinity;
+    this.#to = options.to ?? Infinity;
+  }
+
+  /** A key that does not follow the archive layout: reported, never read. */
+  badKey(key: string): void {
+    this.#badKeys++;
+    this.#problem({
+      kind: "bad-key",
+      key,
+      detail: "the key does not follow the archive layout " +
+        "(exchange=binance/market=…/stream=…/symbol=…/date=…/hour=…/<µs>_<instance>_<seq>.ndjson.gz)",
+      explained: false,
+    });
+  }
+
+  /** Starts an object; false (and a bad-key problem) when its key is outside the layout. */
+  beginObject(key: string): boolean {
+    this.#finishObject();
+    const parts = parseKey(key);
+    if (!parts) {
+      this.badKey(key);
+      return false;
+    }
+    this.#objects++;
+    this.#object = {
+      key,
+      parts,
+      stream: `${parts.symbol.toLowerCase()}@${parts.streamType}`,
+      inRange: 0,
+      streams: new Set(),
+    };
+    return true;
+  }
+
+  /** One line of the open object's decompressed text, without its newline. */
+  line(text: string, lineNo: number): void {
+    const object = this.#object;
+    if (!object) throw new Error("Auditor.line called outside an object");
+    this.#lines++;
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch (error) {
+      this.#malformed(object, lineNo, `not JSON: ${(error as Error).message}`);
+      return;
+    }
+    if (typeof value !== "object" || value === null || Array.isArray(value)) {
+      this.#malformed(object, lineNo, "not a JSON object");
+      return;
+    }
+    const line = value as Record<string, unknown>;
+    const ts = line.recv_ts;
+    const name = line.stream;
+    if (typeof ts !== "number" || !Number.isSafeInteger(ts) || typeof name !== "string") {
+      this.#malformed(object, lineNo, "no integer recv_ts or no string stream");
+      return;
+    }
+    const event = line.event;
+    const data = line.data;
+    const isEvent = typeof event === "string";
+    if (!isEvent && (typeof data !== "object" || data === null || Array.isArray(data))) {
+      this.#malformed(object, lineNo, "neither an event nor a data object");
+      return;
+    }
+    if (ts < this.#from || ts >= this.#to) return;
+    object.inRange++;
+
+    const snapshot = !isEvent && name.endsWith(SNAPSHOT_SUFFIX);
+    const state = this.#state(snapshot ? object.stream : name, object.parts);
+    object.streams.add(state);
+    const stats = state.stats;
+    stats.firstRecvTs ??= ts;
+    if (stats.lastRecvTs === undefined || ts > stats.lastRecvTs) stats.lastRecvTs = ts;
+    const explains = isEvent && EXPLAINING_EVENTS.has(event);
+    this.#checkHole(state, object.key, lineNo, ts, explains);
+
+    if (isEvent) {
+      stats.events[event] = (stats.events[event] ?? 0) + 1;
+      if (explains) state.eventSinceMessage = true;
+      return;
+    }
+    if (snapshot) {
+      stats.snapshots++;
+      return;
+    }
+    stats.messages++;
+    const ids = updateIds(data as Record<string, unknown>);
+    if (ids.lastUpdateId !== undefined) {
+      this.#checkChain(state, { key: object.key, line: lineNo, ts }, {
+        firstUpdateId: ids.firstUpdateId ?? ids.lastUpdateId,
+        lastUpdateId: ids.lastUpdateId,
+        prevUpdateId: ids.prevUpdateId,
+      });
+    }
+    state.eventSinceMessage = false;
+    state.lastMessage = { key: object.key, line: lineNo, ts };
+  }
+
+  /** The open object was read to its end. */
+  endObject(): void {
+    const object = this.#object;
+    if (!object) return;
+    for (const state of object.streams) state.afterUnreadable = undefined;
+    this.#finishObject();
+  }
+
+  /** The object could not be read (whole or from some point on): reported, the audit goes on. */
+  unreadable(key: string, error: unknown): void {
+    const object = this.#object?.key === key ? this.#object : undefined;
+    this.#finishObject();
+    this.#unreadable++;
+    const parts = object?.parts ?? parseKey(key);
+    const message = error instanceof Error ? error.message : String(error);
+    if (!parts) {
+      this.#problem({ kind: "unreadable", key, detail: message, explained: false });
+      return;
+    }
+    const stream = `${parts.symbol.toLowerCase()}@${parts.streamType}`;
+    const state = this.#state(stream, parts);
+    state.stats.unreadableObjects++;
+    if (!object || !object.streams.has(state)) state.stats.objects++;
+    state.afterUnreadable = key;
+    const lines = object ? `${object.inRange} line(s) in range read before the error` : "";
+    this.#problem({
+      kind: "unreadable",
+      stream,
+      key,
+      time: isoMicros(parts.firstRecvTs),
+      recvTs: parts.firstRecvTs,
+      detail: lines === "" ? message : `${message}; ${lines}`,
+      explained: false,
+    });
+  }
+
+  /** The verdict; call once, after the last object. */
+  report(): Report {
+    this.#finishObject();
+    for (const state of this.#streams.values()) this.#flushDuplicates(state);
+    const all = [...this.#streams.values()];
+    const from = this.#options.from ??
+      Math.min(...all.map((s) => s.stats.firstRecvTs ?? Infinity));
+    const to = this.#options.to ?? Math.max(...all.map((s) => s.stats.lastRecvTs ?? -Infinity));
+    const hasRange = Number.isFinite(from) && Number.isFinite(to);
+
+    const streams = all
+      .sort((a, b) => (a.stream < b.stream ? -1 : a.stream > b.stream ? 1 : 0))
+      .map((state) => this.#streamReport(state, hasRange ? from : undefined, to));
+
+    const symbols = this.#options.symbols ?? [];
+    for (const symbol of symbols) {
+      if (!all.some((s) => s.symbol === symbol)) {
+        this.#noData++;
+        this.#problem({
+          kind: "no-data",
+          detail: `no object of symbol ${symbol} in the range`,
+          explained: false,
+        });
+      }
+    }
+    if (symbols.length === 0 && all.length === 0 && this.#badKeys === 0) {
+      this.#noData++;
+      this.#problem({ kind: "no-data", detail: "no object in the range", explained: false });
+    }
+
+    const ok = this.#badKeys === 0 && this.#unreadable === 0 && this.#noData === 0 &&
+      streams.every((s) =>
+        s.unexplainedBreaks === 0 && s.unexplainedHoles === 0 && s.duplicates === 0 &&
+        s.malformedLines === 0
+      );
+    return {
+      range: hasRange
+        ? { from: isoMicros(from), to: isoMicros(to), fromRecvTs: from, toRecvTs: to }
+        : {},
+      objects: this.#objects,
+      lines: this.#lines,
+      streams,
+      problems: [...this.#problems],
+      problemsOmitted: this.#problemsOmitted,
+      ok,
+    };
+  }
+
+  #streamReport(state: StreamState, from: number | undefined, to: number): StreamReport {
+    const s = state.stats;
+    let coverage = 0;
+    if (from !== undefined && s.firstRecvTs !== undefined && s.lastRecvTs !== undefined) {
+      const span = to - from;
+      const covered = Math.min(s.lastRecvTs, to) - Math.max(s.firstRecvTs, from) -
+        s.unexplainedHoleUs;
+      coverage = span <= 0 ? 100 : Math.max(0, Math.min(100, (covered / span) * 100));
+    }
+    return {
+      stream: state.stream,
+      market: state.market,
+      streamType: state.streamType,
+      symbol: state.symbol,
+      objects: s.objects,
+      messages: s.messages,
+      snapshots: s.snapshots,
+      events: { ...s.events },
+      duplicates: s.duplicates,
+      breaks: s.breaks,
+      unexplainedBreaks: s.unexplainedBreaks,
+      holes: s.holes,
+      unexplainedHoles: s.unexplainedHoles,
+      unreadableObjects: s.unreadableObjects,
+      malformedLines: s.malformedLines,
+      firstRecvTs: s.firstRecvTs,
+      lastRecvTs: s.lastRecvTs,
+      firstUpdateId: s.firstUpdateId,
+      lastUpdateId: state.lastUpdateId,
+      maxHoleMs: state.maxHoleUs / 1000,
+      holeMs: Math.round(s.holeUs / 1000),
+      unexplainedHoleMs: Math.round(s.unexplainedHoleUs / 1000),
+      coveragePercent: Math.round(coverage * 100) / 100,
+    };
+  }
+
+  #state(stream: string, parts: KeyParts): StreamState {
+    if (stream === this.#cachedName && this.#cached) return this.#cached;
+    let state = this.#streams.get(stream);
+    if (!state) {
+      const at = stream.indexOf("@");
+      const streamType = at === -1 ? parts.streamType : stream.slice(at + 1);
+      state = {
+        stream,
+        market: parts.market,
+        streamType,
+        symbol: at === -1 ? parts.symbol : stream.slice(0, at).toUpperCase(),
+        rule: sequenceRuleFor(parts.market as Market, streamType),
+        maxHoleUs: this.#options.maxHoleUs ?? defaultMaxHoleMs(streamType) * 1000,
+        stats: {
+          objects: 0,
+          messages: 0,
+          snapshots: 0,
+          events: {},
+          duplicates: 0,
+          breaks: 0,
+          unexplainedBreaks: 0,
+          holes: 0,
+          unexplainedHoles: 0,
+          unreadableObjects: 0,
+          malformedLines: 0,
+          holeUs: 0,
+          unexplainedHoleUs: 0,
+        },
+        eventSinceMessage: false,
+        lastLineExplains: false,
+      };
+      this.#streams.set(stream, state);
+    }
+    this.#cachedName = stream;
+    this.#cached = state;
+    return state;
+  }
+
+  #checkHole(state: StreamState, key: string, lineNo: number, ts: number, explains: boolean) {
+    const last = state.lastLine;
+    if (last !== undefined && ts < last.ts) return; // out of order: not a new latest line
+    if (last !== undefined && ts - last.ts > state.maxHoleUs) {
+      const explained = explains || state.lastLineExplains;
+      const length = ts - last.ts;
+      state.stats.holes++;
+      state.stats.holeUs += length;
+      if (!explained) {
+        state.stats.unexplainedHoles++;
+        state.stats.unexplainedHoleUs += length;
+      }
+      this.#problem({
+        kind: "hole",
+        stream: state.stream,
+        key,
+        line: lineNo,
+        time: isoMicros(last.ts),
+        recvTs: last.ts,
+        detail: `no line for ${seconds(length)} (threshold ${seconds(state.maxHoleUs)}), ` +
+          `${isoMicros(last.ts)} (${last.key}:${last.line}) to ${isoMicros(ts)}` +
+          this.#afterUnreadable(state),
+        explained,
+      });
+    }
+    state.lastLine = { key, line: lineNo, ts };
+    state.lastLineExplains = explains;
+  }
+
+  #checkChain(
+    state: StreamState,
+    where: Where,
+    ids: { firstUpdateId: number; lastUpdateId: number; prevUpdateId?: number },
+  ): void {
+    const stats = state.stats;
+    const result = continuity(state.rule, state.lastUpdateId, ids);
+    switch (result.kind) {
+      case "duplicate": {
+        stats.duplicates++;
+        const run = state.duplicateRun;
+        if (run && run.key === where.key) {
+          run.count++;
+          run.toId = ids.lastUpdateId;
+        } else {
+          this.#flushDuplicates(state);
+          state.duplicateRun = {
+            key: where.key,
+            line: where.line,
+            ts: where.ts,
+            fromId: ids.lastUpdateId,
+            toId: ids.lastUpdateId,
+            count: 1,
+          };
+        }
+        return;
+      }
+      case "gap": {
+        this.#flushDuplicates(state);
+        const explained = state.eventSinceMessage;
+        stats.breaks++;
+        if (!explained) stats.unexplainedBreaks++;
+        const previous = state.lastMessage;
+        const what = state.rule === "usdm-diff"
+          ? `pu ${result.received} does not continue the previous u ${result.expected}`
+          : `U ${result.received} skips ahead of ${result.expected}`;
+        this.#problem({
+          kind: "break",
+          stream: state.stream,
+          key: where.key,
+          line: where.line,
+          time: isoMicros(where.ts),
+          recvTs: where.ts,
+          detail: `${what}` +
+            (previous
+              ? `; previous message ${isoMicros(previous.ts)} (${previous.key}:${previous.line})`
+              : "") +
+            (explained ? "; the recorder logged a reconnect or gap in between" : "") +
+            this.#afterUnreadable(state),
+          explained,
+        });
+        break;
+      }
+      case "first":
+        stats.firstUpdateId ??= ids.firstUpdateId;
+        break;
+      case "next":
+        this.#flushDuplicates(state);
+        break;
+    }
+    state.lastUpdateId = ids.lastUpdateId;
+  }
+
+  #flushDuplicates(state: StreamState): void {
+    const run = state.duplicateRun;
+    if (!run) return;
+    state.duplicateRun = undefined;
+    this.#problem({
+      kind: "duplicate",
+      stream: state.stream,
+      key: run.key,
+      line: run.line,
+      time: isoMicros(run.ts),
+      recvTs: run.ts,
+      detail: `${run.count} message(s) stored again (update ids ${run.fromId}` +
+        `${run.toId === run.fromId ? "" : `..${run.toId}`}, already at ${state.lastUpdateId})`,
+      explained: false,
+    });
+  }
+
+  #afterUnreadable(state: StreamState): string {
+    return state.afterUnreadable ? `; follows unreadable object ${state.afterUnreadable}` : "";
+  }
+
+  #malformed(object: OpenObject, lineNo: number, reason: string): void {
+    const state = this.#state(object.stream, object.parts);
+    object.streams.add(state);
+    state.stats.malformedLines++;
+    this.#problem({
+      kind: "malformed",
+      stream: object.stream,
+      key: object.key,
+      line: lineNo,
+      detail: reason,
+      explained: false,
+    });
+  }
+
+  #finishObject(): void {
+    const object = this.#object;
+    if (!object) return;
+    this.#object = undefined;
+    const inRange = object.inRange > 0 ||
+      (object.parts.firstRecvTs >= this.#from && object.parts.firstRecvTs < this.#to);
+    if (inRange) {
+      // An object with no line in range (e.g. empty) still counts for its own stream.
+      if (object.streams.size === 0) object.streams.add(this.#state(object.stream, object.parts));
+      for (const state of object.streams) state.stats.objects++;
+    }
+    // A run of duplicates is reported per object.
+    for (const state of object.streams) this.#flushDuplicates(state);
+  }
+
+  #problem(problem: Problem): void {
+    if (this.#problems.length < (this.#options.maxProblems ?? 10_000)) this.#problems.push(problem);
+    else this.#problemsOmitted++;
+  }
+}
+
+function seconds(us: number): string {
+  const s = us / 1e6;
+  return `${s >= 100 ? Math.round(s) : Number(s.toPrecision(3))} s`;
+}

@@ -1,0 +1,100 @@
+/**
+ * The archive in S3 (any S3-compatible store), read for `verify`:
+ * ListObjectsV2 page by page (one level at a time by skipping ahead) and
+ * GetObject streamed, so a large object is never held whole in memory.
+ *
+ * The client is built as the sink builds it (store/s3.ts), except that the
+ * SDK's own retries stay on: a read has no uploader around it to retry.
+ */
+
+import { GetObjectCommand, ListObjectsV2Command, S3Client } from "@aws-sdk/client-s3";
+import type { S3Config } from "../config_types.ts";
+import { type ArchiveEntry, type ArchiveReader, isObjectKey } from "./archive.ts";
+
+export interface S3ReaderOptions {
+  /** A client to use instead of one built from the config (tests). */
+  readonly client?: S3Client;
+  /** Per-request timeout, ms (for a GetObject: the longest wait for more bytes). */
+  readonly requestTimeoutMs?: number;
+}
+
+export function s3ArchiveReader(config: S3Config, options: S3ReaderOptions = {}): ArchiveReader {
+  const client = options.client ?? new S3Client({
+    region: config.region ?? "us-east-1",
+    endpoint: config.endpoint,
+    forcePathStyle: config.forcePathStyle,
+    requestHandler: {
+      connectionTimeout: 5_000,
+      requestTimeout: options.requestTimeoutMs ?? 30_000,
+    },
+  });
+
+  async function* pages(prefix: string) {
+    let token: string | undefined;
+    do {
+      const page = await client.send(
+        new ListObjectsV2Command({
+          Bucket: config.bucket,
+          Prefix: prefix,
+          ContinuationToken: token,
+        }),
+      );
+      yield page;
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+  }
+
+  /**
+   * One level below `prefix` without a `/` Delimiter (which s3rver gets wrong
+   * for keys more than one level down): list in key order and, on meeting a
+   * sub-prefix `name/`, jump past it with StartAfter `name0` ('0' follows
+   * '/'), so each sub-prefix costs one small request whatever it holds.
+   */
+  async function* children(prefix: string): AsyncGenerator<ArchiveEntry> {
+    let startAfter: string | undefined;
+    for (;;) {
+      const page = await client.send(
+        new ListObjectsV2Command({
+          Bucket: config.bucket,
+          Prefix: prefix,
+          StartAfter: startAfter,
+          MaxKeys: 100,
+        }),
+      );
+      let jumpTo: string | undefined;
+      for (const item of page.Contents ?? []) {
+        const key = item.Key;
+        if (key === undefined) continue;
+        const slash = key.indexOf("/", prefix.length);
+        if (slash === -1) {
+          if (isObjectKey(key)) yield { key };
+          startAfter = key;
+          continue;
+        }
+        yield { prefix: key.slice(0, slash + 1) };
+        jumpTo = `${key.slice(0, slash)}0`;
+        break;
+      }
+      if (jumpTo !== undefined) startAfter = jumpTo;
+      else if (!page.IsTruncated) return;
+    }
+  }
+
+  return {
+    location: `s3://${config.bucket}/${config.prefix}`,
+    async *list(prefix: string) {
+      for await (const page of pages(prefix)) {
+        for (const item of page.Contents ?? []) {
+          if (item.Key !== undefined && isObjectKey(item.Key)) yield item.Key;
+        }
+      }
+    },
+    children,
+    async read(key: string) {
+      const out = await client.send(new GetObjectCommand({ Bucket: config.bucket, Key: key }));
+      if (!out.Body) throw new Error(`GetObject ${key}: empty response body`);
+      return out.Body.transformToWebStream() as ReadableStream<Uint8Array<ArrayBuffer>>;
+    },
+    close: () => client.destroy(),
+  };
+}

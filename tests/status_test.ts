@@ -1,0 +1,112 @@
+/**
+ * `l2-uploader status` (src/cli/status.ts) against a real ops endpoint
+ * (`serveOps` on a random loopback port): exit 0/1/2 by health, 3 when
+ * nothing (or something else) answers or METRICS_ADDR is off.
+ */
+
+import assert from "node:assert/strict";
+import { status } from "../src/cli/status.ts";
+import { HealthTracker } from "../src/ops/health.ts";
+import { handler, type OpsServer, serveOps } from "../src/ops/http.ts";
+import { Metrics } from "../src/ops/metrics.ts";
+
+interface Running extends AsyncDisposable {
+  readonly metrics: Metrics;
+  readonly server: OpsServer;
+}
+
+function startInstance(): Running {
+  const metrics = new Metrics();
+  const stop = new AbortController();
+  const server = serveOps(
+    { hostname: "127.0.0.1", port: 0 },
+    handler({
+      metrics,
+      tracker: new HealthTracker(Date.now() - 3_723_000),
+      version: "1.2.3",
+      instanceId: "box-7",
+      residentBytes: () => 90 * 1024 ** 2,
+      backlog: () => 0,
+    }),
+    stop.signal,
+  );
+  return {
+    metrics,
+    server,
+    async [Symbol.asyncDispose]() {
+      stop.abort();
+      await server.finished;
+    },
+  };
+}
+
+async function runStatus(addr: Parameters<typeof status>[0]): Promise<[number, string]> {
+  let printed = "";
+  const code = await status(addr, { print: (text) => printed += text });
+  return [code, printed];
+}
+
+Deno.test("status exits 0 and prints a summary while the instance is healthy", async () => {
+  await using instance = startInstance();
+  instance.metrics.wsConnections.set(2);
+  const [code, printed] = await runStatus(instance.server.addr);
+  assert.equal(code, 0);
+  const lines = printed.trimEnd().split("\n");
+  assert.equal(lines[0], `l2-uploader 1.2.3 (box-7) on 127.0.0.1:${instance.server.addr.port}: OK`);
+  assert.match(lines[1], /^ {2}up 1 h 2 min since .*; 2 WebSocket connection\(s\); /);
+  assert.match(printed, /last upload none yet; 0 batch\(es\) waiting; spool 0 batch\(es\), 0 B/);
+  assert.match(printed, /memory 90\.0 MB resident/);
+  assert.match(printed, /all 7 checks ok/);
+});
+
+Deno.test("status exits 1 on a warning and names the check", async () => {
+  await using instance = startInstance();
+  instance.metrics.reconnects.inc({ cause: "stale" }, 6);
+  const [code, printed] = await runStatus(instance.server.addr);
+  assert.equal(code, 1);
+  assert.match(printed, /: WARNING\n/);
+  assert.match(printed, /warning +reconnects: 6 reconnects in the last hour \(more than 5\)/);
+});
+
+Deno.test("status exits 2 when the instance is critical", async () => {
+  await using instance = startInstance();
+  instance.metrics.droppedMessages.inc(50);
+  const [code, printed] = await runStatus(instance.server.addr);
+  assert.equal(code, 2);
+  assert.match(printed, /: CRITICAL\n/);
+  assert.match(printed, /critical +dropped: 50 messages dropped/);
+});
+
+Deno.test("status exits 3 once the instance has stopped", async () => {
+  const instance = startInstance();
+  const addr = instance.server.addr;
+  await instance[Symbol.asyncDispose]();
+  const [code, printed] = await runStatus(addr);
+  assert.equal(code, 3);
+  assert.equal(
+    printed,
+    `l2-uploader is not running on 127.0.0.1:${addr.port}: connection refused\n`,
+  );
+});
+
+Deno.test("status exits 3 when METRICS_ADDR is off", async () => {
+  const [code, printed] = await runStatus(undefined);
+  assert.equal(code, 3);
+  assert.match(printed, /METRICS_ADDR is off/);
+});
+
+Deno.test("status exits 3 when something else answers on METRICS_ADDR", async () => {
+  const stop = new AbortController();
+  const other = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, signal: stop.signal, onListen: () => {} },
+    () => new Response("<html>hello</html>"),
+  );
+  try {
+    const [code, printed] = await runStatus({ hostname: "127.0.0.1", port: other.addr.port });
+    assert.equal(code, 3);
+    assert.match(printed, /something else answers there/);
+  } finally {
+    stop.abort();
+    await other.finished;
+  }
+});

@@ -1,0 +1,754 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { gunzipSync } from "node:zlib";
+import { PutObjectCommand } from "@aws-sdk/client-s3";
+import { dataLine, eventLine, gzipLines } from "../src/batch/encode.ts";
+import { planKey } from "../src/batch/keys.ts";
+import { parseFrame } from "../src/binance/frames.ts";
+import { formatReport, parseTime, verifyFromArgs, type VerifyIo } from "../src/cli/verify.ts";
+import { parseConfig } from "../src/config.ts";
+import type { Config } from "../src/config_types.ts";
+import { type ArchiveReader, localArchiveReader } from "../src/verify/archive.ts";
+import {
+  Auditor,
+  defaultMaxHoleMs,
+  isoMicros,
+  type Problem,
+  type Report,
+} from "../src/verify/audit.ts";
+import { s3ArchiveReader } from "../src/verify/s3_reader.ts";
+import { TEST_BUCKET, TestS3 } from "./support/s3.ts";
+import { tempDir } from "./support/temp.ts";
+
+// ---------------------------------------------------------------------------
+// Building archives the way the recorder does: real lines, keys and gzip.
+
+interface Line {
+  readonly recvTs: number;
+  readonly text: string;
+}
+
+interface ObjectSpec {
+  readonly market: string;
+  readonly streamType: string;
+  readonly symbol: string;
+  readonly lines: readonly Line[];
+  readonly seq: number;
+  readonly instanceId?: string;
+}
+
+/** The fixture's messages as data lines, received 3 ms after Binance's event time. */
+async function fixtureLines(name: string): Promise<Line[]> {
+  const bytes = await Deno.readFile(new URL(`./fixtures/${name}`, import.meta.url));
+  const text = new TextDecoder().decode(gunzipSync(bytes));
+  return text.split("\n").filter((l) => l !== "").map((raw, i) => {
+    const frame = parseFrame(raw);
+    if (frame.kind !== "data") throw new Error(`fixture line ${i + 1} is not data`);
+    const recvTs = (JSON.parse(frame.dataText).E + 3) * 1000 + (i % 1000);
+    return { recvTs, text: dataLine(recvTs, frame.stream, frame.dataText) };
+  });
+}
+
+/** Splits one stream's lines into objects of `perObject` lines. */
+function batches(
+  lines: readonly Line[],
+  stream: { market: string; streamType: string; symbol: string },
+  perObject: number,
+): ObjectSpec[] {
+  const out: ObjectSpec[] = [];
+  for (let i = 0; i < lines.length; i += perObject) {
+    out.push({ ...stream, lines: lines.slice(i, i + perObject), seq: out.length });
+  }
+  return out;
+}
+
+function keyOf(spec: ObjectSpec, prefix = "binance"): string {
+  return planKey({
+    prefix,
+    market: spec.market,
+    streamType: spec.streamType,
+    symbol: spec.symbol,
+    firstRecvTs: spec.lines[0].recvTs,
+    instanceId: spec.instanceId ?? "test-box",
+    seq: spec.seq,
+  });
+}
+
+/** Writes the objects (and, like the local sink, a `.meta.json` sidecar) under `<dataDir>/archive`. */
+async function writeArchive(dataDir: string, specs: readonly ObjectSpec[]): Promise<string[]> {
+  const keys: string[] = [];
+  for (const spec of specs) {
+    const key = keyOf(spec);
+    await writeObject(dataDir, key, await gzipLines(spec.lines.map((l) => l.text), 6));
+    await Deno.writeTextFile(archivePath(dataDir, key) + ".meta.json", "{}\n");
+    keys.push(key);
+  }
+  return keys;
+}
+
+async function writeObject(dataDir: string, key: string, bytes: Uint8Array): Promise<void> {
+  const path = archivePath(dataDir, key);
+  await Deno.mkdir(join(path, ".."), { recursive: true });
+  await Deno.writeFile(path, bytes);
+}
+
+const archivePath = (dataDir: string, key: string) => join(dataDir, "archive", ...key.split("/"));
+
+const SPOT_BTC = { market: "spot", streamType: "depth@100ms", symbol: "BTCUSDT" };
+const SPOT_ETH = { market: "spot", streamType: "depth@100ms", symbol: "ETHUSDT" };
+const BTC_STREAM = "btcusdt@depth@100ms";
+
+function configFor(dataDir: string, extra: Record<string, string> = {}): Config {
+  return parseConfig({ DATA_DIR: dataDir, INSTANCE_ID: "verifier", ...extra });
+}
+
+/** Runs `verify` with `--json` plus `args`, returning the exit code and the parsed report. */
+async function verifyJson(
+  config: Config,
+  args: string[] = [],
+  io: Pick<VerifyIo, "reader"> = {},
+): Promise<{ code: number; report: Report & { exitCode: number; location: string } }> {
+  let printed = "";
+  const code = await verifyFromArgs(config, ["--json", ...args], {
+    print: (text) => printed += text,
+    ...io,
+  });
+  return { code, report: JSON.parse(printed) };
+}
+
+const unexplained = (report: Report, kind?: Problem["kind"]) =>
+  report.problems.filter((p) => !p.explained && (kind === undefined || p.kind === kind));
+
+function event(recvTs: number, stream: string, name: Parameters<typeof eventLine>[2]): Line {
+  return { recvTs, text: eventLine(recvTs, stream, name, { conn: 1 }) };
+}
+
+// ---------------------------------------------------------------------------
+
+Deno.test("verify passes a clean archive of two diff streams and counts every message", async () => {
+  await using tmp = await tempDir();
+  const btc = await fixtureLines("spot_diff_btcusdt_2024-08-08.ndjson.gz");
+  const eth = await fixtureLines("spot_diff_ethusdt_2024-08-08.ndjson.gz");
+  await writeArchive(tmp.path, [...batches(btc, SPOT_BTC, 600), ...batches(eth, SPOT_ETH, 600)]);
+
+  const { code, report } = await verifyJson(configFor(tmp.path));
+
+  assert.equal(code, 0);
+  assert.deepEqual(report.problems, []);
+  assert.equal(report.ok, true);
+  assert.deepEqual(report.streams.map((s) => s.stream), [BTC_STREAM, "ethusdt@depth@100ms"]);
+  const s = report.streams[0];
+  assert.equal(s.objects, 11);
+  assert.equal(s.messages, btc.length);
+  assert.equal(s.duplicates + s.breaks + s.holes + s.unreadableObjects + s.malformedLines, 0);
+  assert.equal(s.firstRecvTs, btc[0].recvTs);
+  assert.equal(s.lastRecvTs, btc.at(-1)!.recvTs);
+  assert.equal(s.maxHoleMs, 1000);
+  assert.equal(s.coveragePercent, 100);
+});
+
+Deno.test("verify prints a table for people and exits 0 on a clean archive", async () => {
+  await using tmp = await tempDir();
+  const btc = await fixtureLines("spot_diff_btcusdt_2024-08-08.ndjson.gz");
+  await writeArchive(tmp.path, batches(btc, SPOT_BTC, 2000));
+  let out = "";
+  const code = await verifyFromArgs(configFor(tmp.path), [], { print: (t) => out += t });
+  assert.equal(code, 0);
+  assert.match(out, /^stream\s+objects\s+messages/m);
+  assert.match(out, new RegExp(`spot/${BTC_STREAM}\\s+4\\s+${btc.length}\\s+0\\s+0\\s+0/0\\s+0/0`));
+  assert.match(out, /100\.00%/);
+  assert.match(out, /^OK: /m);
+});
+
+Deno.test("a missing object in the middle is an unexplained break and hole naming stream and time", async () => {
+  await using tmp = await tempDir();
+  const btc = await fixtureLines("spot_diff_btcusdt_2024-08-08.ndjson.gz");
+  const specs = batches(btc, SPOT_BTC, 600);
+  const keys = await writeArchive(tmp.path, specs);
+  await Deno.remove(archivePath(tmp.path, keys[5]));
+
+  const { code, report } = await verifyJson(configFor(tmp.path));
+
+  assert.equal(code, 1);
+  assert.equal(report.ok, false);
+  const [brk] = unexplained(report, "break");
+  assert.equal(brk.stream, BTC_STREAM);
+  assert.equal(brk.key, keys[6]);
+  assert.equal(brk.line, 1);
+  assert.equal(brk.recvTs, specs[6].lines[0].recvTs);
+  assert.equal(brk.time, isoMicros(specs[6].lines[0].recvTs));
+  assert.match(brk.time!, /^2024-08-09T00:\d{2}:\d{2}\.\d{6}Z$/);
+  assert.match(brk.detail, new RegExp(`previous message .*${keys[4].replaceAll(".", "\\.")}:600`));
+  const [hole] = unexplained(report, "hole");
+  assert.equal(hole.stream, BTC_STREAM);
+  assert.equal(hole.recvTs, specs[4].lines.at(-1)!.recvTs);
+  const s = report.streams[0];
+  assert.equal(s.objects, 10);
+  assert.equal(s.unexplainedBreaks, 1);
+  assert.equal(s.unexplainedHoles, 1);
+  assert.ok(s.coveragePercent < 92 && s.coveragePercent > 85, `coverage ${s.coveragePercent}`);
+});
+
+Deno.test("a gap with disconnected/connected events around it is explained and exits 0", async () => {
+  await using tmp = await tempDir();
+  const btc = await fixtureLines("spot_diff_btcusdt_2024-08-08.ndjson.gz");
+  // 100 messages (10 s) lost while the connection was down, with the events that say so.
+  const before = btc.slice(0, 1000);
+  const after = btc.slice(1100);
+  const lines = [
+    ...before,
+    event(before.at(-1)!.recvTs + 1000, BTC_STREAM, "disconnected"),
+    event(after[0].recvTs - 1000, BTC_STREAM, "connected"),
+    ...after,
+  ];
+  await writeArchive(tmp.path, batches(lines, SPOT_BTC, 600));
+
+  const { code, report } = await verifyJson(configFor(tmp.path));
+
+  assert.equal(code, 0, JSON.stringify(report.problems));
+  const kinds = report.problems.map((p) => [p.kind, p.explained]);
+  assert.deepEqual(kinds, [["hole", true], ["break", true]]);
+  const s = report.streams[0];
+  assert.deepEqual([s.breaks, s.unexplainedBreaks, s.holes, s.unexplainedHoles], [1, 0, 1, 0]);
+  assert.deepEqual(s.events, { disconnected: 1, connected: 1 });
+  assert.equal(s.coveragePercent, 100);
+  assert.ok(s.holeMs > 9000 && s.unexplainedHoleMs === 0);
+});
+
+Deno.test("a gap event line just before the next message explains the break", async () => {
+  await using tmp = await tempDir();
+  const btc = await fixtureLines("spot_diff_btcusdt_2024-08-08.ndjson.gz");
+  const lines = [
+    ...btc.slice(0, 300),
+    event(btc[302].recvTs - 10, BTC_STREAM, "gap"),
+    ...btc.slice(302, 1000),
+  ];
+  await writeArchive(tmp.path, batches(lines, SPOT_BTC, 600));
+  const { code, report } = await verifyJson(configFor(tmp.path));
+  assert.equal(code, 0);
+  assert.deepEqual(report.problems.map((p) => [p.kind, p.explained]), [["break", true]]);
+});
+
+Deno.test("a restart after a crash (recovered, then connected) explains the break and hole", async () => {
+  await using tmp = await tempDir();
+  const btc = await fixtureLines("spot_diff_btcusdt_2024-08-08.ndjson.gz");
+  const run1 = [...btc.slice(0, 700), event(btc[699].recvTs, BTC_STREAM, "recovered")];
+  const run2 = [event(btc[1000].recvTs - 500, BTC_STREAM, "connected"), ...btc.slice(1000, 1500)];
+  await writeArchive(tmp.path, [
+    ...batches(run1, SPOT_BTC, 600),
+    // The second run numbers its batches from 0 again, under another time.
+    ...batches(run2, SPOT_BTC, 600),
+  ]);
+  const { code, report } = await verifyJson(configFor(tmp.path));
+  assert.equal(code, 0, JSON.stringify(report.problems));
+  assert.deepEqual(report.problems.map((p) => [p.kind, p.explained]), [
+    ["hole", true],
+    ["break", true],
+  ]);
+});
+
+Deno.test("a truncated object is reported by key and the audit goes on with the others", async () => {
+  await using tmp = await tempDir();
+  const btc = await fixtureLines("spot_diff_btcusdt_2024-08-08.ndjson.gz");
+  const eth = await fixtureLines("spot_diff_ethusdt_2024-08-08.ndjson.gz");
+  const keys = await writeArchive(tmp.path, batches(btc, SPOT_BTC, 600));
+  await writeArchive(tmp.path, batches(eth, SPOT_ETH, 600));
+  const path = archivePath(tmp.path, keys[3]);
+  await Deno.writeFile(path, (await Deno.readFile(path)).subarray(0, 100));
+
+  const { code, report } = await verifyJson(configFor(tmp.path));
+
+  assert.equal(code, 1);
+  const [bad] = unexplained(report, "unreadable");
+  assert.equal(bad.key, keys[3]);
+  assert.equal(bad.stream, BTC_STREAM);
+  const [btcStats, ethStats] = report.streams;
+  assert.equal(btcStats.unreadableObjects, 1);
+  assert.equal(btcStats.objects, 11);
+  // Every other object was read: all but the 600 lines of the cut one (at most a line survives).
+  assert.ok(btcStats.messages >= btc.length - 600 && btcStats.messages <= btc.length - 599);
+  assert.match(unexplained(report, "break")[0].detail, /follows unreadable object/);
+  assert.equal(ethStats.messages, eth.length);
+  assert.equal(ethStats.unreadableObjects + ethStats.breaks, 0);
+});
+
+Deno.test("a file that is not gzip at all is unreadable too", async () => {
+  await using tmp = await tempDir();
+  const btc = await fixtureLines("spot_diff_btcusdt_2024-08-08.ndjson.gz");
+  const keys = await writeArchive(tmp.path, batches(btc.slice(0, 1200), SPOT_BTC, 600));
+  await Deno.writeTextFile(archivePath(tmp.path, keys[1]), "this is not gzip\n");
+  const { code, report } = await verifyJson(configFor(tmp.path));
+  assert.equal(code, 1);
+  assert.deepEqual(unexplained(report).map((p) => [p.kind, p.key]), [["unreadable", keys[1]]]);
+});
+
+Deno.test("a malformed line is reported with its object key and line number", async () => {
+  await using tmp = await tempDir();
+  const btc = await fixtureLines("spot_diff_btcusdt_2024-08-08.ndjson.gz");
+  const specs = batches(btc.slice(0, 1200), SPOT_BTC, 600);
+  const broken = [...specs[1].lines];
+  broken.splice(4, 0, { recvTs: broken[3].recvTs, text: '{"recv_ts":1,"stream":' });
+  broken.splice(9, 0, { recvTs: broken[8].recvTs, text: '{"recv_ts":"x","stream":"a"}' });
+  const keys = await writeArchive(tmp.path, [specs[0], { ...specs[1], lines: broken }]);
+
+  const { code, report } = await verifyJson(configFor(tmp.path));
+
+  assert.equal(code, 1);
+  const found = unexplained(report, "malformed").map((p) => [p.key, p.line, p.stream]);
+  assert.deepEqual(found, [[keys[1], 5, BTC_STREAM], [keys[1], 10, BTC_STREAM]]);
+  assert.equal(report.streams[0].malformedLines, 2);
+  assert.equal(report.streams[0].messages, 1200);
+  assert.equal(report.streams[0].breaks, 0);
+});
+
+Deno.test("an object stored twice under another key shows as duplicates", async () => {
+  await using tmp = await tempDir();
+  const btc = await fixtureLines("spot_diff_btcusdt_2024-08-08.ndjson.gz");
+  const specs = batches(btc.slice(0, 1800), SPOT_BTC, 600);
+  await writeArchive(tmp.path, [...specs, { ...specs[1], instanceId: "other-box", seq: 9 }]);
+
+  const { code, report } = await verifyJson(configFor(tmp.path));
+
+  assert.equal(code, 1);
+  const s = report.streams[0];
+  assert.equal(s.duplicates, 600);
+  assert.equal(s.messages, 2400);
+  assert.equal(s.breaks + s.holes, 0);
+  const dups = unexplained(report, "duplicate");
+  assert.equal(dups.length, 1);
+  // The copy read second is the duplicate (same time: ordered by instance, then seq).
+  assert.match(dups[0].key!, /_test-box_000001\.ndjson\.gz$/);
+  assert.match(dups[0].detail, /^600 message\(s\) stored again/);
+});
+
+Deno.test("keys outside the layout are reported; sidecars and temporary files are not", async () => {
+  await using tmp = await tempDir();
+  const btc = await fixtureLines("spot_diff_btcusdt_2024-08-08.ndjson.gz");
+  const [key] = await writeArchive(tmp.path, batches(btc.slice(0, 500), SPOT_BTC, 600));
+  const dir = key.slice(0, key.lastIndexOf("/"));
+  const junk = await gzipLines([btc[0].text], 1);
+  const bad = [
+    `${dir}/garbage.ndjson.gz`,
+    key.replace("hour=", "hour=0"), // the partition disagrees with the time
+    "binance/exchange=binance/market=spot/stray.ndjson.gz",
+    "binance/exchange=binance/market=spot/notstream/x.ndjson.gz",
+  ];
+  for (const k of bad) await writeObject(tmp.path, k, junk);
+  await writeObject(tmp.path, `${key}.tmp-1a2b3c4d`, junk);
+  await writeObject(tmp.path, "binance/_l2-uploader-check/probe.ndjson.gz", junk);
+
+  const { code, report } = await verifyJson(configFor(tmp.path));
+
+  assert.equal(code, 1);
+  assert.deepEqual(unexplained(report, "bad-key").map((p) => p.key).sort(), [...bad].sort());
+  assert.equal(report.problems.length, bad.length);
+  assert.equal(report.streams[0].messages, 500);
+});
+
+Deno.test("--from/--to select objects by partition and time, and lines by recv_ts", async () => {
+  await using tmp = await tempDir();
+  const btc = await fixtureLines("spot_diff_btcusdt_2024-08-08.ndjson.gz");
+  const specs = batches(btc, SPOT_BTC, 600);
+  const keys = await writeArchive(tmp.path, specs);
+  // Another day that must not even be listed.
+  const later = btc.slice(0, 50).map((l) => ({
+    recvTs: l.recvTs + 86_400e6,
+    text: l.text.replace(String(l.recvTs), String(l.recvTs + 86_400e6)),
+  }));
+  await writeArchive(tmp.path, batches(later, SPOT_BTC, 600));
+  // A missing object outside the range changes nothing inside it.
+  await Deno.remove(archivePath(tmp.path, keys[9]));
+
+  const from = btc[1000].recvTs; // in the middle of object 1
+  const to = btc[3000].recvTs; // the first line of object 5
+  const listed: string[] = [];
+  const read: string[] = [];
+  const local = localArchiveReader(join(tmp.path, "archive"));
+  const reader: ArchiveReader = {
+    ...local,
+    list: (prefix) => (listed.push(prefix), local.list(prefix)),
+    read: (key) => (read.push(key), local.read(key)),
+  };
+  const { code, report } = await verifyJson(configFor(tmp.path), [
+    "--from",
+    isoMicros(from),
+    "--to",
+    isoMicros(to),
+  ], { reader });
+
+  assert.equal(code, 0, JSON.stringify(report.problems));
+  assert.deepEqual(report.range, {
+    from: isoMicros(from),
+    to: isoMicros(to),
+    fromRecvTs: from,
+    toRecvTs: to,
+  });
+  // Object 1 starts before --from but reaches into the range; object 5 starts at --to.
+  assert.deepEqual(read, keys.slice(1, 5));
+  assert.ok(listed.every((prefix) => prefix.includes("/date=2024-08-08/")), listed.join());
+  const s = report.streams[0];
+  assert.equal(s.messages, 2000);
+  assert.equal(s.objects, 4);
+  assert.ok(s.coveragePercent > 99.9, String(s.coveragePercent));
+  assert.deepEqual([s.firstRecvTs, s.lastRecvTs], [from, btc[2999].recvTs]);
+});
+
+Deno.test("--symbol keeps only the symbols asked for; one with no data fails", async () => {
+  await using tmp = await tempDir();
+  const btc = await fixtureLines("spot_diff_btcusdt_2024-08-08.ndjson.gz");
+  const eth = await fixtureLines("spot_diff_ethusdt_2024-08-08.ndjson.gz");
+  const keys = await writeArchive(tmp.path, batches(btc, SPOT_BTC, 600));
+  await writeArchive(tmp.path, batches(eth, SPOT_ETH, 600));
+  await Deno.remove(archivePath(tmp.path, keys[4])); // a broken BTC stream is not looked at
+
+  const only = await verifyJson(configFor(tmp.path), ["--symbol", "ethusdt"]);
+  assert.equal(only.code, 0);
+  assert.deepEqual(only.report.streams.map((s) => s.stream), ["ethusdt@depth@100ms"]);
+
+  const missing = await verifyJson(configFor(tmp.path), ["--symbol", "ETHUSDT,XRPUSDT"]);
+  assert.equal(missing.code, 1);
+  assert.deepEqual(
+    unexplained(missing.report).map((p) => [p.kind, p.detail]),
+    [["no-data", "no object of symbol XRPUSDT in the range"]],
+  );
+});
+
+Deno.test("--json gives the report with exit code, location, range, streams and problems", async () => {
+  await using tmp = await tempDir();
+  const btc = await fixtureLines("spot_diff_btcusdt_2024-08-08.ndjson.gz");
+  const keys = await writeArchive(tmp.path, batches(btc, SPOT_BTC, 600));
+  await Deno.remove(archivePath(tmp.path, keys[2]));
+  const { code, report } = await verifyJson(configFor(tmp.path));
+  assert.equal(code, 1);
+  assert.equal(report.exitCode, 1);
+  assert.equal(report.location, join(tmp.path, "archive"));
+  assert.deepEqual(Object.keys(report).sort(), [
+    "exitCode",
+    "lines",
+    "location",
+    "objects",
+    "ok",
+    "problems",
+    "problemsOmitted",
+    "range",
+    "streams",
+  ]);
+  assert.deepEqual(Object.keys(report.range).sort(), ["from", "fromRecvTs", "to", "toRecvTs"]);
+  assert.match(report.range.from!, /^2024-08-08T\d{2}:\d{2}:\d{2}\.\d{6}Z$/);
+  const stream = report.streams[0];
+  for (
+    const field of [
+      "stream",
+      "market",
+      "streamType",
+      "symbol",
+      "objects",
+      "messages",
+      "snapshots",
+      "events",
+      "duplicates",
+      "breaks",
+      "unexplainedBreaks",
+      "holes",
+      "unexplainedHoles",
+      "unreadableObjects",
+      "malformedLines",
+      "firstRecvTs",
+      "lastRecvTs",
+      "firstUpdateId",
+      "lastUpdateId",
+      "maxHoleMs",
+      "holeMs",
+      "unexplainedHoleMs",
+      "coveragePercent",
+    ]
+  ) assert.ok(field in stream, field);
+  assert.deepEqual(
+    [stream.market, stream.streamType, stream.symbol],
+    ["spot", "depth@100ms", "BTCUSDT"],
+  );
+  const problem = report.problems[0];
+  assert.deepEqual(Object.keys(problem).sort(), [
+    "detail",
+    "explained",
+    "key",
+    "kind",
+    "line",
+    "recvTs",
+    "stream",
+    "time",
+  ]);
+});
+
+Deno.test("REST snapshots in a diff stream's objects count as snapshots, outside the chain", async () => {
+  await using tmp = await tempDir();
+  const btc = await fixtureLines("spot_diff_btcusdt_2024-08-08.ndjson.gz");
+  const snapshotText = (await Deno.readTextFile(
+    new URL("./fixtures/spot_snapshot_btcusdt_2024-08-08.ndjson", import.meta.url),
+  )).trim();
+  const ts = btc[10].recvTs - 5;
+  const lines = [
+    ...btc.slice(0, 10),
+    { recvTs: ts, text: dataLine(ts, "btcusdt@depthSnapshot", snapshotText) },
+    ...btc.slice(10, 1000),
+  ];
+  await writeArchive(tmp.path, batches(lines, SPOT_BTC, 600));
+  const { code, report } = await verifyJson(configFor(tmp.path));
+  assert.equal(code, 0, JSON.stringify(report.problems));
+  assert.deepEqual(report.streams.map((s) => [s.stream, s.messages, s.snapshots]), [
+    [BTC_STREAM, 1000, 1],
+  ]);
+});
+
+Deno.test("the USD-M pu chain passes on real data and breaks when a message is missing", async () => {
+  await using tmp = await tempDir();
+  const usdm = await fixtureLines("usdm_diff_btcusdt_2024-08-08.ndjson.gz");
+  const stream = { market: "usdm", streamType: "depth@0ms", symbol: "BTCUSDT" };
+  await writeArchive(tmp.path, batches(usdm, stream, 1000));
+  const clean = await verifyJson(configFor(tmp.path));
+  assert.equal(clean.code, 0, JSON.stringify(clean.report.problems));
+  assert.equal(clean.report.streams[0].messages, usdm.length);
+
+  await using tmp2 = await tempDir();
+  await writeArchive(tmp2.path, batches([...usdm.slice(0, 500), ...usdm.slice(501)], stream, 1000));
+  const broken = await verifyJson(configFor(tmp2.path));
+  assert.equal(broken.code, 1);
+  const [brk] = unexplained(broken.report, "break");
+  assert.equal(brk.stream, "btcusdt@depth@0ms");
+  assert.equal(brk.line, 501);
+  assert.match(brk.detail, /^pu \d+ does not continue the previous u \d+/);
+});
+
+/** A partial-book stream: one message per 100 ms, lastUpdateId growing by `step`. */
+function partialLines(count: number, opts: { start: number; ids?: (i: number) => number }) {
+  const stream = "btcusdt@depth20@100ms";
+  return Array.from({ length: count }, (_, i) => {
+    const recvTs = opts.start + i * 100_000;
+    const id = opts.ids ? opts.ids(i) : 1000 + i * 3;
+    const data = `{"lastUpdateId":${id},"bids":[["1.0","2.0"]],"asks":[["1.1","3.0"]]}`;
+    return { recvTs, text: dataLine(recvTs, stream, data) };
+  });
+}
+
+const PARTIAL = { market: "spot", streamType: "depth20@100ms", symbol: "BTCUSDT" };
+const T0 = Date.UTC(2026, 0, 2, 3, 4, 5) * 1000;
+
+Deno.test("a partial stream whose lastUpdateId goes backwards has duplicates, not breaks", async () => {
+  await using tmp = await tempDir();
+  // Message 50 repeats an older id; ids skip by design otherwise.
+  const lines = partialLines(200, { start: T0, ids: (i) => i === 50 ? 1000 : 1000 + i * 7 });
+  await writeArchive(tmp.path, batches(lines, PARTIAL, 100));
+  const { code, report } = await verifyJson(configFor(tmp.path));
+  assert.equal(code, 1);
+  const s = report.streams[0];
+  assert.deepEqual([s.duplicates, s.breaks, s.holes], [1, 0, 0]);
+  const [dup] = unexplained(report, "duplicate");
+  assert.equal(dup.line, 51);
+  assert.equal(dup.stream, "btcusdt@depth20@100ms");
+});
+
+Deno.test("a time hole is found at 10 x the stream speed by default, and --max-hole moves it", async () => {
+  await using tmp = await tempDir();
+  // 3 s without any line in a 100 ms stream: the ids continue, so only the time says so.
+  const first = partialLines(100, { start: T0 });
+  const second = partialLines(100, {
+    start: first.at(-1)!.recvTs + 3_000_000,
+    ids: (i) => 2000 + i,
+  });
+  await writeArchive(tmp.path, batches([...first, ...second], PARTIAL, 1000));
+
+  const byDefault = await verifyJson(configFor(tmp.path));
+  assert.equal(byDefault.code, 1);
+  const [hole] = unexplained(byDefault.report, "hole");
+  assert.equal(hole.recvTs, first.at(-1)!.recvTs);
+  assert.equal(hole.line, 101);
+  assert.match(hole.detail, /^no line for 3 s \(threshold 1 s\)/);
+  assert.equal(byDefault.report.streams[0].unexplainedHoleMs, 3000);
+
+  const lenient = await verifyJson(configFor(tmp.path), ["--max-hole", "5s"]);
+  assert.equal(lenient.code, 0);
+  assert.equal(lenient.report.streams[0].maxHoleMs, 5000);
+  const strict = await verifyJson(configFor(tmp.path), ["--max-hole", "2500ms"]);
+  assert.equal(strict.code, 1);
+});
+
+Deno.test("defaultMaxHoleMs is 10 x the speed in the stream type, at least 1 s", () => {
+  assert.equal(defaultMaxHoleMs("depth@100ms"), 1000);
+  assert.equal(defaultMaxHoleMs("depth20@250ms"), 2500);
+  assert.equal(defaultMaxHoleMs("depth5@1000ms"), 10_000);
+  assert.equal(defaultMaxHoleMs("depth"), 10_000);
+  assert.equal(defaultMaxHoleMs("depth@0ms"), 1000);
+});
+
+Deno.test("an empty archive is a problem, not a pass", async () => {
+  await using tmp = await tempDir();
+  const { code, report } = await verifyJson(configFor(tmp.path));
+  assert.equal(code, 1);
+  assert.deepEqual(report.problems.map((p) => p.kind), ["no-data"]);
+});
+
+Deno.test("usage errors exit 2 and say what is wrong", async () => {
+  await using tmp = await tempDir();
+  const config = configFor(tmp.path);
+  const cases: Array<[string[], RegExp]> = [
+    [["--from", "yesterday"], /--from: not an ISO 8601/],
+    [["--to", "2024-02-30"], /--to: not an ISO 8601/],
+    [["--from", "2024-08-09", "--to", "2024-08-08"], /is not before/],
+    [["--max-hole", "5x"], /--max-hole: not a duration/],
+    [["--max-hole", "0s"], /--max-hole: not a duration/],
+    [["--symbol", "BTC/USDT"], /--symbol: not a symbol/],
+    [["--bogus"], /Unknown option '--bogus'/],
+  ];
+  for (const [args, message] of cases) {
+    let out = "";
+    const code = await verifyFromArgs(config, args, { print: (t) => out += t });
+    assert.equal(code, 2, args.join(" "));
+    assert.match(out, message);
+  }
+});
+
+Deno.test("an archive that cannot be listed exits 2 naming where it is", async () => {
+  await using tmp = await tempDir();
+  const reader: ArchiveReader = {
+    ...localArchiveReader(tmp.path),
+    location: "s3://nope/binance",
+    // deno-lint-ignore require-yield
+    async *children() {
+      throw new Error("NoSuchBucket: The specified bucket does not exist");
+    },
+  };
+  let out = "";
+  const code = await verifyFromArgs(configFor(tmp.path), [], {
+    print: (t) => out += t,
+    reader,
+  });
+  assert.equal(code, 2);
+  assert.match(out, /cannot list the archive at s3:\/\/nope\/binance: NoSuchBucket/);
+});
+
+Deno.test("parseTime reads dates and times as UTC unless an offset is given, to the µs", () => {
+  assert.equal(parseTime("2024-08-08"), Date.UTC(2024, 7, 8) * 1000);
+  assert.equal(parseTime("2024-08-08T10:30"), Date.UTC(2024, 7, 8, 10, 30) * 1000);
+  assert.equal(parseTime("2024-08-08T10:30:00+02:00"), Date.UTC(2024, 7, 8, 8, 30) * 1000);
+  assert.equal(
+    parseTime("2024-08-08T10:30:01.000123Z"),
+    Date.UTC(2024, 7, 8, 10, 30, 1) * 1000 + 123,
+  );
+  assert.equal(parseTime("08/08/2024"), null);
+});
+
+Deno.test("the Auditor keeps its problem list bounded and still counts everything", () => {
+  const auditor = new Auditor({ maxProblems: 3 });
+  const key = planKey({ ...PARTIAL, prefix: "", firstRecvTs: T0, instanceId: "x", seq: 0 });
+  assert.equal(auditor.beginObject(key), true);
+  for (let i = 1; i <= 10; i++) auditor.line("not json", i);
+  auditor.endObject();
+  const report = auditor.report();
+  assert.equal(report.problems.length, 3);
+  assert.equal(report.problemsOmitted, 7);
+  assert.equal(report.streams[0].malformedLines, 10);
+  assert.equal(report.ok, false);
+  assert.match(formatReport(report, "x"), /… 7 more \(see --json\)/);
+});
+
+Deno.test({
+  name: "verify reads an S3 archive page by page and streams each object",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await using s3 = await TestS3.start();
+    const btc = await fixtureLines("spot_diff_btcusdt_2024-08-08.ndjson.gz");
+    const specs = batches(btc.slice(0, 3000), SPOT_BTC, 500);
+    const keys: string[] = [];
+    for (const spec of specs) {
+      const key = keyOf(spec);
+      keys.push(key);
+      await s3.client.send(
+        new PutObjectCommand({
+          Bucket: TEST_BUCKET,
+          Key: key,
+          Body: await gzipLines(spec.lines.map((l) => l.text), 6),
+        }),
+      );
+    }
+    // A cut object, and a probe left by `check` beside the archive.
+    const cut = await gzipLines(specs[2].lines.map((l) => l.text), 6);
+    await s3.client.send(
+      new PutObjectCommand({ Bucket: TEST_BUCKET, Key: keys[2], Body: cut.subarray(0, 100) }),
+    );
+    await s3.client.send(
+      new PutObjectCommand({
+        Bucket: TEST_BUCKET,
+        Key: "binance/_l2-uploader-check/x.probe",
+        Body: "probe\n",
+      }),
+    );
+    await using tmp = await tempDir();
+    const config = configFor(tmp.path, { ...s3.env() });
+    assert.ok(config.s3);
+    const reader = s3ArchiveReader(config.s3, { client: s3.client });
+    assert.equal(reader.location, `s3://${TEST_BUCKET}/binance`);
+    const listed = (await Array.fromAsync(reader.list("binance/"))).sort();
+    assert.deepEqual(listed, [...keys].sort());
+
+    const { code, report } = await verifyJson(config, [], { reader });
+
+    assert.equal(code, 1);
+    assert.deepEqual(unexplained(report, "unreadable").map((p) => p.key), [keys[2]]);
+    assert.equal(report.streams[0].objects, 6);
+    assert.ok(report.streams[0].messages >= 2500);
+    assert.equal(unexplained(report, "break").length, 1);
+
+    // From the object after the one after the cut (which may reach into the range): clean.
+    const after = await verifyJson(config, ["--from", isoMicros(specs[4].lines[0].recvTs)], {
+      reader,
+    });
+    assert.equal(after.code, 0, JSON.stringify(after.report.problems));
+
+    // A second symbol across two dates: the level-by-level walk finds every partition.
+    const eth = await fixtureLines("spot_diff_ethusdt_2024-08-08.ndjson.gz");
+    for (const spec of batches(eth, SPOT_ETH, 1000)) {
+      await s3.client.send(
+        new PutObjectCommand({
+          Bucket: TEST_BUCKET,
+          Key: keyOf(spec),
+          Body: await gzipLines(spec.lines.map((l) => l.text), 1),
+        }),
+      );
+    }
+    const symbolLevel = "binance/exchange=binance/market=spot/stream=depth@100ms/";
+    assert.deepEqual((await Array.fromAsync(reader.children(symbolLevel))).sort(), [
+      { prefix: `${symbolLevel}symbol=BTCUSDT/` },
+      { prefix: `${symbolLevel}symbol=ETHUSDT/` },
+    ]);
+    assert.deepEqual(
+      await Array.fromAsync(reader.children(`${symbolLevel}symbol=ETHUSDT/`)),
+      [
+        { prefix: `${symbolLevel}symbol=ETHUSDT/date=2024-08-08/` },
+        { prefix: `${symbolLevel}symbol=ETHUSDT/date=2024-08-09/` },
+      ],
+    );
+    const ethOnly = await verifyJson(config, ["--symbol", "ETHUSDT"], { reader });
+    assert.equal(ethOnly.code, 0, JSON.stringify(ethOnly.report.problems));
+    assert.equal(ethOnly.report.streams[0].messages, eth.length);
+    assert.equal(ethOnly.report.streams[0].objects, 7);
+  },
+});
+
+Deno.test("the local reader lists only final objects and walks one level at a time", async () => {
+  await using tmp = await tempDir();
+  const btc = await fixtureLines("spot_diff_btcusdt_2024-08-08.ndjson.gz");
+  const keys = await writeArchive(tmp.path, batches(btc.slice(0, 1000), SPOT_BTC, 600));
+  const reader = localArchiveReader(join(tmp.path, "archive"));
+  assert.deepEqual((await Array.fromAsync(reader.list("binance/"))).sort(), keys);
+  assert.deepEqual(
+    (await Array.fromAsync(reader.list("binance/exchange=binance/market=sp"))).sort(),
+    keys,
+  );
+  assert.deepEqual(await Array.fromAsync(reader.list("nothing/")), []);
+  assert.deepEqual(await Array.fromAsync(reader.children("binance/")), [
+    { prefix: "binance/exchange=binance/" },
+  ]);
+  const body = await new Response(await reader.read(keys[0])).arrayBuffer();
+  assert.equal(new TextDecoder().decode(gunzipSync(new Uint8Array(body))).split("\n").length, 601);
+});
