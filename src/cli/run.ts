@@ -200,6 +200,7 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
       },
     });
     const streams = depthStreams(config.symbols, config);
+    metrics.declare({ streams: streams.map((s) => s.name), sink: sink.kind });
     const restLimiter = new RestLimiter({ market: config.market, fetch: options.fetch });
     await checkConfiguredSymbols(config, restLimiter);
     const feedStop = new AbortController();

@@ -71,6 +71,20 @@ export class Metrics {
     "Resident memory size in bytes",
   );
 
+  constructor() {
+    // Series with labels appear only once touched: show the known ones at 0.
+    for (const cause of ["server", "error", "stale", "open-timeout"]) {
+      this.reconnects.inc({ cause }, 0);
+    }
+  }
+
+  /** Shows each configured stream and the sink from the start, at 0. */
+  declare(options: { streams: readonly string[]; sink: string }): void {
+    for (const stream of options.streams) this.messagesReceived.inc({ stream }, 0);
+    this.batchesStored.inc({ sink: options.sink }, 0);
+    this.bytesStored.inc({ sink: options.sink }, 0);
+  }
+
   #counter<L extends string>(name: string, help: string, labelNames: L[] = []): Counter<L> {
     return new Counter({ name, help, labelNames, registers: [this.registry] });
   }
