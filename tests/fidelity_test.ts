@@ -216,3 +216,68 @@ Deno.test("the collector exits 2 listing symbols that Binance does not trade", a
   assert.match(result.stderr, /FAKEUSDT/);
   assert.doesNotMatch(result.stderr, /BTCUSDT \(/);
 });
+
+Deno.test({
+  name: "USD-M futures: the /public path, pu chains, /fapi snapshots and market=usdm keys",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await using exchange = await FakeExchange.start({ lifetimeMs: 6000 });
+    const stream = "btcusdt@depth@100ms";
+    exchange.setFeed(
+      stream,
+      replayFeed({
+        rate: 20,
+        payloads: await loadFixturePayloads(
+          new URL("usdm_diff_btcusdt_2024-08-08.ndjson.gz", FIXTURES),
+        ),
+      }),
+    );
+    exchange.setFeed(
+      "ethusdt@depth@100ms",
+      diffDepthFeed({ rate: 20, symbol: "ETHUSDT", market: "usdm" }),
+    );
+    await using tmp = await tempDir();
+    await using proc = spawnCollector({
+      SYMBOL: "BTCUSDT,ETHUSDT",
+      MARKET: "usdm",
+      DEPTH_LEVEL: "full",
+      UPDATE_SPEED_MS: "100",
+      BINANCE_WS_URL: `${exchange.wsUrl}/public`,
+      BINANCE_REST_URL: exchange.restUrl,
+      DATA_DIR: tmp.path,
+      BATCH_SECONDS: "1",
+      WS_ROTATE_SECONDS: "4",
+      METRICS_ADDR: "off",
+    });
+    await waitFor(() => exchange.openCount > 0, 15_000, "the collector to connect");
+    await delay(10_000);
+    const sent = exchange.sentFor(stream).map((f) =>
+      f.text.slice(`{"stream":"${stream}","data":`.length, -1)
+    );
+    proc.kill("SIGTERM");
+    assert.equal((await proc.status).code, 0, proc.stderr());
+
+    assert.ok(exchange.connections.every((c) => c.url.includes("/public/stream?streams=")));
+    assert.ok(
+      exchange.restRequests.some((r) => r.path === "/fapi/v1/depth"),
+      "no futures snapshot",
+    );
+    const lines = await readArchive(`${tmp.path}/archive`);
+    assert.ok(lines.every((l) => l.key.includes("/market=usdm/")));
+    for (const s of [stream, "ethusdt@depth@100ms"]) {
+      const diffs = diffLines(lines, s);
+      let last: number | undefined;
+      const breaks = diffs.filter((l) => {
+        const d = l.value.data as { pu: number; u: number };
+        const broken = last !== undefined && d.pu !== last;
+        last = d.u;
+        return broken;
+      });
+      assert.deepEqual(breaks.map((b) => b.text.slice(0, 80)), [], `${s}: pu chain broken`);
+      assert.ok(lines.some((l) => l.value.stream === `${s.split("@")[0]}@depthSnapshot`));
+    }
+    const stored = new Set(diffLines(lines, stream).map(rawData));
+    assert.equal(sent.filter((p) => !stored.has(p)).length, 0, "futures updates missing");
+  },
+});

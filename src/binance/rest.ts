@@ -55,6 +55,11 @@ export class RestLimiter {
     this.#now = options.now ?? Date.now;
   }
 
+  /** Earliest time (ms, the limiter's clock) the next call may start. */
+  get nextCallAt(): number {
+    return this.#notBefore;
+  }
+
   /** GETs `url` (weight `weight`), returning status, headers and the exact body text. */
   get(
     url: string,
