@@ -161,7 +161,7 @@ async function runWithSignals(config: Config): Promise<number> {
       return;
     }
     log.warn("Received {signal} again; exiting at once without storing open batches", { signal });
-    Deno.exit(1);
+    closeLogging().finally(() => Deno.exit(1));
   };
   const listeners = signals.map((s) => [s, onSignal(s)] as const);
   for (const [s, fn] of listeners) Deno.addSignalListener(s, fn);

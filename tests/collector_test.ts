@@ -153,14 +153,16 @@ Deno.test("collector exits 2 naming every bad variable and printing no secret", 
   assert.doesNotMatch(result.stderr, /wJalrXUtnFEMI|SECRET/);
 });
 
-Deno.test("collector --version prints the version from deno.json and --help lists run", async () => {
+Deno.test("collector --version prints the version from deno.json and --help lists every command", async () => {
   const denoJson = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url)));
   const version = await runCollector({}, { args: ["--version"] });
   assert.equal(version.code, 0);
   assert.equal(version.stdout.trim(), `l2-uploader ${denoJson.version}`);
   const help = await runCollector({}, { args: ["--help"] });
   assert.equal(help.code, 0);
-  assert.match(help.stdout, /^\s+run\s/m);
+  for (const command of ["run", "check", "status", "verify", "install", "uninstall"]) {
+    assert.match(help.stdout, new RegExp(`^\\s+${command}\\s`, "m"), `${command} not in --help`);
+  }
 });
 
 Deno.test("collector exits 2 naming DATA_DIR when it is not writable", async () => {
@@ -171,4 +173,66 @@ Deno.test("collector exits 2 naming DATA_DIR when it is not writable", async () 
   assert.equal(result.code, 2, result.stderr);
   assert.match(result.stderr, /DATA_DIR/);
   assert.ok(result.stderr.includes(`${file}/data`));
+});
+
+Deno.test("collector warns when its .env file is readable by others, and reads it", async () => {
+  await using tmp = await tempDir();
+  const envFile = `${tmp.path}/collector.env`;
+  await Deno.writeTextFile(envFile, "DEPTH_LEVEL=7\n");
+  await Deno.chmod(envFile, 0o644);
+  const shared = await runCollector({}, { args: ["--env-file", envFile] });
+  assert.equal(shared.code, 2, "the file's bad DEPTH_LEVEL should be read");
+  assert.match(shared.stderr, /readable by group or others/);
+  assert.match(shared.stderr, /DEPTH_LEVEL="7"/);
+  await Deno.chmod(envFile, 0o600);
+  const private_ = await runCollector({}, { args: ["--env-file", envFile] });
+  assert.doesNotMatch(private_.stderr, /readable by group or others/);
+  const missing = await runCollector({}, { args: ["--env-file", `${tmp.path}/nope.env`] });
+  assert.equal(missing.code, 2);
+  assert.match(missing.stderr, /nope\.env/);
+});
+
+Deno.test({
+  name: "collector writes JSON log lines to LOG_FILE and a second signal exits at once",
+  sanitizeResources: false,
+  async fn() {
+    await using exchange = await FakeExchange.start();
+    exchange.setFeed("btcusdt@depth20@100ms", partialDepthFeed({ rate: 20 }));
+    await using tmp = await tempDir();
+    // A bucket on a closed port: shutdown spends its budget retrying, so
+    // there is time for a second signal.
+    const closed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (closed.addr as Deno.NetAddr).port;
+    closed.close();
+    await using proc = spawnCollector({
+      BINANCE_WS_URL: exchange.wsUrl,
+      BINANCE_REST_URL: exchange.restUrl,
+      DATA_DIR: tmp.path,
+      METRICS_ADDR: "off",
+      S3_BUCKET_NAME: "some-bucket",
+      S3_ENDPOINT: `http://127.0.0.1:${port}`,
+      S3_FORCE_PATH_STYLE: "true",
+      AWS_REGION: "us-east-1",
+      AWS_ACCESS_KEY_ID: "AKIDEXAMPLE",
+      AWS_SECRET_ACCESS_KEY: "not-a-real-secret-value",
+      LOG_FILE: `${tmp.path}/collector.log`,
+      LOG_FORMAT: "json",
+    });
+    await waitFor(() => exchange.openCount > 0, 15_000, "connect");
+    await delay(1500);
+    proc.kill("SIGTERM");
+    await delay(300);
+    const secondAt = Date.now();
+    proc.kill("SIGTERM");
+    const status = await proc.status;
+    assert.equal(status.code, 1, "a second signal exits at once, non-zero");
+    assert.ok(Date.now() - secondAt < 2000, "the second signal must not wait for the flush");
+    const log = (await Deno.readTextFile(`${tmp.path}/collector.log`)).trim().split("\n");
+    const records = log.map((line) => JSON.parse(line));
+    assert.ok(records.some((r) => /again/.test(String(r.message))), "second signal not logged");
+    assert.ok(
+      records.every((r) => typeof r["@timestamp"] === "string" && typeof r.level === "string"),
+    );
+    assert.ok(!log.join("\n").includes("not-a-real-secret-value"), "a secret reached the log");
+  },
 });

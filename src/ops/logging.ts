@@ -41,6 +41,9 @@ export async function setUpLogging(options: LoggingOptions): Promise<void> {
   if (options.file) {
     sinks.file = getRotatingFileSink(options.file, {
       formatter,
+      // Events are few: write each line through, so a crash or SIGKILL
+      // never loses the lines that explain it.
+      bufferSize: 0,
       maxSize: options.maxBytes,
       maxFiles: options.maxFiles,
     });
