@@ -37,17 +37,26 @@ export interface S3SinkOptions {
   readonly requestTimeoutMs?: number;
 }
 
-export function s3Sink(config: S3Config, options: S3SinkOptions = {}): S3Sink {
-  const client = options.client ?? new S3Client({
+/** An S3 client for the configured store; credentials from the SDK's chain. */
+export function s3Client(
+  config: S3Config,
+  options: { maxAttempts?: number; requestTimeoutMs?: number } = {},
+): S3Client {
+  return new S3Client({
     region: config.region ?? "us-east-1",
     endpoint: config.endpoint,
     forcePathStyle: config.forcePathStyle,
-    maxAttempts: 1,
+    maxAttempts: options.maxAttempts,
     requestHandler: {
       connectionTimeout: 5_000,
       requestTimeout: options.requestTimeoutMs ?? 30_000,
     },
   });
+}
+
+export function s3Sink(config: S3Config, options: S3SinkOptions = {}): S3Sink {
+  const client = options.client ??
+    s3Client(config, { maxAttempts: 1, requestTimeoutMs: options.requestTimeoutMs });
   const describe = () =>
     `bucket "${config.bucket}" (region ${config.region ?? "from the AWS config"}, endpoint ${
       config.endpoint ?? "AWS default"

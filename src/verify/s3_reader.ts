@@ -3,11 +3,12 @@
  * ListObjectsV2 page by page (one level at a time by skipping ahead) and
  * GetObject streamed, so a large object is never held whole in memory.
  *
- * The client is built as the sink builds it (store/s3.ts), except that the
- * SDK's own retries stay on: a read has no uploader around it to retry.
+ * The client is the sink's (store/s3.ts), except that the SDK's own
+ * retries stay on: a read has no uploader around it to retry.
  */
 
-import { GetObjectCommand, ListObjectsV2Command, S3Client } from "@aws-sdk/client-s3";
+import { GetObjectCommand, ListObjectsV2Command, type S3Client } from "@aws-sdk/client-s3";
+import { s3Client } from "../store/s3.ts";
 import type { S3Config } from "../config_types.ts";
 import { type ArchiveEntry, type ArchiveReader, isObjectKey } from "./archive.ts";
 
@@ -19,15 +20,8 @@ export interface S3ReaderOptions {
 }
 
 export function s3ArchiveReader(config: S3Config, options: S3ReaderOptions = {}): ArchiveReader {
-  const client = options.client ?? new S3Client({
-    region: config.region ?? "us-east-1",
-    endpoint: config.endpoint,
-    forcePathStyle: config.forcePathStyle,
-    requestHandler: {
-      connectionTimeout: 5_000,
-      requestTimeout: options.requestTimeoutMs ?? 30_000,
-    },
-  });
+  const client = options.client ??
+    s3Client(config, { requestTimeoutMs: options.requestTimeoutMs });
 
   async function* pages(prefix: string) {
     let token: string | undefined;
