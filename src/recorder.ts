@@ -212,13 +212,23 @@ export class Recorder {
     const stream = frame.stream;
     let state = this.#streams.get(stream);
     if (!state) this.#streams.set(stream, state = {});
-    if (state.owner === undefined) state.owner = socketId;
+    if (state.owner === undefined) {
+      // A new socket after a disconnect may start with messages already stored.
+      state.owner = socketId;
+      state.catchingUp = state.last !== undefined;
+    }
     if (state.owner === socketId) {
       this.#acceptOwned(stream, state, frame, recvTs);
       if (state.held) this.#tryHandover(group, stream, state);
       return;
     }
-    // Another socket of the group: a successor overlapping the owner.
+    // Socket ids only grow: an older socket is one this stream already left
+    // (still delivering frames in flight while it closes). Never go back to it.
+    if (socketId < state.owner) {
+      this.#options.metrics?.rotationRepeats.inc();
+      return;
+    }
+    // A newer socket of the group: a successor overlapping the owner.
     if (state.held?.socketId !== socketId) state.held = { socketId, frames: [] };
     if (state.held.frames.length < MAX_HELD) state.held.frames.push({ frame, recvTs });
     this.#tryHandover(group, stream, state);

@@ -313,3 +313,112 @@ Deno.test({
     assert.equal(line, `{"recv_ts":1000000,"stream":"${BTC}","data":{"lastUpdateId":1}}`);
   },
 });
+
+// --- Handover between sockets (rotation) and continuity -------------------
+
+const DIFF = "btcusdt@depth@100ms";
+
+/** A spot diff frame covering update ids first..last. */
+function diff(first: number, last: number): string {
+  return `{"stream":"${DIFF}","data":{"e":"depthUpdate","E":1,"s":"BTCUSDT","U":${first},"u":${last},"b":[],"a":[]}}`;
+}
+
+function chainSetup() {
+  const submitted: SealedBatch[] = [];
+  const retired: number[] = [];
+  const chainStarts: string[] = [];
+  const recorder = new Recorder({
+    batcher: new Batcher({ batchMs: 60_000, maxLines: 10_000, planKey: (s) => s }),
+    submit: (b) => submitted.push(b),
+    ruleFor: () => "spot-diff",
+    onChainStart: (s) => chainStarts.push(s),
+    monotonicMs: () => 0,
+  });
+  const group = { conn: 1, names: [DIFF], retire: (id: number) => retired.push(id) };
+  const lines = () => {
+    recorder.sealAll();
+    return submitted.flatMap((b) => b.lines).map((l) => JSON.parse(l));
+  };
+  return { recorder, group, retired, chainStarts, lines };
+}
+
+Deno.test("recorder switches a stream to a successor that repeats what was stored, storing each update once", () => {
+  const { recorder, group, retired, lines } = chainSetup();
+  let ts = 0;
+  for (let i = 1; i <= 5; i++) recorder.frame(group, diff(i * 10, i * 10 + 9), ++ts, 1);
+  // The successor joins late: its first frame repeats one already stored.
+  recorder.frame(group, diff(50, 59), ++ts, 2);
+  recorder.frame(group, diff(60, 69), ++ts, 1); // the old socket is still ahead
+  recorder.frame(group, diff(60, 69), ++ts, 2); // repeat, dropped
+  recorder.frame(group, diff(70, 79), ++ts, 2);
+  recorder.frame(group, diff(70, 79), ++ts, 1); // the retired socket's late copy
+  assert.deepEqual(retired, [1]);
+  const all = lines();
+  const data = all.filter((l) => l.data).map((l) => l.data.U);
+  assert.deepEqual(data, [10, 20, 30, 40, 50, 60, 70]);
+  const rotated = all.filter((l) => l.event === "rotated");
+  assert.equal(rotated.length, 1);
+  assert.equal(rotated[0].from_socket, 1);
+  assert.equal(rotated[0].to_socket, 2);
+  assert.ok(!all.some((l) => l.event === "gap"));
+});
+
+Deno.test("recorder holds a successor that is ahead until the old socket catches up", () => {
+  const { recorder, group, retired, lines } = chainSetup();
+  recorder.frame(group, diff(10, 19), 1, 1);
+  recorder.frame(group, diff(30, 39), 2, 2); // ahead: 20..29 not stored yet
+  assert.deepEqual(retired, []);
+  recorder.frame(group, diff(20, 29), 3, 1); // old catches up: the successor now follows on
+  assert.deepEqual(retired, [1]);
+  recorder.frame(group, diff(40, 49), 4, 2);
+  const data = lines().filter((l) => l.data).map((l) => l.data.U);
+  assert.deepEqual(data, [10, 20, 30, 40]);
+});
+
+Deno.test("recorder marks a break with a gap event and asks for a new chain start", () => {
+  const { recorder, group, chainStarts, lines } = chainSetup();
+  recorder.frame(group, diff(10, 19), 1, 1);
+  recorder.frame(group, diff(20, 29), 2, 1);
+  recorder.frame(group, diff(40, 49), 3, 1);
+  const all = lines();
+  const gap = all.find((l) => l.event === "gap");
+  assert.deepEqual({ expected: gap.expected, received: gap.received }, {
+    expected: 30,
+    received: 40,
+  });
+  assert.equal(
+    all.indexOf(gap),
+    all.findIndex((l) => l.data?.U === 40) - 1,
+    "gap line precedes the message",
+  );
+  assert.deepEqual(chainStarts, [DIFF, DIFF]);
+});
+
+Deno.test("recorder drops repeats a new socket delivers after a disconnect", () => {
+  const { recorder, group, lines } = chainSetup();
+  recorder.frame(group, diff(10, 19), 1, 1);
+  recorder.frame(group, diff(20, 29), 2, 1);
+  recorder.closed(group, 1, { recvTs: 3, details: { cause: "server" } });
+  recorder.frame(group, diff(20, 29), 4, 2);
+  recorder.frame(group, diff(30, 39), 5, 2);
+  const all = lines();
+  assert.deepEqual(all.filter((l) => l.data).map((l) => l.data.U), [10, 20, 30]);
+  assert.ok(all.some((l) => l.event === "disconnected"));
+  assert.ok(!all.some((l) => l.event === "gap"));
+});
+
+Deno.test("recorder moves unswitched streams to the successor when the old socket is retired anyway", () => {
+  const { recorder, group, lines } = chainSetup();
+  recorder.frame(group, diff(10, 19), 1, 1);
+  recorder.frame(group, diff(40, 49), 2, 2); // ahead, and the old socket never catches up
+  recorder.closed(group, 1, { replaced: true, recvTs: 3, details: { cause: "rotated" } });
+  const all = lines();
+  const rotated = all.find((l) => l.event === "rotated");
+  assert.equal(rotated.confirmed, false);
+  const gap = all.find((l) => l.event === "gap");
+  assert.deepEqual({ expected: gap.expected, received: gap.received }, {
+    expected: 20,
+    received: 40,
+  });
+  assert.deepEqual(all.filter((l) => l.data).map((l) => l.data.U), [10, 40]);
+});

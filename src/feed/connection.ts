@@ -108,6 +108,7 @@ export const defaultNowMicros = (): number =>
   Math.round((performance.timeOrigin + performance.now()) * 1000);
 
 const decoder = new TextDecoder();
+/** Process-wide and only growing: a later socket always has a larger id (the recorder relies on it). */
 let nextSocketId = 1;
 
 /** Runs until `signal` aborts; resolves once the last socket is closed. */
