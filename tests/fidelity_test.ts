@@ -10,6 +10,7 @@ import {
   diffDepthFeed,
   FakeExchange,
   loadFixturePayloads,
+  partialDepthFeed,
   replayFeed,
 } from "./support/fake_exchange.ts";
 import {
@@ -279,5 +280,53 @@ Deno.test({
     }
     const stored = new Set(diffLines(lines, stream).map(rawData));
     assert.equal(sent.filter((p) => !stored.has(p)).length, 0, "futures updates missing");
+  },
+});
+
+Deno.test({
+  name: "partial-depth streams rotate without a hole or a repeat",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await using exchange = await FakeExchange.start({ lifetimeMs: 5000 });
+    const streams = ["btcusdt@depth20@100ms", "ethusdt@depth20@100ms"];
+    streams.forEach((s, i) =>
+      exchange.setFeed(s, partialDepthFeed({ rate: 40, startId: 1000 * (i + 1) }))
+    );
+    await using tmp = await tempDir();
+    await using proc = spawnCollector({
+      SYMBOL: "BTCUSDT,ETHUSDT",
+      BINANCE_WS_URL: exchange.wsUrl,
+      BINANCE_REST_URL: exchange.restUrl,
+      DATA_DIR: tmp.path,
+      BATCH_SECONDS: "1",
+      WS_ROTATE_SECONDS: "3",
+      METRICS_ADDR: "off",
+    });
+    await waitFor(() => exchange.openCount > 0, 15_000, "the collector to connect");
+    await delay(11_000);
+    const sent = new Map(streams.map((s) => [s, exchange.sentFor(s)]));
+    proc.kill("SIGTERM");
+    assert.equal((await proc.status).code, 0, proc.stderr());
+    const lines = await readArchive(`${tmp.path}/archive`);
+    assert.ok(exchange.connections.length >= 3, "rotations should have happened");
+    for (const stream of streams) {
+      const stored = diffLines(lines, stream).map(rawData);
+      const sentPayloads = [
+        ...new Set(
+          sent.get(stream)!.map((f) => f.text.slice(`{"stream":"${stream}","data":`.length, -1)),
+        ),
+      ];
+      assert.equal(new Set(stored).size, stored.length, `${stream}: repeats stored`);
+      const storedSet = new Set(stored);
+      assert.equal(sentPayloads.filter((p) => !storedSet.has(p)).length, 0, `${stream}: missing`);
+      const ids = stored.map((p) => JSON.parse(p).lastUpdateId as number);
+      assert.ok(ids.every((id, i) => i === 0 || id > ids[i - 1]), `${stream}: ids not increasing`);
+      const events = lines.filter((l) => l.value.stream === stream && l.value.event !== undefined);
+      assert.ok(events.some((e) => e.value.event === "rotated"));
+      assert.ok(
+        !events.some((e) => e.value.event === "disconnected" && e.value.cause !== "shutdown"),
+      );
+    }
   },
 });
