@@ -15,16 +15,7 @@ import {
   spawnCollector,
 } from "./support/collector.ts";
 import { tempDir } from "./support/temp.ts";
-
-const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(check: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await delay(50);
-  }
-}
+import { delay, waitFor } from "./support/wait.ts";
 
 /** Data lines grouped by stream, in archive order (objects sorted by key, lines in order). */
 function dataByStream(lines: readonly ArchivedLine[]): Map<string, string[]> {

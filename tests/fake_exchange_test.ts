@@ -13,6 +13,7 @@ import {
   partialDepthFeed,
   replayFeed,
 } from "./support/fake_exchange.ts";
+import { delay, waitFor } from "./support/wait.ts";
 
 const FIXTURES = new URL("./fixtures/", import.meta.url);
 
@@ -44,7 +45,7 @@ class TestClient implements AsyncDisposable {
 
   /** Waits until at least `count` frames arrived. */
   async waitFor(count: number, timeoutMs = 2000): Promise<void> {
-    await until(() => this.messages.length >= count, timeoutMs, `${count} messages`);
+    await waitFor(() => this.messages.length >= count, timeoutMs, `${count} messages`);
   }
 
   async close(): Promise<void> {
@@ -57,19 +58,7 @@ class TestClient implements AsyncDisposable {
   }
 }
 
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
 /** Polls instead of racing a long timer, so no timer outlives a test. */
-async function until(condition: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!condition()) {
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await delay(5);
-  }
-}
-
 interface DiffPayload {
   e: string;
   E: number;
@@ -109,7 +98,7 @@ Deno.test("fake exchange sends combined frames with the exact Binance shape and 
   const client = await TestClient.connect(`${ex.wsUrl}/stream?streams=${stream}`);
   await client.waitFor(5);
   await client.close();
-  await until(() => ex.connections[0]?.closedAt !== undefined, 1000, "close bookkeeping");
+  await waitFor(() => ex.connections[0]?.closedAt !== undefined, 1000, "close bookkeeping");
 
   let previousId = -1;
   for (const frame of client.messages) {

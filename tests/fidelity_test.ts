@@ -21,18 +21,10 @@ import {
   spawnCollector,
 } from "./support/collector.ts";
 import { tempDir } from "./support/temp.ts";
+import { delay, waitFor } from "./support/wait.ts";
 
-const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const FIXTURES = new URL("./fixtures/", import.meta.url);
 const STREAMS = ["btcusdt@depth@100ms", "ethusdt@depth@100ms", "bnbusdt@depth@100ms"];
-
-async function waitFor(check: () => boolean, timeoutMs: number, what: string) {
-  const until = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await delay(50);
-  }
-}
 
 async function startDiffExchange(options: { lifetimeMs?: number } = {}) {
   const exchange = await FakeExchange.start(options);

@@ -9,8 +9,7 @@ import { FakeExchange, partialDepthFeed } from "./support/fake_exchange.ts";
 import { runCollector, spawnCollector } from "./support/collector.ts";
 import { TestS3 } from "./support/s3.ts";
 import { tempDir } from "./support/temp.ts";
-
-const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
+import { delay } from "./support/wait.ts";
 
 function freePort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });

@@ -12,21 +12,10 @@ import { parseConfig } from "../src/config.ts";
 import { FakeExchange, partialDepthFeed } from "./support/fake_exchange.ts";
 import { type ArchivedLine, rawData, readArchive } from "./support/collector.ts";
 import { listFiles, tempDir } from "./support/temp.ts";
+import { delay, waitFor } from "./support/wait.ts";
 
 const BTC = "btcusdt@depth20@100ms";
 const ETH = "ethusdt@depth20@100ms";
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-async function until(condition: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!condition()) {
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await delay(10);
-  }
-}
 
 interface Recording {
   readonly exchange: FakeExchange;
@@ -60,8 +49,8 @@ async function record(
   let started = false;
   const running = run(config, { shutdown: shutdown.signal, onStarted: () => started = true });
   try {
-    await until(() => started, 2000, "run to start");
-    await until(() => exchange.openCount === 1, 2000, "the collector to connect");
+    await waitFor(() => started, 2000, "run to start");
+    await waitFor(() => exchange.openCount === 1, 2000, "the collector to connect");
     await during();
   } finally {
     shutdown.abort();
@@ -94,7 +83,7 @@ Deno.test("run archives every message exactly once, byte-identical, with connect
   await using tmp = await tempDir();
   const garbage = `{"stream":"${BTC}","data":{"lastUpdateId":12,"bids":[["1.0`;
   const { lines, files } = await record(exchange, tmp.path, {}, async () => {
-    await until(() => exchange.sentCountFor(BTC) >= 20, 2000, "20 messages");
+    await waitFor(() => exchange.sentCountFor(BTC) >= 20, 2000, "20 messages");
     assert.equal(exchange.sendRaw(garbage), 1);
     // Past BATCH_SECONDS, so some batches seal by age while running.
     await delay(1300);
@@ -147,7 +136,7 @@ Deno.test("run with MAX_MESSAGES_PER_BATCH=5 writes objects of at most 5 lines a
     exchange,
     tmp.path,
     { MAX_MESSAGES_PER_BATCH: "5", BATCH_SECONDS: "60" },
-    () => until(() => exchange.sentCountFor(ETH) >= 40, 2000, "40 messages"),
+    () => waitFor(() => exchange.sentCountFor(ETH) >= 40, 2000, "40 messages"),
   );
 
   for (const stream of [BTC, ETH]) {

@@ -10,16 +10,7 @@ import { FakeExchange, partialDepthFeed, type SentFrame } from "./support/fake_e
 import { runCollector, spawnCollector } from "./support/collector.ts";
 import { TestS3 } from "./support/s3.ts";
 import { listFiles, tempDir } from "./support/temp.ts";
-
-const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs: number, what: string) {
-  const until = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await delay(100);
-  }
-}
+import { delay, waitFor } from "./support/wait.ts";
 
 /** Data payloads per stream across every object in the bucket. */
 async function storedPayloads(s3: TestS3): Promise<Map<string, string[]>> {

@@ -13,8 +13,8 @@ import {
 } from "./support/fake_exchange.ts";
 import { runCollector, spawnCollector } from "./support/collector.ts";
 import { listFiles, tempDir } from "./support/temp.ts";
+import { delay } from "./support/wait.ts";
 
-const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const FIXTURES = new URL("./fixtures/", import.meta.url);
 
 Deno.test({
