@@ -96,7 +96,7 @@ export class Recorder {
     const { metrics } = this.#options;
     metrics?.bytesReceived.inc(utf8Length(text));
     const frame = parseFrame(text);
-    if (frame.kind === "data") {
+    if (frame.kind === "data" && group.names.includes(frame.stream)) {
       metrics?.messagesReceived.inc({ stream: frame.stream });
       this.#lastMessageAt.set(frame.stream, this.#now());
       this.#route(group, frame, recvTs, socketId);
@@ -111,16 +111,21 @@ export class Recorder {
       if (frame.event === "serverShutdown") group.rotate?.();
       return;
     }
+    // Kept as an event with the raw text: broken frames, and data of a
+    // stream this connection did not ask for (no chain or partition of its own).
     metrics?.malformedFrames.inc();
+    const reason = frame.kind === "data"
+      ? `stream ${frame.stream} is not subscribed on this connection`
+      : frame.reason;
     const stream = frame.stream !== undefined && group.names.includes(frame.stream)
       ? frame.stream
       : group.names[0];
     this.#add(stream, {
-      text: eventLine(recvTs, stream, "malformed", { reason: frame.reason, raw: text }),
+      text: eventLine(recvTs, stream, "malformed", { reason, raw: text }),
       recvTs,
       isData: false,
     });
-    this.#logMalformed(frame.reason);
+    this.#logMalformed(reason);
   }
 
   /** A socket of `group` opened. A successor is silent: its streams join by id. */
@@ -152,20 +157,26 @@ export class Recorder {
         continue;
       }
       if (!wasOwner) continue;
-      // Retired before the successor joined this stream's chain: take what
-      // it has; a break, if any, is found and marked by the sequence check.
+      // The successor carries on before it joined this stream's chain: take
+      // what it has; a break, if any, is found and marked by the sequence
+      // check. A planned retirement is a rotation; anything else (the old
+      // socket went stale or was cut) is a disconnect, and says why.
       const held = state.held;
       state.held = undefined;
-      this.#add(
-        stream,
-        this.#event(stream, info.recvTs, "rotated", {
-          conn: group.conn,
-          from_socket: socketId,
-          to_socket: held?.socketId,
-          last_update_id: state.last,
-          confirmed: false,
-        }),
-      );
+      if (info.details.cause === "rotated") {
+        this.#add(
+          stream,
+          this.#event(stream, info.recvTs, "rotated", {
+            conn: group.conn,
+            from_socket: socketId,
+            to_socket: held?.socketId,
+            last_update_id: state.last,
+            confirmed: false,
+          }),
+        );
+      } else {
+        this.#disconnected(stream, info.recvTs, { ...info.details, successor: held?.socketId });
+      }
       if (held) {
         state.owner = held.socketId;
         for (const h of held.frames) this.#accept(stream, state, h.frame, h.recvTs);
