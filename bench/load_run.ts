@@ -1,0 +1,417 @@
+/**
+ * One load against one client: the exchange in its own process, then either
+ * the real collector (local sink, or an S3 that is down) or the bare
+ * counting client. Measures over a steady window after a warm-up, then stops
+ * the feeds, lets the client drain, stops it, and compares what it kept with
+ * what the exchange wrote to it.
+ *
+ * Exactness: the exchange counts only frames it wrote to a socket, and only
+ * this one client is connected, so "sent" is exactly what this client was
+ * given. Feeds stop before the client is stopped, so nothing is sent after.
+ * A collector that could not store everything within its shutdown budget
+ * leaves the rest in its crash journal; it is then started once more on the
+ * same DATA_DIR (as launchd would) and what that recovers is counted too,
+ * with a note.
+ */
+
+import { join } from "node:path";
+import { type ArchiveCount, countArchive, percentile } from "./archive_count.ts";
+import { ChildChannel } from "./child.ts";
+import { type CollectorChild, spawnCollector } from "./collector_process.ts";
+import { combinedUrls, connectionsOf, type Load, symbolsFor } from "./loads.ts";
+import { cpuSeconds, machineBusySeconds, ProcessWatch, sleep, waitForIdle } from "./proc.ts";
+
+export type ClientKind = "collector" | "bare" | "collector, S3 down";
+
+export interface RunSettings {
+  readonly warmupMs: number;
+  readonly windowMs: number;
+  /** BATCH_SECONDS of the collector. */
+  readonly batchSeconds: number;
+  /** S3 down: UPLOAD_QUEUE_MAX_BYTES in bytes. */
+  readonly queueMaxBytes?: number;
+  /** More environment for the collector (it wins over the benchmark's own settings). */
+  readonly collectorEnv?: Readonly<Record<string, string>>;
+  /** Run the collector under V8's CPU profiler, writing into this directory. */
+  readonly cpuProfDir?: string;
+  readonly log?: (text: string) => void;
+}
+
+export interface LoadResult {
+  readonly load: Load;
+  readonly client: ClientKind;
+  readonly batchSeconds?: number;
+  /** Frames the exchange wrote per second during the window. */
+  readonly offeredPerSec: number;
+  /** Messages the client received (collector: received and stored) per second in the window. */
+  readonly keptPerSec: number;
+  /** Frame text kept per second in the window, MB (10^6 bytes). */
+  readonly mbPerSec: number;
+  /** Frames written to the client over the whole run, and what it kept of them. */
+  readonly sent: number;
+  readonly kept: number;
+  /** Per stream, sent − kept where positive, summed: messages lost. */
+  readonly missing: number;
+  /** Kept beyond sent, plus repeated update ids: messages stored twice. */
+  readonly extra: number;
+  /** Cores used in the window (1 = one core busy all the time). */
+  readonly cpuCores: number;
+  readonly cpuSecPerMillion: number;
+  /** Share of the client's CPU spent on its main thread (one core at most). */
+  readonly mainThreadShare: number;
+  /** Cores the exchange process used in the window (it shares the machine). */
+  readonly exchangeCores: number;
+  /** Cores used by everything else on the machine in the window (other people's tests…). */
+  readonly otherCores: number;
+  readonly peakRssBytes: number;
+  readonly latencyP50Ms?: number;
+  readonly latencyP99Ms?: number;
+  /** From stopping the feeds until the client went quiet. */
+  readonly drainMs: number;
+  /** Objects (local archive) or spool files (S3 down) per second over the run. */
+  readonly objectsPerSec?: number;
+  readonly spooledBatches?: number;
+  readonly notes: readonly string[];
+}
+
+interface ExchangeStats {
+  sent: number;
+  open: number;
+}
+
+interface BareStats {
+  frames: number;
+  bytes: number;
+  open: number;
+}
+
+export async function runLoad(
+  load: Load,
+  client: ClientKind,
+  settings: RunSettings,
+): Promise<LoadResult> {
+  const log = settings.log ?? (() => {});
+  await using exchange = ChildChannel.spawn("./exchange_server.ts", [
+    "--streams",
+    String(load.streams),
+    "--rate",
+    String(load.rate),
+  ]);
+  const urls = await exchange.read<{ wsUrl: string; restUrl: string }>();
+  log(`  exchange at ${urls.wsUrl}`);
+  return client === "bare"
+    ? await runBare(load, exchange, urls.wsUrl, settings)
+    : await runCollector(load, client, exchange, urls, settings);
+}
+
+async function runBare(
+  load: Load,
+  exchange: ChildChannel,
+  wsUrl: string,
+  settings: RunSettings,
+): Promise<LoadResult> {
+  await using bare = ChildChannel.spawn("./bare_client.ts", combinedUrls(wsUrl, load));
+  const watch = new ProcessWatch(bare.pid);
+  try {
+    await bare.read<{ open: number }>();
+    await waitForConnections(exchange, connectionsOf(load));
+    const window = await measureWindow(settings, [bare.pid, exchange.pid], async () => ({
+      exchange: await exchange.ask<ExchangeStats>("stats"),
+      bare: await bare.ask<BareStats>("stats"),
+    }));
+    const frames = window.after.bare.frames - window.before.bare.frames;
+    const bytes = window.after.bare.bytes - window.before.bare.bytes;
+
+    await exchange.ask("stop");
+    const drainMs = await waitForIdle(bare.pid, { minMs: 500, maxMs: 30_000 });
+    await watch.sample();
+    const { sent } = await exchange.ask<{ sent: number }>("counts");
+    const final = await bare.ask<BareStats>("close");
+    await exchange.ask("close");
+    return {
+      load,
+      client: "bare",
+      offeredPerSec: (window.after.exchange.sent - window.before.exchange.sent) / window.seconds,
+      keptPerSec: frames / window.seconds,
+      mbPerSec: bytes / window.seconds / 1e6,
+      sent,
+      kept: final.frames,
+      missing: Math.max(0, sent - final.frames),
+      extra: Math.max(0, final.frames - sent),
+      ...cpuFigures(window, frames),
+      peakRssBytes: watch.peakBytes,
+      drainMs,
+      notes: [],
+    };
+  } finally {
+    watch.stop();
+  }
+}
+
+async function runCollector(
+  load: Load,
+  client: ClientKind,
+  exchange: ChildChannel,
+  urls: { wsUrl: string; restUrl: string },
+  settings: RunSettings,
+): Promise<LoadResult> {
+  const log = settings.log ?? (() => {});
+  const dataDir = await Deno.makeTempDir({ prefix: "l2-bench-" });
+  const notes: string[] = [];
+  const env = collectorEnv(load, client, settings, { dataDir, ...urls });
+  const startedAt = performance.now();
+  const collector = spawnCollector(env, { cpuProfDir: settings.cpuProfDir });
+  const watch = new ProcessWatch(collector.pid);
+  try {
+    await Promise.race([
+      waitForConnections(exchange, connectionsOf(load)),
+      collector.exited.then((code) => {
+        throw new Error(`collector exited with ${code} before connecting:\n${collector.stderr()}`);
+      }),
+    ]);
+    const window = await measureWindow(
+      settings,
+      [collector.pid, exchange.pid],
+      () => exchange.ask<ExchangeStats>("stats"),
+    );
+    await exchange.ask("stop");
+    const drainMs = await waitForIdle(collector.pid, { minMs: 1000, maxMs: 60_000 });
+    await watch.sample();
+    const { code, killed } = await stopCollector(collector, notes);
+    watch.stop();
+    const runSeconds = (performance.now() - startedAt) / 1000;
+    if (killed) notes.push("did not exit within 60 s of SIGTERM (killed)");
+    if (code !== 0) notes.push(`exit code ${code}`);
+    noteLogProblems(collector.stderr(), notes);
+    if (await journalLeft(dataDir)) {
+      log("  batches left in the crash journal: starting the collector again to recover them");
+      notes.push(
+        "shutdown left batches in the crash journal; counted after a second start recovered them",
+      );
+      await recoverWith(env, exchange, load, notes);
+    }
+    const counts = await exchange.ask<{ sent: number; perStream: Record<string, number> }>(
+      "counts",
+    );
+    await exchange.ask("close");
+    log(`  counting what was stored in ${dataDir}`);
+    const archive = await countArchive(dataDir, window.range);
+    return {
+      load,
+      client,
+      batchSeconds: settings.batchSeconds,
+      offeredPerSec: (window.after.sent - window.before.sent) / window.seconds,
+      keptPerSec: archive.windowLines / window.seconds,
+      mbPerSec: archive.windowFrameBytes / window.seconds / 1e6,
+      sent: counts.sent,
+      kept: archive.dataLines,
+      ...compare(counts.perStream, archive),
+      ...cpuFigures(window, archive.windowLines),
+      peakRssBytes: watch.peakBytes,
+      latencyP50Ms: percentile(archive.latenciesMs, 0.5),
+      latencyP99Ms: percentile(archive.latenciesMs, 0.99),
+      drainMs,
+      objectsPerSec: (archive.objects + archive.spooled) / runSeconds,
+      spooledBatches: archive.spooled,
+      notes,
+    };
+  } finally {
+    watch.stop();
+    collector.signal("SIGKILL");
+    await collector.exited;
+    await Deno.remove(dataDir, { recursive: true }).catch(() => {});
+  }
+}
+
+function collectorEnv(
+  load: Load,
+  client: ClientKind,
+  settings: RunSettings,
+  where: { dataDir: string; wsUrl: string; restUrl: string },
+): Record<string, string> {
+  const env: Record<string, string> = {
+    DATA_DIR: where.dataDir,
+    BINANCE_WS_URL: where.wsUrl,
+    BINANCE_REST_URL: where.restUrl,
+    SYMBOL: symbolsFor(load.streams).join(","),
+    MARKET: "spot",
+    DEPTH_LEVEL: "20",
+    UPDATE_SPEED_MS: "100",
+    BATCH_SECONDS: String(settings.batchSeconds),
+    STREAMS_PER_CONNECTION: String(load.perConnection),
+    METRICS_ADDR: "off",
+    INSTANCE_ID: "bench",
+  };
+  if (client === "collector, S3 down") {
+    Object.assign(env, {
+      S3_BUCKET_NAME: "l2-bench",
+      S3_ENDPOINT: `http://127.0.0.1:${closedPort()}`,
+      S3_FORCE_PATH_STYLE: "true",
+      AWS_REGION: "us-east-1",
+      AWS_ACCESS_KEY_ID: "bench",
+      AWS_SECRET_ACCESS_KEY: "bench",
+      AWS_EC2_METADATA_DISABLED: "true",
+      UPLOAD_QUEUE_MAX_BYTES: String(settings.queueMaxBytes ?? 32 * 1024 * 1024),
+    });
+  }
+  return { ...env, ...settings.collectorEnv };
+}
+
+async function stopCollector(
+  collector: CollectorChild,
+  notes: string[],
+): Promise<{ code: number; killed: boolean }> {
+  if (collector.hasExited) notes.push(`exited before SIGTERM: ${lastLine(collector.stderr())}`);
+  return await collector.stop(60_000);
+}
+
+/** Runs the collector once more on the same DATA_DIR; its start-up stores what the journal kept. */
+async function recoverWith(
+  env: Record<string, string>,
+  exchange: ChildChannel,
+  load: Load,
+  notes: string[],
+): Promise<void> {
+  const again = spawnCollector(env);
+  try {
+    await Promise.race([waitForConnections(exchange, connectionsOf(load)), again.exited]);
+    await waitForIdle(again.pid, { minMs: 1000, maxMs: 60_000 });
+    const { code } = await again.stop(60_000);
+    if (code !== 0) notes.push(`the recovering start exited with ${code}`);
+  } finally {
+    again.signal("SIGKILL");
+    await again.exited;
+  }
+}
+
+async function journalLeft(dataDir: string): Promise<boolean> {
+  try {
+    for await (const entry of Deno.readDir(join(dataDir, "journal"))) {
+      if (
+        entry.name.endsWith(".jnl") &&
+        (await Deno.stat(join(dataDir, "journal", entry.name))).size > 0
+      ) {
+        return true;
+      }
+    }
+  } catch {
+    // no journal directory: nothing left
+  }
+  return false;
+}
+
+/** Per stream: what was sent and not stored (missing), what was stored beyond that (extra). */
+function compare(
+  sent: Record<string, number>,
+  archive: ArchiveCount,
+): { missing: number; extra: number } {
+  let missing = 0;
+  let extra = archive.duplicates;
+  for (const [stream, n] of Object.entries(sent)) {
+    const kept = archive.perStream.get(stream) ?? 0;
+    if (kept < n) missing += n - kept;
+    else extra += kept - n;
+  }
+  for (const [stream, kept] of archive.perStream) if (!(stream in sent)) extra += kept;
+  return { missing, extra };
+}
+
+function lastLine(text: string): string {
+  return text.trim().split("\n").at(-1)?.slice(0, 300) ?? "";
+}
+
+/** Errors the collector logged, so the table can say why a run went wrong. */
+function noteLogProblems(stderr: string, notes: string[]): void {
+  const lines = stderr.split("\n");
+  const errors = lines.filter((l) => /\[(ERR|FTL)\]/.test(l));
+  const warnings = lines.filter((l) => /\[WRN\]/.test(l));
+  if (errors.length > 0) {
+    notes.push(
+      `${errors.length} ERROR log lines, e.g. "${errors[0].replace(/^\S+ /, "").slice(0, 160)}"`,
+    );
+  }
+  if (warnings.length > 0) notes.push(`${warnings.length} WARN log lines`);
+}
+
+interface CpuSample {
+  readonly client: number;
+  readonly exchange: number;
+  readonly clientMain: number;
+  readonly machine: number;
+  readonly bench: number;
+}
+
+interface Window<T> {
+  readonly before: T;
+  readonly after: T;
+  readonly cpu0: CpuSample;
+  readonly cpu1: CpuSample;
+  readonly seconds: number;
+  /** The window in µs since the epoch, to pick stored lines by receive time. */
+  readonly range: { fromUs: number; toUs: number };
+}
+
+/** Warm-up, then CPU times and `stats()` at both ends of the measured window. */
+async function measureWindow<T>(
+  settings: RunSettings,
+  [client, exchange]: readonly [number, number],
+  stats: () => Promise<T>,
+): Promise<Window<T>> {
+  await sleep(settings.warmupMs);
+  const snap = async () => {
+    const orNaN = async (value: Promise<number | undefined>) => (await value) ?? NaN;
+    const [c, e, m, all, self] = await Promise.all([
+      orNaN(cpuSeconds(client)),
+      orNaN(cpuSeconds(exchange)),
+      // The client's main thread: where JavaScript (and, in Deno, zlib) runs.
+      orNaN(cpuSeconds(client, client)),
+      machineBusySeconds(),
+      orNaN(cpuSeconds(Deno.pid)),
+    ]);
+    const at = performance.now();
+    const wall = Date.now();
+    const cpu: CpuSample = { client: c, exchange: e, clientMain: m, machine: all, bench: self };
+    return { cpu, at, wall, stats: await stats() };
+  };
+  const start = await snap();
+  await sleep(settings.windowMs);
+  const end = await snap();
+  return {
+    before: start.stats,
+    after: end.stats,
+    cpu0: start.cpu,
+    cpu1: end.cpu,
+    seconds: (end.at - start.at) / 1000,
+    range: { fromUs: start.wall * 1000, toUs: end.wall * 1000 },
+  };
+}
+
+function cpuFigures(window: Window<unknown>, messages: number) {
+  const d = (key: keyof CpuSample) => window.cpu1[key] - window.cpu0[key];
+  const client = d("client");
+  return {
+    cpuCores: client / window.seconds,
+    cpuSecPerMillion: messages > 0 ? client / messages * 1e6 : NaN,
+    mainThreadShare: client > 0 ? d("clientMain") / client : NaN,
+    exchangeCores: d("exchange") / window.seconds,
+    otherCores: Math.max(0, d("machine") - client - d("exchange") - d("bench")) / window.seconds,
+  };
+}
+
+async function waitForConnections(exchange: ChildChannel, expected: number): Promise<void> {
+  const deadline = performance.now() + 60_000;
+  while (performance.now() < deadline) {
+    const { open } = await exchange.ask<ExchangeStats>("stats");
+    if (open >= expected) return;
+    await sleep(200);
+  }
+  throw new Error(`fewer than ${expected} connections opened within 60 s`);
+}
+
+/** A loopback port nothing listens on: S3 "down" answers every connect with a refusal. */
+function closedPort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}

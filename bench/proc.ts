@@ -1,0 +1,152 @@
+/**
+ * What the kernel knows about a process (Linux /proc): CPU time of all its
+ * threads, and resident memory now and at its peak. Also the machine line
+ * every result is stamped with.
+ */
+
+let clockTicks: number | undefined;
+
+/** Clock ticks per second (`getconf CLK_TCK`, almost always 100). */
+export async function clkTck(): Promise<number> {
+  if (clockTicks === undefined) {
+    const out = await new Deno.Command("getconf", { args: ["CLK_TCK"] }).output();
+    const value = Number(new TextDecoder().decode(out.stdout).trim());
+    clockTicks = out.success && value > 0 ? value : 100;
+  }
+  return clockTicks;
+}
+
+/**
+ * CPU seconds (user + system, every thread, living or exited) used by `pid`
+ * so far, or only by its thread `tid` (the main thread's tid is the pid);
+ * undefined once the process is gone. Resolution is one clock tick.
+ */
+export async function cpuSeconds(pid: number, tid?: number): Promise<number | undefined> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(
+      tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`,
+    );
+  } catch {
+    return undefined;
+  }
+  // The command name (field 2) may hold spaces; fields are counted after its `)`.
+  const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
+  // fields[0] is field 3 (state): utime is field 14, stime field 15.
+  const ticks = Number(fields[11]) + Number(fields[12]);
+  return ticks / await clkTck();
+}
+
+/** CPU seconds the whole machine has been busy (not idle, not waiting on I/O), all cores. */
+export async function machineBusySeconds(): Promise<number> {
+  const text = await Deno.readTextFile("/proc/stat");
+  const [, ...fields] = text.slice(0, text.indexOf("\n")).trim().split(/\s+/);
+  // user nice system idle iowait irq softirq steal (guest time is already in user)
+  const ticks = fields.slice(0, 8).map(Number);
+  const busy = ticks.reduce((a, b) => a + b, 0) - ticks[3] - ticks[4];
+  return busy / await clkTck();
+}
+
+export interface Memory {
+  /** Resident set now, bytes. */
+  readonly rss: number;
+  /** Peak resident set so far (VmHWM), bytes. */
+  readonly hwm: number;
+}
+
+export async function memory(pid: number): Promise<Memory | undefined> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(`/proc/${pid}/status`);
+  } catch {
+    return undefined;
+  }
+  const kb = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(text)?.[1]);
+  const rss = kb("VmRSS");
+  const hwm = kb("VmHWM");
+  if (!Number.isFinite(rss) || !Number.isFinite(hwm)) return undefined;
+  return { rss: rss * 1024, hwm: hwm * 1024 };
+}
+
+/**
+ * Samples a process until it exits or `stop()` is called, keeping the
+ * highest VmHWM seen (the last read before exit is the true peak, give or
+ * take one interval).
+ */
+export class ProcessWatch {
+  readonly pid: number;
+  peakBytes = 0;
+  #timer: ReturnType<typeof setInterval>;
+
+  constructor(pid: number, intervalMs = 250) {
+    this.pid = pid;
+    this.#timer = setInterval(() => this.sample(), intervalMs);
+  }
+
+  async sample(): Promise<void> {
+    const mem = await memory(this.pid);
+    if (mem) this.peakBytes = Math.max(this.peakBytes, mem.hwm);
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+  }
+}
+
+/**
+ * Waits until `pid` has gone quiet: at most `maxIdleShare` of a core over
+ * `stepMs`, twice in a row (after at least `minMs`), or `maxMs` passed.
+ * Returns the ms waited.
+ */
+export async function waitForIdle(
+  pid: number,
+  options: { minMs: number; maxMs: number; stepMs?: number; maxIdleShare?: number },
+): Promise<number> {
+  const step = options.stepMs ?? 500;
+  const share = options.maxIdleShare ?? 0.05;
+  const started = performance.now();
+  let quiet = 0;
+  let before = await cpuSeconds(pid);
+  while (performance.now() - started < options.maxMs) {
+    await sleep(step);
+    const after = await cpuSeconds(pid);
+    if (after === undefined || before === undefined) break;
+    quiet = after - before <= share * step / 1000 ? quiet + 1 : 0;
+    before = after;
+    if (quiet >= 2 && performance.now() - started >= options.minMs) break;
+  }
+  return performance.now() - started;
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+export interface Machine {
+  readonly cores: number;
+  readonly cpuModel: string;
+  readonly memoryGiB: number;
+  readonly deno: string;
+  readonly os: string;
+}
+
+export async function machine(): Promise<Machine> {
+  const run = async (cmd: string, args: string[]) => {
+    try {
+      const out = await new Deno.Command(cmd, { args }).output();
+      return new TextDecoder().decode(out.stdout).trim();
+    } catch {
+      return "";
+    }
+  };
+  const cpuinfo = await Deno.readTextFile("/proc/cpuinfo").catch(() => "");
+  const meminfo = await Deno.readTextFile("/proc/meminfo").catch(() => "");
+  const memKb = Number(/^MemTotal:\s+(\d+) kB/m.exec(meminfo)?.[1] ?? 0);
+  return {
+    cores: Number(await run("nproc", [])) || navigator.hardwareConcurrency,
+    cpuModel: /^model name\s*:\s*(.+)$/m.exec(cpuinfo)?.[1]?.trim() ?? "unknown",
+    memoryGiB: Math.round(memKb / 1024 / 1024),
+    deno: Deno.version.deno,
+    os: `${Deno.build.os} ${Deno.osRelease()}`,
+  };
+}

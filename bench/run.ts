@@ -1,0 +1,142 @@
+/**
+ * `deno task bench`: the collector's throughput, CPU, memory and latency at
+ * several loads against a fake exchange in its own process, beside a bare
+ * WebSocket client that only counts (the ceiling); S3-down memory; `verify`
+ * over a day; gzip per level. Prints Markdown and writes bench/results.md.
+ *
+ *   deno run -A bench/run.ts [--quick] [--profile] [--only loads,s3,verify,gzip] [--out PATH]
+ *
+ * --quick    short windows, and no runs at the default BATCH_SECONDS=60
+ *            (about 2 minutes in all instead of about 8)
+ * --profile  also runs the collector under --cpu-prof at 20,000 msg/s and
+ *            lists where its main thread spends the time
+ * --only     a comma-separated subset of the parts (default: all)
+ * --out      where to write the Markdown (default: bench/results.md)
+ *
+ * Targets are checked here, never by a timed test: numbers on a shared CI
+ * machine say little, and a benchmark that fails a build gets switched off.
+ */
+
+import { parseArgs } from "node:util";
+import { benchGzip } from "./gzip_bench.ts";
+import { type LoadResult, runLoad, type RunSettings } from "./load_run.ts";
+import { HEAVY_LOAD, LOADS } from "./loads.ts";
+import { machine } from "./proc.ts";
+import { summarizeProfile } from "./profile.ts";
+import { type BenchReport, renderReport } from "./report.ts";
+import { benchVerify } from "./verify_bench.ts";
+
+const PARTS = ["loads", "s3", "verify", "gzip"] as const;
+const QUEUE_MAX_BYTES = 32 * 1024 * 1024;
+
+const encoder = new TextEncoder();
+const log = (text: string) => Deno.stderr.writeSync(encoder.encode(text + "\n"));
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    quick: { type: "boolean" },
+    profile: { type: "boolean" },
+    only: { type: "string" },
+    out: { type: "string" },
+  },
+});
+const quick = values.quick ?? false;
+const parts = new Set(values.only?.split(",").map((p) => p.trim()) ?? PARTS);
+for (const part of parts) {
+  if (!(PARTS as readonly string[]).includes(part)) {
+    throw new Error(`--only: unknown part "${part}" (parts: ${PARTS.join(", ")})`);
+  }
+}
+
+const settings: RunSettings = {
+  warmupMs: quick ? 2_000 : 3_000,
+  windowMs: quick ? 8_000 : 20_000,
+  batchSeconds: 2,
+  queueMaxBytes: QUEUE_MAX_BYTES,
+  log,
+};
+const startedAt = new Date();
+const results: LoadResult[] = [];
+
+if (parts.has("loads")) {
+  for (const load of LOADS) {
+    for (const client of ["collector", "bare"] as const) {
+      log(`${load.label}: ${client}`);
+      results.push(await runLoad(load, client, settings));
+      log(`  → ${summary(results[results.length - 1])}`);
+    }
+  }
+}
+if (parts.has("loads") && !quick) {
+  // Per-object costs (fsync, gzip calls) and open-batch memory both scale with
+  // BATCH_SECONDS: the idle-cost and many-streams targets are judged at the default.
+  for (const [load, windowMs] of [[LOADS[0], 62_000], [LOADS[2], 70_000]] as const) {
+    log(`${load.label}: collector at the default BATCH_SECONDS=60`);
+    results.push(await runLoad(load, "collector", { ...settings, batchSeconds: 60, windowMs }));
+    log(`  → ${summary(results[results.length - 1])}`);
+  }
+}
+if (parts.has("s3")) {
+  log(`${HEAVY_LOAD.label}: collector with S3 down`);
+  const result = await runLoad(HEAVY_LOAD, "collector, S3 down", {
+    ...settings,
+    windowMs: quick ? 10_000 : 30_000,
+  });
+  results.push(result);
+  log(`  → ${summary(result)}`);
+}
+
+let verify;
+if (parts.has("verify")) {
+  log("verify over one day of one diff stream");
+  verify = await benchVerify(log);
+}
+
+let gzip;
+if (parts.has("gzip")) {
+  log("gzip levels 1–9");
+  gzip = await benchGzip({ repetitions: quick ? 1 : 3 });
+}
+
+let profile;
+if (values.profile) {
+  log(`${HEAVY_LOAD.label}: collector under --cpu-prof`);
+  const dir = await Deno.makeTempDir({ prefix: "l2-bench-prof-" });
+  await runLoad(HEAVY_LOAD, "collector", { ...settings, cpuProfDir: dir });
+  const files = (await Array.fromAsync(Deno.readDir(dir))).filter((e) =>
+    e.name.endsWith(".cpuprofile")
+  );
+  if (files.length === 0) {
+    log(`  no .cpuprofile was written to ${dir}`);
+  } else {
+    const path = `${dir}/${files[0].name}`;
+    profile = { summary: await summarizeProfile(path), path };
+    log(`  profile kept at ${path}`);
+  }
+}
+
+const report: BenchReport = {
+  machine: await machine(),
+  startedAt,
+  quick,
+  windowSeconds: settings.windowMs / 1000,
+  batchSeconds: settings.batchSeconds,
+  queueMaxBytes: QUEUE_MAX_BYTES,
+  loads: results,
+  verify,
+  gzip,
+  profile,
+};
+const outPath = values.out ?? new URL("./results.md", import.meta.url).pathname;
+await Deno.writeTextFile(outPath, renderReport(report));
+// `deno fmt --check` runs over the repository: store the table the way fmt lays it out.
+await new Deno.Command(Deno.execPath(), { args: ["fmt", "--quiet", outPath] }).output();
+Deno.stdout.writeSync(encoder.encode(await Deno.readTextFile(outPath)));
+log(`written to ${outPath} in ${((Date.now() - startedAt.getTime()) / 1000).toFixed(0)} s`);
+
+function summary(r: LoadResult): string {
+  return `${Math.round(r.keptPerSec)} msg/s kept, ${r.missing} lost, ${r.extra} extra, ` +
+    `${r.cpuCores.toFixed(3)} cores, ${r.cpuSecPerMillion.toFixed(1)} CPU s/M, ` +
+    `peak ${(r.peakRssBytes / 1024 / 1024).toFixed(0)} MiB`;
+}
