@@ -330,7 +330,7 @@ function envSchema(context: Context) {
     S3_STORAGE_CLASS: optionalSetting().pipe(choice(STORAGE_CLASSES).optional()),
     UPLOAD_CONCURRENCY: setting("4").pipe(integer(1, 64)),
     UPLOAD_QUEUE_MAX_BYTES: setting("64MB").pipe(byteSize()),
-    GZIP_LEVEL: setting("6").pipe(integer(1, 9)),
+    GZIP_LEVEL: setting("5").pipe(integer(1, 9)),
     // spool
     DATA_DIR: setting("./data"),
     SPOOL_MAX_BYTES: setting("10GB").pipe(byteSize()),

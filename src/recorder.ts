@@ -355,8 +355,10 @@ export class Recorder {
   }
 
   #add(stream: string, line: Parameters<Batcher["add"]>[1]): void {
-    const sealed = this.#options.batcher.add(stream, line, this.#now());
-    if (sealed) this.#options.submit(sealed);
+    const { batcher, submit } = this.#options;
+    const sealed = batcher.add(stream, line, this.#now());
+    if (sealed) submit(sealed);
+    for (const early of batcher.sealOverflow()) submit(early);
   }
 
   #logMalformed(reason: string): void {

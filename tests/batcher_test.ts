@@ -69,3 +69,21 @@ Deno.test("batcher metadata counts messages and events and spans update ids and 
   });
   assert.equal(sealed.textBytes, "e".length + "d6".length + "d9".length + 3);
 });
+
+Deno.test("batcher seals the oldest open batches early when open batches exceed maxOpenBytes", () => {
+  const batcher = new Batcher({
+    batchMs: 60_000,
+    maxLines: 1000,
+    maxOpenBytes: 10,
+    planKey: (stream, first) => `${stream}/${first}`,
+  });
+  batcher.add("a", data(10), 0); // "d10" + newline: 4 bytes
+  batcher.add("b", data(20), 1);
+  assert.deepEqual(batcher.sealOverflow(), []);
+  batcher.add("c", data(30), 2); // 12 bytes open: over the bound
+  const early = batcher.sealOverflow();
+  assert.deepEqual(early.map((b) => b.key), ["a/10"]);
+  assert.equal(batcher.openBytes, 8);
+  batcher.add("a", data(40), 3);
+  assert.deepEqual(batcher.sealOverflow().map((b) => b.key), ["b/20"]);
+});

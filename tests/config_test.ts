@@ -45,7 +45,7 @@ Deno.test("parseConfig applies DESIGN.md's defaults to an empty environment", ()
     prefix: "binance",
     uploadConcurrency: 4,
     uploadQueueMaxBytes: 64 * MiB,
-    gzipLevel: 6,
+    gzipLevel: 5,
     dataDir: "./data",
     spoolMaxBytes: 10 * GiB,
     wsUrl: "wss://stream.binance.com:9443",

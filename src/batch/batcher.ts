@@ -44,6 +44,12 @@ export interface BatcherOptions {
   /** Fixes the key of a batch from its stream, first receive time and number. */
   readonly planKey: (stream: string, firstRecvTs: number, seq: number) => string;
   readonly observer?: BatchObserver;
+  /**
+   * Bound on the text held by all open batches together: beyond it the
+   * oldest open batches are sealed early (`sealOverflow`), so memory does
+   * not grow with the number of streams times BATCH_SECONDS.
+   */
+  readonly maxOpenBytes?: number;
 }
 
 interface OpenBatch {
@@ -65,6 +71,7 @@ export class Batcher {
   readonly #options: BatcherOptions;
   readonly #open = new Map<string, OpenBatch>();
   readonly #nextSeq = new Map<string, number>();
+  #openBytes = 0;
 
   constructor(options: BatcherOptions) {
     this.#options = options;
@@ -96,6 +103,7 @@ export class Batcher {
     batch.lines.push(line.text);
     this.#options.observer?.appended(batch.key, line.text);
     batch.textBytes += line.text.length + 1;
+    this.#openBytes += line.text.length + 1;
     batch.lastRecvTs = Math.max(batch.lastRecvTs, line.recvTs);
     if (line.isData) batch.messages++;
     else batch.events++;
@@ -113,6 +121,27 @@ export class Batcher {
     return due;
   }
 
+  /**
+   * Seals the oldest open batches while all open batches together hold more
+   * than `maxOpenBytes`. Cheap when under the bound; call after `add`.
+   */
+  sealOverflow(): SealedBatch[] {
+    const max = this.#options.maxOpenBytes;
+    if (max === undefined || this.#openBytes <= max) return [];
+    const sealed: SealedBatch[] = [];
+    // A Map iterates in insertion order: the first open batch is the oldest.
+    for (const batch of this.#open.values()) {
+      if (this.#openBytes <= max) break;
+      sealed.push(this.#seal(batch));
+    }
+    return sealed;
+  }
+
+  /** Text bytes held by open batches. */
+  get openBytes(): number {
+    return this.#openBytes;
+  }
+
   /** Seals every open batch (shutdown). */
   sealAll(): SealedBatch[] {
     return [...this.#open.values()].map((batch) => this.#seal(batch));
@@ -127,6 +156,7 @@ export class Batcher {
 
   #seal(batch: OpenBatch): SealedBatch {
     this.#open.delete(batch.stream);
+    this.#openBytes -= batch.textBytes;
     return {
       key: batch.key,
       durable: this.#options.observer?.sealed(batch.key),

@@ -185,6 +185,9 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
     const batcher = new Batcher({
       batchMs: config.batchSeconds * 1000,
       maxLines: config.maxMessagesPerBatch,
+      // Open batches may hold up to 4 × the upload queue; beyond it the
+      // oldest seal early (many streams × BATCH_SECONDS would be unbounded).
+      maxOpenBytes: config.uploadQueueMaxBytes * 4,
       observer: journal,
       planKey: (stream, firstRecvTs, seq) => {
         const spec = parseStreamName(stream) ?? { symbol: "UNKNOWN", type: stream };

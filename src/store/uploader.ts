@@ -51,6 +51,9 @@ export class Uploader {
   #active = 0;
   #queueBytes = 0;
   #lastSuccessAt: number | undefined;
+  #overflowChain: Promise<void> = Promise.resolve();
+  #overflowed = 0;
+  #overflowLoggedAt = -Infinity;
 
   constructor(options: UploaderOptions) {
     this.#options = options;
@@ -60,11 +63,22 @@ export class Uploader {
   submit(batch: SealedBatch): void {
     const max = this.#options.maxQueueBytes ?? Infinity;
     if (this.#options.spool && this.#queueBytes + batch.textBytes > max && this.#queueBytes > 0) {
-      log.warn("Upload queue full ({queueBytes} bytes); spooling {key}", {
-        queueBytes: this.#queueBytes,
-        key: batch.key,
-      });
-      this.#track(this.#spoolBatch(batch, undefined, "upload queue full"));
+      this.#overflowed++;
+      const now = Date.now();
+      if (now - this.#overflowLoggedAt >= 10_000) {
+        log.warn("Upload queue full ({queueBytes} bytes): {count} batch(es) sent to the spool", {
+          queueBytes: this.#queueBytes,
+          count: this.#overflowed,
+        });
+        this.#overflowed = 0;
+        this.#overflowLoggedAt = now;
+      }
+      // One at a time: a burst of overflow must not start a gzip per batch at once.
+      const write = this.#overflowChain.then(() =>
+        this.#spoolBatch(batch, undefined, "upload queue full")
+      );
+      this.#overflowChain = write;
+      this.#track(write);
       return;
     }
     this.#queue.push(batch);
