@@ -70,6 +70,12 @@ interface StreamState {
    * socket already gave: drop those repeats until the first new one.
    */
   catchingUp?: boolean;
+  /**
+   * The socket this stream left in its last switch, while it still runs, and
+   * what it delivered since: if the new owner dies before the old socket is
+   * retired, the stream goes back to it and loses nothing.
+   */
+  previous?: { socketId: number; frames: Held[] };
 }
 
 const MAX_HELD = 100_000;
@@ -148,10 +154,21 @@ export class Recorder {
       let state = this.#streams.get(stream);
       if (!state) this.#streams.set(stream, state = {});
       if (state.held?.socketId === socketId) state.held = undefined;
+      if (state.previous?.socketId === socketId) state.previous = undefined;
       // Owned by another socket that is still running: nothing lost here.
       if (state.owner !== undefined && state.owner !== socketId) continue;
       const wasOwner = state.owner === socketId;
       state.owner = undefined;
+      const previous = state.previous;
+      if (wasOwner && !info.replaced && previous) {
+        // The new socket died before the old one was retired: the stream goes
+        // back to the old one, with what it delivered meanwhile.
+        state.previous = undefined;
+        state.owner = previous.socketId;
+        state.catchingUp = true;
+        for (const h of previous.frames) this.#acceptOwned(stream, state, h.frame, h.recvTs);
+        continue;
+      }
       if (!info.replaced) {
         this.#disconnected(stream, info.recvTs, info.details);
         continue;
@@ -224,9 +241,11 @@ export class Recorder {
     let state = this.#streams.get(stream);
     if (!state) this.#streams.set(stream, state = {});
     if (state.owner === undefined) {
-      // A new socket after a disconnect may start with messages already stored.
+      // A new diff socket after a disconnect may start with updates already
+      // stored. (A partial book repeating its lastUpdateId is just unchanged.)
       state.owner = socketId;
-      state.catchingUp = state.last !== undefined;
+      const rule = this.#options.ruleFor?.(stream);
+      state.catchingUp = state.last !== undefined && rule !== undefined && rule !== "partial";
     }
     if (state.owner === socketId) {
       this.#acceptOwned(stream, state, frame, recvTs);
@@ -236,6 +255,9 @@ export class Recorder {
     // Socket ids only grow: an older socket is one this stream already left
     // (still delivering frames in flight while it closes). Never go back to it.
     if (socketId < state.owner) {
+      if (state.previous?.socketId === socketId && state.previous.frames.length < MAX_HELD) {
+        state.previous.frames.push({ frame, recvTs });
+      }
       this.#options.metrics?.rotationRepeats.inc();
       return;
     }
@@ -325,6 +347,7 @@ export class Recorder {
     state.owner = held.socketId;
     state.held = undefined;
     state.catchingUp = true;
+    state.previous = from === undefined ? undefined : { socketId: from, frames: [] };
     this.#add(
       stream,
       this.#event(stream, next?.recvTs ?? switchTs, "rotated", {

@@ -403,3 +403,65 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "journal keeps records a failed write left behind and writes them first, before the seal",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const dir = await Deno.makeTempDir();
+    let failNext = false;
+    const realOpen = Deno.open;
+    // A file whose next write fails once, like a moment of ENOSPC.
+    const patched = async (path: string | URL, options?: Deno.OpenOptions) => {
+      const file = await realOpen(path, options);
+      const write = file.write.bind(file);
+      file.write = (bytes: Uint8Array) => {
+        if (failNext) {
+          failNext = false;
+          return Promise.reject(new Error("ENOSPC: no space left on device"));
+        }
+        return write(bytes);
+      };
+      return file;
+    };
+    Object.assign(Deno, { open: patched });
+    try {
+      const journal = await Journal.start(dir, { flushMs: 1_000_000 });
+      const batcher = new Batcher({
+        batchMs: 1e9,
+        maxLines: 1e9,
+        planKey: (s, t, q) => `k/${s}/${t}/${q}`,
+        observer: journal,
+      });
+      const line = (i: number) => ({
+        text: JSON.stringify({ recv_ts: i, stream: "a", data: { lastUpdateId: i } }),
+        recvTs: i,
+        isData: true,
+      });
+      for (let i = 1; i <= 3; i++) batcher.add("a", line(i), 0);
+      await journal.flush();
+      failNext = true;
+      for (let i = 4; i <= 6; i++) batcher.add("a", line(i), 0);
+      await journal.flush(); // fails: lines 4..6 must not be lost
+      const [sealed] = batcher.sealAll();
+      await sealed.durable;
+      const recovered = await recoverJournal(dir, {
+        describe: (t) => {
+          const v = JSON.parse(t);
+          return { recvTs: v.recv_ts, isData: "data" in v };
+        },
+      });
+      assert.equal(recovered.batches.length, 1);
+      assert.deepEqual(
+        recovered.batches[0].lines,
+        sealed.lines,
+        "recovery must match the stored batch",
+      );
+      await journal.close();
+    } finally {
+      Object.assign(Deno, { open: realOpen });
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});

@@ -422,3 +422,15 @@ Deno.test("recorder moves unswitched streams to the successor when the old socke
   });
   assert.deepEqual(all.filter((l) => l.data).map((l) => l.data.U), [10, 40]);
 });
+
+Deno.test("recorder goes back to the old socket, losing nothing, when the new one dies mid-handover", () => {
+  const { recorder, group, lines } = chainSetup();
+  recorder.frame(group, diff(10, 19), 1, 1);
+  recorder.frame(group, diff(10, 19), 2, 2); // a repeat: the stream switches to socket 2
+  recorder.frame(group, diff(20, 29), 3, 1); // the old socket runs on (frame kept aside)
+  recorder.closed(group, 2, { recvTs: 4, details: { cause: "server" } }); // the new one dies
+  recorder.frame(group, diff(30, 39), 5, 1);
+  const all = lines();
+  assert.deepEqual(all.filter((l) => l.data).map((l) => l.data.U), [10, 20, 30]);
+  assert.ok(!all.some((l) => l.event === "gap" || l.event === "disconnected"));
+});

@@ -116,3 +116,24 @@ Deno.test("uploader does not retry an error its sink calls permanent", async () 
   assert.deepEqual(left.map((b) => b.key), ["a"]);
   assert.equal(sink.attempts, 1);
 });
+
+Deno.test("uploader without a spool drops and reports batches beyond its queue bound", async () => {
+  let release!: () => void;
+  const stuck = new Promise<void>((r) => release = r);
+  const sink: Sink = { kind: "local", location: "memory", put: () => stuck };
+  const settled: Array<[string, string]> = [];
+  const uploader = new Uploader({
+    sink,
+    concurrency: 1,
+    gzipLevel: 1,
+    maxQueueBytes: 10,
+    onSettled: (b, how) => settled.push([b.key, how]),
+  });
+  uploader.submit(batch("a")); // taken by the one worker
+  uploader.submit(batch("b")); // queued: 8 bytes
+  uploader.submit(batch("c")); // 16 > 10: dropped
+  assert.deepEqual(settled, [["c", "dropped"]]);
+  release();
+  assert.deepEqual(await uploader.flush(AbortSignal.timeout(2000)), []);
+  assert.deepEqual(settled.map(([k, how]) => `${k}:${how}`).sort(), ["a:stored", "b:stored", "c:dropped"]);
+});

@@ -34,6 +34,17 @@ import { eventLine } from "./encode.ts";
 const log = getLogger(["l2", "journal"]);
 
 const SUFFIX = ".jnl";
+/** Journal bytes kept for a retry while writes fail. */
+const MAX_UNWRITTEN = 256 * 1024 * 1024;
+/** Longest an upload waits for its seal record while the journal cannot write. */
+const MAX_SEAL_WAIT_MS = 5000;
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
 
 export interface JournalOptions {
   readonly flushMs?: number;
@@ -67,7 +78,9 @@ export class Journal implements BatchObserver {
   #flushing: Promise<void> = Promise.resolve();
   #waiters: Array<() => void> = [];
   #timer: ReturnType<typeof setInterval> | undefined;
-  #failed = false;
+  /** Bytes a failed write left behind, written first next time. */
+  #unwritten: Uint8Array | undefined;
+  #failingSince: number | undefined;
 
   private constructor(dir: string, options: JournalOptions) {
     this.dir = dir;
@@ -153,24 +166,43 @@ export class Journal implements BatchObserver {
   async #flushNow(): Promise<void> {
     const waiters = this.#waiters;
     this.#waiters = [];
-    if (this.#buffer.length > 0) {
-      const text = this.#buffer.join("\n") + "\n";
+    if (this.#buffer.length > 0 || this.#unwritten) {
+      const fresh = this.#buffer.length > 0
+        ? new TextEncoder().encode(this.#buffer.join("\n") + "\n")
+        : new Uint8Array(0);
       this.#buffer = [];
+      // Bytes a failed write left behind go first, so records stay whole and in order.
+      const bytes = this.#unwritten ? concat(this.#unwritten, fresh) : fresh;
+      this.#unwritten = undefined;
       const current = this.#segments[this.#segments.length - 1];
+      let written = 0;
       try {
-        const bytes = new TextEncoder().encode(text);
-        let written = 0;
         while (written < bytes.length) {
           written += await current.file!.write(bytes.subarray(written));
         }
-        this.#failed = false;
+        if (this.#failingSince !== undefined) log.info("The crash journal writes again");
+        this.#failingSince = undefined;
       } catch (error) {
-        // The recording goes on without crash protection rather than stopping.
-        if (!this.#failed) log.error("Cannot write the crash journal: {error}", { error });
-        this.#failed = true;
+        this.#unwritten = bytes.subarray(written);
+        if (this.#failingSince === undefined) {
+          log.error("Cannot write the crash journal: {error}; retrying", { error });
+          this.#failingSince = this.#now();
+        }
+        if (this.#unwritten.length > MAX_UNWRITTEN) {
+          log.error("Crash journal unwritable for long: dropping {bytes} bytes of it", {
+            bytes: this.#unwritten.length,
+          });
+          this.#unwritten = undefined;
+        }
       }
     }
-    for (const resolve of waiters) resolve();
+    // A seal is durable once written. While the journal cannot write, uploads
+    // wait for it, but not for ever: recording must not stop on a bad disk.
+    const stuck = this.#failingSince !== undefined &&
+      this.#now() - this.#failingSince < MAX_SEAL_WAIT_MS;
+    if (stuck) this.#waiters.unshift(...waiters);
+    else for (const resolve of waiters) resolve();
+    if (this.#unwritten) return; // do not rotate with records still owed to this segment
     if (this.#now() - this.#segmentStartedAt >= this.#segmentMs) {
       try {
         await this.#rotate();

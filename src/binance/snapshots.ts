@@ -60,8 +60,12 @@ export class Snapshotter {
       const [symbol] = this.#queue;
       if (symbol === undefined) {
         await new Promise<void>((resolve) => {
-          this.#wake = resolve;
-          signal.addEventListener("abort", () => resolve(), { once: true });
+          const done = () => {
+            signal.removeEventListener("abort", done);
+            resolve();
+          };
+          this.#wake = done;
+          signal.addEventListener("abort", done, { once: true });
         });
         this.#wake = undefined;
         continue;

@@ -103,7 +103,10 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
       }
     }
     const spool = selected.s3
-      ? await Spool.open(join(config.dataDir, "spool"), { maxBytes: config.spoolMaxBytes })
+      ? await startupStep(
+        "open the spool",
+        () => Spool.open(join(config.dataDir, "spool"), { maxBytes: config.spoolMaxBytes }),
+      )
       : undefined;
     if (spool && spool.count > 0) {
       log.info("Spool holds {count} batches ({bytes} bytes) from earlier; draining them", {
@@ -118,8 +121,11 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
     updateSpoolGauges();
 
     const journalDir = join(config.dataDir, "journal");
-    const recovered = await recoverJournal(journalDir, { describe: describeLine });
-    const journal = await Journal.start(journalDir);
+    const recovered = await startupStep(
+      "read the crash journal",
+      () => recoverJournal(journalDir, { describe: describeLine }),
+    );
+    const journal = await startupStep("start the crash journal", () => Journal.start(journalDir));
     let recoveredLeft = recovered.batches.length;
     const recoveredKeys = new Set(recovered.batches.map((b) => b.key));
 
@@ -435,12 +441,25 @@ function reportShutdown(left: readonly SealedBatch[], spool: Spool | undefined):
   }
 }
 
-/** What the journal needs to know about an archive line to rebuild a batch's metadata. */
+/** A start-up step that fails is a start-up error (exit 2), saying what failed. */
+async function startupStep<T>(what: string, step: () => Promise<T>): Promise<T> {
+  try {
+    return await step();
+  } catch (error) {
+    throw new StartupError(`cannot ${what}: ${error instanceof Error ? error.message : error}`);
+  }
+}
+
+/**
+ * What the journal needs to know about an archive line to rebuild a batch's
+ * metadata, exactly as the live batch had it (snapshots carry no update ids there).
+ */
 function describeLine(text: string) {
-  const value = JSON.parse(text) as { recv_ts?: unknown; data?: unknown };
+  const value = JSON.parse(text) as { recv_ts?: unknown; stream?: unknown; data?: unknown };
   if (typeof value.recv_ts !== "number") throw new Error("archive line without recv_ts");
   const isData = typeof value.data === "object" && value.data !== null;
-  const ids = isData ? updateIds(value.data as Record<string, unknown>) : {};
+  const isSnapshot = typeof value.stream === "string" && value.stream.endsWith("@depthSnapshot");
+  const ids = isData && !isSnapshot ? updateIds(value.data as Record<string, unknown>) : {};
   return { recvTs: value.recv_ts, isData, ...ids };
 }
 

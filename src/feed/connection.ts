@@ -212,6 +212,13 @@ export function startConnection(options: ConnectionOptions): Connection {
         handlers.onClose({ ...base, replaced: true });
         return;
       }
+      if (successor) {
+        // Still connecting: drop it and reconnect as a primary, so that no
+        // later retirement can close the socket the streams moved to.
+        clearTimeout(overlapTimer);
+        successor.close("shutdown");
+        successor = undefined;
+      }
       const healthy = outcome.opened &&
         outcome.close.uptimeMs >= (options.healthyAfterMs ?? 10_000);
       backoff = healthy ? undefined : backoff ? backoff.next(undefined) : factory.next();

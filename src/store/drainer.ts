@@ -70,7 +70,12 @@ async function drainLoop(options: DrainerOptions, wakeSignal: () => AbortSignal)
         await spool.remove(name);
         return true;
       }
-      const reason = error instanceof SpoolFileError ? error.message : String(error);
+      if (!(error instanceof SpoolFileError)) {
+        // A read that failed (EIO, EMFILE…) says nothing about the file: retry later.
+        log.warn("Could not read spool file {name}: {error}", { name, error });
+        return false;
+      }
+      const reason = error.message;
       const target = await spool.quarantine(name);
       log.error("Quarantined damaged spool file {name} to {target}: {reason}", {
         name,

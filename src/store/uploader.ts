@@ -81,6 +81,20 @@ export class Uploader {
       this.#track(write);
       return;
     }
+    if (!this.#options.spool && this.#queueBytes + batch.textBytes > max && this.#queueBytes > 0) {
+      // No spool (local sink) and the sink has not kept up for a whole queue:
+      // memory must stay bounded, so the batch is dropped, counted and reported.
+      log.error(
+        "Upload queue full ({queueBytes} bytes) and no spool: dropped {key} ({messages} messages)",
+        {
+          queueBytes: this.#queueBytes,
+          key: batch.key,
+          messages: batch.meta.messages,
+        },
+      );
+      this.#options.onSettled?.(batch, "dropped", 0);
+      return;
+    }
     this.#queue.push(batch);
     this.#setQueueBytes(this.#queueBytes + batch.textBytes);
     this.#pump();
