@@ -402,7 +402,7 @@ function isRepeat(frame: DataFrame, last: number | undefined): boolean {
   return last !== undefined && frame.lastUpdateId !== undefined && frame.lastUpdateId <= last;
 }
 
-const NON_ASCII = /[^\x00-\x7f]/;
+const NON_ASCII = /[\u0080-\uffff]/;
 
 /** Bytes of `text` in UTF-8, without encoding it. */
 export function utf8Length(text: string): number {

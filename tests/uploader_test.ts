@@ -135,5 +135,9 @@ Deno.test("uploader without a spool drops and reports batches beyond its queue b
   assert.deepEqual(settled, [["c", "dropped"]]);
   release();
   assert.deepEqual(await uploader.flush(AbortSignal.timeout(2000)), []);
-  assert.deepEqual(settled.map(([k, how]) => `${k}:${how}`).sort(), ["a:stored", "b:stored", "c:dropped"]);
+  assert.deepEqual(settled.map(([k, how]) => `${k}:${how}`).sort(), [
+    "a:stored",
+    "b:stored",
+    "c:dropped",
+  ]);
 });
