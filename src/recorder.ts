@@ -85,6 +85,8 @@ export class Recorder {
   readonly #now: () => number;
   readonly #lastMessageAt = new Map<string, number>();
   readonly #streams = new Map<string, StreamState>();
+  /** Per group, its stream names as a set: checked on every frame. */
+  readonly #groupSets = new WeakMap<StreamGroup, ReadonlySet<string>>();
   #malformedSinceLog = 0;
   #malformedLoggedAt = -Infinity;
 
@@ -102,7 +104,7 @@ export class Recorder {
     const { metrics } = this.#options;
     metrics?.bytesReceived.inc(utf8Length(text));
     const frame = parseFrame(text);
-    if (frame.kind === "data" && group.names.includes(frame.stream)) {
+    if (frame.kind === "data" && this.#carries(group, frame.stream)) {
       metrics?.messagesReceived.inc({ stream: frame.stream });
       this.#lastMessageAt.set(frame.stream, this.#now());
       this.#route(group, frame, recvTs, socketId);
@@ -123,7 +125,7 @@ export class Recorder {
     const reason = frame.kind === "data"
       ? `stream ${frame.stream} is not subscribed on this connection`
       : frame.reason;
-    const stream = frame.stream !== undefined && group.names.includes(frame.stream)
+    const stream = frame.stream !== undefined && this.#carries(group, frame.stream)
       ? frame.stream
       : group.names[0];
     this.#add(stream, {
@@ -361,6 +363,12 @@ export class Recorder {
     if (from !== undefined && group.names.every((s) => this.#streams.get(s)?.owner !== from)) {
       group.retire?.(from);
     }
+  }
+
+  #carries(group: StreamGroup, stream: string): boolean {
+    let names = this.#groupSets.get(group);
+    if (!names) this.#groupSets.set(group, names = new Set(group.names));
+    return names.has(stream);
   }
 
   #disconnected(stream: string, recvTs: number, details: Record<string, unknown>): void {
