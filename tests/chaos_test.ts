@@ -39,7 +39,7 @@ import {
   replayFeed,
   type SentFrame,
 } from "./support/fake_exchange.ts";
-import { runCollector, spawnCollector } from "./support/collector.ts";
+import { type ArchivedLine, rawData, runCollector, spawnCollector } from "./support/collector.ts";
 import { TestS3 } from "./support/s3.ts";
 import { listFiles, tempDir } from "./support/temp.ts";
 import { delay, waitFor } from "./support/wait.ts";
@@ -61,30 +61,6 @@ const DROP_IN_FLIGHT_MS = 250;
 /** Before the SIGKILL, this much may be lost (the journal is flushed every 250 ms). */
 const KILL_WINDOW_MS = 1000;
 
-interface Line {
-  readonly key: string;
-  readonly lineNo: number;
-  readonly text: string;
-  readonly value: {
-    recv_ts: number;
-    stream: string;
-    event?: string;
-    data?: Record<string, unknown>;
-    [k: string]: unknown;
-  };
-}
-
-/** The `data` text of a data line exactly as stored. */
-function rawData(line: Line): string {
-  const head = `{"recv_ts":${line.value.recv_ts},"stream":${
-    JSON.stringify(line.value.stream)
-  },"data":`;
-  if (!line.text.startsWith(head) || !line.text.endsWith("}")) {
-    throw new Error(`${line.key}:${line.lineNo}: unexpected data line layout`);
-  }
-  return line.text.slice(head.length, -1);
-}
-
 function payloadOf(frame: SentFrame): string {
   return frame.text.slice(`{"stream":"${frame.stream}","data":`.length, -1);
 }
@@ -96,7 +72,7 @@ function payloadOf(frame: SentFrame): string {
  */
 async function readBucket(
   s3: TestS3,
-): Promise<{ objects: number; byPartition: Map<string, Line[]> }> {
+): Promise<{ objects: number; byPartition: Map<string, ArchivedLine[]> }> {
   const keys = await s3.keys(`${PREFIX}/exchange=binance/`);
   const parsed = keys.map((key) => {
     const parts = parseKey(key);
@@ -112,7 +88,7 @@ async function readBucket(
       : 0) ||
     a.parts.seq - b.parts.seq
   );
-  const byPartition = new Map<string, Line[]>();
+  const byPartition = new Map<string, ArchivedLine[]>();
   for (const { key, parts } of parsed) {
     const partition = `${parts.symbol.toLowerCase()}@${parts.streamType}`;
     const { body } = await s3.get(key);
@@ -386,7 +362,7 @@ Deno.test({
 
       // (3) every break of the stored chain is marked between the two messages
       let last: { u: number; ts: number } | undefined;
-      let since: Line[] = [];
+      let since: ArchivedLine[] = [];
       let breaks = 0;
       const unmarked: string[] = [];
       const how: Record<string, number> = {};

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { HealthTracker } from "../src/ops/health.ts";
 import { handler, type OpsDeps, serveOps } from "../src/ops/http.ts";
 import { Metrics } from "../src/ops/metrics.ts";
+import { REQUIRED_METRICS } from "./support/metrics.ts";
 
 const STARTED = Date.UTC(2024, 7, 8, 12, 0, 0);
 const BTC = "btcusdt@depth20@100ms";
@@ -39,22 +40,7 @@ Deno.test("/metrics serves every metric the issue names in Prometheus text forma
   assert.equal(response.status, 200);
   assert.match(response.headers.get("content-type") ?? "", /^text\/plain; version=0\.0\.4/);
   const text = await response.text();
-  for (
-    const name of [
-      "l2_messages_received_total",
-      "l2_bytes_received_total",
-      "l2_batches_stored_total",
-      "l2_upload_failures_total",
-      "l2_spool_bytes",
-      "l2_spool_batches",
-      "l2_reconnects_total",
-      "l2_sequence_gaps_total",
-      "l2_dropped_messages_total",
-      "l2_last_message_age_seconds",
-      "l2_ws_connections",
-      "process_resident_memory_bytes",
-    ]
-  ) {
+  for (const name of REQUIRED_METRICS) {
     assert.match(text, new RegExp(`^# TYPE ${name} (counter|gauge)$`, "m"), name);
   }
   assert.match(text, /^l2_messages_received_total\{stream="btcusdt@depth20@100ms"\} 3$/m);

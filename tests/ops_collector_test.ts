@@ -10,6 +10,7 @@ import { runCollector, spawnCollector } from "./support/collector.ts";
 import { TestS3 } from "./support/s3.ts";
 import { tempDir } from "./support/temp.ts";
 import { delay } from "./support/wait.ts";
+import { REQUIRED_METRICS } from "./support/metrics.ts";
 
 function freePort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -17,21 +18,6 @@ function freePort(): number {
   listener.close();
   return port;
 }
-
-const METRIC_NAMES = [
-  "l2_messages_received_total",
-  "l2_bytes_received_total",
-  "l2_batches_stored_total",
-  "l2_upload_failures_total",
-  "l2_spool_bytes",
-  "l2_spool_batches",
-  "l2_reconnects_total",
-  "l2_sequence_gaps_total",
-  "l2_dropped_messages_total",
-  "l2_last_message_age_seconds",
-  "l2_ws_connections",
-  "process_resident_memory_bytes",
-];
 
 Deno.test({
   name: "a running collector serves metrics and health, status says ok, then not running",
@@ -63,7 +49,7 @@ Deno.test({
       }
       await delay(200);
     }
-    for (const name of METRIC_NAMES) {
+    for (const name of REQUIRED_METRICS) {
       assert.match(metrics, new RegExp(`^${name}(\\{[^}]*\\})? `, "m"), `${name} missing`);
     }
     const received = /^l2_messages_received_total\{stream="btcusdt@depth20@100ms"\} (\d+)/m.exec(
