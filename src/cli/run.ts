@@ -46,6 +46,7 @@ import { Metrics } from "../ops/metrics.ts";
 import { countRestarts, recordStart } from "../ops/restarts.ts";
 import { Recorder, type StreamGroup } from "../recorder.ts";
 import { type Drainer, startDrainer } from "../store/drainer.ts";
+import { delay } from "../delay.ts";
 import { writeAtomically } from "../store/local.ts";
 import { checkBucket, selectSink } from "../store/select.ts";
 import { Spool } from "../store/spool.ts";
@@ -330,7 +331,8 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
     reportShutdown(left, spool);
   } finally {
     background.abort();
-    await healthLoop;
+    // An alert POST in flight (10 s timeout) must not hold up the exit.
+    await Promise.race([healthLoop, delay(1000)]);
     await ops?.finished;
     selected.close();
   }
