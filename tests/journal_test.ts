@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { Batcher, type BatchLine, type SealedBatch } from "../src/batch/batcher.ts";
+import { Batcher, type BatchLine, linesOf, type SealedBatch } from "../src/batch/batcher.ts";
 import { dataLine, eventLine, gzipLines } from "../src/batch/encode.ts";
 import { Journal, recoverJournal } from "../src/batch/journal.ts";
 import { listFiles, tempDir } from "./support/temp.ts";
@@ -54,10 +54,10 @@ function batcherFor(journal: Journal, maxLines = 1000): Batcher {
 }
 
 /** A sealed batch without its `durable` promise, as recovery returns it. */
-const plain = ({ key, stream, lines, meta, textBytes }: SealedBatch) => ({
+const plain = ({ key, stream, body, meta, textBytes }: SealedBatch) => ({
   key,
   stream,
-  lines: [...lines],
+  lines: body.lines(),
   meta,
   textBytes,
 });
@@ -105,9 +105,9 @@ Deno.test("journal recovers an open batch with its lines and a final recovered e
     const [batch] = batches;
     assert.equal(batch.key, key);
     assert.equal(batch.stream, "s");
-    assert.deepEqual(batch.lines.slice(0, 4), added);
-    assert.equal(batch.lines.length, 5);
-    const last = JSON.parse(batch.lines[4]);
+    assert.deepEqual(linesOf(batch).slice(0, 4), added);
+    assert.equal(linesOf(batch).length, 5);
+    const last = JSON.parse(linesOf(batch)[4]);
     assert.equal(last.event, "recovered");
     assert.equal(last.stream, "s");
     // The last line's receive time, not the greatest and not "now".
@@ -121,7 +121,7 @@ Deno.test("journal recovers an open batch with its lines and a final recovered e
       firstUpdateId: 1,
       lastUpdateId: 9,
     });
-    assert.equal(batch.textBytes, batch.lines.reduce((n, l) => n + l.length + 1, 0));
+    assert.equal(batch.textBytes, linesOf(batch).reduce((n, l) => n + l.length + 1, 0));
   });
 });
 
@@ -138,7 +138,7 @@ Deno.test("journal recovers a sealed but unsettled batch exactly as it was seale
     const { batches } = await recover(tmp.path);
     assert.equal(batches.length, 1);
     assert.deepEqual(plain(batches[0]), plain(sealed));
-    assert.ok(!batches[0].lines.some((l) => l.includes('"recovered"')));
+    assert.ok(!linesOf(batches[0]).some((l) => l.includes('"recovered"')));
   });
 });
 
@@ -172,8 +172,8 @@ Deno.test("journal recovery is deterministic: the same journal twice gives ident
   assert.deepEqual(second, first);
   for (const [i, batch] of first.batches.entries()) {
     assert.deepEqual(
-      await gzipLines(batch.lines, 6),
-      await gzipLines(second.batches[i].lines, 6),
+      await gzipLines(linesOf(batch), 6),
+      await gzipLines(linesOf(second.batches[i]), 6),
     );
   }
 });
@@ -196,9 +196,9 @@ Deno.test("journal recovery skips a torn final record, counts it and keeps the l
   const { batches, badRecords } = await recover(tmp.path);
   assert.equal(badRecords, 1);
   assert.equal(batches.length, 1);
-  assert.deepEqual(batches[0].lines.slice(0, 3), lines);
-  assert.equal(batches[0].lines.length, 4);
-  assert.equal(JSON.parse(batches[0].lines[3]).recv_ts, 12);
+  assert.deepEqual(linesOf(batches[0]).slice(0, 3), lines);
+  assert.equal(linesOf(batches[0]).length, 4);
+  assert.equal(JSON.parse(linesOf(batches[0])[3]).recv_ts, 12);
   assert.equal(batches[0].meta.messages, 3);
 });
 
@@ -233,7 +233,7 @@ Deno.test("journal keeps batches of different runs apart although their ids repe
   });
   const { batches, files } = await recover(tmp.path);
   assert.equal(files.length, 2);
-  assert.deepEqual(batches.map((b) => [b.key, b.lines.length]), [
+  assert.deepEqual(batches.map((b) => [b.key, linesOf(b).length]), [
     ["p/stream=s/1_0.ndjson.gz", 2],
     ["p/stream=s/2_0.ndjson.gz", 2],
   ]);
@@ -266,7 +266,7 @@ Deno.test("journal rotates segments and deletes one only when its batches settle
       assert.deepEqual(await listFiles(tmp.path), [seg(0), seg(1), seg(2)]);
 
       const recovered = await recover(tmp.path);
-      assert.deepEqual(recovered.batches.map((x) => [x.stream, x.lines.length]), [
+      assert.deepEqual(recovered.batches.map((x) => [x.stream, linesOf(x).length]), [
         ["a", 3],
         ["b", 2],
         ["c", 2],
@@ -454,8 +454,8 @@ Deno.test({
       });
       assert.equal(recovered.batches.length, 1);
       assert.deepEqual(
-        recovered.batches[0].lines,
-        sealed.lines,
+        linesOf(recovered.batches[0]),
+        linesOf(sealed),
         "recovery must match the stored batch",
       );
       await journal.close();

@@ -1,19 +1,18 @@
 import assert from "node:assert/strict";
 import { gunzipSync } from "node:zlib";
 import type { SealedBatch } from "../src/batch/batcher.ts";
+import { ChunkedText, ChunkPool } from "../src/batch/chunks.ts";
 import { localSink } from "../src/store/local.ts";
 import type { ObjectMeta, Sink } from "../src/store/sink.ts";
 import { Uploader } from "../src/store/uploader.ts";
 import { listFiles, tempDir } from "./support/temp.ts";
 
 const meta: ObjectMeta = { messages: 1, events: 0, firstRecvTs: 1, lastRecvTs: 1 };
-const batch = (key: string, lines = ['{"a":1}']): SealedBatch => ({
-  key,
-  stream: "s",
-  lines,
-  meta,
-  textBytes: 8,
-});
+const batch = (key: string, lines = ['{"a":1}']): SealedBatch => {
+  const body = new ChunkedText(new ChunkPool());
+  for (const line of lines) body.appendLine(line);
+  return { key, stream: "s", body, meta, textBytes: body.byteLength };
+};
 
 function recordingSink(failFirst = 0): Sink & { puts: string[]; attempts: number } {
   let failures = failFirst;

@@ -8,6 +8,7 @@
  */
 
 import type { ObjectMeta } from "../store/sink.ts";
+import { ChunkedText, ChunkPool } from "./chunks.ts";
 
 export interface BatchLine {
   readonly text: string;
@@ -24,10 +25,16 @@ export interface SealedBatch {
   /** Resolves once the batch is safe in the crash journal (absent without one). */
   readonly durable?: Promise<void>;
   readonly stream: string;
-  readonly lines: readonly string[];
+  /** The NDJSON text, until the uploader has compressed it and released the chunks. */
+  readonly body: ChunkedText;
   readonly meta: ObjectMeta;
-  /** Sum of line lengths: what this batch costs in memory before compression. */
+  /** UTF-8 bytes of the text, newlines included: what it holds in memory before compression. */
   readonly textBytes: number;
+}
+
+/** The lines of a sealed batch whose text was not released yet (tests, diagnostics). */
+export function linesOf(batch: Pick<SealedBatch, "body">): string[] {
+  return batch.body.lines();
 }
 
 /** Follows every batch's life, e.g. to journal it. Called synchronously. */
@@ -50,6 +57,8 @@ export interface BatcherOptions {
    * not grow with the number of streams times BATCH_SECONDS.
    */
   readonly maxOpenBytes?: number;
+  /** Where batch text is kept; default: a pool of this batcher's own. */
+  readonly pool?: ChunkPool;
 }
 
 interface OpenBatch {
@@ -57,8 +66,7 @@ interface OpenBatch {
   /** Fixed when the batch opens, from its stream, first receive time and number. */
   readonly key: string;
   readonly openedAt: number;
-  readonly lines: string[];
-  textBytes: number;
+  readonly body: ChunkedText;
   messages: number;
   events: number;
   firstRecvTs: number;
@@ -71,10 +79,12 @@ export class Batcher {
   readonly #options: BatcherOptions;
   readonly #open = new Map<string, OpenBatch>();
   readonly #nextSeq = new Map<string, number>();
+  readonly #pool: ChunkPool;
   #openBytes = 0;
 
   constructor(options: BatcherOptions) {
     this.#options = options;
+    this.#pool = options.pool ?? new ChunkPool();
   }
 
   /**
@@ -90,8 +100,7 @@ export class Batcher {
         stream,
         key: this.#options.planKey(stream, line.recvTs, seq),
         openedAt: now,
-        lines: [],
-        textBytes: 0,
+        body: new ChunkedText(this.#pool),
         messages: 0,
         events: 0,
         firstRecvTs: line.recvTs,
@@ -100,16 +109,16 @@ export class Batcher {
       this.#open.set(stream, batch);
       this.#options.observer?.opened(batch.key, stream);
     }
-    batch.lines.push(line.text);
+    const before = batch.body.byteLength;
+    batch.body.appendLine(line.text);
     this.#options.observer?.appended(batch.key, line.text);
-    batch.textBytes += line.text.length + 1;
-    this.#openBytes += line.text.length + 1;
+    this.#openBytes += batch.body.byteLength - before;
     batch.lastRecvTs = Math.max(batch.lastRecvTs, line.recvTs);
     if (line.isData) batch.messages++;
     else batch.events++;
     if (line.firstUpdateId !== undefined) batch.firstUpdateId ??= line.firstUpdateId;
     if (line.lastUpdateId !== undefined) batch.lastUpdateId = line.lastUpdateId;
-    return batch.lines.length >= this.#options.maxLines ? this.#seal(batch) : undefined;
+    return batch.body.lineCount >= this.#options.maxLines ? this.#seal(batch) : undefined;
   }
 
   /** Seals and returns every batch whose first line is at least `batchMs` old. */
@@ -150,19 +159,19 @@ export class Batcher {
   /** Lines held in open batches, for metrics. */
   get openLines(): number {
     let n = 0;
-    for (const batch of this.#open.values()) n += batch.lines.length;
+    for (const batch of this.#open.values()) n += batch.body.lineCount;
     return n;
   }
 
   #seal(batch: OpenBatch): SealedBatch {
     this.#open.delete(batch.stream);
-    this.#openBytes -= batch.textBytes;
+    this.#openBytes -= batch.body.byteLength;
     return {
       key: batch.key,
       durable: this.#options.observer?.sealed(batch.key),
       stream: batch.stream,
-      lines: batch.lines,
-      textBytes: batch.textBytes,
+      body: batch.body,
+      textBytes: batch.body.byteLength,
       meta: {
         messages: batch.messages,
         events: batch.events,

@@ -9,6 +9,7 @@
  */
 
 import { gzip } from "node:zlib";
+import { concatBytes } from "./chunks.ts";
 
 export type EventName =
   | "connected"
@@ -45,8 +46,17 @@ export function eventLine(
 /** Joins lines into NDJSON (every line ends with a newline) and gzips it. */
 export function gzipLines(lines: readonly string[], level: number): Promise<Uint8Array> {
   const text = lines.length === 0 ? "" : lines.join("\n") + "\n";
+  return gzipChunks([new TextEncoder().encode(text)], level);
+}
+
+/**
+ * Gzips `chunks` back to back as one gzip member. The chunks are read while
+ * the promise is pending: do not reuse them before it settles.
+ */
+export function gzipChunks(chunks: readonly Uint8Array[], level: number): Promise<Uint8Array> {
+  const input = concatBytes(chunks);
   return new Promise((resolve, reject) => {
-    gzip(text, { level }, (error, result) => {
+    gzip(input, { level }, (error, result) => {
       if (error) reject(error);
       else resolve(new Uint8Array(result.buffer, result.byteOffset, result.byteLength));
     });

@@ -29,6 +29,7 @@
 import { getLogger } from "@logtape/logtape";
 import { join } from "node:path";
 import type { BatchObserver, SealedBatch } from "./batcher.ts";
+import { ChunkedText, ChunkPool } from "./chunks.ts";
 import { eventLine } from "./encode.ts";
 
 const log = getLogger(["l2", "journal"]);
@@ -38,6 +39,55 @@ const SUFFIX = ".jnl";
 const MAX_UNWRITTEN = 256 * 1024 * 1024;
 /** Longest an upload waits for its seal record while the journal cannot write. */
 const MAX_SEAL_WAIT_MS = 5000;
+
+const encoder = new TextEncoder();
+
+/**
+ * Records as UTF-8, encoded once as they arrive into a reused buffer (two
+ * buffers in turn: one being written to disk, one taking records).
+ */
+class RecordBuffer {
+  #bytes = new Uint8Array(1024 * 1024);
+  #length = 0;
+  #spare: Uint8Array<ArrayBuffer> | undefined;
+
+  get length(): number {
+    return this.#length;
+  }
+
+  text(text: string): void {
+    // UTF-8 needs at most 3 bytes per UTF-16 unit: reserve that, encode once.
+    const need = this.#length + text.length * 3;
+    if (need > this.#bytes.length) {
+      const bigger = new Uint8Array(Math.max(need, this.#bytes.length * 2));
+      bigger.set(this.#bytes.subarray(0, this.#length));
+      this.#bytes = bigger;
+    }
+    this.#length += encoder.encodeInto(text, this.#bytes.subarray(this.#length)).written;
+  }
+
+  /** Ends a record. */
+  newline(): void {
+    if (this.#length === this.#bytes.length) this.text("\n");
+    else this.#bytes[this.#length++] = 0x0a;
+  }
+
+  /** The bytes so far, and an empty buffer for what follows; hand the view back when written. */
+  take(): Uint8Array<ArrayBuffer> {
+    const taken = this.#bytes.subarray(0, this.#length);
+    const spare = this.#spare;
+    this.#bytes = spare && spare.length >= this.#bytes.length
+      ? spare
+      : new Uint8Array(this.#bytes.length);
+    this.#spare = undefined;
+    this.#length = 0;
+    return taken;
+  }
+
+  giveBack(taken: Uint8Array<ArrayBuffer>): void {
+    this.#spare = new Uint8Array(taken.buffer);
+  }
+}
 
 function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
   const out = new Uint8Array(a.length + b.length);
@@ -72,7 +122,7 @@ export class Journal implements BatchObserver {
   /** Per batch id, the segments it has records in. */
   readonly #touched = new Map<number, Set<Segment>>();
   #nextId = 0;
-  #buffer: string[] = [];
+  readonly #buffer = new RecordBuffer();
   #segmentStartedAt = 0;
   #segmentCounter = 0;
   #flushing: Promise<void> = Promise.resolve();
@@ -107,7 +157,12 @@ export class Journal implements BatchObserver {
 
   appended(key: string, text: string): void {
     const id = this.#ids.get(key);
-    if (id !== undefined) this.#record(id, `l\t${id}\t${text}`);
+    if (id === undefined) return;
+    // In two parts: no per-line copy of the text just to prefix it.
+    this.#buffer.text(`l\t${id}\t`);
+    this.#buffer.text(text);
+    this.#buffer.newline();
+    this.#touch(id);
   }
 
   sealed(key: string): Promise<void> {
@@ -124,7 +179,8 @@ export class Journal implements BatchObserver {
     const id = this.#ids.get(key);
     if (id === undefined) return;
     this.#ids.delete(key);
-    this.#buffer.push(`r\t${id}`);
+    this.#buffer.text(`r\t${id}`);
+    this.#buffer.newline();
     for (const segment of this.#touched.get(id) ?? []) segment.live.delete(id);
     this.#touched.delete(id);
   }
@@ -155,7 +211,13 @@ export class Journal implements BatchObserver {
   }
 
   #record(id: number, record: string): void {
-    this.#buffer.push(record);
+    this.#buffer.text(record);
+    this.#buffer.newline();
+    this.#touch(id);
+  }
+
+  /** Marks batch `id` as having records in the current segment. */
+  #touch(id: number): void {
     const current = this.#segments[this.#segments.length - 1];
     current.live.add(id);
     let touched = this.#touched.get(id);
@@ -167,10 +229,7 @@ export class Journal implements BatchObserver {
     const waiters = this.#waiters;
     this.#waiters = [];
     if (this.#buffer.length > 0 || this.#unwritten) {
-      const fresh = this.#buffer.length > 0
-        ? new TextEncoder().encode(this.#buffer.join("\n") + "\n")
-        : new Uint8Array(0);
-      this.#buffer = [];
+      const fresh = this.#buffer.take();
       // Bytes a failed write left behind go first, so records stay whole and in order.
       const bytes = this.#unwritten ? concat(this.#unwritten, fresh) : fresh;
       this.#unwritten = undefined;
@@ -183,7 +242,8 @@ export class Journal implements BatchObserver {
         if (this.#failingSince !== undefined) log.info("The crash journal writes again");
         this.#failingSince = undefined;
       } catch (error) {
-        this.#unwritten = bytes.subarray(written);
+        // A copy: the buffer `fresh` views goes back to taking records.
+        this.#unwritten = bytes.slice(written);
         if (this.#failingSince === undefined) {
           log.error("Cannot write the crash journal: {error}; retrying", { error });
           this.#failingSince = this.#now();
@@ -195,6 +255,7 @@ export class Journal implements BatchObserver {
           this.#unwritten = undefined;
         }
       }
+      this.#buffer.giveBack(fresh);
     }
     // A seal is durable once written. While the journal cannot write, uploads
     // wait for it, but not for ever: recording must not stop on a bad disk.
@@ -252,7 +313,11 @@ export interface RecoveredJournal {
  */
 export async function recoverJournal(
   dir: string,
-  options: { describe: (line: string) => Omit<LineFacts, "text"> },
+  options: {
+    describe: (line: string) => Omit<LineFacts, "text">;
+    /** Where the rebuilt batches' text is kept (default: a pool of their own). */
+    pool?: ChunkPool;
+  },
 ): Promise<RecoveredJournal> {
   const files: string[] = [];
   try {
@@ -308,6 +373,7 @@ export async function recoverJournal(
     }
   }
   const batches: SealedBatch[] = [];
+  const pool = options.pool ?? new ChunkPool();
   for (const batch of pending.values()) {
     if (batch.settled || batch.lines.length === 0) continue;
     const lines = [...batch.lines];
@@ -322,7 +388,7 @@ export async function recoverJournal(
       });
       lines.push({ text, recvTs: last.recvTs, isData: false });
     }
-    batches.push(sealedFromLines(batch.key, batch.stream, lines));
+    batches.push(sealedFromLines(batch.key, batch.stream, lines, pool));
   }
   if (badRecords > 0) log.warn("Skipped {badRecords} unreadable journal records", { badRecords });
   return { batches, files: files.map((f) => join(dir, f)), badRecords };
@@ -336,7 +402,12 @@ export interface LineFacts {
   readonly lastUpdateId?: number;
 }
 
-function sealedFromLines(key: string, stream: string, lines: readonly LineFacts[]): SealedBatch {
+function sealedFromLines(
+  key: string,
+  stream: string,
+  lines: readonly LineFacts[],
+  pool: ChunkPool,
+): SealedBatch {
   let messages = 0;
   let firstUpdateId: number | undefined;
   let lastUpdateId: number | undefined;
@@ -345,11 +416,13 @@ function sealedFromLines(key: string, stream: string, lines: readonly LineFacts[
     if (line.firstUpdateId !== undefined) firstUpdateId ??= line.firstUpdateId;
     if (line.lastUpdateId !== undefined) lastUpdateId = line.lastUpdateId;
   }
+  const body = new ChunkedText(pool);
+  for (const line of lines) body.appendLine(line.text);
   return {
     key,
     stream,
-    lines: lines.map((l) => l.text),
-    textBytes: lines.reduce((n, l) => n + l.text.length + 1, 0),
+    body,
+    textBytes: body.byteLength,
     meta: {
       messages,
       events: lines.length - messages,

@@ -13,6 +13,7 @@
 import { getLogger } from "@logtape/logtape";
 import { join } from "node:path";
 import { Batcher, type SealedBatch } from "../batch/batcher.ts";
+import { ChunkPool } from "../batch/chunks.ts";
 import { Journal, recoverJournal } from "../batch/journal.ts";
 import { planKey } from "../batch/keys.ts";
 import { updateIds } from "../binance/frames.ts";
@@ -122,9 +123,11 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
     updateSpoolGauges();
 
     const journalDir = join(config.dataDir, "journal");
+    // One pool for all batch text: chunks freed by one stream's batch serve the next.
+    const pool = new ChunkPool();
     const recovered = await startupStep(
       "read the crash journal",
-      () => recoverJournal(journalDir, { describe: describeLine }),
+      () => recoverJournal(journalDir, { describe: describeLine, pool }),
     );
     const journal = await startupStep("start the crash journal", () => Journal.start(journalDir));
     let recoveredLeft = recovered.batches.length;
@@ -196,6 +199,7 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
       // oldest seal early (many streams × BATCH_SECONDS would be unbounded).
       maxOpenBytes: config.uploadQueueMaxBytes * 4,
       observer: journal,
+      pool,
       planKey: (stream, firstRecvTs, seq) => {
         const spec = parseStreamName(stream) ?? { symbol: "UNKNOWN", type: stream };
         return planKey({

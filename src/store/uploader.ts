@@ -13,7 +13,7 @@
 import { getLogger } from "@logtape/logtape";
 import { ExponentialBackoff, fullJitterGenerator, handleWhen, retry } from "cockatiel";
 import type { SealedBatch } from "../batch/batcher.ts";
-import { gzipLines } from "../batch/encode.ts";
+import { gzipChunks } from "../batch/encode.ts";
 import type { Sink } from "./sink.ts";
 import type { Spool } from "./spool.ts";
 
@@ -25,6 +25,11 @@ export interface UploaderOptions {
   readonly sink: Sink;
   readonly concurrency: number;
   readonly gzipLevel: number;
+  /**
+   * Compresses a batch's text (default: node:zlib on this thread). The
+   * chunks are released to their pool once the promise settles.
+   */
+  readonly gzip?: (chunks: readonly Uint8Array[], level: number) => Promise<Uint8Array>;
   /** Where batches go when the sink cannot take them; without one, retries go on. */
   readonly spool?: Spool;
   readonly maxQueueBytes?: number;
@@ -173,7 +178,7 @@ export class Uploader {
     try {
       // Never upload before the journal holds the seal: recovery relies on it.
       await batch.durable;
-      body = await gzipLines(batch.lines, gzipLevel);
+      body = await this.#compress(batch, gzipLevel);
       const bytes = body;
       await policy.execute(async ({ signal }) => {
         try {
@@ -205,7 +210,7 @@ export class Uploader {
       return;
     }
     try {
-      body ??= await gzipLines(batch.lines, this.#options.gzipLevel);
+      body ??= await this.#compress(batch, this.#options.gzipLevel);
       if (await spool.write({ key: batch.key, body, meta: batch.meta })) {
         log.info("Spooled {key} ({why})", { key: batch.key, why });
         this.#options.onSettled?.(batch, "spooled", body.length);
@@ -225,6 +230,13 @@ export class Uploader {
       });
     }
     this.#options.onSettled?.(batch, "dropped", 0);
+  }
+
+  /** The batch's gzip bytes; its text is released once compressed. */
+  async #compress(batch: SealedBatch, level: number): Promise<Uint8Array> {
+    const body = await (this.#options.gzip ?? gzipChunks)(batch.body.chunks(), level);
+    batch.body.release();
+    return body;
   }
 
   #setQueueBytes(bytes: number): void {
