@@ -64,7 +64,7 @@ export async function summarizeProfile(path: string, top = 15): Promise<ProfileS
       if (caller && caller.functionName !== "(root)") name += ` ← ${describe(caller)}`;
     }
     perFunction.set(name, (perFunction.get(name) ?? 0) + us);
-    const group = file || frame.functionName;
+    const group = file || shortName(frame.functionName);
     perFile.set(group, (perFile.get(group) ?? 0) + us);
   });
   const rank = (map: Map<string, number>) =>
@@ -83,7 +83,13 @@ export async function summarizeProfile(path: string, top = 15): Promise<ProfileS
 
 function describe(frame: ProfileNode["callFrame"]): string {
   const file = shortUrl(frame.url);
-  return `${frame.functionName || "(anonymous)"}${file ? ` ${file}:${frame.lineNumber + 1}` : ""}`;
+  return `${shortName(frame.functionName)}${file ? ` ${file}:${frame.lineNumber + 1}` : ""}`;
+}
+
+/** V8 names a compiled RegExp by its whole source: too long, and its `|` would split a table cell. */
+function shortName(name: string): string {
+  if (name === "") return "(anonymous)";
+  return name.startsWith("RegExp: ") && name.length > 40 ? `${name.slice(0, 40)}…` : name;
 }
 
 /** `file:///…/src/x.ts` → `src/x.ts`; npm cache paths → `npm:pkg/…`; `ext:` kept. */

@@ -255,13 +255,20 @@ function profileSection(p: ProfileSummary): string[] {
     "",
     "| function | self ms | share of busy |",
     "| --- | ---: | ---: |",
-    ...p.functions.map((f) => `| \`${f.name}\` | ${int(f.ms)} | ${fixed(f.share * 100, 1)} % |`),
+    ...p.functions.map((f) =>
+      `| \`${cell(f.name)}\` | ${int(f.ms)} | ${fixed(f.share * 100, 1)} % |`
+    ),
     "",
     "By file:",
     "",
     "| file | self ms | share of busy |",
     "| --- | ---: | ---: |",
-    ...p.files.map((f) => `| \`${f.name}\` | ${int(f.ms)} | ${fixed(f.share * 100, 1)} % |`),
+    ...p.files.map((f) => `| \`${cell(f.name)}\` | ${int(f.ms)} | ${fixed(f.share * 100, 1)} % |`),
   ];
   return rows;
+}
+
+/** A `|` splits a Markdown table cell even inside a code span. */
+function cell(text: string): string {
+  return text.replaceAll("|", "\\|");
 }

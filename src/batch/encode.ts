@@ -1,8 +1,8 @@
 /**
  * The archive's line format and compression. Pure apart from gzip, which is
- * asynchronous (node:zlib) and called only by the uploader, never on the
- * receive path; in Deno it compresses in chunks on the main thread, so its
- * level is the collector's largest CPU cost (see `deno task bench`).
+ * asynchronous (node:zlib). The collector compresses in a worker instead
+ * (compress.ts): node:zlib deflates on the calling thread in Deno. gzip is
+ * the collector's largest CPU cost, so its level matters (see `deno task bench`).
  *
  * Data line:  {"recv_ts":<µs>,"stream":"<name>","data":<payload as received>}
  * Event line: {"recv_ts":<µs>,"stream":"<name>","event":"<what>",...details}

@@ -14,6 +14,7 @@ import { getLogger } from "@logtape/logtape";
 import { join } from "node:path";
 import { Batcher, type SealedBatch } from "../batch/batcher.ts";
 import { ChunkPool } from "../batch/chunks.ts";
+import { GzipPool } from "../batch/compress.ts";
 import { Journal, recoverJournal } from "../batch/journal.ts";
 import { planKey } from "../batch/keys.ts";
 import { updateIds } from "../binance/frames.ts";
@@ -133,11 +134,14 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
     let recoveredLeft = recovered.batches.length;
     const recoveredKeys = new Set(recovered.batches.map((b) => b.key));
 
+    // Compression off the main thread, which stamps receive times.
+    using gzipPool = new GzipPool({ level: config.gzipLevel });
     const uploader = new Uploader({
       sink,
       spool,
       concurrency: config.uploadConcurrency,
       gzipLevel: config.gzipLevel,
+      gzip: (chunks) => gzipPool.gzip(chunks),
       maxQueueBytes: config.uploadQueueMaxBytes,
       isRetryable: selected.isRetryable,
       onQueueBytes: (bytes) => metrics.uploadQueueBytes.set(bytes),

@@ -1,0 +1,83 @@
+/**
+ * The gzip worker behind `GzipPool` (compress.ts): compresses off the main
+ * thread, so a 10 MB batch no longer stalls WebSocket handling (and with it
+ * the receive timestamps) for tens of milliseconds.
+ *
+ * Protocol, one reply per request, in order:
+ *   in:  { id, level, chunks: Uint8Array[] }
+ *   out: { id, body: Uint8Array }  (body's buffer transferred, not copied)
+ *    or: { id, error: string }
+ * The body is one standard gzip member of the chunks' concatenation, byte for
+ * byte what `zlib.gzipSync(concat(chunks), { level })` gives. The pool sends
+ * one chunk (its own joined copy), so the concatenation is then a no-op.
+ *
+ * Import only its types elsewhere: loading it sets the global `onmessage`.
+ * Must stay loadable as a module Worker under the `collector` permission set
+ * and be listed in `deno compile --include` (deno.json), since a Worker's
+ * module is not part of the static import graph.
+ */
+
+import { gzipSync } from "node:zlib";
+
+export interface GzipRequest {
+  readonly id: number;
+  readonly level: number;
+  readonly chunks: readonly Uint8Array[];
+}
+
+export type GzipReply =
+  | { readonly id: number; readonly body: Uint8Array<ArrayBuffer> }
+  | { readonly id: number; readonly error: string };
+
+/** The part of the worker global scope used here (the default lib types `self` as a window). */
+interface WorkerScope {
+  onmessage: ((event: MessageEvent<GzipRequest>) => void) | null;
+  postMessage(message: GzipReply, transfer: Transferable[]): void;
+}
+
+function concat(chunks: readonly Uint8Array[]): Uint8Array {
+  if (chunks.length === 1) return chunks[0];
+  let length = 0;
+  for (const chunk of chunks) length += chunk.byteLength;
+  const out = new Uint8Array(length);
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  return out;
+}
+
+/**
+ * The result as a view over a buffer of its own, safe to transfer. Small
+ * Buffers may be slices of Node's shared allocation pool; transferring that
+ * pool would detach it under later allocations, so those are copied.
+ */
+function ownBuffer(result: Uint8Array): Uint8Array<ArrayBuffer> {
+  const buffer = result.buffer;
+  if (
+    buffer instanceof ArrayBuffer && result.byteOffset === 0 &&
+    result.byteLength === buffer.byteLength
+  ) {
+    return new Uint8Array(buffer);
+  }
+  return new Uint8Array(result);
+}
+
+function compress(request: GzipRequest): Uint8Array<ArrayBuffer> {
+  return ownBuffer(gzipSync(concat(request.chunks), { level: request.level }));
+}
+
+const scope = globalThis as unknown as WorkerScope;
+
+scope.onmessage = (event) => {
+  const { id } = event.data;
+  let body: Uint8Array<ArrayBuffer>;
+  try {
+    body = compress(event.data);
+  } catch (error) {
+    scope.postMessage({ id, error: error instanceof Error ? error.message : String(error) }, []);
+    return;
+  }
+  scope.postMessage({ id, body }, [body.buffer]);
+};

@@ -1,0 +1,233 @@
+/**
+ * GzipPool (src/batch/compress.ts) with real workers: the bytes equal
+ * node:zlib's gzipSync of the concatenated input, input buffers are free for
+ * reuse once gzip() returns, replies never cross between calls, and a closed
+ * pool or a dead worker rejects clearly. Also: the worker loads under the
+ * `collector` permission set and does not keep the process alive after close().
+ */
+
+import assert from "node:assert/strict";
+import { gunzipSync, gzipSync } from "node:zlib";
+import { GzipPool, GzipPoolError } from "../src/batch/compress.ts";
+
+const ROOT = new URL("../", import.meta.url);
+const encoder = new TextEncoder();
+
+/** NDJSON like the archive's: compressible, but not trivially. */
+function ndjson(lines: number, seed = 0): Uint8Array {
+  let text = "";
+  for (let i = 0; i < lines; i++) {
+    const n = seed * 1_000_003 + i;
+    text += `{"recv_ts":${1_723_100_000_000_000 + n * 137},"stream":"btcusdt@depth",` +
+      `"data":{"u":${n},"b":[["${(60_000 + (n % 977) / 100).toFixed(2)}","${n % 13}.5"]]}}\n`;
+  }
+  return encoder.encode(text);
+}
+
+/** Splits into chunks of `size` bytes, as views over the one buffer. */
+function chunked(bytes: Uint8Array, size: number): Uint8Array[] {
+  const chunks: Uint8Array[] = [];
+  for (let i = 0; i < bytes.length; i += size) chunks.push(bytes.subarray(i, i + size));
+  return chunks;
+}
+
+function gunzip(body: Uint8Array): Uint8Array {
+  return new Uint8Array(gunzipSync(body));
+}
+
+Deno.test("gzip round-trips and equals node:zlib gzipSync at the same level", async () => {
+  using pool = new GzipPool({ level: 5 });
+  const data = ndjson(3000);
+  for (const size of [data.length, 16 * 1024, 1000, 7]) {
+    const chunks = chunked(data, size);
+    const body = await pool.gzip(chunks);
+    assert.deepEqual(gunzip(body), data);
+    assert.deepEqual(body, new Uint8Array(gzipSync(data, { level: 5 })), `chunks of ${size}`);
+  }
+});
+
+Deno.test("no input, or only empty chunks, gives a valid gzip of nothing", async () => {
+  using pool = new GzipPool({ level: 5 });
+  const empty = new Uint8Array(gzipSync(new Uint8Array(0), { level: 5 }));
+  for (const chunks of [[], [new Uint8Array(0)], [new Uint8Array(0), new Uint8Array(0)]]) {
+    const body = await pool.gzip(chunks);
+    assert.deepEqual(body, empty);
+    assert.equal(gunzip(body).length, 0);
+  }
+});
+
+Deno.test("the level is respected: 1 and 9 differ, each equal to gzipSync's", async () => {
+  const data = ndjson(5000);
+  const sizes: number[] = [];
+  for (const level of [1, 9]) {
+    using pool = new GzipPool({ level });
+    const body = await pool.gzip(chunked(data, 16 * 1024));
+    assert.deepEqual(body, new Uint8Array(gzipSync(data, { level })));
+    sizes.push(body.length);
+  }
+  assert.ok(sizes[1] < sizes[0], `level 9 (${sizes[1]} B) smaller than level 1 (${sizes[0]} B)`);
+});
+
+for (const threads of [1, 2]) {
+  Deno.test(`${threads} thread(s): many concurrent calls each resolve to their own result`, async () => {
+    using pool = new GzipPool({ level: 1, threads });
+    const inputs = Array.from({ length: 200 }, (_, i) => ndjson(1 + (i * 37) % 400, i));
+    const bodies = await Promise.all(inputs.map((input) => pool.gzip(chunked(input, 4096))));
+    assert.equal(pool.pending, 0);
+    bodies.forEach((body, i) => assert.deepEqual(gunzip(body), inputs[i], `call ${i}`));
+  });
+}
+
+/** Reusable input chunks of 5,000 bytes, held three ways a caller might hold them. */
+const HOLDINGS: Record<string, () => Uint8Array[]> = {
+  "whole buffers": () => Array.from({ length: 13 }, () => new Uint8Array(5000)),
+  "views over one buffer": () => chunked(new Uint8Array(13 * 5000), 5000),
+  "shared memory": () =>
+    Array.from({ length: 13 }, () => new Uint8Array(new SharedArrayBuffer(5000))),
+};
+
+for (const [holding, make] of Object.entries(HOLDINGS)) {
+  Deno.test(`input overwritten as soon as gzip() returns does not change the result: ${holding}`, async () => {
+    using pool = new GzipPool({ level: 5, threads: 2 });
+    const chunks = make();
+    const expected: Uint8Array[] = [];
+    const calls: Promise<Uint8Array>[] = [];
+    for (let i = 0; i < 20; i++) {
+      const data = ndjson(400, i).subarray(0, 13 * 5000);
+      const used = chunked(data, 5000).map((part, j) => {
+        chunks[j].set(part);
+        return chunks[j].subarray(0, part.length);
+      });
+      calls.push(pool.gzip(used));
+      expected.push(data);
+      for (const chunk of chunks) chunk.fill(0x78); // the caller's pool reuses them at once
+    }
+    const bodies = await Promise.all(calls);
+    bodies.forEach((body, i) => assert.deepEqual(gunzip(body), expected[i], `call ${i}`));
+  });
+}
+
+Deno.test("close() rejects pending calls and every later call, clearly", async () => {
+  const pool = new GzipPool({ level: 9, threads: 2 });
+  const data = ndjson(20_000);
+  const pending = [pool.gzip([data]), pool.gzip([data]), pool.gzip([data])];
+  assert.equal(pool.pending, 3);
+  pool.close();
+  assert.equal(pool.pending, 0);
+  for (const call of pending) {
+    await assert.rejects(call, (e: Error) => {
+      assert.ok(e instanceof GzipPoolError);
+      assert.match(e.message, /gzip pool closed before the call completed/);
+      return true;
+    });
+  }
+  await assert.rejects(pool.gzip([data]), (e: Error) => {
+    assert.ok(e instanceof GzipPoolError);
+    assert.match(e.message, /gzip pool is closed/);
+    return true;
+  });
+  pool.close(); // idempotent
+  pool[Symbol.dispose]();
+});
+
+/**
+ * A stand-in worker: "!hang" never answers, "!boom" throws (the worker dies),
+ * "!fail" replies with an error, anything else is gzipped.
+ */
+const FLAKY_WORKER = "data:application/javascript," + encodeURIComponent(`
+  import { Buffer } from "node:buffer";
+  import { gzipSync } from "node:zlib";
+  self.onmessage = ({ data }) => {
+    const input = Buffer.concat(data.chunks);
+    const text = input.toString();
+    if (text === "!hang") return;
+    if (text === "!boom") throw new Error("boom");
+    if (text === "!fail") return self.postMessage({ id: data.id, error: "no good" });
+    const body = new Uint8Array(gzipSync(input, { level: data.level }));
+    self.postMessage({ id: data.id, body });
+  };
+`);
+
+Deno.test("a worker that dies rejects its pending calls, and a new worker takes later ones", async () => {
+  using pool = new GzipPool({ level: 5, workerUrl: FLAKY_WORKER });
+  const hanging = pool.gzip([encoder.encode("!hang")]);
+  const crashing = pool.gzip([encoder.encode("!bo"), encoder.encode("om")]);
+  for (const call of [hanging, crashing]) {
+    await assert.rejects(call, (e: Error) => {
+      assert.ok(e instanceof GzipPoolError);
+      assert.match(e.message, /gzip worker died: .*boom/);
+      return true;
+    });
+  }
+  assert.equal(pool.pending, 0);
+  const data = ndjson(100);
+  assert.deepEqual(gunzip(await pool.gzip([data])), data);
+});
+
+Deno.test("an error the worker reports rejects only its own call", async () => {
+  using pool = new GzipPool({ level: 5, workerUrl: FLAKY_WORKER });
+  const data = ndjson(100);
+  const [failed, fine] = await Promise.allSettled([
+    pool.gzip([encoder.encode("!fail")]),
+    pool.gzip([data]),
+  ]);
+  assert.ok(failed.status === "rejected" && failed.reason instanceof GzipPoolError);
+  assert.equal(failed.reason.message, "gzip failed in the worker: no good");
+  assert.ok(fine.status === "fulfilled");
+  assert.deepEqual(gunzip(fine.value), data);
+});
+
+Deno.test("a call goes to the least busy worker, not one stuck on a long call", async () => {
+  const pool = new GzipPool({ level: 5, threads: 2, workerUrl: FLAKY_WORKER });
+  const stuck = pool.gzip([encoder.encode("!hang")]);
+  const data = ndjson(100);
+  for (let i = 0; i < 3; i++) assert.deepEqual(gunzip(await pool.gzip([data])), data);
+  pool.close();
+  await assert.rejects(stuck, GzipPoolError);
+});
+
+Deno.test("a worker module that cannot load rejects the call with the reason", async () => {
+  using pool = new GzipPool({ level: 5, workerUrl: new URL("./no_such_worker.ts", ROOT) });
+  await assert.rejects(pool.gzip([encoder.encode("x")]), (e: Error) => {
+    assert.ok(e instanceof GzipPoolError);
+    // The reason depends on the runner: "Module not found" (run) or a type check failure (test).
+    assert.match(e.message, /^gzip worker died: \S/);
+    return true;
+  });
+});
+
+Deno.test("bad options are refused up front", () => {
+  assert.throws(() => new GzipPool({ level: 10 }), RangeError);
+  assert.throws(() => new GzipPool({ level: 1.5 }), RangeError);
+  assert.throws(() => new GzipPool({ level: 5, threads: 0 }), RangeError);
+});
+
+Deno.test("under -P=collector the worker runs, and close() lets the process exit", async () => {
+  const script = `
+    import { gunzipSync } from "node:zlib";
+    import { GzipPool } from "./src/batch/compress.ts";
+    const pool = new GzipPool({ level: 5, threads: 2 });
+    const input = new TextEncoder().encode('{"a":1}\\n'.repeat(1000));
+    const [a, b] = await Promise.all([pool.gzip([input]), pool.gzip([input])]);
+    pool.close();
+    console.log(gunzipSync(a).length + gunzipSync(b).length);
+  `;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-P=collector", "--no-prompt", "-"],
+    cwd: ROOT.pathname,
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  await writer.write(encoder.encode(script));
+  await writer.close();
+  // No Deno.exit in the script: it ends only if no worker is left running.
+  const timer = setTimeout(() => child.kill(), 30_000);
+  const output = await child.output();
+  clearTimeout(timer);
+  const stderr = new TextDecoder().decode(output.stderr);
+  assert.equal(output.signal, null, `killed: still running 30 s later\n${stderr}`);
+  assert.equal(output.code, 0, stderr);
+  assert.equal(new TextDecoder().decode(output.stdout).trim(), "16000");
+});
