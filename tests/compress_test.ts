@@ -231,3 +231,15 @@ Deno.test("under -P=collector the worker runs, and close() lets the process exit
   assert.equal(output.code, 0, stderr);
   assert.equal(new TextDecoder().decode(output.stdout).trim(), "16000");
 });
+
+Deno.test("the worker hands each input buffer back, and the pool fills it again", async () => {
+  using pool = new GzipPool({ level: 1 });
+  const first = ndjson(50);
+  assert.deepEqual(gunzip(await pool.gzip([first])), first);
+  // The returned input buffer is reused: a smaller batch after a larger one
+  // must not carry the larger one's tail bytes into its output.
+  const second = ndjson(3);
+  assert.deepEqual(gunzip(await pool.gzip([second])), second);
+  const third = ndjson(80);
+  assert.deepEqual(gunzip(await pool.gzip([third.subarray(0, 100), third.subarray(100)])), third);
+});

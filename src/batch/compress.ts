@@ -60,11 +60,15 @@ interface Slot {
   readonly calls: Map<number, Call>;
 }
 
-/** One fresh copy of all the chunks, ours to transfer. */
-function join(chunks: readonly Uint8Array[]): Uint8Array<ArrayBuffer> {
+/** Input buffers kept for reuse: enough for one call in flight per thread and one more. */
+const SPARES_PER_THREAD = 2;
+const MIN_INPUT_BYTES = 64 * 1024;
+
+/** A copy of all the chunks in `buffer` (from `spare`, or new), ours to transfer. */
+function join(chunks: readonly Uint8Array[], spare: (bytes: number) => ArrayBuffer) {
   let length = 0;
   for (const chunk of chunks) length += chunk.byteLength;
-  const out = new Uint8Array(length);
+  const out = new Uint8Array(spare(length), 0, length);
   let offset = 0;
   for (const chunk of chunks) {
     out.set(chunk, offset);
@@ -82,6 +86,8 @@ export class GzipPool implements Disposable {
   /** Where the round-robin tie-break starts next. */
   #turn = 0;
   #closed = false;
+  /** Input buffers the workers handed back, smallest first. */
+  #spares: ArrayBuffer[] = [];
 
   constructor(options: GzipPoolOptions) {
     const { level, threads = 1, workerUrl = WORKER_URL } = options;
@@ -123,12 +129,28 @@ export class GzipPool implements Disposable {
     const worker = slot.worker ?? this.#spawn(slot);
     const id = this.#nextId++;
     // The caller's chunks are copied here and are theirs again on return; only the copy moves.
-    const input = join(chunks);
+    const input = join(chunks, (bytes) => this.#takeSpare(bytes));
     const request: GzipRequest = { id, level: this.level, chunks: [input] };
     worker.postMessage(request, [input.buffer]);
     const { promise, resolve, reject } = Promise.withResolvers<Uint8Array<ArrayBuffer>>();
     slot.calls.set(id, { resolve, reject });
     return promise;
+  }
+
+  /** A buffer of at least `bytes` for a call's input: a returned one, or a new one. */
+  #takeSpare(bytes: number): ArrayBuffer {
+    const i = this.#spares.findIndex((b) => b.byteLength >= bytes);
+    if (i >= 0) return this.#spares.splice(i, 1)[0];
+    // Powers of two, so a buffer fits the next batches of about the same size.
+    return new ArrayBuffer(Math.max(MIN_INPUT_BYTES, 2 ** Math.ceil(Math.log2(bytes))));
+  }
+
+  /** Keeps a returned input buffer, the largest ones when there are too many. */
+  #keepSpare(buffer: ArrayBuffer): void {
+    this.#spares.push(buffer);
+    this.#spares.sort((a, b) => b.byteLength - a.byteLength);
+    this.#spares.length = Math.min(this.#spares.length, SPARES_PER_THREAD * this.threads);
+    this.#spares.reverse(); // smallest first: `#takeSpare` picks the smallest that fits
   }
 
   /** Terminates the workers; pending and later calls reject. Idempotent. */
@@ -165,6 +187,7 @@ export class GzipPool implements Disposable {
     worker.onmessage = (event: MessageEvent<GzipReply>) => {
       if (slot.worker !== worker) return;
       const reply = event.data;
+      if (reply.input && !this.#closed) this.#keepSpare(reply.input);
       const call = slot.calls.get(reply.id);
       if (!call) return;
       slot.calls.delete(reply.id);

@@ -5,8 +5,9 @@
  *
  * Protocol, one reply per request, in order:
  *   in:  { id, level, chunks: Uint8Array[] }
- *   out: { id, body: Uint8Array }  (body's buffer transferred, not copied)
- *    or: { id, error: string }
+ *   out: { id, body: Uint8Array, input? }  (buffers transferred, not copied)
+ *    or: { id, error: string, input? }
+ * `input` is the request's buffer when it sent one chunk, returned for reuse.
  * The body is one standard gzip member of the chunks' concatenation, byte for
  * byte what `zlib.gzipSync(concat(chunks), { level })` gives. The pool sends
  * one chunk (its own joined copy), so the concatenation is then a no-op.
@@ -26,8 +27,13 @@ export interface GzipRequest {
 }
 
 export type GzipReply =
-  | { readonly id: number; readonly body: Uint8Array<ArrayBuffer> }
-  | { readonly id: number; readonly error: string };
+  | {
+    readonly id: number;
+    readonly body: Uint8Array<ArrayBuffer>;
+    /** The request's only chunk's buffer, handed back for reuse. */
+    readonly input?: ArrayBuffer;
+  }
+  | { readonly id: number; readonly error: string; readonly input?: ArrayBuffer };
 
 /** The part of the worker global scope used here (the default lib types `self` as a window). */
 interface WorkerScope {
@@ -71,13 +77,19 @@ function compress(request: GzipRequest): Uint8Array<ArrayBuffer> {
 const scope = globalThis as unknown as WorkerScope;
 
 scope.onmessage = (event) => {
-  const { id } = event.data;
+  const { id, chunks } = event.data;
+  // A buffer left here would wait for this isolate's next full GC (its JS heap
+  // is tiny, so that is rare): send the input back to be filled again instead.
+  const only = chunks.length === 1 ? chunks[0].buffer : undefined;
+  const input = only instanceof ArrayBuffer ? only : undefined;
+  const back: Transferable[] = input ? [input] : [];
   let body: Uint8Array<ArrayBuffer>;
   try {
     body = compress(event.data);
   } catch (error) {
-    scope.postMessage({ id, error: error instanceof Error ? error.message : String(error) }, []);
+    const message = error instanceof Error ? error.message : String(error);
+    scope.postMessage({ id, error: message, input }, back);
     return;
   }
-  scope.postMessage({ id, body }, [body.buffer]);
+  scope.postMessage({ id, body, input }, [body.buffer, ...back]);
 };
