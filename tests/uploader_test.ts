@@ -42,6 +42,15 @@ Deno.test("local sink writes the object and its metadata sidecar under the key, 
   assert.equal(sidecar.messages, "1");
 });
 
+Deno.test("local sink makes a directory again when it was removed while running", async () => {
+  await using tmp = await tempDir();
+  const sink = localSink(tmp.path);
+  await sink.put("p/x=1/a.ndjson.gz", new Uint8Array([1]), meta);
+  await Deno.remove(`${tmp.path}/p`, { recursive: true });
+  await sink.put("p/x=1/b.ndjson.gz", new Uint8Array([2]), meta);
+  assert.deepEqual(await listFiles(tmp.path), ["p/x=1/b.ndjson.gz", "p/x=1/b.ndjson.gz.meta.json"]);
+});
+
 Deno.test("uploader stores every submitted batch gzipped and flush waits for them", async () => {
   await using tmp = await tempDir();
   const stored: string[] = [];

@@ -11,16 +11,40 @@ import { metaToRecord, type ObjectMeta, type Sink } from "./sink.ts";
 
 export const TEMP_MARKER = ".tmp-";
 
+/** Directories remembered as made; beyond this many the memory starts over. */
+const MAX_KNOWN_DIRS = 10_000;
+
 export function localSink(archiveDir: string): Sink {
+  // An hour's directory takes a few objects per stream: create it once, not
+  // per put (a recursive mkdir is several system calls).
+  const made = new Set<string>();
+  const ensureDir = async (dir: string) => {
+    if (made.has(dir)) return;
+    await Deno.mkdir(dir, { recursive: true });
+    if (made.size >= MAX_KNOWN_DIRS) made.clear();
+    made.add(dir);
+  };
+  const write = async (path: string, body: Uint8Array, meta: ObjectMeta) => {
+    const sidecar = new TextEncoder().encode(JSON.stringify(metaToRecord(meta)) + "\n");
+    await writeAtomically(`${path}.meta.json`, sidecar);
+    await writeAtomically(path, body);
+  };
   return {
     kind: "local",
     location: archiveDir,
     async put(key: string, body: Uint8Array, meta: ObjectMeta): Promise<void> {
       const path = join(archiveDir, ...key.split("/"));
-      await Deno.mkdir(dirname(path), { recursive: true });
-      const sidecar = new TextEncoder().encode(JSON.stringify(metaToRecord(meta)) + "\n");
-      await writeAtomically(`${path}.meta.json`, sidecar);
-      await writeAtomically(path, body);
+      const dir = dirname(path);
+      await ensureDir(dir);
+      try {
+        await write(path, body, meta);
+      } catch (error) {
+        if (!(error instanceof Deno.errors.NotFound)) throw error;
+        // Someone removed the directory since: make it again, once.
+        made.delete(dir);
+        await ensureDir(dir);
+        await write(path, body, meta);
+      }
     },
   };
 }
