@@ -4,6 +4,7 @@ import { Batcher, type BatchLine, linesOf, type SealedBatch } from "../src/batch
 import { dataLine, eventLine, gzipLines } from "../src/batch/encode.ts";
 import { Journal, recoverJournal } from "../src/batch/journal.ts";
 import { listFiles, tempDir } from "./support/temp.ts";
+import { delay, waitFor } from "./support/wait.ts";
 
 /** What the collector tells the journal about an archive line (as cli/run.ts does). */
 function describe(line: string) {
@@ -308,6 +309,21 @@ Deno.test("journal sealed() resolves only once the seal record is in the file", 
     const records = Deno.readTextFileSync(path).split("\n");
     assert.deepEqual(records.map((r) => r.split("\t")[0]), ["o", "l", "s", ""]);
     assert.equal(records[2], "s\t0");
+  });
+});
+
+Deno.test("journal writes once 1 MB is buffered, without waiting for its timer", async () => {
+  await using tmp = await tempDir();
+  await withJournal(tmp.path, { flushMs: 60_000 }, async (journal) => {
+    const batcher = batcherFor(journal);
+    const [segment] = await listFiles(tmp.path);
+    const path = join(tmp.path, segment);
+    const line = { text: `{"recv_ts":1,"pad":"${"x".repeat(1000)}"}`, recvTs: 1, isData: false };
+    for (let i = 0; i < 900; i++) batcher.add("s", line, 0); // ~0.9 MB: below the mark
+    await delay(50);
+    assert.equal(Deno.statSync(path).size, 0, "below 1 MB only the timer writes");
+    for (let i = 0; i < 200; i++) batcher.add("s", line, 0);
+    await waitFor(() => Deno.statSync(path).size >= 1024 * 1024, 2000, "a write of 1 MB");
   });
 });
 

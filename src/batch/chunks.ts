@@ -26,7 +26,7 @@ export class ChunkPool {
     this.chunkSize = options.chunkSize ?? 16 * 1024;
     // Room for any one character in UTF-8, so every chunk makes progress.
     if (this.chunkSize < 4) throw new RangeError("chunkSize must be at least 4 bytes");
-    this.#maxFree = Math.floor((options.maxFreeBytes ?? 32 * 1024 * 1024) / this.chunkSize);
+    this.#maxFree = Math.floor((options.maxFreeBytes ?? 8 * 1024 * 1024) / this.chunkSize);
   }
 
   take(): Uint8Array {

@@ -1,9 +1,9 @@
 /**
  * The crash journal: every line of every open batch is appended to a
- * journal segment on disk within `flushMs` (default 250 ms) of arriving, so
- * a SIGKILL or a crash loses at most that much. At start-up, batches left in
- * the journal become sealed batches again, under the key they were given
- * when they opened.
+ * journal segment on disk within `flushMs` (default 250 ms) of arriving, or
+ * sooner once 1 MB is buffered, so a SIGKILL or a crash loses at most that
+ * much. At start-up, batches left in the journal become sealed batches
+ * again, under the key they were given when they opened.
  *
  * Invariants:
  * - One segment file is written at a time, with one `write` per flush; a
@@ -35,6 +35,8 @@ import { eventLine } from "./encode.ts";
 const log = getLogger(["l2", "journal"]);
 
 const SUFFIX = ".jnl";
+/** Buffered records that start a write before the timer does: keeps the buffers small. */
+const FLUSH_BYTES = 1024 * 1024;
 /** Journal bytes kept for a retry while writes fail. */
 const MAX_UNWRITTEN = 256 * 1024 * 1024;
 /** Longest an upload waits for its seal record while the journal cannot write. */
@@ -126,6 +128,8 @@ export class Journal implements BatchObserver {
   #segmentStartedAt = 0;
   #segmentCounter = 0;
   #flushing: Promise<void> = Promise.resolve();
+  /** A flush started because the buffer filled is queued or running. */
+  #flushQueued = false;
   #waiters: Array<() => void> = [];
   #timer: ReturnType<typeof setInterval> | undefined;
   /** Bytes a failed write left behind, written first next time. */
@@ -163,6 +167,10 @@ export class Journal implements BatchObserver {
     this.#buffer.text(text);
     this.#buffer.newline();
     this.#touch(id);
+    if (this.#buffer.length >= FLUSH_BYTES && !this.#flushQueued) {
+      this.#flushQueued = true;
+      this.flush().finally(() => this.#flushQueued = false);
+    }
   }
 
   sealed(key: string): Promise<void> {
