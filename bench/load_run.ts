@@ -19,7 +19,14 @@ import { type ArchiveCount, countArchive, percentile } from "./archive_count.ts"
 import { ChildChannel } from "./child.ts";
 import { type CollectorChild, spawnCollector } from "./collector_process.ts";
 import { combinedUrls, connectionsOf, type Load, symbolsFor } from "./loads.ts";
-import { cpuSeconds, machineBusySeconds, ProcessWatch, sleep, waitForIdle } from "./proc.ts";
+import {
+  cpuSeconds,
+  machineBusySeconds,
+  ProcessWatch,
+  sleep,
+  threadsCpuSeconds,
+  waitForIdle,
+} from "./proc.ts";
 
 export type ClientKind = "collector" | "bare" | "collector, S3 down";
 
@@ -59,6 +66,8 @@ export interface LoadResult {
   readonly cpuSecPerMillion: number;
   /** Share of the client's CPU spent on its main thread (one core at most). */
   readonly mainThreadShare: number;
+  /** Share of the client's CPU spent on Worker threads (the collector's gzip). */
+  readonly workerShare: number;
   /** Cores the exchange process used in the window (it shares the machine). */
   readonly exchangeCores: number;
   /** Cores used by everything else on the machine in the window (other people's tests…). */
@@ -337,6 +346,7 @@ interface CpuSample {
   readonly client: number;
   readonly exchange: number;
   readonly clientMain: number;
+  readonly clientWorkers: number;
   readonly machine: number;
   readonly bench: number;
 }
@@ -360,17 +370,26 @@ async function measureWindow<T>(
   await sleep(settings.warmupMs);
   const snap = async () => {
     const orNaN = async (value: Promise<number | undefined>) => (await value) ?? NaN;
-    const [c, e, m, all, self] = await Promise.all([
+    const [c, e, m, w, all, self] = await Promise.all([
       orNaN(cpuSeconds(client)),
       orNaN(cpuSeconds(exchange)),
-      // The client's main thread: where JavaScript (and, in Deno, zlib) runs.
+      // The client's main thread: where JavaScript runs.
       orNaN(cpuSeconds(client, client)),
+      // The collector's gzip worker.
+      orNaN(threadsCpuSeconds(client, "worker-")),
       machineBusySeconds(),
       orNaN(cpuSeconds(Deno.pid)),
     ]);
     const at = performance.now();
     const wall = Date.now();
-    const cpu: CpuSample = { client: c, exchange: e, clientMain: m, machine: all, bench: self };
+    const cpu: CpuSample = {
+      client: c,
+      exchange: e,
+      clientMain: m,
+      clientWorkers: w,
+      machine: all,
+      bench: self,
+    };
     return { cpu, at, wall, stats: await stats() };
   };
   const start = await snap();
@@ -393,6 +412,7 @@ function cpuFigures(window: Window<unknown>, messages: number) {
     cpuCores: client / window.seconds,
     cpuSecPerMillion: messages > 0 ? client / messages * 1e6 : NaN,
     mainThreadShare: client > 0 ? d("clientMain") / client : NaN,
+    workerShare: client > 0 ? d("clientWorkers") / client : NaN,
     exchangeCores: d("exchange") / window.seconds,
     otherCores: Math.max(0, d("machine") - client - d("exchange") - d("bench")) / window.seconds,
   };

@@ -37,6 +37,25 @@ export async function cpuSeconds(pid: number, tid?: number): Promise<number | un
   return ticks / await clkTck();
 }
 
+/**
+ * CPU seconds used by the living threads of `pid` whose name starts with
+ * `prefix` (Deno names a Worker's thread `worker-<n>`); undefined once the
+ * process is gone.
+ */
+export async function threadsCpuSeconds(pid: number, prefix: string): Promise<number | undefined> {
+  let total = 0;
+  try {
+    for await (const task of Deno.readDir(`/proc/${pid}/task`)) {
+      const comm = await Deno.readTextFile(`/proc/${pid}/task/${task.name}/comm`).catch(() => "");
+      if (!comm.startsWith(prefix)) continue;
+      total += await cpuSeconds(pid, Number(task.name)) ?? 0;
+    }
+  } catch {
+    return undefined;
+  }
+  return total;
+}
+
 /** CPU seconds the whole machine has been busy (not idle, not waiting on I/O), all cores. */
 export async function machineBusySeconds(): Promise<number> {
   const text = await Deno.readTextFile("/proc/stat");
