@@ -312,6 +312,23 @@ Deno.test("journal sealed() resolves only once the seal record is in the file", 
   });
 });
 
+Deno.test("journal flushes asked for while one waits share it, and every seal still becomes durable", async () => {
+  await using tmp = await tempDir();
+  await withJournal(tmp.path, { flushMs: 60_000 }, async (journal) => {
+    const first = journal.flush();
+    assert.equal(journal.flush(), first, "a flush that has not started takes later callers along");
+    await first;
+    const batcher = batcherFor(journal);
+    for (let i = 0; i < 300; i++) batcher.add(`s${i}`, diff(i, `s${i}`, i, i), 0);
+    const sealed = batcher.sealAll();
+    await Promise.all(sealed.map((b) => b.durable));
+    const [segment] = await listFiles(tmp.path);
+    const records = Deno.readTextFileSync(join(tmp.path, segment)).split("\n");
+    assert.equal(records.filter((r) => r.startsWith("s\t")).length, 300);
+    assert.notEqual(journal.flush(), first, "once started, a flush takes no more callers");
+  });
+});
+
 Deno.test("journal writes once 1 MB is buffered, without waiting for its timer", async () => {
   await using tmp = await tempDir();
   await withJournal(tmp.path, { flushMs: 60_000 }, async (journal) => {

@@ -159,3 +159,29 @@ Deno.test("run with MAX_MESSAGES_PER_BATCH=5 writes objects of at most 5 lines a
   }
   assert.deepEqual(files.filter((f) => f.includes(".tmp-")), []);
 });
+
+Deno.test("run with the local sink and a small upload queue drops nothing when every batch seals at once", async () => {
+  await using exchange = await FakeExchange.start();
+  const symbols = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT"];
+  const streams = symbols.map((s) => `${s.toLowerCase()}@depth20@100ms`);
+  streams.forEach((stream, i) =>
+    exchange.setFeed(stream, partialDepthFeed({ rate: 50, startId: 1_000 * (i + 1) }))
+  );
+  await using tmp = await tempDir();
+  const { lines } = await record(
+    exchange,
+    tmp.path,
+    {
+      SYMBOL: symbols.join(","),
+      BATCH_SECONDS: "60",
+      // Open batches up to 4 × 64 KB; shutdown seals them all into a queue of 64 KB,
+      // one write at a time: they must borrow the room they leave, not be dropped.
+      UPLOAD_QUEUE_MAX_BYTES: "64KB",
+      UPLOAD_CONCURRENCY: "1",
+    },
+    () => waitFor(() => exchange.sentCountFor(streams[5]) >= 40, 3000, "40 messages a stream"),
+  );
+  for (const stream of streams) {
+    assert.deepEqual(framesOf(lines, stream), exchange.sentFor(stream).map((f) => f.text), stream);
+  }
+});

@@ -149,3 +149,28 @@ Deno.test("uploader without a spool drops and reports batches beyond its queue b
     "c:dropped",
   ]);
 });
+
+Deno.test("uploader without a spool lets its queue borrow the room it is lent before dropping", async () => {
+  let release!: () => void;
+  const stuck = new Promise<void>((r) => release = r);
+  const sink: Sink = { kind: "local", location: "memory", put: () => stuck };
+  const settled: string[] = [];
+  let lent = 16;
+  const uploader = new Uploader({
+    sink,
+    concurrency: 1,
+    gzipLevel: 1,
+    maxQueueBytes: 10,
+    borrowable: () => lent,
+    onSettled: (b, how) => settled.push(`${b.key}:${how}`),
+  });
+  uploader.submit(batch("a")); // taken by the one worker
+  for (const key of ["b", "c", "d"]) uploader.submit(batch(key)); // 24 bytes ≤ 10 + 16
+  assert.deepEqual(settled, []);
+  lent = 0; // the open batches filled up again: nothing more to lend
+  uploader.submit(batch("e"));
+  assert.deepEqual(settled, ["e:dropped"]);
+  release();
+  assert.deepEqual(await uploader.flush(AbortSignal.timeout(2000)), []);
+  assert.deepEqual(settled.sort(), ["a:stored", "b:stored", "c:stored", "d:stored", "e:dropped"]);
+});

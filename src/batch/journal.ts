@@ -130,6 +130,8 @@ export class Journal implements BatchObserver {
   #flushing: Promise<void> = Promise.resolve();
   /** A flush started because the buffer filled is queued or running. */
   #flushQueued = false;
+  /** The flush waiting for the one in progress; later calls join it. */
+  #nextFlush: Promise<void> | undefined;
   #waiters: Array<() => void> = [];
   #timer: ReturnType<typeof setInterval> | undefined;
   /** Bytes a failed write left behind, written first next time. */
@@ -193,13 +195,24 @@ export class Journal implements BatchObserver {
     this.#touched.delete(id);
   }
 
-  /** Writes buffered records; resolves when they are in the file. */
+  /**
+   * Writes buffered records; resolves when they are in the file. Calls made
+   * while a flush waits for its turn share it: it takes every record buffered
+   * when it starts, so at most one write runs and one waits, however many
+   * batches seal at once (one write per seal capped the seal rate).
+   */
   flush(): Promise<void> {
-    // Never leave the chain rejected: one failure must not stop later flushes.
-    this.#flushing = this.#flushing.then(() => this.#flushNow()).catch((error) => {
+    if (this.#nextFlush) return this.#nextFlush;
+    const next = this.#flushing.then(() => {
+      this.#nextFlush = undefined;
+      return this.#flushNow();
+    }).catch((error) => {
+      // Never leave the chain rejected: one failure must not stop later flushes.
       log.error("Crash journal flush failed: {error}", { error });
     });
-    return this.#flushing;
+    this.#nextFlush = next;
+    this.#flushing = next;
+    return next;
   }
 
   /**

@@ -134,6 +134,10 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
     let recoveredLeft = recovered.batches.length;
     const recoveredKeys = new Set(recovered.batches.map((b) => b.key));
 
+    // Open batches may hold up to 4 × the upload queue; beyond it the
+    // oldest seal early (many streams × BATCH_SECONDS would be unbounded).
+    const maxOpenBytes = config.uploadQueueMaxBytes * 4;
+    let openBytes = () => 0; // the batcher's, once it exists
     // Compression off the main thread, which stamps receive times.
     using gzipPool = new GzipPool({ level: config.gzipLevel });
     const uploader = new Uploader({
@@ -143,6 +147,10 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
       gzipLevel: config.gzipLevel,
       gzip: (chunks) => gzipPool.gzip(chunks),
       maxQueueBytes: config.uploadQueueMaxBytes,
+      // With no spool to overflow into, sealed batches may use the part of
+      // the open-batch budget left unused (they were counted there until they
+      // sealed): a burst of seals, or shutdown, then drops nothing.
+      borrowable: () => Math.max(0, maxOpenBytes - openBytes()),
       isRetryable: selected.isRetryable,
       onQueueBytes: (bytes) => metrics.uploadQueueBytes.set(bytes),
       onFailedAttempt: () => {
@@ -199,9 +207,7 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
     const batcher = new Batcher({
       batchMs: config.batchSeconds * 1000,
       maxLines: config.maxMessagesPerBatch,
-      // Open batches may hold up to 4 × the upload queue; beyond it the
-      // oldest seal early (many streams × BATCH_SECONDS would be unbounded).
-      maxOpenBytes: config.uploadQueueMaxBytes * 4,
+      maxOpenBytes,
       observer: journal,
       pool,
       planKey: (stream, firstRecvTs, seq) => {
@@ -217,6 +223,7 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
         });
       },
     });
+    openBytes = () => batcher.openBytes;
     const streams = depthStreams(config.symbols, config);
     metrics.declare({ streams: streams.map((s) => s.name), sink: sink.kind });
     const restLimiter = new RestLimiter({ market: config.market, fetch: options.fetch });

@@ -7,7 +7,9 @@
  * Whether an error is worth retrying is the caller's pure `isRetryable`.
  *
  * Memory: batches waiting here are bounded by `maxQueueBytes` (their text
- * size); batches beyond it skip the queue and are spooled.
+ * size); batches beyond it skip the queue and are spooled. Without a spool,
+ * the queue may also use what `borrowable` lends; a batch beyond that is
+ * dropped, counted and logged.
  */
 
 import { getLogger } from "@logtape/logtape";
@@ -33,6 +35,14 @@ export interface UploaderOptions {
   /** Where batches go when the sink cannot take them; without one, retries go on. */
   readonly spool?: Spool;
   readonly maxQueueBytes?: number;
+  /**
+   * Without a spool: bytes the queue may hold beyond `maxQueueBytes`, asked
+   * for each batch. The caller lends the unused part of the open-batch
+   * budget, so batches that seal together (every stream at its batch age,
+   * or all at shutdown) move from one budget to the other instead of being
+   * dropped: their text was in memory already.
+   */
+  readonly borrowable?: () => number;
   /** Attempts per batch before it is spooled (only with a spool). */
   readonly maxAttempts?: number;
   /** Errors for which another attempt may succeed; default: all. */
@@ -86,7 +96,8 @@ export class Uploader {
       this.#track(write);
       return;
     }
-    if (!this.#options.spool && this.#queueBytes + batch.textBytes > max && this.#queueBytes > 0) {
+    const room = max + (this.#options.borrowable?.() ?? 0);
+    if (!this.#options.spool && this.#queueBytes + batch.textBytes > room && this.#queueBytes > 0) {
       // No spool (local sink) and the sink has not kept up for a whole queue:
       // memory must stay bounded, so the batch is dropped, counted and reported.
       log.error(
