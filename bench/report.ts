@@ -122,6 +122,9 @@ function find(results: readonly LoadResult[], load: Load, client: LoadResult["cl
   return results.find((r) => r.load === load && r.client === client);
 }
 
+/** The loads with a working sink run at the default UPLOAD_QUEUE_MAX_BYTES (64MB). */
+const DEFAULT_QUEUE_BYTES = 64 * 1024 * 1024;
+
 function targets(report: BenchReport): string[] {
   const results = report.loads;
   const lines = ["Targets:", ""];
@@ -175,8 +178,8 @@ function targets(report: BenchReport): string[] {
         `streams in ≤ 200 MiB RSS: peak ${
           mib(many.peakRssBytes)
         } at BATCH_SECONDS=${many.batchSeconds}` +
-        ` (open batches are bounded at 4 × UPLOAD_QUEUE_MAX_BYTES = ` +
-        `${mib(4 * report.queueMaxBytes)}, sealing the oldest early; unbounded they would hold ` +
+        ` (open batches are bounded at 4 × the default UPLOAD_QUEUE_MAX_BYTES = ` +
+        `${mib(4 * DEFAULT_QUEUE_BYTES)}, sealing the oldest early; unbounded they would hold ` +
         `~${mib(openText)})` +
         (many.missing || many.extra ? `; ${int(many.missing)} messages lost` : "") +
         (many.batchSeconds !== 60
