@@ -107,12 +107,14 @@ if (values.profile) {
   const files = (await Array.fromAsync(Deno.readDir(dir))).filter((e) =>
     e.name.endsWith(".cpuprofile")
   );
-  if (files.length === 0) {
-    log(`  no .cpuprofile was written to ${dir}`);
+  // One profile per thread: the main thread's name has no `.worker-<n>` part.
+  const main = files.find((e) => !e.name.includes(".worker-"));
+  if (!main) {
+    log(`  no main-thread .cpuprofile was written to ${dir}`);
   } else {
-    const path = `${dir}/${files[0].name}`;
+    const path = `${dir}/${main.name}`;
     profile = { summary: await summarizeProfile(path), path };
-    log(`  profile kept at ${path}`);
+    log(`  profiles kept in ${dir}`);
   }
 }
 
