@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { gunzipSync } from "node:zlib";
 import type { SealedBatch } from "../src/batch/batcher.ts";
 import { ChunkedText, ChunkPool } from "../src/batch/chunks.ts";
+import { GzipPool } from "../src/batch/compress.ts";
 import { localSink } from "../src/store/local.ts";
 import type { ObjectMeta, Sink } from "../src/store/sink.ts";
 import { Uploader } from "../src/store/uploader.ts";
@@ -173,4 +174,27 @@ Deno.test("uploader without a spool lets its queue borrow the room it is lent be
   release();
   assert.deepEqual(await uploader.flush(AbortSignal.timeout(2000)), []);
   assert.deepEqual(settled.sort(), ["a:stored", "b:stored", "c:stored", "d:stored", "e:dropped"]);
+});
+
+Deno.test("uploader compresses on its own thread when the gzip worker fails, and loses nothing", async () => {
+  await using tmp = await tempDir();
+  const pool = new GzipPool({ level: 1 });
+  const settled: string[] = [];
+  const uploader = new Uploader({
+    sink: localSink(tmp.path),
+    concurrency: 2,
+    gzipLevel: 1,
+    gzip: (chunks) => pool.gzip(chunks),
+    onSettled: (b, how) => settled.push(`${b.key}:${how}`),
+  });
+  const lines = ['{"a":1}', '{"b":"é"}'];
+  uploader.submit(batch("k/0", lines));
+  pool.close(); // the worker goes away with a call in flight, and before the next one
+  uploader.submit(batch("k/1", lines));
+  assert.deepEqual(await uploader.flush(AbortSignal.timeout(5000)), []);
+  assert.deepEqual(settled.sort(), ["k/0:stored", "k/1:stored"]);
+  for (const key of ["k/0", "k/1"]) {
+    const text = new TextDecoder().decode(gunzipSync(await Deno.readFile(`${tmp.path}/${key}`)));
+    assert.equal(text, lines.join("\n") + "\n");
+  }
 });

@@ -28,8 +28,10 @@ export interface UploaderOptions {
   readonly concurrency: number;
   readonly gzipLevel: number;
   /**
-   * Compresses a batch's text (default: node:zlib on this thread). The
-   * chunks are released to their pool once the promise settles.
+   * Compresses a batch's text (default: node:zlib on this thread). When it
+   * fails (a gzip worker died, could not load, or was closed), the batch is
+   * compressed on this thread instead: losing a compressor never costs a
+   * batch. The chunks are released to their pool once compression succeeded.
    */
   readonly gzip?: (chunks: readonly Uint8Array[], level: number) => Promise<Uint8Array>;
   /** Where batches go when the sink cannot take them; without one, retries go on. */
@@ -69,6 +71,7 @@ export class Uploader {
   #overflowChain: Promise<void> = Promise.resolve();
   #overflowed = 0;
   #overflowLoggedAt = -Infinity;
+  #gzipFallbackLoggedAt = -Infinity;
 
   constructor(options: UploaderOptions) {
     this.#options = options;
@@ -245,7 +248,24 @@ export class Uploader {
 
   /** The batch's gzip bytes; its text is released once compressed. */
   async #compress(batch: SealedBatch, level: number): Promise<Uint8Array> {
-    const body = await (this.#options.gzip ?? gzipChunks)(batch.body.chunks(), level);
+    const chunks = batch.body.chunks();
+    const { gzip } = this.#options;
+    let body: Uint8Array;
+    if (!gzip) {
+      body = await gzipChunks(chunks, level);
+    } else {
+      try {
+        body = await gzip(chunks, level);
+      } catch (error) {
+        // The chunks are intact (released only below): compress them here.
+        const now = Date.now();
+        if (now - this.#gzipFallbackLoggedAt >= 10_000) {
+          log.warn("Compressing {key} on the main thread: {error}", { key: batch.key, error });
+          this.#gzipFallbackLoggedAt = now;
+        }
+        body = await gzipChunks(chunks, level);
+      }
+    }
     batch.body.release();
     return body;
   }
