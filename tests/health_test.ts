@@ -20,6 +20,7 @@ import {
   spoolIsFull,
   UPLOAD_FAILURE_RATIO_WARNING,
   UPLOAD_STALL_CRITICAL_MS,
+  ZERO_SAMPLE,
 } from "../src/ops/health.ts";
 import { countRestarts, pruneStarts, recordStart, restartsFile } from "../src/ops/restarts.ts";
 import { tempDir } from "./support/temp.ts";
@@ -179,17 +180,7 @@ Deno.test("an hour window's span is 59 minutes plus the current minute's part", 
 });
 
 function sample(changes: Partial<MetricsSample> = {}): MetricsSample {
-  return {
-    messages: 0,
-    bytes: 0,
-    reconnects: 0,
-    uploadAttempts: 0,
-    uploadFailures: 0,
-    batchesStored: 0,
-    droppedMessages: 0,
-    backlog: 0,
-    ...changes,
-  };
+  return { ...ZERO_SAMPLE, ...changes };
 }
 
 const facts = { restartsLastHour: 0, residentBytes: 1, spoolFull: false };

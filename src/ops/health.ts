@@ -250,7 +250,8 @@ export interface HourRates {
   readonly droppedMessagesLastHour: number;
 }
 
-const ZERO_SAMPLE: MetricsSample = {
+/** Every counter at zero: where a tracker starts. */
+export const ZERO_SAMPLE: Readonly<MetricsSample> = {
   messages: 0,
   bytes: 0,
   reconnects: 0,
