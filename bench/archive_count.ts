@@ -3,7 +3,8 @@
  * (and how many distinct update ids, so a duplicate shows), event lines,
  * bytes, and for every data line its receive-to-stored latency (the object
  * file's mtime minus the line's recv_ts). Reads the local archive
- * (DATA_DIR/archive) and the S3 spool (DATA_DIR/spool, checked files).
+ * (DATA_DIR/archive), the S3 spool (DATA_DIR/spool, checked files) and
+ * what a local s3rver stored.
  */
 
 import { join } from "node:path";
@@ -34,10 +35,14 @@ const STREAM = ',"stream":"';
 const DATA = ',"data":';
 const UPDATE_ID = ',"data":{"lastUpdateId":';
 
-/** Counts DATA_DIR/archive/** and DATA_DIR/spool/*.spool together. */
+/**
+ * Counts DATA_DIR/archive/** and DATA_DIR/spool/*.spool together, and the
+ * objects an s3rver stored under `s3Dir` (as `<key>._S3rver_object`).
+ */
 export async function countArchive(
   dataDir: string,
   window: { fromUs: number; toUs: number },
+  s3Dir?: string,
 ): Promise<ArchiveCount> {
   const decoder = new TextDecoder();
   const perStream = new Map<string, number>();
@@ -49,6 +54,7 @@ export async function countArchive(
   const files = [
     ...await filesEndingIn(join(dataDir, "archive"), ".ndjson.gz"),
     ...await filesEndingIn(join(dataDir, "spool"), ".spool"),
+    ...(s3Dir ? await filesEndingIn(s3Dir, ".ndjson.gz._S3rver_object") : []),
   ];
   for (const path of files) {
     const raw = await Deno.readFile(path);

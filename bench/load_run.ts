@@ -19,6 +19,7 @@ import { type ArchiveCount, countArchive, percentile } from "./archive_count.ts"
 import { ChildChannel } from "./child.ts";
 import { type CollectorChild, spawnCollector } from "./collector_process.ts";
 import { combinedUrls, connectionsOf, type Load, symbolsFor } from "./loads.ts";
+import { TestS3 } from "../tests/support/s3.ts";
 import {
   cpuSeconds,
   machineBusySeconds,
@@ -28,7 +29,7 @@ import {
   waitForIdle,
 } from "./proc.ts";
 
-export type ClientKind = "collector" | "bare" | "collector, S3 down";
+export type ClientKind = "collector" | "bare" | "collector, S3 up" | "collector, S3 down";
 
 export interface RunSettings {
   readonly warmupMs: number;
@@ -167,7 +168,12 @@ async function runCollector(
   const log = settings.log ?? (() => {});
   const dataDir = await Deno.makeTempDir({ prefix: "l2-bench-" });
   const notes: string[] = [];
-  const env = collectorEnv(load, client, settings, { dataDir, ...urls });
+  // S3 up: a real S3 server (s3rver) in this process, on loopback.
+  await using s3 = client === "collector, S3 up" ? await TestS3.start() : undefined;
+  const env = {
+    ...collectorEnv(load, client, settings, { dataDir, ...urls }),
+    ...s3?.env(),
+  };
   const startedAt = performance.now();
   const collector = spawnCollector(env, { cpuProfDir: settings.cpuProfDir });
   const watch = new ProcessWatch(collector.pid);
@@ -204,7 +210,7 @@ async function runCollector(
     );
     await exchange.ask("close");
     log(`  counting what was stored in ${dataDir}`);
-    const archive = await countArchive(dataDir, window.range);
+    const archive = await countArchive(dataDir, window.range, s3?.directory);
     return {
       load,
       client,
@@ -251,6 +257,10 @@ function collectorEnv(
     METRICS_ADDR: "off",
     INSTANCE_ID: "bench",
   };
+  if (client === "collector, S3 up") {
+    // The S3 down run's baseline: the same sink, queue and load with S3 answering.
+    env.UPLOAD_QUEUE_MAX_BYTES = String(settings.queueMaxBytes ?? 32 * 1024 * 1024);
+  }
   if (client === "collector, S3 down") {
     Object.assign(env, {
       S3_BUCKET_NAME: "l2-bench",

@@ -1,8 +1,9 @@
 /**
  * `deno task bench`: the collector's throughput, CPU, memory and latency at
  * several loads against a fake exchange in its own process, beside a bare
- * WebSocket client that only counts (the ceiling); S3-down memory; `verify`
- * over a day; gzip per level. Prints Markdown and writes bench/results.md.
+ * WebSocket client that only counts (the ceiling); memory with S3 down
+ * against S3 up (s3rver); `verify` over a day; gzip per level. Prints
+ * Markdown and writes bench/results.md.
  *
  *   deno run -A bench/run.ts [--quick] [--profile] [--only loads,s3,verify,gzip] [--out PATH]
  *
@@ -78,13 +79,16 @@ if (parts.has("loads") && !quick) {
   }
 }
 if (parts.has("s3")) {
-  log(`${HEAVY_LOAD.label}: collector with S3 down`);
-  const result = await runLoad(HEAVY_LOAD, "collector, S3 down", {
-    ...settings,
-    windowMs: quick ? 10_000 : 30_000,
-  });
-  results.push(result);
-  log(`  → ${summary(result)}`);
+  // S3 up first: the same sink and queue with S3 answering is the S3-down run's baseline.
+  for (const client of ["collector, S3 up", "collector, S3 down"] as const) {
+    log(`${HEAVY_LOAD.label}: ${client}`);
+    const result = await runLoad(HEAVY_LOAD, client, {
+      ...settings,
+      windowMs: quick ? 10_000 : 30_000,
+    });
+    results.push(result);
+    log(`  → ${summary(result)}`);
+  }
 }
 
 let verify;
