@@ -70,6 +70,23 @@ Deno.test("batcher metadata counts messages and events and spans update ids and 
   assert.equal(sealed.textBytes, "e".length + "d6".length + "d9".length + 3);
 });
 
+Deno.test("batcher reads a maxOpenBytes given as a function at every check", () => {
+  let bound = 100;
+  const batcher = new Batcher({
+    batchMs: 60_000,
+    maxLines: 1000,
+    maxOpenBytes: () => bound,
+    planKey: (stream, first) => `${stream}/${first}`,
+  });
+  batcher.add("a", data(10), 0);
+  batcher.add("b", data(20), 1);
+  batcher.add("c", data(30), 2); // 12 bytes open
+  assert.deepEqual(batcher.sealOverflow(), []);
+  bound = 5; // the budget shrank (the upload queue borrowed from it)
+  assert.deepEqual(batcher.sealOverflow().map((b) => b.key), ["a/10", "b/20"]);
+  assert.equal(batcher.openBytes, 4);
+});
+
 Deno.test("batcher seals the oldest open batches early when open batches exceed maxOpenBytes", () => {
   const batcher = new Batcher({
     batchMs: 60_000,

@@ -168,6 +168,7 @@ Deno.test("uploader without a spool lets its queue borrow the room it is lent be
   uploader.submit(batch("a")); // taken by the one worker
   for (const key of ["b", "c", "d"]) uploader.submit(batch(key)); // 24 bytes ≤ 10 + 16
   assert.deepEqual(settled, []);
+  assert.equal(uploader.borrowedBytes, 14, "what the queue holds beyond its own bound");
   lent = 0; // the open batches filled up again: nothing more to lend
   uploader.submit(batch("e"));
   assert.deepEqual(settled, ["e:dropped"]);

@@ -56,7 +56,7 @@ export interface BatcherOptions {
    * oldest open batches are sealed early (`sealOverflow`), so memory does
    * not grow with the number of streams times BATCH_SECONDS.
    */
-  readonly maxOpenBytes?: number;
+  readonly maxOpenBytes?: number | (() => number);
   /** Where batch text is kept; default: a pool of this batcher's own. */
   readonly pool?: ChunkPool;
 }
@@ -135,7 +135,8 @@ export class Batcher {
    * than `maxOpenBytes`. Cheap when under the bound; call after `add`.
    */
   sealOverflow(): SealedBatch[] {
-    const max = this.#options.maxOpenBytes;
+    const bound = this.#options.maxOpenBytes;
+    const max = typeof bound === "function" ? bound() : bound;
     if (max === undefined || this.#openBytes <= max) return [];
     const sealed: SealedBatch[] = [];
     // A Map iterates in insertion order: the first open batch is the oldest.

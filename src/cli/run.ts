@@ -207,7 +207,12 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
     const batcher = new Batcher({
       batchMs: config.batchSeconds * 1000,
       maxLines: config.maxMessagesPerBatch,
-      maxOpenBytes,
+      // What the upload queue borrowed is not the open batches' to use again
+      // until it is paid back, so all batch text stays within 5 × the queue
+      // bound (6 × while a stalled sink keeps the queue full: open batches
+      // always keep one queue's worth, or they would shrink to a line each).
+      maxOpenBytes: () =>
+        Math.max(config.uploadQueueMaxBytes, maxOpenBytes - uploader.borrowedBytes),
       observer: journal,
       pool,
       planKey: (stream, firstRecvTs, seq) => {

@@ -119,6 +119,11 @@ export class Uploader {
     this.#pump();
   }
 
+  /** Queued bytes beyond `maxQueueBytes`: what the queue borrowed (see `borrowable`). */
+  get borrowedBytes(): number {
+    return Math.max(0, this.#queueBytes - (this.#options.maxQueueBytes ?? Infinity));
+  }
+
   /** Batches queued, being stored or being spooled. */
   get pending(): number {
     return this.#queue.length + this.#active;
