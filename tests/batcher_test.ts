@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { Batcher, type BatchLine, linesOf } from "../src/batch/batcher.ts";
+import { ChunkPool } from "../src/batch/chunks.ts";
 
 function makeBatcher(options: { batchMs?: number; maxLines?: number } = {}) {
   return new Batcher({
@@ -70,6 +71,21 @@ Deno.test("batcher metadata counts messages and events and spans update ids and 
   assert.equal(sealed.textBytes, "e".length + "d6".length + "d9".length + 3);
 });
 
+Deno.test("batcher counts open batches in whole chunks, the memory they hold", () => {
+  const batcher = new Batcher({
+    batchMs: 60_000,
+    maxLines: 1000,
+    planKey: (stream, first) => `${stream}/${first}`,
+    pool: new ChunkPool({ chunkSize: 64 }),
+  });
+  batcher.add("a", data(10), 0); // 4 bytes, one 64-byte chunk
+  batcher.add("b", data(20), 1);
+  assert.equal(batcher.openBytes, 128);
+  const [sealed] = batcher.sealAll();
+  assert.equal(sealed.textBytes, 4, "a sealed batch still reports its text bytes");
+  assert.equal(batcher.openBytes, 0);
+});
+
 Deno.test("batcher reads a maxOpenBytes given as a function at every check", () => {
   let bound = 100;
   const batcher = new Batcher({
@@ -77,6 +93,7 @@ Deno.test("batcher reads a maxOpenBytes given as a function at every check", () 
     maxLines: 1000,
     maxOpenBytes: () => bound,
     planKey: (stream, first) => `${stream}/${first}`,
+    pool: new ChunkPool({ chunkSize: 4 }), // one 4-byte line a chunk: bytes and chunks agree
   });
   batcher.add("a", data(10), 0);
   batcher.add("b", data(20), 1);
@@ -93,6 +110,7 @@ Deno.test("batcher seals the oldest open batches early when open batches exceed 
     maxLines: 1000,
     maxOpenBytes: 10,
     planKey: (stream, first) => `${stream}/${first}`,
+    pool: new ChunkPool({ chunkSize: 4 }), // one 4-byte line a chunk: bytes and chunks agree
   });
   batcher.add("a", data(10), 0); // "d10" + newline: 4 bytes
   batcher.add("b", data(20), 1);

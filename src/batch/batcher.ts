@@ -109,10 +109,12 @@ export class Batcher {
       this.#open.set(stream, batch);
       this.#options.observer?.opened(batch.key, stream);
     }
-    const before = batch.body.byteLength;
+    // Counted in whole chunks: with many streams, each open batch's partly
+    // filled last chunk is memory too (1,500 streams: up to 24 MB).
+    const before = batch.body.capacity;
     batch.body.appendLine(line.text);
     this.#options.observer?.appended(batch.key, line.text);
-    this.#openBytes += batch.body.byteLength - before;
+    this.#openBytes += batch.body.capacity - before;
     batch.lastRecvTs = Math.max(batch.lastRecvTs, line.recvTs);
     if (line.isData) batch.messages++;
     else batch.events++;
@@ -147,7 +149,7 @@ export class Batcher {
     return sealed;
   }
 
-  /** Text bytes held by open batches. */
+  /** Memory held by open batches' text: their chunks, whole. */
   get openBytes(): number {
     return this.#openBytes;
   }
@@ -166,7 +168,7 @@ export class Batcher {
 
   #seal(batch: OpenBatch): SealedBatch {
     this.#open.delete(batch.stream);
-    this.#openBytes -= batch.body.byteLength;
+    this.#openBytes -= batch.body.capacity;
     return {
       key: batch.key,
       durable: this.#options.observer?.sealed(batch.key),

@@ -66,6 +66,11 @@ export class ChunkedText {
     return this.#byteLength;
   }
 
+  /** Bytes of the chunks this text holds: what it costs in memory (at least one chunk once written). */
+  get capacity(): number {
+    return this.#chunks.length * this.#pool.chunkSize;
+  }
+
   get lineCount(): number {
     return this.#lines;
   }
