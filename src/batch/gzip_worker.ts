@@ -19,6 +19,7 @@
  */
 
 import { gzipSync } from "node:zlib";
+import { concatBytes } from "./chunks.ts";
 
 export interface GzipRequest {
   readonly id: number;
@@ -41,19 +42,6 @@ interface WorkerScope {
   postMessage(message: GzipReply, transfer: Transferable[]): void;
 }
 
-function concat(chunks: readonly Uint8Array[]): Uint8Array {
-  if (chunks.length === 1) return chunks[0];
-  let length = 0;
-  for (const chunk of chunks) length += chunk.byteLength;
-  const out = new Uint8Array(length);
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return out;
-}
-
 /**
  * The result as a view over a buffer of its own, safe to transfer. Small
  * Buffers may be slices of Node's shared allocation pool; transferring that
@@ -71,7 +59,7 @@ function ownBuffer(result: Uint8Array): Uint8Array<ArrayBuffer> {
 }
 
 function compress(request: GzipRequest): Uint8Array<ArrayBuffer> {
-  return ownBuffer(gzipSync(concat(request.chunks), { level: request.level }));
+  return ownBuffer(gzipSync(concatBytes(request.chunks), { level: request.level }));
 }
 
 const scope = globalThis as unknown as WorkerScope;
