@@ -190,8 +190,10 @@ Deno.test({
     await using exchange = await FakeExchange.start();
     exchange.setFeed("btcusdt@depth20@100ms", partialDepthFeed({ rate: 20 }));
     await using tmp = await tempDir();
-    // A bucket on a closed port: shutdown spends its budget retrying, so
-    // there is time for a second signal.
+    // A bucket on a port that refuses at start-up (recording starts anyway)
+    // and, from before the first signal, accepts and never answers: the
+    // shutdown's store attempts then hang, so a second signal surely finds
+    // the first shutdown still running (refused attempts could finish first).
     const closed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
     const port = (closed.addr as Deno.NetAddr).port;
     closed.close();
@@ -211,11 +213,19 @@ Deno.test({
     });
     await waitFor(() => exchange.openCount > 0, 15_000, "connect");
     await delay(1500);
+    const silent = Deno.listen({ hostname: "127.0.0.1", port });
+    const held: Deno.Conn[] = [];
+    const accepting = (async () => {
+      for await (const conn of silent) held.push(conn);
+    })();
     proc.kill("SIGTERM");
     await delay(300);
     const secondAt = Date.now();
     proc.kill("SIGTERM");
     const status = await proc.status;
+    silent.close();
+    await accepting;
+    for (const conn of held) conn.close();
     assert.equal(status.code, 1, "a second signal exits at once, non-zero");
     assert.ok(Date.now() - secondAt < 2000, "the second signal must not wait for the flush");
     const log = (await Deno.readTextFile(`${tmp.path}/collector.log`)).trim().split("\n");
