@@ -50,11 +50,25 @@ Deno.test({
       INSTANCE_ID: "test-box",
     });
     await waitFor(() => exchange.openCount > 0, 15_000, "the collector to connect");
-    await delay(6000);
+    const sent = () => Math.min(...streams.map((s) => exchange.sentCountFor(s)));
+    await waitFor(() => sent() >= 150, 15_000, "150 messages a stream");
+    // The drop: every socket closed at once; the collector reconnects.
+    let opened = exchange.connections.length;
     exchange.dropAll();
-    await delay(5000);
+    await waitFor(() => exchange.connections.length > opened, 15_000, "a reconnect after the drop");
+    const afterDrop = sent();
+    await waitFor(() => sent() >= afterDrop + 40, 15_000, "traffic after the drop");
+    // The stall: silent sockets, found stale after STALE_AFTER_SECONDS and replaced.
+    opened = exchange.connections.length;
     exchange.stall(6000);
-    await delay(9000);
+    await waitFor(
+      () => exchange.connections.length > opened,
+      15_000,
+      "a reconnect after the stall",
+    );
+    const beforeEnd = sent();
+    // … and enough in all for the checks below (more than 300 messages a stream).
+    await waitFor(() => sent() >= Math.max(beforeEnd + 80, 320), 20_000, "traffic after the stall");
     const sentBeforeSigterm = new Map(
       streams.map((s) => [s, exchange.sentFor(s).map((f) => f.text)]),
     );

@@ -13,7 +13,7 @@ import {
 } from "./support/fake_exchange.ts";
 import { runCollector, spawnCollector } from "./support/collector.ts";
 import { listFiles, tempDir } from "./support/temp.ts";
-import { delay } from "./support/wait.ts";
+import { waitFor } from "./support/wait.ts";
 
 const FIXTURES = new URL("./fixtures/", import.meta.url);
 
@@ -52,18 +52,27 @@ Deno.test({
       BATCH_SECONDS: "1",
       METRICS_ADDR: "off",
     };
+    const objects = (symbol: string) =>
+      listFiles(`${tmp.path}/archive`).then((files) =>
+        files.filter((f) => f.includes(`/symbol=${symbol}/`) && f.endsWith(".ndjson.gz"))
+      );
     const proc = spawnCollector(env);
-    await delay(14_000);
+    // Enough one-second objects per stream to delete and damage some of them.
+    await waitFor(
+      async () => {
+        const counts = await Promise.all(["BTCUSDT", "ETHUSDT", "BNBUSDT"].map(objects));
+        return counts.every((list) => list.length >= 10);
+      },
+      30_000,
+      "ten objects a stream",
+      250,
+    );
     proc.kill("SIGTERM");
     assert.equal((await proc.status).code, 0, proc.stderr());
 
     const clean = await runCollector(env, { args: ["verify"] });
     assert.equal(clean.code, 0, clean.stdout + clean.stderr);
 
-    const objects = (symbol: string) =>
-      listFiles(`${tmp.path}/archive`).then((files) =>
-        files.filter((f) => f.includes(`/symbol=${symbol}/`) && f.endsWith(".ndjson.gz"))
-      );
     const eth = await objects("ETHUSDT");
     assert.ok(eth.length >= 8, `only ${eth.length} ETHUSDT objects`);
     await Deno.remove(`${tmp.path}/archive/${eth[4]}`);
