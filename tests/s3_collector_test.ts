@@ -61,20 +61,33 @@ Deno.test({
       METRICS_ADDR: "off",
       INSTANCE_ID: "s3-test",
     };
+    const spooled = async () =>
+      (await listFiles(`${data.path}/spool`)).filter((f) => f.endsWith(".spool")).length;
     const first = spawnCollector(env);
     await waitFor(() => exchange.openCount > 0, 15_000, "first run to connect");
-    await delay(5000);
+    await waitFor(
+      async () => (await s3.keys()).length >= 6,
+      15_000,
+      "objects stored before the outage",
+    );
     await s3.stop();
-    await delay(15_000);
+    await waitFor(async () => await spooled() >= 3, 30_000, "batches spooled in the outage");
     await s3.resume();
-    await delay(10_000);
+    await waitFor(async () => await spooled() === 0, 30_000, "the spool drained after the outage");
     const killAt = Date.now();
     first.kill("SIGKILL");
     await first.status;
     await delay(2000);
     const second = spawnCollector(env);
     await waitFor(() => exchange.openCount > 0, 15_000, "second run to connect");
-    await delay(10_000);
+    await waitFor(() => /Recovered \d+ batches/.test(second.stderr()), 15_000, "the recovery");
+    // Traffic enough for the checks below (more than 800 frames a stream), some of it after the restart.
+    const atRestart = Math.min(...STREAMS.map((s) => exchange.sentCountFor(s)));
+    await waitFor(
+      () => STREAMS.every((s) => exchange.sentCountFor(s) >= Math.max(atRestart + 80, 900)),
+      40_000,
+      "traffic after the restart",
+    );
     const sentBeforeTerm = new Map(STREAMS.map((s) => [s, exchange.sentFor(s)]));
     const termAt = Date.now();
     second.kill("SIGTERM");
