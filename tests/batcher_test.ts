@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Batcher, type BatchLine, linesOf } from "../src/batch/batcher.ts";
+import { Batcher, type BatchLine } from "../src/batch/batcher.ts";
 import { ChunkPool } from "../src/batch/chunks.ts";
 
 function makeBatcher(options: { batchMs?: number; maxLines?: number } = {}) {
@@ -24,7 +24,7 @@ Deno.test("batcher seals when MAX_MESSAGES_PER_BATCH is reached", () => {
   assert.equal(batcher.add("a", data(2), 0), undefined);
   const sealed = batcher.add("a", data(3), 0);
   assert.ok(sealed);
-  assert.deepEqual(linesOf(sealed), ["d1", "d2", "d3"]);
+  assert.deepEqual(sealed.body.lines(), ["d1", "d2", "d3"]);
   assert.equal(sealed.key, "a/1/0");
   assert.equal(batcher.openLines, 0);
 });
@@ -35,7 +35,7 @@ Deno.test("batcher seals BATCH_SECONDS after a batch's first line, not its last"
   batcher.add("a", data(11), 900);
   assert.deepEqual(batcher.sealDue(999), []);
   const [sealed] = batcher.sealDue(1000);
-  assert.equal(linesOf(sealed).length, 2);
+  assert.equal(sealed.body.lines().length, 2);
   batcher.add("a", data(12), 1100);
   assert.deepEqual(batcher.sealDue(2000), []);
   assert.equal(batcher.sealDue(2100).length, 1);

@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import { Batcher, linesOf, type SealedBatch } from "../src/batch/batcher.ts";
+import { Batcher, type SealedBatch } from "../src/batch/batcher.ts";
 import { Metrics } from "../src/ops/metrics.ts";
 import { Recorder } from "../src/recorder.ts";
 
@@ -59,7 +59,7 @@ function sealAndRead(s: Setup): Map<string, string[]> {
   s.recorder.sealAll();
   const byStream = new Map<string, string[]>();
   for (const batch of s.submitted) {
-    byStream.set(batch.stream, [...byStream.get(batch.stream) ?? [], ...linesOf(batch)]);
+    byStream.set(batch.stream, [...byStream.get(batch.stream) ?? [], ...batch.body.lines()]);
   }
   return byStream;
 }
@@ -95,7 +95,9 @@ Deno.test("recorder writes data frames as data lines with the payload spliced by
     );
     assert.deepEqual(lines.get(stream), expected);
   }
-  assert.ok(s.submitted.every((b) => b.meta.events === 0 && b.meta.messages === linesOf(b).length));
+  assert.ok(
+    s.submitted.every((b) => b.meta.events === 0 && b.meta.messages === b.body.lines().length),
+  );
 });
 
 Deno.test("recorder keeps each batch's first and last update ids in its metadata", () => {
@@ -212,13 +214,13 @@ Deno.test("recorder tick() seals each stream's batch once its first line is batc
   assert.equal(s.submitted.length, 0);
   s.at(1000);
   s.recorder.tick();
-  assert.deepEqual(s.submitted.map((b) => [b.stream, linesOf(b).length]), [[btc.stream, 2]]);
+  assert.deepEqual(s.submitted.map((b) => [b.stream, b.body.lines().length]), [[btc.stream, 2]]);
   s.at(1499);
   s.recorder.tick();
   assert.equal(s.submitted.length, 1);
   s.at(1500);
   s.recorder.tick();
-  assert.deepEqual(s.submitted.map((b) => [b.stream, linesOf(b).length]), [[btc.stream, 2], [
+  assert.deepEqual(s.submitted.map((b) => [b.stream, b.body.lines().length]), [[btc.stream, 2], [
     eth.stream,
     1,
   ]]);
@@ -230,9 +232,9 @@ Deno.test("recorder seals a batch the moment it reaches maxLines", () => {
   const s = setup({ maxLines: 3 });
   const frame = fixtureFrames[0];
   for (let i = 0; i < 7; i++) s.recorder.frame(group([frame.stream]), frame.text, i);
-  assert.deepEqual(s.submitted.map((b) => linesOf(b).length), [3, 3]);
+  assert.deepEqual(s.submitted.map((b) => b.body.lines().length), [3, 3]);
   s.recorder.sealAll();
-  assert.deepEqual(s.submitted.map((b) => linesOf(b).length), [3, 3, 1]);
+  assert.deepEqual(s.submitted.map((b) => b.body.lines().length), [3, 3, 1]);
   assert.deepEqual(s.submitted.map((b) => b.meta.firstRecvTs), [0, 3, 6]);
   assert.equal(new Set(s.submitted.map((b) => b.key)).size, 3, "every batch has its own key");
 });
@@ -243,7 +245,7 @@ Deno.test("recorder sealAll() seals every open batch and leaves none behind", ()
   s.recorder.frame(group(STREAMS), `{"stream":"${BTC}","data":{"lastUpdateId":5}}`, 2);
   assert.equal(s.batcher.openLines, 3);
   s.recorder.sealAll();
-  assert.deepEqual(s.submitted.map((b) => [b.stream, linesOf(b).length]).sort(), [[BTC, 2], [
+  assert.deepEqual(s.submitted.map((b) => [b.stream, b.body.lines().length]).sort(), [[BTC, 2], [
     ETH,
     1,
   ]]);
@@ -340,7 +342,7 @@ function chainSetup() {
   const group = { conn: 1, names: [DIFF], retire: (id: number) => retired.push(id) };
   const lines = () => {
     recorder.sealAll();
-    return submitted.flatMap((b) => linesOf(b)).map((l) => JSON.parse(l));
+    return submitted.flatMap((b) => b.body.lines()).map((l) => JSON.parse(l));
   };
   return { recorder, group, retired, chainStarts, lines };
 }

@@ -32,11 +32,6 @@ export interface SealedBatch {
   readonly textBytes: number;
 }
 
-/** The lines of a sealed batch whose text was not released yet (tests, diagnostics). */
-export function linesOf(batch: Pick<SealedBatch, "body">): string[] {
-  return batch.body.lines();
-}
-
 /** Follows every batch's life, e.g. to journal it. Called synchronously. */
 export interface BatchObserver {
   opened(key: string, stream: string): void;

@@ -108,10 +108,6 @@ export class GzipPool implements Disposable {
     }
   }
 
-  static start(options: GzipPoolOptions): GzipPool {
-    return new GzipPool(options);
-  }
-
   /** Calls in flight, all workers. */
   get pending(): number {
     let n = 0;

@@ -128,8 +128,6 @@ export class Journal implements BatchObserver {
   #segmentStartedAt = 0;
   #segmentCounter = 0;
   #flushing: Promise<void> = Promise.resolve();
-  /** A flush started because the buffer filled is queued or running. */
-  #flushQueued = false;
   /** The flush waiting for the one in progress; later calls join it. */
   #nextFlush: Promise<void> | undefined;
   #waiters: Array<() => void> = [];
@@ -169,10 +167,8 @@ export class Journal implements BatchObserver {
     this.#buffer.text(text);
     this.#buffer.newline();
     this.#touch(id);
-    if (this.#buffer.length >= FLUSH_BYTES && !this.#flushQueued) {
-      this.#flushQueued = true;
-      this.flush().finally(() => this.#flushQueued = false);
-    }
+    // A flush already waiting takes this call along (see `flush`).
+    if (this.#buffer.length >= FLUSH_BYTES) this.flush();
   }
 
   sealed(key: string): Promise<void> {

@@ -137,7 +137,30 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
     // Open batches may hold up to 4 × the upload queue; beyond it the
     // oldest seal early (many streams × BATCH_SECONDS would be unbounded).
     const maxOpenBytes = config.uploadQueueMaxBytes * 4;
-    let openBytes = () => 0; // the batcher's, once it exists
+    const batcher = new Batcher({
+      batchMs: config.batchSeconds * 1000,
+      maxLines: config.maxMessagesPerBatch,
+      // What the upload queue borrowed is not the open batches' to use again
+      // until it is paid back, so all batch text stays within 5 × the queue
+      // bound (6 × while a stalled sink keeps the queue full: open batches
+      // always keep one queue's worth, or they would shrink to a line each).
+      maxOpenBytes: (): number =>
+        Math.max(config.uploadQueueMaxBytes, maxOpenBytes - uploader.borrowedBytes),
+      observer: journal,
+      pool,
+      planKey: (stream, firstRecvTs, seq) => {
+        const spec = parseStreamName(stream) ?? { symbol: "UNKNOWN", type: stream };
+        return planKey({
+          prefix: config.prefix,
+          market: config.market,
+          streamType: spec.type,
+          symbol: spec.symbol,
+          firstRecvTs,
+          instanceId: config.instanceId,
+          seq,
+        });
+      },
+    });
     // Compression off the main thread, which stamps receive times.
     using gzipPool = new GzipPool({ level: config.gzipLevel });
     const uploader = new Uploader({
@@ -150,7 +173,7 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
       // With no spool to overflow into, sealed batches may use the part of
       // the open-batch budget left unused (they were counted there until they
       // sealed): a burst of seals, or shutdown, then drops nothing.
-      borrowable: () => Math.max(0, maxOpenBytes - openBytes()),
+      borrowable: (): number => Math.max(0, maxOpenBytes - batcher.openBytes),
       isRetryable: selected.isRetryable,
       onQueueBytes: (bytes) => metrics.uploadQueueBytes.set(bytes),
       onFailedAttempt: () => {
@@ -204,31 +227,6 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
       })
       : undefined;
 
-    const batcher = new Batcher({
-      batchMs: config.batchSeconds * 1000,
-      maxLines: config.maxMessagesPerBatch,
-      // What the upload queue borrowed is not the open batches' to use again
-      // until it is paid back, so all batch text stays within 5 × the queue
-      // bound (6 × while a stalled sink keeps the queue full: open batches
-      // always keep one queue's worth, or they would shrink to a line each).
-      maxOpenBytes: () =>
-        Math.max(config.uploadQueueMaxBytes, maxOpenBytes - uploader.borrowedBytes),
-      observer: journal,
-      pool,
-      planKey: (stream, firstRecvTs, seq) => {
-        const spec = parseStreamName(stream) ?? { symbol: "UNKNOWN", type: stream };
-        return planKey({
-          prefix: config.prefix,
-          market: config.market,
-          streamType: spec.type,
-          symbol: spec.symbol,
-          firstRecvTs,
-          instanceId: config.instanceId,
-          seq,
-        });
-      },
-    });
-    openBytes = () => batcher.openBytes;
     const streams = depthStreams(config.symbols, config);
     metrics.declare({ streams: streams.map((s) => s.name), sink: sink.kind });
     const restLimiter = new RestLimiter({ market: config.market, fetch: options.fetch });
