@@ -21,10 +21,12 @@ import {
   spawnCollector,
 } from "./support/collector.ts";
 import { tempDir } from "./support/temp.ts";
-import { delay, waitFor } from "./support/wait.ts";
+import { waitFor } from "./support/wait.ts";
 
 const FIXTURES = new URL("./fixtures/", import.meta.url);
 const STREAMS = ["btcusdt@depth@100ms", "ethusdt@depth@100ms", "bnbusdt@depth@100ms"];
+/** Generous, so a slow machine does not flake: the scenarios take 3-15 s. */
+const WAIT_MS = 60_000;
 
 async function startDiffExchange(options: { lifetimeMs?: number } = {}) {
   const exchange = await FakeExchange.start(options);
@@ -68,6 +70,31 @@ function diffLines(lines: readonly ArchivedLine[], stream: string): ArchivedLine
   return lines.filter((l) => l.value.stream === stream && l.value.event === undefined);
 }
 
+/** Distinct frames the exchange wrote for `stream` (on any socket): rotations overlap. */
+function uniqueSent(exchange: FakeExchange, stream: string): number {
+  return new Set(exchange.sentFor(stream).map((f) => f.text)).size;
+}
+
+/** Whether `stream` has an event line `event` among `lines`. */
+function hasEvent(lines: readonly ArchivedLine[], stream: string, event: string): boolean {
+  return lines.some((l) => l.value.stream === stream && l.value.event === event);
+}
+
+/** Whether a REST snapshot was stored for the symbol of `stream`. */
+function hasSnapshot(lines: readonly ArchivedLine[], stream: string): boolean {
+  const snapshotStream = `${stream.split("@")[0]}@depthSnapshot`;
+  return lines.some((l) => l.value.stream === snapshotStream);
+}
+
+/** Polls what the collector has stored under `dataDir` so far until `check` holds. */
+function waitForArchive(
+  dataDir: string,
+  check: (lines: ArchivedLine[]) => boolean,
+  what: string,
+): Promise<void> {
+  return waitFor(async () => check(await readArchive(`${dataDir}/archive`)), WAIT_MS, what, 250);
+}
+
 function chainBreaks(lines: readonly ArchivedLine[]): string[] {
   const breaks: string[] = [];
   let last: number | undefined;
@@ -88,7 +115,20 @@ Deno.test({
     await using tmp = await tempDir();
     await using proc = spawnCollector(collectorEnv(exchange, tmp.path, { WS_ROTATE_SECONDS: "5" }));
     await waitFor(() => exchange.openCount > 0, 15_000, "the collector to connect");
-    await delay(22_000);
+    // Enough for the checks below: 300 updates a stream, across three rotations.
+    await waitFor(
+      () =>
+        exchange.connections.length >= 4 && STREAMS.every((s) => uniqueSent(exchange, s) >= 300),
+      WAIT_MS,
+      "four connections and 300 updates a stream",
+    );
+    await waitForArchive(
+      tmp.path,
+      (lines) => STREAMS.every((s) => hasSnapshot(lines, s) && hasEvent(lines, s, "rotated")),
+      "a stored snapshot and rotated line a stream",
+    );
+    // The signal lands between rotations, not in the middle of one.
+    await waitFor(() => exchange.openCount === 1, WAIT_MS, "the rotation in progress to finish");
     const sent = new Map(STREAMS.map((s) => [s, exchange.sentFor(s)]));
     proc.kill("SIGTERM");
     const status = await proc.status;
@@ -141,10 +181,36 @@ Deno.test({
       collectorEnv(exchange, tmp.path, { STALE_AFTER_SECONDS: "2" }),
     );
     await waitFor(() => exchange.openCount > 0, 15_000, "the collector to connect");
-    await delay(3000);
+    // Every stream has a chain going (a second of updates and its first snapshot) to break.
+    const snapshotAsked = (symbol: string) =>
+      exchange.restRequests.some((r) =>
+        r.path === "/api/v3/depth" && new URLSearchParams(r.query).get("symbol") === symbol
+      );
+    await waitFor(
+      () =>
+        STREAMS.every((s) =>
+          exchange.sentCountFor(s) >= 20 && snapshotAsked(s.split("@")[0].toUpperCase())
+        ),
+      WAIT_MS,
+      "20 updates and a snapshot a stream",
+    );
     exchange.stall(5000);
-    // Stale after 2 s, then reconnects with backoff until the link is back.
-    await delay(5000 + 7000);
+    // Stale after 2 s, then reconnects with backoff until the link is back:
+    // the first update after it is a gap, and a fresh snapshot follows.
+    await waitFor(() => exchange.connections.length >= 2, WAIT_MS, "a reconnect after the stall");
+    await waitForArchive(
+      tmp.path,
+      (lines) =>
+        STREAMS.every((stream) => {
+          const gap = lines.find((l) => l.value.stream === stream && l.value.event === "gap");
+          const symbol = stream.split("@")[0];
+          return gap !== undefined && hasEvent(lines, stream, "stale") &&
+            lines.some((l) =>
+              l.value.stream === `${symbol}@depthSnapshot` && l.value.recv_ts > gap.value.recv_ts
+            );
+        }),
+      "a stored stale line, gap line and later snapshot a stream",
+    );
     assert.ok(exchange.connections.length >= 2, "the collector should have reconnected");
     proc.kill("SIGTERM");
     assert.equal((await proc.status).code, 0, proc.stderr());
@@ -175,10 +241,25 @@ Deno.test({
     await using tmp = await tempDir();
     await using proc = spawnCollector(collectorEnv(exchange, tmp.path));
     await waitFor(() => exchange.openCount > 0, 15_000, "the collector to connect");
-    await delay(2000);
+    // Every stream is taken from the first socket (a second of updates) before the announcement.
+    await waitFor(
+      () => STREAMS.every((s) => exchange.sentCountFor(s) >= 20),
+      WAIT_MS,
+      "20 updates a stream",
+    );
     exchange.sendRaw(JSON.stringify({ e: "serverShutdown", E: Date.now() }));
     await waitFor(() => exchange.connections.length >= 2, 10_000, "a successor connection");
-    await delay(3000);
+    await waitFor(
+      () => exchange.connections[0].closedAt !== undefined,
+      WAIT_MS,
+      "the announced connection to close",
+    );
+    await waitForArchive(
+      tmp.path,
+      (lines) =>
+        STREAMS.every((s) => hasEvent(lines, s, "control") && hasEvent(lines, s, "rotated")),
+      "a stored control and rotated line a stream",
+    );
     const firstClosed = exchange.connections[0].closedAt !== undefined;
     proc.kill("SIGTERM");
     assert.equal((await proc.status).code, 0, proc.stderr());
@@ -244,7 +325,15 @@ Deno.test({
       METRICS_ADDR: "off",
     });
     await waitFor(() => exchange.openCount > 0, 15_000, "the collector to connect");
-    await delay(10_000);
+    // Two rotations (the chains are checked across them) and a snapshot of each stream stored.
+    await waitFor(() => exchange.connections.length >= 3, WAIT_MS, "two rotations");
+    await waitForArchive(
+      tmp.path,
+      (lines) => [stream, "ethusdt@depth@100ms"].every((s) => hasSnapshot(lines, s)),
+      "a stored snapshot a stream",
+    );
+    // The signal lands between rotations, not in the middle of one.
+    await waitFor(() => exchange.openCount === 1, WAIT_MS, "the rotation in progress to finish");
     const sent = exchange.sentFor(stream).map((f) =>
       f.text.slice(`{"stream":"${stream}","data":`.length, -1)
     );
@@ -296,7 +385,15 @@ Deno.test({
       METRICS_ADDR: "off",
     });
     await waitFor(() => exchange.openCount > 0, 15_000, "the collector to connect");
-    await delay(11_000);
+    // Two rotations, marked in what is stored.
+    await waitFor(() => exchange.connections.length >= 3, WAIT_MS, "two rotations");
+    await waitForArchive(
+      tmp.path,
+      (lines) => streams.every((s) => hasEvent(lines, s, "rotated")),
+      "a stored rotated line a stream",
+    );
+    // The signal lands between rotations, not in the middle of one.
+    await waitFor(() => exchange.openCount === 1, WAIT_MS, "the rotation in progress to finish");
     const sent = new Map(streams.map((s) => [s, exchange.sentFor(s)]));
     proc.kill("SIGTERM");
     assert.equal((await proc.status).code, 0, proc.stderr());
