@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { Batcher, type BatchLine } from "../src/batch/batcher.ts";
+import {
+  Batcher,
+  type BatchLine,
+  MAX_PIECE_BYTES,
+  MIN_PIECE_BYTES,
+  pieceBytesFor,
+  TEXT_BUDGET_BYTES,
+} from "../src/batch/batcher.ts";
 import { ChunkPool } from "../src/batch/chunks.ts";
 
 function makeBatcher(options: { batchMs?: number; maxLines?: number } = {}) {
@@ -18,13 +25,13 @@ const data = (recvTs: number, id?: number): BatchLine => ({
   lastUpdateId: id,
 });
 
-Deno.test("batcher seals when MAX_MESSAGES_PER_BATCH is reached", () => {
+Deno.test("batcher seals when MAX_MESSAGES_PER_BATCH is reached", async () => {
   const batcher = makeBatcher({ maxLines: 3 });
   assert.equal(batcher.add("a", data(1), 0), undefined);
   assert.equal(batcher.add("a", data(2), 0), undefined);
   const sealed = batcher.add("a", data(3), 0);
   assert.ok(sealed);
-  assert.deepEqual(sealed.body.lines(), ["d1", "d2", "d3"]);
+  assert.deepEqual(await sealed.body.lines(), ["d1", "d2", "d3"]);
   assert.equal(sealed.key, "a/1/0");
   assert.equal(batcher.openLines, 0);
 });
@@ -35,7 +42,7 @@ Deno.test("batcher seals BATCH_SECONDS after a batch's first line, not its last"
   batcher.add("a", data(11), 900);
   assert.deepEqual(batcher.sealDue(999), []);
   const [sealed] = batcher.sealDue(1000);
-  assert.equal(sealed.body.lines().length, 2);
+  assert.equal(sealed.body.lineCount, 2);
   batcher.add("a", data(12), 1100);
   assert.deepEqual(batcher.sealDue(2000), []);
   assert.equal(batcher.sealDue(2100).length, 1);
@@ -121,4 +128,35 @@ Deno.test("batcher seals the oldest open batches early when open batches exceed 
   assert.equal(batcher.openBytes, 8);
   batcher.add("a", data(40), 3);
   assert.deepEqual(batcher.sealOverflow().map((b) => b.key), ["b/20"]);
+});
+
+Deno.test("open batches are cut into pieces sized by how many are open", () => {
+  assert.equal(pieceBytesFor(1), MAX_PIECE_BYTES);
+  assert.equal(pieceBytesFor(50), Math.floor(TEXT_BUDGET_BYTES / 50));
+  assert.equal(pieceBytesFor(1500), MIN_PIECE_BYTES);
+  for (let n = 1; n < 3000; n += 7) {
+    const size = pieceBytesFor(n);
+    assert.ok(size >= MIN_PIECE_BYTES && size <= MAX_PIECE_BYTES);
+    assert.ok(size >= pieceBytesFor(n + 7), "more open batches never get larger pieces");
+  }
+});
+
+Deno.test("open batches count their compressed pieces, not their text, once compressed", async () => {
+  const batcher = makeBatcher({ batchMs: 60_000, maxLines: 1_000_000 });
+  const line = `{"b":[${'["60000.01","0.5"],'.repeat(50)}0]}`;
+  let n = 0;
+  while (batcher.openBytes < 3 * MAX_PIECE_BYTES) batcher.add("a", { ...data(n++), text: line }, 0);
+  // Wait for the pieces: a sealed batch's body waits for them when read.
+  const [sealed] = batcher.sealAll();
+  const text = sealed.textBytes;
+  assert.equal(batcher.openBytes, 0, "a sealed batch leaves the open account");
+  assert.ok(text > 2.5 * MAX_PIECE_BYTES);
+  assert.ok(sealed.body.pieceCount >= 2);
+  await sealed.body.lines();
+  assert.ok(sealed.body.memoryBytes < text / 2, `${sealed.body.memoryBytes} held of ${text}`);
+  // The same with a line that compresses well, while the batch stays open.
+  for (let i = 0; i < 20_000; i++) batcher.add("b", { ...data(i), text: line }, 0);
+  const before = batcher.openBytes;
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  assert.ok(batcher.openBytes < before / 4, `${batcher.openBytes} open after, ${before} before`);
 });

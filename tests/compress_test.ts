@@ -1,13 +1,13 @@
 /**
  * GzipPool (src/batch/compress.ts) with real workers: the bytes equal
- * node:zlib's gzipSync of the concatenated input, input buffers are free for
- * reuse once gzip() returns, replies never cross between calls, and a closed
+ * node:zlib's deflateRawSync of the concatenated input, input buffers are
+ * free for reuse once deflateRaw() returns, replies never cross between calls, and a closed
  * pool or a dead worker rejects clearly. Also: the worker loads under the
  * `collector` permission set and does not keep the process alive after close().
  */
 
 import assert from "node:assert/strict";
-import { gunzipSync, gzipSync } from "node:zlib";
+import { deflateRawSync, inflateRawSync } from "node:zlib";
 import { GzipPool, GzipPoolError } from "../src/batch/compress.ts";
 
 const ROOT = new URL("../", import.meta.url);
@@ -31,38 +31,38 @@ function chunked(bytes: Uint8Array, size: number): Uint8Array[] {
   return chunks;
 }
 
-function gunzip(body: Uint8Array): Uint8Array {
-  return new Uint8Array(gunzipSync(body));
+function inflate(body: Uint8Array): Uint8Array {
+  return new Uint8Array(inflateRawSync(body));
 }
 
-Deno.test("gzip round-trips and equals node:zlib gzipSync at the same level", async () => {
+Deno.test("deflateRaw round-trips and equals node:zlib deflateRawSync at the same level", async () => {
   using pool = new GzipPool({ level: 5 });
   const data = ndjson(3000);
   for (const size of [data.length, 16 * 1024, 1000, 7]) {
     const chunks = chunked(data, size);
-    const body = await pool.gzip(chunks);
-    assert.deepEqual(gunzip(body), data);
-    assert.deepEqual(body, new Uint8Array(gzipSync(data, { level: 5 })), `chunks of ${size}`);
+    const body = await pool.deflateRaw(chunks, true);
+    assert.deepEqual(inflate(body), data);
+    assert.deepEqual(body, new Uint8Array(deflateRawSync(data, { level: 5 })), `chunks of ${size}`);
   }
 });
 
-Deno.test("no input, or only empty chunks, gives a valid gzip of nothing", async () => {
+Deno.test("no input, or only empty chunks, gives a valid deflate stream of nothing", async () => {
   using pool = new GzipPool({ level: 5 });
-  const empty = new Uint8Array(gzipSync(new Uint8Array(0), { level: 5 }));
+  const empty = new Uint8Array(deflateRawSync(new Uint8Array(0), { level: 5 }));
   for (const chunks of [[], [new Uint8Array(0)], [new Uint8Array(0), new Uint8Array(0)]]) {
-    const body = await pool.gzip(chunks);
+    const body = await pool.deflateRaw(chunks, true);
     assert.deepEqual(body, empty);
-    assert.equal(gunzip(body).length, 0);
+    assert.equal(inflate(body).length, 0);
   }
 });
 
-Deno.test("the level is respected: 1 and 9 differ, each equal to gzipSync's", async () => {
+Deno.test("the level is respected: 1 and 9 differ, each equal to deflateRawSync's", async () => {
   const data = ndjson(5000);
   const sizes: number[] = [];
   for (const level of [1, 9]) {
     using pool = new GzipPool({ level });
-    const body = await pool.gzip(chunked(data, 16 * 1024));
-    assert.deepEqual(body, new Uint8Array(gzipSync(data, { level })));
+    const body = await pool.deflateRaw(chunked(data, 16 * 1024), true);
+    assert.deepEqual(body, new Uint8Array(deflateRawSync(data, { level })));
     sizes.push(body.length);
   }
   assert.ok(sizes[1] < sizes[0], `level 9 (${sizes[1]} B) smaller than level 1 (${sizes[0]} B)`);
@@ -72,9 +72,11 @@ for (const threads of [1, 2]) {
   Deno.test(`${threads} thread(s): many concurrent calls each resolve to their own result`, async () => {
     using pool = new GzipPool({ level: 1, threads });
     const inputs = Array.from({ length: 200 }, (_, i) => ndjson(1 + (i * 37) % 400, i));
-    const bodies = await Promise.all(inputs.map((input) => pool.gzip(chunked(input, 4096))));
+    const bodies = await Promise.all(
+      inputs.map((input) => pool.deflateRaw(chunked(input, 4096), true)),
+    );
     assert.equal(pool.pending, 0);
-    bodies.forEach((body, i) => assert.deepEqual(gunzip(body), inputs[i], `call ${i}`));
+    bodies.forEach((body, i) => assert.deepEqual(inflate(body), inputs[i], `call ${i}`));
   });
 }
 
@@ -87,7 +89,7 @@ const HOLDINGS: Record<string, () => Uint8Array[]> = {
 };
 
 for (const [holding, make] of Object.entries(HOLDINGS)) {
-  Deno.test(`input overwritten as soon as gzip() returns does not change the result: ${holding}`, async () => {
+  Deno.test(`input overwritten as soon as deflateRaw() returns does not change the result: ${holding}`, async () => {
     using pool = new GzipPool({ level: 5, threads: 2 });
     const chunks = make();
     const expected: Uint8Array[] = [];
@@ -98,19 +100,23 @@ for (const [holding, make] of Object.entries(HOLDINGS)) {
         chunks[j].set(part);
         return chunks[j].subarray(0, part.length);
       });
-      calls.push(pool.gzip(used));
+      calls.push(pool.deflateRaw(used, true));
       expected.push(data);
       for (const chunk of chunks) chunk.fill(0x78); // the caller's pool reuses them at once
     }
     const bodies = await Promise.all(calls);
-    bodies.forEach((body, i) => assert.deepEqual(gunzip(body), expected[i], `call ${i}`));
+    bodies.forEach((body, i) => assert.deepEqual(inflate(body), expected[i], `call ${i}`));
   });
 }
 
 Deno.test("close() rejects pending calls and every later call, clearly", async () => {
   const pool = new GzipPool({ level: 9, threads: 2 });
   const data = ndjson(20_000);
-  const pending = [pool.gzip([data]), pool.gzip([data]), pool.gzip([data])];
+  const pending = [
+    pool.deflateRaw([data], true),
+    pool.deflateRaw([data], true),
+    pool.deflateRaw([data], true),
+  ];
   assert.equal(pool.pending, 3);
   pool.close();
   assert.equal(pool.pending, 0);
@@ -121,7 +127,7 @@ Deno.test("close() rejects pending calls and every later call, clearly", async (
       return true;
     });
   }
-  await assert.rejects(pool.gzip([data]), (e: Error) => {
+  await assert.rejects(pool.deflateRaw([data], true), (e: Error) => {
     assert.ok(e instanceof GzipPoolError);
     assert.match(e.message, /gzip pool is closed/);
     return true;
@@ -132,26 +138,27 @@ Deno.test("close() rejects pending calls and every later call, clearly", async (
 
 /**
  * A stand-in worker: "!hang" never answers, "!boom" throws (the worker dies),
- * "!fail" replies with an error, anything else is gzipped.
+ * "!fail" replies with an error, anything else is deflated.
  */
 const FLAKY_WORKER = "data:application/javascript," + encodeURIComponent(`
   import { Buffer } from "node:buffer";
-  import { gzipSync } from "node:zlib";
+  import { constants, deflateRawSync } from "node:zlib";
   self.onmessage = ({ data }) => {
     const input = Buffer.concat(data.chunks);
     const text = input.toString();
     if (text === "!hang") return;
     if (text === "!boom") throw new Error("boom");
     if (text === "!fail") return self.postMessage({ id: data.id, error: "no good" });
-    const body = new Uint8Array(gzipSync(input, { level: data.level }));
+    const finishFlush = data.final ? constants.Z_FINISH : constants.Z_FULL_FLUSH;
+    const body = new Uint8Array(deflateRawSync(input, { level: data.level, finishFlush }));
     self.postMessage({ id: data.id, body });
   };
 `);
 
 Deno.test("a worker that dies rejects its pending calls, and a new worker takes later ones", async () => {
   using pool = new GzipPool({ level: 5, workerUrl: FLAKY_WORKER });
-  const hanging = pool.gzip([encoder.encode("!hang")]);
-  const crashing = pool.gzip([encoder.encode("!bo"), encoder.encode("om")]);
+  const hanging = pool.deflateRaw([encoder.encode("!hang")], true);
+  const crashing = pool.deflateRaw([encoder.encode("!bo"), encoder.encode("om")], true);
   for (const call of [hanging, crashing]) {
     await assert.rejects(call, (e: Error) => {
       assert.ok(e instanceof GzipPoolError);
@@ -161,34 +168,34 @@ Deno.test("a worker that dies rejects its pending calls, and a new worker takes 
   }
   assert.equal(pool.pending, 0);
   const data = ndjson(100);
-  assert.deepEqual(gunzip(await pool.gzip([data])), data);
+  assert.deepEqual(inflate(await pool.deflateRaw([data], true)), data);
 });
 
 Deno.test("an error the worker reports rejects only its own call", async () => {
   using pool = new GzipPool({ level: 5, workerUrl: FLAKY_WORKER });
   const data = ndjson(100);
   const [failed, fine] = await Promise.allSettled([
-    pool.gzip([encoder.encode("!fail")]),
-    pool.gzip([data]),
+    pool.deflateRaw([encoder.encode("!fail")], true),
+    pool.deflateRaw([data], true),
   ]);
   assert.ok(failed.status === "rejected" && failed.reason instanceof GzipPoolError);
   assert.equal(failed.reason.message, "gzip failed in the worker: no good");
   assert.ok(fine.status === "fulfilled");
-  assert.deepEqual(gunzip(fine.value), data);
+  assert.deepEqual(inflate(fine.value), data);
 });
 
 Deno.test("a call goes to the least busy worker, not one stuck on a long call", async () => {
   const pool = new GzipPool({ level: 5, threads: 2, workerUrl: FLAKY_WORKER });
-  const stuck = pool.gzip([encoder.encode("!hang")]);
+  const stuck = pool.deflateRaw([encoder.encode("!hang")], true);
   const data = ndjson(100);
-  for (let i = 0; i < 3; i++) assert.deepEqual(gunzip(await pool.gzip([data])), data);
+  for (let i = 0; i < 3; i++) assert.deepEqual(inflate(await pool.deflateRaw([data], true)), data);
   pool.close();
   await assert.rejects(stuck, GzipPoolError);
 });
 
 Deno.test("a worker module that cannot load rejects the call with the reason", async () => {
   using pool = new GzipPool({ level: 5, workerUrl: new URL("./no_such_worker.ts", ROOT) });
-  await assert.rejects(pool.gzip([encoder.encode("x")]), (e: Error) => {
+  await assert.rejects(pool.deflateRaw([encoder.encode("x")], true), (e: Error) => {
     assert.ok(e instanceof GzipPoolError);
     // The reason depends on the runner: "Module not found" (run) or a type check failure (test).
     assert.match(e.message, /^gzip worker died: \S/);
@@ -204,13 +211,13 @@ Deno.test("bad options are refused up front", () => {
 
 Deno.test("under -P=collector the worker runs, and close() lets the process exit", async () => {
   const script = `
-    import { gunzipSync } from "node:zlib";
+    import { inflateRawSync } from "node:zlib";
     import { GzipPool } from "./src/batch/compress.ts";
     const pool = new GzipPool({ level: 5, threads: 2 });
     const input = new TextEncoder().encode('{"a":1}\\n'.repeat(1000));
-    const [a, b] = await Promise.all([pool.gzip([input]), pool.gzip([input])]);
+    const [a, b] = await Promise.all([pool.deflateRaw([input], true), pool.deflateRaw([input], true)]);
     pool.close();
-    console.log(gunzipSync(a).length + gunzipSync(b).length);
+    console.log(inflateRawSync(a).length + inflateRawSync(b).length);
   `;
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-P=collector", "--no-prompt", "-"],
@@ -235,11 +242,14 @@ Deno.test("under -P=collector the worker runs, and close() lets the process exit
 Deno.test("the worker hands each input buffer back, and the pool fills it again", async () => {
   using pool = new GzipPool({ level: 1 });
   const first = ndjson(50);
-  assert.deepEqual(gunzip(await pool.gzip([first])), first);
+  assert.deepEqual(inflate(await pool.deflateRaw([first], true)), first);
   // The returned input buffer is reused: a smaller batch after a larger one
   // must not carry the larger one's tail bytes into its output.
   const second = ndjson(3);
-  assert.deepEqual(gunzip(await pool.gzip([second])), second);
+  assert.deepEqual(inflate(await pool.deflateRaw([second], true)), second);
   const third = ndjson(80);
-  assert.deepEqual(gunzip(await pool.gzip([third.subarray(0, 100), third.subarray(100)])), third);
+  assert.deepEqual(
+    inflate(await pool.deflateRaw([third.subarray(0, 100), third.subarray(100)], true)),
+    third,
+  );
 });

@@ -55,10 +55,10 @@ function batcherFor(journal: Journal, maxLines = 1000): Batcher {
 }
 
 /** A sealed batch without its `durable` promise, as recovery returns it. */
-const plain = ({ key, stream, body, meta, textBytes }: SealedBatch) => ({
+const plain = async ({ key, stream, body, meta, textBytes }: SealedBatch) => ({
   key,
   stream,
-  lines: body.lines(),
+  lines: await body.lines(),
   meta,
   textBytes,
 });
@@ -106,9 +106,9 @@ Deno.test("journal recovers an open batch with its lines and a final recovered e
     const [batch] = batches;
     assert.equal(batch.key, key);
     assert.equal(batch.stream, "s");
-    assert.deepEqual(batch.body.lines().slice(0, 4), added);
-    assert.equal(batch.body.lines().length, 5);
-    const last = JSON.parse(batch.body.lines()[4]);
+    assert.deepEqual((await batch.body.lines()).slice(0, 4), added);
+    assert.equal(batch.body.lineCount, 5);
+    const last = JSON.parse((await batch.body.lines())[4]);
     assert.equal(last.event, "recovered");
     assert.equal(last.stream, "s");
     // The last line's receive time, not the greatest and not "now".
@@ -122,7 +122,7 @@ Deno.test("journal recovers an open batch with its lines and a final recovered e
       firstUpdateId: 1,
       lastUpdateId: 9,
     });
-    assert.equal(batch.textBytes, batch.body.lines().reduce((n, l) => n + l.length + 1, 0));
+    assert.equal(batch.textBytes, (await batch.body.lines()).reduce((n, l) => n + l.length + 1, 0));
   });
 });
 
@@ -138,8 +138,8 @@ Deno.test("journal recovers a sealed but unsettled batch exactly as it was seale
     await sealed.durable;
     const { batches } = await recover(tmp.path);
     assert.equal(batches.length, 1);
-    assert.deepEqual(plain(batches[0]), plain(sealed));
-    assert.ok(!batches[0].body.lines().some((l) => l.includes('"recovered"')));
+    assert.deepEqual(await plain(batches[0]), await plain(sealed));
+    assert.ok(!(await batches[0].body.lines()).some((l) => l.includes('"recovered"')));
   });
 });
 
@@ -173,8 +173,8 @@ Deno.test("journal recovery is deterministic: the same journal twice gives ident
   assert.deepEqual(second, first);
   for (const [i, batch] of first.batches.entries()) {
     assert.deepEqual(
-      await gzipLines(batch.body.lines(), 6),
-      await gzipLines(second.batches[i].body.lines(), 6),
+      await gzipLines(await batch.body.lines(), 6),
+      await gzipLines(await second.batches[i].body.lines(), 6),
     );
   }
 });
@@ -197,9 +197,9 @@ Deno.test("journal recovery skips a torn final record, counts it and keeps the l
   const { batches, badRecords } = await recover(tmp.path);
   assert.equal(badRecords, 1);
   assert.equal(batches.length, 1);
-  assert.deepEqual(batches[0].body.lines().slice(0, 3), lines);
-  assert.equal(batches[0].body.lines().length, 4);
-  assert.equal(JSON.parse(batches[0].body.lines()[3]).recv_ts, 12);
+  assert.deepEqual((await batches[0].body.lines()).slice(0, 3), lines);
+  assert.equal(batches[0].body.lineCount, 4);
+  assert.equal(JSON.parse((await batches[0].body.lines())[3]).recv_ts, 12);
   assert.equal(batches[0].meta.messages, 3);
 });
 
@@ -234,7 +234,7 @@ Deno.test("journal keeps batches of different runs apart although their ids repe
   });
   const { batches, files } = await recover(tmp.path);
   assert.equal(files.length, 2);
-  assert.deepEqual(batches.map((b) => [b.key, b.body.lines().length]), [
+  assert.deepEqual(batches.map((b) => [b.key, b.body.lineCount]), [
     ["p/stream=s/1_0.ndjson.gz", 2],
     ["p/stream=s/2_0.ndjson.gz", 2],
   ]);
@@ -267,7 +267,7 @@ Deno.test("journal rotates segments and deletes one only when its batches settle
       assert.deepEqual(await listFiles(tmp.path), [seg(0), seg(1), seg(2)]);
 
       const recovered = await recover(tmp.path);
-      assert.deepEqual(recovered.batches.map((x) => [x.stream, x.body.lines().length]), [
+      assert.deepEqual(recovered.batches.map((x) => [x.stream, x.body.lineCount]), [
         ["a", 3],
         ["b", 2],
         ["c", 2],
@@ -487,8 +487,8 @@ Deno.test({
       });
       assert.equal(recovered.batches.length, 1);
       assert.deepEqual(
-        recovered.batches[0].body.lines(),
-        sealed.body.lines(),
+        await recovered.batches[0].body.lines(),
+        await sealed.body.lines(),
         "recovery must match the stored batch",
       );
       await journal.close();

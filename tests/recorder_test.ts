@@ -55,11 +55,11 @@ function setup(options: { batchMs?: number; maxLines?: number } = {}): Setup {
 }
 
 /** Seals everything and returns the lines of each stream, in order. */
-function sealAndRead(s: Setup): Map<string, string[]> {
+async function sealAndRead(s: Setup): Promise<Map<string, string[]>> {
   s.recorder.sealAll();
   const byStream = new Map<string, string[]>();
   for (const batch of s.submitted) {
-    byStream.set(batch.stream, [...byStream.get(batch.stream) ?? [], ...batch.body.lines()]);
+    byStream.set(batch.stream, [...byStream.get(batch.stream) ?? [], ...await batch.body.lines()]);
   }
   return byStream;
 }
@@ -73,7 +73,7 @@ async function metricValues(
   return (await metric.get()).values.map((v) => ({ labels: { ...v.labels }, value: v.value }));
 }
 
-Deno.test("recorder writes data frames as data lines with the payload spliced byte-for-byte", () => {
+Deno.test("recorder writes data frames as data lines with the payload spliced byte-for-byte", async () => {
   const s = setup();
   // 1.0 and a 20-digit integer would not survive a JSON round trip.
   const odd = { stream: BTC, data: '{"lastUpdateId":7,"x":1.0,"big":12345678901234567890}' };
@@ -85,7 +85,7 @@ Deno.test("recorder writes data frames as data lines with the payload spliced by
   frames.forEach((f, i) => s.recorder.frame(group(streams), f.text, 1_000_000 + i));
   assert.equal(s.submitted.length, 0, "nothing seals before its time");
 
-  const lines = sealAndRead(s);
+  const lines = await sealAndRead(s);
   for (const stream of streams) {
     // Per stream, in arrival order, each line the fixed prefix plus the exchange's own bytes.
     const expected = frames.flatMap((f, i) =>
@@ -96,7 +96,7 @@ Deno.test("recorder writes data frames as data lines with the payload spliced by
     assert.deepEqual(lines.get(stream), expected);
   }
   assert.ok(
-    s.submitted.every((b) => b.meta.events === 0 && b.meta.messages === b.body.lines().length),
+    s.submitted.every((b) => b.meta.events === 0 && b.meta.messages === b.body.lineCount),
   );
 });
 
@@ -115,11 +115,11 @@ Deno.test("recorder keeps each batch's first and last update ids in its metadata
   assert.equal(meta.lastRecvTs, 10 + diff.length - 1);
 });
 
-Deno.test("recorder keeps invalid JSON as a malformed event line under the stream it names", () => {
+Deno.test("recorder keeps invalid JSON as a malformed event line under the stream it names", async () => {
   const s = setup();
   const truncated = `{"stream":"${ETH}","data":{"lastUpdateId":17044571457,"bids":[["1782.0`;
   s.recorder.frame(group(STREAMS), truncated, 42);
-  const lines = sealAndRead(s);
+  const lines = await sealAndRead(s);
   assert.deepEqual([...lines.keys()], [ETH]);
   const [line] = lines.get(ETH)!;
   const value = JSON.parse(line);
@@ -133,7 +133,7 @@ Deno.test("recorder keeps invalid JSON as a malformed event line under the strea
   assert.equal(s.submitted[0].meta.events, 1);
 });
 
-Deno.test("recorder files malformed frames that name no stream of the connection under its first stream", () => {
+Deno.test("recorder files malformed frames that name no stream of the connection under its first stream", async () => {
   const s = setup();
   const frames = [
     "not json at all",
@@ -144,7 +144,7 @@ Deno.test("recorder files malformed frames that name no stream of the connection
     '{"stream":"xrpusdt@depth20@100ms","data":{"lastUpd',
   ];
   frames.forEach((text, i) => s.recorder.frame(group(STREAMS), text, 100 + i));
-  const lines = sealAndRead(s);
+  const lines = await sealAndRead(s);
   assert.deepEqual([...lines.keys()], [BTC]);
   const values = lines.get(BTC)!.map((l) => JSON.parse(l));
   assert.deepEqual(values.map((v) => v.raw), frames);
@@ -152,11 +152,11 @@ Deno.test("recorder files malformed frames that name no stream of the connection
   assert.deepEqual(values.map((v) => v.recv_ts), [100, 101, 102, 103, 104]);
 });
 
-Deno.test("recorder files a well-formed frame of unknown shape under the stream it names", () => {
+Deno.test("recorder files a well-formed frame of unknown shape under the stream it names", async () => {
   const s = setup();
   const text = `{"stream":"${ETH}","data":[["1782.0","6.4"]]}`;
   s.recorder.frame(group(STREAMS), text, 7);
-  const lines = sealAndRead(s);
+  const lines = await sealAndRead(s);
   assert.deepEqual([...lines.keys()], [ETH]);
   const value = JSON.parse(lines.get(ETH)![0]);
   assert.equal(value.event, "malformed");
@@ -164,11 +164,11 @@ Deno.test("recorder files a well-formed frame of unknown shape under the stream 
   assert.match(value.reason, /unknown shape/);
 });
 
-Deno.test("recorder writes a serverShutdown control frame as a control line in every stream", () => {
+Deno.test("recorder writes a serverShutdown control frame as a control line in every stream", async () => {
   const s = setup();
   const text = '{"e":"serverShutdown","E":1723075200000}';
   s.recorder.frame(group(STREAMS), text, 55);
-  const lines = sealAndRead(s);
+  const lines = await sealAndRead(s);
   assert.deepEqual([...lines.keys()].sort(), [...STREAMS].sort());
   for (const stream of STREAMS) {
     const values = lines.get(stream)!.map((l) => JSON.parse(l));
@@ -183,7 +183,7 @@ Deno.test("recorder writes a serverShutdown control frame as a control line in e
   }
 });
 
-Deno.test("recorder event() writes one line per stream, fixed fields first and not overridable", () => {
+Deno.test("recorder event() writes one line per stream, fixed fields first and not overridable", async () => {
   const s = setup();
   s.recorder.event(STREAMS, "disconnected", 99, {
     conn: 1,
@@ -192,7 +192,7 @@ Deno.test("recorder event() writes one line per stream, fixed fields first and n
     stream: "other",
     event: "other",
   });
-  const lines = sealAndRead(s);
+  const lines = await sealAndRead(s);
   for (const stream of STREAMS) {
     assert.deepEqual(lines.get(stream), [
       `{"recv_ts":99,"stream":"${stream}","event":"disconnected","conn":1,"cause":"error"}`,
@@ -214,13 +214,13 @@ Deno.test("recorder tick() seals each stream's batch once its first line is batc
   assert.equal(s.submitted.length, 0);
   s.at(1000);
   s.recorder.tick();
-  assert.deepEqual(s.submitted.map((b) => [b.stream, b.body.lines().length]), [[btc.stream, 2]]);
+  assert.deepEqual(s.submitted.map((b) => [b.stream, b.body.lineCount]), [[btc.stream, 2]]);
   s.at(1499);
   s.recorder.tick();
   assert.equal(s.submitted.length, 1);
   s.at(1500);
   s.recorder.tick();
-  assert.deepEqual(s.submitted.map((b) => [b.stream, b.body.lines().length]), [[btc.stream, 2], [
+  assert.deepEqual(s.submitted.map((b) => [b.stream, b.body.lineCount]), [[btc.stream, 2], [
     eth.stream,
     1,
   ]]);
@@ -232,9 +232,9 @@ Deno.test("recorder seals a batch the moment it reaches maxLines", () => {
   const s = setup({ maxLines: 3 });
   const frame = fixtureFrames[0];
   for (let i = 0; i < 7; i++) s.recorder.frame(group([frame.stream]), frame.text, i);
-  assert.deepEqual(s.submitted.map((b) => b.body.lines().length), [3, 3]);
+  assert.deepEqual(s.submitted.map((b) => b.body.lineCount), [3, 3]);
   s.recorder.sealAll();
-  assert.deepEqual(s.submitted.map((b) => b.body.lines().length), [3, 3, 1]);
+  assert.deepEqual(s.submitted.map((b) => b.body.lineCount), [3, 3, 1]);
   assert.deepEqual(s.submitted.map((b) => b.meta.firstRecvTs), [0, 3, 6]);
   assert.equal(new Set(s.submitted.map((b) => b.key)).size, 3, "every batch has its own key");
 });
@@ -245,7 +245,7 @@ Deno.test("recorder sealAll() seals every open batch and leaves none behind", ()
   s.recorder.frame(group(STREAMS), `{"stream":"${BTC}","data":{"lastUpdateId":5}}`, 2);
   assert.equal(s.batcher.openLines, 3);
   s.recorder.sealAll();
-  assert.deepEqual(s.submitted.map((b) => [b.stream, b.body.lines().length]).sort(), [[BTC, 2], [
+  assert.deepEqual(s.submitted.map((b) => [b.stream, b.body.lineCount]).sort(), [[BTC, 2], [
     ETH,
     1,
   ]]);
@@ -304,11 +304,11 @@ Deno.test({
 
 Deno.test({
   name: "recorder never lets text after a frame's data value into the archive line",
-  fn() {
+  async fn() {
     const s = setup();
     const text = `{"stream":"${BTC}","data":{"lastUpdateId":1},"recv_ts":5}`;
     s.recorder.frame(group(STREAMS), text, 1_000_000);
-    const lines = sealAndRead(s);
+    const lines = await sealAndRead(s);
     const [line] = lines.get(BTC)!;
     assert.deepEqual(JSON.parse(line), {
       recv_ts: 1_000_000,
@@ -340,14 +340,15 @@ function chainSetup() {
     monotonicMs: () => 0,
   });
   const group = { conn: 1, names: [DIFF], retire: (id: number) => retired.push(id) };
-  const lines = () => {
+  const lines = async () => {
     recorder.sealAll();
-    return submitted.flatMap((b) => b.body.lines()).map((l) => JSON.parse(l));
+    const texts = await Promise.all(submitted.map((b) => b.body.lines()));
+    return texts.flat().map((l) => JSON.parse(l));
   };
   return { recorder, group, retired, chainStarts, lines };
 }
 
-Deno.test("recorder switches a stream to a successor that repeats what was stored, storing each update once", () => {
+Deno.test("recorder switches a stream to a successor that repeats what was stored, storing each update once", async () => {
   const { recorder, group, retired, lines } = chainSetup();
   let ts = 0;
   for (let i = 1; i <= 5; i++) recorder.frame(group, diff(i * 10, i * 10 + 9), ++ts, 1);
@@ -358,7 +359,7 @@ Deno.test("recorder switches a stream to a successor that repeats what was store
   recorder.frame(group, diff(70, 79), ++ts, 2);
   recorder.frame(group, diff(70, 79), ++ts, 1); // the retired socket's late copy
   assert.deepEqual(retired, [1]);
-  const all = lines();
+  const all = await lines();
   const data = all.filter((l) => l.data).map((l) => l.data.U);
   assert.deepEqual(data, [10, 20, 30, 40, 50, 60, 70]);
   const rotated = all.filter((l) => l.event === "rotated");
@@ -368,7 +369,7 @@ Deno.test("recorder switches a stream to a successor that repeats what was store
   assert.ok(!all.some((l) => l.event === "gap"));
 });
 
-Deno.test("recorder holds a successor that is ahead until the old socket catches up", () => {
+Deno.test("recorder holds a successor that is ahead until the old socket catches up", async () => {
   const { recorder, group, retired, lines } = chainSetup();
   recorder.frame(group, diff(10, 19), 1, 1);
   recorder.frame(group, diff(30, 39), 2, 2); // ahead: 20..29 not stored yet
@@ -376,16 +377,16 @@ Deno.test("recorder holds a successor that is ahead until the old socket catches
   recorder.frame(group, diff(20, 29), 3, 1); // old catches up: the successor now follows on
   assert.deepEqual(retired, [1]);
   recorder.frame(group, diff(40, 49), 4, 2);
-  const data = lines().filter((l) => l.data).map((l) => l.data.U);
+  const data = (await lines()).filter((l) => l.data).map((l) => l.data.U);
   assert.deepEqual(data, [10, 20, 30, 40]);
 });
 
-Deno.test("recorder marks a break with a gap event and asks for a new chain start", () => {
+Deno.test("recorder marks a break with a gap event and asks for a new chain start", async () => {
   const { recorder, group, chainStarts, lines } = chainSetup();
   recorder.frame(group, diff(10, 19), 1, 1);
   recorder.frame(group, diff(20, 29), 2, 1);
   recorder.frame(group, diff(40, 49), 3, 1);
-  const all = lines();
+  const all = await lines();
   const gap = all.find((l) => l.event === "gap");
   assert.deepEqual({ expected: gap.expected, received: gap.received }, {
     expected: 30,
@@ -399,25 +400,25 @@ Deno.test("recorder marks a break with a gap event and asks for a new chain star
   assert.deepEqual(chainStarts, [DIFF, DIFF]);
 });
 
-Deno.test("recorder drops repeats a new socket delivers after a disconnect", () => {
+Deno.test("recorder drops repeats a new socket delivers after a disconnect", async () => {
   const { recorder, group, lines } = chainSetup();
   recorder.frame(group, diff(10, 19), 1, 1);
   recorder.frame(group, diff(20, 29), 2, 1);
   recorder.closed(group, 1, { recvTs: 3, details: { cause: "server" } });
   recorder.frame(group, diff(20, 29), 4, 2);
   recorder.frame(group, diff(30, 39), 5, 2);
-  const all = lines();
+  const all = await lines();
   assert.deepEqual(all.filter((l) => l.data).map((l) => l.data.U), [10, 20, 30]);
   assert.ok(all.some((l) => l.event === "disconnected"));
   assert.ok(!all.some((l) => l.event === "gap"));
 });
 
-Deno.test("recorder moves unswitched streams to the successor when the old socket is retired anyway", () => {
+Deno.test("recorder moves unswitched streams to the successor when the old socket is retired anyway", async () => {
   const { recorder, group, lines } = chainSetup();
   recorder.frame(group, diff(10, 19), 1, 1);
   recorder.frame(group, diff(40, 49), 2, 2); // ahead, and the old socket never catches up
   recorder.closed(group, 1, { replaced: true, recvTs: 3, details: { cause: "rotated" } });
-  const all = lines();
+  const all = await lines();
   const rotated = all.find((l) => l.event === "rotated");
   assert.equal(rotated.confirmed, false);
   const gap = all.find((l) => l.event === "gap");
@@ -428,14 +429,14 @@ Deno.test("recorder moves unswitched streams to the successor when the old socke
   assert.deepEqual(all.filter((l) => l.data).map((l) => l.data.U), [10, 40]);
 });
 
-Deno.test("recorder goes back to the old socket, losing nothing, when the new one dies mid-handover", () => {
+Deno.test("recorder goes back to the old socket, losing nothing, when the new one dies mid-handover", async () => {
   const { recorder, group, lines } = chainSetup();
   recorder.frame(group, diff(10, 19), 1, 1);
   recorder.frame(group, diff(10, 19), 2, 2); // a repeat: the stream switches to socket 2
   recorder.frame(group, diff(20, 29), 3, 1); // the old socket runs on (frame kept aside)
   recorder.closed(group, 2, { recvTs: 4, details: { cause: "server" } }); // the new one dies
   recorder.frame(group, diff(30, 39), 5, 1);
-  const all = lines();
+  const all = await lines();
   assert.deepEqual(all.filter((l) => l.data).map((l) => l.data.U), [10, 20, 30]);
   assert.ok(!all.some((l) => l.event === "gap" || l.event === "disconnected"));
 });

@@ -1,18 +1,20 @@
 import assert from "node:assert/strict";
 import { gunzipSync } from "node:zlib";
 import type { SealedBatch } from "../src/batch/batcher.ts";
-import { ChunkedText, ChunkPool } from "../src/batch/chunks.ts";
-import { GzipPool } from "../src/batch/compress.ts";
+import { type Deflater, GzipBody, localDeflater } from "../src/batch/body.ts";
+import { ChunkPool } from "../src/batch/chunks.ts";
+import { GzipPool, workerDeflater } from "../src/batch/compress.ts";
 import { localSink } from "../src/store/local.ts";
 import type { ObjectMeta, Sink } from "../src/store/sink.ts";
 import { Uploader } from "../src/store/uploader.ts";
 import { listFiles, tempDir } from "./support/temp.ts";
 
 const meta: ObjectMeta = { messages: 1, events: 0, firstRecvTs: 1, lastRecvTs: 1 };
-const batch = (key: string, lines = ['{"a":1}']): SealedBatch => {
-  const body = new ChunkedText(new ChunkPool());
+// 8-byte chunks: a one-line batch ('{"a":1}' and its newline) holds exactly 8 bytes.
+const batch = (key: string, lines = ['{"a":1}'], deflater: Deflater = localDeflater(1)) => {
+  const body = new GzipBody({ pool: new ChunkPool({ chunkSize: 8 }), deflater });
   for (const line of lines) body.appendLine(line);
-  return { key, stream: "s", body, meta, textBytes: body.byteLength };
+  return { key, stream: "s", body, meta, textBytes: body.byteLength } satisfies SealedBatch;
 };
 
 function recordingSink(failFirst = 0): Sink & { puts: string[]; attempts: number } {
@@ -58,7 +60,6 @@ Deno.test("uploader stores every submitted batch gzipped and flush waits for the
   const uploader = new Uploader({
     sink: localSink(tmp.path),
     concurrency: 2,
-    gzipLevel: 1,
     onSettled: (b, how) => how === "stored" && stored.push(b.key),
   });
   for (let i = 0; i < 5; i++) uploader.submit(batch(`k${i}.ndjson.gz`, [`{"i":${i}}`]));
@@ -83,7 +84,6 @@ Deno.test("uploader retries a failing put until it succeeds", async () => {
   const uploader = new Uploader({
     sink,
     concurrency: 1,
-    gzipLevel: 1,
     retryInitialMs: 5,
     retryMaxMs: 20,
     onFailedAttempt: (_b, e) => failures.push(e),
@@ -100,7 +100,6 @@ Deno.test("uploader returns the batches it could not store when flush is cut sho
   const uploader = new Uploader({
     sink,
     concurrency: 1,
-    gzipLevel: 1,
     retryInitialMs: 5,
     retryMaxMs: 10,
   });
@@ -116,7 +115,6 @@ Deno.test("uploader does not retry an error its sink calls permanent", async () 
   const uploader = new Uploader({
     sink,
     concurrency: 1,
-    gzipLevel: 1,
     retryInitialMs: 5,
     isRetryable: () => false,
   });
@@ -134,7 +132,6 @@ Deno.test("uploader without a spool drops and reports batches beyond its queue b
   const uploader = new Uploader({
     sink,
     concurrency: 1,
-    gzipLevel: 1,
     maxQueueBytes: 10,
     onSettled: (b, how) => settled.push([b.key, how]),
   });
@@ -160,7 +157,6 @@ Deno.test("uploader without a spool lets its queue borrow the room it is lent be
   const uploader = new Uploader({
     sink,
     concurrency: 1,
-    gzipLevel: 1,
     maxQueueBytes: 10,
     borrowable: () => lent,
     onSettled: (b, how) => settled.push(`${b.key}:${how}`),
@@ -184,14 +180,13 @@ Deno.test("uploader compresses on its own thread when the gzip worker fails, and
   const uploader = new Uploader({
     sink: localSink(tmp.path),
     concurrency: 2,
-    gzipLevel: 1,
-    gzip: (chunks) => pool.gzip(chunks),
     onSettled: (b, how) => settled.push(`${b.key}:${how}`),
   });
   const lines = ['{"a":1}', '{"b":"é"}'];
-  uploader.submit(batch("k/0", lines));
+  const deflater = workerDeflater(pool);
+  uploader.submit(batch("k/0", lines, deflater));
   pool.close(); // the worker goes away with a call in flight, and before the next one
-  uploader.submit(batch("k/1", lines));
+  uploader.submit(batch("k/1", lines, deflater));
   assert.deepEqual(await uploader.flush(AbortSignal.timeout(5000)), []);
   assert.deepEqual(settled.sort(), ["k/0:stored", "k/1:stored"]);
   for (const key of ["k/0", "k/1"]) {

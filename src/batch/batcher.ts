@@ -8,7 +8,8 @@
  */
 
 import type { ObjectMeta } from "../store/sink.ts";
-import { ChunkedText, ChunkPool } from "./chunks.ts";
+import { type Deflater, GzipBody, localDeflater, type MemoryAccount } from "./body.ts";
+import { ChunkPool } from "./chunks.ts";
 
 export interface BatchLine {
   readonly text: string;
@@ -25,10 +26,10 @@ export interface SealedBatch {
   /** Resolves once the batch is safe in the crash journal (absent without one). */
   readonly durable?: Promise<void>;
   readonly stream: string;
-  /** The NDJSON text, until the uploader has compressed it and released the chunks. */
-  readonly body: ChunkedText;
+  /** The NDJSON text, mostly compressed already; the uploader finishes it. */
+  readonly body: GzipBody;
   readonly meta: ObjectMeta;
-  /** UTF-8 bytes of the text, newlines included: what it holds in memory before compression. */
+  /** UTF-8 bytes of the text, newlines included. */
   readonly textBytes: number;
 }
 
@@ -47,13 +48,33 @@ export interface BatcherOptions {
   readonly planKey: (stream: string, firstRecvTs: number, seq: number) => string;
   readonly observer?: BatchObserver;
   /**
-   * Bound on the text held by all open batches together: beyond it the
-   * oldest open batches are sealed early (`sealOverflow`), so memory does
-   * not grow with the number of streams times BATCH_SECONDS.
+   * Bound on the memory held by all open batches together (text not yet
+   * compressed, and compressed pieces): beyond it the oldest open batches
+   * are sealed early (`sealOverflow`), so memory does not grow with the
+   * number of streams times BATCH_SECONDS.
    */
   readonly maxOpenBytes?: number | (() => number);
-  /** Where batch text is kept; default: a pool of this batcher's own. */
+  /** Where batch text is kept until compressed; default: a pool of this batcher's own. */
   readonly pool?: ChunkPool;
+  /** Compresses the pieces of open batches; default: on this thread at level 5. */
+  readonly deflater?: Deflater;
+}
+
+/**
+ * Text not yet compressed, all open batches together, that the piece size
+ * aims at: each open batch cuts a piece at about this divided by the number
+ * of open batches, within the limits below. Few streams get large pieces
+ * (the object is barely larger than one-shot gzip), many streams small ones
+ * (memory stays bounded; objects grow up to ~5 %). See body.ts.
+ */
+export const TEXT_BUDGET_BYTES = 16 * 1024 * 1024;
+export const MIN_PIECE_BYTES = 64 * 1024;
+export const MAX_PIECE_BYTES = 1024 * 1024;
+
+/** The piece size for `openBatches` open batches. */
+export function pieceBytesFor(openBatches: number): number {
+  const share = Math.floor(TEXT_BUDGET_BYTES / Math.max(1, openBatches));
+  return Math.min(MAX_PIECE_BYTES, Math.max(MIN_PIECE_BYTES, share));
 }
 
 interface OpenBatch {
@@ -61,7 +82,7 @@ interface OpenBatch {
   /** Fixed when the batch opens, from its stream, first receive time and number. */
   readonly key: string;
   readonly openedAt: number;
-  readonly body: ChunkedText;
+  readonly body: GzipBody;
   messages: number;
   events: number;
   firstRecvTs: number;
@@ -75,11 +96,15 @@ export class Batcher {
   readonly #open = new Map<string, OpenBatch>();
   readonly #nextSeq = new Map<string, number>();
   readonly #pool: ChunkPool;
-  #openBytes = 0;
+  readonly #deflater: Deflater;
+  /** Memory held by open batches' bodies, kept up to date by the bodies themselves. */
+  readonly #account: MemoryAccount = { bytes: 0 };
+  readonly #pieceBytes = (): number => pieceBytesFor(this.#open.size);
 
   constructor(options: BatcherOptions) {
     this.#options = options;
     this.#pool = options.pool ?? new ChunkPool();
+    this.#deflater = options.deflater ?? localDeflater(5);
   }
 
   /**
@@ -95,7 +120,12 @@ export class Batcher {
         stream,
         key: this.#options.planKey(stream, line.recvTs, seq),
         openedAt: now,
-        body: new ChunkedText(this.#pool),
+        body: new GzipBody({
+          pool: this.#pool,
+          deflater: this.#deflater,
+          pieceBytes: this.#pieceBytes,
+          account: this.#account,
+        }),
         messages: 0,
         events: 0,
         firstRecvTs: line.recvTs,
@@ -104,12 +134,8 @@ export class Batcher {
       this.#open.set(stream, batch);
       this.#options.observer?.opened(batch.key, stream);
     }
-    // Counted in whole chunks: with many streams, each open batch's partly
-    // filled last chunk is memory too (1,500 streams: up to 24 MB).
-    const before = batch.body.capacity;
     batch.body.appendLine(line.text);
     this.#options.observer?.appended(batch.key, line.text);
-    this.#openBytes += batch.body.capacity - before;
     batch.lastRecvTs = Math.max(batch.lastRecvTs, line.recvTs);
     if (line.isData) batch.messages++;
     else batch.events++;
@@ -134,19 +160,22 @@ export class Batcher {
   sealOverflow(): SealedBatch[] {
     const bound = this.#options.maxOpenBytes;
     const max = typeof bound === "function" ? bound() : bound;
-    if (max === undefined || this.#openBytes <= max) return [];
+    if (max === undefined || this.#account.bytes <= max) return [];
     const sealed: SealedBatch[] = [];
     // A Map iterates in insertion order: the first open batch is the oldest.
     for (const batch of this.#open.values()) {
-      if (this.#openBytes <= max) break;
+      if (this.#account.bytes <= max) break;
       sealed.push(this.#seal(batch));
     }
     return sealed;
   }
 
-  /** Memory held by open batches' text: their chunks, whole. */
+  /**
+   * Memory held by open batches: text not yet compressed (in whole chunks,
+   * also while a piece compresses) and compressed pieces.
+   */
   get openBytes(): number {
-    return this.#openBytes;
+    return this.#account.bytes;
   }
 
   /** Seals every open batch (shutdown). */
@@ -163,7 +192,7 @@ export class Batcher {
 
   #seal(batch: OpenBatch): SealedBatch {
     this.#open.delete(batch.stream);
-    this.#openBytes -= batch.body.capacity;
+    batch.body.detach();
     return {
       key: batch.key,
       durable: this.#options.observer?.sealed(batch.key),

@@ -1,20 +1,21 @@
 /**
- * gzip off the main thread. node:zlib's async `gzip` still deflates on the
- * main thread in Deno (about half of its time at 20,000 msg/s; a 10 MB batch
- * at level 5 blocks it 30-70 ms), which delays WebSocket handling and so the
- * receive timestamps stamped on every message. `GzipPool` hands the work to
- * module Workers (gzip_worker.ts) instead.
+ * Compression off the main thread. node:zlib's async functions still deflate
+ * on the main thread in Deno (about half of its time at 20,000 msg/s; a 10 MB
+ * batch at level 5 blocks it 30-70 ms), which delays WebSocket handling and
+ * so the receive timestamps stamped on every message. `GzipPool` hands the
+ * work to module Workers (gzip_worker.ts) instead; batch bodies (body.ts)
+ * send it their pieces through `workerDeflater`.
  *
  * Contract:
- * - `gzip(chunks)` copies the chunks synchronously, before it returns, so the
- *   caller may reuse or overwrite them at once (they are pooled). The copy is
+ * - `deflateRaw(chunks, final)` copies the chunks synchronously, before it
+ *   returns, so the caller may reuse them at once (they are pooled). The copy is
  *   one fresh buffer, transferred to the worker; the caller's buffers are
  *   never transferred. Cheaper than a structured clone of the chunks, whose
  *   serializer buffer grows by reallocation: 10 MB in 16 KB chunks costs the
  *   main thread ~1 ms this way, ~5-7 ms cloned (and a clone would copy each
  *   view's whole backing buffer, or share a SharedArrayBuffer, not copy it).
- * - The result is one standard gzip member of the chunks' concatenation, the
- *   same bytes as `zlib.gzipSync(concat(chunks), { level })`.
+ * - The result is the raw deflate of the chunks' concatenation, the same
+ *   bytes as `deflateRawHere(chunks, level, final)` (body.ts).
  * - Calls go to the worker with the fewest calls in flight (ties round-robin);
  *   with several threads, results may resolve out of call order.
  * - A worker that dies (error event) rejects its pending calls with a
@@ -29,6 +30,7 @@
  */
 
 import { getLogger } from "@logtape/logtape";
+import { type Deflater, deflateRawHere } from "./body.ts";
 import type { GzipReply, GzipRequest } from "./gzip_worker.ts";
 
 const log = getLogger(["l2", "gzip"]);
@@ -116,17 +118,18 @@ export class GzipPool implements Disposable {
   }
 
   /**
-   * gzips the concatenation of `chunks`. The chunks are copied before this
-   * returns; the caller may overwrite them immediately.
+   * Raw deflate of the concatenation of `chunks` (see `Deflater`). The
+   * chunks are copied before this returns; the caller may overwrite them
+   * immediately.
    */
-  gzip(chunks: readonly Uint8Array[]): Promise<Uint8Array<ArrayBuffer>> {
+  deflateRaw(chunks: readonly Uint8Array[], final: boolean): Promise<Uint8Array<ArrayBuffer>> {
     if (this.#closed) return Promise.reject(new GzipPoolError("gzip pool is closed"));
     const slot = this.#pick();
     const worker = slot.worker ?? this.#spawn(slot);
     const id = this.#nextId++;
     // The caller's chunks are copied here and are theirs again on return; only the copy moves.
     const input = join(chunks, (bytes) => this.#takeSpare(bytes));
-    const request: GzipRequest = { id, level: this.level, chunks: [input] };
+    const request: GzipRequest = { id, level: this.level, final, chunks: [input] };
     worker.postMessage(request, [input.buffer]);
     const { promise, resolve, reject } = Promise.withResolvers<Uint8Array<ArrayBuffer>>();
     slot.calls.set(id, { resolve, reject });
@@ -214,4 +217,26 @@ export class GzipPool implements Disposable {
     for (const call of slot.calls.values()) call.reject(error);
     slot.calls.clear();
   }
+}
+
+/**
+ * A `Deflater` that uses `pool`, and deflates on the calling thread when a
+ * call fails (a worker died, could not load, or the pool was closed): losing
+ * a compressor never costs a batch. The caller's chunks are intact then,
+ * since `Deflater` callers keep them until the promise settles.
+ */
+export function workerDeflater(pool: GzipPool): Deflater {
+  let loggedAt = -Infinity;
+  return {
+    level: pool.level,
+    deflateRaw: (chunks, final) =>
+      pool.deflateRaw(chunks, final).catch((error: unknown) => {
+        const now = Date.now();
+        if (now - loggedAt >= 10_000) {
+          log.warn("Compressing on the main thread instead: {error}", { error });
+          loggedAt = now;
+        }
+        return deflateRawHere(chunks, pool.level, final);
+      }),
+  };
 }

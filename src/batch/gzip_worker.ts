@@ -1,16 +1,17 @@
 /**
- * The gzip worker behind `GzipPool` (compress.ts): compresses off the main
- * thread, so a 10 MB batch no longer stalls WebSocket handling (and with it
- * the receive timestamps) for tens of milliseconds.
+ * The deflate worker behind `GzipPool` (compress.ts): compresses off the main
+ * thread, so compression never stalls WebSocket handling (and with it the
+ * receive timestamps).
  *
  * Protocol, one reply per request, in order:
- *   in:  { id, level, chunks: Uint8Array[] }
+ *   in:  { id, level, final, chunks: Uint8Array[] }
  *   out: { id, body: Uint8Array, input? }  (buffers transferred, not copied)
  *    or: { id, error: string, input? }
  * `input` is the request's buffer when it sent one chunk, returned for reuse.
- * The body is one standard gzip member of the chunks' concatenation, byte for
- * byte what `zlib.gzipSync(concat(chunks), { level })` gives. The pool sends
- * one chunk (its own joined copy), so the concatenation is then a no-op.
+ * The body is the raw deflate (RFC 1951) of the chunks' concatenation, byte
+ * for byte what `deflateRawHere` (body.ts) gives: ending on a full flush, or
+ * with a final block when `final`. The pool sends one chunk (its own joined
+ * copy), so the concatenation is then a no-op.
  *
  * Import only its types elsewhere: loading it sets the global `onmessage`.
  * Must stay loadable as a module Worker under the `collector` permission set
@@ -18,12 +19,13 @@
  * module is not part of the static import graph.
  */
 
-import { gzipSync } from "node:zlib";
-import { concatBytes } from "./chunks.ts";
+import { deflateRawHere } from "./body.ts";
 
 export interface GzipRequest {
   readonly id: number;
   readonly level: number;
+  /** The last piece of a stream: its last block is marked final. */
+  readonly final: boolean;
   readonly chunks: readonly Uint8Array[];
 }
 
@@ -59,7 +61,7 @@ function ownBuffer(result: Uint8Array): Uint8Array<ArrayBuffer> {
 }
 
 function compress(request: GzipRequest): Uint8Array<ArrayBuffer> {
-  return ownBuffer(gzipSync(concatBytes(request.chunks), { level: request.level }));
+  return ownBuffer(deflateRawHere(request.chunks, request.level, request.final));
 }
 
 const scope = globalThis as unknown as WorkerScope;

@@ -29,7 +29,8 @@
 import { getLogger } from "@logtape/logtape";
 import { join } from "node:path";
 import type { BatchObserver, SealedBatch } from "./batcher.ts";
-import { ChunkedText, ChunkPool } from "./chunks.ts";
+import { type Deflater, GzipBody, localDeflater } from "./body.ts";
+import { ChunkPool } from "./chunks.ts";
 import { eventLine } from "./encode.ts";
 
 const log = getLogger(["l2", "journal"]);
@@ -334,6 +335,8 @@ export async function recoverJournal(
     describe: (line: string) => Omit<LineFacts, "text">;
     /** Where the rebuilt batches' text is kept (default: a pool of their own). */
     pool?: ChunkPool;
+    /** Compresses the rebuilt batches as they are rebuilt (default: on this thread, level 5). */
+    deflater?: Deflater;
   },
 ): Promise<RecoveredJournal> {
   const files: string[] = [];
@@ -391,6 +394,7 @@ export async function recoverJournal(
   }
   const batches: SealedBatch[] = [];
   const pool = options.pool ?? new ChunkPool();
+  const deflater = options.deflater ?? localDeflater(5);
   for (const batch of pending.values()) {
     if (batch.settled || batch.lines.length === 0) continue;
     const lines = [...batch.lines];
@@ -405,7 +409,7 @@ export async function recoverJournal(
       });
       lines.push({ text, recvTs: last.recvTs, isData: false });
     }
-    batches.push(sealedFromLines(batch.key, batch.stream, lines, pool));
+    batches.push(sealedFromLines(batch.key, batch.stream, lines, { pool, deflater }));
   }
   if (badRecords > 0) log.warn("Skipped {badRecords} unreadable journal records", { badRecords });
   return { batches, files: files.map((f) => join(dir, f)), badRecords };
@@ -423,7 +427,7 @@ function sealedFromLines(
   key: string,
   stream: string,
   lines: readonly LineFacts[],
-  pool: ChunkPool,
+  text: { pool: ChunkPool; deflater: Deflater },
 ): SealedBatch {
   let messages = 0;
   let firstUpdateId: number | undefined;
@@ -433,7 +437,7 @@ function sealedFromLines(
     if (line.firstUpdateId !== undefined) firstUpdateId ??= line.firstUpdateId;
     if (line.lastUpdateId !== undefined) lastUpdateId = line.lastUpdateId;
   }
-  const body = new ChunkedText(pool);
+  const body = new GzipBody(text);
   for (const line of lines) body.appendLine(line.text);
   return {
     key,

@@ -14,7 +14,7 @@ import { getLogger } from "@logtape/logtape";
 import { join } from "node:path";
 import { Batcher, type SealedBatch } from "../batch/batcher.ts";
 import { ChunkPool } from "../batch/chunks.ts";
-import { GzipPool } from "../batch/compress.ts";
+import { GzipPool, workerDeflater } from "../batch/compress.ts";
 import { Journal, recoverJournal } from "../batch/journal.ts";
 import { planKey } from "../batch/keys.ts";
 import { updateIds } from "../binance/frames.ts";
@@ -126,28 +126,34 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
     const journalDir = join(config.dataDir, "journal");
     // One pool for all batch text: chunks freed by one stream's batch serve the next.
     const pool = new ChunkPool();
+    // Compression off the main thread, which stamps receive times. Open
+    // batches are compressed piece by piece as they grow (batch/body.ts).
+    using gzipPool = new GzipPool({ level: config.gzipLevel });
+    const deflater = workerDeflater(gzipPool);
     const recovered = await startupStep(
       "read the crash journal",
-      () => recoverJournal(journalDir, { describe: describeLine, pool }),
+      () => recoverJournal(journalDir, { describe: describeLine, pool, deflater }),
     );
     const journal = await startupStep("start the crash journal", () => Journal.start(journalDir));
     let recoveredLeft = recovered.batches.length;
     const recoveredKeys = new Set(recovered.batches.map((b) => b.key));
 
-    // Open batches may hold up to 4 × the upload queue; beyond it the
-    // oldest seal early (many streams × BATCH_SECONDS would be unbounded).
+    // Open batches may hold up to 4 × the upload queue in memory (mostly
+    // compressed: ~25 × the queue's worth of text); beyond it the oldest seal
+    // early (many streams × BATCH_SECONDS would be unbounded).
     const maxOpenBytes = config.uploadQueueMaxBytes * 4;
     const batcher = new Batcher({
       batchMs: config.batchSeconds * 1000,
       maxLines: config.maxMessagesPerBatch,
       // What the upload queue borrowed is not the open batches' to use again
-      // until it is paid back, so all batch text stays within 5 × the queue
+      // until it is paid back, so all batches stay within 5 × the queue
       // bound (6 × while a stalled sink keeps the queue full: open batches
       // always keep one queue's worth, or they would shrink to a line each).
       maxOpenBytes: (): number =>
         Math.max(config.uploadQueueMaxBytes, maxOpenBytes - uploader.borrowedBytes),
       observer: journal,
       pool,
+      deflater,
       planKey: (stream, firstRecvTs, seq) => {
         const spec = parseStreamName(stream) ?? { symbol: "UNKNOWN", type: stream };
         return planKey({
@@ -161,14 +167,10 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
         });
       },
     });
-    // Compression off the main thread, which stamps receive times.
-    using gzipPool = new GzipPool({ level: config.gzipLevel });
     const uploader = new Uploader({
       sink,
       spool,
       concurrency: config.uploadConcurrency,
-      gzipLevel: config.gzipLevel,
-      gzip: (chunks) => gzipPool.gzip(chunks),
       maxQueueBytes: config.uploadQueueMaxBytes,
       // With no spool to overflow into, sealed batches may use the part of
       // the open-batch budget left unused (they were counted there until they

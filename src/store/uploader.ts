@@ -6,8 +6,9 @@
  * is full, the batch goes to the on-disk spool instead (if there is one).
  * Whether an error is worth retrying is the caller's pure `isRetryable`.
  *
- * Memory: batches waiting here are bounded by `maxQueueBytes` (their text
- * size); batches beyond it skip the queue and are spooled. Without a spool,
+ * Memory: batches waiting here are bounded by `maxQueueBytes` (what each held
+ * in memory when it was submitted); batches beyond it skip the queue and are
+ * spooled. Without a spool,
  * the queue may also use what `borrowable` lends; a batch beyond that is
  * dropped, counted and logged.
  */
@@ -15,7 +16,6 @@
 import { getLogger } from "@logtape/logtape";
 import { ExponentialBackoff, fullJitterGenerator, handleWhen, retry } from "cockatiel";
 import type { SealedBatch } from "../batch/batcher.ts";
-import { gzipChunks } from "../batch/encode.ts";
 import type { Sink } from "./sink.ts";
 import type { Spool } from "./spool.ts";
 
@@ -26,14 +26,6 @@ export type SettledHow = "stored" | "spooled" | "dropped";
 export interface UploaderOptions {
   readonly sink: Sink;
   readonly concurrency: number;
-  readonly gzipLevel: number;
-  /**
-   * Compresses a batch's text (default: node:zlib on this thread). When it
-   * fails (a gzip worker died, could not load, or was closed), the batch is
-   * compressed on this thread instead: losing a compressor never costs a
-   * batch. The chunks are released to their pool once compression succeeded.
-   */
-  readonly gzip?: (chunks: readonly Uint8Array[], level: number) => Promise<Uint8Array>;
   /** Where batches go when the sink cannot take them; without one, retries go on. */
   readonly spool?: Spool;
   readonly maxQueueBytes?: number;
@@ -71,7 +63,8 @@ export class Uploader {
   #overflowChain: Promise<void> = Promise.resolve();
   #overflowed = 0;
   #overflowLoggedAt = -Infinity;
-  #gzipFallbackLoggedAt = -Infinity;
+  /** What each queued batch was counted at in `#queueBytes`. */
+  readonly #costs = new WeakMap<SealedBatch, number>();
 
   constructor(options: UploaderOptions) {
     this.#options = options;
@@ -80,7 +73,9 @@ export class Uploader {
   /** Queues a batch; never waits. */
   submit(batch: SealedBatch): void {
     const max = this.#options.maxQueueBytes ?? Infinity;
-    if (this.#options.spool && this.#queueBytes + batch.textBytes > max && this.#queueBytes > 0) {
+    // Most of a batch is compressed while it is open: count what it holds, not its text.
+    const cost = batch.body.memoryBytes;
+    if (this.#options.spool && this.#queueBytes + cost > max && this.#queueBytes > 0) {
       this.#overflowed++;
       const now = Date.now();
       if (now - this.#overflowLoggedAt >= 10_000) {
@@ -100,7 +95,7 @@ export class Uploader {
       return;
     }
     const room = max + (this.#options.borrowable?.() ?? 0);
-    if (!this.#options.spool && this.#queueBytes + batch.textBytes > room && this.#queueBytes > 0) {
+    if (!this.#options.spool && this.#queueBytes + cost > room && this.#queueBytes > 0) {
       // No spool (local sink) and the sink has not kept up for a whole queue:
       // memory must stay bounded, so the batch is dropped, counted and reported.
       log.error(
@@ -111,11 +106,13 @@ export class Uploader {
           messages: batch.meta.messages,
         },
       );
+      batch.body.release();
       this.#options.onSettled?.(batch, "dropped", 0);
       return;
     }
     this.#queue.push(batch);
-    this.#setQueueBytes(this.#queueBytes + batch.textBytes);
+    this.#costs.set(batch, cost);
+    this.#setQueueBytes(this.#queueBytes + cost);
     this.#pump();
   }
 
@@ -145,6 +142,7 @@ export class Uploader {
       this.#abort.abort();
       const left = this.#queue.splice(0);
       this.#setQueueBytes(0);
+      for (const batch of left) this.#costs.delete(batch);
       for (const batch of left) this.#track(this.#spoolBatch(batch, undefined, "shutdown"));
       // Cancelled puts settle quickly; their batches are spooled the same way.
       await this.#idle(AbortSignal.timeout(5000));
@@ -168,7 +166,8 @@ export class Uploader {
   #pump(): void {
     while (this.#active < this.#options.concurrency && this.#queue.length > 0) {
       const batch = this.#queue.shift()!;
-      this.#setQueueBytes(this.#queueBytes - batch.textBytes);
+      this.#setQueueBytes(this.#queueBytes - (this.#costs.get(batch) ?? 0));
+      this.#costs.delete(batch);
       this.#track(this.#store(batch));
     }
   }
@@ -184,7 +183,7 @@ export class Uploader {
   }
 
   async #store(batch: SealedBatch): Promise<void> {
-    const { sink, gzipLevel, spool } = this.#options;
+    const { sink, spool } = this.#options;
     const policy = retry(handleWhen(this.#options.isRetryable ?? (() => true)), {
       maxAttempts: spool ? Math.max(0, (this.#options.maxAttempts ?? 3) - 1) : Infinity,
       backoff: new ExponentialBackoff({
@@ -197,7 +196,8 @@ export class Uploader {
     try {
       // Never upload before the journal holds the seal: recovery relies on it.
       await batch.durable;
-      body = await this.#compress(batch, gzipLevel);
+      body = await this.#finish(batch);
+      if (!body) return;
       const bytes = body;
       await policy.execute(async ({ signal }) => {
         try {
@@ -229,7 +229,8 @@ export class Uploader {
       return;
     }
     try {
-      body ??= await this.#compress(batch, this.#options.gzipLevel);
+      body ??= await this.#finish(batch);
+      if (!body) return;
       if (await spool.write({ key: batch.key, body, meta: batch.meta })) {
         log.info("Spooled {key} ({why})", { key: batch.key, why });
         this.#options.onSettled?.(batch, "spooled", body.length);
@@ -251,28 +252,25 @@ export class Uploader {
     this.#options.onSettled?.(batch, "dropped", 0);
   }
 
-  /** The batch's gzip bytes; its text is released once compressed. */
-  async #compress(batch: SealedBatch, level: number): Promise<Uint8Array> {
-    const chunks = batch.body.chunks();
-    const { gzip } = this.#options;
-    let body: Uint8Array;
-    if (!gzip) {
-      body = await gzipChunks(chunks, level);
-    } else {
-      try {
-        body = await gzip(chunks, level);
-      } catch (error) {
-        // The chunks are intact (released only below): compress them here.
-        const now = Date.now();
-        if (now - this.#gzipFallbackLoggedAt >= 10_000) {
-          log.warn("Compressing {key} on the main thread: {error}", { key: batch.key, error });
-          this.#gzipFallbackLoggedAt = now;
-        }
-        body = await gzipChunks(chunks, level);
-      }
+  /**
+   * The batch's gzip bytes. A batch that cannot be compressed (even the
+   * main-thread fallback failed) is not dropped: it stays unsettled, so the
+   * crash journal still holds it and the next start recovers it.
+   */
+  async #finish(batch: SealedBatch): Promise<Uint8Array | undefined> {
+    try {
+      return await batch.body.finish();
+    } catch (error) {
+      log.error(
+        "Cannot compress {key}: {error}; it stays in the crash journal for the next start",
+        {
+          key: batch.key,
+          error,
+        },
+      );
+      this.#unstored.push(batch);
+      return undefined;
     }
-    batch.body.release();
-    return body;
   }
 
   #setQueueBytes(bytes: number): void {
