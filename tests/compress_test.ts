@@ -7,8 +7,8 @@
  */
 
 import assert from "node:assert/strict";
-import { deflateRawSync, inflateRawSync } from "node:zlib";
-import { GzipPool, GzipPoolError } from "../src/batch/compress.ts";
+import { constants, deflateRawSync, inflateRawSync } from "node:zlib";
+import { GzipPool, GzipPoolError, workerDeflater } from "../src/batch/compress.ts";
 
 const ROOT = new URL("../", import.meta.url);
 const encoder = new TextEncoder();
@@ -252,4 +252,26 @@ Deno.test("the worker hands each input buffer back, and the pool fills it again"
     inflate(await pool.deflateRaw([third.subarray(0, 100), third.subarray(100)], true)),
     third,
   );
+});
+
+Deno.test("workerDeflater gives the pool at most maxInFlight calls at once, and answers each call with its own bytes", async () => {
+  using pool = new GzipPool({ level: 5 });
+  const deflater = workerDeflater(pool, 2);
+  const inputs = Array.from({ length: 12 }, (_, i) => ndjson(200 + i * 10, i));
+  let most = 0;
+  const calls = inputs.map((input, i) => {
+    const call = deflater.deflateRaw(chunked(input, 4096), i % 2 === 0);
+    most = Math.max(most, pool.pending);
+    return call;
+  });
+  const watch = setInterval(() => most = Math.max(most, pool.pending), 1);
+  const bodies = await Promise.all(calls);
+  clearInterval(watch);
+  assert.ok(most <= 2, `${most} calls in the pool at once`);
+  // Even calls are final pieces; odd ones end on a full flush, with no end-of-stream mark.
+  const finishFlush = (i: number) => i % 2 === 0 ? constants.Z_FINISH : constants.Z_SYNC_FLUSH;
+  bodies.forEach((body, i) => {
+    const text = new Uint8Array(inflateRawSync(body, { finishFlush: finishFlush(i) }));
+    assert.deepEqual(text, inputs[i], `call ${i}`);
+  });
 });

@@ -224,19 +224,38 @@ export class GzipPool implements Disposable {
  * call fails (a worker died, could not load, or the pool was closed): losing
  * a compressor never costs a batch. The caller's chunks are intact then,
  * since `Deflater` callers keep them until the promise settles.
+ *
+ * At most `maxInFlight` calls are given to the pool at once; the rest wait
+ * in order, holding only references to their chunks. Streams that started
+ * together at the same rate reach a piece's size together (1,500 of them at
+ * start-up): sent at once, each would cost a copy of its text in flight.
  */
-export function workerDeflater(pool: GzipPool): Deflater {
+export function workerDeflater(pool: GzipPool, maxInFlight = 2 * pool.threads): Deflater {
   let loggedAt = -Infinity;
+  let inFlight = 0;
+  const waiting: Array<() => void> = [];
+  const call = (chunks: readonly Uint8Array[], final: boolean) =>
+    pool.deflateRaw(chunks, final).catch((error: unknown): Uint8Array => {
+      const now = Date.now();
+      if (now - loggedAt >= 10_000) {
+        log.warn("Compressing on the main thread instead: {error}", { error });
+        loggedAt = now;
+      }
+      return deflateRawHere(chunks, pool.level, final);
+    });
   return {
     level: pool.level,
-    deflateRaw: (chunks, final) =>
-      pool.deflateRaw(chunks, final).catch((error: unknown) => {
-        const now = Date.now();
-        if (now - loggedAt >= 10_000) {
-          log.warn("Compressing on the main thread instead: {error}", { error });
-          loggedAt = now;
-        }
-        return deflateRawHere(chunks, pool.level, final);
-      }),
+    async deflateRaw(chunks, final) {
+      // A finished call hands its slot straight to the next waiting one.
+      if (inFlight < maxInFlight) inFlight++;
+      else await new Promise<void>((resolve) => waiting.push(resolve));
+      try {
+        return await call(chunks, final);
+      } finally {
+        const next = waiting.shift();
+        if (next) next();
+        else inFlight--;
+      }
+    },
   };
 }
