@@ -1,10 +1,13 @@
 import assert from "node:assert/strict";
+import { join } from "node:path";
 import { HeadObjectCommand } from "@aws-sdk/client-s3";
 import type { S3Config } from "../src/config_types.ts";
-import { isRetryableS3Error, s3Sink } from "../src/store/s3.ts";
+import { s3Sink } from "../src/store/s3.ts";
+import { isRetryableS3Error } from "../src/store/s3_errors.ts";
 import { checkBucket } from "../src/store/select.ts";
 import type { ObjectMeta } from "../src/store/sink.ts";
 import { TEST_BUCKET, TEST_CREDENTIALS, TestS3 } from "./support/s3.ts";
+import { tempDir } from "./support/temp.ts";
 
 /** An error shaped like the ones the AWS SDK throws. */
 function sdkError(name: string, status?: number): Error {
@@ -270,4 +273,50 @@ Deno.test({
       },
     );
   },
+});
+
+Deno.test("with a local archive the collector, check and verify never load the AWS SDK", async () => {
+  // The SDK replaced by a module that fails as soon as anything imports it.
+  const root = new URL("../", import.meta.url);
+  const project = JSON.parse(await Deno.readTextFile(new URL("deno.json", root)));
+  const poisoned = "data:text/javascript," +
+    encodeURIComponent('throw new Error("the AWS SDK was loaded");');
+  await using tmp = await tempDir();
+  const configPath = join(tmp.path, "deno.json");
+  await Deno.writeTextFile(
+    configPath,
+    JSON.stringify({ imports: { ...project.imports, "@aws-sdk/client-s3": poisoned } }),
+  );
+  const script = (env: Record<string, string>) => `
+    import { parseConfig } from "${new URL("src/config.ts", root)}";
+    import "${new URL("src/main.ts", root)}";
+    import { selectSink } from "${new URL("src/store/select.ts", root)}";
+    import { archiveReaderFor } from "${new URL("src/cli/verify.ts", root)}";
+    const config = parseConfig(${JSON.stringify({ DATA_DIR: tmp.path, ...env })});
+    const selected = await selectSink(config);
+    await archiveReaderFor(config);
+    console.log(selected.sink.kind);
+  `;
+  const runScript = async (env: Record<string, string>) => {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--no-check", "--config", configPath, "-"],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const writer = child.stdin.getWriter();
+    await writer.write(new TextEncoder().encode(script(env)));
+    await writer.close();
+    const { code, stdout, stderr } = await child.output();
+    const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
+    return { code, stdout: text(stdout).trim(), stderr: text(stderr) };
+  };
+  const local = await runScript({});
+  assert.equal(local.code, 0, local.stderr);
+  assert.equal(local.stdout, "local");
+  // The control: with a bucket the SDK is loaded, and the poison shows (as a
+  // missing export when the module is linked, or the error when it runs).
+  const s3 = await runScript({ S3_BUCKET_NAME: "archive-bucket", AWS_REGION: "us-east-1" });
+  assert.notEqual(s3.code, 0);
+  assert.match(s3.stderr, /the AWS SDK was loaded|module '@aws-sdk\/client-s3'/);
 });

@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { restPaths } from "../binance/streams.ts";
 import type { Config } from "../config_types.ts";
 import { writeAtomically } from "../store/local.ts";
-import { s3ErrorCode } from "../store/s3.ts";
+import { s3ErrorCode } from "../store/s3_errors.ts";
 import { checkBucket, selectSink } from "../store/select.ts";
 
 export interface CheckResult {
@@ -34,7 +34,7 @@ export async function check(config: Config, options: CheckOptions): Promise<numb
   print(results[0]);
   const steps: Array<[string, () => Promise<string>]> = [
     ["data dir", () => probeDirectory(join(config.dataDir, "spool"))],
-    ...sinkSteps(config, options.timeoutMs ?? 15_000),
+    ...await sinkSteps(config, options.timeoutMs ?? 15_000),
     ["binance rest", () => pingBinance(config, options)],
   ];
   for (const [name, step] of steps) {
@@ -52,8 +52,11 @@ export async function check(config: Config, options: CheckOptions): Promise<numb
   return failed === 0 ? 0 : 1;
 }
 
-function sinkSteps(config: Config, timeoutMs: number): Array<[string, () => Promise<string>]> {
-  const selected = selectSink(config);
+async function sinkSteps(
+  config: Config,
+  timeoutMs: number,
+): Promise<Array<[string, () => Promise<string>]>> {
+  const selected = await selectSink(config);
   const s3 = selected.s3;
   if (!s3) {
     return [["archive dir", async () => {

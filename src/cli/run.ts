@@ -90,7 +90,7 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
       restarts: history.restartsLastHour,
     });
   }
-  const selected = selectSink(config);
+  const selected = await selectSink(config);
   const { sink } = selected;
   const background = new AbortController();
   let ops: OpsServer | undefined;

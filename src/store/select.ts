@@ -1,12 +1,14 @@
 /**
  * Picks the archive destination from the configuration: S3 when a bucket is
- * set, else the local directory `DATA_DIR/archive`.
+ * set, else the local directory `DATA_DIR/archive`. The S3 sink (and with it
+ * the AWS SDK, ~18 MB of memory) is loaded only when a bucket is set.
  */
 
 import { join } from "node:path";
 import type { Config } from "../config_types.ts";
 import { localSink } from "./local.ts";
-import { httpStatus, isRetryableS3Error, s3ErrorCode, type S3Sink, s3Sink } from "./s3.ts";
+import type { S3Sink } from "./s3.ts";
+import { httpStatus, isRetryableS3Error, s3ErrorCode } from "./s3_errors.ts";
 import type { Sink } from "./sink.ts";
 
 export interface SelectedSink {
@@ -17,8 +19,10 @@ export interface SelectedSink {
   close(): void;
 }
 
-export function selectSink(config: Config): SelectedSink {
+export async function selectSink(config: Config): Promise<SelectedSink> {
   if (config.s3) {
+    // A literal specifier: `deno compile` still embeds the module.
+    const { s3Sink } = await import("./s3.ts");
     const s3 = s3Sink(config.s3);
     return { sink: s3, s3, isRetryable: isRetryableS3Error, close: () => s3.close() };
   }
