@@ -78,7 +78,7 @@ Deno.test("batcher metadata counts messages and events and spans update ids and 
   assert.equal(sealed.textBytes, "e".length + "d6".length + "d9".length + 3);
 });
 
-Deno.test("batcher counts open batches in whole chunks, the memory they hold", () => {
+Deno.test("batcher counts open batches' memory in whole chunks, and their text apart", () => {
   const batcher = new Batcher({
     batchMs: 60_000,
     maxLines: 1000,
@@ -88,6 +88,7 @@ Deno.test("batcher counts open batches in whole chunks, the memory they hold", (
   batcher.add("a", data(10), 0); // 4 bytes, one 64-byte chunk
   batcher.add("b", data(20), 1);
   assert.equal(batcher.openBytes, 128);
+  assert.equal(batcher.openTextBytes, 8, "the bound counts text");
   const [sealed] = batcher.sealAll();
   assert.equal(sealed.textBytes, 4, "a sealed batch still reports its text bytes");
   assert.equal(batcher.openBytes, 0);
@@ -108,7 +109,7 @@ Deno.test("batcher reads a maxOpenBytes given as a function at every check", () 
   assert.deepEqual(batcher.sealOverflow(), []);
   bound = 5; // the budget shrank (the upload queue borrowed from it)
   assert.deepEqual(batcher.sealOverflow().map((b) => b.key), ["a/10", "b/20"]);
-  assert.equal(batcher.openBytes, 4);
+  assert.equal(batcher.openTextBytes, 4);
 });
 
 Deno.test("batcher seals the oldest open batches early when open batches exceed maxOpenBytes", () => {
@@ -125,7 +126,7 @@ Deno.test("batcher seals the oldest open batches early when open batches exceed 
   batcher.add("c", data(30), 2); // 12 bytes open: over the bound
   const early = batcher.sealOverflow();
   assert.deepEqual(early.map((b) => b.key), ["a/10"]);
-  assert.equal(batcher.openBytes, 8);
+  assert.equal(batcher.openTextBytes, 8);
   batcher.add("a", data(40), 3);
   assert.deepEqual(batcher.sealOverflow().map((b) => b.key), ["b/20"]);
 });
@@ -159,4 +160,19 @@ Deno.test("open batches count their compressed pieces, not their text, once comp
   const before = batcher.openBytes;
   await new Promise((resolve) => setTimeout(resolve, 0));
   assert.ok(batcher.openBytes < before / 4, `${batcher.openBytes} open after, ${before} before`);
+});
+
+Deno.test("batcher bounds open batches by their text, however much memory their chunks take", () => {
+  const batcher = new Batcher({
+    batchMs: 60_000,
+    maxLines: 1000,
+    maxOpenBytes: 10,
+    planKey: (stream, first) => `${stream}/${first}`,
+    pool: new ChunkPool({ chunkSize: 64 }),
+  });
+  batcher.add("a", data(10), 0);
+  batcher.add("b", data(20), 1); // 8 bytes of text in 128 bytes of chunks
+  assert.deepEqual(batcher.sealOverflow(), []);
+  batcher.add("c", data(30), 2); // 12 bytes of text
+  assert.deepEqual(batcher.sealOverflow().map((b) => b.key), ["a/10"]);
 });

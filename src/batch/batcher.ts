@@ -48,10 +48,11 @@ export interface BatcherOptions {
   readonly planKey: (stream: string, firstRecvTs: number, seq: number) => string;
   readonly observer?: BatchObserver;
   /**
-   * Bound on the memory held by all open batches together (text not yet
-   * compressed, and compressed pieces): beyond it the oldest open batches
-   * are sealed early (`sealOverflow`), so memory does not grow with the
-   * number of streams times BATCH_SECONDS.
+   * Bound on the text of all open batches together: beyond it the oldest
+   * open batches are sealed early (`sealOverflow`), so memory does not grow
+   * with the number of streams times BATCH_SECONDS. Bounding their text
+   * bounds their memory (a batch holds less than its text, but for a partly
+   * filled chunk), whatever how the text compresses.
    */
   readonly maxOpenBytes?: number | (() => number);
   /** Where batch text is kept until compressed; default: a pool of this batcher's own. */
@@ -100,6 +101,7 @@ export class Batcher {
   /** Memory held by open batches' bodies, kept up to date by the bodies themselves. */
   readonly #account: MemoryAccount = { bytes: 0 };
   readonly #pieceBytes = (): number => pieceBytesFor(this.#open.size);
+  #openText = 0;
 
   constructor(options: BatcherOptions) {
     this.#options = options;
@@ -134,7 +136,9 @@ export class Batcher {
       this.#open.set(stream, batch);
       this.#options.observer?.opened(batch.key, stream);
     }
+    const before = batch.body.byteLength;
     batch.body.appendLine(line.text);
+    this.#openText += batch.body.byteLength - before;
     this.#options.observer?.appended(batch.key, line.text);
     batch.lastRecvTs = Math.max(batch.lastRecvTs, line.recvTs);
     if (line.isData) batch.messages++;
@@ -155,16 +159,16 @@ export class Batcher {
 
   /**
    * Seals the oldest open batches while all open batches together hold more
-   * than `maxOpenBytes`. Cheap when under the bound; call after `add`.
+   * text than `maxOpenBytes`. Cheap when under the bound; call after `add`.
    */
   sealOverflow(): SealedBatch[] {
     const bound = this.#options.maxOpenBytes;
     const max = typeof bound === "function" ? bound() : bound;
-    if (max === undefined || this.#account.bytes <= max) return [];
+    if (max === undefined || this.#openText <= max) return [];
     const sealed: SealedBatch[] = [];
     // A Map iterates in insertion order: the first open batch is the oldest.
     for (const batch of this.#open.values()) {
-      if (this.#account.bytes <= max) break;
+      if (this.#openText <= max) break;
       sealed.push(this.#seal(batch));
     }
     return sealed;
@@ -176,6 +180,11 @@ export class Batcher {
    */
   get openBytes(): number {
     return this.#account.bytes;
+  }
+
+  /** UTF-8 bytes of the text of all open batches: what `maxOpenBytes` bounds. */
+  get openTextBytes(): number {
+    return this.#openText;
   }
 
   /** Seals every open batch (shutdown). */
@@ -192,6 +201,7 @@ export class Batcher {
 
   #seal(batch: OpenBatch): SealedBatch {
     this.#open.delete(batch.stream);
+    this.#openText -= batch.body.byteLength;
     batch.body.detach();
     return {
       key: batch.key,

@@ -52,6 +52,7 @@ import { delay } from "../delay.ts";
 import { writeAtomically } from "../store/local.ts";
 import { checkBucket, selectSink } from "../store/select.ts";
 import { Spool } from "../store/spool.ts";
+import { batchBudget } from "../store/budget.ts";
 import { Uploader } from "../store/uploader.ts";
 
 const log = getLogger(["l2", "run"]);
@@ -138,19 +139,15 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
     let recoveredLeft = recovered.batches.length;
     const recoveredKeys = new Set(recovered.batches.map((b) => b.key));
 
-    // Open batches may hold up to 4 × the upload queue in memory (mostly
-    // compressed: ~25 × the queue's worth of text); beyond it the oldest seal
-    // early (many streams × BATCH_SECONDS would be unbounded).
-    const maxOpenBytes = config.uploadQueueMaxBytes * 4;
+    // Open batches may hold up to 4 × the upload queue of text (in memory,
+    // mostly compressed: a fraction of that); beyond it the oldest seal
+    // early (many streams × BATCH_SECONDS would be unbounded). The queue
+    // counts what its batches hold in memory. See store/budget.ts.
+    const budget = batchBudget(config.uploadQueueMaxBytes);
     const batcher = new Batcher({
       batchMs: config.batchSeconds * 1000,
       maxLines: config.maxMessagesPerBatch,
-      // What the upload queue borrowed is not the open batches' to use again
-      // until it is paid back, so all batches stay within 5 × the queue
-      // bound (6 × while a stalled sink keeps the queue full: open batches
-      // always keep one queue's worth, or they would shrink to a line each).
-      maxOpenBytes: (): number =>
-        Math.max(config.uploadQueueMaxBytes, maxOpenBytes - uploader.borrowedBytes),
+      maxOpenBytes: (): number => budget.openBound(uploader.borrowedBytes),
       observer: journal,
       pool,
       deflater,
@@ -175,7 +172,7 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
       // With no spool to overflow into, sealed batches may use the part of
       // the open-batch budget left unused (they were counted there until they
       // sealed): a burst of seals, or shutdown, then drops nothing.
-      borrowable: (): number => Math.max(0, maxOpenBytes - batcher.openBytes),
+      borrowable: (): number => budget.lendable(batcher.openTextBytes),
       isRetryable: selected.isRetryable,
       onQueueBytes: (bytes) => metrics.uploadQueueBytes.set(bytes),
       onFailedAttempt: () => {
