@@ -178,9 +178,9 @@ function targets(report: BenchReport): string[] {
         `streams in ≤ 200 MiB RSS: peak ${
           mib(many.peakRssBytes)
         } at BATCH_SECONDS=${many.batchSeconds}` +
-        ` (open batches are bounded at 4 × the default UPLOAD_QUEUE_MAX_BYTES = ` +
-        `${mib(4 * DEFAULT_QUEUE_BYTES)}, sealing the oldest early; unbounded they would hold ` +
-        `~${mib(openText)})` +
+        ` (open batches hold at most 4 × the default UPLOAD_QUEUE_MAX_BYTES = ` +
+        `${mib(4 * DEFAULT_QUEUE_BYTES)} of text, compressed as it grows, sealing the oldest ` +
+        `early; unbounded their text would be ~${mib(openText)})` +
         (many.missing || many.extra ? `; ${int(many.missing)} messages lost` : "") +
         (many.batchSeconds !== 60
           ? "; not measured at the default BATCH_SECONDS=60 (full run only)"
