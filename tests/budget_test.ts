@@ -37,7 +37,7 @@ async function simulate(seed: number, storeChance: number) {
     sink,
     concurrency: 2,
     maxQueueBytes: queueMax,
-    borrowable: () => budget.lendable(box.batcher?.openTextBytes ?? 0),
+    borrowable: () => budget.lendable(box.batcher?.openBytes ?? 0),
     onSettled: (_batch, how) => {
       if (how === "dropped") drops.push(uploader.borrowedBytes);
     },
@@ -47,7 +47,7 @@ async function simulate(seed: number, storeChance: number) {
     maxLines: 10_000,
     maxOpenBytes: () => budget.openBound(uploader.borrowedBytes),
     planKey: (stream, _first, seq) => `${stream}/${seq}`,
-    pool: new ChunkPool({ chunkSize: 64 }),
+    pool: new ChunkPool({ chunkSize: 256 }), // a short batch takes more memory than its text
   });
   const submit = (batches: readonly SealedBatch[]) => {
     for (const batch of batches) {

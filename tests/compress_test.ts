@@ -256,7 +256,7 @@ Deno.test("the worker hands each input buffer back, and the pool fills it again"
 
 Deno.test("workerDeflater gives the pool at most maxInFlight calls at once, and answers each call with its own bytes", async () => {
   using pool = new GzipPool({ level: 5 });
-  const deflater = workerDeflater(pool, 2);
+  const deflater = workerDeflater(pool, { maxInFlight: 2 });
   const inputs = Array.from({ length: 12 }, (_, i) => ndjson(200 + i * 10, i));
   let most = 0;
   const calls = inputs.map((input, i) => {
@@ -274,4 +274,24 @@ Deno.test("workerDeflater gives the pool at most maxInFlight calls at once, and 
     const text = new Uint8Array(inflateRawSync(body, { finishFlush: finishFlush(i) }));
     assert.deepEqual(text, inputs[i], `call ${i}`);
   });
+});
+
+Deno.test("workerDeflater leaves a failing pool alone for a while, compressing on its own thread meanwhile", async () => {
+  using pool = new GzipPool({ level: 5, workerUrl: new URL("./no_such_worker.ts", ROOT) });
+  let calls = 0;
+  const real = pool.deflateRaw.bind(pool);
+  pool.deflateRaw = (chunks, final) => {
+    calls++;
+    return real(chunks, final);
+  };
+  let now = 0;
+  const deflater = workerDeflater(pool, { retryAfterMs: 10_000, now: () => now });
+  const input = ndjson(300);
+  for (let i = 0; i < 5; i++) {
+    assert.deepEqual(inflate(await deflater.deflateRaw([input], true)), input);
+  }
+  assert.equal(calls, 1, "one try, then the calling thread until retryAfterMs has passed");
+  now = 10_000;
+  assert.deepEqual(inflate(await deflater.deflateRaw([input], true)), input);
+  assert.equal(calls, 2, "tried again after retryAfterMs");
 });

@@ -124,7 +124,7 @@ Deno.test("uploader does not retry an error its sink calls permanent", async () 
   assert.equal(sink.attempts, 1);
 });
 
-Deno.test("uploader without a spool drops and reports batches beyond its queue bound", async () => {
+Deno.test("uploader without a spool drops and reports batches beyond its queue bound, but never one it must keep", async () => {
   let release!: () => void;
   const stuck = new Promise<void>((r) => release = r);
   const sink: Sink = { kind: "local", location: "memory", put: () => stuck };
@@ -139,12 +139,15 @@ Deno.test("uploader without a spool drops and reports batches beyond its queue b
   uploader.submit(batch("b")); // queued: 8 bytes
   uploader.submit(batch("c")); // 16 > 10: dropped
   assert.deepEqual(settled, [["c", "dropped"]]);
+  uploader.submit(batch("r"), { keep: true }); // recovered from the journal: queued anyway
+  assert.deepEqual(settled, [["c", "dropped"]]);
   release();
   assert.deepEqual(await uploader.flush(AbortSignal.timeout(2000)), []);
   assert.deepEqual(settled.map(([k, how]) => `${k}:${how}`).sort(), [
     "a:stored",
     "b:stored",
     "c:dropped",
+    "r:stored",
   ]);
 });
 

@@ -48,11 +48,11 @@ export interface BatcherOptions {
   readonly planKey: (stream: string, firstRecvTs: number, seq: number) => string;
   readonly observer?: BatchObserver;
   /**
-   * Bound on the text of all open batches together: beyond it the oldest
-   * open batches are sealed early (`sealOverflow`), so memory does not grow
-   * with the number of streams times BATCH_SECONDS. Bounding their text
-   * bounds their memory (a batch holds less than its text, but for a partly
-   * filled chunk), whatever how the text compresses.
+   * Bound on what all open batches together are charged (each its text or
+   * the memory it holds, whichever is more; see `GzipBody.chargeBytes`):
+   * beyond it the oldest open batches are sealed early (`sealOverflow`), so
+   * memory does not grow with the number of streams times BATCH_SECONDS, and
+   * how long batches get does not depend on how well they compress.
    */
   readonly maxOpenBytes?: number | (() => number);
   /** Where batch text is kept until compressed; default: a pool of this batcher's own. */
@@ -101,7 +101,6 @@ export class Batcher {
   /** Memory held by open batches' bodies, kept up to date by the bodies themselves. */
   readonly #account: MemoryAccount = { bytes: 0 };
   readonly #pieceBytes = (): number => pieceBytesFor(this.#open.size);
-  #openText = 0;
 
   constructor(options: BatcherOptions) {
     this.#options = options;
@@ -136,9 +135,7 @@ export class Batcher {
       this.#open.set(stream, batch);
       this.#options.observer?.opened(batch.key, stream);
     }
-    const before = batch.body.byteLength;
     batch.body.appendLine(line.text);
-    this.#openText += batch.body.byteLength - before;
     this.#options.observer?.appended(batch.key, line.text);
     batch.lastRecvTs = Math.max(batch.lastRecvTs, line.recvTs);
     if (line.isData) batch.messages++;
@@ -158,33 +155,29 @@ export class Batcher {
   }
 
   /**
-   * Seals the oldest open batches while all open batches together hold more
-   * text than `maxOpenBytes`. Cheap when under the bound; call after `add`.
+   * Seals the oldest open batches while all open batches together are
+   * charged more than `maxOpenBytes`. Cheap when under the bound; call after `add`.
    */
   sealOverflow(): SealedBatch[] {
     const bound = this.#options.maxOpenBytes;
     const max = typeof bound === "function" ? bound() : bound;
-    if (max === undefined || this.#openText <= max) return [];
+    if (max === undefined || this.#account.bytes <= max) return [];
     const sealed: SealedBatch[] = [];
     // A Map iterates in insertion order: the first open batch is the oldest.
     for (const batch of this.#open.values()) {
-      if (this.#openText <= max) break;
+      if (this.#account.bytes <= max) break;
       sealed.push(this.#seal(batch));
     }
     return sealed;
   }
 
   /**
-   * Memory held by open batches: text not yet compressed (in whole chunks,
-   * also while a piece compresses) and compressed pieces.
+   * What open batches are charged together (what `maxOpenBytes` bounds):
+   * each its text, or the memory it holds when that is more (text not yet
+   * compressed takes whole chunks).
    */
   get openBytes(): number {
     return this.#account.bytes;
-  }
-
-  /** UTF-8 bytes of the text of all open batches: what `maxOpenBytes` bounds. */
-  get openTextBytes(): number {
-    return this.#openText;
   }
 
   /** Seals every open batch (shutdown). */
@@ -201,7 +194,6 @@ export class Batcher {
 
   #seal(batch: OpenBatch): SealedBatch {
     this.#open.delete(batch.stream);
-    this.#openText -= batch.body.byteLength;
     batch.body.detach();
     return {
       key: batch.key,

@@ -16,9 +16,13 @@
  * level 5: ~1.3 % at 256 KB pieces, ~5 % at 64 KB). The batcher picks the
  * piece size from the number of open batches (see `Batcher`).
  *
- * Memory accounting: the body reports what it holds (raw chunks, whole, plus
- * compressed pieces) to a `MemoryAccount` as it changes, including when a
- * piece's compression completes later; `detach` stops that.
+ * Accounting: a body is charged its text or the memory it holds (raw chunks,
+ * whole, plus compressed pieces), whichever is more, and reports its charge
+ * to a `MemoryAccount` as it changes, including when a piece's compression
+ * completes later; `detach` stops that. Charging at least the text keeps
+ * batches' lengths independent of how well they compress, and charging at
+ * least the memory keeps memory within any bound on charges (a text that
+ * has not reached a piece yet takes whole chunks: more than its bytes).
  */
 
 import { constants, crc32, deflateRawSync, inflateRawSync } from "node:zlib";
@@ -30,7 +34,7 @@ export interface Deflater {
    * Deflates `chunks` back to back. Not `final`: the output ends with a full
    * flush (byte-aligned, history reset), so another piece may follow it.
    * `final`: its last block is marked final. The chunks must stay unchanged
-   * until the promise settles.
+   * until the promise settles. Fails by rejecting, never by throwing.
    */
   deflateRaw(chunks: readonly Uint8Array[], final: boolean): Promise<Uint8Array>;
   /** zlib level, -1 to 9 (written into the gzip header's XFL byte). */
@@ -50,15 +54,21 @@ export function deflateRawHere(
   return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
 }
 
-/** A `Deflater` on the calling thread. */
+/** A `Deflater` on the calling thread. A failure rejects; it never throws. */
 export function localDeflater(level: number): Deflater {
   return {
     level,
-    deflateRaw: (chunks, final) => Promise.resolve(deflateRawHere(chunks, level, final)),
+    deflateRaw: (chunks, final) => {
+      try {
+        return Promise.resolve(deflateRawHere(chunks, level, final));
+      } catch (error) {
+        return Promise.reject(error);
+      }
+    },
   };
 }
 
-/** Bytes held in memory by a group of bodies (e.g. all open batches). */
+/** What a group of bodies (e.g. all open batches) is charged: see `GzipBody.chargeBytes`. */
 export interface MemoryAccount {
   bytes: number;
 }
@@ -110,8 +120,10 @@ export class GzipBody {
   #cutBytes = 0;
   #lines = 0;
   #cuts = 0;
-  /** What this body holds in memory, as last reported to its account. */
+  /** What this body holds in memory. */
   #held = 0;
+  /** Its charge, as last reported to its account. */
+  #charged = 0;
   #state: State = "open";
   /** Finished or released: memory is no longer counted. */
   #gone = false;
@@ -154,11 +166,16 @@ export class GzipBody {
     if (tail.byteLength >= this.#pieceBytes()) this.#cut(false);
   }
 
-  /** Stops counting this body against its account (the batch sealed); returns what it held. */
+  /** Its text or the memory it holds, whichever is more: what it counts against a bound. */
+  get chargeBytes(): number {
+    return this.#charged;
+  }
+
+  /** Stops counting this body against its account (the batch sealed); returns its charge. */
   detach(): number {
-    if (this.#account) this.#account.bytes -= this.#held;
+    if (this.#account) this.#account.bytes -= this.#charged;
     this.#account = undefined;
-    return this.#held;
+    return this.#charged;
   }
 
   /**
@@ -196,14 +213,18 @@ export class GzipBody {
   /** The lines appended so far, decoded: for tests and the rare reader of an open batch. */
   async lines(): Promise<string[]> {
     this.#check("read");
-    const pieces = await Promise.all(this.#pieces);
+    // What is appended now: the pieces so far and a copy of the tail, which
+    // may be cut or appended to while the pieces are awaited.
+    const cut = [...this.#pieces];
+    const tail = concatBytes([new Uint8Array(0), ...this.#tail.chunks()]);
+    const pieces = await Promise.all(cut);
     const parts: Uint8Array[] = [];
     if (pieces.length > 0) {
       parts.push(
         inflateRawSync(concatBytes(pieces), { finishFlush: constants.Z_SYNC_FLUSH }),
       );
     }
-    parts.push(...this.#tail.chunks());
+    parts.push(tail);
     const text = new TextDecoder().decode(concatBytes(parts));
     return text === "" ? [] : text.slice(0, -1).split("\n");
   }
@@ -244,7 +265,9 @@ export class GzipBody {
 
   #count(delta: number): void {
     this.#held += delta;
-    if (this.#account) this.#account.bytes += delta;
+    const charge = this.#gone ? 0 : Math.max(this.byteLength, this.#held);
+    if (this.#account) this.#account.bytes += charge - this.#charged;
+    this.#charged = charge;
   }
 
   #check(what: string): void {

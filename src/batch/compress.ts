@@ -223,26 +223,41 @@ export class GzipPool implements Disposable {
  * A `Deflater` that uses `pool`, and deflates on the calling thread when a
  * call fails (a worker died, could not load, or the pool was closed): losing
  * a compressor never costs a batch. The caller's chunks are intact then,
- * since `Deflater` callers keep them until the promise settles.
+ * since `Deflater` callers keep them until the promise settles. After a
+ * failure the pool is left alone for `retryAfterMs`, so a worker that cannot
+ * load (a binary built without it) is not started again for every piece.
  *
  * At most `maxInFlight` calls are given to the pool at once; the rest wait
  * in order, holding only references to their chunks. Streams that started
  * together at the same rate reach a piece's size together (1,500 of them at
  * start-up): sent at once, each would cost a copy of its text in flight.
  */
-export function workerDeflater(pool: GzipPool, maxInFlight = 2 * pool.threads): Deflater {
-  let loggedAt = -Infinity;
+export function workerDeflater(
+  pool: GzipPool,
+  options: { maxInFlight?: number; retryAfterMs?: number; now?: () => number } = {},
+): Deflater {
+  const { maxInFlight = 2 * pool.threads, retryAfterMs = 10_000, now = Date.now } = options;
+  let failedAt = -Infinity;
   let inFlight = 0;
   const waiting: Array<() => void> = [];
-  const call = (chunks: readonly Uint8Array[], final: boolean) =>
-    pool.deflateRaw(chunks, final).catch((error: unknown): Uint8Array => {
-      const now = Date.now();
-      if (now - loggedAt >= 10_000) {
-        log.warn("Compressing on the main thread instead: {error}", { error });
-        loggedAt = now;
+  const here = (chunks: readonly Uint8Array[], final: boolean) =>
+    deflateRawHere(chunks, pool.level, final);
+  const call = async (chunks: readonly Uint8Array[], final: boolean) => {
+    if (now() - failedAt < retryAfterMs) return here(chunks, final);
+    try {
+      return await pool.deflateRaw(chunks, final);
+    } catch (error) {
+      // Also a synchronous throw (e.g. no memory for the copy) ends up here.
+      if (now() - failedAt >= retryAfterMs) {
+        log.warn("Compressing on the main thread for {seconds} s: {error}", {
+          seconds: retryAfterMs / 1000,
+          error,
+        });
       }
-      return deflateRawHere(chunks, pool.level, final);
-    });
+      failedAt = now();
+      return here(chunks, final);
+    }
+  };
   return {
     level: pool.level,
     async deflateRaw(chunks, final) {

@@ -142,7 +142,7 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
     // Open batches may hold up to 4 × the upload queue of text (in memory,
     // mostly compressed: a fraction of that); beyond it the oldest seal
     // early (many streams × BATCH_SECONDS would be unbounded). The queue
-    // counts what its batches hold in memory. See store/budget.ts.
+    // counts batches the same way. See store/budget.ts.
     const budget = batchBudget(config.uploadQueueMaxBytes);
     const batcher = new Batcher({
       batchMs: config.batchSeconds * 1000,
@@ -172,7 +172,7 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
       // With no spool to overflow into, sealed batches may use the part of
       // the open-batch budget left unused (they were counted there until they
       // sealed): a burst of seals, or shutdown, then drops nothing.
-      borrowable: (): number => budget.lendable(batcher.openTextBytes),
+      borrowable: (): number => budget.lendable(batcher.openBytes),
       isRetryable: selected.isRetryable,
       onQueueBytes: (bytes) => metrics.uploadQueueBytes.set(bytes),
       onFailedAttempt: () => {
@@ -201,7 +201,7 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
         batches: recovered.batches.length,
         messages: recovered.batches.reduce((n, b) => n + b.meta.messages, 0),
       });
-      for (const batch of recovered.batches) uploader.submit(batch);
+      for (const batch of recovered.batches) uploader.submit(batch, { keep: true });
     } else {
       await removeFiles(recovered.files);
     }

@@ -1,12 +1,14 @@
 /**
  * How batches share memory with a local archive (no spool to overflow into):
- * open batches have a budget of 4 × `UPLOAD_QUEUE_MAX_BYTES` of text, and
- * the upload queue (which counts the memory its batches hold, never more
- * than their text) may borrow what they leave unused, so that batches sealing together
+ * open batches have a budget of 4 × `UPLOAD_QUEUE_MAX_BYTES`, and the upload
+ * queue may borrow what they leave unused, so that batches sealing together
  * (every stream at its batch age, or all at shutdown) move from one budget to
- * the other instead of being dropped. Pure.
+ * the other instead of being dropped. Both count a batch at its charge, its
+ * text or the memory it holds, whichever is more (`GzipBody.chargeBytes`);
+ * a sealed batch's charge only shrinks, so it always fits the room it left.
+ * Pure.
  *
- * Invariant: open text + queued memory ≤ 5 × the queue bound (6 × while a stalled sink
+ * Invariant: open + queued ≤ 5 × the queue bound (6 × while a stalled sink
  * keeps the queue full: open batches always keep one queue's worth, or they
  * would shrink to a line each). A batch sealed early because the line just
  * added took open batches over their bound must still fit the queue: early
@@ -16,8 +18,8 @@
 export interface BatchBudget {
   /** The bound on open batches, given what the queue has borrowed. */
   openBound(borrowed: number): number;
-  /** What the queue may borrow, given the text open batches hold. */
-  lendable(openText: number): number;
+  /** What the queue may borrow, given what open batches are charged. */
+  lendable(open: number): number;
 }
 
 export function batchBudget(queueMaxBytes: number): BatchBudget {
@@ -26,6 +28,6 @@ export function batchBudget(queueMaxBytes: number): BatchBudget {
   return {
     // What the queue borrowed is not the open batches' to use again until it is paid back.
     openBound: (borrowed) => Math.max(queueMaxBytes, openBudget - borrowed) - headroom,
-    lendable: (openText) => Math.max(0, openBudget - openText),
+    lendable: (open) => Math.max(0, openBudget - open),
   };
 }

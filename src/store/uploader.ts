@@ -6,9 +6,9 @@
  * is full, the batch goes to the on-disk spool instead (if there is one).
  * Whether an error is worth retrying is the caller's pure `isRetryable`.
  *
- * Memory: batches waiting here are bounded by `maxQueueBytes` (what each held
- * in memory when it was submitted); batches beyond it skip the queue and are
- * spooled. Without a spool,
+ * Memory: batches waiting here are bounded by `maxQueueBytes` (each counted
+ * at its charge when submitted: its text, or the memory it holds when that
+ * is more); batches beyond it skip the queue and are spooled. Without a spool,
  * the queue may also use what `borrowable` lends; a batch beyond that is
  * dropped, counted and logged.
  */
@@ -70,11 +70,15 @@ export class Uploader {
     this.#options = options;
   }
 
-  /** Queues a batch; never waits. */
-  submit(batch: SealedBatch): void {
+  /**
+   * Queues a batch; never waits. `keep`: never drop it for want of room
+   * without a spool — for batches recovered from the crash journal, whose
+   * memory the previous run's budget bounded, and which exist nowhere else.
+   */
+  submit(batch: SealedBatch, options: { keep?: boolean } = {}): void {
     const max = this.#options.maxQueueBytes ?? Infinity;
-    // Most of a batch is compressed while it is open: count what it holds, not its text.
-    const cost = batch.body.memoryBytes;
+    // Counted as the budget of open batches counted it (see store/budget.ts).
+    const cost = batch.body.chargeBytes;
     if (this.#options.spool && this.#queueBytes + cost > max && this.#queueBytes > 0) {
       this.#overflowed++;
       const now = Date.now();
@@ -95,7 +99,10 @@ export class Uploader {
       return;
     }
     const room = max + (this.#options.borrowable?.() ?? 0);
-    if (!this.#options.spool && this.#queueBytes + cost > room && this.#queueBytes > 0) {
+    if (
+      !this.#options.spool && !options.keep && this.#queueBytes + cost > room &&
+      this.#queueBytes > 0
+    ) {
       // No spool (local sink) and the sink has not kept up for a whole queue:
       // memory must stay bounded, so the batch is dropped, counted and reported.
       log.error(
