@@ -78,7 +78,7 @@ Deno.test("batcher metadata counts messages and events and spans update ids and 
   assert.equal(sealed.textBytes, "e".length + "d6".length + "d9".length + 3);
 });
 
-Deno.test("batcher charges open batches the memory of their whole chunks when that is more than their text", () => {
+Deno.test("batcher counts open batches' memory in whole chunks, and their text apart", () => {
   const batcher = new Batcher({
     batchMs: 60_000,
     maxLines: 1000,
@@ -88,6 +88,7 @@ Deno.test("batcher charges open batches the memory of their whole chunks when th
   batcher.add("a", data(10), 0); // 4 bytes, one 64-byte chunk
   batcher.add("b", data(20), 1);
   assert.equal(batcher.openBytes, 128, "8 bytes of text in two 64-byte chunks");
+  assert.equal(batcher.openTextBytes, 8, "the bound counts text");
   const [sealed] = batcher.sealAll();
   assert.equal(sealed.textBytes, 4, "a sealed batch still reports its text bytes");
   assert.equal(batcher.openBytes, 0);
@@ -108,7 +109,7 @@ Deno.test("batcher reads a maxOpenBytes given as a function at every check", () 
   assert.deepEqual(batcher.sealOverflow(), []);
   bound = 5; // the budget shrank (the upload queue borrowed from it)
   assert.deepEqual(batcher.sealOverflow().map((b) => b.key), ["a/10", "b/20"]);
-  assert.equal(batcher.openBytes, 4);
+  assert.equal(batcher.openTextBytes, 4);
 });
 
 Deno.test("batcher seals the oldest open batches early when open batches exceed maxOpenBytes", () => {
@@ -125,7 +126,7 @@ Deno.test("batcher seals the oldest open batches early when open batches exceed 
   batcher.add("c", data(30), 2); // 12 bytes open: over the bound
   const early = batcher.sealOverflow();
   assert.deepEqual(early.map((b) => b.key), ["a/10"]);
-  assert.equal(batcher.openBytes, 8);
+  assert.equal(batcher.openTextBytes, 8);
   batcher.add("a", data(40), 3);
   assert.deepEqual(batcher.sealOverflow().map((b) => b.key), ["b/20"]);
 });
@@ -141,7 +142,7 @@ Deno.test("open batches are cut into pieces sized by how many are open", () => {
   }
 });
 
-Deno.test("batcher charges a compressed open batch its text, however little memory it holds", async () => {
+Deno.test("batcher bounds a compressed open batch by its text, however little memory it holds", async () => {
   const line = `{"b":[${'["60000.01","0.5"],'.repeat(50)}0]}`;
   let bound = Infinity;
   const batcher = new Batcher({
@@ -157,11 +158,28 @@ Deno.test("batcher charges a compressed open batch its text, however little memo
   }
   await new Promise((resolve) => setTimeout(resolve, 10)); // the last pieces compress
   const text = count * (line.length + 1);
-  assert.equal(batcher.openBytes, text);
+  assert.equal(batcher.openTextBytes, text);
+  assert.ok(batcher.openBytes < text / 2, `${batcher.openBytes} bytes held`);
   bound = text;
   assert.deepEqual(batcher.sealOverflow(), [], "at the bound by text");
   bound = text - 1;
   const [sealed] = batcher.sealOverflow();
   assert.equal(sealed.textBytes, text);
   assert.ok(sealed.body.memoryBytes < text / 2, `${sealed.body.memoryBytes} bytes held`);
+});
+
+Deno.test("batcher does not count the unused part of each open batch's chunk against its bound", () => {
+  // 1,500 one-line batches hold 1,500 chunks: the bound is on text, or it would seal every line.
+  const batcher = new Batcher({
+    batchMs: 60_000,
+    maxLines: 1000,
+    maxOpenBytes: 1000 * 8,
+    planKey: (stream, first) => `${stream}/${first}`,
+    pool: new ChunkPool({ chunkSize: 1024 }),
+  });
+  for (let i = 0; i < 1000; i++) batcher.add(`s${i}`, { ...data(i), text: "d123456" }, i);
+  assert.equal(batcher.openBytes, 1000 * 1024);
+  assert.deepEqual(batcher.sealOverflow(), []);
+  batcher.add("s0", { ...data(1), text: "d123456" }, 1);
+  assert.deepEqual(batcher.sealOverflow().map((b) => b.key), ["s0/0"]);
 });

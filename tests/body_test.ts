@@ -125,29 +125,31 @@ Deno.test("pieces cost little size at the default piece size", async () => {
   assert.ok(gz.length < whole * 1.05, `${gz.length} vs ${whole} one-shot`);
 });
 
-Deno.test("a body is charged its text or its memory, whichever is more, until detached", async () => {
+Deno.test("the memory account follows raw text, then compressed pieces, and is let go on detach", async () => {
   const account: MemoryAccount = { bytes: 0 };
   const texts = lines(2000, 5);
   const body = bodyOf(texts, { pieceBytes: 64 * 1024, chunkSize: 16 * 1024, account });
-  // Pieces compress asynchronously: until then their text is still in memory, in whole chunks.
+  // Pieces compress asynchronously: until then their text is in memory, in whole chunks.
   assert.ok(
     body.memoryBytes > body.byteLength,
     `${body.memoryBytes} held, ${body.byteLength} text`,
   );
   assert.equal(account.bytes, body.memoryBytes);
   await body.lines(); // waits for every piece
-  assert.ok(body.memoryBytes < body.byteLength / 2, `${body.memoryBytes} held once compressed`);
-  assert.equal(account.bytes, body.byteLength, "compressed: charged its text");
-  assert.equal(body.chargeBytes, account.bytes);
-  assert.equal(body.detach(), body.byteLength);
+  assert.equal(account.bytes, body.memoryBytes);
+  assert.ok(
+    account.bytes < body.byteLength / 2,
+    `${account.bytes} of ${body.byteLength} compressed`,
+  );
+  const held = body.detach();
+  assert.equal(held, body.memoryBytes);
   assert.equal(account.bytes, 0);
   body.appendLine("late"); // a sealed batch's body is no longer counted anywhere
   assert.equal(account.bytes, 0);
   await body.finish();
   assert.equal(body.memoryBytes, 0);
-  assert.equal(body.chargeBytes, 0);
 
-  // A line in a fresh chunk takes the whole chunk: that is its charge.
+  // A line in a fresh chunk takes the whole chunk.
   const small: MemoryAccount = { bytes: 0 };
   const one = bodyOf(['{"a":1}'], { pieceBytes: 64 * 1024, chunkSize: 1024, account: small });
   assert.equal(one.byteLength, 8);

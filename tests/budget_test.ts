@@ -37,7 +37,7 @@ async function simulate(seed: number, storeChance: number) {
     sink,
     concurrency: 2,
     maxQueueBytes: queueMax,
-    borrowable: () => budget.lendable(box.batcher?.openBytes ?? 0),
+    borrowable: () => budget.lendable(box.batcher?.openTextBytes ?? 0),
     onSettled: (_batch, how) => {
       if (how === "dropped") drops.push(uploader.borrowedBytes);
     },

@@ -197,3 +197,24 @@ Deno.test("uploader compresses on its own thread when the gzip worker fails, and
     assert.equal(text, lines.join("\n") + "\n");
   }
 });
+
+Deno.test("uploader does not count batches it must keep against its bound", async () => {
+  let release!: () => void;
+  const stuck = new Promise<void>((r) => release = r);
+  const sink: Sink = { kind: "local", location: "memory", put: () => stuck };
+  const settled: string[] = [];
+  const uploader = new Uploader({
+    sink,
+    concurrency: 1,
+    maxQueueBytes: 10,
+    onSettled: (b, how) => settled.push(`${b.key}:${how}`),
+  });
+  uploader.submit(batch("a")); // taken by the one worker
+  uploader.submit(batch("r1"), { keep: true });
+  uploader.submit(batch("r2"), { keep: true }); // 16 bytes of recovered text queued
+  uploader.submit(batch("b")); // 8 ≤ 10: the recovered batches take none of the bound
+  assert.deepEqual(settled, []);
+  release();
+  assert.deepEqual(await uploader.flush(AbortSignal.timeout(2000)), []);
+  assert.deepEqual(settled.sort(), ["a:stored", "b:stored", "r1:stored", "r2:stored"]);
+});

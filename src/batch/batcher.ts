@@ -48,11 +48,13 @@ export interface BatcherOptions {
   readonly planKey: (stream: string, firstRecvTs: number, seq: number) => string;
   readonly observer?: BatchObserver;
   /**
-   * Bound on what all open batches together are charged (each its text or
-   * the memory it holds, whichever is more; see `GzipBody.chargeBytes`):
-   * beyond it the oldest open batches are sealed early (`sealOverflow`), so
-   * memory does not grow with the number of streams times BATCH_SECONDS, and
-   * how long batches get does not depend on how well they compress.
+   * Bound on the text of all open batches together: beyond it the oldest
+   * open batches are sealed early (`sealOverflow`), so memory does not grow
+   * with the number of streams times BATCH_SECONDS. Their memory is less
+   * than their text (mostly compressed), but for the partly filled last
+   * chunk of each; and how long batches get does not depend on how well
+   * they compress. (Counting whole chunks instead would make the bound grow
+   * with the number of streams: 1,500 one-line batches take 24 MB of chunks.)
    */
   readonly maxOpenBytes?: number | (() => number);
   /** Where batch text is kept until compressed; default: a pool of this batcher's own. */
@@ -101,6 +103,7 @@ export class Batcher {
   /** Memory held by open batches' bodies, kept up to date by the bodies themselves. */
   readonly #account: MemoryAccount = { bytes: 0 };
   readonly #pieceBytes = (): number => pieceBytesFor(this.#open.size);
+  #openText = 0;
 
   constructor(options: BatcherOptions) {
     this.#options = options;
@@ -135,7 +138,9 @@ export class Batcher {
       this.#open.set(stream, batch);
       this.#options.observer?.opened(batch.key, stream);
     }
+    const before = batch.body.byteLength;
     batch.body.appendLine(line.text);
+    this.#openText += batch.body.byteLength - before;
     this.#options.observer?.appended(batch.key, line.text);
     batch.lastRecvTs = Math.max(batch.lastRecvTs, line.recvTs);
     if (line.isData) batch.messages++;
@@ -155,26 +160,30 @@ export class Batcher {
   }
 
   /**
-   * Seals the oldest open batches while all open batches together are
-   * charged more than `maxOpenBytes`. Cheap when under the bound; call after `add`.
+   * Seals the oldest open batches while all open batches together hold more
+   * text than `maxOpenBytes`. Cheap when under the bound; call after `add`.
    */
   sealOverflow(): SealedBatch[] {
     const bound = this.#options.maxOpenBytes;
     const max = typeof bound === "function" ? bound() : bound;
-    if (max === undefined || this.#account.bytes <= max) return [];
+    if (max === undefined || this.#openText <= max) return [];
     const sealed: SealedBatch[] = [];
     // A Map iterates in insertion order: the first open batch is the oldest.
     for (const batch of this.#open.values()) {
-      if (this.#account.bytes <= max) break;
+      if (this.#openText <= max) break;
       sealed.push(this.#seal(batch));
     }
     return sealed;
   }
 
+  /** UTF-8 bytes of the text of all open batches: what `maxOpenBytes` bounds. */
+  get openTextBytes(): number {
+    return this.#openText;
+  }
+
   /**
-   * What open batches are charged together (what `maxOpenBytes` bounds):
-   * each its text, or the memory it holds when that is more (text not yet
-   * compressed takes whole chunks).
+   * Memory held by open batches: text not yet compressed (in whole chunks,
+   * also while a piece compresses) and compressed pieces.
    */
   get openBytes(): number {
     return this.#account.bytes;
@@ -194,6 +203,7 @@ export class Batcher {
 
   #seal(batch: OpenBatch): SealedBatch {
     this.#open.delete(batch.stream);
+    this.#openText -= batch.body.byteLength;
     batch.body.detach();
     return {
       key: batch.key,

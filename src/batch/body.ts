@@ -16,13 +16,12 @@
  * level 5: ~1.3 % at 256 KB pieces, ~5 % at 64 KB). The batcher picks the
  * piece size from the number of open batches (see `Batcher`).
  *
- * Accounting: a body is charged its text or the memory it holds (raw chunks,
- * whole, plus compressed pieces), whichever is more, and reports its charge
- * to a `MemoryAccount` as it changes, including when a piece's compression
- * completes later; `detach` stops that. Charging at least the text keeps
- * batches' lengths independent of how well they compress, and charging at
- * least the memory keeps memory within any bound on charges (a text that
- * has not reached a piece yet takes whole chunks: more than its bytes).
+ * Memory accounting: the body reports what it holds (raw chunks, whole, plus
+ * compressed pieces) to a `MemoryAccount` as it changes, including when a
+ * piece's compression completes later; `detach` stops that. Bounds on
+ * batches count their text instead (see the batcher and store/budget.ts):
+ * memory is less but for partly filled chunks, and a batch's text never
+ * changes once sealed.
  */
 
 import { constants, crc32, deflateRawSync, inflateRawSync } from "node:zlib";
@@ -68,7 +67,7 @@ export function localDeflater(level: number): Deflater {
   };
 }
 
-/** What a group of bodies (e.g. all open batches) is charged: see `GzipBody.chargeBytes`. */
+/** Bytes held in memory by a group of bodies (e.g. all open batches). */
 export interface MemoryAccount {
   bytes: number;
 }
@@ -120,10 +119,8 @@ export class GzipBody {
   #cutBytes = 0;
   #lines = 0;
   #cuts = 0;
-  /** What this body holds in memory. */
+  /** What this body holds in memory, as last reported to its account. */
   #held = 0;
-  /** Its charge, as last reported to its account. */
-  #charged = 0;
   #state: State = "open";
   /** Finished or released: memory is no longer counted. */
   #gone = false;
@@ -166,16 +163,11 @@ export class GzipBody {
     if (tail.byteLength >= this.#pieceBytes()) this.#cut(false);
   }
 
-  /** Its text or the memory it holds, whichever is more: what it counts against a bound. */
-  get chargeBytes(): number {
-    return this.#charged;
-  }
-
-  /** Stops counting this body against its account (the batch sealed); returns its charge. */
+  /** Stops counting this body against its account (the batch sealed); returns what it held. */
   detach(): number {
-    if (this.#account) this.#account.bytes -= this.#charged;
+    if (this.#account) this.#account.bytes -= this.#held;
     this.#account = undefined;
-    return this.#charged;
+    return this.#held;
   }
 
   /**
@@ -265,9 +257,7 @@ export class GzipBody {
 
   #count(delta: number): void {
     this.#held += delta;
-    const charge = this.#gone ? 0 : Math.max(this.byteLength, this.#held);
-    if (this.#account) this.#account.bytes += charge - this.#charged;
-    this.#charged = charge;
+    if (this.#account) this.#account.bytes += delta;
   }
 
   #check(what: string): void {

@@ -172,7 +172,7 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
       // With no spool to overflow into, sealed batches may use the part of
       // the open-batch budget left unused (they were counted there until they
       // sealed): a burst of seals, or shutdown, then drops nothing.
-      borrowable: (): number => budget.lendable(batcher.openBytes),
+      borrowable: (): number => budget.lendable(batcher.openTextBytes),
       isRetryable: selected.isRetryable,
       onQueueBytes: (bytes) => metrics.uploadQueueBytes.set(bytes),
       onFailedAttempt: () => {

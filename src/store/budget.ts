@@ -3,10 +3,10 @@
  * open batches have a budget of 4 × `UPLOAD_QUEUE_MAX_BYTES`, and the upload
  * queue may borrow what they leave unused, so that batches sealing together
  * (every stream at its batch age, or all at shutdown) move from one budget to
- * the other instead of being dropped. Both count a batch at its charge, its
- * text or the memory it holds, whichever is more (`GzipBody.chargeBytes`);
- * a sealed batch's charge only shrinks, so it always fits the room it left.
- * Pure.
+ * the other instead of being dropped. Both count batches by their text
+ * (which never changes once sealed), so a sealed batch always fits the room
+ * it left; memory is less (mostly compressed), but for a partly filled chunk
+ * per open batch. Pure.
  *
  * Invariant: open + queued ≤ 5 × the queue bound (6 × while a stalled sink
  * keeps the queue full: open batches always keep one queue's worth, or they
@@ -18,8 +18,8 @@
 export interface BatchBudget {
   /** The bound on open batches, given what the queue has borrowed. */
   openBound(borrowed: number): number;
-  /** What the queue may borrow, given what open batches are charged. */
-  lendable(open: number): number;
+  /** What the queue may borrow, given the text open batches hold. */
+  lendable(openText: number): number;
 }
 
 export function batchBudget(queueMaxBytes: number): BatchBudget {
@@ -28,6 +28,6 @@ export function batchBudget(queueMaxBytes: number): BatchBudget {
   return {
     // What the queue borrowed is not the open batches' to use again until it is paid back.
     openBound: (borrowed) => Math.max(queueMaxBytes, openBudget - borrowed) - headroom,
-    lendable: (open) => Math.max(0, openBudget - open),
+    lendable: (openText) => Math.max(0, openBudget - openText),
   };
 }

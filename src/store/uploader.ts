@@ -6,9 +6,9 @@
  * is full, the batch goes to the on-disk spool instead (if there is one).
  * Whether an error is worth retrying is the caller's pure `isRetryable`.
  *
- * Memory: batches waiting here are bounded by `maxQueueBytes` (each counted
- * at its charge when submitted: its text, or the memory it holds when that
- * is more); batches beyond it skip the queue and are spooled. Without a spool,
+ * Memory: batches waiting here are bounded by `maxQueueBytes` (their text
+ * size; they hold less, mostly compressed); batches beyond it skip the queue
+ * and are spooled. Without a spool,
  * the queue may also use what `borrowable` lends; a batch beyond that is
  * dropped, counted and logged.
  */
@@ -72,13 +72,15 @@ export class Uploader {
 
   /**
    * Queues a batch; never waits. `keep`: never drop it for want of room
-   * without a spool — for batches recovered from the crash journal, whose
-   * memory the previous run's budget bounded, and which exist nowhere else.
+   * without a spool, and do not count it against the queue's bound — for
+   * batches recovered from the crash journal, which exist nowhere else and
+   * whose size the previous run's bounds limited. (Counted, a large journal
+   * would shrink the open batches' budget to a line each while it uploads.)
    */
   submit(batch: SealedBatch, options: { keep?: boolean } = {}): void {
     const max = this.#options.maxQueueBytes ?? Infinity;
     // Counted as the budget of open batches counted it (see store/budget.ts).
-    const cost = batch.body.chargeBytes;
+    const cost = options.keep ? 0 : batch.textBytes;
     if (this.#options.spool && this.#queueBytes + cost > max && this.#queueBytes > 0) {
       this.#overflowed++;
       const now = Date.now();
