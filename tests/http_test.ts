@@ -22,6 +22,7 @@ function deps(changes: Partial<OpsDeps> = {}): OpsDeps {
     now: () => STARTED + 120_000,
     residentBytes: () => 123_456_789,
     messageAges: () => new Map([[BTC, 1.5]]),
+    openBatches: () => ({ bytes: 4096, textBytes: 20_000 }),
     backlog: () => 0,
     spoolMaxBytes: 1000,
     restartsLastHour: () => 1,
@@ -48,6 +49,8 @@ Deno.test("/metrics serves every metric the issue names in Prometheus text forma
   // Set at scrape time: the default collector would report 0 under Deno.
   assert.match(text, /^process_resident_memory_bytes 123456789$/m);
   assert.match(text, /^l2_last_message_age_seconds\{stream="btcusdt@depth20@100ms"\} 1\.5$/m);
+  assert.match(text, /^l2_open_batch_bytes 4096$/m);
+  assert.match(text, /^l2_open_batch_text_bytes 20000$/m);
 });
 
 Deno.test("/metrics reports the real resident memory when none is injected", async () => {

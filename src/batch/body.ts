@@ -198,10 +198,6 @@ export class GzipBody {
     this.#letGo();
   }
 
-  get released(): boolean {
-    return this.#state !== "open";
-  }
-
   /** The lines appended so far, decoded: for tests and the rare reader of an open batch. */
   async lines(): Promise<string[]> {
     this.#check("read");

@@ -124,10 +124,6 @@ export class ChunkedText {
     this.#ends.length = 0;
   }
 
-  get released(): boolean {
-    return this.#released;
-  }
-
   #tail(): Uint8Array {
     let tail = this.#chunks[this.#chunks.length - 1];
     if (tail === undefined || this.#used === tail.length) {

@@ -256,6 +256,7 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
       spoolMaxBytes: spool?.maxBytes,
       restartsLastHour: (at) => countRestarts(history.starts, at),
       messageAges: () => recorder.messageAges(),
+      openBatches: () => ({ bytes: batcher.openBytes, textBytes: batcher.openTextBytes }),
       now,
     };
     if (config.metrics) {

@@ -35,6 +35,8 @@ export interface OpsDeps {
   readonly restartsLastHour?: (now: number) => number;
   /** Seconds since each stream's last data message (Recorder.messageAges). */
   readonly messageAges?: () => ReadonlyMap<string, number>;
+  /** Memory and text held by open batches (Batcher.openBytes, openTextBytes). */
+  readonly openBatches?: () => { readonly bytes: number; readonly textBytes: number };
   /** Resident set size; prom-client's default collector reports 0 under Deno. */
   readonly residentBytes?: () => number;
   /** Wall-clock ms. */
@@ -140,9 +142,14 @@ export async function observe(deps: OpsDeps, now: number): Promise<OpsSnapshot> 
   return { health, status };
 }
 
-/** Sets the gauges that are only known when asked: resident memory, message ages. */
+/** Sets the gauges that are only known when asked: memory, message ages. */
 function refreshGauges(deps: OpsDeps): void {
   deps.metrics.residentMemory.set((deps.residentBytes ?? (() => Deno.memoryUsage().rss))());
+  const open = deps.openBatches?.();
+  if (open) {
+    deps.metrics.openBatchBytes.set(open.bytes);
+    deps.metrics.openBatchTextBytes.set(open.textBytes);
+  }
   for (const [stream, age] of deps.messageAges?.() ?? []) {
     deps.metrics.lastMessageAge.set({ stream }, age);
   }

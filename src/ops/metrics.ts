@@ -60,6 +60,14 @@ export class Metrics {
     "l2_upload_queue_bytes",
     "Bytes of sealed batches waiting in memory to be stored",
   );
+  readonly openBatchBytes = this.#gauge(
+    "l2_open_batch_bytes",
+    "Memory held by open batches (text not yet compressed, in whole chunks, and compressed pieces)",
+  );
+  readonly openBatchTextBytes = this.#gauge(
+    "l2_open_batch_text_bytes",
+    "Text of open batches: what the open-batch bound (4 × UPLOAD_QUEUE_MAX_BYTES) counts",
+  );
   readonly wsConnections = this.#gauge("l2_ws_connections", "Open WebSocket connections");
   readonly lastMessageAge = this.#gauge(
     "l2_last_message_age_seconds",
