@@ -15,6 +15,7 @@ import {
   spawnCollector,
 } from "./support/collector.ts";
 import { tempDir } from "./support/temp.ts";
+import { unreachableBinance } from "./support/net_guard.ts";
 import { delay, waitFor } from "./support/wait.ts";
 
 /** Data lines grouped by stream, in archive order (objects sorted by key, lines in order). */
@@ -43,6 +44,7 @@ Deno.test({
       SYMBOL: "BTCUSDT,ETHUSDT",
       DEPTH_LEVEL: "20",
       BINANCE_WS_URL: exchange.wsUrl,
+      BINANCE_REST_URL: exchange.restUrl,
       DATA_DIR: tmp.path,
       BATCH_SECONDS: "2",
       STALE_AFTER_SECONDS: "2",
@@ -77,7 +79,7 @@ Deno.test({
     const status = await proc.status;
     const exitMs = Date.now() - signalledAt;
     assert.equal(status.code, 0, proc.stderr());
-    assert.ok(exitMs < 15_000, `exit took ${exitMs} ms`);
+    assert.ok(exitMs < 10_000, `exit took ${exitMs} ms (README: within 10 s)`);
 
     const lines = await readArchive(`${tmp.path}/archive`);
     const stored = dataByStream(lines);
@@ -145,6 +147,7 @@ Deno.test({
 
 Deno.test("collector exits 2 naming every bad variable and printing no secret", async () => {
   const result = await runCollector({
+    ...unreachableBinance(),
     DEPTH_LEVEL: "7",
     UPDATE_SPEED_MS: "fast",
     BATCH_SECONDS: "0",
@@ -174,7 +177,11 @@ Deno.test("collector exits 2 naming DATA_DIR when it is not writable", async () 
   await using tmp = await tempDir();
   const file = `${tmp.path}/not-a-dir`;
   await Deno.writeTextFile(file, "");
-  const result = await runCollector({ DATA_DIR: `${file}/data`, METRICS_ADDR: "off" });
+  const result = await runCollector({
+    ...unreachableBinance(),
+    DATA_DIR: `${file}/data`,
+    METRICS_ADDR: "off",
+  });
   assert.equal(result.code, 2, result.stderr);
   assert.match(result.stderr, /DATA_DIR/);
   assert.ok(result.stderr.includes(`${file}/data`));
@@ -185,14 +192,16 @@ Deno.test("collector warns when its .env file is readable by others, and reads i
   const envFile = `${tmp.path}/collector.env`;
   await Deno.writeTextFile(envFile, "DEPTH_LEVEL=7\n");
   await Deno.chmod(envFile, 0o644);
-  const shared = await runCollector({}, { args: ["--env-file", envFile] });
+  const shared = await runCollector(unreachableBinance(), { args: ["--env-file", envFile] });
   assert.equal(shared.code, 2, "the file's bad DEPTH_LEVEL should be read");
   assert.match(shared.stderr, /readable by group or others/);
   assert.match(shared.stderr, /DEPTH_LEVEL="7"/);
   await Deno.chmod(envFile, 0o600);
-  const private_ = await runCollector({}, { args: ["--env-file", envFile] });
+  const private_ = await runCollector(unreachableBinance(), { args: ["--env-file", envFile] });
   assert.doesNotMatch(private_.stderr, /readable by group or others/);
-  const missing = await runCollector({}, { args: ["--env-file", `${tmp.path}/nope.env`] });
+  const missing = await runCollector(unreachableBinance(), {
+    args: ["--env-file", `${tmp.path}/nope.env`],
+  });
   assert.equal(missing.code, 2);
   assert.match(missing.stderr, /nope\.env/);
 });

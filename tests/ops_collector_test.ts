@@ -49,6 +49,11 @@ Deno.test({
       }
       await delay(200);
     }
+    assert.match(
+      metrics,
+      /^l2_batches_stored_total\{sink="s3"\} [1-9]/m,
+      "no batch stored in S3 within 15 s",
+    );
     for (const name of REQUIRED_METRICS) {
       assert.match(metrics, new RegExp(`^${name}(\\{[^}]*\\})? `, "m"), `${name} missing`);
     }

@@ -39,6 +39,7 @@ async function record(
     DEPTH_LEVEL: "20",
     UPDATE_SPEED_MS: "100",
     BINANCE_WS_URL: exchange.wsUrl,
+    BINANCE_REST_URL: exchange.restUrl,
     DATA_DIR: dataDir,
     METRICS_ADDR: "off",
     BATCH_SECONDS: "1",

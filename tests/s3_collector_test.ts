@@ -10,6 +10,7 @@ import { FakeExchange, partialDepthFeed, type SentFrame } from "./support/fake_e
 import { runCollector, spawnCollector } from "./support/collector.ts";
 import { TestS3 } from "./support/s3.ts";
 import { listFiles, tempDir } from "./support/temp.ts";
+import { unreachableBinance } from "./support/net_guard.ts";
 import { delay, waitFor } from "./support/wait.ts";
 
 /** Data payloads per stream across every object in the bucket. */
@@ -56,6 +57,7 @@ Deno.test({
       ...s3.env(),
       SYMBOL: "BTCUSDT,ETHUSDT,BNBUSDT",
       BINANCE_WS_URL: exchange.wsUrl,
+      BINANCE_REST_URL: exchange.restUrl,
       DATA_DIR: data.path,
       BATCH_SECONDS: "1",
       METRICS_ADDR: "off",
@@ -93,7 +95,8 @@ Deno.test({
     second.kill("SIGTERM");
     const status = await second.status;
     assert.equal(status.code, 0, second.stderr());
-    assert.ok(Date.now() - termAt < 15_000, "second run took too long to exit");
+    const exitMs = Date.now() - termAt;
+    assert.ok(exitMs < 10_000, `second run took ${exitMs} ms to exit (README: within 10 s)`);
 
     const stored = await storedPayloads(s3);
     for (const stream of STREAMS) {
@@ -133,6 +136,7 @@ Deno.test({
       ...s3.env(),
       SYMBOL: "BTCUSDT",
       BINANCE_WS_URL: exchange.wsUrl,
+      BINANCE_REST_URL: exchange.restUrl,
       DATA_DIR: data.path,
       BATCH_SECONDS: "60",
       METRICS_ADDR: "off",
@@ -168,6 +172,7 @@ Deno.test("collector exits 2 naming the bucket when it does not exist", async ()
   await using data = await tempDir();
   const result = await runCollector({
     ...s3.env(),
+    ...unreachableBinance(),
     S3_BUCKET_NAME: "no-such-bucket",
     DATA_DIR: data.path,
     METRICS_ADDR: "off",
@@ -189,10 +194,12 @@ Deno.test({
     await using s3 = await TestS3.start();
     await s3.stop();
     await using data = await tempDir();
+    const metricsAddr = `127.0.0.1:${freePort()}`;
     const proc = spawnCollector({
       ...s3.env(),
       SYMBOL: "BTCUSDT",
       BINANCE_WS_URL: exchange.wsUrl,
+      BINANCE_REST_URL: exchange.restUrl,
       DATA_DIR: data.path,
       BATCH_SECONDS: "1",
       METRICS_ADDR: "off",
@@ -218,17 +225,23 @@ Deno.test({
     await using s3 = await TestS3.start();
     await s3.stop();
     await using data = await tempDir();
+    const metricsAddr = `127.0.0.1:${freePort()}`;
     const proc = spawnCollector({
       ...s3.env(),
       SYMBOL: "BTCUSDT",
       BINANCE_WS_URL: exchange.wsUrl,
+      BINANCE_REST_URL: exchange.restUrl,
       DATA_DIR: data.path,
       BATCH_SECONDS: "1",
       // Room for a couple of 1 s batches (~13 KB each), not for all of them.
       SPOOL_MAX_BYTES: "40KB",
-      METRICS_ADDR: "off",
+      METRICS_ADDR: metricsAddr,
     });
     await waitFor(() => /Spool full/.test(proc.stderr()), 30_000, "the spool to fill");
+    // README: what the full spool drops is counted in l2_dropped_messages_total.
+    const loggedBefore = droppedInLog(proc.stderr());
+    const metrics = await (await fetch(`http://${metricsAddr}/metrics`)).text();
+    const counted = Number(/^l2_dropped_messages_total (\d+)/m.exec(metrics)?.[1]);
     proc.kill("SIGTERM");
     assert.equal((await proc.status).code, 0, proc.stderr());
     const files = (await listFiles(`${data.path}/spool`)).filter((f) => f.endsWith(".spool"));
@@ -237,8 +250,29 @@ Deno.test({
     for (const f of files) total += (await Deno.stat(`${data.path}/spool/${f}`)).size;
     assert.ok(total <= 40 * 1024, `spool holds ${total} bytes, over its bound`);
     assert.match(proc.stderr(), /ERR.*Spool full.*dropped/);
+    assert.ok(loggedBefore >= 1, "the log names the dropped messages");
+    assert.ok(
+      counted >= loggedBefore && counted <= droppedInLog(proc.stderr()),
+      `l2_dropped_messages_total ${counted}: not the ${loggedBefore}..${
+        droppedInLog(proc.stderr())
+      } messages the log says were dropped`,
+    );
   },
 });
+
+/** Messages the collector's "Spool full … dropped KEY with N messages" lines add up to. */
+function droppedInLog(stderr: string): number {
+  let total = 0;
+  for (const m of stderr.matchAll(/Spool full .*? with (\d+) messages/g)) total += Number(m[1]);
+  return total;
+}
+
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}
 
 Deno.test({
   name: "collector quarantines a truncated spool file and uploads the rest",
@@ -253,6 +287,7 @@ Deno.test({
       ...s3.env(),
       SYMBOL: "BTCUSDT",
       BINANCE_WS_URL: exchange.wsUrl,
+      BINANCE_REST_URL: exchange.restUrl,
       DATA_DIR: data.path,
       BATCH_SECONDS: "1",
       METRICS_ADDR: "off",
@@ -330,14 +365,24 @@ Deno.test("check with no bucket checks the local archive directory and Binance",
   await using exchange = await FakeExchange.start();
   await using data = await tempDir();
   const result = await runCollector(
-    { BINANCE_REST_URL: exchange.restUrl, DATA_DIR: data.path, METRICS_ADDR: "off" },
+    {
+      BINANCE_WS_URL: exchange.wsUrl,
+      BINANCE_REST_URL: exchange.restUrl,
+      DATA_DIR: data.path,
+      METRICS_ADDR: "off",
+    },
     { args: ["check"] },
   );
   assert.equal(result.code, 0, result.stdout + result.stderr);
   assert.match(result.stdout, /^OK\s+archive dir/m);
   exchange.failRest(1, 503);
   const down = await runCollector(
-    { BINANCE_REST_URL: exchange.restUrl, DATA_DIR: data.path, METRICS_ADDR: "off" },
+    {
+      BINANCE_WS_URL: exchange.wsUrl,
+      BINANCE_REST_URL: exchange.restUrl,
+      DATA_DIR: data.path,
+      METRICS_ADDR: "off",
+    },
     { args: ["check"] },
   );
   assert.equal(down.code, 1);

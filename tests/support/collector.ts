@@ -5,7 +5,9 @@
  */
 
 import { gunzipSync } from "node:zlib";
+import { parse as parseDotenv } from "dotenv";
 import { listFiles } from "./temp.ts";
+import { collectorEnvProblems, envFileOf } from "./net_guard.ts";
 
 const ROOT = new URL("../../", import.meta.url);
 const denoJson = JSON.parse(await Deno.readTextFile(new URL("deno.json", ROOT)));
@@ -27,6 +29,26 @@ export interface CollectorProcess extends AsyncDisposable {
 }
 
 /**
+ * Throws before a collector is started whose environment would let it reach
+ * a host that is not loopback (see net_guard.ts).
+ */
+function guardNetwork(env: Record<string, string>, args: readonly string[], cwd: string): void {
+  const envFile = envFileOf(args);
+  let fileEnv: Record<string, string> = {};
+  if (envFile !== undefined) {
+    try {
+      fileEnv = parseDotenv(Deno.readTextFileSync(new URL(envFile, `file://${cwd}/`)));
+    } catch {
+      // a missing or unreadable env file stops the collector before it connects
+    }
+  }
+  const problems = collectorEnvProblems(env, args, fileEnv);
+  if (problems.length > 0) {
+    throw new Error(`test would leave the machine: ${problems.join("; ")}`);
+  }
+}
+
+/**
  * Starts `deno task start` (as its command line) with a clean environment
  * plus `env`. Extra arguments replace the task's trailing `run` command.
  */
@@ -34,6 +56,7 @@ export function spawnCollector(
   env: Record<string, string>,
   options: { args?: string[]; cwd?: string } = {},
 ): CollectorProcess {
+  guardNetwork(env, options.args ?? [], options.cwd ?? ROOT.pathname);
   const args = [...startTaskArgs(), ...(options.args ?? [])];
   const child = new Deno.Command(Deno.execPath(), {
     args,
@@ -85,6 +108,7 @@ export async function runCollector(
   env: Record<string, string>,
   options: { args?: string[]; cwd?: string; timeoutMs?: number } = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
+  guardNetwork(env, options.args ?? [], options.cwd ?? ROOT.pathname);
   const args = [...startTaskArgs(), ...(options.args ?? [])];
   const out = await new Deno.Command(Deno.execPath(), {
     args,
