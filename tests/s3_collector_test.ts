@@ -194,7 +194,6 @@ Deno.test({
     await using s3 = await TestS3.start();
     await s3.stop();
     await using data = await tempDir();
-    const metricsAddr = `127.0.0.1:${freePort()}`;
     const proc = spawnCollector({
       ...s3.env(),
       SYMBOL: "BTCUSDT",
