@@ -666,3 +666,101 @@ Deno.test("installOptionsFromCli under deno refuses, except for a dry run", () =
 function exampleXml(): string[] {
   return Object.values(examplePlists());
 }
+
+/**
+ * launchd's documented keys (launchd.plist(5), "XML PROPERTY LIST KEYS"), each
+ * with the type the manual gives it. Written from the manual, not from our
+ * renderer: a committed plist with a key launchd does not know, or with the
+ * wrong type, is refused or silently ignored by launchd.
+ */
+const LAUNCHD_KEYS: Record<
+  string,
+  "string" | "boolean" | "integer" | "array" | "dict" | "bool|dict"
+> = {
+  Label: "string",
+  Disabled: "boolean",
+  UserName: "string",
+  GroupName: "string",
+  Program: "string",
+  ProgramArguments: "array",
+  EnableGlobbing: "boolean",
+  KeepAlive: "bool|dict",
+  RunAtLoad: "boolean",
+  RootDirectory: "string",
+  WorkingDirectory: "string",
+  EnvironmentVariables: "dict",
+  Umask: "integer",
+  TimeOut: "integer",
+  ExitTimeOut: "integer",
+  ThrottleInterval: "integer",
+  StartInterval: "integer",
+  StandardInPath: "string",
+  StandardOutPath: "string",
+  StandardErrorPath: "string",
+  Debug: "boolean",
+  SoftResourceLimits: "dict",
+  HardResourceLimits: "dict",
+  Nice: "integer",
+  ProcessType: "string",
+  AbandonProcessGroup: "boolean",
+  LowPriorityIO: "boolean",
+  LowPriorityBackgroundIO: "boolean",
+  LimitLoadToSessionType: "string",
+};
+/** launchd.plist(5): the values ProcessType accepts. */
+const PROCESS_TYPES = ["Background", "Standard", "Adaptive", "Interactive"];
+/** launchd.plist(5): the conditions a KeepAlive dictionary may name. */
+const KEEPALIVE_KEYS = [
+  "SuccessfulExit",
+  "NetworkState",
+  "PathState",
+  "OtherJobEnabled",
+  "Crashed",
+  "AfterInitialDemand",
+];
+
+function typeOf(value: unknown): string {
+  if (typeof value === "string") return "string";
+  if (typeof value === "boolean") return "boolean";
+  if (typeof value === "number") return Number.isInteger(value) ? "integer" : "real";
+  if (Array.isArray(value)) return "array";
+  return value !== null && typeof value === "object" ? "dict" : String(value);
+}
+
+Deno.test("the committed plists use only keys and types launchd.plist(5) documents", async () => {
+  for await (const entry of Deno.readDir(LAUNCHD_DIR)) {
+    if (!entry.name.endsWith(".plist")) continue;
+    const parsed = plist.parse(
+      await Deno.readTextFile(new URL(entry.name, LAUNCHD_DIR)),
+    ) as Record<string, unknown>;
+    for (const [key, value] of Object.entries(parsed)) {
+      const want = LAUNCHD_KEYS[key];
+      assert.ok(want !== undefined, `${entry.name}: ${key} is not a launchd.plist(5) key`);
+      const got = typeOf(value);
+      const ok = want === "bool|dict" ? got === "boolean" || got === "dict" : got === want;
+      assert.ok(ok, `${entry.name}: ${key} is a ${got}, launchd.plist(5) wants ${want}`);
+    }
+    // Required: a Label, equal to the file name launchd looks it up by, and a program.
+    assert.equal(`${parsed.Label}.plist`, entry.name);
+    const argv = parsed.ProgramArguments as unknown[];
+    assert.ok(argv.length >= 1 && argv.every((a) => typeof a === "string"));
+    assert.ok(String(argv[0]).startsWith("/"), "launchd does not search PATH for the program");
+    for (const key of ["WorkingDirectory", "StandardOutPath", "StandardErrorPath"]) {
+      if (key in parsed) assert.ok(String(parsed[key]).startsWith("/"), `${key} must be absolute`);
+    }
+    if ("ProcessType" in parsed) {
+      assert.ok(PROCESS_TYPES.includes(String(parsed.ProcessType)), String(parsed.ProcessType));
+    }
+    if (typeOf(parsed.KeepAlive) === "dict") {
+      for (const k of Object.keys(parsed.KeepAlive as object)) {
+        assert.ok(KEEPALIVE_KEYS.includes(k), `KeepAlive.${k} is not documented`);
+      }
+    }
+    const env = (parsed.EnvironmentVariables ?? {}) as Record<string, unknown>;
+    for (const [k, v] of Object.entries(env)) assert.equal(typeof v, "string", k);
+    // A per-user agent runs as its user: UserName applies only to the system domain.
+    if (entry.name.includes("agent")) assert.ok(!("UserName" in parsed), "UserName in an agent");
+    // The collector needs a shutdown window longer than its own 10 s flush.
+    assert.ok(Number(parsed.ExitTimeOut ?? 20) > 10, "ExitTimeOut must exceed the 10 s flush");
+  }
+});
