@@ -196,8 +196,10 @@ Deno.test("runConnection reconnects at once when the server ends a healthy conne
   assert.equal(closed.info.reason, "lifetime");
   assert.ok(closed.info.uptimeMs >= 250, `uptime ${closed.info.uptimeMs}`);
   assert.equal(closed.info.retryInMs, 0);
+  // retryInMs 0 above is the decision; the clock only confirms it was carried
+  // out (a backoff from 5 s would take seconds), with room for a loaded machine.
   const gapMs = conn.opens[1].at - closed.at;
-  assert.ok(gapMs < 200, `reopened ${gapMs} ms after the close`);
+  assert.ok(gapMs < 1000, `reopened ${gapMs} ms after the close`);
   assert.equal(exchange.connections[0].closedBy, "lifetime");
 });
 
@@ -317,13 +319,15 @@ Deno.test("runConnection stops waiting for the next attempt when aborted", async
   await using conn = connect({
     url: `ws://127.0.0.1:${closedPort()}/stream?streams=${STREAM}`,
     staleAfterMs: 2000,
-    backoffInitialMs: 60_000,
-    backoffMaxMs: 60_000,
+    // Full jitter draws the wait from [0, 10 min]: an uncut wait exceeds 2 s 99.7 % of the time.
+    backoffInitialMs: 600_000,
+    backoffMaxMs: 600_000,
   });
   await waitFor(() => conn.failures.length >= 1, 2000, "a failed attempt");
   const started = performance.now();
   await conn.stop();
-  assert.ok(performance.now() - started < 100, "the backoff delay was not cut short");
+  const tookMs = performance.now() - started;
+  assert.ok(tookMs < 2000, `the backoff delay was not cut short (${tookMs} ms)`);
   assert.equal(conn.opens.length, 0);
   assert.equal(conn.closes.length, 0);
 });
@@ -343,7 +347,7 @@ Deno.test("runConnection closes the socket on abort, reports shutdown and delive
   await conn.stop();
   const tookMs = performance.now() - started;
 
-  assert.ok(tookMs < 1000, `shutdown took ${tookMs} ms`);
+  assert.ok(tookMs < 3000, `shutdown took ${tookMs} ms`);
   assert.equal(conn.closes.length, 1);
   const { info } = conn.closes[0];
   assert.equal(info.cause, "shutdown");

@@ -226,7 +226,8 @@ Deno.test("drainer stops promptly when its signal aborts, idle or backing off", 
   let started = Date.now();
   idle.abort();
   await idleDrainer.done;
-  assert.ok(Date.now() - started < 200, "an idle drainer stops at once");
+  // Idle for 60 s otherwise; 1 s leaves room for a loaded machine.
+  assert.ok(Date.now() - started < 1000, "an idle drainer stops at once");
 
   assert.ok(await spool.write({ key: "a", body: new Uint8Array([1]), meta }));
   sink.failing = true;
@@ -242,7 +243,7 @@ Deno.test("drainer stops promptly when its signal aborts, idle or backing off", 
   started = Date.now();
   failing.abort();
   await failingDrainer.done;
-  assert.ok(Date.now() - started < 200, "a backing-off drainer stops at once");
+  assert.ok(Date.now() - started < 1000, "a backing-off drainer stops at once");
   assert.equal(spool.count, 1);
 });
 

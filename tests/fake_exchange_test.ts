@@ -194,13 +194,15 @@ Deno.test("fake exchange keeps each stream's rate, even at 400 messages a second
   );
   const before = client.messages.length;
   const started = performance.now();
-  await delay(1000);
+  await delay(2000);
   const seconds = (performance.now() - started) / 1000;
   const fast =
     client.messages.slice(before).filter((m) => m.includes('"btcusdt@depth@100ms"')).length;
   const slow = client.messages.slice(before).filter((m) => m.includes('"ethusdt@')).length;
-  assert.ok(fast > 300 * seconds && fast < 460 * seconds, `~400/s, got ${fast} in ${seconds}s`);
-  assert.ok(slow >= 7 && slow <= 13, `~10/s, got ${slow}`);
+  // Two seconds and wide bounds: a loaded machine delays timers, and the feed
+  // catches up on its schedule; a wrong rate (×2, ÷2) is still far outside.
+  assert.ok(fast > 250 * seconds && fast < 520 * seconds, `~400/s, got ${fast} in ${seconds}s`);
+  assert.ok(slow >= 12 && slow <= 28, `~10/s, got ${slow} in ${seconds}s`);
   assert.equal(ex.sentCount, ex.sent.length);
   assert.equal(ex.sentCountFor("btcusdt@depth@100ms"), ex.sentFor("btcusdt@depth@100ms").length);
 });
@@ -262,7 +264,7 @@ Deno.test("fake exchange lifetimeMs closes each connection that long after it op
   const opened = performance.now();
   const event = await client.closed;
   const lived = performance.now() - opened;
-  assert.ok(lived > 250 && lived < 1000, `closed after ${lived} ms`);
+  assert.ok(lived > 250 && lived < 3000, `closed after ${lived} ms`);
   assert.equal(event.code, 1000, "a server-initiated clean close");
   assert.equal(ex.connections[0].closedBy, "lifetime");
 });
