@@ -67,7 +67,11 @@ export function collectorEnvProblems(
   }
   const command = commandOf(args);
   if (!OFFLINE_COMMANDS.has(command)) {
-    for (const name of ["BINANCE_WS_URL", "BINANCE_REST_URL"]) {
+    // `check` calls Binance's REST API only; `run` both.
+    const needed = command === "check"
+      ? ["BINANCE_REST_URL"]
+      : ["BINANCE_WS_URL", "BINANCE_REST_URL"];
+    for (const name of needed) {
       if (!merged[name]) {
         problems.push(`${name} is unset: the collector would call the real Binance`);
       }
