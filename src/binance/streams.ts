@@ -4,6 +4,11 @@
  * A stream name is `<symbol lower>@<stream type>`, e.g. `btcusdt@depth20@100ms`
  * (partial book) or `btcusdt@depth@100ms` (diff depth). The stream type is the
  * part the archive partitions by.
+ *
+ * Only the names Binance publishes get data (BINANCE.md, "Stream names"): a
+ * market's default speed carries no suffix (spot 1000 ms is `depth20`, USD-M
+ * 250 ms is `depth20`); every other speed is `@<ms>ms`. A name Binance does
+ * not publish is acknowledged and then silent, which looks like a dead link.
  */
 
 import type { DepthLevel, Market } from "../config_types.ts";
@@ -17,18 +22,26 @@ export interface StreamSpec {
   readonly type: string;
 }
 
-/** The depth stream type for a depth level and speed, e.g. `depth20@100ms`. */
-export function depthStreamType(depthLevel: DepthLevel, updateSpeedMs: number): string {
-  const depth = depthLevel === "full" ? "depth" : `depth${depthLevel}`;
-  return `${depth}@${updateSpeedMs}ms`;
+/** The update speed each market publishes without a suffix. */
+export const DEFAULT_SPEED_MS: Readonly<Record<Market, number>> = { spot: 1000, usdm: 250 };
+
+/** The published depth stream type, e.g. `depth20@100ms`, or `depth20` at the market's default speed. */
+export function depthStreamType(
+  market: Market,
+  options: { depthLevel: DepthLevel; updateSpeedMs: number },
+): string {
+  const depth = options.depthLevel === "full" ? "depth" : `depth${options.depthLevel}`;
+  return options.updateSpeedMs === DEFAULT_SPEED_MS[market]
+    ? depth
+    : `${depth}@${options.updateSpeedMs}ms`;
 }
 
 /** One stream per symbol, in the order the symbols were configured. */
 export function depthStreams(
   symbols: readonly string[],
-  options: { depthLevel: DepthLevel; updateSpeedMs: number },
+  options: { market: Market; depthLevel: DepthLevel; updateSpeedMs: number },
 ): StreamSpec[] {
-  const type = depthStreamType(options.depthLevel, options.updateSpeedMs);
+  const type = depthStreamType(options.market, options);
   return symbols.map((symbol) => ({ name: `${symbol.toLowerCase()}@${type}`, symbol, type }));
 }
 

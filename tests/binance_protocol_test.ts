@@ -1,0 +1,162 @@
+/**
+ * The collector against a fake exchange that follows Binance's documentation
+ * (../shared/reference/BINANCE.md): serverShutdown in the combined shape,
+ * published stream names per market and speed, symbol status.
+ */
+
+import assert from "node:assert/strict";
+import {
+  diffDepthFeed,
+  FakeExchange,
+  loadFixturePayloads,
+  partialDepthFeed,
+  replayFeed,
+} from "./support/fake_exchange.ts";
+import { type ArchivedLine, readArchive, spawnCollector } from "./support/collector.ts";
+import { tempDir } from "./support/temp.ts";
+import { waitFor } from "./support/wait.ts";
+
+const FIXTURES = new URL("./fixtures/", import.meta.url);
+const WAIT_MS = 60_000;
+
+/** Breaks in a spot diff chain (U must be the previous u + 1). */
+function chainBreaks(lines: readonly ArchivedLine[]): string[] {
+  const breaks: string[] = [];
+  let last: number | undefined;
+  for (const line of lines) {
+    const data = line.value.data as { U: number; u: number };
+    if (last !== undefined && data.U !== last + 1) breaks.push(`U=${data.U} after u=${last}`);
+    last = data.u;
+  }
+  return breaks;
+}
+
+function eventsOf(lines: readonly ArchivedLine[], stream: string, event: string): ArchivedLine[] {
+  return lines.filter((l) => l.value.stream === stream && l.value.event === event);
+}
+
+Deno.test({
+  name:
+    "serverShutdown in the combined shape, twice, each followed by a close 3 s later: rotations, no malformed line, no gap (BINANCE.md, serverShutdown)",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await using exchange = await FakeExchange.start();
+    const streams = ["btcusdt@depth@100ms", "ethusdt@depth@100ms"];
+    for (
+      const [stream, file] of [
+        [streams[0], "spot_diff_btcusdt_2024-08-08.ndjson.gz"],
+        [streams[1], "spot_diff_ethusdt_2024-08-08.ndjson.gz"],
+      ]
+    ) {
+      const payloads = await loadFixturePayloads(new URL(file, FIXTURES));
+      exchange.setFeed(stream, replayFeed({ rate: 20, payloads }));
+    }
+    await using tmp = await tempDir();
+    await using proc = spawnCollector({
+      SYMBOL: "BTCUSDT,ETHUSDT",
+      DEPTH_LEVEL: "full",
+      UPDATE_SPEED_MS: "100",
+      BINANCE_WS_URL: exchange.wsUrl,
+      BINANCE_REST_URL: exchange.restUrl,
+      DATA_DIR: tmp.path,
+      BATCH_SECONDS: "1",
+      METRICS_ADDR: "off",
+    });
+    for (let round = 1; round <= 2; round++) {
+      await waitFor(() => exchange.openCount === 1, 15_000, `one open connection (${round})`);
+      const sent = exchange.sentCountFor(streams[0]);
+      await waitFor(
+        () => exchange.sentCountFor(streams[0]) >= sent + 20,
+        WAIT_MS,
+        "20 more updates",
+      );
+      const before = exchange.connections.length;
+      assert.equal(exchange.announceShutdown({ closeAfterMs: 3000 }), 1);
+      await waitFor(() => exchange.connections.length > before, 10_000, "a successor");
+      await waitFor(
+        () => exchange.connections.slice(0, before).every((c) => c.closedAt !== undefined),
+        10_000,
+        "the announced connection to close",
+      );
+    }
+    const sent = exchange.sentCountFor(streams[0]);
+    await waitFor(() => exchange.sentCountFor(streams[0]) >= sent + 20, WAIT_MS, "more updates");
+    proc.kill("SIGTERM");
+    assert.equal((await proc.status).code, 0, proc.stderr());
+    const lines = await readArchive(`${tmp.path}/archive`);
+    assert.deepEqual(lines.filter((l) => l.value.event === "malformed").map((l) => l.text), []);
+    for (const stream of streams) {
+      assert.deepEqual(eventsOf(lines, stream, "gap").map((l) => l.text), [], `${stream}: gap`);
+      assert.ok(eventsOf(lines, stream, "rotated").length >= 2, `${stream}: two rotated events`);
+      assert.equal(eventsOf(lines, stream, "control").length, 2, `${stream}: two announcements`);
+      const diffs = lines.filter((l) => l.value.stream === stream && l.value.event === undefined);
+      assert.ok(diffs.length >= 60, `${stream}: ${diffs.length} diffs`);
+      assert.deepEqual(chainBreaks(diffs), [], `${stream}: sequence breaks`);
+    }
+    assert.doesNotMatch(proc.stderr(), /Sequence gap/);
+  },
+});
+
+/**
+ * BINANCE.md, "Stream names": for each market and speed the collector must
+ * ask for, the name Binance publishes (written here from the table).
+ */
+const NAME_CASES = [
+  { market: "usdm", speed: "250", partial: "btcusdt@depth20", diff: "btcusdt@depth" },
+  { market: "usdm", speed: "500", partial: "btcusdt@depth20@500ms", diff: "btcusdt@depth@500ms" },
+  { market: "usdm", speed: "100", partial: "btcusdt@depth20@100ms", diff: "btcusdt@depth@100ms" },
+  { market: "spot", speed: "1000", partial: "btcusdt@depth20", diff: "btcusdt@depth" },
+  { market: "spot", speed: "100", partial: "btcusdt@depth20@100ms", diff: "btcusdt@depth@100ms" },
+] as const;
+
+Deno.test({
+  name:
+    "USD-M 250/500/100 ms and spot 1000/100 ms, partial and diff: data arrives from a fake that publishes only documented names, partitioned by the published name",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    for (const c of NAME_CASES) {
+      // Every name the table lists for BTCUSDT is fed; the fake delivers only
+      // those its market publishes, so a wrong name would get silence.
+      await using exchange = await FakeExchange.start({ market: c.market });
+      exchange.setFeed(c.partial, partialDepthFeed({ rate: 20, levels: 5 }));
+      exchange.setFeed(c.diff, diffDepthFeed({ rate: 20, symbol: "BTCUSDT", market: c.market }));
+      for (const mode of ["20", "full"] as const) {
+        const name = mode === "20" ? c.partial : c.diff;
+        const type = name.slice("btcusdt@".length);
+        await using tmp = await tempDir();
+        await using proc = spawnCollector({
+          SYMBOL: "BTCUSDT",
+          MARKET: c.market,
+          DEPTH_LEVEL: mode,
+          UPDATE_SPEED_MS: c.speed,
+          BINANCE_WS_URL: c.market === "usdm" ? `${exchange.wsUrl}/public` : exchange.wsUrl,
+          BINANCE_REST_URL: exchange.restUrl,
+          DATA_DIR: tmp.path,
+          BATCH_SECONDS: "1",
+          METRICS_ADDR: "off",
+        });
+        const what = `${c.market} ${c.speed} ms DEPTH_LEVEL=${mode}`;
+        await waitFor(
+          async () =>
+            (await readArchive(`${tmp.path}/archive`)).filter((l) =>
+              l.value.stream === name && l.value.data !== undefined
+            ).length >= 5,
+          WAIT_MS,
+          `${what}: 5 messages of ${name} stored`,
+        );
+        proc.kill("SIGTERM");
+        assert.equal((await proc.status).code, 0, proc.stderr());
+        const lines = await readArchive(`${tmp.path}/archive`);
+        const data = lines.filter((l) => l.value.stream === name && l.value.data !== undefined);
+        assert.ok(data.length >= 5, what);
+        // The partition value is the published name without the symbol.
+        const partition = new RegExp(
+          `/(?:stream|channel)=${type.replace(/@/g, "@")}/symbol=BTCUSDT/`,
+        );
+        assert.ok(data.every((l) => partition.test(l.key)), `${what}: ${data[0].key}`);
+      }
+    }
+  },
+});
