@@ -160,3 +160,43 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "exchangeInfo says BREAK for one of three symbols: start-up succeeds, all three are recorded, one WARN (BINANCE.md, Payloads)",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await using exchange = await FakeExchange.start();
+    const streams = ["btcusdt@depth20@100ms", "ethusdt@depth20@100ms", "bnbusdt@depth20@100ms"];
+    streams.forEach((s, i) =>
+      exchange.setFeed(s, partialDepthFeed({ rate: 20, levels: 5, startId: 1000 * (i + 1) }))
+    );
+    exchange.setSymbolStatus("ETHUSDT", "BREAK");
+    exchange.setWeightLimit(1200);
+    await using tmp = await tempDir();
+    await using proc = spawnCollector({
+      SYMBOL: "BTCUSDT,ETHUSDT,BNBUSDT",
+      BINANCE_WS_URL: exchange.wsUrl,
+      BINANCE_REST_URL: exchange.restUrl,
+      DATA_DIR: tmp.path,
+      BATCH_SECONDS: "1",
+      METRICS_ADDR: "off",
+    });
+    await waitFor(
+      async () => {
+        const lines = await readArchive(`${tmp.path}/archive`);
+        return streams.every((s) => lines.some((l) => l.value.stream === s && l.value.data));
+      },
+      WAIT_MS,
+      "data of all three streams stored",
+    );
+    proc.kill("SIGTERM");
+    assert.equal((await proc.status).code, 0, proc.stderr());
+    const warnings = proc.stderr().split("\n").filter((l) => /ETHUSDT.*BREAK/.test(l));
+    assert.equal(warnings.length, 1, proc.stderr());
+    assert.match(warnings[0], /WRN|WARN/i);
+    // The weight limit exchangeInfo lists replaces the documented 6000.
+    assert.match(proc.stderr(), /1200 request weight per minute/);
+  },
+});

@@ -418,8 +418,11 @@ function connectionHandlers(context: {
 }
 
 /**
- * Unknown or non-trading symbols stop the start (exit 2); an exchange that
- * cannot be asked does not (the stream will tell).
+ * Unknown symbols stop the start (exit 2). A listed symbol that is not
+ * trading (HALT, BREAK, CANCEL_ONLY…) still exists and may trade again, so
+ * it is recorded, with one WARN (BINANCE.md, Payloads). An exchange that
+ * cannot be asked does not stop it either (the stream will tell). The
+ * weight limit `exchangeInfo` lists replaces the documented default.
  */
 async function checkConfiguredSymbols(config: Config, limiter: RestLimiter): Promise<void> {
   let result;
@@ -436,12 +439,16 @@ async function checkConfiguredSymbols(config: Config, limiter: RestLimiter): Pro
     });
     return;
   }
-  const problems = [
-    ...result.unknown.map((s) => `${s} (not listed on ${config.market})`),
-    ...result.notTrading.map((s) => `${s.symbol} (status ${s.status})`),
-  ];
-  if (problems.length > 0) {
-    throw new StartupError(`SYMBOL lists symbols Binance does not trade: ${problems.join(", ")}`);
+  if (result.weightLimit !== undefined) limiter.setWeightLimit(result.weightLimit);
+  if (result.unknown.length > 0) {
+    const unknown = result.unknown.map((s) => `${s} (not listed on ${config.market})`);
+    throw new StartupError(`SYMBOL lists symbols Binance does not list: ${unknown.join(", ")}`);
+  }
+  for (const { symbol, status } of result.notTrading) {
+    log.warn("{symbol} is listed with status {status}, not TRADING; recording it anyway", {
+      symbol,
+      status,
+    });
   }
 }
 
