@@ -85,6 +85,8 @@ export class Recorder {
   readonly #now: () => number;
   readonly #lastMessageAt = new Map<string, number>();
   readonly #streams = new Map<string, StreamState>();
+  /** Per stream, the first update id of its current chain (a snapshot must reach back to it). */
+  readonly #chainStarts = new Map<string, number>();
   /** Per group, its stream names as a set: checked on every frame. */
   readonly #groupSets = new WeakMap<StreamGroup, ReadonlySet<string>>();
   #malformedSinceLog = 0;
@@ -232,6 +234,11 @@ export class Recorder {
     for (const batch of this.#options.batcher.sealAll()) this.#options.submit(batch);
   }
 
+  /** The first update id (`U`) of `stream`'s current chain; undefined before its first message. */
+  chainStart(stream: string): number | undefined {
+    return this.#chainStarts.get(stream);
+  }
+
   /** Seconds since each stream's last data message, for the age gauge. */
   messageAges(): Map<string, number> {
     const now = this.#now();
@@ -306,7 +313,10 @@ export class Recorder {
         );
       }
       if (verdict.kind !== "duplicate") state.last = frame.lastUpdateId;
-      if (verdict.kind === "first" || verdict.kind === "gap") this.#options.onChainStart?.(stream);
+      if (verdict.kind === "first" || verdict.kind === "gap") {
+        this.#chainStarts.set(stream, frame.firstUpdateId);
+        this.#options.onChainStart?.(stream);
+      }
     }
     this.#add(stream, {
       text: dataLine(recvTs, stream, frame.dataText),

@@ -12,7 +12,12 @@ import {
   partialDepthFeed,
   replayFeed,
 } from "./support/fake_exchange.ts";
-import { type ArchivedLine, readArchive, spawnCollector } from "./support/collector.ts";
+import {
+  type ArchivedLine,
+  readArchive,
+  runCollector,
+  spawnCollector,
+} from "./support/collector.ts";
 import { tempDir } from "./support/temp.ts";
 import { waitFor } from "./support/wait.ts";
 
@@ -198,5 +203,72 @@ Deno.test({
     assert.match(warnings[0], /WRN|WARN/i);
     // The weight limit exchangeInfo lists replaces the documented 6000.
     assert.match(proc.stderr(), /1200 request weight per minute/);
+  },
+});
+
+Deno.test({
+  name:
+    "a snapshot older than the first buffered diff is fetched again until it overlaps; verify names the time the book was not rebuildable (BINANCE.md, Keeping a book)",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await using exchange = await FakeExchange.start();
+    const stream = "btcusdt@depth@100ms";
+    const payloads = await loadFixturePayloads(
+      new URL("spot_diff_btcusdt_2024-08-08.ndjson.gz", FIXTURES),
+    );
+    exchange.setFeed(stream, replayFeed({ rate: 20, payloads }));
+    // The first two snapshots lag far behind the diff stream.
+    exchange.lagSnapshots(2);
+    await using tmp = await tempDir();
+    const env = {
+      SYMBOL: "BTCUSDT",
+      DEPTH_LEVEL: "full",
+      UPDATE_SPEED_MS: "100",
+      SNAPSHOT_LIMIT: "100",
+      BINANCE_WS_URL: exchange.wsUrl,
+      BINANCE_REST_URL: exchange.restUrl,
+      DATA_DIR: tmp.path,
+      BATCH_SECONDS: "1",
+      METRICS_ADDR: "off",
+    };
+    await using proc = spawnCollector(env);
+    await waitFor(
+      async () =>
+        (await readArchive(`${tmp.path}/archive`)).some((l) =>
+          l.value.stream === "btcusdt@depthSnapshot"
+        ),
+      WAIT_MS,
+      "a stored snapshot",
+    );
+    proc.kill("SIGTERM");
+    assert.equal((await proc.status).code, 0, proc.stderr());
+    const depthCalls = exchange.restRequests.filter((r) => r.path === "/api/v3/depth");
+    assert.ok(depthCalls.length >= 3, `${depthCalls.length} depth requests`);
+    // Paced by the weight limiter (weight 5 of 3000 a minute: 100 ms apart).
+    for (let i = 1; i < depthCalls.length; i++) {
+      assert.ok(depthCalls[i].at - depthCalls[i - 1].at >= 90);
+    }
+    const lines = await readArchive(`${tmp.path}/archive`);
+    const diffs = lines.filter((l) => l.value.stream === stream && l.value.event === undefined);
+    const firstU = (diffs[0].value.data as { U: number }).U;
+    const snapshots = lines.filter((l) => l.value.stream === "btcusdt@depthSnapshot");
+    assert.ok(snapshots.length >= 1);
+    for (const s of snapshots) {
+      const { lastUpdateId } = s.value.data as { lastUpdateId: number };
+      assert.ok(lastUpdateId + 1 >= firstU, `stored snapshot ${lastUpdateId} < chain ${firstU}`);
+    }
+
+    const verified = await runCollector(env, { args: ["verify", "--json"] });
+    const report = JSON.parse(verified.stdout) as {
+      streams: { stream: string; notRebuildable: { fromRecvTs: number; toRecvTs: number }[] }[];
+    };
+    const ranges = report.streams.find((s) => s.stream === stream)!.notRebuildable;
+    // One chain: not rebuildable from its first message until the overlapping snapshot.
+    assert.deepEqual(ranges.map((r) => [r.fromRecvTs, r.toRecvTs]), [
+      [diffs[0].value.recv_ts, snapshots[0].value.recv_ts],
+    ]);
+    const text = await runCollector(env, { args: ["verify"] });
+    assert.match(text.stdout, /btcusdt@depth@100ms: book not rebuildable from \S+ to \S+/);
   },
 });

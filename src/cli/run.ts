@@ -285,6 +285,10 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
         limiter: restLimiter,
         nowMicros,
         signal: feedStop.signal,
+        chainStart: (symbol) => {
+          const stream = diffStreamOf.get(symbol);
+          return stream === undefined ? undefined : recorder.chainStart(stream);
+        },
         onSnapshot: (symbol, text, recvTs) => {
           const stream = diffStreamOf.get(symbol);
           if (stream) {
