@@ -138,10 +138,20 @@ export class Recorder {
     this.#logMalformed(reason);
   }
 
-  /** A socket of `group` opened. A successor is silent: its streams join by id. */
-  opened(group: StreamGroup, socketId: number, role: string, recvTs: number): void {
+  /**
+   * A socket of `group` opened, or (`streams`) Binance acknowledged a live
+   * subscription of some of its streams: a stream counts as connected only
+   * then. A successor is silent: its streams join by id.
+   */
+  opened(
+    group: StreamGroup,
+    socketId: number,
+    role: string,
+    recvTs: number,
+    streams: readonly string[] = group.names,
+  ): void {
     if (role === "successor") return;
-    this.event(group.names, "connected", recvTs, { conn: group.conn, socket: socketId });
+    this.event(streams, "connected", recvTs, { conn: group.conn, socket: socketId });
   }
 
   /**

@@ -272,3 +272,56 @@ Deno.test({
     assert.match(text.stdout, /btcusdt@depth@100ms: book not rebuildable from \S+ to \S+/);
   },
 });
+
+Deno.test({
+  name:
+    "1,000 streams on one connection: the URL stays within 4,000 characters, the rest is subscribed within 5 messages/s, every stream delivers (BINANCE.md, Long URLs)",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    // The fake refuses any URL above the bound with 414: all in the URL would get nothing.
+    await using exchange = await FakeExchange.start({ maxUrlLength: 4000 });
+    const symbols = Array.from({ length: 1000 }, (_, i) => `S${i}USDT`);
+    const streams = symbols.map((s) => `${s.toLowerCase()}@depth5@100ms`);
+    streams.forEach((s, i) =>
+      exchange.setFeed(s, partialDepthFeed({ rate: 2, levels: 1, startId: 1000 * (i + 1) }))
+    );
+    await using tmp = await tempDir();
+    await using proc = spawnCollector({
+      SYMBOL: symbols.join(","),
+      DEPTH_LEVEL: "5",
+      STREAMS_PER_CONNECTION: "1000",
+      BINANCE_WS_URL: exchange.wsUrl,
+      BINANCE_REST_URL: exchange.restUrl,
+      DATA_DIR: tmp.path,
+      BATCH_SECONDS: "2",
+      METRICS_ADDR: "off",
+    });
+    await waitFor(
+      () => streams.every((s) => exchange.sentCountFor(s) >= 2),
+      WAIT_MS,
+      "every stream delivering",
+    );
+    proc.kill("SIGTERM");
+    assert.equal((await proc.status).code, 0, proc.stderr());
+    assert.equal(exchange.refusedLongUrls, 0);
+    assert.equal(exchange.connections.length, 1, "one connection, never refused nor dropped");
+    const [conn] = exchange.connections;
+    assert.ok(conn.url.length <= 4000, `${conn.url.length} characters`);
+    assert.notEqual(conn.closedBy, "message-rate");
+    assert.deepEqual([...conn.streams].sort(), [...streams].sort());
+    // Each SUBSCRIBE at least 200 ms after the previous one (5 a second at most).
+    const subscribes = exchange.subscribes;
+    assert.ok(subscribes.length >= 4, `${subscribes.length} SUBSCRIBE messages`);
+    for (let i = 1; i < subscribes.length; i++) {
+      assert.ok(subscribes[i].at - subscribes[i - 1].at >= 200, `SUBSCRIBE ${i} too soon`);
+    }
+    const lines = await readArchive(`${tmp.path}/archive`);
+    const stored = new Set(lines.filter((l) => l.value.data).map((l) => l.value.stream));
+    assert.deepEqual(streams.filter((s) => !stored.has(s)), [], "streams with no data stored");
+    // Connected once each: from the URL at open, the others when acknowledged.
+    const connected = lines.filter((l) => l.value.event === "connected").map((l) => l.value.stream);
+    assert.deepEqual(connected.sort(), [...streams].sort());
+    assert.equal(lines.filter((l) => l.value.event === "malformed").length, 0);
+  },
+});

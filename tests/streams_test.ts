@@ -3,7 +3,9 @@ import {
   combinedStreamUrl,
   depthStreams,
   groupStreams,
+  MAX_URL_LENGTH,
   parseStreamName,
+  planConnection,
 } from "../src/binance/streams.ts";
 import { parseConfig } from "../src/config.ts";
 import type { Market } from "../src/config_types.ts";
@@ -98,4 +100,26 @@ Deno.test("groupStreams spreads streams over connections of at most N", () => {
   const groups = groupStreams([1, 2, 3, 4, 5], 2);
   assert.deepEqual(groups, [[1, 2], [3, 4], [5]]);
   assert.deepEqual(groupStreams([], 2), []);
+});
+
+Deno.test("planConnection keeps the URL within the bound and puts the rest in SUBSCRIBE batches (BINANCE.md, Long URLs)", () => {
+  const names = Array.from({ length: 1000 }, (_, i) => `sym${i}usdt@depth20@100ms`);
+  const base = "wss://stream.binance.com:9443";
+  const plan = planConnection(base, names);
+  assert.ok(plan.url.length <= MAX_URL_LENGTH, `${plan.url.length} characters`);
+  assert.equal(MAX_URL_LENGTH, 4000);
+  // As many as fit: one more name would cross the bound.
+  assert.ok(plan.url.length + 1 + names[plan.inUrl.length].length > MAX_URL_LENGTH);
+  assert.equal(plan.url, `${base}/stream?streams=${plan.inUrl.join("/")}`);
+  assert.deepEqual([...plan.inUrl, ...plan.subscribe.flat()], names);
+  assert.ok(plan.subscribe.every((batch) => batch.length > 0 && batch.length <= 200));
+
+  const few = planConnection(base, names.slice(0, 3), { timeUnit: "us" });
+  assert.equal(
+    few.url,
+    `${base}/stream?streams=${names.slice(0, 3).join("/")}&timeUnit=MICROSECOND`,
+  );
+  assert.deepEqual(few.subscribe, []);
+  // One name always goes in the URL, however long.
+  assert.deepEqual(planConnection(base, ["x".repeat(5000)]).inUrl, ["x".repeat(5000)]);
 });

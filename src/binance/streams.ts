@@ -57,6 +57,58 @@ export function combinedStreamUrl(baseUrl: string, streams: readonly string[]): 
   return `${baseUrl.replace(/\/+$/, "")}/stream?streams=${streams.join("/")}`;
 }
 
+/**
+ * Longest connection URL the collector opens. Binance has been seen refusing
+ * URLs of about 8 KB (BINANCE.md, "Connection rules"); half of that leaves room.
+ */
+export const MAX_URL_LENGTH = 4000;
+/** Stream names per live `SUBSCRIBE` message (~5 KB of JSON). */
+export const NAMES_PER_SUBSCRIBE = 200;
+/**
+ * Least ms between two `SUBSCRIBE` messages on one connection: Binance allows
+ * 5 incoming messages a second on spot and 10 on USD-M, pongs included, so
+ * keep to 4 and 8.
+ */
+export const SUBSCRIBE_INTERVAL_MS: Readonly<Record<Market, number>> = { spot: 250, usdm: 125 };
+
+/** How one connection asks for its streams: some in the URL, the rest by `SUBSCRIBE`. */
+export interface ConnectionPlan {
+  readonly url: string;
+  /** Streams named in the URL (at least one). */
+  readonly inUrl: readonly string[];
+  /** The rest, one `SUBSCRIBE` message per entry. */
+  readonly subscribe: readonly (readonly string[])[];
+}
+
+/**
+ * The combined-stream URL for as many of `streams` as fit in `maxUrlLength`
+ * characters (always at least one), the others in `SUBSCRIBE` batches.
+ * `timeUnit: "us"` asks spot for event times in microseconds.
+ */
+export function planConnection(
+  baseUrl: string,
+  streams: readonly string[],
+  options: { maxUrlLength?: number; timeUnit?: "ms" | "us"; namesPerSubscribe?: number } = {},
+): ConnectionPlan {
+  const max = options.maxUrlLength ?? MAX_URL_LENGTH;
+  const suffix = options.timeUnit === "us" ? "&timeUnit=MICROSECOND" : "";
+  const head = combinedStreamUrl(baseUrl, []);
+  let length = head.length + suffix.length;
+  let fit = 0;
+  while (fit < streams.length) {
+    const add = streams[fit].length + (fit === 0 ? 0 : 1);
+    if (fit > 0 && length + add > max) break;
+    length += add;
+    fit++;
+  }
+  const inUrl = streams.slice(0, fit);
+  return {
+    url: `${combinedStreamUrl(baseUrl, inUrl)}${suffix}`,
+    inUrl,
+    subscribe: groupStreams(streams.slice(fit), options.namesPerSubscribe ?? NAMES_PER_SUBSCRIBE),
+  };
+}
+
 /** Splits streams into groups of at most `perConnection`, one group per connection. */
 export function groupStreams<T>(streams: readonly T[], perConnection: number): T[][] {
   const groups: T[][] = [];

@@ -22,10 +22,11 @@ import { checkSymbols, RestLimiter } from "../binance/rest.ts";
 import { sequenceRuleFor } from "../binance/sequence.ts";
 import { Snapshotter } from "../binance/snapshots.ts";
 import {
-  combinedStreamUrl,
   depthStreams,
   groupStreams,
   parseStreamName,
+  planConnection,
+  SUBSCRIBE_INTERVAL_MS,
 } from "../binance/streams.ts";
 import type { Config } from "../config_types.ts";
 import {
@@ -316,15 +317,18 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
           retire: (socketId) => connection.retire(socketId),
           rotate: () => connection.rotate(),
         };
+        const plan = planConnection(config.wsUrl, names);
         const connection = startConnection({
-          url: combinedStreamUrl(config.wsUrl, names),
+          url: plan.url,
+          subscribe: plan.subscribe,
+          subscribeIntervalMs: SUBSCRIBE_INTERVAL_MS[config.market],
           signal: feedStop.signal,
           staleAfterMs: config.staleAfterSeconds * 1000,
           rotateAfterMs: config.wsRotateSeconds * 1000,
           beforeConnect: (signal) => attempts.take(signal),
           webSocket: options.webSocket,
           nowMicros,
-          handlers: connectionHandlers({ group, recorder, metrics, nowMicros }),
+          handlers: connectionHandlers({ group, inUrl: plan.inUrl, recorder, metrics, nowMicros }),
         });
         return connection.done;
       },
@@ -362,11 +366,13 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
 
 function connectionHandlers(context: {
   group: StreamGroup;
+  /** The group's streams named in the URL; the others come by SUBSCRIBE. */
+  inUrl: readonly string[];
   recorder: Recorder;
   metrics: Metrics;
   nowMicros: () => number;
 }): ConnectionHandlers {
-  const { group, recorder, metrics, nowMicros } = context;
+  const { group, inUrl, recorder, metrics, nowMicros } = context;
   const { conn } = group;
   return {
     onFrame: (text, recvTs, socketId) => recorder.frame(group, text, recvTs, socketId),
@@ -379,7 +385,15 @@ function connectionHandlers(context: {
         role,
         opened,
       });
-      recorder.opened(group, socketId, role, nowMicros());
+      recorder.opened(group, socketId, role, nowMicros(), inUrl);
+    },
+    onSubscribed: ({ socketId, role, streams }) => {
+      log.debug("Connection {conn} socket {socketId}: {count} streams subscribed", {
+        conn,
+        socketId,
+        count: streams.length,
+      });
+      recorder.opened(group, socketId, role, nowMicros(), streams);
     },
     onClose: (info) => {
       metrics.wsConnections.dec();

@@ -81,7 +81,7 @@ export class Metrics {
 
   constructor() {
     // Series with labels appear only once touched: show the known ones at 0.
-    for (const cause of ["server", "error", "stale", "open-timeout"]) {
+    for (const cause of ["server", "error", "stale", "open-timeout", "subscribe-failed"]) {
       this.reconnects.inc({ cause }, 0);
     }
   }
