@@ -49,7 +49,19 @@ export interface RecorderOptions {
   readonly monotonicMs?: () => number;
   /** Minimum ms between two log lines about malformed frames. */
   readonly malformedLogIntervalMs?: number;
+  /**
+   * Receive time minus the event time `E`, seconds, of every
+   * `LAG_SAMPLE_EVERY`th data message that carries one.
+   */
+  readonly onExchangeLag?: (seconds: number) => void;
+  /** Unit of `E`: `us` with TIME_UNIT=us (default ms). */
+  readonly eventTimeUnit?: "ms" | "us";
 }
+
+/** One message in this many is measured for exchange lag: a sample, not a per-message cost. */
+const LAG_SAMPLE_EVERY = 10;
+/** `E` (event time) near the start of a depth payload. */
+const EVENT_TIME = /"E":(\d+)[,}]/;
 
 type DataFrame = Extract<Frame, { kind: "data" }>;
 
@@ -91,6 +103,7 @@ export class Recorder {
   readonly #groupSets = new WeakMap<StreamGroup, ReadonlySet<string>>();
   #malformedSinceLog = 0;
   #malformedLoggedAt = -Infinity;
+  #sinceLagSample = 0;
 
   constructor(options: RecorderOptions) {
     this.#options = options;
@@ -109,6 +122,10 @@ export class Recorder {
     if (frame.kind === "data" && this.#carries(group, frame.stream)) {
       metrics?.messagesReceived.inc({ stream: frame.stream });
       this.#lastMessageAt.set(frame.stream, this.#now());
+      if (this.#options.onExchangeLag && ++this.#sinceLagSample >= LAG_SAMPLE_EVERY) {
+        this.#sinceLagSample = 0;
+        this.#sampleLag(frame.dataText, recvTs);
+      }
       this.#route(group, frame, recvTs, socketId);
       return;
     }
@@ -410,6 +427,13 @@ export class Recorder {
     const sealed = batcher.add(stream, line, this.#now());
     if (sealed) submit(sealed);
     for (const early of batcher.sealOverflow()) submit(early);
+  }
+
+  #sampleLag(dataText: string, recvTs: number): void {
+    const match = EVENT_TIME.exec(dataText);
+    if (!match) return;
+    const eventUs = Number(match[1]) * (this.#options.eventTimeUnit === "us" ? 1 : 1000);
+    this.#options.onExchangeLag?.((recvTs - eventUs) / 1e6);
   }
 
   #logMalformed(reason: string): void {

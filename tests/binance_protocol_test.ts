@@ -325,3 +325,79 @@ Deno.test({
     assert.equal(lines.filter((l) => l.value.event === "malformed").length, 0);
   },
 });
+
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}
+
+Deno.test({
+  name:
+    "TIME_UNIT=us puts timeUnit=MICROSECOND on spot URLs; clock offset and lag appear in /metrics, /status and status",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    // Binance's clock 2 s behind the local one.
+    await using exchange = await FakeExchange.start({ clockOffsetMs: -2000 });
+    exchange.setFeed("btcusdt@depth@100ms", diffDepthFeed({ rate: 40, symbol: "BTCUSDT" }));
+    await using tmp = await tempDir();
+    const addr = `127.0.0.1:${freePort()}`;
+    const env = {
+      SYMBOL: "BTCUSDT",
+      DEPTH_LEVEL: "full",
+      TIME_UNIT: "us",
+      BINANCE_WS_URL: exchange.wsUrl,
+      BINANCE_REST_URL: exchange.restUrl,
+      DATA_DIR: tmp.path,
+      BATCH_SECONDS: "1",
+      METRICS_ADDR: addr,
+    };
+    await using proc = spawnCollector(env);
+    let metrics = "";
+    await waitFor(
+      async () => {
+        try {
+          metrics = await (await fetch(`http://${addr}/metrics`)).text();
+        } catch {
+          return false;
+        }
+        return /^l2_exchange_lag_seconds_count\{market="spot"\} [1-9]/m.test(metrics);
+      },
+      WAIT_MS,
+      "lag samples in /metrics",
+    );
+    assert.ok(exchange.connections.every((c) => c.url.endsWith("&timeUnit=MICROSECOND")));
+    const offset = Number(/^l2_clock_offset_seconds (\S+)/m.exec(metrics)?.[1]);
+    assert.ok(Math.abs(offset - 2) < 0.5, `offset ${offset}`);
+    // E came in µs: read as such, the lag is small (read as ms it would be ~-1.8e9 s).
+    const sum = Number(/^l2_exchange_lag_seconds_sum\{market="spot"\} (\S+)/m.exec(metrics)?.[1]);
+    const count = Number(
+      /^l2_exchange_lag_seconds_count\{market="spot"\} (\S+)/m.exec(metrics)?.[1],
+    );
+    assert.ok(sum / count > -0.5 && sum / count < 2, `mean lag ${sum / count} s`);
+
+    const status = await (await fetch(`http://${addr}/status`)).json();
+    assert.ok(Math.abs(status.exchange.clockOffsetSeconds - 2) < 0.5);
+    assert.ok(status.exchange.lag.spot.samples >= 1);
+    const printed = await runCollector(env, { args: ["status"] });
+    assert.match(printed.stdout, /clock \+\d\.\d+ s vs Binance \(OFF BY MORE THAN 1 s\); spot lag/);
+    proc.kill("SIGTERM");
+    assert.equal((await proc.status).code, 0, proc.stderr());
+    // Above 1 s: one warning at start.
+    assert.match(proc.stderr(), /\[WRN\].*local clock is [12](\.\d+)? s off Binance/);
+  },
+});
+
+Deno.test("TIME_UNIT=us with MARKET=usdm is a configuration error (exit 2)", async () => {
+  await using tmp = await tempDir();
+  const result = await runCollector({
+    MARKET: "usdm",
+    TIME_UNIT: "us",
+    DATA_DIR: tmp.path,
+    METRICS_ADDR: "off",
+  }, { args: ["check"] });
+  assert.equal(result.code, 2, result.stdout + result.stderr);
+  assert.match(result.stdout + result.stderr, /TIME_UNIT="us": expected ms for MARKET=usdm/);
+});

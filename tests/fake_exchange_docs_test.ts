@@ -169,3 +169,16 @@ Deno.test("fake exchange lists symbol status, the weight limit and the time; sna
   const current = await (await fetch(`${ex.restUrl}/api/v3/depth?symbol=BTCUSDT&limit=5`)).json();
   assert.ok(current.lastUpdateId - lagged.lastUpdateId >= 500, "the first one lags 500 ids");
 });
+
+Deno.test("fake exchange sends event times in µs on a timeUnit=MICROSECOND connection (BINANCE.md, Endpoints)", async () => {
+  await using ex = await FakeExchange.start();
+  ex.setFeed("btcusdt@depth@100ms", diffDepthFeed({ rate: 50, symbol: "BTCUSDT" }));
+  const url = `${ex.wsUrl}/stream?streams=btcusdt@depth@100ms`;
+  await using ms = await Client.connect(url);
+  await using us = await Client.connect(`${url}&timeUnit=MICROSECOND`);
+  await waitFor(() => ms.messages.length >= 3 && us.messages.length >= 3, 3000, "frames");
+  const eventTime = (m: string) => (JSON.parse(m) as { data: { E: number } }).data.E;
+  const now = Date.now();
+  assert.ok(Math.abs(eventTime(ms.messages[0]) - now) < 5000);
+  assert.ok(Math.abs(eventTime(us.messages[0]) / 1000 - now) < 5000);
+});

@@ -119,7 +119,14 @@ export function groupStreams<T>(streams: readonly T[], perConnection: number): T
 }
 
 /** REST paths per market. */
-export function restPaths(market: Market): { ping: string; depth: string; exchangeInfo: string } {
+export function restPaths(
+  market: Market,
+): { ping: string; depth: string; exchangeInfo: string; time: string } {
   const base = market === "spot" ? "/api/v3" : "/fapi/v1";
-  return { ping: `${base}/ping`, depth: `${base}/depth`, exchangeInfo: `${base}/exchangeInfo` };
+  return {
+    ping: `${base}/ping`,
+    depth: `${base}/depth`,
+    exchangeInfo: `${base}/exchangeInfo`,
+    time: `${base}/time`,
+  };
 }

@@ -18,6 +18,7 @@ import { GzipPool, workerDeflater } from "../batch/compress.ts";
 import { Journal, recoverJournal } from "../batch/journal.ts";
 import { planKey } from "../batch/keys.ts";
 import { updateIds } from "../binance/frames.ts";
+import { watchClock } from "../binance/clock.ts";
 import { checkSymbols, RestLimiter } from "../binance/rest.ts";
 import { sequenceRuleFor } from "../binance/sequence.ts";
 import { Snapshotter } from "../binance/snapshots.ts";
@@ -97,6 +98,8 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
   const background = new AbortController();
   let ops: OpsServer | undefined;
   let healthLoop: Promise<void> | undefined;
+  let clockLoop: Promise<void> | undefined;
+  let clockOffset: number | undefined;
   try {
     if (selected.s3) {
       const check = await checkBucket(selected.s3);
@@ -247,6 +250,19 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
         const spec = parseStreamName(stream);
         if (spec) snapshotter?.request(spec.symbol, "chain start");
       },
+      eventTimeUnit: config.timeUnit,
+      onExchangeLag: (seconds) => metrics.exchangeLag.observe({ market: config.market }, seconds),
+    });
+    clockLoop = watchClock({
+      restUrl: config.restUrl,
+      market: config.market,
+      fetch: options.fetch,
+      now,
+      signal: background.signal,
+      onOffset: (seconds) => {
+        clockOffset = seconds;
+        metrics.clockOffset.set(seconds);
+      },
     });
     const opsDeps: OpsDeps = {
       metrics,
@@ -258,6 +274,7 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
       restartsLastHour: (at) => countRestarts(history.starts, at),
       messageAges: () => recorder.messageAges(),
       openBatches: () => ({ bytes: batcher.openBytes, textBytes: batcher.openTextBytes }),
+      clockOffset: () => clockOffset,
       now,
     };
     if (config.metrics) {
@@ -317,7 +334,7 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
           retire: (socketId) => connection.retire(socketId),
           rotate: () => connection.rotate(),
         };
-        const plan = planConnection(config.wsUrl, names);
+        const plan = planConnection(config.wsUrl, names, { timeUnit: config.timeUnit });
         const connection = startConnection({
           url: plan.url,
           subscribe: plan.subscribe,
@@ -359,6 +376,7 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
     background.abort();
     // An alert POST in flight (10 s timeout) must not hold up the exit.
     await Promise.race([healthLoop, delay(1000)]);
+    await Promise.race([clockLoop, delay(1000)]);
     await ops?.finished;
     selected.close();
   }

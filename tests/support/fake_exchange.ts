@@ -156,6 +156,8 @@ interface LiveConnection {
   readonly market: "spot" | "usdm";
   /** performance.now() of the client's messages within the last second */
   readonly received: number[];
+  /** `timeUnit=MICROSECOND` on the URL: event times `E`/`T` in µs (BINANCE.md, Endpoints) */
+  readonly microseconds: boolean;
   readonly record: ConnectionRecord;
   readonly socket: WebSocket;
   /** combined endpoint frames wrap the payload; raw endpoint frames are the payload alone */
@@ -447,7 +449,20 @@ export class FakeExchange implements AsyncDisposable {
     if (!subscribers || subscribers.size === 0) return;
     // Built once per message, shared by every combined subscriber.
     const combined = `{"stream":${JSON.stringify(stream)},"data":${payload}}`;
-    for (const conn of subscribers) this.#send(conn, stream, conn.combined ? combined : payload);
+    let micro: { payload: string; combined: string } | undefined;
+    for (const conn of subscribers) {
+      if (conn.microseconds) {
+        // The same event with its times in µs (the fake knows them only to the ms).
+        const payloadUs = payload.replace(/"([ET])":(\d+)/g, (_, key, ms) => `"${key}":${ms}000`);
+        micro ??= {
+          payload: payloadUs,
+          combined: `{"stream":${JSON.stringify(stream)},"data":${payloadUs}}`,
+        };
+        this.#send(conn, stream, conn.combined ? micro.combined : micro.payload);
+        continue;
+      }
+      this.#send(conn, stream, conn.combined ? combined : payload);
+    }
   }
 
   /** Writes one frame and records it; false when the socket could not take it. */
@@ -495,12 +510,19 @@ export class FakeExchange implements AsyncDisposable {
       return new Response("URI Too Long", { status: 414 });
     }
     const market = this.#market ?? (/^\/(?:public|market)\//.test(url.pathname) ? "usdm" : "spot");
-    return this.#upgrade(request, { streams, combined, url: clientUrl, market });
+    const microseconds = url.searchParams.get("timeUnit")?.toUpperCase() === "MICROSECOND";
+    return this.#upgrade(request, { streams, combined, url: clientUrl, market, microseconds });
   }
 
   #upgrade(
     request: Request,
-    target: { streams: string[]; combined: boolean; url: string; market: "spot" | "usdm" },
+    target: {
+      streams: string[];
+      combined: boolean;
+      url: string;
+      market: "spot" | "usdm";
+      microseconds: boolean;
+    },
   ): Response {
     if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
       return json(400, { code: -1, msg: "expected a WebSocket upgrade" });
@@ -530,6 +552,7 @@ export class FakeExchange implements AsyncDisposable {
         closed,
         market: target.market,
         received: [],
+        microseconds: target.microseconds,
       };
       this.#connections.push(record);
       this.#live.set(record.id, conn);
