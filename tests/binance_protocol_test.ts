@@ -40,68 +40,74 @@ function eventsOf(lines: readonly ArchivedLine[], stream: string, event: string)
   return lines.filter((l) => l.value.stream === stream && l.value.event === event);
 }
 
-Deno.test({
-  name:
-    "serverShutdown in the combined shape, twice, each followed by a close 3 s later: rotations, no malformed line, no gap (BINANCE.md, serverShutdown)",
-  sanitizeResources: false,
-  sanitizeOps: false,
-  async fn() {
-    await using exchange = await FakeExchange.start();
-    const streams = ["btcusdt@depth@100ms", "ethusdt@depth@100ms"];
-    for (
-      const [stream, file] of [
-        [streams[0], "spot_diff_btcusdt_2024-08-08.ndjson.gz"],
-        [streams[1], "spot_diff_ethusdt_2024-08-08.ndjson.gz"],
-      ]
-    ) {
-      const payloads = await loadFixturePayloads(new URL(file, FIXTURES));
-      exchange.setFeed(stream, replayFeed({ rate: 20, payloads }));
-    }
-    await using tmp = await tempDir();
-    await using proc = spawnCollector({
-      SYMBOL: "BTCUSDT,ETHUSDT",
-      DEPTH_LEVEL: "full",
-      UPDATE_SPEED_MS: "100",
-      BINANCE_WS_URL: exchange.wsUrl,
-      BINANCE_REST_URL: exchange.restUrl,
-      DATA_DIR: tmp.path,
-      BATCH_SECONDS: "1",
-      METRICS_ADDR: "off",
-    });
-    for (let round = 1; round <= 2; round++) {
-      await waitFor(() => exchange.openCount === 1, 15_000, `one open connection (${round})`);
-      const sent = exchange.sentCountFor(streams[0]);
-      await waitFor(
-        () => exchange.sentCountFor(streams[0]) >= sent + 20,
-        WAIT_MS,
-        "20 more updates",
-      );
-      const before = exchange.connections.length;
-      assert.equal(exchange.announceShutdown({ closeAfterMs: 3000 }), 1);
-      await waitFor(() => exchange.connections.length > before, 10_000, "a successor");
-      await waitFor(
-        () => exchange.connections.slice(0, before).every((c) => c.closedAt !== undefined),
-        10_000,
-        "the announced connection to close",
-      );
-    }
+for (const shape of ["combined", "raw"] as const) {
+  Deno.test({
+    name:
+      `serverShutdown in the ${shape} shape, twice, each followed by a close 3 s later: rotations, no malformed line, no gap (BINANCE.md, serverShutdown)`,
+    sanitizeResources: false,
+    sanitizeOps: false,
+    fn: () => shutdownTwice(shape),
+  });
+}
+
+/** Diff mode with real fixture updates; Binance announces a shutdown twice. */
+async function shutdownTwice(shape: "combined" | "raw"): Promise<void> {
+  await using exchange = await FakeExchange.start();
+  const streams = ["btcusdt@depth@100ms", "ethusdt@depth@100ms"];
+  for (
+    const [stream, file] of [
+      [streams[0], "spot_diff_btcusdt_2024-08-08.ndjson.gz"],
+      [streams[1], "spot_diff_ethusdt_2024-08-08.ndjson.gz"],
+    ]
+  ) {
+    const payloads = await loadFixturePayloads(new URL(file, FIXTURES));
+    exchange.setFeed(stream, replayFeed({ rate: 20, payloads }));
+  }
+  await using tmp = await tempDir();
+  await using proc = spawnCollector({
+    SYMBOL: "BTCUSDT,ETHUSDT",
+    DEPTH_LEVEL: "full",
+    UPDATE_SPEED_MS: "100",
+    BINANCE_WS_URL: exchange.wsUrl,
+    BINANCE_REST_URL: exchange.restUrl,
+    DATA_DIR: tmp.path,
+    BATCH_SECONDS: "1",
+    METRICS_ADDR: "off",
+  });
+  for (let round = 1; round <= 2; round++) {
+    await waitFor(() => exchange.openCount === 1, 15_000, `one open connection (${round})`);
     const sent = exchange.sentCountFor(streams[0]);
-    await waitFor(() => exchange.sentCountFor(streams[0]) >= sent + 20, WAIT_MS, "more updates");
-    proc.kill("SIGTERM");
-    assert.equal((await proc.status).code, 0, proc.stderr());
-    const lines = await readArchive(`${tmp.path}/archive`);
-    assert.deepEqual(lines.filter((l) => l.value.event === "malformed").map((l) => l.text), []);
-    for (const stream of streams) {
-      assert.deepEqual(eventsOf(lines, stream, "gap").map((l) => l.text), [], `${stream}: gap`);
-      assert.ok(eventsOf(lines, stream, "rotated").length >= 2, `${stream}: two rotated events`);
-      assert.equal(eventsOf(lines, stream, "control").length, 2, `${stream}: two announcements`);
-      const diffs = lines.filter((l) => l.value.stream === stream && l.value.event === undefined);
-      assert.ok(diffs.length >= 60, `${stream}: ${diffs.length} diffs`);
-      assert.deepEqual(chainBreaks(diffs), [], `${stream}: sequence breaks`);
-    }
-    assert.doesNotMatch(proc.stderr(), /Sequence gap/);
-  },
-});
+    await waitFor(
+      () => exchange.sentCountFor(streams[0]) >= sent + 20,
+      WAIT_MS,
+      "20 more updates",
+    );
+    const before = exchange.connections.length;
+    const announce = shape === "raw" ? { closeAfterMs: 3000, shape } : { closeAfterMs: 3000 };
+    assert.equal(exchange.announceShutdown(announce), 1);
+    await waitFor(() => exchange.connections.length > before, 10_000, "a successor");
+    await waitFor(
+      () => exchange.connections.slice(0, before).every((c) => c.closedAt !== undefined),
+      10_000,
+      "the announced connection to close",
+    );
+  }
+  const sent = exchange.sentCountFor(streams[0]);
+  await waitFor(() => exchange.sentCountFor(streams[0]) >= sent + 20, WAIT_MS, "more updates");
+  proc.kill("SIGTERM");
+  assert.equal((await proc.status).code, 0, proc.stderr());
+  const lines = await readArchive(`${tmp.path}/archive`);
+  assert.deepEqual(lines.filter((l) => l.value.event === "malformed").map((l) => l.text), []);
+  for (const stream of streams) {
+    assert.deepEqual(eventsOf(lines, stream, "gap").map((l) => l.text), [], `${stream}: gap`);
+    assert.ok(eventsOf(lines, stream, "rotated").length >= 2, `${stream}: two rotated events`);
+    assert.equal(eventsOf(lines, stream, "control").length, 2, `${stream}: two announcements`);
+    const diffs = lines.filter((l) => l.value.stream === stream && l.value.event === undefined);
+    assert.ok(diffs.length >= 60, `${stream}: ${diffs.length} diffs`);
+    assert.deepEqual(chainBreaks(diffs), [], `${stream}: sequence breaks`);
+  }
+  assert.doesNotMatch(proc.stderr(), /Sequence gap/);
+}
 
 /**
  * BINANCE.md, "Stream names": for each market and speed the collector must

@@ -300,14 +300,18 @@ export class FakeExchange implements AsyncDisposable {
    * Announces `serverShutdown` on every open socket in the shape of its kind
    * (BINANCE.md, serverShutdown): raw `{"e":"serverShutdown","E":…}`, combined
    * `{"stream":"!serverShutdown","data":{…}}` (recorded with stream ""). With
-   * `closeAfterMs`, each of those sockets is closed that much later. Returns
-   * how many sockets got it.
+   * `closeAfterMs`, each of those sockets is closed that much later;
+   * `shape: "raw"` sends the raw shape on every socket. Returns how many
+   * sockets got it.
    */
-  announceShutdown(options: { closeAfterMs?: number; eventTime?: number } = {}): number {
+  announceShutdown(
+    options: { closeAfterMs?: number; eventTime?: number; shape?: "raw" } = {},
+  ): number {
     const event = `{"e":"serverShutdown","E":${options.eventTime ?? Date.now()}}`;
     let delivered = 0;
     for (const conn of [...this.#live.values()]) {
-      const text = conn.combined ? `{"stream":"!serverShutdown","data":${event}}` : event;
+      const wrap = conn.combined && options.shape !== "raw";
+      const text = wrap ? `{"stream":"!serverShutdown","data":${event}}` : event;
       if (!this.#send(conn, "", text)) continue;
       delivered++;
       if (options.closeAfterMs === undefined) continue;
