@@ -295,6 +295,11 @@ function envSchema(context: Context) {
     MARKET: marketField,
     DEPTH_LEVEL: setting("20").pipe(depthLevel),
     UPDATE_SPEED_MS: setting("100").pipe(perMarket(UPDATE_SPEEDS, market)),
+    // Only spot offers microsecond event times (BINANCE.md, Endpoints).
+    TIME_UNIT: setting("ms").pipe(choice(["ms", "us"])).refine(
+      (unit) => unit === "ms" || market !== "usdm",
+      "ms for MARKET=usdm (only spot offers us)",
+    ),
     // batching
     BATCH_SECONDS: setting("60").pipe(integer(1, 3600)),
     MAX_MESSAGES_PER_BATCH: setting("10000").pipe(integer(1, 1_000_000)),
@@ -448,6 +453,7 @@ export function parseConfig(
     market: e.MARKET,
     depthLevel: e.DEPTH_LEVEL,
     updateSpeedMs: e.UPDATE_SPEED_MS,
+    timeUnit: e.TIME_UNIT,
     batchSeconds: e.BATCH_SECONDS,
     maxMessagesPerBatch: e.MAX_MESSAGES_PER_BATCH,
     prefix: e.S3_PREFIX,

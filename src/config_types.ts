@@ -26,6 +26,8 @@ export interface Config {
   readonly market: Market;
   readonly depthLevel: DepthLevel;
   readonly updateSpeedMs: number;
+  /** Event times in ms, or in µs (spot only: `timeUnit=MICROSECOND` on the URL). */
+  readonly timeUnit: "ms" | "us";
   readonly batchSeconds: number;
   readonly maxMessagesPerBatch: number;
   /** Key prefix, used by both sinks (`S3_PREFIX`, default `binance`). */

@@ -49,7 +49,19 @@ export interface RecorderOptions {
   readonly monotonicMs?: () => number;
   /** Minimum ms between two log lines about malformed frames. */
   readonly malformedLogIntervalMs?: number;
+  /**
+   * Receive time minus the event time `E`, seconds, of every
+   * `LAG_SAMPLE_EVERY`th data message that carries one.
+   */
+  readonly onExchangeLag?: (seconds: number) => void;
+  /** Unit of `E`: `us` with TIME_UNIT=us (default ms). */
+  readonly eventTimeUnit?: "ms" | "us";
 }
+
+/** One message in this many is measured for exchange lag: a sample, not a per-message cost. */
+const LAG_SAMPLE_EVERY = 10;
+/** `E` (event time) near the start of a depth payload. */
+const EVENT_TIME = /"E":(\d+)[,}]/;
 
 type DataFrame = Extract<Frame, { kind: "data" }>;
 
@@ -85,10 +97,13 @@ export class Recorder {
   readonly #now: () => number;
   readonly #lastMessageAt = new Map<string, number>();
   readonly #streams = new Map<string, StreamState>();
+  /** Per stream, the first update id of its current chain (a snapshot must reach back to it). */
+  readonly #chainStarts = new Map<string, number>();
   /** Per group, its stream names as a set: checked on every frame. */
   readonly #groupSets = new WeakMap<StreamGroup, ReadonlySet<string>>();
   #malformedSinceLog = 0;
   #malformedLoggedAt = -Infinity;
+  #sinceLagSample = 0;
 
   constructor(options: RecorderOptions) {
     this.#options = options;
@@ -107,6 +122,10 @@ export class Recorder {
     if (frame.kind === "data" && this.#carries(group, frame.stream)) {
       metrics?.messagesReceived.inc({ stream: frame.stream });
       this.#lastMessageAt.set(frame.stream, this.#now());
+      if (this.#options.onExchangeLag && ++this.#sinceLagSample >= LAG_SAMPLE_EVERY) {
+        this.#sinceLagSample = 0;
+        this.#sampleLag(frame.dataText, recvTs);
+      }
       this.#route(group, frame, recvTs, socketId);
       return;
     }
@@ -136,10 +155,20 @@ export class Recorder {
     this.#logMalformed(reason);
   }
 
-  /** A socket of `group` opened. A successor is silent: its streams join by id. */
-  opened(group: StreamGroup, socketId: number, role: string, recvTs: number): void {
+  /**
+   * A socket of `group` opened, or (`streams`) Binance acknowledged a live
+   * subscription of some of its streams: a stream counts as connected only
+   * then. A successor is silent: its streams join by id.
+   */
+  opened(
+    group: StreamGroup,
+    socketId: number,
+    role: string,
+    recvTs: number,
+    streams: readonly string[] = group.names,
+  ): void {
     if (role === "successor") return;
-    this.event(group.names, "connected", recvTs, { conn: group.conn, socket: socketId });
+    this.event(streams, "connected", recvTs, { conn: group.conn, socket: socketId });
   }
 
   /**
@@ -232,6 +261,11 @@ export class Recorder {
     for (const batch of this.#options.batcher.sealAll()) this.#options.submit(batch);
   }
 
+  /** The first update id (`U`) of `stream`'s current chain; undefined before its first message. */
+  chainStart(stream: string): number | undefined {
+    return this.#chainStarts.get(stream);
+  }
+
   /** Seconds since each stream's last data message, for the age gauge. */
   messageAges(): Map<string, number> {
     const now = this.#now();
@@ -306,7 +340,10 @@ export class Recorder {
         );
       }
       if (verdict.kind !== "duplicate") state.last = frame.lastUpdateId;
-      if (verdict.kind === "first" || verdict.kind === "gap") this.#options.onChainStart?.(stream);
+      if (verdict.kind === "first" || verdict.kind === "gap") {
+        this.#chainStarts.set(stream, frame.firstUpdateId);
+        this.#options.onChainStart?.(stream);
+      }
     }
     this.#add(stream, {
       text: dataLine(recvTs, stream, frame.dataText),
@@ -390,6 +427,13 @@ export class Recorder {
     const sealed = batcher.add(stream, line, this.#now());
     if (sealed) submit(sealed);
     for (const early of batcher.sealOverflow()) submit(early);
+  }
+
+  #sampleLag(dataText: string, recvTs: number): void {
+    const match = EVENT_TIME.exec(dataText);
+    if (!match) return;
+    const eventUs = Number(match[1]) * (this.#options.eventTimeUnit === "us" ? 1 : 1000);
+    this.#options.onExchangeLag?.((recvTs - eventUs) / 1e6);
   }
 
   #logMalformed(reason: string): void {

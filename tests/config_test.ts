@@ -40,6 +40,7 @@ Deno.test("parseConfig applies DESIGN.md's defaults to an empty environment", ()
     market: "spot",
     depthLevel: 20,
     updateSpeedMs: 100,
+    timeUnit: "ms",
     batchSeconds: 60,
     maxMessagesPerBatch: 10000,
     prefix: "binance",
@@ -63,6 +64,17 @@ Deno.test("parseConfig applies DESIGN.md's defaults to an empty environment", ()
     logMaxFiles: 10,
   };
   assert.deepEqual(parseConfig({}, { hostname: "collector-1" }), expected);
+});
+
+Deno.test("parseConfig takes TIME_UNIT=us for spot only (BINANCE.md, Endpoints)", () => {
+  assert.equal(parseConfig({ TIME_UNIT: "us" }).timeUnit, "us");
+  assert.equal(parseConfig({ TIME_UNIT: "MS" }).timeUnit, "ms");
+  assert.equal(parseConfig({ MARKET: "usdm", TIME_UNIT: "ms" }).timeUnit, "ms");
+  assert.equal(
+    problemsOf({ MARKET: "usdm", TIME_UNIT: "us" }).message,
+    `TIME_UNIT="us": expected ms for MARKET=usdm (only spot offers us)`,
+  );
+  assert.deepEqual(badVariables({ TIME_UNIT: "ns" }), ["TIME_UNIT"]);
 });
 
 Deno.test("parseConfig treats empty and blank values as unset", () => {

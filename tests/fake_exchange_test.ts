@@ -162,10 +162,13 @@ Deno.test("fake exchange broadcasts one stream to every subscribed connection", 
 
 Deno.test("fake exchange raw endpoint sends the payload alone, and the futures path is combined", async () => {
   await using ex = await FakeExchange.start();
-  ex.setFeed("btcusdt@depth@0ms", diffDepthFeed({ rate: 100, symbol: "btcusdt", market: "usdm" }));
-  await using raw = await TestClient.connect(`${ex.wsUrl}/ws/btcusdt@depth@0ms`);
+  ex.setFeed(
+    "btcusdt@depth@100ms",
+    diffDepthFeed({ rate: 100, symbol: "btcusdt", market: "usdm" }),
+  );
+  await using raw = await TestClient.connect(`${ex.wsUrl}/ws/btcusdt@depth@100ms`);
   await using futures = await TestClient.connect(
-    `${ex.wsUrl}/public/stream?streams=btcusdt@depth@0ms`,
+    `${ex.wsUrl}/public/stream?streams=btcusdt@depth@100ms`,
   );
   await raw.waitFor(3);
   await futures.waitFor(3);
@@ -176,11 +179,11 @@ Deno.test("fake exchange raw endpoint sends the payload alone, and the futures p
     );
   }
   assert.ok(
-    futures.messages.every((m) => m.startsWith('{"stream":"btcusdt@depth@0ms","data":{"e"')),
+    futures.messages.every((m) => m.startsWith('{"stream":"btcusdt@depth@100ms","data":{"e"')),
   );
   const rawConn = ex.connections.find((c) => c.url.includes("/ws/"));
   assert.ok(rawConn);
-  assert.deepEqual(rawConn.streams, ["btcusdt@depth@0ms"]);
+  assert.deepEqual(rawConn.streams, ["btcusdt@depth@100ms"]);
   const rawSent = ex.sent.filter((f) => f.connId === rawConn.id).map((f) => f.text);
   assert.deepEqual(rawSent.slice(0, raw.messages.length), raw.messages);
 });
@@ -362,7 +365,12 @@ Deno.test("fake exchange serves ping, exchangeInfo and a depth snapshot in line 
   ]);
   assert.ok(symbols.every((s) => s.status === "TRADING"));
   const { body: futuresInfo } = await getJson(`${ex.restUrl}/fapi/v1/exchangeInfo`);
-  assert.deepEqual(futuresInfo, info);
+  assert.deepEqual((futuresInfo as { symbols: unknown }).symbols, symbols);
+  // BINANCE.md, REST limits: 6000 (spot) and 2400 (USD-M) weight per minute.
+  const weightLimit = (body: unknown) =>
+    (body as { rateLimits: { limit: number }[] }).rateLimits[0].limit;
+  assert.equal(weightLimit(info), 6000);
+  assert.equal(weightLimit(futuresInfo), 2400);
 
   const missing = await fetch(`${ex.restUrl}/api/v3/nope`);
   await missing.body?.cancel();
@@ -387,7 +395,7 @@ Deno.test("fake exchange serves ping, exchangeInfo and a depth snapshot in line 
 
 Deno.test("fake exchange usdm depth snapshot has E and T and lines up with pu", async () => {
   await using ex = await FakeExchange.start();
-  const stream = "btcusdt@depth@0ms";
+  const stream = "btcusdt@depth@100ms";
   ex.setFeed(stream, diffDepthFeed({ rate: 100, symbol: "BTCUSDT", market: "usdm" }));
   await using client = await TestClient.connect(`${ex.wsUrl}/stream?streams=${stream}`);
   await client.waitFor(2);

@@ -47,6 +47,24 @@ Deno.test("parseFrame classifies broken and unknown frames without throwing", ()
   assert.ok(shutdown.kind === "control" && shutdown.event === "serverShutdown");
 });
 
+Deno.test("parseFrame reads serverShutdown in the combined-stream shape as control (BINANCE.md, serverShutdown)", () => {
+  const text = '{"stream":"!serverShutdown","data":{"e":"serverShutdown","E":1770123456789}}';
+  for (const frame of [parseFrame(text), parseFrameSlow(text)]) {
+    assert.deepEqual(frame, {
+      kind: "control",
+      event: "serverShutdown",
+      payload: { e: "serverShutdown", E: 1770123456789 },
+    });
+  }
+  assert.equal(parseFrameFast(text), null, "the fast path leaves announcements to the slow one");
+  // The raw shape, as before.
+  assert.deepEqual(parseFrame('{"e":"serverShutdown","E":1770123456789}'), {
+    kind: "control",
+    event: "serverShutdown",
+    payload: { e: "serverShutdown", E: 1770123456789 },
+  });
+});
+
 // ---------------------------------------------------------------------------
 // parseFrame's fast path against the reference (parseFrameSlow)
 

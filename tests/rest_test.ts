@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { checkSymbols, depthWeight, RestLimiter } from "../src/binance/rest.ts";
+import { checkSymbols, depthWeight, RestLimiter, weightLimitOf } from "../src/binance/rest.ts";
 import { Snapshotter } from "../src/binance/snapshots.ts";
 import { diffDepthFeed, FakeExchange } from "./support/fake_exchange.ts";
 
@@ -76,6 +76,43 @@ Deno.test("checkSymbols reports unknown and non-trading symbols", async () => {
     notTrading: [{ symbol: "LUNAUSDT", status: "BREAK" }],
   });
   assert.deepEqual(calls, ["http://x/api/v3/exchangeInfo"]);
+});
+
+Deno.test("checkSymbols reads the per-minute request-weight limit from rateLimits (BINANCE.md, REST limits)", async () => {
+  const body = JSON.stringify({
+    rateLimits: [
+      { rateLimitType: "RAW_REQUESTS", interval: "MINUTE", intervalNum: 5, limit: 61000 },
+      { rateLimitType: "REQUEST_WEIGHT", interval: "MINUTE", intervalNum: 1, limit: 1200 },
+    ],
+    symbols: [{ symbol: "BTCUSDT", status: "TRADING" }],
+  });
+  const { fetch } = fakeFetch([{ status: 200, body }]);
+  const limiter = new RestLimiter({ market: "spot", fetch });
+  const result = await checkSymbols(["BTCUSDT"], { restUrl: "http://x", market: "spot", limiter });
+  assert.equal(result.weightLimit, 1200);
+  assert.equal(weightLimitOf(undefined), undefined);
+  assert.equal(
+    weightLimitOf([{
+      rateLimitType: "REQUEST_WEIGHT",
+      interval: "SECOND",
+      intervalNum: 10,
+      limit: 5,
+    }]),
+    undefined,
+  );
+});
+
+Deno.test("RestLimiter falls back to 6000 / 2400 and spaces calls by the limit exchangeInfo gives", async () => {
+  const now = 1_000_000;
+  assert.equal(new RestLimiter({ market: "spot" }).weightLimit, 6000);
+  assert.equal(new RestLimiter({ market: "usdm" }).weightLimit, 2400);
+  const { fetch } = fakeFetch([{ status: 200 }]);
+  const limiter = new RestLimiter({ market: "spot", fetch, now: () => now });
+  limiter.setWeightLimit(1200);
+  assert.equal(limiter.weightLimit, 1200);
+  await limiter.get("http://x/a", { weight: 50 });
+  // 50 of a 600-per-minute budget (half of 1200): one such call per 5 s.
+  assert.equal(limiter.nextCallAt, now + 5000);
 });
 
 Deno.test("snapshots survive 429 answers: they are retried after Retry-After and stored exactly", async () => {

@@ -20,6 +20,8 @@ export type Frame =
   | { readonly kind: "control"; readonly event: string; readonly payload: Record<string, unknown> };
 
 const STREAM_PREFIX = '{"stream":';
+/** The stream name Binance gives `serverShutdown` on a combined connection. */
+const SERVER_SHUTDOWN_STREAM = "!serverShutdown";
 
 /**
  * Fast path grammar: the compact (whitespace-free) subset of JSON that Binance
@@ -82,6 +84,8 @@ export function parseFrame(text: string): Frame {
  */
 export function parseFrameFast(text: string): Frame | null {
   if (text.length > FAST_MAX_LENGTH || !FAST_FRAME.test(text)) return null;
+  // `!serverShutdown` and other `!` streams are announcements: the slow path decides.
+  if (text.charCodeAt(NAME_START) === 0x21 /* ! */) return null;
   const nameEnd = text.indexOf('"', NAME_START);
   const dataText = text.slice(nameEnd + NAME_TO_DATA, -1);
   return fastFrame(text.slice(NAME_START, nameEnd), dataText);
@@ -181,6 +185,11 @@ export function parseFrameSlow(text: string): Frame {
   if (!isRecord(parsed)) return { kind: "malformed", reason: "not a JSON object" };
   if (typeof parsed.stream === "string" && isRecord(parsed.data)) {
     const data = parsed.data;
+    // A combined connection wraps announcements too (BINANCE.md, serverShutdown):
+    // {"stream":"!serverShutdown","data":{"e":"serverShutdown","E":…}}.
+    if (parsed.stream === SERVER_SHUTDOWN_STREAM && typeof data.e === "string") {
+      return { kind: "control", event: data.e, payload: data };
+    }
     // The splice is exact only when `data` is the last and only other key.
     const exact = Object.keys(parsed).length === 2 ? rawDataText(text, parsed.stream) : undefined;
     return {
@@ -190,8 +199,8 @@ export function parseFrameSlow(text: string): Frame {
       ...updateIds(data),
     };
   }
-  // Binance sends a few non-stream messages on a connection, e.g.
-  // {"e":"serverShutdown",...} before a planned disconnect.
+  // Binance sends a few non-stream messages on a connection, e.g. the raw
+  // shape {"e":"serverShutdown",...} before a planned disconnect.
   if (typeof parsed.e === "string" && parsed.stream === undefined) {
     return { kind: "control", event: parsed.e, payload: parsed };
   }

@@ -13,7 +13,10 @@ import { restPaths } from "./streams.ts";
 
 const log = getLogger(["l2", "rest"]);
 
-/** Request weight per minute allowed per IP. */
+/**
+ * Request weight per minute allowed per IP, as documented; `exchangeInfo`'s
+ * `rateLimits` is authoritative and replaces it once read (BINANCE.md, REST limits).
+ */
 export const WEIGHT_LIMIT: Record<Market, number> = { spot: 6000, usdm: 2400 };
 
 /** Weight of one depth request with `limit` levels (Binance's published table). */
@@ -43,7 +46,8 @@ export interface RestLimiterOptions {
  */
 export class RestLimiter {
   readonly #fetch: typeof fetch;
-  readonly #budget: number;
+  #limit: number;
+  #budget: number;
   readonly #now: () => number;
   #chain: Promise<unknown> = Promise.resolve();
   #notBefore = 0;
@@ -51,8 +55,25 @@ export class RestLimiter {
 
   constructor(readonly options: RestLimiterOptions) {
     this.#fetch = options.fetch ?? fetch;
-    this.#budget = WEIGHT_LIMIT[options.market] * (options.budgetShare ?? 0.5);
+    this.#limit = WEIGHT_LIMIT[options.market];
+    this.#budget = this.#limit * (options.budgetShare ?? 0.5);
     this.#now = options.now ?? Date.now;
+  }
+
+  /** Request weight per minute the limiter keeps under (its share of it is the budget). */
+  get weightLimit(): number {
+    return this.#limit;
+  }
+
+  /** Binance's own per-minute weight limit, read from `exchangeInfo.rateLimits`. */
+  setWeightLimit(perMinute: number): void {
+    if (!(perMinute > 0) || perMinute === this.#limit) return;
+    log.info("Binance allows {limit} request weight per minute (exchangeInfo)", {
+      limit: perMinute,
+      documented: WEIGHT_LIMIT[this.options.market],
+    });
+    this.#limit = perMinute;
+    this.#budget = perMinute * (this.options.budgetShare ?? 0.5);
   }
 
   /** Earliest time (ms, the limiter's clock) the next call may start. */
@@ -84,7 +105,7 @@ export class RestLimiter {
     const text = await response.text();
     const receivedAt = this.#now();
     const used = Number(response.headers.get("x-mbx-used-weight-1m"));
-    if (Number.isFinite(used) && used > WEIGHT_LIMIT[this.options.market] * 0.8) {
+    if (Number.isFinite(used) && used > this.#limit * 0.8) {
       // Close to the limit: wait for the next minute window.
       this.#notBefore = Math.max(this.#notBefore, receivedAt + (60_000 - (receivedAt % 60_000)));
       log.warn("Binance request weight at {used} this minute; pausing REST calls", { used });
@@ -115,6 +136,25 @@ export interface SymbolCheck {
   readonly unknown: string[];
   /** Listed but not trading (halted, delisted…), with their status. */
   readonly notTrading: Array<{ symbol: string; status: string }>;
+  /** The per-minute `REQUEST_WEIGHT` limit from `rateLimits`, when listed. */
+  readonly weightLimit?: number;
+}
+
+interface RateLimit {
+  rateLimitType?: unknown;
+  interval?: unknown;
+  intervalNum?: unknown;
+  limit?: unknown;
+}
+
+/** The per-minute request-weight limit among `rateLimits` (a 1-minute window only). */
+export function weightLimitOf(rateLimits: unknown): number | undefined {
+  if (!Array.isArray(rateLimits)) return undefined;
+  const entry = (rateLimits as RateLimit[]).find((r) =>
+    r?.rateLimitType === "REQUEST_WEIGHT" && r.interval === "MINUTE" && r.intervalNum === 1
+  );
+  const limit = entry?.limit;
+  return typeof limit === "number" && limit > 0 ? limit : undefined;
 }
 
 /** Checks configured symbols against `exchangeInfo`; throws RestError when it cannot ask. */
@@ -126,11 +166,16 @@ export async function checkSymbols(
   const { status, text } = await options.limiter.get(url, { weight: 20, signal: options.signal });
   if (status !== 200) throw new RestError(`${url} answered HTTP ${status}`, status);
   let listed: Map<string, string>;
+  let weightLimit: number | undefined;
   try {
-    const info = JSON.parse(text) as { symbols?: Array<{ symbol?: unknown; status?: unknown }> };
+    const info = JSON.parse(text) as {
+      symbols?: Array<{ symbol?: unknown; status?: unknown }>;
+      rateLimits?: unknown;
+    };
     listed = new Map(
       (info.symbols ?? []).map((s) => [String(s.symbol), String(s.status ?? "TRADING")]),
     );
+    weightLimit = weightLimitOf(info.rateLimits);
   } catch {
     throw new RestError(`${url} did not answer JSON`);
   }
@@ -138,5 +183,5 @@ export async function checkSymbols(
   const notTrading = symbols
     .filter((s) => listed.has(s) && listed.get(s) !== "TRADING")
     .map((symbol) => ({ symbol, status: listed.get(symbol)! }));
-  return { unknown, notTrading };
+  return weightLimit === undefined ? { unknown, notTrading } : { unknown, notTrading, weightLimit };
 }

@@ -33,6 +33,21 @@ export function sequenceRuleFor(market: Market, streamType: string): SequenceRul
   return "partial";
 }
 
+/**
+ * Whether a REST snapshot at `lastUpdateId` can start a book for a chain whose
+ * first buffered diff has `firstUpdateId` (BINANCE.md, "Keeping a book"):
+ * spot needs `lastUpdateId + 1 >= U`, USD-M `lastUpdateId >= U`; an older
+ * snapshot must be fetched again.
+ */
+export function snapshotOverlaps(
+  market: Market,
+  ids: { lastUpdateId: number; firstUpdateId: number },
+): boolean {
+  return market === "spot"
+    ? ids.lastUpdateId + 1 >= ids.firstUpdateId
+    : ids.lastUpdateId >= ids.firstUpdateId;
+}
+
 export function continuity(
   rule: SequenceRule,
   last: number | undefined,

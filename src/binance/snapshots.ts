@@ -5,12 +5,18 @@
  * procedure), after every break, and every `intervalMs`. Requests queue up
  * one at a time behind the RestLimiter, so a reconnect of many symbols is
  * staggered instead of a burst.
+ *
+ * A snapshot older than the first diff of the symbol's current chain cannot
+ * start a book (BINANCE.md, "Keeping a book"): it is not stored, and the
+ * symbol goes to the back of the queue to be fetched again, still paced by
+ * the limiter, until one overlaps.
  */
 
 import { getLogger } from "@logtape/logtape";
 import { delay } from "../delay.ts";
 import type { Market } from "../config_types.ts";
 import { depthWeight, type RestLimiter } from "./rest.ts";
+import { snapshotOverlaps } from "./sequence.ts";
 import { restPaths } from "./streams.ts";
 
 const log = getLogger(["l2", "snapshots"]);
@@ -27,7 +33,11 @@ export interface SnapshotterOptions {
   readonly signal: AbortSignal;
   /** Wait before retrying a failed snapshot, ms. */
   readonly retryMs?: number;
+  /** The first update id of the symbol's current diff chain, when it has one. */
+  readonly chainStart?: (symbol: string) => number | undefined;
 }
+
+type Outcome = "stored" | "failed" | "stale";
 
 export class Snapshotter {
   readonly #options: SnapshotterOptions;
@@ -35,6 +45,7 @@ export class Snapshotter {
   readonly #queue = new Set<string>();
   readonly #timers = new Map<string, ReturnType<typeof setTimeout>>();
   #wake: (() => void) | undefined;
+  #refetches = 0;
   readonly done: Promise<void>;
 
   constructor(options: SnapshotterOptions) {
@@ -54,6 +65,11 @@ export class Snapshotter {
     return this.#queue.size;
   }
 
+  /** Snapshots fetched again because they were older than their chain. */
+  get refetches(): number {
+    return this.#refetches;
+  }
+
   async #loop(): Promise<void> {
     const { signal } = this.#options;
     while (!signal.aborted) {
@@ -70,9 +86,16 @@ export class Snapshotter {
         this.#wake = undefined;
         continue;
       }
-      const ok = await this.#take(symbol);
+      const outcome = await this.#take(symbol);
       this.#queue.delete(symbol);
       if (signal.aborted) break;
+      if (outcome === "stale") {
+        // Behind the others already waiting; the limiter paces the next call.
+        this.#refetches++;
+        this.request(symbol, "older than its chain");
+        continue;
+      }
+      const ok = outcome === "stored";
       // Next periodic snapshot (or a retry after a failure).
       clearTimeout(this.#timers.get(symbol));
       this.#timers.set(
@@ -86,7 +109,7 @@ export class Snapshotter {
     for (const timer of this.#timers.values()) clearTimeout(timer);
   }
 
-  async #take(symbol: string): Promise<boolean> {
+  async #take(symbol: string): Promise<Outcome> {
     const { restUrl, market, limit, limiter, signal } = this.#options;
     const url = `${restUrl}${restPaths(market).depth}?symbol=${symbol}&limit=${limit}`;
     try {
@@ -97,23 +120,34 @@ export class Snapshotter {
       const recvTs = this.#options.nowMicros();
       if (status !== 200) {
         log.warn("Snapshot of {symbol} failed: HTTP {status}", { symbol, status });
-        return false;
+        return "failed";
       }
       const parsed = JSON.parse(text) as { lastUpdateId?: unknown };
       if (typeof parsed.lastUpdateId !== "number") {
         log.warn("Snapshot of {symbol} has no lastUpdateId; not stored", { symbol });
-        return false;
+        return "failed";
+      }
+      const first = this.#options.chainStart?.(symbol);
+      if (
+        first !== undefined &&
+        !snapshotOverlaps(market, { lastUpdateId: parsed.lastUpdateId, firstUpdateId: first })
+      ) {
+        log.info(
+          "Snapshot of {symbol} at update id {lastUpdateId} is older than its chain (first U {first}); fetching again",
+          { symbol, lastUpdateId: parsed.lastUpdateId, first },
+        );
+        return "stale";
       }
       this.#options.onSnapshot(symbol, text, recvTs);
       log.info("Snapshot of {symbol} at update id {lastUpdateId}", {
         symbol,
         lastUpdateId: parsed.lastUpdateId,
       });
-      return true;
+      return "stored";
     } catch (error) {
       if (!signal.aborted) log.warn("Snapshot of {symbol} failed: {error}", { symbol, error });
       await delay(0);
-      return false;
+      return "failed";
     }
   }
 }

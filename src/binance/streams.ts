@@ -4,6 +4,11 @@
  * A stream name is `<symbol lower>@<stream type>`, e.g. `btcusdt@depth20@100ms`
  * (partial book) or `btcusdt@depth@100ms` (diff depth). The stream type is the
  * part the archive partitions by.
+ *
+ * Only the names Binance publishes get data (BINANCE.md, "Stream names"): a
+ * market's default speed carries no suffix (spot 1000 ms is `depth20`, USD-M
+ * 250 ms is `depth20`); every other speed is `@<ms>ms`. A name Binance does
+ * not publish is acknowledged and then silent, which looks like a dead link.
  */
 
 import type { DepthLevel, Market } from "../config_types.ts";
@@ -17,18 +22,26 @@ export interface StreamSpec {
   readonly type: string;
 }
 
-/** The depth stream type for a depth level and speed, e.g. `depth20@100ms`. */
-export function depthStreamType(depthLevel: DepthLevel, updateSpeedMs: number): string {
-  const depth = depthLevel === "full" ? "depth" : `depth${depthLevel}`;
-  return `${depth}@${updateSpeedMs}ms`;
+/** The update speed each market publishes without a suffix. */
+export const DEFAULT_SPEED_MS: Readonly<Record<Market, number>> = { spot: 1000, usdm: 250 };
+
+/** The published depth stream type, e.g. `depth20@100ms`, or `depth20` at the market's default speed. */
+export function depthStreamType(
+  market: Market,
+  options: { depthLevel: DepthLevel; updateSpeedMs: number },
+): string {
+  const depth = options.depthLevel === "full" ? "depth" : `depth${options.depthLevel}`;
+  return options.updateSpeedMs === DEFAULT_SPEED_MS[market]
+    ? depth
+    : `${depth}@${options.updateSpeedMs}ms`;
 }
 
 /** One stream per symbol, in the order the symbols were configured. */
 export function depthStreams(
   symbols: readonly string[],
-  options: { depthLevel: DepthLevel; updateSpeedMs: number },
+  options: { market: Market; depthLevel: DepthLevel; updateSpeedMs: number },
 ): StreamSpec[] {
-  const type = depthStreamType(options.depthLevel, options.updateSpeedMs);
+  const type = depthStreamType(options.market, options);
   return symbols.map((symbol) => ({ name: `${symbol.toLowerCase()}@${type}`, symbol, type }));
 }
 
@@ -44,6 +57,58 @@ export function combinedStreamUrl(baseUrl: string, streams: readonly string[]): 
   return `${baseUrl.replace(/\/+$/, "")}/stream?streams=${streams.join("/")}`;
 }
 
+/**
+ * Longest connection URL the collector opens. Binance has been seen refusing
+ * URLs of about 8 KB (BINANCE.md, "Connection rules"); half of that leaves room.
+ */
+export const MAX_URL_LENGTH = 4000;
+/** Stream names per live `SUBSCRIBE` message (~5 KB of JSON). */
+export const NAMES_PER_SUBSCRIBE = 200;
+/**
+ * Least ms between two `SUBSCRIBE` messages on one connection: Binance allows
+ * 5 incoming messages a second on spot and 10 on USD-M, pongs included, so
+ * keep to 4 and 8.
+ */
+export const SUBSCRIBE_INTERVAL_MS: Readonly<Record<Market, number>> = { spot: 250, usdm: 125 };
+
+/** How one connection asks for its streams: some in the URL, the rest by `SUBSCRIBE`. */
+export interface ConnectionPlan {
+  readonly url: string;
+  /** Streams named in the URL (at least one). */
+  readonly inUrl: readonly string[];
+  /** The rest, one `SUBSCRIBE` message per entry. */
+  readonly subscribe: readonly (readonly string[])[];
+}
+
+/**
+ * The combined-stream URL for as many of `streams` as fit in `maxUrlLength`
+ * characters (always at least one), the others in `SUBSCRIBE` batches.
+ * `timeUnit: "us"` asks spot for event times in microseconds.
+ */
+export function planConnection(
+  baseUrl: string,
+  streams: readonly string[],
+  options: { maxUrlLength?: number; timeUnit?: "ms" | "us"; namesPerSubscribe?: number } = {},
+): ConnectionPlan {
+  const max = options.maxUrlLength ?? MAX_URL_LENGTH;
+  const suffix = options.timeUnit === "us" ? "&timeUnit=MICROSECOND" : "";
+  const head = combinedStreamUrl(baseUrl, []);
+  let length = head.length + suffix.length;
+  let fit = 0;
+  while (fit < streams.length) {
+    const add = streams[fit].length + (fit === 0 ? 0 : 1);
+    if (fit > 0 && length + add > max) break;
+    length += add;
+    fit++;
+  }
+  const inUrl = streams.slice(0, fit);
+  return {
+    url: `${combinedStreamUrl(baseUrl, inUrl)}${suffix}`,
+    inUrl,
+    subscribe: groupStreams(streams.slice(fit), options.namesPerSubscribe ?? NAMES_PER_SUBSCRIBE),
+  };
+}
+
 /** Splits streams into groups of at most `perConnection`, one group per connection. */
 export function groupStreams<T>(streams: readonly T[], perConnection: number): T[][] {
   const groups: T[][] = [];
@@ -54,7 +119,14 @@ export function groupStreams<T>(streams: readonly T[], perConnection: number): T
 }
 
 /** REST paths per market. */
-export function restPaths(market: Market): { ping: string; depth: string; exchangeInfo: string } {
+export function restPaths(
+  market: Market,
+): { ping: string; depth: string; exchangeInfo: string; time: string } {
   const base = market === "spot" ? "/api/v3" : "/fapi/v1";
-  return { ping: `${base}/ping`, depth: `${base}/depth`, exchangeInfo: `${base}/exchangeInfo` };
+  return {
+    ping: `${base}/ping`,
+    depth: `${base}/depth`,
+    exchangeInfo: `${base}/exchangeInfo`,
+    time: `${base}/time`,
+  };
 }

@@ -18,14 +18,16 @@ import { GzipPool, workerDeflater } from "../batch/compress.ts";
 import { Journal, recoverJournal } from "../batch/journal.ts";
 import { planKey } from "../batch/keys.ts";
 import { updateIds } from "../binance/frames.ts";
+import { watchClock } from "../binance/clock.ts";
 import { checkSymbols, RestLimiter } from "../binance/rest.ts";
 import { sequenceRuleFor } from "../binance/sequence.ts";
 import { Snapshotter } from "../binance/snapshots.ts";
 import {
-  combinedStreamUrl,
   depthStreams,
   groupStreams,
   parseStreamName,
+  planConnection,
+  SUBSCRIBE_INTERVAL_MS,
 } from "../binance/streams.ts";
 import type { Config } from "../config_types.ts";
 import {
@@ -96,6 +98,8 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
   const background = new AbortController();
   let ops: OpsServer | undefined;
   let healthLoop: Promise<void> | undefined;
+  let clockLoop: Promise<void> | undefined;
+  let clockOffset: number | undefined;
   try {
     if (selected.s3) {
       const check = await checkBucket(selected.s3);
@@ -246,6 +250,19 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
         const spec = parseStreamName(stream);
         if (spec) snapshotter?.request(spec.symbol, "chain start");
       },
+      eventTimeUnit: config.timeUnit,
+      onExchangeLag: (seconds) => metrics.exchangeLag.observe({ market: config.market }, seconds),
+    });
+    clockLoop = watchClock({
+      restUrl: config.restUrl,
+      market: config.market,
+      fetch: options.fetch,
+      now,
+      signal: background.signal,
+      onOffset: (seconds) => {
+        clockOffset = seconds;
+        metrics.clockOffset.set(seconds);
+      },
     });
     const opsDeps: OpsDeps = {
       metrics,
@@ -257,6 +274,7 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
       restartsLastHour: (at) => countRestarts(history.starts, at),
       messageAges: () => recorder.messageAges(),
       openBatches: () => ({ bytes: batcher.openBytes, textBytes: batcher.openTextBytes }),
+      clockOffset: () => clockOffset,
       now,
     };
     if (config.metrics) {
@@ -285,6 +303,10 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
         limiter: restLimiter,
         nowMicros,
         signal: feedStop.signal,
+        chainStart: (symbol) => {
+          const stream = diffStreamOf.get(symbol);
+          return stream === undefined ? undefined : recorder.chainStart(stream);
+        },
         onSnapshot: (symbol, text, recvTs) => {
           const stream = diffStreamOf.get(symbol);
           if (stream) {
@@ -312,15 +334,18 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
           retire: (socketId) => connection.retire(socketId),
           rotate: () => connection.rotate(),
         };
+        const plan = planConnection(config.wsUrl, names, { timeUnit: config.timeUnit });
         const connection = startConnection({
-          url: combinedStreamUrl(config.wsUrl, names),
+          url: plan.url,
+          subscribe: plan.subscribe,
+          subscribeIntervalMs: SUBSCRIBE_INTERVAL_MS[config.market],
           signal: feedStop.signal,
           staleAfterMs: config.staleAfterSeconds * 1000,
           rotateAfterMs: config.wsRotateSeconds * 1000,
           beforeConnect: (signal) => attempts.take(signal),
           webSocket: options.webSocket,
           nowMicros,
-          handlers: connectionHandlers({ group, recorder, metrics, nowMicros }),
+          handlers: connectionHandlers({ group, inUrl: plan.inUrl, recorder, metrics, nowMicros }),
         });
         return connection.done;
       },
@@ -351,6 +376,7 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
     background.abort();
     // An alert POST in flight (10 s timeout) must not hold up the exit.
     await Promise.race([healthLoop, delay(1000)]);
+    await Promise.race([clockLoop, delay(1000)]);
     await ops?.finished;
     selected.close();
   }
@@ -358,11 +384,13 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
 
 function connectionHandlers(context: {
   group: StreamGroup;
+  /** The group's streams named in the URL; the others come by SUBSCRIBE. */
+  inUrl: readonly string[];
   recorder: Recorder;
   metrics: Metrics;
   nowMicros: () => number;
 }): ConnectionHandlers {
-  const { group, recorder, metrics, nowMicros } = context;
+  const { group, inUrl, recorder, metrics, nowMicros } = context;
   const { conn } = group;
   return {
     onFrame: (text, recvTs, socketId) => recorder.frame(group, text, recvTs, socketId),
@@ -375,7 +403,15 @@ function connectionHandlers(context: {
         role,
         opened,
       });
-      recorder.opened(group, socketId, role, nowMicros());
+      recorder.opened(group, socketId, role, nowMicros(), inUrl);
+    },
+    onSubscribed: ({ socketId, role, streams }) => {
+      log.debug("Connection {conn} socket {socketId}: {count} streams subscribed", {
+        conn,
+        socketId,
+        count: streams.length,
+      });
+      recorder.opened(group, socketId, role, nowMicros(), streams);
     },
     onClose: (info) => {
       metrics.wsConnections.dec();
@@ -418,8 +454,11 @@ function connectionHandlers(context: {
 }
 
 /**
- * Unknown or non-trading symbols stop the start (exit 2); an exchange that
- * cannot be asked does not (the stream will tell).
+ * Unknown symbols stop the start (exit 2). A listed symbol that is not
+ * trading (HALT, BREAK, CANCEL_ONLY…) still exists and may trade again, so
+ * it is recorded, with one WARN (BINANCE.md, Payloads). An exchange that
+ * cannot be asked does not stop it either (the stream will tell). The
+ * weight limit `exchangeInfo` lists replaces the documented default.
  */
 async function checkConfiguredSymbols(config: Config, limiter: RestLimiter): Promise<void> {
   let result;
@@ -436,12 +475,16 @@ async function checkConfiguredSymbols(config: Config, limiter: RestLimiter): Pro
     });
     return;
   }
-  const problems = [
-    ...result.unknown.map((s) => `${s} (not listed on ${config.market})`),
-    ...result.notTrading.map((s) => `${s.symbol} (status ${s.status})`),
-  ];
-  if (problems.length > 0) {
-    throw new StartupError(`SYMBOL lists symbols Binance does not trade: ${problems.join(", ")}`);
+  if (result.weightLimit !== undefined) limiter.setWeightLimit(result.weightLimit);
+  if (result.unknown.length > 0) {
+    const unknown = result.unknown.map((s) => `${s} (not listed on ${config.market})`);
+    throw new StartupError(`SYMBOL lists symbols Binance does not list: ${unknown.join(", ")}`);
+  }
+  for (const { symbol, status } of result.notTrading) {
+    log.warn("{symbol} is listed with status {status}, not TRADING; recording it anyway", {
+      symbol,
+      status,
+    });
   }
 }
 

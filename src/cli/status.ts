@@ -101,10 +101,24 @@ export function summary(target: string, health: Health, report: StatusReport): s
     `stored, ${r.restartsLastHour} restarts, ${r.droppedMessagesLastHour} messages dropped`,
     `  memory ${bytes(report.memory.residentBytes)} resident`,
   ];
+  if (report.exchange) lines.push(`  ${exchangeLine(report.exchange)}`);
   const problems = health.checks.filter((c) => c.status !== "ok");
   if (problems.length === 0) lines.push(`  all ${health.checks.length} checks ok`);
   for (const c of problems) lines.push(`  ${c.status.padEnd(8)} ${c.name}: ${c.message}`);
   return lines.join("\n") + "\n";
+}
+
+function exchangeLine(timing: NonNullable<StatusReport["exchange"]>): string {
+  const offset = timing.clockOffsetSeconds;
+  const clock = offset === null
+    ? "clock offset not measured yet"
+    : `clock ${offset >= 0 ? "+" : ""}${offset} s vs Binance${
+      Math.abs(offset) > 1 ? " (OFF BY MORE THAN 1 s)" : ""
+    }`;
+  const lag = Object.entries(timing.lag).map(([market, l]) =>
+    `${market} lag ${l.meanSeconds} s (mean of ${l.samples})`
+  );
+  return [clock, ...lag].join("; ");
 }
 
 function duration(seconds: number): string {

@@ -394,6 +394,11 @@ export function formatReport(report: Report, location: string): string {
   lines.push(format(header));
   for (const row of rows) lines.push(format(row));
   if (rows.length > 0) lines.push("(breaks and holes: unexplained/all)");
+  for (const s of report.streams) {
+    for (const r of s.notRebuildable ?? []) {
+      lines.push(`${s.market}/${s.stream}: book not rebuildable from ${r.from} to ${r.to}`);
+    }
+  }
 
   const ordered = [
     ...report.problems.filter((p) => !p.explained),

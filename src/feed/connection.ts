@@ -19,6 +19,13 @@
  * caught up on every stream; the successor then becomes the primary and the
  * old socket is closed. If that does not happen within `maxOverlapMs`, the
  * old socket is retired anyway.
+ *
+ * Live subscriptions: streams that do not fit in the URL (Binance refuses
+ * long ones) are added on every socket right after it opens, one `SUBSCRIBE`
+ * message at a time, each sent only after the previous one was acknowledged
+ * and at most one per `subscribeIntervalMs` (Binance counts every incoming
+ * message against 5/s spot, 10/s USD-M). A refusal or a missing answer
+ * closes the socket ("subscribe-failed") and the usual reconnect follows.
  */
 
 import { getLogger } from "@logtape/logtape";
@@ -35,7 +42,8 @@ export type CloseCause =
   | "error"
   | "shutdown"
   | "open-timeout"
-  | "rotated";
+  | "rotated"
+  | "subscribe-failed";
 
 /** Why a socket was opened. */
 export type SocketRole = "initial" | "reconnect" | "successor";
@@ -70,6 +78,8 @@ export interface ConnectionHandlers {
   onClose(info: CloseInfo): void;
   /** An attempt that never opened. */
   onConnectFailed?(info: CloseInfo): void;
+  /** Binance acknowledged a live `SUBSCRIBE` of `streams` on a socket. */
+  onSubscribed?(info: { socketId: number; role: SocketRole; streams: readonly string[] }): void;
 }
 
 export interface ConnectionOptions {
@@ -86,6 +96,12 @@ export interface ConnectionOptions {
   readonly rotateAfterMs?: number;
   /** Longest a primary and its successor both run before the old one is retired. */
   readonly maxOverlapMs?: number;
+  /** Streams to add by live `SUBSCRIBE` messages, one message per entry. */
+  readonly subscribe?: readonly (readonly string[])[];
+  /** Least time between two `SUBSCRIBE` messages, ms (default 250: 4/s). */
+  readonly subscribeIntervalMs?: number;
+  /** How long an acknowledgement may take, ms (default 10 s). */
+  readonly subscribeTimeoutMs?: number;
   /** Awaited before every socket is opened (a shared connection-rate limit). */
   readonly beforeConnect?: (signal: AbortSignal) => Promise<void>;
   readonly webSocket?: WebSocketFactory;
@@ -177,6 +193,7 @@ export function startConnection(options: ConnectionOptions): Connection {
         handlers.onOpen({ url: options.url, opened, socketId: id, role });
       },
       onFrame: (text, recvTs) => handlers.onFrame(text, recvTs, id),
+      onSubscribed: (streams) => handlers.onSubscribed?.({ socketId: id, role, streams }),
     }).then((outcome) => {
       live--;
       ended(socket, outcome);
@@ -309,6 +326,7 @@ interface SocketHooks {
   readonly stopCause: () => CloseCause;
   readonly onOpen: () => void;
   readonly onFrame: (text: string, recvTs: number) => void;
+  readonly onSubscribed: (streams: readonly string[]) => void;
 }
 
 /** Opens one socket and resolves when it has closed (for whatever reason). */
@@ -339,6 +357,7 @@ function connectOnce(options: ConnectionOptions, hooks: SocketHooks): Promise<Ou
       if (settled) return;
       settled = true;
       for (const t of timers) clearTimeout(t);
+      awaiting?.settle("the socket closed");
       clearInterval(watchdog);
       hooks.stop.removeEventListener("abort", onStop);
       ws.onmessage =
@@ -389,10 +408,73 @@ function connectOnce(options: ConnectionOptions, hooks: SocketHooks): Promise<Ou
       }
     }, Math.max(50, Math.min(1000, options.staleAfterMs / 4)));
 
+    // The live SUBSCRIBE waiting for its answer, if any.
+    let awaiting: { id: number; settle: (error?: string) => void } | undefined;
+    const subscribeAll = async () => {
+      const batches = options.subscribe ?? [];
+      const interval = options.subscribeIntervalMs ?? 250;
+      let lastSentAt = -Infinity;
+      for (let i = 0; i < batches.length; i++) {
+        await delay(lastSentAt + interval - monotonic(), hooks.stop);
+        if (settled || cause !== undefined || hooks.stop.aborted) return;
+        const id = i + 1;
+        const answer = new Promise<string | undefined>((resolve) => {
+          const timer = setTimeout(
+            () => resolve("no answer"),
+            options.subscribeTimeoutMs ?? 10_000,
+          );
+          timers.push(timer);
+          awaiting = {
+            id,
+            settle: (error) => {
+              clearTimeout(timer);
+              resolve(error);
+            },
+          };
+        });
+        lastSentAt = monotonic();
+        try {
+          ws.send(JSON.stringify({ method: "SUBSCRIBE", params: batches[i], id }));
+        } catch (error) {
+          awaiting?.settle(String(error));
+        }
+        const error = await answer;
+        awaiting = undefined;
+        if (settled || cause !== undefined) return;
+        if (error !== undefined) {
+          log.warn("SUBSCRIBE {id} of {streams} streams on {url} failed: {error}", {
+            id,
+            streams: batches[i].length,
+            url: options.url,
+            error,
+          });
+          closeWith("subscribe-failed", 4001);
+          return;
+        }
+        hooks.onSubscribed(batches[i]);
+      }
+    };
+    /** Whether `text` answers the SUBSCRIBE in flight (then it is not a frame to record). */
+    const isAnswer = (text: string): boolean => {
+      if (!awaiting || text.startsWith('{"stream":')) return false;
+      let reply: unknown;
+      try {
+        reply = JSON.parse(text);
+      } catch {
+        return false;
+      }
+      if (typeof reply !== "object" || reply === null) return false;
+      const { id, result, error } = reply as { id?: unknown; result?: unknown; error?: unknown };
+      if (id !== awaiting.id || (!("result" in reply) && error === undefined)) return false;
+      awaiting.settle(error === undefined && result === null ? undefined : JSON.stringify(reply));
+      return true;
+    };
+
     ws.onopen = () => {
       openedAt = monotonic();
       lastFrameAt = openedAt;
       hooks.onOpen();
+      if (options.subscribe && options.subscribe.length > 0) subscribeAll();
     };
     ws.onmessage = (event: MessageEvent) => {
       const recvTs = nowMicros();
@@ -401,6 +483,7 @@ function connectOnce(options: ConnectionOptions, hooks: SocketHooks): Promise<Ou
       const text = typeof data === "string"
         ? data
         : decoder.decode(data instanceof ArrayBuffer ? data : new Uint8Array(0));
+      if (awaiting && isAnswer(text)) return;
       hooks.onFrame(text, recvTs);
     };
     ws.onerror = (event: Event) => {

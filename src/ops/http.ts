@@ -37,6 +37,8 @@ export interface OpsDeps {
   readonly messageAges?: () => ReadonlyMap<string, number>;
   /** Memory and text held by open batches (Batcher.openBytes, openTextBytes). */
   readonly openBatches?: () => { readonly bytes: number; readonly textBytes: number };
+  /** Local clock minus Binance's, seconds; undefined until measured. */
+  readonly clockOffset?: () => number | undefined;
   /** Resident set size; prom-client's default collector reports 0 under Deno. */
   readonly residentBytes?: () => number;
   /** Wall-clock ms. */
@@ -73,6 +75,17 @@ export interface StatusReport {
   readonly connections: { readonly webSockets: number };
   readonly memory: { readonly residentBytes: number };
   readonly streams: Readonly<Record<string, { readonly lastMessageAgeSeconds: number }>>;
+  /** Clock and lag against Binance (l2_clock_offset_seconds, l2_exchange_lag_seconds). */
+  readonly exchange?: ExchangeTiming;
+}
+
+export interface ExchangeTiming {
+  /** Local clock minus Binance's, seconds; null until measured. */
+  readonly clockOffsetSeconds: number | null;
+  /** Per market: sampled messages and their mean receive lag behind `E`, seconds. */
+  readonly lag: Readonly<
+    Record<string, { readonly samples: number; readonly meanSeconds: number }>
+  >;
 }
 
 export interface OpsSnapshot {
@@ -138,6 +151,7 @@ export async function observe(deps: OpsDeps, now: number): Promise<OpsSnapshot> 
         { lastMessageAgeSeconds: Math.round(age * 10) / 10 },
       ]),
     ),
+    exchange: await exchangeTiming(deps),
   };
   return { health, status };
 }
@@ -153,6 +167,29 @@ function refreshGauges(deps: OpsDeps): void {
   for (const [stream, age] of deps.messageAges?.() ?? []) {
     deps.metrics.lastMessageAge.set({ stream }, age);
   }
+}
+
+/** The clock offset and, per market, the lag histogram's count and mean. */
+async function exchangeTiming(deps: OpsDeps): Promise<ExchangeTiming> {
+  const offset = deps.clockOffset?.();
+  const sums = new Map<string, { sum: number; count: number }>();
+  for (const v of (await deps.metrics.exchangeLag.get()).values) {
+    const market = String(v.labels.market ?? "");
+    const entry = sums.get(market) ?? { sum: 0, count: 0 };
+    if (v.metricName === "l2_exchange_lag_seconds_sum") entry.sum = v.value;
+    else if (v.metricName === "l2_exchange_lag_seconds_count") entry.count = v.value;
+    else continue;
+    sums.set(market, entry);
+  }
+  return {
+    clockOffsetSeconds: offset === undefined ? null : Math.round(offset * 1000) / 1000,
+    lag: Object.fromEntries(
+      [...sums].filter(([, e]) => e.count > 0).map(([market, e]) => [
+        market,
+        { samples: e.count, meanSeconds: Math.round((e.sum / e.count) * 1000) / 1000 },
+      ]),
+    ),
+  };
 }
 
 /** A metric's value summed over its labels. */

@@ -5,7 +5,7 @@
  * fixed sets (stream names are configuration, not data).
  */
 
-import { Counter, Gauge, Registry } from "prom-client";
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
 
 export class Metrics {
   readonly registry = new Registry();
@@ -74,6 +74,17 @@ export class Metrics {
     "Seconds since the last data message of a stream",
     ["stream"],
   );
+  readonly clockOffset = this.#gauge(
+    "l2_clock_offset_seconds",
+    "Local clock minus Binance's (GET /time, round-trip corrected); positive: local is ahead",
+  );
+  readonly exchangeLag = new Histogram({
+    name: "l2_exchange_lag_seconds",
+    help: "Local receive time minus the event time E of messages that carry one (sampled)",
+    labelNames: ["market"],
+    buckets: [0, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [this.registry],
+  });
   readonly residentMemory = this.#gauge(
     "process_resident_memory_bytes",
     "Resident memory size in bytes",
@@ -81,7 +92,7 @@ export class Metrics {
 
   constructor() {
     // Series with labels appear only once touched: show the known ones at 0.
-    for (const cause of ["server", "error", "stale", "open-timeout"]) {
+    for (const cause of ["server", "error", "stale", "open-timeout", "subscribe-failed"]) {
       this.reconnects.inc({ cause }, 0);
     }
   }

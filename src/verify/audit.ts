@@ -11,6 +11,8 @@
  *   continuity rules (binance/sequence.ts);
  * - time holes: no line for longer than `maxHoleUs`;
  * - malformed lines, unreadable objects, keys outside the layout.
+ * - per diff stream, the time ranges in which no stored snapshot overlaps the
+ *   chain, so the book cannot be rebuilt there (verify/rebuild.ts);
  * A break or hole is "explained" when the recorder wrote down why: an event
  * line (gap, disconnected, stale, recovered, rotated, shutdown, connected)
  * between the two messages, or bordering the hole.
@@ -20,6 +22,7 @@ import { type KeyParts, parseKey } from "../batch/keys.ts";
 import { updateIds } from "../binance/frames.ts";
 import { continuity, type SequenceRule, sequenceRuleFor } from "../binance/sequence.ts";
 import type { Market } from "../config_types.ts";
+import { RebuildTracker } from "./rebuild.ts";
 
 export type ProblemKind =
   | "break"
@@ -75,6 +78,13 @@ export interface StreamReport {
   readonly unexplainedHoleMs: number;
   /** Share of the range covered by this stream's lines, less unexplained holes. */
   readonly coveragePercent: number;
+  /**
+   * Diff streams: when no stored snapshot overlaps the update-id chain, so
+   * the book cannot be rebuilt (always a moment at each chain's start).
+   */
+  readonly notRebuildable?: ReadonlyArray<
+    { from: string; to: string; fromRecvTs: number; toRecvTs: number }
+  >;
 }
 
 export interface Report {
@@ -190,6 +200,8 @@ interface StreamState {
   duplicateRun?: DuplicateRun;
   /** The stream's previous object could not be read: the next break or hole follows from it. */
   afterUnreadable?: string;
+  /** Diff streams only. */
+  readonly rebuild?: RebuildTracker;
 }
 
 interface OpenObject {
@@ -305,6 +317,8 @@ export class Auditor {
     }
     if (snapshot) {
       stats.snapshots++;
+      const id = (data as Record<string, unknown>).lastUpdateId;
+      if (typeof id === "number") state.rebuild?.snapshot(ts, id);
       return;
     }
     stats.messages++;
@@ -437,6 +451,15 @@ export class Auditor {
       holeMs: Math.round(s.holeUs / 1000),
       unexplainedHoleMs: Math.round(s.unexplainedHoleUs / 1000),
       coveragePercent: Math.round(coverage * 100) / 100,
+      ...(state.rebuild
+        ? {
+          notRebuildable: state.rebuild.ranges().map((r) => ({
+            from: isoMicros(r.fromRecvTs),
+            to: isoMicros(r.toRecvTs),
+            ...r,
+          })),
+        }
+        : {}),
     };
   }
 
@@ -446,12 +469,14 @@ export class Auditor {
     if (!state) {
       const at = stream.indexOf("@");
       const streamType = at === -1 ? parts.streamType : stream.slice(at + 1);
+      const rule = sequenceRuleFor(parts.market as Market, streamType);
       state = {
         stream,
         market: parts.market,
         streamType,
         symbol: at === -1 ? parts.symbol : stream.slice(0, at).toUpperCase(),
-        rule: sequenceRuleFor(parts.market as Market, streamType),
+        rule,
+        rebuild: rule === "partial" ? undefined : new RebuildTracker(parts.market as Market),
         maxHoleUs: this.#options.maxHoleUs ?? defaultMaxHoleMs(streamType) * 1000,
         stats: {
           objects: 0,
@@ -567,6 +592,10 @@ export class Auditor {
         this.#flushDuplicates(state);
         break;
     }
+    if (result.kind === "first" || result.kind === "gap") {
+      state.rebuild?.chainStart(where.ts, ids.firstUpdateId);
+    }
+    state.rebuild?.message(where.ts, ids.lastUpdateId);
     state.lastUpdateId = ids.lastUpdateId;
   }
 

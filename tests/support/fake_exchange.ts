@@ -11,6 +11,15 @@
  * connect to a tiny TCP relay in front of it. The relay is there only so that
  * `dropAll()` can cut TCP connections without a WebSocket close frame, which
  * `Deno.upgradeWebSocket` sockets cannot do on their own.
+ *
+ * Written from Binance's documentation (../shared/reference/BINANCE.md), not
+ * from the collector: it delivers only the stream names Binance publishes for
+ * its market (any other name is acknowledged and stays silent), announces
+ * `serverShutdown` in the shape of the connection kind, refuses over-long
+ * URLs with 414, answers live `SUBSCRIBE` requests and drops a connection that
+ * sends more than the market's message rate, lists symbol statuses and the
+ * request-weight limit in `exchangeInfo`, tells the time, and can serve
+ * snapshots that lag behind the diff stream.
  */
 
 /** One stream's message source. */
@@ -32,6 +41,15 @@ export interface FakeExchangeOptions {
   lifetimeMs?: number;
   /** when false, only counts are kept (benchmarks); default true */
   record?: boolean;
+  /**
+   * The market whose published stream names are delivered; by default each
+   * connection's path decides (`/public/…`, `/market/…` → usdm, else spot).
+   */
+  market?: "spot" | "usdm";
+  /** WebSocket URLs longer than this many characters get HTTP 414 (default 8000, BINANCE.md). */
+  maxUrlLength?: number;
+  /** Added to the local clock in `/time` answers, ms (default 0). */
+  clockOffsetMs?: number;
 }
 
 export interface SentFrame {
@@ -53,7 +71,11 @@ export type FakeCloseCause =
   /** `close()` of the exchange */
   | "shutdown"
   /** the client closed it, or the link failed */
-  | "peer";
+  | "peer"
+  /** `announceShutdown()`'s `closeAfterMs` elapsed; the exchange sent a close frame */
+  | "announced"
+  /** the client sent more messages per second than the market allows */
+  | "message-rate";
 
 export interface FakeConnection {
   readonly id: number;
@@ -72,6 +94,33 @@ export interface FakeRestRequest {
   /** the query string without `?` */
   readonly query: string;
   readonly at: number;
+}
+
+/** A live `SUBSCRIBE` request a client sent, as the exchange read it. */
+export interface FakeSubscribe {
+  readonly connId: number;
+  readonly id: unknown;
+  readonly params: readonly string[];
+  /** performance.now() when it arrived */
+  readonly at: number;
+}
+
+/**
+ * BINANCE.md, "Stream names": the depth names each market publishes
+ * (symbols lower case). Anything else is acknowledged and never sent.
+ */
+const PUBLISHED_NAME: Record<"spot" | "usdm", RegExp> = {
+  spot: /^[^@A-Z]+@depth(?:5|10|20)?(?:@100ms)?$/,
+  usdm: /^[^@A-Z]+@depth(?:5|10|20)?(?:@500ms|@100ms)?$/,
+};
+/** BINANCE.md, "Connection rules": incoming messages per second per connection. */
+const MESSAGE_RATE: Record<"spot" | "usdm", number> = { spot: 5, usdm: 10 };
+/** BINANCE.md, "REST limits": request weight per minute when exchangeInfo says nothing else. */
+const WEIGHT_PER_MINUTE: Record<"spot" | "usdm", number> = { spot: 6000, usdm: 2400 };
+
+/** Whether Binance publishes `name` on `market` (BINANCE.md, "Stream names"). */
+export function isPublishedName(market: "spot" | "usdm", name: string): boolean {
+  return PUBLISHED_NAME[market].test(name);
 }
 
 /** How often the single clock timer runs; short enough for 400 msg/s streams to stay smooth. */
@@ -103,6 +152,12 @@ interface ConnectionRecord {
 }
 
 interface LiveConnection {
+  /** whose stream names it gets, and its message-rate limit */
+  readonly market: "spot" | "usdm";
+  /** performance.now() of the client's messages within the last second */
+  readonly received: number[];
+  /** `timeUnit=MICROSECOND` on the URL: event times `E`/`T` in µs (BINANCE.md, Endpoints) */
+  readonly microseconds: boolean;
   readonly record: ConnectionRecord;
   readonly socket: WebSocket;
   /** combined endpoint frames wrap the payload; raw endpoint frames are the payload alone */
@@ -149,6 +204,16 @@ export class FakeExchange implements AsyncDisposable {
   /** fallback snapshot id when no diff stream tells us a better one */
   #snapshotCounter = 1_000_000;
   #closing: Promise<void> | undefined;
+  readonly #market: "spot" | "usdm" | undefined;
+  readonly #maxUrlLength: number;
+  readonly #clockOffsetMs: number;
+  readonly #symbolStatus = new Map<string, string>();
+  readonly #subscribes: FakeSubscribe[] = [];
+  readonly #timers = new Set<ReturnType<typeof setTimeout>>();
+  /** ids behind the diff stream that the next snapshots lag, one entry per snapshot */
+  readonly #snapshotLags: number[] = [];
+  #weightLimit: number | undefined;
+  #refused414 = 0;
 
   private constructor(
     server: Deno.HttpServer<Deno.NetAddr>,
@@ -159,6 +224,9 @@ export class FakeExchange implements AsyncDisposable {
     this.#relay = relay;
     this.#record = options.record ?? true;
     this.#lifetimeMs = options.lifetimeMs;
+    this.#market = options.market;
+    this.#maxUrlLength = options.maxUrlLength ?? 8000;
+    this.#clockOffsetMs = options.clockOffsetMs ?? 0;
     this.wsUrl = `ws://127.0.0.1:${relay.port}`;
     this.restUrl = `http://127.0.0.1:${relay.port}`;
     this.#ticker = setInterval(() => this.#tick(), TICK_MS);
@@ -228,6 +296,62 @@ export class FakeExchange implements AsyncDisposable {
     if (count > 0) this.#restFailures.push({ remaining: count, status, headers });
   }
 
+  /**
+   * Announces `serverShutdown` on every open socket in the shape of its kind
+   * (BINANCE.md, serverShutdown): raw `{"e":"serverShutdown","E":…}`, combined
+   * `{"stream":"!serverShutdown","data":{…}}` (recorded with stream ""). With
+   * `closeAfterMs`, each of those sockets is closed that much later;
+   * `shape: "raw"` sends the raw shape on every socket. Returns how many
+   * sockets got it.
+   */
+  announceShutdown(
+    options: { closeAfterMs?: number; eventTime?: number; shape?: "raw" } = {},
+  ): number {
+    const event = `{"e":"serverShutdown","E":${options.eventTime ?? Date.now()}}`;
+    let delivered = 0;
+    for (const conn of [...this.#live.values()]) {
+      const wrap = conn.combined && options.shape !== "raw";
+      const text = wrap ? `{"stream":"!serverShutdown","data":${event}}` : event;
+      if (!this.#send(conn, "", text)) continue;
+      delivered++;
+      if (options.closeAfterMs === undefined) continue;
+      const timer = setTimeout(() => {
+        this.#timers.delete(timer);
+        this.#retire(conn, "announced");
+      }, options.closeAfterMs);
+      this.#timers.add(timer);
+    }
+    return delivered;
+  }
+
+  /** `exchangeInfo` lists `symbol` (upper case) with this status from now on (default TRADING). */
+  setSymbolStatus(symbol: string, status: string): void {
+    this.#symbolStatus.set(symbol.toUpperCase(), status);
+  }
+
+  /** `exchangeInfo.rateLimits` lists this request weight per minute (default: the market's documented one). */
+  setWeightLimit(perMinute: number): void {
+    this.#weightLimit = perMinute;
+  }
+
+  /**
+   * The next `count` depth snapshots are `behind` update ids older than the
+   * diff stream (as a slow REST cache would serve them); later ones line up again.
+   */
+  lagSnapshots(count: number, behind = 1_000_000): void {
+    for (let i = 0; i < count; i++) this.#snapshotLags.push(behind);
+  }
+
+  /** Live `SUBSCRIBE` requests received, in order. */
+  get subscribes(): ReadonlyArray<FakeSubscribe> {
+    return this.#subscribes;
+  }
+
+  /** WebSocket upgrades refused with 414 because the URL was too long. */
+  get refusedLongUrls(): number {
+    return this.#refused414;
+  }
+
   /** Every frame written, in order. Throws when the exchange was started with `record: false`. */
   get sent(): readonly SentFrame[] {
     this.#requireRecording();
@@ -278,6 +402,7 @@ export class FakeExchange implements AsyncDisposable {
 
   async #shutdown(): Promise<void> {
     clearInterval(this.#ticker);
+    for (const timer of this.#timers) clearTimeout(timer);
     const closing = [...this.#live.values()];
     for (const conn of closing) this.#retire(conn, "shutdown");
     // Give clients a moment to answer the close frame so they see a clean 1001,
@@ -328,7 +453,20 @@ export class FakeExchange implements AsyncDisposable {
     if (!subscribers || subscribers.size === 0) return;
     // Built once per message, shared by every combined subscriber.
     const combined = `{"stream":${JSON.stringify(stream)},"data":${payload}}`;
-    for (const conn of subscribers) this.#send(conn, stream, conn.combined ? combined : payload);
+    let micro: { payload: string; combined: string } | undefined;
+    for (const conn of subscribers) {
+      if (conn.microseconds) {
+        // The same event with its times in µs (the fake knows them only to the ms).
+        const payloadUs = payload.replace(/"([ET])":(\d+)/g, (_, key, ms) => `"${key}":${ms}000`);
+        micro ??= {
+          payload: payloadUs,
+          combined: `{"stream":${JSON.stringify(stream)},"data":${payloadUs}}`,
+        };
+        this.#send(conn, stream, conn.combined ? micro.combined : micro.payload);
+        continue;
+      }
+      this.#send(conn, stream, conn.combined ? combined : payload);
+    }
   }
 
   /** Writes one frame and records it; false when the socket could not take it. */
@@ -351,9 +489,9 @@ export class FakeExchange implements AsyncDisposable {
     for (const stream of conn.record.streams) this.#subscribers.get(stream)?.delete(conn);
     conn.record.closedAt = Date.now();
     conn.record.closedBy = cause;
-    if (cause === "lifetime" || cause === "shutdown") {
+    if (cause === "lifetime" || cause === "shutdown" || cause === "announced") {
       try {
-        conn.socket.close(cause === "lifetime" ? 1000 : 1001, cause);
+        conn.socket.close(cause === "shutdown" ? 1001 : 1000, cause);
       } catch {
         // already closing: nothing to do
       }
@@ -371,12 +509,24 @@ export class FakeExchange implements AsyncDisposable {
     if (streamList === undefined) return this.#rest(request, url);
     const streams = streamList.split("/").filter((s) => s !== "");
     const clientUrl = `${this.wsUrl}${url.pathname}${url.search}`;
-    return this.#upgrade(request, { streams, combined, url: clientUrl });
+    if (clientUrl.length > this.#maxUrlLength) {
+      this.#refused414++;
+      return new Response("URI Too Long", { status: 414 });
+    }
+    const market = this.#market ?? (/^\/(?:public|market)\//.test(url.pathname) ? "usdm" : "spot");
+    const microseconds = url.searchParams.get("timeUnit")?.toUpperCase() === "MICROSECOND";
+    return this.#upgrade(request, { streams, combined, url: clientUrl, market, microseconds });
   }
 
   #upgrade(
     request: Request,
-    target: { streams: string[]; combined: boolean; url: string },
+    target: {
+      streams: string[];
+      combined: boolean;
+      url: string;
+      market: "spot" | "usdm";
+      microseconds: boolean;
+    },
   ): Response {
     if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
       return json(400, { code: -1, msg: "expected a WebSocket upgrade" });
@@ -398,14 +548,22 @@ export class FakeExchange implements AsyncDisposable {
         openedAt: Date.now(),
         url: target.url,
       };
-      conn = { record, socket, combined: target.combined, openedPerf: performance.now(), closed };
+      conn = {
+        record,
+        socket,
+        combined: target.combined,
+        openedPerf: performance.now(),
+        closed,
+        market: target.market,
+        received: [],
+        microseconds: target.microseconds,
+      };
       this.#connections.push(record);
       this.#live.set(record.id, conn);
-      for (const stream of target.streams) {
-        let set = this.#subscribers.get(stream);
-        if (!set) this.#subscribers.set(stream, set = new Set());
-        set.add(conn);
-      }
+      for (const stream of target.streams) this.#subscribe(conn, stream);
+    };
+    socket.onmessage = (event) => {
+      if (conn && typeof event.data === "string") this.#request(conn, event.data);
     };
     socket.onclose = () => {
       if (conn) this.#retire(conn, "peer");
@@ -414,6 +572,58 @@ export class FakeExchange implements AsyncDisposable {
     // Errors always come with a close event, which does the bookkeeping.
     socket.onerror = () => {};
     return response;
+  }
+
+  /** Delivers `stream` to `conn` from now on, if Binance publishes that name on its market. */
+  #subscribe(conn: LiveConnection, stream: string): void {
+    if (!isPublishedName(conn.market, stream)) return;
+    let set = this.#subscribers.get(stream);
+    if (!set) this.#subscribers.set(stream, set = new Set());
+    set.add(conn);
+  }
+
+  /**
+   * A message from a client: over the market's rate the connection is
+   * dropped; `SUBSCRIBE` is answered `{"result":null,"id":n}` (BINANCE.md,
+   * Long URLs); anything else gets Binance's error shape.
+   */
+  #request(conn: LiveConnection, text: string): void {
+    const now = performance.now();
+    while (conn.received.length > 0 && conn.received[0] <= now - 1000) conn.received.shift();
+    conn.received.push(now);
+    if (conn.received.length > MESSAGE_RATE[conn.market]) {
+      this.#retire(conn, "message-rate");
+      try {
+        conn.socket.close(1008, "too many messages");
+      } catch {
+        // already closing
+      }
+      return;
+    }
+    let message: { method?: unknown; params?: unknown; id?: unknown };
+    try {
+      message = JSON.parse(text);
+    } catch {
+      this.#send(conn, "", JSON.stringify({ error: { code: 3, msg: "Invalid JSON" } }));
+      return;
+    }
+    const params = message.params;
+    const valid = message.method === "SUBSCRIBE" && Array.isArray(params) &&
+      params.every((p) => typeof p === "string");
+    if (!valid) {
+      this.#send(
+        conn,
+        "",
+        JSON.stringify({ error: { code: 2, msg: "Invalid request" }, id: message.id ?? null }),
+      );
+      return;
+    }
+    this.#subscribes.push({ connId: conn.record.id, id: message.id, params, at: now });
+    for (const stream of params as string[]) {
+      if (!conn.record.streams.includes(stream)) conn.record.streams.push(stream);
+      this.#subscribe(conn, stream);
+    }
+    this.#send(conn, "", JSON.stringify({ result: null, id: message.id ?? null }));
   }
 
   #rest(request: Request, url: URL): Response {
@@ -436,11 +646,27 @@ export class FakeExchange implements AsyncDisposable {
       case "/api/v3/ping":
       case "/fapi/v1/ping":
         return json(200, {}, weight);
+      case "/api/v3/time":
+      case "/fapi/v1/time":
+        return json(200, { serverTime: Date.now() + this.#clockOffsetMs }, weight);
       case "/api/v3/exchangeInfo":
-      case "/fapi/v1/exchangeInfo":
+      case "/fapi/v1/exchangeInfo": {
+        const market = path.startsWith("/fapi") ? "usdm" : "spot";
         return json(200, {
-          symbols: this.#symbols().map((symbol) => ({ symbol, status: "TRADING" })),
+          rateLimits: [
+            {
+              rateLimitType: "REQUEST_WEIGHT",
+              interval: "MINUTE",
+              intervalNum: 1,
+              limit: this.#weightLimit ?? WEIGHT_PER_MINUTE[market],
+            },
+          ],
+          symbols: this.#symbols().map((symbol) => ({
+            symbol,
+            status: this.#symbolStatus.get(symbol) ?? "TRADING",
+          })),
         }, weight);
+      }
       case "/api/v3/depth":
       case "/fapi/v1/depth": {
         const symbol = url.searchParams.get("symbol");
@@ -455,7 +681,7 @@ export class FakeExchange implements AsyncDisposable {
         const limit = Number(url.searchParams.get("limit") ?? 100);
         const body = depthSnapshotText({
           market,
-          lastUpdateId: this.#snapshotId(symbol),
+          lastUpdateId: this.#snapshotId(symbol) - (this.#snapshotLags.shift() ?? 0),
           levels: Math.max(
             1,
             Math.min(Number.isFinite(limit) ? limit : 100, market === "spot" ? 5000 : 1000),
@@ -473,7 +699,7 @@ export class FakeExchange implements AsyncDisposable {
 
   /** Symbols with a feed plus the defaults, upper-case, without duplicates. */
   #symbols(): string[] {
-    const symbols = new Set(DEFAULT_SYMBOLS);
+    const symbols = new Set([...DEFAULT_SYMBOLS, ...this.#symbolStatus.keys()]);
     for (const stream of this.#streams.keys()) {
       const at = stream.indexOf("@");
       if (at > 0) symbols.add(stream.slice(0, at).toUpperCase());

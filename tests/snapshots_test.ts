@@ -1,0 +1,55 @@
+import assert from "node:assert/strict";
+import { RestLimiter } from "../src/binance/rest.ts";
+import { snapshotOverlaps } from "../src/binance/sequence.ts";
+import { Snapshotter } from "../src/binance/snapshots.ts";
+import { diffDepthFeed, FakeExchange } from "./support/fake_exchange.ts";
+import { waitFor } from "./support/wait.ts";
+
+Deno.test("snapshotOverlaps: spot needs lastUpdateId + 1 >= U, USD-M lastUpdateId >= U (BINANCE.md, Keeping a book)", () => {
+  assert.equal(snapshotOverlaps("spot", { lastUpdateId: 99, firstUpdateId: 100 }), true);
+  assert.equal(snapshotOverlaps("spot", { lastUpdateId: 98, firstUpdateId: 100 }), false);
+  assert.equal(snapshotOverlaps("usdm", { lastUpdateId: 100, firstUpdateId: 100 }), true);
+  assert.equal(snapshotOverlaps("usdm", { lastUpdateId: 99, firstUpdateId: 100 }), false);
+});
+
+Deno.test("a snapshot older than the chain's first diff is fetched again, paced by the limiter, until one overlaps", async () => {
+  await using exchange = await FakeExchange.start();
+  const startId = 50_000_000_000;
+  exchange.setFeed("btcusdt@depth@100ms", diffDepthFeed({ rate: 20, symbol: "BTCUSDT", startId }));
+  await waitFor(() => exchange.producedCount("btcusdt@depth@100ms") >= 2, 5000, "diffs");
+  exchange.lagSnapshots(2);
+  const stop = new AbortController();
+  const got: string[] = [];
+  const snapshotter = new Snapshotter({
+    restUrl: exchange.restUrl,
+    market: "spot",
+    limit: 100,
+    intervalMs: 60_000,
+    limiter: new RestLimiter({ market: "spot" }),
+    nowMicros: () => Date.now() * 1000,
+    signal: stop.signal,
+    // The chain started with the feed's first message: U = startId.
+    chainStart: (symbol) => (symbol === "BTCUSDT" ? startId : undefined),
+    onSnapshot: (_symbol, text) => got.push(text),
+  });
+  try {
+    snapshotter.request("BTCUSDT", "test");
+    await waitFor(() => got.length > 0, 5000, "an overlapping snapshot");
+  } finally {
+    stop.abort();
+    await snapshotter.done;
+  }
+  assert.equal(got.length, 1, "the lagging snapshots are not stored");
+  const { lastUpdateId } = JSON.parse(got[0]) as { lastUpdateId: number };
+  assert.ok(lastUpdateId + 1 >= startId, `${lastUpdateId} overlaps the chain from ${startId}`);
+  const depth = exchange.restRequests.filter((r) => r.path === "/api/v3/depth");
+  assert.equal(depth.length, 3);
+  assert.equal(snapshotter.refetches, 2);
+  // Weight 5 of a 3000-per-minute budget: at least 100 ms between calls.
+  for (let i = 1; i < depth.length; i++) {
+    assert.ok(
+      depth[i].at - depth[i - 1].at >= 90,
+      `calls ${depth[i].at - depth[i - 1].at} ms apart`,
+    );
+  }
+});

@@ -1,0 +1,80 @@
+/**
+ * Live subscriptions in src/feed/connection.ts: streams beyond the URL are
+ * added one acknowledged SUBSCRIBE at a time, within the message rate, and a
+ * refusal or silence closes the socket (BINANCE.md, Connection rules).
+ */
+
+import assert from "node:assert/strict";
+import { type CloseInfo, runConnection } from "../src/feed/connection.ts";
+import { FakeExchange, partialDepthFeed } from "./support/fake_exchange.ts";
+import { waitFor } from "./support/wait.ts";
+
+Deno.test("SUBSCRIBE batches go one at a time, each after its answer and the interval; answers are not frames", async () => {
+  await using exchange = await FakeExchange.start();
+  const names = ["a@depth5@100ms", "b@depth5@100ms", "c@depth5@100ms", "d@depth5@100ms"];
+  names.forEach((n) => exchange.setFeed(n, partialDepthFeed({ rate: 20, levels: 1 })));
+  const frames: string[] = [];
+  const subscribed: string[][] = [];
+  const controller = new AbortController();
+  const done = runConnection({
+    url: `${exchange.wsUrl}/stream?streams=${names[0]}`,
+    subscribe: [[names[1], names[2]], [names[3]]],
+    subscribeIntervalMs: 300,
+    staleAfterMs: 10_000,
+    signal: controller.signal,
+    handlers: {
+      onFrame: (text) => frames.push(text),
+      onOpen: () => {},
+      onClose: () => {},
+      onSubscribed: ({ streams, role }) => {
+        assert.equal(role, "initial");
+        subscribed.push([...streams]);
+      },
+    },
+  });
+  try {
+    await waitFor(
+      () => names.every((n) => frames.some((f) => f.startsWith(`{"stream":"${n}"`))),
+      5000,
+      "frames of every stream",
+    );
+  } finally {
+    controller.abort();
+    await done;
+  }
+  assert.deepEqual(subscribed, [[names[1], names[2]], [names[3]]]);
+  assert.deepEqual(exchange.subscribes.map((s) => [s.id, [...s.params]]), [
+    [1, [names[1], names[2]]],
+    [2, [names[3]]],
+  ]);
+  assert.ok(exchange.subscribes[1].at - exchange.subscribes[0].at >= 290);
+  assert.ok(frames.every((f) => f.startsWith('{"stream":')), "no answer handed on as a frame");
+});
+
+Deno.test("a SUBSCRIBE without an answer closes the socket as subscribe-failed", async () => {
+  // A server that accepts the WebSocket and never answers anything.
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (req) => {
+    const { socket, response } = Deno.upgradeWebSocket(req);
+    socket.onmessage = () => {};
+    return response;
+  });
+  const closes: CloseInfo[] = [];
+  const controller = new AbortController();
+  const done = runConnection({
+    url: `ws://127.0.0.1:${server.addr.port}/stream?streams=a@depth`,
+    subscribe: [["b@depth"]],
+    subscribeTimeoutMs: 200,
+    staleAfterMs: 10_000,
+    backoffInitialMs: 5000,
+    signal: controller.signal,
+    handlers: { onFrame: () => {}, onOpen: () => {}, onClose: (info) => closes.push(info) },
+  });
+  try {
+    await waitFor(() => closes.length > 0, 5000, "the socket to close");
+  } finally {
+    controller.abort();
+    await done;
+    await server.shutdown();
+  }
+  assert.equal(closes[0].cause, "subscribe-failed");
+});
