@@ -19,6 +19,7 @@ import {
   spawnCollector,
 } from "./support/collector.ts";
 import { tempDir } from "./support/temp.ts";
+import { unreachableBinance } from "./support/net_guard.ts";
 import { waitFor } from "./support/wait.ts";
 
 const FIXTURES = new URL("./fixtures/", import.meta.url);
@@ -399,6 +400,7 @@ Deno.test({
 Deno.test("TIME_UNIT=us with MARKET=usdm is a configuration error (exit 2)", async () => {
   await using tmp = await tempDir();
   const result = await runCollector({
+    ...unreachableBinance(),
     MARKET: "usdm",
     TIME_UNIT: "us",
     DATA_DIR: tmp.path,
