@@ -74,6 +74,27 @@ export class Metrics {
     "Seconds since the last data message of a stream",
     ["stream"],
   );
+  readonly spoolMaxBytes = this.#gauge(
+    "l2_spool_max_bytes",
+    "SPOOL_MAX_BYTES, the spool's bound (only with a spool, i.e. the S3 sink)",
+  );
+  readonly uploadBacklog = this.#gauge(
+    "l2_upload_backlog_batches",
+    "Sealed batches not yet stored: queued or in flight in the uploader, or in the spool",
+  );
+  readonly lastUploadTime = this.#gauge(
+    "l2_last_upload_timestamp_seconds",
+    "Unix time of the last batch a sink confirmed stored (absent until one is)",
+  );
+  readonly restartsLastHour = this.#gauge(
+    "l2_restarts_last_hour",
+    "Starts of the collector in the last hour before this one (DATA_DIR/state/restarts.json)",
+  );
+  readonly diskWriteFailures = this.#counter(
+    "l2_disk_write_failures_total",
+    "Writes to the local disk that failed (crash journal, spool)",
+    ["target"],
+  );
   readonly residentMemory = this.#gauge(
     "process_resident_memory_bytes",
     "Resident memory size in bytes",
@@ -84,6 +105,7 @@ export class Metrics {
     for (const cause of ["server", "error", "stale", "open-timeout"]) {
       this.reconnects.inc({ cause }, 0);
     }
+    for (const target of ["journal", "spool"]) this.diskWriteFailures.inc({ target }, 0);
   }
 
   /** Shows each configured stream and the sink from the start, at 0. */
