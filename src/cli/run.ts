@@ -93,7 +93,7 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
     });
   }
   const selected = await selectSink(config);
-  const { sink } = selected;
+  const sink = metrics.timeSink(selected.sink);
   const background = new AbortController();
   let ops: OpsServer | undefined;
   let healthLoop: Promise<void> | undefined;

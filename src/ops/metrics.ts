@@ -5,7 +5,8 @@
  * fixed sets (stream names are configuration, not data).
  */
 
-import { Counter, Gauge, Registry } from "prom-client";
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { Sink } from "../store/sink.ts";
 
 export class Metrics {
   readonly registry = new Registry();
@@ -95,6 +96,13 @@ export class Metrics {
     "Writes to the local disk that failed (crash journal, spool)",
     ["target"],
   );
+  readonly uploadDuration = new Histogram({
+    name: "l2_upload_duration_seconds",
+    help: "Time of each store attempt (one put to the sink), by outcome",
+    labelNames: ["outcome"],
+    buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+    registers: [this.registry],
+  });
   readonly residentMemory = this.#gauge(
     "process_resident_memory_bytes",
     "Resident memory size in bytes",
@@ -113,6 +121,25 @@ export class Metrics {
     for (const stream of options.streams) this.messagesReceived.inc({ stream }, 0);
     this.batchesStored.inc({ sink: options.sink }, 0);
     this.bytesStored.inc({ sink: options.sink }, 0);
+  }
+
+  /** `sink` with each put timed into l2_upload_duration_seconds. */
+  timeSink(sink: Sink): Sink {
+    const histogram = this.uploadDuration;
+    return {
+      kind: sink.kind,
+      location: sink.location,
+      async put(key, body, meta, signal) {
+        const end = histogram.startTimer();
+        try {
+          await sink.put(key, body, meta, signal);
+          end({ outcome: "ok" });
+        } catch (error) {
+          end({ outcome: "failed" });
+          throw error;
+        }
+      },
+    };
   }
 
   #counter<L extends string>(name: string, help: string, labelNames: L[] = []): Counter<L> {
