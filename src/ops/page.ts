@@ -47,8 +47,8 @@ export function renderStatusPage(data: StatusPageData): string {
   <h1>l2-uploader <span class="muted">${esc(status.version)}${
     status.instanceId ? ` · ${esc(status.instanceId)}` : ""
   }</span></h1>
-  <p class="muted">up ${duration(status.uptimeSeconds)} since ${esc(status.startedAt)} · ${
-    esc(new Date(data.now).toISOString())
+  <p class="muted">up ${duration(status.uptimeSeconds)} since ${esc(utc(status.startedAt))} · ${
+    esc(utc(new Date(data.now).toISOString()))
   }</p>
 </header>
 <section class="health ${health.status}" id="health">
@@ -139,7 +139,7 @@ function eventsTable(status: StatusReport): string {
   return `<table><thead><tr><th>Time (UTC)</th><th>What</th><th>Where</th><th>Details</th>` +
     `</tr></thead><tbody>${
       status.recentEvents.map((e) =>
-        `<tr class="${e.kind === "gap" ? "warning" : ""}"><td>${esc(e.at.replace("T", " "))}</td>` +
+        `<tr${e.kind === "gap" ? ' class="warning"' : ""}><td>${esc(utc(e.at).slice(0, -4))}</td>` +
         `<td>${esc(e.kind)}</td><td>${esc(e.subject)}</td><td>${esc(e.detail)}</td></tr>`
       ).join("")
     }</tbody></table>`;
@@ -168,9 +168,9 @@ function chart(series: readonly RatePoint[], now: number): string {
     `<text x="${PAD.left - 6}" y="${y(max * f) + 4}" text-anchor="end">${number(max * f)}</text>`
   ).join("");
   const ticks = [60, 45, 30, 15, 0].map((minutes) =>
-    `<text x="${x(now - minutes * 60_000)}" y="${HEIGHT - 6}" text-anchor="middle">${
-      minutes === 0 ? "now" : `−${minutes} min`
-    }</text>`
+    `<text x="${x(now - minutes * 60_000)}" y="${HEIGHT - 6}" text-anchor="${
+      minutes === 60 ? "start" : minutes === 0 ? "end" : "middle"
+    }">${minutes === 0 ? "now" : `−${minutes} min`}</text>`
   ).join("");
   const last = series[series.length - 1];
   return `<svg class="chart" viewBox="0 0 ${WIDTH} ${HEIGHT}" role="img" ` +
@@ -183,6 +183,11 @@ function niceCeiling(v: number): number {
   const power = 10 ** Math.floor(Math.log10(v));
   for (const m of [1, 2, 5, 10]) if (m * power >= v) return m * power;
   return 10 * power;
+}
+
+/** An ISO time as `2024-08-08 12:00:00 UTC`. */
+function utc(iso: string): string {
+  return iso.replace("T", " ").replace(/(\.\d+)?Z$/, " UTC");
 }
 
 function number(v: number): string {
