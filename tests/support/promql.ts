@@ -86,3 +86,18 @@ export function ruleExpressions(yaml: string): string[] {
   }
   return found;
 }
+
+/**
+ * The test setting of the end-to-end Prometheus test: every duration in a
+ * rules file (`for:` and range selectors) divided by `factor`, rounded up
+ * to whole seconds and at least `minSeconds`, so alerts meant to take
+ * minutes or an hour take seconds. 240: 1h → 15s, 10m → 3s, 5m and 2m → 2s.
+ */
+export function scaleRuleDurations(yaml: string, factor: number, minSeconds = 2): string {
+  const unit: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86_400 };
+  const scaled = (n: string, u: string) =>
+    `${Math.max(minSeconds, Math.ceil((Number(n) * unit[u]) / factor))}s`;
+  return yaml
+    .replace(/^(\s*for: )(\d+)([smhd])$/gm, (_, head, n, u) => head + scaled(n, u))
+    .replace(/\[(\d+)([smhd])\]/g, (_, n, u) => `[${scaled(n, u)}]`);
+}
