@@ -77,7 +77,7 @@ export class Metrics {
   );
   readonly spoolMaxBytes = this.#gauge(
     "l2_spool_max_bytes",
-    "SPOOL_MAX_BYTES, the spool's bound (only with a spool, i.e. the S3 sink)",
+    "SPOOL_MAX_BYTES, the spool's bound (0 without a spool, i.e. with a local archive)",
   );
   readonly uploadBacklog = this.#gauge(
     "l2_upload_backlog_batches",
@@ -85,7 +85,7 @@ export class Metrics {
   );
   readonly lastUploadTime = this.#gauge(
     "l2_last_upload_timestamp_seconds",
-    "Unix time of the last batch a sink confirmed stored (absent until one is)",
+    "Unix time of the last batch a sink confirmed stored (0 until one is)",
   );
   readonly restartsLastHour = this.#gauge(
     "l2_restarts_last_hour",
