@@ -176,7 +176,7 @@ Deno.test("/ is self-contained: no script, no external stylesheet, image or font
   assert.equal(esc(`<a href="x">'&`), "&#60;a href=&#34;x&#34;&#62;&#39;&#38;");
 });
 
-Deno.test("/ answers HEAD-less methods like the other routes: POST is refused", async () => {
+Deno.test("/ refuses POST like the other routes", async () => {
   const response = await handler(scene())(new Request("http://ops.test/", { method: "POST" }));
   assert.equal(response.status, 405);
   await response.body?.cancel();
