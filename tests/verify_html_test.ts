@@ -2,7 +2,8 @@
  * `verify --html FILE` (src/verify/html.ts): the audit as a page with a
  * coverage timeline per stream — recorded span, holes (explained ones with
  * the event that explains them), duplicates and breaks as marks — checked in
- * the HTML and, with Chromium, on screen.
+ * the HTML and, with Chromium, on screen. `L2_UPDATE_SCREENSHOT=1` also
+ * writes the screenshot to docs/verify-html.png (shown in README).
  */
 
 import assert from "node:assert/strict";
@@ -163,5 +164,11 @@ Deno.test({
     assert.ok(count([0x2d, 0xa4, 0x4e]) > 5_000, "no recorded (green) bars");
     assert.ok(count([0xd4, 0xa7, 0x2c]) > 50, "no explained (amber) hole");
     assert.ok(count([0xcf, 0x22, 0x2e]) > 50, "no unexplained (red) hole");
+    if (Deno.env.get("L2_UPDATE_SCREENSHOT")) {
+      await Deno.writeFile(
+        new URL("../docs/verify-html.png", import.meta.url),
+        rendered.screenshot,
+      );
+    }
   },
 });

@@ -202,7 +202,7 @@ function problemsTable(report: Report): string {
           esc(p.stream ?? "")
         }</td><td>${esc(p.time ?? "")}</td><td>${
           p.explained ? esc(p.cause ? `yes (${p.cause})` : "yes") : "no"
-        }</td><td>${esc(p.detail)}</td><td class="key">${
+        }</td><td class="detail">${esc(p.detail)}</td><td class="key">${
           esc(p.key ? `${p.key}${p.line ? `:${p.line}` : ""}` : "")
         }</td></tr>`
       ).join("")
@@ -221,6 +221,7 @@ h1 { font-size: 20px; margin: 0; } h2 { font-size: 15px; margin: 18px 0 8px; }
 .timeline text { font-size: 11px; fill: #1f2328; }
 table { width: 100%; border-collapse: collapse; background: #fff; border: 1px solid #d0d7de; }
 th, td { text-align: left; padding: 4px 8px; border-bottom: 1px solid #eaeef2; font-variant-numeric: tabular-nums; vertical-align: top; }
-th { background: #f6f8fa; } .num { text-align: right; } .key { font-family: ui-monospace, monospace; font-size: 12px; word-break: break-all; }
+.detail { overflow-wrap: anywhere; min-width: 240px; } td.key { overflow-wrap: anywhere; }
+th { background: #f6f8fa; } .num { text-align: right; } .key { font-family: ui-monospace, monospace; font-size: 12px; }
 tr.bad td { background: #ffebe9; }
 `;
