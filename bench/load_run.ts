@@ -168,7 +168,7 @@ async function runCollector(
   const log = settings.log ?? (() => {});
   const dataDir = await Deno.makeTempDir({ prefix: "l2-bench-" });
   const notes: string[] = [];
-  // S3 up: a real S3 server (s3rver) in this process, on loopback.
+  // S3 up: a real S3 server (s3rver, its own process), on loopback.
   await using s3 = client === "collector, S3 up" ? await TestS3.start() : undefined;
   const env = {
     ...collectorEnv(load, client, settings, { dataDir, ...urls }),

@@ -50,6 +50,7 @@ Options:
   --max-hole DUR    verify: no line for longer is a hole, e.g. 500ms, 2s, 1m
                     (default: 10 x the stream's update speed)
   --json            verify: print the report as JSON
+  --html FILE       verify: also write the report as a page with a coverage timeline
   -h, --help        show this help
   -V, --version     print the version
 

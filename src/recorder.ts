@@ -45,6 +45,8 @@ export interface RecorderOptions {
    * gap or a reconnect (diff mode takes a snapshot then).
    */
   readonly onChainStart?: (stream: string) => void;
+  /** A break in a stream's update-id chain (after the `gap` event line is added). */
+  readonly onGap?: (stream: string, gap: { expected: number; received: number }) => void;
   /** Monotonic ms, for batch ages. */
   readonly monotonicMs?: () => number;
   /** Minimum ms between two log lines about malformed frames. */
@@ -338,6 +340,7 @@ export class Recorder {
             received: verdict.received,
           }),
         );
+        this.#options.onGap?.(stream, { expected: verdict.expected, received: verdict.received });
       }
       if (verdict.kind !== "duplicate") state.last = frame.lastUpdateId;
       if (verdict.kind === "first" || verdict.kind === "gap") {

@@ -477,6 +477,7 @@ Deno.test("--json gives the report with exit code, location, range, streams and 
     "recvTs",
     "stream",
     "time",
+    "untilRecvTs", // a hole: where it ends
   ]);
 });
 

@@ -104,6 +104,8 @@ export interface JournalOptions {
   readonly segmentMs?: number;
   /** Wall clock, ms (for segment names). */
   readonly now?: () => number;
+  /** Called on every failed write to the journal file (l2_disk_write_failures_total). */
+  readonly onWriteFailed?: (error: unknown) => void;
 }
 
 interface Segment {
@@ -119,6 +121,7 @@ export class Journal implements BatchObserver {
   readonly #flushMs: number;
   readonly #segmentMs: number;
   readonly #now: () => number;
+  readonly #onWriteFailed: ((error: unknown) => void) | undefined;
   readonly #ids = new Map<string, number>();
   /** Segments of this run still on disk, oldest first; the last is current. */
   readonly #segments: Segment[] = [];
@@ -142,6 +145,7 @@ export class Journal implements BatchObserver {
     this.#flushMs = options.flushMs ?? 250;
     this.#segmentMs = options.segmentMs ?? 60_000;
     this.#now = options.now ?? Date.now;
+    this.#onWriteFailed = options.onWriteFailed;
     this.#runId = String(this.#now()).padStart(15, "0");
   }
 
@@ -262,6 +266,7 @@ export class Journal implements BatchObserver {
       } catch (error) {
         // A copy: the buffer `fresh` views goes back to taking records.
         this.#unwritten = bytes.slice(written);
+        this.#onWriteFailed?.(error);
         if (this.#failingSince === undefined) {
           log.error("Cannot write the crash journal: {error}; retrying", { error });
           this.#failingSince = this.#now();

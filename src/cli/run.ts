@@ -37,6 +37,7 @@ import {
   type WebSocketFactory,
 } from "../feed/connection.ts";
 import { AttemptLimiter } from "../feed/rate_limit.ts";
+import { Activity } from "../ops/activity.ts";
 import { AlertNotifier, watchHealth } from "../ops/alerts.ts";
 import { HealthTracker } from "../ops/health.ts";
 import {
@@ -94,7 +95,7 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
     });
   }
   const selected = await selectSink(config);
-  const { sink } = selected;
+  const sink = metrics.timeSink(selected.sink);
   const background = new AbortController();
   let ops: OpsServer | undefined;
   let healthLoop: Promise<void> | undefined;
@@ -127,6 +128,10 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
       metrics.spoolBatches.set(spool?.count ?? 0);
     };
     updateSpoolGauges();
+    if (spool) metrics.spoolMaxBytes.set(spool.maxBytes);
+    const storedNow = () => metrics.lastUploadTime.set(now() / 1000);
+    // Gaps, disconnects and the messages/s chart for the status page.
+    const activity = new Activity();
 
     const journalDir = join(config.dataDir, "journal");
     // One pool for all batch text: chunks freed by one stream's batch serve the next.
@@ -139,7 +144,13 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
       "read the crash journal",
       () => recoverJournal(journalDir, { describe: describeLine, pool, deflater }),
     );
-    const journal = await startupStep("start the crash journal", () => Journal.start(journalDir));
+    const journal = await startupStep(
+      "start the crash journal",
+      () =>
+        Journal.start(journalDir, {
+          onWriteFailed: () => metrics.diskWriteFailures.inc({ target: "journal" }),
+        }),
+    );
     let recoveredLeft = recovered.batches.length;
     const recoveredKeys = new Set(recovered.batches.map((b) => b.key));
 
@@ -179,6 +190,7 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
       borrowable: (): number => budget.lendable(batcher.openTextBytes),
       isRetryable: selected.isRetryable,
       onQueueBytes: (bytes) => metrics.uploadQueueBytes.set(bytes),
+      onSpoolWriteFailed: () => metrics.diskWriteFailures.inc({ target: "spool" }),
       onFailedAttempt: () => {
         metrics.uploadAttempts.inc();
         metrics.uploadFailures.inc();
@@ -187,6 +199,7 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
         if (how === "stored") {
           // The sink works again: the spool need not wait out its backoff.
           if (spool && spool.count > 0) drainer?.nudge();
+          storedNow();
           metrics.uploadAttempts.inc();
           metrics.batchesStored.inc({ sink: sink.kind });
           metrics.bytesStored.inc({ sink: sink.kind }, bytes);
@@ -217,6 +230,7 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
         signal: background.signal,
         concurrency: config.uploadConcurrency,
         onStored: (_key, bytes) => {
+          storedNow();
           metrics.uploadAttempts.inc();
           metrics.batchesStored.inc({ sink: sink.kind });
           metrics.bytesStored.inc({ sink: sink.kind }, bytes);
@@ -252,6 +266,13 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
       },
       eventTimeUnit: config.timeUnit,
       onExchangeLag: (seconds) => metrics.exchangeLag.observe({ market: config.market }, seconds),
+      onGap: (stream, gap) =>
+        activity.event({
+          at: now(),
+          kind: "gap",
+          subject: stream,
+          detail: `expected update id ${gap.expected}, received ${gap.received}`,
+        }),
     });
     clockLoop = watchClock({
       restUrl: config.restUrl,
@@ -276,6 +297,7 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
       openBatches: () => ({ bytes: batcher.openBytes, textBytes: batcher.openTextBytes }),
       clockOffset: () => clockOffset,
       now,
+      activity,
     };
     if (config.metrics) {
       try {
@@ -345,7 +367,15 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
           beforeConnect: (signal) => attempts.take(signal),
           webSocket: options.webSocket,
           nowMicros,
-          handlers: connectionHandlers({ group, inUrl: plan.inUrl, recorder, metrics, nowMicros }),
+          handlers: connectionHandlers({
+            group,
+            inUrl: plan.inUrl,
+            recorder,
+            metrics,
+            nowMicros,
+            activity,
+            now,
+          }),
         });
         return connection.done;
       },
@@ -389,8 +419,10 @@ function connectionHandlers(context: {
   recorder: Recorder;
   metrics: Metrics;
   nowMicros: () => number;
+  activity: Activity;
+  now: () => number;
 }): ConnectionHandlers {
-  const { group, inUrl, recorder, metrics, nowMicros } = context;
+  const { group, inUrl, recorder, metrics, nowMicros, activity, now } = context;
   const { conn } = group;
   return {
     onFrame: (text, recvTs, socketId) => recorder.frame(group, text, recvTs, socketId),
@@ -432,6 +464,14 @@ function connectionHandlers(context: {
         return;
       }
       metrics.reconnects.inc({ cause: info.cause });
+      activity.event({
+        at: now(),
+        kind: "disconnect",
+        subject: `conn ${conn}`,
+        detail: `${info.cause}, code ${info.code ?? "none"}` +
+          (info.reason ? ` (${info.reason})` : "") +
+          (info.replaced ? "; successor carried on" : `; reconnecting in ${info.retryInMs} ms`),
+      });
       log.warn(
         "Connection {conn} socket {socketId} closed ({cause}, code {code}){replacedNote}",
         {
@@ -445,6 +485,12 @@ function connectionHandlers(context: {
     },
     onConnectFailed: (info) => {
       metrics.reconnects.inc({ cause: info.cause });
+      activity.event({
+        at: now(),
+        kind: "connect-failed",
+        subject: `conn ${conn}`,
+        detail: `${info.cause}: ${info.reason}; retrying in ${info.retryInMs} ms`,
+      });
       log.warn("Connection {conn} could not open ({reason}); retrying in {retryInMs} ms", {
         conn,
         ...info,

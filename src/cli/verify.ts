@@ -21,6 +21,7 @@ import { type KeyParts, parseKey } from "../batch/keys.ts";
 import type { Config } from "../config_types.ts";
 import { type ArchiveReader, localArchiveReader } from "../verify/archive.ts";
 import { Auditor, isoMicros, type Problem, type Report } from "../verify/audit.ts";
+import { renderAuditHtml } from "../verify/html.ts";
 
 /** The command's options, in node:util parseArgs form (main.ts spreads them into its own). */
 export const VERIFY_ARG_OPTIONS = {
@@ -29,6 +30,7 @@ export const VERIFY_ARG_OPTIONS = {
   symbol: { type: "string", multiple: true },
   json: { type: "boolean" },
   "max-hole": { type: "string" },
+  html: { type: "string" },
 } as const;
 
 export interface VerifyFlags {
@@ -37,6 +39,8 @@ export interface VerifyFlags {
   readonly symbol?: readonly string[];
   readonly json?: boolean;
   readonly "max-hole"?: string;
+  /** Also write the report as an HTML page with a coverage timeline to this file. */
+  readonly html?: string;
 }
 
 export interface VerifyOptions {
@@ -129,6 +133,16 @@ export async function verify(config: Config, flags: VerifyFlags, io: VerifyIo): 
         }\n`,
       );
       return 2;
+    }
+    if (flags.html !== undefined) {
+      try {
+        await Deno.writeTextFile(flags.html, renderAuditHtml(report, reader.location));
+      } catch (error) {
+        (io.printError ?? io.print)(
+          `l2-uploader verify: cannot write --html ${flags.html}: ${(error as Error).message}\n`,
+        );
+        return 2;
+      }
     }
     const exitCode = report.ok ? 0 : 1;
     io.print(

@@ -1,7 +1,8 @@
 /**
  * The local ops endpoint on METRICS_ADDR: `/metrics` (Prometheus text),
- * `/healthz` (DESIGN.md's thresholds; 503 when critical) and `/status`
- * (rates, spool, last upload, connections, uptime, version). GET only.
+ * `/healthz` (DESIGN.md's thresholds; 503 when critical), `/status`
+ * (rates, spool, last upload, connections, uptime, version) and `/`, the
+ * same as a self-contained HTML page (page.ts). GET only.
  *
  * `handler(deps)` is a plain `(Request) => Promise<Response>` so tests call
  * it without a port; `serveOps` only binds it. `observe` is the thin shell
@@ -20,6 +21,8 @@ import {
   spoolIsFull,
 } from "./health.ts";
 import type { Metrics } from "./metrics.ts";
+import type { Activity, ActivityEvent } from "./activity.ts";
+import { renderStatusPage } from "./page.ts";
 
 const log = getLogger(["l2", "http"]);
 
@@ -43,6 +46,8 @@ export interface OpsDeps {
   readonly residentBytes?: () => number;
   /** Wall-clock ms. */
   readonly now?: () => number;
+  /** Chart history, per-stream rates and recent events for `/` and /status. */
+  readonly activity?: Activity;
 }
 
 export interface StatusReport {
@@ -72,9 +77,19 @@ export interface StatusReport {
     /** Sealed batches waiting to be stored (uploader and spool). */
     readonly backlog: number;
   };
+  /** Sealed batches' bytes waiting in memory, and memory held by open batches. */
+  readonly queue: { readonly uploadQueueBytes: number; readonly openBatchBytes: number };
   readonly connections: { readonly webSockets: number };
   readonly memory: { readonly residentBytes: number };
-  readonly streams: Readonly<Record<string, { readonly lastMessageAgeSeconds: number }>>;
+  readonly streams: Readonly<
+    Record<string, {
+      readonly lastMessageAgeSeconds: number;
+      /** Messages/s over about the last minute; absent until two samples exist. */
+      readonly messagesPerSecond?: number;
+    }>
+  >;
+  /** The latest gaps and disconnects, newest first. */
+  readonly recentEvents: readonly (Omit<ActivityEvent, "at"> & { readonly at: string })[];
   /** Clock and lag against Binance (l2_clock_offset_seconds, l2_exchange_lag_seconds). */
   readonly exchange?: ExchangeTiming;
 }
@@ -96,7 +111,7 @@ export interface OpsSnapshot {
 /** Reads the metrics at `now`, feeds the tracker, evaluates health and builds the status. */
 export async function observe(deps: OpsDeps, now: number): Promise<OpsSnapshot> {
   const { metrics, tracker } = deps;
-  refreshGauges(deps);
+  refreshGauges(deps, now);
   const sample: MetricsSample = {
     messages: await total(metrics.messagesReceived),
     bytes: await total(metrics.bytesReceived),
@@ -108,6 +123,8 @@ export async function observe(deps: OpsDeps, now: number): Promise<OpsSnapshot> 
     backlog: deps.backlog?.() ?? 0,
   };
   tracker.observe(sample, now);
+  deps.activity?.sample(now, await perStream(metrics.messagesReceived));
+  const streamRates = deps.activity?.streamRates() ?? new Map<string, number>();
   const spoolBytes = await total(metrics.spoolBytes);
   const residentBytes = await total(metrics.residentMemory);
   const restartsLastHour = deps.restartsLastHour?.(now) ?? 0;
@@ -143,21 +160,34 @@ export async function observe(deps: OpsDeps, now: number): Promise<OpsSnapshot> 
       ageSeconds: lastOk === undefined ? null : Math.max(0, Math.floor((now - lastOk) / 1000)),
       backlog: sample.backlog,
     },
+    queue: {
+      uploadQueueBytes: await total(metrics.uploadQueueBytes),
+      openBatchBytes: await total(metrics.openBatchBytes),
+    },
     connections: { webSockets: await total(metrics.wsConnections) },
     memory: { residentBytes },
     streams: Object.fromEntries(
-      [...deps.messageAges?.() ?? []].map(([stream, age]) => [
-        stream,
-        { lastMessageAgeSeconds: Math.round(age * 10) / 10 },
-      ]),
+      [...deps.messageAges?.() ?? []].map(([stream, age]) => {
+        const rate = streamRates.get(stream);
+        return [stream, {
+          lastMessageAgeSeconds: Math.round(age * 10) / 10,
+          ...(rate === undefined ? {} : { messagesPerSecond: Math.round(rate * 100) / 100 }),
+        }];
+      }),
     ),
     exchange: await exchangeTiming(deps),
+    recentEvents: (deps.activity?.events() ?? []).map((e) => ({
+      ...e,
+      at: new Date(e.at).toISOString(),
+    })),
   };
   return { health, status };
 }
 
-/** Sets the gauges that are only known when asked: memory, message ages. */
-function refreshGauges(deps: OpsDeps): void {
+/** Sets the gauges that are only known when asked: memory, message ages, backlog, restarts. */
+function refreshGauges(deps: OpsDeps, now: number): void {
+  deps.metrics.uploadBacklog.set(deps.backlog?.() ?? 0);
+  deps.metrics.restartsLastHour.set(deps.restartsLastHour?.(now) ?? 0);
   deps.metrics.residentMemory.set((deps.residentBytes ?? (() => Deno.memoryUsage().rss))());
   const open = deps.openBatches?.();
   if (open) {
@@ -192,6 +222,18 @@ async function exchangeTiming(deps: OpsDeps): Promise<ExchangeTiming> {
   };
 }
 
+/** A counter's value per `stream` label. */
+async function perStream(
+  metric: { get(): Promise<{ values: { value: number; labels: Record<string, unknown> }[] }> },
+): Promise<Map<string, number>> {
+  const counts = new Map<string, number>();
+  for (const v of (await metric.get()).values) {
+    const stream = String(v.labels.stream ?? "");
+    counts.set(stream, (counts.get(stream) ?? 0) + v.value);
+  }
+  return counts;
+}
+
 /** A metric's value summed over its labels. */
 async function total(metric: { get(): Promise<{ values: { value: number }[] }> }): Promise<number> {
   return (await metric.get()).values.reduce((sum, v) => sum + v.value, 0);
@@ -201,7 +243,7 @@ export function handler(deps: OpsDeps): (req: Request) => Promise<Response> {
   const now = deps.now ?? Date.now;
   const routes: Record<string, () => Promise<Response>> = {
     "/metrics": async () => {
-      refreshGauges(deps);
+      refreshGauges(deps, now());
       const body = await deps.metrics.registry.metrics();
       return new Response(body, { headers: headers(deps.metrics.registry.contentType) });
     },
@@ -210,6 +252,16 @@ export function handler(deps: OpsDeps): (req: Request) => Promise<Response> {
       return json(health, health.status === "critical" ? 503 : 200);
     },
     "/status": async () => json((await observe(deps, now())).status, 200),
+    "/": async () => {
+      const at = now();
+      const snapshot = await observe(deps, at);
+      const html = renderStatusPage({
+        ...snapshot,
+        now: at,
+        series: deps.activity?.series() ?? [],
+      });
+      return new Response(html, { headers: headers("text/html; charset=utf-8") });
+    },
   };
   return async (req) => {
     const route = routes[new URL(req.url).pathname];
@@ -280,7 +332,9 @@ export function serveOps(
     throw new Error(`METRICS_ADDR ${shown} cannot be bound: ${(error as Error).message}`);
   }
   const bound = { hostname: server.addr.hostname, port: server.addr.port };
-  log.info("Serving /metrics, /healthz and /status on http://{addr}/", { addr: formatAddr(bound) });
+  log.info("Serving the status page, /metrics, /healthz and /status on http://{addr}/", {
+    addr: formatAddr(bound),
+  });
   return {
     addr: bound,
     finished: server.finished,

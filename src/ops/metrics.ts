@@ -6,6 +6,7 @@
  */
 
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { Sink } from "../store/sink.ts";
 
 export class Metrics {
   readonly registry = new Registry();
@@ -85,6 +86,34 @@ export class Metrics {
     buckets: [0, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
     registers: [this.registry],
   });
+  readonly spoolMaxBytes = this.#gauge(
+    "l2_spool_max_bytes",
+    "SPOOL_MAX_BYTES, the spool's bound (0 without a spool, i.e. with a local archive)",
+  );
+  readonly uploadBacklog = this.#gauge(
+    "l2_upload_backlog_batches",
+    "Sealed batches not yet stored: queued or in flight in the uploader, or in the spool",
+  );
+  readonly lastUploadTime = this.#gauge(
+    "l2_last_upload_timestamp_seconds",
+    "Unix time of the last batch a sink confirmed stored (0 until one is)",
+  );
+  readonly restartsLastHour = this.#gauge(
+    "l2_restarts_last_hour",
+    "Starts of the collector in the last hour before this one (DATA_DIR/state/restarts.json)",
+  );
+  readonly diskWriteFailures = this.#counter(
+    "l2_disk_write_failures_total",
+    "Writes to the local disk that failed (crash journal, spool)",
+    ["target"],
+  );
+  readonly uploadDuration = new Histogram({
+    name: "l2_upload_duration_seconds",
+    help: "Time of each store attempt (one put to the sink), by outcome",
+    labelNames: ["outcome"],
+    buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+    registers: [this.registry],
+  });
   readonly residentMemory = this.#gauge(
     "process_resident_memory_bytes",
     "Resident memory size in bytes",
@@ -95,6 +124,7 @@ export class Metrics {
     for (const cause of ["server", "error", "stale", "open-timeout", "subscribe-failed"]) {
       this.reconnects.inc({ cause }, 0);
     }
+    for (const target of ["journal", "spool"]) this.diskWriteFailures.inc({ target }, 0);
   }
 
   /** Shows each configured stream and the sink from the start, at 0. */
@@ -102,6 +132,25 @@ export class Metrics {
     for (const stream of options.streams) this.messagesReceived.inc({ stream }, 0);
     this.batchesStored.inc({ sink: options.sink }, 0);
     this.bytesStored.inc({ sink: options.sink }, 0);
+  }
+
+  /** `sink` with each put timed into l2_upload_duration_seconds. */
+  timeSink(sink: Sink): Sink {
+    const histogram = this.uploadDuration;
+    return {
+      kind: sink.kind,
+      location: sink.location,
+      async put(key, body, meta, signal) {
+        const end = histogram.startTimer();
+        try {
+          await sink.put(key, body, meta, signal);
+          end({ outcome: "ok" });
+        } catch (error) {
+          end({ outcome: "failed" });
+          throw error;
+        }
+      },
+    };
   }
 
   #counter<L extends string>(name: string, help: string, labelNames: L[] = []): Counter<L> {

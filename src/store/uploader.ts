@@ -49,6 +49,8 @@ export interface UploaderOptions {
   readonly onFailedAttempt?: (batch: SealedBatch, error: unknown) => void;
   /** Called when the queue's byte count changes. */
   readonly onQueueBytes?: (bytes: number) => void;
+  /** Called when writing a batch to the spool failed (a disk error, not a full spool). */
+  readonly onSpoolWriteFailed?: (error: unknown) => void;
 }
 
 export class Uploader {
@@ -252,6 +254,7 @@ export class Uploader {
         messages: batch.meta.messages,
       });
     } catch (error) {
+      this.#options.onSpoolWriteFailed?.(error);
       log.error("Cannot spool {key}: {error}; dropped {messages} messages", {
         key: batch.key,
         error,

@@ -43,6 +43,10 @@ export interface Problem {
   /** When it happened, ISO 8601 UTC with µs; `recvTs` is the same in µs since the epoch. */
   readonly time?: string;
   readonly recvTs?: number;
+  /** A hole's end (its first line after the silence), µs; `recvTs` is its start. */
+  readonly untilRecvTs?: number;
+  /** The event line that explains a hole (`disconnected`, `gap`, …). */
+  readonly cause?: string;
   readonly detail: string;
   /** The archive itself says why (an event line); explained problems do not fail the audit. */
   readonly explained: boolean;
@@ -197,6 +201,8 @@ interface StreamState {
   lastLine?: Where;
   /** The last line was an explaining event. */
   lastLineExplains: boolean;
+  /** The explaining event of the latest line, when it was one. */
+  lastLineEvent?: string;
   duplicateRun?: DuplicateRun;
   /** The stream's previous object could not be read: the next break or hole follows from it. */
   afterUnreadable?: string;
@@ -308,7 +314,7 @@ export class Auditor {
     stats.firstRecvTs ??= ts;
     if (stats.lastRecvTs === undefined || ts > stats.lastRecvTs) stats.lastRecvTs = ts;
     const explains = isEvent && EXPLAINING_EVENTS.has(event);
-    this.#checkHole(state, object.key, lineNo, ts, explains);
+    this.#checkHole(state, object.key, lineNo, ts, explains, explains ? event : undefined);
 
     if (isEvent) {
       stats.events[event] = (stats.events[event] ?? 0) + 1;
@@ -503,7 +509,14 @@ export class Auditor {
     return state;
   }
 
-  #checkHole(state: StreamState, key: string, lineNo: number, ts: number, explains: boolean) {
+  #checkHole(
+    state: StreamState,
+    key: string,
+    lineNo: number,
+    ts: number,
+    explains: boolean,
+    event?: string,
+  ) {
     const last = state.lastLine;
     if (last !== undefined && ts < last.ts) return; // out of order: not a new latest line
     if (last !== undefined && ts - last.ts > state.maxHoleUs) {
@@ -522,6 +535,8 @@ export class Auditor {
         line: lineNo,
         time: isoMicros(last.ts),
         recvTs: last.ts,
+        untilRecvTs: ts,
+        cause: explained ? (state.lastLineExplains ? state.lastLineEvent : event) : undefined,
         detail: `no line for ${seconds(length)} (threshold ${seconds(state.maxHoleUs)}), ` +
           `${isoMicros(last.ts)} (${last.key}:${last.line}) to ${isoMicros(ts)}` +
           this.#afterUnreadable(state),
@@ -530,6 +545,7 @@ export class Auditor {
     }
     state.lastLine = { key, line: lineNo, ts };
     state.lastLineExplains = explains;
+    state.lastLineEvent = event;
   }
 
   #checkChain(

@@ -2,10 +2,13 @@
  * A real S3 HTTP server (npm s3rver) on 127.0.0.1 for tests, which can be
  * stopped and started again on the same port and directory to simulate an
  * outage, plus a client to read back what was stored.
+ *
+ * s3rver runs in its own process (s3rver_main.ts, pinned by s3rver.lock), so
+ * it is not a dependency of the project: a first `deno task start` does not
+ * fetch it and its web framework.
  */
 
 import { GetObjectCommand, ListObjectsV2Command, S3Client } from "@aws-sdk/client-s3";
-import S3rver from "s3rver";
 
 export const TEST_BUCKET = "l2-test-bucket";
 export const TEST_CREDENTIALS = { accessKeyId: "S3RVER", secretAccessKey: "S3RVER" };
@@ -13,7 +16,7 @@ export const TEST_CREDENTIALS = { accessKeyId: "S3RVER", secretAccessKey: "S3RVE
 export class TestS3 implements AsyncDisposable {
   readonly directory: string;
   #port: number;
-  #server: S3rver | undefined;
+  #server: Deno.ChildProcess | undefined;
   #client: S3Client | undefined;
 
   private constructor(directory: string, port: number) {
@@ -64,26 +67,50 @@ export class TestS3 implements AsyncDisposable {
     const server = this.#server;
     this.#server = undefined;
     if (!server) return;
-    // close() waits for keep-alive connections to end: cut them, like an outage.
-    const http = (server as unknown as { httpServer?: { closeAllConnections(): void } }).httpServer;
-    const closed = server.close();
-    http?.closeAllConnections();
-    await closed;
+    // Killed, not closed: open connections are cut at once, like an outage.
+    try {
+      server.kill("SIGKILL");
+    } catch {
+      // already exited
+    }
+    await server.status;
   }
 
   /** Starts (again) on the same port and directory. */
   async resume(): Promise<void> {
     if (this.#server) return;
-    const server = new S3rver({
-      address: "127.0.0.1",
-      port: this.#port,
-      silent: true,
-      directory: this.directory,
-      configureBuckets: [{ name: TEST_BUCKET, configs: [] }],
-    });
-    const address = await server.run();
-    this.#port = address.port;
-    this.#server = server;
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "--no-config",
+        `--lock=${SUPPORT}s3rver.lock`,
+        "--frozen",
+        `${SUPPORT}s3rver_main.ts`,
+        "--port",
+        String(this.#port),
+        "--directory",
+        this.directory,
+        "--bucket",
+        TEST_BUCKET,
+      ],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const stderr = collect(child.stderr);
+    const line = await firstLine(child.stdout, 60_000);
+    if (line === undefined) {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // already exited
+      }
+      await child.status;
+      throw new Error(`s3rver did not start: ${(await stderr).slice(-2000)}`);
+    }
+    this.#port = (JSON.parse(line) as { port: number }).port;
+    this.#server = child;
   }
 
   /** Every key in the bucket, sorted. */
@@ -110,4 +137,38 @@ export class TestS3 implements AsyncDisposable {
     this.#client?.destroy();
     await Deno.remove(this.directory, { recursive: true }).catch(() => {});
   }
+}
+
+const SUPPORT = new URL("./", import.meta.url).pathname;
+
+/** The first line of `stream` (the rest is drained), or undefined after `timeoutMs` or at its end. */
+async function firstLine(
+  stream: ReadableStream<Uint8Array>,
+  timeoutMs: number,
+): Promise<string | undefined> {
+  const lines = stream.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  const timer = setTimeout(() => lines.cancel().catch(() => {}), timeoutMs);
+  try {
+    while (!text.includes("\n")) {
+      const { value, done } = await lines.read();
+      if (done) return undefined;
+      text += value;
+    }
+  } catch {
+    return undefined;
+  } finally {
+    clearTimeout(timer);
+  }
+  (async () => {
+    while (!(await lines.read()).done);
+  })().catch(() => {});
+  return text.slice(0, text.indexOf("\n"));
+}
+
+/** Everything `stream` yields, as text, once it ends. */
+async function collect(stream: ReadableStream<Uint8Array>): Promise<string> {
+  let text = "";
+  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) text += chunk;
+  return text;
 }

@@ -1,6 +1,6 @@
 /**
- * Lets s3rver page a listing under Deno. Import it for its side effect in a
- * test whose bucket holds more objects than one ListObjectsV2 page.
+ * Lets s3rver page a listing under Deno. s3rver_main.ts, the process the
+ * tests' S3 server runs in, imports it for its side effect.
  *
  * s3rver 3.7.1 encrypts the ListObjectsV2 continuation token with DES
  * (`crypto.createCipheriv("des", …)`, lib/controllers/bucket.js), a cipher
