@@ -85,6 +85,8 @@ export interface RunOptions {
 export async function run(config: Config, options: RunOptions): Promise<void> {
   const nowMicros = options.nowMicros ?? defaultNowMicros;
   const metrics = options.metrics ?? new Metrics();
+  // The lag histogram's series exist from the start (zero), not from the first sampled message.
+  metrics.exchangeLag.zero({ market: config.market });
   await ensureWritable(config.dataDir);
   const now = options.now ?? Date.now;
   const startedAt = now();
