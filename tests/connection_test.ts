@@ -12,6 +12,7 @@ import {
   type ConnectionOptions,
   type OpenInfo,
   runConnection,
+  startConnection,
 } from "../src/feed/connection.ts";
 import { FakeExchange, partialDepthFeed } from "./support/fake_exchange.ts";
 import { delay, waitFor } from "./support/wait.ts";
@@ -369,4 +370,36 @@ Deno.test("runConnection returns at once when the signal is already aborted", as
     signal: AbortSignal.abort(),
   });
   assert.equal(recording.opens.length + recording.closes.length + recording.failures.length, 0);
+});
+
+Deno.test("replace('suspended') closes the socket and opens a new one at once, even a young one", async () => {
+  await using exchange = await FakeExchange.start();
+  exchange.setFeed(STREAM, partialDepthFeed({ rate: 100, levels: 5 }));
+  const recording = new Recording();
+  const controller = new AbortController();
+  const connection = startConnection({
+    url: `${exchange.wsUrl}/stream?streams=${STREAM}`,
+    staleAfterMs: 5000,
+    // Young sockets would otherwise back off before the next attempt.
+    healthyAfterMs: 60_000,
+    handlers: recording.handlers,
+    signal: controller.signal,
+  });
+  try {
+    await waitFor(() => recording.frames.length >= 5, 2000, "5 frames");
+    const asked = performance.now();
+    connection.replace("suspended");
+    await waitFor(() => recording.opens.length === 2, 2000, "a new socket");
+    assert.ok(recording.opens[1].at - asked < 500, "opened without a backoff");
+    assert.equal(recording.closes.length, 1);
+    const closed = recording.closes[0].info;
+    assert.equal(closed.cause, "suspended");
+    assert.equal(closed.retryInMs, 0);
+    assert.equal(closed.replaced, undefined);
+    assert.equal(recording.opens[1].info.role, "reconnect");
+    await waitFor(() => recording.framesOfConnection(2).length >= 5, 2000, "frames on the new one");
+  } finally {
+    controller.abort();
+    await connection.done;
+  }
 });

@@ -29,11 +29,13 @@ import {
 } from "../binance/streams.ts";
 import type { Config } from "../config_types.ts";
 import {
+  type Connection,
   type ConnectionHandlers,
-  defaultNowMicros,
   startConnection,
   type WebSocketFactory,
 } from "../feed/connection.ts";
+import { TICK_MS } from "../feed/clock.ts";
+import { startClock } from "./suspension.ts";
 import { AttemptLimiter } from "../feed/rate_limit.ts";
 import { AlertNotifier, watchHealth } from "../ops/alerts.ts";
 import { HealthTracker } from "../ops/health.ts";
@@ -68,6 +70,9 @@ export interface RunOptions {
   readonly webSocket?: WebSocketFactory;
   readonly fetch?: typeof fetch;
   readonly nowMicros?: () => number;
+  /** Clocks the receive clock reads (tests step the wall clock); default Date.now, performance.now. */
+  readonly wallMs?: () => number;
+  readonly monotonicMs?: () => number;
   readonly metrics?: Metrics;
   /** Total time allowed from the shutdown signal to return, ms. */
   readonly shutdownBudgetMs?: number;
@@ -80,7 +85,6 @@ export interface RunOptions {
 }
 
 export async function run(config: Config, options: RunOptions): Promise<void> {
-  const nowMicros = options.nowMicros ?? defaultNowMicros;
   const metrics = options.metrics ?? new Metrics();
   await ensureWritable(config.dataDir);
   const now = options.now ?? Date.now;
@@ -247,9 +251,28 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
         if (spec) snapshotter?.request(spec.symbol, "chain start");
       },
     });
+    const tracker = new HealthTracker(startedAt);
+    const connections: Connection[] = [];
+    const clock = startClock({
+      config,
+      streams: streams.map((s) => s.name),
+      recorder,
+      metrics,
+      tracker,
+      now,
+      wallMs: options.wallMs,
+      monotonicMs: options.monotonicMs,
+      // After a suspension every connection is replaced at once (not after
+      // STALE_AFTER_SECONDS), and diff streams get fresh snapshots.
+      onSuspended: () => {
+        for (const connection of connections) connection.replace("suspended");
+        for (const symbol of config.symbols) snapshotter?.request(symbol, "suspended");
+      },
+    });
+    const nowMicros = options.nowMicros ?? clock.nowMicros;
     const opsDeps: OpsDeps = {
       metrics,
-      tracker: new HealthTracker(startedAt),
+      tracker,
       version: options.version ?? "dev",
       instanceId: config.instanceId,
       backlog: () => uploader.pending + (spool?.count ?? 0),
@@ -322,11 +345,14 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
           nowMicros,
           handlers: connectionHandlers({ group, recorder, metrics, nowMicros }),
         });
+        connections.push(connection);
         return connection.done;
       },
     );
 
     const ticker = setInterval(() => recorder.tick(), 200);
+    clock.tick();
+    const clockTicker = setInterval(() => clock.tick(), TICK_MS);
     options.onStarted?.();
     await new Promise<void>((resolve) => {
       if (options.shutdown.aborted) resolve();
@@ -339,6 +365,7 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
     await Promise.all(feeds);
     await snapshotter?.done;
     clearInterval(ticker);
+    clearInterval(clockTicker);
     recorder.sealAll();
     // Keep a second for spooling what the sink could not take in time.
     const storeBy = Math.max(0, deadline - Date.now() - 1500);

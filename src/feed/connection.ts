@@ -35,7 +35,8 @@ export type CloseCause =
   | "error"
   | "shutdown"
   | "open-timeout"
-  | "rotated";
+  | "rotated"
+  | "suspended";
 
 /** Why a socket was opened. */
 export type SocketRole = "initial" | "reconnect" | "successor";
@@ -102,6 +103,11 @@ export interface Connection {
   rotate(): void;
   /** The successor caught up: close `socketId` (the primary) and promote it. */
   retire(socketId: number): void;
+  /**
+   * Closes every socket now and opens a new one at once (the process was
+   * suspended: what the old sockets still hold sat in OS buffers meanwhile).
+   */
+  replace(cause: "suspended"): void;
 }
 
 export const defaultNowMicros = (): number =>
@@ -219,8 +225,8 @@ export function startConnection(options: ConnectionOptions): Connection {
         successor.close("shutdown");
         successor = undefined;
       }
-      const healthy = outcome.opened &&
-        outcome.close.uptimeMs >= (options.healthyAfterMs ?? 10_000);
+      const healthy = outcome.close.cause === "suspended" || (outcome.opened &&
+        outcome.close.uptimeMs >= (options.healthyAfterMs ?? 10_000));
       backoff = healthy ? undefined : backoff ? backoff.next(undefined) : factory.next();
       const waitMs = backoff?.duration ?? 0;
       const info = { ...base, retryInMs: waitMs };
@@ -246,7 +252,12 @@ export function startConnection(options: ConnectionOptions): Connection {
     }
     // A retired primary finished closing.
     if (outcome.opened) {
-      handlers.onClose({ ...base, cause: signal.aborted ? "shutdown" : "rotated", replaced: true });
+      const cause = signal.aborted
+        ? "shutdown"
+        : base.cause === "suspended"
+        ? base.cause
+        : "rotated";
+      handlers.onClose({ ...base, cause, replaced: true });
     }
   };
 
@@ -288,6 +299,16 @@ export function startConnection(options: ConnectionOptions): Connection {
     old.close("rotated");
   };
 
+  const replace = (cause: "suspended") => {
+    if (signal.aborted) return;
+    // A successor would take the primary's place: it goes first.
+    const pending = successor;
+    successor = undefined;
+    clearTimeout(overlapTimer);
+    pending?.close(cause);
+    primary?.close(cause);
+  };
+
   signal.addEventListener("abort", () => {
     clearTimeout(rotateTimer);
     clearTimeout(overlapTimer);
@@ -295,7 +316,7 @@ export function startConnection(options: ConnectionOptions): Connection {
   }, { once: true });
 
   openPrimary("initial", 0);
-  return { done, rotate, retire };
+  return { done, rotate, retire, replace };
 }
 
 interface Outcome {

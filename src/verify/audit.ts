@@ -12,8 +12,8 @@
  * - time holes: no line for longer than `maxHoleUs`;
  * - malformed lines, unreadable objects, keys outside the layout.
  * A break or hole is "explained" when the recorder wrote down why: an event
- * line (gap, disconnected, stale, recovered, rotated, shutdown, connected)
- * between the two messages, or bordering the hole.
+ * line (gap, disconnected, stale, recovered, rotated, shutdown, connected,
+ * suspended, clock_step) between the two messages, or bordering the hole.
  */
 
 import { type KeyParts, parseKey } from "../batch/keys.ts";
@@ -116,6 +116,9 @@ const EXPLAINING_EVENTS = new Set([
   "rotated",
   "shutdown",
   "connected",
+  // The process did not run (the Mac slept), or the wall clock jumped forward.
+  "suspended",
+  "clock_step",
 ]);
 
 const SNAPSHOT_SUFFIX = "@depthSnapshot";
