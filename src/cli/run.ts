@@ -47,6 +47,7 @@ import {
   serveOps,
 } from "../ops/http.ts";
 import { Metrics } from "../ops/metrics.ts";
+import { preventSleep } from "../ops/power.ts";
 import { countRestarts, recordStart } from "../ops/restarts.ts";
 import { Recorder, type StreamGroup } from "../recorder.ts";
 import { type Drainer, startDrainer } from "../store/drainer.ts";
@@ -98,6 +99,8 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
   const selected = await selectSink(config);
   const { sink } = selected;
   const background = new AbortController();
+  // macOS: a power assertion for as long as this process records.
+  const awake = preventSleep({ enabled: config.preventSleep });
   let ops: OpsServer | undefined;
   let healthLoop: Promise<void> | undefined;
   try {
@@ -375,6 +378,7 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
     await journal.close();
     reportShutdown(left, spool);
   } finally {
+    awake.release();
     background.abort();
     // An alert POST in flight (10 s timeout) must not hold up the exit.
     await Promise.race([healthLoop, delay(1000)]);
