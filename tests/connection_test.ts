@@ -403,3 +403,24 @@ Deno.test("replace('suspended') closes the socket and opens a new one at once, e
     await connection.done;
   }
 });
+
+Deno.test("time the process did not run (the monotonic clock jumps) is not a socket's silence", async () => {
+  await using exchange = await FakeExchange.start();
+  // A frame every 2 s, a watchdog round every 1 s.
+  exchange.setFeed(STREAM, partialDepthFeed({ rate: 0.5, levels: 5 }));
+  let suspendedMs = 0;
+  await using conn = connect({
+    url: `${exchange.wsUrl}/stream?streams=${STREAM}`,
+    staleAfterMs: 4000,
+    monotonicMs: () => performance.now() + suspendedMs,
+  });
+  await waitFor(() => conn.frames.length >= 1, 5000, "a frame");
+  const seen = conn.frames.length;
+  await waitFor(() => conn.frames.length > seen, 5000, "the next frame", 10);
+  // As after a SIGSTOP: 10 s passed, with no watchdog round and no frame read.
+  suspendedMs = 10_000;
+  await delay(1300);
+  assert.equal(conn.frames.length, seen + 1, "a frame came before the watchdog's round");
+  assert.deepEqual(conn.closes.map((c) => c.info.cause), [], "closed as stale");
+  await conn.stop();
+});

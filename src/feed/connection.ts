@@ -399,7 +399,14 @@ function connectOnce(options: ConnectionOptions, hooks: SocketHooks): Promise<Ou
       if (openedAt === undefined) closeWith("open-timeout");
     }, options.openTimeoutMs ?? 10_000));
 
+    const watchEveryMs = Math.max(50, Math.min(1000, options.staleAfterMs / 4));
+    let watchedAt = monotonic();
     const watchdog = setInterval(() => {
+      // A round more than a second late means the process did not run (it
+      // was suspended): that time is not the socket's silence.
+      const late = monotonic() - watchedAt - watchEveryMs;
+      watchedAt = monotonic();
+      if (late > 1000) lastFrameAt += late;
       if (openedAt === undefined || cause !== undefined) return;
       if (monotonic() - lastFrameAt >= options.staleAfterMs) {
         log.warn("No frame for {silentMs} ms on {url}; replacing the connection", {
@@ -408,7 +415,7 @@ function connectOnce(options: ConnectionOptions, hooks: SocketHooks): Promise<Ou
         });
         closeWith("stale", 4000);
       }
-    }, Math.max(50, Math.min(1000, options.staleAfterMs / 4)));
+    }, watchEveryMs);
 
     ws.onopen = () => {
       openedAt = monotonic();
