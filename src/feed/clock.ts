@@ -7,8 +7,10 @@
  *   time between two lines. A difference between the two of more than
  *   `stepThresholdMs` (100 ms) is a step: it is reported once (`onStep`) and
  *   the clock re-anchors, so later lines carry wall-clock time again. A
- *   smaller difference (NTP slewing, crystal drift: well under 1 ms a second)
- *   is followed silently at each tick.
+ *   smaller difference (NTP slewing, crystal drift: under 1 ms a second) is
+ *   followed silently: each tick moves the receive clock a tenth of the way
+ *   to the wall clock, at most 1 ms, so the whole milliseconds of
+ *   `Date.now()` do not jitter the time between two lines.
  * - Receive times never decrease: after a backward step, lines keep the last
  *   time given out until the clock passes it.
  * - A suspension is noticed: `tick()` is meant to run every `tickMs` (1 s);
@@ -60,6 +62,10 @@ export interface ReceiveClockOptions {
 
 export const STEP_THRESHOLD_MS = 100;
 export const TICK_MS = 1000;
+/** Silent drift correction: this share of the difference per tick … */
+const SLEW_GAIN = 0.1;
+/** … and at most this much, ms (1000 ppm: more than NTP's own 500 ppm limit). */
+const MAX_SLEW_MS = 1;
 
 export class ReceiveClock {
   readonly #wall: () => number;
@@ -103,8 +109,10 @@ export class ReceiveClock {
     const mono = this.#monotonic();
     const wall = this.#wall();
     this.#check(mono, wall);
-    // Drift under the step threshold: follow it silently.
-    this.#anchor(mono, wall);
+    // Drift under the step threshold: slew toward the wall clock silently.
+    const now = this.#reading(mono);
+    const slew = Math.max(-MAX_SLEW_MS, Math.min(MAX_SLEW_MS, (wall - now) * SLEW_GAIN));
+    this.#anchor(mono, now + slew);
   }
 
   #check(mono: number, wall: number): void {
