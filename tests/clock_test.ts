@@ -6,6 +6,7 @@
 
 import assert from "node:assert/strict";
 import { run } from "../src/cli/run.ts";
+import { suspendedDetails, suspensionReason } from "../src/cli/suspension.ts";
 import { parseConfig } from "../src/config.ts";
 import { type ClockStep, ReceiveClock, type Suspension } from "../src/feed/clock.ts";
 import { Metrics } from "../src/ops/metrics.ts";
@@ -234,4 +235,26 @@ Deno.test({
     const counted = await metrics.registry.getSingleMetricAsString("l2_clock_steps_total");
     assert.match(counted, /^l2_clock_steps_total 2$/m);
   },
+});
+
+Deno.test("a suspension's reason and event details: the Mac slept, or the process was stopped", () => {
+  const slept: Suspension = {
+    fromUs: 1_000_000,
+    toUs: 44_000_000,
+    durationMs: 43_000,
+    measuredBy: "wall",
+  };
+  assert.equal(suspensionReason(slept, "darwin"), "the Mac slept");
+  assert.equal(suspensionReason(slept, "linux"), "the machine slept");
+  assert.equal(
+    suspensionReason({ ...slept, measuredBy: "monotonic" }, "darwin"),
+    "the process was suspended",
+  );
+  assert.deepEqual(suspendedDetails(slept), {
+    from: 1_000_000,
+    to: 44_000_000,
+    duration_ms: 43_000,
+    buffered_until: 47_000_000,
+    measured_by: "wall",
+  });
 });
