@@ -110,7 +110,7 @@ Deno.test("check on macOS prints the sleep settings as a WARN line that does not
     pmset: () => Promise.resolve(sample),
   });
   assert.equal(code, 0, out);
-  assert.match(out, /^WARN  sleep settings .*fix: sudo pmset -c sleep 0 disksleep 0/m);
+  assert.match(out, /^WARN {2}sleep settings .*fix: sudo pmset -c sleep 0 disksleep 0/m);
 
   let linux = "";
   await check(config, {
