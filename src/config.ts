@@ -353,6 +353,15 @@ function envSchema(context: Context) {
     SNAPSHOT_INTERVAL_SECONDS: setting("3600").pipe(integer(10, 86400)),
     SNAPSHOT_LIMIT: setting("1000").pipe(perMarket(SNAPSHOT_LIMITS, market)),
     STREAMS_PER_CONNECTION: setting("200").pipe(integer(1, 1024)),
+    // running 24/7 on a Mac
+    SUSPEND_THRESHOLD_SECONDS: setting("5").pipe(integer(2, 3600)),
+    PREVENT_SLEEP: setting("true").pipe(
+      z.stringbool({
+        truthy: ["true", "1", "yes"],
+        falsy: ["false", "0", "no"],
+        error: "one of true, false, 1, 0, yes, no",
+      }),
+    ),
     // metrics and alerts
     METRICS_ADDR: setting("127.0.0.1:9464").pipe(metricsAddr),
     ALERT_WEBHOOK_URL: optionalSetting().pipe(httpUrl().optional()),
@@ -470,6 +479,8 @@ export function parseConfig(
     snapshotIntervalSeconds: e.SNAPSHOT_INTERVAL_SECONDS,
     snapshotLimit: e.SNAPSHOT_LIMIT,
     streamsPerConnection: e.STREAMS_PER_CONNECTION,
+    suspendThresholdSeconds: e.SUSPEND_THRESHOLD_SECONDS,
+    preventSleep: e.PREVENT_SLEEP,
     metrics: e.METRICS_ADDR === undefined ? undefined : Object.freeze(e.METRICS_ADDR),
     alertWebhookUrl: e.ALERT_WEBHOOK_URL,
     instanceId: e.INSTANCE_ID ?? instanceIdFromHostname(options.hostname),

@@ -47,6 +47,10 @@ export interface Config {
   readonly snapshotIntervalSeconds: number;
   readonly snapshotLimit: number;
   readonly streamsPerConnection: number;
+  /** The 1 s ticker late by more than this: the process was suspended (the Mac slept). */
+  readonly suspendThresholdSeconds: number;
+  /** macOS: hold a `caffeinate` power assertion while recording. */
+  readonly preventSleep: boolean;
   /** `undefined` when `METRICS_ADDR=off`. */
   readonly metrics?: { readonly hostname: string; readonly port: number };
   readonly alertWebhookUrl?: string;

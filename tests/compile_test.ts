@@ -44,9 +44,9 @@ Deno.test("start, compile and compile:all grant exactly the same permission set"
     "x86_64-apple-darwin",
     "x86_64-unknown-linux-gnu",
   ]);
-  // Narrow: no blanket -A, and `run` only for launchctl.
+  // Narrow: no blanket -A, and `run` only for launchctl, caffeinate (PREVENT_SLEEP) and pmset (check).
   const set = denoJson.permissions.collector;
-  assert.deepEqual(set.run, ["launchctl"]);
+  assert.deepEqual(set.run, ["launchctl", "/usr/bin/caffeinate", "/usr/bin/pmset"]);
   assert.equal(set.ffi, undefined);
 });
 

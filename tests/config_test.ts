@@ -56,6 +56,8 @@ Deno.test("parseConfig applies DESIGN.md's defaults to an empty environment", ()
     snapshotIntervalSeconds: 3600,
     snapshotLimit: 1000,
     streamsPerConnection: 200,
+    suspendThresholdSeconds: 5,
+    preventSleep: true,
     metrics: { hostname: "127.0.0.1", port: 9464 },
     instanceId: "collector-1",
     logLevel: "info",
@@ -176,6 +178,7 @@ Deno.test("parseConfig enforces the bounds of every integer option", () => {
     ["STALE_AFTER_SECONDS", "staleAfterSeconds", 1, 3600],
     ["SNAPSHOT_INTERVAL_SECONDS", "snapshotIntervalSeconds", 10, 86400],
     ["STREAMS_PER_CONNECTION", "streamsPerConnection", 1, 1024],
+    ["SUSPEND_THRESHOLD_SECONDS", "suspendThresholdSeconds", 2, 3600],
     ["LOG_MAX_FILES", "logMaxFiles", 1, 1000],
   ];
   for (const [variable, key, min, max] of bounds) {
@@ -190,6 +193,14 @@ Deno.test("parseConfig enforces the bounds of every integer option", () => {
       ], `${variable}=${bad}`);
     }
   }
+});
+
+Deno.test("parseConfig reads PREVENT_SLEEP as a boolean and names a bad value", () => {
+  assert.equal(parseConfig({ PREVENT_SLEEP: "false" }).preventSleep, false);
+  assert.equal(parseConfig({ PREVENT_SLEEP: "1" }).preventSleep, true);
+  assert.deepEqual(problemsOf({ PREVENT_SLEEP: "maybe" }).problems, [
+    { variable: "PREVENT_SLEEP", value: "maybe", allowed: "one of true, false, 1, 0, yes, no" },
+  ]);
 });
 
 Deno.test("parseConfig reads byte sizes and requires them above zero", () => {

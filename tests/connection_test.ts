@@ -12,6 +12,7 @@ import {
   type ConnectionOptions,
   type OpenInfo,
   runConnection,
+  startConnection,
 } from "../src/feed/connection.ts";
 import { FakeExchange, partialDepthFeed } from "./support/fake_exchange.ts";
 import { delay, waitFor } from "./support/wait.ts";
@@ -373,4 +374,57 @@ Deno.test("runConnection returns at once when the signal is already aborted", as
     signal: AbortSignal.abort(),
   });
   assert.equal(recording.opens.length + recording.closes.length + recording.failures.length, 0);
+});
+
+Deno.test("replace('suspended') closes the socket and opens a new one at once, even a young one", async () => {
+  await using exchange = await FakeExchange.start();
+  exchange.setFeed(STREAM, partialDepthFeed({ rate: 100, levels: 5 }));
+  const recording = new Recording();
+  const controller = new AbortController();
+  const connection = startConnection({
+    url: `${exchange.wsUrl}/stream?streams=${STREAM}`,
+    staleAfterMs: 5000,
+    // Young sockets would otherwise back off before the next attempt.
+    healthyAfterMs: 60_000,
+    handlers: recording.handlers,
+    signal: controller.signal,
+  });
+  try {
+    await waitFor(() => recording.frames.length >= 5, 2000, "5 frames");
+    const asked = performance.now();
+    connection.replace("suspended");
+    await waitFor(() => recording.opens.length === 2, 2000, "a new socket");
+    assert.ok(recording.opens[1].at - asked < 500, "opened without a backoff");
+    assert.equal(recording.closes.length, 1);
+    const closed = recording.closes[0].info;
+    assert.equal(closed.cause, "suspended");
+    assert.equal(closed.retryInMs, 0);
+    assert.equal(closed.replaced, undefined);
+    assert.equal(recording.opens[1].info.role, "reconnect");
+    await waitFor(() => recording.framesOfConnection(2).length >= 5, 2000, "frames on the new one");
+  } finally {
+    controller.abort();
+    await connection.done;
+  }
+});
+
+Deno.test("time the process did not run (the monotonic clock jumps) is not a socket's silence", async () => {
+  await using exchange = await FakeExchange.start();
+  // A frame every 2 s, a watchdog round every 1 s.
+  exchange.setFeed(STREAM, partialDepthFeed({ rate: 0.5, levels: 5 }));
+  let suspendedMs = 0;
+  await using conn = connect({
+    url: `${exchange.wsUrl}/stream?streams=${STREAM}`,
+    staleAfterMs: 4000,
+    monotonicMs: () => performance.now() + suspendedMs,
+  });
+  await waitFor(() => conn.frames.length >= 1, 5000, "a frame");
+  const seen = conn.frames.length;
+  await waitFor(() => conn.frames.length > seen, 5000, "the next frame", 10);
+  // As after a SIGSTOP: 10 s passed, with no watchdog round and no frame read.
+  suspendedMs = 10_000;
+  await delay(1300);
+  assert.equal(conn.frames.length, seen + 1, "a frame came before the watchdog's round");
+  assert.deepEqual(conn.closes.map((c) => c.info.cause), [], "closed as stale");
+  await conn.stop();
 });

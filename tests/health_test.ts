@@ -285,3 +285,29 @@ Deno.test("a damaged restart history starts a new one instead of failing", async
   assert.deepEqual(history.starts, [NOW]);
   assert.equal(history.restartsLastHour, 0);
 });
+
+Deno.test("a suspension within the last hour is a warning that says why and for how long", () => {
+  const slept = { at: NOW - 10 * MIN, durationMs: 43_200, reason: "the Mac slept" };
+  const health = evaluateHealth({ ...healthy, lastSuspension: slept }, NOW);
+  assert.equal(health.status, "warning");
+  const found = health.checks.find((c) => c.name === "suspension");
+  assert.equal(found?.status, "warning");
+  assert.match(found!.message, /^the Mac slept for 43 s, 10 min ago/);
+  // An hour later it is history: the check is gone and health is ok again.
+  const later = evaluateHealth({ ...healthy, lastSuspension: slept }, NOW + 50 * MIN);
+  assert.equal(later.status, "ok");
+  assert.equal(later.checks.find((c) => c.name === "suspension"), undefined);
+});
+
+Deno.test("the tracker hands the latest suspension to the health inputs", () => {
+  const tracker = new HealthTracker(NOW - HOUR);
+  const facts = { restartsLastHour: 0, residentBytes: 0, spoolFull: false };
+  assert.equal(tracker.inputs(NOW, facts).lastSuspension, undefined);
+  tracker.suspended(NOW - 5000, 8000, "the process was suspended");
+  tracker.suspended(NOW - 1000, 9000, "the Mac slept");
+  assert.deepEqual(tracker.inputs(NOW, facts).lastSuspension, {
+    at: NOW - 1000,
+    durationMs: 9000,
+    reason: "the Mac slept",
+  });
+});

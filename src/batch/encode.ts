@@ -20,7 +20,9 @@ export type EventName =
   | "gap"
   | "rotated"
   | "recovered"
-  | "shutdown";
+  | "shutdown"
+  | "suspended"
+  | "clock_step";
 
 const FIXED_KEYS = new Set(["recv_ts", "stream", "event"]);
 

@@ -6,11 +6,14 @@
  *   sink       S3: HeadBucket, then put and delete a probe object;
  *              local: write and rename a file in DATA_DIR/archive
  *   binance    REST ping
+ *   sleep      macOS only: `pmset -g`; system or disk sleep on AC power is a
+ *              warning (WARN, exit code unchanged) naming the fix
  */
 
 import { join } from "node:path";
 import { restPaths } from "../binance/streams.ts";
 import type { Config } from "../config_types.ts";
+import { parsePmset, PMSET, sleepAdvice } from "../ops/power.ts";
 import { writeAtomically } from "../store/local.ts";
 import { s3ErrorCode } from "../store/s3_errors.ts";
 import { checkBucket, selectSink } from "../store/select.ts";
@@ -19,24 +22,37 @@ export interface CheckResult {
   readonly name: string;
   readonly ok: boolean;
   readonly detail: string;
+  /** Passed with a warning: printed as WARN, does not fail the check. */
+  readonly warn?: boolean;
 }
 
 export interface CheckOptions {
   readonly print: (text: string) => void;
   readonly fetch?: typeof fetch;
   readonly timeoutMs?: number;
+  /** Default Deno.build.os. */
+  readonly os?: string;
+  /** The output of `pmset -g`; default: runs /usr/bin/pmset. */
+  readonly pmset?: () => Promise<string>;
 }
 
 export async function check(config: Config, options: CheckOptions): Promise<number> {
   const results: CheckResult[] = [{ name: "config", ok: true, detail: describeConfig(config) }];
   const print = (r: CheckResult) =>
-    options.print(`${r.ok ? "OK  " : "FAIL"}  ${r.name.padEnd(18)} ${r.detail}\n`);
+    options.print(
+      `${r.ok ? (r.warn ? "WARN" : "OK  ") : "FAIL"}  ${r.name.padEnd(18)} ${r.detail}\n`,
+    );
   print(results[0]);
   const steps: Array<[string, () => Promise<string>]> = [
     ["data dir", () => probeDirectory(join(config.dataDir, "spool"))],
     ...await sinkSteps(config, options.timeoutMs ?? 15_000),
     ["binance rest", () => pingBinance(config, options)],
   ];
+  if ((options.os ?? Deno.build.os) === "darwin") {
+    const sleep = await sleepSettings(options.pmset ?? runPmset);
+    results.push(sleep);
+    print(sleep);
+  }
   for (const [name, step] of steps) {
     let result: CheckResult;
     try {
@@ -91,6 +107,28 @@ async function sinkSteps(
       }
     }],
   ];
+}
+
+/** A Mac that may sleep on AC power stops recording: a warning with the fix. */
+async function sleepSettings(pmset: () => Promise<string>): Promise<CheckResult> {
+  const name = "sleep settings";
+  try {
+    const advice = sleepAdvice(parsePmset(await pmset()));
+    return { name, ok: true, warn: !advice.ok, detail: advice.detail };
+  } catch (error) {
+    return {
+      name,
+      ok: true,
+      warn: true,
+      detail: `cannot run pmset -g: ${(error as Error).message}`,
+    };
+  }
+}
+
+async function runPmset(): Promise<string> {
+  const out = await new Deno.Command(PMSET, { args: ["-g"], stdin: "null" }).output();
+  if (!out.success) throw new Error(new TextDecoder().decode(out.stderr).trim());
+  return new TextDecoder().decode(out.stdout);
 }
 
 async function probeDirectory(dir: string): Promise<string> {

@@ -31,11 +31,13 @@ import {
 } from "../binance/streams.ts";
 import type { Config } from "../config_types.ts";
 import {
+  type Connection,
   type ConnectionHandlers,
-  defaultNowMicros,
   startConnection,
   type WebSocketFactory,
 } from "../feed/connection.ts";
+import { TICK_MS } from "../feed/clock.ts";
+import { startClock } from "./suspension.ts";
 import { AttemptLimiter } from "../feed/rate_limit.ts";
 import { Activity } from "../ops/activity.ts";
 import { AlertNotifier, watchHealth } from "../ops/alerts.ts";
@@ -48,6 +50,7 @@ import {
   serveOps,
 } from "../ops/http.ts";
 import { Metrics } from "../ops/metrics.ts";
+import { preventSleep } from "../ops/power.ts";
 import { countRestarts, recordStart } from "../ops/restarts.ts";
 import { Recorder, type StreamGroup } from "../recorder.ts";
 import { type Drainer, startDrainer } from "../store/drainer.ts";
@@ -71,6 +74,9 @@ export interface RunOptions {
   readonly webSocket?: WebSocketFactory;
   readonly fetch?: typeof fetch;
   readonly nowMicros?: () => number;
+  /** Clocks the receive clock reads (tests step the wall clock); default Date.now, performance.now. */
+  readonly wallMs?: () => number;
+  readonly monotonicMs?: () => number;
   readonly metrics?: Metrics;
   /** Total time allowed from the shutdown signal to return, ms. */
   readonly shutdownBudgetMs?: number;
@@ -83,7 +89,6 @@ export interface RunOptions {
 }
 
 export async function run(config: Config, options: RunOptions): Promise<void> {
-  const nowMicros = options.nowMicros ?? defaultNowMicros;
   const metrics = options.metrics ?? new Metrics();
   // The lag histogram's series exist from the start (zero), not from the first sampled message.
   metrics.exchangeLag.zero({ market: config.market });
@@ -99,6 +104,8 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
   const selected = await selectSink(config);
   const sink = metrics.timeSink(selected.sink);
   const background = new AbortController();
+  // macOS: a power assertion for as long as this process records.
+  const awake = preventSleep({ enabled: config.preventSleep });
   let ops: OpsServer | undefined;
   let healthLoop: Promise<void> | undefined;
   let clockLoop: Promise<void> | undefined;
@@ -287,9 +294,28 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
         metrics.clockOffset.set(seconds);
       },
     });
+    const tracker = new HealthTracker(startedAt);
+    const connections: Connection[] = [];
+    const clock = startClock({
+      config,
+      streams: streams.map((s) => s.name),
+      recorder,
+      metrics,
+      tracker,
+      now,
+      wallMs: options.wallMs,
+      monotonicMs: options.monotonicMs,
+      // After a suspension every connection is replaced at once (not after
+      // STALE_AFTER_SECONDS), and diff streams get fresh snapshots.
+      onSuspended: () => {
+        for (const connection of connections) connection.replace("suspended");
+        for (const symbol of config.symbols) snapshotter?.request(symbol, "suspended");
+      },
+    });
+    const nowMicros = options.nowMicros ?? clock.nowMicros;
     const opsDeps: OpsDeps = {
       metrics,
-      tracker: new HealthTracker(startedAt),
+      tracker,
       version: options.version ?? "dev",
       instanceId: config.instanceId,
       backlog: () => uploader.pending + (spool?.count ?? 0),
@@ -379,11 +405,14 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
             now,
           }),
         });
+        connections.push(connection);
         return connection.done;
       },
     );
 
     const ticker = setInterval(() => recorder.tick(), 200);
+    clock.tick();
+    const clockTicker = setInterval(() => clock.tick(), TICK_MS);
     options.onStarted?.();
     await new Promise<void>((resolve) => {
       if (options.shutdown.aborted) resolve();
@@ -396,6 +425,7 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
     await Promise.all(feeds);
     await snapshotter?.done;
     clearInterval(ticker);
+    clearInterval(clockTicker);
     recorder.sealAll();
     // Keep a second for spooling what the sink could not take in time.
     const storeBy = Math.max(0, deadline - Date.now() - 1500);
@@ -405,6 +435,7 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
     await journal.close();
     reportShutdown(left, spool);
   } finally {
+    awake.release();
     background.abort();
     // An alert POST in flight (10 s timeout) must not hold up the exit.
     await Promise.race([healthLoop, delay(1000)]);

@@ -43,7 +43,8 @@ export type CloseCause =
   | "shutdown"
   | "open-timeout"
   | "rotated"
-  | "subscribe-failed";
+  | "subscribe-failed"
+  | "suspended";
 
 /** Why a socket was opened. */
 export type SocketRole = "initial" | "reconnect" | "successor";
@@ -118,6 +119,11 @@ export interface Connection {
   rotate(): void;
   /** The successor caught up: close `socketId` (the primary) and promote it. */
   retire(socketId: number): void;
+  /**
+   * Closes every socket now and opens a new one at once (the process was
+   * suspended: what the old sockets still hold sat in OS buffers meanwhile).
+   */
+  replace(cause: "suspended"): void;
 }
 
 export const defaultNowMicros = (): number =>
@@ -236,8 +242,8 @@ export function startConnection(options: ConnectionOptions): Connection {
         successor.close("shutdown");
         successor = undefined;
       }
-      const healthy = outcome.opened &&
-        outcome.close.uptimeMs >= (options.healthyAfterMs ?? 10_000);
+      const healthy = outcome.close.cause === "suspended" || (outcome.opened &&
+        outcome.close.uptimeMs >= (options.healthyAfterMs ?? 10_000));
       backoff = healthy ? undefined : backoff ? backoff.next(undefined) : factory.next();
       const waitMs = backoff?.duration ?? 0;
       const info = { ...base, retryInMs: waitMs };
@@ -263,7 +269,12 @@ export function startConnection(options: ConnectionOptions): Connection {
     }
     // A retired primary finished closing.
     if (outcome.opened) {
-      handlers.onClose({ ...base, cause: signal.aborted ? "shutdown" : "rotated", replaced: true });
+      const cause = signal.aborted
+        ? "shutdown"
+        : base.cause === "suspended"
+        ? base.cause
+        : "rotated";
+      handlers.onClose({ ...base, cause, replaced: true });
     }
   };
 
@@ -305,6 +316,16 @@ export function startConnection(options: ConnectionOptions): Connection {
     old.close("rotated");
   };
 
+  const replace = (cause: "suspended") => {
+    if (signal.aborted) return;
+    // A successor would take the primary's place: it goes first.
+    const pending = successor;
+    successor = undefined;
+    clearTimeout(overlapTimer);
+    pending?.close(cause);
+    primary?.close(cause);
+  };
+
   signal.addEventListener("abort", () => {
     clearTimeout(rotateTimer);
     clearTimeout(overlapTimer);
@@ -312,7 +333,7 @@ export function startConnection(options: ConnectionOptions): Connection {
   }, { once: true });
 
   openPrimary("initial", 0);
-  return { done, rotate, retire };
+  return { done, rotate, retire, replace };
 }
 
 interface Outcome {
@@ -397,7 +418,14 @@ function connectOnce(options: ConnectionOptions, hooks: SocketHooks): Promise<Ou
       if (openedAt === undefined) closeWith("open-timeout");
     }, options.openTimeoutMs ?? 10_000));
 
+    const watchEveryMs = Math.max(50, Math.min(1000, options.staleAfterMs / 4));
+    let watchedAt = monotonic();
     const watchdog = setInterval(() => {
+      // A round more than a second late means the process did not run (it
+      // was suspended): that time is not the socket's silence.
+      const late = monotonic() - watchedAt - watchEveryMs;
+      watchedAt = monotonic();
+      if (late > 1000) lastFrameAt += late;
       if (openedAt === undefined || cause !== undefined) return;
       if (monotonic() - lastFrameAt >= options.staleAfterMs) {
         log.warn("No frame for {silentMs} ms on {url}; replacing the connection", {
@@ -406,7 +434,7 @@ function connectOnce(options: ConnectionOptions, hooks: SocketHooks): Promise<Ou
         });
         closeWith("stale", 4000);
       }
-    }, Math.max(50, Math.min(1000, options.staleAfterMs / 4)));
+    }, watchEveryMs);
 
     // The live SUBSCRIBE waiting for its answer, if any.
     let awaiting: { id: number; settle: (error?: string) => void } | undefined;

@@ -36,6 +36,8 @@ export const RESIDENT_MEMORY_CRITICAL_BYTES = 1.5 * 1024 ** 3;
  * batch may no longer fit, and a refused batch is a dropped batch.
  */
 export const SPOOL_FULL_FRACTION = 0.95;
+/** warning: the process was suspended (the Mac slept) within this long (ms). */
+export const SUSPENSION_WARNING_MS = 3_600_000;
 
 const HOUR_MS = 3_600_000;
 
@@ -52,6 +54,14 @@ export interface HealthInputs {
   readonly spoolFull: boolean;
   /** Messages that could be neither stored nor spooled in the last hour. */
   readonly droppedMessagesLastHour: number;
+  /** The latest suspension: wall-clock ms it ended, its length and why ("the Mac slept"). */
+  readonly lastSuspension?: LastSuspension;
+}
+
+export interface LastSuspension {
+  readonly at: number;
+  readonly durationMs: number;
+  readonly reason: string;
 }
 
 const RANK: Record<HealthLevel, number> = { ok: 0, warning: 1, critical: 2 };
@@ -63,7 +73,7 @@ export function worse(a: HealthLevel, b: HealthLevel): HealthLevel {
 
 /** Every threshold of DESIGN.md "Health thresholds", evaluated at `now` (wall-clock ms). */
 export function evaluateHealth(inputs: HealthInputs, now: number): Health {
-  const checks = [
+  const checks: HealthCheck[] = [
     reconnectsCheck(inputs),
     uploadFailuresCheck(inputs),
     uploadStallCheck(inputs, now),
@@ -72,6 +82,9 @@ export function evaluateHealth(inputs: HealthInputs, now: number): Health {
     spoolCheck(inputs),
     droppedCheck(inputs),
   ];
+  // Present only while it applies: a suspension within the last hour.
+  const suspension = suspensionCheck(inputs, now);
+  if (suspension) checks.push(suspension);
   return { status: checks.map((c) => c.status).reduce(worse, "ok"), checks };
 }
 
@@ -161,6 +174,21 @@ function droppedCheck({ droppedMessagesLastHour: n }: HealthInputs): HealthCheck
       ? `${n} messages dropped in the last hour (neither stored nor spooled)`
       : "no message dropped in the last hour",
     value: n,
+  };
+}
+
+function suspensionCheck(
+  { lastSuspension: s }: HealthInputs,
+  now: number,
+): HealthCheck | undefined {
+  if (s === undefined || now - s.at >= SUSPENSION_WARNING_MS) return undefined;
+  const minutes = Math.max(0, Math.floor((now - s.at) / 60_000));
+  return {
+    name: "suspension",
+    status: "warning",
+    message: `${s.reason} for ${Math.round(s.durationMs / 1000)} s, ${minutes} min ago: ` +
+      "nothing was received meanwhile (see the suspended lines in the archive)",
+    value: Math.round(s.durationMs / 1000),
   };
 }
 
@@ -285,6 +313,7 @@ export class HealthTracker {
   #previous: Record<keyof MetricsSample, number> = { ...ZERO_SAMPLE };
   #lastSuccessAt: number | undefined;
   #dueSince: number | undefined;
+  #lastSuspension: LastSuspension | undefined;
 
   constructor(startedAt: number) {
     this.startedAt = startedAt;
@@ -304,6 +333,11 @@ export class HealthTracker {
     this.#previous.backlog = sample.backlog;
     if (sample.backlog > 0) this.#dueSince ??= now;
     else this.#dueSince = undefined;
+  }
+
+  /** The process found it had not run for `durationMs` (`reason`: "the Mac slept"). */
+  suspended(at: number, durationMs: number, reason: string): void {
+    this.#lastSuspension = { at, durationMs, reason };
   }
 
   /** Wall-clock ms of the sample that first saw a batch stored since the one before. */
@@ -328,6 +362,7 @@ export class HealthTracker {
       lastSuccessfulUploadAt: this.#lastSuccessAt,
       batchesDueSince: this.#dueSince,
       droppedMessagesLastHour: this.#windows.droppedMessages.total(now),
+      lastSuspension: this.#lastSuspension,
     };
   }
 

@@ -55,6 +55,14 @@ export class Metrics {
     "l2_dropped_messages_total",
     "Messages that could not be stored or spooled",
   );
+  readonly suspensions = this.#counter(
+    "l2_suspensions_total",
+    "Times the process found it had not run for more than SUSPEND_THRESHOLD_SECONDS (the Mac slept)",
+  );
+  readonly clockSteps = this.#counter(
+    "l2_clock_steps_total",
+    "Wall-clock steps of more than 100 ms (the receive clock re-anchored)",
+  );
   readonly spoolBytes = this.#gauge("l2_spool_bytes", "Bytes held in the on-disk spool");
   readonly spoolBatches = this.#gauge("l2_spool_batches", "Batches held in the on-disk spool");
   readonly uploadQueueBytes = this.#gauge(

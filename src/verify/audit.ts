@@ -14,8 +14,8 @@
  * - per diff stream, the time ranges in which no stored snapshot overlaps the
  *   chain, so the book cannot be rebuilt there (verify/rebuild.ts);
  * A break or hole is "explained" when the recorder wrote down why: an event
- * line (gap, disconnected, stale, recovered, rotated, shutdown, connected)
- * between the two messages, or bordering the hole.
+ * line (gap, disconnected, stale, recovered, rotated, shutdown, connected,
+ * suspended, clock_step) between the two messages, or bordering the hole.
  */
 
 import { type KeyParts, parseKey } from "../batch/keys.ts";
@@ -130,6 +130,9 @@ const EXPLAINING_EVENTS = new Set([
   "rotated",
   "shutdown",
   "connected",
+  // The process did not run (the Mac slept), or the wall clock jumped forward.
+  "suspended",
+  "clock_step",
 ]);
 
 const SNAPSHOT_SUFFIX = "@depthSnapshot";

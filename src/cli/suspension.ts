@@ -1,0 +1,94 @@
+/**
+ * The receive clock of a run (feed/clock.ts), wired to what a suspension or a
+ * clock step means for the record: an event line in every stream, a metric,
+ * a log line and, for a suspension, the health warning and the caller's
+ * reaction (replace every connection, fresh snapshots).
+ *
+ * `buffered_until` in a `suspended` line: frames read right after a resume
+ * from a socket that was open during the pause sat in the OS's buffers, so
+ * their receive times say when the process woke, not when they arrived.
+ * Every such socket is closed at once and delivers nothing after its close
+ * timeout (2 s), so `buffered_until` = the resume time + 3 s bounds them:
+ * a line of that stream with `recv_ts <= buffered_until` may carry such a
+ * time; a reader who needs exact times drops or flags those lines. (Frames
+ * from the new connection can fall before it too: the bound is conservative.)
+ */
+
+import { getLogger } from "@logtape/logtape";
+import type { Config } from "../config_types.ts";
+import { ReceiveClock, type Suspension } from "../feed/clock.ts";
+import type { HealthTracker } from "../ops/health.ts";
+import type { Metrics } from "../ops/metrics.ts";
+import type { Recorder } from "../recorder.ts";
+
+const log = getLogger(["l2", "clock"]);
+
+/** How long after a resume lines from the old sockets may still be read, ms. */
+export const BUFFERED_ALLOWANCE_MS = 3000;
+
+export interface ClockWiring {
+  readonly config: Config;
+  /** Every stream recorded: each gets the event lines. */
+  readonly streams: readonly string[];
+  readonly recorder: Recorder;
+  readonly metrics: Metrics;
+  readonly tracker: HealthTracker;
+  /** Wall-clock ms for the health tracker. */
+  readonly now: () => number;
+  readonly wallMs?: () => number;
+  readonly monotonicMs?: () => number;
+  /** Runs just after the `suspended` lines are written (not inside the clock reading). */
+  readonly onSuspended: () => void;
+  /** The operating system, for the words of the reason (default Deno.build.os). */
+  readonly os?: string;
+}
+
+export function startClock(wiring: ClockWiring): ReceiveClock {
+  const { recorder, metrics, streams } = wiring;
+  return new ReceiveClock({
+    wallMs: wiring.wallMs,
+    monotonicMs: wiring.monotonicMs,
+    suspendThresholdMs: wiring.config.suspendThresholdSeconds * 1000,
+    onStep: (step) => {
+      metrics.clockSteps.inc();
+      log.warn(
+        "The wall clock stepped {direction} by {stepMs} ms; receive times re-anchored to it",
+        { direction: step.direction, stepMs: step.stepMs },
+      );
+      recorder.event(streams, "clock_step", step.atUs, {
+        step_ms: step.stepMs,
+        direction: step.direction,
+      });
+    },
+    onSuspend: (suspension) => {
+      const reason = suspensionReason(suspension, wiring.os ?? Deno.build.os);
+      metrics.suspensions.inc();
+      wiring.tracker.suspended(wiring.now(), suspension.durationMs, reason);
+      log.warn(
+        "{reason} for {seconds} s (nothing was received meanwhile); " +
+          "replacing every connection now",
+        { reason, seconds: Math.round(suspension.durationMs / 1000), ...suspension },
+      );
+      recorder.event(streams, "suspended", suspension.toUs, suspendedDetails(suspension));
+      // Out of the clock reading (which may sit inside a socket's handler).
+      setTimeout(wiring.onSuspended, 0);
+    },
+  });
+}
+
+/** The details of a `suspended` event line. */
+export function suspendedDetails(s: Suspension): Record<string, unknown> {
+  return {
+    from: s.fromUs,
+    to: s.toUs,
+    duration_ms: s.durationMs,
+    buffered_until: s.toUs + BUFFERED_ALLOWANCE_MS * 1000,
+    measured_by: s.measuredBy,
+  };
+}
+
+/** "the Mac slept" when the wall clock showed it on macOS; what was seen otherwise. */
+export function suspensionReason(s: Suspension, os: string): string {
+  if (s.measuredBy === "monotonic") return "the process was suspended";
+  return os === "darwin" ? "the Mac slept" : "the machine slept";
+}

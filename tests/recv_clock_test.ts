@@ -1,0 +1,260 @@
+/**
+ * The receive clock (src/feed/clock.ts) with injected wall and monotonic
+ * clocks: anchoring, steps, drift, suspensions; and a whole in-process run
+ * whose wall clock is stepped back and forth.
+ */
+
+import assert from "node:assert/strict";
+import { run } from "../src/cli/run.ts";
+import { suspendedDetails, suspensionReason } from "../src/cli/suspension.ts";
+import { parseConfig } from "../src/config.ts";
+import { type ClockStep, ReceiveClock, type Suspension } from "../src/feed/clock.ts";
+import { Metrics } from "../src/ops/metrics.ts";
+import { FakeExchange, partialDepthFeed } from "./support/fake_exchange.ts";
+import { readArchive } from "./support/collector.ts";
+import { tempDir } from "./support/temp.ts";
+import { delay, waitFor } from "./support/wait.ts";
+
+const EPOCH = 1_795_830_000_000;
+
+/** Wall and monotonic clocks the test moves by hand. */
+function fakeClocks() {
+  const t = { wall: EPOCH, mono: 5_000 };
+  const steps: ClockStep[] = [];
+  const suspensions: Suspension[] = [];
+  const clock = new ReceiveClock({
+    wallMs: () => t.wall,
+    monotonicMs: () => t.mono,
+    suspendThresholdMs: 3000,
+    onStep: (s) => steps.push(s),
+    onSuspend: (s) => suspensions.push(s),
+  });
+  /** Time passes for both clocks. */
+  const pass = (ms: number) => {
+    t.wall += ms;
+    t.mono += ms;
+  };
+  return { t, clock, steps, suspensions, pass };
+}
+
+function nonDecreasing(values: readonly number[]): boolean {
+  return values.every((v, i) => i === 0 || v >= values[i - 1]);
+}
+
+Deno.test("receive times follow the monotonic clock from the wall-clock anchor, in µs", () => {
+  const { clock, pass } = fakeClocks();
+  assert.equal(clock.nowMicros(), EPOCH * 1000);
+  pass(1.5);
+  assert.equal(clock.nowMicros(), EPOCH * 1000 + 1500);
+});
+
+Deno.test("wall-clock steps of -3 s and +3 s: receive times never decrease, each step reported once", () => {
+  const { t, clock, steps, suspensions, pass } = fakeClocks();
+  const stamps: number[] = [];
+  const stampFor = (ms: number) => {
+    for (let i = 0; i < ms / 10; i++) {
+      pass(10);
+      stamps.push(clock.nowMicros());
+      if (t.mono % 1000 === 0) clock.tick();
+    }
+  };
+  clock.tick();
+  stampFor(2000);
+  t.wall -= 3000;
+  const beforeBack = stamps.at(-1)!;
+  stampFor(5000);
+  t.wall += 3000;
+  const beforeForward = stamps.at(-1)!;
+  stampFor(2000);
+
+  assert.ok(nonDecreasing(stamps), "receive times went backwards");
+  assert.deepEqual(steps.map((s) => [s.direction, s.stepMs]), [["backward", -3000], [
+    "forward",
+    3000,
+  ]]);
+  assert.deepEqual(suspensions, []);
+  // The backward step re-anchors: lines hold the last time until the clock passes it.
+  const back = steps[0];
+  assert.equal(back.atUs, beforeBack);
+  const afterBack = stamps.filter((s) => s > beforeBack);
+  assert.ok(afterBack.length > 0);
+  // The forward step shows at once: the next line is 3 s (and a tick) later.
+  assert.equal(steps[1].atUs, beforeForward + 3_010_000);
+  // After re-anchoring the receive clock is the wall clock again.
+  assert.ok(Math.abs(clock.nowMicros() - t.wall * 1000) <= 1000);
+});
+
+Deno.test("drift under 100 ms is followed silently at each tick", () => {
+  const { t, clock, steps, pass } = fakeClocks();
+  clock.tick();
+  for (let i = 0; i < 300; i++) {
+    pass(1000);
+    t.wall += 0.5; // 500 ppm: NTP's fastest slew
+    clock.tick();
+  }
+  assert.deepEqual(steps, []);
+  // Behind by a steady lag (drift / gain: 5 ms), not by the 150 ms drifted.
+  assert.ok(
+    Math.abs(clock.nowMicros() / 1000 - t.wall) <= 6,
+    `${clock.nowMicros() / 1000 - t.wall}`,
+  );
+});
+
+Deno.test("Date.now()'s whole milliseconds do not jitter receive times at ticks", () => {
+  const { t, clock } = fakeClocks();
+  const real = () => EPOCH + (t.mono - 5_000);
+  const stamps: number[] = [];
+  clock.tick();
+  for (let i = 0; i < 100; i++) {
+    t.mono += 1000.37;
+    t.wall = Math.floor(real()); // a wall clock that ticks in whole ms
+    clock.tick();
+    stamps.push(clock.nowMicros());
+  }
+  const gaps = stamps.slice(1).map((s, i) => s - stamps[i]);
+  // One second and 0.37 ms each, to within 0.1 ms.
+  assert.ok(gaps.every((g) => Math.abs(g - 1_000_370) <= 100), JSON.stringify(gaps));
+});
+
+Deno.test("a tick late by more than the threshold on the monotonic clock is a suspension", () => {
+  const { clock, steps, suspensions, pass } = fakeClocks();
+  clock.tick();
+  pass(1000);
+  clock.tick();
+  pass(400);
+  const last = clock.nowMicros();
+  pass(8000); // SIGSTOP: both clocks run, the process does not
+  const first = clock.nowMicros(); // a frame read before the ticker's next turn
+  assert.equal(suspensions.length, 1);
+  const s = suspensions[0];
+  assert.equal(s.measuredBy, "monotonic");
+  assert.equal(s.fromUs, last);
+  assert.equal(s.toUs, first);
+  assert.equal(s.durationMs, 8000);
+  clock.tick();
+  pass(1000);
+  clock.tick();
+  assert.equal(suspensions.length, 1, "reported once");
+  assert.deepEqual(steps, []);
+});
+
+Deno.test("a tick late by less than the threshold is not a suspension", () => {
+  const { clock, suspensions, pass } = fakeClocks();
+  clock.tick();
+  pass(3900);
+  clock.tick();
+  clock.nowMicros();
+  assert.deepEqual(suspensions, []);
+});
+
+Deno.test("a Mac sleep (wall runs, monotonic stops) is a suspension, not a clock step", () => {
+  const { t, clock, steps, suspensions, pass } = fakeClocks();
+  clock.tick();
+  pass(1000);
+  clock.tick();
+  const last = clock.nowMicros();
+  t.wall += 43_000; // asleep: the monotonic clock stands still
+  pass(1);
+  const first = clock.nowMicros();
+  assert.deepEqual(steps, []);
+  assert.equal(suspensions.length, 1);
+  assert.equal(suspensions[0].measuredBy, "wall");
+  assert.equal(suspensions[0].fromUs, last);
+  assert.equal(suspensions[0].toUs, first);
+  assert.equal(suspensions[0].durationMs, 43_001);
+  // Stamped with the wall clock after the sleep, not the stopped monotonic one.
+  assert.equal(first, t.wall * 1000);
+});
+
+Deno.test("without ticks a large forward wall jump is a step (nothing to tell a sleep by)", () => {
+  const { t, clock, steps, suspensions } = fakeClocks();
+  clock.nowMicros();
+  t.wall += 10_000;
+  clock.nowMicros();
+  assert.deepEqual(suspensions, []);
+  assert.deepEqual(steps.map((s) => s.stepMs), [10_000]);
+});
+
+Deno.test({
+  name:
+    "run with the wall clock stepped -3 s then +3 s: recv_ts never decreases, each step one clock_step line",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const BTC = "btcusdt@depth20@100ms";
+    const ETH = "ethusdt@depth20@100ms";
+    await using exchange = await FakeExchange.start();
+    exchange.setFeed(BTC, partialDepthFeed({ rate: 50, startId: 1_000 }));
+    exchange.setFeed(ETH, partialDepthFeed({ rate: 50, startId: 9_000 }));
+    await using tmp = await tempDir();
+    const config = parseConfig({
+      SYMBOL: "BTCUSDT,ETHUSDT",
+      BINANCE_WS_URL: exchange.wsUrl,
+      DATA_DIR: tmp.path,
+      METRICS_ADDR: "off",
+      BATCH_SECONDS: "1",
+      PREVENT_SLEEP: "false",
+    });
+    let offsetMs = 0;
+    const metrics = new Metrics();
+    const shutdown = new AbortController();
+    let started = false;
+    const running = run(config, {
+      shutdown: shutdown.signal,
+      metrics,
+      wallMs: () => Date.now() + offsetMs,
+      onStarted: () => started = true,
+    });
+    try {
+      await waitFor(() => started, 5000, "run to start");
+      await waitFor(() => exchange.sentCountFor(ETH) >= 25, 5000, "25 messages");
+      offsetMs = -3000;
+      await delay(1500);
+      offsetMs = 0;
+      await delay(1200);
+    } finally {
+      shutdown.abort();
+      await running;
+    }
+    const lines = await readArchive(`${tmp.path}/archive`);
+    for (const stream of [BTC, ETH]) {
+      const ofStream = lines.filter((l) => l.value.stream === stream).map((l) => l.value);
+      const stamps = ofStream.map((v) => v.recv_ts);
+      assert.ok(nonDecreasing(stamps), `${stream}: recv_ts went backwards`);
+      const steps = ofStream.filter((v) => v.event === "clock_step");
+      assert.deepEqual(steps.map((v) => v.direction), ["backward", "forward"], stream);
+      for (const [step, size] of [[steps[0], -3000], [steps[1], 3000]] as const) {
+        const stepMs = step.step_ms as number;
+        assert.ok(Math.abs(stepMs - size) < 100, `${stream}: step of ${stepMs} ms`);
+      }
+      // Data on both sides of each step.
+      const at = (v: unknown) => ofStream.indexOf(v as (typeof ofStream)[number]);
+      assert.ok(ofStream.slice(at(steps[0]), at(steps[1])).some((v) => v.data !== undefined));
+      assert.ok(ofStream.slice(at(steps[1])).some((v) => v.data !== undefined));
+    }
+    const counted = await metrics.registry.getSingleMetricAsString("l2_clock_steps_total");
+    assert.match(counted, /^l2_clock_steps_total 2$/m);
+  },
+});
+
+Deno.test("a suspension's reason and event details: the Mac slept, or the process was stopped", () => {
+  const slept: Suspension = {
+    fromUs: 1_000_000,
+    toUs: 44_000_000,
+    durationMs: 43_000,
+    measuredBy: "wall",
+  };
+  assert.equal(suspensionReason(slept, "darwin"), "the Mac slept");
+  assert.equal(suspensionReason(slept, "linux"), "the machine slept");
+  assert.equal(
+    suspensionReason({ ...slept, measuredBy: "monotonic" }, "darwin"),
+    "the process was suspended",
+  );
+  assert.deepEqual(suspendedDetails(slept), {
+    from: 1_000_000,
+    to: 44_000_000,
+    duration_ms: 43_000,
+    buffered_until: 47_000_000,
+    measured_by: "wall",
+  });
+});
