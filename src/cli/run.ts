@@ -46,6 +46,7 @@ import {
 } from "../ops/http.ts";
 import { Metrics } from "../ops/metrics.ts";
 import { countRestarts, recordStart } from "../ops/restarts.ts";
+import { type DataDirLock, describeHolder, lockDataDir } from "../ops/data_dir_lock.ts";
 import { Recorder, type StreamGroup } from "../recorder.ts";
 import { type Drainer, startDrainer } from "../store/drainer.ts";
 import { delay } from "../delay.ts";
@@ -80,9 +81,15 @@ export interface RunOptions {
 }
 
 export async function run(config: Config, options: RunOptions): Promise<void> {
+  await ensureWritable(config.dataDir);
+  // Before the journal, the spool or the restart history is touched.
+  using _lock = await holdDataDir(config.dataDir);
+  await record(config, options);
+}
+
+async function record(config: Config, options: RunOptions): Promise<void> {
   const nowMicros = options.nowMicros ?? defaultNowMicros;
   const metrics = options.metrics ?? new Metrics();
-  await ensureWritable(config.dataDir);
   const now = options.now ?? Date.now;
   const startedAt = now();
   const history = await recordStart(config.dataDir, startedAt);
@@ -485,6 +492,17 @@ function describeLine(text: string) {
 
 async function removeFiles(paths: readonly string[]): Promise<void> {
   for (const path of paths) await Deno.remove(path).catch(() => {});
+}
+
+/** The DATA_DIR lock, or a start-up error naming who holds it. */
+async function holdDataDir(dataDir: string): Promise<DataDirLock> {
+  const result = await startupStep("lock DATA_DIR", () => lockDataDir(dataDir));
+  if ("lock" in result) return result.lock;
+  throw new StartupError(
+    `DATA_DIR "${dataDir}" is in use by another l2-uploader (${
+      describeHolder(result.holder)
+    }); two instances need two DATA_DIRs and two INSTANCE_IDs`,
+  );
 }
 
 /** DATA_DIR must exist (or be creatable) and take a write and a rename. */
