@@ -5,7 +5,13 @@
 
 import assert from "node:assert/strict";
 import { FakeExchange, partialDepthFeed } from "./support/fake_exchange.ts";
-import { type ArchivedLine, rawData, readArchive, spawnCollector } from "./support/collector.ts";
+import {
+  type ArchivedLine,
+  rawData,
+  readArchive,
+  runCollector,
+  spawnCollector,
+} from "./support/collector.ts";
 import { listFiles, tempDir } from "./support/temp.ts";
 import { delay, waitFor } from "./support/wait.ts";
 
@@ -98,6 +104,84 @@ Deno.test({
       assert.ok(want.length >= 80, `${stream}: only ${want.length} sent before the kill`);
       const got = stored.get(stream) ?? [];
       assert.deepEqual(got.slice(0, want.length), want, `${stream}: lost what the journal held`);
+    }
+  },
+});
+
+Deno.test({
+  name: "passwords in URL options appear nowhere: stdout, stderr, log file, /status, /metrics",
+  sanitizeResources: false,
+  async fn() {
+    await using exchange = await FakeExchange.start();
+    exchange.setFeed("btcusdt@depth20@100ms", partialDepthFeed({ rate: 20 }));
+    await using tmp = await tempDir();
+    const withUser = (url: string, password: string) => url.replace("://", `://user:${password}@`);
+    const secrets = ["SeCrEt9", "Pw-ws-1", "Pw-rest-2", "Pw-hook-3"];
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = listener.addr.port;
+    listener.close();
+    const env = {
+      SYMBOL: "BTCUSDT",
+      DEPTH_LEVEL: "20",
+      DATA_DIR: tmp.path,
+      LOG_FILE: `${tmp.path}/collector.log`,
+      S3_BUCKET_NAME: "l2-test-bucket",
+      // Nothing listens there: check fails and run warns, both quoting the endpoint.
+      S3_ENDPOINT: "http://user:SeCrEt9@127.0.0.1:9",
+      S3_FORCE_PATH_STYLE: "true",
+      AWS_REGION: "us-east-1",
+      AWS_ACCESS_KEY_ID: "AKIDEXAMPLE",
+      AWS_SECRET_ACCESS_KEY: "not-a-url-secret",
+      BINANCE_WS_URL: withUser(exchange.wsUrl, "Pw-ws-1"),
+      BINANCE_REST_URL: withUser(exchange.restUrl, "Pw-rest-2"),
+      ALERT_WEBHOOK_URL: "http://user:Pw-hook-3@127.0.0.1:9/hook",
+      METRICS_ADDR: `0.0.0.0:${port}`,
+    };
+    const checked = await runCollector(env, { args: ["check"], timeoutMs: 60_000 });
+    assert.equal(checked.code, 1, checked.stdout + checked.stderr);
+    assert.match(checked.stdout, /<redacted>@127\.0\.0\.1:9/);
+
+    await using proc = spawnCollector(env);
+    await waitFor(
+      async () => {
+        try {
+          const response = await fetch(`http://127.0.0.1:${port}/status`);
+          await response.body?.cancel();
+          return response.ok;
+        } catch {
+          return false;
+        }
+      },
+      20_000,
+      "the ops endpoint",
+    );
+    await delay(1500);
+    const pages = await Promise.all(
+      ["/status", "/metrics", "/healthz"].map(async (path) =>
+        await (await fetch(`http://127.0.0.1:${port}${path}`)).text()
+      ),
+    );
+    proc.kill("SIGTERM");
+    await proc.status;
+    const log = await Deno.readTextFile(env.LOG_FILE);
+    assert.match(
+      log,
+      new RegExp(`\\[WRN\\].*METRICS_ADDR 0\\.0\\.0\\.0:${port}.*no authentication`),
+    );
+    assert.match(log, /<redacted>@127\.0\.0\.1:9/, "the S3 warning did not quote the endpoint");
+    const outputs = {
+      checkStdout: checked.stdout,
+      checkStderr: checked.stderr,
+      runStderr: proc.stderr(),
+      logFile: log,
+      status: pages[0],
+      metrics: pages[1],
+      healthz: pages[2],
+    };
+    for (const [where, text] of Object.entries(outputs)) {
+      for (const secret of secrets) {
+        assert.ok(!text.includes(secret), `${secret} in ${where}:\n${text}`);
+      }
     }
   },
 });

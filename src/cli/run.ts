@@ -46,6 +46,8 @@ import {
 } from "../ops/http.ts";
 import { Metrics } from "../ops/metrics.ts";
 import { countRestarts, recordStart } from "../ops/restarts.ts";
+import { exposureWarning } from "../ops/exposure.ts";
+import { redactUrls } from "../ops/redact.ts";
 import { type DataDirLock, describeHolder, lockDataDir } from "../ops/data_dir_lock.ts";
 import { Recorder, type StreamGroup } from "../recorder.ts";
 import { type Drainer, startDrainer } from "../store/drainer.ts";
@@ -267,8 +269,10 @@ async function record(config: Config, options: RunOptions): Promise<void> {
       now,
     };
     if (config.metrics) {
+      const exposed = exposureWarning(config.metrics);
+      if (exposed) log.warn("{warning}", { warning: exposed });
       try {
-        ops = serveOps(config.metrics, opsHandler(opsDeps), background.signal);
+        ops = serveOps(config.metrics, redactingHandler(opsHandler(opsDeps)), background.signal);
       } catch (error) {
         throw new StartupError((error as Error).message);
       }
@@ -492,6 +496,24 @@ function describeLine(text: string) {
 
 async function removeFiles(paths: readonly string[]): Promise<void> {
   for (const path of paths) await Deno.remove(path).catch(() => {});
+}
+
+/** The ops endpoint's answers, with no URL password in them whatever they come to quote. */
+function redactingHandler(
+  handle: (req: Request) => Response | Promise<Response>,
+): (req: Request) => Promise<Response> {
+  return async (req) => {
+    const response = await handle(req);
+    if (response.body === null) return response;
+    const text = await response.text();
+    const headers = new Headers(response.headers);
+    headers.delete("content-length");
+    return new Response(redactUrls(text), {
+      status: response.status,
+      statusText: response.statusText,
+      headers,
+    });
+  };
 }
 
 /** The DATA_DIR lock, or a start-up error naming who holds it. */
