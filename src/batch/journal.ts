@@ -13,7 +13,10 @@
  *   So a batch in the journal either has all its records, or has lost its
  *   `open` record (and is skipped at recovery): never a silent middle hole.
  * - A batch's upload waits for its `seal` record to be written, so recovery
- *   never mistakes an uploaded batch for an unfinished one.
+ *   never mistakes an uploaded batch for an unfinished one — but not for
+ *   ever (recording must go on on a full disk). So a rebuilt batch is
+ *   marked `recovered` and stored only where its key is absent: one whose
+ *   seal never reached the disk cannot replace the whole copy stored.
  * - Recovery is deterministic: recovering the same journal twice yields the
  *   same objects under the same keys, so a repeat upload overwrites a batch
  *   with identical content instead of storing it twice.
@@ -444,6 +447,7 @@ function sealedFromLines(
     stream,
     body,
     textBytes: body.byteLength,
+    recovered: true,
     meta: {
       messages,
       events: lines.length - messages,

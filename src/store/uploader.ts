@@ -16,12 +16,13 @@
 import { getLogger } from "@logtape/logtape";
 import { ExponentialBackoff, fullJitterGenerator, handleWhen, retry } from "cockatiel";
 import type { SealedBatch } from "../batch/batcher.ts";
-import type { Sink } from "./sink.ts";
+import { putIfAbsent, type Sink } from "./sink.ts";
 import type { Spool } from "./spool.ts";
 
 const log = getLogger(["l2", "store"]);
 
-export type SettledHow = "stored" | "spooled" | "dropped";
+/** `existed`: a recovered batch whose key was already stored; the copy was not written. */
+export type SettledHow = "stored" | "spooled" | "dropped" | "existed";
 
 export interface UploaderOptions {
   readonly sink: Sink;
@@ -208,9 +209,17 @@ export class Uploader {
       body = await this.#finish(batch);
       if (!body) return;
       const bytes = body;
+      let stored = true;
       await policy.execute(async ({ signal }) => {
         try {
-          await sink.put(batch.key, bytes, batch.meta, signal);
+          // A recovered batch never replaces an object: the one stored may be whole.
+          if (batch.recovered) {
+            stored = await putIfAbsent(
+              sink,
+              { key: batch.key, body: bytes, meta: batch.meta },
+              signal,
+            );
+          } else await sink.put(batch.key, bytes, batch.meta, signal);
         } catch (error) {
           this.#options.onFailedAttempt?.(batch, error);
           log.warn("Store attempt failed for {key}: {error}", { key: batch.key, error });
@@ -218,6 +227,14 @@ export class Uploader {
         }
       }, this.#abort.signal);
       this.#lastSuccessAt = Date.now();
+      if (!stored) {
+        log.info("{key} is already stored; its copy recovered from the crash journal is dropped", {
+          key: batch.key,
+          messages: batch.meta.messages,
+        });
+        this.#options.onSettled?.(batch, "existed", 0);
+        return;
+      }
       this.#options.onSettled?.(batch, "stored", body.length);
       log.debug("Stored {key}", {
         key: batch.key,
@@ -240,7 +257,9 @@ export class Uploader {
     try {
       body ??= await this.#finish(batch);
       if (!body) return;
-      if (await spool.write({ key: batch.key, body, meta: batch.meta })) {
+      if (
+        await spool.write({ key: batch.key, body, meta: batch.meta, ifAbsent: batch.recovered })
+      ) {
         log.info("Spooled {key} ({why})", { key: batch.key, why });
         this.#options.onSettled?.(batch, "spooled", body.length);
         return;
