@@ -134,6 +134,18 @@ async function record(config: Config, options: RunOptions): Promise<void> {
     updateSpoolGauges();
 
     const journalDir = join(config.dataDir, "journal");
+    const keyFor = (stream: string, firstRecvTs: number, seq: number): string => {
+      const spec = parseStreamName(stream) ?? { symbol: "UNKNOWN", type: stream };
+      return planKey({
+        prefix: config.prefix,
+        market: config.market,
+        streamType: spec.type,
+        symbol: spec.symbol,
+        firstRecvTs,
+        instanceId: config.instanceId,
+        seq,
+      });
+    };
     // One pool for all batch text: chunks freed by one stream's batch serve the next.
     const pool = new ChunkPool();
     // Compression off the main thread, which stamps receive times. Open
@@ -142,7 +154,13 @@ async function record(config: Config, options: RunOptions): Promise<void> {
     const deflater = workerDeflater(gzipPool);
     const recovered = await startupStep(
       "read the crash journal",
-      () => recoverJournal(journalDir, { describe: describeLine, pool, deflater }),
+      () =>
+        recoverJournal(journalDir, {
+          describe: describeLine,
+          pool,
+          deflater,
+          rekey: (lines, index) => rekeyLines(lines, index, keyFor),
+        }),
     );
     const journal = await startupStep("start the crash journal", () => Journal.start(journalDir));
     let recoveredLeft = recovered.batches.length;
@@ -160,18 +178,7 @@ async function record(config: Config, options: RunOptions): Promise<void> {
       observer: journal,
       pool,
       deflater,
-      planKey: (stream, firstRecvTs, seq) => {
-        const spec = parseStreamName(stream) ?? { symbol: "UNKNOWN", type: stream };
-        return planKey({
-          prefix: config.prefix,
-          market: config.market,
-          streamType: spec.type,
-          symbol: spec.symbol,
-          firstRecvTs,
-          instanceId: config.instanceId,
-          seq,
-        });
-      },
+      planKey: keyFor,
     });
     const uploader = new Uploader({
       sink,
@@ -492,6 +499,28 @@ function describeLine(text: string) {
   const isSnapshot = typeof value.stream === "string" && value.stream.endsWith("@depthSnapshot");
   const ids = isData && !isSnapshot ? updateIds(value.data as Record<string, unknown>) : {};
   return { recvTs: value.recv_ts, isData, ...ids };
+}
+
+/** Batch numbers of batches rebuilt without their open record: far above any run's own. */
+const REKEYED_SEQ_BASE = 900_000;
+
+/**
+ * Key and stream of a journal batch whose open record is damaged: the
+ * stream of its first line that is not a snapshot (snapshots join the diff
+ * stream's batch), the first line's receive time, a batch number of its own.
+ */
+function rekeyLines(
+  lines: readonly string[],
+  index: number,
+  keyFor: (stream: string, firstRecvTs: number, seq: number) => string,
+): { key: string; stream: string } | undefined {
+  const parsed = lines.map((text) => JSON.parse(text) as { recv_ts?: unknown; stream?: unknown });
+  const firstRecvTs = parsed[0]?.recv_ts;
+  const stream = parsed.map((v) => v.stream).find((s): s is string =>
+    typeof s === "string" && !s.endsWith("@depthSnapshot")
+  );
+  if (typeof firstRecvTs !== "number" || stream === undefined) return undefined;
+  return { key: keyFor(stream, firstRecvTs, REKEYED_SEQ_BASE + index), stream };
 }
 
 async function removeFiles(paths: readonly string[]): Promise<void> {
