@@ -14,6 +14,7 @@ import { getLogger } from "@logtape/logtape";
 import { join } from "node:path";
 import { Batcher, type SealedBatch } from "../batch/batcher.ts";
 import { ChunkPool } from "../batch/chunks.ts";
+import { HoleMarker } from "../batch/holes.ts";
 import { GzipPool, workerDeflater } from "../batch/compress.ts";
 import { Journal, recoverJournal } from "../batch/journal.ts";
 import { planKey } from "../batch/keys.ts";
@@ -180,6 +181,14 @@ async function record(config: Config, options: RunOptions): Promise<void> {
       deflater,
       planKey: keyFor,
     });
+    // Every lost batch leaves a `dropped` line in its stream's next batch.
+    const holes = new HoleMarker({
+      nowMicros,
+      mark: (stream, text, recvTs) => {
+        const sealed = batcher.add(stream, { text, recvTs, isData: false }, performance.now());
+        if (sealed) uploader.submit(sealed);
+      },
+    });
     const uploader = new Uploader({
       sink,
       spool,
@@ -195,7 +204,7 @@ async function record(config: Config, options: RunOptions): Promise<void> {
         metrics.uploadAttempts.inc();
         metrics.uploadFailures.inc();
       },
-      onSettled: (batch, how, bytes) => {
+      onSettled: (batch, how, bytes, reason) => {
         if (how === "stored") {
           // The sink works again: the spool need not wait out its backoff.
           if (spool && spool.count > 0) drainer?.nudge();
@@ -204,7 +213,9 @@ async function record(config: Config, options: RunOptions): Promise<void> {
           metrics.bytesStored.inc({ sink: sink.kind }, bytes);
         } else if (how === "dropped") {
           metrics.droppedMessages.inc(batch.meta.messages);
+          holes.lost(batch, reason ?? "dropped");
         }
+        if (how === "stored" || how === "spooled") holes.kept(batch);
         updateSpoolGauges();
         journal.settled(batch.key);
         if (recoveredKeys.delete(batch.key) && --recoveredLeft === 0) {

@@ -44,8 +44,17 @@ export interface UploaderOptions {
   readonly isRetryable?: (error: unknown) => boolean;
   readonly retryInitialMs?: number;
   readonly retryMaxMs?: number;
-  /** Called once per batch when it is stored, spooled or dropped. */
-  readonly onSettled?: (batch: SealedBatch, how: SettledHow, bytes: number) => void;
+  /**
+   * Called once per batch when it is stored, spooled or dropped; `reason`
+   * says why a dropped one was ("spool full", "disk full", "spool write
+   * failed", "upload queue full").
+   */
+  readonly onSettled?: (
+    batch: SealedBatch,
+    how: SettledHow,
+    bytes: number,
+    reason?: string,
+  ) => void;
   /** Called after every failed attempt. */
   readonly onFailedAttempt?: (batch: SealedBatch, error: unknown) => void;
   /** Called when the queue's byte count changes. */
@@ -61,6 +70,8 @@ export class Uploader {
   #active = 0;
   #queueBytes = 0;
   #lastSuccessAt: number | undefined;
+  /** The last failed put's error, undefined once a put succeeds. */
+  #lastPutError: unknown;
   #overflowChain: Promise<void> = Promise.resolve();
   #overflowed = 0;
   #overflowLoggedAt = -Infinity;
@@ -117,7 +128,9 @@ export class Uploader {
         },
       );
       batch.body.release();
-      this.#options.onSettled?.(batch, "dropped", 0);
+      // A full disk is the usual reason the local sink falls this far behind.
+      const reason = isDiskFull(this.#lastPutError) ? "disk full" : "upload queue full";
+      this.#options.onSettled?.(batch, "dropped", 0, reason);
       return;
     }
     this.#queue.push(batch);
@@ -221,12 +234,14 @@ export class Uploader {
             );
           } else await sink.put(batch.key, bytes, batch.meta, signal);
         } catch (error) {
+          this.#lastPutError = error;
           this.#options.onFailedAttempt?.(batch, error);
           log.warn("Store attempt failed for {key}: {error}", { key: batch.key, error });
           throw error;
         }
       }, this.#abort.signal);
       this.#lastSuccessAt = Date.now();
+      this.#lastPutError = undefined;
       if (!stored) {
         log.info("{key} is already stored; its copy recovered from the crash journal is dropped", {
           key: batch.key,
@@ -270,14 +285,17 @@ export class Uploader {
         key: batch.key,
         messages: batch.meta.messages,
       });
+      this.#options.onSettled?.(batch, "dropped", 0, "spool full");
+      return;
     } catch (error) {
       log.error("Cannot spool {key}: {error}; dropped {messages} messages", {
         key: batch.key,
         error,
         messages: batch.meta.messages,
       });
+      const reason = isDiskFull(error) ? "disk full" : "spool write failed";
+      this.#options.onSettled?.(batch, "dropped", 0, reason);
     }
-    this.#options.onSettled?.(batch, "dropped", 0);
   }
 
   /**
@@ -305,4 +323,11 @@ export class Uploader {
     this.#queueBytes = bytes;
     this.#options.onQueueBytes?.(bytes);
   }
+}
+
+/** ENOSPC, however the runtime words it. */
+export function isDiskFull(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  const code = (error as { code?: unknown }).code;
+  return code === "ENOSPC" || /ENOSPC|No space left on device/i.test(error.message);
 }
