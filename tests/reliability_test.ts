@@ -77,7 +77,12 @@ Deno.test({
 
     // The first goes on; SIGKILLed (its batches are open: they live only in
     // its journal), a new start on the DATA_DIR recovers them.
-    await delay(1500);
+    // Enough in the journal that the check below means something (40 msg/s a stream).
+    await waitFor(
+      () => Math.min(...streams.map((s) => exchange.sentCountFor(s))) >= 160,
+      15_000,
+      "more traffic",
+    );
     first.kill("SIGKILL");
     const killedAt = Date.now();
     await first.status;
