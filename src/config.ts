@@ -6,6 +6,7 @@
 
 import { parse as parseDotenv } from "dotenv";
 import { z } from "zod";
+import { redactUrls } from "./ops/redact.ts";
 import type { Config, DepthLevel, LogLevel, Market, S3Config } from "./config_types.ts";
 
 /** One bad option. `value` is the raw value as found, or `"<redacted>"` for a secret. */
@@ -413,7 +414,9 @@ function toProblems(
     const raw = env[variable];
     const value = SECRET_VARIABLES.includes(variable) && raw !== undefined && raw !== ""
       ? REDACTED
-      : raw;
+      : raw === undefined
+      ? raw
+      : redactUrls(raw);
     byVariable.set(variable, { variable, value, allowed: issue.message });
   }
   const rank = (v: string) => {

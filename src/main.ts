@@ -16,6 +16,7 @@ import { verify, VERIFY_ARG_OPTIONS } from "./cli/verify.ts";
 import { ConfigError, mergeEnv, parseConfig, parseEnvFile } from "./config.ts";
 import type { Config } from "./config_types.ts";
 import { closeLogging, setUpLogging } from "./ops/logging.ts";
+import { redactUrls } from "./ops/redact.ts";
 
 export const VERSION: string = denoJson.version;
 
@@ -62,8 +63,9 @@ const COMMANDS = new Set(["run", "check", "status", "install", "uninstall", "ver
 
 const log = getLogger(["l2", "main"]);
 const encoder = new TextEncoder();
-const out = (text: string) => Deno.stdout.writeSync(encoder.encode(text));
-const err = (text: string) => Deno.stderr.writeSync(encoder.encode(text));
+// Every command's output goes through these: no URL password is ever printed.
+const out = (text: string) => Deno.stdout.writeSync(encoder.encode(redactUrls(text)));
+const err = (text: string) => Deno.stderr.writeSync(encoder.encode(redactUrls(text)));
 
 export async function main(args: string[]): Promise<number> {
   let parsed;

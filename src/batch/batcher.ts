@@ -31,6 +31,11 @@ export interface SealedBatch {
   readonly meta: ObjectMeta;
   /** UTF-8 bytes of the text, newlines included. */
   readonly textBytes: number;
+  /**
+   * Rebuilt from the crash journal: stored only where its key is absent, as
+   * a copy of it may have been stored whole before the crash.
+   */
+  readonly recovered?: boolean;
 }
 
 /** Follows every batch's life, e.g. to journal it. Called synchronously. */

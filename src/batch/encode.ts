@@ -20,6 +20,7 @@ export type EventName =
   | "gap"
   | "rotated"
   | "recovered"
+  | "dropped"
   | "shutdown"
   | "suspended"
   | "clock_step";
@@ -43,6 +44,27 @@ export function eventLine(
     if (!FIXED_KEYS.has(key)) line[key] = value;
   }
   return JSON.stringify(line);
+}
+
+/** What a `dropped` line says: why, how many, and between which receive times (µs). */
+export interface DroppedFacts {
+  readonly reason: string;
+  readonly messages: number;
+  readonly firstRecvTs: number;
+  readonly lastRecvTs: number;
+}
+
+/**
+ * A hole written into the record: `messages` messages of `stream`, received
+ * between `firstRecvTs` and `lastRecvTs`, were lost for `reason`.
+ */
+export function droppedLine(recvTs: number, stream: string, facts: DroppedFacts): string {
+  return eventLine(recvTs, stream, "dropped", {
+    reason: facts.reason,
+    messages: facts.messages,
+    first_recv_ts: facts.firstRecvTs,
+    last_recv_ts: facts.lastRecvTs,
+  });
 }
 
 /** Joins lines into NDJSON (every line ends with a newline) and gzips it. */

@@ -13,12 +13,17 @@
  *   So a batch in the journal either has all its records, or has lost its
  *   `open` record (and is skipped at recovery): never a silent middle hole.
  * - A batch's upload waits for its `seal` record to be written, so recovery
- *   never mistakes an uploaded batch for an unfinished one.
+ *   never mistakes an uploaded batch for an unfinished one — but not for
+ *   ever (recording must go on on a full disk). So a rebuilt batch is
+ *   marked `recovered` and stored only where its key is absent: one whose
+ *   seal never reached the disk cannot replace the whole copy stored.
  * - Recovery is deterministic: recovering the same journal twice yields the
  *   same objects under the same keys, so a repeat upload overwrites a batch
  *   with identical content instead of storing it twice.
  *
- * Record format, one per line, fields separated by tabs:
+ * Record format, one per line, fields separated by tabs, each record after
+ * its CRC-32 (see journal_records.ts; damage is skipped, never recovered as
+ * a changed line):
  *   o <id> <key> <stream>   a batch opened
  *   l <id> <line>           an archive line (JSON, never contains a tab-free newline)
  *   s <id>                  the batch was sealed (complete)
@@ -31,11 +36,17 @@ import { join } from "node:path";
 import type { BatchObserver, SealedBatch } from "./batcher.ts";
 import { type Deflater, GzipBody, localDeflater } from "./body.ts";
 import { ChunkPool } from "./chunks.ts";
-import { eventLine } from "./encode.ts";
+import { droppedLine, eventLine } from "./encode.ts";
+import {
+  CHECKED_SEGMENT_SUFFIX,
+  type JournalRecord,
+  parseSegment,
+  SEGMENT_SUFFIX,
+  stampCrc,
+} from "./journal_records.ts";
 
 const log = getLogger(["l2", "journal"]);
 
-const SUFFIX = ".jnl";
 /** Buffered records that start a write before the timer does: keeps the buffers small. */
 const FLUSH_BYTES = 1024 * 1024;
 /** Journal bytes kept for a retry while writes fail. */
@@ -52,6 +63,7 @@ const encoder = new TextEncoder();
 class RecordBuffer {
   #bytes = new Uint8Array(1024 * 1024);
   #length = 0;
+  #recordStart = 0;
   #spare: Uint8Array<ArrayBuffer> | undefined;
 
   get length(): number {
@@ -69,8 +81,15 @@ class RecordBuffer {
     this.#length += encoder.encodeInto(text, this.#bytes.subarray(this.#length)).written;
   }
 
-  /** Ends a record. */
-  newline(): void {
+  /** Starts a record: room for its CRC, filled in by `end`. */
+  begin(): void {
+    this.text("00000000\t");
+    this.#recordStart = this.#length;
+  }
+
+  /** Ends a record: its CRC-32 in front, a newline after it. */
+  end(): void {
+    stampCrc(this.#bytes, this.#recordStart, this.#length);
     if (this.#length === this.#bytes.length) this.text("\n");
     else this.#bytes[this.#length++] = 0x0a;
   }
@@ -168,9 +187,10 @@ export class Journal implements BatchObserver {
     const id = this.#ids.get(key);
     if (id === undefined) return;
     // In two parts: no per-line copy of the text just to prefix it.
+    this.#buffer.begin();
     this.#buffer.text(`l\t${id}\t`);
     this.#buffer.text(text);
-    this.#buffer.newline();
+    this.#buffer.end();
     this.#touch(id);
     // A flush already waiting takes this call along (see `flush`).
     if (this.#buffer.length >= FLUSH_BYTES) this.flush();
@@ -190,8 +210,9 @@ export class Journal implements BatchObserver {
     const id = this.#ids.get(key);
     if (id === undefined) return;
     this.#ids.delete(key);
+    this.#buffer.begin();
     this.#buffer.text(`r\t${id}`);
-    this.#buffer.newline();
+    this.#buffer.end();
     for (const segment of this.#touched.get(id) ?? []) segment.live.delete(id);
     this.#touched.delete(id);
   }
@@ -233,8 +254,9 @@ export class Journal implements BatchObserver {
   }
 
   #record(id: number, record: string): void {
+    this.#buffer.begin();
     this.#buffer.text(record);
-    this.#buffer.newline();
+    this.#buffer.end();
     this.#touch(id);
   }
 
@@ -301,7 +323,9 @@ export class Journal implements BatchObserver {
 
   /** Opens the next segment first, so a failure leaves the current one in use. */
   async #rotate(): Promise<void> {
-    const name = `${this.#runId}-${String(this.#segmentCounter++).padStart(6, "0")}${SUFFIX}`;
+    const name = `${this.#runId}-${
+      String(this.#segmentCounter++).padStart(6, "0")
+    }${CHECKED_SEGMENT_SUFFIX}`;
     const file = await Deno.open(join(this.dir, name), { write: true, createNew: true });
     const previous = this.#segments[this.#segments.length - 1];
     previous?.file?.close();
@@ -327,12 +351,39 @@ export interface RecoveredJournal {
   readonly files: string[];
   /** Records that could not be read (a torn last write, damage). */
   readonly badRecords: number;
+  /** Damaged records that may have been lines but name no legible batch: lost unmarked. */
+  readonly unattributed: number;
+  /** Each skipped record, as `<segment>:<line> (<why>)`. */
+  readonly skipped: readonly string[];
+}
+
+/** A run of damaged line records inside a batch. */
+interface Hole {
+  readonly hole: true;
+  records: number;
+}
+
+interface Pending {
+  /** Absent when the batch's open record was damaged. */
+  key?: string;
+  stream?: string;
+  readonly id: number;
+  readonly items: Array<LineFacts | Hole>;
+  sealed: boolean;
+  settled: boolean;
 }
 
 /**
  * Rebuilds the batches an earlier run left in the journal. Batches that were
  * settled are skipped; a batch that was sealed comes back exactly as sealed;
  * one still open gets a `recovered` event line at its end.
+ *
+ * Damage (a bad checksum, a torn write) is skipped record by record and
+ * logged; it never turns into a changed line. A damaged line record whose
+ * batch is legible becomes a `dropped` event in its place (reason
+ * "journal damage", with the count), and the intact lines around it are
+ * kept. A batch whose open record is damaged is rebuilt under the key
+ * `rekey` gives it (from its lines) with a `recovered` line saying so.
  */
 export async function recoverJournal(
   dir: string,
@@ -342,82 +393,161 @@ export async function recoverJournal(
     pool?: ChunkPool;
     /** Compresses the rebuilt batches as they are rebuilt (default: on this thread, level 5). */
     deflater?: Deflater;
+    /**
+     * Key and stream for a batch whose open record is damaged, from its lines
+     * (`index` numbers such batches); without it, or when it returns
+     * undefined, those lines are lost (logged and counted).
+     */
+    rekey?: (
+      lines: readonly string[],
+      index: number,
+    ) => { key: string; stream: string } | undefined;
   },
 ): Promise<RecoveredJournal> {
   const files: string[] = [];
   try {
     for await (const entry of Deno.readDir(dir)) {
-      if (entry.isFile && entry.name.endsWith(SUFFIX)) files.push(entry.name);
+      if (entry.isFile && entry.name.endsWith(SEGMENT_SUFFIX)) files.push(entry.name);
     }
   } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return { batches: [], files: [], badRecords: 0 };
+    if (error instanceof Deno.errors.NotFound) {
+      return { batches: [], files: [], badRecords: 0, unattributed: 0, skipped: [] };
+    }
     throw error;
   }
   files.sort();
-  interface Pending {
-    key: string;
-    stream: string;
-    lines: LineFacts[];
-    sealed: boolean;
-    settled: boolean;
-  }
   const pending = new Map<string, Pending>();
+  const pendingFor = (ref: string, id: string): Pending => {
+    let batch = pending.get(ref);
+    if (!batch) {
+      batch = { id: Number(id), items: [], sealed: false, settled: false };
+      pending.set(ref, batch);
+    }
+    return batch;
+  };
+  const addHole = (batch: Pending) => {
+    const last = batch.items[batch.items.length - 1];
+    if (last && "hole" in last) last.records++;
+    else batch.items.push({ hole: true, records: 1 });
+  };
   let badRecords = 0;
+  let unattributed = 0;
+  const skipped: string[] = [];
   for (const name of files) {
     const run = name.slice(0, name.indexOf("-"));
-    const text = await Deno.readTextFile(join(dir, name));
-    const records = text.split("\n");
-    // Every flush ends with a newline: text after the last one is a torn
-    // write, even when it happens to parse (a cut "r\t10" reads as "r\t1").
-    if (records.pop() !== "") badRecords++;
+    const records: JournalRecord[] = parseSegment(
+      await Deno.readFile(join(dir, name)),
+      name.endsWith(CHECKED_SEGMENT_SUFFIX),
+    );
     for (const record of records) {
-      if (record === "") continue;
-      const [kind, id, ...rest] = record.split("\t");
-      const ref = `${run}/${id}`;
-      if (kind === "o" && rest.length === 2) {
-        pending.set(ref, {
-          key: rest[0],
-          stream: rest[1],
-          lines: [],
-          sealed: false,
-          settled: false,
-        });
+      if (!record.ok) {
+        badRecords++;
+        skipped.push(`${name}:${record.line} (${record.why})`);
+        if (record.kind === "l" && record.id !== undefined) {
+          addHole(pendingFor(`${run}/${record.id}`, record.id));
+        } else if (record.kind === undefined) unattributed++;
         continue;
       }
-      const batch = pending.get(ref);
-      if (kind === "l" && rest.length >= 1) {
+      const [kind, id, ...rest] = record.fields;
+      const ref = `${run}/${id}`;
+      if (kind === "o" && rest.length === 2) {
+        const batch = pendingFor(ref, id);
+        batch.key = rest[0];
+        batch.stream = rest[1];
+      } else if (kind === "l" && rest.length >= 1) {
+        const batch = pendingFor(ref, id);
         const line = rest.join("\t");
         try {
-          if (batch) batch.lines.push({ text: line, ...options.describe(line) });
+          batch.items.push({ text: line, ...options.describe(line) });
         } catch {
+          // Intact but unreadable (an old unchecked segment's damage): a hole, not a changed line.
           badRecords++;
+          skipped.push(`${name} (a line that is not an archive line)`);
+          addHole(batch);
         }
-      } else if (kind === "s" && batch) batch.sealed = true;
-      else if (kind === "r" && batch) batch.settled = true;
-      else if (kind !== "l" && kind !== "s" && kind !== "r") badRecords++;
+      } else if (kind === "s" && id !== undefined) pendingFor(ref, id).sealed = true;
+      else if (kind === "r" && id !== undefined) pendingFor(ref, id).settled = true;
+      else badRecords++;
     }
   }
   const batches: SealedBatch[] = [];
   const pool = options.pool ?? new ChunkPool();
   const deflater = options.deflater ?? localDeflater(5);
+  let rekeyed = 0;
   for (const batch of pending.values()) {
-    if (batch.settled || batch.lines.length === 0) continue;
-    const lines = [...batch.lines];
-    if (!batch.sealed) {
+    if (batch.settled) continue;
+    const kept = batch.items.filter((item): item is LineFacts => !("hole" in item));
+    const holes = batch.items.length - kept.length;
+    const damaged = batch.items.reduce((n, item) => n + ("hole" in item ? item.records : 0), 0);
+    if (kept.length === 0) {
+      unattributed += damaged;
+      continue;
+    }
+    let { key, stream } = batch;
+    const rebuilt = key === undefined || stream === undefined;
+    if (rebuilt) {
+      const named = options.rekey?.(kept.map((l) => l.text), rekeyed++);
+      if (!named) {
+        log.error(
+          "Lost {lines} journal lines of a batch whose open record is damaged: no key for them",
+          { lines: kept.length },
+        );
+        unattributed += kept.length + damaged;
+        continue;
+      }
+      ({ key, stream } = named);
+    }
+    const lines = holes === 0 ? [...kept] : fillHoles(batch.items, stream!);
+    if (!batch.sealed || rebuilt) {
       // Stamped with the last known receive time, not "now", so recovering
       // the same journal twice writes identical objects.
       const last = lines[lines.length - 1];
-      const text = eventLine(last.recvTs, batch.stream, "recovered", {
-        reason:
-          "the previous run stopped without sealing this batch; lines after this point were lost",
+      const details: Record<string, unknown> = {
+        reason: rebuilt
+          ? "the previous run's journal lost this batch's open record; rebuilt under a new key"
+          : "the previous run stopped without sealing this batch; lines after this point were lost",
         lines: lines.length,
-      });
+      };
+      if (damaged > 0) details.damaged_records = damaged;
+      const text = eventLine(last.recvTs, stream!, "recovered", details);
       lines.push({ text, recvTs: last.recvTs, isData: false });
     }
-    batches.push(sealedFromLines(batch.key, batch.stream, lines, { pool, deflater }));
+    batches.push(sealedFromLines(key!, stream!, lines, { pool, deflater }));
   }
-  if (badRecords > 0) log.warn("Skipped {badRecords} unreadable journal records", { badRecords });
-  return { batches, files: files.map((f) => join(dir, f)), badRecords };
+  if (badRecords > 0) {
+    log.warn("Skipped {badRecords} unreadable journal records: {skipped}", {
+      badRecords,
+      skipped: skipped.slice(0, 20).join(", ") + (skipped.length > 20 ? ", …" : ""),
+      unattributed,
+    });
+  }
+  return { batches, files: files.map((f) => join(dir, f)), badRecords, unattributed, skipped };
+}
+
+/**
+ * A batch's lines with each run of damaged records replaced by one
+ * `dropped` line, timed between its neighbours (the lost lines' own times
+ * are unknown: they lie within the bounds given).
+ */
+function fillHoles(items: ReadonlyArray<LineFacts | Hole>, stream: string): LineFacts[] {
+  const out: LineFacts[] = [];
+  items.forEach((item, index) => {
+    if (!("hole" in item)) {
+      out.push(item);
+      return;
+    }
+    const before = out[out.length - 1]?.recvTs;
+    const after = items.slice(index + 1).find((i): i is LineFacts => !("hole" in i))?.recvTs;
+    const recvTs = before ?? after!;
+    const text = droppedLine(recvTs, stream, {
+      reason: "journal damage",
+      messages: item.records,
+      firstRecvTs: before ?? after!,
+      lastRecvTs: after ?? before!,
+    });
+    out.push({ text, recvTs, isData: false });
+  });
+  return out;
 }
 
 export interface LineFacts {
@@ -449,6 +579,7 @@ function sealedFromLines(
     stream,
     body,
     textBytes: body.byteLength,
+    recovered: true,
     meta: {
       messages,
       events: lines.length - messages,

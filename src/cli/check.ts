@@ -3,6 +3,7 @@
  * once each, and prints one line per check. Exit 0 only when all pass.
  *
  *   data dir   write and rename a file in DATA_DIR/spool
+ *   data dir lock  who holds DATA_DIR (a running collector is not a failure)
  *   sink       S3: HeadBucket, then put and delete a probe object;
  *              local: write and rename a file in DATA_DIR/archive
  *   binance    REST ping
@@ -14,6 +15,7 @@ import { join } from "node:path";
 import { restPaths } from "../binance/streams.ts";
 import type { Config } from "../config_types.ts";
 import { parsePmset, PMSET, sleepAdvice } from "../ops/power.ts";
+import { currentHolder, describeHolder } from "../ops/data_dir_lock.ts";
 import { writeAtomically } from "../store/local.ts";
 import { s3ErrorCode } from "../store/s3_errors.ts";
 import { checkBucket, selectSink } from "../store/select.ts";
@@ -45,6 +47,7 @@ export async function check(config: Config, options: CheckOptions): Promise<numb
   print(results[0]);
   const steps: Array<[string, () => Promise<string>]> = [
     ["data dir", () => probeDirectory(join(config.dataDir, "spool"))],
+    ["data dir lock", () => describeLock(config.dataDir)],
     ...await sinkSteps(config, options.timeoutMs ?? 15_000),
     ["binance rest", () => pingBinance(config, options)],
   ];
@@ -129,6 +132,13 @@ async function runPmset(): Promise<string> {
   const out = await new Deno.Command(PMSET, { args: ["-g"], stdin: "null" }).output();
   if (!out.success) throw new Error(new TextDecoder().decode(out.stderr).trim());
   return new TextDecoder().decode(out.stdout);
+}
+
+async function describeLock(dataDir: string): Promise<string> {
+  const holder = await currentHolder(dataDir);
+  return holder === undefined
+    ? `${dataDir} is free (no collector runs on it)`
+    : `${dataDir} is in use by a running collector (${describeHolder(holder)})`;
 }
 
 async function probeDirectory(dir: string): Promise<string> {

@@ -14,6 +14,7 @@ import { getLogger } from "@logtape/logtape";
 import { join } from "node:path";
 import { Batcher, type SealedBatch } from "../batch/batcher.ts";
 import { ChunkPool } from "../batch/chunks.ts";
+import { HoleMarker } from "../batch/holes.ts";
 import { GzipPool, workerDeflater } from "../batch/compress.ts";
 import { Journal, recoverJournal } from "../batch/journal.ts";
 import { planKey } from "../batch/keys.ts";
@@ -52,6 +53,9 @@ import {
 import { Metrics } from "../ops/metrics.ts";
 import { preventSleep } from "../ops/power.ts";
 import { countRestarts, recordStart } from "../ops/restarts.ts";
+import { exposureWarning } from "../ops/exposure.ts";
+import { redactUrls } from "../ops/redact.ts";
+import { type DataDirLock, describeHolder, lockDataDir } from "../ops/data_dir_lock.ts";
 import { Recorder, type StreamGroup } from "../recorder.ts";
 import { type Drainer, startDrainer } from "../store/drainer.ts";
 import { delay } from "../delay.ts";
@@ -89,10 +93,16 @@ export interface RunOptions {
 }
 
 export async function run(config: Config, options: RunOptions): Promise<void> {
+  await ensureWritable(config.dataDir);
+  // Before the journal, the spool or the restart history is touched.
+  using _lock = await holdDataDir(config.dataDir);
+  await record(config, options);
+}
+
+async function record(config: Config, options: RunOptions): Promise<void> {
   const metrics = options.metrics ?? new Metrics();
   // The lag histogram's series exist from the start (zero), not from the first sampled message.
   metrics.exchangeLag.zero({ market: config.market });
-  await ensureWritable(config.dataDir);
   const now = options.now ?? Date.now;
   const startedAt = now();
   const history = await recordStart(config.dataDir, startedAt);
@@ -143,6 +153,18 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
     const activity = new Activity();
 
     const journalDir = join(config.dataDir, "journal");
+    const keyFor = (stream: string, firstRecvTs: number, seq: number): string => {
+      const spec = parseStreamName(stream) ?? { symbol: "UNKNOWN", type: stream };
+      return planKey({
+        prefix: config.prefix,
+        market: config.market,
+        streamType: spec.type,
+        symbol: spec.symbol,
+        firstRecvTs,
+        instanceId: config.instanceId,
+        seq,
+      });
+    };
     // One pool for all batch text: chunks freed by one stream's batch serve the next.
     const pool = new ChunkPool();
     // Compression off the main thread, which stamps receive times. Open
@@ -151,7 +173,13 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
     const deflater = workerDeflater(gzipPool);
     const recovered = await startupStep(
       "read the crash journal",
-      () => recoverJournal(journalDir, { describe: describeLine, pool, deflater }),
+      () =>
+        recoverJournal(journalDir, {
+          describe: describeLine,
+          pool,
+          deflater,
+          rekey: (lines, index) => rekeyLines(lines, index, keyFor),
+        }),
     );
     const journal = await startupStep(
       "start the crash journal",
@@ -175,17 +203,16 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
       observer: journal,
       pool,
       deflater,
-      planKey: (stream, firstRecvTs, seq) => {
-        const spec = parseStreamName(stream) ?? { symbol: "UNKNOWN", type: stream };
-        return planKey({
-          prefix: config.prefix,
-          market: config.market,
-          streamType: spec.type,
-          symbol: spec.symbol,
-          firstRecvTs,
-          instanceId: config.instanceId,
-          seq,
-        });
+      planKey: keyFor,
+    });
+    // Every lost batch leaves a `dropped` line in its stream's next batch.
+    // Losses during start-up (before the receive clock runs) are stamped by the wall clock.
+    let receiveMicros: () => number = options.nowMicros ?? (() => Date.now() * 1000);
+    const holes = new HoleMarker({
+      nowMicros: () => receiveMicros(),
+      mark: (stream, text, recvTs) => {
+        const sealed = batcher.add(stream, { text, recvTs, isData: false }, performance.now());
+        if (sealed) uploader.submit(sealed);
       },
     });
     const uploader = new Uploader({
@@ -204,7 +231,7 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
         metrics.uploadAttempts.inc();
         metrics.uploadFailures.inc();
       },
-      onSettled: (batch, how, bytes) => {
+      onSettled: (batch, how, bytes, reason) => {
         if (how === "stored") {
           // The sink works again: the spool need not wait out its backoff.
           if (spool && spool.count > 0) drainer?.nudge();
@@ -214,7 +241,9 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
           metrics.bytesStored.inc({ sink: sink.kind }, bytes);
         } else if (how === "dropped") {
           metrics.droppedMessages.inc(batch.meta.messages);
+          holes.lost(batch, reason ?? "dropped");
         }
+        if (how === "stored" || how === "spooled") holes.kept(batch);
         updateSpoolGauges();
         journal.settled(batch.key);
         if (recoveredKeys.delete(batch.key) && --recoveredLeft === 0) {
@@ -313,6 +342,7 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
       },
     });
     const nowMicros = options.nowMicros ?? clock.nowMicros;
+    receiveMicros = nowMicros;
     const opsDeps: OpsDeps = {
       metrics,
       tracker,
@@ -328,8 +358,10 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
       activity,
     };
     if (config.metrics) {
+      const exposed = exposureWarning(config.metrics);
+      if (exposed) log.warn("{warning}", { warning: exposed });
       try {
-        ops = serveOps(config.metrics, opsHandler(opsDeps), background.signal);
+        ops = serveOps(config.metrics, redactingHandler(opsHandler(opsDeps)), background.signal);
       } catch (error) {
         throw new StartupError((error as Error).message);
       }
@@ -605,8 +637,59 @@ function describeLine(text: string) {
   return { recvTs: value.recv_ts, isData, ...ids };
 }
 
+/** Batch numbers of batches rebuilt without their open record: far above any run's own. */
+const REKEYED_SEQ_BASE = 900_000;
+
+/**
+ * Key and stream of a journal batch whose open record is damaged: the
+ * stream of its first line that is not a snapshot (snapshots join the diff
+ * stream's batch), the first line's receive time, a batch number of its own.
+ */
+function rekeyLines(
+  lines: readonly string[],
+  index: number,
+  keyFor: (stream: string, firstRecvTs: number, seq: number) => string,
+): { key: string; stream: string } | undefined {
+  const parsed = lines.map((text) => JSON.parse(text) as { recv_ts?: unknown; stream?: unknown });
+  const firstRecvTs = parsed[0]?.recv_ts;
+  const stream = parsed.map((v) => v.stream).find((s): s is string =>
+    typeof s === "string" && !s.endsWith("@depthSnapshot")
+  );
+  if (typeof firstRecvTs !== "number" || stream === undefined) return undefined;
+  return { key: keyFor(stream, firstRecvTs, REKEYED_SEQ_BASE + index), stream };
+}
+
 async function removeFiles(paths: readonly string[]): Promise<void> {
   for (const path of paths) await Deno.remove(path).catch(() => {});
+}
+
+/** The ops endpoint's answers, with no URL password in them whatever they come to quote. */
+function redactingHandler(
+  handle: (req: Request) => Response | Promise<Response>,
+): (req: Request) => Promise<Response> {
+  return async (req) => {
+    const response = await handle(req);
+    if (response.body === null) return response;
+    const text = await response.text();
+    const headers = new Headers(response.headers);
+    headers.delete("content-length");
+    return new Response(redactUrls(text), {
+      status: response.status,
+      statusText: response.statusText,
+      headers,
+    });
+  };
+}
+
+/** The DATA_DIR lock, or a start-up error naming who holds it. */
+async function holdDataDir(dataDir: string): Promise<DataDirLock> {
+  const result = await startupStep("lock DATA_DIR", () => lockDataDir(dataDir));
+  if ("lock" in result) return result.lock;
+  throw new StartupError(
+    `DATA_DIR "${dataDir}" is in use by another l2-uploader (${
+      describeHolder(result.holder)
+    }); two instances need two DATA_DIRs and two INSTANCE_IDs`,
+  );
 }
 
 /** DATA_DIR must exist (or be creatable) and take a write and a rename. */

@@ -15,6 +15,7 @@ import {
   type TextFormatter,
 } from "@logtape/logtape";
 import { getRotatingFileSink } from "@logtape/file";
+import { redactUrls } from "./redact.ts";
 
 export interface LoggingOptions {
   readonly level: LogLevel;
@@ -27,9 +28,11 @@ export interface LoggingOptions {
 const LEVELS: LogLevel[] = ["trace", "debug", "info", "warning", "error", "fatal"];
 
 export async function setUpLogging(options: LoggingOptions): Promise<void> {
-  const formatter: TextFormatter = options.format === "json"
+  const format: TextFormatter = options.format === "json"
     ? jsonLinesFormatter
     : getTextFormatter({ timestamp: "rfc3339", value: "bare" });
+  // Whatever a message quotes (a config value, an SDK error), no URL password leaves.
+  const formatter: TextFormatter = (record) => redactUrls(format(record));
   // Everything to stderr: stdout is reserved for command output (reports, plists).
   const toStderr = Object.fromEntries(LEVELS.map((l) => [l, "error" as const])) as Record<
     LogLevel,

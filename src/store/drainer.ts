@@ -8,7 +8,7 @@
 import { getLogger } from "@logtape/logtape";
 import { ExponentialBackoff, fullJitterGenerator, type IBackoff } from "cockatiel";
 import { delay } from "../delay.ts";
-import type { Sink } from "./sink.ts";
+import { putIfAbsent, type Sink } from "./sink.ts";
 import { type Spool, SpoolFileError } from "./spool.ts";
 
 const log = getLogger(["l2", "spool"]);
@@ -86,7 +86,15 @@ async function drainLoop(options: DrainerOptions, wakeSignal: () => AbortSignal)
       return true;
     }
     try {
-      await options.sink.put(entry.key, entry.body, entry.meta, signal);
+      if (entry.ifAbsent) {
+        if (!await putIfAbsent(options.sink, entry, signal)) {
+          log.info("Spooled {key} is a recovered copy of an object already stored; dropped it", {
+            key: entry.key,
+          });
+          await spool.remove(name);
+          return true;
+        }
+      } else await options.sink.put(entry.key, entry.body, entry.meta, signal);
     } catch (error) {
       options.onFailedAttempt?.(entry.key, error);
       log.warn("Could not upload spooled {key}: {error}", { key: entry.key, error });

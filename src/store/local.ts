@@ -3,7 +3,9 @@
  * no bucket is configured. Each file is written to a temporary name in the
  * same directory, flushed to disk and renamed, so a reader (or a crash) never
  * sees half an object under a final name. The metadata goes to a sidecar
- * `<key>.meta.json`, written before the object itself.
+ * `<key>.meta.json`, written before the object itself. `putNew` links the
+ * finished temporary file to its final name, which fails if the name
+ * exists: an object is never replaced by it.
  */
 
 import { dirname, join } from "node:path";
@@ -29,28 +31,58 @@ export function localSink(archiveDir: string): Sink {
     await writeAtomically(`${path}.meta.json`, sidecar);
     await writeAtomically(path, body);
   };
+  const writeNew = async (path: string, body: Uint8Array, meta: ObjectMeta) => {
+    if (await exists(path)) return false;
+    const sidecar = new TextEncoder().encode(JSON.stringify(metaToRecord(meta)) + "\n");
+    await writeAtomically(`${path}.meta.json`, sidecar);
+    return await writeAtomically(path, body, { exclusive: true });
+  };
+  /** Runs `step` with the object's directory made (again, once, if someone removed it). */
+  const inDir = async <T>(key: string, step: (path: string) => Promise<T>): Promise<T> => {
+    const path = join(archiveDir, ...key.split("/"));
+    const dir = dirname(path);
+    await ensureDir(dir);
+    try {
+      return await step(path);
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+      made.delete(dir);
+      await ensureDir(dir);
+      return await step(path);
+    }
+  };
   return {
     kind: "local",
     location: archiveDir,
     async put(key: string, body: Uint8Array, meta: ObjectMeta): Promise<void> {
-      const path = join(archiveDir, ...key.split("/"));
-      const dir = dirname(path);
-      await ensureDir(dir);
-      try {
-        await write(path, body, meta);
-      } catch (error) {
-        if (!(error instanceof Deno.errors.NotFound)) throw error;
-        // Someone removed the directory since: make it again, once.
-        made.delete(dir);
-        await ensureDir(dir);
-        await write(path, body, meta);
-      }
+      await inDir(key, (path) => write(path, body, meta));
+    },
+    putNew(key: string, body: Uint8Array, meta: ObjectMeta): Promise<boolean> {
+      return inDir(key, (path) => writeNew(path, body, meta));
     },
   };
 }
 
-/** Temporary name, write, fsync, rename: the file appears whole or not at all. */
-export async function writeAtomically(path: string, bytes: Uint8Array): Promise<void> {
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return false;
+    throw error;
+  }
+}
+
+/**
+ * Temporary name, write, fsync, rename: the file appears whole or not at
+ * all. `exclusive`: a hard link instead of the rename, which fails if
+ * `path` exists; returns false then, leaving it as it was.
+ */
+export async function writeAtomically(
+  path: string,
+  bytes: Uint8Array,
+  options: { exclusive?: boolean } = {},
+): Promise<boolean> {
   const temp = `${path}${TEMP_MARKER}${crypto.randomUUID().slice(0, 8)}`;
   try {
     using file = await Deno.open(temp, { write: true, createNew: true });
@@ -61,5 +93,17 @@ export async function writeAtomically(path: string, bytes: Uint8Array): Promise<
     await Deno.remove(temp).catch(() => {});
     throw error;
   }
-  await Deno.rename(temp, path);
+  if (!options.exclusive) {
+    await Deno.rename(temp, path);
+    return true;
+  }
+  try {
+    await Deno.link(temp, path);
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.AlreadyExists) return false;
+    throw error;
+  } finally {
+    await Deno.remove(temp).catch(() => {});
+  }
 }

@@ -10,6 +10,7 @@
 import {
   DeleteObjectCommand,
   HeadBucketCommand,
+  HeadObjectCommand,
   PutObjectCommand,
   S3Client,
   type ServerSideEncryption,
@@ -17,10 +18,12 @@ import {
 } from "@aws-sdk/client-s3";
 import { createHash } from "node:crypto";
 import type { S3Config } from "../config_types.ts";
+import { httpStatus, s3ErrorCode } from "./s3_errors.ts";
 import { metaToRecord, type ObjectMeta, type Sink } from "./sink.ts";
 
 export interface S3Sink extends Sink {
   readonly kind: "s3";
+  putNew(key: string, body: Uint8Array, meta: ObjectMeta, signal?: AbortSignal): Promise<boolean>;
   readonly bucket: string;
   /** HeadBucket: are the bucket and the credentials usable? */
   headBucket(signal?: AbortSignal): Promise<void>;
@@ -54,6 +57,12 @@ export function s3Client(
   });
 }
 
+/** A HEAD's "no such key" (HEAD answers carry no error code, only 404). */
+function isNotFound(error: unknown): boolean {
+  const code = s3ErrorCode(error);
+  return httpStatus(error) === 404 || code === "NotFound" || code === "NoSuchKey";
+}
+
 export function s3Sink(config: S3Config, options: S3SinkOptions = {}): S3Sink {
   const client = options.client ??
     s3Client(config, { maxAttempts: 1, requestTimeoutMs: options.requestTimeoutMs });
@@ -61,27 +70,60 @@ export function s3Sink(config: S3Config, options: S3SinkOptions = {}): S3Sink {
     `bucket "${config.bucket}" (region ${config.region ?? "from the AWS config"}, endpoint ${
       config.endpoint ?? "AWS default"
     })`;
+  const putCommand = (
+    key: string,
+    body: Uint8Array,
+    meta: ObjectMeta,
+    conditions: { ifNoneMatch?: string } = {},
+  ) =>
+    new PutObjectCommand({
+      Bucket: config.bucket,
+      Key: key,
+      Body: body,
+      ContentLength: body.length,
+      ContentType: "application/gzip",
+      ContentMD5: createHash("md5").update(body).digest("base64"),
+      Metadata: metaToRecord(meta),
+      ServerSideEncryption: config.sse as ServerSideEncryption | undefined,
+      SSEKMSKeyId: config.sseKmsKeyId,
+      StorageClass: config.storageClass as StorageClass | undefined,
+      IfNoneMatch: conditions.ifNoneMatch,
+    });
   return {
     kind: "s3",
     bucket: config.bucket,
     location: `s3://${config.bucket}/${config.prefix}`,
     describe,
     async put(key: string, body: Uint8Array, meta: ObjectMeta, signal?: AbortSignal) {
-      await client.send(
-        new PutObjectCommand({
-          Bucket: config.bucket,
-          Key: key,
-          Body: body,
-          ContentLength: body.length,
-          ContentType: "application/gzip",
-          ContentMD5: createHash("md5").update(body).digest("base64"),
-          Metadata: metaToRecord(meta),
-          ServerSideEncryption: config.sse as ServerSideEncryption | undefined,
-          SSEKMSKeyId: config.sseKmsKeyId,
-          StorageClass: config.storageClass as StorageClass | undefined,
-        }),
-        { abortSignal: signal },
-      );
+      await client.send(putCommand(key, body, meta), { abortSignal: signal });
+    },
+    /**
+     * HEAD, then a put with `If-None-Match: *`: AWS S3 (and others) refuse
+     * it with 412 if the key appeared in between. A store that ignores the
+     * header (s3rver) still had the HEAD; one that refuses it as not
+     * implemented gets the plain put, after the HEAD.
+     */
+    async putNew(key: string, body: Uint8Array, meta: ObjectMeta, signal?: AbortSignal) {
+      try {
+        await client.send(new HeadObjectCommand({ Bucket: config.bucket, Key: key }), {
+          abortSignal: signal,
+        });
+        return false;
+      } catch (error) {
+        if (!isNotFound(error)) throw error;
+      }
+      try {
+        await client.send(putCommand(key, body, meta, { ifNoneMatch: "*" }), {
+          abortSignal: signal,
+        });
+        return true;
+      } catch (error) {
+        const status = httpStatus(error);
+        if (status === 412 || status === 409) return false;
+        if (status !== 501 && s3ErrorCode(error) !== "NotImplemented") throw error;
+      }
+      await client.send(putCommand(key, body, meta), { abortSignal: signal });
+      return true;
     },
     async headBucket(signal?: AbortSignal) {
       await client.send(new HeadBucketCommand({ Bucket: config.bucket }), { abortSignal: signal });

@@ -21,6 +21,24 @@ export interface Sink {
   /** Where objects go, for people: a directory or `s3://bucket/prefix`. */
   readonly location: string;
   put(key: string, body: Uint8Array, meta: ObjectMeta, signal?: AbortSignal): Promise<void>;
+  /**
+   * Stores the object only if its key is absent; false (nothing written)
+   * when it exists. For batches rebuilt from the crash journal, which may be
+   * shorter than a copy already stored: they must never replace it. Both
+   * real sinks have it; a sink without it (a test's) gets `put`.
+   */
+  putNew?(key: string, body: Uint8Array, meta: ObjectMeta, signal?: AbortSignal): Promise<boolean>;
+}
+
+/** `putNew` where the sink has it, else `put` (reported as stored). */
+export async function putIfAbsent(
+  sink: Sink,
+  entry: { key: string; body: Uint8Array; meta: ObjectMeta },
+  signal?: AbortSignal,
+): Promise<boolean> {
+  if (sink.putNew) return await sink.putNew(entry.key, entry.body, entry.meta, signal);
+  await sink.put(entry.key, entry.body, entry.meta, signal);
+  return true;
 }
 
 /** Metadata as flat string pairs, the form S3 user metadata and sidecars share. */

@@ -16,6 +16,8 @@
  *
  * File layout: one JSON header line, then the gzip body.
  *   {"v":1,"key":"…","meta":{…},"bytes":<body length>,"sha256":"<hex>"}\n<body>
+ * A batch recovered from the crash journal adds `"ifAbsent":true`: it is
+ * stored only where its key is absent.
  */
 
 import { createHash } from "node:crypto";
@@ -27,6 +29,8 @@ export interface SpoolEntry {
   readonly key: string;
   readonly body: Uint8Array;
   readonly meta: ObjectMeta;
+  /** Store only where the key is absent (a batch recovered from the crash journal). */
+  readonly ifAbsent?: boolean;
 }
 
 export class SpoolFileError extends Error {
@@ -141,6 +145,7 @@ export function encodeSpoolFile(entry: SpoolEntry): Uint8Array {
     meta: entry.meta,
     bytes: entry.body.length,
     sha256: createHash("sha256").update(entry.body).digest("hex"),
+    ...(entry.ifAbsent ? { ifAbsent: true } : {}),
   });
   const head = new TextEncoder().encode(header + "\n");
   const out = new Uint8Array(head.length + entry.body.length);
@@ -152,7 +157,14 @@ export function encodeSpoolFile(entry: SpoolEntry): Uint8Array {
 export function decodeSpoolFile(bytes: Uint8Array, name = "spool file"): SpoolEntry {
   const newline = bytes.indexOf(10);
   if (newline < 0) throw new SpoolFileError(`${name}: no header line`);
-  let header: { v?: unknown; key?: unknown; meta?: unknown; bytes?: unknown; sha256?: unknown };
+  let header: {
+    v?: unknown;
+    key?: unknown;
+    meta?: unknown;
+    bytes?: unknown;
+    sha256?: unknown;
+    ifAbsent?: unknown;
+  };
   try {
     header = JSON.parse(new TextDecoder().decode(bytes.subarray(0, newline)));
   } catch {
@@ -174,5 +186,6 @@ export function decodeSpoolFile(bytes: Uint8Array, name = "spool file"): SpoolEn
   if (createHash("sha256").update(body).digest("hex") !== header.sha256) {
     throw new SpoolFileError(`${name}: body does not match its SHA-256`);
   }
-  return { key: header.key, body, meta: header.meta as ObjectMeta };
+  const entry = { key: header.key, body, meta: header.meta as ObjectMeta };
+  return header.ifAbsent === true ? { ...entry, ifAbsent: true } : entry;
 }

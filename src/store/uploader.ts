@@ -16,12 +16,13 @@
 import { getLogger } from "@logtape/logtape";
 import { ExponentialBackoff, fullJitterGenerator, handleWhen, retry } from "cockatiel";
 import type { SealedBatch } from "../batch/batcher.ts";
-import type { Sink } from "./sink.ts";
+import { putIfAbsent, type Sink } from "./sink.ts";
 import type { Spool } from "./spool.ts";
 
 const log = getLogger(["l2", "store"]);
 
-export type SettledHow = "stored" | "spooled" | "dropped";
+/** `existed`: a recovered batch whose key was already stored; the copy was not written. */
+export type SettledHow = "stored" | "spooled" | "dropped" | "existed";
 
 export interface UploaderOptions {
   readonly sink: Sink;
@@ -43,8 +44,17 @@ export interface UploaderOptions {
   readonly isRetryable?: (error: unknown) => boolean;
   readonly retryInitialMs?: number;
   readonly retryMaxMs?: number;
-  /** Called once per batch when it is stored, spooled or dropped. */
-  readonly onSettled?: (batch: SealedBatch, how: SettledHow, bytes: number) => void;
+  /**
+   * Called once per batch when it is stored, spooled or dropped; `reason`
+   * says why a dropped one was ("spool full", "disk full", "spool write
+   * failed", "upload queue full").
+   */
+  readonly onSettled?: (
+    batch: SealedBatch,
+    how: SettledHow,
+    bytes: number,
+    reason?: string,
+  ) => void;
   /** Called after every failed attempt. */
   readonly onFailedAttempt?: (batch: SealedBatch, error: unknown) => void;
   /** Called when the queue's byte count changes. */
@@ -62,6 +72,8 @@ export class Uploader {
   #active = 0;
   #queueBytes = 0;
   #lastSuccessAt: number | undefined;
+  /** The last failed put's error, undefined once a put succeeds. */
+  #lastPutError: unknown;
   #overflowChain: Promise<void> = Promise.resolve();
   #overflowed = 0;
   #overflowLoggedAt = -Infinity;
@@ -118,7 +130,9 @@ export class Uploader {
         },
       );
       batch.body.release();
-      this.#options.onSettled?.(batch, "dropped", 0);
+      // A full disk is the usual reason the local sink falls this far behind.
+      const reason = isDiskFull(this.#lastPutError) ? "disk full" : "upload queue full";
+      this.#options.onSettled?.(batch, "dropped", 0, reason);
       return;
     }
     this.#queue.push(batch);
@@ -210,16 +224,34 @@ export class Uploader {
       body = await this.#finish(batch);
       if (!body) return;
       const bytes = body;
+      let stored = true;
       await policy.execute(async ({ signal }) => {
         try {
-          await sink.put(batch.key, bytes, batch.meta, signal);
+          // A recovered batch never replaces an object: the one stored may be whole.
+          if (batch.recovered) {
+            stored = await putIfAbsent(
+              sink,
+              { key: batch.key, body: bytes, meta: batch.meta },
+              signal,
+            );
+          } else await sink.put(batch.key, bytes, batch.meta, signal);
         } catch (error) {
+          this.#lastPutError = error;
           this.#options.onFailedAttempt?.(batch, error);
           log.warn("Store attempt failed for {key}: {error}", { key: batch.key, error });
           throw error;
         }
       }, this.#abort.signal);
       this.#lastSuccessAt = Date.now();
+      this.#lastPutError = undefined;
+      if (!stored) {
+        log.info("{key} is already stored; its copy recovered from the crash journal is dropped", {
+          key: batch.key,
+          messages: batch.meta.messages,
+        });
+        this.#options.onSettled?.(batch, "existed", 0);
+        return;
+      }
       this.#options.onSettled?.(batch, "stored", body.length);
       log.debug("Stored {key}", {
         key: batch.key,
@@ -242,7 +274,9 @@ export class Uploader {
     try {
       body ??= await this.#finish(batch);
       if (!body) return;
-      if (await spool.write({ key: batch.key, body, meta: batch.meta })) {
+      if (
+        await spool.write({ key: batch.key, body, meta: batch.meta, ifAbsent: batch.recovered })
+      ) {
         log.info("Spooled {key} ({why})", { key: batch.key, why });
         this.#options.onSettled?.(batch, "spooled", body.length);
         return;
@@ -253,6 +287,8 @@ export class Uploader {
         key: batch.key,
         messages: batch.meta.messages,
       });
+      this.#options.onSettled?.(batch, "dropped", 0, "spool full");
+      return;
     } catch (error) {
       this.#options.onSpoolWriteFailed?.(error);
       log.error("Cannot spool {key}: {error}; dropped {messages} messages", {
@@ -260,8 +296,9 @@ export class Uploader {
         error,
         messages: batch.meta.messages,
       });
+      const reason = isDiskFull(error) ? "disk full" : "spool write failed";
+      this.#options.onSettled?.(batch, "dropped", 0, reason);
     }
-    this.#options.onSettled?.(batch, "dropped", 0);
   }
 
   /**
@@ -289,4 +326,11 @@ export class Uploader {
     this.#queueBytes = bytes;
     this.#options.onQueueBytes?.(bytes);
   }
+}
+
+/** ENOSPC, however the runtime words it. */
+export function isDiskFull(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  const code = (error as { code?: unknown }).code;
+  return code === "ENOSPC" || /ENOSPC|No space left on device/i.test(error.message);
 }

@@ -133,7 +133,11 @@ const EXPLAINING_EVENTS = new Set([
   // The process did not run (the Mac slept), or the wall clock jumped forward.
   "suspended",
   "clock_step",
+  "dropped",
 ]);
+
+/** Unexplained breaks and holes a later `dropped` line may still explain, per stream. */
+const MAX_AWAITING_DROP = 1000;
 
 const SNAPSHOT_SUFFIX = "@depthSnapshot";
 
@@ -211,6 +215,21 @@ interface StreamState {
   afterUnreadable?: string;
   /** Diff streams only. */
   readonly rebuild?: RebuildTracker;
+  /**
+   * Unexplained breaks and holes, newest last: a loss is written into the
+   * stream's next stored batch, so its `dropped` line comes after the hole.
+   */
+  awaitingDrop: AwaitingDrop[];
+}
+
+interface AwaitingDrop {
+  readonly problem: Problem;
+  /** Where it is in the problem list, if it was kept there. */
+  readonly index?: number;
+  /** The hole or break spans these receive times, µs. */
+  readonly from: number;
+  readonly to: number;
+  readonly holeUs?: number;
 }
 
 interface OpenObject {
@@ -322,6 +341,7 @@ export class Auditor {
     if (isEvent) {
       stats.events[event] = (stats.events[event] ?? 0) + 1;
       if (explains) state.eventSinceMessage = true;
+      if (event === "dropped") this.#explainDrop(state, line);
       return;
     }
     if (snapshot) {
@@ -503,6 +523,7 @@ export class Auditor {
           unexplainedHoleUs: 0,
         },
         eventSinceMessage: false,
+        awaitingDrop: [],
         lastLineExplains: false,
       };
       this.#streams.set(stream, state);
@@ -531,7 +552,7 @@ export class Auditor {
         state.stats.unexplainedHoles++;
         state.stats.unexplainedHoleUs += length;
       }
-      this.#problem({
+      this.#lossProblem(state, { from: last.ts, to: ts, holeUs: length }, {
         kind: "hole",
         stream: state.stream,
         key,
@@ -587,7 +608,7 @@ export class Auditor {
         const what = state.rule === "usdm-diff"
           ? `pu ${result.received} does not continue the previous u ${result.expected}`
           : `U ${result.received} skips ahead of ${result.expected}`;
-        this.#problem({
+        this.#lossProblem(state, { from: previous?.ts ?? where.ts, to: where.ts }, {
           kind: "break",
           stream: state.stream,
           key: where.key,
@@ -668,9 +689,53 @@ export class Auditor {
     for (const state of object.streams) this.#flushDuplicates(state);
   }
 
-  #problem(problem: Problem): void {
-    if (this.#problems.length < (this.#options.maxProblems ?? 10_000)) this.#problems.push(problem);
-    else this.#problemsOmitted++;
+  /** Returns where the problem is in the list, if it was kept. */
+  #problem(problem: Problem): number | undefined {
+    if (this.#problems.length < (this.#options.maxProblems ?? 10_000)) {
+      return this.#problems.push(problem) - 1;
+    }
+    this.#problemsOmitted++;
+    return undefined;
+  }
+
+  /** A break or hole over `span`: unexplained, a later `dropped` line may explain it. */
+  #lossProblem(
+    state: StreamState,
+    span: { from: number; to: number; holeUs?: number },
+    problem: Problem,
+  ): void {
+    const index = this.#problem(problem);
+    if (problem.explained) return;
+    state.awaitingDrop.push({ problem, index, ...span });
+    if (state.awaitingDrop.length > MAX_AWAITING_DROP) state.awaitingDrop.shift();
+  }
+
+  /**
+   * A `dropped` line says which receive times the collector lost messages
+   * in, and why: the unexplained breaks and holes over those times are
+   * explained by it (they came first: the line is in the next stored batch).
+   */
+  #explainDrop(state: StreamState, line: Record<string, unknown>): void {
+    const first = line.first_recv_ts;
+    const last = line.last_recv_ts;
+    if (typeof first !== "number" || typeof last !== "number") return;
+    const note = `; explained by a dropped line: ${line.messages} messages lost (${line.reason})`;
+    state.awaitingDrop = state.awaitingDrop.filter((awaiting) => {
+      if (first > awaiting.to || last < awaiting.from) return true;
+      const { problem } = awaiting;
+      if (problem.kind === "hole") {
+        state.stats.unexplainedHoles--;
+        state.stats.unexplainedHoleUs -= awaiting.holeUs ?? 0;
+      } else state.stats.unexplainedBreaks--;
+      if (awaiting.index !== undefined) {
+        this.#problems[awaiting.index] = {
+          ...problem,
+          detail: problem.detail + note,
+          explained: true,
+        };
+      }
+      return false;
+    });
   }
 }
 

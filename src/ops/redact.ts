@@ -1,0 +1,21 @@
+/**
+ * The one place secrets are taken out of text bound for people: the
+ * user-info (`user:password@`) of every URL in it. Applied where text
+ * leaves the process — every log line (both sinks), the commands' stdout
+ * and stderr, the ops endpoint's responses — so an option such as
+ * `S3_ENDPOINT=http://user:pw@host` never shows its password, whichever
+ * message quotes it.
+ */
+
+export const REDACTED_USERINFO = "<redacted>";
+
+/**
+ * A URL's scheme and user-info: greedy up to the last `@` before the host's
+ * end, so a raw `@` inside a password is taken too.
+ */
+const USERINFO = /\b([a-z][a-z0-9+.-]*:\/\/)[^\s/?#"'<>\\]*@/gi;
+
+/** `text` with the user-info of every URL in it replaced. */
+export function redactUrls(text: string): string {
+  return text.replace(USERINFO, `$1${REDACTED_USERINFO}@`);
+}

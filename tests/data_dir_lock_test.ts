@@ -1,0 +1,77 @@
+import assert from "node:assert/strict";
+import { check } from "../src/cli/check.ts";
+import { parseConfig } from "../src/config.ts";
+import { currentHolder, lockDataDir } from "../src/ops/data_dir_lock.ts";
+import { tempDir } from "./support/temp.ts";
+
+Deno.test("data dir lock: a second taker is refused and told the holder's PID", async () => {
+  await using tmp = await tempDir();
+  const first = await lockDataDir(tmp.path);
+  assert.ok("lock" in first);
+  const second = await lockDataDir(tmp.path);
+  assert.ok("holder" in second, "a second lock on the same DATA_DIR was granted");
+  assert.equal(second.holder.pid, Deno.pid);
+  assert.deepEqual(await currentHolder(tmp.path), { pid: Deno.pid });
+  first.lock.release();
+  assert.equal(await currentHolder(tmp.path), undefined);
+  const third = await lockDataDir(tmp.path);
+  assert.ok("lock" in third, "the lock was not free after release");
+  third.lock.release();
+});
+
+Deno.test("data dir lock: dies with its process, even on SIGKILL", async () => {
+  await using tmp = await tempDir();
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "eval",
+      `import { lockDataDir } from ${
+        JSON.stringify(new URL("../src/ops/data_dir_lock.ts", import.meta.url).href)
+      };
+       const r = await lockDataDir(${JSON.stringify(tmp.path)});
+       console.log("lock" in r ? "locked" : "refused");
+       await new Promise(() => setInterval(() => {}, 1000));`,
+    ],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.getReader();
+  const { value } = await reader.read();
+  assert.equal(new TextDecoder().decode(value).trim(), "locked");
+  assert.deepEqual(await currentHolder(tmp.path), { pid: child.pid });
+  child.kill("SIGKILL");
+  await child.status;
+  reader.releaseLock();
+  await child.stdout.cancel();
+  assert.equal(await currentHolder(tmp.path), undefined, "a SIGKILLed holder left its lock");
+  const after = await lockDataDir(tmp.path);
+  assert.ok("lock" in after);
+  after.lock.release();
+});
+
+Deno.test("data dir lock: nobody holds a DATA_DIR that does not exist", async () => {
+  await using tmp = await tempDir();
+  assert.equal(await currentHolder(`${tmp.path}/absent`), undefined);
+});
+
+Deno.test("check reports the collector holding DATA_DIR instead of failing", async () => {
+  await using tmp = await tempDir();
+  const config = parseConfig({ SYMBOL: "BTCUSDT", DATA_DIR: tmp.path });
+  const ping: typeof fetch = () => Promise.resolve(new Response("{}"));
+  const run = async () => {
+    let text = "";
+    const code = await check(config, { print: (t) => text += t, fetch: ping });
+    return { code, text };
+  };
+  const free = await run();
+  assert.equal(free.code, 0, free.text);
+  assert.match(free.text, /OK +data dir lock +\S+ is free/);
+  const taken = await lockDataDir(tmp.path);
+  assert.ok("lock" in taken);
+  try {
+    const held = await run();
+    assert.equal(held.code, 0, held.text);
+    assert.match(held.text, new RegExp(`OK +data dir lock .* in use .*PID ${Deno.pid}\\)`));
+  } finally {
+    taken.lock.release();
+  }
+});
