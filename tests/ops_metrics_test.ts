@@ -12,7 +12,7 @@ import { Journal } from "../src/batch/journal.ts";
 import { HealthTracker } from "../src/ops/health.ts";
 import { handler } from "../src/ops/http.ts";
 import { Metrics } from "../src/ops/metrics.ts";
-import type { ObjectMeta, Sink } from "../src/store/sink.ts";
+import { type ObjectMeta, putIfAbsent, type Sink } from "../src/store/sink.ts";
 import { Spool } from "../src/store/spool.ts";
 import { Uploader } from "../src/store/uploader.ts";
 import { tempDir } from "./support/temp.ts";
@@ -72,6 +72,33 @@ Deno.test("timeSink times every put into l2_upload_duration_seconds by outcome",
   assert.match(text, /^l2_upload_duration_seconds_count\{outcome="failed"\} 1$/m);
   assert.match(text, /^l2_upload_duration_seconds_count\{outcome="ok"\} 2$/m);
   assert.match(text, /^l2_upload_duration_seconds_bucket\{le="0.05",outcome="ok"\} 2$/m);
+});
+
+Deno.test("timeSink keeps a sink's never-replace put: a recovered batch cannot overwrite an object", async () => {
+  const metrics = new Metrics();
+  const stored = new Map<string, number>();
+  const sink: Sink = {
+    kind: "local",
+    location: "/x",
+    put: (key, body) => {
+      stored.set(key, body.length);
+      return Promise.resolve();
+    },
+    putNew: (key, body) => {
+      if (stored.has(key)) return Promise.resolve(false);
+      stored.set(key, body.length);
+      return Promise.resolve(true);
+    },
+  };
+  const timed = metrics.timeSink(sink);
+  await timed.put("k", new Uint8Array(10), meta);
+  assert.equal(await putIfAbsent(timed, { key: "k", body: new Uint8Array(7), meta }), false);
+  assert.equal(stored.get("k"), 10, "the shorter recovered copy replaced the stored object");
+  assert.equal(await putIfAbsent(timed, { key: "k2", body: new Uint8Array(7), meta }), true);
+  assert.match(
+    await metrics.registry.metrics(),
+    /^l2_upload_duration_seconds_count\{outcome="ok"\} 3$/m,
+  );
 });
 
 Deno.test("a spool write that fails (a disk error, not a full spool) is reported", async () => {

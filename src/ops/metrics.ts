@@ -6,7 +6,7 @@
  */
 
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
-import type { Sink } from "../store/sink.ts";
+import type { ObjectMeta, Sink } from "../store/sink.ts";
 
 export class Metrics {
   readonly registry = new Registry();
@@ -158,6 +158,21 @@ export class Metrics {
           throw error;
         }
       },
+      // Recovered batches must keep their never-replace rule through this
+      // wrapper: without putNew, putIfAbsent would fall back to put.
+      ...(sink.putNew === undefined ? {} : {
+        async putNew(key: string, body: Uint8Array, meta: ObjectMeta, signal?: AbortSignal) {
+          const end = histogram.startTimer();
+          try {
+            const stored = await sink.putNew!(key, body, meta, signal);
+            end({ outcome: "ok" });
+            return stored;
+          } catch (error) {
+            end({ outcome: "failed" });
+            throw error;
+          }
+        },
+      }),
     };
   }
 
