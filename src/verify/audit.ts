@@ -232,7 +232,7 @@ export class Auditor {
       kind: "bad-key",
       key,
       detail: "the key does not follow the archive layout " +
-        "(exchange=binance/market=…/stream=…/symbol=…/date=…/hour=…/<µs>_<instance>_<seq>.ndjson.gz)",
+        "(exchange=binance/market=…/channel=…/symbol=…/date=…/hour=…/<µs>_<instance>_<seq>.ndjson.gz)",
       explained: false,
     });
   }
