@@ -227,15 +227,20 @@ interface Level {
   readonly prefix: string;
 }
 
+/** Where key selection reports keys and directories outside the layout (the Auditor, say). */
+export interface BadKeySink {
+  badKey(key: string): void;
+}
+
 /**
  * The keys to read, in audit order: stream partition by partition (sorted),
  * and within one, by first receive time, instance and batch number. Keys and
  * directories that do not fit the layout go to the auditor as bad keys.
  */
-async function* selectKeys(
+export async function* selectKeys(
   reader: ArchiveReader,
   options: AuditArchiveOptions,
-  auditor: Auditor,
+  auditor: BadKeySink,
 ): AsyncGenerator<string> {
   const root = `${options.prefix === "" ? "" : `${options.prefix.replace(/\/+$/, "")}/`}` +
     "exchange=binance/";
@@ -276,7 +281,7 @@ async function* partitionKeys(
   reader: ArchiveReader,
   symbolPrefixes: readonly string[],
   options: AuditArchiveOptions,
-  auditor: Auditor,
+  auditor: BadKeySink,
 ): AsyncGenerator<string> {
   const { from, to } = options;
   const datePrefixes = new Map<string, string[]>();
@@ -340,7 +345,7 @@ async function level(
   reader: ArchiveReader,
   prefix: string,
   names: string | readonly string[],
-  auditor: Auditor,
+  auditor: BadKeySink,
   valuePattern = /^[^/]+$/,
 ): Promise<Level[]> {
   const accepted = typeof names === "string" ? [names] : names;
