@@ -146,7 +146,9 @@ export class BookRebuilder {
 
   /** A diff message of the stream. */
   diff(recvTs: number, diff: DepthDiff): void {
-    this.#advance(recvTs);
+    // A break is found before sampling: between the last good message and this
+    // one the book is unknown, so no row is written for that time.
+    if (this.#mode !== "live" || this.#follows(diff)) this.#advance(recvTs);
     if (this.#mode === "down") return;
     const spot = this.#o.rule === "spot-diff";
     const last = this.#lastId;
@@ -162,8 +164,7 @@ export class BookRebuilder {
       }
     } else {
       if (diff.u <= last) return; // a repeat of what is applied
-      const follows = spot || diff.pu === undefined ? diff.U <= last + 1 : diff.pu === last;
-      if (!follows) {
+      if (!this.#follows(diff)) {
         const missing = spot || diff.pu === undefined
           ? `update ids ${last + 1}..${diff.U - 1} missing`
           : `pu=${diff.pu} after u=${last}`;
@@ -270,6 +271,14 @@ export class BookRebuilder {
       failing: false,
     });
     this.#started = true;
+  }
+
+  /** Whether a diff newer than the book continues its chain (spot `U`, USD-M `pu`). */
+  #follows(diff: DepthDiff): boolean {
+    if (diff.u <= this.#lastId) return true;
+    return this.#o.rule === "spot-diff" || diff.pu === undefined
+      ? diff.U <= this.#lastId + 1
+      : diff.pu === this.#lastId;
   }
 
   #apply(diff: DepthDiff): void {
