@@ -161,7 +161,8 @@ async function generateDay(archiveDir: string): Promise<void> {
       seq,
     });
     await sink.put(key, await gzipLines(lines, 6), {
-      messages: messages + snapshots,
+      messages,
+      snapshots,
       events: 0,
       firstRecvTs,
       lastRecvTs,

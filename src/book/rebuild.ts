@@ -2,8 +2,8 @@
  * Rebuilds one stream's order book from the archive's lines, in receive
  * order, following Binance's procedure (BINANCE.md "Keeping a book"). Pure:
  * the caller reads the archive and hands over parsed lines; rows and notes
- * come back through callbacks. Memory is the book (plus the last
- * RECENT_DIFFS applied diffs), whatever the length of the range.
+ * come back through callbacks. Memory is the book (plus the
+ * diffs applied in the last 30 s), whatever the length of the range.
  *
  * Diff streams:
  * - The book starts from a snapshot line (`<sym>@depthSnapshot`, lastUpdateId
@@ -89,8 +89,14 @@ export interface RebuildSummary {
   readonly failing: number;
 }
 
-/** Applied diffs kept to roll a snapshot forward (a snapshot line lags its id by its REST latency). */
-export const RECENT_DIFFS = 4096;
+/**
+ * Applied diffs kept to roll a snapshot forward: a snapshot line is stored
+ * when the REST answer arrives, after the diffs that followed its id. 30 s
+ * of them (at most 3,000) is far more than a REST call takes; more would
+ * cost memory (a parsed diff is ~2 KB: 8,000 of them doubled the RSS).
+ */
+export const RECENT_DIFFS_US = 30_000_000;
+export const RECENT_DIFFS_MAX = 3000;
 /** Event lines after which the record may miss messages; the chain then decides. */
 const EXPLAINING_EVENTS = new Set(["gap", "disconnected", "stale", "recovered", "dropped"]);
 /** At most this many mismatching levels are named per check (all are counted). */
@@ -111,7 +117,9 @@ export class BookRebuilder {
   #lowBid = Infinity;
   #highAsk = -Infinity;
   #pending?: { snapshot: DepthSnapshot; recvTs: number };
-  #recent: DepthDiff[] = [];
+  /** Applied diffs of the last RECENT_DIFFS_US, oldest first, from `#recentHead` on. */
+  #recent: Array<{ recvTs: number; diff: DepthDiff }> = [];
+  #recentHead = 0;
   /** An explaining event line since the last applied diff. */
   #explained?: string;
   #nextSample?: number;
@@ -175,7 +183,7 @@ export class BookRebuilder {
         return;
       }
     }
-    this.#apply(diff);
+    this.#apply(recvTs, diff);
     if (this.#mode === "syncing") {
       this.#mode = "live";
       this.#nextSample = undefined;
@@ -260,6 +268,7 @@ export class BookRebuilder {
     this.#lastId = snapshot.lastUpdateId;
     this.#mode = "syncing";
     this.#recent = [];
+    this.#recentHead = 0;
     this.#pending = undefined;
     this.#explained = undefined;
     this.#note({
@@ -281,13 +290,21 @@ export class BookRebuilder {
       : diff.pu === this.#lastId;
   }
 
-  #apply(diff: DepthDiff): void {
+  #apply(recvTs: number, diff: DepthDiff): void {
     for (const [price, qty] of diff.b) this.#bids.set(price, qty);
     for (const [price, qty] of diff.a) this.#asks.set(price, qty);
     this.#lastId = diff.u;
     this.#explained = undefined;
-    this.#recent.push(diff);
-    if (this.#recent.length > 2 * RECENT_DIFFS) this.#recent = this.#recent.slice(-RECENT_DIFFS);
+    const recent = this.#recent;
+    recent.push({ recvTs, diff });
+    while (
+      recent.length - this.#recentHead > RECENT_DIFFS_MAX ||
+      recent[this.#recentHead].recvTs < recvTs - RECENT_DIFFS_US
+    ) this.#recentHead++;
+    if (this.#recentHead > 1024) {
+      this.#recent = recent.slice(this.#recentHead);
+      this.#recentHead = 0;
+    }
   }
 
   #down(recvTs: number, why: string, explained: boolean): void {
@@ -321,7 +338,7 @@ export class BookRebuilder {
     for (const [price, qty] of snapshot.asks) asks.set(price, qty);
     const snapLowBid = bids.worstValue ?? Infinity;
     const snapHighAsk = asks.worstValue ?? -Infinity;
-    const recent = this.#recent;
+    const recent = this.#recent.slice(this.#recentHead).map((entry) => entry.diff);
     const first = recent.findIndex((d) => (spot ? d.u > L : d.u >= L));
     if (first === 0 && (spot ? recent[0].U > L + 1 : recent[0].U > L)) {
       this.#checksSkipped++;

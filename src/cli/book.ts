@@ -19,6 +19,7 @@ import { parseKey } from "../batch/keys.ts";
 import { sequenceRuleFor } from "../binance/sequence.ts";
 import type { Config, Market } from "../config_types.ts";
 import { type BookNote, BookRebuilder, type BookRow, type DepthSnapshot } from "../book/rebuild.ts";
+import { lineKindOf } from "../store/meta.ts";
 import type { ArchiveReader } from "../verify/archive.ts";
 import { isoMicros } from "../verify/audit.ts";
 import {
@@ -254,7 +255,6 @@ async function rebuild(
     onRow,
     onNote,
   });
-  const isSnapshot = (name: unknown) => typeof name === "string" && name.endsWith("@depthSnapshot");
 
   const pending: Array<{ key: string; body: Promise<ReadableStream<Uint8Array<ArrayBuffer>>> }> =
     [];
@@ -292,7 +292,7 @@ async function rebuild(
         lastTs = recvTs;
         if (typeof line.event === "string") {
           rebuilder.event(recvTs, line.event, line);
-        } else if (isSnapshot(line.stream)) {
+        } else if (lineKindOf(line.stream, false) === "snapshot") {
           rebuilder.snapshot(recvTs, line.data as DepthSnapshot);
         } else if (stream.streamType.startsWith("depth@") || stream.streamType === "depth") {
           rebuilder.diff(recvTs, line.data as Parameters<BookRebuilder["diff"]>[1]);

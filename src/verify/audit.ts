@@ -20,6 +20,7 @@ import { type KeyParts, parseKey } from "../batch/keys.ts";
 import { updateIds } from "../binance/frames.ts";
 import { continuity, type SequenceRule, sequenceRuleFor } from "../binance/sequence.ts";
 import type { Market } from "../config_types.ts";
+import { lineKindOf } from "../store/meta.ts";
 
 export type ProblemKind =
   | "break"
@@ -52,7 +53,7 @@ export interface StreamReport {
   readonly symbol: string;
   /** Objects with at least one line of this stream in the range (unreadable ones included). */
   readonly objects: number;
-  /** Data lines from the exchange, duplicates included, snapshots not. */
+  /** Messages (store/meta.ts: data lines from the exchange's stream), duplicates included. */
   readonly messages: number;
   /** REST snapshots (`<sym>@depthSnapshot` lines) stored with this stream. */
   readonly snapshots: number;
@@ -117,8 +118,6 @@ const EXPLAINING_EVENTS = new Set([
   "shutdown",
   "connected",
 ]);
-
-const SNAPSHOT_SUFFIX = "@depthSnapshot";
 
 /**
  * 10 × the stream's update speed (`depth@100ms` → 1 s), at least 1 s; a stream
@@ -289,7 +288,7 @@ export class Auditor {
     if (ts < this.#from || ts >= this.#to) return;
     object.inRange++;
 
-    const snapshot = !isEvent && name.endsWith(SNAPSHOT_SUFFIX);
+    const snapshot = lineKindOf(name, isEvent) === "snapshot";
     const state = this.#state(snapshot ? object.stream : name, object.parts);
     object.streams.add(state);
     const stats = state.stats;
