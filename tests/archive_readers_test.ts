@@ -13,6 +13,7 @@
 
 import assert from "node:assert/strict";
 import { gunzipSync, gzipSync } from "node:zlib";
+import { PutObjectCommand } from "@aws-sdk/client-s3";
 import { DuckDBInstance } from "@duckdb/node-api";
 import { bookFromArgs } from "../src/cli/book.ts";
 import { parseConfig } from "../src/config.ts";
@@ -25,6 +26,7 @@ import {
   snapshotRequests,
   SYMBOLS,
 } from "./support/recording.ts";
+import { TEST_BUCKET, TestS3 } from "./support/s3.ts";
 import { listFiles, tempDir } from "./support/temp.ts";
 
 const README = new URL("../README.md", import.meta.url);
@@ -194,6 +196,23 @@ Deno.test({
           "0",
         ]),
       );
+    });
+
+    await t.step("without named columns DuckDB cannot read diffs, as README warns", async () => {
+      await assert.rejects(
+        () => duck("SELECT count(*) FROM read_json('data/archive/**/*.ndjson.gz')", diffRoot),
+        /Duplicate name "[EeUu]"/,
+      );
+      // Its hint, ignore_errors, drops one of each pair: `u` reads as `U`.
+      const [row] = await duck(
+        "SELECT count(*) FILTER (WHERE data.u = data.U) AS same, count(data.e) AS diffs " +
+          "FROM read_json('data/archive/**/*.ndjson.gz', ignore_errors = true) " +
+          "WHERE data.e = 'depthUpdate'",
+        diffRoot,
+      ).catch(() => [{ same: "0", diffs: "0" }]);
+      assert.equal(row.same, row.diffs);
+      const readme = await Deno.readTextFile(README);
+      assert.match(readme, /Do not follow its\s+hint `ignore_errors = true`/);
     });
 
     await t.step("README: diffs carry U and u exactly as the exchange sent them", async () => {

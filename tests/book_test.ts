@@ -85,10 +85,27 @@ Deno.test("spot: a snapshot older than the next diff waits for the next snapshot
   book.snapshot(1, BASE);
   book.diff(2, diff(105, 106));
   assert.equal(rows.length, 0);
-  assert.match(notes.at(-1)!.detail, /snapshot 100 is older than the next diff \(U=105\)/);
+  assert.match(
+    notes.at(-1)!.detail,
+    /snapshot 100 is older than the first diff after it \(U=105\)/,
+  );
   book.snapshot(3, snapshot(106, [["10.00", "1"]], [["11.00", "1"]]));
   book.diff(4, diff(107, 107));
   assert.deepEqual(rows.map((r) => r.updateId), [107]);
+});
+
+Deno.test("diffs received before the snapshot line count: the one that straddles it often comes first", () => {
+  const { book, rows, notes } = rebuilder();
+  book.diff(1, diff(90, 99, [["10.00", "9"]]));
+  book.diff(2, diff(100, 104, [["10.00", "5"]])); // straddles 102, received before the snapshot
+  book.snapshot(3, snapshot(102, [["10.00", "1"]], [["11.00", "1"]]));
+  book.diff(4, diff(105, 106, [], [["11.00", "2"]]));
+  const summary = book.finish();
+  assert.equal(summary.failing, 0, JSON.stringify(notes));
+  // A row when the snapshot arrived (diff 100..104 applied), then one per diff.
+  assert.deepEqual(rows.map((r) => [r.recvTs, r.updateId]), [[3, 104], [4, 106]]);
+  assert.deepEqual(rows[1].bids, [["10.00", "5"]]);
+  assert.deepEqual(rows[1].asks, [["11.00", "2"]]);
 });
 
 Deno.test("a break no event line explains fails; a gap event is explained; both restart at the next snapshot", () => {

@@ -157,7 +157,36 @@ export class BookRebuilder {
     // A break is found before sampling: between the last good message and this
     // one the book is unknown, so no row is written for that time.
     if (this.#mode !== "live" || this.#follows(diff)) this.#advance(recvTs);
-    if (this.#mode === "down") return;
+    this.#step(recvTs, diff, false);
+  }
+
+  /** Takes the book down at a break of the chain, then takes the diff. */
+  #step(recvTs: number, diff: DepthDiff, replaying: boolean): void {
+    if (this.#mode === "live" && !this.#follows(diff)) {
+      const last = this.#lastId;
+      const missing = this.#o.rule === "spot-diff" || diff.pu === undefined
+        ? `update ids ${last + 1}..${diff.U - 1} missing`
+        : `pu=${diff.pu} after u=${last}`;
+      const why = this.#explained === undefined
+        ? `${missing}, no event line explains it`
+        : `${missing} (after a ${this.#explained} event)`;
+      // Starts again from a snapshot already read, if one is ahead of the book.
+      this.#down(recvTs, why, this.#explained !== undefined);
+    }
+    this.#take(recvTs, diff, replaying);
+  }
+
+  /**
+   * A diff in the current mode: down, it is kept (a snapshot stored after it
+   * may need it: the diff that straddles a snapshot's id often arrives before
+   * the REST answer); syncing, it joins the snapshot or is dropped; live, it
+   * is applied (the caller checked that it follows).
+   */
+  #take(recvTs: number, diff: DepthDiff, replaying = false): void {
+    if (this.#mode === "down") {
+      this.#remember(recvTs, diff);
+      return;
+    }
     const spot = this.#o.rule === "spot-diff";
     const last = this.#lastId;
     if (this.#mode === "syncing") {
@@ -165,29 +194,21 @@ export class BookRebuilder {
       if (spot ? diff.U > last + 1 : diff.U > last) {
         this.#down(
           recvTs,
-          `snapshot ${last} is older than the next diff (U=${diff.U}): waiting for the next snapshot`,
+          `snapshot ${last} is older than the first diff after it (U=${diff.U})`,
           this.#explained !== undefined,
         );
+        this.#remember(recvTs, diff);
         return;
       }
-    } else {
-      if (diff.u <= last) return; // a repeat of what is applied
-      if (!this.#follows(diff)) {
-        const missing = spot || diff.pu === undefined
-          ? `update ids ${last + 1}..${diff.U - 1} missing`
-          : `pu=${diff.pu} after u=${last}`;
-        const why = this.#explained === undefined
-          ? `${missing}, no event line explains it`
-          : `${missing} (after a ${this.#explained} event)`;
-        this.#down(recvTs, why, this.#explained !== undefined);
-        return;
-      }
+    } else if (diff.u <= last) {
+      return; // a repeat of what is applied
     }
     this.#apply(recvTs, diff);
     if (this.#mode === "syncing") {
       this.#mode = "live";
       this.#nextSample = undefined;
     }
+    if (replaying) return;
     if (this.#pending && this.#lastId >= this.#pending.snapshot.lastUpdateId) this.#checkPending();
     this.#afterMessage(recvTs);
   }
@@ -259,6 +280,7 @@ export class BookRebuilder {
   }
 
   #load(recvTs: number, snapshot: DepthSnapshot): void {
+    const buffered = this.#recent.slice(this.#recentHead);
     this.#bids.clear();
     this.#asks.clear();
     for (const [price, qty] of snapshot.bids) this.#bids.set(price, qty);
@@ -280,6 +302,29 @@ export class BookRebuilder {
       failing: false,
     });
     this.#started = true;
+    // Diffs received before the snapshot line that follow its id: apply them
+    // now (no rows for them: the book was not known at their time).
+    for (const entry of buffered) this.#step(entry.recvTs, entry.diff, true);
+    // (#step changed the mode: the narrowing from the assignment above no longer holds.)
+    if ((this.#mode as Mode) === "live") this.#afterMessage(recvTs);
+  }
+
+  /** Keeps a diff received while the book is down (RECENT_DIFFS_US of them). */
+  #remember(recvTs: number, diff: DepthDiff): void {
+    this.#recent.push({ recvTs, diff });
+    this.#trimRecent(recvTs);
+  }
+
+  #trimRecent(recvTs: number): void {
+    const recent = this.#recent;
+    while (
+      recent.length - this.#recentHead > RECENT_DIFFS_MAX ||
+      recent[this.#recentHead].recvTs < recvTs - RECENT_DIFFS_US
+    ) this.#recentHead++;
+    if (this.#recentHead > 1024) {
+      this.#recent = recent.slice(this.#recentHead);
+      this.#recentHead = 0;
+    }
   }
 
   /** Whether a diff newer than the book continues its chain (spot `U`, USD-M `pu`). */
@@ -295,16 +340,8 @@ export class BookRebuilder {
     for (const [price, qty] of diff.a) this.#asks.set(price, qty);
     this.#lastId = diff.u;
     this.#explained = undefined;
-    const recent = this.#recent;
-    recent.push({ recvTs, diff });
-    while (
-      recent.length - this.#recentHead > RECENT_DIFFS_MAX ||
-      recent[this.#recentHead].recvTs < recvTs - RECENT_DIFFS_US
-    ) this.#recentHead++;
-    if (this.#recentHead > 1024) {
-      this.#recent = recent.slice(this.#recentHead);
-      this.#recentHead = 0;
-    }
+    this.#recent.push({ recvTs, diff });
+    this.#trimRecent(recvTs);
   }
 
   #down(recvTs: number, why: string, explained: boolean): void {
