@@ -6,7 +6,10 @@ import {
   type DepthDiff,
   type RebuildOptions,
 } from "../src/book/rebuild.ts";
+import { depthBookOf, depthDiffOf } from "../src/book/payload.ts";
 import { Side } from "../src/book/side.ts";
+import { dataLine, gzipLines } from "../src/batch/encode.ts";
+import { planKey } from "../src/batch/keys.ts";
 import { bookFromArgs, csvHeader, csvRow } from "../src/cli/book.ts";
 import { parseConfig } from "../src/config.ts";
 import { tempDir } from "./support/temp.ts";
@@ -245,4 +248,59 @@ Deno.test("book: usage errors exit 2, an archive without the symbol exits 1", as
   const empty = await run(["--symbol", "BTCUSDT"]);
   assert.equal(empty.code, 1);
   assert.match(empty.err, /no object of BTCUSDT/);
+});
+
+Deno.test("book: a line that is not a depth message is reported and nothing of it is applied", async () => {
+  assert.equal(depthDiffOf({ U: 1, u: 2, b: [["x", "1"]], a: [] }), undefined);
+  assert.equal(depthDiffOf({ U: 1, u: "2", b: [], a: [] }), undefined);
+  assert.deepEqual(depthDiffOf({ e: "depthUpdate", U: 1, u: 2, pu: 0, b: [], a: [] }), {
+    U: 1,
+    u: 2,
+    pu: 0,
+    b: [],
+    a: [],
+  });
+  assert.deepEqual(depthBookOf({ u: 7, b: [["1.0", "2"]], a: [] }), {
+    lastUpdateId: 7,
+    bids: [["1.0", "2"]],
+    asks: [],
+  });
+  assert.equal(depthBookOf({ lastUpdateId: 7, bids: "none", asks: [] }), undefined);
+
+  await using tmp = await tempDir();
+  const t0 = Date.UTC(2026, 0, 1) * 1000;
+  const stream = "btcusdt@depth@100ms";
+  const lines = [
+    dataLine(
+      t0,
+      "btcusdt@depthSnapshot",
+      '{"lastUpdateId":10,"bids":[["9","1"]],"asks":[["11","1"]]}',
+    ),
+    dataLine(t0 + 1, stream, '{"e":"depthUpdate","U":11,"u":12,"b":[["9","2"]],"a":[]}'),
+    dataLine(t0 + 2, stream, '{"e":"depthUpdate","U":13,"u":14,"b":[["nine","3"]],"a":[]}'),
+    dataLine(t0 + 3, stream, '{"e":"depthUpdate","U":15,"u":16,"b":[],"a":[]}'),
+  ];
+  const key = planKey({
+    prefix: "binance",
+    market: "spot",
+    streamType: "depth@100ms",
+    symbol: "BTCUSDT",
+    firstRecvTs: t0,
+    instanceId: "t",
+    seq: 0,
+  });
+  const path = `${tmp.path}/archive/${key}`;
+  await Deno.mkdir(path.slice(0, path.lastIndexOf("/")), { recursive: true });
+  await Deno.writeFile(path, await gzipLines(lines, 1));
+  let out = "";
+  let err = "";
+  const code = await bookFromArgs(
+    parseConfig({ DATA_DIR: tmp.path }),
+    ["--symbol", "BTCUSDT", "--every", "update", "--levels", "1"],
+    { write: (text) => out += text, printError: (text) => err += text },
+  );
+  assert.equal(code, 1);
+  assert.match(err, /DAMAGED {2}.*:3 is not a depth diff/);
+  assert.match(err, /DOWN {2}the book cannot be rebuilt from here: update ids 13\.\.14 missing/);
+  assert.deepEqual(out.trimEnd().split("\n").slice(1), [`${t0 + 1},12,9,2,11,1`]);
 });

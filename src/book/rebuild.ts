@@ -251,7 +251,11 @@ export class BookRebuilder {
     }
   }
 
-  /** Part of the record could not be read (an unreadable object, a line that is not JSON). */
+  /**
+   * Part of the record could not be read (an unreadable object, a line that
+   * is not JSON or not a depth message). Nothing of it was applied; where a
+   * message is lost, the update-id chain shows whether the book can go on.
+   */
   damaged(recvTs: number | undefined, detail: string): void {
     this.#note({ kind: "damaged", recvTs, detail, failing: true });
   }

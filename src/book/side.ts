@@ -34,7 +34,7 @@ export function canonicalDecimal(text: string): string {
 export class Side {
   /** `bid`: best is the highest price; `ask`: the lowest. */
   readonly kind: "bid" | "ask";
-  readonly #levels = new BTree<number, Level>();
+  readonly #levels = new BTree<number, Level>(undefined, (a, b) => a - b);
 
   constructor(kind: "bid" | "ask") {
     this.kind = kind;

@@ -18,7 +18,8 @@ import { parseArgs } from "node:util";
 import { parseKey } from "../batch/keys.ts";
 import { sequenceRuleFor } from "../binance/sequence.ts";
 import type { Config, Market } from "../config_types.ts";
-import { type BookNote, BookRebuilder, type BookRow, type DepthSnapshot } from "../book/rebuild.ts";
+import { depthBookOf, depthDiffOf } from "../book/payload.ts";
+import { type BookNote, BookRebuilder, type BookRow } from "../book/rebuild.ts";
 import { lineKindOf } from "../store/meta.ts";
 import type { ArchiveReader } from "../verify/archive.ts";
 import { isoMicros } from "../verify/audit.ts";
@@ -268,6 +269,7 @@ async function rebuild(
     }
   };
   let lastTs: number | undefined;
+  const diffStream = /^depth(@|$)/.test(stream.streamType);
   fill();
   while (pending.length > 0) {
     const object = pending.shift()!;
@@ -292,13 +294,20 @@ async function rebuild(
         lastTs = recvTs;
         if (typeof line.event === "string") {
           rebuilder.event(recvTs, line.event, line);
-        } else if (lineKindOf(line.stream, false) === "snapshot") {
-          rebuilder.snapshot(recvTs, line.data as DepthSnapshot);
-        } else if (stream.streamType.startsWith("depth@") || stream.streamType === "depth") {
-          rebuilder.diff(recvTs, line.data as Parameters<BookRebuilder["diff"]>[1]);
-        } else {
-          rebuilder.partial(recvTs, partialBook(line.data));
+          continue;
         }
+        const snapshot = lineKindOf(line.stream, false) === "snapshot";
+        if (snapshot || !diffStream) {
+          const book = depthBookOf(line.data);
+          if (!book) {
+            rebuilder.damaged(recvTs, `${object.key}:${lineNo} is not a depth book`);
+          } else if (snapshot) rebuilder.snapshot(recvTs, book);
+          else rebuilder.partial(recvTs, book);
+          continue;
+        }
+        const diff = depthDiffOf(line.data);
+        if (diff) rebuilder.diff(recvTs, diff);
+        else rebuilder.damaged(recvTs, `${object.key}:${lineNo} is not a depth diff`);
       }
     } catch (error) {
       rebuilder.damaged(
@@ -319,16 +328,6 @@ async function rebuild(
   const ok = summary.failing === 0;
   printError(ok ? "OK: the book was rebuilt\n" : `FAIL: ${summary.failing} problem(s)\n`);
   return ok ? 0 : 1;
-}
-
-/** Spot partial books are `{lastUpdateId, bids, asks}`; USD-M's are `{u, b, a, …}`. */
-function partialBook(data: unknown): DepthSnapshot {
-  const d = data as Record<string, unknown>;
-  return {
-    lastUpdateId: (d.lastUpdateId ?? d.u) as number,
-    bids: (d.bids ?? d.b) as DepthSnapshot["bids"],
-    asks: (d.asks ?? d.a) as DepthSnapshot["asks"],
-  };
 }
 
 /** The lines of one stored (gzip) object, decompressed as a stream. */
