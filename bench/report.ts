@@ -10,6 +10,7 @@ import type { LoadResult } from "./load_run.ts";
 import { HEAVY_LOAD, type Load, LOADS } from "./loads.ts";
 import type { Machine } from "./proc.ts";
 import type { ProfileSummary } from "./profile.ts";
+import type { BookBenchResult } from "./book_bench.ts";
 import type { VerifyResult } from "./verify_bench.ts";
 
 export interface BenchReport {
@@ -21,6 +22,7 @@ export interface BenchReport {
   readonly queueMaxBytes: number;
   readonly loads: readonly LoadResult[];
   readonly verify?: VerifyResult;
+  readonly book?: BookBenchResult;
   readonly gzip?: GzipResult;
   readonly profile?: { readonly summary: ProfileSummary; readonly path: string };
 }
@@ -68,6 +70,7 @@ export function renderReport(report: BenchReport): string {
   );
   if (report.gzip) out.push("", ...gzipSection(report.gzip, report.loads));
   if (report.verify) out.push("", verifyLine(report.verify));
+  if (report.book) out.push("", bookLine(report.book));
   if (report.profile) out.push("", ...profileSection(report.profile.summary));
   return out.join("\n") + "\n";
 }
@@ -267,6 +270,20 @@ function verifyLine(v: VerifyResult): string {
     `peak RSS ${mib(v.peakRssBytes)}, exit ${v.exitCode} (${counted})` +
     (v.generatedNow
       ? `; generating the day took ${fixed(v.generateSeconds, 1)} s (cached now)`
+      : "") +
+    ".";
+}
+
+function bookLine(b: BookBenchResult): string {
+  const met = b.exitCode === 0 && b.wallSeconds < 30 && b.peakRssBytes < 200 * 1024 * 1024;
+  return `${met ? "✅" : "❌"} \`book --levels 10 --every 1s\` over one day of one diff stream (${
+    int(b.messages)
+  } diffs + 24 true snapshots, ${int(b.objects)} objects, local archive): ` +
+    `${fixed(b.wallSeconds, 1)} s wall (target < 30 s), ${fixed(b.cpuSeconds, 1)} CPU s, ` +
+    `${int(b.messages / b.wallSeconds)} diffs/s, peak RSS ${mib(b.peakRssBytes)} ` +
+    `(target < 200 MiB), ${int(b.rows)} rows, exit ${b.exitCode} (${b.summary})` +
+    (b.generatedNow
+      ? `; generating the day took ${fixed(b.generateSeconds, 1)} s (cached now)`
       : "") +
     ".";
 }

@@ -2,10 +2,10 @@
  * `deno task bench`: the collector's throughput, CPU, memory and latency at
  * several loads against a fake exchange in its own process, beside a bare
  * WebSocket client that only counts (the ceiling); memory with S3 down
- * against S3 up (s3rver); `verify` over a day; gzip per level. Prints
+ * against S3 up (s3rver); `verify` and `book` over a day; gzip per level. Prints
  * Markdown and writes bench/results.md.
  *
- *   deno run -A bench/run.ts [--quick] [--profile] [--only loads,s3,verify,gzip] [--out PATH]
+ *   deno run -A bench/run.ts [--quick] [--profile] [--only loads,s3,verify,book,gzip] [--out PATH]
  *
  * --quick    short windows, and no runs at the default BATCH_SECONDS=60
  *            (about 2 minutes in all instead of about 8)
@@ -25,9 +25,10 @@ import { HEAVY_LOAD, LOADS } from "./loads.ts";
 import { machine } from "./proc.ts";
 import { summarizeProfile } from "./profile.ts";
 import { type BenchReport, renderReport } from "./report.ts";
+import { benchBook } from "./book_bench.ts";
 import { benchVerify } from "./verify_bench.ts";
 
-const PARTS = ["loads", "s3", "verify", "gzip"] as const;
+const PARTS = ["loads", "s3", "verify", "book", "gzip"] as const;
 const QUEUE_MAX_BYTES = 32 * 1024 * 1024;
 
 const encoder = new TextEncoder();
@@ -97,6 +98,12 @@ if (parts.has("verify")) {
   verify = await benchVerify(log);
 }
 
+let book;
+if (parts.has("book")) {
+  log("book over one day of one diff stream");
+  book = await benchBook(log);
+}
+
 let gzip;
 if (parts.has("gzip")) {
   log("gzip levels 1–9");
@@ -131,6 +138,7 @@ const report: BenchReport = {
   queueMaxBytes: QUEUE_MAX_BYTES,
   loads: results,
   verify,
+  book,
   gzip,
   profile,
 };

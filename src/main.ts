@@ -8,6 +8,7 @@
 import { getLogger } from "@logtape/logtape";
 import { parseArgs } from "node:util";
 import denoJson from "../deno.json" with { type: "json" };
+import { book, BOOK_ARG_OPTIONS, writeAllSync } from "./cli/book.ts";
 import { check } from "./cli/check.ts";
 import { install, installOptionsFromCli, uninstall } from "./cli/install.ts";
 import { run, StartupError } from "./cli/run.ts";
@@ -37,6 +38,9 @@ Commands:
   verify     read the archive (local or S3) for a time range and report per
              stream: messages, duplicates, sequence breaks, time holes,
              unreadable objects; exit 0 clean, 1 a problem found
+  book       rebuild one symbol's order book from the archive (--symbol, --from,
+             --to) and print its top levels as CSV or NDJSON; checks it against
+             every later snapshot; exit 0 rebuilt, 1 a check failed or a hole
 
 Options:
   --env-file PATH   read options from PATH (default: ./.env when it exists)
@@ -52,6 +56,13 @@ Options:
                     (default: 10 x the stream's update speed)
   --json            verify: print the report as JSON
   --html FILE       verify: also write the report as a page with a coverage timeline
+  --levels N        book: levels per side in each row (default 10)
+  --every DUR       book: a row every DUR (e.g. 1s, 100ms) or "update" for every
+                    message (default 1s)
+  --format FMT      book: csv (default) or ndjson
+  --out FILE        book: write rows to FILE instead of stdout
+  --channel TYPE    book: the stream type to read, e.g. depth@100ms (default: the
+                    diff stream, else the only one)
   -h, --help        show this help
   -V, --version     print the version
 
@@ -59,7 +70,7 @@ Every option is an environment variable (see .env.example and README.md);
 the real environment wins over the .env file.
 `;
 
-const COMMANDS = new Set(["run", "check", "status", "install", "uninstall", "verify"]);
+const COMMANDS = new Set(["run", "check", "status", "install", "uninstall", "verify", "book"]);
 
 const log = getLogger(["l2", "main"]);
 const encoder = new TextEncoder();
@@ -80,6 +91,7 @@ export async function main(args: string[]): Promise<number> {
         program: { type: "string" },
         "log-dir": { type: "string" },
         ...VERIFY_ARG_OPTIONS,
+        ...BOOK_ARG_OPTIONS,
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "V" },
       },
@@ -132,6 +144,12 @@ export async function main(args: string[]): Promise<number> {
 
   if (command === "verify") {
     return await verify(config, parsed.values, { print: out, printError: err });
+  }
+  if (command === "book") {
+    return await book(config, parsed.values, {
+      write: (text) => writeAllSync(Deno.stdout, text),
+      printError: err,
+    });
   }
   if (command === "check") {
     out(`l2-uploader ${VERSION} check\n`);

@@ -250,7 +250,12 @@ export class Recorder {
    * finds the snapshot among the diffs it belongs with.
    */
   snapshot(stream: string, snapshotStream: string, text: string, recvTs: number): void {
-    this.#add(stream, { text: dataLine(recvTs, snapshotStream, text), recvTs, isData: true });
+    this.#add(stream, {
+      text: dataLine(recvTs, snapshotStream, text),
+      recvTs,
+      isData: true,
+      isSnapshot: true,
+    });
   }
 
   /** Seals batches that reached their age; call a few times a second. */

@@ -69,6 +69,7 @@ Deno.test("batcher metadata counts messages and events and spans update ids and 
   const [sealed] = batcher.sealAll();
   assert.deepEqual(sealed.meta, {
     messages: 2,
+    snapshots: 0,
     events: 1,
     firstRecvTs: 5,
     lastRecvTs: 9,

@@ -213,7 +213,7 @@ Deno.test({
     // SIGKILL in the middle of a batch: a new BTCUSDT object means its next
     // batch just opened; 450 ms later the journal holds its first lines.
     await until(35.5);
-    const btcPrefix = `${PREFIX}/exchange=binance/market=spot/stream=depth@100ms/symbol=BTCUSDT/`;
+    const btcPrefix = `${PREFIX}/exchange=binance/market=spot/channel=depth@100ms/symbol=BTCUSDT/`;
     const before = (await s3.keys(btcPrefix)).length;
     // The precondition of this step: without an upload to time it, the kill
     // would not be known to fall inside a batch, and the test would prove less.

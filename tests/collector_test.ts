@@ -168,7 +168,7 @@ Deno.test("collector --version prints the version from deno.json and --help list
   assert.equal(version.stdout.trim(), `l2-uploader ${denoJson.version}`);
   const help = await runCollector({}, { args: ["--help"] });
   assert.equal(help.code, 0);
-  for (const command of ["run", "check", "status", "verify", "install", "uninstall"]) {
+  for (const command of ["run", "check", "status", "verify", "book", "install", "uninstall"]) {
     assert.match(help.stdout, new RegExp(`^\\s+${command}\\s`, "m"), `${command} not in --help`);
   }
 });

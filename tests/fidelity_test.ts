@@ -167,7 +167,7 @@ Deno.test({
 });
 
 function parseKeyStream(key: string): string | undefined {
-  return /\/stream=([^/]+)\//.exec(key)?.[1];
+  return /\/channel=([^/]+)\//.exec(key)?.[1];
 }
 
 Deno.test({

@@ -116,6 +116,7 @@ Deno.test("journal recovers an open batch with its lines and a final recovered e
     assert.equal(last.lines, 4);
     assert.deepEqual(batch.meta, {
       messages: 3,
+      snapshots: 0,
       events: 2,
       firstRecvTs: 100,
       lastRecvTs: 300,
@@ -375,6 +376,7 @@ Deno.test("journal recovery recomputes counts, receive times and update ids from
     const { batches } = await recover(tmp.path);
     const expected = {
       messages: 3,
+      snapshots: 0,
       events: 2,
       firstRecvTs: 500,
       lastRecvTs: 540,

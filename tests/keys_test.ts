@@ -14,7 +14,7 @@ const parts = {
 Deno.test("planKey builds the Hive-style key with UTC date and hour of the first line", () => {
   assert.equal(
     planKey(parts),
-    "binance/exchange=binance/market=spot/stream=depth20@100ms/symbol=BTCUSDT/" +
+    "binance/exchange=binance/market=spot/channel=depth20@100ms/symbol=BTCUSDT/" +
       "date=2026-11-28/hour=23/1795910399999123_mac-mini.local_000007.ndjson.gz",
   );
 });

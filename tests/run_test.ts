@@ -124,7 +124,7 @@ Deno.test("run archives every message exactly once, byte-identical, with connect
 
   const objects = files.filter((f) => f.endsWith(".ndjson.gz"));
   assert.ok(objects.every((key) => parseKey(key)?.instanceId === "test-box"), objects.join("\n"));
-  assert.ok(objects.every((key) => key.includes("/stream=depth20@100ms/")));
+  assert.ok(objects.every((key) => key.includes("/channel=depth20@100ms/")));
   assert.deepEqual(files.filter((f) => f.includes(".tmp-")), []);
 });
 

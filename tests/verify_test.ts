@@ -717,7 +717,7 @@ Deno.test({
         }),
       );
     }
-    const symbolLevel = "binance/exchange=binance/market=spot/stream=depth@100ms/";
+    const symbolLevel = "binance/exchange=binance/market=spot/channel=depth@100ms/";
     assert.deepEqual((await Array.fromAsync(reader.children(symbolLevel))).sort(), [
       { prefix: `${symbolLevel}symbol=BTCUSDT/` },
       { prefix: `${symbolLevel}symbol=ETHUSDT/` },

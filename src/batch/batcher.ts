@@ -15,8 +15,10 @@ export interface BatchLine {
   readonly text: string;
   /** µs since the epoch. */
   readonly recvTs: number;
-  /** A data line (exchange message), as opposed to an event line. */
+  /** A data line (exchange message or snapshot), as opposed to an event line. */
   readonly isData: boolean;
+  /** A REST snapshot line (store/meta.ts: counted apart from messages). */
+  readonly isSnapshot?: boolean;
   readonly firstUpdateId?: number;
   readonly lastUpdateId?: number;
 }
@@ -92,6 +94,7 @@ interface OpenBatch {
   readonly openedAt: number;
   readonly body: GzipBody;
   messages: number;
+  snapshots: number;
   events: number;
   firstRecvTs: number;
   lastRecvTs: number;
@@ -136,6 +139,7 @@ export class Batcher {
           account: this.#account,
         }),
         messages: 0,
+        snapshots: 0,
         events: 0,
         firstRecvTs: line.recvTs,
         lastRecvTs: line.recvTs,
@@ -148,7 +152,8 @@ export class Batcher {
     this.#openText += batch.body.byteLength - before;
     this.#options.observer?.appended(batch.key, line.text);
     batch.lastRecvTs = Math.max(batch.lastRecvTs, line.recvTs);
-    if (line.isData) batch.messages++;
+    if (line.isSnapshot) batch.snapshots++;
+    else if (line.isData) batch.messages++;
     else batch.events++;
     if (line.firstUpdateId !== undefined) batch.firstUpdateId ??= line.firstUpdateId;
     if (line.lastUpdateId !== undefined) batch.lastUpdateId = line.lastUpdateId;
@@ -218,6 +223,7 @@ export class Batcher {
       textBytes: batch.body.byteLength,
       meta: {
         messages: batch.messages,
+        snapshots: batch.snapshots,
         events: batch.events,
         firstRecvTs: batch.firstRecvTs,
         lastRecvTs: batch.lastRecvTs,

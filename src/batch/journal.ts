@@ -554,6 +554,7 @@ export interface LineFacts {
   readonly text: string;
   readonly recvTs: number;
   readonly isData: boolean;
+  readonly isSnapshot?: boolean;
   readonly firstUpdateId?: number;
   readonly lastUpdateId?: number;
 }
@@ -565,10 +566,12 @@ function sealedFromLines(
   text: { pool: ChunkPool; deflater: Deflater },
 ): SealedBatch {
   let messages = 0;
+  let snapshots = 0;
   let firstUpdateId: number | undefined;
   let lastUpdateId: number | undefined;
   for (const line of lines) {
-    if (line.isData) messages++;
+    if (line.isSnapshot) snapshots++;
+    else if (line.isData) messages++;
     if (line.firstUpdateId !== undefined) firstUpdateId ??= line.firstUpdateId;
     if (line.lastUpdateId !== undefined) lastUpdateId = line.lastUpdateId;
   }
@@ -582,7 +585,8 @@ function sealedFromLines(
     recovered: true,
     meta: {
       messages,
-      events: lines.length - messages,
+      snapshots,
+      events: lines.length - messages - snapshots,
       firstRecvTs: lines[0].recvTs,
       lastRecvTs: lines.reduce((max, l) => Math.max(max, l.recvTs), 0),
       firstUpdateId,

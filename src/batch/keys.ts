@@ -3,8 +3,13 @@
  * sealed, so a retry or a replay writes the same key instead of a copy.
  * Pure: the time comes in as an argument.
  *
- * <prefix>/exchange=binance/market=<m>/stream=<type>/symbol=<SYM>/date=<YYYY-MM-DD>/hour=<HH>/
+ * <prefix>/exchange=binance/market=<m>/channel=<type>/symbol=<SYM>/date=<YYYY-MM-DD>/hour=<HH>/
  *   <first recv µs>_<instance>_<seq>.ndjson.gz
+ *
+ * The partition is `channel=`, not `stream=`: Hive-partitioned readers
+ * (DuckDB, Spark, Athena, Trino) let a partition column win over a line
+ * field of the same name, and every line has a `stream` field. Archives
+ * written before the change use `stream=`; parseKey reads both.
  */
 
 export interface KeyParts {
@@ -18,7 +23,14 @@ export interface KeyParts {
   readonly instanceId: string;
   /** Batch number within the stream and process; with the time it keeps names unique. */
   readonly seq: number;
+  /** The partition's name: `channel` (the default) or, in older archives, `stream`. */
+  readonly partition?: PartitionName;
 }
+
+/** The key's stream-type partition: `channel` now, `stream` in archives written before. */
+export type PartitionName = "channel" | "stream";
+export const PARTITION_NAME: PartitionName = "channel";
+export const LEGACY_PARTITION_NAME: PartitionName = "stream";
 
 export const OBJECT_SUFFIX = ".ndjson.gz";
 
@@ -30,7 +42,7 @@ export function planKey(parts: KeyParts): string {
   const path = [
     "exchange=binance",
     `market=${parts.market}`,
-    `stream=${parts.streamType}`,
+    `${parts.partition ?? PARTITION_NAME}=${parts.streamType}`,
     `symbol=${parts.symbol}`,
     `date=${date}`,
     `hour=${hour}`,
@@ -40,7 +52,7 @@ export function planKey(parts: KeyParts): string {
 }
 
 const KEY_PATTERN = new RegExp(
-  "^(?:(.*)/)?exchange=binance/market=([^/]+)/stream=([^/]+)/symbol=([^/]+)/" +
+  "^(?:(.*)/)?exchange=binance/market=([^/]+)/(channel|stream)=([^/]+)/symbol=([^/]+)/" +
     "date=(\\d{4}-\\d{2}-\\d{2})/hour=(\\d{2})/(\\d+)_(.+)_(\\d+)\\.ndjson\\.gz$",
 );
 
@@ -51,11 +63,12 @@ export function parseKey(key: string): KeyParts | undefined {
   const parts: KeyParts = {
     prefix: m[1] ?? "",
     market: m[2],
-    streamType: m[3],
-    symbol: m[4],
-    firstRecvTs: Number(m[7]),
-    instanceId: m[8],
-    seq: Number(m[9]),
+    streamType: m[4],
+    symbol: m[5],
+    firstRecvTs: Number(m[8]),
+    instanceId: m[9],
+    seq: Number(m[10]),
+    ...(m[3] === LEGACY_PARTITION_NAME ? { partition: LEGACY_PARTITION_NAME } : {}),
   };
   // A key whose partitions disagree with its own time is not ours.
   return planKey(parts) === key ? parts : undefined;

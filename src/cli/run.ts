@@ -60,6 +60,7 @@ import { Recorder, type StreamGroup } from "../recorder.ts";
 import { type Drainer, startDrainer } from "../store/drainer.ts";
 import { delay } from "../delay.ts";
 import { writeAtomically } from "../store/local.ts";
+import { lineKindOf, snapshotStreamOf } from "../store/meta.ts";
 import { checkBucket, selectSink } from "../store/select.ts";
 import { Spool } from "../store/spool.ts";
 import { batchBudget } from "../store/budget.ts";
@@ -392,7 +393,7 @@ async function record(config: Config, options: RunOptions): Promise<void> {
         onSnapshot: (symbol, text, recvTs) => {
           const stream = diffStreamOf.get(symbol);
           if (stream) {
-            recorder.snapshot(stream, `${symbol.toLowerCase()}@depthSnapshot`, text, recvTs);
+            recorder.snapshot(stream, snapshotStreamOf(symbol), text, recvTs);
           }
         },
       });
@@ -632,9 +633,9 @@ function describeLine(text: string) {
   const value = JSON.parse(text) as { recv_ts?: unknown; stream?: unknown; data?: unknown };
   if (typeof value.recv_ts !== "number") throw new Error("archive line without recv_ts");
   const isData = typeof value.data === "object" && value.data !== null;
-  const isSnapshot = typeof value.stream === "string" && value.stream.endsWith("@depthSnapshot");
+  const isSnapshot = isData && lineKindOf(value.stream, false) === "snapshot";
   const ids = isData && !isSnapshot ? updateIds(value.data as Record<string, unknown>) : {};
-  return { recvTs: value.recv_ts, isData, ...ids };
+  return { recvTs: value.recv_ts, isData, isSnapshot, ...ids };
 }
 
 /** Batch numbers of batches rebuilt without their open record: far above any run's own. */

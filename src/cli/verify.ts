@@ -17,7 +17,7 @@
 
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { type KeyParts, parseKey } from "../batch/keys.ts";
+import { type KeyParts, LEGACY_PARTITION_NAME, parseKey, PARTITION_NAME } from "../batch/keys.ts";
 import type { Config } from "../config_types.ts";
 import { type ArchiveReader, localArchiveReader } from "../verify/archive.ts";
 import { Auditor, isoMicros, type Problem, type Report } from "../verify/audit.ts";
@@ -241,55 +241,90 @@ interface Level {
   readonly prefix: string;
 }
 
+/** Where key selection reports keys and directories outside the layout (the Auditor, say). */
+export interface BadKeySink {
+  badKey(key: string): void;
+}
+
 /**
  * The keys to read, in audit order: stream partition by partition (sorted),
  * and within one, by first receive time, instance and batch number. Keys and
  * directories that do not fit the layout go to the auditor as bad keys.
  */
-async function* selectKeys(
+export async function* selectKeys(
   reader: ArchiveReader,
   options: AuditArchiveOptions,
-  auditor: Auditor,
+  auditor: BadKeySink,
 ): AsyncGenerator<string> {
   const root = `${options.prefix === "" ? "" : `${options.prefix.replace(/\/+$/, "")}/`}` +
     "exchange=binance/";
   const symbols = options.symbols.length > 0 ? new Set(options.symbols) : undefined;
   for (const market of await level(reader, root, "market", auditor)) {
-    for (const stream of await level(reader, market.prefix, "stream", auditor)) {
-      for (const symbol of await level(reader, stream.prefix, "symbol", auditor)) {
-        if (symbols && !symbols.has(symbol.value)) continue;
-        yield* partitionKeys(reader, symbol.prefix, options, auditor);
+    // `channel=` and, in archives written before it, `stream=`: one stream type
+    // may sit under both, so their symbols' objects are merged in key order.
+    const channels = await level(reader, market.prefix, PARTITION_NAMES, auditor);
+    for (const channel of groupByValue(channels)) {
+      const bySymbol = new Map<string, string[]>();
+      for (const prefix of channel.prefixes) {
+        for (const symbol of await level(reader, prefix, "symbol", auditor)) {
+          if (symbols && !symbols.has(symbol.value)) continue;
+          bySymbol.set(symbol.value, [...bySymbol.get(symbol.value) ?? [], symbol.prefix]);
+        }
+      }
+      for (const symbol of [...bySymbol.keys()].sort()) {
+        yield* partitionKeys(reader, bySymbol.get(symbol)!, options, auditor);
       }
     }
   }
 }
 
+/** The partition names of a stream type, the current one first. */
+const PARTITION_NAMES = [PARTITION_NAME, LEGACY_PARTITION_NAME];
+
+function groupByValue(levels: readonly Level[]): Array<{ value: string; prefixes: string[] }> {
+  const groups: Array<{ value: string; prefixes: string[] }> = [];
+  for (const entry of levels) {
+    const last = groups.at(-1);
+    if (last?.value === entry.value) last.prefixes.push(entry.prefix);
+    else groups.push({ value: entry.value, prefixes: [entry.prefix] });
+  }
+  return groups;
+}
+
 async function* partitionKeys(
   reader: ArchiveReader,
-  symbolPrefix: string,
+  symbolPrefixes: readonly string[],
   options: AuditArchiveOptions,
-  auditor: Auditor,
+  auditor: BadKeySink,
 ): AsyncGenerator<string> {
   const { from, to } = options;
-  let dates = await level(reader, symbolPrefix, "date", auditor, /^\d{4}-\d{2}-\d{2}$/);
+  const datePrefixes = new Map<string, string[]>();
+  for (const symbolPrefix of symbolPrefixes) {
+    for (const date of await level(reader, symbolPrefix, "date", auditor, /^\d{4}-\d{2}-\d{2}$/)) {
+      datePrefixes.set(date.value, [...datePrefixes.get(date.value) ?? [], date.prefix]);
+    }
+  }
+  let dates = [...datePrefixes.keys()].sort();
   if (to !== undefined) {
     const last = isoMicros(to - 1).slice(0, 10);
-    dates = dates.filter((d) => d.value <= last);
+    dates = dates.filter((d) => d <= last);
   }
   if (from !== undefined) {
     // The day before may hold the object that runs into the range.
     const first = isoMicros(from).slice(0, 10);
-    const before = dates.filter((d) => d.value < first);
-    dates = [...before.slice(-1), ...dates.filter((d) => d.value >= first)];
+    const before = dates.filter((d) => d < first);
+    dates = [...before.slice(-1), ...dates.filter((d) => d >= first)];
   }
   // The latest object starting before `from`: its lines may reach into the range.
   let held: string | undefined;
   for (const date of dates) {
     const objects: Array<{ key: string; parts: KeyParts }> = [];
-    for await (const key of reader.list(date.prefix)) {
-      const parts = parseKey(key);
-      if (parts) objects.push({ key, parts });
-      else auditor.badKey(key);
+    for (const prefix of datePrefixes.get(date)!) {
+      for await (const key of reader.list(prefix)) {
+        const parts = parseKey(key);
+        if (parts) objects.push({ key, parts });
+        else auditor.badKey(key);
+      }
     }
     objects.sort(byKeyOrder);
     for (const { key, parts } of objects) {
@@ -316,26 +351,31 @@ function byKeyOrder(a: { parts: KeyParts }, b: { parts: KeyParts }): number {
     a.parts.seq - b.parts.seq;
 }
 
-/** The `<name>=<value>/` sub-prefixes of `prefix`, sorted; anything else is reported. */
+/**
+ * The `<name>=<value>/` sub-prefixes of `prefix` (any of `names`), sorted by
+ * value, then in the order of `names`; anything else is reported.
+ */
 async function level(
   reader: ArchiveReader,
   prefix: string,
-  name: string,
-  auditor: Auditor,
+  names: string | readonly string[],
+  auditor: BadKeySink,
   valuePattern = /^[^/]+$/,
 ): Promise<Level[]> {
-  const found: Level[] = [];
+  const accepted = typeof names === "string" ? [names] : names;
+  const found: Array<Level & { rank: number }> = [];
   for await (const entry of reader.children(prefix)) {
     if ("key" in entry) {
       auditor.badKey(entry.key);
       continue;
     }
     const segment = entry.prefix.slice(prefix.length, -1);
-    const value = segment.startsWith(`${name}=`) ? segment.slice(name.length + 1) : "";
-    if (valuePattern.test(value)) found.push({ value, prefix: entry.prefix });
+    const rank = accepted.findIndex((name) => segment.startsWith(`${name}=`));
+    const value = rank === -1 ? "" : segment.slice(accepted[rank].length + 1);
+    if (valuePattern.test(value)) found.push({ value, prefix: entry.prefix, rank });
     else for await (const key of reader.list(entry.prefix)) auditor.badKey(key);
   }
-  return found.sort((a, b) => (a.value < b.value ? -1 : a.value > b.value ? 1 : 0));
+  return found.sort((a, b) => (a.value < b.value ? -1 : a.value > b.value ? 1 : a.rank - b.rank));
 }
 
 /** ISO 8601 date or date-time → µs since the epoch; UTC unless it names an offset. */

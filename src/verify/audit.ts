@@ -23,6 +23,7 @@ import { updateIds } from "../binance/frames.ts";
 import { continuity, type SequenceRule, sequenceRuleFor } from "../binance/sequence.ts";
 import type { Market } from "../config_types.ts";
 import { RebuildTracker } from "./rebuild.ts";
+import { lineKindOf } from "../store/meta.ts";
 
 export type ProblemKind =
   | "break"
@@ -59,7 +60,7 @@ export interface StreamReport {
   readonly symbol: string;
   /** Objects with at least one line of this stream in the range (unreadable ones included). */
   readonly objects: number;
-  /** Data lines from the exchange, duplicates included, snapshots not. */
+  /** Messages (store/meta.ts: data lines from the exchange's stream), duplicates included. */
   readonly messages: number;
   /** REST snapshots (`<sym>@depthSnapshot` lines) stored with this stream. */
   readonly snapshots: number;
@@ -138,8 +139,6 @@ const EXPLAINING_EVENTS = new Set([
 
 /** Unexplained breaks and holes a later `dropped` line may still explain, per stream. */
 const MAX_AWAITING_DROP = 1000;
-
-const SNAPSHOT_SUFFIX = "@depthSnapshot";
 
 /**
  * 10 × the stream's update speed (`depth@100ms` → 1 s), at least 1 s; a stream
@@ -272,7 +271,7 @@ export class Auditor {
       kind: "bad-key",
       key,
       detail: "the key does not follow the archive layout " +
-        "(exchange=binance/market=…/stream=…/symbol=…/date=…/hour=…/<µs>_<instance>_<seq>.ndjson.gz)",
+        "(exchange=binance/market=…/channel=…/symbol=…/date=…/hour=…/<µs>_<instance>_<seq>.ndjson.gz)",
       explained: false,
     });
   }
@@ -329,7 +328,7 @@ export class Auditor {
     if (ts < this.#from || ts >= this.#to) return;
     object.inRange++;
 
-    const snapshot = !isEvent && name.endsWith(SNAPSHOT_SUFFIX);
+    const snapshot = lineKindOf(name, isEvent) === "snapshot";
     const state = this.#state(snapshot ? object.stream : name, object.parts);
     object.streams.add(state);
     const stats = state.stats;

@@ -22,6 +22,8 @@
  * snapshots that lag behind the diff stream.
  */
 
+import { FakeBook } from "./fake_book.ts";
+
 /** One stream's message source. */
 export interface FakeStreamFeed {
   /** messages per second for this stream */
@@ -203,6 +205,8 @@ export class FakeExchange implements AsyncDisposable {
   #usedWeight = 0;
   /** fallback snapshot id when no diff stream tells us a better one */
   #snapshotCounter = 1_000_000;
+  /** symbol (upper case) -> the book kept from a real snapshot and the replayed diffs */
+  readonly #books = new Map<string, FakeBook>();
   #closing: Promise<void> | undefined;
   readonly #market: "spot" | "usdm" | undefined;
   readonly #maxUrlLength: number;
@@ -352,6 +356,18 @@ export class FakeExchange implements AsyncDisposable {
     return this.#refused414;
   }
 
+  /**
+   * Keeps `symbol`'s book from now on: starting from `snapshotText` (a real
+   * `/depth` response of the capture being replayed), every diff the
+   * symbol's diff stream produces is applied, and REST snapshots of the
+   * symbol are that book (`limit` levels a side), so a snapshot at update id
+   * N is the true book at N. Before the replay reaches the snapshot's id, the
+   * snapshot itself is served.
+   */
+  keepBook(symbol: string, snapshotText: string, market: "spot" | "usdm" = "spot"): void {
+    this.#books.set(symbol.toUpperCase(), new FakeBook(snapshotText, market));
+  }
+
   /** Every frame written, in order. Throws when the exchange was started with `record: false`. */
   get sent(): readonly SentFrame[] {
     this.#requireRecording();
@@ -438,6 +454,7 @@ export class FakeExchange implements AsyncDisposable {
         const payload = state.feed.next(state.produced);
         state.produced++;
         state.lastPayload = payload;
+        this.#bookOf(name)?.apply(payload);
         if (!stalled) this.#broadcast(name, payload);
       }
     }
@@ -679,6 +696,13 @@ export class FakeExchange implements AsyncDisposable {
         }
         const market = path.startsWith("/fapi") ? "usdm" : "spot";
         const limit = Number(url.searchParams.get("limit") ?? 100);
+        const book = this.#books.get(symbol.toUpperCase());
+        if (book) {
+          return new Response(book.snapshotText(Number.isFinite(limit) ? limit : 100), {
+            status: 200,
+            headers: { "content-type": "application/json", ...weight },
+          });
+        }
         const body = depthSnapshotText({
           market,
           lastUpdateId: this.#snapshotId(symbol) - (this.#snapshotLags.shift() ?? 0),
@@ -695,6 +719,12 @@ export class FakeExchange implements AsyncDisposable {
       default:
         return json(404, { code: -1, msg: `unknown path ${path}` }, weight);
     }
+  }
+
+  /** The kept book a diff stream (`<sym>@depth` or `<sym>@depth@<speed>`) feeds, if any. */
+  #bookOf(stream: string): FakeBook | undefined {
+    const match = /^([^@]+)@depth(?:@\d+ms)?$/.exec(stream);
+    return match ? this.#books.get(match[1].toUpperCase()) : undefined;
   }
 
   /** Symbols with a feed plus the defaults, upper-case, without duplicates. */

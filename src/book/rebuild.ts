@@ -1,0 +1,493 @@
+/**
+ * Rebuilds one stream's order book from the archive's lines, in receive
+ * order, following Binance's procedure (BINANCE.md "Keeping a book"). Pure:
+ * the caller reads the archive and hands over parsed lines; rows and notes
+ * come back through callbacks. Memory is the book (plus the
+ * diffs applied in the last 30 s), whatever the length of the range.
+ *
+ * Diff streams:
+ * - The book starts from a snapshot line (`<sym>@depthSnapshot`, lastUpdateId
+ *   L): spot drops diffs with `u <= L` and applies the first with
+ *   `U <= L + 1 <= u`; USD-M drops `u < L` and applies the first with
+ *   `U <= L <= u`. After it, spot needs `U == previous u + 1` (an overlap
+ *   `U <= previous u + 1` misses nothing), USD-M `pu == previous u`.
+ * - A break of that chain, or a `gap` event line, takes the book down until
+ *   the next snapshot. After `disconnected`, `stale`, `recovered` or
+ *   `dropped` the book goes on only if the next diff continues the chain
+ *   (the ids prove nothing was missed); otherwise it is down, explained.
+ *   A break with no such event line before it is an unexplained hole.
+ * - A later snapshot (id L2) is a check: once the book has passed L2, the
+ *   snapshot is rolled forward through the diffs applied since L2 and
+ *   compared with the book on the price range both know (bids at or above
+ *   the higher of the two lowest bids, asks at or below the lower of the two
+ *   highest asks: a snapshot lists only its top levels). Any difference is a
+ *   mismatch naming the level. The book then takes the snapshot's levels
+ *   (within its range), so one bad diff is reported once.
+ * Partial-book streams: every message is a whole top-N book; it is printed
+ * as stored, no rebuild needed.
+ *
+ * Prices and quantities stay the texts Binance sent (see side.ts).
+ */
+
+import type { SequenceRule } from "../binance/sequence.ts";
+import { canonicalDecimal, type Level, Side } from "./side.ts";
+
+export interface DepthSnapshot {
+  readonly lastUpdateId: number;
+  readonly bids: readonly Level[];
+  readonly asks: readonly Level[];
+}
+
+export interface DepthDiff {
+  readonly U: number;
+  readonly u: number;
+  readonly pu?: number;
+  readonly b: readonly Level[];
+  readonly a: readonly Level[];
+}
+
+export interface BookRow {
+  /** µs: the line's receive time (`--every update`) or the sample time. */
+  readonly recvTs: number;
+  /** The last update id applied (partial books: the message's lastUpdateId). */
+  readonly updateId: number;
+  /** Best first, at most `levels` each. */
+  readonly bids: readonly Level[];
+  readonly asks: readonly Level[];
+}
+
+export type NoteKind = "start" | "down" | "check" | "mismatch" | "skipped" | "damaged";
+
+export interface BookNote {
+  readonly kind: NoteKind;
+  readonly recvTs?: number;
+  readonly detail: string;
+  /** The record is not whole here, or the book disagrees with a snapshot: exit 1. */
+  readonly failing: boolean;
+}
+
+export interface RebuildOptions {
+  readonly rule: SequenceRule;
+  /** Levels per side in each row. */
+  readonly levels: number;
+  /** Sample period in µs; undefined: a row after every message. */
+  readonly everyUs?: number;
+  /** Rows and checks only from this receive time on (µs); earlier lines only build the book. */
+  readonly from?: number;
+  readonly onRow: (row: BookRow) => void;
+  readonly onNote: (note: BookNote) => void;
+}
+
+export interface RebuildSummary {
+  readonly rows: number;
+  readonly started: boolean;
+  readonly checksPassed: number;
+  readonly checksFailed: number;
+  readonly checksSkipped: number;
+  readonly downs: number;
+  readonly unexplainedDowns: number;
+  readonly failing: number;
+}
+
+/**
+ * Applied diffs kept to roll a snapshot forward: a snapshot line is stored
+ * when the REST answer arrives, after the diffs that followed its id. 30 s
+ * of them (at most 3,000) is far more than a REST call takes; more would
+ * cost memory (a parsed diff is ~2 KB: 8,000 of them doubled the RSS).
+ */
+export const RECENT_DIFFS_US = 30_000_000;
+export const RECENT_DIFFS_MAX = 3000;
+/** Event lines after which the record may miss messages; the chain then decides. */
+const EXPLAINING_EVENTS = new Set(["gap", "disconnected", "stale", "recovered", "dropped"]);
+/** At most this many mismatching levels are named per check (all are counted). */
+const MAX_NAMED_MISMATCHES = 10;
+
+type Mode = "down" | "syncing" | "live";
+
+export class BookRebuilder {
+  readonly #o: RebuildOptions;
+  readonly #bids = new Side("bid");
+  readonly #asks = new Side("ask");
+  #mode: Mode = "down";
+  /** Why the book is down (for the note when it restarts). */
+  #downWhy = "no snapshot yet";
+  /** syncing: the snapshot's id; live: the last applied `u`. */
+  #lastId = 0;
+  /** The price range the book knows: bids at or above, asks at or below. */
+  #lowBid = Infinity;
+  #highAsk = -Infinity;
+  #pending?: { snapshot: DepthSnapshot; recvTs: number };
+  /** Applied diffs of the last RECENT_DIFFS_US, oldest first, from `#recentHead` on. */
+  #recent: Array<{ recvTs: number; diff: DepthDiff }> = [];
+  #recentHead = 0;
+  /** An explaining event line since the last applied diff. */
+  #explained?: string;
+  #nextSample?: number;
+  #rows = 0;
+  #started = false;
+  #checksPassed = 0;
+  #checksFailed = 0;
+  #checksSkipped = 0;
+  #downs = 0;
+  #unexplainedDowns = 0;
+  #failing = 0;
+
+  constructor(options: RebuildOptions) {
+    this.#o = options;
+  }
+
+  get #diffMode(): boolean {
+    return this.#o.rule !== "partial";
+  }
+
+  /** A REST snapshot line of the stream's symbol. */
+  snapshot(recvTs: number, snapshot: DepthSnapshot): void {
+    this.#advance(recvTs);
+    if (!this.#diffMode) return;
+    if (this.#mode === "live") {
+      this.#pending = { snapshot, recvTs };
+      if (this.#lastId >= snapshot.lastUpdateId) this.#checkPending();
+      return;
+    }
+    this.#load(recvTs, snapshot);
+  }
+
+  /** A diff message of the stream. */
+  diff(recvTs: number, diff: DepthDiff): void {
+    // A break is found before sampling: between the last good message and this
+    // one the book is unknown, so no row is written for that time.
+    if (this.#mode !== "live" || this.#follows(diff)) this.#advance(recvTs);
+    this.#step(recvTs, diff, false);
+  }
+
+  /** Takes the book down at a break of the chain, then takes the diff. */
+  #step(recvTs: number, diff: DepthDiff, replaying: boolean): void {
+    if (this.#mode === "live" && !this.#follows(diff)) {
+      const last = this.#lastId;
+      const missing = this.#o.rule === "spot-diff" || diff.pu === undefined
+        ? `update ids ${last + 1}..${diff.U - 1} missing`
+        : `pu=${diff.pu} after u=${last}`;
+      const why = this.#explained === undefined
+        ? `${missing}, no event line explains it`
+        : `${missing} (after a ${this.#explained} event)`;
+      // Starts again from a snapshot already read, if one is ahead of the book.
+      this.#down(recvTs, why, this.#explained !== undefined);
+    }
+    this.#take(recvTs, diff, replaying);
+  }
+
+  /**
+   * A diff in the current mode: down, it is kept (a snapshot stored after it
+   * may need it: the diff that straddles a snapshot's id often arrives before
+   * the REST answer); syncing, it joins the snapshot or is dropped; live, it
+   * is applied (the caller checked that it follows).
+   */
+  #take(recvTs: number, diff: DepthDiff, replaying = false): void {
+    if (this.#mode === "down") {
+      this.#remember(recvTs, diff);
+      return;
+    }
+    const spot = this.#o.rule === "spot-diff";
+    const last = this.#lastId;
+    if (this.#mode === "syncing") {
+      if (spot ? diff.u <= last : diff.u < last) return;
+      if (spot ? diff.U > last + 1 : diff.U > last) {
+        this.#down(
+          recvTs,
+          `snapshot ${last} is older than the first diff after it (U=${diff.U})`,
+          this.#explained !== undefined,
+        );
+        this.#remember(recvTs, diff);
+        return;
+      }
+    } else if (diff.u <= last) {
+      return; // a repeat of what is applied
+    }
+    this.#apply(recvTs, diff);
+    if (this.#mode === "syncing") {
+      this.#mode = "live";
+      this.#nextSample = undefined;
+    }
+    if (replaying) return;
+    if (this.#pending && this.#lastId >= this.#pending.snapshot.lastUpdateId) this.#checkPending();
+    this.#afterMessage(recvTs);
+  }
+
+  /** A partial-book message: the whole top of the book. */
+  partial(recvTs: number, book: DepthSnapshot): void {
+    this.#advance(recvTs);
+    if (this.#diffMode) return;
+    this.#bids.clear();
+    this.#asks.clear();
+    for (const [price, qty] of book.bids) this.#bids.set(price, qty);
+    for (const [price, qty] of book.asks) this.#asks.set(price, qty);
+    this.#lastId = book.lastUpdateId;
+    if (this.#mode !== "live") {
+      this.#mode = "live";
+      this.#nextSample = undefined;
+      if (!this.#started) {
+        this.#started = true;
+        this.#note({
+          kind: "start",
+          recvTs,
+          detail: "partial book: rows are the stored levels",
+          failing: false,
+        });
+      }
+    }
+    this.#afterMessage(recvTs);
+  }
+
+  /** An event line of the stream. */
+  event(recvTs: number, name: string, details: Readonly<Record<string, unknown>>): void {
+    this.#advance(recvTs);
+    if (!EXPLAINING_EVENTS.has(name)) return;
+    this.#explained = name;
+    if (name === "gap" && this.#diffMode && this.#mode !== "down") {
+      const ids = details.expected !== undefined
+        ? ` (expected ${details.expected}, received ${details.received})`
+        : "";
+      this.#down(recvTs, `gap event${ids}`, true);
+    }
+  }
+
+  /**
+   * Part of the record could not be read (an unreadable object, a line that
+   * is not JSON or not a depth message). Nothing of it was applied; where a
+   * message is lost, the update-id chain shows whether the book can go on.
+   */
+  damaged(recvTs: number | undefined, detail: string): void {
+    this.#note({ kind: "damaged", recvTs, detail, failing: true });
+  }
+
+  /** The end of the range: the last samples were written as lines came. */
+  finish(): RebuildSummary {
+    if (!this.#started) {
+      this.#note({
+        kind: "down",
+        detail: this.#diffMode
+          ? "the book could not be rebuilt: no snapshot followed by its diffs in the range"
+          : "no partial-book message in the range",
+        failing: true,
+      });
+    }
+    return {
+      rows: this.#rows,
+      started: this.#started,
+      checksPassed: this.#checksPassed,
+      checksFailed: this.#checksFailed,
+      checksSkipped: this.#checksSkipped,
+      downs: this.#downs,
+      unexplainedDowns: this.#unexplainedDowns,
+      failing: this.#failing,
+    };
+  }
+
+  #load(recvTs: number, snapshot: DepthSnapshot): void {
+    const buffered = this.#recent.slice(this.#recentHead);
+    this.#bids.clear();
+    this.#asks.clear();
+    for (const [price, qty] of snapshot.bids) this.#bids.set(price, qty);
+    for (const [price, qty] of snapshot.asks) this.#asks.set(price, qty);
+    this.#lowBid = this.#bids.worstValue ?? Infinity;
+    this.#highAsk = this.#asks.worstValue ?? -Infinity;
+    this.#lastId = snapshot.lastUpdateId;
+    this.#mode = "syncing";
+    this.#recent = [];
+    this.#recentHead = 0;
+    this.#pending = undefined;
+    this.#explained = undefined;
+    this.#note({
+      kind: "start",
+      recvTs,
+      detail: this.#started
+        ? `restarted from snapshot ${snapshot.lastUpdateId} (down since: ${this.#downWhy})`
+        : `started from snapshot ${snapshot.lastUpdateId}`,
+      failing: false,
+    });
+    this.#started = true;
+    // Diffs received before the snapshot line that follow its id: apply them
+    // now (no rows for them: the book was not known at their time).
+    for (const entry of buffered) this.#step(entry.recvTs, entry.diff, true);
+    // (#step changed the mode: the narrowing from the assignment above no longer holds.)
+    if ((this.#mode as Mode) === "live") this.#afterMessage(recvTs);
+  }
+
+  /** Keeps a diff received while the book is down (RECENT_DIFFS_US of them). */
+  #remember(recvTs: number, diff: DepthDiff): void {
+    this.#recent.push({ recvTs, diff });
+    this.#trimRecent(recvTs);
+  }
+
+  #trimRecent(recvTs: number): void {
+    const recent = this.#recent;
+    while (
+      recent.length - this.#recentHead > RECENT_DIFFS_MAX ||
+      recent[this.#recentHead].recvTs < recvTs - RECENT_DIFFS_US
+    ) this.#recentHead++;
+    if (this.#recentHead > 1024) {
+      this.#recent = recent.slice(this.#recentHead);
+      this.#recentHead = 0;
+    }
+  }
+
+  /** Whether a diff newer than the book continues its chain (spot `U`, USD-M `pu`). */
+  #follows(diff: DepthDiff): boolean {
+    if (diff.u <= this.#lastId) return true;
+    return this.#o.rule === "spot-diff" || diff.pu === undefined
+      ? diff.U <= this.#lastId + 1
+      : diff.pu === this.#lastId;
+  }
+
+  #apply(recvTs: number, diff: DepthDiff): void {
+    for (const [price, qty] of diff.b) this.#bids.set(price, qty);
+    for (const [price, qty] of diff.a) this.#asks.set(price, qty);
+    this.#lastId = diff.u;
+    this.#explained = undefined;
+    this.#recent.push({ recvTs, diff });
+    this.#trimRecent(recvTs);
+  }
+
+  #down(recvTs: number, why: string, explained: boolean): void {
+    this.#downs++;
+    if (!explained) this.#unexplainedDowns++;
+    this.#downWhy = why;
+    const pending = this.#pending;
+    this.#mode = "down";
+    this.#pending = undefined;
+    this.#nextSample = undefined;
+    this.#note({
+      kind: "down",
+      recvTs,
+      detail: `the book cannot be rebuilt from here: ${why}; waiting for the next snapshot`,
+      failing: !explained,
+    });
+    // A snapshot not yet reached by the book is the next one: start from it.
+    if (pending) this.#load(pending.recvTs, pending.snapshot);
+  }
+
+  /** Rolls the pending snapshot forward to the book's id and compares. */
+  #checkPending(): void {
+    const { snapshot, recvTs } = this.#pending!;
+    this.#pending = undefined;
+    if (this.#o.from !== undefined && recvTs < this.#o.from) return;
+    const L = snapshot.lastUpdateId;
+    const spot = this.#o.rule === "spot-diff";
+    const bids = new Side("bid");
+    const asks = new Side("ask");
+    for (const [price, qty] of snapshot.bids) bids.set(price, qty);
+    for (const [price, qty] of snapshot.asks) asks.set(price, qty);
+    const snapLowBid = bids.worstValue ?? Infinity;
+    const snapHighAsk = asks.worstValue ?? -Infinity;
+    const recent = this.#recent.slice(this.#recentHead).map((entry) => entry.diff);
+    const first = recent.findIndex((d) => (spot ? d.u > L : d.u >= L));
+    if (first === 0 && (spot ? recent[0].U > L + 1 : recent[0].U > L)) {
+      this.#checksSkipped++;
+      this.#note({
+        kind: "skipped",
+        recvTs,
+        detail: `snapshot ${L} not checked: the diffs that follow it are no longer held`,
+        failing: false,
+      });
+      return;
+    }
+    if (first !== -1) {
+      for (const diff of recent.slice(first)) {
+        for (const [price, qty] of diff.b) bids.set(price, qty);
+        for (const [price, qty] of diff.a) asks.set(price, qty);
+      }
+    }
+    const lowBid = Math.max(this.#lowBid, snapLowBid);
+    const highAsk = Math.min(this.#highAsk, snapHighAsk);
+    const mismatches = [
+      ...compareSide(this.#bids, bids, lowBid),
+      ...compareSide(this.#asks, asks, highAsk),
+    ];
+    const compared = `${bids.within(lowBid).length} bid and ${
+      asks.within(highAsk).length
+    } ask levels`;
+    if (mismatches.length === 0) {
+      this.#checksPassed++;
+      this.#note({
+        kind: "check",
+        recvTs,
+        detail: `snapshot ${L} agrees with the rebuilt book at ${this.#lastId} on ${compared}`,
+        failing: false,
+      });
+    } else {
+      this.#checksFailed++;
+      const named = mismatches.slice(0, MAX_NAMED_MISMATCHES).join("; ");
+      const more = mismatches.length > MAX_NAMED_MISMATCHES
+        ? `; … ${mismatches.length - MAX_NAMED_MISMATCHES} more`
+        : "";
+      this.#note({
+        kind: "mismatch",
+        recvTs,
+        detail: `snapshot ${L} (rolled to ${this.#lastId}) differs from the rebuilt book on ` +
+          `${mismatches.length} of ${compared}: ${named}${more}`,
+        failing: true,
+      });
+    }
+    // From here the snapshot's levels are the book within its range.
+    this.#bids.clearWithin(snapLowBid);
+    this.#asks.clearWithin(snapHighAsk);
+    for (const [price, qty] of bids.within(snapLowBid)) this.#bids.set(price, qty);
+    for (const [price, qty] of asks.within(snapHighAsk)) this.#asks.set(price, qty);
+    this.#lowBid = Math.min(this.#lowBid, snapLowBid);
+    this.#highAsk = Math.max(this.#highAsk, snapHighAsk);
+  }
+
+  /** Writes the samples due before a line received at `recvTs`. */
+  #advance(recvTs: number): void {
+    const every = this.#o.everyUs;
+    if (every === undefined || this.#mode !== "live") return;
+    if (this.#nextSample === undefined) {
+      this.#nextSample = Math.ceil(recvTs / every) * every;
+      return;
+    }
+    while (this.#nextSample < recvTs) {
+      this.#row(this.#nextSample);
+      this.#nextSample += every;
+    }
+  }
+
+  #afterMessage(recvTs: number): void {
+    if (this.#o.everyUs === undefined) this.#row(recvTs);
+    else this.#nextSample ??= Math.ceil(recvTs / this.#o.everyUs) * this.#o.everyUs;
+  }
+
+  #row(recvTs: number): void {
+    if (this.#o.from !== undefined && recvTs < this.#o.from) return;
+    this.#rows++;
+    this.#o.onRow({
+      recvTs,
+      updateId: this.#lastId,
+      bids: this.#bids.top(this.#o.levels),
+      asks: this.#asks.top(this.#o.levels),
+    });
+  }
+
+  #note(note: BookNote): void {
+    if (note.failing) this.#failing++;
+    this.#o.onNote(note);
+  }
+}
+
+/** The differences between the book and the snapshot on levels at or better than `limit`. */
+function compareSide(book: Side, snapshot: Side, limit: number): string[] {
+  const out: string[] = [];
+  for (const [price, qty] of snapshot.within(limit)) {
+    const have = book.get(price);
+    if (have === undefined) {
+      out.push(`${book.kind} ${price}: the snapshot has "${qty}", the rebuilt book no level`);
+    } else if (canonicalDecimal(have) !== canonicalDecimal(qty)) {
+      out.push(`${book.kind} ${price}: rebuilt "${have}", snapshot "${qty}"`);
+    }
+  }
+  for (const [price, qty] of book.within(limit)) {
+    if (snapshot.get(price) === undefined) {
+      out.push(`${book.kind} ${price}: the rebuilt book has "${qty}", the snapshot no level`);
+    }
+  }
+  return out;
+}

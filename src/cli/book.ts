@@ -1,0 +1,392 @@
+/**
+ * `l2-uploader book`: rebuilds one symbol's order book from the archive
+ * (DATA_DIR/archive or the S3 bucket, through the same reader and key
+ * selection as `verify`) and prints the top `--levels` levels every
+ * `--every` (a duration, or `update` for every message) as CSV or NDJSON.
+ * The procedure and its checks are in book/rebuild.ts; this file picks the
+ * objects, streams their lines (one object at a time, a few reads started
+ * ahead) and writes rows. Notes (where the book starts, goes down and why,
+ * snapshot checks) go to stderr.
+ *
+ * Exit 0 when the book was rebuilt and every check passed (downtime the
+ * archive explains is fine), 1 when a snapshot check failed, the record has
+ * an unexplained break or damage, or no book could be built at all; 2 a
+ * usage error or an archive that cannot be listed.
+ */
+
+import { parseArgs } from "node:util";
+import { parseKey } from "../batch/keys.ts";
+import { sequenceRuleFor } from "../binance/sequence.ts";
+import type { Config, Market } from "../config_types.ts";
+import { depthBookOf, depthDiffOf } from "../book/payload.ts";
+import { type BookNote, BookRebuilder, type BookRow } from "../book/rebuild.ts";
+import { lineKindOf } from "../store/meta.ts";
+import type { ArchiveReader } from "../verify/archive.ts";
+import { isoMicros } from "../verify/audit.ts";
+import {
+  archiveReaderFor,
+  parseDurationMs,
+  parseTime,
+  selectKeys,
+  VERIFY_ARG_OPTIONS,
+} from "./verify.ts";
+
+/** The options `book` adds to verify's `--from`, `--to` and `--symbol` (main.ts merges them). */
+export const BOOK_ARG_OPTIONS = {
+  levels: { type: "string" },
+  every: { type: "string" },
+  format: { type: "string" },
+  out: { type: "string" },
+  channel: { type: "string" },
+} as const;
+
+export interface BookFlags {
+  readonly from?: string;
+  readonly to?: string;
+  readonly symbol?: readonly string[];
+  readonly levels?: string;
+  readonly every?: string;
+  readonly format?: string;
+  readonly out?: string;
+  readonly channel?: string;
+}
+
+export interface BookOptions {
+  readonly symbol: string;
+  /** µs since the epoch; `to` exclusive. */
+  readonly from?: number;
+  readonly to?: number;
+  readonly levels: number;
+  /** µs; undefined: a row after every message. */
+  readonly everyUs?: number;
+  readonly format: "csv" | "ndjson";
+  readonly out?: string;
+  /** The stream type to read (`depth@100ms`); default: the diff stream, else the only one. */
+  readonly channel?: string;
+}
+
+export interface BookIo {
+  /** Rows when there is no `--out`. */
+  readonly write: (text: string) => void;
+  /** Notes, the summary and usage errors. */
+  readonly printError: (text: string) => void;
+  /** The archive to read instead of the configured one (tests). */
+  readonly reader?: ArchiveReader;
+}
+
+const MAX_LEVELS = 5000;
+const READ_AHEAD = 4;
+/** Rows are written in pieces of about this many characters. */
+const FLUSH_CHARS = 64 * 1024;
+
+export function bookOptionsFromCli(
+  flags: BookFlags,
+): { readonly options: BookOptions } | { readonly problem: string } {
+  const symbols = (flags.symbol ?? []).flatMap((s) => s.split(",")).map((s) =>
+    s.trim().toUpperCase()
+  ).filter((s) => s !== "");
+  if (symbols.length !== 1) return { problem: "--symbol: give exactly one symbol" };
+  const symbol = symbols[0];
+  if (!/^[A-Z0-9_]+$/.test(symbol)) return { problem: `--symbol: not a symbol: "${symbol}"` };
+  const from = flags.from === undefined ? undefined : parseTime(flags.from);
+  if (from === null) return { problem: `--from: not an ISO 8601 date or time: "${flags.from}"` };
+  const to = flags.to === undefined ? undefined : parseTime(flags.to);
+  if (to === null) return { problem: `--to: not an ISO 8601 date or time: "${flags.to}"` };
+  if (from !== undefined && to !== undefined && from >= to) {
+    return { problem: `--from ${flags.from} is not before --to ${flags.to}` };
+  }
+  const levels = Number(flags.levels ?? "10");
+  if (!Number.isInteger(levels) || levels < 1 || levels > MAX_LEVELS) {
+    return { problem: `--levels: a whole number from 1 to ${MAX_LEVELS}: "${flags.levels}"` };
+  }
+  let everyUs: number | undefined;
+  const every = flags.every ?? "1s";
+  if (every !== "update") {
+    const ms = parseDurationMs(every);
+    if (ms === undefined || ms < 1) {
+      return { problem: `--every: "update" or a duration like 100ms, 1s, 1m: "${every}"` };
+    }
+    everyUs = Math.round(ms * 1000);
+  }
+  const format = flags.format ?? "csv";
+  if (format !== "csv" && format !== "ndjson") {
+    return { problem: `--format: csv or ndjson: "${format}"` };
+  }
+  return {
+    options: { symbol, from, to, levels, everyUs, format, out: flags.out, channel: flags.channel },
+  };
+}
+
+/** `book` with its own argument list (as after the command word). */
+export async function bookFromArgs(
+  config: Config,
+  args: readonly string[],
+  io: BookIo,
+): Promise<number> {
+  let flags: BookFlags;
+  try {
+    flags = parseArgs({
+      args: [...args],
+      options: { ...VERIFY_ARG_OPTIONS, ...BOOK_ARG_OPTIONS },
+      strict: true,
+    }).values;
+  } catch (error) {
+    io.printError(`l2-uploader book: ${(error as Error).message}\n`);
+    return 2;
+  }
+  return await book(config, flags, io);
+}
+
+export async function book(config: Config, flags: BookFlags, io: BookIo): Promise<number> {
+  const parsed = bookOptionsFromCli(flags);
+  if ("problem" in parsed) {
+    io.printError(`l2-uploader book: ${parsed.problem}\n`);
+    return 2;
+  }
+  const options = parsed.options;
+  const reader = io.reader ?? await archiveReaderFor(config);
+  try {
+    let stream: ChosenStream;
+    try {
+      const chosen = await chooseStream(reader, config.prefix, options);
+      if ("problem" in chosen) {
+        io.printError(`l2-uploader book: ${chosen.problem}\n`);
+        return 1;
+      }
+      stream = chosen;
+    } catch (error) {
+      io.printError(
+        `l2-uploader book: cannot list the archive at ${reader.location}: ${
+          error instanceof Error ? error.message : String(error)
+        }\n`,
+      );
+      return 2;
+    }
+    const output = options.out === undefined
+      ? { write: io.write, close: async () => {} }
+      : await fileOutput(options.out);
+    try {
+      return await rebuild(reader, stream, options, output.write, io.printError);
+    } finally {
+      await output.close();
+    }
+  } finally {
+    if (!io.reader) reader.close();
+  }
+}
+
+interface ChosenStream {
+  readonly market: Market;
+  readonly streamType: string;
+  readonly keys: readonly string[];
+}
+
+/**
+ * The symbol's objects in the range, of one stream type: `--channel`, else
+ * the diff stream (a partial-book stream when there is none).
+ */
+async function chooseStream(
+  reader: ArchiveReader,
+  prefix: string,
+  options: BookOptions,
+): Promise<ChosenStream | { problem: string }> {
+  const byType = new Map<string, { market: Market; keys: string[] }>();
+  const ignore = { badKey() {} };
+  const selection = { prefix, from: options.from, to: options.to, symbols: [options.symbol] };
+  for await (const key of selectKeys(reader, selection, ignore)) {
+    const parts = parseKey(key)!;
+    const id = `${parts.market}/${parts.streamType}`;
+    const entry = byType.get(id) ?? { market: parts.market as Market, keys: [] };
+    entry.keys.push(key);
+    byType.set(id, entry);
+  }
+  const found = [...byType.keys()];
+  if (found.length === 0) {
+    return { problem: `no object of ${options.symbol} in the range at ${reader.location}` };
+  }
+  const typeOf = (id: string) => id.slice(id.indexOf("/") + 1);
+  const pick = options.channel !== undefined
+    ? found.find((id) => typeOf(id) === options.channel)
+    : found.find((id) => /^depth(@|$)/.test(typeOf(id))) ??
+      (found.length === 1 ? found[0] : undefined);
+  if (pick === undefined) {
+    return {
+      problem: `${options.symbol} has ${found.join(", ")} in the range: choose one with --channel`,
+    };
+  }
+  const entry = byType.get(pick)!;
+  return { market: entry.market, streamType: typeOf(pick), keys: entry.keys };
+}
+
+interface ArchiveLine {
+  readonly recv_ts?: unknown;
+  readonly stream?: unknown;
+  readonly event?: unknown;
+  readonly data?: unknown;
+  readonly [field: string]: unknown;
+}
+
+async function rebuild(
+  reader: ArchiveReader,
+  stream: ChosenStream,
+  options: BookOptions,
+  write: (text: string) => void,
+  printError: (text: string) => void,
+): Promise<number> {
+  const label = `${options.symbol} ${stream.market}/${stream.streamType}`;
+  printError(`book: ${label}, ${stream.keys.length} object(s) at ${reader.location}\n`);
+  let buffer = options.format === "csv" ? csvHeader(options.levels) : "";
+  const onRow = (row: BookRow) => {
+    buffer += options.format === "csv" ? csvRow(row, options.levels) : ndjsonRow(row);
+    if (buffer.length >= FLUSH_CHARS) {
+      write(buffer);
+      buffer = "";
+    }
+  };
+  const onNote = (note: BookNote) => {
+    const when = note.recvTs === undefined ? "" : `${isoMicros(note.recvTs)}  `;
+    const tag = note.failing ? note.kind.toUpperCase() : note.kind;
+    printError(`book: ${when}${tag}  ${note.detail}\n`);
+  };
+  const rebuilder = new BookRebuilder({
+    rule: sequenceRuleFor(stream.market, stream.streamType),
+    levels: options.levels,
+    everyUs: options.everyUs,
+    from: options.from,
+    onRow,
+    onNote,
+  });
+
+  const pending: Array<{ key: string; body: Promise<ReadableStream<Uint8Array<ArrayBuffer>>> }> =
+    [];
+  let next = 0;
+  const fill = () => {
+    while (pending.length < READ_AHEAD && next < stream.keys.length) {
+      const key = stream.keys[next++];
+      const body = reader.read(key);
+      body.catch(() => {}); // awaited (and reported) in turn
+      pending.push({ key, body });
+    }
+  };
+  let lastTs: number | undefined;
+  const diffStream = /^depth(@|$)/.test(stream.streamType);
+  fill();
+  while (pending.length > 0) {
+    const object = pending.shift()!;
+    fill();
+    let lineNo = 0;
+    try {
+      for await (const text of objectLines(await object.body)) {
+        lineNo++;
+        let line: ArchiveLine;
+        try {
+          line = JSON.parse(text);
+        } catch {
+          rebuilder.damaged(lastTs, `${object.key}:${lineNo} is not JSON`);
+          continue;
+        }
+        const recvTs = line.recv_ts;
+        if (typeof recvTs !== "number") {
+          rebuilder.damaged(lastTs, `${object.key}:${lineNo} has no recv_ts`);
+          continue;
+        }
+        if (options.to !== undefined && recvTs >= options.to) continue;
+        lastTs = recvTs;
+        if (typeof line.event === "string") {
+          rebuilder.event(recvTs, line.event, line);
+          continue;
+        }
+        const snapshot = lineKindOf(line.stream, false) === "snapshot";
+        if (snapshot || !diffStream) {
+          const book = depthBookOf(line.data);
+          if (!book) {
+            rebuilder.damaged(recvTs, `${object.key}:${lineNo} is not a depth book`);
+          } else if (snapshot) rebuilder.snapshot(recvTs, book);
+          else rebuilder.partial(recvTs, book);
+          continue;
+        }
+        const diff = depthDiffOf(line.data);
+        if (diff) rebuilder.diff(recvTs, diff);
+        else rebuilder.damaged(recvTs, `${object.key}:${lineNo} is not a depth diff`);
+      }
+    } catch (error) {
+      rebuilder.damaged(
+        lastTs,
+        `${object.key} cannot be read (${
+          error instanceof Error ? error.message : String(error)
+        }): what it held is missing`,
+      );
+    }
+  }
+  const summary = rebuilder.finish();
+  if (buffer !== "") write(buffer);
+  printError(
+    `book: ${label}: ${summary.rows} row(s); snapshot checks ${summary.checksPassed} passed, ` +
+      `${summary.checksFailed} failed, ${summary.checksSkipped} skipped; down ${summary.downs} ` +
+      `time(s), ${summary.unexplainedDowns} unexplained\n`,
+  );
+  const ok = summary.failing === 0;
+  printError(ok ? "OK: the book was rebuilt\n" : `FAIL: ${summary.failing} problem(s)\n`);
+  return ok ? 0 : 1;
+}
+
+/** The lines of one stored (gzip) object, decompressed as a stream. */
+async function* objectLines(body: ReadableStream<Uint8Array<ArrayBuffer>>): AsyncGenerator<string> {
+  const text = body.pipeThrough(new DecompressionStream("gzip")).pipeThrough(
+    new TextDecoderStream(),
+  );
+  let rest = "";
+  for await (const chunk of text) {
+    const buffer = rest === "" ? chunk : rest + chunk;
+    let start = 0;
+    let end: number;
+    while ((end = buffer.indexOf("\n", start)) !== -1) {
+      if (end > start) yield buffer.slice(start, end);
+      start = end + 1;
+    }
+    rest = buffer.slice(start);
+  }
+  if (rest !== "") yield rest;
+}
+
+export function csvHeader(levels: number): string {
+  const columns = ["recv_ts", "update_id"];
+  for (const side of ["bid", "ask"]) {
+    for (let i = 1; i <= levels; i++) columns.push(`${side}_px_${i}`, `${side}_qty_${i}`);
+  }
+  return columns.join(",") + "\n";
+}
+
+export function csvRow(row: BookRow, levels: number): string {
+  const cells: string[] = [String(row.recvTs), String(row.updateId)];
+  for (const side of [row.bids, row.asks]) {
+    for (let i = 0; i < levels; i++) {
+      const level = side[i];
+      cells.push(level ? level[0] : "", level ? level[1] : "");
+    }
+  }
+  return cells.join(",") + "\n";
+}
+
+export function ndjsonRow(row: BookRow): string {
+  return JSON.stringify({
+    recv_ts: row.recvTs,
+    update_id: row.updateId,
+    bids: row.bids,
+    asks: row.asks,
+  }) + "\n";
+}
+
+/** Writes all of `text` (a sync write may take only part of it). */
+export function writeAllSync(target: { writeSync(p: Uint8Array): number }, text: string): void {
+  let bytes = new TextEncoder().encode(text);
+  while (bytes.length > 0) bytes = bytes.subarray(target.writeSync(bytes));
+}
+
+async function fileOutput(path: string) {
+  const file = await Deno.open(path, { write: true, create: true, truncate: true });
+  return {
+    write: (text: string) => writeAllSync(file, text),
+    close: () => Promise.resolve(file.close()),
+  };
+}

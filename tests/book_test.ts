@@ -1,0 +1,306 @@
+import assert from "node:assert/strict";
+import {
+  type BookNote,
+  BookRebuilder,
+  type BookRow,
+  type DepthDiff,
+  type RebuildOptions,
+} from "../src/book/rebuild.ts";
+import { depthBookOf, depthDiffOf } from "../src/book/payload.ts";
+import { Side } from "../src/book/side.ts";
+import { dataLine, gzipLines } from "../src/batch/encode.ts";
+import { planKey } from "../src/batch/keys.ts";
+import { bookFromArgs, csvHeader, csvRow } from "../src/cli/book.ts";
+import { parseConfig } from "../src/config.ts";
+import { tempDir } from "./support/temp.ts";
+
+function rebuilder(options: Partial<RebuildOptions> = {}) {
+  const rows: BookRow[] = [];
+  const notes: BookNote[] = [];
+  const book = new BookRebuilder({
+    rule: "spot-diff",
+    levels: 3,
+    onRow: (row) => rows.push(row),
+    onNote: (note) => notes.push(note),
+    ...options,
+  });
+  return { book, rows, notes };
+}
+
+const snapshot = (lastUpdateId: number, bids: Levels, asks: Levels) => ({
+  lastUpdateId,
+  bids,
+  asks,
+});
+
+type Levels = Array<[string, string]>;
+const diff = (U: number, u: number, b: Levels = [], a: Levels = [], pu?: number): DepthDiff => ({
+  U,
+  u,
+  b,
+  a,
+  ...(pu === undefined ? {} : { pu }),
+});
+
+const BASE = snapshot(100, [["10.00", "1"], ["9.00", "2"], ["8.00", "3"]], [
+  ["11.00", "1"],
+  ["12.00", "2"],
+  ["13.00", "3"],
+]);
+
+Deno.test("a book side orders by price, keeps the texts, and a zero quantity in any form removes", () => {
+  const bids = new Side("bid");
+  bids.set("10.50000000", "1.00000000");
+  bids.set("9.5", "2");
+  bids.set("11", "3");
+  assert.deepEqual(bids.top(2), [["11", "3"], ["10.50000000", "1.00000000"]]);
+  bids.set("10.5", "0.00000000"); // the same level, written differently
+  assert.deepEqual(bids.levels(), [["11", "3"], ["9.5", "2"]]);
+  bids.set("9.5", "0");
+  bids.set("11", "0.000");
+  assert.equal(bids.size, 0);
+  const asks = new Side("ask");
+  for (const p of ["3", "1", "2"]) asks.set(p, "1");
+  assert.deepEqual(asks.top(5).map((l) => l[0]), ["1", "2", "3"]);
+  assert.equal(asks.worstValue, 3);
+  assert.deepEqual(asks.within(2).map((l) => l[0]), ["1", "2"]);
+  asks.clearWithin(2);
+  assert.deepEqual(asks.levels(), [["3", "1"]]);
+});
+
+Deno.test("spot: the book starts at a snapshot, drops older diffs, applies the one that straddles it", () => {
+  const { book, rows, notes } = rebuilder();
+  book.diff(1, diff(90, 99, [["10.00", "5"]])); // before any snapshot: ignored
+  book.snapshot(2, BASE);
+  book.diff(3, diff(95, 100, [["10.00", "7"]])); // u <= L: already in the snapshot
+  book.diff(4, diff(99, 103, [["10.00", "0.00000000"]], [["10.50", "4"]])); // U <= L+1 <= u
+  book.diff(5, diff(104, 104, [["9.50", "1"]]));
+  const summary = book.finish();
+  assert.deepEqual(rows.map((r) => [r.recvTs, r.updateId]), [[4, 103], [5, 104]]);
+  assert.deepEqual(rows[1].bids, [["9.50", "1"], ["9.00", "2"], ["8.00", "3"]]);
+  assert.deepEqual(rows[1].asks, [["10.50", "4"], ["11.00", "1"], ["12.00", "2"]]);
+  assert.equal(summary.failing, 0);
+  assert.equal(notes[0].kind, "start");
+});
+
+Deno.test("spot: a snapshot older than the next diff waits for the next snapshot", () => {
+  const { book, rows, notes } = rebuilder();
+  book.snapshot(1, BASE);
+  book.diff(2, diff(105, 106));
+  assert.equal(rows.length, 0);
+  assert.match(
+    notes.at(-1)!.detail,
+    /snapshot 100 is older than the first diff after it \(U=105\)/,
+  );
+  book.snapshot(3, snapshot(106, [["10.00", "1"]], [["11.00", "1"]]));
+  book.diff(4, diff(107, 107));
+  assert.deepEqual(rows.map((r) => r.updateId), [107]);
+});
+
+Deno.test("diffs received before the snapshot line count: the one that straddles it often comes first", () => {
+  const { book, rows, notes } = rebuilder();
+  book.diff(1, diff(90, 99, [["10.00", "9"]]));
+  book.diff(2, diff(100, 104, [["10.00", "5"]])); // straddles 102, received before the snapshot
+  book.snapshot(3, snapshot(102, [["10.00", "1"]], [["11.00", "1"]]));
+  book.diff(4, diff(105, 106, [], [["11.00", "2"]]));
+  const summary = book.finish();
+  assert.equal(summary.failing, 0, JSON.stringify(notes));
+  // A row when the snapshot arrived (diff 100..104 applied), then one per diff.
+  assert.deepEqual(rows.map((r) => [r.recvTs, r.updateId]), [[3, 104], [4, 106]]);
+  assert.deepEqual(rows[1].bids, [["10.00", "5"]]);
+  assert.deepEqual(rows[1].asks, [["11.00", "2"]]);
+});
+
+Deno.test("a break no event line explains fails; a gap event is explained; both restart at the next snapshot", () => {
+  const { book, rows, notes } = rebuilder();
+  book.snapshot(1, BASE);
+  book.diff(2, diff(101, 102));
+  book.diff(3, diff(110, 111)); // ids 103..109 missing, nothing says why
+  book.diff(4, diff(112, 112));
+  book.snapshot(5, snapshot(112, [["10.00", "1"]], [["11.00", "1"]]));
+  book.diff(6, diff(113, 113));
+  book.event(7, "gap", { expected: 114, received: 120 });
+  book.diff(8, diff(120, 121));
+  book.snapshot(9, snapshot(121, [["10.00", "1"]], [["11.00", "1"]]));
+  book.diff(10, diff(122, 122));
+  const summary = book.finish();
+  assert.deepEqual(rows.map((r) => r.updateId), [102, 113, 122]);
+  const downs = notes.filter((n) => n.kind === "down");
+  assert.equal(downs.length, 2);
+  assert.match(downs[0].detail, /update ids 103\.\.109 missing, no event line explains it/);
+  assert.equal(downs[0].failing, true);
+  assert.match(downs[1].detail, /gap event \(expected 114, received 120\)/);
+  assert.equal(downs[1].failing, false);
+  assert.deepEqual([summary.downs, summary.unexplainedDowns, summary.failing], [2, 1, 1]);
+  assert.match(notes.filter((n) => n.kind === "start")[1].detail, /restarted from snapshot 112/);
+});
+
+Deno.test("after a disconnected line the book goes on when the next diff continues the chain", () => {
+  const { book, rows, notes } = rebuilder();
+  book.snapshot(1, BASE);
+  book.diff(2, diff(101, 102));
+  book.event(3, "disconnected", { cause: "error" });
+  book.event(4, "connected", {});
+  book.diff(5, diff(103, 104));
+  book.event(6, "disconnected", { cause: "error" });
+  book.diff(7, diff(110, 111));
+  assert.deepEqual(rows.map((r) => r.updateId), [102, 104]);
+  const down = notes.find((n) => n.kind === "down")!;
+  assert.equal(down.failing, false);
+  assert.match(down.detail, /after a disconnected event/);
+});
+
+Deno.test("USD-M: drops u < L, applies U <= L <= u first, then follows pu", () => {
+  const { book, rows, notes } = rebuilder({ rule: "usdm-diff" });
+  book.snapshot(1, BASE);
+  book.diff(2, diff(90, 99, [["10.00", "9"]], [], 80));
+  book.diff(3, diff(99, 100, [["10.00", "8"]], [], 98)); // u == L: applied (USD-M)
+  book.diff(4, diff(105, 110, [], [], 100)); // U skips ahead, pu follows: fine on futures
+  book.diff(5, diff(115, 118, [], [], 111)); // pu != previous u
+  assert.deepEqual(rows.map((r) => r.updateId), [100, 110]);
+  assert.deepEqual(rows[0].bids[0], ["10.00", "8"]);
+  assert.match(notes.at(-1)!.detail, /pu=111 after u=110/);
+});
+
+Deno.test("a later snapshot is rolled forward to the book and compared; a difference names the level", () => {
+  const { book, notes } = rebuilder();
+  book.snapshot(1, BASE);
+  book.diff(2, diff(101, 102, [["9.00", "2.5"]]));
+  book.diff(3, diff(103, 104, [["8.00", "0"]], [["12.00", "2.2"]]));
+  // Taken at 102 but stored after the diff to 104 arrived: rolled through 103..104.
+  book.snapshot(
+    4,
+    snapshot(102, [["10.00", "1.0"], ["9.00", "2.50"], ["8.00", "3"]], [
+      ["11.00", "1"],
+      ["12.00", "2"],
+      ["13.00", "3"],
+    ]),
+  );
+  assert.equal(notes.at(-1)!.kind, "check");
+  assert.match(notes.at(-1)!.detail, /snapshot 102 agrees with the rebuilt book at 104/);
+  // Ahead of the book: checked once the book reaches it. The rebuilt book has 9.00 at 2.5.
+  book.snapshot(5, snapshot(105, [["10.00", "1"], ["9.00", "2.4"]], [["11.00", "1"]]));
+  book.diff(6, diff(105, 105));
+  const mismatch = notes.at(-1)!;
+  assert.equal(mismatch.kind, "mismatch");
+  assert.equal(mismatch.failing, true);
+  assert.match(mismatch.detail, /bid 9\.00: rebuilt "2\.50", snapshot "2\.4"/);
+  // Only within both ranges: the rebuilt 8.00 bid is gone, and asks beyond 11.00 are not compared.
+  assert.doesNotMatch(mismatch.detail, /12\.00|13\.00/);
+  // The book took the snapshot's levels: the next check of the same levels passes.
+  book.snapshot(7, snapshot(105, [["10.00", "1"], ["9.00", "2.4"]], [["11.00", "1"]]));
+  assert.equal(notes.at(-1)!.kind, "check");
+  assert.equal(book.finish().checksFailed, 1);
+});
+
+Deno.test("--every samples the book on whole periods; partial books print the stored levels", () => {
+  const { book, rows } = rebuilder({ rule: "partial", everyUs: 1_000_000, levels: 1 });
+  const msg = (id: number, bid: string) => snapshot(id, [[bid, "1"]], [["99", "1"]]);
+  book.partial(1_500_000, msg(1, "10"));
+  book.partial(2_000_000, msg(2, "11")); // at the sample time: included in it
+  book.partial(2_100_000, msg(3, "12"));
+  book.partial(4_200_000, msg(4, "13"));
+  book.finish();
+  assert.deepEqual(rows.map((r) => [r.recvTs, r.updateId, r.bids[0][0]]), [
+    [2_000_000, 2, "11"],
+    [3_000_000, 3, "12"],
+    [4_000_000, 3, "12"],
+  ]);
+});
+
+Deno.test("rows as CSV keep the texts and leave missing levels empty", () => {
+  assert.equal(
+    csvHeader(2),
+    "recv_ts,update_id,bid_px_1,bid_qty_1,bid_px_2,bid_qty_2,ask_px_1,ask_qty_1,ask_px_2,ask_qty_2\n",
+  );
+  assert.equal(
+    csvRow({ recvTs: 5, updateId: 7, bids: [["1.10000000", "0.50000000"]], asks: [] }, 2),
+    "5,7,1.10000000,0.50000000,,,,,,\n",
+  );
+});
+
+Deno.test("book: usage errors exit 2, an archive without the symbol exits 1", async () => {
+  await using tmp = await tempDir();
+  const config = parseConfig({ DATA_DIR: tmp.path });
+  const run = async (args: string[]) => {
+    let err = "";
+    const code = await bookFromArgs(config, args, {
+      write: () => {},
+      printError: (text) => err += text,
+    });
+    return { code, err };
+  };
+  for (
+    const [args, message] of [
+      [[], /exactly one symbol/],
+      [["--symbol", "BTCUSDT,ETHUSDT"], /exactly one symbol/],
+      [["--symbol", "BTCUSDT", "--every", "often"], /--every/],
+      [["--symbol", "BTCUSDT", "--format", "xml"], /--format/],
+      [["--symbol", "BTCUSDT", "--levels", "0"], /--levels/],
+      [["--symbol", "BTCUSDT", "--from", "2026-01-02", "--to", "2026-01-01"], /not before/],
+      [["--symbol", "BTCUSDT", "--bogus"], /bogus/],
+    ] as const
+  ) {
+    const result = await run([...args]);
+    assert.equal(result.code, 2, `${args.join(" ")}: ${result.err}`);
+    assert.match(result.err, message);
+  }
+  const empty = await run(["--symbol", "BTCUSDT"]);
+  assert.equal(empty.code, 1);
+  assert.match(empty.err, /no object of BTCUSDT/);
+});
+
+Deno.test("book: a line that is not a depth message is reported and nothing of it is applied", async () => {
+  assert.equal(depthDiffOf({ U: 1, u: 2, b: [["x", "1"]], a: [] }), undefined);
+  assert.equal(depthDiffOf({ U: 1, u: "2", b: [], a: [] }), undefined);
+  assert.deepEqual(depthDiffOf({ e: "depthUpdate", U: 1, u: 2, pu: 0, b: [], a: [] }), {
+    U: 1,
+    u: 2,
+    pu: 0,
+    b: [],
+    a: [],
+  });
+  assert.deepEqual(depthBookOf({ u: 7, b: [["1.0", "2"]], a: [] }), {
+    lastUpdateId: 7,
+    bids: [["1.0", "2"]],
+    asks: [],
+  });
+  assert.equal(depthBookOf({ lastUpdateId: 7, bids: "none", asks: [] }), undefined);
+
+  await using tmp = await tempDir();
+  const t0 = Date.UTC(2026, 0, 1) * 1000;
+  const stream = "btcusdt@depth@100ms";
+  const lines = [
+    dataLine(
+      t0,
+      "btcusdt@depthSnapshot",
+      '{"lastUpdateId":10,"bids":[["9","1"]],"asks":[["11","1"]]}',
+    ),
+    dataLine(t0 + 1, stream, '{"e":"depthUpdate","U":11,"u":12,"b":[["9","2"]],"a":[]}'),
+    dataLine(t0 + 2, stream, '{"e":"depthUpdate","U":13,"u":14,"b":[["nine","3"]],"a":[]}'),
+    dataLine(t0 + 3, stream, '{"e":"depthUpdate","U":15,"u":16,"b":[],"a":[]}'),
+  ];
+  const key = planKey({
+    prefix: "binance",
+    market: "spot",
+    streamType: "depth@100ms",
+    symbol: "BTCUSDT",
+    firstRecvTs: t0,
+    instanceId: "t",
+    seq: 0,
+  });
+  const path = `${tmp.path}/archive/${key}`;
+  await Deno.mkdir(path.slice(0, path.lastIndexOf("/")), { recursive: true });
+  await Deno.writeFile(path, await gzipLines(lines, 1));
+  let out = "";
+  let err = "";
+  const code = await bookFromArgs(
+    parseConfig({ DATA_DIR: tmp.path }),
+    ["--symbol", "BTCUSDT", "--every", "update", "--levels", "1"],
+    { write: (text) => out += text, printError: (text) => err += text },
+  );
+  assert.equal(code, 1);
+  assert.match(err, /DAMAGED {2}.*:3 is not a depth diff/);
+  assert.match(err, /DOWN {2}the book cannot be rebuilt from here: update ids 13\.\.14 missing/);
+  assert.deepEqual(out.trimEnd().split("\n").slice(1), [`${t0 + 1},12,9,2,11,1`]);
+});
