@@ -14,7 +14,7 @@ import { runCollector } from "./support/collector.ts";
 import { tempDir } from "./support/temp.ts";
 
 const DIR =
-  "binance/exchange=binance/market=spot/stream=depth@100ms/symbol=BTCUSDT/date=2026-11-02/hour=10";
+  "binance/exchange=binance/market=spot/channel=depth@100ms/symbol=BTCUSDT/date=2026-11-02/hour=10";
 /** 2026-11-02T10:00:00Z in microseconds. */
 const T0 = 1_793_613_600_000_000;
 
