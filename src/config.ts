@@ -90,7 +90,7 @@ export function parseByteSize(text: string): number | undefined {
 // ---------------------------------------------------------------------------------------------
 // Field schemas. Each takes the raw `string | undefined` of one variable; empty or blank means
 // unset. Defaults are given as raw strings and go through the same validation as user input, so
-// the defaults table here mirrors DESIGN.md literally and cannot drift into an invalid value.
+// the defaults table here mirrors docs/DESIGN.md literally and cannot drift into an invalid value.
 
 /** A trimmed value, or `fallback` when unset or blank. */
 function setting(fallback: string) {
@@ -287,7 +287,7 @@ function credentialPair(context: Context, partner: string) {
   );
 }
 
-/** The env schema: one entry per variable, in DESIGN.md's order (which is also report order). */
+/** The env schema: one entry per variable, in docs/DESIGN.md's order (which is also report order). */
 function envSchema(context: Context) {
   const { market, sse, isSet } = context;
   return z.object({
@@ -431,8 +431,13 @@ function compact<T extends object>(o: T): T {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
 }
 
+/** Every variable the configuration reads, in docs/DESIGN.md's order (the docs test holds them to it). */
+export const OPTION_NAMES: readonly string[] = Object.freeze(
+  Object.keys(envSchema({ isSet: () => false }).shape),
+);
+
 /**
- * Validates `env` (already merged with the .env file) and applies DESIGN.md's defaults.
+ * Validates `env` (already merged with the .env file) and applies docs/DESIGN.md's defaults.
  * Pure: the host name for the default INSTANCE_ID comes in through `options`.
  * Throws `ConfigError` listing every problem at once.
  */

@@ -1,5 +1,5 @@
 /**
- * The resolved configuration: every option of DESIGN.md with its default
+ * The resolved configuration: every option of docs/DESIGN.md with its default
  * applied, validated, readonly. Produced only by `parseConfig` in config.ts.
  */
 

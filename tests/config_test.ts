@@ -1,5 +1,5 @@
 /**
- * Tests for src/config.ts: DESIGN.md's defaults, every variable's good and bad values, the
+ * Tests for src/config.ts: docs/DESIGN.md's defaults, every variable's good and bad values, the
  * all-at-once problem report, secret redaction, .env handling and byte sizes.
  */
 
@@ -34,7 +34,7 @@ function badVariables(env: Record<string, string>): string[] {
   return problemsOf(env).problems.map((p) => p.variable);
 }
 
-Deno.test("parseConfig applies DESIGN.md's defaults to an empty environment", () => {
+Deno.test("parseConfig applies docs/DESIGN.md's defaults to an empty environment", () => {
   const expected: Config = {
     symbols: ["BTCUSDT"],
     market: "spot",

@@ -1,5 +1,5 @@
 /**
- * Health: DESIGN.md's thresholds as a pure function of a snapshot and the
+ * Health: docs/DESIGN.md's thresholds as a pure function of a snapshot and the
  * time (`evaluateHealth`), plus the small clock-injected state that turns
  * ever-growing metric counters into "the last hour" (`HourWindow`,
  * `HealthTracker`). Nothing here reads a clock, the disk or the network;
@@ -71,7 +71,7 @@ export function worse(a: HealthLevel, b: HealthLevel): HealthLevel {
   return RANK[b] > RANK[a] ? b : a;
 }
 
-/** Every threshold of DESIGN.md "Health thresholds", evaluated at `now` (wall-clock ms). */
+/** Every threshold of docs/DESIGN.md "Health thresholds", evaluated at `now` (wall-clock ms). */
 export function evaluateHealth(inputs: HealthInputs, now: number): Health {
   const checks: HealthCheck[] = [
     reconnectsCheck(inputs),

@@ -1,6 +1,6 @@
 /**
  * The local ops endpoint on METRICS_ADDR: `/metrics` (Prometheus text),
- * `/healthz` (DESIGN.md's thresholds; 503 when critical), `/status`
+ * `/healthz` (docs/DESIGN.md's thresholds; 503 when critical), `/status`
  * (rates, spool, last upload, connections, uptime, version) and `/`, the
  * same as a self-contained HTML page (page.ts). GET only.
  *
