@@ -48,3 +48,9 @@ Deno.test("README links to the contract", async () => {
   const readme = await Deno.readTextFile(new URL("README.md", ROOT));
   assert.match(readme, /\]\(docs\/DESIGN\.md\)/);
 });
+
+Deno.test(".env.example names every option", async () => {
+  const example = await Deno.readTextFile(new URL(".env.example", ROOT));
+  const missing = OPTION_NAMES.filter((name) => !new RegExp(`^#?\\s*${name}=`, "m").test(example));
+  assert.deepEqual(missing, [], `.env.example does not name ${missing.join(", ")}`);
+});
