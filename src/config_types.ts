@@ -21,8 +21,17 @@ export interface S3Config {
 }
 
 export interface Config {
-  /** Upper-case symbols, de-duplicated, in the order given. */
+  /**
+   * `SYMBOL` terms, upper case (NFC), de-duplicated, in the order given:
+   * symbol names and patterns with `*` (`ALL` is kept as `*`). See binance/selection.ts.
+   */
   readonly symbols: readonly string[];
+  /** `SYMBOL_EXCLUDE` terms, same syntax; empty by default. */
+  readonly symbolExclude: readonly string[];
+  /** `SHARD=k/N`: this instance records shard k of N (default 0/1, everything). */
+  readonly shard: { readonly index: number; readonly count: number };
+  /** How often exchangeInfo is read again to follow listings, delistings and statuses. */
+  readonly exchangeInfoRefreshSeconds: number;
   readonly market: Market;
   readonly depthLevel: DepthLevel;
   readonly updateSpeedMs: number;
