@@ -312,15 +312,17 @@ function envSchema(context: Context) {
     // stream selection
     SYMBOL: setting("BTCUSDT").pipe(symbolTerms(market, { required: true })),
     SYMBOL_EXCLUDE: setting("").pipe(symbolTerms(market, { required: false })),
-    SHARD: setting("0/1").pipe(z.string().transform((s, ctx) => {
-      const shard = parseShard(s);
-      if (!shard) {
-        ctx.addIssue({ code: "custom", message: "k/N with 0 <= k < N <= 1024, such as 0/3" });
-        return z.NEVER;
-      }
-      return shard;
-    })),
-    EXCHANGE_INFO_REFRESH_SECONDS: setting("300").pipe(integer(10, 86400)),
+    SHARD: setting("0/1").pipe(
+      z.string().transform((s, ctx) => {
+        const shard = parseShard(s);
+        if (!shard) {
+          ctx.addIssue({ code: "custom", message: "k/N with 0 <= k < N <= 1024, such as 0/3" });
+          return z.NEVER;
+        }
+        return shard;
+      }),
+    ),
+    EXCHANGE_INFO_REFRESH_SECONDS: setting("300").pipe(integer(1, 86400)),
     MARKET: marketField,
     DEPTH_LEVEL: setting("20").pipe(depthLevel),
     UPDATE_SPEED_MS: setting("100").pipe(perMarket(UPDATE_SPEEDS, market)),

@@ -122,7 +122,9 @@ Deno.test("parseConfig allows underscores in symbols only for usdm", () => {
 });
 
 Deno.test("parseConfig rejects malformed SYMBOL values", () => {
-  for (const bad of ["BTC-USDT", "B", "A".repeat(31), ",,", "BTC USDT", "BTCUSDT,ÉT.H", "**.", "BTC?"]) {
+  for (
+    const bad of ["BTC-USDT", "B", "A".repeat(31), ",,", "BTC USDT", "BTCUSDT,ÉT.H", "**.", "BTC?"]
+  ) {
     assert.deepEqual(badVariables({ SYMBOL: bad }), ["SYMBOL"], bad);
   }
 });
@@ -149,7 +151,7 @@ Deno.test("parseConfig reads SHARD=k/N and EXCHANGE_INFO_REFRESH_SECONDS", () =>
   for (const bad of ["3/3", "1", "-1/2", "0/0", "a/b", "0/2000"]) {
     assert.deepEqual(badVariables({ SHARD: bad }), ["SHARD"], bad);
   }
-  assert.deepEqual(badVariables({ EXCHANGE_INFO_REFRESH_SECONDS: "5" }), [
+  assert.deepEqual(badVariables({ EXCHANGE_INFO_REFRESH_SECONDS: "0" }), [
     "EXCHANGE_INFO_REFRESH_SECONDS",
   ]);
 });

@@ -20,7 +20,11 @@ export type EventName =
   | "gap"
   | "rotated"
   | "recovered"
-  | "shutdown";
+  | "shutdown"
+  /** exchangeInfo lists a new status for the symbol (TRADING ↔ BREAK, HALT…); recording goes on. */
+  | "status"
+  /** The symbol left the recorded set (delisted, excluded, another shard's): its last line. */
+  | "stopped";
 
 const FIXED_KEYS = new Set(["recv_ts", "stream", "event"]);
 

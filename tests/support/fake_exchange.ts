@@ -208,6 +208,8 @@ export class FakeExchange implements AsyncDisposable {
   readonly #maxUrlLength: number;
   readonly #clockOffsetMs: number;
   readonly #symbolStatus = new Map<string, string>();
+  /** Symbols `delistSymbol` took off the listing. */
+  readonly #delisted = new Set<string>();
   readonly #subscribes: FakeSubscribe[] = [];
   readonly #timers = new Set<ReturnType<typeof setTimeout>>();
   /** ids behind the diff stream that the next snapshots lag, one entry per snapshot */
@@ -256,6 +258,7 @@ export class FakeExchange implements AsyncDisposable {
   /** Sets (or replaces, restarting its clock at message 0) the feed of a stream. */
   setFeed(stream: string, feed: FakeStreamFeed): void {
     if (!(feed.rate > 0)) throw new RangeError(`feed rate must be > 0, got ${feed.rate}`);
+    this.#delisted.delete(stream.slice(0, stream.indexOf("@")).toUpperCase());
     this.#streams.set(stream, { feed, startedAt: performance.now(), produced: 0 });
   }
 
@@ -326,7 +329,21 @@ export class FakeExchange implements AsyncDisposable {
 
   /** `exchangeInfo` lists `symbol` (upper case) with this status from now on (default TRADING). */
   setSymbolStatus(symbol: string, status: string): void {
+    this.#delisted.delete(symbol.toUpperCase());
     this.#symbolStatus.set(symbol.toUpperCase(), status);
+  }
+
+  /**
+   * `exchangeInfo` no longer lists `symbol` (a delisting), and its streams fall
+   * silent (their feeds end). `setSymbolStatus` or a new feed lists it again.
+   */
+  delistSymbol(symbol: string): void {
+    const upper = symbol.toUpperCase();
+    this.#delisted.add(upper);
+    this.#symbolStatus.delete(upper);
+    for (const name of [...this.#streams.keys()]) {
+      if (name.slice(0, name.indexOf("@")).toUpperCase() === upper) this.#streams.delete(name);
+    }
   }
 
   /** `exchangeInfo.rateLimits` lists this request weight per minute (default: the market's documented one). */
@@ -704,7 +721,7 @@ export class FakeExchange implements AsyncDisposable {
       const at = stream.indexOf("@");
       if (at > 0) symbols.add(stream.slice(0, at).toUpperCase());
     }
-    return [...symbols];
+    return [...symbols].filter((symbol) => !this.#delisted.has(symbol));
   }
 
   /**
