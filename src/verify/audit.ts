@@ -31,7 +31,9 @@ export type ProblemKind =
   | "unreadable"
   | "malformed"
   | "bad-key"
-  | "no-data";
+  | "no-data"
+  /** Two instances recorded the same stream at the same time (their SHARD settings overlap). */
+  | "overlap";
 
 export interface Problem {
   readonly kind: ProblemKind;
@@ -61,6 +63,8 @@ export interface StreamReport {
   readonly snapshots: number;
   /** Event lines, by event name. */
   readonly events: Readonly<Record<string, number>>;
+  /** INSTANCE_IDs whose objects hold this stream's lines in the range (SHARD: exactly one at a time). */
+  readonly instances: readonly string[];
   readonly duplicates: number;
   readonly breaks: number;
   readonly unexplainedBreaks: number;
@@ -202,6 +206,8 @@ interface StreamState {
   afterUnreadable?: string;
   /** Diff streams only. */
   readonly rebuild?: RebuildTracker;
+  /** Per INSTANCE_ID, the receive times of its first and last line of this stream. */
+  readonly spans: Map<string, { first: number; last: number }>;
 }
 
 interface OpenObject {
@@ -305,6 +311,9 @@ export class Auditor {
     const state = this.#state(snapshot ? object.stream : name, object.parts);
     object.streams.add(state);
     const stats = state.stats;
+    const span = state.spans.get(object.parts.instanceId);
+    if (span) span.last = Math.max(span.last, ts);
+    else state.spans.set(object.parts.instanceId, { first: ts, last: ts });
     stats.firstRecvTs ??= ts;
     if (stats.lastRecvTs === undefined || ts > stats.lastRecvTs) stats.lastRecvTs = ts;
     const explains = isEvent && EXPLAINING_EVENTS.has(event);
@@ -384,6 +393,7 @@ export class Auditor {
       .sort((a, b) => (a.stream < b.stream ? -1 : a.stream > b.stream ? 1 : 0))
       .map((state) => this.#streamReport(state, hasRange ? from : undefined, to));
 
+    const overlaps = all.reduce((n, state) => n + this.#checkOverlap(state), 0);
     const symbols = this.#options.symbols ?? [];
     for (const symbol of symbols) {
       if (!all.some((s) => s.symbol === symbol)) {
@@ -401,6 +411,7 @@ export class Auditor {
     }
 
     const ok = this.#badKeys === 0 && this.#unreadable === 0 && this.#noData === 0 &&
+      overlaps === 0 &&
       streams.every((s) =>
         s.unexplainedBreaks === 0 && s.unexplainedHoles === 0 && s.duplicates === 0 &&
         s.malformedLines === 0
@@ -416,6 +427,32 @@ export class Auditor {
       problemsOmitted: this.#problemsOmitted,
       ok,
     };
+  }
+
+  /**
+   * Instances (SHARD) whose spans of one stream overlap: the same symbol was
+   * recorded twice. Handing a symbol from one instance to another (a change
+   * of N, a move) leaves spans one after the other.
+   */
+  #checkOverlap(state: StreamState): number {
+    const spans = [...state.spans].sort((a, b) => a[1].first - b[1].first);
+    let found = 0;
+    for (let i = 1; i < spans.length; i++) {
+      const [instance, span] = spans[i];
+      const earlier = spans.slice(0, i).find(([, other]) => other.last > span.first);
+      if (!earlier) continue;
+      found++;
+      this.#problem({
+        kind: "overlap",
+        stream: state.stream,
+        time: isoMicros(span.first),
+        recvTs: span.first,
+        detail: `recorded by instances ${earlier[0]} and ${instance} at the same time ` +
+          "(their SHARD settings overlap)",
+        explained: false,
+      });
+    }
+    return found;
   }
 
   #streamReport(state: StreamState, from: number | undefined, to: number): StreamReport {
@@ -436,6 +473,7 @@ export class Auditor {
       messages: s.messages,
       snapshots: s.snapshots,
       events: { ...s.events },
+      instances: [...state.spans.keys()].sort(),
       duplicates: s.duplicates,
       breaks: s.breaks,
       unexplainedBreaks: s.unexplainedBreaks,
@@ -477,6 +515,7 @@ export class Auditor {
         symbol: at === -1 ? parts.symbol : stream.slice(0, at).toUpperCase(),
         rule,
         rebuild: rule === "partial" ? undefined : new RebuildTracker(parts.market as Market),
+        spans: new Map(),
         maxHoleUs: this.#options.maxHoleUs ?? defaultMaxHoleMs(streamType) * 1000,
         stats: {
           objects: 0,
