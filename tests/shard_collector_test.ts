@@ -6,6 +6,7 @@
 
 import assert from "node:assert/strict";
 import { gunzipSync } from "node:zlib";
+import { DuckDBInstance } from "@duckdb/node-api";
 import { parseKey, planKey } from "../src/batch/keys.ts";
 import { shardOf } from "../src/binance/shard.ts";
 import { Auditor } from "../src/verify/audit.ts";
@@ -105,7 +106,7 @@ Deno.test({
   },
 });
 
-Deno.test("a non-ASCII symbol is recorded on the local filesystem and read back by verify", async () => {
+Deno.test("a non-ASCII symbol is recorded on the local filesystem and read back by verify and DuckDB", async () => {
   await using exchange = await FakeExchange.start({ market: "spot" });
   exchange.setFeed(name(NON_ASCII), partialDepthFeed({ rate: 10, levels: 2 }));
   await using tmp = await tempDir();
@@ -130,6 +131,23 @@ Deno.test("a non-ASCII symbol is recorded on the local filesystem and read back 
   const verified = await runCollector(env, { args: ["verify"], timeoutMs: 30_000 });
   assert.equal(verified.code, 0, verified.stdout + verified.stderr);
   assert.match(verified.stdout, /OK: the archive is whole/);
+
+  // DuckDB reads the partition value back as the symbol itself.
+  const db = await DuckDBInstance.create(":memory:");
+  const connection = await db.connect();
+  try {
+    const result = await connection.runAndReadAll(
+      `SELECT symbol, count(data) AS messages FROM read_json('${tmp.path}/archive/**/*.ndjson.gz', ` +
+        `hive_partitioning = true, union_by_name = true) GROUP BY symbol`,
+    );
+    assert.deepEqual(result.getRowObjectsJson(), [{
+      symbol: NON_ASCII,
+      messages: String(data.length),
+    }]);
+  } finally {
+    connection.closeSync();
+    db.closeSync();
+  }
 });
 
 Deno.test("verify reports a stream that two instances recorded at the same time", () => {
