@@ -8,7 +8,7 @@ import { parse as parseDotenv } from "dotenv";
 import { z } from "zod";
 import { canonicalTerm } from "./binance/selection.ts";
 import { parseShard } from "./binance/shard.ts";
-import type { Config, DepthLevel, LogLevel, Market, S3Config } from "./config_types.ts";
+import type { Config, DepthLevel, LogLevel, Market, S3Config, StreamKind } from "./config_types.ts";
 
 /** One bad option. `value` is the raw value as found, or `"<redacted>"` for a secret. */
 export interface ConfigProblem {
@@ -177,6 +177,35 @@ function symbolTerms(market: Market | undefined, options: { required: boolean })
     .pipe(z.array(term).min(options.required ? 1 : 0, allowed));
 }
 
+const STREAM_KINDS = ["depth", "trade", "aggTrade", "bookTicker"] as const;
+
+/** STREAMS: what to record per symbol, comma-separated, case-insensitive; `trade` is spot only. */
+function streamKinds(market: Market | undefined) {
+  const allowed = market === "usdm"
+    ? "one or more of depth, aggTrade, bookTicker (USD-M has no public trade stream)"
+    : "one or more of depth, trade, aggTrade, bookTicker";
+  const canonical = new Map(STREAM_KINDS.map((k) => [k.toLowerCase(), k] as const));
+  return z.string()
+    .transform((s) => [
+      ...new Set(
+        s.split(",").map((p) => p.trim()).filter(Boolean).map((p) =>
+          canonical.get(p.toLowerCase()) ?? p
+        ),
+      ),
+    ])
+    .pipe(
+      z.array(
+        z.string().refine(
+          (k) =>
+            (STREAM_KINDS as readonly string[]).includes(k) &&
+            !(k === "trade" && market === "usdm"),
+          allowed,
+        ),
+      ).min(1, allowed),
+    )
+    .transform((kinds) => kinds as StreamKind[]);
+}
+
 const UPDATE_SPEEDS: Readonly<Record<Market, readonly number[]>> = {
   spot: [100, 1000],
   usdm: [100, 250, 500],
@@ -323,6 +352,7 @@ function envSchema(context: Context) {
       }),
     ),
     EXCHANGE_INFO_REFRESH_SECONDS: setting("300").pipe(integer(1, 86400)),
+    STREAMS: setting("depth").pipe(streamKinds(market)),
     MARKET: marketField,
     DEPTH_LEVEL: setting("20").pipe(depthLevel),
     UPDATE_SPEED_MS: setting("100").pipe(perMarket(UPDATE_SPEEDS, market)),
@@ -484,6 +514,7 @@ export function parseConfig(
     symbolExclude: Object.freeze(e.SYMBOL_EXCLUDE),
     shard: e.SHARD,
     exchangeInfoRefreshSeconds: e.EXCHANGE_INFO_REFRESH_SECONDS,
+    streamKinds: Object.freeze(e.STREAMS),
     market: e.MARKET,
     depthLevel: e.DEPTH_LEVEL,
     updateSpeedMs: e.UPDATE_SPEED_MS,

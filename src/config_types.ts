@@ -7,6 +7,8 @@ export type Market = "spot" | "usdm";
 export type DepthLevel = 5 | 10 | 20 | "full";
 export type LogLevel = "trace" | "debug" | "info" | "warning" | "error" | "fatal";
 export type LogFormat = "text" | "json";
+/** What is recorded per symbol (`STREAMS`). */
+export type StreamKind = "depth" | "trade" | "aggTrade" | "bookTicker";
 
 export interface S3Config {
   readonly bucket: string;
@@ -32,6 +34,8 @@ export interface Config {
   readonly shard: { readonly index: number; readonly count: number };
   /** How often exchangeInfo is read again to follow listings, delistings and statuses. */
   readonly exchangeInfoRefreshSeconds: number;
+  /** `STREAMS`: the kinds recorded per symbol, in the order given (default depth only). */
+  readonly streamKinds: readonly StreamKind[];
   readonly market: Market;
   readonly depthLevel: DepthLevel;
   readonly updateSpeedMs: number;

@@ -40,6 +40,7 @@ Deno.test("parseConfig applies DESIGN.md's defaults to an empty environment", ()
     symbolExclude: [],
     shard: { index: 0, count: 1 },
     exchangeInfoRefreshSeconds: 300,
+    streamKinds: ["depth"],
     market: "spot",
     depthLevel: 20,
     updateSpeedMs: 100,
@@ -143,6 +144,18 @@ Deno.test("parseConfig reads SYMBOL=ALL, patterns and SYMBOL_EXCLUDE case-insens
     "币安人生USDT",
     "\u00c9THUSDT",
   ]);
+});
+
+Deno.test("parseConfig reads STREAMS case-insensitively; trade is spot only", () => {
+  assert.deepEqual(parseConfig({ STREAMS: "depth, TRADE,bookticker,depth" }).streamKinds, [
+    "depth",
+    "trade",
+    "bookTicker",
+  ]);
+  assert.deepEqual(parseConfig({ MARKET: "usdm", STREAMS: "aggtrade" }).streamKinds, ["aggTrade"]);
+  assert.deepEqual(badVariables({ MARKET: "usdm", STREAMS: "depth,trade" }), ["STREAMS"]);
+  assert.deepEqual(badVariables({ STREAMS: "depth,kline" }), ["STREAMS"]);
+  assert.deepEqual(badVariables({ STREAMS: "," }), ["STREAMS"]);
 });
 
 Deno.test("parseConfig reads SHARD=k/N and EXCHANGE_INFO_REFRESH_SECONDS", () => {

@@ -25,10 +25,12 @@ import { inShard } from "../binance/shard.ts";
 import { sequenceRuleFor } from "../binance/sequence.ts";
 import { Snapshotter } from "../binance/snapshots.ts";
 import {
-  depthStreams,
+  depthStreamType,
   parseStreamName,
   planConnection,
+  streamBaseUrl,
   SUBSCRIBE_INTERVAL_MS,
+  symbolStreams,
 } from "../binance/streams.ts";
 import type { Config } from "../config_types.ts";
 import {
@@ -248,7 +250,10 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
       },
       onChainStart: (stream) => {
         const spec = parseStreamName(stream);
-        if (spec) snapshotter?.request(spec.symbol, "chain start");
+        // Only the diff depth stream needs a book snapshot (not trades, not the ticker).
+        if (spec && diffStreamOf.get(spec.symbol) === stream) {
+          snapshotter?.request(spec.symbol, "chain start");
+        }
       },
       eventTimeUnit: config.timeUnit,
       onExchangeLag: (seconds) => metrics.exchangeLag.observe({ market: config.market }, seconds),
@@ -317,11 +322,13 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
     }
     // Binance allows 300 connection attempts per 5 minutes per IP; keep well under.
     const attempts = new AttemptLimiter({ max: 250, windowMs: 300_000 });
-    const streamsOf = (symbol: string) => depthStreams([symbol], config).map((s) => s.name);
+    const streamsOf = (symbol: string) => symbolStreams(symbol, config);
+    const depthType = depthStreamType(config.market, config);
     const universe = new Universe({
       rules: { include: config.symbols, exclude: config.symbolExclude, shard: config.shard },
       streamsOf,
       streamsPerConnection: config.streamsPerConnection,
+      baseOf: (stream) => streamBaseUrl(config.wsUrl, config.market, stream),
       recorder,
       signal: feedStop.signal,
       nowMicros,
@@ -329,7 +336,7 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
         metrics.declare({ streams: added, sink: sink.kind });
         for (const stream of added) {
           const spec = parseStreamName(stream);
-          if (spec) diffStreamOf.set(spec.symbol, stream);
+          if (spec?.type === depthType) diffStreamOf.set(spec.symbol, stream);
         }
         for (const stream of removed) {
           const spec = parseStreamName(stream);
@@ -338,7 +345,8 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
         metrics.streamsActive.set(universe.streams.length);
       },
       connect: (group, signal) => {
-        const plan = planConnection(config.wsUrl, group.names, { timeUnit: config.timeUnit });
+        const base = streamBaseUrl(config.wsUrl, config.market, group.names[0]);
+        const plan = planConnection(base, group.names, { timeUnit: config.timeUnit });
         return startConnection({
           url: plan.url,
           subscribe: plan.subscribe,

@@ -37,6 +37,8 @@ export interface UniverseOptions {
   /** The stream names recorded for one symbol. */
   readonly streamsOf: (symbol: string) => readonly string[];
   readonly streamsPerConnection: number;
+  /** The WebSocket base a stream is served on: streams of one connection share it. */
+  readonly baseOf?: (stream: string) => string;
   readonly recorder: Recorder;
   /** Opens the connection of a new group; it runs until `signal` aborts. */
   readonly connect: (group: StreamGroup, signal: AbortSignal) => Connection;
@@ -198,10 +200,14 @@ export class Universe {
     }
   }
 
-  /** New streams on new connections of their own. */
+  /** New streams on new connections of their own, grouped by base. */
   #open(streams: readonly string[]): void {
-    const { recorder, signal } = this.#options;
-    for (const names of groupStreams(streams, this.#options.streamsPerConnection)) {
+    const { recorder, signal, baseOf } = this.#options;
+    const byBase = Map.groupBy(streams, (stream) => baseOf?.(stream) ?? "");
+    const groups = [...byBase.values()].flatMap((names) =>
+      groupStreams(names, this.#options.streamsPerConnection)
+    );
+    for (const names of groups) {
       const stop = new AbortController();
       const stopSignal = AbortSignal.any([signal, stop.signal]);
       const group: StreamGroup = {

@@ -133,13 +133,18 @@ const EXPLAINING_EVENTS = new Set([
 ]);
 
 const SNAPSHOT_SUFFIX = "@depthSnapshot";
+const EVENT_DRIVEN_STREAMS = new Set(["trade", "aggTrade", "bookTicker"]);
 
 /**
  * 10 × the stream's update speed (`depth@100ms` → 1 s), at least 1 s; a stream
  * type without a speed pushes every 1000 ms. The floor only matters for
  * USD-M `@0ms`: for every other allowed speed 10 × speed is already ≥ 1 s.
+ * Trades and the book ticker come when the market moves, not on a clock:
+ * a quiet symbol legitimately sends nothing for minutes, so their holes
+ * count from an hour (their id chains still show every missed message).
  */
 export function defaultMaxHoleMs(streamType: string): number {
+  if (EVENT_DRIVEN_STREAMS.has(streamType)) return 3_600_000;
   const match = /@(\d+)ms$/.exec(streamType);
   const speedMs = match ? Number(match[1]) : 1000;
   return Math.max(10 * speedMs, 1000);

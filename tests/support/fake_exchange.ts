@@ -110,17 +110,34 @@ export interface FakeSubscribe {
  * (symbols lower case). Anything else is acknowledged and never sent.
  */
 const PUBLISHED_NAME: Record<"spot" | "usdm", RegExp> = {
-  spot: /^[^@A-Z]+@depth(?:5|10|20)?(?:@100ms)?$/,
-  usdm: /^[^@A-Z]+@depth(?:5|10|20)?(?:@500ms|@100ms)?$/,
+  spot: /^[^@A-Z]+@(?:depth(?:5|10|20)?(?:@100ms)?|trade|aggTrade|bookTicker)$/,
+  usdm: /^[^@A-Z]+@(?:depth(?:5|10|20)?(?:@500ms|@100ms)?|aggTrade|bookTicker)$/,
+};
+/**
+ * BINANCE.md, Endpoints: USD-M serves depth and book ticker on `/public`,
+ * aggTrade on `/market`; a stream on the wrong base gets no data.
+ */
+const USDM_BASE_OF: Record<"aggTrade" | "other", "market" | "public"> = {
+  aggTrade: "market",
+  other: "public",
 };
 /** BINANCE.md, "Connection rules": incoming messages per second per connection. */
 const MESSAGE_RATE: Record<"spot" | "usdm", number> = { spot: 5, usdm: 10 };
 /** BINANCE.md, "REST limits": request weight per minute when exchangeInfo says nothing else. */
 const WEIGHT_PER_MINUTE: Record<"spot" | "usdm", number> = { spot: 6000, usdm: 2400 };
 
-/** Whether Binance publishes `name` on `market` (BINANCE.md, "Stream names"). */
-export function isPublishedName(market: "spot" | "usdm", name: string): boolean {
-  return PUBLISHED_NAME[market].test(name);
+/**
+ * Whether Binance publishes `name` on `market` (BINANCE.md, "Stream names"),
+ * and on USD-M's `base` (`public`/`market`) when the connection names one.
+ */
+export function isPublishedName(
+  market: "spot" | "usdm",
+  name: string,
+  base?: "public" | "market",
+): boolean {
+  if (!PUBLISHED_NAME[market].test(name)) return false;
+  if (market !== "usdm" || base === undefined) return true;
+  return USDM_BASE_OF[name.endsWith("@aggTrade") ? "aggTrade" : "other"] === base;
 }
 
 /** How often the single clock timer runs; short enough for 400 msg/s streams to stay smooth. */
@@ -154,6 +171,8 @@ interface ConnectionRecord {
 interface LiveConnection {
   /** whose stream names it gets, and its message-rate limit */
   readonly market: "spot" | "usdm";
+  /** USD-M's `/public` or `/market` base of the URL, when it has one */
+  readonly base?: "public" | "market";
   /** performance.now() of the client's messages within the last second */
   readonly received: number[];
   /** `timeUnit=MICROSECOND` on the URL: event times `E`/`T` in µs (BINANCE.md, Endpoints) */
@@ -532,7 +551,15 @@ export class FakeExchange implements AsyncDisposable {
     }
     const market = this.#market ?? (/^\/(?:public|market)\//.test(url.pathname) ? "usdm" : "spot");
     const microseconds = url.searchParams.get("timeUnit")?.toUpperCase() === "MICROSECOND";
-    return this.#upgrade(request, { streams, combined, url: clientUrl, market, microseconds });
+    const base = /^\/(public|market)\//.exec(url.pathname)?.[1] as "public" | "market" | undefined;
+    return this.#upgrade(request, {
+      streams,
+      combined,
+      url: clientUrl,
+      market,
+      microseconds,
+      base,
+    });
   }
 
   #upgrade(
@@ -543,6 +570,7 @@ export class FakeExchange implements AsyncDisposable {
       url: string;
       market: "spot" | "usdm";
       microseconds: boolean;
+      base?: "public" | "market";
     },
   ): Response {
     if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
@@ -572,6 +600,7 @@ export class FakeExchange implements AsyncDisposable {
         openedPerf: performance.now(),
         closed,
         market: target.market,
+        base: target.base,
         received: [],
         microseconds: target.microseconds,
       };
@@ -593,7 +622,7 @@ export class FakeExchange implements AsyncDisposable {
 
   /** Delivers `stream` to `conn` from now on, if Binance publishes that name on its market. */
   #subscribe(conn: LiveConnection, stream: string): void {
-    if (!isPublishedName(conn.market, stream)) return;
+    if (!isPublishedName(conn.market, stream, conn.base)) return;
     let set = this.#subscribers.get(stream);
     if (!set) this.#subscribers.set(stream, set = new Set());
     set.add(conn);
