@@ -239,6 +239,8 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
     const feedStop = new AbortController();
     // Diff mode: snapshots join the diff stream's objects, by symbol.
     const diffStreamOf = new Map<string, string>();
+    // Diff mode: symbols whose first snapshot is stored (status shows the others).
+    const snapshotted = new Set<string>();
     let snapshotter: Snapshotter | undefined;
     const recorder = new Recorder({
       batcher,
@@ -269,6 +271,8 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
         metrics.clockOffset.set(seconds);
       },
     });
+    // The recorded set, once started (status may be asked before).
+    let recorded: Universe | undefined;
     const opsDeps: OpsDeps = {
       metrics,
       tracker: new HealthTracker(startedAt),
@@ -280,6 +284,13 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
       messageAges: () => recorder.messageAges(),
       openBatches: () => ({ bytes: batcher.openBytes, textBytes: batcher.openTextBytes }),
       clockOffset: () => clockOffset,
+      recording: () => ({
+        symbols: recorded?.symbols.length ?? 0,
+        streams: recorded?.streams.length ?? 0,
+        awaitingFirstSnapshot: config.depthLevel === "full"
+          ? [...diffStreamOf].filter(([symbol]) => !snapshotted.has(symbol)).map(([, s]) => s)
+          : [],
+      }),
       now,
     };
     if (config.metrics) {
@@ -316,6 +327,7 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
           const stream = diffStreamOf.get(symbol);
           if (stream) {
             recorder.snapshot(stream, `${symbol.toLowerCase()}@depthSnapshot`, text, recvTs);
+            snapshotted.add(symbol);
           }
         },
       });
@@ -340,7 +352,10 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
         }
         for (const stream of removed) {
           const spec = parseStreamName(stream);
-          if (spec && diffStreamOf.get(spec.symbol) === stream) diffStreamOf.delete(spec.symbol);
+          if (spec && diffStreamOf.get(spec.symbol) === stream) {
+            diffStreamOf.delete(spec.symbol);
+            snapshotted.delete(spec.symbol);
+          }
         }
         metrics.streamsActive.set(universe.streams.length);
       },
@@ -367,6 +382,7 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
         });
       },
     });
+    recorded = universe;
     if (listing) {
       universe.update(listing, { quiet: true });
     } else {

@@ -39,6 +39,8 @@ export interface OpsDeps {
   readonly openBatches?: () => { readonly bytes: number; readonly textBytes: number };
   /** Local clock minus Binance's, seconds; undefined until measured. */
   readonly clockOffset?: () => number | undefined;
+  /** The recorded set: symbols, streams, and diff streams still waiting for their first snapshot. */
+  readonly recording?: () => RecordingState;
   /** Resident set size; prom-client's default collector reports 0 under Deno. */
   readonly residentBytes?: () => number;
   /** Wall-clock ms. */
@@ -77,6 +79,15 @@ export interface StatusReport {
   readonly streams: Readonly<Record<string, { readonly lastMessageAgeSeconds: number }>>;
   /** Clock and lag against Binance (l2_clock_offset_seconds, l2_exchange_lag_seconds). */
   readonly exchange?: ExchangeTiming;
+  /** What is recorded now (it follows the exchange's listings). */
+  readonly recording?: RecordingState;
+}
+
+export interface RecordingState {
+  readonly symbols: number;
+  readonly streams: number;
+  /** DEPTH_LEVEL=full: diff streams whose first REST snapshot is not stored yet, in queue order. */
+  readonly awaitingFirstSnapshot: readonly string[];
 }
 
 export interface ExchangeTiming {
@@ -152,6 +163,7 @@ export async function observe(deps: OpsDeps, now: number): Promise<OpsSnapshot> 
       ]),
     ),
     exchange: await exchangeTiming(deps),
+    ...(deps.recording ? { recording: deps.recording() } : {}),
   };
   return { health, status };
 }
