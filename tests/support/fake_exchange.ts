@@ -18,8 +18,11 @@
  * `serverShutdown` in the shape of the connection kind, refuses over-long
  * URLs with 414, answers live `SUBSCRIBE` requests and drops a connection that
  * sends more than the market's message rate, lists symbol statuses and the
- * request-weight limit in `exchangeInfo`, tells the time, and can serve
- * snapshots that lag behind the diff stream.
+ * request-weight limit in `exchangeInfo` (and can change the listing at run
+ * time: new feeds, `delistSymbol`, `setSymbolStatus`), reports the weight
+ * used within the last minute, tells the time, and can serve snapshots that
+ * lag behind the diff stream. Besides depth it publishes `trade`, `aggTrade`
+ * and `bookTicker`, on USD-M each on its own base (`/public`, `/market`).
  */
 
 /** One stream's message source. */
@@ -219,7 +222,8 @@ export class FakeExchange implements AsyncDisposable {
   #stalledUntil = 0;
   readonly #restFailures: RestFailure[] = [];
   readonly #restRequests: FakeRestRequest[] = [];
-  #usedWeight = 0;
+  /** Weight of the REST requests of the last minute (Date.now(), weight), oldest first. */
+  readonly #weights: Array<{ at: number; weight: number }> = [];
   /** fallback snapshot id when no diff stream tells us a better one */
   #snapshotCounter = 1_000_000;
   #closing: Promise<void> | undefined;
@@ -675,10 +679,14 @@ export class FakeExchange implements AsyncDisposable {
   #rest(request: Request, url: URL): Response {
     const path = url.pathname;
     this.#restRequests.push({ path, query: url.search.replace(/^\?/, ""), at: Date.now() });
-    this.#usedWeight += requestWeight(path, url.searchParams);
+    // The weight used within the last minute (BINANCE.md, REST limits: per minute).
+    const at = Date.now();
+    this.#weights.push({ at, weight: requestWeight(path, url.searchParams) });
+    while (this.#weights[0].at <= at - 60_000) this.#weights.shift();
+    const used = this.#weights.reduce((sum, w) => sum + w.weight, 0);
     const weight = {
-      "x-mbx-used-weight": String(this.#usedWeight),
-      "x-mbx-used-weight-1m": String(this.#usedWeight),
+      "x-mbx-used-weight": String(used),
+      "x-mbx-used-weight-1m": String(used),
     };
 
     const failure = this.#restFailures[0];
