@@ -125,6 +125,8 @@ const archive = await countArchive(dataDir, { fromUs: 0, toUs: Number.MAX_SAFE_I
 
 let missing = 0;
 let extra = 0;
+// Frames of the streams only: `counts.sent` also holds the answers to live SUBSCRIBEs.
+const dataSent = Object.values(counts.perStream).reduce((n, c) => n + c, 0);
 for (const [stream, sent] of Object.entries(counts.perStream)) {
   const kept = archive.perStream.get(stream) ?? 0;
   missing += Math.max(0, sent - kept);
@@ -166,7 +168,7 @@ const lines = [
     WEIGHT_LIMIT.spot / 2
   }) |`,
   `| waiting for a first snapshot, every 30 s | ${progress.join("; ")} |`,
-  `| messages sent / kept | ${counts.sent.toLocaleString("en")} / ${
+  `| messages sent / kept | ${dataSent.toLocaleString("en")} / ${
     (archive.dataLines - snapshotLines).toLocaleString("en")
   } (missing ${missing}, extra ${extra}, repeated ids ${archive.duplicates}) |`,
   `| snapshot lines stored | ${snapshotLines} |`,
