@@ -7,7 +7,9 @@
 import { parse as parseDotenv } from "dotenv";
 import { z } from "zod";
 import { redactUrls } from "./ops/redact.ts";
-import type { Config, DepthLevel, LogLevel, Market, S3Config } from "./config_types.ts";
+import { canonicalTerm } from "./binance/selection.ts";
+import { parseShard } from "./binance/shard.ts";
+import type { Config, DepthLevel, LogLevel, Market, S3Config, StreamKind } from "./config_types.ts";
 
 /** One bad option. `value` is the raw value as found, or `"<redacted>"` for a secret. */
 export interface ConfigProblem {
@@ -145,18 +147,64 @@ function binanceBaseUrl(protocol: RegExp, allowed: string) {
     .transform((s) => s.replace(/\/+$/, ""));
 }
 
-/** Symbols: `_` appears only in USD-M delivery contracts such as ETHUSDT_210625. */
-function symbols(market: Market | undefined) {
+/**
+ * Symbol terms (SYMBOL, SYMBOL_EXCLUDE): names, `*` patterns, or `ALL` (kept
+ * as `*`), upper-cased. Letters and digits of any script: spot lists symbols
+ * with non-ASCII letters (BINANCE.md, Payloads). `_` appears only in USD-M
+ * delivery contracts such as ETHUSDT_210625.
+ */
+function symbolTerms(market: Market | undefined, options: { required: boolean }) {
   const characters = market === "usdm"
-    ? "A-Z, 0-9 and _"
+    ? "letters, digits and _"
     : market === "spot"
-    ? "A-Z and 0-9"
-    : "A-Z and 0-9 (and _ for MARKET=usdm)";
-  const allowed = `one or more comma-separated symbols of 2 to 30 characters ${characters}`;
-  const pattern = market === "spot" ? /^[A-Z0-9]{2,30}$/ : /^[A-Z0-9_]{2,30}$/;
+    ? "letters and digits"
+    : "letters and digits (and _ for MARKET=usdm)";
+  const allowed = `one or more comma-separated symbols of 2 to 30 ${characters}, ` +
+    `patterns with * (such as *USDT) or ALL`;
+  const name = market === "spot" ? /^[\p{L}\p{N}]{2,30}$/u : /^[\p{L}\p{N}_]{2,30}$/u;
+  const pattern = market === "spot" ? /^[\p{L}\p{N}*]{1,30}$/u : /^[\p{L}\p{N}_*]{1,30}$/u;
+  const term = z.string().refine(
+    (t) => t === "*" || (t.includes("*") ? pattern.test(t) : name.test(t)),
+    allowed,
+  );
   return z.string()
-    .transform((s) => [...new Set(s.split(",").map((p) => p.trim().toUpperCase()).filter(Boolean))])
-    .pipe(z.array(z.string().regex(pattern, allowed)).min(1, allowed));
+    .transform((s) => [
+      ...new Set(
+        s.split(",").map((p) => p.trim()).filter(Boolean).map(canonicalTerm).map((t) =>
+          t.normalize("NFC")
+        ),
+      ),
+    ])
+    .pipe(z.array(term).min(options.required ? 1 : 0, allowed));
+}
+
+const STREAM_KINDS = ["depth", "trade", "aggTrade", "bookTicker"] as const;
+
+/** STREAMS: what to record per symbol, comma-separated, case-insensitive; `trade` is spot only. */
+function streamKinds(market: Market | undefined) {
+  const allowed = market === "usdm"
+    ? "one or more of depth, aggTrade, bookTicker (USD-M has no public trade stream)"
+    : "one or more of depth, trade, aggTrade, bookTicker";
+  const canonical = new Map(STREAM_KINDS.map((k) => [k.toLowerCase(), k] as const));
+  return z.string()
+    .transform((s) => [
+      ...new Set(
+        s.split(",").map((p) => p.trim()).filter(Boolean).map((p) =>
+          canonical.get(p.toLowerCase()) ?? p
+        ),
+      ),
+    ])
+    .pipe(
+      z.array(
+        z.string().refine(
+          (k) =>
+            (STREAM_KINDS as readonly string[]).includes(k) &&
+            !(k === "trade" && market === "usdm"),
+          allowed,
+        ),
+      ).min(1, allowed),
+    )
+    .transform((kinds) => kinds as StreamKind[]);
 }
 
 const UPDATE_SPEEDS: Readonly<Record<Market, readonly number[]>> = {
@@ -292,7 +340,20 @@ function envSchema(context: Context) {
   const { market, sse, isSet } = context;
   return z.object({
     // stream selection
-    SYMBOL: setting("BTCUSDT").pipe(symbols(market)),
+    SYMBOL: setting("BTCUSDT").pipe(symbolTerms(market, { required: true })),
+    SYMBOL_EXCLUDE: setting("").pipe(symbolTerms(market, { required: false })),
+    SHARD: setting("0/1").pipe(
+      z.string().transform((s, ctx) => {
+        const shard = parseShard(s);
+        if (!shard) {
+          ctx.addIssue({ code: "custom", message: "k/N with 0 <= k < N <= 1024, such as 0/3" });
+          return z.NEVER;
+        }
+        return shard;
+      }),
+    ),
+    EXCHANGE_INFO_REFRESH_SECONDS: setting("300").pipe(integer(1, 86400)),
+    STREAMS: setting("depth").pipe(streamKinds(market)),
     MARKET: marketField,
     DEPTH_LEVEL: setting("20").pipe(depthLevel),
     UPDATE_SPEED_MS: setting("100").pipe(perMarket(UPDATE_SPEEDS, market)),
@@ -467,6 +528,10 @@ export function parseConfig(
 
   const config: Config = compact({
     symbols: Object.freeze(e.SYMBOL),
+    symbolExclude: Object.freeze(e.SYMBOL_EXCLUDE),
+    shard: e.SHARD,
+    exchangeInfoRefreshSeconds: e.EXCHANGE_INFO_REFRESH_SECONDS,
+    streamKinds: Object.freeze(e.STREAMS),
     market: e.MARKET,
     depthLevel: e.DEPTH_LEVEL,
     updateSpeedMs: e.UPDATE_SPEED_MS,

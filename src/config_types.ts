@@ -7,6 +7,8 @@ export type Market = "spot" | "usdm";
 export type DepthLevel = 5 | 10 | 20 | "full";
 export type LogLevel = "trace" | "debug" | "info" | "warning" | "error" | "fatal";
 export type LogFormat = "text" | "json";
+/** What is recorded per symbol (`STREAMS`). */
+export type StreamKind = "depth" | "trade" | "aggTrade" | "bookTicker";
 
 export interface S3Config {
   readonly bucket: string;
@@ -21,8 +23,19 @@ export interface S3Config {
 }
 
 export interface Config {
-  /** Upper-case symbols, de-duplicated, in the order given. */
+  /**
+   * `SYMBOL` terms, upper case (NFC), de-duplicated, in the order given:
+   * symbol names and patterns with `*` (`ALL` is kept as `*`). See binance/selection.ts.
+   */
   readonly symbols: readonly string[];
+  /** `SYMBOL_EXCLUDE` terms, same syntax; empty by default. */
+  readonly symbolExclude: readonly string[];
+  /** `SHARD=k/N`: this instance records shard k of N (default 0/1, everything). */
+  readonly shard: { readonly index: number; readonly count: number };
+  /** How often exchangeInfo is read again to follow listings, delistings and statuses. */
+  readonly exchangeInfoRefreshSeconds: number;
+  /** `STREAMS`: the kinds recorded per symbol, in the order given (default depth only). */
+  readonly streamKinds: readonly StreamKind[];
   readonly market: Market;
   readonly depthLevel: DepthLevel;
   readonly updateSpeedMs: number;

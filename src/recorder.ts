@@ -103,6 +103,10 @@ export class Recorder {
   readonly #chainStarts = new Map<string, number>();
   /** Per group, its stream names as a set: checked on every frame. */
   readonly #groupSets = new WeakMap<StreamGroup, ReadonlySet<string>>();
+  /** Streams that left the recorded set: their frames and events are no longer kept. */
+  readonly #stopped = new Set<string>();
+  /** The group a stream is recorded from, once `adopt` named one (a re-listed symbol's new group). */
+  readonly #home = new Map<string, StreamGroup>();
   #malformedSinceLog = 0;
   #malformedLoggedAt = -Infinity;
   #sinceLagSample = 0;
@@ -121,6 +125,7 @@ export class Recorder {
     const { metrics } = this.#options;
     metrics?.bytesReceived.inc(utf8Length(text));
     const frame = parseFrame(text);
+    if (frame.kind === "data" && this.#left(group, frame.stream)) return;
     if (frame.kind === "data" && this.#carries(group, frame.stream)) {
       metrics?.messagesReceived.inc({ stream: frame.stream });
       this.#lastMessageAt.set(frame.stream, this.#now());
@@ -136,7 +141,11 @@ export class Recorder {
         event: frame.event,
         conn: group.conn,
       });
-      this.event(group.names, "control", recvTs, { conn: group.conn, socket: socketId, raw: text });
+      this.event(this.#live(group, group.names), "control", recvTs, {
+        conn: group.conn,
+        socket: socketId,
+        raw: text,
+      });
       if (frame.event === "serverShutdown") group.rotate?.();
       return;
     }
@@ -148,7 +157,7 @@ export class Recorder {
       : frame.reason;
     const stream = frame.stream !== undefined && this.#carries(group, frame.stream)
       ? frame.stream
-      : group.names[0];
+      : this.#live(group, group.names)[0] ?? group.names[0];
     this.#add(stream, {
       text: eventLine(recvTs, stream, "malformed", { reason, raw: text }),
       recvTs,
@@ -170,7 +179,10 @@ export class Recorder {
     streams: readonly string[] = group.names,
   ): void {
     if (role === "successor") return;
-    this.event(streams, "connected", recvTs, { conn: group.conn, socket: socketId });
+    this.event(this.#live(group, streams), "connected", recvTs, {
+      conn: group.conn,
+      socket: socketId,
+    });
   }
 
   /**
@@ -183,7 +195,7 @@ export class Recorder {
     socketId: number,
     info: { replaced?: boolean; recvTs: number; details: Record<string, unknown> },
   ): void {
-    for (const stream of group.names) {
+    for (const stream of this.#live(group, group.names)) {
       let state = this.#streams.get(stream);
       if (!state) this.#streams.set(stream, state = {});
       if (state.held?.socketId === socketId) state.held = undefined;
@@ -256,6 +268,42 @@ export class Recorder {
       isData: true,
       isSnapshot: true,
     });
+  }
+
+  /**
+   * `group` records its streams from now on: a stream that had stopped (a
+   * symbol listed again) starts a fresh chain, and frames of it from the
+   * group it left are no longer kept.
+   */
+  adopt(group: StreamGroup): void {
+    for (const stream of group.names) {
+      this.#home.set(stream, group);
+      if (!this.#stopped.delete(stream)) continue;
+      this.#streams.delete(stream);
+      this.#chainStarts.delete(stream);
+      this.#lastMessageAt.delete(stream);
+    }
+  }
+
+  /**
+   * `streams` leave the record (their symbol was delisted or excluded): a
+   * `stopped` event line ends each, its open batch is sealed and handed on,
+   * and whatever still arrives for it is dropped.
+   */
+  stop(
+    streams: readonly string[],
+    recvTs: number,
+    details: Readonly<Record<string, unknown>> = {},
+  ): void {
+    for (const stream of streams) {
+      if (this.#stopped.has(stream)) continue;
+      this.#add(stream, this.#event(stream, recvTs, "stopped", details));
+      this.#stopped.add(stream);
+      this.#home.delete(stream);
+      this.#lastMessageAt.delete(stream);
+      const sealed = this.#options.batcher.sealStream(stream);
+      if (sealed) this.#options.submit(sealed);
+    }
   }
 
   /** Seals batches that reached their age; call a few times a second. */
@@ -413,7 +461,20 @@ export class Recorder {
   #carries(group: StreamGroup, stream: string): boolean {
     let names = this.#groupSets.get(group);
     if (!names) this.#groupSets.set(group, names = new Set(group.names));
-    return names.has(stream);
+    return names.has(stream) && (this.#home.get(stream) ?? group) === group;
+  }
+
+  /** A stream of `group` that is no longer recorded from it (stopped, or moved to another group). */
+  #left(group: StreamGroup, stream: string): boolean {
+    if (this.#stopped.has(stream)) return true;
+    const home = this.#home.get(stream);
+    return home !== undefined && home !== group;
+  }
+
+  /** Those of `streams` still recorded from `group`. */
+  #live(group: StreamGroup, streams: readonly string[]): readonly string[] {
+    if (this.#stopped.size === 0 && this.#home.size === 0) return streams;
+    return streams.filter((s) => !this.#stopped.has(s) && (this.#home.get(s) ?? group) === group);
   }
 
   #disconnected(stream: string, recvTs: number, details: Record<string, unknown>): void {

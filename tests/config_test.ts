@@ -37,6 +37,10 @@ function badVariables(env: Record<string, string>): string[] {
 Deno.test("parseConfig applies docs/DESIGN.md's defaults to an empty environment", () => {
   const expected: Config = {
     symbols: ["BTCUSDT"],
+    symbolExclude: [],
+    shard: { index: 0, count: 1 },
+    exchangeInfoRefreshSeconds: 300,
+    streamKinds: ["depth"],
     market: "spot",
     depthLevel: 20,
     updateSpeedMs: 100,
@@ -116,14 +120,55 @@ Deno.test("parseConfig allows underscores in symbols only for usdm", () => {
   assert.deepEqual(error.problems.map((p) => p.variable), ["SYMBOL"]);
   assert.equal(
     error.message,
-    `SYMBOL="ETHUSDT_210625": expected one or more comma-separated symbols of 2 to 30 characters A-Z and 0-9`,
+    `SYMBOL="ETHUSDT_210625": expected one or more comma-separated symbols of 2 to 30 letters and digits, patterns with * (such as *USDT) or ALL`,
   );
 });
 
 Deno.test("parseConfig rejects malformed SYMBOL values", () => {
-  for (const bad of ["BTC-USDT", "B", "A".repeat(31), ",,", "BTC USDT", "BTCUSDT,ÉTH"]) {
+  for (
+    const bad of ["BTC-USDT", "B", "A".repeat(31), ",,", "BTC USDT", "BTCUSDT,ÉT.H", "**.", "BTC?"]
+  ) {
     assert.deepEqual(badVariables({ SYMBOL: bad }), ["SYMBOL"], bad);
   }
+});
+
+Deno.test("parseConfig reads SYMBOL=ALL, patterns and SYMBOL_EXCLUDE case-insensitively", () => {
+  const config = parseConfig({ SYMBOL: "all", SYMBOL_EXCLUDE: "btc*, *up*" });
+  assert.deepEqual(config.symbols, ["*"]);
+  assert.deepEqual(config.symbolExclude, ["BTC*", "*UP*"]);
+  assert.deepEqual(parseConfig({ SYMBOL: "*usdt,ethbtc,Bnb*" }).symbols, [
+    "*USDT",
+    "ETHBTC",
+    "BNB*",
+  ]);
+  // Spot lists symbols in other scripts (BINANCE.md, Payloads); kept in NFC.
+  assert.deepEqual(parseConfig({ SYMBOL: "币安人生USDT,e\u0301thusdt" }).symbols, [
+    "币安人生USDT",
+    "\u00c9THUSDT",
+  ]);
+});
+
+Deno.test("parseConfig reads STREAMS case-insensitively; trade is spot only", () => {
+  assert.deepEqual(parseConfig({ STREAMS: "depth, TRADE,bookticker,depth" }).streamKinds, [
+    "depth",
+    "trade",
+    "bookTicker",
+  ]);
+  assert.deepEqual(parseConfig({ MARKET: "usdm", STREAMS: "aggtrade" }).streamKinds, ["aggTrade"]);
+  assert.deepEqual(badVariables({ MARKET: "usdm", STREAMS: "depth,trade" }), ["STREAMS"]);
+  assert.deepEqual(badVariables({ STREAMS: "depth,kline" }), ["STREAMS"]);
+  assert.deepEqual(badVariables({ STREAMS: "," }), ["STREAMS"]);
+});
+
+Deno.test("parseConfig reads SHARD=k/N and EXCHANGE_INFO_REFRESH_SECONDS", () => {
+  assert.deepEqual(parseConfig({ SHARD: "2/3" }).shard, { index: 2, count: 3 });
+  assert.equal(parseConfig({ EXCHANGE_INFO_REFRESH_SECONDS: "60" }).exchangeInfoRefreshSeconds, 60);
+  for (const bad of ["3/3", "1", "-1/2", "0/0", "a/b", "0/2000"]) {
+    assert.deepEqual(badVariables({ SHARD: bad }), ["SHARD"], bad);
+  }
+  assert.deepEqual(badVariables({ EXCHANGE_INFO_REFRESH_SECONDS: "0" }), [
+    "EXCHANGE_INFO_REFRESH_SECONDS",
+  ]);
 });
 
 Deno.test("parseConfig accepts MARKET case-insensitively and picks that market's URLs", () => {

@@ -391,3 +391,29 @@ Deno.test("parseFrame returns on pathological input (the fast path cannot backtr
     "malformed",
   );
 });
+
+Deno.test("trade, aggTrade and book ticker frames carry their one id (t, a, u), fast path or not", () => {
+  const trade =
+    `{"stream":"btcusdt@trade","data":{"e":"trade","E":1723161255343,"s":"BTCUSDT","t":3735683259,"p":"61837.63000000","q":"0.02000000","T":1723161255342,"m":true,"M":true}}`;
+  const agg =
+    `{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","E":1,"s":"BTCUSDT","a":5933014,"p":"1.0","q":"2","f":100,"l":105,"T":1,"m":true}}`;
+  const ticker =
+    `{"stream":"btcusdt@bookTicker","data":{"u":50093239212,"s":"BTCUSDT","b":"61837.63000000","B":"3.78826000","a":"61837.64000000","A":"1.54698000"}}`;
+  const usdmTicker =
+    `{"stream":"btcusdt@bookTicker","data":{"e":"bookTicker","u":400900217,"s":"BTCUSDT","b":"1","B":"2","a":"3","A":"4","T":1,"E":2}}`;
+  for (
+    const [text, id] of [[trade, 3735683259], [agg, 5933014], [ticker, 50093239212], [
+      usdmTicker,
+      400900217,
+    ]] as const
+  ) {
+    const frame = parseFrame(text);
+    assert.equal(frame.kind, "data");
+    if (frame.kind !== "data") continue;
+    assert.equal(frame.firstUpdateId, id, text);
+    assert.equal(frame.lastUpdateId, id, text);
+    assert.deepEqual(frame, parseFrameSlow(text));
+  }
+  // The spot ticker (strings and numbers only) takes the fast path.
+  assert.deepEqual(parseFrameFast(ticker), parseFrameSlow(ticker));
+});

@@ -92,3 +92,18 @@ Deno.test("a spot diff message overlapping what was kept follows on without a ga
     { kind: "next" },
   );
 });
+
+Deno.test("trade and aggTrade ids must be consecutive; book ticker ids only grow", () => {
+  assert.equal(sequenceRuleFor("spot", "trade"), "consecutive");
+  assert.equal(sequenceRuleFor("usdm", "aggTrade"), "consecutive");
+  assert.equal(sequenceRuleFor("spot", "bookTicker"), "partial");
+  const one = (id: number): MessageIds => ({ firstUpdateId: id, lastUpdateId: id });
+  assert.deepEqual(continuity("consecutive", 10, one(11)), { kind: "next" });
+  assert.deepEqual(continuity("consecutive", 10, one(13)), {
+    kind: "gap",
+    expected: 11,
+    received: 13,
+  });
+  assert.deepEqual(continuity("consecutive", 10, one(10)), { kind: "duplicate", last: 10 });
+  assert.deepEqual(continuity("partial", 10, one(15)), { kind: "next" }, "ticker skips ids");
+});

@@ -15,7 +15,9 @@ interface Running extends AsyncDisposable {
   readonly server: OpsServer;
 }
 
-function startInstance(): Running {
+function startInstance(
+  recording?: () => { symbols: number; streams: number; awaitingFirstSnapshot: string[] },
+): Running {
   const metrics = new Metrics();
   const stop = new AbortController();
   const server = serveOps(
@@ -27,6 +29,7 @@ function startInstance(): Running {
       instanceId: "box-7",
       residentBytes: () => 90 * 1024 ** 2,
       backlog: () => 0,
+      recording,
     }),
     stop.signal,
   );
@@ -57,6 +60,23 @@ Deno.test("status exits 0 and prints a summary while the instance is healthy", a
   assert.match(printed, /last upload none yet; 0 batch\(es\) waiting; spool 0 batch\(es\), 0 B/);
   assert.match(printed, /memory 90\.0 MB resident/);
   assert.match(printed, /all 7 checks ok/);
+});
+
+Deno.test("status names the diff streams still waiting for their first snapshot", async () => {
+  const waiting = ["a", "b", "c", "d", "e", "f"].map((s) => `${s}usdt@depth@100ms`);
+  await using instance = startInstance(() => ({
+    symbols: 40,
+    streams: 40,
+    awaitingFirstSnapshot: waiting,
+  }));
+  const [code, printed] = await runStatus(instance.server.addr);
+  assert.equal(code, 0);
+  assert.match(
+    printed,
+    /\n {2}recording 40 symbol\(s\), 40 stream\(s\); 6 wait for their first snapshot \(ausdt@depth@100ms, busdt@depth@100ms, cusdt@depth@100ms, dusdt@depth@100ms, eusdt@depth@100ms, …\)\n/,
+  );
+  const body = await (await fetch(`http://127.0.0.1:${instance.server.addr.port}/status`)).json();
+  assert.deepEqual(body.recording.awaitingFirstSnapshot, waiting);
 });
 
 Deno.test("status exits 1 on a warning and names the check", async () => {

@@ -6,6 +6,8 @@ import {
   MAX_URL_LENGTH,
   parseStreamName,
   planConnection,
+  streamBaseUrl,
+  symbolStreams,
 } from "../src/binance/streams.ts";
 import { parseConfig } from "../src/config.ts";
 import type { Market } from "../src/config_types.ts";
@@ -122,4 +124,22 @@ Deno.test("planConnection keeps the URL within the bound and puts the rest in SU
   assert.deepEqual(few.subscribe, []);
   // One name always goes in the URL, however long.
   assert.deepEqual(planConnection(base, ["x".repeat(5000)]).inUrl, ["x".repeat(5000)]);
+});
+
+Deno.test("symbolStreams names one stream per STREAMS kind; USD-M aggTrade goes to /market (BINANCE.md, Endpoints)", () => {
+  const spot = { market: "spot", depthLevel: 20, updateSpeedMs: 100 } as const;
+  assert.deepEqual(symbolStreams("BTCUSDT", spot), ["btcusdt@depth20@100ms"]);
+  assert.deepEqual(
+    symbolStreams("BTCUSDT", {
+      ...spot,
+      streamKinds: ["depth", "trade", "aggTrade", "bookTicker"],
+    }),
+    ["btcusdt@depth20@100ms", "btcusdt@trade", "btcusdt@aggTrade", "btcusdt@bookTicker"],
+  );
+  const usdm = "wss://fstream.binance.com/public";
+  assert.equal(streamBaseUrl(usdm, "usdm", "btcusdt@aggTrade"), "wss://fstream.binance.com/market");
+  assert.equal(streamBaseUrl(usdm, "usdm", "btcusdt@bookTicker"), usdm);
+  assert.equal(streamBaseUrl(usdm, "usdm", "btcusdt@depth"), usdm);
+  const spotUrl = "wss://stream.binance.com:9443";
+  assert.equal(streamBaseUrl(spotUrl, "spot", "btcusdt@aggTrade"), spotUrl);
 });

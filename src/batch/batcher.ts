@@ -199,6 +199,12 @@ export class Batcher {
     return this.#account.bytes;
   }
 
+  /** Seals the open batch of `stream`, if any (the stream stops). */
+  sealStream(stream: string): SealedBatch | undefined {
+    const batch = this.#open.get(stream);
+    return batch ? this.#seal(batch) : undefined;
+  }
+
   /** Seals every open batch (shutdown). */
   sealAll(): SealedBatch[] {
     return [...this.#open.values()].map((batch) => this.#seal(batch));

@@ -23,7 +23,11 @@ export type EventName =
   | "dropped"
   | "shutdown"
   | "suspended"
-  | "clock_step";
+  | "clock_step"
+  /** exchangeInfo lists a new status for the symbol (TRADING ↔ BREAK, HALT…); recording goes on. */
+  | "status"
+  /** The symbol left the recorded set (delisted, excluded, another shard's): its last line. */
+  | "stopped";
 
 const FIXED_KEYS = new Set(["recv_ts", "stream", "event"]);
 

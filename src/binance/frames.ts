@@ -121,8 +121,18 @@ function fastFrame(stream: string, dataText: string): Frame | typeof UNSURE {
   }
   const id = numberAt(dataText, 'lastUpdateId":');
   if (id === UNSURE) return UNSURE;
-  if (id === undefined) return { kind: "data", stream, dataText };
-  return { kind: "data", stream, dataText, firstUpdateId: id, lastUpdateId: id };
+  if (id !== undefined) {
+    return { kind: "data", stream, dataText, firstUpdateId: id, lastUpdateId: id };
+  }
+  // Trades and other events (they name an `e`): the slow path applies updateIds' rules.
+  if (keyIndex(dataText, 'e":', 0) >= 0) return UNSURE;
+  // Spot book ticker: `u` alone.
+  const u = numberAt(dataText, 'u":');
+  if (u === UNSURE) return UNSURE;
+  if (u === undefined || keyIndex(dataText, 'U":', 0) >= 0) {
+    return { kind: "data", stream, dataText };
+  }
+  return { kind: "data", stream, dataText, firstUpdateId: u, lastUpdateId: u };
 }
 
 /**
@@ -222,7 +232,7 @@ function rawDataText(text: string, stream: string): string | undefined {
   return text.slice(head.length, -1);
 }
 
-/** The update ids a depth payload (diff or partial) carries. */
+/** The ids a payload carries: depth (diff or partial), trade, aggTrade, book ticker. */
 export function updateIds(
   data: Record<string, unknown>,
 ): { firstUpdateId?: number; lastUpdateId?: number; prevUpdateId?: number } {
@@ -236,7 +246,15 @@ export function updateIds(
   if (typeof data.lastUpdateId === "number") {
     return { firstUpdateId: data.lastUpdateId, lastUpdateId: data.lastUpdateId };
   }
-  return {};
+  // Trades (`t`), aggregate trades (`a`), book ticker (`u`): one id per message.
+  const id = data.e === "trade"
+    ? data.t
+    : data.e === "aggTrade"
+    ? data.a
+    : (data.e === undefined || data.e === "bookTicker") && data.U === undefined
+    ? data.u
+    : undefined;
+  return typeof id === "number" ? { firstUpdateId: id, lastUpdateId: id } : {};
 }
 
 /** Best effort: the stream a broken frame was meant for, if its text names one. */

@@ -157,28 +157,45 @@ export function weightLimitOf(rateLimits: unknown): number | undefined {
   return typeof limit === "number" && limit > 0 ? limit : undefined;
 }
 
+/** What `exchangeInfo` lists: every symbol with its status, and the weight limit. */
+export interface ExchangeInfo {
+  /** In exchangeInfo's order; a symbol without a status counts as `TRADING`. */
+  readonly listed: ReadonlyArray<{ readonly symbol: string; readonly status: string }>;
+  /** The per-minute `REQUEST_WEIGHT` limit from `rateLimits`, when listed. */
+  readonly weightLimit?: number;
+}
+
+/** Reads `exchangeInfo` (weight 20); throws RestError when it cannot ask or the answer is not JSON. */
+export async function readExchangeInfo(
+  options: { restUrl: string; market: Market; limiter: RestLimiter; signal?: AbortSignal },
+): Promise<ExchangeInfo> {
+  const url = `${options.restUrl}${restPaths(options.market).exchangeInfo}`;
+  const { status, text } = await options.limiter.get(url, { weight: 20, signal: options.signal });
+  if (status !== 200) throw new RestError(`${url} answered HTTP ${status}`, status);
+  let info: { symbols?: Array<{ symbol?: unknown; status?: unknown }>; rateLimits?: unknown };
+  try {
+    info = JSON.parse(text);
+  } catch {
+    throw new RestError(`${url} did not answer JSON`);
+  }
+  if (typeof info !== "object" || info === null || !Array.isArray(info.symbols ?? [])) {
+    throw new RestError(`${url} answered JSON without a symbols list`);
+  }
+  const listed = (info.symbols ?? [])
+    .filter((s) => typeof s?.symbol === "string" && s.symbol !== "")
+    .map((s) => ({ symbol: String(s.symbol), status: String(s.status ?? "TRADING") }));
+  const weightLimit = weightLimitOf(info.rateLimits);
+  return weightLimit === undefined ? { listed } : { listed, weightLimit };
+}
+
 /** Checks configured symbols against `exchangeInfo`; throws RestError when it cannot ask. */
 export async function checkSymbols(
   symbols: readonly string[],
   options: { restUrl: string; market: Market; limiter: RestLimiter; signal?: AbortSignal },
 ): Promise<SymbolCheck> {
-  const url = `${options.restUrl}${restPaths(options.market).exchangeInfo}`;
-  const { status, text } = await options.limiter.get(url, { weight: 20, signal: options.signal });
-  if (status !== 200) throw new RestError(`${url} answered HTTP ${status}`, status);
-  let listed: Map<string, string>;
-  let weightLimit: number | undefined;
-  try {
-    const info = JSON.parse(text) as {
-      symbols?: Array<{ symbol?: unknown; status?: unknown }>;
-      rateLimits?: unknown;
-    };
-    listed = new Map(
-      (info.symbols ?? []).map((s) => [String(s.symbol), String(s.status ?? "TRADING")]),
-    );
-    weightLimit = weightLimitOf(info.rateLimits);
-  } catch {
-    throw new RestError(`${url} did not answer JSON`);
-  }
+  const info = await readExchangeInfo(options);
+  const listed = new Map(info.listed.map((s) => [s.symbol, s.status]));
+  const weightLimit = info.weightLimit;
   const unknown = symbols.filter((s) => !listed.has(s));
   const notTrading = symbols
     .filter((s) => listed.has(s) && listed.get(s) !== "TRADING")

@@ -8,11 +8,15 @@
  * - USD-M diff depth: pu == previous u (U is not previous u + 1 on futures)
  * - partial depth:    lastUpdateId only grows; an older or equal one is a duplicate.
  *   Partial books skip ids by design, so they can repeat but never "gap".
+ *   Book ticker (`u`) follows the same rule: it skips the book updates that
+ *   left the best level alone.
+ * - trade (`t`) and aggTrade (`a`): ids are consecutive per symbol, so the
+ *   next one is previous + 1 and anything larger is a gap.
  */
 
 import type { Market } from "../config_types.ts";
 
-export type SequenceRule = "spot-diff" | "usdm-diff" | "partial";
+export type SequenceRule = "spot-diff" | "usdm-diff" | "partial" | "consecutive";
 
 export interface MessageIds {
   readonly firstUpdateId: number;
@@ -27,9 +31,10 @@ export type Continuity =
   | { readonly kind: "duplicate"; readonly last: number }
   | { readonly kind: "gap"; readonly expected: number; readonly received: number };
 
-/** The rule for a stream type such as `depth@100ms` or `depth20@100ms`. */
+/** The rule for a stream type such as `depth@100ms`, `depth20@100ms`, `trade` or `bookTicker`. */
 export function sequenceRuleFor(market: Market, streamType: string): SequenceRule {
   if (/^depth(@|$)/.test(streamType)) return market === "usdm" ? "usdm-diff" : "spot-diff";
+  if (streamType === "trade" || streamType === "aggTrade") return "consecutive";
   return "partial";
 }
 
@@ -58,6 +63,10 @@ export function continuity(
   switch (rule) {
     case "partial":
       return { kind: "next" };
+    case "consecutive":
+      return ids.firstUpdateId === last + 1
+        ? { kind: "next" }
+        : { kind: "gap", expected: last + 1, received: ids.firstUpdateId };
     case "spot-diff":
       return ids.firstUpdateId <= last + 1
         ? { kind: "next" }

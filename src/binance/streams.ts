@@ -11,7 +11,7 @@
  * not publish is acknowledged and then silent, which looks like a dead link.
  */
 
-import type { DepthLevel, Market } from "../config_types.ts";
+import type { DepthLevel, Market, StreamKind } from "../config_types.ts";
 
 export interface StreamSpec {
   /** Full Binance stream name, e.g. `btcusdt@depth20@100ms`. */
@@ -43,6 +43,38 @@ export function depthStreams(
 ): StreamSpec[] {
   const type = depthStreamType(options.market, options);
   return symbols.map((symbol) => ({ name: `${symbol.toLowerCase()}@${type}`, symbol, type }));
+}
+
+/**
+ * The stream names recorded for one symbol, one per `STREAMS` kind, in that
+ * order: depth as configured, `<sym>@trade`, `<sym>@aggTrade`, `<sym>@bookTicker`
+ * (BINANCE.md; none of them takes a speed suffix).
+ */
+export function symbolStreams(
+  symbol: string,
+  options: {
+    market: Market;
+    depthLevel: DepthLevel;
+    updateSpeedMs: number;
+    streamKinds?: readonly StreamKind[];
+  },
+): string[] {
+  const lower = symbol.toLowerCase();
+  return (options.streamKinds ?? ["depth"]).map((kind) =>
+    kind === "depth" ? `${lower}@${depthStreamType(options.market, options)}` : `${lower}@${kind}`
+  );
+}
+
+/**
+ * The WebSocket base a stream is served on. USD-M splits its streams by
+ * category since 2026 (BINANCE.md, Endpoints): depth and book ticker on
+ * `/public`, aggTrade (regular market data) on `/market`; a stream on the
+ * wrong base gets no data. `wsUrl` is the configured base (USD-M's default
+ * ends in `/public`); one that does not is used for every stream as it is.
+ */
+export function streamBaseUrl(wsUrl: string, market: Market, stream: string): string {
+  if (market !== "usdm" || !stream.endsWith("@aggTrade")) return wsUrl;
+  return wsUrl.replace(/\/public\/*$/, "/market");
 }
 
 /** Splits a stream name into symbol and type; undefined when it has no `@`. */

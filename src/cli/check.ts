@@ -163,6 +163,13 @@ function describeConfig(config: Config): string {
   const where = config.s3
     ? `s3://${config.s3.bucket}/${config.prefix}`
     : join(config.dataDir, "archive");
-  return `${config.symbols.length} ${config.market} symbol(s), depth ${config.depthLevel}, ` +
+  // Patterns (SYMBOL=ALL, *USDT) resolve against exchangeInfo when recording starts.
+  const symbols = config.symbols.some((t) => t.includes("*"))
+    ? `SYMBOL=${config.symbols.join(",")}`
+    : `${config.symbols.length}`;
+  const shard = config.shard.count > 1
+    ? ` (shard ${config.shard.index}/${config.shard.count})`
+    : "";
+  return `${symbols} ${config.market} symbol(s)${shard}, depth ${config.depthLevel}, ` +
     `${config.updateSpeedMs} ms → ${where}`;
 }

@@ -20,19 +20,21 @@ import { Journal, recoverJournal } from "../batch/journal.ts";
 import { planKey } from "../batch/keys.ts";
 import { updateIds } from "../binance/frames.ts";
 import { watchClock } from "../binance/clock.ts";
-import { checkSymbols, RestLimiter } from "../binance/rest.ts";
+import { readExchangeInfo, RestLimiter } from "../binance/rest.ts";
+import { type Listing, matchesTerm, namedSymbols } from "../binance/selection.ts";
+import { inShard } from "../binance/shard.ts";
 import { sequenceRuleFor } from "../binance/sequence.ts";
 import { Snapshotter } from "../binance/snapshots.ts";
 import {
-  depthStreams,
-  groupStreams,
+  depthStreamType,
   parseStreamName,
   planConnection,
+  streamBaseUrl,
   SUBSCRIBE_INTERVAL_MS,
+  symbolStreams,
 } from "../binance/streams.ts";
 import type { Config } from "../config_types.ts";
 import {
-  type Connection,
   type ConnectionHandlers,
   startConnection,
   type WebSocketFactory,
@@ -65,6 +67,7 @@ import { checkBucket, selectSink } from "../store/select.ts";
 import { Spool } from "../store/spool.ts";
 import { batchBudget } from "../store/budget.ts";
 import { Uploader } from "../store/uploader.ts";
+import { Universe } from "./universe.ts";
 
 const log = getLogger(["l2", "run"]);
 
@@ -283,13 +286,13 @@ async function record(config: Config, options: RunOptions): Promise<void> {
       })
       : undefined;
 
-    const streams = depthStreams(config.symbols, config);
-    metrics.declare({ streams: streams.map((s) => s.name), sink: sink.kind });
     const restLimiter = new RestLimiter({ market: config.market, fetch: options.fetch });
-    await checkConfiguredSymbols(config, restLimiter);
+    const listing = await checkConfiguredSymbols(config, restLimiter);
     const feedStop = new AbortController();
     // Diff mode: snapshots join the diff stream's objects, by symbol.
-    const diffStreamOf = new Map(streams.map((s) => [s.symbol, s.name]));
+    const diffStreamOf = new Map<string, string>();
+    // Diff mode: symbols whose first snapshot is stored (status shows the others).
+    const snapshotted = new Set<string>();
     let snapshotter: Snapshotter | undefined;
     const recorder = new Recorder({
       batcher,
@@ -301,7 +304,10 @@ async function record(config: Config, options: RunOptions): Promise<void> {
       },
       onChainStart: (stream) => {
         const spec = parseStreamName(stream);
-        if (spec) snapshotter?.request(spec.symbol, "chain start");
+        // Only the diff depth stream needs a book snapshot (not trades, not the ticker).
+        if (spec && diffStreamOf.get(spec.symbol) === stream) {
+          snapshotter?.request(spec.symbol, "chain start");
+        }
       },
       eventTimeUnit: config.timeUnit,
       onExchangeLag: (seconds) => metrics.exchangeLag.observe({ market: config.market }, seconds),
@@ -325,10 +331,11 @@ async function record(config: Config, options: RunOptions): Promise<void> {
       },
     });
     const tracker = new HealthTracker(startedAt);
-    const connections: Connection[] = [];
+    // The recorded set, once started (status may be asked before).
+    let recorded: Universe | undefined = undefined;
     const clock = startClock({
       config,
-      streams: streams.map((s) => s.name),
+      streams: () => recorded?.streams ?? [],
       recorder,
       metrics,
       tracker,
@@ -338,8 +345,8 @@ async function record(config: Config, options: RunOptions): Promise<void> {
       // After a suspension every connection is replaced at once (not after
       // STALE_AFTER_SECONDS), and diff streams get fresh snapshots.
       onSuspended: () => {
-        for (const connection of connections) connection.replace("suspended");
-        for (const symbol of config.symbols) snapshotter?.request(symbol, "suspended");
+        recorded?.replaceAll("suspended");
+        for (const symbol of diffStreamOf.keys()) snapshotter?.request(symbol, "suspended");
       },
     });
     const nowMicros = options.nowMicros ?? clock.nowMicros;
@@ -355,6 +362,13 @@ async function record(config: Config, options: RunOptions): Promise<void> {
       messageAges: () => recorder.messageAges(),
       openBatches: () => ({ bytes: batcher.openBytes, textBytes: batcher.openTextBytes }),
       clockOffset: () => clockOffset,
+      recording: () => ({
+        symbols: recorded?.symbols.length ?? 0,
+        streams: recorded?.streams.length ?? 0,
+        awaitingFirstSnapshot: config.depthLevel === "full"
+          ? [...diffStreamOf].filter(([symbol]) => !snapshotted.has(symbol)).map(([, s]) => s)
+          : [],
+      }),
       now,
       activity,
     };
@@ -394,35 +408,46 @@ async function record(config: Config, options: RunOptions): Promise<void> {
           const stream = diffStreamOf.get(symbol);
           if (stream) {
             recorder.snapshot(stream, snapshotStreamOf(symbol), text, recvTs);
+            snapshotted.add(symbol);
           }
         },
       });
     }
-    log.info("Recording {count} {market} streams ({first}…) to {sink} {location}", {
-      count: streams.length,
-      market: config.market,
-      first: streams[0]?.name,
-      sink: sink.kind,
-      location: sink.location,
-      instanceId: config.instanceId,
-    });
-
     // Binance allows 300 connection attempts per 5 minutes per IP; keep well under.
     const attempts = new AttemptLimiter({ max: 250, windowMs: 300_000 });
-    const feeds = groupStreams(streams.map((s) => s.name), config.streamsPerConnection).map(
-      (names, index) => {
-        const group: StreamGroup = {
-          conn: index + 1,
-          names,
-          retire: (socketId) => connection.retire(socketId),
-          rotate: () => connection.rotate(),
-        };
-        const plan = planConnection(config.wsUrl, names, { timeUnit: config.timeUnit });
-        const connection = startConnection({
+    const streamsOf = (symbol: string) => symbolStreams(symbol, config);
+    const depthType = depthStreamType(config.market, config);
+    const universe = new Universe({
+      rules: { include: config.symbols, exclude: config.symbolExclude, shard: config.shard },
+      streamsOf,
+      streamsPerConnection: config.streamsPerConnection,
+      baseOf: (stream) => streamBaseUrl(config.wsUrl, config.market, stream),
+      recorder,
+      signal: feedStop.signal,
+      nowMicros,
+      onStreams: ({ added, removed }) => {
+        metrics.declare({ streams: added, sink: sink.kind });
+        for (const stream of added) {
+          const spec = parseStreamName(stream);
+          if (spec?.type === depthType) diffStreamOf.set(spec.symbol, stream);
+        }
+        for (const stream of removed) {
+          const spec = parseStreamName(stream);
+          if (spec && diffStreamOf.get(spec.symbol) === stream) {
+            diffStreamOf.delete(spec.symbol);
+            snapshotted.delete(spec.symbol);
+          }
+        }
+        metrics.streamsActive.set(universe.streams.length);
+      },
+      connect: (group, signal) => {
+        const base = streamBaseUrl(config.wsUrl, config.market, group.names[0]);
+        const plan = planConnection(base, group.names, { timeUnit: config.timeUnit });
+        return startConnection({
           url: plan.url,
           subscribe: plan.subscribe,
           subscribeIntervalMs: SUBSCRIBE_INTERVAL_MS[config.market],
-          signal: feedStop.signal,
+          signal,
           staleAfterMs: config.staleAfterSeconds * 1000,
           rotateAfterMs: config.wsRotateSeconds * 1000,
           beforeConnect: (signal) => attempts.take(signal),
@@ -438,10 +463,39 @@ async function record(config: Config, options: RunOptions): Promise<void> {
             now,
           }),
         });
-        connections.push(connection);
-        return connection.done;
       },
-    );
+    });
+    recorded = universe;
+    if (listing) {
+      universe.update(listing, { quiet: true });
+    } else {
+      // exchangeInfo unread: the named symbols of this shard now, patterns at the first refresh.
+      universe.startUnlisted(
+        namedSymbols(config.symbols).filter((s) =>
+          inShard(s, config.shard) && !config.symbolExclude.some((t) => matchesTerm(s, t))
+        ),
+      );
+    }
+    log.info("Recording {count} {market} streams ({first}…) to {sink} {location}", {
+      count: universe.streams.length,
+      market: config.market,
+      first: universe.streams[0],
+      sink: sink.kind,
+      location: sink.location,
+      instanceId: config.instanceId,
+      shard: `${config.shard.index}/${config.shard.count}`,
+    });
+    const following = universe.follow({
+      read: async (signal) =>
+        (await readExchangeInfo({
+          restUrl: config.restUrl,
+          market: config.market,
+          limiter: restLimiter,
+          signal: AbortSignal.any([signal, AbortSignal.timeout(20_000)]),
+        })).listed,
+      intervalMs: config.exchangeInfoRefreshSeconds * 1000,
+      signal: feedStop.signal,
+    });
 
     const ticker = setInterval(() => recorder.tick(), 200);
     clock.tick();
@@ -455,7 +509,8 @@ async function record(config: Config, options: RunOptions): Promise<void> {
     const deadline = Date.now() + (options.shutdownBudgetMs ?? 9000);
     log.info("Shutting down: closing connections, then sealing and storing open batches");
     feedStop.abort();
-    await Promise.all(feeds);
+    await following;
+    await universe.done;
     await snapshotter?.done;
     clearInterval(ticker);
     clearInterval(clockTicker);
@@ -566,16 +621,21 @@ function connectionHandlers(context: {
 }
 
 /**
- * Unknown symbols stop the start (exit 2). A listed symbol that is not
- * trading (HALT, BREAK, CANCEL_ONLY…) still exists and may trade again, so
- * it is recorded, with one WARN (BINANCE.md, Payloads). An exchange that
- * cannot be asked does not stop it either (the stream will tell). The
- * weight limit `exchangeInfo` lists replaces the documented default.
+ * Reads `exchangeInfo` for the start. Unknown symbols named in SYMBOL stop
+ * the start (exit 2); patterns name none. A listed symbol that is not
+ * trading (HALT, BREAK, CANCEL_ONLY…) still exists and may trade again, so a
+ * named one is recorded, with one WARN (BINANCE.md, Payloads). An exchange
+ * that cannot be asked does not stop the start either (the named symbols are
+ * recorded; patterns resolve at the first refresh that succeeds). The weight
+ * limit `exchangeInfo` lists replaces the documented default.
  */
-async function checkConfiguredSymbols(config: Config, limiter: RestLimiter): Promise<void> {
-  let result;
+async function checkConfiguredSymbols(
+  config: Config,
+  limiter: RestLimiter,
+): Promise<readonly Listing[] | undefined> {
+  let info;
   try {
-    result = await checkSymbols(config.symbols, {
+    info = await readExchangeInfo({
       restUrl: config.restUrl,
       market: config.market,
       limiter,
@@ -585,19 +645,24 @@ async function checkConfiguredSymbols(config: Config, limiter: RestLimiter): Pro
     log.warn("Could not check the symbols against exchangeInfo ({error}); recording anyway", {
       error: error instanceof Error ? error.message : String(error),
     });
-    return;
+    return undefined;
   }
-  if (result.weightLimit !== undefined) limiter.setWeightLimit(result.weightLimit);
-  if (result.unknown.length > 0) {
-    const unknown = result.unknown.map((s) => `${s} (not listed on ${config.market})`);
-    throw new StartupError(`SYMBOL lists symbols Binance does not list: ${unknown.join(", ")}`);
+  if (info.weightLimit !== undefined) limiter.setWeightLimit(info.weightLimit);
+  const status = new Map(info.listed.map((l) => [l.symbol, l.status]));
+  const named = namedSymbols(config.symbols);
+  const unknown = named.filter((s) => !status.has(s));
+  if (unknown.length > 0) {
+    const listed = unknown.map((s) => `${s} (not listed on ${config.market})`);
+    throw new StartupError(`SYMBOL lists symbols Binance does not list: ${listed.join(", ")}`);
   }
-  for (const { symbol, status } of result.notTrading) {
+  for (const symbol of named) {
+    if (status.get(symbol) === "TRADING") continue;
     log.warn("{symbol} is listed with status {status}, not TRADING; recording it anyway", {
       symbol,
-      status,
+      status: status.get(symbol),
     });
   }
+  return info.listed;
 }
 
 function reportShutdown(left: readonly SealedBatch[], spool: Spool | undefined): void {

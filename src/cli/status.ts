@@ -102,10 +102,18 @@ export function summary(target: string, health: Health, report: StatusReport): s
     `  memory ${bytes(report.memory.residentBytes)} resident`,
   ];
   if (report.exchange) lines.push(`  ${exchangeLine(report.exchange)}`);
+  if (report.recording) lines.push(`  ${recordingLine(report.recording)}`);
   const problems = health.checks.filter((c) => c.status !== "ok");
   if (problems.length === 0) lines.push(`  all ${health.checks.length} checks ok`);
   for (const c of problems) lines.push(`  ${c.status.padEnd(8)} ${c.name}: ${c.message}`);
   return lines.join("\n") + "\n";
+}
+
+function recordingLine(recording: NonNullable<StatusReport["recording"]>): string {
+  const waiting = recording.awaitingFirstSnapshot;
+  const shown = waiting.slice(0, 5).join(", ") + (waiting.length > 5 ? ", …" : "");
+  return `recording ${recording.symbols} symbol(s), ${recording.streams} stream(s)` +
+    (waiting.length === 0 ? "" : `; ${waiting.length} wait for their first snapshot (${shown})`);
 }
 
 function exchangeLine(timing: NonNullable<StatusReport["exchange"]>): string {

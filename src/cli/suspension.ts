@@ -29,7 +29,8 @@ export const BUFFERED_ALLOWANCE_MS = 3000;
 export interface ClockWiring {
   readonly config: Config;
   /** Every stream recorded: each gets the event lines. */
-  readonly streams: readonly string[];
+  /** The streams recorded now (the set follows the exchange). */
+  readonly streams: () => readonly string[];
   readonly recorder: Recorder;
   readonly metrics: Metrics;
   readonly tracker: HealthTracker;
@@ -44,7 +45,7 @@ export interface ClockWiring {
 }
 
 export function startClock(wiring: ClockWiring): ReceiveClock {
-  const { recorder, metrics, streams } = wiring;
+  const { recorder, metrics } = wiring;
   return new ReceiveClock({
     wallMs: wiring.wallMs,
     monotonicMs: wiring.monotonicMs,
@@ -55,7 +56,7 @@ export function startClock(wiring: ClockWiring): ReceiveClock {
         "The wall clock stepped {direction} by {stepMs} ms; receive times re-anchored to it",
         { direction: step.direction, stepMs: step.stepMs },
       );
-      recorder.event(streams, "clock_step", step.atUs, {
+      recorder.event(wiring.streams(), "clock_step", step.atUs, {
         step_ms: step.stepMs,
         direction: step.direction,
       });
@@ -69,7 +70,7 @@ export function startClock(wiring: ClockWiring): ReceiveClock {
           "replacing every connection now",
         { reason, seconds: Math.round(suspension.durationMs / 1000), ...suspension },
       );
-      recorder.event(streams, "suspended", suspension.toUs, suspendedDetails(suspension));
+      recorder.event(wiring.streams(), "suspended", suspension.toUs, suspendedDetails(suspension));
       // Out of the clock reading (which may sit inside a socket's handler).
       setTimeout(wiring.onSuspended, 0);
     },

@@ -76,8 +76,11 @@ export function verifyOptionsFromCli(
   const symbols: string[] = [];
   for (const value of flags.symbol ?? []) {
     for (const part of value.split(",")) {
-      const symbol = part.trim().toUpperCase();
-      if (!/^[A-Z0-9_]+$/.test(symbol)) return { problem: `--symbol: not a symbol: "${part}"` };
+      // Any script: spot lists symbols with non-ASCII letters (kept in NFC, as in keys).
+      const symbol = part.trim().toUpperCase().normalize("NFC");
+      if (!/^[\p{L}\p{N}_]+$/u.test(symbol)) {
+        return { problem: `--symbol: not a symbol: "${part}"` };
+      }
       if (!symbols.includes(symbol)) symbols.push(symbol);
     }
   }

@@ -42,6 +42,8 @@ export interface OpsDeps {
   readonly openBatches?: () => { readonly bytes: number; readonly textBytes: number };
   /** Local clock minus Binance's, seconds; undefined until measured. */
   readonly clockOffset?: () => number | undefined;
+  /** The recorded set: symbols, streams, and diff streams still waiting for their first snapshot. */
+  readonly recording?: () => RecordingState;
   /** Resident set size; prom-client's default collector reports 0 under Deno. */
   readonly residentBytes?: () => number;
   /** Wall-clock ms. */
@@ -92,6 +94,15 @@ export interface StatusReport {
   readonly recentEvents: readonly (Omit<ActivityEvent, "at"> & { readonly at: string })[];
   /** Clock and lag against Binance (l2_clock_offset_seconds, l2_exchange_lag_seconds). */
   readonly exchange?: ExchangeTiming;
+  /** What is recorded now (it follows the exchange's listings). */
+  readonly recording?: RecordingState;
+}
+
+export interface RecordingState {
+  readonly symbols: number;
+  readonly streams: number;
+  /** DEPTH_LEVEL=full: diff streams whose first REST snapshot is not stored yet, in queue order. */
+  readonly awaitingFirstSnapshot: readonly string[];
 }
 
 export interface ExchangeTiming {
@@ -180,6 +191,7 @@ export async function observe(deps: OpsDeps, now: number): Promise<OpsSnapshot> 
       ...e,
       at: new Date(e.at).toISOString(),
     })),
+    ...(deps.recording ? { recording: deps.recording() } : {}),
   };
   return { health, status };
 }

@@ -78,6 +78,10 @@ export class Metrics {
     "Text of open batches: what the open-batch bound (4 × UPLOAD_QUEUE_MAX_BYTES) counts",
   );
   readonly wsConnections = this.#gauge("l2_ws_connections", "Open WebSocket connections");
+  readonly streamsActive = this.#gauge(
+    "l2_streams_active",
+    "Streams recorded now (follows listings, delistings and SYMBOL patterns)",
+  );
   readonly lastMessageAge = this.#gauge(
     "l2_last_message_age_seconds",
     "Seconds since the last data message of a stream",

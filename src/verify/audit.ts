@@ -32,7 +32,9 @@ export type ProblemKind =
   | "unreadable"
   | "malformed"
   | "bad-key"
-  | "no-data";
+  | "no-data"
+  /** Two instances recorded the same stream at the same time (their SHARD settings overlap). */
+  | "overlap";
 
 export interface Problem {
   readonly kind: ProblemKind;
@@ -66,6 +68,8 @@ export interface StreamReport {
   readonly snapshots: number;
   /** Event lines, by event name. */
   readonly events: Readonly<Record<string, number>>;
+  /** INSTANCE_IDs whose objects hold this stream's lines in the range (SHARD: exactly one at a time). */
+  readonly instances: readonly string[];
   readonly duplicates: number;
   readonly breaks: number;
   readonly unexplainedBreaks: number;
@@ -139,13 +143,18 @@ const EXPLAINING_EVENTS = new Set([
 
 /** Unexplained breaks and holes a later `dropped` line may still explain, per stream. */
 const MAX_AWAITING_DROP = 1000;
+const EVENT_DRIVEN_STREAMS = new Set(["trade", "aggTrade", "bookTicker"]);
 
 /**
  * 10 × the stream's update speed (`depth@100ms` → 1 s), at least 1 s; a stream
  * type without a speed pushes every 1000 ms. The floor only matters for
  * USD-M `@0ms`: for every other allowed speed 10 × speed is already ≥ 1 s.
+ * Trades and the book ticker come when the market moves, not on a clock:
+ * a quiet symbol legitimately sends nothing for minutes, so their holes
+ * count from an hour (their id chains still show every missed message).
  */
 export function defaultMaxHoleMs(streamType: string): number {
+  if (EVENT_DRIVEN_STREAMS.has(streamType)) return 3_600_000;
   const match = /@(\d+)ms$/.exec(streamType);
   const speedMs = match ? Number(match[1]) : 1000;
   return Math.max(10 * speedMs, 1000);
@@ -214,6 +223,8 @@ interface StreamState {
   afterUnreadable?: string;
   /** Diff streams only. */
   readonly rebuild?: RebuildTracker;
+  /** Per INSTANCE_ID, the receive times of its first and last line of this stream. */
+  readonly spans: Map<string, { first: number; last: number }>;
   /**
    * Unexplained breaks and holes, newest last: a loss is written into the
    * stream's next stored batch, so its `dropped` line comes after the hole.
@@ -332,6 +343,9 @@ export class Auditor {
     const state = this.#state(snapshot ? object.stream : name, object.parts);
     object.streams.add(state);
     const stats = state.stats;
+    const span = state.spans.get(object.parts.instanceId);
+    if (span) span.last = Math.max(span.last, ts);
+    else state.spans.set(object.parts.instanceId, { first: ts, last: ts });
     stats.firstRecvTs ??= ts;
     if (stats.lastRecvTs === undefined || ts > stats.lastRecvTs) stats.lastRecvTs = ts;
     const explains = isEvent && EXPLAINING_EVENTS.has(event);
@@ -412,6 +426,7 @@ export class Auditor {
       .sort((a, b) => (a.stream < b.stream ? -1 : a.stream > b.stream ? 1 : 0))
       .map((state) => this.#streamReport(state, hasRange ? from : undefined, to));
 
+    const overlaps = all.reduce((n, state) => n + this.#checkOverlap(state), 0);
     const symbols = this.#options.symbols ?? [];
     for (const symbol of symbols) {
       if (!all.some((s) => s.symbol === symbol)) {
@@ -429,6 +444,7 @@ export class Auditor {
     }
 
     const ok = this.#badKeys === 0 && this.#unreadable === 0 && this.#noData === 0 &&
+      overlaps === 0 &&
       streams.every((s) =>
         s.unexplainedBreaks === 0 && s.unexplainedHoles === 0 && s.duplicates === 0 &&
         s.malformedLines === 0
@@ -444,6 +460,32 @@ export class Auditor {
       problemsOmitted: this.#problemsOmitted,
       ok,
     };
+  }
+
+  /**
+   * Instances (SHARD) whose spans of one stream overlap: the same symbol was
+   * recorded twice. Handing a symbol from one instance to another (a change
+   * of N, a move) leaves spans one after the other.
+   */
+  #checkOverlap(state: StreamState): number {
+    const spans = [...state.spans].sort((a, b) => a[1].first - b[1].first);
+    let found = 0;
+    for (let i = 1; i < spans.length; i++) {
+      const [instance, span] = spans[i];
+      const earlier = spans.slice(0, i).find(([, other]) => other.last > span.first);
+      if (!earlier) continue;
+      found++;
+      this.#problem({
+        kind: "overlap",
+        stream: state.stream,
+        time: isoMicros(span.first),
+        recvTs: span.first,
+        detail: `recorded by instances ${earlier[0]} and ${instance} at the same time ` +
+          "(their SHARD settings overlap)",
+        explained: false,
+      });
+    }
+    return found;
   }
 
   #streamReport(state: StreamState, from: number | undefined, to: number): StreamReport {
@@ -464,6 +506,7 @@ export class Auditor {
       messages: s.messages,
       snapshots: s.snapshots,
       events: { ...s.events },
+      instances: [...state.spans.keys()].sort(),
       duplicates: s.duplicates,
       breaks: s.breaks,
       unexplainedBreaks: s.unexplainedBreaks,
@@ -505,6 +548,7 @@ export class Auditor {
         symbol: at === -1 ? parts.symbol : stream.slice(0, at).toUpperCase(),
         rule,
         rebuild: rule === "partial" ? undefined : new RebuildTracker(parts.market as Market),
+        spans: new Map(),
         maxHoleUs: this.#options.maxHoleUs ?? defaultMaxHoleMs(streamType) * 1000,
         stats: {
           objects: 0,

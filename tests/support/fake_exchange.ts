@@ -18,8 +18,11 @@
  * `serverShutdown` in the shape of the connection kind, refuses over-long
  * URLs with 414, answers live `SUBSCRIBE` requests and drops a connection that
  * sends more than the market's message rate, lists symbol statuses and the
- * request-weight limit in `exchangeInfo`, tells the time, and can serve
- * snapshots that lag behind the diff stream.
+ * request-weight limit in `exchangeInfo` (and can change the listing at run
+ * time: new feeds, `delistSymbol`, `setSymbolStatus`), reports the weight
+ * used within the last minute, tells the time, and can serve snapshots that
+ * lag behind the diff stream. Besides depth it publishes `trade`, `aggTrade`
+ * and `bookTicker`, on USD-M each on its own base (`/public`, `/market`).
  */
 
 import { FakeBook } from "./fake_book.ts";
@@ -112,17 +115,34 @@ export interface FakeSubscribe {
  * (symbols lower case). Anything else is acknowledged and never sent.
  */
 const PUBLISHED_NAME: Record<"spot" | "usdm", RegExp> = {
-  spot: /^[^@A-Z]+@depth(?:5|10|20)?(?:@100ms)?$/,
-  usdm: /^[^@A-Z]+@depth(?:5|10|20)?(?:@500ms|@100ms)?$/,
+  spot: /^[^@A-Z]+@(?:depth(?:5|10|20)?(?:@100ms)?|trade|aggTrade|bookTicker)$/,
+  usdm: /^[^@A-Z]+@(?:depth(?:5|10|20)?(?:@500ms|@100ms)?|aggTrade|bookTicker)$/,
+};
+/**
+ * BINANCE.md, Endpoints: USD-M serves depth and book ticker on `/public`,
+ * aggTrade on `/market`; a stream on the wrong base gets no data.
+ */
+const USDM_BASE_OF: Record<"aggTrade" | "other", "market" | "public"> = {
+  aggTrade: "market",
+  other: "public",
 };
 /** BINANCE.md, "Connection rules": incoming messages per second per connection. */
 const MESSAGE_RATE: Record<"spot" | "usdm", number> = { spot: 5, usdm: 10 };
 /** BINANCE.md, "REST limits": request weight per minute when exchangeInfo says nothing else. */
 const WEIGHT_PER_MINUTE: Record<"spot" | "usdm", number> = { spot: 6000, usdm: 2400 };
 
-/** Whether Binance publishes `name` on `market` (BINANCE.md, "Stream names"). */
-export function isPublishedName(market: "spot" | "usdm", name: string): boolean {
-  return PUBLISHED_NAME[market].test(name);
+/**
+ * Whether Binance publishes `name` on `market` (BINANCE.md, "Stream names"),
+ * and on USD-M's `base` (`public`/`market`) when the connection names one.
+ */
+export function isPublishedName(
+  market: "spot" | "usdm",
+  name: string,
+  base?: "public" | "market",
+): boolean {
+  if (!PUBLISHED_NAME[market].test(name)) return false;
+  if (market !== "usdm" || base === undefined) return true;
+  return USDM_BASE_OF[name.endsWith("@aggTrade") ? "aggTrade" : "other"] === base;
 }
 
 /** How often the single clock timer runs; short enough for 400 msg/s streams to stay smooth. */
@@ -156,6 +176,8 @@ interface ConnectionRecord {
 interface LiveConnection {
   /** whose stream names it gets, and its message-rate limit */
   readonly market: "spot" | "usdm";
+  /** USD-M's `/public` or `/market` base of the URL, when it has one */
+  readonly base?: "public" | "market";
   /** performance.now() of the client's messages within the last second */
   readonly received: number[];
   /** `timeUnit=MICROSECOND` on the URL: event times `E`/`T` in µs (BINANCE.md, Endpoints) */
@@ -202,7 +224,8 @@ export class FakeExchange implements AsyncDisposable {
   #stalledUntil = 0;
   readonly #restFailures: RestFailure[] = [];
   readonly #restRequests: FakeRestRequest[] = [];
-  #usedWeight = 0;
+  /** Weight of the REST requests of the last minute (Date.now(), weight), oldest first. */
+  readonly #weights: Array<{ at: number; weight: number }> = [];
   /** fallback snapshot id when no diff stream tells us a better one */
   #snapshotCounter = 1_000_000;
   /** symbol (upper case) -> the book kept from a real snapshot and the replayed diffs */
@@ -212,6 +235,8 @@ export class FakeExchange implements AsyncDisposable {
   readonly #maxUrlLength: number;
   readonly #clockOffsetMs: number;
   readonly #symbolStatus = new Map<string, string>();
+  /** Symbols `delistSymbol` took off the listing. */
+  readonly #delisted = new Set<string>();
   readonly #subscribes: FakeSubscribe[] = [];
   readonly #timers = new Set<ReturnType<typeof setTimeout>>();
   /** ids behind the diff stream that the next snapshots lag, one entry per snapshot */
@@ -260,6 +285,7 @@ export class FakeExchange implements AsyncDisposable {
   /** Sets (or replaces, restarting its clock at message 0) the feed of a stream. */
   setFeed(stream: string, feed: FakeStreamFeed): void {
     if (!(feed.rate > 0)) throw new RangeError(`feed rate must be > 0, got ${feed.rate}`);
+    this.#delisted.delete(stream.slice(0, stream.indexOf("@")).toUpperCase());
     this.#streams.set(stream, { feed, startedAt: performance.now(), produced: 0 });
   }
 
@@ -330,7 +356,21 @@ export class FakeExchange implements AsyncDisposable {
 
   /** `exchangeInfo` lists `symbol` (upper case) with this status from now on (default TRADING). */
   setSymbolStatus(symbol: string, status: string): void {
+    this.#delisted.delete(symbol.toUpperCase());
     this.#symbolStatus.set(symbol.toUpperCase(), status);
+  }
+
+  /**
+   * `exchangeInfo` no longer lists `symbol` (a delisting), and its streams fall
+   * silent (their feeds end). `setSymbolStatus` or a new feed lists it again.
+   */
+  delistSymbol(symbol: string): void {
+    const upper = symbol.toUpperCase();
+    this.#delisted.add(upper);
+    this.#symbolStatus.delete(upper);
+    for (const name of [...this.#streams.keys()]) {
+      if (name.slice(0, name.indexOf("@")).toUpperCase() === upper) this.#streams.delete(name);
+    }
   }
 
   /** `exchangeInfo.rateLimits` lists this request weight per minute (default: the market's documented one). */
@@ -532,7 +572,15 @@ export class FakeExchange implements AsyncDisposable {
     }
     const market = this.#market ?? (/^\/(?:public|market)\//.test(url.pathname) ? "usdm" : "spot");
     const microseconds = url.searchParams.get("timeUnit")?.toUpperCase() === "MICROSECOND";
-    return this.#upgrade(request, { streams, combined, url: clientUrl, market, microseconds });
+    const base = /^\/(public|market)\//.exec(url.pathname)?.[1] as "public" | "market" | undefined;
+    return this.#upgrade(request, {
+      streams,
+      combined,
+      url: clientUrl,
+      market,
+      microseconds,
+      base,
+    });
   }
 
   #upgrade(
@@ -543,6 +591,7 @@ export class FakeExchange implements AsyncDisposable {
       url: string;
       market: "spot" | "usdm";
       microseconds: boolean;
+      base?: "public" | "market";
     },
   ): Response {
     if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
@@ -572,6 +621,7 @@ export class FakeExchange implements AsyncDisposable {
         openedPerf: performance.now(),
         closed,
         market: target.market,
+        base: target.base,
         received: [],
         microseconds: target.microseconds,
       };
@@ -593,7 +643,7 @@ export class FakeExchange implements AsyncDisposable {
 
   /** Delivers `stream` to `conn` from now on, if Binance publishes that name on its market. */
   #subscribe(conn: LiveConnection, stream: string): void {
-    if (!isPublishedName(conn.market, stream)) return;
+    if (!isPublishedName(conn.market, stream, conn.base)) return;
     let set = this.#subscribers.get(stream);
     if (!set) this.#subscribers.set(stream, set = new Set());
     set.add(conn);
@@ -646,10 +696,14 @@ export class FakeExchange implements AsyncDisposable {
   #rest(request: Request, url: URL): Response {
     const path = url.pathname;
     this.#restRequests.push({ path, query: url.search.replace(/^\?/, ""), at: Date.now() });
-    this.#usedWeight += requestWeight(path, url.searchParams);
+    // The weight used within the last minute (BINANCE.md, REST limits: per minute).
+    const at = Date.now();
+    this.#weights.push({ at, weight: requestWeight(path, url.searchParams) });
+    while (this.#weights[0].at <= at - 60_000) this.#weights.shift();
+    const used = this.#weights.reduce((sum, w) => sum + w.weight, 0);
     const weight = {
-      "x-mbx-used-weight": String(this.#usedWeight),
-      "x-mbx-used-weight-1m": String(this.#usedWeight),
+      "x-mbx-used-weight": String(used),
+      "x-mbx-used-weight-1m": String(used),
     };
 
     const failure = this.#restFailures[0];
@@ -734,7 +788,7 @@ export class FakeExchange implements AsyncDisposable {
       const at = stream.indexOf("@");
       if (at > 0) symbols.add(stream.slice(0, at).toUpperCase());
     }
-    return [...symbols];
+    return [...symbols].filter((symbol) => !this.#delisted.has(symbol));
   }
 
   /**
