@@ -19,7 +19,7 @@ import {
   spawnCollector,
 } from "./support/collector.ts";
 import { tempDir } from "./support/temp.ts";
-import { unreachableBinance } from "./support/net_guard.ts";
+import { freePort, unreachableBinance } from "./support/net_guard.ts";
 import { waitFor } from "./support/wait.ts";
 
 const FIXTURES = new URL("./fixtures/", import.meta.url);
@@ -332,13 +332,6 @@ Deno.test({
     assert.equal(lines.filter((l) => l.value.event === "malformed").length, 0);
   },
 });
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
-}
 
 Deno.test({
   name:

@@ -11,13 +11,7 @@ import { TestS3 } from "./support/s3.ts";
 import { tempDir } from "./support/temp.ts";
 import { delay } from "./support/wait.ts";
 import { REQUIRED_METRICS } from "./support/metrics.ts";
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
-}
+import { freePort } from "./support/net_guard.ts";
 
 Deno.test({
   name: "a running collector serves metrics and health, status says ok, then not running",

@@ -19,6 +19,7 @@ import { TestS3 } from "./support/s3.ts";
 import { tempDir } from "./support/temp.ts";
 import { requireTool } from "./support/tools.ts";
 import { waitFor } from "./support/wait.ts";
+import { freePort } from "./support/net_guard.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const TIME_SCALE = 240;
@@ -40,14 +41,6 @@ Deno.test("scaleRuleDurations shortens for: and ranges, keeping a floor", () => 
     "        expr: increase(x[15s]) > 0 and rate(y[2s]) > 1\n        for: 3s\n",
   );
 });
-
-/** A port free on 127.0.0.1 right now. */
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
-}
 
 interface PromAlert {
   labels: Record<string, string>;

@@ -10,7 +10,7 @@ import { FakeExchange, partialDepthFeed, type SentFrame } from "./support/fake_e
 import { runCollector, spawnCollector } from "./support/collector.ts";
 import { TestS3 } from "./support/s3.ts";
 import { listFiles, tempDir } from "./support/temp.ts";
-import { unreachableBinance } from "./support/net_guard.ts";
+import { freePort, unreachableBinance } from "./support/net_guard.ts";
 import { delay, waitFor } from "./support/wait.ts";
 
 /** Data payloads per stream across every object in the bucket. */
@@ -264,13 +264,6 @@ function droppedInLog(stderr: string): number {
   let total = 0;
   for (const m of stderr.matchAll(/Spool full .*? with (\d+) messages/g)) total += Number(m[1]);
   return total;
-}
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
 }
 
 Deno.test({

@@ -10,13 +10,7 @@ import { runCollector, spawnCollector } from "./support/collector.ts";
 import { diffDepthFeed, FakeExchange } from "./support/fake_exchange.ts";
 import { tempDir } from "./support/temp.ts";
 import { waitFor } from "./support/wait.ts";
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
-}
+import { freePort } from "./support/net_guard.ts";
 
 interface Recording {
   symbols: number;

@@ -113,11 +113,17 @@ export function envFileOf(args: readonly string[]): string | undefined {
  * ports such as 9 by itself, which would test something else.)
  */
 export function unreachableBinance(): { BINANCE_WS_URL: string; BINANCE_REST_URL: string } {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
+  const port = freePort();
   return {
     BINANCE_WS_URL: `ws://127.0.0.1:${port}/`,
     BINANCE_REST_URL: `http://127.0.0.1:${port}/`,
   };
+}
+
+/** A loopback port that was free a moment ago (for METRICS_ADDR and servers a test starts). */
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
 }
