@@ -18,7 +18,7 @@
 import { getLogger } from "@logtape/logtape";
 import type { Batcher, SealedBatch } from "./batch/batcher.ts";
 import { dataLine, eventLine, type EventName } from "./batch/encode.ts";
-import { type Frame, parseFrame } from "./binance/frames.ts";
+import { type Frame, parseFrameFast, parseFrameSlow } from "./binance/frames.ts";
 import { continuity, type SequenceRule } from "./binance/sequence.ts";
 import type { Metrics } from "./ops/metrics.ts";
 
@@ -119,10 +119,12 @@ export class Recorder {
    */
   frame(group: StreamGroup, text: string, recvTs: number, socketId = 0): void {
     const { metrics } = this.#options;
-    metrics?.bytesReceived.inc(utf8Length(text));
-    const frame = parseFrame(text);
+    // A frame the fast path reads is ASCII: its length is its UTF-8 length.
+    const fast = parseFrameFast(text);
+    metrics?.countBytes(fast ? text.length : utf8Length(text));
+    const frame = fast ?? parseFrameSlow(text);
     if (frame.kind === "data" && this.#carries(group, frame.stream)) {
-      metrics?.messagesReceived.inc({ stream: frame.stream });
+      metrics?.countMessage(frame.stream);
       this.#lastMessageAt.set(frame.stream, this.#now());
       if (this.#options.onExchangeLag && ++this.#sinceLagSample >= LAG_SAMPLE_EVERY) {
         this.#sinceLagSample = 0;
