@@ -47,7 +47,13 @@ export async function preparePeer(
     const check = () => run(PYTHON, ["-c", "import websockets"]);
     if (!(await check()).ok) {
       log("  installing python3-websockets (Debian) for the Python peer");
-      const apt = await run("apt-get", ["install", "-y", "python3-websockets"]);
+      const install = () => run("apt-get", ["install", "-y", "-qq", "python3-websockets"]);
+      let apt = await install();
+      if (!apt.ok) {
+        // A fresh machine's package lists may not know it yet.
+        await run("apt-get", ["update", "-qq"]);
+        apt = await install();
+      }
       if (!apt.ok || !(await check()).ok) {
         return `python3-websockets is missing and apt-get could not install it: ${
           apt.output.trim().split("\n").at(-1)

@@ -50,7 +50,8 @@ export function renderReport(report: BenchReport): string {
     out.push(
       `⚠️ The machine was shared: other processes used up to ${fixed(busiest, 2)} of its ` +
         `${m.cores} cores during a measured window (see _notes_). CPU seconds per message ` +
-        "hold up under sharing; kept msg/s, drain and latency may not.",
+        "rise under sharing too (cores and caches are contended): compare clients within one run; " +
+        "kept msg/s, drain and latency suffer most.",
       "",
     );
   }
