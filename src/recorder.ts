@@ -106,6 +106,8 @@ export class Recorder {
   #malformedSinceLog = 0;
   #malformedLoggedAt = -Infinity;
   #sinceLagSample = 0;
+  /** The monotonic time read for the data frame being handled, if any. */
+  #frameNow: number | undefined;
 
   constructor(options: RecorderOptions) {
     this.#options = options;
@@ -125,12 +127,18 @@ export class Recorder {
     const frame = fast ?? parseFrameSlow(text);
     if (frame.kind === "data" && this.#carries(group, frame.stream)) {
       metrics?.countMessage(frame.stream);
-      this.#lastMessageAt.set(frame.stream, this.#now());
+      // One clock read per message: the batcher is given the same instant.
+      const now = this.#frameNow = this.#now();
+      this.#lastMessageAt.set(frame.stream, now);
       if (this.#options.onExchangeLag && ++this.#sinceLagSample >= LAG_SAMPLE_EVERY) {
         this.#sinceLagSample = 0;
         this.#sampleLag(frame.dataText, recvTs);
       }
-      this.#route(group, frame, recvTs, socketId);
+      try {
+        this.#route(group, frame, recvTs, socketId);
+      } finally {
+        this.#frameNow = undefined;
+      }
       return;
     }
     if (frame.kind === "control") {
@@ -434,7 +442,7 @@ export class Recorder {
 
   #add(stream: string, line: Parameters<Batcher["add"]>[1]): void {
     const { batcher, submit } = this.#options;
-    const sealed = batcher.add(stream, line, this.#now());
+    const sealed = batcher.add(stream, line, this.#frameNow ?? this.#now());
     if (sealed) submit(sealed);
     for (const early of batcher.sealOverflow()) submit(early);
   }
