@@ -28,6 +28,8 @@ export interface ArchiveCount {
   readonly windowFrameBytes: number;
   /** Receive-to-stored latency of every data line, ms, sorted. */
   readonly latenciesMs: Float64Array;
+  /** Per object, seconds from its first line's receive time to its last's, sorted. */
+  readonly objectSpansS: Float64Array;
 }
 
 const HEAD = '{"recv_ts":';
@@ -50,6 +52,7 @@ export async function countArchive(
   let objects = 0, spooled = 0, gzipBytes = 0, duplicates = 0, dataLines = 0, eventLines = 0;
   let windowLines = 0, windowFrameBytes = 0;
   let latencies = new Float64Array(1 << 16);
+  const spans: number[] = [];
 
   const files = [
     ...await filesEndingIn(join(dataDir, "archive"), ".ndjson.gz"),
@@ -63,10 +66,14 @@ export async function countArchive(
     if (path.endsWith(".spool")) spooled++;
     else objects++;
     gzipBytes += bytes.length;
+    let firstUs = Infinity;
+    let lastUs = -Infinity;
     for (const line of decoder.decode(gunzipSync(bytes)).split("\n")) {
       if (!line.startsWith(HEAD)) continue;
       const comma = line.indexOf(",", HEAD.length);
       const recvTs = Number(line.slice(HEAD.length, comma));
+      firstUs = Math.min(firstUs, recvTs);
+      lastUs = Math.max(lastUs, recvTs);
       const nameStart = comma + STREAM.length;
       const nameEnd = line.indexOf('"', nameStart);
       if (!line.startsWith(DATA, nameEnd + 1)) {
@@ -95,6 +102,7 @@ export async function countArchive(
         windowFrameBytes += line.length - comma;
       }
     }
+    if (lastUs >= firstUs) spans.push((lastUs - firstUs) / 1e6);
   }
   return {
     objects,
@@ -107,6 +115,7 @@ export async function countArchive(
     windowLines,
     windowFrameBytes,
     latenciesMs: latencies.slice(0, dataLines).sort(),
+    objectSpansS: Float64Array.from(spans).sort(),
   };
 }
 

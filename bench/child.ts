@@ -66,6 +66,24 @@ export class ChildChannel implements AsyncDisposable {
     return new ChildChannel(child);
   }
 
+  /** Starts another program (a peer recorder) with a clean environment plus `env`. */
+  static spawnProgram(
+    command: string,
+    args: readonly string[],
+    env: Readonly<Record<string, string>> = {},
+  ): ChildChannel {
+    const child = new Deno.Command(command, {
+      args: [...args],
+      cwd: ROOT.pathname,
+      clearEnv: true,
+      env: { ...baseEnv(), ...env },
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    return new ChildChannel(child);
+  }
+
   get pid(): number {
     return this.child.pid;
   }

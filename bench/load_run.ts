@@ -20,8 +20,11 @@ import { ChildChannel } from "./child.ts";
 import { type CollectorChild, spawnCollector } from "./collector_process.ts";
 import { combinedUrls, connectionsOf, type Load, symbolsFor } from "./loads.ts";
 import { TestS3 } from "../tests/support/s3.ts";
+import { countPeerOutput, type PeerKind, preparePeer } from "./peers.ts";
 import {
   cpuSeconds,
+  type IoCounters,
+  ioCounters,
   machineBusySeconds,
   ProcessWatch,
   sleep,
@@ -29,7 +32,12 @@ import {
   waitForIdle,
 } from "./proc.ts";
 
-export type ClientKind = "collector" | "bare" | "collector, S3 up" | "collector, S3 down";
+export type ClientKind =
+  | "collector"
+  | "bare"
+  | PeerKind
+  | "collector, S3 up"
+  | "collector, S3 down";
 
 export interface RunSettings {
   readonly warmupMs: number;
@@ -81,6 +89,18 @@ export interface LoadResult {
   /** Objects (local archive) or spool files (S3 down) per second over the run. */
   readonly objectsPerSec?: number;
   readonly spooledBatches?: number;
+  /**
+   * Collector: bytes it caused to be written to disk per message in the
+   * window (/proc/<pid>/io write_bytes), and the archive's gzip bytes per
+   * message stored; their ratio is the disk-write target.
+   */
+  readonly diskBytesPerMessage?: number;
+  readonly archiveBytesPerMessage?: number;
+  /** Of the disk bytes, those cancelled before writeback (files deleted first), per message. */
+  readonly cancelledBytesPerMessage?: number;
+  /** Seconds from first to last receive time per object: median, and the 10th percentile. */
+  readonly objectSpanP50S?: number;
+  readonly objectSpanP10S?: number;
   readonly notes: readonly string[];
 }
 
@@ -109,9 +129,11 @@ export async function runLoad(
   ]);
   const urls = await exchange.read<{ wsUrl: string; restUrl: string }>();
   log(`  exchange at ${urls.wsUrl}`);
-  return client === "bare"
-    ? await runBare(load, exchange, urls.wsUrl, settings)
-    : await runCollector(load, client, exchange, urls, settings);
+  if (client === "bare") return await runBare(load, exchange, urls.wsUrl, settings);
+  if (client === "python peer" || client === "node peer") {
+    return await runPeer(load, client, exchange, urls.wsUrl, settings);
+  }
+  return await runCollector(load, client, exchange, urls, settings);
 }
 
 async function runBare(
@@ -158,6 +180,71 @@ async function runBare(
   }
 }
 
+async function runPeer(
+  load: Load,
+  client: PeerKind,
+  exchange: ChildChannel,
+  wsUrl: string,
+  settings: RunSettings,
+): Promise<LoadResult> {
+  const log = settings.log ?? (() => {});
+  const how = await preparePeer(client, log);
+  if (typeof how === "string") throw new Error(`${client} cannot run: ${how}`);
+  const outDir = await Deno.makeTempDir({ prefix: "l2-bench-peer-" });
+  await using peer = ChildChannel.spawnProgram(how.command, [
+    ...how.args,
+    outDir,
+    String(settings.batchSeconds),
+    ...combinedUrls(wsUrl, load),
+  ], how.env);
+  const watch = new ProcessWatch(peer.pid);
+  try {
+    await peer.read<{ open: number }>();
+    await waitForConnections(exchange, connectionsOf(load));
+    const window = await measureWindow(settings, [peer.pid, exchange.pid], async () => ({
+      exchange: await exchange.ask<ExchangeStats>("stats"),
+      peer: await peer.ask<BareStats>("stats"),
+    }));
+    const frames = window.after.peer.frames - window.before.peer.frames;
+    const bytes = window.after.peer.bytes - window.before.peer.bytes;
+    await exchange.ask("stop");
+    const drainMs = await waitForIdle(peer.pid, { minMs: 1000, maxMs: 60_000 });
+    await watch.sample();
+    const counts = await exchange.ask<{ sent: number; perStream: Record<string, number> }>(
+      "counts",
+    );
+    await peer.ask<BareStats>("close", 120_000);
+    await exchange.ask("close");
+    const stored = await countPeerOutput(outDir);
+    let missing = 0;
+    let extra = 0;
+    for (const [stream, n] of Object.entries(counts.sent === 0 ? {} : counts.perStream)) {
+      const kept = stored.perStream.get(stream) ?? 0;
+      if (kept < n) missing += n - kept;
+      else extra += kept - n;
+    }
+    return {
+      load,
+      client,
+      batchSeconds: settings.batchSeconds,
+      offeredPerSec: (window.after.exchange.sent - window.before.exchange.sent) / window.seconds,
+      keptPerSec: frames / window.seconds,
+      mbPerSec: bytes / window.seconds / 1e6,
+      sent: counts.sent,
+      kept: stored.lines,
+      missing,
+      extra,
+      ...cpuFigures(window, frames),
+      peakRssBytes: watch.peakBytes,
+      drainMs,
+      notes: [],
+    };
+  } finally {
+    watch.stop();
+    await Deno.remove(outDir, { recursive: true }).catch(() => {});
+  }
+}
+
 async function runCollector(
   load: Load,
   client: ClientKind,
@@ -187,7 +274,10 @@ async function runCollector(
     const window = await measureWindow(
       settings,
       [collector.pid, exchange.pid],
-      () => exchange.ask<ExchangeStats>("stats"),
+      async () => ({
+        ...await exchange.ask<ExchangeStats>("stats"),
+        io: await ioCounters(collector.pid),
+      }),
     );
     await exchange.ask("stop");
     const drainMs = await waitForIdle(collector.pid, { minMs: 1000, maxMs: 60_000 });
@@ -228,6 +318,9 @@ async function runCollector(
       drainMs,
       objectsPerSec: (archive.objects + archive.spooled) / runSeconds,
       spooledBatches: archive.spooled,
+      ...diskFigures(window.before.io, window.after.io, archive),
+      objectSpanP50S: percentile(archive.objectSpansS, 0.5),
+      objectSpanP10S: percentile(archive.objectSpansS, 0.1),
       notes,
     };
   } finally {
@@ -236,6 +329,21 @@ async function runCollector(
     await collector.exited;
     await Deno.remove(dataDir, { recursive: true }).catch(() => {});
   }
+}
+
+/** Disk bytes per message in the window against the archive's bytes per message. */
+function diskFigures(
+  before: IoCounters | undefined,
+  after: IoCounters | undefined,
+  archive: ArchiveCount,
+) {
+  if (!before || !after || archive.windowLines === 0 || archive.dataLines === 0) return {};
+  return {
+    diskBytesPerMessage: (after.writeBytes - before.writeBytes) / archive.windowLines,
+    cancelledBytesPerMessage: (after.cancelledWriteBytes - before.cancelledWriteBytes) /
+      archive.windowLines,
+    archiveBytesPerMessage: archive.gzipBytes / (archive.dataLines + archive.eventLines),
+  };
 }
 
 function collectorEnv(

@@ -169,3 +169,28 @@ export async function machine(): Promise<Machine> {
     os: `${Deno.build.os} ${Deno.osRelease()}`,
   };
 }
+
+/** /proc/<pid>/io: bytes the process caused to be written to storage, and more. */
+export interface IoCounters {
+  /** Bytes handed to write-like system calls (any file, pipe or socket). */
+  readonly wchar: number;
+  /** Bytes the process caused to be sent to the storage layer (page cache dirtied). */
+  readonly writeBytes: number;
+  /** Of those, bytes never written after all (the file was truncated or deleted first). */
+  readonly cancelledWriteBytes: number;
+}
+
+export async function ioCounters(pid: number): Promise<IoCounters | undefined> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(`/proc/${pid}/io`);
+  } catch {
+    return undefined;
+  }
+  const field = (name: string) => Number(new RegExp(`^${name}: (\\d+)$`, "m").exec(text)?.[1]);
+  return {
+    wchar: field("wchar"),
+    writeBytes: field("write_bytes"),
+    cancelledWriteBytes: field("cancelled_write_bytes"),
+  };
+}

@@ -5,13 +5,14 @@
  * against S3 up (s3rver); `verify` and `book` over a day; gzip per level. Prints
  * Markdown and writes bench/results.md.
  *
- *   deno run -A bench/run.ts [--quick] [--profile] [--only loads,s3,verify,book,gzip] [--out PATH]
+ *   deno run -A bench/run.ts [--quick] [--profile] [--only loads,peers,s3,verify,book,gzip] [--out PATH]
  *
  * --quick    short windows, and no runs at the default BATCH_SECONDS=60
  *            (about 2 minutes in all instead of about 8)
  * --profile  also runs the collector under --cpu-prof at 20,000 msg/s and
  *            lists where its main thread spends the time
- * --only     a comma-separated subset of the parts (default: all)
+ * --only     a comma-separated subset of the parts (default: all); `peers` alone
+ *            runs the 20,000 msg/s load with all four clients
  * --out      where to write the Markdown (default: bench/results.md)
  *
  * Targets are checked here, never by a timed test: numbers on a shared CI
@@ -20,15 +21,15 @@
 
 import { parseArgs } from "node:util";
 import { benchGzip } from "./gzip_bench.ts";
-import { type LoadResult, runLoad, type RunSettings } from "./load_run.ts";
-import { HEAVY_LOAD, LOADS } from "./loads.ts";
+import { type ClientKind, type LoadResult, runLoad, type RunSettings } from "./load_run.ts";
+import { HEAVY_LOAD, type Load, LOADS } from "./loads.ts";
 import { machine } from "./proc.ts";
 import { summarizeProfile } from "./profile.ts";
 import { type BenchReport, renderReport } from "./report.ts";
 import { benchBook } from "./book_bench.ts";
 import { benchVerify } from "./verify_bench.ts";
 
-const PARTS = ["loads", "s3", "verify", "book", "gzip"] as const;
+const PARTS = ["loads", "peers", "s3", "verify", "book", "gzip"] as const;
 const QUEUE_MAX_BYTES = 32 * 1024 * 1024;
 
 const encoder = new TextEncoder();
@@ -61,9 +62,17 @@ const settings: RunSettings = {
 const startedAt = new Date();
 const results: LoadResult[] = [];
 
-if (parts.has("loads")) {
-  for (const load of LOADS) {
-    for (const client of ["collector", "bare"] as const) {
+// The peers run on the 20,000 msg/s load only, right after the collector and
+// the bare client on it: the four are compared pairwise within one run.
+const clientsFor = (load: Load): ClientKind[] => [
+  "collector",
+  "bare",
+  ...(load === HEAVY_LOAD && parts.has("peers") ? ["python peer", "node peer"] as const : []),
+];
+const loadsRun = parts.has("loads") ? LOADS : parts.has("peers") ? [HEAVY_LOAD] : [];
+if (loadsRun.length > 0) {
+  for (const load of loadsRun) {
+    for (const client of clientsFor(load)) {
       log(`${load.label}: ${client}`);
       results.push(await runLoad(load, client, settings));
       log(`  → ${summary(results[results.length - 1])}`);
@@ -73,7 +82,9 @@ if (parts.has("loads")) {
 if (parts.has("loads") && !quick) {
   // Per-object costs (fsync, gzip calls) and open-batch memory both scale with
   // BATCH_SECONDS: the idle-cost and many-streams targets are judged at the default.
-  for (const [load, windowMs] of [[LOADS[0], 62_000], [LOADS[2], 70_000]] as const) {
+  // The disk-write ratio at 20,000 msg/s is judged at the default too.
+  const defaults = [[LOADS[0], 62_000], [HEAVY_LOAD, 30_000], [LOADS[2], 70_000]] as const;
+  for (const [load, windowMs] of defaults) {
     log(`${load.label}: collector at the default BATCH_SECONDS=60`);
     results.push(await runLoad(load, "collector", { ...settings, batchSeconds: 60, windowMs }));
     log(`  → ${summary(results[results.length - 1])}`);

@@ -18,7 +18,7 @@
 import { getLogger } from "@logtape/logtape";
 import type { Batcher, SealedBatch } from "./batch/batcher.ts";
 import { dataLine, eventLine, type EventName } from "./batch/encode.ts";
-import { type Frame, parseFrame } from "./binance/frames.ts";
+import { type Frame, parseFrameFast, parseFrameSlow } from "./binance/frames.ts";
 import { continuity, type SequenceRule } from "./binance/sequence.ts";
 import type { Metrics } from "./ops/metrics.ts";
 
@@ -110,6 +110,8 @@ export class Recorder {
   #malformedSinceLog = 0;
   #malformedLoggedAt = -Infinity;
   #sinceLagSample = 0;
+  /** The monotonic time read for the data frame being handled, if any. */
+  #frameNow: number | undefined;
 
   constructor(options: RecorderOptions) {
     this.#options = options;
@@ -123,17 +125,25 @@ export class Recorder {
    */
   frame(group: StreamGroup, text: string, recvTs: number, socketId = 0): void {
     const { metrics } = this.#options;
-    metrics?.bytesReceived.inc(utf8Length(text));
-    const frame = parseFrame(text);
+    // A frame the fast path reads is ASCII: its length is its UTF-8 length.
+    const fast = parseFrameFast(text);
+    metrics?.countBytes(fast ? text.length : utf8Length(text));
+    const frame = fast ?? parseFrameSlow(text);
     if (frame.kind === "data" && this.#left(group, frame.stream)) return;
     if (frame.kind === "data" && this.#carries(group, frame.stream)) {
-      metrics?.messagesReceived.inc({ stream: frame.stream });
-      this.#lastMessageAt.set(frame.stream, this.#now());
+      metrics?.countMessage(frame.stream);
+      // One clock read per message: the batcher is given the same instant.
+      const now = this.#frameNow = this.#now();
+      this.#lastMessageAt.set(frame.stream, now);
       if (this.#options.onExchangeLag && ++this.#sinceLagSample >= LAG_SAMPLE_EVERY) {
         this.#sinceLagSample = 0;
         this.#sampleLag(frame.dataText, recvTs);
       }
-      this.#route(group, frame, recvTs, socketId);
+      try {
+        this.#route(group, frame, recvTs, socketId);
+      } finally {
+        this.#frameNow = undefined;
+      }
       return;
     }
     if (frame.kind === "control") {
@@ -493,7 +503,7 @@ export class Recorder {
 
   #add(stream: string, line: Parameters<Batcher["add"]>[1]): void {
     const { batcher, submit } = this.#options;
-    const sealed = batcher.add(stream, line, this.#now());
+    const sealed = batcher.add(stream, line, this.#frameNow ?? this.#now());
     if (sealed) submit(sealed);
     for (const early of batcher.sealOverflow()) submit(early);
   }

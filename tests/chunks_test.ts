@@ -16,6 +16,21 @@ Deno.test("chunked text holds lines as UTF-8 with a newline after each, across c
   assert.ok(text.chunks().every((c) => c.length <= 8));
 });
 
+Deno.test("lines appended as bytes read back as the same text, mixed with lines appended as text", () => {
+  const pool = new ChunkPool({ chunkSize: 8 });
+  const text = new ChunkedText(pool);
+  const lines = ["abc", "é€😀x", "a long line that spans several chunks", "", "😀😀😀", "z"];
+  lines.forEach((line, i) => {
+    if (i % 2 === 0) text.appendLineBytes(new TextEncoder().encode(line));
+    else text.appendLine(line);
+  });
+  assert.equal(decode(text), lines.join("\n") + "\n");
+  assert.deepEqual(text.lines(), lines);
+  assert.equal(text.byteLength, new TextEncoder().encode(lines.join("\n") + "\n").length);
+  assert.equal(text.lineCount, lines.length);
+  assert.ok(text.chunks().every((c) => c.length <= 8));
+});
+
 Deno.test("chunk views never include the bytes a chunk closed short of", () => {
   const text = new ChunkedText(new ChunkPool({ chunkSize: 5 }));
   text.appendLine("abc"); // 4 bytes: "abc\n", one byte left

@@ -11,6 +11,8 @@ import type { ObjectMeta } from "../store/sink.ts";
 import { type Deflater, GzipBody, localDeflater, type MemoryAccount } from "./body.ts";
 import { ChunkPool } from "./chunks.ts";
 
+const encoder = new TextEncoder();
+
 export interface BatchLine {
   readonly text: string;
   /** µs since the epoch. */
@@ -43,7 +45,8 @@ export interface SealedBatch {
 /** Follows every batch's life, e.g. to journal it. Called synchronously. */
 export interface BatchObserver {
   opened(key: string, stream: string): void;
-  appended(key: string, text: string): void;
+  /** `bytes`, when given, is `text` as UTF-8, valid only during the call. */
+  appended(key: string, text: string, bytes?: Uint8Array): void;
   /** Returns a promise that resolves when the seal is durable. */
   sealed(key: string): Promise<void>;
 }
@@ -112,6 +115,7 @@ export class Batcher {
   readonly #account: MemoryAccount = { bytes: 0 };
   readonly #pieceBytes = (): number => pieceBytesFor(this.#open.size);
   #openText = 0;
+  #scratch = new Uint8Array(64 * 1024);
 
   constructor(options: BatcherOptions) {
     this.#options = options;
@@ -147,10 +151,11 @@ export class Batcher {
       this.#open.set(stream, batch);
       this.#options.observer?.opened(batch.key, stream);
     }
-    const before = batch.body.byteLength;
-    batch.body.appendLine(line.text);
-    this.#openText += batch.body.byteLength - before;
-    this.#options.observer?.appended(batch.key, line.text);
+    // Encoded once, here: the body and the journal copy the same bytes.
+    const bytes = this.#encode(line.text);
+    batch.body.appendLineBytes(bytes);
+    this.#openText += bytes.length + 1;
+    this.#options.observer?.appended(batch.key, line.text, bytes);
     batch.lastRecvTs = Math.max(batch.lastRecvTs, line.recvTs);
     if (line.isSnapshot) batch.snapshots++;
     else if (line.isData) batch.messages++;
@@ -215,6 +220,15 @@ export class Batcher {
     let n = 0;
     for (const batch of this.#open.values()) n += batch.body.lineCount;
     return n;
+  }
+
+  /** `text` as UTF-8 in a reused buffer: valid until the next call. */
+  #encode(text: string): Uint8Array {
+    // UTF-8 needs at most 3 bytes per UTF-16 unit.
+    if (text.length * 3 > this.#scratch.length) {
+      this.#scratch = new Uint8Array(Math.max(text.length * 3, this.#scratch.length * 2));
+    }
+    return this.#scratch.subarray(0, encoder.encodeInto(text, this.#scratch).written);
   }
 
   #seal(batch: OpenBatch): SealedBatch {

@@ -163,6 +163,17 @@ export class GzipBody {
     if (tail.byteLength >= this.#pieceBytes()) this.#cut(false);
   }
 
+  /** `appendLine` for a line already encoded as UTF-8 (no newline in it); copies it. */
+  appendLineBytes(bytes: Uint8Array): void {
+    this.#check("append to");
+    const tail = this.#tail;
+    const before = tail.capacity;
+    tail.appendLineBytes(bytes);
+    this.#lines++;
+    this.#count(tail.capacity - before);
+    if (tail.byteLength >= this.#pieceBytes()) this.#cut(false);
+  }
+
   /** Stops counting this body against its account (the batch sealed); returns what it held. */
   detach(): number {
     if (this.#account) this.#account.bytes -= this.#held;

@@ -95,6 +95,27 @@ export class ChunkedText {
     this.#lines++;
   }
 
+  /**
+   * Appends a line already encoded as UTF-8 (`bytes` holds no newline) and a
+   * newline: a copy, no second encoding. A character may straddle two chunks;
+   * readers see the chunks back to back.
+   */
+  appendLineBytes(bytes: Uint8Array): void {
+    this.#check();
+    let from = 0;
+    while (from < bytes.length) {
+      const tail = this.#tail();
+      const n = Math.min(bytes.length - from, tail.length - this.#used);
+      tail.set(n === bytes.length ? bytes : bytes.subarray(from, from + n), this.#used);
+      this.#used += n;
+      from += n;
+    }
+    this.#byteLength += bytes.length;
+    this.#tail()[this.#used++] = NEWLINE;
+    this.#byteLength++;
+    this.#lines++;
+  }
+
   /** Views of the bytes written, in order; valid until `release`. */
   chunks(): Uint8Array[] {
     this.#check();

@@ -81,6 +81,18 @@ class RecordBuffer {
     this.#length += encoder.encodeInto(text, this.#bytes.subarray(this.#length)).written;
   }
 
+  /** Bytes already encoded (copied). */
+  bytes(bytes: Uint8Array): void {
+    const need = this.#length + bytes.length;
+    if (need > this.#bytes.length) {
+      const bigger = new Uint8Array(Math.max(need, this.#bytes.length * 2));
+      bigger.set(this.#bytes.subarray(0, this.#length));
+      this.#bytes = bigger;
+    }
+    this.#bytes.set(bytes, this.#length);
+    this.#length += bytes.length;
+  }
+
   /** Starts a record: room for its CRC, filled in by `end`. */
   begin(): void {
     this.text("00000000\t");
@@ -183,13 +195,15 @@ export class Journal implements BatchObserver {
     this.#record(id, `o\t${id}\t${key}\t${stream}`);
   }
 
-  appended(key: string, text: string): void {
+  appended(key: string, text: string, bytes?: Uint8Array): void {
     const id = this.#ids.get(key);
     if (id === undefined) return;
-    // In two parts: no per-line copy of the text just to prefix it.
+    // In two parts: no per-line copy of the text just to prefix it; the
+    // line's bytes when the batcher has them, not a second encoding.
     this.#buffer.begin();
     this.#buffer.text(`l\t${id}\t`);
-    this.#buffer.text(text);
+    if (bytes) this.#buffer.bytes(bytes);
+    else this.#buffer.text(text);
     this.#buffer.end();
     this.#touch(id);
     // A flush already waiting takes this call along (see `flush`).

@@ -27,12 +27,15 @@ const SERVER_SHUTDOWN_STREAM = "!serverShutdown";
  * Fast path grammar: the compact (whitespace-free) subset of JSON that Binance
  * combined-stream depth frames use, `{"stream":"<name>","data":{...}}` where
  * each member value of `data` is a string, a number or an array of arrays of
- * strings. Strings carry no escapes and no control characters.
+ * strings. Strings carry no escapes, no control characters and nothing beyond
+ * ASCII: a match is ASCII, so its length is its UTF-8 length (the recorder
+ * counts received bytes that way; a frame with other characters takes the
+ * slow path, with the same result).
  *
  * A match is therefore valid JSON with exactly the two outer keys, `data` an
- * object and a stream name whose raw text is its decoded value. The name also
- * excludes surrogates: `JSON.stringify` escapes a lone one, so the slow path
- * would not find the exact splice for it.
+ * object and a stream name whose raw text is its decoded value. (ASCII also
+ * keeps out surrogates: `JSON.stringify` escapes a lone one, so the slow path
+ * would not find the exact splice for it.)
  *
  * No catastrophic backtracking: every alternative and repetition starts with a
  * character no sibling starts with (`"` string, `-`/digit number, `[` array,
@@ -41,12 +44,12 @@ const SERVER_SHUTDOWN_STREAM = "!serverShutdown";
  * one character per saved choice point: time is linear in the input.
  */
 const FAST_FRAME = (() => {
-  const str = String.raw`"[^"\\\u0000-\u001f]*"`;
+  const str = String.raw`"[^"\\\u0000-\u001f\u0080-\uffff]*"`;
   const num = String.raw`-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?`;
   const inner = String.raw`\[(?:${str}(?:,${str})*)?\]`;
   const outer = String.raw`\[(?:${inner}(?:,${inner})*)?\]`;
   const member = `${str}:(?:${str}|${num}|${outer})`;
-  const name = String.raw`"[^"\\\u0000-\u001f\ud800-\udfff]*"`;
+  const name = String.raw`"[^"\\\u0000-\u001f\u0080-\uffff]*"`;
   return new RegExp(
     String.raw`^\{"stream":${name},"data":\{(?:${member}(?:,${member})*)?\}\}$`,
   );

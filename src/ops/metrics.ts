@@ -10,15 +10,26 @@ import type { ObjectMeta, Sink } from "../store/sink.ts";
 
 export class Metrics {
   readonly registry = new Registry();
-  readonly messagesReceived = this.#counter(
-    "l2_messages_received_total",
-    "Data messages received from the exchange",
-    ["stream"],
-  );
-  readonly bytesReceived = this.#counter(
-    "l2_bytes_received_total",
-    "Bytes of WebSocket text frames received",
-  );
+  /**
+   * Counted per message through `countMessage`/`countBytes` into plain
+   * numbers, handed to prom-client only when read (its `collect`): a labelled
+   * `inc` hashes its labels on every call, a cost per message at 20,000/s.
+   */
+  readonly #messagesPending = new Map<string, number>();
+  #bytesPending = 0;
+  readonly messagesReceived: Counter<"stream"> = new Counter({
+    name: "l2_messages_received_total",
+    help: "Data messages received from the exchange",
+    labelNames: ["stream"],
+    registers: [this.registry],
+    collect: () => this.#flushReceived(),
+  });
+  readonly bytesReceived: Counter = new Counter({
+    name: "l2_bytes_received_total",
+    help: "Bytes of WebSocket text frames received",
+    registers: [this.registry],
+    collect: () => this.#flushReceived(),
+  });
   readonly malformedFrames = this.#counter(
     "l2_malformed_frames_total",
     "Frames that were not valid JSON or had an unknown shape (kept as event lines)",
@@ -137,6 +148,24 @@ export class Metrics {
       this.reconnects.inc({ cause }, 0);
     }
     for (const target of ["journal", "spool"]) this.diskWriteFailures.inc({ target }, 0);
+  }
+
+  /** One data message of `stream` received (l2_messages_received_total). */
+  countMessage(stream: string): void {
+    this.#messagesPending.set(stream, (this.#messagesPending.get(stream) ?? 0) + 1);
+  }
+
+  /** Bytes of a text frame received (l2_bytes_received_total). */
+  countBytes(bytes: number): void {
+    this.#bytesPending += bytes;
+  }
+
+  /** Moves the counts kept since the last read into the two counters. */
+  #flushReceived(): void {
+    for (const [stream, n] of this.#messagesPending) this.messagesReceived.inc({ stream }, n);
+    this.#messagesPending.clear();
+    if (this.#bytesPending > 0) this.bytesReceived.inc(this.#bytesPending);
+    this.#bytesPending = 0;
   }
 
   /** Shows each configured stream and the sink from the start, at 0. */
