@@ -12,6 +12,7 @@ import { ChunkPool } from "../src/batch/chunks.ts";
 import { batchBudget } from "../src/store/budget.ts";
 import type { Sink } from "../src/store/sink.ts";
 import { Uploader } from "../src/store/uploader.ts";
+import { withPutNew } from "./support/sink.ts";
 
 function random(seed: number): () => number {
   let state = seed >>> 0;
@@ -25,11 +26,11 @@ async function simulate(seed: number, storeChance: number) {
   const queueMax = 4096;
   const budget = batchBudget(queueMax);
   const waiting: Array<() => void> = [];
-  const sink: Sink = {
+  const sink: Sink = withPutNew({
     kind: "local",
     location: "memory",
     put: () => new Promise<void>((resolve) => waiting.push(resolve)),
-  };
+  });
   const drops: number[] = [];
   let borrowedSubmits = 0;
   const box: { batcher?: Batcher } = {};

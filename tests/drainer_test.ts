@@ -4,6 +4,7 @@ import { startDrainer } from "../src/store/drainer.ts";
 import type { ObjectMeta, Sink } from "../src/store/sink.ts";
 import { Spool } from "../src/store/spool.ts";
 import { listFiles, tempDir } from "./support/temp.ts";
+import { withPutNew } from "./support/sink.ts";
 
 const meta: ObjectMeta = { messages: 1, events: 0, firstRecvTs: 10, lastRecvTs: 20 };
 
@@ -19,7 +20,7 @@ async function waitFor(check: () => boolean, what: string, timeoutMs = 2000): Pr
 
 /** A sink that records what it stored and fails while `failing` is set. */
 function recordingSink() {
-  const sink = {
+  const sink = withPutNew({
     kind: "local" as const,
     location: "memory",
     failing: false,
@@ -31,8 +32,8 @@ function recordingSink() {
       sink.puts.push({ key, body: [...body], meta });
       return Promise.resolve();
     },
-  };
-  return sink satisfies Sink;
+  });
+  return withPutNew(sink);
 }
 
 async function spoolWith(dir: string, keys: string[]): Promise<{ spool: Spool; names: string[] }> {
@@ -71,14 +72,14 @@ Deno.test("drainer deletes a spool file only after the sink's put resolved", asy
   const { spool, names: [name] } = await spoolWith(tmp.path, ["a"]);
   let confirm = () => {};
   let started = false;
-  const sink: Sink = {
+  const sink: Sink = withPutNew({
     kind: "s3",
     location: "s3://b/p",
     put: () => {
       started = true;
       return new Promise<void>((resolve) => confirm = resolve);
     },
-  };
+  });
   const stop = new AbortController();
   const drainer = startDrainer({ spool, sink, signal: stop.signal, idleMs: 10 });
   await waitFor(() => started, "the put to start");
@@ -251,7 +252,7 @@ Deno.test("drainer passes its signal to the sink so an abort cancels a hung put"
   await using tmp = await tempDir();
   const { spool, names } = await spoolWith(tmp.path, ["a"]);
   let seen: AbortSignal | undefined;
-  const sink: Sink = {
+  const sink: Sink = withPutNew({
     kind: "s3",
     location: "s3://b/p",
     put: (_key, _body, _meta, signal) => {
@@ -260,7 +261,7 @@ Deno.test("drainer passes its signal to the sink so an abort cancels a hung put"
         signal?.addEventListener("abort", () => reject(signal.reason), { once: true });
       });
     },
-  };
+  });
   const stop = new AbortController();
   const drainer = startDrainer({ spool, sink, signal: stop.signal });
   await waitFor(() => seen !== undefined, "the put to start");

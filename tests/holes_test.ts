@@ -12,6 +12,7 @@ import { planKey } from "../src/batch/keys.ts";
 import type { Sink } from "../src/store/sink.ts";
 import { Uploader } from "../src/store/uploader.ts";
 import { Auditor, type Report } from "../src/verify/audit.ts";
+import { withPutNew } from "./support/sink.ts";
 
 const STREAM = "btcusdt@depth@100ms";
 const SPEC = { market: "spot", streamType: "depth@100ms", symbol: "BTCUSDT" };
@@ -74,14 +75,14 @@ Deno.test("queue overflow without a spool: every lost batch is marked in the nex
   let gate: Promise<void> | undefined;
   let open!: () => void;
   const stored = new Map<string, string[]>();
-  const sink: Sink = {
+  const sink: Sink = withPutNew({
     kind: "local",
     location: "memory",
     async put(key, body) {
       await gate;
       stored.set(key, new TextDecoder().decode(gunzipSync(body)).trim().split("\n"));
     },
-  };
+  });
   let now = 0;
   const settled: string[] = [];
   const batcher = new Batcher({

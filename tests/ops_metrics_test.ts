@@ -16,6 +16,7 @@ import { type ObjectMeta, putIfAbsent, type Sink } from "../src/store/sink.ts";
 import { Spool } from "../src/store/spool.ts";
 import { Uploader } from "../src/store/uploader.ts";
 import { tempDir } from "./support/temp.ts";
+import { withPutNew } from "./support/sink.ts";
 
 const meta: ObjectMeta = { messages: 1, events: 0, firstRecvTs: 1, lastRecvTs: 1 };
 
@@ -56,11 +57,11 @@ Deno.test("/metrics reports the upload backlog and the restarts of the last hour
 Deno.test("timeSink times every put into l2_upload_duration_seconds by outcome", async () => {
   const metrics = new Metrics();
   let fail = true;
-  const sink: Sink = {
+  const sink: Sink = withPutNew({
     kind: "s3",
     location: "s3://b/p",
     put: () => fail ? Promise.reject(new Error("503")) : Promise.resolve(),
-  };
+  });
   const timed = metrics.timeSink(sink);
   assert.equal(timed.kind, "s3");
   assert.equal(timed.location, "s3://b/p");
@@ -108,7 +109,11 @@ Deno.test("a spool write that fails (a disk error, not a full spool) is reported
   const failures: unknown[] = [];
   const settled: string[] = [];
   const uploader = new Uploader({
-    sink: { kind: "s3", location: "x", put: () => Promise.reject(new Error("S3 down")) },
+    sink: withPutNew({
+      kind: "s3",
+      location: "x",
+      put: () => Promise.reject(new Error("S3 down")),
+    }),
     spool,
     concurrency: 1,
     maxAttempts: 1,

@@ -32,9 +32,9 @@ function describe(line: string) {
 Deno.test("local sink putNew stores a new key and leaves an existing object and sidecar alone", async () => {
   await using tmp = await tempDir();
   const sink = localSink(tmp.path);
-  assert.equal(await sink.putNew!("p/a.ndjson.gz", new Uint8Array([1, 2]), meta), true);
+  assert.equal(await sink.putNew("p/a.ndjson.gz", new Uint8Array([1, 2]), meta), true);
   assert.equal(
-    await sink.putNew!("p/a.ndjson.gz", new Uint8Array([9]), { ...meta, messages: 1 }),
+    await sink.putNew("p/a.ndjson.gz", new Uint8Array([9]), { ...meta, messages: 1 }),
     false,
   );
   assert.deepEqual([...await Deno.readFile(`${tmp.path}/p/a.ndjson.gz`)], [1, 2]);

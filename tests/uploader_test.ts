@@ -8,6 +8,7 @@ import { localSink } from "../src/store/local.ts";
 import type { ObjectMeta, Sink } from "../src/store/sink.ts";
 import { Uploader } from "../src/store/uploader.ts";
 import { listFiles, tempDir } from "./support/temp.ts";
+import { withPutNew } from "./support/sink.ts";
 
 const meta: ObjectMeta = { messages: 1, events: 0, firstRecvTs: 1, lastRecvTs: 1 };
 // 8-byte chunks: a one-line batch ('{"a":1}' and its newline) holds exactly 8 bytes.
@@ -19,7 +20,7 @@ const batch = (key: string, lines = ['{"a":1}'], deflater: Deflater = localDefla
 
 function recordingSink(failFirst = 0): Sink & { puts: string[]; attempts: number } {
   let failures = failFirst;
-  const sink = {
+  const sink = withPutNew({
     kind: "local" as const,
     location: "memory",
     puts: [] as string[],
@@ -30,7 +31,7 @@ function recordingSink(failFirst = 0): Sink & { puts: string[]; attempts: number
       sink.puts.push(key);
       return Promise.resolve();
     },
-  };
+  });
   return sink;
 }
 
@@ -127,7 +128,7 @@ Deno.test("uploader does not retry an error its sink calls permanent", async () 
 Deno.test("uploader without a spool drops and reports batches beyond its queue bound, but never one it must keep", async () => {
   let release!: () => void;
   const stuck = new Promise<void>((r) => release = r);
-  const sink: Sink = { kind: "local", location: "memory", put: () => stuck };
+  const sink: Sink = withPutNew({ kind: "local", location: "memory", put: () => stuck });
   const settled: Array<[string, string]> = [];
   const uploader = new Uploader({
     sink,
@@ -154,7 +155,7 @@ Deno.test("uploader without a spool drops and reports batches beyond its queue b
 Deno.test("uploader without a spool lets its queue borrow the room it is lent before dropping", async () => {
   let release!: () => void;
   const stuck = new Promise<void>((r) => release = r);
-  const sink: Sink = { kind: "local", location: "memory", put: () => stuck };
+  const sink: Sink = withPutNew({ kind: "local", location: "memory", put: () => stuck });
   const settled: string[] = [];
   let lent = 16;
   const uploader = new Uploader({
@@ -201,7 +202,7 @@ Deno.test("uploader compresses on its own thread when the gzip worker fails, and
 Deno.test("uploader does not count batches it must keep against its bound", async () => {
   let release!: () => void;
   const stuck = new Promise<void>((r) => release = r);
-  const sink: Sink = { kind: "local", location: "memory", put: () => stuck };
+  const sink: Sink = withPutNew({ kind: "local", location: "memory", put: () => stuck });
   const settled: string[] = [];
   const uploader = new Uploader({
     sink,

@@ -6,7 +6,7 @@
  */
 
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
-import type { ObjectMeta, Sink } from "../store/sink.ts";
+import type { Sink } from "../store/sink.ts";
 
 export class Metrics {
   readonly registry = new Registry();
@@ -175,37 +175,25 @@ export class Metrics {
     this.bytesStored.inc({ sink: options.sink }, 0);
   }
 
-  /** `sink` with each put timed into l2_upload_duration_seconds. */
+  /** `sink` with each put (and putNew) timed into l2_upload_duration_seconds. */
   timeSink(sink: Sink): Sink {
     const histogram = this.uploadDuration;
+    const timed = async <T>(store: () => Promise<T>): Promise<T> => {
+      const end = histogram.startTimer();
+      try {
+        const result = await store();
+        end({ outcome: "ok" });
+        return result;
+      } catch (error) {
+        end({ outcome: "failed" });
+        throw error;
+      }
+    };
     return {
       kind: sink.kind,
       location: sink.location,
-      async put(key, body, meta, signal) {
-        const end = histogram.startTimer();
-        try {
-          await sink.put(key, body, meta, signal);
-          end({ outcome: "ok" });
-        } catch (error) {
-          end({ outcome: "failed" });
-          throw error;
-        }
-      },
-      // Recovered batches must keep their never-replace rule through this
-      // wrapper: without putNew, putIfAbsent would fall back to put.
-      ...(sink.putNew === undefined ? {} : {
-        async putNew(key: string, body: Uint8Array, meta: ObjectMeta, signal?: AbortSignal) {
-          const end = histogram.startTimer();
-          try {
-            const stored = await sink.putNew!(key, body, meta, signal);
-            end({ outcome: "ok" });
-            return stored;
-          } catch (error) {
-            end({ outcome: "failed" });
-            throw error;
-          }
-        },
-      }),
+      put: (key, body, meta, signal) => timed(() => sink.put(key, body, meta, signal)),
+      putNew: (key, body, meta, signal) => timed(() => sink.putNew(key, body, meta, signal)),
     };
   }
 

@@ -18,19 +18,17 @@ export interface Sink {
   /**
    * Stores the object only if its key is absent; false (nothing written)
    * when it exists. For batches rebuilt from the crash journal, which may be
-   * shorter than a copy already stored: they must never replace it. Both
-   * real sinks have it; a sink without it (a test's) gets `put`.
+   * shorter than a copy already stored: they must never replace it.
+   * Required of every sink and wrapper, so none can fall back to `put`.
    */
-  putNew?(key: string, body: Uint8Array, meta: ObjectMeta, signal?: AbortSignal): Promise<boolean>;
+  putNew(key: string, body: Uint8Array, meta: ObjectMeta, signal?: AbortSignal): Promise<boolean>;
 }
 
-/** `putNew` where the sink has it, else `put` (reported as stored). */
-export async function putIfAbsent(
+/** Stores `entry` only where its key is absent; false when it exists. */
+export function putIfAbsent(
   sink: Sink,
   entry: { key: string; body: Uint8Array; meta: ObjectMeta },
   signal?: AbortSignal,
 ): Promise<boolean> {
-  if (sink.putNew) return await sink.putNew(entry.key, entry.body, entry.meta, signal);
-  await sink.put(entry.key, entry.body, entry.meta, signal);
-  return true;
+  return sink.putNew(entry.key, entry.body, entry.meta, signal);
 }
