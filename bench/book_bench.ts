@@ -18,7 +18,7 @@ import { startTaskArgs } from "../tests/support/collector.ts";
 import { diffDepthFeed } from "../tests/support/fake_exchange.ts";
 import { FakeBook } from "../tests/support/fake_book.ts";
 import { baseEnv, ROOT } from "./child.ts";
-import { cpuSeconds, ProcessWatch } from "./proc.ts";
+import { measureChild } from "./proc.ts";
 
 const DAY = "2024-08-08";
 const RATE = 10;
@@ -86,16 +86,7 @@ export async function benchBook(log: (text: string) => void): Promise<BookBenchR
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  const started = performance.now();
-  const watch = new ProcessWatch(child.pid, 100);
-  let cpu = 0;
-  const cpuTimer = setInterval(async () => {
-    cpu = (await cpuSeconds(child.pid)) ?? cpu;
-  }, 100);
-  const output = await child.output();
-  const wallSeconds = (performance.now() - started) / 1000;
-  clearInterval(cpuTimer);
-  watch.stop();
+  const { output, wallSeconds, cpuSeconds: cpu, peakRssBytes } = await measureChild(child);
   const stderr = new TextDecoder().decode(output.stderr);
   const summary = stderr.split("\n").find((line) => line.includes(" row(s); ")) ??
     stderr.slice(-500);
@@ -108,7 +99,7 @@ export async function benchBook(log: (text: string) => void): Promise<BookBenchR
     generateSeconds,
     wallSeconds,
     cpuSeconds: cpu,
-    peakRssBytes: watch.peakBytes,
+    peakRssBytes,
     exitCode: output.code,
     rows,
     summary: summary.replace(/^book: /, ""),

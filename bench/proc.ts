@@ -194,3 +194,26 @@ export async function ioCounters(pid: number): Promise<IoCounters | undefined> {
     cancelledWriteBytes: field("cancelled_write_bytes"),
   };
 }
+
+/** What a child process cost, sampled while it ran (CPU every 100 ms, so the last tenth may be missing). */
+export interface Measured {
+  readonly output: Deno.CommandOutput;
+  readonly wallSeconds: number;
+  readonly cpuSeconds: number;
+  readonly peakRssBytes: number;
+}
+
+/** Waits for `child`, measuring its wall time, CPU seconds and peak RSS. */
+export async function measureChild(child: Deno.ChildProcess): Promise<Measured> {
+  const started = performance.now();
+  const watch = new ProcessWatch(child.pid, 100);
+  let cpu = 0;
+  const cpuTimer = setInterval(async () => {
+    cpu = (await cpuSeconds(child.pid)) ?? cpu;
+  }, 100);
+  const output = await child.output();
+  const wallSeconds = (performance.now() - started) / 1000;
+  clearInterval(cpuTimer);
+  watch.stop();
+  return { output, wallSeconds, cpuSeconds: cpu, peakRssBytes: watch.peakBytes };
+}

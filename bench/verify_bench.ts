@@ -13,7 +13,7 @@ import { localSink } from "../src/store/local.ts";
 import { startTaskArgs } from "../tests/support/collector.ts";
 import { diffDepthFeed } from "../tests/support/fake_exchange.ts";
 import { baseEnv, ROOT } from "./child.ts";
-import { cpuSeconds, ProcessWatch } from "./proc.ts";
+import { measureChild } from "./proc.ts";
 
 const DAY = "2024-08-08";
 const RATE = 10;
@@ -72,16 +72,7 @@ export async function benchVerify(log: (text: string) => void): Promise<VerifyRe
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  const started = performance.now();
-  const watch = new ProcessWatch(child.pid, 100);
-  let cpu = 0;
-  const cpuTimer = setInterval(async () => {
-    cpu = (await cpuSeconds(child.pid)) ?? cpu;
-  }, 100);
-  const output = await child.output();
-  const wallSeconds = (performance.now() - started) / 1000;
-  clearInterval(cpuTimer);
-  watch.stop();
+  const { output, wallSeconds, cpuSeconds: cpu, peakRssBytes } = await measureChild(child);
 
   let reportedMessages: number | undefined;
   let reportedOk: boolean | undefined;
@@ -106,7 +97,7 @@ export async function benchVerify(log: (text: string) => void): Promise<VerifyRe
     wallSeconds,
     // Sampled every 100 ms, so the last tenth of a second may be missing.
     cpuSeconds: cpu,
-    peakRssBytes: watch.peakBytes,
+    peakRssBytes,
     exitCode: output.code,
     reportedMessages,
     reportedOk,
