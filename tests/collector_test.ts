@@ -9,6 +9,7 @@ import { parseKey } from "../src/batch/keys.ts";
 import { FakeExchange, partialDepthFeed } from "./support/fake_exchange.ts";
 import {
   type ArchivedLine,
+  dataByStream,
   rawData,
   readArchive,
   runCollector,
@@ -17,18 +18,6 @@ import {
 import { tempDir } from "./support/temp.ts";
 import { unreachableBinance } from "./support/net_guard.ts";
 import { delay, waitFor } from "./support/wait.ts";
-
-/** Data lines grouped by stream, in archive order (objects sorted by key, lines in order). */
-function dataByStream(lines: readonly ArchivedLine[]): Map<string, string[]> {
-  const byStream = new Map<string, string[]>();
-  for (const line of lines) {
-    if (line.value.event !== undefined) continue;
-    const list = byStream.get(line.value.stream) ?? [];
-    list.push(rawData(line));
-    byStream.set(line.value.stream, list);
-  }
-  return byStream;
-}
 
 Deno.test({
   name: "collector keeps every message through a drop, a stall and SIGTERM, exactly once",

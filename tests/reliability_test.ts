@@ -5,29 +5,12 @@
 
 import assert from "node:assert/strict";
 import { FakeExchange, partialDepthFeed } from "./support/fake_exchange.ts";
-import {
-  type ArchivedLine,
-  rawData,
-  readArchive,
-  runCollector,
-  spawnCollector,
-} from "./support/collector.ts";
+import { dataByStream, readArchive, runCollector, spawnCollector } from "./support/collector.ts";
 import { listFiles, tempDir } from "./support/temp.ts";
 import { delay, waitFor } from "./support/wait.ts";
 
 /** The journal is flushed every 250 ms: a SIGKILL may take this much, no more. */
 const KILL_WINDOW_MS = 1000;
-
-function dataByStream(lines: readonly ArchivedLine[]): Map<string, string[]> {
-  const byStream = new Map<string, string[]>();
-  for (const line of lines) {
-    if (line.value.event !== undefined) continue;
-    const list = byStream.get(line.value.stream) ?? [];
-    list.push(rawData(line));
-    byStream.set(line.value.stream, list);
-  }
-  return byStream;
-}
 
 Deno.test({
   name:

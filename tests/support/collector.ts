@@ -159,3 +159,15 @@ export function rawData(line: ArchivedLine): string {
   if (!line.text.startsWith(head)) throw new Error(`not a data line: ${line.text.slice(0, 80)}`);
   return line.text.slice(head.length, -1);
 }
+
+/** Data lines grouped by stream, in archive order (objects sorted by key, lines in order). */
+export function dataByStream(lines: readonly ArchivedLine[]): Map<string, string[]> {
+  const byStream = new Map<string, string[]>();
+  for (const line of lines) {
+    if (line.value.event !== undefined) continue;
+    const list = byStream.get(line.value.stream) ?? [];
+    list.push(rawData(line));
+    byStream.set(line.value.stream, list);
+  }
+  return byStream;
+}
