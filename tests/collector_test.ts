@@ -10,7 +10,6 @@ import { FakeExchange, partialDepthFeed } from "./support/fake_exchange.ts";
 import {
   type ArchivedLine,
   dataByStream,
-  rawData,
   readArchive,
   runCollector,
   spawnCollector,
