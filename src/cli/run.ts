@@ -62,7 +62,7 @@ import { Recorder, type StreamGroup } from "../recorder.ts";
 import { type Drainer, startDrainer } from "../store/drainer.ts";
 import { delay } from "../delay.ts";
 import { writeAtomically } from "../store/local.ts";
-import { lineKindOf, snapshotStreamOf } from "../store/meta.ts";
+import { lineKindOf, SNAPSHOT_STREAM_SUFFIX, snapshotStreamOf } from "../store/meta.ts";
 import { checkBucket, selectSink } from "../store/select.ts";
 import { Spool } from "../store/spool.ts";
 import { batchBudget } from "../store/budget.ts";
@@ -719,7 +719,7 @@ function rekeyLines(
   const parsed = lines.map((text) => JSON.parse(text) as { recv_ts?: unknown; stream?: unknown });
   const firstRecvTs = parsed[0]?.recv_ts;
   const stream = parsed.map((v) => v.stream).find((s): s is string =>
-    typeof s === "string" && !s.endsWith("@depthSnapshot")
+    typeof s === "string" && !s.endsWith(SNAPSHOT_STREAM_SUFFIX)
   );
   if (typeof firstRecvTs !== "number" || stream === undefined) return undefined;
   return { key: keyFor(stream, firstRecvTs, REKEYED_SEQ_BASE + index), stream };
