@@ -1,3 +1,4 @@
+// deno-lint-ignore-file arch/no-upward-import -- issue 14: recorder.ts belongs in feed/
 /**
  * The stage between the feed and the uploader: turns frames and feed events
  * into archive lines, appends them to per-stream batches, and hands sealed

@@ -164,6 +164,7 @@ export function installOptionsFromCli(
   };
 }
 
+// deno-lint-ignore arch/max-function-lines -- issue 14: not yet split
 export async function install(options: InstallOptions): Promise<number> {
   const { print } = options;
   const kind: JobKind = options.daemon ? "daemon" : "agent";

@@ -120,6 +120,7 @@ export interface OpsSnapshot {
 }
 
 /** Reads the metrics at `now`, feeds the tracker, evaluates health and builds the status. */
+// deno-lint-ignore arch/max-function-lines -- issue 14: not yet split
 export async function observe(deps: OpsDeps, now: number): Promise<OpsSnapshot> {
   const { metrics, tracker } = deps;
   refreshGauges(deps, now);

@@ -47,6 +47,7 @@ export function startDrainer(options: DrainerOptions): Drainer {
   };
 }
 
+// deno-lint-ignore arch/max-function-lines -- issue 14: not yet split
 async function drainLoop(options: DrainerOptions, wakeSignal: () => AbortSignal): Promise<void> {
   const { spool, signal } = options;
   const wait = (ms: number) => delay(ms, AbortSignal.any([signal, wakeSignal()]));
