@@ -336,10 +336,18 @@ function credentialPair(context: Context, partner: string) {
 }
 
 /** The env schema: one entry per variable, in docs/DESIGN.md's order (which is also report order). */
-// deno-lint-ignore arch/max-function-lines -- issue 14: not yet split
 function envSchema(context: Context) {
-  const { market, sse, isSet } = context;
   return z.object({
+    ...selectionFields(context),
+    ...storageFields(context),
+    ...connectionFields(context),
+    ...runningFields(),
+  });
+}
+
+/** Which streams of which symbols: SYMBOL to TIME_UNIT. */
+function selectionFields({ market }: Context) {
+  return {
     // stream selection
     SYMBOL: setting("BTCUSDT").pipe(symbolTerms(market, { required: true })),
     SYMBOL_EXCLUDE: setting("").pipe(symbolTerms(market, { required: false })),
@@ -363,6 +371,13 @@ function envSchema(context: Context) {
       (unit) => unit === "ms" || market !== "usdm",
       "ms for MARKET=usdm (only spot offers us)",
     ),
+  };
+}
+
+/** Batches, the sink and the spool: BATCH_SECONDS to SPOOL_MAX_BYTES. */
+function storageFields(context: Context) {
+  const { sse, isSet } = context;
+  return {
     // batching
     BATCH_SECONDS: setting("60").pipe(integer(1, 3600)),
     MAX_MESSAGES_PER_BATCH: setting("10000").pipe(integer(1, 1_000_000)),
@@ -402,6 +417,12 @@ function envSchema(context: Context) {
     // spool
     DATA_DIR: setting("./data"),
     SPOOL_MAX_BYTES: setting("10GB").pipe(byteSize()),
+  };
+}
+
+/** The Binance endpoints and how connections and snapshots run: BINANCE_WS_URL to STREAMS_PER_CONNECTION. */
+function connectionFields({ market }: Context) {
+  return {
     // Binance connection; the defaults depend on MARKET and are applied in parseConfig.
     BINANCE_WS_URL: optionalSetting().pipe(
       binanceBaseUrl(/^wss?$/, "a ws:// or wss:// URL without query or fragment").optional(),
@@ -416,6 +437,12 @@ function envSchema(context: Context) {
     SNAPSHOT_INTERVAL_SECONDS: setting("3600").pipe(integer(10, 86400)),
     SNAPSHOT_LIMIT: setting("1000").pipe(perMarket(SNAPSHOT_LIMITS, market)),
     STREAMS_PER_CONNECTION: setting("200").pipe(integer(1, 1024)),
+  };
+}
+
+/** Running 24/7, metrics, alerts and logging: SUSPEND_THRESHOLD_SECONDS to LOG_MAX_FILES. */
+function runningFields() {
+  return {
     // running 24/7 on a Mac
     SUSPEND_THRESHOLD_SECONDS: setting("5").pipe(integer(2, 3600)),
     PREVENT_SLEEP: setting("true").pipe(
@@ -441,7 +468,7 @@ function envSchema(context: Context) {
     LOG_FORMAT: setting("text").pipe(choice(["text", "json"])),
     LOG_MAX_BYTES: setting("50MB").pipe(byteSize()),
     LOG_MAX_FILES: setting("10").pipe(integer(1, 1000)),
-  });
+  };
 }
 
 /** A usable instance id from a host name: other characters become "-", edges are trimmed. */
@@ -503,7 +530,6 @@ export const OPTION_NAMES: readonly string[] = Object.freeze(
  * Pure: the host name for the default INSTANCE_ID comes in through `options`.
  * Throws `ConfigError` listing every problem at once.
  */
-// deno-lint-ignore arch/max-function-lines -- issue 14: not yet split
 export function parseConfig(
   env: Readonly<Record<string, string | undefined>>,
   options: { hostname?: string } = {},
@@ -513,9 +539,14 @@ export function parseConfig(
   if (!result.success) {
     throw new ConfigError(toProblems(result.error.issues, env, Object.keys(schema.shape)));
   }
-  const e = result.data;
+  return toConfig(result.data, options.hostname);
+}
 
-  const s3: S3Config | undefined = e.S3_BUCKET_NAME === undefined ? undefined : Object.freeze(
+type Env = z.infer<ReturnType<typeof envSchema>>;
+
+/** The S3 part of the configuration, when a bucket is set. */
+function s3Config(e: Env): S3Config | undefined {
+  return e.S3_BUCKET_NAME === undefined ? undefined : Object.freeze(
     compact({
       bucket: e.S3_BUCKET_NAME,
       prefix: e.S3_PREFIX,
@@ -527,7 +558,10 @@ export function parseConfig(
       storageClass: e.S3_STORAGE_CLASS,
     }),
   );
+}
 
+/** The validated variables as the resolved, frozen Config, with the defaults that depend on others. */
+function toConfig(e: Env, hostname: string | undefined): Config {
   const config: Config = compact({
     symbols: Object.freeze(e.SYMBOL),
     symbolExclude: Object.freeze(e.SYMBOL_EXCLUDE),
@@ -541,7 +575,7 @@ export function parseConfig(
     batchSeconds: e.BATCH_SECONDS,
     maxMessagesPerBatch: e.MAX_MESSAGES_PER_BATCH,
     prefix: e.S3_PREFIX,
-    s3,
+    s3: s3Config(e),
     uploadConcurrency: e.UPLOAD_CONCURRENCY,
     uploadQueueMaxBytes: e.UPLOAD_QUEUE_MAX_BYTES,
     gzipLevel: e.GZIP_LEVEL,
@@ -558,7 +592,7 @@ export function parseConfig(
     preventSleep: e.PREVENT_SLEEP,
     metrics: e.METRICS_ADDR === undefined ? undefined : Object.freeze(e.METRICS_ADDR),
     alertWebhookUrl: e.ALERT_WEBHOOK_URL,
-    instanceId: e.INSTANCE_ID ?? instanceIdFromHostname(options.hostname),
+    instanceId: e.INSTANCE_ID ?? instanceIdFromHostname(hostname),
     logFile: e.LOG_FILE,
     logLevel: e.LOG_LEVEL,
     logFormat: e.LOG_FORMAT,

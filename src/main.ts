@@ -78,76 +78,36 @@ const encoder = new TextEncoder();
 const out = (text: string) => Deno.stdout.writeSync(encoder.encode(redactUrls(text)));
 const err = (text: string) => Deno.stderr.writeSync(encoder.encode(redactUrls(text)));
 
-// deno-lint-ignore arch/max-function-lines -- issue 14: not yet split
+const ARG_OPTIONS = {
+  "env-file": { type: "string" },
+  daemon: { type: "boolean" },
+  "dry-run": { type: "boolean" },
+  program: { type: "string" },
+  "log-dir": { type: "string" },
+  ...VERIFY_ARG_OPTIONS,
+  ...BOOK_ARG_OPTIONS,
+  help: { type: "boolean", short: "h" },
+  version: { type: "boolean", short: "V" },
+} as const;
+
+type ParsedArgs = ReturnType<
+  typeof parseArgs<{ args: string[]; allowPositionals: true; options: typeof ARG_OPTIONS }>
+>;
+
 export async function main(args: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      options: {
-        "env-file": { type: "string" },
-        daemon: { type: "boolean" },
-        "dry-run": { type: "boolean" },
-        program: { type: "string" },
-        "log-dir": { type: "string" },
-        ...VERIFY_ARG_OPTIONS,
-        ...BOOK_ARG_OPTIONS,
-        help: { type: "boolean", short: "h" },
-        version: { type: "boolean", short: "V" },
-      },
-    });
-  } catch (error) {
-    err(`${(error as Error).message}\n\n${USAGE}`);
-    return 2;
-  }
-  if (parsed.values.help) {
-    out(USAGE);
-    return 0;
-  }
-  if (parsed.values.version) {
-    out(`l2-uploader ${VERSION}\n`);
-    return 0;
-  }
-  const command = parsed.positionals[0] ?? "run";
-  if (!COMMANDS.has(command) || parsed.positionals.length > 1) {
-    err(`unknown command: ${parsed.positionals.join(" ")}\n\n${USAGE}`);
-    return 2;
-  }
+  const cli = parseCommand(args);
+  if (typeof cli === "number") return cli;
+  const { command, values } = cli;
+  if (command === "install" || command === "uninstall") return await runInstall(command, values);
 
-  if (command === "install" || command === "uninstall") {
-    // Needs no configuration: the job reads its env file when launchd starts it.
-    const resolved = installOptionsFromCli(parsed.values, {
-      env: Deno.env.toObject(),
-      cwd: Deno.cwd(),
-      execPath: Deno.execPath(),
-      uid: Deno.uid() ?? -1,
-    });
-    if ("problem" in resolved) {
-      err(`l2-uploader ${command}: ${resolved.problem}\n`);
-      return 1;
-    }
-    const options = { ...resolved.options, print: out };
-    return command === "install" ? await install(options) : await uninstall(options);
-  }
-
-  let config: Config;
-  try {
-    const fileVars = await readEnvFile(parsed.values["env-file"]);
-    config = parseConfig(mergeEnv(Deno.env.toObject(), fileVars), { hostname: hostname() });
-  } catch (error) {
-    if (error instanceof ConfigError || error instanceof StartupError) {
-      err(`l2-uploader: configuration error\n${error.message}\n`);
-      return 2;
-    }
-    throw error;
-  }
+  const config = await loadConfig(values["env-file"]);
+  if (typeof config === "number") return config;
 
   if (command === "verify") {
-    return await verify(config, parsed.values, { print: out, printError: err });
+    return await verify(config, values, { print: out, printError: err });
   }
   if (command === "book") {
-    return await book(config, parsed.values, {
+    return await book(config, values, {
       write: (text) => writeAllSync(Deno.stdout, text),
       printError: err,
     });
@@ -170,6 +130,66 @@ export async function main(args: string[]): Promise<number> {
     return await runWithSignals(config);
   } finally {
     await closeLogging();
+  }
+}
+
+/** The command and its options, or the exit code when there is nothing to run (help, version, a mistake). */
+function parseCommand(
+  args: string[],
+): { command: string; values: ParsedArgs["values"] } | number {
+  let parsed: ParsedArgs;
+  try {
+    parsed = parseArgs({ args, allowPositionals: true, options: ARG_OPTIONS });
+  } catch (error) {
+    err(`${(error as Error).message}\n\n${USAGE}`);
+    return 2;
+  }
+  if (parsed.values.help) {
+    out(USAGE);
+    return 0;
+  }
+  if (parsed.values.version) {
+    out(`l2-uploader ${VERSION}\n`);
+    return 0;
+  }
+  const command = parsed.positionals[0] ?? "run";
+  if (!COMMANDS.has(command) || parsed.positionals.length > 1) {
+    err(`unknown command: ${parsed.positionals.join(" ")}\n\n${USAGE}`);
+    return 2;
+  }
+  return { command, values: parsed.values };
+}
+
+async function runInstall(
+  command: "install" | "uninstall",
+  values: ParsedArgs["values"],
+): Promise<number> {
+  // Needs no configuration: the job reads its env file when launchd starts it.
+  const resolved = installOptionsFromCli(values, {
+    env: Deno.env.toObject(),
+    cwd: Deno.cwd(),
+    execPath: Deno.execPath(),
+    uid: Deno.uid() ?? -1,
+  });
+  if ("problem" in resolved) {
+    err(`l2-uploader ${command}: ${resolved.problem}\n`);
+    return 1;
+  }
+  const options = { ...resolved.options, print: out };
+  return command === "install" ? await install(options) : await uninstall(options);
+}
+
+/** The configuration from the environment and the env file, or exit code 2 with every problem printed. */
+async function loadConfig(envFile: string | undefined): Promise<Config | number> {
+  try {
+    const fileVars = await readEnvFile(envFile);
+    return parseConfig(mergeEnv(Deno.env.toObject(), fileVars), { hostname: hostname() });
+  } catch (error) {
+    if (error instanceof ConfigError || error instanceof StartupError) {
+      err(`l2-uploader: configuration error\n${error.message}\n`);
+      return 2;
+    }
+    throw error;
   }
 }
 
