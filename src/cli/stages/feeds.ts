@@ -1,0 +1,449 @@
+/**
+ * The feed stage of `run`: everything between Binance and the batcher. It
+ * checks the configured symbols against `exchangeInfo`, runs the recorder,
+ * the snapshotter (diff mode), the symbol universe with its connections
+ * (under one connection-attempt limiter), the `exchangeInfo` refresh, and
+ * the tickers of the recorder and the receive clock.
+ *
+ * Start-up: `Feeds.open` (symbols checked, recorder ready, nothing connected)
+ * → `record` (snapshots, connections, refresh, tickers).
+ * Shutdown: the supervisor aborts the signal → `stopped` (every connection
+ * closed, frames in flight delivered) → `sealAll`. Disposal after an error
+ * stops what still runs.
+ */
+
+import { getLogger } from "@logtape/logtape";
+import { readExchangeInfo, RestLimiter } from "../../binance/rest.ts";
+import { type Listing, matchesTerm, namedSymbols } from "../../binance/selection.ts";
+import { sequenceRuleFor } from "../../binance/sequence.ts";
+import { inShard } from "../../binance/shard.ts";
+import { Snapshotter } from "../../binance/snapshots.ts";
+import {
+  depthStreamType,
+  parseStreamName,
+  planConnection,
+  streamBaseUrl,
+  SUBSCRIBE_INTERVAL_MS,
+  symbolStreams,
+} from "../../binance/streams.ts";
+import type { Config } from "../../config_types.ts";
+import { TICK_MS } from "../../feed/clock.ts";
+import {
+  type CloseInfo,
+  type Connection,
+  type ConnectionHandlers,
+  startConnection,
+  type WebSocketFactory,
+} from "../../feed/connection.ts";
+import { AttemptLimiter } from "../../feed/rate_limit.ts";
+import type { Activity } from "../../ops/activity.ts";
+import type { RecordingState } from "../../ops/http.ts";
+import type { Metrics } from "../../ops/metrics.ts";
+import { Recorder, type StreamGroup } from "../../recorder.ts";
+import { snapshotStreamOf } from "../../store/meta.ts";
+import { Universe } from "../universe.ts";
+import { DiffStreams } from "./diff_streams.ts";
+import { StartupError } from "./startup.ts";
+import type { BatchStore } from "./storage.ts";
+
+const log = getLogger(["l2", "run"]);
+
+export interface FeedsOptions {
+  /** Aborted by the supervisor at shutdown: connections, snapshots and the refresh stop. */
+  readonly signal: AbortSignal;
+  readonly store: BatchStore;
+  readonly metrics: Metrics;
+  /** Gaps and disconnects for the status page. */
+  readonly activity: Activity;
+  /** Wall-clock ms. */
+  readonly now: () => number;
+  readonly webSocket?: WebSocketFactory;
+  readonly fetch?: typeof fetch;
+}
+
+/** The receive clock as the feeds use it: stamps, and a tick to keep it current. */
+export interface ReceiveTicks {
+  readonly nowMicros: () => number;
+  tick(): void;
+}
+
+export class Feeds implements AsyncDisposable {
+  readonly recorder: Recorder;
+  readonly #config: Config;
+  readonly #options: FeedsOptions;
+  readonly #restLimiter: RestLimiter;
+  readonly #listing: readonly Listing[] | undefined;
+  readonly #diffs: DiffStreams;
+  readonly #stop = new AbortController();
+  readonly #signal: AbortSignal;
+  readonly #tickers: ReturnType<typeof setInterval>[] = [];
+  #universe: Universe | undefined;
+  #snapshotter: Snapshotter | undefined;
+  #following: Promise<void> | undefined;
+
+  /** The symbols checked (unknown ones stop the start), the recorder ready; nothing connected yet. */
+  static async open(config: Config, options: FeedsOptions): Promise<Feeds> {
+    const restLimiter = new RestLimiter({ market: config.market, fetch: options.fetch });
+    const listing = await checkConfiguredSymbols(config, restLimiter);
+    return new Feeds(config, options, restLimiter, listing);
+  }
+
+  private constructor(
+    config: Config,
+    options: FeedsOptions,
+    restLimiter: RestLimiter,
+    listing: readonly Listing[] | undefined,
+  ) {
+    this.#config = config;
+    this.#options = options;
+    this.#restLimiter = restLimiter;
+    this.#listing = listing;
+    this.#signal = AbortSignal.any([options.signal, this.#stop.signal]);
+    this.#diffs = new DiffStreams(depthStreamType(config.market, config));
+    const { metrics, activity, now, store } = options;
+    this.recorder = new Recorder({
+      batcher: store.batcher,
+      metrics,
+      submit: (b) => store.submit(b),
+      ruleFor: (stream) => {
+        const spec = parseStreamName(stream);
+        return spec ? sequenceRuleFor(config.market, spec.type) : undefined;
+      },
+      // Only the diff depth stream needs a book snapshot (not trades, not the ticker).
+      onChainStart: (stream) => this.#diffs.chainStarted(stream),
+      eventTimeUnit: config.timeUnit,
+      onExchangeLag: (seconds) => metrics.exchangeLag.observe({ market: config.market }, seconds),
+      onGap: (stream, gap) =>
+        activity.event({
+          at: now(),
+          kind: "gap",
+          subject: stream,
+          detail: `expected update id ${gap.expected}, received ${gap.received}`,
+        }),
+    });
+  }
+
+  /** Streams recorded now ([] before `record`). */
+  streams(): readonly string[] {
+    return this.#universe?.streams ?? [];
+  }
+
+  /** The recorded set for /status (status may be asked before recording starts). */
+  recording(): RecordingState {
+    return {
+      symbols: this.#universe?.symbols.length ?? 0,
+      streams: this.#universe?.streams.length ?? 0,
+      awaitingFirstSnapshot: this.#config.depthLevel === "full" ? this.#diffs.awaiting() : [],
+    };
+  }
+
+  /**
+   * After a suspension every connection is replaced at once (not after
+   * STALE_AFTER_SECONDS), and diff streams get fresh snapshots.
+   */
+  suspended(): void {
+    this.#universe?.replaceAll("suspended");
+    this.#diffs.suspended();
+  }
+
+  /** Snapshots (diff mode), the selected symbols' connections, the refresh, the tickers. */
+  record(clock: ReceiveTicks): void {
+    const config = this.#config;
+    if (config.depthLevel === "full") {
+      this.#snapshotter = this.#newSnapshotter(clock.nowMicros);
+      this.#diffs.requestFrom(this.#snapshotter);
+    }
+    const universe = this.#newUniverse(clock.nowMicros);
+    this.#universe = universe;
+    if (this.#listing) {
+      universe.update(this.#listing, { quiet: true });
+    } else {
+      // exchangeInfo unread: the named symbols of this shard now, patterns at the first refresh.
+      universe.startUnlisted(
+        namedSymbols(config.symbols).filter((s) =>
+          inShard(s, config.shard) && !config.symbolExclude.some((t) => matchesTerm(s, t))
+        ),
+      );
+    }
+    const { sink } = this.#options.store;
+    log.info("Recording {count} {market} streams ({first}…) to {sink} {location}", {
+      count: universe.streams.length,
+      market: config.market,
+      first: universe.streams[0],
+      sink: sink.kind,
+      location: sink.location,
+      instanceId: config.instanceId,
+      shard: `${config.shard.index}/${config.shard.count}`,
+    });
+    this.#following = this.#followExchangeInfo(universe);
+    this.#tickers.push(setInterval(() => this.recorder.tick(), 200));
+    clock.tick();
+    this.#tickers.push(setInterval(() => clock.tick(), TICK_MS));
+  }
+
+  /** After the signal aborted: every connection closed, the refresh and the snapshots ended. */
+  async stopped(): Promise<void> {
+    await this.#following;
+    await this.#universe?.done;
+    await this.#snapshotter?.done;
+    this.#clearTickers();
+  }
+
+  /** Seals every open batch (frames in flight have arrived). */
+  sealAll(): void {
+    this.recorder.sealAll();
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    this.#stop.abort();
+    this.#clearTickers();
+    return Promise.resolve();
+  }
+
+  #clearTickers(): void {
+    for (const ticker of this.#tickers.splice(0)) clearInterval(ticker);
+  }
+
+  #newSnapshotter(nowMicros: () => number): Snapshotter {
+    const config = this.#config;
+    const diffs = this.#diffs;
+    return new Snapshotter({
+      restUrl: config.restUrl,
+      market: config.market,
+      limit: config.snapshotLimit,
+      intervalMs: config.snapshotIntervalSeconds * 1000,
+      limiter: this.#restLimiter,
+      nowMicros,
+      signal: this.#signal,
+      chainStart: (symbol) => {
+        const stream = diffs.streamOf(symbol);
+        return stream === undefined ? undefined : this.recorder.chainStart(stream);
+      },
+      onSnapshot: (symbol, text, recvTs) => {
+        const stream = diffs.streamOf(symbol);
+        if (stream) {
+          this.recorder.snapshot(stream, snapshotStreamOf(symbol), text, recvTs);
+          diffs.stored(symbol);
+        }
+      },
+    });
+  }
+
+  #newUniverse(nowMicros: () => number): Universe {
+    const config = this.#config;
+    const { metrics, store } = this.#options;
+    // Binance allows 300 connection attempts per 5 minutes per IP; keep well under.
+    const attempts = new AttemptLimiter({ max: 250, windowMs: 300_000 });
+    return new Universe({
+      rules: { include: config.symbols, exclude: config.symbolExclude, shard: config.shard },
+      streamsOf: (symbol: string) => symbolStreams(symbol, config),
+      streamsPerConnection: config.streamsPerConnection,
+      baseOf: (stream) => streamBaseUrl(config.wsUrl, config.market, stream),
+      recorder: this.recorder,
+      signal: this.#signal,
+      nowMicros,
+      onStreams: (change) => {
+        metrics.declare({ streams: change.added, sink: store.sink.kind });
+        this.#diffs.changed(change);
+        metrics.streamsActive.set(this.#universe?.streams.length ?? 0);
+      },
+      connect: (group, signal) => this.#connect(group, signal, { attempts, nowMicros }),
+    });
+  }
+
+  /** One connection of a stream group, its events wired to the recorder and the telemetry. */
+  #connect(
+    group: StreamGroup,
+    signal: AbortSignal,
+    context: { attempts: AttemptLimiter; nowMicros: () => number },
+  ): Connection {
+    const config = this.#config;
+    const { attempts, nowMicros } = context;
+    const base = streamBaseUrl(config.wsUrl, config.market, group.names[0]);
+    const plan = planConnection(base, group.names, { timeUnit: config.timeUnit });
+    return startConnection({
+      url: plan.url,
+      subscribe: plan.subscribe,
+      subscribeIntervalMs: SUBSCRIBE_INTERVAL_MS[config.market],
+      signal,
+      staleAfterMs: config.staleAfterSeconds * 1000,
+      rotateAfterMs: config.wsRotateSeconds * 1000,
+      beforeConnect: (signal) => attempts.take(signal),
+      webSocket: this.#options.webSocket,
+      nowMicros,
+      handlers: connectionHandlers({
+        group,
+        inUrl: plan.inUrl,
+        recorder: this.recorder,
+        metrics: this.#options.metrics,
+        nowMicros,
+        activity: this.#options.activity,
+        now: this.#options.now,
+      }),
+    });
+  }
+
+  #followExchangeInfo(universe: Universe): Promise<void> {
+    const config = this.#config;
+    return universe.follow({
+      read: async (signal) =>
+        (await readExchangeInfo({
+          restUrl: config.restUrl,
+          market: config.market,
+          limiter: this.#restLimiter,
+          signal: AbortSignal.any([signal, AbortSignal.timeout(20_000)]),
+        })).listed,
+      intervalMs: config.exchangeInfoRefreshSeconds * 1000,
+      signal: this.#signal,
+    });
+  }
+}
+
+/** A connection's events: one log line each, the metrics, the activity list, the recorder. */
+function connectionHandlers(context: {
+  group: StreamGroup;
+  /** The group's streams named in the URL; the others come by SUBSCRIBE. */
+  inUrl: readonly string[];
+  recorder: Recorder;
+  metrics: Metrics;
+  nowMicros: () => number;
+  activity: Activity;
+  now: () => number;
+}): ConnectionHandlers {
+  const { group, inUrl, recorder, metrics, nowMicros } = context;
+  const { conn } = group;
+  return {
+    onFrame: (text, recvTs, socketId) => recorder.frame(group, text, recvTs, socketId),
+    onOpen: ({ opened, socketId, role }) => {
+      metrics.wsConnections.inc();
+      log.info("Connection {conn} open ({streams} streams, socket {socketId}, {role})", {
+        conn,
+        streams: group.names.length,
+        socketId,
+        role,
+        opened,
+      });
+      recorder.opened(group, socketId, role, nowMicros(), inUrl);
+    },
+    onSubscribed: ({ socketId, role, streams }) => {
+      log.debug("Connection {conn} socket {socketId}: {count} streams subscribed", {
+        conn,
+        socketId,
+        count: streams.length,
+      });
+      recorder.opened(group, socketId, role, nowMicros(), streams);
+    },
+    onClose: (info) => {
+      metrics.wsConnections.dec();
+      recorder.closed(group, info.socketId ?? 0, {
+        replaced: info.replaced,
+        recvTs: nowMicros(),
+        details: {
+          conn,
+          socket: info.socketId,
+          cause: info.cause,
+          code: info.code,
+          reason: info.reason,
+          uptime_ms: Math.round(info.uptimeMs),
+        },
+      });
+      if (info.cause === "shutdown" || info.cause === "rotated") {
+        log.info("Connection {conn} socket {socketId} closed ({cause})", { conn, ...info });
+        return;
+      }
+      disconnected(context, info);
+    },
+    onConnectFailed: (info) => connectFailed(context, info),
+  };
+}
+
+/** A connection attempt failed: counted, listed, logged with when the next one comes. */
+function connectFailed(
+  context: { group: StreamGroup; metrics: Metrics; activity: Activity; now: () => number },
+  info: CloseInfo,
+): void {
+  const { group: { conn }, metrics, activity, now } = context;
+  metrics.reconnects.inc({ cause: info.cause });
+  activity.event({
+    at: now(),
+    kind: "connect-failed",
+    subject: `conn ${conn}`,
+    detail: `${info.cause}: ${info.reason}; retrying in ${info.retryInMs} ms`,
+  });
+  log.warn("Connection {conn} could not open ({reason}); retrying in {retryInMs} ms", {
+    conn,
+    ...info,
+  });
+}
+
+/** A socket closed unasked: counted, listed, logged with what happens next. */
+function disconnected(
+  context: { group: StreamGroup; metrics: Metrics; activity: Activity; now: () => number },
+  info: CloseInfo,
+): void {
+  const { group: { conn }, metrics, activity, now } = context;
+  metrics.reconnects.inc({ cause: info.cause });
+  activity.event({
+    at: now(),
+    kind: "disconnect",
+    subject: `conn ${conn}`,
+    detail: `${info.cause}, code ${info.code ?? "none"}` +
+      (info.reason ? ` (${info.reason})` : "") +
+      (info.replaced ? "; successor carried on" : `; reconnecting in ${info.retryInMs} ms`),
+  });
+  log.warn(
+    "Connection {conn} socket {socketId} closed ({cause}, code {code}){replacedNote}",
+    {
+      conn,
+      ...info,
+      replacedNote: info.replaced
+        ? "; its successor carries on"
+        : `; reconnecting in ${info.retryInMs} ms`,
+    },
+  );
+}
+
+/**
+ * Reads `exchangeInfo` for the start. Unknown symbols named in SYMBOL stop
+ * the start (exit 2); patterns name none. A listed symbol that is not
+ * trading (HALT, BREAK, CANCEL_ONLY…) still exists and may trade again, so a
+ * named one is recorded, with one WARN (BINANCE.md, Payloads). An exchange
+ * that cannot be asked does not stop the start either (the named symbols are
+ * recorded; patterns resolve at the first refresh that succeeds). The weight
+ * limit `exchangeInfo` lists replaces the documented default.
+ */
+async function checkConfiguredSymbols(
+  config: Config,
+  limiter: RestLimiter,
+): Promise<readonly Listing[] | undefined> {
+  let info;
+  try {
+    info = await readExchangeInfo({
+      restUrl: config.restUrl,
+      market: config.market,
+      limiter,
+      signal: AbortSignal.timeout(20_000),
+    });
+  } catch (error) {
+    log.warn("Could not check the symbols against exchangeInfo ({error}); recording anyway", {
+      error: error instanceof Error ? error.message : String(error),
+    });
+    return undefined;
+  }
+  if (info.weightLimit !== undefined) limiter.setWeightLimit(info.weightLimit);
+  const status = new Map(info.listed.map((l) => [l.symbol, l.status]));
+  const named = namedSymbols(config.symbols);
+  const unknown = named.filter((s) => !status.has(s));
+  if (unknown.length > 0) {
+    const listed = unknown.map((s) => `${s} (not listed on ${config.market})`);
+    throw new StartupError(`SYMBOL lists symbols Binance does not list: ${listed.join(", ")}`);
+  }
+  for (const symbol of named) {
+    if (status.get(symbol) === "TRADING") continue;
+    log.warn("{symbol} is listed with status {status}, not TRADING; recording it anyway", {
+      symbol,
+      status: status.get(symbol),
+    });
+  }
+  return info.listed;
+}

@@ -1,0 +1,223 @@
+/**
+ * The operations stage of `run`: what watches the recorder rather than
+ * records. The restart history, the power assertion (macOS), the health
+ * tracker and the activity list from `Ops.open`; from `start`, the watch on
+ * Binance's clock, the receive clock with its suspension handling, the HTTP
+ * status server and the health loop with its alerts.
+ *
+ * It stops last: disposal releases the power assertion, stops the loops
+ * (an alert in flight may not hold up the exit) and waits for the server.
+ */
+
+import { getLogger } from "@logtape/logtape";
+import { watchClock } from "../../binance/clock.ts";
+import type { Config } from "../../config_types.ts";
+import { delay } from "../../delay.ts";
+import type { ReceiveClock } from "../../feed/clock.ts";
+import { Activity } from "../../ops/activity.ts";
+import { AlertNotifier, watchHealth } from "../../ops/alerts.ts";
+import { exposureWarning } from "../../ops/exposure.ts";
+import { HealthTracker } from "../../ops/health.ts";
+import {
+  handler as opsHandler,
+  observe,
+  type OpsAddress,
+  type OpsDeps,
+  type OpsServer,
+  type RecordingState,
+  serveOps,
+} from "../../ops/http.ts";
+import type { Metrics } from "../../ops/metrics.ts";
+import { preventSleep, type SleepGuard } from "../../ops/power.ts";
+import { redactUrls } from "../../ops/redact.ts";
+import { countRestarts, recordStart } from "../../ops/restarts.ts";
+import type { Recorder } from "../../recorder.ts";
+import { startClock } from "../suspension.ts";
+import { StartupError } from "./startup.ts";
+
+const log = getLogger(["l2", "run"]);
+
+export interface OpsOptions {
+  /** Aborted by the supervisor once uploads are flushed: the loops and the server stop. */
+  readonly signal: AbortSignal;
+  readonly metrics: Metrics;
+  /** Wall-clock ms for health, restart history and alerts. */
+  readonly now: () => number;
+  readonly fetch?: typeof fetch;
+  /** Clocks the receive clock reads (tests step the wall clock). */
+  readonly wallMs?: () => number;
+  readonly monotonicMs?: () => number;
+  /** Shown by /status. */
+  readonly version?: string;
+}
+
+/** What the status page reads of storage. */
+export interface StorageView {
+  backlog(): number;
+  readonly spoolMaxBytes: number | undefined;
+  openBatches(): { bytes: number; textBytes: number };
+}
+
+/** What the status page and the receive clock need of the feeds. */
+export interface FeedsView {
+  readonly recorder: Recorder;
+  streams(): readonly string[];
+  recording(): RecordingState;
+  /** The machine resumed: replace every connection, fresh snapshots. */
+  suspended(): void;
+}
+
+type RestartHistory = Awaited<ReturnType<typeof recordStart>>;
+
+export class Ops implements AsyncDisposable {
+  /** Gaps, disconnects and the messages/s chart for the status page. */
+  readonly activity = new Activity();
+  readonly #config: Config;
+  readonly #options: OpsOptions;
+  readonly #history: RestartHistory;
+  readonly #tracker: HealthTracker;
+  readonly #awake: SleepGuard;
+  readonly #stop = new AbortController();
+  readonly #signal: AbortSignal;
+  #clockLoop: Promise<void> | undefined;
+  #healthLoop: Promise<void> | undefined;
+  #server: OpsServer | undefined;
+  #clockOffset: number | undefined;
+
+  /** The start noted in the restart history, the power assertion held. */
+  static async open(config: Config, options: OpsOptions): Promise<Ops> {
+    // The lag histogram's series exist from the start (zero), not from the first sampled message.
+    options.metrics.exchangeLag.zero({ market: config.market });
+    const startedAt = options.now();
+    const history = await recordStart(config.dataDir, startedAt);
+    if (history.restartsLastHour > 0) {
+      log.warn("This is restart {restarts} within the last hour", {
+        restarts: history.restartsLastHour,
+      });
+    }
+    return new Ops(config, options, { startedAt, history });
+  }
+
+  private constructor(
+    config: Config,
+    options: OpsOptions,
+    start: { startedAt: number; history: RestartHistory },
+  ) {
+    this.#config = config;
+    this.#options = options;
+    this.#history = start.history;
+    this.#tracker = new HealthTracker(start.startedAt);
+    this.#signal = AbortSignal.any([options.signal, this.#stop.signal]);
+    // macOS: a power assertion for as long as this process records.
+    this.#awake = preventSleep({ enabled: config.preventSleep });
+  }
+
+  /** Where the status server listens (the real port when METRICS_ADDR asked for 0); undefined when off. */
+  get address(): OpsAddress | undefined {
+    return this.#server?.addr;
+  }
+
+  /** Clock watch, receive clock, status server (a bad METRICS_ADDR stops the start), health loop. */
+  start(storage: StorageView, feeds: FeedsView): ReceiveClock {
+    const config = this.#config;
+    const { metrics, now } = this.#options;
+    this.#clockLoop = watchClock({
+      restUrl: config.restUrl,
+      market: config.market,
+      fetch: this.#options.fetch,
+      now,
+      signal: this.#signal,
+      onOffset: (seconds) => {
+        this.#clockOffset = seconds;
+        metrics.clockOffset.set(seconds);
+      },
+    });
+    const clock = startClock({
+      config,
+      streams: () => feeds.streams(),
+      recorder: feeds.recorder,
+      metrics,
+      tracker: this.#tracker,
+      now,
+      wallMs: this.#options.wallMs,
+      monotonicMs: this.#options.monotonicMs,
+      onSuspended: () => feeds.suspended(),
+    });
+    const deps = this.#deps(storage, feeds);
+    this.#serve(deps);
+    this.#watchHealth(deps);
+    return clock;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.#awake.release();
+    this.#stop.abort();
+    // An alert POST in flight (10 s timeout) must not hold up the exit.
+    await Promise.race([this.#healthLoop, delay(1000)]);
+    await Promise.race([this.#clockLoop, delay(1000)]);
+    await this.#server?.finished;
+  }
+
+  #deps(storage: StorageView, feeds: FeedsView): OpsDeps {
+    const { metrics, now } = this.#options;
+    return {
+      metrics,
+      tracker: this.#tracker,
+      version: this.#options.version ?? "dev",
+      instanceId: this.#config.instanceId,
+      backlog: () => storage.backlog(),
+      spoolMaxBytes: storage.spoolMaxBytes,
+      restartsLastHour: (at) => countRestarts(this.#history.starts, at),
+      messageAges: () => feeds.recorder.messageAges(),
+      openBatches: () => storage.openBatches(),
+      clockOffset: () => this.#clockOffset,
+      recording: () => feeds.recording(),
+      now,
+      activity: this.activity,
+    };
+  }
+
+  /** The status page, /metrics, /healthz and /status, when METRICS_ADDR is not off. */
+  #serve(deps: OpsDeps): void {
+    const addr = this.#config.metrics;
+    if (!addr) return;
+    const exposed = exposureWarning(addr);
+    if (exposed) log.warn("{warning}", { warning: exposed });
+    try {
+      this.#server = serveOps(addr, redactingHandler(opsHandler(deps)), this.#signal);
+    } catch (error) {
+      throw new StartupError((error as Error).message);
+    }
+  }
+
+  /** Also with METRICS_ADDR=off: health changes are still logged and alerted. */
+  #watchHealth(deps: OpsDeps): void {
+    const config = this.#config;
+    this.#healthLoop = watchHealth({
+      evaluate: async (at) => (await observe(deps, at)).health,
+      notifier: config.alertWebhookUrl
+        ? new AlertNotifier({ url: config.alertWebhookUrl, instanceId: config.instanceId })
+        : undefined,
+      signal: this.#signal,
+      now: this.#options.now,
+    });
+  }
+}
+
+/** The ops endpoint's answers, with no URL password in them whatever they come to quote. */
+function redactingHandler(
+  handle: (req: Request) => Response | Promise<Response>,
+): (req: Request) => Promise<Response> {
+  return async (req) => {
+    const response = await handle(req);
+    if (response.body === null) return response;
+    const text = await response.text();
+    const headers = new Headers(response.headers);
+    headers.delete("content-length");
+    return new Response(redactUrls(text), {
+      status: response.status,
+      statusText: response.statusText,
+      headers,
+    });
+  };
+}

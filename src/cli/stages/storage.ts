@@ -1,0 +1,415 @@
+/**
+ * The storage stage of `run`: everything between a sealed batch and the
+ * archive. It selects the sink and checks the bucket, opens the spool,
+ * recovers the crash journal and resubmits what it held, and runs the
+ * batcher, the uploader, the spool's drainer and the hole marker.
+ *
+ * Start-up (`Storage.open`): sink reachable (a wrong bucket or credentials
+ * stop here, an unreachable S3 does not) → spool opened → journal recovered
+ * and its batches submitted → drainer running.
+ * Shutdown: `flush` stores within the budget and spools the rest; after the
+ * supervisor aborts the signal, `close` waits for the drainer, closes the
+ * journal and reports. Disposal releases the gzip workers and the sink, also
+ * after an error.
+ */
+
+import { getLogger } from "@logtape/logtape";
+import { join } from "node:path";
+import { Batcher, type SealedBatch } from "../../batch/batcher.ts";
+import { ChunkPool } from "../../batch/chunks.ts";
+import { GzipPool, workerDeflater } from "../../batch/compress.ts";
+import { HoleMarker } from "../../batch/holes.ts";
+import { Journal, type RecoveredJournal, recoverJournal } from "../../batch/journal.ts";
+import { planKey } from "../../batch/keys.ts";
+import { updateIds } from "../../binance/frames.ts";
+import { parseStreamName } from "../../binance/streams.ts";
+import type { Config } from "../../config_types.ts";
+import type { Metrics } from "../../ops/metrics.ts";
+import { type BatchBudget, batchBudget } from "../../store/budget.ts";
+import { type Drainer, startDrainer } from "../../store/drainer.ts";
+import { lineKindOf, SNAPSHOT_STREAM_SUFFIX } from "../../store/meta.ts";
+import { checkBucket, type SelectedSink, selectSink } from "../../store/select.ts";
+import type { Sink } from "../../store/sink.ts";
+import { Spool } from "../../store/spool.ts";
+import { type SettledHow, Uploader } from "../../store/uploader.ts";
+import { StartupError, startupStep } from "./startup.ts";
+
+const log = getLogger(["l2", "run"]);
+
+export interface StorageOptions {
+  readonly metrics: Metrics;
+  /** Wall-clock ms (time of the last upload). */
+  readonly now: () => number;
+  /** Aborted by the supervisor once uploads are flushed: the drainer stops. */
+  readonly signal: AbortSignal;
+  /** Stamps `dropped` lines until `stampWith` hands over the receive clock; default the wall clock. */
+  readonly nowMicros?: () => number;
+}
+
+/** What the feeds need of storage: where lines go, and where sealed batches go. */
+export interface BatchStore {
+  readonly batcher: Batcher;
+  submit(batch: SealedBatch): void;
+  /** The archive, as the start-up line names it. */
+  readonly sink: Pick<Sink, "kind" | "location">;
+}
+
+/** The batches recovered from the crash journal, settled one by one before their files go. */
+interface Recovery {
+  readonly journal: Journal;
+  readonly recovered: RecoveredJournal;
+}
+
+export class Storage implements BatchStore, AsyncDisposable {
+  readonly batcher: Batcher;
+  readonly sink: Sink;
+  readonly #config: Config;
+  readonly #options: StorageOptions;
+  readonly #selected: SelectedSink;
+  readonly #spool: Spool | undefined;
+  readonly #gzip: GzipPool;
+  readonly #journal: Journal;
+  readonly #budget: BatchBudget;
+  readonly #uploader: Uploader;
+  readonly #holes: HoleMarker;
+  readonly #recoveredFiles: readonly string[];
+  readonly #recoveredKeys: Set<string>;
+  #recoveredLeft: number;
+  readonly #stop = new AbortController();
+  #drainer: Drainer | undefined;
+  #receiveMicros: () => number;
+
+  /** Sink reachable → spool → journal recovered → its batches submitted → drainer. */
+  static async open(config: Config, options: StorageOptions): Promise<Storage> {
+    await using stack = new AsyncDisposableStack();
+    const selected = await selectSink(config);
+    stack.defer(() => selected.close());
+    const sink = options.metrics.timeSink(selected.sink);
+    await checkReachable(selected);
+    const spool = await openSpool(config, selected, options.metrics);
+    // Compression off the main thread, which stamps receive times. Open
+    // batches are compressed piece by piece as they grow (batch/body.ts).
+    const gzip = stack.use(new GzipPool({ level: config.gzipLevel }));
+    const pool = new ChunkPool();
+    const recovery = await Storage.#recoverJournal(config, options.metrics, pool, gzip);
+    const storage = new Storage(config, options, { selected, sink, spool, gzip, pool, recovery });
+    stack.move();
+    await storage.#resubmit(recovery.recovered);
+    storage.#drainer = storage.#startDrainer();
+    return storage;
+  }
+
+  private constructor(
+    config: Config,
+    options: StorageOptions,
+    parts: {
+      selected: SelectedSink;
+      sink: Sink;
+      spool: Spool | undefined;
+      gzip: GzipPool;
+      pool: ChunkPool;
+      recovery: Recovery;
+    },
+  ) {
+    this.#config = config;
+    this.#options = options;
+    this.#selected = parts.selected;
+    this.sink = parts.sink;
+    this.#spool = parts.spool;
+    this.#gzip = parts.gzip;
+    this.#journal = parts.recovery.journal;
+    this.#recoveredFiles = parts.recovery.recovered.files;
+    this.#recoveredKeys = new Set(parts.recovery.recovered.batches.map((b) => b.key));
+    this.#recoveredLeft = parts.recovery.recovered.batches.length;
+    // Open batches may hold up to 4 × the upload queue of text (in memory,
+    // mostly compressed: a fraction of that); beyond it the oldest seal
+    // early (many streams × BATCH_SECONDS would be unbounded). The queue
+    // counts batches the same way. See store/budget.ts.
+    this.#budget = batchBudget(config.uploadQueueMaxBytes);
+    this.batcher = new Batcher({
+      batchMs: config.batchSeconds * 1000,
+      maxLines: config.maxMessagesPerBatch,
+      maxOpenBytes: (): number => this.#budget.openBound(this.#uploader.borrowedBytes),
+      observer: this.#journal,
+      pool: parts.pool,
+      deflater: workerDeflater(parts.gzip),
+      planKey: (stream, firstRecvTs, seq) => keyFor(config, stream, firstRecvTs, seq),
+    });
+    this.#uploader = this.#newUploader();
+    // Losses during start-up (before the receive clock runs) are stamped by the wall clock.
+    this.#receiveMicros = options.nowMicros ?? (() => Date.now() * 1000);
+    // Every lost batch leaves a `dropped` line in its stream's next batch.
+    this.#holes = new HoleMarker({
+      nowMicros: () => this.#receiveMicros(),
+      mark: (stream, text, recvTs) => {
+        const sealed = this.batcher.add(stream, { text, recvTs, isData: false }, performance.now());
+        if (sealed) this.submit(sealed);
+      },
+    });
+  }
+
+  /** From now on `dropped` lines carry receive times of this clock. */
+  stampWith(nowMicros: () => number): void {
+    this.#receiveMicros = nowMicros;
+  }
+
+  submit(batch: SealedBatch): void {
+    this.#uploader.submit(batch);
+  }
+
+  /** Sealed batches not yet stored: the uploader's pending ones plus the spool's. */
+  backlog(): number {
+    return this.#uploader.pending + (this.#spool?.count ?? 0);
+  }
+
+  /** SPOOL_MAX_BYTES when there is a spool (S3 sink). */
+  get spoolMaxBytes(): number | undefined {
+    return this.#spool?.maxBytes;
+  }
+
+  openBatches(): { bytes: number; textBytes: number } {
+    return { bytes: this.batcher.openBytes, textBytes: this.batcher.openTextBytes };
+  }
+
+  /** Stores what is queued until `deadline` (ms), keeping a second to spool the rest; returns what is left. */
+  flush(deadline: number): Promise<SealedBatch[]> {
+    const storeBy = Math.max(0, deadline - Date.now() - 1500);
+    return this.#uploader.flush(AbortSignal.timeout(storeBy));
+  }
+
+  /** After the signal aborted: the drainer stopped, the journal closed, the outcome logged. */
+  async close(left: readonly SealedBatch[]): Promise<void> {
+    await this.#drainer?.done;
+    await this.#journal.close();
+    reportShutdown(left, this.#spool);
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    this.#stop.abort();
+    this.#gzip[Symbol.dispose]();
+    this.#selected.close();
+    return Promise.resolve();
+  }
+
+  /** The crash journal: earlier runs' batches rebuilt, and this run's journal started. */
+  static async #recoverJournal(
+    config: Config,
+    metrics: Metrics,
+    pool: ChunkPool,
+    gzip: GzipPool,
+  ): Promise<Recovery> {
+    const journalDir = join(config.dataDir, "journal");
+    const recovered = await startupStep(
+      "read the crash journal",
+      () =>
+        recoverJournal(journalDir, {
+          describe: describeLine,
+          pool,
+          deflater: workerDeflater(gzip),
+          rekey: (lines, index) =>
+            rekeyLines(lines, index, (s, t, seq) => keyFor(config, s, t, seq)),
+        }),
+    );
+    const journal = await startupStep(
+      "start the crash journal",
+      () =>
+        Journal.start(journalDir, {
+          onWriteFailed: () => metrics.diskWriteFailures.inc({ target: "journal" }),
+        }),
+    );
+    return { journal, recovered };
+  }
+
+  async #resubmit(recovered: RecoveredJournal): Promise<void> {
+    if (recovered.batches.length > 0) {
+      log.warn("Recovered {batches} batches ({messages} messages) from the crash journal", {
+        batches: recovered.batches.length,
+        messages: recovered.batches.reduce((n, b) => n + b.meta.messages, 0),
+      });
+      for (const batch of recovered.batches) this.#uploader.submit(batch, { keep: true });
+    } else {
+      await removeFiles(recovered.files);
+    }
+  }
+
+  #newUploader(): Uploader {
+    const { metrics } = this.#options;
+    return new Uploader({
+      sink: this.sink,
+      spool: this.#spool,
+      concurrency: this.#config.uploadConcurrency,
+      maxQueueBytes: this.#config.uploadQueueMaxBytes,
+      // With no spool to overflow into, sealed batches may use the part of
+      // the open-batch budget left unused (they were counted there until they
+      // sealed): a burst of seals, or shutdown, then drops nothing.
+      borrowable: (): number => this.#budget.lendable(this.batcher.openTextBytes),
+      isRetryable: this.#selected.isRetryable,
+      onQueueBytes: (bytes) => metrics.uploadQueueBytes.set(bytes),
+      onSpoolWriteFailed: () => metrics.diskWriteFailures.inc({ target: "spool" }),
+      onFailedAttempt: () => {
+        metrics.uploadAttempts.inc();
+        metrics.uploadFailures.inc();
+      },
+      onSettled: (batch, how, bytes, reason) => this.#settled(batch, how, bytes, reason),
+    });
+  }
+
+  /** A batch stored, spooled or dropped: metrics, holes, the journal, the recovered files. */
+  #settled(batch: SealedBatch, how: SettledHow, bytes: number, reason?: string): void {
+    if (how === "stored") {
+      // The sink works again: the spool need not wait out its backoff.
+      if (this.#spool && this.#spool.count > 0) this.#drainer?.nudge();
+      this.#countStored(bytes);
+    } else if (how === "dropped") {
+      this.#options.metrics.droppedMessages.inc(batch.meta.messages);
+      this.#holes.lost(batch, reason ?? "dropped");
+    }
+    if (how === "stored" || how === "spooled") this.#holes.kept(batch);
+    this.#updateSpoolGauges();
+    this.#journal.settled(batch.key);
+    if (this.#recoveredKeys.delete(batch.key) && --this.#recoveredLeft === 0) {
+      removeFiles(this.#recoveredFiles);
+    }
+  }
+
+  #countStored(bytes: number): void {
+    const { metrics, now } = this.#options;
+    metrics.lastUploadTime.set(now() / 1000);
+    metrics.uploadAttempts.inc();
+    metrics.batchesStored.inc({ sink: this.sink.kind });
+    metrics.bytesStored.inc({ sink: this.sink.kind }, bytes);
+  }
+
+  #updateSpoolGauges(): void {
+    updateSpoolGauges(this.#options.metrics, this.#spool);
+  }
+
+  #startDrainer(): Drainer | undefined {
+    if (!this.#spool) return undefined;
+    const { metrics } = this.#options;
+    return startDrainer({
+      spool: this.#spool,
+      sink: this.sink,
+      signal: AbortSignal.any([this.#options.signal, this.#stop.signal]),
+      concurrency: this.#config.uploadConcurrency,
+      onStored: (_key, bytes) => {
+        this.#countStored(bytes);
+        this.#updateSpoolGauges();
+      },
+      onFailedAttempt: () => {
+        metrics.uploadAttempts.inc();
+        metrics.uploadFailures.inc();
+      },
+      onQuarantined: () => this.#updateSpoolGauges(),
+    });
+  }
+}
+
+/** S3: HeadBucket. A wrong bucket or credentials stop the start; an unreachable S3 does not. */
+async function checkReachable(selected: SelectedSink): Promise<void> {
+  if (!selected.s3) return;
+  const check = await checkBucket(selected.s3);
+  if (!check.ok && check.permanent) throw new StartupError(check.message);
+  if (!check.ok) {
+    log.warn("{message}; recording anyway and spooling until it is back", {
+      message: check.message,
+    });
+  }
+}
+
+/** The spool, with an S3 sink only (a local archive needs none). */
+async function openSpool(
+  config: Config,
+  selected: SelectedSink,
+  metrics: Metrics,
+): Promise<Spool | undefined> {
+  const spool = selected.s3
+    ? await startupStep(
+      "open the spool",
+      () => Spool.open(join(config.dataDir, "spool"), { maxBytes: config.spoolMaxBytes }),
+    )
+    : undefined;
+  if (spool && spool.count > 0) {
+    log.info("Spool holds {count} batches ({bytes} bytes) from earlier; draining them", {
+      count: spool.count,
+      bytes: spool.bytes,
+    });
+  }
+  updateSpoolGauges(metrics, spool);
+  if (spool) metrics.spoolMaxBytes.set(spool.maxBytes);
+  return spool;
+}
+
+function updateSpoolGauges(metrics: Metrics, spool: Spool | undefined): void {
+  metrics.spoolBytes.set(spool?.bytes ?? 0);
+  metrics.spoolBatches.set(spool?.count ?? 0);
+}
+
+/** The archive key of a batch (batch/keys.ts), from its stream's name. */
+function keyFor(config: Config, stream: string, firstRecvTs: number, seq: number): string {
+  const spec = parseStreamName(stream) ?? { symbol: "UNKNOWN", type: stream };
+  return planKey({
+    prefix: config.prefix,
+    market: config.market,
+    streamType: spec.type,
+    symbol: spec.symbol,
+    firstRecvTs,
+    instanceId: config.instanceId,
+    seq,
+  });
+}
+
+function reportShutdown(left: readonly SealedBatch[], spool: Spool | undefined): void {
+  if (left.length > 0) {
+    log.error(
+      "Shutdown budget ran out with {batches} batches ({messages} messages) not stored; " +
+        "the crash journal keeps them for the next start",
+      { batches: left.length, messages: left.reduce((n, b) => n + b.meta.messages, 0) },
+    );
+  } else if (spool && spool.count > 0) {
+    log.warn("Shutdown complete; {count} batches wait in the spool for the next start", {
+      count: spool.count,
+    });
+  } else {
+    log.info("Shutdown complete: every batch stored");
+  }
+}
+
+/**
+ * What the journal needs to know about an archive line to rebuild a batch's
+ * metadata, exactly as the live batch had it (snapshots carry no update ids there).
+ */
+function describeLine(text: string) {
+  const value = JSON.parse(text) as { recv_ts?: unknown; stream?: unknown; data?: unknown };
+  if (typeof value.recv_ts !== "number") throw new Error("archive line without recv_ts");
+  const isData = typeof value.data === "object" && value.data !== null;
+  const isSnapshot = isData && lineKindOf(value.stream, false) === "snapshot";
+  const ids = isData && !isSnapshot ? updateIds(value.data as Record<string, unknown>) : {};
+  return { recvTs: value.recv_ts, isData, isSnapshot, ...ids };
+}
+
+/** Batch numbers of batches rebuilt without their open record: far above any run's own. */
+const REKEYED_SEQ_BASE = 900_000;
+
+/**
+ * Key and stream of a journal batch whose open record is damaged: the
+ * stream of its first line that is not a snapshot (snapshots join the diff
+ * stream's batch), the first line's receive time, a batch number of its own.
+ */
+function rekeyLines(
+  lines: readonly string[],
+  index: number,
+  keyFor: (stream: string, firstRecvTs: number, seq: number) => string,
+): { key: string; stream: string } | undefined {
+  const parsed = lines.map((text) => JSON.parse(text) as { recv_ts?: unknown; stream?: unknown });
+  const firstRecvTs = parsed[0]?.recv_ts;
+  const stream = parsed.map((v) => v.stream).find((s): s is string =>
+    typeof s === "string" && !s.endsWith(SNAPSHOT_STREAM_SUFFIX)
+  );
+  if (typeof firstRecvTs !== "number" || stream === undefined) return undefined;
+  return { key: keyFor(stream, firstRecvTs, REKEYED_SEQ_BASE + index), stream };
+}
+
+async function removeFiles(paths: readonly string[]): Promise<void> {
+  for (const path of paths) await Deno.remove(path).catch(() => {});
+}

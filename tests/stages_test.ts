@@ -1,0 +1,232 @@
+/**
+ * Each stage of `run` (src/cli/stages/) started and disposed alone, with
+ * fakes for its neighbours: the local sink in a temp dir, the fake exchange
+ * on 127.0.0.1, and plain objects for the views one stage has of another.
+ */
+
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { Batcher, type SealedBatch } from "../src/batch/batcher.ts";
+import { Feeds } from "../src/cli/stages/feeds.ts";
+import { Ops } from "../src/cli/stages/ops.ts";
+import { StartupError } from "../src/cli/stages/startup.ts";
+import { Storage } from "../src/cli/stages/storage.ts";
+import { parseConfig } from "../src/config.ts";
+import type { Config } from "../src/config_types.ts";
+import { Activity } from "../src/ops/activity.ts";
+import { Metrics } from "../src/ops/metrics.ts";
+import { Recorder } from "../src/recorder.ts";
+import { FakeExchange, partialDepthFeed } from "./support/fake_exchange.ts";
+import { readArchive } from "./support/collector.ts";
+import { tempDir } from "./support/temp.ts";
+import { waitFor } from "./support/wait.ts";
+
+const BTC = "btcusdt@depth20@100ms";
+
+function configFor(dataDir: string, env: Record<string, string> = {}): Config {
+  return parseConfig({
+    SYMBOL: "BTCUSDT",
+    DEPTH_LEVEL: "20",
+    DATA_DIR: dataDir,
+    METRICS_ADDR: "off",
+    INSTANCE_ID: "test-box",
+    // Never the real exchange: tests reach 127.0.0.1 only.
+    BINANCE_WS_URL: "ws://127.0.0.1:9",
+    BINANCE_REST_URL: "http://127.0.0.1:9",
+    ...env,
+  });
+}
+
+/** A batcher and a list of what was submitted: storage as the feeds see it. */
+function fakeStore() {
+  const submitted: SealedBatch[] = [];
+  const batcher = new Batcher({
+    batchMs: 60_000,
+    maxLines: 10_000,
+    planKey: (stream, firstRecvTs, seq) => `${stream}/${firstRecvTs}/${seq}`,
+  });
+  return {
+    submitted,
+    store: {
+      batcher,
+      submit: (b: SealedBatch) => submitted.push(b),
+      sink: { kind: "local" as const, location: "memory" },
+    },
+  };
+}
+
+Deno.test("Storage alone stores a sealed batch in the local archive and empties its backlog", async () => {
+  await using tmp = await tempDir();
+  const config = configFor(tmp.path);
+  const background = new AbortController();
+  {
+    await using storage = await Storage.open(config, {
+      signal: background.signal,
+      metrics: new Metrics(),
+      now: Date.now,
+    });
+    assert.equal(storage.sink.kind, "local");
+    const line = `{"recv_ts":1700000000000000,"stream":"${BTC}","data":{"lastUpdateId":1}}`;
+    storage.batcher.add(BTC, { text: line, recvTs: 1700000000000000, isData: true }, 0);
+    for (const batch of storage.batcher.sealAll()) storage.submit(batch);
+    assert.equal(storage.backlog(), 1);
+    const left = await storage.flush(Date.now() + 5000);
+    assert.deepEqual(left, []);
+    background.abort();
+    await storage.close(left);
+    assert.equal(storage.backlog(), 0);
+  }
+  const lines = await readArchive(join(tmp.path, "archive"));
+  assert.equal(lines.length, 1);
+  assert.equal(lines[0].value.stream, BTC);
+});
+
+Deno.test("Storage alone: a crash journal that cannot be read stops the start, and disposal leaves nothing running", async () => {
+  await using tmp = await tempDir();
+  // A file where the journal directory should be.
+  await Deno.writeTextFile(join(tmp.path, "journal"), "not a directory");
+  const open = Storage.open(configFor(tmp.path), {
+    signal: new AbortController().signal,
+    metrics: new Metrics(),
+    now: Date.now,
+  });
+  await assert.rejects(open, (error: Error) => {
+    assert.ok(error instanceof StartupError);
+    assert.match(error.message, /crash journal/);
+    return true;
+  });
+});
+
+Deno.test("Feeds alone record the fake exchange's frames into the batcher and seal them at stop", async () => {
+  await using exchange = await FakeExchange.start();
+  exchange.setFeed(BTC, partialDepthFeed({ rate: 50, startId: 1_000 }));
+  await using tmp = await tempDir();
+  const config = configFor(tmp.path, {
+    BINANCE_WS_URL: exchange.wsUrl,
+    BINANCE_REST_URL: exchange.restUrl,
+  });
+  const { store, submitted } = fakeStore();
+  const stop = new AbortController();
+  await using feeds = await Feeds.open(config, {
+    signal: stop.signal,
+    store,
+    metrics: new Metrics(),
+    activity: new Activity(),
+    now: Date.now,
+  });
+  assert.deepEqual(feeds.streams(), []);
+  feeds.record({ nowMicros: () => Date.now() * 1000, tick: () => {} });
+  assert.deepEqual(feeds.streams(), [BTC]);
+  assert.equal(feeds.recording().symbols, 1);
+  await waitFor(() => store.batcher.openLines >= 10, 5000, "frames to reach the batcher");
+  stop.abort();
+  await feeds.stopped();
+  feeds.sealAll();
+  const data = submitted.filter((b) => b.stream === BTC);
+  assert.equal(data.length, 1);
+  assert.ok(data[0].meta.messages >= 5, `${data[0].meta.messages} messages`);
+  assert.equal(store.batcher.openLines, 0);
+});
+
+Deno.test("Feeds alone: a SYMBOL Binance does not list stops the start", async () => {
+  await using exchange = await FakeExchange.start();
+  await using tmp = await tempDir();
+  const config = configFor(tmp.path, {
+    SYMBOL: "BTCUSDT,NOSUCHCOIN",
+    BINANCE_WS_URL: exchange.wsUrl,
+    BINANCE_REST_URL: exchange.restUrl,
+  });
+  const { store } = fakeStore();
+  const open = Feeds.open(config, {
+    signal: new AbortController().signal,
+    store,
+    metrics: new Metrics(),
+    activity: new Activity(),
+    now: Date.now,
+  });
+  await assert.rejects(open, (error: Error) => {
+    assert.ok(error instanceof StartupError);
+    assert.match(error.message, /NOSUCHCOIN \(not listed on spot\)/);
+    return true;
+  });
+  assert.equal(exchange.openCount, 0);
+});
+
+Deno.test("Ops alone serve /status from the views they are given and stop at disposal", async () => {
+  await using exchange = await FakeExchange.start();
+  await using tmp = await tempDir();
+  const config = configFor(tmp.path, {
+    METRICS_ADDR: "127.0.0.1:0",
+    BINANCE_REST_URL: exchange.restUrl,
+  });
+  const { store } = fakeStore();
+  const background = new AbortController();
+  const suspended: string[] = [];
+  let port = 0;
+  {
+    await using ops = await Ops.open(config, {
+      signal: background.signal,
+      metrics: new Metrics(),
+      now: Date.now,
+      version: "9.9.9",
+    });
+    const before = ops.address;
+    assert.equal(before, undefined, "no server before start");
+    const clock = ops.start(
+      {
+        backlog: () => 7,
+        spoolMaxBytes: undefined,
+        openBatches: () => ({ bytes: 0, textBytes: 0 }),
+      },
+      {
+        recorder: new Recorder({ batcher: store.batcher, submit: () => {} }),
+        streams: () => [BTC],
+        recording: () => ({ symbols: 1, streams: 1, awaitingFirstSnapshot: [] }),
+        suspended: () => suspended.push("suspended"),
+      },
+    );
+    assert.ok(clock.nowMicros() > 1_700_000_000_000_000);
+    const addr = ops.address;
+    assert.ok(addr && addr.port > 0);
+    port = addr.port;
+    const response = await fetch(`http://127.0.0.1:${port}/status`);
+    const status = await response.json();
+    assert.equal(status.version, "9.9.9");
+    assert.equal(status.lastUpload.backlog, 7);
+    assert.deepEqual(status.recording, { symbols: 1, streams: 1, awaitingFirstSnapshot: [] });
+    background.abort();
+  }
+  // Disposed: the server has stopped listening.
+  await assert.rejects(fetch(`http://127.0.0.1:${port}/healthz`));
+  assert.deepEqual(suspended, []);
+});
+
+Deno.test("Ops alone: a METRICS_ADDR in use stops the start with a start-up error", async () => {
+  await using tmp = await tempDir();
+  using taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const config = configFor(tmp.path, { METRICS_ADDR: `127.0.0.1:${taken.addr.port}` });
+  const { store } = fakeStore();
+  await using ops = await Ops.open(config, {
+    signal: new AbortController().signal,
+    metrics: new Metrics(),
+    now: Date.now,
+    fetch: () => Promise.reject(new Error("no exchange here")),
+  });
+  assert.throws(
+    () =>
+      ops.start(
+        {
+          backlog: () => 0,
+          spoolMaxBytes: undefined,
+          openBatches: () => ({ bytes: 0, textBytes: 0 }),
+        },
+        {
+          recorder: new Recorder({ batcher: store.batcher, submit: () => {} }),
+          streams: () => [],
+          recording: () => ({ symbols: 0, streams: 0, awaitingFirstSnapshot: [] }),
+          suspended: () => {},
+        },
+      ),
+    (error: Error) => error instanceof StartupError && /already in use/.test(error.message),
+  );
+});
