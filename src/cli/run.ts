@@ -34,15 +34,12 @@ import {
   symbolStreams,
 } from "../binance/streams.ts";
 import type { Config } from "../config_types.ts";
-import {
-  type ConnectionHandlers,
-  startConnection,
-  type WebSocketFactory,
-} from "../feed/connection.ts";
+import { startConnection, type WebSocketFactory } from "../feed/connection.ts";
 import { TICK_MS } from "../feed/clock.ts";
 import { startClock } from "./suspension.ts";
 import { AttemptLimiter } from "../feed/rate_limit.ts";
-import { Activity } from "../ops/activity.ts";
+import { connectionHandlers } from "../ops/connection_events.ts";
+import { Telemetry } from "../ops/events.ts";
 import { AlertNotifier, watchHealth } from "../ops/alerts.ts";
 import { HealthTracker } from "../ops/health.ts";
 import {
@@ -58,7 +55,7 @@ import { countRestarts, recordStart } from "../ops/restarts.ts";
 import { exposureWarning } from "../ops/exposure.ts";
 import { redactUrls } from "../ops/redact.ts";
 import { type DataDirLock, describeHolder, lockDataDir } from "../ops/data_dir_lock.ts";
-import { Recorder, type StreamGroup } from "../recorder.ts";
+import { Recorder } from "../recorder.ts";
 import { type Drainer, startDrainer } from "../store/drainer.ts";
 import { delay } from "../delay.ts";
 import { writeAtomically } from "../store/local.ts";
@@ -105,10 +102,11 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
 
 // deno-lint-ignore arch/max-function-lines -- issue 14: not yet split
 async function record(config: Config, options: RunOptions): Promise<void> {
-  const metrics = options.metrics ?? new Metrics();
-  // The lag histogram's series exist from the start (zero), not from the first sampled message.
-  metrics.exchangeLag.zero({ market: config.market });
+  const metrics = options.metrics ??
+    new Metrics({ market: config.market, perStream: config.metricsPerStream ?? false });
   const now = options.now ?? Date.now;
+  // Gaps, disconnects and the messages/s chart for the status page are in its activity.
+  const telemetry = new Telemetry({ metrics, market: config.market, now });
   const startedAt = now();
   const history = await recordStart(config.dataDir, startedAt);
   if (history.restartsLastHour > 0) {
@@ -124,7 +122,6 @@ async function record(config: Config, options: RunOptions): Promise<void> {
   let ops: OpsServer | undefined;
   let healthLoop: Promise<void> | undefined;
   let clockLoop: Promise<void> | undefined;
-  let clockOffset: number | undefined;
   try {
     if (selected.s3) {
       const check = await checkBucket(selected.s3);
@@ -147,15 +144,9 @@ async function record(config: Config, options: RunOptions): Promise<void> {
         bytes: spool.bytes,
       });
     }
-    const updateSpoolGauges = () => {
-      metrics.spoolBytes.set(spool?.bytes ?? 0);
-      metrics.spoolBatches.set(spool?.count ?? 0);
-    };
+    const updateSpoolGauges = () => telemetry.spoolChanged(spool ?? { bytes: 0, count: 0 });
     updateSpoolGauges();
-    if (spool) metrics.spoolMaxBytes.set(spool.maxBytes);
-    const storedNow = () => metrics.lastUploadTime.set(now() / 1000);
-    // Gaps, disconnects and the messages/s chart for the status page.
-    const activity = new Activity();
+    if (spool) telemetry.spoolOpened(spool.maxBytes);
 
     const journalDir = join(config.dataDir, "journal");
     const keyFor = (stream: string, firstRecvTs: number, seq: number): string => {
@@ -190,7 +181,7 @@ async function record(config: Config, options: RunOptions): Promise<void> {
       "start the crash journal",
       () =>
         Journal.start(journalDir, {
-          onWriteFailed: () => metrics.diskWriteFailures.inc({ target: "journal" }),
+          onWriteFailed: () => telemetry.diskWriteFailed("journal"),
         }),
     );
     let recoveredLeft = recovered.batches.length;
@@ -230,22 +221,16 @@ async function record(config: Config, options: RunOptions): Promise<void> {
       // sealed): a burst of seals, or shutdown, then drops nothing.
       borrowable: (): number => budget.lendable(batcher.openTextBytes),
       isRetryable: selected.isRetryable,
-      onQueueBytes: (bytes) => metrics.uploadQueueBytes.set(bytes),
-      onSpoolWriteFailed: () => metrics.diskWriteFailures.inc({ target: "spool" }),
-      onFailedAttempt: () => {
-        metrics.uploadAttempts.inc();
-        metrics.uploadFailures.inc();
-      },
+      onQueueBytes: (bytes) => telemetry.uploadQueueChanged(bytes),
+      onSpoolWriteFailed: () => telemetry.diskWriteFailed("spool"),
+      onFailedAttempt: () => telemetry.uploadFailed(),
       onSettled: (batch, how, bytes, reason) => {
         if (how === "stored") {
           // The sink works again: the spool need not wait out its backoff.
           if (spool && spool.count > 0) drainer?.nudge();
-          storedNow();
-          metrics.uploadAttempts.inc();
-          metrics.batchesStored.inc({ sink: sink.kind });
-          metrics.bytesStored.inc({ sink: sink.kind }, bytes);
+          telemetry.batchStored(sink.kind, bytes);
         } else if (how === "dropped") {
-          metrics.droppedMessages.inc(batch.meta.messages);
+          telemetry.batchDropped(batch.meta.messages);
           holes.lost(batch, reason ?? "dropped");
         }
         if (how === "stored" || how === "spooled") holes.kept(batch);
@@ -273,16 +258,10 @@ async function record(config: Config, options: RunOptions): Promise<void> {
         signal: background.signal,
         concurrency: config.uploadConcurrency,
         onStored: (_key, bytes) => {
-          storedNow();
-          metrics.uploadAttempts.inc();
-          metrics.batchesStored.inc({ sink: sink.kind });
-          metrics.bytesStored.inc({ sink: sink.kind }, bytes);
+          telemetry.batchStored(sink.kind, bytes);
           updateSpoolGauges();
         },
-        onFailedAttempt: () => {
-          metrics.uploadAttempts.inc();
-          metrics.uploadFailures.inc();
-        },
+        onFailedAttempt: () => telemetry.uploadFailed(),
         onQuarantined: updateSpoolGauges,
       })
       : undefined;
@@ -311,14 +290,8 @@ async function record(config: Config, options: RunOptions): Promise<void> {
         }
       },
       eventTimeUnit: config.timeUnit,
-      onExchangeLag: (seconds) => metrics.exchangeLag.observe({ market: config.market }, seconds),
-      onGap: (stream, gap) =>
-        activity.event({
-          at: now(),
-          kind: "gap",
-          subject: stream,
-          detail: `expected update id ${gap.expected}, received ${gap.received}`,
-        }),
+      onExchangeLag: (seconds) => telemetry.exchangeLagSampled(seconds),
+      onGap: (stream, gap) => telemetry.gapDetected(stream, gap),
     });
     clockLoop = watchClock({
       restUrl: config.restUrl,
@@ -326,10 +299,7 @@ async function record(config: Config, options: RunOptions): Promise<void> {
       fetch: options.fetch,
       now,
       signal: background.signal,
-      onOffset: (seconds) => {
-        clockOffset = seconds;
-        metrics.clockOffset.set(seconds);
-      },
+      onOffset: (seconds) => telemetry.clockOffsetMeasured(seconds),
     });
     const tracker = new HealthTracker(startedAt);
     // The recorded set, once started (status may be asked before).
@@ -354,6 +324,7 @@ async function record(config: Config, options: RunOptions): Promise<void> {
     receiveMicros = nowMicros;
     const opsDeps: OpsDeps = {
       metrics,
+      telemetry,
       tracker,
       version: options.version ?? "dev",
       instanceId: config.instanceId,
@@ -362,7 +333,6 @@ async function record(config: Config, options: RunOptions): Promise<void> {
       restartsLastHour: (at) => countRestarts(history.starts, at),
       messageAges: () => recorder.messageAges(),
       openBatches: () => ({ bytes: batcher.openBytes, textBytes: batcher.openTextBytes }),
-      clockOffset: () => clockOffset,
       recording: () => ({
         symbols: recorded?.symbols.length ?? 0,
         streams: recorded?.streams.length ?? 0,
@@ -371,7 +341,7 @@ async function record(config: Config, options: RunOptions): Promise<void> {
           : [],
       }),
       now,
-      activity,
+      activity: telemetry.activity,
     };
     if (config.metrics) {
       const exposed = exposureWarning(config.metrics);
@@ -427,7 +397,6 @@ async function record(config: Config, options: RunOptions): Promise<void> {
       signal: feedStop.signal,
       nowMicros,
       onStreams: ({ added, removed }) => {
-        metrics.declare({ streams: added, sink: sink.kind });
         for (const stream of added) {
           const spec = parseStreamName(stream);
           if (spec?.type === depthType) diffStreamOf.set(spec.symbol, stream);
@@ -439,7 +408,7 @@ async function record(config: Config, options: RunOptions): Promise<void> {
             snapshotted.delete(spec.symbol);
           }
         }
-        metrics.streamsActive.set(universe.streams.length);
+        telemetry.streamsChanged({ added, count: universe.streams.length, sink: sink.kind });
       },
       connect: (group, signal) => {
         const base = streamBaseUrl(config.wsUrl, config.market, group.names[0]);
@@ -458,10 +427,8 @@ async function record(config: Config, options: RunOptions): Promise<void> {
             group,
             inUrl: plan.inUrl,
             recorder,
-            metrics,
+            telemetry,
             nowMicros,
-            activity,
-            now,
           }),
         });
       },
@@ -532,94 +499,6 @@ async function record(config: Config, options: RunOptions): Promise<void> {
     await ops?.finished;
     selected.close();
   }
-}
-
-// deno-lint-ignore arch/max-function-lines -- issue 14: not yet split
-function connectionHandlers(context: {
-  group: StreamGroup;
-  /** The group's streams named in the URL; the others come by SUBSCRIBE. */
-  inUrl: readonly string[];
-  recorder: Recorder;
-  metrics: Metrics;
-  nowMicros: () => number;
-  activity: Activity;
-  now: () => number;
-}): ConnectionHandlers {
-  const { group, inUrl, recorder, metrics, nowMicros, activity, now } = context;
-  const { conn } = group;
-  return {
-    onFrame: (text, recvTs, socketId) => recorder.frame(group, text, recvTs, socketId),
-    onOpen: ({ opened, socketId, role }) => {
-      metrics.wsConnections.inc();
-      log.info("Connection {conn} open ({streams} streams, socket {socketId}, {role})", {
-        conn,
-        streams: group.names.length,
-        socketId,
-        role,
-        opened,
-      });
-      recorder.opened(group, socketId, role, nowMicros(), inUrl);
-    },
-    onSubscribed: ({ socketId, role, streams }) => {
-      log.debug("Connection {conn} socket {socketId}: {count} streams subscribed", {
-        conn,
-        socketId,
-        count: streams.length,
-      });
-      recorder.opened(group, socketId, role, nowMicros(), streams);
-    },
-    onClose: (info) => {
-      metrics.wsConnections.dec();
-      recorder.closed(group, info.socketId ?? 0, {
-        replaced: info.replaced,
-        recvTs: nowMicros(),
-        details: {
-          conn,
-          socket: info.socketId,
-          cause: info.cause,
-          code: info.code,
-          reason: info.reason,
-          uptime_ms: Math.round(info.uptimeMs),
-        },
-      });
-      if (info.cause === "shutdown" || info.cause === "rotated") {
-        log.info("Connection {conn} socket {socketId} closed ({cause})", { conn, ...info });
-        return;
-      }
-      metrics.reconnects.inc({ cause: info.cause });
-      activity.event({
-        at: now(),
-        kind: "disconnect",
-        subject: `conn ${conn}`,
-        detail: `${info.cause}, code ${info.code ?? "none"}` +
-          (info.reason ? ` (${info.reason})` : "") +
-          (info.replaced ? "; successor carried on" : `; reconnecting in ${info.retryInMs} ms`),
-      });
-      log.warn(
-        "Connection {conn} socket {socketId} closed ({cause}, code {code}){replacedNote}",
-        {
-          conn,
-          ...info,
-          replacedNote: info.replaced
-            ? "; its successor carries on"
-            : `; reconnecting in ${info.retryInMs} ms`,
-        },
-      );
-    },
-    onConnectFailed: (info) => {
-      metrics.reconnects.inc({ cause: info.cause });
-      activity.event({
-        at: now(),
-        kind: "connect-failed",
-        subject: `conn ${conn}`,
-        detail: `${info.cause}: ${info.reason}; retrying in ${info.retryInMs} ms`,
-      });
-      log.warn("Connection {conn} could not open ({reason}); retrying in {retryInMs} ms", {
-        conn,
-        ...info,
-      });
-    },
-  };
 }
 
 /**
