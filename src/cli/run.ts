@@ -51,6 +51,7 @@ import {
 } from "../ops/http.ts";
 import { Metrics } from "../ops/metrics.ts";
 import { preventSleep } from "../ops/power.ts";
+import { probeWritable } from "../ops/writable.ts";
 import { countRestarts, recordStart } from "../ops/restarts.ts";
 import { exposureWarning } from "../ops/exposure.ts";
 import { redactUrls } from "../ops/redact.ts";
@@ -58,7 +59,6 @@ import { type DataDirLock, describeHolder, lockDataDir } from "../ops/data_dir_l
 import { Recorder } from "../recorder.ts";
 import { type Drainer, startDrainer } from "../store/drainer.ts";
 import { delay } from "../delay.ts";
-import { writeAtomically } from "../store/local.ts";
 import { lineKindOf, SNAPSHOT_STREAM_SUFFIX, snapshotStreamOf } from "../store/meta.ts";
 import { checkBucket, selectSink } from "../store/select.ts";
 import { Spool } from "../store/spool.ts";
@@ -642,10 +642,7 @@ async function holdDataDir(dataDir: string): Promise<DataDirLock> {
 /** DATA_DIR must exist (or be creatable) and take a write and a rename. */
 async function ensureWritable(dataDir: string): Promise<void> {
   try {
-    await Deno.mkdir(dataDir, { recursive: true });
-    const probe = join(dataDir, `.write-probe-${crypto.randomUUID().slice(0, 8)}`);
-    await writeAtomically(probe, new Uint8Array([1]));
-    await Deno.remove(probe);
+    await probeWritable(dataDir);
   } catch (error) {
     throw new StartupError(
       `DATA_DIR "${dataDir}" is not writable: ${(error as Error).message}`,
