@@ -454,6 +454,13 @@ function runningFields() {
     ),
     // metrics and alerts
     METRICS_ADDR: setting("127.0.0.1:9464").pipe(metricsAddr),
+    METRICS_PER_STREAM: setting("false").pipe(
+      z.stringbool({
+        truthy: ["true", "1", "yes"],
+        falsy: ["false", "0", "no"],
+        error: "one of true, false, 1, 0, yes, no",
+      }),
+    ),
     ALERT_WEBHOOK_URL: optionalSetting().pipe(httpUrl().optional()),
     // Defaults to the host name, applied in parseConfig (the schema stays pure).
     INSTANCE_ID: optionalSetting().pipe(
@@ -591,6 +598,8 @@ function toConfig(e: Env, hostname: string | undefined): Config {
     suspendThresholdSeconds: e.SUSPEND_THRESHOLD_SECONDS,
     preventSleep: e.PREVENT_SLEEP,
     metrics: e.METRICS_ADDR === undefined ? undefined : Object.freeze(e.METRICS_ADDR),
+    // Only when set: the resolved defaults stay what they were before the option.
+    ...(e.METRICS_PER_STREAM ? { metricsPerStream: true } : {}),
     alertWebhookUrl: e.ALERT_WEBHOOK_URL,
     instanceId: e.INSTANCE_ID ?? instanceIdFromHostname(hostname),
     logFile: e.LOG_FILE,

@@ -66,6 +66,8 @@ export interface Config {
   readonly preventSleep: boolean;
   /** `undefined` when `METRICS_ADDR=off`. */
   readonly metrics?: { readonly hostname: string; readonly port: number };
+  /** METRICS_PER_STREAM: label the per-stream metrics by stream, not by market and type. */
+  readonly metricsPerStream?: boolean;
   readonly alertWebhookUrl?: string;
   readonly instanceId: string;
   readonly logFile?: string;

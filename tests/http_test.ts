@@ -5,6 +5,7 @@
  */
 
 import assert from "node:assert/strict";
+import { EMPTY_TELEMETRY_STATE, type TelemetryState } from "../src/ops/events.ts";
 import { HealthTracker } from "../src/ops/health.ts";
 import { handler, type OpsDeps, serveOps } from "../src/ops/http.ts";
 import { Metrics } from "../src/ops/metrics.ts";
@@ -13,8 +14,14 @@ import { REQUIRED_METRICS } from "./support/metrics.ts";
 const STARTED = Date.UTC(2024, 7, 8, 12, 0, 0);
 const BTC = "btcusdt@depth20@100ms";
 
-function deps(changes: Partial<OpsDeps> = {}): OpsDeps {
+/** What the named events (src/ops/events.ts) would have left; tests set it directly. */
+type State = { -readonly [K in keyof TelemetryState]: TelemetryState[K] };
+
+function deps(changes: Partial<OpsDeps> = {}): OpsDeps & { state: State } {
+  const state: State = { ...EMPTY_TELEMETRY_STATE };
   return {
+    state,
+    telemetry: { state },
     metrics: new Metrics(),
     tracker: new HealthTracker(STARTED),
     version: "9.9.9",
@@ -71,7 +78,7 @@ Deno.test("/healthz answers 200 with every check while ok", async () => {
 
 Deno.test("/healthz answers 200 with a warning after 6 reconnects", async () => {
   const d = deps();
-  d.metrics.reconnects.inc({ cause: "stale" }, 6);
+  d.state.reconnects = 6;
   const response = await get(handler(d), "/healthz");
   assert.equal(response.status, 200);
   const body = await response.json();
@@ -81,7 +88,7 @@ Deno.test("/healthz answers 200 with a warning after 6 reconnects", async () => 
 
 Deno.test("/healthz answers 503 when critical: a message dropped", async () => {
   const d = deps();
-  d.metrics.droppedMessages.inc(10);
+  d.state.droppedMessages = 10;
   const response = await get(handler(d), "/healthz");
   assert.equal(response.status, 503);
   assert.equal((await response.json()).status, "critical");
@@ -89,7 +96,7 @@ Deno.test("/healthz answers 503 when critical: a message dropped", async () => {
 
 Deno.test("/healthz answers 503 when the spool is full", async () => {
   const d = deps();
-  d.metrics.spoolBytes.set(990);
+  d.state.spoolBytes = 990;
   const response = await get(handler(d), "/healthz");
   assert.equal(response.status, 503);
   const body = await response.json();
@@ -100,14 +107,17 @@ Deno.test("/status reports rates, spool, last upload, connections, uptime and ve
   let now = STARTED + 60_000;
   const d = deps({ now: () => now, backlog: () => 2 });
   const handle = handler(d);
-  d.metrics.messagesReceived.inc({ stream: BTC }, 1200);
-  d.metrics.bytesReceived.inc(60_000);
-  d.metrics.uploadAttempts.inc(10);
-  d.metrics.uploadFailures.inc(1);
-  d.metrics.batchesStored.inc({ sink: "s3" }, 3);
-  d.metrics.spoolBytes.set(500);
-  d.metrics.spoolBatches.set(2);
-  d.metrics.wsConnections.set(2);
+  d.metrics.countMessage(BTC, 1200);
+  d.metrics.countBytes(60_000);
+  Object.assign(d.state, {
+    uploadAttempts: 10,
+    uploadFailures: 1,
+    batchesStored: 3,
+    lastStoredAt: STARTED + 60_000,
+    spoolBytes: 500,
+    spoolBatches: 2,
+    webSockets: 2,
+  });
   await (await get(handle, "/healthz")).body?.cancel(); // a sample at one minute
   now = STARTED + 120_000;
   const response = await get(handle, "/status");

@@ -30,6 +30,8 @@ Deno.test({
       DATA_DIR: tmp.path,
       BATCH_SECONDS: "1",
       METRICS_ADDR: addr,
+      // The per-stream series asserted below (the default labels by market and type).
+      METRICS_PER_STREAM: "true",
     };
     const proc = spawnCollector(env);
     let metrics = "";

@@ -13,7 +13,7 @@ import { StartupError } from "../src/cli/stages/startup.ts";
 import { Storage } from "../src/cli/stages/storage.ts";
 import { parseConfig } from "../src/config.ts";
 import type { Config } from "../src/config_types.ts";
-import { Activity } from "../src/ops/activity.ts";
+import { Telemetry } from "../src/ops/events.ts";
 import { Metrics } from "../src/ops/metrics.ts";
 import { Recorder } from "../src/recorder.ts";
 import { FakeExchange, partialDepthFeed } from "./support/fake_exchange.ts";
@@ -62,7 +62,7 @@ Deno.test("Storage alone stores a sealed batch in the local archive and empties 
   {
     await using storage = await Storage.open(config, {
       signal: background.signal,
-      metrics: new Metrics(),
+      ...telemetered(),
       now: Date.now,
     });
     assert.equal(storage.sink.kind, "local");
@@ -87,7 +87,7 @@ Deno.test("Storage alone: a crash journal that cannot be read stops the start, a
   await Deno.writeTextFile(join(tmp.path, "journal"), "not a directory");
   const open = Storage.open(configFor(tmp.path), {
     signal: new AbortController().signal,
-    metrics: new Metrics(),
+    ...telemetered(),
     now: Date.now,
   });
   await assert.rejects(open, (error: Error) => {
@@ -110,8 +110,7 @@ Deno.test("Feeds alone record the fake exchange's frames into the batcher and se
   await using feeds = await Feeds.open(config, {
     signal: stop.signal,
     store,
-    metrics: new Metrics(),
-    activity: new Activity(),
+    ...telemetered(),
     now: Date.now,
   });
   assert.deepEqual(feeds.streams(), []);
@@ -140,8 +139,7 @@ Deno.test("Feeds alone: a SYMBOL Binance does not list stops the start", async (
   const open = Feeds.open(config, {
     signal: new AbortController().signal,
     store,
-    metrics: new Metrics(),
-    activity: new Activity(),
+    ...telemetered(),
     now: Date.now,
   });
   await assert.rejects(open, (error: Error) => {
@@ -166,7 +164,7 @@ Deno.test("Ops alone serve /status from the views they are given and stop at dis
   {
     await using ops = await Ops.open(config, {
       signal: background.signal,
-      metrics: new Metrics(),
+      ...telemetered(),
       now: Date.now,
       version: "9.9.9",
     });
@@ -208,7 +206,7 @@ Deno.test("Ops alone: a METRICS_ADDR in use stops the start with a start-up erro
   const { store } = fakeStore();
   await using ops = await Ops.open(config, {
     signal: new AbortController().signal,
-    metrics: new Metrics(),
+    ...telemetered(),
     now: Date.now,
     fetch: () => Promise.reject(new Error("no exchange here")),
   });
@@ -230,3 +228,9 @@ Deno.test("Ops alone: a METRICS_ADDR in use stops the start with a start-up erro
     (error: Error) => error instanceof StartupError && /already in use/.test(error.message),
   );
 });
+
+/** Metrics and the named events that move them, as `run` makes them. */
+function telemetered(): { metrics: Metrics; telemetry: Telemetry } {
+  const metrics = new Metrics();
+  return { metrics, telemetry: new Telemetry({ metrics, market: "spot", now: Date.now }) };
+}

@@ -12,6 +12,7 @@
 import assert from "node:assert/strict";
 import { Activity } from "../src/ops/activity.ts";
 import { HealthTracker } from "../src/ops/health.ts";
+import { EMPTY_TELEMETRY_STATE, type TelemetryState } from "../src/ops/events.ts";
 import { handler, type OpsDeps, serveOps } from "../src/ops/http.ts";
 import { Metrics } from "../src/ops/metrics.ts";
 import { esc } from "../src/ops/page.ts";
@@ -72,16 +73,19 @@ function scene(options: { spoolFull?: boolean } = {}): OpsDeps {
     });
     if (t < NOW) activity.sample(t, totals);
   }
-  for (const [stream, n] of totals) metrics.messagesReceived.inc({ stream }, n);
-  metrics.batchesStored.inc({ sink: "s3" }, 180);
-  metrics.uploadAttempts.inc(186);
-  metrics.uploadFailures.inc(6);
-  metrics.spoolBytes.set(options.spoolFull ? 990 * 1024 ** 2 : 48 * 1024 ** 2);
-  metrics.spoolBatches.set(12);
-  metrics.uploadQueueBytes.set(3 * 1024 ** 2);
-  metrics.openBatchBytes.set(2 * 1024 ** 2);
-  metrics.wsConnections.set(1);
-  metrics.reconnects.inc({ cause: "stale" });
+  for (const [stream, n] of totals) metrics.countMessage(stream, n);
+  // What the named events (src/ops/events.ts) would have left.
+  const state: TelemetryState = {
+    ...EMPTY_TELEMETRY_STATE,
+    batchesStored: 180,
+    uploadAttempts: 186,
+    uploadFailures: 6,
+    spoolBytes: options.spoolFull ? 990 * 1024 ** 2 : 48 * 1024 ** 2,
+    spoolBatches: 12,
+    uploadQueueBytes: 3 * 1024 ** 2,
+    webSockets: 1,
+    reconnects: 1,
+  };
   activity.event({
     at: NOW - 1_950_000,
     kind: "disconnect",
@@ -97,6 +101,7 @@ function scene(options: { spoolFull?: boolean } = {}): OpsDeps {
   const tracker = new HealthTracker(started);
   return {
     metrics,
+    telemetry: { state },
     tracker,
     activity,
     version: "0.1.0",

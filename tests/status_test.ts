@@ -6,12 +6,17 @@
 
 import assert from "node:assert/strict";
 import { status } from "../src/cli/status.ts";
+import { EMPTY_TELEMETRY_STATE, type TelemetryState } from "../src/ops/events.ts";
 import { HealthTracker } from "../src/ops/health.ts";
 import { handler, type OpsServer, serveOps } from "../src/ops/http.ts";
 import { Metrics } from "../src/ops/metrics.ts";
 
+/** What the named events (src/ops/events.ts) would have left; tests set it directly. */
+type State = { -readonly [K in keyof TelemetryState]: TelemetryState[K] };
+
 interface Running extends AsyncDisposable {
   readonly metrics: Metrics;
+  readonly state: State;
   readonly server: OpsServer;
 }
 
@@ -19,11 +24,13 @@ function startInstance(
   recording?: () => { symbols: number; streams: number; awaitingFirstSnapshot: string[] },
 ): Running {
   const metrics = new Metrics();
+  const state: State = { ...EMPTY_TELEMETRY_STATE };
   const stop = new AbortController();
   const server = serveOps(
     { hostname: "127.0.0.1", port: 0 },
     handler({
       metrics,
+      telemetry: { state },
       tracker: new HealthTracker(Date.now() - 3_723_000),
       version: "1.2.3",
       instanceId: "box-7",
@@ -35,6 +42,7 @@ function startInstance(
   );
   return {
     metrics,
+    state,
     server,
     async [Symbol.asyncDispose]() {
       stop.abort();
@@ -51,7 +59,7 @@ async function runStatus(addr: Parameters<typeof status>[0]): Promise<[number, s
 
 Deno.test("status exits 0 and prints a summary while the instance is healthy", async () => {
   await using instance = startInstance();
-  instance.metrics.wsConnections.set(2);
+  instance.state.webSockets = 2;
   const [code, printed] = await runStatus(instance.server.addr);
   assert.equal(code, 0);
   const lines = printed.trimEnd().split("\n");
@@ -81,7 +89,7 @@ Deno.test("status names the diff streams still waiting for their first snapshot"
 
 Deno.test("status exits 1 on a warning and names the check", async () => {
   await using instance = startInstance();
-  instance.metrics.reconnects.inc({ cause: "stale" }, 6);
+  instance.state.reconnects = 6;
   const [code, printed] = await runStatus(instance.server.addr);
   assert.equal(code, 1);
   assert.match(printed, /: WARNING\n/);
@@ -90,7 +98,7 @@ Deno.test("status exits 1 on a warning and names the check", async () => {
 
 Deno.test("status exits 2 when the instance is critical", async () => {
   await using instance = startInstance();
-  instance.metrics.droppedMessages.inc(50);
+  instance.state.droppedMessages = 50;
   const [code, printed] = await runStatus(instance.server.addr);
   assert.equal(code, 2);
   assert.match(printed, /: CRITICAL\n/);

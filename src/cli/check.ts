@@ -16,7 +16,7 @@ import { restPaths } from "../binance/streams.ts";
 import type { Config } from "../config_types.ts";
 import { parsePmset, PMSET, sleepAdvice } from "../ops/power.ts";
 import { currentHolder, describeHolder } from "../ops/data_dir_lock.ts";
-import { writeAtomically } from "../store/local.ts";
+import { probeWritable } from "../ops/writable.ts";
 import { s3ErrorCode } from "../store/s3_errors.ts";
 import { checkBucket, selectSink } from "../store/select.ts";
 
@@ -142,10 +142,7 @@ async function describeLock(dataDir: string): Promise<string> {
 }
 
 async function probeDirectory(dir: string): Promise<string> {
-  await Deno.mkdir(dir, { recursive: true });
-  const probe = join(dir, `.check-${crypto.randomUUID().slice(0, 8)}`);
-  await writeAtomically(probe, new TextEncoder().encode("probe\n"));
-  await Deno.remove(probe);
+  await probeWritable(dir);
   return `${dir} takes a write and a rename`;
 }
 

@@ -164,13 +164,48 @@ export function installOptionsFromCli(
   };
 }
 
-// deno-lint-ignore arch/max-function-lines -- issue 14: not yet split
 export async function install(options: InstallOptions): Promise<number> {
   const { print } = options;
   const kind: JobKind = options.daemon ? "daemon" : "agent";
-  const fileExists = options.fileExists ?? defaultFileExists;
   if (!onMacOrDryRun(options)) return 1;
+  const xml = plistOf(options, kind);
+  if (xml === undefined) return 1;
+  const path = plistPath(kind, { home: options.home });
+  const steps = installSteps(kind, { uid: options.uid, plistPath: path });
+  const { problems, warnings } = await preflight(options, kind);
 
+  if (options.dryRun) {
+    printDryRun(options, { kind, path, xml, steps, problems, warnings });
+    return 0;
+  }
+  if (problems.length > 0) {
+    for (const p of problems) print(`l2-uploader install: ${p}\n`);
+    return 1;
+  }
+  for (const w of warnings) print(`warning: ${w}\n`);
+  if (!await writeJob(options, { kind, path, xml })) return 1;
+
+  const ok = await runSteps(steps, { run: options.runCommand ?? defaultRunCommand, print });
+  if (!ok) {
+    print(
+      `l2-uploader install: launchctl could not load ${path}; the plist stays in place. ` +
+        `See \`${shellJoin(printCommand(kind, options.uid))}\` and the system log.\n`,
+    );
+    return 1;
+  }
+  print(
+    `installed ${LABELS[kind]}: it runs now and ` +
+      `${options.daemon ? "at every boot" : "whenever you are logged in"}, ` +
+      `restarted by launchd if it stops.\n` +
+      `  logs:   ${options.logDir}\n` +
+      `  state:  ${shellJoin(printCommand(kind, options.uid))}\n` +
+      `  health: l2-uploader status\n`,
+  );
+  return 0;
+}
+
+/** The job's plist, or undefined (said why) when the options cannot make one. */
+function plistOf(options: InstallOptions, kind: JobKind): string | undefined {
   const spec: JobSpec = {
     kind,
     programPath: options.programPath,
@@ -179,18 +214,24 @@ export async function install(options: InstallOptions): Promise<number> {
     logDir: options.logDir,
     ...(options.daemon ? { userName: options.userName, groupName: options.groupName } : {}),
   };
-  let xml: string;
   try {
-    xml = renderPlist(spec);
+    return renderPlist(spec);
   } catch (error) {
     if (!(error instanceof LaunchdSpecError)) throw error;
-    print(`l2-uploader install: cannot build the launchd plist:\n${error.message}\n`);
-    return 1;
+    options.print(`l2-uploader install: cannot build the launchd plist:\n${error.message}\n`);
+    return undefined;
   }
-  const path = plistPath(kind, { home: options.home });
-  const steps = installSteps(kind, { uid: options.uid, plistPath: path });
+}
 
-  // Problems that would only show later as a job launchd restarts every 10 s.
+/**
+ * Problems that would only show later as a job launchd restarts every 10 s,
+ * and warnings that do not stop the install.
+ */
+async function preflight(
+  options: InstallOptions,
+  kind: JobKind,
+): Promise<{ problems: string[]; warnings: string[] }> {
+  const fileExists = options.fileExists ?? defaultFileExists;
   const problems = [...privilegeProblems(kind, options.uid)];
   if (!await fileExists(options.programPath)) {
     problems.push(`the program ${options.programPath} does not exist`);
@@ -215,60 +256,55 @@ export async function install(options: InstallOptions): Promise<number> {
         `everything twice — uninstall one of them`,
     );
   }
+  return { problems, warnings };
+}
 
-  if (options.dryRun) {
-    print(`# l2-uploader install --dry-run: nothing is written and no command is run.\n`);
-    for (const p of problems) print(`# problem: ${p}\n`);
-    for (const w of warnings) print(`# warning: ${w}\n`);
-    print(`# ${path}:\n${xml}`);
-    print(`# commands:\n`);
-    if (kind === "agent") print(`${shellJoin(["mkdir", "-p", dirname(path)])}\n`);
-    print(`${shellJoin(["mkdir", "-p", options.logDir])}\n`);
-    if (options.daemon && options.logOwner) {
-      const { uid, gid } = options.logOwner;
-      print(`${shellJoin(["chown", `${uid}:${gid}`, options.logDir])}\n`);
-    }
-    print(`# write the plist above to ${path} (mode 0644)\n`);
-    printSteps(steps, print);
-    return 0;
+/** `--dry-run`: the problems, the warnings, the plist and every command, run nothing. */
+function printDryRun(options: InstallOptions, plan: {
+  kind: JobKind;
+  path: string;
+  xml: string;
+  steps: readonly LaunchctlStep[];
+  problems: readonly string[];
+  warnings: readonly string[];
+}): void {
+  const { print } = options;
+  const { kind, path } = plan;
+  print(`# l2-uploader install --dry-run: nothing is written and no command is run.\n`);
+  for (const p of plan.problems) print(`# problem: ${p}\n`);
+  for (const w of plan.warnings) print(`# warning: ${w}\n`);
+  print(`# ${path}:\n${plan.xml}`);
+  print(`# commands:\n`);
+  if (kind === "agent") print(`${shellJoin(["mkdir", "-p", dirname(path)])}\n`);
+  print(`${shellJoin(["mkdir", "-p", options.logDir])}\n`);
+  if (options.daemon && options.logOwner) {
+    const { uid, gid } = options.logOwner;
+    print(`${shellJoin(["chown", `${uid}:${gid}`, options.logDir])}\n`);
   }
-  if (problems.length > 0) {
-    for (const p of problems) print(`l2-uploader install: ${p}\n`);
-    return 1;
-  }
-  for (const w of warnings) print(`warning: ${w}\n`);
+  print(`# write the plist above to ${path} (mode 0644)\n`);
+  printSteps(plan.steps, print);
+}
 
+/** Creates the directories and writes the plist; false (said why) when that failed. */
+async function writeJob(
+  options: InstallOptions,
+  job: { kind: JobKind; path: string; xml: string },
+): Promise<boolean> {
+  const { print } = options;
   const writeFile = options.writeFile ?? defaultWriteFile;
   const makeDir = options.makeDir ?? defaultMakeDir;
   try {
     // A fresh account has no ~/Library/LaunchAgents yet.
-    if (kind === "agent") await makeDir(dirname(path));
+    if (job.kind === "agent") await makeDir(dirname(job.path));
     await makeDir(options.logDir, options.daemon ? options.logOwner : undefined);
     print(`log directory ${options.logDir}\n`);
-    await writeFile(path, xml);
-    print(`wrote ${path}\n`);
+    await writeFile(job.path, job.xml);
+    print(`wrote ${job.path}\n`);
+    return true;
   } catch (error) {
     print(`l2-uploader install: ${(error as Error).message}\n`);
-    return 1;
+    return false;
   }
-
-  const ok = await runSteps(steps, { run: options.runCommand ?? defaultRunCommand, print });
-  if (!ok) {
-    print(
-      `l2-uploader install: launchctl could not load ${path}; the plist stays in place. ` +
-        `See \`${shellJoin(printCommand(kind, options.uid))}\` and the system log.\n`,
-    );
-    return 1;
-  }
-  print(
-    `installed ${LABELS[kind]}: it runs now and ` +
-      `${options.daemon ? "at every boot" : "whenever you are logged in"}, ` +
-      `restarted by launchd if it stops.\n` +
-      `  logs:   ${options.logDir}\n` +
-      `  state:  ${shellJoin(printCommand(kind, options.uid))}\n` +
-      `  health: l2-uploader status\n`,
-  );
-  return 0;
 }
 
 export async function uninstall(options: UninstallOptions): Promise<number> {

@@ -16,12 +16,11 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import { join } from "node:path";
 import type { Config } from "../config_types.ts";
 import type { WebSocketFactory } from "../feed/connection.ts";
 import { type DataDirLock, describeHolder, lockDataDir } from "../ops/data_dir_lock.ts";
 import { Metrics } from "../ops/metrics.ts";
-import { writeAtomically } from "../store/local.ts";
+import { probeWritable } from "../ops/writable.ts";
 import { Feeds } from "./stages/feeds.ts";
 import { Ops } from "./stages/ops.ts";
 import { StartupError, startupStep } from "./stages/startup.ts";
@@ -59,7 +58,8 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
 }
 
 async function record(config: Config, options: RunOptions): Promise<void> {
-  const metrics = options.metrics ?? new Metrics();
+  const metrics = options.metrics ??
+    new Metrics({ market: config.market, perStream: config.metricsPerStream ?? false });
   const now = options.now ?? Date.now;
   const { fetch, webSocket } = options;
   // Aborted once uploads are flushed: the drainer, then the status server and the health loop.
@@ -80,6 +80,7 @@ async function record(config: Config, options: RunOptions): Promise<void> {
   await using storage = await Storage.open(config, {
     signal,
     metrics,
+    telemetry: ops.telemetry,
     now,
     nowMicros: options.nowMicros,
   });
@@ -87,7 +88,7 @@ async function record(config: Config, options: RunOptions): Promise<void> {
     signal: feedStop.signal,
     store: storage,
     metrics,
-    activity: ops.activity,
+    telemetry: ops.telemetry,
     now,
     webSocket,
     fetch,
@@ -130,10 +131,7 @@ async function holdDataDir(dataDir: string): Promise<DataDirLock> {
 /** DATA_DIR must exist (or be creatable) and take a write and a rename. */
 async function ensureWritable(dataDir: string): Promise<void> {
   try {
-    await Deno.mkdir(dataDir, { recursive: true });
-    const probe = join(dataDir, `.write-probe-${crypto.randomUUID().slice(0, 8)}`);
-    await writeAtomically(probe, new Uint8Array([1]));
-    await Deno.remove(probe);
+    await probeWritable(dataDir);
   } catch (error) {
     throw new StartupError(
       `DATA_DIR "${dataDir}" is not writable: ${(error as Error).message}`,

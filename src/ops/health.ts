@@ -3,7 +3,8 @@
  * time (`evaluateHealth`), plus the small clock-injected state that turns
  * ever-growing metric counters into "the last hour" (`HourWindow`,
  * `HealthTracker`). Nothing here reads a clock, the disk or the network;
- * the shell (http.ts) samples the metrics and passes `now` in.
+ * the shell (http.ts) samples the named events' state (events.ts) and
+ * passes `now` in.
  */
 
 export type HealthLevel = "ok" | "warning" | "critical";
@@ -265,6 +266,12 @@ export interface MetricsSample {
   readonly droppedMessages: number;
   /** Sealed batches not yet stored: in the uploader (queued or in flight) or in the spool. */
   readonly backlog: number;
+  /**
+   * Wall-clock ms of the last batch a sink confirmed (the batchStored
+   * event's time); without it the tracker takes the time of the sample that
+   * first saw `batchesStored` grow.
+   */
+  readonly lastStoredAt?: number;
 }
 
 export interface HourRates {
@@ -290,7 +297,7 @@ export const ZERO_SAMPLE: Readonly<MetricsSample> = {
   backlog: 0,
 };
 
-type Counted = Exclude<keyof MetricsSample, "backlog">;
+type Counted = Exclude<keyof MetricsSample, "backlog" | "lastStoredAt">;
 
 /**
  * Turns successive metric samples into last-hour windows: each `observe`
@@ -310,7 +317,7 @@ export class HealthTracker {
     batchesStored: new HourWindow(),
     droppedMessages: new HourWindow(),
   };
-  #previous: Record<keyof MetricsSample, number> = { ...ZERO_SAMPLE };
+  #previous: Record<Counted | "backlog", number> = { ...ZERO_SAMPLE };
   #lastSuccessAt: number | undefined;
   #dueSince: number | undefined;
   #lastSuspension: LastSuspension | undefined;
@@ -320,7 +327,9 @@ export class HealthTracker {
   }
 
   observe(sample: MetricsSample, now: number): void {
-    if (sample.batchesStored > this.#previous.batchesStored) this.#lastSuccessAt = now;
+    if (sample.lastStoredAt !== undefined) {
+      this.#lastSuccessAt = Math.max(sample.lastStoredAt, this.#lastSuccessAt ?? -Infinity);
+    } else if (sample.batchesStored > this.#previous.batchesStored) this.#lastSuccessAt = now;
     for (const name of Object.keys(this.#windows) as Counted[]) {
       const growth = sample[name] - this.#previous[name];
       // Counters only grow; a lower value is a sample read before the last
@@ -340,7 +349,7 @@ export class HealthTracker {
     this.#lastSuspension = { at, durationMs, reason };
   }
 
-  /** Wall-clock ms of the sample that first saw a batch stored since the one before. */
+  /** Wall-clock ms of the last store: the event's, or the sample's that first saw it. */
   get lastSuccessAt(): number | undefined {
     return this.#lastSuccessAt;
   }

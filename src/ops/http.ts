@@ -6,8 +6,9 @@
  *
  * `handler(deps)` is a plain `(Request) => Promise<Response>` so tests call
  * it without a port; `serveOps` only binds it. `observe` is the thin shell
- * around the pure health code: it reads the metrics, feeds the tracker and
- * evaluates; the health loop (alerts.ts) calls it too.
+ * around the pure health code: it reads the named events' state
+ * (events.ts), feeds the tracker and evaluates; the health loop (alerts.ts)
+ * calls it too.
  */
 
 import { getLogger } from "@logtape/logtape";
@@ -22,12 +23,19 @@ import {
 } from "./health.ts";
 import type { Metrics } from "./metrics.ts";
 import type { Activity, ActivityEvent } from "./activity.ts";
+import { EMPTY_TELEMETRY_STATE, type TelemetryState } from "./events.ts";
 import { renderStatusPage } from "./page.ts";
 
 const log = getLogger(["l2", "http"]);
 
 export interface OpsDeps {
   readonly metrics: Metrics;
+  /**
+   * The named events' state (totals, last store, spool, connections): a
+   * Telemetry (events.ts), or any object that holds such a state. Without
+   * it every total is zero.
+   */
+  readonly telemetry?: { readonly state: TelemetryState };
   readonly tracker: HealthTracker;
   readonly version: string;
   readonly instanceId?: string;
@@ -40,8 +48,6 @@ export interface OpsDeps {
   readonly messageAges?: () => ReadonlyMap<string, number>;
   /** Memory and text held by open batches (Batcher.openBytes, openTextBytes). */
   readonly openBatches?: () => { readonly bytes: number; readonly textBytes: number };
-  /** Local clock minus Binance's, seconds; undefined until measured. */
-  readonly clockOffset?: () => number | undefined;
   /** The recorded set: symbols, streams, and diff streams still waiting for their first snapshot. */
   readonly recording?: () => RecordingState;
   /** Resident set size; prom-client's default collector reports 0 under Deno. */
@@ -119,53 +125,68 @@ export interface OpsSnapshot {
   readonly status: StatusReport;
 }
 
-/** Reads the metrics at `now`, feeds the tracker, evaluates health and builds the status. */
-// deno-lint-ignore arch/max-function-lines -- issue 14: not yet split
-export async function observe(deps: OpsDeps, now: number): Promise<OpsSnapshot> {
-  const { metrics, tracker } = deps;
+/** Reads the telemetry state at `now`, feeds the tracker, evaluates health and builds the status. */
+export function observe(deps: OpsDeps, now: number): Promise<OpsSnapshot> {
+  const { tracker } = deps;
+  const state = deps.telemetry?.state ?? EMPTY_TELEMETRY_STATE;
   refreshGauges(deps, now);
+  const received = deps.metrics.received();
   const sample: MetricsSample = {
-    messages: await total(metrics.messagesReceived),
-    bytes: await total(metrics.bytesReceived),
-    reconnects: await total(metrics.reconnects),
-    uploadAttempts: await total(metrics.uploadAttempts),
-    uploadFailures: await total(metrics.uploadFailures),
-    batchesStored: await total(metrics.batchesStored),
-    droppedMessages: await total(metrics.droppedMessages),
+    messages: received.messages,
+    bytes: received.bytes,
+    reconnects: state.reconnects,
+    uploadAttempts: state.uploadAttempts,
+    uploadFailures: state.uploadFailures,
+    batchesStored: state.batchesStored,
+    droppedMessages: state.droppedMessages,
     backlog: deps.backlog?.() ?? 0,
+    lastStoredAt: state.lastStoredAt,
   };
   tracker.observe(sample, now);
-  deps.activity?.sample(now, await perStream(metrics.messagesReceived));
-  const streamRates = deps.activity?.streamRates() ?? new Map<string, number>();
-  const spoolBytes = await total(metrics.spoolBytes);
-  const residentBytes = await total(metrics.residentMemory);
-  const restartsLastHour = deps.restartsLastHour?.(now) ?? 0;
-  const spoolFull = spoolIsFull(spoolBytes, deps.spoolMaxBytes);
-  const health = evaluateHealth(
-    tracker.inputs(now, { restartsLastHour, residentBytes, spoolFull }),
-    now,
-  );
+  deps.activity?.sample(now, received.byStream);
+  const facts = {
+    restartsLastHour: deps.restartsLastHour?.(now) ?? 0,
+    residentBytes: residentBytes(deps),
+    spoolFull: spoolIsFull(state.spoolBytes, deps.spoolMaxBytes),
+  };
+  const health = evaluateHealth(tracker.inputs(now, facts), now);
+  return Promise.resolve({
+    health,
+    status: statusReport(deps, { now, health, state, sample, facts }),
+  });
+}
+
+/** The /status answer from the state `observe` read. */
+function statusReport(deps: OpsDeps, read: {
+  now: number;
+  health: Health;
+  state: TelemetryState;
+  sample: MetricsSample;
+  facts: { restartsLastHour: number; residentBytes: number; spoolFull: boolean };
+}): StatusReport {
+  const { tracker } = deps;
+  const { now, state, sample, facts } = read;
   const lastOk = tracker.lastSuccessAt;
-  const status: StatusReport = {
+  return {
     version: deps.version,
     instanceId: deps.instanceId ?? null,
     startedAt: new Date(tracker.startedAt).toISOString(),
     uptimeSeconds: Math.max(0, Math.floor((now - tracker.startedAt) / 1000)),
-    health: health.status,
-    rates: { ...tracker.rates(now), restartsLastHour },
+    health: read.health.status,
+    rates: { ...tracker.rates(now), restartsLastHour: facts.restartsLastHour },
     totals: {
       messages: sample.messages,
       bytes: sample.bytes,
-      batchesStored: sample.batchesStored,
-      uploadFailures: sample.uploadFailures,
-      droppedMessages: sample.droppedMessages,
-      sequenceGaps: await total(metrics.sequenceGaps),
+      batchesStored: state.batchesStored,
+      uploadFailures: state.uploadFailures,
+      droppedMessages: state.droppedMessages,
+      sequenceGaps: state.sequenceGaps,
     },
     spool: {
-      bytes: spoolBytes,
-      batches: await total(metrics.spoolBatches),
+      bytes: state.spoolBytes,
+      batches: state.spoolBatches,
       maxBytes: deps.spoolMaxBytes ?? null,
-      full: spoolFull,
+      full: facts.spoolFull,
     },
     lastUpload: {
       at: lastOk === undefined ? null : new Date(lastOk).toISOString(),
@@ -173,83 +194,64 @@ export async function observe(deps: OpsDeps, now: number): Promise<OpsSnapshot> 
       backlog: sample.backlog,
     },
     queue: {
-      uploadQueueBytes: await total(metrics.uploadQueueBytes),
-      openBatchBytes: await total(metrics.openBatchBytes),
+      uploadQueueBytes: state.uploadQueueBytes,
+      openBatchBytes: deps.openBatches?.().bytes ?? 0,
     },
-    connections: { webSockets: await total(metrics.wsConnections) },
-    memory: { residentBytes },
-    streams: Object.fromEntries(
-      [...deps.messageAges?.() ?? []].map(([stream, age]) => {
-        const rate = streamRates.get(stream);
-        return [stream, {
-          lastMessageAgeSeconds: Math.round(age * 10) / 10,
-          ...(rate === undefined ? {} : { messagesPerSecond: Math.round(rate * 100) / 100 }),
-        }];
-      }),
-    ),
-    exchange: await exchangeTiming(deps),
+    connections: { webSockets: state.webSockets },
+    memory: { residentBytes: facts.residentBytes },
+    streams: streamsReport(deps),
+    exchange: exchangeTiming(state),
     recentEvents: (deps.activity?.events() ?? []).map((e) => ({
       ...e,
       at: new Date(e.at).toISOString(),
     })),
     ...(deps.recording ? { recording: deps.recording() } : {}),
   };
-  return { health, status };
+}
+
+/** Each stream's last message age and recent rate. */
+function streamsReport(deps: OpsDeps): StatusReport["streams"] {
+  const rates = deps.activity?.streamRates() ?? new Map<string, number>();
+  return Object.fromEntries(
+    [...deps.messageAges?.() ?? []].map(([stream, age]) => {
+      const rate = rates.get(stream);
+      return [stream, {
+        lastMessageAgeSeconds: Math.round(age * 10) / 10,
+        ...(rate === undefined ? {} : { messagesPerSecond: Math.round(rate * 100) / 100 }),
+      }];
+    }),
+  );
+}
+
+function residentBytes(deps: OpsDeps): number {
+  return (deps.residentBytes ?? (() => Deno.memoryUsage().rss))();
 }
 
 /** Sets the gauges that are only known when asked: memory, message ages, backlog, restarts. */
 function refreshGauges(deps: OpsDeps, now: number): void {
   deps.metrics.uploadBacklog.set(deps.backlog?.() ?? 0);
   deps.metrics.restartsLastHour.set(deps.restartsLastHour?.(now) ?? 0);
-  deps.metrics.residentMemory.set((deps.residentBytes ?? (() => Deno.memoryUsage().rss))());
+  deps.metrics.residentMemory.set(residentBytes(deps));
   const open = deps.openBatches?.();
   if (open) {
     deps.metrics.openBatchBytes.set(open.bytes);
     deps.metrics.openBatchTextBytes.set(open.textBytes);
   }
-  for (const [stream, age] of deps.messageAges?.() ?? []) {
-    deps.metrics.lastMessageAge.set({ stream }, age);
-  }
+  deps.metrics.setMessageAges(deps.messageAges?.() ?? []);
 }
 
-/** The clock offset and, per market, the lag histogram's count and mean. */
-async function exchangeTiming(deps: OpsDeps): Promise<ExchangeTiming> {
-  const offset = deps.clockOffset?.();
-  const sums = new Map<string, { sum: number; count: number }>();
-  for (const v of (await deps.metrics.exchangeLag.get()).values) {
-    const market = String(v.labels.market ?? "");
-    const entry = sums.get(market) ?? { sum: 0, count: 0 };
-    if (v.metricName === "l2_exchange_lag_seconds_sum") entry.sum = v.value;
-    else if (v.metricName === "l2_exchange_lag_seconds_count") entry.count = v.value;
-    else continue;
-    sums.set(market, entry);
-  }
+/** The clock offset and, per market, the sampled lags' count and mean. */
+function exchangeTiming(state: TelemetryState): ExchangeTiming {
+  const offset = state.clockOffsetSeconds;
   return {
     clockOffsetSeconds: offset === undefined ? null : Math.round(offset * 1000) / 1000,
     lag: Object.fromEntries(
-      [...sums].filter(([, e]) => e.count > 0).map(([market, e]) => [
+      [...state.exchangeLag].filter(([, e]) => e.count > 0).map(([market, e]) => [
         market,
         { samples: e.count, meanSeconds: Math.round((e.sum / e.count) * 1000) / 1000 },
       ]),
     ),
   };
-}
-
-/** A counter's value per `stream` label. */
-async function perStream(
-  metric: { get(): Promise<{ values: { value: number; labels: Record<string, unknown> }[] }> },
-): Promise<Map<string, number>> {
-  const counts = new Map<string, number>();
-  for (const v of (await metric.get()).values) {
-    const stream = String(v.labels.stream ?? "");
-    counts.set(stream, (counts.get(stream) ?? 0) + v.value);
-  }
-  return counts;
-}
-
-/** A metric's value summed over its labels. */
-async function total(metric: { get(): Promise<{ values: { value: number }[] }> }): Promise<number> {
-  return (await metric.get()).values.reduce((sum, v) => sum + v.value, 0);
 }
 
 export function handler(deps: OpsDeps): (req: Request) => Promise<Response> {

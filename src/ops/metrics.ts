@@ -1,29 +1,59 @@
 /**
  * The collector's Prometheus metrics (prom-client), one registry per
  * process. Stages receive this object and move its metrics; nothing here
- * logs. Names follow `l2_<what>_<unit>_total`; label values come from small
- * fixed sets (stream names are configuration, not data).
+ * logs (src/ops/events.ts does, and keeps the state health reads). Names
+ * follow `l2_<what>_<unit>_total`; label values come from small fixed sets.
+ *
+ * The two per-stream metrics (messages received, last message age) are
+ * labelled `{market, type}` (e.g. `spot`, `depth@100ms`): a handful of
+ * series whatever the number of symbols. `METRICS_PER_STREAM=true` labels
+ * them `{stream}` instead, one series per stream: useful for ten streams, a
+ * burden for Prometheus at 1,500 (docs/DESIGN.md "Metrics").
  */
 
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { parseStreamName } from "../binance/streams.ts";
 import type { Sink } from "../store/sink.ts";
+
+export interface MetricsOptions {
+  /** The `market` label of the per-stream metrics (MARKET); default `spot`. */
+  readonly market?: string;
+  /**
+   * Label the per-stream metrics by `stream` rather than `{market, type}`.
+   * Default true for a bare `new Metrics()` (tests, tools); the collector
+   * passes METRICS_PER_STREAM, whose default is false.
+   */
+  readonly perStream?: boolean;
+}
+
+/** The labels of a per-stream metric: `{stream}`, or `{market, type}`. */
+export type StreamLabels = Partial<Record<"stream" | "market" | "type", string>>;
+
+/** Messages and bytes received since the start, as plain numbers (what health reads). */
+export interface ReceivedTotals {
+  readonly messages: number;
+  readonly bytes: number;
+  readonly byStream: ReadonlyMap<string, number>;
+}
 
 export class Metrics {
   readonly registry = new Registry();
+  readonly #market: string;
+  readonly #perStream: boolean;
+  readonly #labels = new Map<string, StreamLabels>();
   /**
    * Counted per message through `countMessage`/`countBytes` into plain
    * numbers, handed to prom-client only when read (its `collect`): a labelled
    * `inc` hashes its labels on every call, a cost per message at 20,000/s.
+   * The totals stay here for health and the status page; `#flushed` is what
+   * prom-client has been given.
    */
-  readonly #messagesPending = new Map<string, number>();
-  #bytesPending = 0;
-  readonly messagesReceived: Counter<"stream"> = new Counter({
-    name: "l2_messages_received_total",
-    help: "Data messages received from the exchange",
-    labelNames: ["stream"],
-    registers: [this.registry],
-    collect: () => this.#flushReceived(),
-  });
+  readonly #messages = new Map<string, number>();
+  readonly #flushed = new Map<string, number>();
+  #messagesTotal = 0;
+  #bytes = 0;
+  #bytesFlushed = 0;
+  readonly messagesReceived: Counter<keyof StreamLabels>;
   readonly bytesReceived: Counter = new Counter({
     name: "l2_bytes_received_total",
     help: "Bytes of WebSocket text frames received",
@@ -93,11 +123,7 @@ export class Metrics {
     "l2_streams_active",
     "Streams recorded now (follows listings, delistings and SYMBOL patterns)",
   );
-  readonly lastMessageAge = this.#gauge(
-    "l2_last_message_age_seconds",
-    "Seconds since the last data message of a stream",
-    ["stream"],
-  );
+  readonly lastMessageAge: Gauge<keyof StreamLabels>;
   readonly clockOffset = this.#gauge(
     "l2_clock_offset_seconds",
     "Local clock minus Binance's (GET /time, round-trip corrected); positive: local is ahead",
@@ -142,7 +168,24 @@ export class Metrics {
     "Resident memory size in bytes",
   );
 
-  constructor() {
+  constructor(options: MetricsOptions = {}) {
+    this.#market = options.market ?? "spot";
+    this.#perStream = options.perStream ?? true;
+    const streamLabels: (keyof StreamLabels)[] = this.#perStream ? ["stream"] : ["market", "type"];
+    this.messagesReceived = new Counter({
+      name: "l2_messages_received_total",
+      help: "Data messages received from the exchange",
+      labelNames: streamLabels,
+      registers: [this.registry],
+      collect: () => this.#flushReceived(),
+    });
+    this.lastMessageAge = this.#gauge(
+      "l2_last_message_age_seconds",
+      this.#perStream
+        ? "Seconds since the last data message of a stream"
+        : "Seconds since the last data message, of the quietest stream of each type",
+      streamLabels,
+    );
     // Series with labels appear only once touched: show the known ones at 0.
     for (const cause of ["server", "error", "stale", "open-timeout", "subscribe-failed"]) {
       this.reconnects.inc({ cause }, 0);
@@ -150,27 +193,63 @@ export class Metrics {
     for (const target of ["journal", "spool"]) this.diskWriteFailures.inc({ target }, 0);
   }
 
-  /** One data message of `stream` received (l2_messages_received_total). */
-  countMessage(stream: string): void {
-    this.#messagesPending.set(stream, (this.#messagesPending.get(stream) ?? 0) + 1);
+  /** `n` data messages of `stream` received (l2_messages_received_total). */
+  countMessage(stream: string, n = 1): void {
+    this.#messages.set(stream, (this.#messages.get(stream) ?? 0) + n);
+    this.#messagesTotal += n;
   }
 
   /** Bytes of a text frame received (l2_bytes_received_total). */
   countBytes(bytes: number): void {
-    this.#bytesPending += bytes;
+    this.#bytes += bytes;
+  }
+
+  /** Everything counted by `countMessage` and `countBytes` since the start. */
+  received(): ReceivedTotals {
+    return { messages: this.#messagesTotal, bytes: this.#bytes, byStream: this.#messages };
+  }
+
+  /** The labels of `stream`'s series in the per-stream metrics. */
+  labelsOf(stream: string): StreamLabels {
+    let labels = this.#labels.get(stream);
+    if (labels === undefined) {
+      labels = this.#perStream
+        ? { stream }
+        : { market: this.#market, type: parseStreamName(stream)?.type ?? "unknown" };
+      this.#labels.set(stream, labels);
+    }
+    return labels;
+  }
+
+  /** Seconds since each stream's last data message, into l2_last_message_age_seconds. */
+  setMessageAges(ages: Iterable<readonly [string, number]>): void {
+    if (this.#perStream) {
+      for (const [stream, age] of ages) this.lastMessageAge.set({ stream }, age);
+      return;
+    }
+    const oldest = new Map<string, { labels: StreamLabels; age: number }>();
+    for (const [stream, age] of ages) {
+      const labels = this.labelsOf(stream);
+      const key = labels.type ?? "";
+      if ((oldest.get(key)?.age ?? -1) < age) oldest.set(key, { labels, age });
+    }
+    for (const { labels, age } of oldest.values()) this.lastMessageAge.set(labels, age);
   }
 
   /** Moves the counts kept since the last read into the two counters. */
   #flushReceived(): void {
-    for (const [stream, n] of this.#messagesPending) this.messagesReceived.inc({ stream }, n);
-    this.#messagesPending.clear();
-    if (this.#bytesPending > 0) this.bytesReceived.inc(this.#bytesPending);
-    this.#bytesPending = 0;
+    for (const [stream, n] of this.#messages) {
+      const given = this.#flushed.get(stream) ?? 0;
+      if (n > given) this.messagesReceived.inc(this.labelsOf(stream), n - given);
+      this.#flushed.set(stream, n);
+    }
+    if (this.#bytes > this.#bytesFlushed) this.bytesReceived.inc(this.#bytes - this.#bytesFlushed);
+    this.#bytesFlushed = this.#bytes;
   }
 
   /** Shows each configured stream and the sink from the start, at 0. */
   declare(options: { streams: readonly string[]; sink: string }): void {
-    for (const stream of options.streams) this.messagesReceived.inc({ stream }, 0);
+    for (const stream of options.streams) this.messagesReceived.inc(this.labelsOf(stream), 0);
     this.batchesStored.inc({ sink: options.sink }, 0);
     this.bytesStored.inc({ sink: options.sink }, 0);
   }

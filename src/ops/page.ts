@@ -21,16 +21,8 @@ export interface StatusPageData {
 /** Seconds without a message after which a stream's age is shown as a problem. */
 const STALE_STREAM_SECONDS = 30;
 
-// deno-lint-ignore arch/max-function-lines -- issue 14: not yet split
 export function renderStatusPage(data: StatusPageData): string {
   const { health, status } = data;
-  const problems = health.checks.filter((c) => c.status !== "ok");
-  const reasons = problems.length === 0
-    ? `<p class="reason">All ${health.checks.length} checks pass.</p>`
-    : `<ul class="reason">${
-      problems.map((c) => `<li class="${c.status}">${esc(c.name)}: ${esc(c.message)}</li>`)
-        .join("")
-    }</ul>`;
   const title = `l2-uploader ${health.status}` +
     (status.instanceId ? ` · ${status.instanceId}` : "");
   return `<!doctype html>
@@ -44,57 +36,10 @@ export function renderStatusPage(data: StatusPageData): string {
 <style>${CSS}</style>
 </head>
 <body>
-<header>
-  <h1>l2-uploader <span class="muted">${esc(status.version)}${
-    status.instanceId ? ` · ${esc(status.instanceId)}` : ""
-  }</span></h1>
-  <p class="muted">up ${duration(status.uptimeSeconds)} since ${esc(utc(status.startedAt))} · ${
-    esc(utc(new Date(data.now).toISOString()))
-  }</p>
-</header>
-<section class="health ${health.status}" id="health">
-  <h2>Health: <strong>${health.status}</strong></h2>
-  ${reasons}
-</section>
+${pageHeader(status, data.now)}
+${healthSection(health)}
 <section class="cards">
-  ${card("Messages/s", number(status.rates.messagesPerSecond), "last hour")}
-  ${card("WebSockets", String(status.connections.webSockets), "open")}
-  ${
-    card(
-      "Last upload",
-      status.lastUpload.ageSeconds === null
-        ? "none yet"
-        : `${duration(status.lastUpload.ageSeconds)} ago`,
-      `${status.lastUpload.backlog} batches waiting`,
-    )
-  }
-  ${
-    card(
-      "Spool",
-      bytes(status.spool.bytes),
-      `${status.spool.batches} batches` +
-        (status.spool.maxBytes === null
-          ? " · no spool (local sink)"
-          : ` of ${bytes(status.spool.maxBytes)}`),
-      status.spool.full ? "critical" : "",
-    )
-  }
-  ${
-    card(
-      "Queue",
-      bytes(status.queue.uploadQueueBytes),
-      `sealed, in memory · open batches ${bytes(status.queue.openBatchBytes)}`,
-    )
-  }
-  ${card("Memory", bytes(status.memory.residentBytes), "resident")}
-  ${
-    card(
-      "Last hour",
-      `${status.rates.reconnectsLastHour} reconnects`,
-      `${status.rates.uploadFailuresLastHour} of ${status.rates.uploadAttemptsLastHour} uploads failed · ` +
-        `${status.rates.restartsLastHour} restarts`,
-    )
-  }
+  ${cards(status).join("\n  ")}
 </section>
 <section>
   <h2>Messages/s, last hour</h2>
@@ -112,6 +57,66 @@ export function renderStatusPage(data: StatusPageData): string {
 </body>
 </html>
 `;
+}
+
+/** Version, instance, uptime and the time of the page. */
+function pageHeader(status: StatusReport, now: number): string {
+  return `<header>
+  <h1>l2-uploader <span class="muted">${esc(status.version)}${
+    status.instanceId ? ` · ${esc(status.instanceId)}` : ""
+  }</span></h1>
+  <p class="muted">up ${duration(status.uptimeSeconds)} since ${esc(utc(status.startedAt))} · ${
+    esc(utc(new Date(now).toISOString()))
+  }</p>
+</header>`;
+}
+
+/** The health level and, when not ok, each check that is not, with its reason. */
+function healthSection(health: Health): string {
+  const problems = health.checks.filter((c) => c.status !== "ok");
+  const reasons = problems.length === 0
+    ? `<p class="reason">All ${health.checks.length} checks pass.</p>`
+    : `<ul class="reason">${
+      problems.map((c) => `<li class="${c.status}">${esc(c.name)}: ${esc(c.message)}</li>`)
+        .join("")
+    }</ul>`;
+  return `<section class="health ${health.status}" id="health">
+  <h2>Health: <strong>${health.status}</strong></h2>
+  ${reasons}
+</section>`;
+}
+
+/** The row of figures: rate, sockets, last upload, spool, queue, memory, the last hour. */
+function cards(status: StatusReport): string[] {
+  const { rates, lastUpload, spool } = status;
+  return [
+    card("Messages/s", number(rates.messagesPerSecond), "last hour"),
+    card("WebSockets", String(status.connections.webSockets), "open"),
+    card(
+      "Last upload",
+      lastUpload.ageSeconds === null ? "none yet" : `${duration(lastUpload.ageSeconds)} ago`,
+      `${lastUpload.backlog} batches waiting`,
+    ),
+    card(
+      "Spool",
+      bytes(spool.bytes),
+      `${spool.batches} batches` +
+        (spool.maxBytes === null ? " · no spool (local sink)" : ` of ${bytes(spool.maxBytes)}`),
+      spool.full ? "critical" : "",
+    ),
+    card(
+      "Queue",
+      bytes(status.queue.uploadQueueBytes),
+      `sealed, in memory · open batches ${bytes(status.queue.openBatchBytes)}`,
+    ),
+    card("Memory", bytes(status.memory.residentBytes), "resident"),
+    card(
+      "Last hour",
+      `${rates.reconnectsLastHour} reconnects`,
+      `${rates.uploadFailuresLastHour} of ${rates.uploadAttemptsLastHour} uploads failed · ` +
+        `${rates.restartsLastHour} restarts`,
+    ),
+  ];
 }
 
 function card(label: string, value: string, note: string, level = ""): string {

@@ -28,15 +28,10 @@ import {
 } from "../../binance/streams.ts";
 import type { Config } from "../../config_types.ts";
 import { TICK_MS } from "../../feed/clock.ts";
-import {
-  type CloseInfo,
-  type Connection,
-  type ConnectionHandlers,
-  startConnection,
-  type WebSocketFactory,
-} from "../../feed/connection.ts";
+import { type Connection, startConnection, type WebSocketFactory } from "../../feed/connection.ts";
 import { AttemptLimiter } from "../../feed/rate_limit.ts";
-import type { Activity } from "../../ops/activity.ts";
+import { connectionHandlers } from "../../ops/connection_events.ts";
+import type { Telemetry } from "../../ops/events.ts";
 import type { RecordingState } from "../../ops/http.ts";
 import type { Metrics } from "../../ops/metrics.ts";
 import { Recorder, type StreamGroup } from "../../recorder.ts";
@@ -53,8 +48,8 @@ export interface FeedsOptions {
   readonly signal: AbortSignal;
   readonly store: BatchStore;
   readonly metrics: Metrics;
-  /** Gaps and disconnects for the status page. */
-  readonly activity: Activity;
+  /** Named events: log lines, metrics, and the state health reads. */
+  readonly telemetry: Telemetry;
   /** Wall-clock ms. */
   readonly now: () => number;
   readonly webSocket?: WebSocketFactory;
@@ -100,7 +95,7 @@ export class Feeds implements AsyncDisposable {
     this.#listing = listing;
     this.#signal = AbortSignal.any([options.signal, this.#stop.signal]);
     this.#diffs = new DiffStreams(depthStreamType(config.market, config));
-    const { metrics, activity, now, store } = options;
+    const { metrics, telemetry, store } = options;
     this.recorder = new Recorder({
       batcher: store.batcher,
       metrics,
@@ -112,14 +107,8 @@ export class Feeds implements AsyncDisposable {
       // Only the diff depth stream needs a book snapshot (not trades, not the ticker).
       onChainStart: (stream) => this.#diffs.chainStarted(stream),
       eventTimeUnit: config.timeUnit,
-      onExchangeLag: (seconds) => metrics.exchangeLag.observe({ market: config.market }, seconds),
-      onGap: (stream, gap) =>
-        activity.event({
-          at: now(),
-          kind: "gap",
-          subject: stream,
-          detail: `expected update id ${gap.expected}, received ${gap.received}`,
-        }),
+      onExchangeLag: (seconds) => telemetry.exchangeLagSampled(seconds),
+      onGap: (stream, gap) => telemetry.gapDetected(stream, gap),
     });
   }
 
@@ -231,7 +220,7 @@ export class Feeds implements AsyncDisposable {
 
   #newUniverse(nowMicros: () => number): Universe {
     const config = this.#config;
-    const { metrics, store } = this.#options;
+    const { store } = this.#options;
     // Binance allows 300 connection attempts per 5 minutes per IP; keep well under.
     const attempts = new AttemptLimiter({ max: 250, windowMs: 300_000 });
     return new Universe({
@@ -243,9 +232,12 @@ export class Feeds implements AsyncDisposable {
       signal: this.#signal,
       nowMicros,
       onStreams: (change) => {
-        metrics.declare({ streams: change.added, sink: store.sink.kind });
         this.#diffs.changed(change);
-        metrics.streamsActive.set(this.#universe?.streams.length ?? 0);
+        this.#options.telemetry.streamsChanged({
+          added: change.added,
+          count: this.#universe?.streams.length ?? 0,
+          sink: store.sink.kind,
+        });
       },
       connect: (group, signal) => this.#connect(group, signal, { attempts, nowMicros }),
     });
@@ -275,10 +267,8 @@ export class Feeds implements AsyncDisposable {
         group,
         inUrl: plan.inUrl,
         recorder: this.recorder,
-        metrics: this.#options.metrics,
+        telemetry: this.#options.telemetry,
         nowMicros,
-        activity: this.#options.activity,
-        now: this.#options.now,
       }),
     });
   }
@@ -297,110 +287,6 @@ export class Feeds implements AsyncDisposable {
       signal: this.#signal,
     });
   }
-}
-
-/** A connection's events: one log line each, the metrics, the activity list, the recorder. */
-function connectionHandlers(context: {
-  group: StreamGroup;
-  /** The group's streams named in the URL; the others come by SUBSCRIBE. */
-  inUrl: readonly string[];
-  recorder: Recorder;
-  metrics: Metrics;
-  nowMicros: () => number;
-  activity: Activity;
-  now: () => number;
-}): ConnectionHandlers {
-  const { group, inUrl, recorder, metrics, nowMicros } = context;
-  const { conn } = group;
-  return {
-    onFrame: (text, recvTs, socketId) => recorder.frame(group, text, recvTs, socketId),
-    onOpen: ({ opened, socketId, role }) => {
-      metrics.wsConnections.inc();
-      log.info("Connection {conn} open ({streams} streams, socket {socketId}, {role})", {
-        conn,
-        streams: group.names.length,
-        socketId,
-        role,
-        opened,
-      });
-      recorder.opened(group, socketId, role, nowMicros(), inUrl);
-    },
-    onSubscribed: ({ socketId, role, streams }) => {
-      log.debug("Connection {conn} socket {socketId}: {count} streams subscribed", {
-        conn,
-        socketId,
-        count: streams.length,
-      });
-      recorder.opened(group, socketId, role, nowMicros(), streams);
-    },
-    onClose: (info) => {
-      metrics.wsConnections.dec();
-      recorder.closed(group, info.socketId ?? 0, {
-        replaced: info.replaced,
-        recvTs: nowMicros(),
-        details: {
-          conn,
-          socket: info.socketId,
-          cause: info.cause,
-          code: info.code,
-          reason: info.reason,
-          uptime_ms: Math.round(info.uptimeMs),
-        },
-      });
-      if (info.cause === "shutdown" || info.cause === "rotated") {
-        log.info("Connection {conn} socket {socketId} closed ({cause})", { conn, ...info });
-        return;
-      }
-      disconnected(context, info);
-    },
-    onConnectFailed: (info) => connectFailed(context, info),
-  };
-}
-
-/** A connection attempt failed: counted, listed, logged with when the next one comes. */
-function connectFailed(
-  context: { group: StreamGroup; metrics: Metrics; activity: Activity; now: () => number },
-  info: CloseInfo,
-): void {
-  const { group: { conn }, metrics, activity, now } = context;
-  metrics.reconnects.inc({ cause: info.cause });
-  activity.event({
-    at: now(),
-    kind: "connect-failed",
-    subject: `conn ${conn}`,
-    detail: `${info.cause}: ${info.reason}; retrying in ${info.retryInMs} ms`,
-  });
-  log.warn("Connection {conn} could not open ({reason}); retrying in {retryInMs} ms", {
-    conn,
-    ...info,
-  });
-}
-
-/** A socket closed unasked: counted, listed, logged with what happens next. */
-function disconnected(
-  context: { group: StreamGroup; metrics: Metrics; activity: Activity; now: () => number },
-  info: CloseInfo,
-): void {
-  const { group: { conn }, metrics, activity, now } = context;
-  metrics.reconnects.inc({ cause: info.cause });
-  activity.event({
-    at: now(),
-    kind: "disconnect",
-    subject: `conn ${conn}`,
-    detail: `${info.cause}, code ${info.code ?? "none"}` +
-      (info.reason ? ` (${info.reason})` : "") +
-      (info.replaced ? "; successor carried on" : `; reconnecting in ${info.retryInMs} ms`),
-  });
-  log.warn(
-    "Connection {conn} socket {socketId} closed ({cause}, code {code}){replacedNote}",
-    {
-      conn,
-      ...info,
-      replacedNote: info.replaced
-        ? "; its successor carries on"
-        : `; reconnecting in ${info.retryInMs} ms`,
-    },
-  );
 }
 
 /**

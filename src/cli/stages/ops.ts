@@ -14,7 +14,8 @@ import { watchClock } from "../../binance/clock.ts";
 import type { Config } from "../../config_types.ts";
 import { delay } from "../../delay.ts";
 import type { ReceiveClock } from "../../feed/clock.ts";
-import { Activity } from "../../ops/activity.ts";
+import type { Activity } from "../../ops/activity.ts";
+import { Telemetry } from "../../ops/events.ts";
 import { AlertNotifier, watchHealth } from "../../ops/alerts.ts";
 import { exposureWarning } from "../../ops/exposure.ts";
 import { HealthTracker } from "../../ops/health.ts";
@@ -70,8 +71,8 @@ export interface FeedsView {
 type RestartHistory = Awaited<ReturnType<typeof recordStart>>;
 
 export class Ops implements AsyncDisposable {
-  /** Gaps, disconnects and the messages/s chart for the status page. */
-  readonly activity = new Activity();
+  /** Named events; their state is what health and /status read. */
+  readonly telemetry: Telemetry;
   readonly #config: Config;
   readonly #options: OpsOptions;
   readonly #history: RestartHistory;
@@ -82,12 +83,9 @@ export class Ops implements AsyncDisposable {
   #clockLoop: Promise<void> | undefined;
   #healthLoop: Promise<void> | undefined;
   #server: OpsServer | undefined;
-  #clockOffset: number | undefined;
 
   /** The start noted in the restart history, the power assertion held. */
   static async open(config: Config, options: OpsOptions): Promise<Ops> {
-    // The lag histogram's series exist from the start (zero), not from the first sampled message.
-    options.metrics.exchangeLag.zero({ market: config.market });
     const startedAt = options.now();
     const history = await recordStart(config.dataDir, startedAt);
     if (history.restartsLastHour > 0) {
@@ -98,6 +96,11 @@ export class Ops implements AsyncDisposable {
     return new Ops(config, options, { startedAt, history });
   }
 
+  /** Gaps, disconnects and the messages/s chart for the status page. */
+  get activity(): Activity {
+    return this.telemetry.activity;
+  }
+
   private constructor(
     config: Config,
     options: OpsOptions,
@@ -106,6 +109,11 @@ export class Ops implements AsyncDisposable {
     this.#config = config;
     this.#options = options;
     this.#history = start.history;
+    this.telemetry = new Telemetry({
+      metrics: options.metrics,
+      market: config.market,
+      now: options.now,
+    });
     this.#tracker = new HealthTracker(start.startedAt);
     this.#signal = AbortSignal.any([options.signal, this.#stop.signal]);
     // macOS: a power assertion for as long as this process records.
@@ -127,10 +135,7 @@ export class Ops implements AsyncDisposable {
       fetch: this.#options.fetch,
       now,
       signal: this.#signal,
-      onOffset: (seconds) => {
-        this.#clockOffset = seconds;
-        metrics.clockOffset.set(seconds);
-      },
+      onOffset: (seconds) => this.telemetry.clockOffsetMeasured(seconds),
     });
     const clock = startClock({
       config,
@@ -162,6 +167,7 @@ export class Ops implements AsyncDisposable {
     const { metrics, now } = this.#options;
     return {
       metrics,
+      telemetry: this.telemetry,
       tracker: this.#tracker,
       version: this.#options.version ?? "dev",
       instanceId: this.#config.instanceId,
@@ -170,10 +176,9 @@ export class Ops implements AsyncDisposable {
       restartsLastHour: (at) => countRestarts(this.#history.starts, at),
       messageAges: () => feeds.recorder.messageAges(),
       openBatches: () => storage.openBatches(),
-      clockOffset: () => this.#clockOffset,
       recording: () => feeds.recording(),
       now,
-      activity: this.activity,
+      activity: this.telemetry.activity,
     };
   }
 

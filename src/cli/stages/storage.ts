@@ -24,6 +24,7 @@ import { planKey } from "../../batch/keys.ts";
 import { updateIds } from "../../binance/frames.ts";
 import { parseStreamName } from "../../binance/streams.ts";
 import type { Config } from "../../config_types.ts";
+import type { Telemetry } from "../../ops/events.ts";
 import type { Metrics } from "../../ops/metrics.ts";
 import { type BatchBudget, batchBudget } from "../../store/budget.ts";
 import { type Drainer, startDrainer } from "../../store/drainer.ts";
@@ -38,6 +39,8 @@ const log = getLogger(["l2", "run"]);
 
 export interface StorageOptions {
   readonly metrics: Metrics;
+  /** Named events: log lines, metrics, and the state health reads. */
+  readonly telemetry: Telemetry;
   /** Wall-clock ms (time of the last upload). */
   readonly now: () => number;
   /** Aborted by the supervisor once uploads are flushed: the drainer stops. */
@@ -86,12 +89,12 @@ export class Storage implements BatchStore, AsyncDisposable {
     stack.defer(() => selected.close());
     const sink = options.metrics.timeSink(selected.sink);
     await checkReachable(selected);
-    const spool = await openSpool(config, selected, options.metrics);
+    const spool = await openSpool(config, selected, options.telemetry);
     // Compression off the main thread, which stamps receive times. Open
     // batches are compressed piece by piece as they grow (batch/body.ts).
     const gzip = stack.use(new GzipPool({ level: config.gzipLevel }));
     const pool = new ChunkPool();
-    const recovery = await Storage.#recoverJournal(config, options.metrics, pool, gzip);
+    const recovery = await Storage.#recoverJournal(config, options.telemetry, pool, gzip);
     const storage = new Storage(config, options, { selected, sink, spool, gzip, pool, recovery });
     stack.move();
     await storage.#resubmit(recovery.recovered);
@@ -194,7 +197,7 @@ export class Storage implements BatchStore, AsyncDisposable {
   /** The crash journal: earlier runs' batches rebuilt, and this run's journal started. */
   static async #recoverJournal(
     config: Config,
-    metrics: Metrics,
+    telemetry: Telemetry,
     pool: ChunkPool,
     gzip: GzipPool,
   ): Promise<Recovery> {
@@ -214,7 +217,7 @@ export class Storage implements BatchStore, AsyncDisposable {
       "start the crash journal",
       () =>
         Journal.start(journalDir, {
-          onWriteFailed: () => metrics.diskWriteFailures.inc({ target: "journal" }),
+          onWriteFailed: () => telemetry.diskWriteFailed("journal"),
         }),
     );
     return { journal, recovered };
@@ -233,7 +236,7 @@ export class Storage implements BatchStore, AsyncDisposable {
   }
 
   #newUploader(): Uploader {
-    const { metrics } = this.#options;
+    const { telemetry } = this.#options;
     return new Uploader({
       sink: this.sink,
       spool: this.#spool,
@@ -244,12 +247,9 @@ export class Storage implements BatchStore, AsyncDisposable {
       // sealed): a burst of seals, or shutdown, then drops nothing.
       borrowable: (): number => this.#budget.lendable(this.batcher.openTextBytes),
       isRetryable: this.#selected.isRetryable,
-      onQueueBytes: (bytes) => metrics.uploadQueueBytes.set(bytes),
-      onSpoolWriteFailed: () => metrics.diskWriteFailures.inc({ target: "spool" }),
-      onFailedAttempt: () => {
-        metrics.uploadAttempts.inc();
-        metrics.uploadFailures.inc();
-      },
+      onQueueBytes: (bytes) => telemetry.uploadQueueChanged(bytes),
+      onSpoolWriteFailed: () => telemetry.diskWriteFailed("spool"),
+      onFailedAttempt: () => telemetry.uploadFailed(),
       onSettled: (batch, how, bytes, reason) => this.#settled(batch, how, bytes, reason),
     });
   }
@@ -261,7 +261,7 @@ export class Storage implements BatchStore, AsyncDisposable {
       if (this.#spool && this.#spool.count > 0) this.#drainer?.nudge();
       this.#countStored(bytes);
     } else if (how === "dropped") {
-      this.#options.metrics.droppedMessages.inc(batch.meta.messages);
+      this.#options.telemetry.batchDropped(batch.meta.messages);
       this.#holes.lost(batch, reason ?? "dropped");
     }
     if (how === "stored" || how === "spooled") this.#holes.kept(batch);
@@ -273,20 +273,16 @@ export class Storage implements BatchStore, AsyncDisposable {
   }
 
   #countStored(bytes: number): void {
-    const { metrics, now } = this.#options;
-    metrics.lastUploadTime.set(now() / 1000);
-    metrics.uploadAttempts.inc();
-    metrics.batchesStored.inc({ sink: this.sink.kind });
-    metrics.bytesStored.inc({ sink: this.sink.kind }, bytes);
+    this.#options.telemetry.batchStored(this.sink.kind, bytes);
   }
 
   #updateSpoolGauges(): void {
-    updateSpoolGauges(this.#options.metrics, this.#spool);
+    spoolChanged(this.#options.telemetry, this.#spool);
   }
 
   #startDrainer(): Drainer | undefined {
     if (!this.#spool) return undefined;
-    const { metrics } = this.#options;
+    const { telemetry } = this.#options;
     return startDrainer({
       spool: this.#spool,
       sink: this.sink,
@@ -296,10 +292,7 @@ export class Storage implements BatchStore, AsyncDisposable {
         this.#countStored(bytes);
         this.#updateSpoolGauges();
       },
-      onFailedAttempt: () => {
-        metrics.uploadAttempts.inc();
-        metrics.uploadFailures.inc();
-      },
+      onFailedAttempt: () => telemetry.uploadFailed(),
       onQuarantined: () => this.#updateSpoolGauges(),
     });
   }
@@ -321,7 +314,7 @@ async function checkReachable(selected: SelectedSink): Promise<void> {
 async function openSpool(
   config: Config,
   selected: SelectedSink,
-  metrics: Metrics,
+  telemetry: Telemetry,
 ): Promise<Spool | undefined> {
   const spool = selected.s3
     ? await startupStep(
@@ -335,14 +328,13 @@ async function openSpool(
       bytes: spool.bytes,
     });
   }
-  updateSpoolGauges(metrics, spool);
-  if (spool) metrics.spoolMaxBytes.set(spool.maxBytes);
+  spoolChanged(telemetry, spool);
+  if (spool) telemetry.spoolOpened(spool.maxBytes);
   return spool;
 }
 
-function updateSpoolGauges(metrics: Metrics, spool: Spool | undefined): void {
-  metrics.spoolBytes.set(spool?.bytes ?? 0);
-  metrics.spoolBatches.set(spool?.count ?? 0);
+function spoolChanged(telemetry: Telemetry, spool: Spool | undefined): void {
+  telemetry.spoolChanged(spool ?? { bytes: 0, count: 0 });
 }
 
 /** The archive key of a batch (batch/keys.ts), from its stream's name. */
