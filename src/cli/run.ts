@@ -58,7 +58,7 @@ import { countRestarts, recordStart } from "../ops/restarts.ts";
 import { exposureWarning } from "../ops/exposure.ts";
 import { redactUrls } from "../ops/redact.ts";
 import { type DataDirLock, describeHolder, lockDataDir } from "../ops/data_dir_lock.ts";
-import { Recorder, type StreamGroup } from "../recorder.ts";
+import { Recorder, type StreamGroup } from "../feed/recorder.ts";
 import { type Drainer, startDrainer } from "../store/drainer.ts";
 import { delay } from "../delay.ts";
 import { writeAtomically } from "../store/local.ts";
