@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { Batcher } from "../src/batch/batcher.ts";
 import { Metrics } from "../src/ops/metrics.ts";
-import { Recorder } from "../src/recorder.ts";
+import { Recorder } from "../src/feed/recorder.ts";
 
 const value = async (
   metric: Metrics["messagesReceived"] | Metrics["bytesReceived"],

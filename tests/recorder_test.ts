@@ -1,5 +1,5 @@
 /**
- * The Recorder (src/recorder.ts) with a real Batcher, an array for sealed
+ * The Recorder (src/feed/recorder.ts) with a real Batcher, an array for sealed
  * batches and a hand-driven monotonic clock: frames become archive lines,
  * broken and control frames are kept as event lines, batches seal by age,
  * count and on shutdown, and the metrics move.
@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { Batcher, type SealedBatch } from "../src/batch/batcher.ts";
 import { Metrics } from "../src/ops/metrics.ts";
-import { Recorder } from "../src/recorder.ts";
+import { Recorder } from "../src/feed/recorder.ts";
 
 const FIXTURE = new URL("./fixtures/mixed_trimmed_messages.ndjson", import.meta.url);
 const fixtureLines = (await Deno.readTextFile(FIXTURE)).split("\n").filter((l) => l !== "");

@@ -15,7 +15,7 @@ import { parseConfig } from "../src/config.ts";
 import type { Config } from "../src/config_types.ts";
 import { Telemetry } from "../src/ops/events.ts";
 import { Metrics } from "../src/ops/metrics.ts";
-import { Recorder } from "../src/recorder.ts";
+import { Recorder } from "../src/feed/recorder.ts";
 import { FakeExchange, partialDepthFeed } from "./support/fake_exchange.ts";
 import { readArchive } from "./support/collector.ts";
 import { tempDir } from "./support/temp.ts";

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import type { Listing } from "../src/binance/selection.ts";
 import { Universe } from "../src/cli/universe.ts";
 import type { Connection } from "../src/feed/connection.ts";
-import type { Recorder, StreamGroup } from "../src/recorder.ts";
+import type { Recorder, StreamGroup } from "../src/feed/recorder.ts";
 
 function harness(include: string[]) {
   const calls: string[] = [];

@@ -19,7 +19,7 @@ import type { Config } from "../config_types.ts";
 import { ReceiveClock, type Suspension } from "../feed/clock.ts";
 import type { HealthTracker } from "../ops/health.ts";
 import type { Metrics } from "../ops/metrics.ts";
-import type { Recorder } from "../recorder.ts";
+import type { Recorder } from "../feed/recorder.ts";
 
 const log = getLogger(["l2", "clock"]);
 

@@ -28,7 +28,7 @@ import {
 } from "../binance/selection.ts";
 import { groupStreams } from "../binance/streams.ts";
 import type { Connection } from "../feed/connection.ts";
-import type { Recorder, StreamGroup } from "../recorder.ts";
+import type { Recorder, StreamGroup } from "../feed/recorder.ts";
 
 const log = getLogger(["l2", "universe"]);
 

@@ -7,10 +7,10 @@
  * moment it arrived and the id of the socket it came on; nothing here waits
  * on storage.
  *
- * Reconnect policy: the first attempt after a socket that stayed up for
- * `healthyAfterMs` is immediate (the hole should be as short as possible);
- * each further failure waits an exponential backoff with full jitter, 1 s
- * doubling up to 5 min (cockatiel's generator, not hand-rolled maths).
+ * Reconnect policy (reconnect.ts, pure): the first attempt after a socket
+ * that stayed up for `healthyAfterMs` is immediate (the hole should be as
+ * short as possible); each further failure waits an exponential backoff with
+ * full jitter, 1 s doubling up to 5 min.
  *
  * Rotation: `rotateAfterMs` after the primary socket opened, or when
  * `rotate()` is called (Binance announced `serverShutdown`), a successor
@@ -26,11 +26,25 @@
  * and at most one per `subscribeIntervalMs` (Binance counts every incoming
  * message against 5/s spot, 10/s USD-M). A refusal or a missing answer
  * closes the socket ("subscribe-failed") and the usual reconnect follows.
+ *
+ * One socket's life is socket.ts (with subscribe.ts); this file keeps the
+ * primary and its successor in a class with private state.
  */
 
 import { getLogger } from "@logtape/logtape";
-import { ExponentialBackoff, fullJitterGenerator, type IBackoff } from "cockatiel";
 import { delay } from "../delay.ts";
+import {
+  afterPrimaryEnded,
+  afterSuccessorFailed,
+  type BackoffSettings,
+  FRESH,
+  onPrimaryEnd,
+  type ReconnectState,
+  retiredCause,
+} from "./reconnect.ts";
+import { connectOnce, type Outcome } from "./socket.ts";
+
+export { defaultNowMicros } from "./socket.ts";
 
 const log = getLogger(["l2", "feed"]);
 
@@ -126,10 +140,6 @@ export interface Connection {
   replace(cause: "suspended"): void;
 }
 
-export const defaultNowMicros = (): number =>
-  Math.round((performance.timeOrigin + performance.now()) * 1000);
-
-const decoder = new TextDecoder();
 /** Process-wide and only growing: a later socket always has a larger id (the recorder relies on it). */
 let nextSocketId = 1;
 
@@ -138,46 +148,120 @@ export function runConnection(options: ConnectionOptions): Promise<void> {
   return startConnection(options).done;
 }
 
+/** Starts the connection: its first socket opens at once. */
+export function startConnection(options: ConnectionOptions): Connection {
+  return new FeedConnection(options);
+}
+
 interface Socket {
   readonly id: number;
   readonly role: SocketRole;
   /** Closes the socket politely with this cause. */
   readonly close: (cause: CloseCause) => void;
   open: boolean;
-  openedAt?: number;
 }
 
-// deno-lint-ignore arch/max-function-lines -- issue 14: not yet split
-export function startConnection(options: ConnectionOptions): Connection {
-  const { signal, handlers } = options;
-  const monotonic = options.monotonicMs ?? (() => performance.now());
-  const factory = new ExponentialBackoff({
-    generator: fullJitterGenerator,
-    initialDelay: options.backoffInitialMs ?? 1000,
-    maxDelay: options.backoffMaxMs ?? 300_000,
-  });
-  let backoff: IBackoff<unknown> | undefined;
-  let successorBackoff: IBackoff<unknown> | undefined;
-  let primary: Socket | undefined;
-  let successor: Socket | undefined;
-  let opened = 0;
-  let live = 0;
-  let rotateTimer: ReturnType<typeof setTimeout> | undefined;
-  let overlapTimer: ReturnType<typeof setTimeout> | undefined;
-  let resolveDone!: () => void;
-  const done = new Promise<void>((resolve) => resolveDone = resolve);
+class FeedConnection implements Connection {
+  readonly done: Promise<void>;
+  readonly #options: ConnectionOptions;
+  readonly #signal: AbortSignal;
+  readonly #handlers: ConnectionHandlers;
+  readonly #backoff: BackoffSettings;
+  readonly #random: () => number = Math.random;
+  #policy: ReconnectState = FRESH;
+  #primary: Socket | undefined;
+  #successor: Socket | undefined;
+  /** Sockets opened so far. */
+  #opened = 0;
+  /** Sockets created and not yet closed. */
+  #live = 0;
+  #rotateTimer: ReturnType<typeof setTimeout> | undefined;
+  #overlapTimer: ReturnType<typeof setTimeout> | undefined;
+  #resolveDone!: () => void;
 
-  const scheduleRotation = (socket: Socket) => {
-    clearTimeout(rotateTimer);
-    if (options.rotateAfterMs === undefined || signal.aborted) return;
-    rotateTimer = setTimeout(() => {
-      if (primary === socket) rotate();
-    }, options.rotateAfterMs);
-  };
+  constructor(options: ConnectionOptions) {
+    this.#options = options;
+    this.#signal = options.signal;
+    this.#handlers = options.handlers;
+    this.#backoff = {
+      initialMs: options.backoffInitialMs ?? 1000,
+      maxMs: options.backoffMaxMs ?? 300_000,
+      healthyAfterMs: options.healthyAfterMs ?? 10_000,
+    };
+    this.done = new Promise<void>((resolve) => this.#resolveDone = resolve);
+    this.#signal.addEventListener("abort", () => {
+      clearTimeout(this.#rotateTimer);
+      clearTimeout(this.#overlapTimer);
+      this.#doneIfIdle();
+    }, { once: true });
+    this.#openPrimary("initial", 0);
+  }
 
-  const openSocket = async (role: SocketRole): Promise<Socket | undefined> => {
-    await options.beforeConnect?.(signal);
-    if (signal.aborted) return undefined;
+  rotate(): void {
+    if (this.#signal.aborted || this.#successor || !this.#primary?.open) return;
+    log.info("Rotating {url}: opening a successor connection", { url: this.#options.url });
+    // Stands for the successor until its socket exists; one per request, so
+    // that a request overtaken by `replace` is recognised as stale.
+    const pending: Socket = { id: -1, role: "successor", open: false, close: () => {} };
+    this.#successor = pending;
+    this.#openSocket("successor").then((socket) => {
+      if (this.#successor !== pending) {
+        socket?.close("shutdown");
+        return;
+      }
+      this.#successor = socket;
+      if (socket) this.#watchOverlap(socket);
+    });
+  }
+
+  retire(socketId: number): void {
+    const old = this.#primary;
+    if (!old || old.id !== socketId || !this.#successor?.open) return;
+    this.#promote();
+    old.close("rotated");
+  }
+
+  replace(cause: "suspended"): void {
+    if (this.#signal.aborted) return;
+    // A successor would take the primary's place: it goes first.
+    const pending = this.#successor;
+    this.#successor = undefined;
+    clearTimeout(this.#overlapTimer);
+    pending?.close(cause);
+    this.#primary?.close(cause);
+  }
+
+  /** Retires the primary anyway if the successor has not taken every stream within `maxOverlapMs`. */
+  #watchOverlap(socket: Socket): void {
+    clearTimeout(this.#overlapTimer);
+    this.#overlapTimer = setTimeout(() => {
+      if (this.#successor === socket && this.#primary) {
+        log.warn("Successor did not confirm continuity in time; retiring the old connection");
+        this.retire(this.#primary.id);
+      }
+    }, this.#options.maxOverlapMs ?? 60_000);
+  }
+
+  #scheduleRotation(socket: Socket): void {
+    clearTimeout(this.#rotateTimer);
+    const after = this.#options.rotateAfterMs;
+    if (after === undefined || this.#signal.aborted) return;
+    this.#rotateTimer = setTimeout(() => {
+      if (this.#primary === socket) this.rotate();
+    }, after);
+  }
+
+  async #openPrimary(role: SocketRole, waitMs: number): Promise<void> {
+    await delay(waitMs, this.#signal);
+    if (this.#signal.aborted) return this.#doneIfIdle();
+    const socket = await this.#openSocket(role);
+    if (socket) this.#primary = socket;
+    else this.#doneIfIdle();
+  }
+
+  async #openSocket(role: SocketRole): Promise<Socket | undefined> {
+    await this.#options.beforeConnect?.(this.#signal);
+    if (this.#signal.aborted) return undefined;
     const id = nextSocketId++;
     const stop = new AbortController();
     const socket: Socket = {
@@ -188,341 +272,94 @@ export function startConnection(options: ConnectionOptions): Connection {
         if (!stop.signal.aborted) stop.abort(cause);
       },
     };
-    live++;
-    connectOnce(options, {
-      stop: AbortSignal.any([signal, stop.signal]),
-      stopCause: () => (signal.aborted ? "shutdown" : stop.signal.reason as CloseCause),
-      onOpen: () => {
-        socket.open = true;
-        socket.openedAt = monotonic();
-        opened++;
-        if (socket === primary) scheduleRotation(socket);
-        handlers.onOpen({ url: options.url, opened, socketId: id, role });
-      },
+    this.#live++;
+    const handlers = this.#handlers;
+    connectOnce(this.#options, {
+      stop: AbortSignal.any([this.#signal, stop.signal]),
+      stopCause: () => (this.#signal.aborted ? "shutdown" : stop.signal.reason as CloseCause),
+      onOpen: () => this.#socketOpened(socket),
       onFrame: (text, recvTs) => handlers.onFrame(text, recvTs, id),
       onSubscribed: (streams) => handlers.onSubscribed?.({ socketId: id, role, streams }),
     }).then((outcome) => {
-      live--;
-      ended(socket, outcome);
-      if (signal.aborted && live === 0) resolveDone();
+      this.#live--;
+      this.#ended(socket, outcome);
+      if (this.#signal.aborted) this.#doneIfIdle();
     });
     return socket;
-  };
+  }
 
-  const openPrimary = async (role: SocketRole, waitMs: number) => {
-    await delay(waitMs, signal);
-    if (signal.aborted) {
-      if (live === 0) resolveDone();
-      return;
-    }
-    const socket = await openSocket(role);
-    if (socket) primary = socket;
-    else if (live === 0) resolveDone();
-  };
+  #socketOpened(socket: Socket): void {
+    socket.open = true;
+    this.#opened++;
+    if (socket === this.#primary) this.#scheduleRotation(socket);
+    const { id: socketId, role } = socket;
+    this.#handlers.onOpen({ url: this.#options.url, opened: this.#opened, socketId, role });
+  }
 
-  const ended = (socket: Socket, outcome: Outcome) => {
+  #ended(socket: Socket, outcome: Outcome): void {
     const base = { ...outcome.close, socketId: socket.id, role: socket.role };
-    if (socket === primary) {
-      primary = undefined;
-      clearTimeout(rotateTimer);
-      if (signal.aborted) {
-        if (outcome.opened) handlers.onClose({ ...base, cause: "shutdown" });
-        return;
-      }
-      if (successor?.open) {
-        // The successor takes over at once; whatever the old one missed is
-        // the caller's to detect (update ids), not a reason to wait.
-        promote();
-        handlers.onClose({ ...base, replaced: true });
-        return;
-      }
-      if (successor) {
-        // Still connecting: drop it and reconnect as a primary, so that no
-        // later retirement can close the socket the streams moved to.
-        clearTimeout(overlapTimer);
-        successor.close("shutdown");
-        successor = undefined;
-      }
-      const healthy = outcome.close.cause === "suspended" || (outcome.opened &&
-        outcome.close.uptimeMs >= (options.healthyAfterMs ?? 10_000));
-      backoff = healthy ? undefined : backoff ? backoff.next(undefined) : factory.next();
-      const waitMs = backoff?.duration ?? 0;
-      const info = { ...base, retryInMs: waitMs };
-      if (outcome.opened) handlers.onClose(info);
-      else handlers.onConnectFailed?.(info);
-      openPrimary("reconnect", waitMs);
+    if (socket === this.#primary) this.#primaryEnded(outcome, base);
+    else if (socket === this.#successor) this.#successorEnded(outcome, base);
+    else if (outcome.opened) {
+      // A retired primary finished closing.
+      const cause = retiredCause(this.#signal.aborted, base.cause);
+      this.#handlers.onClose({ ...base, cause, replaced: true });
+    }
+  }
+
+  #primaryEnded(outcome: Outcome, base: CloseInfo): void {
+    this.#primary = undefined;
+    clearTimeout(this.#rotateTimer);
+    if (this.#signal.aborted) {
+      if (outcome.opened) this.#handlers.onClose({ ...base, cause: "shutdown" });
       return;
     }
-    if (socket === successor) {
-      // A successor that failed: the primary still runs; try again later.
-      successor = undefined;
-      clearTimeout(overlapTimer);
-      successorBackoff = successorBackoff ? successorBackoff.next(undefined) : factory.next();
-      const waitMs = Math.max(1000, successorBackoff.duration);
-      if (outcome.opened) handlers.onClose({ ...base, retryInMs: waitMs });
-      else handlers.onConnectFailed?.({ ...base, retryInMs: waitMs });
-      if (!signal.aborted) {
-        delay(waitMs, signal).then(() => {
-          if (!signal.aborted && primary?.open) rotate();
-        });
-      }
+    const successor = this.#successor;
+    const where = !successor ? "none" : successor.open ? "open" : "opening";
+    if (onPrimaryEnd(where) === "promote") {
+      this.#promote();
+      this.#handlers.onClose({ ...base, replaced: true });
       return;
     }
-    // A retired primary finished closing.
-    if (outcome.opened) {
-      const cause = signal.aborted
-        ? "shutdown"
-        : base.cause === "suspended"
-        ? base.cause
-        : "rotated";
-      handlers.onClose({ ...base, cause, replaced: true });
+    if (successor) {
+      clearTimeout(this.#overlapTimer);
+      successor.close("shutdown");
+      this.#successor = undefined;
     }
-  };
+    const end = { opened: outcome.opened, uptimeMs: outcome.close.uptimeMs, cause: base.cause };
+    const next = afterPrimaryEnded(this.#policy, end, this.#backoff, this.#random);
+    this.#policy = next.state;
+    const info = { ...base, retryInMs: next.waitMs };
+    if (outcome.opened) this.#handlers.onClose(info);
+    else this.#handlers.onConnectFailed?.(info);
+    this.#openPrimary("reconnect", next.waitMs);
+  }
 
-  const promote = () => {
-    clearTimeout(overlapTimer);
-    primary = successor;
-    successor = undefined;
-    successorBackoff = undefined;
-    backoff = undefined;
-    if (primary) scheduleRotation(primary);
-  };
-
-  const rotate = () => {
-    if (signal.aborted || successor || !primary?.open) return;
-    log.info("Rotating {url}: opening a successor connection", { url: options.url });
-    const pending: Socket = { id: -1, role: "successor", open: false, close: () => {} };
-    successor = pending;
-    openSocket("successor").then((socket) => {
-      if (successor !== pending) {
-        socket?.close("shutdown");
-        return;
-      }
-      successor = socket;
-      if (!socket) return;
-      clearTimeout(overlapTimer);
-      overlapTimer = setTimeout(() => {
-        if (successor === socket && primary) {
-          log.warn("Successor did not confirm continuity in time; retiring the old connection");
-          retire(primary.id);
-        }
-      }, options.maxOverlapMs ?? 60_000);
+  /** A successor that failed: the primary still runs; try again later. */
+  #successorEnded(outcome: Outcome, base: CloseInfo): void {
+    this.#successor = undefined;
+    clearTimeout(this.#overlapTimer);
+    const next = afterSuccessorFailed(this.#policy, this.#backoff, this.#random);
+    this.#policy = next.state;
+    const info = { ...base, retryInMs: next.waitMs };
+    if (outcome.opened) this.#handlers.onClose(info);
+    else this.#handlers.onConnectFailed?.(info);
+    if (this.#signal.aborted) return;
+    delay(next.waitMs, this.#signal).then(() => {
+      if (!this.#signal.aborted && this.#primary?.open) this.rotate();
     });
-  };
+  }
 
-  const retire = (socketId: number) => {
-    if (!primary || primary.id !== socketId || !successor?.open) return;
-    const old = primary;
-    promote();
-    old.close("rotated");
-  };
+  #promote(): void {
+    clearTimeout(this.#overlapTimer);
+    this.#primary = this.#successor;
+    this.#successor = undefined;
+    this.#policy = FRESH;
+    if (this.#primary) this.#scheduleRotation(this.#primary);
+  }
 
-  const replace = (cause: "suspended") => {
-    if (signal.aborted) return;
-    // A successor would take the primary's place: it goes first.
-    const pending = successor;
-    successor = undefined;
-    clearTimeout(overlapTimer);
-    pending?.close(cause);
-    primary?.close(cause);
-  };
-
-  signal.addEventListener("abort", () => {
-    clearTimeout(rotateTimer);
-    clearTimeout(overlapTimer);
-    if (live === 0) resolveDone();
-  }, { once: true });
-
-  openPrimary("initial", 0);
-  return { done, rotate, retire, replace };
-}
-
-interface Outcome {
-  readonly opened: boolean;
-  readonly close: CloseInfo;
-}
-
-interface SocketHooks {
-  /** Aborts to close the socket politely. */
-  readonly stop: AbortSignal;
-  readonly stopCause: () => CloseCause;
-  readonly onOpen: () => void;
-  readonly onFrame: (text: string, recvTs: number) => void;
-  readonly onSubscribed: (streams: readonly string[]) => void;
-}
-
-/** Opens one socket and resolves when it has closed (for whatever reason). */
-// deno-lint-ignore arch/max-function-lines -- issue 14: not yet split
-function connectOnce(options: ConnectionOptions, hooks: SocketHooks): Promise<Outcome> {
-  const nowMicros = options.nowMicros ?? defaultNowMicros;
-  const monotonic = options.monotonicMs ?? (() => performance.now());
-  // deno-lint-ignore arch/max-function-lines -- issue 14: not yet split
-  return new Promise<Outcome>((resolve) => {
-    let ws: WebSocket;
-    try {
-      ws = (options.webSocket ?? ((url) => new WebSocket(url)))(options.url);
-    } catch (error) {
-      resolve({
-        opened: false,
-        close: { cause: "error", code: 0, reason: String(error), uptimeMs: 0 },
-      });
-      return;
-    }
-    // Binance sends text frames only; should a binary one come, keep its bytes.
-    ws.binaryType = "arraybuffer";
-    let openedAt: number | undefined;
-    let lastFrameAt = monotonic();
-    let cause: CloseCause | undefined;
-    let lastError = "";
-    let settled = false;
-    const timers: ReturnType<typeof setTimeout>[] = [];
-
-    const finish = (code: number, reason: string) => {
-      if (settled) return;
-      settled = true;
-      for (const t of timers) clearTimeout(t);
-      awaiting?.settle("the socket closed");
-      clearInterval(watchdog);
-      hooks.stop.removeEventListener("abort", onStop);
-      ws.onmessage =
-        ws.onopen =
-        ws.onerror =
-        ws.onclose =
-          null;
-      const uptimeMs = openedAt === undefined ? 0 : monotonic() - openedAt;
-      resolve({
-        opened: openedAt !== undefined,
-        close: { cause: cause ?? "server", code, reason: reason || lastError, uptimeMs },
-      });
-    };
-
-    // Closing politely still delivers frames already in flight (the socket
-    // keeps dispatching while CLOSING); a peer that never answers the close
-    // is given up on after a short wait.
-    const closeWith = (why: CloseCause, code = 1000) => {
-      cause ??= why;
-      try {
-        ws.close(code);
-      } catch {
-        // already closing
-      }
-      timers.push(
-        setTimeout(
-          () => finish(1006, `no close from peer (${why})`),
-          options.closeTimeoutMs ?? 2000,
-        ),
-      );
-    };
-    const onStop = () => closeWith(hooks.stopCause());
-    hooks.stop.addEventListener("abort", onStop, { once: true });
-    if (hooks.stop.aborted) onStop();
-
-    timers.push(setTimeout(() => {
-      if (openedAt === undefined) closeWith("open-timeout");
-    }, options.openTimeoutMs ?? 10_000));
-
-    const watchEveryMs = Math.max(50, Math.min(1000, options.staleAfterMs / 4));
-    let watchedAt = monotonic();
-    const watchdog = setInterval(() => {
-      // A round more than a second late means the process did not run (it
-      // was suspended): that time is not the socket's silence.
-      const late = monotonic() - watchedAt - watchEveryMs;
-      watchedAt = monotonic();
-      if (late > 1000) lastFrameAt += late;
-      if (openedAt === undefined || cause !== undefined) return;
-      if (monotonic() - lastFrameAt >= options.staleAfterMs) {
-        log.warn("No frame for {silentMs} ms on {url}; replacing the connection", {
-          silentMs: Math.round(monotonic() - lastFrameAt),
-          url: options.url,
-        });
-        closeWith("stale", 4000);
-      }
-    }, watchEveryMs);
-
-    // The live SUBSCRIBE waiting for its answer, if any.
-    let awaiting: { id: number; settle: (error?: string) => void } | undefined;
-    const subscribeAll = async () => {
-      const batches = options.subscribe ?? [];
-      const interval = options.subscribeIntervalMs ?? 250;
-      let lastSentAt = -Infinity;
-      for (let i = 0; i < batches.length; i++) {
-        await delay(lastSentAt + interval - monotonic(), hooks.stop);
-        if (settled || cause !== undefined || hooks.stop.aborted) return;
-        const id = i + 1;
-        const answer = new Promise<string | undefined>((resolve) => {
-          const timer = setTimeout(
-            () => resolve("no answer"),
-            options.subscribeTimeoutMs ?? 10_000,
-          );
-          timers.push(timer);
-          awaiting = {
-            id,
-            settle: (error) => {
-              clearTimeout(timer);
-              resolve(error);
-            },
-          };
-        });
-        lastSentAt = monotonic();
-        try {
-          ws.send(JSON.stringify({ method: "SUBSCRIBE", params: batches[i], id }));
-        } catch (error) {
-          awaiting?.settle(String(error));
-        }
-        const error = await answer;
-        awaiting = undefined;
-        if (settled || cause !== undefined) return;
-        if (error !== undefined) {
-          log.warn("SUBSCRIBE {id} of {streams} streams on {url} failed: {error}", {
-            id,
-            streams: batches[i].length,
-            url: options.url,
-            error,
-          });
-          closeWith("subscribe-failed", 4001);
-          return;
-        }
-        hooks.onSubscribed(batches[i]);
-      }
-    };
-    /** Whether `text` answers the SUBSCRIBE in flight (then it is not a frame to record). */
-    const isAnswer = (text: string): boolean => {
-      if (!awaiting || text.startsWith('{"stream":')) return false;
-      let reply: unknown;
-      try {
-        reply = JSON.parse(text);
-      } catch {
-        return false;
-      }
-      if (typeof reply !== "object" || reply === null) return false;
-      const { id, result, error } = reply as { id?: unknown; result?: unknown; error?: unknown };
-      if (id !== awaiting.id || (!("result" in reply) && error === undefined)) return false;
-      awaiting.settle(error === undefined && result === null ? undefined : JSON.stringify(reply));
-      return true;
-    };
-
-    ws.onopen = () => {
-      openedAt = monotonic();
-      lastFrameAt = openedAt;
-      hooks.onOpen();
-      if (options.subscribe && options.subscribe.length > 0) subscribeAll();
-    };
-    ws.onmessage = (event: MessageEvent) => {
-      const recvTs = nowMicros();
-      lastFrameAt = monotonic();
-      const data = event.data;
-      const text = typeof data === "string"
-        ? data
-        : decoder.decode(data instanceof ArrayBuffer ? data : new Uint8Array(0));
-      if (awaiting && isAnswer(text)) return;
-      hooks.onFrame(text, recvTs);
-    };
-    ws.onerror = (event: Event) => {
-      cause ??= "error";
-      const message = (event as ErrorEvent).message || "websocket error";
-      lastError = message;
-      log.debug("WebSocket error on {url}: {message}", { url: options.url, message });
-    };
-    ws.onclose = (event: CloseEvent) => finish(event.code, event.reason);
-  });
+  /** After the abort: done once the last socket closed. */
+  #doneIfIdle(): void {
+    if (this.#live === 0) this.#resolveDone();
+  }
 }

@@ -34,7 +34,7 @@ import { connectionHandlers } from "../../ops/connection_events.ts";
 import type { Telemetry } from "../../ops/events.ts";
 import type { RecordingState } from "../../ops/http.ts";
 import type { Metrics } from "../../ops/metrics.ts";
-import { Recorder, type StreamGroup } from "../../recorder.ts";
+import { Recorder, type StreamGroup } from "../../feed/recorder.ts";
 import { snapshotStreamOf } from "../../store/meta.ts";
 import { Universe } from "../universe.ts";
 import { DiffStreams } from "./diff_streams.ts";

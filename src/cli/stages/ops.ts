@@ -32,7 +32,7 @@ import type { Metrics } from "../../ops/metrics.ts";
 import { preventSleep, type SleepGuard } from "../../ops/power.ts";
 import { redactUrls } from "../../ops/redact.ts";
 import { countRestarts, recordStart } from "../../ops/restarts.ts";
-import type { Recorder } from "../../recorder.ts";
+import type { Recorder } from "../../feed/recorder.ts";
 import { startClock } from "../suspension.ts";
 import { StartupError } from "./startup.ts";
 

@@ -1,0 +1,342 @@
+/**
+ * Which socket a stream is stored from, and what each frame or close means
+ * for the record: a pure function `handover(state, event) → { state, actions }`
+ * per stream, with no sockets, clocks or callbacks. The recorder applies the
+ * actions (lines into batches, counters, asking the feed to retire a socket).
+ *
+ * Per stream the state keeps the update-id chain: the socket the stream is
+ * taken from (its owner), the last update id stored, and whether the next
+ * message must follow on. A break is a `gap` action before the message.
+ *
+ * Rotation without a hole: while a successor socket overlaps the owner, its
+ * frames are held back until one of them follows on from the last id stored
+ * (or repeats one); from there the stream is taken from the successor (a
+ * `rotated` action marks the switch) and the owner's later frames are
+ * dropped as the repeats they are. Socket ids only grow, so an older socket
+ * is one the stream already left. If the new owner dies before the old
+ * socket is retired, the stream goes back to the old one with what it
+ * delivered meanwhile and loses nothing.
+ */
+
+import { continuity, type SequenceRule } from "../binance/sequence.ts";
+
+/** The update ids a frame carries (a frame of any shape passes through untouched). */
+export interface ChainIds {
+  readonly firstUpdateId?: number;
+  readonly lastUpdateId?: number;
+  readonly prevUpdateId?: number;
+}
+
+/** A frame with its receive time, µs. */
+export interface Received<F> {
+  readonly frame: F;
+  readonly recvTs: number;
+}
+
+/** Frames of one socket kept aside, oldest first. */
+export interface Aside<F> {
+  readonly socketId: number;
+  readonly frames: readonly Received<F>[];
+}
+
+export interface StreamHandover<F> {
+  /** Continuity rule of the stream; undefined: no checks, every frame is stored. */
+  readonly rule: SequenceRule | undefined;
+  /** Socket the stream is stored from; undefined until one delivers, and after it closed. */
+  readonly owner: number | undefined;
+  /** Last update id stored. */
+  readonly last: number | undefined;
+  /** Just moved to a socket that may still deliver what was stored: drop those repeats. */
+  readonly catchingUp: boolean;
+  /** A newer socket's frames waiting to join the chain. */
+  readonly successor: Aside<F> | undefined;
+  /** The socket this stream left in its last switch, while it runs, and what it delivered since. */
+  readonly previous: Aside<F> | undefined;
+}
+
+export type HandoverEvent<F> =
+  /** Socket `socketId` delivered a data frame of the stream. */
+  | {
+    readonly kind: "frame";
+    readonly socketId: number;
+    readonly frame: F;
+    readonly recvTs: number;
+  }
+  /**
+   * Socket `socketId` closed; `replaced`: a successor of the connection
+   * carries on. `cause` is the feed's close cause (`rotated` is planned).
+   */
+  | {
+    readonly kind: "closed";
+    readonly socketId: number;
+    readonly replaced: boolean;
+    readonly cause: unknown;
+    readonly recvTs: number;
+  };
+
+export type HandoverAction<F> =
+  /** Store this frame as a data line. */
+  | { readonly kind: "record"; readonly frame: F; readonly recvTs: number }
+  /** A repeat of what was stored (or a frame of a socket the stream left): not stored. */
+  | { readonly kind: "discard" }
+  /** A break in the chain, before the frame that shows it. */
+  | {
+    readonly kind: "gap";
+    readonly expected: number;
+    readonly received: number;
+    readonly recvTs: number;
+  }
+  /** A new chain starts at `firstUpdateId` (the stream's first message, or the first after a gap). */
+  | { readonly kind: "chain-start"; readonly firstUpdateId: number }
+  /** The stream moved to socket `to`; `confirmed: false` when it was not proven to follow on. */
+  | {
+    readonly kind: "rotated";
+    readonly recvTs: number;
+    readonly from: number | undefined;
+    readonly to: number | undefined;
+    readonly last: number | undefined;
+    readonly confirmed?: false;
+  }
+  /** The stream has a hole from here; `replaced`: a successor (`successor`, if known) carries on. */
+  | {
+    readonly kind: "disconnected";
+    readonly recvTs: number;
+    readonly replaced: boolean;
+    readonly successor?: number;
+  }
+  /** The stream no longer takes frames from `socketId`: retire it once no stream of its group does. */
+  | { readonly kind: "left"; readonly socketId: number };
+
+export interface HandoverStep<F> {
+  readonly state: StreamHandover<F>;
+  readonly actions: readonly HandoverAction<F>[];
+}
+
+/** Frames kept aside per socket and stream at most (a bound on memory, not a limit reached in practice). */
+export const MAX_ASIDE = 100_000;
+
+/** A stream no socket delivered yet. */
+export function newStream<F>(rule: SequenceRule | undefined): StreamHandover<F> {
+  return {
+    rule,
+    owner: undefined,
+    last: undefined,
+    catchingUp: false,
+    successor: undefined,
+    previous: undefined,
+  };
+}
+
+/** The next state of a stream after `event`, and what to do about it, in order. */
+export function handover<F extends ChainIds>(
+  state: StreamHandover<F>,
+  event: HandoverEvent<F>,
+): HandoverStep<F> {
+  const actions: HandoverAction<F>[] = [];
+  const next = event.kind === "frame"
+    ? onFrame(state, { frame: event.frame, recvTs: event.recvTs }, event.socketId, actions)
+    : onClosed(state, event, actions);
+  return { state: next, actions };
+}
+
+/**
+ * Whether socket `socketId` can be retired: none of its group's streams is
+ * taken from it any more.
+ */
+export function allLeft(
+  names: readonly string[],
+  ownerOf: (stream: string) => number | undefined,
+  socketId: number,
+): boolean {
+  return names.every((stream) => ownerOf(stream) !== socketId);
+}
+
+type Actions<F> = HandoverAction<F>[];
+
+function onFrame<F extends ChainIds>(
+  state: StreamHandover<F>,
+  received: Received<F>,
+  socketId: number,
+  actions: Actions<F>,
+): StreamHandover<F> {
+  if (state.owner === undefined) {
+    // A new diff socket after a disconnect may start with updates already
+    // stored. (A partial book repeating its lastUpdateId is just unchanged.)
+    const rule = state.rule;
+    const catchingUp = state.last !== undefined && rule !== undefined && rule !== "partial";
+    state = { ...state, owner: socketId, catchingUp };
+  }
+  if (state.owner === socketId) {
+    state = acceptOwned(state, received, actions);
+    return state.successor ? tryHandover(state, actions) : state;
+  }
+  // An older socket: one this stream already left (still delivering frames
+  // in flight while it closes). Never go back to it, but keep what it sends
+  // in case the new owner dies first.
+  if (socketId < state.owner!) {
+    actions.push({ kind: "discard" });
+    const previous = state.previous;
+    if (previous?.socketId !== socketId || previous.frames.length >= MAX_ASIDE) return state;
+    return { ...state, previous: { socketId, frames: [...previous.frames, received] } };
+  }
+  // A newer socket of the group: a successor overlapping the owner.
+  const held = state.successor?.socketId === socketId ? state.successor.frames : [];
+  const frames = held.length < MAX_ASIDE ? [...held, received] : held;
+  return tryHandover({ ...state, successor: { socketId, frames } }, actions);
+}
+
+function onClosed<F extends ChainIds>(
+  state: StreamHandover<F>,
+  event: Extract<HandoverEvent<F>, { kind: "closed" }>,
+  actions: Actions<F>,
+): StreamHandover<F> {
+  const { socketId, replaced, recvTs } = event;
+  const successor = state.successor?.socketId === socketId ? undefined : state.successor;
+  const previous = state.previous?.socketId === socketId ? undefined : state.previous;
+  state = { ...state, successor, previous };
+  // Owned by another socket that is still running: nothing lost here.
+  if (state.owner !== undefined && state.owner !== socketId) return state;
+  const wasOwner = state.owner === socketId;
+  state = { ...state, owner: undefined };
+  if (wasOwner && !replaced && previous) return backToPrevious(state, previous, actions);
+  if (!replaced) {
+    actions.push({ kind: "disconnected", recvTs, replaced: false });
+    return state;
+  }
+  if (!wasOwner) return state;
+  // The successor carries on before it joined this stream's chain: take what
+  // it has; a break, if any, is found and marked by the sequence check. A
+  // planned retirement is a rotation; anything else (the old socket went
+  // stale or was cut) is a disconnect.
+  actions.push(
+    event.cause === "rotated"
+      ? {
+        kind: "rotated",
+        recvTs,
+        from: socketId,
+        to: successor?.socketId,
+        last: state.last,
+        confirmed: false,
+      }
+      : { kind: "disconnected", recvTs, replaced: true, successor: successor?.socketId },
+  );
+  state = { ...state, successor: undefined };
+  if (!successor) return state;
+  state = { ...state, owner: successor.socketId };
+  for (const held of successor.frames) state = accept(state, held, actions);
+  return state;
+}
+
+/** The new owner died before the old socket was retired: the stream goes back to the old one. */
+function backToPrevious<F extends ChainIds>(
+  state: StreamHandover<F>,
+  previous: Aside<F>,
+  actions: Actions<F>,
+): StreamHandover<F> {
+  state = { ...state, previous: undefined, owner: previous.socketId, catchingUp: true };
+  for (const received of previous.frames) state = acceptOwned(state, received, actions);
+  return state;
+}
+
+/**
+ * Switches the stream to the successor once it is proven to be on the same
+ * chain: it delivered a message that was already stored (a repeat: all it
+ * sends next follows on), or its next message follows on from the last one
+ * stored. A successor ahead of the owner waits for the owner to catch up.
+ */
+function tryHandover<F extends ChainIds>(
+  state: StreamHandover<F>,
+  actions: Actions<F>,
+): StreamHandover<F> {
+  const held = state.successor!;
+  let skip = 0;
+  while (skip < held.frames.length && isRepeat(held.frames[skip].frame, state.last)) {
+    actions.push({ kind: "discard" });
+    skip++;
+  }
+  const next = held.frames[skip] as Received<F> | undefined;
+  if (skip === 0 && (!next || !joins(state, next.frame))) return state;
+  const from = state.owner;
+  actions.push({
+    kind: "rotated",
+    recvTs: next?.recvTs ?? held.frames[skip - 1].recvTs,
+    from,
+    to: held.socketId,
+    last: state.last,
+  });
+  state = {
+    ...state,
+    owner: held.socketId,
+    successor: undefined,
+    catchingUp: true,
+    previous: from === undefined ? undefined : { socketId: from, frames: [] },
+  };
+  for (let i = skip; i < held.frames.length; i++) {
+    state = acceptOwned(state, held.frames[i], actions);
+  }
+  if (from !== undefined) actions.push({ kind: "left", socketId: from });
+  return state;
+}
+
+/** Whether a successor's frame follows on from the last one stored. */
+function joins<F extends ChainIds>(state: StreamHandover<F>, frame: F): boolean {
+  const { rule, last } = state;
+  if (!rule || last === undefined || frame.firstUpdateId === undefined) return true;
+  const ids = {
+    firstUpdateId: frame.firstUpdateId,
+    lastUpdateId: frame.lastUpdateId!,
+    prevUpdateId: frame.prevUpdateId,
+  };
+  return continuity(rule, last, ids).kind === "next";
+}
+
+/** An owner's frame; right after a switch, repeats of what was stored are dropped. */
+function acceptOwned<F extends ChainIds>(
+  state: StreamHandover<F>,
+  received: Received<F>,
+  actions: Actions<F>,
+): StreamHandover<F> {
+  if (state.catchingUp) {
+    if (isRepeat(received.frame, state.last)) {
+      actions.push({ kind: "discard" });
+      return state;
+    }
+    state = { ...state, catchingUp: false };
+  }
+  return accept(state, received, actions);
+}
+
+/** Stores a frame from the stream's owner, marking a break in its chain. */
+function accept<F extends ChainIds>(
+  state: StreamHandover<F>,
+  received: Received<F>,
+  actions: Actions<F>,
+): StreamHandover<F> {
+  const { frame, recvTs } = received;
+  const { rule } = state;
+  if (rule && frame.firstUpdateId !== undefined && frame.lastUpdateId !== undefined) {
+    const verdict = continuity(rule, state.last, {
+      firstUpdateId: frame.firstUpdateId,
+      lastUpdateId: frame.lastUpdateId,
+      prevUpdateId: frame.prevUpdateId,
+    });
+    if (verdict.kind === "gap") {
+      actions.push({
+        kind: "gap",
+        expected: verdict.expected,
+        received: verdict.received,
+        recvTs,
+      });
+    }
+    if (verdict.kind !== "duplicate") state = { ...state, last: frame.lastUpdateId };
+    if (verdict.kind === "first" || verdict.kind === "gap") {
+      actions.push({ kind: "chain-start", firstUpdateId: frame.firstUpdateId });
+    }
+  }
+  actions.push({ kind: "record", frame, recvTs });
+  return state;
+}
+
+function isRepeat(frame: ChainIds, last: number | undefined): boolean {
+  return last !== undefined && frame.lastUpdateId !== undefined && frame.lastUpdateId <= last;
+}

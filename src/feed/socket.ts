@@ -1,0 +1,194 @@
+/**
+ * One WebSocket from open to close: frames handed over with their receive
+ * time, a watchdog for silence, live subscriptions, and a polite close that
+ * still delivers frames already in flight. Resolves with how it ended; what
+ * follows (reconnect, rotation) is the connection's business.
+ */
+
+import { getLogger } from "@logtape/logtape";
+import { isStale, watchEveryMs, watchRound } from "./reconnect.ts";
+import { Subscriber } from "./subscribe.ts";
+import type { CloseCause, CloseInfo, ConnectionOptions } from "./connection.ts";
+
+const log = getLogger(["l2", "feed"]);
+
+const decoder = new TextDecoder();
+
+export const defaultNowMicros = (): number =>
+  Math.round((performance.timeOrigin + performance.now()) * 1000);
+
+export interface Outcome {
+  readonly opened: boolean;
+  readonly close: CloseInfo;
+}
+
+export interface SocketHooks {
+  /** Aborts to close the socket politely. */
+  readonly stop: AbortSignal;
+  readonly stopCause: () => CloseCause;
+  readonly onOpen: () => void;
+  readonly onFrame: (text: string, recvTs: number) => void;
+  readonly onSubscribed: (streams: readonly string[]) => void;
+}
+
+/** Opens one socket and resolves when it has closed (for whatever reason). */
+export function connectOnce(options: ConnectionOptions, hooks: SocketHooks): Promise<Outcome> {
+  let ws: WebSocket;
+  try {
+    ws = (options.webSocket ?? ((url) => new WebSocket(url)))(options.url);
+  } catch (error) {
+    return Promise.resolve({
+      opened: false,
+      close: { cause: "error", code: 0, reason: String(error), uptimeMs: 0 },
+    });
+  }
+  return new SocketRun(ws, options, hooks).outcome;
+}
+
+class SocketRun {
+  readonly outcome: Promise<Outcome>;
+  readonly #ws: WebSocket;
+  readonly #options: ConnectionOptions;
+  readonly #hooks: SocketHooks;
+  readonly #monotonic: () => number;
+  readonly #nowMicros: () => number;
+  readonly #timers: ReturnType<typeof setTimeout>[] = [];
+  readonly #onStop = () => this.#closeWith(this.#hooks.stopCause());
+  #resolve!: (outcome: Outcome) => void;
+  #openedAt: number | undefined;
+  /** When the last frame came, monotonic ms (moved on by time the process did not run). */
+  #lastFrameAt: number;
+  /** When the watchdog last looked. */
+  #watchedAt: number;
+  #cause: CloseCause | undefined;
+  #lastError = "";
+  #settled = false;
+  #watchdog: ReturnType<typeof setInterval> | undefined;
+  #subscriber: Subscriber | undefined;
+
+  constructor(ws: WebSocket, options: ConnectionOptions, hooks: SocketHooks) {
+    this.outcome = new Promise((resolve) => this.#resolve = resolve);
+    this.#ws = ws;
+    this.#options = options;
+    this.#hooks = hooks;
+    this.#monotonic = options.monotonicMs ?? (() => performance.now());
+    this.#nowMicros = options.nowMicros ?? defaultNowMicros;
+    this.#lastFrameAt = this.#watchedAt = this.#monotonic();
+    // Binance sends text frames only; should a binary one come, keep its bytes.
+    ws.binaryType = "arraybuffer";
+    hooks.stop.addEventListener("abort", this.#onStop, { once: true });
+    if (hooks.stop.aborted) this.#onStop();
+    this.#timers.push(setTimeout(() => {
+      if (this.#openedAt === undefined) this.#closeWith("open-timeout");
+    }, options.openTimeoutMs ?? 10_000));
+    const everyMs = watchEveryMs(options.staleAfterMs);
+    this.#watchdog = setInterval(() => this.#watch(everyMs), everyMs);
+    ws.onopen = () => this.#opened();
+    ws.onmessage = (event: MessageEvent) => this.#message(event);
+    ws.onerror = (event: Event) => this.#error(event);
+    ws.onclose = (event: CloseEvent) => this.#finish(event.code, event.reason);
+  }
+
+  #opened(): void {
+    this.#lastFrameAt = this.#openedAt = this.#monotonic();
+    this.#hooks.onOpen();
+    const batches = this.#options.subscribe ?? [];
+    if (batches.length === 0) return;
+    this.#subscriber = new Subscriber({
+      url: this.#options.url,
+      batches,
+      intervalMs: this.#options.subscribeIntervalMs ?? 250,
+      timeoutMs: this.#options.subscribeTimeoutMs ?? 10_000,
+      monotonic: this.#monotonic,
+      stop: this.#hooks.stop,
+      alive: () => !this.#settled && this.#cause === undefined,
+      send: (text) => this.#ws.send(text),
+      onSubscribed: this.#hooks.onSubscribed,
+      onFailed: () => this.#closeWith("subscribe-failed", 4001),
+    });
+    this.#subscriber.run();
+  }
+
+  #message(event: MessageEvent): void {
+    const recvTs = this.#nowMicros();
+    this.#lastFrameAt = this.#monotonic();
+    const data = event.data;
+    const text = typeof data === "string"
+      ? data
+      : decoder.decode(data instanceof ArrayBuffer ? data : new Uint8Array(0));
+    if (this.#subscriber?.isAnswer(text)) return;
+    this.#hooks.onFrame(text, recvTs);
+  }
+
+  #error(event: Event): void {
+    this.#cause ??= "error";
+    const message = (event as ErrorEvent).message || "websocket error";
+    this.#lastError = message;
+    log.debug("WebSocket error on {url}: {message}", { url: this.#options.url, message });
+  }
+
+  /** A watchdog round: a socket silent for `staleAfterMs` is closed as stale. */
+  #watch(everyMs: number): void {
+    const now = this.#monotonic();
+    const silence = watchRound(
+      { lastFrameAt: this.#lastFrameAt, watchedAt: this.#watchedAt },
+      now,
+      everyMs,
+    );
+    this.#lastFrameAt = silence.lastFrameAt;
+    this.#watchedAt = silence.watchedAt;
+    if (this.#openedAt === undefined || this.#cause !== undefined) return;
+    if (!isStale(silence, now, this.#options.staleAfterMs)) return;
+    log.warn("No frame for {silentMs} ms on {url}; replacing the connection", {
+      silentMs: Math.round(now - silence.lastFrameAt),
+      url: this.#options.url,
+    });
+    this.#closeWith("stale", 4000);
+  }
+
+  /**
+   * Closing politely still delivers frames already in flight (the socket
+   * keeps dispatching while CLOSING); a peer that never answers the close
+   * is given up on after a short wait.
+   */
+  #closeWith(why: CloseCause, code = 1000): void {
+    this.#cause ??= why;
+    try {
+      this.#ws.close(code);
+    } catch {
+      // already closing
+    }
+    this.#timers.push(
+      setTimeout(
+        () => this.#finish(1006, `no close from peer (${why})`),
+        this.#options.closeTimeoutMs ?? 2000,
+      ),
+    );
+  }
+
+  #finish(code: number, reason: string): void {
+    if (this.#settled) return;
+    this.#settled = true;
+    for (const t of this.#timers) clearTimeout(t);
+    this.#subscriber?.close("the socket closed");
+    clearInterval(this.#watchdog);
+    this.#hooks.stop.removeEventListener("abort", this.#onStop);
+    const ws = this.#ws;
+    ws.onmessage =
+      ws.onopen =
+      ws.onerror =
+      ws.onclose =
+        null;
+    const openedAt = this.#openedAt;
+    const uptimeMs = openedAt === undefined ? 0 : this.#monotonic() - openedAt;
+    this.#resolve({
+      opened: openedAt !== undefined,
+      close: {
+        cause: this.#cause ?? "server",
+        code,
+        reason: reason || this.#lastError,
+        uptimeMs,
+      },
+    });
+  }
+}

@@ -1,0 +1,330 @@
+/**
+ * The stream handover decision (src/feed/handover.ts) without sockets: a
+ * stream's state is driven by "socket X delivered a frame" and "socket X
+ * closed" events, and the actions it returns are checked one by one.
+ * Socket ids only grow, as the feed hands them out.
+ */
+
+import assert from "node:assert/strict";
+import type { SequenceRule } from "../src/binance/sequence.ts";
+import {
+  allLeft,
+  handover,
+  type HandoverAction,
+  type HandoverEvent,
+  newStream,
+  type StreamHandover,
+} from "../src/feed/handover.ts";
+
+/** A diff frame covering update ids first..last. */
+interface Diff {
+  readonly firstUpdateId: number;
+  readonly lastUpdateId: number;
+  readonly prevUpdateId?: number;
+}
+
+const diff = (first: number, last: number): Diff => ({ firstUpdateId: first, lastUpdateId: last });
+
+/** A stream driven event by event; keeps every action in order. */
+class Stream {
+  state: StreamHandover<Diff>;
+  readonly actions: HandoverAction<Diff>[] = [];
+  #ts = 0;
+
+  /** `none`: a stream without a continuity rule. */
+  constructor(rule: SequenceRule | "none" = "spot-diff") {
+    this.state = newStream(rule === "none" ? undefined : rule);
+  }
+
+  /** Socket `socketId` delivers frames first..last, in steps of 10; returns this step's actions. */
+  frame(socketId: number, first: number, last = first + 9): HandoverAction<Diff>[] {
+    return this.#run({ kind: "frame", socketId, frame: diff(first, last), recvTs: ++this.#ts });
+  }
+
+  closed(socketId: number, cause: string, replaced = false): HandoverAction<Diff>[] {
+    return this.#run({ kind: "closed", socketId, cause, replaced, recvTs: ++this.#ts });
+  }
+
+  /** First update ids of the frames recorded, in order. */
+  recorded(): number[] {
+    return this.actions.flatMap((a) => a.kind === "record" ? [a.frame.firstUpdateId] : []);
+  }
+
+  kinds(kind: HandoverAction<Diff>["kind"]): HandoverAction<Diff>[] {
+    return this.actions.filter((a) => a.kind === kind);
+  }
+
+  #run(event: HandoverEvent<Diff>): HandoverAction<Diff>[] {
+    const before = structuredClone(this.state);
+    const step = handover(this.state, event);
+    assert.deepEqual(this.state, before, "the previous state is left as it was");
+    this.state = step.state;
+    this.actions.push(...step.actions);
+    return [...step.actions];
+  }
+}
+
+// --- One socket ----------------------------------------------------------------
+
+Deno.test("the first frame starts a chain and is recorded; the next one that follows on only recorded", () => {
+  const s = new Stream();
+  assert.deepEqual(s.frame(1, 10), [
+    { kind: "chain-start", firstUpdateId: 10 },
+    { kind: "record", frame: diff(10, 19), recvTs: 1 },
+  ]);
+  assert.deepEqual(s.frame(1, 20), [{ kind: "record", frame: diff(20, 29), recvTs: 2 }]);
+  assert.equal(s.state.owner, 1);
+  assert.equal(s.state.last, 29);
+});
+
+Deno.test("a break is a gap before the frame, then a new chain start", () => {
+  const s = new Stream();
+  s.frame(1, 10);
+  s.frame(1, 20);
+  assert.deepEqual(s.frame(1, 40), [
+    { kind: "gap", expected: 30, received: 40, recvTs: 3 },
+    { kind: "chain-start", firstUpdateId: 40 },
+    { kind: "record", frame: diff(40, 49), recvTs: 3 },
+  ]);
+});
+
+Deno.test("without a rule every frame is recorded, with no chain or gap", () => {
+  const s = new Stream("none");
+  s.frame(1, 10);
+  s.frame(1, 50);
+  s.frame(1, 10);
+  assert.deepEqual(s.recorded(), [10, 50, 10]);
+  assert.equal(s.kinds("gap").length + s.kinds("chain-start").length, 0);
+});
+
+Deno.test("an owner's repeat is recorded (a duplicate is not a gap) and leaves the last id alone", () => {
+  const s = new Stream();
+  s.frame(1, 10);
+  s.frame(1, 20);
+  assert.deepEqual(s.frame(1, 20).map((a) => a.kind), ["record"]);
+  assert.equal(s.state.last, 29);
+});
+
+// --- Disconnects ----------------------------------------------------------------
+
+Deno.test("a close without a successor marks a hole; repeats the new socket delivers are discarded", () => {
+  const s = new Stream();
+  s.frame(1, 10);
+  s.frame(1, 20);
+  assert.deepEqual(s.closed(1, "server"), [
+    { kind: "disconnected", recvTs: 3, replaced: false },
+  ]);
+  assert.equal(s.state.owner, undefined);
+  assert.deepEqual(s.frame(2, 20).map((a) => a.kind), ["discard"]);
+  assert.deepEqual(s.frame(2, 30).map((a) => a.kind), ["record"]);
+  assert.deepEqual(s.recorded(), [10, 20, 30]);
+  assert.equal(s.kinds("gap").length, 0);
+});
+
+Deno.test("a partial book after a disconnect does not drop its first frame as a repeat", () => {
+  const s = new Stream("partial");
+  s.frame(1, 100, 100);
+  s.closed(1, "stale");
+  assert.deepEqual(s.frame(2, 100, 100).map((a) => a.kind), ["record"]);
+});
+
+Deno.test("a close of a socket that owns nothing of the stream changes nothing", () => {
+  const s = new Stream();
+  s.frame(2, 10);
+  assert.deepEqual(s.closed(1, "server"), []);
+  assert.equal(s.state.owner, 2);
+});
+
+Deno.test("two closes: the owner's close marks the hole, the second socket's close marks it again", () => {
+  const s = new Stream();
+  s.frame(1, 10);
+  s.closed(1, "server");
+  // The stream has no owner now: a reconnect that dies before delivering is a hole too.
+  assert.deepEqual(s.closed(2, "open-timeout").map((a) => a.kind), ["disconnected"]);
+  assert.deepEqual(s.frame(3, 20).map((a) => a.kind), ["record"]);
+  assert.equal(s.state.owner, 3);
+});
+
+// --- Rotation: a successor overlapping the owner --------------------------------
+
+Deno.test("a successor that repeats what was stored takes over; each update is stored once", () => {
+  const s = new Stream();
+  for (let first = 10; first <= 50; first += 10) s.frame(1, first);
+  const switched = s.frame(2, 50); // the successor joins late: a repeat
+  assert.deepEqual(switched, [
+    { kind: "discard" },
+    { kind: "rotated", recvTs: 6, from: 1, to: 2, last: 59 },
+    { kind: "left", socketId: 1 },
+  ]);
+  assert.equal(s.state.owner, 2);
+  assert.deepEqual(s.frame(1, 60).map((a) => a.kind), ["discard"]); // the old socket, still ahead
+  assert.deepEqual(s.frame(2, 60).map((a) => a.kind), ["record"]); // first new one from the owner
+  assert.deepEqual(s.frame(2, 70).map((a) => a.kind), ["record"]);
+  assert.deepEqual(s.frame(1, 70).map((a) => a.kind), ["discard"]); // the retired socket's late copy
+  assert.deepEqual(s.recorded(), [10, 20, 30, 40, 50, 60, 70]);
+  assert.equal(s.kinds("gap").length, 0);
+});
+
+Deno.test("a successor ahead of the owner is held until the owner catches up", () => {
+  const s = new Stream();
+  s.frame(1, 10);
+  assert.deepEqual(s.frame(2, 30), []); // 20..29 not stored yet
+  assert.equal(s.state.successor?.frames.length, 1);
+  assert.deepEqual(s.frame(1, 20).map((a) => a.kind), ["record", "rotated", "record", "left"]);
+  assert.equal(s.state.owner, 2);
+  s.frame(2, 40);
+  assert.deepEqual(s.recorded(), [10, 20, 30, 40]);
+});
+
+Deno.test("a successor whose next frame follows on takes over at once, without a repeat", () => {
+  const s = new Stream();
+  s.frame(1, 10);
+  assert.deepEqual(s.frame(2, 20), [
+    { kind: "rotated", recvTs: 2, from: 1, to: 2, last: 19 },
+    { kind: "record", frame: diff(20, 29), recvTs: 2 },
+    { kind: "left", socketId: 1 },
+  ]);
+});
+
+Deno.test("overlap during rotation: interleaved frames of both sockets store each update once, in order", () => {
+  const s = new Stream();
+  s.frame(1, 10);
+  s.frame(1, 20);
+  s.frame(2, 10); // successor starts behind: repeats
+  s.frame(1, 30); // old one still delivering
+  s.frame(2, 20);
+  s.frame(2, 30);
+  s.frame(1, 40);
+  s.frame(2, 40);
+  s.frame(2, 50);
+  assert.deepEqual(s.recorded(), [10, 20, 30, 40, 50]);
+  assert.equal(s.kinds("rotated").length, 1);
+  assert.equal(s.kinds("gap").length, 0);
+});
+
+Deno.test("close before the replacement confirms: a planned retirement moves the stream unconfirmed", () => {
+  const s = new Stream();
+  s.frame(1, 10);
+  s.frame(2, 40); // ahead, and the old socket never catches up
+  assert.deepEqual(s.closed(1, "rotated", true), [
+    { kind: "rotated", recvTs: 3, from: 1, to: 2, last: 19, confirmed: false },
+    { kind: "gap", expected: 20, received: 40, recvTs: 2 },
+    { kind: "chain-start", firstUpdateId: 40 },
+    { kind: "record", frame: diff(40, 49), recvTs: 2 },
+  ]);
+  assert.equal(s.state.owner, 2);
+  assert.deepEqual(s.recorded(), [10, 40]);
+});
+
+Deno.test("close before the replacement delivered anything: the stream waits for any socket", () => {
+  const s = new Stream();
+  s.frame(1, 10);
+  assert.deepEqual(s.closed(1, "rotated", true), [
+    { kind: "rotated", recvTs: 2, from: 1, to: undefined, last: 19, confirmed: false },
+  ]);
+  assert.equal(s.state.owner, undefined);
+  assert.deepEqual(s.frame(2, 10).map((a) => a.kind), ["discard"]); // a repeat after the move
+  assert.deepEqual(s.frame(2, 20).map((a) => a.kind), ["record"]);
+});
+
+Deno.test("serverShutdown: Binance cuts the old socket while the successor is still held back", () => {
+  const s = new Stream();
+  s.frame(1, 10);
+  s.frame(2, 30); // the successor opened on the announcement and is ahead
+  assert.deepEqual(s.closed(1, "server", true).map((a) => a.kind), [
+    "disconnected",
+    "gap",
+    "chain-start",
+    "record",
+  ]);
+  assert.deepEqual(s.kinds("disconnected")[0], {
+    kind: "disconnected",
+    recvTs: 3,
+    replaced: true,
+    successor: 2,
+  });
+  assert.equal(s.state.owner, 2);
+});
+
+Deno.test("serverShutdown after the switch: the old socket's close is no hole", () => {
+  const s = new Stream();
+  s.frame(1, 10);
+  s.frame(2, 10); // switched on a repeat
+  assert.deepEqual(s.closed(1, "server", true), []);
+  assert.equal(s.state.previous, undefined);
+  assert.deepEqual(s.frame(2, 20).map((a) => a.kind), ["record"]);
+});
+
+Deno.test("the new owner dies mid-handover: back to the old socket with what it delivered meanwhile", () => {
+  const s = new Stream();
+  s.frame(1, 10);
+  s.frame(2, 10); // a repeat: the stream switches to socket 2
+  assert.deepEqual(s.frame(1, 20).map((a) => a.kind), ["discard"]); // kept aside
+  assert.equal(s.state.previous?.frames.length, 1);
+  assert.deepEqual(s.closed(2, "server"), [{ kind: "record", frame: diff(20, 29), recvTs: 3 }]);
+  assert.equal(s.state.owner, 1);
+  s.frame(1, 30);
+  assert.deepEqual(s.recorded(), [10, 20, 30]);
+  assert.equal(s.kinds("disconnected").length + s.kinds("gap").length, 0);
+});
+
+Deno.test("two closes during a rotation: the new owner dies, then the old one: one hole", () => {
+  const s = new Stream();
+  s.frame(1, 10);
+  s.frame(2, 10);
+  s.closed(2, "server"); // back to socket 1
+  assert.deepEqual(s.closed(1, "server"), [{ kind: "disconnected", recvTs: 4, replaced: false }]);
+  assert.equal(s.state.owner, undefined);
+  assert.equal(s.kinds("disconnected").length, 1);
+});
+
+Deno.test("two closes during a rotation: the old socket closes first (retired), then the new owner: one hole", () => {
+  const s = new Stream();
+  s.frame(1, 10);
+  s.frame(2, 10);
+  assert.deepEqual(s.closed(1, "rotated", true), []); // the stream had left it
+  assert.deepEqual(s.closed(2, "server").map((a) => a.kind), ["disconnected"]);
+  assert.equal(s.state.owner, undefined);
+});
+
+Deno.test("a successor that dies before joining is dropped; the owner carries on", () => {
+  const s = new Stream();
+  s.frame(1, 10);
+  s.frame(2, 30); // held
+  assert.deepEqual(s.closed(2, "error"), []);
+  assert.equal(s.state.successor, undefined);
+  assert.deepEqual(s.frame(1, 20).map((a) => a.kind), ["record"]);
+  assert.equal(s.state.owner, 1);
+});
+
+Deno.test("a second successor replaces the first one's held frames", () => {
+  const s = new Stream();
+  s.frame(1, 10);
+  s.frame(2, 40);
+  s.frame(3, 50);
+  assert.equal(s.state.successor?.socketId, 3);
+  assert.deepEqual(s.state.successor?.frames.map((f) => f.frame.firstUpdateId), [50]);
+});
+
+Deno.test("USD-M diffs join and break by pu", () => {
+  const s = new Stream("usdm-diff");
+  const usdm = (first: number, last: number, pu: number) => ({
+    kind: "frame" as const,
+    socketId: 1,
+    frame: { firstUpdateId: first, lastUpdateId: last, prevUpdateId: pu },
+    recvTs: 0,
+  });
+  let step = handover(s.state, usdm(10, 19, 5));
+  step = handover(step.state, usdm(25, 30, 19)); // pu == last u: follows on
+  assert.deepEqual(step.actions.map((a) => a.kind), ["record"]);
+  step = handover(step.state, usdm(40, 45, 35));
+  assert.deepEqual(step.actions[0], { kind: "gap", expected: 30, received: 35, recvTs: 0 });
+});
+
+Deno.test("allLeft: a socket is retired only once no stream of its group is taken from it", () => {
+  const owners = new Map([["a", 2], ["b", 1]]);
+  assert.equal(allLeft(["a", "b"], (s) => owners.get(s), 1), false);
+  owners.set("b", 2);
+  assert.equal(allLeft(["a", "b"], (s) => owners.get(s), 1), true);
+  assert.equal(allLeft(["a", "b", "c"], (s) => owners.get(s), 1), true);
+});
