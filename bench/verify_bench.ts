@@ -7,8 +7,8 @@
  */
 
 import { join } from "node:path";
-import { planKey } from "../src/batch/keys.ts";
-import { dataLine, gzipLines } from "../src/batch/encode.ts";
+import { planKey } from "../src/archive/keys.ts";
+import { dataLine, gzipLines } from "../src/archive/encode.ts";
 import { localSink } from "../src/store/local.ts";
 import { startTaskArgs } from "../tests/support/collector.ts";
 import { diffDepthFeed } from "../tests/support/fake_exchange.ts";

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { Batcher, type BatchLine } from "../src/batch/batcher.ts";
-import { dataLine, eventLine } from "../src/batch/encode.ts";
+import { dataLine, eventLine } from "../src/archive/encode.ts";
 import { Journal, recoverJournal } from "../src/batch/journal.ts";
 import {
   lineKindOf,
@@ -8,7 +8,7 @@ import {
   metaToRecord,
   type ObjectMeta,
   snapshotStreamOf,
-} from "../src/store/meta.ts";
+} from "../src/archive/meta.ts";
 import { tempDir } from "./support/temp.ts";
 
 const STREAM = "btcusdt@depth@100ms";

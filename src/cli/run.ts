@@ -17,8 +17,7 @@ import { ChunkPool } from "../batch/chunks.ts";
 import { HoleMarker } from "../batch/holes.ts";
 import { GzipPool, workerDeflater } from "../batch/compress.ts";
 import { Journal, recoverJournal } from "../batch/journal.ts";
-import { planKey } from "../batch/keys.ts";
-import { updateIds } from "../binance/frames.ts";
+import { planKey } from "../archive/keys.ts";
 import { watchClock } from "../binance/clock.ts";
 import { readExchangeInfo, RestLimiter } from "../binance/rest.ts";
 import { type Listing, matchesTerm, namedSymbols } from "../binance/selection.ts";
@@ -62,7 +61,8 @@ import { Recorder, type StreamGroup } from "../recorder.ts";
 import { type Drainer, startDrainer } from "../store/drainer.ts";
 import { delay } from "../delay.ts";
 import { writeAtomically } from "../store/local.ts";
-import { lineKindOf, SNAPSHOT_STREAM_SUFFIX, snapshotStreamOf } from "../store/meta.ts";
+import { decodeLine, lineFactsOf } from "../archive/decode.ts";
+import { snapshotStreamOf } from "../archive/meta.ts";
 import { checkBucket, selectSink } from "../store/select.ts";
 import { Spool } from "../store/spool.ts";
 import { batchBudget } from "../store/budget.ts";
@@ -180,7 +180,7 @@ async function record(config: Config, options: RunOptions): Promise<void> {
       "read the crash journal",
       () =>
         recoverJournal(journalDir, {
-          describe: describeLine,
+          describe: lineFactsOf,
           pool,
           deflater,
           rekey: (lines, index) => rekeyLines(lines, index, keyFor),
@@ -692,19 +692,6 @@ async function startupStep<T>(what: string, step: () => Promise<T>): Promise<T> 
   }
 }
 
-/**
- * What the journal needs to know about an archive line to rebuild a batch's
- * metadata, exactly as the live batch had it (snapshots carry no update ids there).
- */
-function describeLine(text: string) {
-  const value = JSON.parse(text) as { recv_ts?: unknown; stream?: unknown; data?: unknown };
-  if (typeof value.recv_ts !== "number") throw new Error("archive line without recv_ts");
-  const isData = typeof value.data === "object" && value.data !== null;
-  const isSnapshot = isData && lineKindOf(value.stream, false) === "snapshot";
-  const ids = isData && !isSnapshot ? updateIds(value.data as Record<string, unknown>) : {};
-  return { recvTs: value.recv_ts, isData, isSnapshot, ...ids };
-}
-
 /** Batch numbers of batches rebuilt without their open record: far above any run's own. */
 const REKEYED_SEQ_BASE = 900_000;
 
@@ -718,12 +705,13 @@ function rekeyLines(
   index: number,
   keyFor: (stream: string, firstRecvTs: number, seq: number) => string,
 ): { key: string; stream: string } | undefined {
-  const parsed = lines.map((text) => JSON.parse(text) as { recv_ts?: unknown; stream?: unknown });
-  const firstRecvTs = parsed[0]?.recv_ts;
-  const stream = parsed.map((v) => v.stream).find((s): s is string =>
-    typeof s === "string" && !s.endsWith(SNAPSHOT_STREAM_SUFFIX)
-  );
-  if (typeof firstRecvTs !== "number" || stream === undefined) return undefined;
+  const decoded = lines.map(decodeLine);
+  const firstRecvTs = decoded[0]?.recvTs;
+  const stream = decoded.map((line) =>
+    line.kind === "message" || line.kind === "event" ? line.stream : undefined
+  )
+    .find((name) => name !== undefined);
+  if (firstRecvTs === undefined || stream === undefined) return undefined;
   return { key: keyFor(stream, firstRecvTs, REKEYED_SEQ_BASE + index), stream };
 }
 

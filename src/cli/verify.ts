@@ -17,7 +17,17 @@
 
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { type KeyParts, LEGACY_PARTITION_NAME, parseKey, PARTITION_NAME } from "../batch/keys.ts";
+import {
+  DATE_PARTITION,
+  DATE_VALUE,
+  type KeyParts,
+  keyRoot,
+  MARKET_PARTITION,
+  parseKey,
+  PARTITION_NAMES,
+  partitionValue,
+  SYMBOL_PARTITION,
+} from "../archive/keys.ts";
 import type { Config } from "../config_types.ts";
 import { type ArchiveReader, localArchiveReader } from "../verify/archive.ts";
 import { Auditor, isoMicros, type Problem, type Report } from "../verify/audit.ts";
@@ -259,17 +269,16 @@ export async function* selectKeys(
   options: AuditArchiveOptions,
   auditor: BadKeySink,
 ): AsyncGenerator<string> {
-  const root = `${options.prefix === "" ? "" : `${options.prefix.replace(/\/+$/, "")}/`}` +
-    "exchange=binance/";
+  const root = keyRoot(options.prefix);
   const symbols = options.symbols.length > 0 ? new Set(options.symbols) : undefined;
-  for (const market of await level(reader, root, "market", auditor)) {
-    // `channel=` and, in archives written before it, `stream=`: one stream type
+  for (const market of await level(reader, root, MARKET_PARTITION, auditor)) {
+    // The stream-type partition has a current and a legacy name: one stream type
     // may sit under both, so their symbols' objects are merged in key order.
     const channels = await level(reader, market.prefix, PARTITION_NAMES, auditor);
     for (const channel of groupByValue(channels)) {
       const bySymbol = new Map<string, string[]>();
       for (const prefix of channel.prefixes) {
-        for (const symbol of await level(reader, prefix, "symbol", auditor)) {
+        for (const symbol of await level(reader, prefix, SYMBOL_PARTITION, auditor)) {
           if (symbols && !symbols.has(symbol.value)) continue;
           bySymbol.set(symbol.value, [...bySymbol.get(symbol.value) ?? [], symbol.prefix]);
         }
@@ -280,9 +289,6 @@ export async function* selectKeys(
     }
   }
 }
-
-/** The partition names of a stream type, the current one first. */
-const PARTITION_NAMES = [PARTITION_NAME, LEGACY_PARTITION_NAME];
 
 function groupByValue(levels: readonly Level[]): Array<{ value: string; prefixes: string[] }> {
   const groups: Array<{ value: string; prefixes: string[] }> = [];
@@ -303,7 +309,7 @@ async function* partitionKeys(
   const { from, to } = options;
   const datePrefixes = new Map<string, string[]>();
   for (const symbolPrefix of symbolPrefixes) {
-    for (const date of await level(reader, symbolPrefix, "date", auditor, /^\d{4}-\d{2}-\d{2}$/)) {
+    for (const date of await level(reader, symbolPrefix, DATE_PARTITION, auditor, DATE_VALUE)) {
       datePrefixes.set(date.value, [...datePrefixes.get(date.value) ?? [], date.prefix]);
     }
   }
@@ -373,8 +379,7 @@ async function level(
       continue;
     }
     const segment = entry.prefix.slice(prefix.length, -1);
-    const rank = accepted.findIndex((name) => segment.startsWith(`${name}=`));
-    const value = rank === -1 ? "" : segment.slice(accepted[rank].length + 1);
+    const { value = "", rank = -1 } = partitionValue(segment, accepted) ?? {};
     if (valuePattern.test(value)) found.push({ value, prefix: entry.prefix, rank });
     else for await (const key of reader.list(entry.prefix)) auditor.badKey(key);
   }

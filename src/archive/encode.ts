@@ -9,7 +9,7 @@
  */
 
 import { gzip } from "node:zlib";
-import { concatBytes } from "./chunks.ts";
+import { concatBytes } from "./bytes.ts";
 
 export type EventName =
   | "connected"
