@@ -416,29 +416,45 @@ export function parseDurationMs(text: string): number | undefined {
 const MAX_PRINTED_PROBLEMS = 100;
 
 /** The report for people: a table per stream, then the problems, unexplained first. */
-// deno-lint-ignore arch/max-function-lines -- issue 14: not yet split
 export function formatReport(report: Report, location: string): string {
-  const lines: string[] = [];
   const range = report.range.from
     ? `${report.range.from} .. ${report.range.to}`
     : "(no lines in range)";
-  lines.push(`archive  ${location}`);
-  lines.push(`range    ${range}`);
-  lines.push(`read     ${report.objects} object(s), ${report.lines} line(s)`);
-  lines.push("");
-  const header = [
-    "stream",
-    "objects",
-    "messages",
-    "snapshots",
-    "dups",
-    "breaks",
-    "holes",
-    "unreadable",
-    "malformed",
-    "coverage",
+  const lines = [
+    `archive  ${location}`,
+    `range    ${range}`,
+    `read     ${report.objects} object(s), ${report.lines} line(s)`,
+    "",
+    ...streamTable(report.streams),
+    ...problemList(report),
+    "",
   ];
-  const rows = report.streams.map((s) => [
+  const failing = report.problems.filter((p) => !p.explained).length;
+  const unlisted = report.problemsOmitted > 0 ? ` (and ${report.problemsOmitted} not listed)` : "";
+  lines.push(
+    report.ok
+      ? "OK: the archive is whole in this range"
+      : `FAIL: ${failing} unexplained problem(s)${unlisted}`,
+  );
+  return lines.join("\n") + "\n";
+}
+
+const STREAM_COLUMNS = [
+  "stream",
+  "objects",
+  "messages",
+  "snapshots",
+  "dups",
+  "breaks",
+  "holes",
+  "unreadable",
+  "malformed",
+  "coverage",
+];
+
+/** One row per stream under a header, then where the book cannot be rebuilt. */
+function streamTable(streams: Report["streams"]): string[] {
+  const rows = streams.map((s) => [
     `${s.market}/${s.stream}`,
     String(s.objects),
     String(s.messages),
@@ -450,41 +466,34 @@ export function formatReport(report: Report, location: string): string {
     String(s.malformedLines),
     `${s.coveragePercent.toFixed(2)}%`,
   ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const widths = STREAM_COLUMNS.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const format = (cells: string[]) =>
     cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join("  ")
       .trimEnd();
-  lines.push(format(header));
-  for (const row of rows) lines.push(format(row));
+  const lines = [format(STREAM_COLUMNS), ...rows.map(format)];
   if (rows.length > 0) lines.push("(breaks and holes: unexplained/all)");
-  for (const s of report.streams) {
+  for (const s of streams) {
     for (const r of s.notRebuildable ?? []) {
       lines.push(`${s.market}/${s.stream}: book not rebuildable from ${r.from} to ${r.to}`);
     }
   }
+  return lines;
+}
 
+/** The problems, unexplained first, at most MAX_PRINTED_PROBLEMS of them. */
+function problemList(report: Report): string[] {
   const ordered = [
     ...report.problems.filter((p) => !p.explained),
     ...report.problems.filter((p) => p.explained),
   ];
-  if (ordered.length > 0) {
-    lines.push("");
-    lines.push("problems:");
-    for (const problem of ordered.slice(0, MAX_PRINTED_PROBLEMS)) {
-      lines.push(`  ${formatProblem(problem)}`);
-    }
-    const more = Math.max(0, ordered.length - MAX_PRINTED_PROBLEMS) + report.problemsOmitted;
-    if (more > 0) lines.push(`  … ${more} more (see --json)`);
+  if (ordered.length === 0) return [];
+  const lines = ["", "problems:"];
+  for (const problem of ordered.slice(0, MAX_PRINTED_PROBLEMS)) {
+    lines.push(`  ${formatProblem(problem)}`);
   }
-  lines.push("");
-  const failing = report.problems.filter((p) => !p.explained).length;
-  const unlisted = report.problemsOmitted > 0 ? ` (and ${report.problemsOmitted} not listed)` : "";
-  lines.push(
-    report.ok
-      ? "OK: the archive is whole in this range"
-      : `FAIL: ${failing} unexplained problem(s)${unlisted}`,
-  );
-  return lines.join("\n") + "\n";
+  const more = Math.max(0, ordered.length - MAX_PRINTED_PROBLEMS) + report.problemsOmitted;
+  if (more > 0) lines.push(`  … ${more} more (see --json)`);
+  return lines;
 }
 
 function formatProblem(p: Problem): string {

@@ -4,9 +4,9 @@
  * line time, counters) and produces a report of what is whole and what is
  * not. No I/O, no clock: the caller reads and decompresses, this judges.
  *
- * What it finds, per stream (a line's `stream` field; `<sym>@depthSnapshot`
- * lines count as snapshots of the object's own stream and stay out of the
- * update-id chain):
+ * What it finds, per stream (a line's `stream` field; snapshot lines,
+ * archive/meta.ts, count as snapshots of the object's own stream and stay out
+ * of the update-id chain). Lines are read with archive/decode.ts:
  * - duplicates and breaks of the update-id chain, by the recorder's own
  *   continuity rules (binance/sequence.ts);
  * - time holes: no line for longer than `maxHoleUs`;
@@ -70,7 +70,7 @@ export interface StreamReport {
   readonly objects: number;
   /** Messages (archive/meta.ts: data lines from the exchange's stream), duplicates included. */
   readonly messages: number;
-  /** REST snapshots (`<sym>@depthSnapshot` lines) stored with this stream. */
+  /** REST snapshots (snapshot lines, archive/meta.ts) stored with this stream. */
   readonly snapshots: number;
   /** Event lines, by event name. */
   readonly events: Readonly<Record<string, number>>;
