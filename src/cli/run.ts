@@ -62,7 +62,7 @@ import { type Drainer, startDrainer } from "../store/drainer.ts";
 import { delay } from "../delay.ts";
 import { writeAtomically } from "../store/local.ts";
 import { decodeLine, lineFactsOf } from "../archive/decode.ts";
-import { snapshotStreamOf } from "../archive/meta.ts";
+import { lineKindOf, snapshotStreamOf } from "../archive/meta.ts";
 import { checkBucket, selectSink } from "../store/select.ts";
 import { Spool } from "../store/spool.ts";
 import { batchBudget } from "../store/budget.ts";
@@ -707,10 +707,8 @@ function rekeyLines(
 ): { key: string; stream: string } | undefined {
   const decoded = lines.map(decodeLine);
   const firstRecvTs = decoded[0]?.recvTs;
-  const stream = decoded.map((line) =>
-    line.kind === "message" || line.kind === "event" ? line.stream : undefined
-  )
-    .find((name) => name !== undefined);
+  const stream = decoded.map((line) => line.kind === "malformed" ? undefined : line.stream)
+    .find((name) => name !== undefined && lineKindOf(name, false) !== "snapshot");
   if (firstRecvTs === undefined || stream === undefined) return undefined;
   return { key: keyFor(stream, firstRecvTs, REKEYED_SEQ_BASE + index), stream };
 }
