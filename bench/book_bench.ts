@@ -11,8 +11,9 @@
  */
 
 import { join } from "node:path";
-import { planKey } from "../src/batch/keys.ts";
-import { dataLine, gzipLines } from "../src/batch/encode.ts";
+import { planKey } from "../src/archive/keys.ts";
+import { dataLine, gzipLines } from "../src/archive/encode.ts";
+import { snapshotStreamOf } from "../src/archive/meta.ts";
 import { localSink } from "../src/store/local.ts";
 import { startTaskArgs } from "../tests/support/collector.ts";
 import { diffDepthFeed } from "../tests/support/fake_exchange.ts";
@@ -132,7 +133,7 @@ async function generateDay(archiveDir: string): Promise<void> {
       const recvTs = dayStartUs + n * 100_000 + ((n * 7919) % 5000);
       // The hourly REST snapshot: the true book just before this diff.
       if (i === 0 && seq % 60 === 0) {
-        push(recvTs - 1, "btcusdt@depthSnapshot", book.snapshotText(SNAPSHOT_LEVELS));
+        push(recvTs - 1, snapshotStreamOf("BTCUSDT"), book.snapshotText(SNAPSHOT_LEVELS));
         snapshots++;
       }
       const payload = feed.next(n);

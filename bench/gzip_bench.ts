@@ -6,7 +6,7 @@
  */
 
 import { gzipSync } from "node:zlib";
-import { dataLine } from "../src/batch/encode.ts";
+import { dataLine } from "../src/archive/encode.ts";
 import { loadFixtureMessages, partialDepthFeed } from "../tests/support/fake_exchange.ts";
 import { BOOK_LEVELS } from "./loads.ts";
 

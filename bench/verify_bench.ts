@@ -7,8 +7,9 @@
  */
 
 import { join } from "node:path";
-import { planKey } from "../src/batch/keys.ts";
-import { dataLine, gzipLines } from "../src/batch/encode.ts";
+import { planKey } from "../src/archive/keys.ts";
+import { dataLine, gzipLines } from "../src/archive/encode.ts";
+import { snapshotStreamOf } from "../src/archive/meta.ts";
 import { localSink } from "../src/store/local.ts";
 import { startTaskArgs } from "../tests/support/collector.ts";
 import { diffDepthFeed } from "../tests/support/fake_exchange.ts";
@@ -129,7 +130,9 @@ async function generateDay(archiveDir: string): Promise<void> {
       const ids = JSON.parse(payload) as { U: number; u: number };
       if (n === 0) lastU = ids.U - 1;
       // The hourly REST snapshot, stored with the diffs as the collector does.
-      if (i === 0 && seq % 60 === 0) push(recvTs - 1, "btcusdt@depthSnapshot", snapshotText(lastU));
+      if (i === 0 && seq % 60 === 0) {
+        push(recvTs - 1, snapshotStreamOf("BTCUSDT"), snapshotText(lastU));
+      }
       firstUpdateId ??= ids.U;
       push(recvTs, STREAM, payload);
       lastU = ids.u;

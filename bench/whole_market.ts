@@ -14,6 +14,7 @@
 
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { lineKindOf } from "../src/archive/meta.ts";
 import { depthWeight, WEIGHT_LIMIT } from "../src/binance/rest.ts";
 import { countArchive } from "./archive_count.ts";
 import { ChildChannel } from "./child.ts";
@@ -133,7 +134,7 @@ for (const [stream, sent] of Object.entries(counts.perStream)) {
   extra += Math.max(0, kept - sent);
 }
 const snapshotLines = [...archive.perStream]
-  .filter(([stream]) => stream.endsWith("@depthSnapshot"))
+  .filter(([stream]) => lineKindOf(stream, false) === "snapshot")
   .reduce((n, [, c]) => n + c, 0);
 // The most request weight the snapshots used in any 60 s window.
 const weight = depthWeight("spot", snapshotLimit);

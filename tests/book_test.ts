@@ -8,8 +8,8 @@ import {
 } from "../src/book/rebuild.ts";
 import { depthBookOf, depthDiffOf } from "../src/book/payload.ts";
 import { Side } from "../src/book/side.ts";
-import { dataLine, gzipLines } from "../src/batch/encode.ts";
-import { planKey } from "../src/batch/keys.ts";
+import { dataLine, gzipLines } from "../src/archive/encode.ts";
+import { planKey } from "../src/archive/keys.ts";
 import { bookFromArgs, csvHeader, csvRow } from "../src/cli/book.ts";
 import { parseConfig } from "../src/config.ts";
 import { tempDir } from "./support/temp.ts";

@@ -45,7 +45,7 @@ import { listFiles, tempDir } from "./support/temp.ts";
 import { delay, waitFor } from "./support/wait.ts";
 // The bucket ends up with more objects than one ListObjectsV2 page: let s3rver page under Deno.
 import "./support/s3rver_paging.ts";
-import { parseKey } from "../src/batch/keys.ts";
+import { parseKey } from "../src/archive/keys.ts";
 import type { Report } from "../src/verify/audit.ts";
 
 const FIXTURES = new URL("./fixtures/", import.meta.url);

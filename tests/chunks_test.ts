@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { ChunkedText, ChunkPool, concatBytes } from "../src/batch/chunks.ts";
+import { concatBytes } from "../src/archive/bytes.ts";
+import { ChunkedText, ChunkPool } from "../src/batch/chunks.ts";
 
 const decode = (text: ChunkedText) => new TextDecoder().decode(concatBytes(text.chunks()));
 

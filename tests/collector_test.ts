@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { parseKey } from "../src/batch/keys.ts";
+import { parseKey } from "../src/archive/keys.ts";
 import { FakeExchange, partialDepthFeed } from "./support/fake_exchange.ts";
 import {
   type ArchivedLine,

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { startDrainer } from "../src/store/drainer.ts";
-import type { ObjectMeta, Sink } from "../src/store/sink.ts";
+import type { ObjectMeta } from "../src/archive/meta.ts";
+import type { Sink } from "../src/store/sink.ts";
 import { Spool } from "../src/store/spool.ts";
 import { listFiles, tempDir } from "./support/temp.ts";
 import { withPutNew } from "./support/sink.ts";

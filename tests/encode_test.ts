@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { gunzipSync } from "node:zlib";
-import { dataLine, eventLine, gzipLines } from "../src/batch/encode.ts";
+import { dataLine, eventLine, gzipLines } from "../src/archive/encode.ts";
 
 Deno.test("dataLine splices the payload text unchanged after recv_ts and stream", () => {
   const payload = '{"lastUpdateId":12345678901,"bids":[["1.10000000","0.5"]],"asks":[]}';

@@ -6,9 +6,9 @@
 import assert from "node:assert/strict";
 import { gunzipSync } from "node:zlib";
 import { Batcher, type SealedBatch } from "../src/batch/batcher.ts";
-import { dataLine, droppedLine } from "../src/batch/encode.ts";
+import { dataLine, droppedLine } from "../src/archive/encode.ts";
 import { HoleMarker } from "../src/batch/holes.ts";
-import { planKey } from "../src/batch/keys.ts";
+import { planKey } from "../src/archive/keys.ts";
 import type { Sink } from "../src/store/sink.ts";
 import { Uploader } from "../src/store/uploader.ts";
 import { Auditor, type Report } from "../src/verify/audit.ts";

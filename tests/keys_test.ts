@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { parseKey, planKey } from "../src/batch/keys.ts";
+import { parseKey, planKey } from "../src/archive/keys.ts";
 
 const parts = {
   prefix: "binance",

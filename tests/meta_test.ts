@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { Batcher, type BatchLine } from "../src/batch/batcher.ts";
-import { dataLine, eventLine } from "../src/batch/encode.ts";
+import { lineFactsOf } from "../src/archive/decode.ts";
+import { dataLine, eventLine } from "../src/archive/encode.ts";
 import { Journal, recoverJournal } from "../src/batch/journal.ts";
 import {
   lineKindOf,
@@ -8,7 +9,7 @@ import {
   metaToRecord,
   type ObjectMeta,
   snapshotStreamOf,
-} from "../src/store/meta.ts";
+} from "../src/archive/meta.ts";
 import { tempDir } from "./support/temp.ts";
 
 const STREAM = "btcusdt@depth@100ms";
@@ -69,21 +70,8 @@ Deno.test("objects count messages and snapshots apart, live and after a crash al
     const [sealed] = batcher.sealAll();
     await sealed.durable;
     assert.deepEqual(sealed.meta, expected);
-    const { batches } = await recoverJournal(tmp.path, {
-      describe: (text) => {
-        const value = JSON.parse(text);
-        const isData = value.data !== undefined;
-        const isSnapshot = isData && lineKindOf(value.stream, false) === "snapshot";
-        return {
-          recvTs: value.recv_ts,
-          isData,
-          isSnapshot,
-          ...(isData && !isSnapshot
-            ? { firstUpdateId: value.data.U, lastUpdateId: value.data.u }
-            : {}),
-        };
-      },
-    });
+    // The journal's recovery reads lines as the collector does (archive/decode.ts).
+    const { batches } = await recoverJournal(tmp.path, { describe: lineFactsOf });
     assert.deepEqual(batches[0].meta, expected);
   } finally {
     await journal.close();

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { dataLine } from "../src/batch/encode.ts";
-import { planKey } from "../src/batch/keys.ts";
+import { dataLine } from "../src/archive/encode.ts";
+import { planKey } from "../src/archive/keys.ts";
 import { formatReport } from "../src/cli/verify.ts";
 import { Auditor } from "../src/verify/audit.ts";
 import { RebuildTracker } from "../src/verify/rebuild.ts";

@@ -8,12 +8,12 @@
 import assert from "node:assert/strict";
 import { gunzipSync } from "node:zlib";
 import { Batcher } from "../src/batch/batcher.ts";
-import { dataLine } from "../src/batch/encode.ts";
+import { dataLine } from "../src/archive/encode.ts";
 import { Journal, recoverJournal } from "../src/batch/journal.ts";
 import { startDrainer } from "../src/store/drainer.ts";
 import { localSink } from "../src/store/local.ts";
 import { s3Sink } from "../src/store/s3.ts";
-import type { ObjectMeta } from "../src/store/sink.ts";
+import type { ObjectMeta } from "../src/archive/meta.ts";
 import { decodeSpoolFile, encodeSpoolFile, Spool } from "../src/store/spool.ts";
 import { type SettledHow, Uploader } from "../src/store/uploader.ts";
 import { TEST_BUCKET, TEST_CREDENTIALS, TestS3 } from "./support/s3.ts";

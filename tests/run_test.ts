@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { parseKey } from "../src/batch/keys.ts";
+import { parseKey } from "../src/archive/keys.ts";
 import { run } from "../src/cli/run.ts";
 import { parseConfig } from "../src/config.ts";
 import { FakeExchange, partialDepthFeed } from "./support/fake_exchange.ts";

@@ -5,7 +5,7 @@ import type { S3Config } from "../src/config_types.ts";
 import { s3Sink } from "../src/store/s3.ts";
 import { isRetryableS3Error } from "../src/store/s3_errors.ts";
 import { checkBucket } from "../src/store/select.ts";
-import type { ObjectMeta } from "../src/store/sink.ts";
+import type { ObjectMeta } from "../src/archive/meta.ts";
 import { TEST_BUCKET, TEST_CREDENTIALS, TestS3 } from "./support/s3.ts";
 import { tempDir } from "./support/temp.ts";
 

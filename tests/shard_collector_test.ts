@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { gunzipSync } from "node:zlib";
-import { parseKey, planKey } from "../src/batch/keys.ts";
+import { parseKey, planKey } from "../src/archive/keys.ts";
 import { shardOf } from "../src/binance/shard.ts";
 import { Auditor } from "../src/verify/audit.ts";
 import { readArchive, runCollector, spawnCollector } from "./support/collector.ts";

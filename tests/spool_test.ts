@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import type { ObjectMeta } from "../src/store/sink.ts";
+import type { ObjectMeta } from "../src/archive/meta.ts";
 import {
   decodeSpoolFile,
   encodeSpoolFile,

@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { parseKey } from "../src/batch/keys.ts";
+import { parseKey } from "../src/archive/keys.ts";
 import { rawData, readArchive, runCollector, spawnCollector } from "./support/collector.ts";
 import { FakeExchange, partialDepthFeed, replayFeed } from "./support/fake_exchange.ts";
 import { tempDir } from "./support/temp.ts";

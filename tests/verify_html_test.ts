@@ -8,8 +8,8 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { dataLine, eventLine, gzipLines } from "../src/batch/encode.ts";
-import { planKey } from "../src/batch/keys.ts";
+import { dataLine, eventLine, gzipLines } from "../src/archive/encode.ts";
+import { planKey } from "../src/archive/keys.ts";
 import { verifyFromArgs } from "../src/cli/verify.ts";
 import { parseConfig } from "../src/config.ts";
 import { CHROMIUM, renderPage } from "./support/chromium.ts";

@@ -7,8 +7,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
-import { dataLine, gzipLines } from "../src/batch/encode.ts";
-import { parseKey, planKey } from "../src/batch/keys.ts";
+import { dataLine, gzipLines } from "../src/archive/encode.ts";
+import { parseKey, planKey } from "../src/archive/keys.ts";
 import { parseFrame } from "../src/binance/frames.ts";
 import { verifyFromArgs } from "../src/cli/verify.ts";
 import { parseConfig } from "../src/config.ts";

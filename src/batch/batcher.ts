@@ -7,8 +7,7 @@
  * (from its first line), so the crash journal can name it before sealing.
  */
 
-// deno-lint-ignore arch/no-upward-import -- issue 14: not yet split
-import type { ObjectMeta } from "../store/sink.ts";
+import type { ObjectMeta } from "../archive/meta.ts";
 import { type Deflater, GzipBody, localDeflater, type MemoryAccount } from "./body.ts";
 import { ChunkPool } from "./chunks.ts";
 

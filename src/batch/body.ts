@@ -25,7 +25,8 @@
  */
 
 import { constants, crc32, deflateRawSync, inflateRawSync } from "node:zlib";
-import { ChunkedText, type ChunkPool, concatBytes } from "./chunks.ts";
+import { concatBytes } from "../archive/bytes.ts";
+import { ChunkedText, type ChunkPool } from "./chunks.ts";
 
 /** Raw deflate (RFC 1951) of some bytes, as one piece of a longer stream. */
 export interface Deflater {

@@ -13,6 +13,8 @@
  * of that text an error, so a recycled chunk can never be read twice.
  */
 
+import { concatBytes } from "../archive/bytes.ts";
+
 const encoder = new TextEncoder();
 const NEWLINE = 0x0a;
 
@@ -166,18 +168,4 @@ export class ChunkedText {
   #check(): void {
     if (this.#released) throw new Error("batch text used after its chunks were released");
   }
-}
-
-/** One buffer holding `parts` back to back. */
-export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
-  if (parts.length === 1) return parts[0];
-  let length = 0;
-  for (const part of parts) length += part.length;
-  const out = new Uint8Array(length);
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
 }

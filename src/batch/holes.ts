@@ -12,7 +12,7 @@
  * receive times grow within a stream.)
  */
 
-import { type DroppedFacts, droppedLine } from "./encode.ts";
+import { type DroppedFacts, droppedLine } from "../archive/encode.ts";
 
 /** What a batch tells about itself here: its stream and receive times, µs. */
 export interface BatchSpan {

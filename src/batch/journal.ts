@@ -36,7 +36,7 @@ import { join } from "node:path";
 import type { BatchObserver, SealedBatch } from "./batcher.ts";
 import { type Deflater, GzipBody, localDeflater } from "./body.ts";
 import { ChunkPool } from "./chunks.ts";
-import { droppedLine, eventLine } from "./encode.ts";
+import { droppedLine, eventLine } from "../archive/encode.ts";
 import {
   CHECKED_SEGMENT_SUFFIX,
   type JournalRecord,

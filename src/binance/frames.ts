@@ -4,6 +4,8 @@
  * exchange sent, so the archive keeps Binance's bytes, not a re-encoding.
  */
 
+import { updateIds } from "../archive/update_ids.ts";
+
 export type Frame =
   | {
     readonly kind: "data";
@@ -233,31 +235,6 @@ function rawDataText(text: string, stream: string): string | undefined {
   const head = `${STREAM_PREFIX}${JSON.stringify(stream)},"data":`;
   if (!text.startsWith(head) || !text.endsWith("}")) return undefined;
   return text.slice(head.length, -1);
-}
-
-/** The ids a payload carries: depth (diff or partial), trade, aggTrade, book ticker. */
-export function updateIds(
-  data: Record<string, unknown>,
-): { firstUpdateId?: number; lastUpdateId?: number; prevUpdateId?: number } {
-  if (typeof data.U === "number" && typeof data.u === "number") {
-    return {
-      firstUpdateId: data.U,
-      lastUpdateId: data.u,
-      ...(typeof data.pu === "number" ? { prevUpdateId: data.pu } : {}),
-    };
-  }
-  if (typeof data.lastUpdateId === "number") {
-    return { firstUpdateId: data.lastUpdateId, lastUpdateId: data.lastUpdateId };
-  }
-  // Trades (`t`), aggregate trades (`a`), book ticker (`u`): one id per message.
-  const id = data.e === "trade"
-    ? data.t
-    : data.e === "aggTrade"
-    ? data.a
-    : (data.e === undefined || data.e === "bookTicker") && data.U === undefined
-    ? data.u
-    : undefined;
-  return typeof id === "number" ? { firstUpdateId: id, lastUpdateId: id } : {};
 }
 
 /** Best effort: the stream a broken frame was meant for, if its text names one. */

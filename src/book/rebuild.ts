@@ -6,7 +6,7 @@
  * diffs applied in the last 30 s), whatever the length of the range.
  *
  * Diff streams:
- * - The book starts from a snapshot line (`<sym>@depthSnapshot`, lastUpdateId
+ * - The book starts from a snapshot line (archive/meta.ts, lastUpdateId
  *   L): spot drops diffs with `u <= L` and applies the first with
  *   `U <= L + 1 <= u`; USD-M drops `u < L` and applies the first with
  *   `U <= L <= u`. After it, spot needs `U == previous u + 1` (an overlap
@@ -103,6 +103,15 @@ const EXPLAINING_EVENTS = new Set(["gap", "disconnected", "stale", "recovered", 
 const MAX_NAMED_MISMATCHES = 10;
 
 type Mode = "down" | "syncing" | "live";
+
+/** A snapshot rolled forward to the book's id, and the price range it knows. */
+interface RolledSnapshot {
+  readonly bids: Side;
+  readonly asks: Side;
+  /** The snapshot's own worst levels: bids at or above, asks at or below. */
+  readonly lowBid: number;
+  readonly highAsk: number;
+}
 
 export class BookRebuilder {
   readonly #o: RebuildOptions;
@@ -367,39 +376,56 @@ export class BookRebuilder {
   }
 
   /** Rolls the pending snapshot forward to the book's id and compares. */
-  // deno-lint-ignore arch/max-function-lines -- issue 14: not yet split
   #checkPending(): void {
     const { snapshot, recvTs } = this.#pending!;
     this.#pending = undefined;
     if (this.#o.from !== undefined && recvTs < this.#o.from) return;
+    const rolled = this.#roll(snapshot);
+    if (!rolled) {
+      this.#checksSkipped++;
+      this.#note({
+        kind: "skipped",
+        recvTs,
+        detail: `snapshot ${snapshot.lastUpdateId} not checked: ` +
+          "the diffs that follow it are no longer held",
+        failing: false,
+      });
+      return;
+    }
+    this.#compare(recvTs, snapshot.lastUpdateId, rolled);
+    this.#adopt(rolled);
+  }
+
+  /**
+   * The snapshot's levels with the held diffs after it applied; undefined
+   * when the diffs that follow it are no longer held.
+   */
+  #roll(snapshot: DepthSnapshot): RolledSnapshot | undefined {
     const L = snapshot.lastUpdateId;
     const spot = this.#o.rule === "spot-diff";
     const bids = new Side("bid");
     const asks = new Side("ask");
     for (const [price, qty] of snapshot.bids) bids.set(price, qty);
     for (const [price, qty] of snapshot.asks) asks.set(price, qty);
-    const snapLowBid = bids.worstValue ?? Infinity;
-    const snapHighAsk = asks.worstValue ?? -Infinity;
+    const lowBid = bids.worstValue ?? Infinity;
+    const highAsk = asks.worstValue ?? -Infinity;
     const recent = this.#recent.slice(this.#recentHead).map((entry) => entry.diff);
     const first = recent.findIndex((d) => (spot ? d.u > L : d.u >= L));
-    if (first === 0 && (spot ? recent[0].U > L + 1 : recent[0].U > L)) {
-      this.#checksSkipped++;
-      this.#note({
-        kind: "skipped",
-        recvTs,
-        detail: `snapshot ${L} not checked: the diffs that follow it are no longer held`,
-        failing: false,
-      });
-      return;
-    }
+    if (first === 0 && (spot ? recent[0].U > L + 1 : recent[0].U > L)) return undefined;
     if (first !== -1) {
       for (const diff of recent.slice(first)) {
         for (const [price, qty] of diff.b) bids.set(price, qty);
         for (const [price, qty] of diff.a) asks.set(price, qty);
       }
     }
-    const lowBid = Math.max(this.#lowBid, snapLowBid);
-    const highAsk = Math.min(this.#highAsk, snapHighAsk);
+    return { bids, asks, lowBid, highAsk };
+  }
+
+  /** Compares the book with the rolled snapshot where both know the levels. */
+  #compare(recvTs: number, L: number, rolled: RolledSnapshot): void {
+    const { bids, asks } = rolled;
+    const lowBid = Math.max(this.#lowBid, rolled.lowBid);
+    const highAsk = Math.min(this.#highAsk, rolled.highAsk);
     const mismatches = [
       ...compareSide(this.#bids, bids, lowBid),
       ...compareSide(this.#asks, asks, highAsk),
@@ -415,27 +441,30 @@ export class BookRebuilder {
         detail: `snapshot ${L} agrees with the rebuilt book at ${this.#lastId} on ${compared}`,
         failing: false,
       });
-    } else {
-      this.#checksFailed++;
-      const named = mismatches.slice(0, MAX_NAMED_MISMATCHES).join("; ");
-      const more = mismatches.length > MAX_NAMED_MISMATCHES
-        ? `; … ${mismatches.length - MAX_NAMED_MISMATCHES} more`
-        : "";
-      this.#note({
-        kind: "mismatch",
-        recvTs,
-        detail: `snapshot ${L} (rolled to ${this.#lastId}) differs from the rebuilt book on ` +
-          `${mismatches.length} of ${compared}: ${named}${more}`,
-        failing: true,
-      });
+      return;
     }
-    // From here the snapshot's levels are the book within its range.
-    this.#bids.clearWithin(snapLowBid);
-    this.#asks.clearWithin(snapHighAsk);
-    for (const [price, qty] of bids.within(snapLowBid)) this.#bids.set(price, qty);
-    for (const [price, qty] of asks.within(snapHighAsk)) this.#asks.set(price, qty);
-    this.#lowBid = Math.min(this.#lowBid, snapLowBid);
-    this.#highAsk = Math.max(this.#highAsk, snapHighAsk);
+    this.#checksFailed++;
+    const named = mismatches.slice(0, MAX_NAMED_MISMATCHES).join("; ");
+    const more = mismatches.length > MAX_NAMED_MISMATCHES
+      ? `; … ${mismatches.length - MAX_NAMED_MISMATCHES} more`
+      : "";
+    this.#note({
+      kind: "mismatch",
+      recvTs,
+      detail: `snapshot ${L} (rolled to ${this.#lastId}) differs from the rebuilt book on ` +
+        `${mismatches.length} of ${compared}: ${named}${more}`,
+      failing: true,
+    });
+  }
+
+  /** From here the snapshot's levels are the book within its range. */
+  #adopt({ bids, asks, lowBid, highAsk }: RolledSnapshot): void {
+    this.#bids.clearWithin(lowBid);
+    this.#asks.clearWithin(highAsk);
+    for (const [price, qty] of bids.within(lowBid)) this.#bids.set(price, qty);
+    for (const [price, qty] of asks.within(highAsk)) this.#asks.set(price, qty);
+    this.#lowBid = Math.min(this.#lowBid, lowBid);
+    this.#highAsk = Math.max(this.#highAsk, highAsk);
   }
 
   /** Writes the samples due before a line received at `recvTs`. */

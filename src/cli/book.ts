@@ -15,12 +15,12 @@
  */
 
 import { parseArgs } from "node:util";
-import { parseKey } from "../batch/keys.ts";
+import { type DecodedLine, decodeLine, type LineFault } from "../archive/decode.ts";
+import { parseKey } from "../archive/keys.ts";
 import { sequenceRuleFor } from "../binance/sequence.ts";
 import type { Config, Market } from "../config_types.ts";
 import { depthBookOf, depthDiffOf } from "../book/payload.ts";
 import { type BookNote, BookRebuilder, type BookRow } from "../book/rebuild.ts";
-import { lineKindOf } from "../store/meta.ts";
 import type { ArchiveReader } from "../verify/archive.ts";
 import { isoMicros } from "../verify/audit.ts";
 import {
@@ -218,15 +218,6 @@ async function chooseStream(
   return { market: entry.market, streamType: typeOf(pick), keys: entry.keys };
 }
 
-interface ArchiveLine {
-  readonly recv_ts?: unknown;
-  readonly stream?: unknown;
-  readonly event?: unknown;
-  readonly data?: unknown;
-  readonly [field: string]: unknown;
-}
-
-// deno-lint-ignore arch/max-function-lines -- issue 14: not yet split
 async function rebuild(
   reader: ArchiveReader,
   stream: ChosenStream,
@@ -236,91 +227,28 @@ async function rebuild(
 ): Promise<number> {
   const label = `${options.symbol} ${stream.market}/${stream.streamType}`;
   printError(`book: ${label}, ${stream.keys.length} object(s) at ${reader.location}\n`);
-  let buffer = options.format === "csv" ? csvHeader(options.levels) : "";
-  const onRow = (row: BookRow) => {
-    buffer += options.format === "csv" ? csvRow(row, options.levels) : ndjsonRow(row);
-    if (buffer.length >= FLUSH_CHARS) {
-      write(buffer);
-      buffer = "";
-    }
-  };
-  const onNote = (note: BookNote) => {
-    const when = note.recvTs === undefined ? "" : `${isoMicros(note.recvTs)}  `;
-    const tag = note.failing ? note.kind.toUpperCase() : note.kind;
-    printError(`book: ${when}${tag}  ${note.detail}\n`);
-  };
+  const rows = rowWriter(options, write);
   const rebuilder = new BookRebuilder({
     rule: sequenceRuleFor(stream.market, stream.streamType),
     levels: options.levels,
     everyUs: options.everyUs,
     from: options.from,
-    onRow,
-    onNote,
+    onRow: rows.row,
+    onNote: (note: BookNote) => {
+      const when = note.recvTs === undefined ? "" : `${isoMicros(note.recvTs)}  `;
+      const tag = note.failing ? note.kind.toUpperCase() : note.kind;
+      printError(`book: ${when}${tag}  ${note.detail}\n`);
+    },
   });
-
-  const pending: Array<{ key: string; body: Promise<ReadableStream<Uint8Array<ArrayBuffer>>> }> =
-    [];
-  let next = 0;
-  const fill = () => {
-    while (pending.length < READ_AHEAD && next < stream.keys.length) {
-      const key = stream.keys[next++];
-      const body = reader.read(key);
-      body.catch(() => {}); // awaited (and reported) in turn
-      pending.push({ key, body });
-    }
+  const feed: LineFeed = {
+    rebuilder,
+    diffStream: /^depth(@|$)/.test(stream.streamType),
+    to: options.to,
+    lastTs: undefined,
   };
-  let lastTs: number | undefined;
-  const diffStream = /^depth(@|$)/.test(stream.streamType);
-  fill();
-  while (pending.length > 0) {
-    const object = pending.shift()!;
-    fill();
-    let lineNo = 0;
-    try {
-      for await (const text of objectLines(await object.body)) {
-        lineNo++;
-        let line: ArchiveLine;
-        try {
-          line = JSON.parse(text);
-        } catch {
-          rebuilder.damaged(lastTs, `${object.key}:${lineNo} is not JSON`);
-          continue;
-        }
-        const recvTs = line.recv_ts;
-        if (typeof recvTs !== "number") {
-          rebuilder.damaged(lastTs, `${object.key}:${lineNo} has no recv_ts`);
-          continue;
-        }
-        if (options.to !== undefined && recvTs >= options.to) continue;
-        lastTs = recvTs;
-        if (typeof line.event === "string") {
-          rebuilder.event(recvTs, line.event, line);
-          continue;
-        }
-        const snapshot = lineKindOf(line.stream, false) === "snapshot";
-        if (snapshot || !diffStream) {
-          const book = depthBookOf(line.data);
-          if (!book) {
-            rebuilder.damaged(recvTs, `${object.key}:${lineNo} is not a depth book`);
-          } else if (snapshot) rebuilder.snapshot(recvTs, book);
-          else rebuilder.partial(recvTs, book);
-          continue;
-        }
-        const diff = depthDiffOf(line.data);
-        if (diff) rebuilder.diff(recvTs, diff);
-        else rebuilder.damaged(recvTs, `${object.key}:${lineNo} is not a depth diff`);
-      }
-    } catch (error) {
-      rebuilder.damaged(
-        lastTs,
-        `${object.key} cannot be read (${
-          error instanceof Error ? error.message : String(error)
-        }): what it held is missing`,
-      );
-    }
-  }
+  for await (const object of readAhead(reader, stream.keys)) await feedObject(feed, object);
   const summary = rebuilder.finish();
-  if (buffer !== "") write(buffer);
+  rows.flush();
   printError(
     `book: ${label}: ${summary.rows} row(s); snapshot checks ${summary.checksPassed} passed, ` +
       `${summary.checksFailed} failed, ${summary.checksSkipped} skipped; down ${summary.downs} ` +
@@ -329,6 +257,103 @@ async function rebuild(
   const ok = summary.failing === 0;
   printError(ok ? "OK: the book was rebuilt\n" : `FAIL: ${summary.failing} problem(s)\n`);
   return ok ? 0 : 1;
+}
+
+/** Rows as CSV (after its header) or NDJSON, written in pieces of about FLUSH_CHARS. */
+function rowWriter(options: BookOptions, write: (text: string) => void) {
+  let buffer = options.format === "csv" ? csvHeader(options.levels) : "";
+  return {
+    row(row: BookRow): void {
+      buffer += options.format === "csv" ? csvRow(row, options.levels) : ndjsonRow(row);
+      if (buffer.length >= FLUSH_CHARS) {
+        write(buffer);
+        buffer = "";
+      }
+    },
+    flush(): void {
+      if (buffer !== "") write(buffer);
+      buffer = "";
+    },
+  };
+}
+
+type ObjectBody = Promise<ReadableStream<Uint8Array<ArrayBuffer>>>;
+
+/** The objects in key order, with up to READ_AHEAD reads started ahead of the one yielded. */
+async function* readAhead(
+  reader: ArchiveReader,
+  keys: readonly string[],
+): AsyncGenerator<{ key: string; body: ObjectBody }> {
+  const pending: Array<{ key: string; body: ObjectBody }> = [];
+  let next = 0;
+  const fill = () => {
+    while (pending.length < READ_AHEAD && next < keys.length) {
+      const key = keys[next++];
+      const body = reader.read(key);
+      body.catch(() => {}); // awaited (and reported) in turn
+      pending.push({ key, body });
+    }
+  };
+  fill();
+  while (pending.length > 0) {
+    const object = pending.shift()!;
+    fill();
+    yield object;
+  }
+}
+
+/** Where the lines go, and the latest receive time read (where damage is placed). */
+interface LineFeed {
+  readonly rebuilder: BookRebuilder;
+  /** The stream is a diff stream (else partial books). */
+  readonly diffStream: boolean;
+  readonly to?: number;
+  lastTs: number | undefined;
+}
+
+/** Hands one object's lines to the rebuilder; an object that cannot be read is damage. */
+async function feedObject(feed: LineFeed, object: { key: string; body: ObjectBody }) {
+  let lineNo = 0;
+  try {
+    for await (const text of objectLines(await object.body)) {
+      feedLine(feed, decodeLine(text), `${object.key}:${++lineNo}`);
+    }
+  } catch (error) {
+    feed.rebuilder.damaged(
+      feed.lastTs,
+      `${object.key} cannot be read (${
+        error instanceof Error ? error.message : String(error)
+      }): what it held is missing`,
+    );
+  }
+}
+
+function feedLine(feed: LineFeed, line: DecodedLine | LineFault, where: string): void {
+  const { rebuilder } = feed;
+  if (line.kind === "malformed" && line.recvTs === undefined) {
+    const what = line.fault === "not-json" ? "is not JSON" : "has no recv_ts";
+    rebuilder.damaged(feed.lastTs, `${where} ${what}`);
+    return;
+  }
+  const recvTs = line.recvTs!;
+  if (feed.to !== undefined && recvTs >= feed.to) return;
+  feed.lastTs = recvTs;
+  if (line.kind === "event") {
+    rebuilder.event(recvTs, line.event, line.fields);
+    return;
+  }
+  const data = line.kind === "malformed" ? undefined : line.data;
+  const snapshot = line.kind === "snapshot";
+  if (snapshot || !feed.diffStream) {
+    const book = depthBookOf(data);
+    if (!book) rebuilder.damaged(recvTs, `${where} is not a depth book`);
+    else if (snapshot) rebuilder.snapshot(recvTs, book);
+    else rebuilder.partial(recvTs, book);
+    return;
+  }
+  const diff = depthDiffOf(data);
+  if (diff) rebuilder.diff(recvTs, diff);
+  else rebuilder.damaged(recvTs, `${where} is not a depth diff`);
 }
 
 /** The lines of one stored (gzip) object, decompressed as a stream. */

@@ -17,7 +17,17 @@
 
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { type KeyParts, LEGACY_PARTITION_NAME, parseKey, PARTITION_NAME } from "../batch/keys.ts";
+import {
+  DATE_PARTITION,
+  DATE_VALUE,
+  type KeyParts,
+  keyRoot,
+  MARKET_PARTITION,
+  parseKey,
+  PARTITION_NAMES,
+  partitionValue,
+  SYMBOL_PARTITION,
+} from "../archive/keys.ts";
 import type { Config } from "../config_types.ts";
 import { type ArchiveReader, localArchiveReader } from "../verify/archive.ts";
 import { Auditor, isoMicros, type Problem, type Report } from "../verify/audit.ts";
@@ -259,17 +269,16 @@ export async function* selectKeys(
   options: AuditArchiveOptions,
   auditor: BadKeySink,
 ): AsyncGenerator<string> {
-  const root = `${options.prefix === "" ? "" : `${options.prefix.replace(/\/+$/, "")}/`}` +
-    "exchange=binance/";
+  const root = keyRoot(options.prefix);
   const symbols = options.symbols.length > 0 ? new Set(options.symbols) : undefined;
-  for (const market of await level(reader, root, "market", auditor)) {
-    // `channel=` and, in archives written before it, `stream=`: one stream type
+  for (const market of await level(reader, root, MARKET_PARTITION, auditor)) {
+    // The stream-type partition has a current and a legacy name: one stream type
     // may sit under both, so their symbols' objects are merged in key order.
     const channels = await level(reader, market.prefix, PARTITION_NAMES, auditor);
     for (const channel of groupByValue(channels)) {
       const bySymbol = new Map<string, string[]>();
       for (const prefix of channel.prefixes) {
-        for (const symbol of await level(reader, prefix, "symbol", auditor)) {
+        for (const symbol of await level(reader, prefix, SYMBOL_PARTITION, auditor)) {
           if (symbols && !symbols.has(symbol.value)) continue;
           bySymbol.set(symbol.value, [...bySymbol.get(symbol.value) ?? [], symbol.prefix]);
         }
@@ -280,9 +289,6 @@ export async function* selectKeys(
     }
   }
 }
-
-/** The partition names of a stream type, the current one first. */
-const PARTITION_NAMES = [PARTITION_NAME, LEGACY_PARTITION_NAME];
 
 function groupByValue(levels: readonly Level[]): Array<{ value: string; prefixes: string[] }> {
   const groups: Array<{ value: string; prefixes: string[] }> = [];
@@ -303,7 +309,7 @@ async function* partitionKeys(
   const { from, to } = options;
   const datePrefixes = new Map<string, string[]>();
   for (const symbolPrefix of symbolPrefixes) {
-    for (const date of await level(reader, symbolPrefix, "date", auditor, /^\d{4}-\d{2}-\d{2}$/)) {
+    for (const date of await level(reader, symbolPrefix, DATE_PARTITION, auditor, DATE_VALUE)) {
       datePrefixes.set(date.value, [...datePrefixes.get(date.value) ?? [], date.prefix]);
     }
   }
@@ -373,8 +379,7 @@ async function level(
       continue;
     }
     const segment = entry.prefix.slice(prefix.length, -1);
-    const rank = accepted.findIndex((name) => segment.startsWith(`${name}=`));
-    const value = rank === -1 ? "" : segment.slice(accepted[rank].length + 1);
+    const { value = "", rank = -1 } = partitionValue(segment, accepted) ?? {};
     if (valuePattern.test(value)) found.push({ value, prefix: entry.prefix, rank });
     else for await (const key of reader.list(entry.prefix)) auditor.badKey(key);
   }
@@ -411,29 +416,45 @@ export function parseDurationMs(text: string): number | undefined {
 const MAX_PRINTED_PROBLEMS = 100;
 
 /** The report for people: a table per stream, then the problems, unexplained first. */
-// deno-lint-ignore arch/max-function-lines -- issue 14: not yet split
 export function formatReport(report: Report, location: string): string {
-  const lines: string[] = [];
   const range = report.range.from
     ? `${report.range.from} .. ${report.range.to}`
     : "(no lines in range)";
-  lines.push(`archive  ${location}`);
-  lines.push(`range    ${range}`);
-  lines.push(`read     ${report.objects} object(s), ${report.lines} line(s)`);
-  lines.push("");
-  const header = [
-    "stream",
-    "objects",
-    "messages",
-    "snapshots",
-    "dups",
-    "breaks",
-    "holes",
-    "unreadable",
-    "malformed",
-    "coverage",
+  const lines = [
+    `archive  ${location}`,
+    `range    ${range}`,
+    `read     ${report.objects} object(s), ${report.lines} line(s)`,
+    "",
+    ...streamTable(report.streams),
+    ...problemList(report),
+    "",
   ];
-  const rows = report.streams.map((s) => [
+  const failing = report.problems.filter((p) => !p.explained).length;
+  const unlisted = report.problemsOmitted > 0 ? ` (and ${report.problemsOmitted} not listed)` : "";
+  lines.push(
+    report.ok
+      ? "OK: the archive is whole in this range"
+      : `FAIL: ${failing} unexplained problem(s)${unlisted}`,
+  );
+  return lines.join("\n") + "\n";
+}
+
+const STREAM_COLUMNS = [
+  "stream",
+  "objects",
+  "messages",
+  "snapshots",
+  "dups",
+  "breaks",
+  "holes",
+  "unreadable",
+  "malformed",
+  "coverage",
+];
+
+/** One row per stream under a header, then where the book cannot be rebuilt. */
+function streamTable(streams: Report["streams"]): string[] {
+  const rows = streams.map((s) => [
     `${s.market}/${s.stream}`,
     String(s.objects),
     String(s.messages),
@@ -445,41 +466,34 @@ export function formatReport(report: Report, location: string): string {
     String(s.malformedLines),
     `${s.coveragePercent.toFixed(2)}%`,
   ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const widths = STREAM_COLUMNS.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const format = (cells: string[]) =>
     cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join("  ")
       .trimEnd();
-  lines.push(format(header));
-  for (const row of rows) lines.push(format(row));
+  const lines = [format(STREAM_COLUMNS), ...rows.map(format)];
   if (rows.length > 0) lines.push("(breaks and holes: unexplained/all)");
-  for (const s of report.streams) {
+  for (const s of streams) {
     for (const r of s.notRebuildable ?? []) {
       lines.push(`${s.market}/${s.stream}: book not rebuildable from ${r.from} to ${r.to}`);
     }
   }
+  return lines;
+}
 
+/** The problems, unexplained first, at most MAX_PRINTED_PROBLEMS of them. */
+function problemList(report: Report): string[] {
   const ordered = [
     ...report.problems.filter((p) => !p.explained),
     ...report.problems.filter((p) => p.explained),
   ];
-  if (ordered.length > 0) {
-    lines.push("");
-    lines.push("problems:");
-    for (const problem of ordered.slice(0, MAX_PRINTED_PROBLEMS)) {
-      lines.push(`  ${formatProblem(problem)}`);
-    }
-    const more = Math.max(0, ordered.length - MAX_PRINTED_PROBLEMS) + report.problemsOmitted;
-    if (more > 0) lines.push(`  … ${more} more (see --json)`);
+  if (ordered.length === 0) return [];
+  const lines = ["", "problems:"];
+  for (const problem of ordered.slice(0, MAX_PRINTED_PROBLEMS)) {
+    lines.push(`  ${formatProblem(problem)}`);
   }
-  lines.push("");
-  const failing = report.problems.filter((p) => !p.explained).length;
-  const unlisted = report.problemsOmitted > 0 ? ` (and ${report.problemsOmitted} not listed)` : "";
-  lines.push(
-    report.ok
-      ? "OK: the archive is whole in this range"
-      : `FAIL: ${failing} unexplained problem(s)${unlisted}`,
-  );
-  return lines.join("\n") + "\n";
+  const more = Math.max(0, ordered.length - MAX_PRINTED_PROBLEMS) + report.problemsOmitted;
+  if (more > 0) lines.push(`  … ${more} more (see --json)`);
+  return lines;
 }
 
 function formatProblem(p: Problem): string {

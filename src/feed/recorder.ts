@@ -12,7 +12,7 @@
 
 import { getLogger } from "@logtape/logtape";
 import type { Batcher, SealedBatch } from "../batch/batcher.ts";
-import { dataLine, eventLine, type EventName } from "../batch/encode.ts";
+import { dataLine, eventLine, type EventName } from "../archive/encode.ts";
 import { type Frame, parseFrameFast, parseFrameSlow } from "../binance/frames.ts";
 import type { SequenceRule } from "../binance/sequence.ts";
 import {

@@ -9,7 +9,8 @@
  */
 
 import { dirname, join } from "node:path";
-import { metaToRecord, type ObjectMeta, type Sink } from "./sink.ts";
+import { metaToRecord, type ObjectMeta } from "../archive/meta.ts";
+import type { Sink } from "./sink.ts";
 
 export const TEMP_MARKER = ".tmp-";
 

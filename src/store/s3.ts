@@ -19,7 +19,8 @@ import {
 import { createHash } from "node:crypto";
 import type { S3Config } from "../config_types.ts";
 import { httpStatus, s3ErrorCode } from "./s3_errors.ts";
-import { metaToRecord, type ObjectMeta, type Sink } from "./sink.ts";
+import { metaToRecord, type ObjectMeta } from "../archive/meta.ts";
+import type { Sink } from "./sink.ts";
 
 export interface S3Sink extends Sink {
   readonly kind: "s3";

@@ -4,10 +4,7 @@
  * with the same bytes (keys are fixed at sealing), so retries are safe.
  */
 
-import type { ObjectMeta } from "./meta.ts";
-
-// The metadata is defined in meta.ts, with the words for the lines it counts.
-export { metaToRecord, type ObjectMeta } from "./meta.ts";
+import type { ObjectMeta } from "../archive/meta.ts";
 
 export interface Sink {
   /** Label for logs and metrics: "local" or "s3". */

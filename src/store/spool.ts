@@ -22,7 +22,7 @@
 
 import { createHash } from "node:crypto";
 import { join } from "node:path";
-import type { ObjectMeta } from "./sink.ts";
+import type { ObjectMeta } from "../archive/meta.ts";
 import { TEMP_MARKER, writeAtomically } from "./local.ts";
 
 export interface SpoolEntry {

@@ -9,7 +9,7 @@
  */
 
 import { join } from "node:path";
-import { OBJECT_SUFFIX } from "../batch/keys.ts";
+import { OBJECT_SUFFIX } from "../archive/keys.ts";
 import { TEMP_MARKER } from "../store/local.ts";
 
 /** One entry one level below a prefix: a sub-prefix (ends with `/`) or an object key. */

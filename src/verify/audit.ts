@@ -4,9 +4,9 @@
  * line time, counters) and produces a report of what is whole and what is
  * not. No I/O, no clock: the caller reads and decompresses, this judges.
  *
- * What it finds, per stream (a line's `stream` field; `<sym>@depthSnapshot`
- * lines count as snapshots of the object's own stream and stay out of the
- * update-id chain):
+ * What it finds, per stream (a line's `stream` field; snapshot lines,
+ * archive/meta.ts, count as snapshots of the object's own stream and stay out
+ * of the update-id chain). Lines are read with archive/decode.ts:
  * - duplicates and breaks of the update-id chain, by the recorder's own
  *   continuity rules (binance/sequence.ts);
  * - time holes: no line for longer than `maxHoleUs`;
@@ -18,12 +18,18 @@
  * suspended, clock_step) between the two messages, or bordering the hole.
  */
 
-import { type KeyParts, parseKey } from "../batch/keys.ts";
-import { updateIds } from "../binance/frames.ts";
+import {
+  type DecodedData,
+  type DecodedEvent,
+  decodeLine,
+  droppedFactsOf,
+  type LineIds,
+} from "../archive/decode.ts";
+import type { DroppedFacts } from "../archive/encode.ts";
+import { KEY_LAYOUT, type KeyParts, parseKey, streamOfKey } from "../archive/keys.ts";
 import { continuity, type SequenceRule, sequenceRuleFor } from "../binance/sequence.ts";
 import type { Market } from "../config_types.ts";
 import { RebuildTracker } from "./rebuild.ts";
-import { lineKindOf } from "../store/meta.ts";
 
 export type ProblemKind =
   | "break"
@@ -62,9 +68,9 @@ export interface StreamReport {
   readonly symbol: string;
   /** Objects with at least one line of this stream in the range (unreadable ones included). */
   readonly objects: number;
-  /** Messages (store/meta.ts: data lines from the exchange's stream), duplicates included. */
+  /** Messages (archive/meta.ts: data lines from the exchange's stream), duplicates included. */
   readonly messages: number;
-  /** REST snapshots (`<sym>@depthSnapshot` lines) stored with this stream. */
+  /** REST snapshots (snapshot lines, archive/meta.ts) stored with this stream. */
   readonly snapshots: number;
   /** Event lines, by event name. */
   readonly events: Readonly<Record<string, number>>;
@@ -192,6 +198,12 @@ interface Where {
   readonly ts: number;
 }
 
+/** A message's place in the update-id chain. */
+interface ChainIds extends LineIds {
+  readonly firstUpdateId: number;
+  readonly lastUpdateId: number;
+}
+
 interface DuplicateRun {
   readonly key: string;
   readonly line: number;
@@ -281,8 +293,7 @@ export class Auditor {
     this.#problem({
       kind: "bad-key",
       key,
-      detail: "the key does not follow the archive layout " +
-        "(exchange=binance/market=…/channel=…/symbol=…/date=…/hour=…/<µs>_<instance>_<seq>.ndjson.gz)",
+      detail: `the key does not follow the archive layout (${KEY_LAYOUT})`,
       explained: false,
     });
   }
@@ -299,7 +310,7 @@ export class Auditor {
     this.#object = {
       key,
       parts,
-      stream: `${parts.symbol.toLowerCase()}@${parts.streamType}`,
+      stream: streamOfKey(parts),
       inRange: 0,
       streams: new Set(),
     };
@@ -307,41 +318,20 @@ export class Auditor {
   }
 
   /** One line of the open object's decompressed text, without its newline. */
-  // deno-lint-ignore arch/max-function-lines -- issue 14: not yet split
   line(text: string, lineNo: number): void {
     const object = this.#object;
     if (!object) throw new Error("Auditor.line called outside an object");
     this.#lines++;
-    let value: unknown;
-    try {
-      value = JSON.parse(text);
-    } catch (error) {
-      this.#malformed(object, lineNo, `not JSON: ${(error as Error).message}`);
+    const line = decodeLine(text);
+    if (line.kind === "malformed") {
+      this.#malformed(object, lineNo, line.reason);
       return;
     }
-    if (typeof value !== "object" || value === null || Array.isArray(value)) {
-      this.#malformed(object, lineNo, "not a JSON object");
-      return;
-    }
-    const line = value as Record<string, unknown>;
-    const ts = line.recv_ts;
-    const name = line.stream;
-    if (typeof ts !== "number" || !Number.isSafeInteger(ts) || typeof name !== "string") {
-      this.#malformed(object, lineNo, "no integer recv_ts or no string stream");
-      return;
-    }
-    const event = line.event;
-    const data = line.data;
-    const isEvent = typeof event === "string";
-    if (!isEvent && (typeof data !== "object" || data === null || Array.isArray(data))) {
-      this.#malformed(object, lineNo, "neither an event nor a data object");
-      return;
-    }
+    const ts = line.recvTs;
     if (ts < this.#from || ts >= this.#to) return;
     object.inRange++;
 
-    const snapshot = lineKindOf(name, isEvent) === "snapshot";
-    const state = this.#state(snapshot ? object.stream : name, object.parts);
+    const state = this.#state(line.kind === "snapshot" ? object.stream : line.stream, object.parts);
     object.streams.add(state);
     const stats = state.stats;
     const span = state.spans.get(object.parts.instanceId);
@@ -349,32 +339,40 @@ export class Auditor {
     else state.spans.set(object.parts.instanceId, { first: ts, last: ts });
     stats.firstRecvTs ??= ts;
     if (stats.lastRecvTs === undefined || ts > stats.lastRecvTs) stats.lastRecvTs = ts;
-    const explains = isEvent && EXPLAINING_EVENTS.has(event);
-    this.#checkHole(state, object.key, lineNo, ts, explains, explains ? event : undefined);
+    const where = { key: object.key, line: lineNo, ts };
+    if (line.kind === "event") this.#eventLine(state, where, line);
+    else this.#dataLine(state, where, line);
+  }
 
-    if (isEvent) {
-      stats.events[event] = (stats.events[event] ?? 0) + 1;
-      if (explains) state.eventSinceMessage = true;
-      if (event === "dropped") this.#explainDrop(state, line);
+  #eventLine(state: StreamState, where: Where, line: DecodedEvent): void {
+    const event = line.event;
+    const explains = EXPLAINING_EVENTS.has(event);
+    this.#checkHole(state, where.key, where.line, where.ts, explains, explains ? event : undefined);
+    state.stats.events[event] = (state.stats.events[event] ?? 0) + 1;
+    if (explains) state.eventSinceMessage = true;
+    const dropped = droppedFactsOf(line);
+    if (dropped) this.#explainDrop(state, dropped);
+  }
+
+  #dataLine(state: StreamState, where: Where, line: DecodedData): void {
+    this.#checkHole(state, where.key, where.line, where.ts, false);
+    if (line.kind === "snapshot") {
+      state.stats.snapshots++;
+      const id = line.ids.lastUpdateId;
+      if (id !== undefined) state.rebuild?.snapshot(where.ts, id);
       return;
     }
-    if (snapshot) {
-      stats.snapshots++;
-      const id = (data as Record<string, unknown>).lastUpdateId;
-      if (typeof id === "number") state.rebuild?.snapshot(ts, id);
-      return;
-    }
-    stats.messages++;
-    const ids = updateIds(data as Record<string, unknown>);
+    state.stats.messages++;
+    const ids = line.ids;
     if (ids.lastUpdateId !== undefined) {
-      this.#checkChain(state, { key: object.key, line: lineNo, ts }, {
+      this.#checkChain(state, where, {
         firstUpdateId: ids.firstUpdateId ?? ids.lastUpdateId,
         lastUpdateId: ids.lastUpdateId,
         prevUpdateId: ids.prevUpdateId,
       });
     }
     state.eventSinceMessage = false;
-    state.lastMessage = { key: object.key, line: lineNo, ts };
+    state.lastMessage = where;
   }
 
   /** The open object was read to its end. */
@@ -396,7 +394,7 @@ export class Auditor {
       this.#problem({ kind: "unreadable", key, detail: message, explained: false });
       return;
     }
-    const stream = `${parts.symbol.toLowerCase()}@${parts.streamType}`;
+    const stream = streamOfKey(parts);
     const state = this.#state(stream, parts);
     state.stats.unreadableObjects++;
     if (!object || !object.streams.has(state)) state.stats.objects++;
@@ -616,62 +614,18 @@ export class Auditor {
     state.lastLineEvent = event;
   }
 
-  // deno-lint-ignore arch/max-function-lines -- issue 14: not yet split
-  #checkChain(
-    state: StreamState,
-    where: Where,
-    ids: { firstUpdateId: number; lastUpdateId: number; prevUpdateId?: number },
-  ): void {
-    const stats = state.stats;
+  #checkChain(state: StreamState, where: Where, ids: ChainIds): void {
     const result = continuity(state.rule, state.lastUpdateId, ids);
     switch (result.kind) {
-      case "duplicate": {
-        stats.duplicates++;
-        const run = state.duplicateRun;
-        if (run && run.key === where.key) {
-          run.count++;
-          run.toId = ids.lastUpdateId;
-        } else {
-          this.#flushDuplicates(state);
-          state.duplicateRun = {
-            key: where.key,
-            line: where.line,
-            ts: where.ts,
-            fromId: ids.lastUpdateId,
-            toId: ids.lastUpdateId,
-            count: 1,
-          };
-        }
+      case "duplicate":
+        this.#duplicate(state, where, ids);
         return;
-      }
-      case "gap": {
+      case "gap":
         this.#flushDuplicates(state);
-        const explained = state.eventSinceMessage;
-        stats.breaks++;
-        if (!explained) stats.unexplainedBreaks++;
-        const previous = state.lastMessage;
-        const what = state.rule === "usdm-diff"
-          ? `pu ${result.received} does not continue the previous u ${result.expected}`
-          : `U ${result.received} skips ahead of ${result.expected}`;
-        this.#lossProblem(state, { from: previous?.ts ?? where.ts, to: where.ts }, {
-          kind: "break",
-          stream: state.stream,
-          key: where.key,
-          line: where.line,
-          time: isoMicros(where.ts),
-          recvTs: where.ts,
-          detail: `${what}` +
-            (previous
-              ? `; previous message ${isoMicros(previous.ts)} (${previous.key}:${previous.line})`
-              : "") +
-            (explained ? "; the recorder logged a reconnect or gap in between" : "") +
-            this.#afterUnreadable(state),
-          explained,
-        });
+        this.#chainBreak(state, where, result);
         break;
-      }
       case "first":
-        stats.firstUpdateId ??= ids.firstUpdateId;
+        state.stats.firstUpdateId ??= ids.firstUpdateId;
         break;
       case "next":
         this.#flushDuplicates(state);
@@ -682,6 +636,52 @@ export class Auditor {
     }
     state.rebuild?.message(where.ts, ids.lastUpdateId);
     state.lastUpdateId = ids.lastUpdateId;
+  }
+
+  /** A message already stored: consecutive ones in one object make one problem. */
+  #duplicate(state: StreamState, where: Where, ids: ChainIds): void {
+    state.stats.duplicates++;
+    const run = state.duplicateRun;
+    if (run && run.key === where.key) {
+      run.count++;
+      run.toId = ids.lastUpdateId;
+      return;
+    }
+    this.#flushDuplicates(state);
+    state.duplicateRun = {
+      key: where.key,
+      line: where.line,
+      ts: where.ts,
+      fromId: ids.lastUpdateId,
+      toId: ids.lastUpdateId,
+      count: 1,
+    };
+  }
+
+  /** The chain skips ahead: messages are missing between the last one and `where`. */
+  #chainBreak(state: StreamState, where: Where, gap: { expected: number; received: number }): void {
+    const explained = state.eventSinceMessage;
+    state.stats.breaks++;
+    if (!explained) state.stats.unexplainedBreaks++;
+    const previous = state.lastMessage;
+    const what = state.rule === "usdm-diff"
+      ? `pu ${gap.received} does not continue the previous u ${gap.expected}`
+      : `U ${gap.received} skips ahead of ${gap.expected}`;
+    this.#lossProblem(state, { from: previous?.ts ?? where.ts, to: where.ts }, {
+      kind: "break",
+      stream: state.stream,
+      key: where.key,
+      line: where.line,
+      time: isoMicros(where.ts),
+      recvTs: where.ts,
+      detail: `${what}` +
+        (previous
+          ? `; previous message ${isoMicros(previous.ts)} (${previous.key}:${previous.line})`
+          : "") +
+        (explained ? "; the recorder logged a reconnect or gap in between" : "") +
+        this.#afterUnreadable(state),
+      explained,
+    });
   }
 
   #flushDuplicates(state: StreamState): void {
@@ -760,11 +760,11 @@ export class Auditor {
    * in, and why: the unexplained breaks and holes over those times are
    * explained by it (they came first: the line is in the next stored batch).
    */
-  #explainDrop(state: StreamState, line: Record<string, unknown>): void {
-    const first = line.first_recv_ts;
-    const last = line.last_recv_ts;
-    if (typeof first !== "number" || typeof last !== "number") return;
-    const note = `; explained by a dropped line: ${line.messages} messages lost (${line.reason})`;
+  #explainDrop(state: StreamState, dropped: DroppedFacts): void {
+    const first = dropped.firstRecvTs;
+    const last = dropped.lastRecvTs;
+    const note =
+      `; explained by a dropped line: ${dropped.messages} messages lost (${dropped.reason})`;
     state.awaitingDrop = state.awaitingDrop.filter((awaiting) => {
       if (first > awaiting.to || last < awaiting.from) return true;
       const { problem } = awaiting;

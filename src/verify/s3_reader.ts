@@ -19,72 +19,20 @@ export interface S3ReaderOptions {
   readonly requestTimeoutMs?: number;
 }
 
-// deno-lint-ignore arch/max-function-lines -- issue 14: not yet split
 export function s3ArchiveReader(config: S3Config, options: S3ReaderOptions = {}): ArchiveReader {
   const client = options.client ??
     s3Client(config, { requestTimeoutMs: options.requestTimeoutMs });
-
-  async function* pages(prefix: string) {
-    let token: string | undefined;
-    do {
-      const page = await client.send(
-        new ListObjectsV2Command({
-          Bucket: config.bucket,
-          Prefix: prefix,
-          ContinuationToken: token,
-        }),
-      );
-      yield page;
-      token = page.IsTruncated ? page.NextContinuationToken : undefined;
-    } while (token);
-  }
-
-  /**
-   * One level below `prefix` without a `/` Delimiter (which s3rver gets wrong
-   * for keys more than one level down): list in key order and, on meeting a
-   * sub-prefix `name/`, jump past it with StartAfter `name0` ('0' follows
-   * '/'), so each sub-prefix costs one small request whatever it holds.
-   */
-  async function* children(prefix: string): AsyncGenerator<ArchiveEntry> {
-    let startAfter: string | undefined;
-    for (;;) {
-      const page = await client.send(
-        new ListObjectsV2Command({
-          Bucket: config.bucket,
-          Prefix: prefix,
-          StartAfter: startAfter,
-          MaxKeys: 100,
-        }),
-      );
-      let jumpTo: string | undefined;
-      for (const item of page.Contents ?? []) {
-        const key = item.Key;
-        if (key === undefined) continue;
-        const slash = key.indexOf("/", prefix.length);
-        if (slash === -1) {
-          if (isObjectKey(key)) yield { key };
-          startAfter = key;
-          continue;
-        }
-        yield { prefix: key.slice(0, slash + 1) };
-        jumpTo = `${key.slice(0, slash)}0`;
-        break;
-      }
-      if (jumpTo !== undefined) startAfter = jumpTo;
-      else if (!page.IsTruncated) return;
-    }
-  }
-
+  const bucket = { client, bucket: config.bucket };
   return {
     location: `s3://${config.bucket}/${config.prefix}`,
     async *list(prefix: string) {
-      for await (const page of pages(prefix)) {
+      for await (const page of pages(bucket, prefix)) {
         for (const item of page.Contents ?? []) {
           if (item.Key !== undefined && isObjectKey(item.Key)) yield item.Key;
         }
       }
     },
-    children,
+    children: (prefix: string) => children(bucket, prefix),
     async read(key: string) {
       const out = await client.send(new GetObjectCommand({ Bucket: config.bucket, Key: key }));
       if (!out.Body) throw new Error(`GetObject ${key}: empty response body`);
@@ -92,4 +40,62 @@ export function s3ArchiveReader(config: S3Config, options: S3ReaderOptions = {})
     },
     close: () => client.destroy(),
   };
+}
+
+/** The bucket a reader lists, and the client it lists with. */
+interface Bucket {
+  readonly client: S3Client;
+  readonly bucket: string;
+}
+
+/** Every listing page of the keys under `prefix`. */
+async function* pages({ client, bucket }: Bucket, prefix: string) {
+  let token: string | undefined;
+  do {
+    const page = await client.send(
+      new ListObjectsV2Command({
+        Bucket: bucket,
+        Prefix: prefix,
+        ContinuationToken: token,
+      }),
+    );
+    yield page;
+    token = page.IsTruncated ? page.NextContinuationToken : undefined;
+  } while (token);
+}
+
+/**
+ * One level below `prefix` without a `/` Delimiter (which s3rver gets wrong
+ * for keys more than one level down): list in key order and, on meeting a
+ * sub-prefix `name/`, jump past it with StartAfter `name0` ('0' follows
+ * '/'), so each sub-prefix costs one small request whatever it holds.
+ */
+async function* children({ client, bucket }: Bucket, prefix: string): AsyncGenerator<ArchiveEntry> {
+  let startAfter: string | undefined;
+  for (;;) {
+    const page = await client.send(
+      new ListObjectsV2Command({
+        Bucket: bucket,
+        Prefix: prefix,
+        StartAfter: startAfter,
+        MaxKeys: 100,
+      }),
+    );
+    let jumpTo: string | undefined;
+    for (const item of page.Contents ?? []) {
+      const key = item.Key;
+      if (key === undefined) continue;
+      const slash = key.indexOf("/", prefix.length);
+      if (slash === -1) {
+        if (isObjectKey(key)) yield { key };
+        startAfter = key;
+        continue;
+      }
+      yield { prefix: key.slice(0, slash + 1) };
+      jumpTo = `${key.slice(0, slash)}0`;
+      break;
+    }
+    if (jumpTo !== undefined) startAfter = jumpTo;
+    else if (!page.IsTruncated) return;
+  }
 }

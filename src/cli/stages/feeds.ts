@@ -35,7 +35,7 @@ import type { Telemetry } from "../../ops/events.ts";
 import type { RecordingState } from "../../ops/http.ts";
 import type { Metrics } from "../../ops/metrics.ts";
 import { Recorder, type StreamGroup } from "../../feed/recorder.ts";
-import { snapshotStreamOf } from "../../store/meta.ts";
+import { snapshotStreamOf } from "../../archive/meta.ts";
 import { Universe } from "../universe.ts";
 import { DiffStreams } from "./diff_streams.ts";
 import { StartupError } from "./startup.ts";

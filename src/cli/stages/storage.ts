@@ -20,15 +20,15 @@ import { ChunkPool } from "../../batch/chunks.ts";
 import { GzipPool, workerDeflater } from "../../batch/compress.ts";
 import { HoleMarker } from "../../batch/holes.ts";
 import { Journal, type RecoveredJournal, recoverJournal } from "../../batch/journal.ts";
-import { planKey } from "../../batch/keys.ts";
-import { updateIds } from "../../binance/frames.ts";
+import { planKey } from "../../archive/keys.ts";
+import { decodeLine, lineFactsOf } from "../../archive/decode.ts";
 import { parseStreamName } from "../../binance/streams.ts";
 import type { Config } from "../../config_types.ts";
 import type { Telemetry } from "../../ops/events.ts";
 import type { Metrics } from "../../ops/metrics.ts";
 import { type BatchBudget, batchBudget } from "../../store/budget.ts";
 import { type Drainer, startDrainer } from "../../store/drainer.ts";
-import { lineKindOf, SNAPSHOT_STREAM_SUFFIX } from "../../store/meta.ts";
+import { lineKindOf } from "../../archive/meta.ts";
 import { checkBucket, type SelectedSink, selectSink } from "../../store/select.ts";
 import type { Sink } from "../../store/sink.ts";
 import { Spool } from "../../store/spool.ts";
@@ -206,7 +206,7 @@ export class Storage implements BatchStore, AsyncDisposable {
       "read the crash journal",
       () =>
         recoverJournal(journalDir, {
-          describe: describeLine,
+          describe: lineFactsOf,
           pool,
           deflater: workerDeflater(gzip),
           rekey: (lines, index) =>
@@ -337,7 +337,7 @@ function spoolChanged(telemetry: Telemetry, spool: Spool | undefined): void {
   telemetry.spoolChanged(spool ?? { bytes: 0, count: 0 });
 }
 
-/** The archive key of a batch (batch/keys.ts), from its stream's name. */
+/** The archive key of a batch (archive/keys.ts), from its stream's name. */
 function keyFor(config: Config, stream: string, firstRecvTs: number, seq: number): string {
   const spec = parseStreamName(stream) ?? { symbol: "UNKNOWN", type: stream };
   return planKey({
@@ -367,19 +367,6 @@ function reportShutdown(left: readonly SealedBatch[], spool: Spool | undefined):
   }
 }
 
-/**
- * What the journal needs to know about an archive line to rebuild a batch's
- * metadata, exactly as the live batch had it (snapshots carry no update ids there).
- */
-function describeLine(text: string) {
-  const value = JSON.parse(text) as { recv_ts?: unknown; stream?: unknown; data?: unknown };
-  if (typeof value.recv_ts !== "number") throw new Error("archive line without recv_ts");
-  const isData = typeof value.data === "object" && value.data !== null;
-  const isSnapshot = isData && lineKindOf(value.stream, false) === "snapshot";
-  const ids = isData && !isSnapshot ? updateIds(value.data as Record<string, unknown>) : {};
-  return { recvTs: value.recv_ts, isData, isSnapshot, ...ids };
-}
-
 /** Batch numbers of batches rebuilt without their open record: far above any run's own. */
 const REKEYED_SEQ_BASE = 900_000;
 
@@ -393,12 +380,11 @@ function rekeyLines(
   index: number,
   keyFor: (stream: string, firstRecvTs: number, seq: number) => string,
 ): { key: string; stream: string } | undefined {
-  const parsed = lines.map((text) => JSON.parse(text) as { recv_ts?: unknown; stream?: unknown });
-  const firstRecvTs = parsed[0]?.recv_ts;
-  const stream = parsed.map((v) => v.stream).find((s): s is string =>
-    typeof s === "string" && !s.endsWith(SNAPSHOT_STREAM_SUFFIX)
-  );
-  if (typeof firstRecvTs !== "number" || stream === undefined) return undefined;
+  const decoded = lines.map(decodeLine);
+  const firstRecvTs = decoded[0]?.recvTs;
+  const stream = decoded.map((line) => line.kind === "malformed" ? undefined : line.stream)
+    .find((name) => name !== undefined && lineKindOf(name, false) !== "snapshot");
+  if (firstRecvTs === undefined || stream === undefined) return undefined;
   return { key: keyFor(stream, firstRecvTs, REKEYED_SEQ_BASE + index), stream };
 }
 

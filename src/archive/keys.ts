@@ -32,7 +32,47 @@ export type PartitionName = "channel" | "stream";
 export const PARTITION_NAME: PartitionName = "channel";
 export const LEGACY_PARTITION_NAME: PartitionName = "stream";
 
+/** The partition names of a stream type, the current one first: what a reader lists. */
+export const PARTITION_NAMES: readonly PartitionName[] = [PARTITION_NAME, LEGACY_PARTITION_NAME];
+
 export const OBJECT_SUFFIX = ".ndjson.gz";
+
+/** The layout in one line, for people (error messages). */
+export const KEY_LAYOUT = "exchange=binance/market=…/channel=…/symbol=…/date=…/hour=…/" +
+  `<µs>_<instance>_<seq>${OBJECT_SUFFIX}`;
+
+/** The first segment of every key (after the prefix). */
+const EXCHANGE_SEGMENT = "exchange=binance";
+
+/** The names of the partitions between the root and the stream type, and after it. */
+export const MARKET_PARTITION = "market";
+export const SYMBOL_PARTITION = "symbol";
+export const DATE_PARTITION = "date";
+/** What a `date=` value looks like. */
+export const DATE_VALUE = /^\d{4}-\d{2}-\d{2}$/;
+
+/** Where every key under `prefix` (S3_PREFIX, `""` for none) starts: `<prefix>/exchange=binance/`. */
+export function keyRoot(prefix: string): string {
+  return `${prefix === "" ? "" : `${prefix.replace(/\/+$/, "")}/`}${EXCHANGE_SEGMENT}/`;
+}
+
+/**
+ * The value of a `<name>=<value>` path segment when its name is one of
+ * `names` (the first that fits), else undefined.
+ */
+export function partitionValue(
+  segment: string,
+  names: readonly string[],
+): { name: string; rank: number; value: string } | undefined {
+  const rank = names.findIndex((name) => segment.startsWith(`${name}=`));
+  if (rank === -1) return undefined;
+  return { name: names[rank], rank, value: segment.slice(names[rank].length + 1) };
+}
+
+/** The stream a key's objects hold: `<symbol lower-case>@<stream type>`. */
+export function streamOfKey(parts: Pick<KeyParts, "symbol" | "streamType">): string {
+  return `${parts.symbol.toLowerCase()}@${parts.streamType}`;
+}
 
 export function planKey(parts: KeyParts): string {
   const when = new Date(Math.floor(parts.firstRecvTs / 1000));
@@ -40,11 +80,11 @@ export function planKey(parts: KeyParts): string {
   const hour = when.toISOString().slice(11, 13);
   const file = `${parts.firstRecvTs}_${parts.instanceId}_${String(parts.seq).padStart(6, "0")}`;
   const path = [
-    "exchange=binance",
-    `market=${parts.market}`,
+    EXCHANGE_SEGMENT,
+    `${MARKET_PARTITION}=${parts.market}`,
     `${parts.partition ?? PARTITION_NAME}=${parts.streamType}`,
-    `symbol=${parts.symbol}`,
-    `date=${date}`,
+    `${SYMBOL_PARTITION}=${parts.symbol}`,
+    `${DATE_PARTITION}=${date}`,
     `hour=${hour}`,
     `${file}${OBJECT_SUFFIX}`,
   ].join("/");

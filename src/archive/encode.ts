@@ -1,7 +1,7 @@
 /**
  * The archive's line format and compression. Pure apart from gzip, which is
  * asynchronous (node:zlib). The collector compresses in a worker instead
- * (compress.ts): node:zlib deflates on the calling thread in Deno. gzip is
+ * (batch/compress.ts): node:zlib deflates on the calling thread in Deno. gzip is
  * the collector's largest CPU cost, so its level matters (see `deno task bench`).
  *
  * Data line:  {"recv_ts":<µs>,"stream":"<name>","data":<payload as received>}
@@ -9,7 +9,7 @@
  */
 
 import { gzip } from "node:zlib";
-import { concatBytes } from "./chunks.ts";
+import { concatBytes } from "./bytes.ts";
 
 export type EventName =
   | "connected"

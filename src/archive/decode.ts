@@ -1,0 +1,127 @@
+/**
+ * Reading one archive line back: the inverse of encode.ts, and the one place
+ * that knows a line's field names when reading. Pure. `verify`, `book` and
+ * the crash journal's recovery all read lines through `decodeLine`.
+ *
+ * A line is valid when it is a JSON object with an integer `recv_ts`, a
+ * string `stream`, and either a string `event` (an event line) or an object
+ * `data` (a data line: a message, or a snapshot when its stream ends with
+ * the snapshot suffix, meta.ts).
+ */
+
+import type { DroppedFacts } from "./encode.ts";
+import { lineKindOf } from "./meta.ts";
+import { updateIds } from "./update_ids.ts";
+
+/** The update ids of a data line's payload (update_ids.ts). */
+export interface LineIds {
+  readonly firstUpdateId?: number;
+  readonly lastUpdateId?: number;
+  /** USD-M diff depth: the previous update id (`pu`). */
+  readonly prevUpdateId?: number;
+}
+
+interface LineHead {
+  /** Receive time, µs since the epoch. */
+  readonly recvTs: number;
+  readonly stream: string;
+  /** Every field of the line, as parsed (an event's details are here). */
+  readonly fields: Readonly<Record<string, unknown>>;
+}
+
+/** A message from the exchange's stream, or a REST snapshot stored with it. */
+export interface DecodedData extends LineHead {
+  readonly kind: "message" | "snapshot";
+  readonly data: Readonly<Record<string, unknown>>;
+  /** A snapshot's are its `lastUpdateId` (first and last alike). */
+  readonly ids: LineIds;
+}
+
+/** A line the collector wrote about its own recording. */
+export interface DecodedEvent extends LineHead {
+  readonly kind: "event";
+  readonly event: string;
+}
+
+/** Why a line cannot be read, from the first check it fails, in this order. */
+export type LineFaultKind = "not-json" | "not-object" | "no-head" | "no-body";
+
+export interface LineFault {
+  readonly kind: "malformed";
+  readonly fault: LineFaultKind;
+  /** For people: what is wrong with the line. */
+  readonly reason: string;
+  /** The line's receive time, when it has a valid one. */
+  readonly recvTs?: number;
+}
+
+export type DecodedLine = DecodedData | DecodedEvent;
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/** One line of an object's decompressed text (without its newline). */
+export function decodeLine(text: string): DecodedLine | LineFault {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    return fault("not-json", `not JSON: ${(error as Error).message}`);
+  }
+  if (!isRecord(value)) return fault("not-object", "not a JSON object");
+  const recvTs = value.recv_ts;
+  const stream = value.stream;
+  if (typeof recvTs !== "number" || !Number.isSafeInteger(recvTs)) {
+    return fault("no-head", "no integer recv_ts or no string stream");
+  }
+  if (typeof stream !== "string") {
+    return { ...fault("no-head", "no integer recv_ts or no string stream"), recvTs };
+  }
+  const event = value.event;
+  if (typeof event === "string") return { kind: "event", recvTs, stream, event, fields: value };
+  const data = value.data;
+  if (!isRecord(data)) {
+    return { ...fault("no-body", "neither an event nor a data object"), recvTs };
+  }
+  const kind = lineKindOf(stream, false) === "snapshot" ? "snapshot" : "message";
+  return { kind, recvTs, stream, data, ids: updateIds(data), fields: value };
+}
+
+function fault(kind: LineFaultKind, reason: string): LineFault {
+  return { kind: "malformed", fault: kind, reason };
+}
+
+/** The facts of a `dropped` event line (encode.ts `droppedLine`); undefined without its time span. */
+export function droppedFactsOf(line: DecodedEvent): DroppedFacts | undefined {
+  const { first_recv_ts: first, last_recv_ts: last } = line.fields;
+  if (line.event !== "dropped" || typeof first !== "number" || typeof last !== "number") {
+    return undefined;
+  }
+  return {
+    reason: String(line.fields.reason),
+    messages: Number(line.fields.messages),
+    firstRecvTs: first,
+    lastRecvTs: last,
+  };
+}
+
+/** What a batch counts of a line (meta.ts), as the batcher had it live. */
+export interface LineFacts extends LineIds {
+  readonly recvTs: number;
+  readonly isData: boolean;
+  readonly isSnapshot: boolean;
+}
+
+/**
+ * The facts of a stored line, for rebuilding a batch's metadata from its
+ * lines (the crash journal's recovery): snapshots carry no update ids there.
+ * Throws on a line that is not an archive line.
+ */
+export function lineFactsOf(text: string): LineFacts {
+  const line = decodeLine(text);
+  if (line.kind === "malformed") throw new Error(`not an archive line: ${line.reason}`);
+  if (line.kind === "event") return { recvTs: line.recvTs, isData: false, isSnapshot: false };
+  const isSnapshot = line.kind === "snapshot";
+  return { recvTs: line.recvTs, isData: true, isSnapshot, ...(isSnapshot ? {} : line.ids) };
+}

@@ -1,0 +1,287 @@
+/**
+ * The auditor (src/verify/audit.ts) fed lines straight, with no file, gzip
+ * or S3: each case is a few literal lines (the line format of docs/DESIGN.md
+ * "The archive", spot diffs as BINANCE.md shows them) under a literal key,
+ * and asserts the exact finding.
+ */
+
+import assert from "node:assert/strict";
+import { type AuditOptions, Auditor, type Problem, type Report } from "../src/verify/audit.ts";
+
+const DIR = "binance/exchange=binance/market=spot/channel=depth@100ms/symbol=BTCUSDT/" +
+  "date=2026-11-02/hour=10";
+const KEY = `${DIR}/1793613600000000_box_000000.ndjson.gz`;
+const STREAM = "btcusdt@depth@100ms";
+/** 2026-11-02T10:00:00Z in microseconds. */
+const T0 = 1_793_613_600_000_000;
+const MS = 1000;
+
+/** A spot diff line, update ids U..u, as Binance sends the payload. */
+function diff(U: number, u: number, recvTs: number): string {
+  const data = `{"e":"depthUpdate","E":${Math.floor(recvTs / MS)},"s":"BTCUSDT","U":${U},` +
+    `"u":${u},"b":[["69000.01000000","0.50000000"]],"a":[]}`;
+  return `{"recv_ts":${recvTs},"stream":"${STREAM}","data":${data}}`;
+}
+
+/** A REST depth snapshot stored with the diff stream. */
+function snapshot(lastUpdateId: number, recvTs: number): string {
+  return `{"recv_ts":${recvTs},"stream":"btcusdt@depthSnapshot",` +
+    `"data":{"lastUpdateId":${lastUpdateId},"bids":[["69000.01000000","1.00000000"]],"asks":[]}}`;
+}
+
+/** Audits `objects` (key, lines) in order. */
+function audit(objects: ReadonlyArray<[string, string[]]>, options: AuditOptions = {}): Report {
+  const auditor = new Auditor(options);
+  for (const [key, lines] of objects) {
+    if (!auditor.beginObject(key)) continue;
+    lines.forEach((text, i) => auditor.line(text, i + 1));
+    auditor.endObject();
+  }
+  return auditor.report();
+}
+
+function onlyStream(report: Report) {
+  assert.equal(report.streams.length, 1);
+  return report.streams[0];
+}
+
+Deno.test("audit: a clean chain with an overlapping snapshot finds nothing", () => {
+  const report = audit([[KEY, [
+    snapshot(2, T0 - MS),
+    diff(1, 3, T0),
+    diff(4, 6, T0 + 100 * MS),
+    diff(7, 9, T0 + 200 * MS),
+  ]]]);
+  assert.deepEqual(report.problems, []);
+  assert.equal(report.ok, true);
+  assert.equal(report.lines, 4);
+  const s = onlyStream(report);
+  assert.deepEqual(
+    {
+      stream: s.stream,
+      market: s.market,
+      streamType: s.streamType,
+      symbol: s.symbol,
+      objects: s.objects,
+      messages: s.messages,
+      snapshots: s.snapshots,
+      breaks: s.breaks,
+      holes: s.holes,
+      duplicates: s.duplicates,
+      firstUpdateId: s.firstUpdateId,
+      lastUpdateId: s.lastUpdateId,
+      firstRecvTs: s.firstRecvTs,
+      lastRecvTs: s.lastRecvTs,
+      instances: s.instances,
+      notRebuildable: s.notRebuildable,
+    },
+    {
+      stream: STREAM,
+      market: "spot",
+      streamType: "depth@100ms",
+      symbol: "BTCUSDT",
+      objects: 1,
+      messages: 3,
+      snapshots: 1,
+      breaks: 0,
+      holes: 0,
+      duplicates: 0,
+      firstUpdateId: 1,
+      lastUpdateId: 9,
+      firstRecvTs: T0 - MS,
+      lastRecvTs: T0 + 200 * MS,
+      instances: ["box"],
+      notRebuildable: [],
+    },
+  );
+});
+
+Deno.test("audit: a gap in the update ids is an unexplained break", () => {
+  const report = audit([[KEY, [diff(1, 3, T0), diff(7, 9, T0 + 100 * MS)]]]);
+  assert.deepEqual(
+    report.problems,
+    [
+      {
+        kind: "break",
+        stream: STREAM,
+        key: KEY,
+        line: 2,
+        time: "2026-11-02T10:00:00.100000Z",
+        recvTs: T0 + 100 * MS,
+        detail: `U 7 skips ahead of 4; previous message 2026-11-02T10:00:00.000000Z (${KEY}:1)`,
+        explained: false,
+      },
+    ] satisfies Problem[],
+  );
+  assert.equal(report.ok, false);
+  assert.equal(onlyStream(report).unexplainedBreaks, 1);
+});
+
+Deno.test("audit: a dropped line explains the hole and the break before it", () => {
+  const dropped = `{"recv_ts":${T0 + 3000 * MS + 1},"stream":"${STREAM}","event":"dropped",` +
+    `"reason":"spool full","messages":6,"first_recv_ts":${T0 + 1000 * MS},` +
+    `"last_recv_ts":${T0 + 2000 * MS}}`;
+  const lines = [diff(1, 3, T0), diff(10, 12, T0 + 3000 * MS)];
+  const note = "; explained by a dropped line: 6 messages lost (spool full)";
+  const hole: Problem = {
+    kind: "hole",
+    stream: STREAM,
+    key: KEY,
+    line: 2,
+    time: "2026-11-02T10:00:00.000000Z",
+    recvTs: T0,
+    untilRecvTs: T0 + 3000 * MS,
+    cause: undefined,
+    detail: "no line for 3 s (threshold 1 s), " +
+      `2026-11-02T10:00:00.000000Z (${KEY}:1) to 2026-11-02T10:00:03.000000Z`,
+    explained: false,
+  };
+  const brk: Problem = {
+    kind: "break",
+    stream: STREAM,
+    key: KEY,
+    line: 2,
+    time: "2026-11-02T10:00:03.000000Z",
+    recvTs: T0 + 3000 * MS,
+    detail: `U 10 skips ahead of 4; previous message 2026-11-02T10:00:00.000000Z (${KEY}:1)`,
+    explained: false,
+  };
+
+  // Without the dropped line both are failures; with it, both are explained.
+  const without = audit([[KEY, lines]]);
+  assert.deepEqual(without.problems, [hole, brk]);
+  assert.equal(without.ok, false);
+
+  const report = audit([[KEY, [...lines, dropped]]]);
+  assert.deepEqual(report.problems, [
+    { ...hole, detail: hole.detail + note, explained: true },
+    { ...brk, detail: brk.detail + note, explained: true },
+  ]);
+  assert.equal(report.ok, true);
+  const s = onlyStream(report);
+  assert.deepEqual(
+    [s.holes, s.unexplainedHoles, s.breaks, s.unexplainedBreaks, s.events],
+    [1, 0, 1, 0, { dropped: 1 }],
+  );
+});
+
+Deno.test("audit: a snapshot older than the chain leaves the book not rebuildable", () => {
+  const chain = (snapshotId: number) => [
+    diff(100, 110, T0),
+    diff(111, 120, T0 + 100 * MS),
+    snapshot(snapshotId, T0 + 150 * MS),
+    diff(121, 130, T0 + 200 * MS),
+  ];
+  const stale = audit([[KEY, chain(50)]]);
+  assert.deepEqual(stale.problems, []);
+  assert.deepEqual(onlyStream(stale).notRebuildable, [
+    {
+      from: "2026-11-02T10:00:00.000000Z",
+      to: "2026-11-02T10:00:00.200000Z",
+      fromRecvTs: T0,
+      toRecvTs: T0 + 200 * MS,
+    },
+  ]);
+  assert.equal(onlyStream(stale).snapshots, 1);
+
+  // The same place with a snapshot inside the chain: rebuildable from that snapshot on.
+  const overlapping = audit([[KEY, chain(115)]]);
+  assert.deepEqual(onlyStream(overlapping).notRebuildable, [
+    {
+      from: "2026-11-02T10:00:00.000000Z",
+      to: "2026-11-02T10:00:00.150000Z",
+      fromRecvTs: T0,
+      toRecvTs: T0 + 150 * MS,
+    },
+  ]);
+});
+
+Deno.test("audit: the old stream= layout is read; a key outside the layout is a bad key", () => {
+  const legacy = KEY.replace("/channel=", "/stream=");
+  const outside = `${DIR}/notes.ndjson.gz`;
+  const report = audit([
+    [legacy, [diff(1, 3, T0), diff(4, 6, T0 + 100 * MS)]],
+    [outside, [diff(7, 9, T0 + 200 * MS)]],
+  ]);
+  assert.deepEqual(
+    report.problems,
+    [
+      {
+        kind: "bad-key",
+        key: outside,
+        detail: "the key does not follow the archive layout (exchange=binance/market=…/channel=…/" +
+          "symbol=…/date=…/hour=…/<µs>_<instance>_<seq>.ndjson.gz)",
+        explained: false,
+      },
+    ] satisfies Problem[],
+  );
+  assert.equal(report.ok, false);
+  const s = onlyStream(report);
+  assert.deepEqual(
+    [s.stream, s.market, s.streamType, s.symbol, s.objects, s.messages, s.lastUpdateId],
+    [STREAM, "spot", "depth@100ms", "BTCUSDT", 1, 2, 6],
+  );
+});
+
+Deno.test("audit: a message stored twice is one duplicate", () => {
+  const report = audit([[KEY, [
+    diff(1, 3, T0),
+    diff(4, 6, T0 + 100 * MS),
+    diff(4, 6, T0 + 200 * MS),
+    diff(7, 9, T0 + 300 * MS),
+  ]]]);
+  assert.deepEqual(
+    report.problems,
+    [
+      {
+        kind: "duplicate",
+        stream: STREAM,
+        key: KEY,
+        line: 3,
+        time: "2026-11-02T10:00:00.200000Z",
+        recvTs: T0 + 200 * MS,
+        detail: "1 message(s) stored again (update ids 6, already at 6)",
+        explained: false,
+      },
+    ] satisfies Problem[],
+  );
+  assert.equal(report.ok, false);
+  const s = onlyStream(report);
+  assert.deepEqual([s.duplicates, s.messages, s.breaks], [1, 4, 0]);
+});
+
+Deno.test("audit: damaged lines are malformed, each with its reason; the rest still counts", () => {
+  const cut = diff(4, 6, T0 + 100 * MS).slice(0, 60);
+  let notJson = "";
+  try {
+    JSON.parse(cut);
+  } catch (error) {
+    notJson = `not JSON: ${(error as Error).message}`;
+  }
+  assert.notEqual(notJson, "");
+  const report = audit([[KEY, [
+    diff(1, 3, T0),
+    cut,
+    "[1,2]",
+    `{"recv_ts":${T0 + 150 * MS}.5,"stream":"${STREAM}","data":{}}`,
+    `{"recv_ts":${T0 + 160 * MS},"stream":"${STREAM}","data":[1]}`,
+    diff(4, 6, T0 + 200 * MS),
+  ]]]);
+  const malformed = (line: number, detail: string): Problem => ({
+    kind: "malformed",
+    stream: STREAM,
+    key: KEY,
+    line,
+    detail,
+    explained: false,
+  });
+  assert.deepEqual(report.problems, [
+    malformed(2, notJson),
+    malformed(3, "not a JSON object"),
+    malformed(4, "no integer recv_ts or no string stream"),
+    malformed(5, "neither an event nor a data object"),
+  ]);
+  assert.equal(report.ok, false);
+  const s = onlyStream(report);
+  assert.deepEqual([s.malformedLines, s.messages, s.breaks, s.lastUpdateId], [4, 2, 0, 6]);
+});
