@@ -19,7 +19,7 @@ export interface BatchLine {
   readonly recvTs: number;
   /** A data line (exchange message or snapshot), as opposed to an event line. */
   readonly isData: boolean;
-  /** A REST snapshot line (store/meta.ts: counted apart from messages). */
+  /** A REST snapshot line (archive/meta.ts: counted apart from messages). */
   readonly isSnapshot?: boolean;
   readonly firstUpdateId?: number;
   readonly lastUpdateId?: number;
