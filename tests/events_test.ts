@@ -223,3 +223,42 @@ Deno.test("gaps, clock offset and exchange lag reach the status through the stat
   assert.equal(status.recentEvents[0].detail, "expected update id 5, received 9");
   assert.equal(await value(metrics, "l2_clock_offset_seconds"), 0.25);
 });
+
+Deno.test("clock events: a step and a suspension are counted and logged under l2.clock; a suspension warns health", async () => {
+  await withLogs(async (records) => {
+    const metrics = new Metrics();
+    const tracker = new HealthTracker(NOW - 60_000);
+    const telemetry = new Telemetry({ metrics, now: () => NOW, tracker });
+    telemetry.clockStepped({ atUs: NOW * 1000, stepMs: 2500, direction: "forward" });
+    telemetry.suspended(
+      { fromUs: (NOW - 8000) * 1000, toUs: NOW * 1000, durationMs: 8000, measuredBy: "monotonic" },
+      "the process was suspended",
+    );
+    assert.equal(await value(metrics, "l2_clock_steps_total"), 1);
+    assert.equal(await value(metrics, "l2_suspensions_total"), 1);
+    const lines = records.map((r) => ({
+      category: r.category.join("."),
+      level: r.level,
+      text: r.message.join(""),
+    }));
+    assert.deepEqual(lines, [
+      {
+        category: "l2.clock",
+        level: "warning",
+        text: "The wall clock stepped forward by 2500 ms; receive times re-anchored to it",
+      },
+      {
+        category: "l2.clock",
+        level: "warning",
+        text: "the process was suspended for 8 s (nothing was received meanwhile); " +
+          "replacing every connection now",
+      },
+    ]);
+    const inputs = tracker.inputs(NOW, { restartsLastHour: 0, residentBytes: 0, spoolFull: false });
+    assert.deepEqual(inputs.lastSuspension, {
+      at: NOW,
+      durationMs: 8000,
+      reason: "the process was suspended",
+    });
+  });
+});

@@ -1,8 +1,9 @@
 /**
  * The receive clock of a run (feed/clock.ts), wired to what a suspension or a
- * clock step means for the record: an event line in every stream, a metric,
- * a log line and, for a suspension, the health warning and the caller's
- * reaction (replace every connection, fresh snapshots).
+ * clock step means for the record: an event line in every stream, the named
+ * event (ops/events.ts: a metric, a log line and, for a suspension, the health
+ * warning) and, for a suspension, the caller's reaction (replace every
+ * connection, fresh snapshots).
  *
  * `buffered_until` in a `suspended` line: frames read right after a resume
  * from a socket that was open during the pause sat in the OS's buffers, so
@@ -14,14 +15,10 @@
  * from the new connection can fall before it too: the bound is conservative.)
  */
 
-import { getLogger } from "@logtape/logtape";
 import type { Config } from "../config_types.ts";
 import { ReceiveClock, type Suspension } from "../feed/clock.ts";
-import type { HealthTracker } from "../ops/health.ts";
-import type { Metrics } from "../ops/metrics.ts";
+import type { Telemetry } from "../ops/events.ts";
 import type { Recorder } from "../feed/recorder.ts";
-
-const log = getLogger(["l2", "clock"]);
 
 /** How long after a resume lines from the old sockets may still be read, ms. */
 export const BUFFERED_ALLOWANCE_MS = 3000;
@@ -32,10 +29,8 @@ export interface ClockWiring {
   /** The streams recorded now (the set follows the exchange). */
   readonly streams: () => readonly string[];
   readonly recorder: Recorder;
-  readonly metrics: Metrics;
-  readonly tracker: HealthTracker;
-  /** Wall-clock ms for the health tracker. */
-  readonly now: () => number;
+  /** The `clockStepped` and `suspended` events: log line, metric, health warning. */
+  readonly telemetry: Pick<Telemetry, "clockStepped" | "suspended">;
   readonly wallMs?: () => number;
   readonly monotonicMs?: () => number;
   /** Runs just after the `suspended` lines are written (not inside the clock reading). */
@@ -45,17 +40,13 @@ export interface ClockWiring {
 }
 
 export function startClock(wiring: ClockWiring): ReceiveClock {
-  const { recorder, metrics } = wiring;
+  const { recorder, telemetry } = wiring;
   return new ReceiveClock({
     wallMs: wiring.wallMs,
     monotonicMs: wiring.monotonicMs,
     suspendThresholdMs: wiring.config.suspendThresholdSeconds * 1000,
     onStep: (step) => {
-      metrics.clockSteps.inc();
-      log.warn(
-        "The wall clock stepped {direction} by {stepMs} ms; receive times re-anchored to it",
-        { direction: step.direction, stepMs: step.stepMs },
-      );
+      telemetry.clockStepped(step);
       recorder.event(wiring.streams(), "clock_step", step.atUs, {
         step_ms: step.stepMs,
         direction: step.direction,
@@ -63,13 +54,7 @@ export function startClock(wiring: ClockWiring): ReceiveClock {
     },
     onSuspend: (suspension) => {
       const reason = suspensionReason(suspension, wiring.os ?? Deno.build.os);
-      metrics.suspensions.inc();
-      wiring.tracker.suspended(wiring.now(), suspension.durationMs, reason);
-      log.warn(
-        "{reason} for {seconds} s (nothing was received meanwhile); " +
-          "replacing every connection now",
-        { reason, seconds: Math.round(suspension.durationMs / 1000), ...suspension },
-      );
+      telemetry.suspended(suspension, reason);
       recorder.event(wiring.streams(), "suspended", suspension.toUs, suspendedDetails(suspension));
       // Out of the clock reading (which may sit inside a socket's handler).
       setTimeout(wiring.onSuspended, 0);

@@ -10,12 +10,16 @@
  */
 
 import { getLogger } from "@logtape/logtape";
+import type { ClockStep, Suspension } from "../feed/clock.ts";
 import type { CloseInfo, OpenInfo, SocketRole } from "../feed/connection.ts";
 import { Activity } from "./activity.ts";
+import type { HealthTracker } from "./health.ts";
 import type { Metrics } from "./metrics.ts";
 
 // The category these lines had when run.ts wrote them: LOG_FILE readers filter on it.
 const log = getLogger(["l2", "run"]);
+// The receive clock's lines keep the category they always had.
+const clockLog = getLogger(["l2", "clock"]);
 
 /** What health and /status read: totals since the start and the latest values. */
 export interface TelemetryState {
@@ -54,6 +58,8 @@ export interface TelemetryOptions {
   readonly market?: string;
   /** Wall-clock ms. */
   readonly now?: () => number;
+  /** Where a suspension raises health's warning; none in unit tests of other events. */
+  readonly tracker?: Pick<HealthTracker, "suspended">;
 }
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
@@ -78,6 +84,7 @@ export class Telemetry {
   readonly activity: Activity;
   readonly #market: string;
   readonly #now: () => number;
+  readonly #tracker: Pick<HealthTracker, "suspended"> | undefined;
   readonly #state: Mutable<TelemetryState> = { ...EMPTY_TELEMETRY_STATE, exchangeLag: new Map() };
 
   constructor(options: TelemetryOptions) {
@@ -85,6 +92,7 @@ export class Telemetry {
     this.activity = options.activity ?? new Activity();
     this.#market = options.market ?? "spot";
     this.#now = options.now ?? Date.now;
+    this.#tracker = options.tracker;
     // The lag histogram's series exist from the start (zero), not from the first sampled message.
     this.metrics.exchangeLag.zero({ market: this.#market });
   }
@@ -158,6 +166,26 @@ export class Telemetry {
       subject: stream,
       detail: `expected update id ${gap.expected}, received ${gap.received}`,
     });
+  }
+
+  /** The wall clock stepped; receive times are re-anchored to it (feed/clock.ts). */
+  clockStepped(step: ClockStep): void {
+    this.metrics.clockSteps.inc();
+    clockLog.warn(
+      "The wall clock stepped {direction} by {stepMs} ms; receive times re-anchored to it",
+      { direction: step.direction, stepMs: step.stepMs },
+    );
+  }
+
+  /** The process (or the machine) was suspended; `reason` says which, in words. */
+  suspended(suspension: Suspension, reason: string): void {
+    this.metrics.suspensions.inc();
+    this.#tracker?.suspended(this.#now(), suspension.durationMs, reason);
+    clockLog.warn(
+      "{reason} for {seconds} s (nothing was received meanwhile); " +
+        "replacing every connection now",
+      { reason, seconds: Math.round(suspension.durationMs / 1000), ...suspension },
+    );
   }
 
   /** GET /time measured the local clock against Binance's. */

@@ -109,12 +109,13 @@ export class Ops implements AsyncDisposable {
     this.#config = config;
     this.#options = options;
     this.#history = start.history;
+    this.#tracker = new HealthTracker(start.startedAt);
     this.telemetry = new Telemetry({
       metrics: options.metrics,
       market: config.market,
       now: options.now,
+      tracker: this.#tracker,
     });
-    this.#tracker = new HealthTracker(start.startedAt);
     this.#signal = AbortSignal.any([options.signal, this.#stop.signal]);
     // macOS: a power assertion for as long as this process records.
     this.#awake = preventSleep({ enabled: config.preventSleep });
@@ -128,7 +129,7 @@ export class Ops implements AsyncDisposable {
   /** Clock watch, receive clock, status server (a bad METRICS_ADDR stops the start), health loop. */
   start(storage: StorageView, feeds: FeedsView): ReceiveClock {
     const config = this.#config;
-    const { metrics, now } = this.#options;
+    const { now } = this.#options;
     this.#clockLoop = watchClock({
       restUrl: config.restUrl,
       market: config.market,
@@ -141,9 +142,7 @@ export class Ops implements AsyncDisposable {
       config,
       streams: () => feeds.streams(),
       recorder: feeds.recorder,
-      metrics,
-      tracker: this.#tracker,
-      now,
+      telemetry: this.telemetry,
       wallMs: this.#options.wallMs,
       monotonicMs: this.#options.monotonicMs,
       onSuspended: () => feeds.suspended(),
