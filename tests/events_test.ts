@@ -262,3 +262,17 @@ Deno.test("clock events: a step and a suspension are counted and logged under l2
     });
   });
 });
+
+Deno.test("a gap is counted once and logged once, by the event, under l2.recorder", async () => {
+  await withLogs(async (records) => {
+    const metrics = new Metrics();
+    const telemetry = new Telemetry({ metrics, now: () => NOW });
+    telemetry.gapDetected("btcusdt@depth", { expected: 11, received: 15 });
+    assert.equal(await value(metrics, "l2_sequence_gaps_total"), 1);
+    assert.equal(telemetry.state.sequenceGaps, 1);
+    assert.deepEqual(
+      records.map((r) => [r.category.join("."), r.level, r.message.join("")]),
+      [["l2.recorder", "warning", "Sequence gap on btcusdt@depth: expected 11, received 15"]],
+    );
+  });
+});

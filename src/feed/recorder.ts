@@ -51,7 +51,7 @@ export interface RecorderOptions {
    * gap or a reconnect (diff mode takes a snapshot then).
    */
   readonly onChainStart?: (stream: string) => void;
-  /** A break in a stream's update-id chain (after the `gap` event line is added). */
+  /** A break in a stream's update-id chain, after its `gap` line is added (the caller logs and counts it). */
   readonly onGap?: (stream: string, gap: { expected: number; received: number }) => void;
   /** Monotonic ms, for batch ages. */
   readonly monotonicMs?: () => number;
@@ -343,12 +343,6 @@ export class Recorder {
 
   #gap(stream: string, gap: { expected: number; received: number; recvTs: number }): void {
     const { expected, received } = gap;
-    this.#counters.gap();
-    log.warn("Sequence gap on {stream}: expected {expected}, received {received}", {
-      stream,
-      expected,
-      received,
-    });
     this.#add(stream, this.#event(stream, gap.recvTs, "gap", { expected, received }));
     this.#options.onGap?.(stream, { expected, received });
   }

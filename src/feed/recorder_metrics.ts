@@ -10,7 +10,6 @@ export interface RecorderMetrics {
   countBytes(bytes: number): void;
   countMessage(stream: string): void;
   readonly malformedFrames: { inc(): void };
-  readonly sequenceGaps: { inc(): void };
   readonly rotationRepeats: { inc(): void };
 }
 
@@ -55,10 +54,6 @@ export class RecorderCounters {
 
   malformed(): void {
     this.#metrics?.malformedFrames.inc();
-  }
-
-  gap(): void {
-    this.#metrics?.sequenceGaps.inc();
   }
 
   /** A message received twice while two sockets overlapped, kept once. */

@@ -18,6 +18,8 @@ import type { Metrics } from "./metrics.ts";
 
 // The category these lines had when run.ts wrote them: LOG_FILE readers filter on it.
 const log = getLogger(["l2", "run"]);
+// The recorder's gap line keeps its category too.
+const recorderLog = getLogger(["l2", "recorder"]);
 // The receive clock's lines keep the category they always had.
 const clockLog = getLogger(["l2", "clock"]);
 
@@ -160,6 +162,11 @@ export class Telemetry {
   /** A stream's update-id chain broke (the recorder logs it and counts it). */
   gapDetected(stream: string, gap: { expected: number; received: number }): void {
     this.#state.sequenceGaps++;
+    this.metrics.sequenceGaps.inc();
+    recorderLog.warn("Sequence gap on {stream}: expected {expected}, received {received}", {
+      stream,
+      ...gap,
+    });
     this.activity.event({
       at: this.#now(),
       kind: "gap",
