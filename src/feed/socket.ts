@@ -8,7 +8,7 @@
 import { getLogger } from "@logtape/logtape";
 import { isStale, watchEveryMs, watchRound } from "./reconnect.ts";
 import { Subscriber } from "./subscribe.ts";
-import type { CloseCause, CloseInfo, ConnectionOptions } from "./connection.ts";
+import type { CloseCause, CloseInfo, ConnectionOptions } from "./connection_types.ts";
 
 const log = getLogger(["l2", "feed"]);
 

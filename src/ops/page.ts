@@ -6,7 +6,7 @@
  */
 
 import type { Health, HealthLevel } from "./health.ts";
-import type { StatusReport } from "./http.ts";
+import type { StatusReport } from "./status_report.ts";
 import type { RatePoint } from "./activity.ts";
 
 export interface StatusPageData {
