@@ -121,3 +121,64 @@ async function* walk(dir: string): AsyncGenerator<string> {
     else if (entry.name.endsWith(".ts")) yield path;
   }
 }
+
+/** Every relative import of every file under `dir`, as resolved paths. */
+async function importGraph(dir: string): Promise<Map<string, string[]>> {
+  const graph = new Map<string, string[]>();
+  for await (const path of walk(dir)) {
+    const text = await Deno.readTextFile(path);
+    const targets = [...text.matchAll(/(?:from|import)\s*\(?\s*"(\.{1,2}\/[^"]+)"/g)]
+      .map((m) => join(path, "..", m[1]));
+    graph.set(path, targets);
+  }
+  return graph;
+}
+
+/** The files that reach themselves again through imports (Tarjan's strongly connected parts). */
+function cycles(graph: Map<string, string[]>): string[][] {
+  const index = new Map<string, number>();
+  const low = new Map<string, number>();
+  const stack: string[] = [];
+  const found: string[][] = [];
+  const visit = (node: string) => {
+    index.set(node, index.size);
+    low.set(node, index.get(node)!);
+    stack.push(node);
+    for (const next of graph.get(node) ?? []) {
+      if (!graph.has(next)) continue;
+      if (!index.has(next)) {
+        visit(next);
+        low.set(node, Math.min(low.get(node)!, low.get(next)!));
+      } else if (stack.includes(next)) low.set(node, Math.min(low.get(node)!, index.get(next)!));
+    }
+    if (low.get(node) === index.get(node)) {
+      const part: string[] = [];
+      let member: string;
+      do {
+        member = stack.pop()!;
+        part.push(member);
+      } while (member !== node);
+      if (part.length > 1) found.push(part.sort());
+    }
+  };
+  for (const node of graph.keys()) if (!index.has(node)) visit(node);
+  return found;
+}
+
+Deno.test("the cycle finder sees a cycle through a type-only import", () => {
+  const graph = new Map([
+    ["a.ts", ["b.ts"]],
+    ["b.ts", ["c.ts"]],
+    ["c.ts", ["a.ts"]],
+    ["d.ts", ["a.ts"]],
+  ]);
+  assert.deepEqual(cycles(graph), [["a.ts", "b.ts", "c.ts"]]);
+});
+
+Deno.test("no two files of src/ import each other, directly or round about", async () => {
+  const src = new URL("../src/", import.meta.url).pathname;
+  const graph = await importGraph(src);
+  assert.ok(graph.size > 50, "the walk found the source files");
+  const relative = cycles(graph).map((part) => part.map((p) => p.slice(src.length)));
+  assert.deepEqual(relative, []);
+});
