@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Batcher } from "../src/batch/batcher.ts";
 import { dataLine } from "../src/batch/encode.ts";
-import { Journal, recoverJournal } from "../src/batch/journal.ts";
+import { Journal, recoverJournal } from "../src/store/journal.ts";
 import { listFiles, tempDir } from "./support/temp.ts";
 
 function describe(line: string) {

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Batcher, type BatchLine, type SealedBatch } from "../src/batch/batcher.ts";
 import { dataLine, eventLine, gzipLines } from "../src/batch/encode.ts";
-import { Journal, recoverJournal } from "../src/batch/journal.ts";
+import { Journal, recoverJournal } from "../src/store/journal.ts";
 import { listFiles, tempDir } from "./support/temp.ts";
 import { delay, waitFor } from "./support/wait.ts";
 

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Batcher, type BatchLine } from "../src/batch/batcher.ts";
 import { dataLine, eventLine } from "../src/batch/encode.ts";
-import { Journal, recoverJournal } from "../src/batch/journal.ts";
+import { Journal, recoverJournal } from "../src/store/journal.ts";
 import {
   lineKindOf,
   META_FIELDS,

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import type { SealedBatch } from "../src/batch/batcher.ts";
 import { GzipBody, localDeflater } from "../src/batch/body.ts";
 import { ChunkPool } from "../src/batch/chunks.ts";
-import { Journal } from "../src/batch/journal.ts";
+import { Journal } from "../src/store/journal.ts";
 import { HealthTracker } from "../src/ops/health.ts";
 import { handler } from "../src/ops/http.ts";
 import { Metrics } from "../src/ops/metrics.ts";

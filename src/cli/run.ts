@@ -16,7 +16,7 @@ import { Batcher, type SealedBatch } from "../batch/batcher.ts";
 import { ChunkPool } from "../batch/chunks.ts";
 import { HoleMarker } from "../batch/holes.ts";
 import { GzipPool, workerDeflater } from "../batch/compress.ts";
-import { Journal, recoverJournal } from "../batch/journal.ts";
+import { Journal, recoverJournal } from "../store/journal.ts";
 import { planKey } from "../batch/keys.ts";
 import { updateIds } from "../binance/frames.ts";
 import { watchClock } from "../binance/clock.ts";

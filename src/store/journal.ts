@@ -33,17 +33,14 @@
 
 import { getLogger } from "@logtape/logtape";
 import { join } from "node:path";
-import type { BatchObserver, SealedBatch } from "./batcher.ts";
-import { type Deflater, GzipBody, localDeflater } from "./body.ts";
-import { ChunkPool } from "./chunks.ts";
-import { droppedLine, eventLine } from "./encode.ts";
-import {
-  CHECKED_SEGMENT_SUFFIX,
-  type JournalRecord,
-  parseSegment,
-  SEGMENT_SUFFIX,
-  stampCrc,
-} from "./journal_records.ts";
+import type { BatchObserver, SealedBatch } from "../batch/batcher.ts";
+import { localDeflater } from "../batch/body.ts";
+import { ChunkPool } from "../batch/chunks.ts";
+import { type JournalReading, readLineSegment } from "./journal_lines.ts";
+import { CHECKED_SEGMENT_SUFFIX, SEGMENT_SUFFIX, stampCrc } from "./journal_records.ts";
+import { type LineFacts, rebuildBatches, type RebuildOptions } from "./journal_rebuild.ts";
+
+export type { LineFacts } from "./journal_rebuild.ts";
 
 const log = getLogger(["l2", "journal"]);
 
@@ -371,20 +368,9 @@ export interface RecoveredJournal {
   readonly skipped: readonly string[];
 }
 
-/** A run of damaged line records inside a batch. */
-interface Hole {
-  readonly hole: true;
-  records: number;
-}
-
-interface Pending {
-  /** Absent when the batch's open record was damaged. */
-  key?: string;
-  stream?: string;
-  readonly id: number;
-  readonly items: Array<LineFacts | Hole>;
-  sealed: boolean;
-  settled: boolean;
+export interface RecoverOptions extends Partial<RebuildOptions> {
+  /** What a line says about itself: receive time, data or event, update ids. */
+  readonly describe: (line: string) => Omit<LineFacts, "text">;
 }
 
 /**
@@ -397,138 +383,31 @@ interface Pending {
  * batch is legible becomes a `dropped` event in its place (reason
  * "journal damage", with the count), and the intact lines around it are
  * kept. A batch whose open record is damaged is rebuilt under the key
- * `rekey` gives it (from its lines) with a `recovered` line saying so.
+ * `rekey` gives it (from its lines) with a `recovered` line saying so;
+ * without `rekey`, or when it returns undefined, those lines are lost
+ * (logged and counted). The rebuilt batches are compressed with `deflater`
+ * (default: on this thread, level 5) into `pool` (default: their own).
  */
-// deno-lint-ignore arch/max-function-lines -- issue 14: not yet split
 export async function recoverJournal(
   dir: string,
-  options: {
-    describe: (line: string) => Omit<LineFacts, "text">;
-    /** Where the rebuilt batches' text is kept (default: a pool of their own). */
-    pool?: ChunkPool;
-    /** Compresses the rebuilt batches as they are rebuilt (default: on this thread, level 5). */
-    deflater?: Deflater;
-    /**
-     * Key and stream for a batch whose open record is damaged, from its lines
-     * (`index` numbers such batches); without it, or when it returns
-     * undefined, those lines are lost (logged and counted).
-     */
-    rekey?: (
-      lines: readonly string[],
-      index: number,
-    ) => { key: string; stream: string } | undefined;
-  },
+  options: RecoverOptions,
 ): Promise<RecoveredJournal> {
-  const files: string[] = [];
-  try {
-    for await (const entry of Deno.readDir(dir)) {
-      if (entry.isFile && entry.name.endsWith(SEGMENT_SUFFIX)) files.push(entry.name);
-    }
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) {
-      return { batches: [], files: [], badRecords: 0, unattributed: 0, skipped: [] };
-    }
-    throw error;
-  }
-  files.sort();
-  const pending = new Map<string, Pending>();
-  const pendingFor = (ref: string, id: string): Pending => {
-    let batch = pending.get(ref);
-    if (!batch) {
-      batch = { id: Number(id), items: [], sealed: false, settled: false };
-      pending.set(ref, batch);
-    }
-    return batch;
+  const files = await segmentFiles(dir);
+  const reading: JournalReading = {
+    pending: new Map(),
+    describe: options.describe,
+    badRecords: 0,
+    unattributed: 0,
+    skipped: [],
   };
-  const addHole = (batch: Pending) => {
-    const last = batch.items[batch.items.length - 1];
-    if (last && "hole" in last) last.records++;
-    else batch.items.push({ hole: true, records: 1 });
-  };
-  let badRecords = 0;
-  let unattributed = 0;
-  const skipped: string[] = [];
-  for (const name of files) {
-    const run = name.slice(0, name.indexOf("-"));
-    const records: JournalRecord[] = parseSegment(
-      await Deno.readFile(join(dir, name)),
-      name.endsWith(CHECKED_SEGMENT_SUFFIX),
-    );
-    for (const record of records) {
-      if (!record.ok) {
-        badRecords++;
-        skipped.push(`${name}:${record.line} (${record.why})`);
-        if (record.kind === "l" && record.id !== undefined) {
-          addHole(pendingFor(`${run}/${record.id}`, record.id));
-        } else if (record.kind === undefined) unattributed++;
-        continue;
-      }
-      const [kind, id, ...rest] = record.fields;
-      const ref = `${run}/${id}`;
-      if (kind === "o" && rest.length === 2) {
-        const batch = pendingFor(ref, id);
-        batch.key = rest[0];
-        batch.stream = rest[1];
-      } else if (kind === "l" && rest.length >= 1) {
-        const batch = pendingFor(ref, id);
-        const line = rest.join("\t");
-        try {
-          batch.items.push({ text: line, ...options.describe(line) });
-        } catch {
-          // Intact but unreadable (an old unchecked segment's damage): a hole, not a changed line.
-          badRecords++;
-          skipped.push(`${name} (a line that is not an archive line)`);
-          addHole(batch);
-        }
-      } else if (kind === "s" && id !== undefined) pendingFor(ref, id).sealed = true;
-      else if (kind === "r" && id !== undefined) pendingFor(ref, id).settled = true;
-      else badRecords++;
-    }
-  }
-  const batches: SealedBatch[] = [];
-  const pool = options.pool ?? new ChunkPool();
-  const deflater = options.deflater ?? localDeflater(5);
-  let rekeyed = 0;
-  for (const batch of pending.values()) {
-    if (batch.settled) continue;
-    const kept = batch.items.filter((item): item is LineFacts => !("hole" in item));
-    const holes = batch.items.length - kept.length;
-    const damaged = batch.items.reduce((n, item) => n + ("hole" in item ? item.records : 0), 0);
-    if (kept.length === 0) {
-      unattributed += damaged;
-      continue;
-    }
-    let { key, stream } = batch;
-    const rebuilt = key === undefined || stream === undefined;
-    if (rebuilt) {
-      const named = options.rekey?.(kept.map((l) => l.text), rekeyed++);
-      if (!named) {
-        log.error(
-          "Lost {lines} journal lines of a batch whose open record is damaged: no key for them",
-          { lines: kept.length },
-        );
-        unattributed += kept.length + damaged;
-        continue;
-      }
-      ({ key, stream } = named);
-    }
-    const lines = holes === 0 ? [...kept] : fillHoles(batch.items, stream!);
-    if (!batch.sealed || rebuilt) {
-      // Stamped with the last known receive time, not "now", so recovering
-      // the same journal twice writes identical objects.
-      const last = lines[lines.length - 1];
-      const details: Record<string, unknown> = {
-        reason: rebuilt
-          ? "the previous run's journal lost this batch's open record; rebuilt under a new key"
-          : "the previous run stopped without sealing this batch; lines after this point were lost",
-        lines: lines.length,
-      };
-      if (damaged > 0) details.damaged_records = damaged;
-      const text = eventLine(last.recvTs, stream!, "recovered", details);
-      lines.push({ text, recvTs: last.recvTs, isData: false });
-    }
-    batches.push(sealedFromLines(key!, stream!, lines, { pool, deflater }));
-  }
+  for (const name of files) readLineSegment(reading, name, await Deno.readFile(join(dir, name)));
+  const rebuilt = rebuildBatches(reading.pending.values(), {
+    pool: options.pool ?? new ChunkPool(),
+    deflater: options.deflater ?? localDeflater(5),
+    rekey: options.rekey,
+  });
+  const { badRecords, skipped } = reading;
+  const unattributed = reading.unattributed + rebuilt.unattributed;
   if (badRecords > 0) {
     log.warn("Skipped {badRecords} unreadable journal records: {skipped}", {
       badRecords,
@@ -536,76 +415,20 @@ export async function recoverJournal(
       unattributed,
     });
   }
-  return { batches, files: files.map((f) => join(dir, f)), badRecords, unattributed, skipped };
+  const paths = files.map((f) => join(dir, f));
+  return { batches: rebuilt.batches, files: paths, badRecords, unattributed, skipped };
 }
 
-/**
- * A batch's lines with each run of damaged records replaced by one
- * `dropped` line, timed between its neighbours (the lost lines' own times
- * are unknown: they lie within the bounds given).
- */
-function fillHoles(items: ReadonlyArray<LineFacts | Hole>, stream: string): LineFacts[] {
-  const out: LineFacts[] = [];
-  items.forEach((item, index) => {
-    if (!("hole" in item)) {
-      out.push(item);
-      return;
+/** The journal's segments, oldest first; none when the directory does not exist. */
+async function segmentFiles(dir: string): Promise<string[]> {
+  const files: string[] = [];
+  try {
+    for await (const entry of Deno.readDir(dir)) {
+      if (entry.isFile && entry.name.endsWith(SEGMENT_SUFFIX)) files.push(entry.name);
     }
-    const before = out[out.length - 1]?.recvTs;
-    const after = items.slice(index + 1).find((i): i is LineFacts => !("hole" in i))?.recvTs;
-    const recvTs = before ?? after!;
-    const text = droppedLine(recvTs, stream, {
-      reason: "journal damage",
-      messages: item.records,
-      firstRecvTs: before ?? after!,
-      lastRecvTs: after ?? before!,
-    });
-    out.push({ text, recvTs, isData: false });
-  });
-  return out;
-}
-
-export interface LineFacts {
-  readonly text: string;
-  readonly recvTs: number;
-  readonly isData: boolean;
-  readonly isSnapshot?: boolean;
-  readonly firstUpdateId?: number;
-  readonly lastUpdateId?: number;
-}
-
-function sealedFromLines(
-  key: string,
-  stream: string,
-  lines: readonly LineFacts[],
-  text: { pool: ChunkPool; deflater: Deflater },
-): SealedBatch {
-  let messages = 0;
-  let snapshots = 0;
-  let firstUpdateId: number | undefined;
-  let lastUpdateId: number | undefined;
-  for (const line of lines) {
-    if (line.isSnapshot) snapshots++;
-    else if (line.isData) messages++;
-    if (line.firstUpdateId !== undefined) firstUpdateId ??= line.firstUpdateId;
-    if (line.lastUpdateId !== undefined) lastUpdateId = line.lastUpdateId;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return [];
+    throw error;
   }
-  const body = new GzipBody(text);
-  for (const line of lines) body.appendLine(line.text);
-  return {
-    key,
-    stream,
-    body,
-    textBytes: body.byteLength,
-    recovered: true,
-    meta: {
-      messages,
-      snapshots,
-      events: lines.length - messages - snapshots,
-      firstRecvTs: lines[0].recvTs,
-      lastRecvTs: lines.reduce((max, l) => Math.max(max, l.recvTs), 0),
-      firstUpdateId,
-      lastUpdateId,
-    },
-  };
+  return files.sort();
 }
