@@ -128,6 +128,8 @@ Deno.test("a spool write that fails (a disk error, not a full spool) is reported
   assert.deepEqual(settled, ["dropped"]);
 });
 
+const emptyBody = () => new GzipBody({ pool: new ChunkPool(), deflater: localDeflater(5) });
+
 Deno.test({
   name: "a failed crash-journal write is reported on every failure",
   sanitizeOps: false,
@@ -152,11 +154,11 @@ Deno.test({
         onWriteFailed: () => failures++,
       });
       try {
-        journal.opened("k1", "s");
+        journal.opened("k1", "s", emptyBody());
         await journal.flush();
         assert.equal(failures, 0);
         failing = true;
-        journal.opened("k2", "s");
+        journal.opened("k2", "s", emptyBody());
         await journal.flush();
         await journal.flush();
         assert.equal(failures, 2);

@@ -1,9 +1,15 @@
 /**
- * Reading the crash journal's segments back at start-up (records: see
- * journal.ts; framing: journal_records.ts) into the batches they describe,
- * before journal_rebuild.ts turns those into sealed batches. Damage is
- * skipped record by record: a damaged line record of a legible batch
- * becomes a hole (a `dropped` line), never a changed line.
+ * Reading segments of the earlier crash journal, which held every line of
+ * every open batch uncompressed (`.v2.jnl`, each record after its CRC-32;
+ * the oldest `.jnl`, unchecked). The journal no longer writes them, but a
+ * journal left by a crash of an earlier version must still be recovered
+ * after an upgrade. Records, one per line, fields separated by tabs:
+ *   o <id> <key> <stream>   a batch opened
+ *   l <id> <line>           an archive line
+ *   s <id>                  the batch was sealed (complete)
+ *   r <id>                  the batch was settled (no longer needs recovery)
+ * Damage is skipped record by record: a damaged line record of a legible
+ * batch becomes a hole (a `dropped` line), never a changed line.
  */
 
 import { CHECKED_SEGMENT_SUFFIX, type JournalRecord, parseSegment } from "./journal_records.ts";
