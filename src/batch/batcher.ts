@@ -28,8 +28,12 @@ export interface BatchLine {
 
 export interface SealedBatch {
   readonly key: string;
-  /** Resolves once the batch is safe in the crash journal (absent without one). */
-  readonly durable?: Promise<void>;
+  /**
+   * Resolves once the batch is safe in the crash journal (absent without
+   * one), with the journal's file that holds the finished object, when it
+   * is whole (see `ObjectFile`).
+   */
+  readonly durable?: Promise<ObjectFile | undefined>;
   readonly stream: string;
   /** The NDJSON text, mostly compressed already; the uploader finishes it. */
   readonly body: GzipBody;
@@ -43,6 +47,12 @@ export interface SealedBatch {
   readonly recovered?: boolean;
 }
 
+/** A file holding a sealed batch's finished gzip object, byte for byte what `body.finish()` gives. */
+export interface ObjectFile {
+  readonly path: string;
+  readonly bytes: number;
+}
+
 /**
  * Follows every batch's life, e.g. to journal it. Called synchronously. The
  * crash journal takes the body's compressed pieces as they are cut (see
@@ -50,8 +60,8 @@ export interface SealedBatch {
  */
 export interface BatchObserver {
   opened(key: string, stream: string, body: GzipBody): void;
-  /** Returns a promise that resolves when the seal is durable. */
-  sealed(key: string): Promise<void>;
+  /** Returns a promise that resolves when the seal is durable (with the object's file, if whole). */
+  sealed(key: string): Promise<ObjectFile | undefined>;
 }
 
 export interface BatcherOptions {

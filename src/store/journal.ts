@@ -34,7 +34,7 @@
 import { getLogger } from "@logtape/logtape";
 import { join } from "node:path";
 import { crc32 } from "node:zlib";
-import type { BatchObserver, SealedBatch } from "../batch/batcher.ts";
+import type { BatchObserver, ObjectFile, SealedBatch } from "../batch/batcher.ts";
 import {
   type BodyPiece,
   FINAL_BLOCK,
@@ -152,7 +152,8 @@ export class Journal implements BatchObserver {
   #flushing: Promise<void> = Promise.resolve();
   /** The flush waiting for the one in progress; later calls join it. */
   #nextFlush: Promise<void> | undefined;
-  #waiters: Array<() => void> = [];
+  /** Seals waiting to be durable, each with its batch. */
+  #waiters: Array<{ entry: Entry; resolve: (file: ObjectFile | undefined) => void }> = [];
   #timer: ReturnType<typeof setInterval> | undefined;
   /** Segment bytes a failed write left behind, written first next time. */
   #unwritten: Uint8Array | undefined;
@@ -197,12 +198,15 @@ export class Journal implements BatchObserver {
     this.#record(id, `o\t${id}\t${key}\t${stream}`);
   }
 
-  sealed(key: string): Promise<void> {
+  /** Resolves once the seal is written, with the batch file (then the whole object) if it is whole. */
+  sealed(key: string): Promise<ObjectFile | undefined> {
     const entry = this.#entries.get(key);
-    if (!entry) return Promise.resolve();
+    if (!entry) return Promise.resolve(undefined);
     entry.sealing = true;
     this.#take(entry);
-    const written = new Promise<void>((resolve) => this.#waiters.push(resolve));
+    const written = new Promise<ObjectFile | undefined>((resolve) =>
+      this.#waiters.push({ entry, resolve })
+    );
     this.flush();
     return written;
   }
@@ -290,7 +294,11 @@ export class Journal implements BatchObserver {
     const stuck = this.#failingSince !== undefined &&
       this.#now() - this.#failingSince < MAX_SEAL_WAIT_MS;
     if (stuck) this.#waiters.unshift(...waiters);
-    else for (const resolve of waiters) resolve();
+    else {
+      for (const { entry, resolve } of waiters) {
+        resolve(entry.ended ? { path: entry.path, bytes: entry.written } : undefined);
+      }
+    }
     if (!segmentWritten) return; // do not rotate with records still owed to this segment
     for (const path of settledFiles) await Deno.remove(path).catch(() => {});
     await this.#rotateIfDue();
