@@ -94,3 +94,29 @@ Deno.test("a sink without putFile stores the same object from its bytes", async 
   assert.deepEqual(puts, [whole]);
   await journal.close();
 });
+
+Deno.test("pieces written to the journal leave the body's memory and are read back when the object is needed as bytes", async () => {
+  await using tmp = await tempDir();
+  const journal = await Journal.start(join(tmp.path, "journal"), { flushMs: 60_000 });
+  const batcher = new Batcher({
+    batchMs: 60_000,
+    maxLines: 1000,
+    planKey: () => KEY,
+    observer: journal,
+  });
+  const lines: string[] = [];
+  for (let i = 0; i < 200; i++) {
+    const text = dataLine(1000 + i, STREAM, `{"u":${i},"pad":"${"x".repeat(i % 50)}"}`);
+    batcher.add(STREAM, { text, recvTs: 1000 + i, isData: true }, 0);
+    lines.push(text);
+    if (i % 20 === 19) await journal.flush();
+  }
+  // Ten pieces written: the open batch holds only its (empty) chunk of raw text.
+  assert.ok(batcher.openBytes <= 16 * 1024, `${batcher.openBytes} bytes held`);
+  const [batch] = batcher.sealAll();
+  await batch.durable;
+  assert.deepEqual(await batch.body.lines(), lines);
+  const body = await batch.body.finish();
+  assert.deepEqual(new TextDecoder().decode(gunzipSync(body)).trim().split("\n"), lines);
+  await journal.close();
+});

@@ -92,6 +92,8 @@ export const FINAL_BLOCK: Uint8Array = new Uint8Array([0x03, 0x00]);
 
 /** One piece of a body: its compressed bytes (once deflated) and what text it holds. */
 export interface BodyPiece {
+  /** Its place among the body's pieces (for `spill`). */
+  readonly index: number;
   /** Raw deflate, ending on a full flush; rejects if it could not be compressed. */
   readonly bytes: Promise<Uint8Array>;
   /** Lines in this piece. */
@@ -132,8 +134,11 @@ export class GzipBody {
   readonly #pieceBytes: () => number;
   #account: MemoryAccount | undefined;
   #tail: ChunkedText;
-  /** Compressed pieces, in order; each resolves once deflated. */
-  readonly #pieces: Promise<Uint8Array>[] = [];
+  /**
+   * Compressed pieces, in order; each resolves once deflated. A piece that
+   * was spilled (see `spill`) is a function that reads it back.
+   */
+  readonly #pieces: Array<Promise<Uint8Array> | (() => Promise<Uint8Array>)> = [];
   /** Pieces cut since `takePieces` was last called. */
   #untaken: BodyPiece[] = [];
   /** CRC-32 of the text handed to pieces so far. */
@@ -215,6 +220,17 @@ export class GzipBody {
     return taken;
   }
 
+  /**
+   * The piece's bytes are safe elsewhere (the crash journal's file): the
+   * body lets go of them and reads them back with `read` if it is finished
+   * (a sink that cannot take the journal's file). `bytes`: the piece's length.
+   */
+  spill(piece: BodyPiece, bytes: number, read: () => Promise<Uint8Array>): void {
+    if (this.#gone || typeof this.#pieces[piece.index] !== "object") return;
+    this.#pieces[piece.index] = read;
+    this.#count(-bytes);
+  }
+
   /** Stops counting this body against its account (the batch sealed); returns what it held. */
   detach(): number {
     if (this.#account) this.#account.bytes -= this.#held;
@@ -231,7 +247,7 @@ export class GzipBody {
     this.flush();
     this.#state = "finished";
     try {
-      const pieces = await Promise.all(this.#pieces);
+      const pieces = await Promise.all(this.#pieces.map(readPiece));
       return concatBytes([
         gzipHeader(this.#deflater.level),
         ...pieces,
@@ -256,7 +272,7 @@ export class GzipBody {
     this.#check("read");
     // What is appended now: the pieces so far and a copy of the tail, which
     // may be cut or appended to while the pieces are awaited.
-    const cut = [...this.#pieces];
+    const cut = this.#pieces.map(readPiece);
     const tail = concatBytes([new Uint8Array(0), ...this.#tail.chunks()]);
     const pieces = await Promise.all(cut);
     const parts: Uint8Array[] = [];
@@ -296,6 +312,7 @@ export class GzipBody {
     piece.catch(() => {});
     this.#pieces.push(piece);
     this.#untaken.push({
+      index: this.#pieces.length - 1,
       bytes: piece,
       lines: this.#lines - this.#cutLines,
       totalLines: this.#lines,
@@ -323,4 +340,9 @@ export class GzipBody {
       throw new Error(`cannot ${what} a batch body that was already ${this.#state}`);
     }
   }
+}
+
+/** A piece's bytes, read back if it was spilled. */
+function readPiece(piece: Promise<Uint8Array> | (() => Promise<Uint8Array>)): Promise<Uint8Array> {
+  return typeof piece === "function" ? piece() : piece;
 }

@@ -125,6 +125,8 @@ interface Entry {
   broken: boolean;
   /** Settled: nothing more is written for it. */
   settled: boolean;
+  /** The file as last read back for spilled pieces, and how far it was written then. */
+  readBack?: { upTo: number; bytes: Promise<Uint8Array> };
   /** Text CRC-32 and length up to the last piece written. */
   textCrc: number;
   textBytes: number;
@@ -314,12 +316,16 @@ export class Journal implements BatchObserver {
     if (entry.ended || entry.broken || entry.settled) return;
     const parts: Uint8Array[] = entry.written === 0 ? [gzipHeader(entry.body.level)] : [];
     const records: string[] = [];
+    const spills: Array<() => void> = [];
     let offset = entry.written + (entry.written === 0 ? parts[0].length : 0);
     let done = 0;
     for (const piece of entry.queue) {
       const bytes = await piece.bytes.catch(() => undefined);
       if (!bytes) break;
       records.push(pieceRecord(entry.id, offset, bytes, piece));
+      // Only numbers in the closure: the piece's bytes must not stay referenced.
+      const [at, length] = [offset, bytes.length];
+      spills.push(() => entry.body.spill(piece, length, () => this.#read(entry, at, length)));
       parts.push(bytes);
       offset += bytes.length;
       done++;
@@ -334,6 +340,8 @@ export class Journal implements BatchObserver {
     if (last) ({ textCrc: entry.textCrc, textBytes: entry.textBytes } = last);
     if (last) entry.totalLines = last.totalLines;
     for (const record of records) this.#record(entry.id, record);
+    // Written: the body need not hold these pieces any more.
+    for (const spill of spills) spill();
     if (ends) {
       entry.ended = true;
       this.#record(entry.id, `s\t${entry.id}\t${entry.totalLines}`);
@@ -348,6 +356,20 @@ export class Journal implements BatchObserver {
     log.error("A piece of batch {id} could not be compressed: its journal stops there", {
       id: entry.id,
     });
+  }
+
+  /**
+   * A piece the entry's file holds at `offset`, read back (one read of the
+   * file for all the pieces of a batch that is finished from its bytes).
+   */
+  async #read(entry: Entry, offset: number, length: number): Promise<Uint8Array> {
+    const end = offset + length;
+    if (!entry.readBack || entry.readBack.upTo < end) {
+      entry.readBack = { upTo: entry.written, bytes: Deno.readFile(entry.path) };
+    }
+    const bytes = (await entry.readBack.bytes).subarray(offset, end);
+    if (bytes.length !== length) throw new Error(`${entry.path} is shorter than written`);
+    return bytes;
   }
 
   /**
