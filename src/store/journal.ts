@@ -125,6 +125,8 @@ interface Entry {
   broken: boolean;
   /** Settled: nothing more is written for it. */
   settled: boolean;
+  /** A write failed: the file may hold bytes beyond `written`. */
+  torn?: boolean;
   /** The file as last read back for spilled pieces, and how far it was written then. */
   readBack?: { upTo: number; bytes: Promise<Uint8Array> };
   /** Text CRC-32 and length up to the last piece written. */
@@ -285,7 +287,7 @@ export class Journal implements BatchObserver {
     for (const entry of entries) this.#take(entry);
     // The pieces compress on the gzip workers; all of them are awaited together.
     await Promise.allSettled(entries.flatMap((e) => e.queue.map((piece) => piece.bytes)));
-    for (const entry of entries) await this.#writeEntry(entry);
+    await Promise.all(entries.map((entry) => this.#writeEntry(entry)));
     // Batch files whose settle record goes out in this write, taken with it.
     const settledFiles = this.#settledFiles;
     this.#settledFiles = [];
@@ -381,13 +383,19 @@ export class Journal implements BatchObserver {
    */
   async #append(entry: Entry, bytes: Uint8Array): Promise<boolean> {
     try {
-      using file = await Deno.open(entry.path, { write: true, create: true });
-      if (entry.written > 0) await file.seek(entry.written, Deno.SeekMode.Start);
-      let written = 0;
-      while (written < bytes.length) written += await file.write(bytes.subarray(written));
+      // After a failed write the file may hold part of it: cut that off first.
+      if (entry.torn) {
+        await Deno.truncate(entry.path, entry.written).catch((error) => {
+          if (!(error instanceof Deno.errors.NotFound)) throw error;
+        });
+      }
+      entry.torn = false;
+      // One operation (open, append, close): the cheapest for 1,500 files a flush.
+      await Deno.writeFile(entry.path, bytes, { append: true });
       entry.written += bytes.length;
       return true;
     } catch (error) {
+      entry.torn = true;
       this.#writeFailed(error);
       return false;
     }
