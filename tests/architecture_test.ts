@@ -111,7 +111,11 @@ Deno.test("every architecture exception in src/ states its reason", async () => 
       if (/deno-lint-ignore(-file)? arch\//.test(line)) ignores.push(`${path}: ${line.trim()}`);
     }
   }
-  for (const ignore of ignores) assert.match(ignore, /arch\/[a-z-]+ -- \S.{8,}/);
+  for (const ignore of ignores) {
+    assert.match(ignore, /arch\/[a-z-]+ -- \S.{8,}/);
+    // Issue 14 split every function that was over the bound; none waits for it any more.
+    assert.doesNotMatch(ignore, /not yet split/);
+  }
 });
 
 async function* walk(dir: string): AsyncGenerator<string> {

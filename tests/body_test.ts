@@ -8,7 +8,7 @@
  */
 
 import assert from "node:assert/strict";
-import { crc32, gunzipSync, gzipSync, inflateRawSync } from "node:zlib";
+import { constants, crc32, deflateRawSync, gunzipSync, gzipSync, inflateRawSync } from "node:zlib";
 import { type Deflater, GzipBody, localDeflater, type MemoryAccount } from "../src/batch/body.ts";
 import { ChunkPool } from "../src/batch/chunks.ts";
 import { GzipPool, workerDeflater } from "../src/batch/compress.ts";
@@ -106,14 +106,55 @@ Deno.test("a body cut into pieces is one gzip member of exactly its lines, for a
   }
 });
 
-Deno.test("a body that never reached a piece is byte for byte gzipSync of its text", async () => {
+Deno.test("a body that never reached a piece is gzipSync's header, its text deflated, an empty final block and the trailer", async () => {
   const texts = lines(200, 3);
   for (const level of [1, 5, 9]) {
     const body = bodyOf(texts, { pieceBytes: Infinity, deflater: localDeflater(level) });
     const gz = await body.finish();
     assert.equal(body.pieceCount, 1);
-    assert.deepEqual(gz, new Uint8Array(gzipSync(ndjson(texts), { level })), `level ${level}`);
+    const text = ndjson(texts);
+    const oneShot = new Uint8Array(gzipSync(text, { level }));
+    const deflated = deflateRawSync(text, { level, finishFlush: constants.Z_SYNC_FLUSH });
+    assert.deepEqual(gz.subarray(0, 10), oneShot.subarray(0, 10), `level ${level}: header`);
+    assert.deepEqual(gz.subarray(10, 10 + deflated.length), new Uint8Array(deflated));
+    assert.deepEqual([...gz.subarray(10 + deflated.length, -8)], [0x03, 0x00]);
+    assert.deepEqual(gz.subarray(-8), oneShot.subarray(-8), `level ${level}: trailer`);
   }
+});
+
+Deno.test("pieces cut every few lines (the journal's flushes) make one gzip member of exactly the lines", async () => {
+  const texts = lines(3000, 11);
+  const whole = gzipSync(ndjson(texts), { level: 5 }).length;
+  const body = bodyOf(texts.slice(0, 0), { pieceBytes: Infinity });
+  // A quiet stream flushed by the journal every 250 ms: a piece every 3 lines.
+  texts.forEach((line, i) => {
+    body.appendLine(line);
+    if (i % 3 === 2) body.flush();
+  });
+  const gz = await body.finish();
+  assert.equal(body.pieceCount, 1000);
+  assertOneMember(gz, ndjson(texts));
+  assert.ok(gz.length < whole * 1.25, `${gz.length} vs ${whole} one-shot`);
+});
+
+Deno.test("takePieces hands each piece over once, in order, with running line counts and text CRC", async () => {
+  const texts = lines(30, 4);
+  const body = bodyOf([], { pieceBytes: Infinity });
+  texts.slice(0, 10).forEach((l) => body.appendLine(l));
+  body.flush();
+  texts.slice(10).forEach((l) => body.appendLine(l));
+  body.flush();
+  body.flush(); // nothing new: no piece
+  const pieces = body.takePieces();
+  assert.deepEqual(body.takePieces(), []);
+  assert.deepEqual(pieces.map((p) => [p.lines, p.totalLines]), [[10, 10], [20, 30]]);
+  assert.equal(pieces[1].textCrc, crc32(ndjson(texts)) >>> 0);
+  assert.equal(pieces[1].textBytes, ndjson(texts).length);
+  const joined = new Uint8Array([...await pieces[0].bytes, ...await pieces[1].bytes]);
+  assert.deepEqual(
+    new Uint8Array(inflateRawSync(joined, { finishFlush: constants.Z_SYNC_FLUSH })),
+    ndjson(texts),
+  );
 });
 
 Deno.test("pieces cost little size at the default piece size", async () => {

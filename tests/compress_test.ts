@@ -295,3 +295,31 @@ Deno.test("workerDeflater leaves a failing pool alone for a while, compressing o
   assert.deepEqual(inflate(await deflater.deflateRaw([input], true)), input);
   assert.equal(calls, 2, "tried again after retryAfterMs");
 });
+
+Deno.test("calls made in one turn go to the worker as one message, each answered with its own bytes", async () => {
+  using pool = new GzipPool({ level: 5 });
+  const deflater = workerDeflater(pool);
+  const inputs = Array.from({ length: 300 }, (_, i) => ndjson(3 + (i % 5), i));
+  const calls = inputs.map((input, i) => deflater.deflateRaw(chunked(input, 100), i === 299));
+  await Promise.resolve(); // the turn ends: the calls are sent
+  assert.equal(pool.pending, 1, "one message for 300 calls");
+  const bodies = await Promise.all(calls);
+  bodies.forEach((body, i) => {
+    const finishFlush = i === 299 ? constants.Z_FINISH : constants.Z_FULL_FLUSH;
+    assert.deepEqual(body, new Uint8Array(deflateRawSync(inputs[i], { level: 5, finishFlush })));
+  });
+});
+
+Deno.test("deflateRawMany equals deflateRawSync of each input, and rejects once the pool is closed", async () => {
+  const pool = new GzipPool({ level: 1 });
+  const inputs = [ndjson(50, 1), new Uint8Array(0), ndjson(7, 2)];
+  const bodies = await pool.deflateRawMany(
+    inputs.map((input) => ({ chunks: [input], final: false })),
+  );
+  bodies.forEach((body, i) => {
+    const want = deflateRawSync(inputs[i], { level: 1, finishFlush: constants.Z_FULL_FLUSH });
+    assert.deepEqual(body, new Uint8Array(want));
+  });
+  pool.close();
+  await assert.rejects(pool.deflateRawMany([{ chunks: [inputs[0]], final: true }]), GzipPoolError);
+});

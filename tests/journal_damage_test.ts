@@ -1,14 +1,21 @@
 /**
- * A damaged crash journal: every record carries a CRC-32, so damage is
- * skipped record by record and marked, never recovered as a changed line.
+ * A damaged crash journal of lines (the format before the journal of
+ * compressed pieces; still read after an upgrade): every record carries a
+ * CRC-32, so damage is skipped record by record and marked, never recovered
+ * as a changed line. Damage to the journal of pieces: tests/journal_test.ts.
  */
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { Batcher } from "../src/batch/batcher.ts";
+import { concatBytes } from "../src/archive/bytes.ts";
 import { dataLine } from "../src/archive/encode.ts";
-import { Journal, recoverJournal } from "../src/batch/journal.ts";
-import { listFiles, tempDir } from "./support/temp.ts";
+import { recoverJournal } from "../src/store/journal.ts";
+import {
+  CHECKED_SEGMENT_SUFFIX,
+  CRC_PREFIX_BYTES,
+  stampCrc,
+} from "../src/store/journal_records.ts";
+import { tempDir } from "./support/temp.ts";
 
 function describe(line: string) {
   const value = JSON.parse(line) as { recv_ts?: unknown; data?: unknown };
@@ -20,25 +27,29 @@ const STREAMS = ["aaausdt@depth@100ms", "bbbusdt@depth@100ms", "cccusdt@depth@10
 const line = (stream: string, i: number) =>
   dataLine(1_000_000 + i, stream, `{"e":"depthUpdate","U":${i},"u":${i},"b":[["1.5","2"]]}`);
 
-/** Three open batches of ten lines each, journalled; returns the segment path. */
+/**
+ * Three open batches of ten lines each, in a segment of the journal of
+ * lines that versions before the journal of compressed pieces wrote (each
+ * record after its CRC-32, as journal_records.ts frames it): a crash of
+ * such a version must still be recovered after an upgrade. Returns its path.
+ */
 async function journalOfThree(dir: string): Promise<string> {
-  const journal = await Journal.start(dir, { flushMs: 60_000 });
-  const batcher = new Batcher({
-    batchMs: 60_000,
-    maxLines: 1000,
-    planKey: (stream, first, seq) => `p/stream=${stream}/${first}_${seq}.ndjson.gz`,
-    observer: journal,
+  const records: string[] = [];
+  STREAMS.forEach((stream, id) => {
+    records.push(`o\t${id}\tp/stream=${stream}/${1_000_000}_0.ndjson.gz\t${stream}`);
+    records.push(`l\t${id}\t${line(stream, 0)}`);
   });
-  for (let i = 0; i < 10; i++) {
-    for (const stream of STREAMS) {
-      batcher.add(stream, { text: line(stream, i), recvTs: 1_000_000 + i, isData: true }, 0);
-    }
+  for (let i = 1; i < 10; i++) {
+    STREAMS.forEach((stream, id) => records.push(`l\t${id}\t${line(stream, i)}`));
   }
-  await journal.flush();
-  const [segment] = await listFiles(dir);
-  // Closed without settling: the segment stays, as after a crash.
-  await journal.close();
-  return join(dir, segment);
+  const encoded = records.map((record) => {
+    const bytes = new TextEncoder().encode(`00000000\t${record}\n`);
+    stampCrc(bytes, CRC_PREFIX_BYTES, bytes.length - 1);
+    return bytes;
+  });
+  const path = join(dir, `001700000000000-000000${CHECKED_SEGMENT_SUFFIX}`);
+  await Deno.writeFile(path, concatBytes(encoded));
+  return path;
 }
 
 /** Flips one bit of the byte `offset` bytes into the first occurrence of `needle`. */

@@ -2,9 +2,8 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Batcher, type BatchLine, type SealedBatch } from "../src/batch/batcher.ts";
 import { dataLine, eventLine, gzipLines } from "../src/archive/encode.ts";
-import { Journal, recoverJournal } from "../src/batch/journal.ts";
+import { Journal, recoverJournal } from "../src/store/journal.ts";
 import { listFiles, tempDir } from "./support/temp.ts";
-import { delay, waitFor } from "./support/wait.ts";
 
 /** What the collector tells the journal about an archive line (as cli/run.ts does). */
 function describe(line: string) {
@@ -54,6 +53,10 @@ function batcherFor(journal: Journal, maxLines = 1000): Batcher {
   });
 }
 
+/** The journal's segments (its batch files left out). */
+const segments = async (dir: string) =>
+  (await listFiles(dir)).filter((name) => name.endsWith(".jnl"));
+
 /** A sealed batch without its `durable` promise, as recovery returns it. */
 const plain = async ({ key, stream, body, meta, textBytes }: SealedBatch) => ({
   key,
@@ -100,8 +103,9 @@ Deno.test("journal recovers an open batch with its lines and a final recovered e
     // The process "dies" here: nothing is sealed, nothing settled.
     const { batches, files, badRecords } = await recover(dir);
     assert.equal(badRecords, 0);
-    assert.equal(files.length, 1);
-    assert.ok(files[0].startsWith(dir));
+    // The segment and the batch's file of pieces.
+    assert.equal(files.length, 2);
+    assert.ok(files.every((f) => f.startsWith(dir)));
     assert.equal(batches.length, 1);
     const [batch] = batches;
     assert.equal(batch.key, key);
@@ -183,37 +187,98 @@ Deno.test("journal recovery is deterministic: the same journal twice gives ident
 Deno.test("journal recovery skips a torn final record, counts it and keeps the lines before it", async () => {
   await using tmp = await tempDir();
   const lines: string[] = [];
-  await withJournal(tmp.path, { flushMs: 10 }, async (journal) => {
+  let intact = 0;
+  await withJournal(tmp.path, { flushMs: 60_000 }, async (journal) => {
     const batcher = batcherFor(journal);
-    for (let i = 0; i < 3; i++) {
+    for (let i = 0; i < 4; i++) {
       const line = diff(10 + i, "s", i, i);
       batcher.add("s", line, 0);
       lines.push(line.text);
+      if (i === 2) {
+        await journal.flush();
+        intact = Deno.statSync(join(tmp.path, (await segments(tmp.path))[0])).size;
+      }
     }
     await journal.flush();
   });
-  const [segment] = await listFiles(tmp.path);
-  // The fourth line's record, cut by the crash: it is marked as lost, not dropped unmarked.
-  const half = `0badc0de\tl\t0\t${diff(13, "s", 3, 3).text}`.slice(0, 40);
-  await Deno.writeTextFile(join(tmp.path, segment), half, { append: true });
+  // The fourth line's piece record, cut by the crash: a bad record, and the
+  // batch ends where its last intact piece does, marked as recovered there.
+  const path = join(tmp.path, (await segments(tmp.path))[0]);
+  const bytes = await Deno.readFile(path);
+  assert.ok(bytes.length > intact + 20);
+  await Deno.writeFile(path, bytes.subarray(0, intact + 20));
   const { batches, badRecords } = await recover(tmp.path);
   assert.equal(badRecords, 1);
   assert.equal(batches.length, 1);
   const recovered = await batches[0].body.lines();
-  assert.deepEqual(recovered.slice(0, 3), lines);
-  assert.equal(recovered.length, 5);
+  assert.deepEqual(recovered.slice(0, 3), lines.slice(0, 3));
+  assert.equal(recovered.length, 4);
+  assert.equal(JSON.parse(recovered[3]).event, "recovered");
+  assert.equal(JSON.parse(recovered[3]).recv_ts, 12);
+  assert.equal(batches[0].meta.messages, 3);
+});
+
+Deno.test("journal recovery turns the lines of a damaged piece into one exact dropped line and keeps the pieces around it", async () => {
+  await using tmp = await tempDir();
+  const lines: string[] = [];
+  await withJournal(tmp.path, { flushMs: 60_000 }, async (journal) => {
+    const batcher = batcherFor(journal);
+    for (let i = 0; i < 9; i++) {
+      const line = diff(10 + i, "s", i, i);
+      batcher.add("s", line, 0);
+      lines.push(line.text);
+      if (i % 3 === 2) await journal.flush(); // three pieces of three lines
+    }
+  });
+  const [file] = (await listFiles(tmp.path)).filter((f) => f.endsWith(".gz.part"));
+  const bytes = await Deno.readFile(join(tmp.path, file));
+  const records = (await Deno.readTextFile(join(tmp.path, (await segments(tmp.path))[0])))
+    .split("\n").map((r) => r.slice(9).split("\t")).filter((r) => r[0] === "p");
+  assert.equal(records.length, 3);
+  bytes[Number(records[1][2]) + 1] ^= 0x10; // a bit of the second piece
+  await Deno.writeFile(join(tmp.path, file), bytes);
+  const { batches } = await recover(tmp.path);
+  const recovered = await batches[0].body.lines();
+  assert.deepEqual(recovered.slice(0, 3), lines.slice(0, 3));
   assert.deepEqual(JSON.parse(recovered[3]), {
     recv_ts: 12,
     stream: "s",
     event: "dropped",
     reason: "journal damage",
-    messages: 1,
+    messages: 3,
     first_recv_ts: 12,
-    last_recv_ts: 12,
+    last_recv_ts: 16,
   });
-  assert.equal(JSON.parse(recovered[4]).event, "recovered");
-  assert.equal(JSON.parse(recovered[4]).recv_ts, 12);
-  assert.equal(batches[0].meta.messages, 3);
+  assert.deepEqual(recovered.slice(4, 7), lines.slice(6, 9));
+  assert.equal(JSON.parse(recovered[7]).event, "recovered");
+  assert.equal(JSON.parse(recovered[7]).damaged_records, 3);
+  assert.equal(recovered.length, 8);
+  assert.equal(batches[0].meta.messages, 6);
+});
+
+Deno.test("journal recovery counts the lines of a damaged piece record from the records after it", async () => {
+  await using tmp = await tempDir();
+  const lines: string[] = [];
+  await withJournal(tmp.path, { flushMs: 60_000 }, async (journal) => {
+    const batcher = batcherFor(journal);
+    for (let i = 0; i < 9; i++) {
+      const line = diff(10 + i, "s", i, i);
+      batcher.add("s", line, 0);
+      lines.push(line.text);
+      if (i % 3 === 2) await journal.flush();
+    }
+  });
+  const path = join(tmp.path, (await segments(tmp.path))[0]);
+  const text = await Deno.readTextFile(path);
+  const second = text.split("\n").filter((r) => r.slice(9).startsWith("p\t"))[1];
+  // A digit of its offset changed: the CRC no longer matches.
+  await Deno.writeTextFile(path, text.replace(second, second.replace("\tp\t0\t", "\tp\t0\t9")));
+  const { batches, badRecords } = await recover(tmp.path);
+  assert.equal(badRecords, 1);
+  const recovered = await batches[0].body.lines();
+  assert.deepEqual(recovered.slice(0, 3), lines.slice(0, 3));
+  assert.equal(JSON.parse(recovered[3]).messages, 3);
+  assert.deepEqual(recovered.slice(4, 7), lines.slice(6, 9));
 });
 
 Deno.test({
@@ -246,7 +311,7 @@ Deno.test("journal keeps batches of different runs apart although their ids repe
     await journal.flush();
   });
   const { batches, files } = await recover(tmp.path);
-  assert.equal(files.length, 2);
+  assert.equal(files.length, 4, "two segments, two batch files");
   assert.deepEqual(batches.map((b) => [b.key, b.body.lineCount]), [
     ["p/stream=s/1_0.ndjson.gz", 2],
     ["p/stream=s/2_0.ndjson.gz", 2],
@@ -258,7 +323,7 @@ Deno.test("journal rotates segments and deletes one only when its batches settle
   const start = 1_700_000_000_000;
   let clock = start;
   const seg = (n: number) =>
-    `${String(start).padStart(15, "0")}-${String(n).padStart(6, "0")}.v2.jnl`;
+    `${String(start).padStart(15, "0")}-${String(n).padStart(6, "0")}.v3.jnl`;
   await withJournal(
     tmp.path,
     { flushMs: 10, segmentMs: 1000, now: () => clock },
@@ -270,7 +335,7 @@ Deno.test("journal rotates segments and deletes one only when its batches settle
       const batcher = batcherFor(journal);
       batcher.add("a", diff(1, "a", 1, 1), 0); // a: segment 0
       await journal.flush();
-      assert.deepEqual(await listFiles(tmp.path), [seg(0)]);
+      assert.deepEqual(await segments(tmp.path), [seg(0)]);
 
       await rotate();
       batcher.add("b", diff(2, "b", 1, 1), 0); // b: segment 1 only
@@ -278,7 +343,7 @@ Deno.test("journal rotates segments and deletes one only when its batches settle
       batcher.add("a", diff(3, "a", 2, 2), 0); // a: segments 0 and 2
       batcher.add("c", diff(4, "c", 1, 1), 0); // c: segment 2
       await journal.flush();
-      assert.deepEqual(await listFiles(tmp.path), [seg(0), seg(1), seg(2)]);
+      assert.deepEqual(await segments(tmp.path), [seg(0), seg(1), seg(2)]);
 
       const recovered = await recover(tmp.path);
       assert.deepEqual(recovered.batches.map((x) => [x.stream, x.body.lineCount]), [
@@ -292,38 +357,41 @@ Deno.test("journal rotates segments and deletes one only when its batches settle
       journal.settled(b.key);
       await journal.flush();
       // Segment 1 holds nothing unsettled, but segment 0 (batch a) is older.
-      assert.deepEqual(await listFiles(tmp.path), [seg(0), seg(1), seg(2)]);
+      assert.deepEqual(await segments(tmp.path), [seg(0), seg(1), seg(2)]);
 
       journal.settled(a.key);
       await journal.flush();
-      assert.deepEqual(await listFiles(tmp.path), [seg(2)]);
+      assert.deepEqual(await segments(tmp.path), [seg(2)]);
 
       journal.settled(c.key);
       await journal.flush();
-      assert.deepEqual(await listFiles(tmp.path), [seg(2)], "the current segment stays");
+      assert.deepEqual(await segments(tmp.path), [seg(2)], "the current segment stays");
 
       await rotate();
-      assert.deepEqual(await listFiles(tmp.path), [seg(3)]);
+      assert.deepEqual(await segments(tmp.path), [seg(3)]);
       assert.deepEqual((await recover(tmp.path)).batches, []);
     },
   );
 });
 
-Deno.test("journal sealed() resolves only once the seal record is in the file", async () => {
+Deno.test("journal sealed() resolves only once the seal record is in the file, and the batch file is then the object", async () => {
   await using tmp = await tempDir();
   // A flush interval far longer than the test: only sealed() makes it write.
   await withJournal(tmp.path, { flushMs: 60_000 }, async (journal) => {
     const batcher = batcherFor(journal);
     batcher.add("s", diff(1, "s", 1, 1), 0);
-    const [segment] = await listFiles(tmp.path);
+    batcher.add("s", diff(2, "s", 2, 2), 0);
+    const [segment] = await segments(tmp.path);
     const path = join(tmp.path, segment);
     const [batch] = batcher.sealAll();
     assert.equal(Deno.readTextFileSync(path), "", "nothing is written synchronously");
     await batch.durable;
     // Each record follows its CRC-32 and a tab.
     const records = Deno.readTextFileSync(path).split("\n").map((r) => r.slice(9));
-    assert.deepEqual(records.map((r) => r.split("\t")[0]), ["o", "l", "s", ""]);
-    assert.equal(records[2], "s\t0");
+    assert.deepEqual(records.map((r) => r.split("\t")[0]), ["o", "p", "s", ""]);
+    assert.equal(records[2], "s\t0\t2");
+    const [file] = (await listFiles(tmp.path)).filter((f) => f.endsWith(".gz.part"));
+    assert.deepEqual(await Deno.readFile(join(tmp.path, file)), await batch.body.finish());
   });
 });
 
@@ -337,25 +405,32 @@ Deno.test("journal flushes asked for while one waits share it, and every seal st
     for (let i = 0; i < 300; i++) batcher.add(`s${i}`, diff(i, `s${i}`, i, i), 0);
     const sealed = batcher.sealAll();
     await Promise.all(sealed.map((b) => b.durable));
-    const [segment] = await listFiles(tmp.path);
+    const [segment] = await segments(tmp.path);
     const records = Deno.readTextFileSync(join(tmp.path, segment)).split("\n");
     assert.equal(records.filter((r) => r.slice(9).startsWith("s\t")).length, 300);
     assert.notEqual(journal.flush(), first, "once started, a flush takes no more callers");
   });
 });
 
-Deno.test("journal writes once 1 MB is buffered, without waiting for its timer", async () => {
+Deno.test("journal writes each flush's new text once, compressed: far fewer bytes than the text", async () => {
   await using tmp = await tempDir();
   await withJournal(tmp.path, { flushMs: 60_000 }, async (journal) => {
     const batcher = batcherFor(journal);
-    const [segment] = await listFiles(tmp.path);
-    const path = join(tmp.path, segment);
-    const line = { text: `{"recv_ts":1,"pad":"${"x".repeat(1000)}"}`, recvTs: 1, isData: false };
-    for (let i = 0; i < 900; i++) batcher.add("s", line, 0); // ~0.9 MB: below the mark
-    await delay(50);
-    assert.equal(Deno.statSync(path).size, 0, "below 1 MB only the timer writes");
-    for (let i = 0; i < 200; i++) batcher.add("s", line, 0);
-    await waitFor(() => Deno.statSync(path).size >= 1024 * 1024, 2000, "a write of 1 MB");
+    let text = 0;
+    for (let i = 0; i < 2000; i++) {
+      const line = diff(i, "s", i, i);
+      batcher.add("s", line, 0);
+      text += line.text.length + 1;
+      if (i % 100 === 99) await journal.flush();
+    }
+    const sizes = await Promise.all(
+      (await listFiles(tmp.path)).map((f) => Deno.stat(join(tmp.path, f)).then((s) => s.size)),
+    );
+    const written = sizes.reduce((a, b) => a + b, 0);
+    assert.ok(written < text / 4, `${written} bytes journalled for ${text} bytes of text`);
+    // Two batches of 1,000 lines (maxLines), both sealed: recovered whole.
+    const { batches } = await recover(tmp.path);
+    assert.deepEqual(batches.map((b) => b.body.lineCount), [1000, 1000]);
   });
 });
 
@@ -409,7 +484,7 @@ Deno.test("journal close deletes its segments when every batch settled and keeps
     await batch.durable;
     batcher.add("s", diff(2, "s", 2, 2), 0);
   });
-  assert.equal((await listFiles(openDir)).length, 1);
+  assert.equal((await segments(openDir)).length, 1);
   assert.deepEqual((await recover(openDir)).batches.map((b) => b.key), [
     "p/stream=s/1_0.ndjson.gz",
     "p/stream=s/2_1.ndjson.gz",

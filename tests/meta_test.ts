@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { Batcher, type BatchLine } from "../src/batch/batcher.ts";
 import { lineFactsOf } from "../src/archive/decode.ts";
 import { dataLine, eventLine } from "../src/archive/encode.ts";
-import { Journal, recoverJournal } from "../src/batch/journal.ts";
+import { Journal, recoverJournal } from "../src/store/journal.ts";
 import {
   lineKindOf,
   META_FIELDS,

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import type { SealedBatch } from "../src/batch/batcher.ts";
 import { GzipBody, localDeflater } from "../src/batch/body.ts";
 import { ChunkPool } from "../src/batch/chunks.ts";
-import { Journal } from "../src/batch/journal.ts";
+import { Journal } from "../src/store/journal.ts";
 import { HealthTracker } from "../src/ops/health.ts";
 import { handler } from "../src/ops/http.ts";
 import { Metrics } from "../src/ops/metrics.ts";
@@ -129,6 +129,8 @@ Deno.test("a spool write that fails (a disk error, not a full spool) is reported
   assert.deepEqual(settled, ["dropped"]);
 });
 
+const emptyBody = () => new GzipBody({ pool: new ChunkPool(), deflater: localDeflater(5) });
+
 Deno.test({
   name: "a failed crash-journal write is reported on every failure",
   sanitizeOps: false,
@@ -153,11 +155,11 @@ Deno.test({
         onWriteFailed: () => failures++,
       });
       try {
-        journal.opened("k1", "s");
+        journal.opened("k1", "s", emptyBody());
         await journal.flush();
         assert.equal(failures, 0);
         failing = true;
-        journal.opened("k2", "s");
+        journal.opened("k2", "s", emptyBody());
         await journal.flush();
         await journal.flush();
         assert.equal(failures, 2);

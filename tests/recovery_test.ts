@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { gunzipSync } from "node:zlib";
 import { Batcher } from "../src/batch/batcher.ts";
 import { dataLine } from "../src/archive/encode.ts";
-import { Journal, recoverJournal } from "../src/batch/journal.ts";
+import { Journal, recoverJournal } from "../src/store/journal.ts";
 import { startDrainer } from "../src/store/drainer.ts";
 import { localSink } from "../src/store/local.ts";
 import { s3Sink } from "../src/store/s3.ts";

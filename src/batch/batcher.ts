@@ -27,8 +27,12 @@ export interface BatchLine {
 
 export interface SealedBatch {
   readonly key: string;
-  /** Resolves once the batch is safe in the crash journal (absent without one). */
-  readonly durable?: Promise<void>;
+  /**
+   * Resolves once the batch is safe in the crash journal (absent without
+   * one), with the journal's file that holds the finished object, when it
+   * is whole (see `ObjectFile`).
+   */
+  readonly durable?: Promise<ObjectFile | undefined>;
   readonly stream: string;
   /** The NDJSON text, mostly compressed already; the uploader finishes it. */
   readonly body: GzipBody;
@@ -42,13 +46,21 @@ export interface SealedBatch {
   readonly recovered?: boolean;
 }
 
-/** Follows every batch's life, e.g. to journal it. Called synchronously. */
+/** A file holding a sealed batch's finished gzip object, byte for byte what `body.finish()` gives. */
+export interface ObjectFile {
+  readonly path: string;
+  readonly bytes: number;
+}
+
+/**
+ * Follows every batch's life, e.g. to journal it. Called synchronously. The
+ * crash journal takes the body's compressed pieces as they are cut (see
+ * `GzipBody.flush` and `takePieces`), so it needs no copy of each line.
+ */
 export interface BatchObserver {
-  opened(key: string, stream: string): void;
-  /** `bytes`, when given, is `text` as UTF-8, valid only during the call. */
-  appended(key: string, text: string, bytes?: Uint8Array): void;
-  /** Returns a promise that resolves when the seal is durable. */
-  sealed(key: string): Promise<void>;
+  opened(key: string, stream: string, body: GzipBody): void;
+  /** Returns a promise that resolves when the seal is durable (with the object's file, if whole). */
+  sealed(key: string): Promise<ObjectFile | undefined>;
 }
 
 export interface BatcherOptions {
@@ -149,13 +161,11 @@ export class Batcher {
         lastRecvTs: line.recvTs,
       };
       this.#open.set(stream, batch);
-      this.#options.observer?.opened(batch.key, stream);
+      this.#options.observer?.opened(batch.key, stream, batch.body);
     }
-    // Encoded once, here: the body and the journal copy the same bytes.
     const bytes = this.#encode(line.text);
     batch.body.appendLineBytes(bytes);
     this.#openText += bytes.length + 1;
-    this.#options.observer?.appended(batch.key, line.text, bytes);
     batch.lastRecvTs = Math.max(batch.lastRecvTs, line.recvTs);
     if (line.isSnapshot) batch.snapshots++;
     else if (line.isData) batch.messages++;

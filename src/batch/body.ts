@@ -2,26 +2,30 @@
  * A batch's body, compressed while the batch is still open.
  *
  * Why: an open batch used to hold its whole NDJSON text until it sealed, and
- * the text is ~6 × its gzip size. With 50 busy streams or 1,500 quiet ones
- * that text was most of the collector's memory. Here the text is cut into
- * pieces as it grows; each piece is deflated on its own (raw deflate, ending
- * on a full flush: byte-aligned and with no back-references into the next
- * piece) and only its compressed bytes are kept. When the batch is finished
- * the pieces are wrapped in one gzip header and trailer: a single ordinary
- * gzip member that every reader inflates to exactly the lines appended.
- * (Not several gzip members: some readers stop after the first.)
+ * the text is ~6 × its gzip size. Here the text is cut into pieces as it
+ * grows, and only their compressed bytes are kept. A piece is cut when its
+ * text reaches the piece size, or when `flush` asks (the crash journal does,
+ * every 250 ms, and writes each piece to disk: store/journal.ts).
  *
- * Cost: each piece starts with an empty dictionary, so the object is a
- * little larger than one-shot gzip of the same text (real diff-depth data,
- * level 5: ~1.3 % at 256 KB pieces, ~5 % at 64 KB). The batcher picks the
- * piece size from the number of open batches (see `Batcher`).
+ * Each piece is deflated on its own (raw deflate, RFC 1951, ending on a full
+ * flush: byte-aligned, not final, with no back-references into the next
+ * piece), so no zlib state is kept between pieces and a damaged piece on
+ * disk costs only its own lines. The pieces back to back are one deflate
+ * stream; `finish` closes it with an empty final block (`03 00`) and wraps it
+ * in one gzip header and trailer: a single ordinary gzip member that every
+ * reader inflates to exactly the lines appended. (Not several gzip members:
+ * some readers stop after the first.)
+ *
+ * Cost: each piece starts with an empty window. (A preset dictionary of the
+ * text before it would avoid that, as pigz does, but Deno's node:zlib
+ * ignores the `dictionary` option.) Measured on the bench's partial-book
+ * messages, 250 ms pieces of 10 msg/s streams make the archive ~1 % larger.
  *
  * Memory accounting: the body reports what it holds (raw chunks, whole, plus
- * compressed pieces) to a `MemoryAccount` as it changes, including when a
- * piece's compression completes later; `detach` stops that. Bounds on
- * batches count their text instead (see the batcher and store/budget.ts):
- * memory is less but for partly filled chunks, and a batch's text never
- * changes once sealed.
+ * compressed pieces) to a `MemoryAccount` as it changes,
+ * including when a piece's compression completes later; `detach` stops
+ * that. Bounds on batches count their text instead (see the batcher and
+ * store/budget.ts): a batch's text never changes once sealed.
  */
 
 import { constants, crc32, deflateRawSync, inflateRawSync } from "node:zlib";
@@ -84,17 +88,36 @@ export interface GzipBodyOptions {
 
 const DEFAULT_PIECE_BYTES = 256 * 1024;
 
+/** The empty final block that ends a stream of sync-flushed pieces (fixed Huffman, BFINAL). */
+export const FINAL_BLOCK: Uint8Array = new Uint8Array([0x03, 0x00]);
+
+/** One piece of a body: its compressed bytes (once deflated) and what text it holds. */
+export interface BodyPiece {
+  /** Its place among the body's pieces (for `spill`). */
+  readonly index: number;
+  /** Raw deflate, ending on a full flush; rejects if it could not be compressed. */
+  readonly bytes: Promise<Uint8Array>;
+  /** Lines in this piece. */
+  readonly lines: number;
+  /** Lines in the body up to and including this piece. */
+  readonly totalLines: number;
+  /** CRC-32 and length of the body's text up to and including this piece. */
+  readonly textCrc: number;
+  readonly textBytes: number;
+}
+
 /**
- * The gzip header zlib writes (no name, no time), so a body cut into one
- * piece is byte for byte `zlib.gzipSync(text, { level })`.
+ * The gzip header zlib writes (no name, no time): ten bytes, the same for
+ * every body of one level.
  */
-function gzipHeader(level: number): Uint8Array {
+export function gzipHeader(level: number): Uint8Array {
   // XFL: 2 = best compression, 4 = fastest, as zlib sets it; OS 3 = Unix (zlib's code).
   const xfl = level === 9 ? 2 : level >= 0 && level < 2 ? 4 : 0;
   return new Uint8Array([0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 3]);
 }
 
-function gzipTrailer(crc: number, length: number): Uint8Array {
+/** The gzip trailer: CRC-32 and length (modulo 2^32) of the text. */
+export function gzipTrailer(crc: number, length: number): Uint8Array {
   const out = new Uint8Array(8);
   const view = new DataView(out.buffer);
   view.setUint32(0, crc >>> 0, true);
@@ -112,13 +135,19 @@ export class GzipBody {
   readonly #pieceBytes: () => number;
   #account: MemoryAccount | undefined;
   #tail: ChunkedText;
-  /** Compressed pieces, in order; each resolves once deflated. */
-  readonly #pieces: Promise<Uint8Array>[] = [];
+  /**
+   * Compressed pieces, in order; each resolves once deflated. A piece that
+   * was spilled (see `spill`) is a function that reads it back.
+   */
+  readonly #pieces: Array<Promise<Uint8Array> | (() => Promise<Uint8Array>)> = [];
+  /** Pieces cut since `takePieces` was last called. */
+  #untaken: BodyPiece[] = [];
   /** CRC-32 of the text handed to pieces so far. */
   #crc = 0;
   /** Text bytes handed to pieces so far. */
   #cutBytes = 0;
   #lines = 0;
+  #cutLines = 0;
   #cuts = 0;
   /** What this body holds in memory, as last reported to its account. */
   #held = 0;
@@ -132,6 +161,11 @@ export class GzipBody {
     this.#pieceBytes = options.pieceBytes ?? (() => DEFAULT_PIECE_BYTES);
     this.#account = options.account;
     this.#tail = new ChunkedText(this.#pool);
+  }
+
+  /** zlib level of the pieces (the gzip header depends on it). */
+  get level(): number {
+    return this.#deflater.level;
   }
 
   /** UTF-8 bytes of all lines appended, newlines included. */
@@ -161,7 +195,7 @@ export class GzipBody {
     tail.appendLine(line);
     this.#lines++;
     this.#count(tail.capacity - before);
-    if (tail.byteLength >= this.#pieceBytes()) this.#cut(false);
+    if (tail.byteLength >= this.#pieceBytes()) this.#cut();
   }
 
   /** `appendLine` for a line already encoded as UTF-8 (no newline in it); copies it. */
@@ -172,7 +206,30 @@ export class GzipBody {
     tail.appendLineBytes(bytes);
     this.#lines++;
     this.#count(tail.capacity - before);
-    if (tail.byteLength >= this.#pieceBytes()) this.#cut(false);
+    if (tail.byteLength >= this.#pieceBytes()) this.#cut();
+  }
+
+  /** Cuts the text appended since the last piece into a piece of its own, if there is any. */
+  flush(): void {
+    if (this.#state === "open" && this.#tail.byteLength > 0) this.#cut();
+  }
+
+  /** The pieces cut since the last call, in order (the crash journal writes them). */
+  takePieces(): BodyPiece[] {
+    const taken = this.#untaken;
+    this.#untaken = [];
+    return taken;
+  }
+
+  /**
+   * The piece's bytes are safe elsewhere (the crash journal's file): the
+   * body lets go of them and reads them back with `read` if it is finished
+   * (a sink that cannot take the journal's file). `bytes`: the piece's length.
+   */
+  spill(piece: BodyPiece, bytes: number, read: () => Promise<Uint8Array>): void {
+    if (this.#gone || typeof this.#pieces[piece.index] !== "object") return;
+    this.#pieces[piece.index] = read;
+    this.#count(-bytes);
   }
 
   /** Stops counting this body against its account (the batch sealed); returns what it held. */
@@ -188,13 +245,14 @@ export class GzipBody {
    */
   async finish(): Promise<Uint8Array> {
     this.#check("finish");
-    this.#cut(true);
+    this.flush();
     this.#state = "finished";
     try {
-      const pieces = await Promise.all(this.#pieces);
+      const pieces = await Promise.all(this.#pieces.map(readPiece));
       return concatBytes([
         gzipHeader(this.#deflater.level),
         ...pieces,
+        FINAL_BLOCK,
         gzipTrailer(this.#crc, this.#cutBytes),
       ]);
     } finally {
@@ -215,7 +273,7 @@ export class GzipBody {
     this.#check("read");
     // What is appended now: the pieces so far and a copy of the tail, which
     // may be cut or appended to while the pieces are awaited.
-    const cut = [...this.#pieces];
+    const cut = this.#pieces.map(readPiece);
     const tail = concatBytes([new Uint8Array(0), ...this.#tail.chunks()]);
     const pieces = await Promise.all(cut);
     const parts: Uint8Array[] = [];
@@ -230,7 +288,7 @@ export class GzipBody {
   }
 
   /** Hands the tail to the deflater as the next piece and starts a new tail. */
-  #cut(final: boolean): void {
+  #cut(): void {
     const text = this.#tail;
     this.#tail = new ChunkedText(this.#pool);
     const chunks = text.chunks();
@@ -238,7 +296,7 @@ export class GzipBody {
     this.#cutBytes += text.byteLength;
     const raw = text.capacity;
     this.#cuts++;
-    const piece = this.#deflater.deflateRaw(chunks, final).then(
+    const piece = this.#deflater.deflateRaw(chunks, false).then(
       (bytes) => {
         text.release();
         // Once let go, the body counts nothing more (its count was zeroed).
@@ -254,12 +312,22 @@ export class GzipBody {
     // Awaited by `finish`; until then a failure must not count as unhandled.
     piece.catch(() => {});
     this.#pieces.push(piece);
+    this.#untaken.push({
+      index: this.#pieces.length - 1,
+      bytes: piece,
+      lines: this.#lines - this.#cutLines,
+      totalLines: this.#lines,
+      textCrc: this.#crc >>> 0,
+      textBytes: this.#cutBytes,
+    });
+    this.#cutLines = this.#lines;
   }
 
   /** Drops the pieces and zeroes this body's count; completions after this count nothing. */
   #letGo(): void {
     this.#gone = true;
     this.#pieces.length = 0;
+    this.#untaken = [];
     this.#count(-this.#held);
   }
 
@@ -273,4 +341,9 @@ export class GzipBody {
       throw new Error(`cannot ${what} a batch body that was already ${this.#state}`);
     }
   }
+}
+
+/** A piece's bytes, read back if it was spilled. */
+function readPiece(piece: Promise<Uint8Array> | (() => Promise<Uint8Array>)): Promise<Uint8Array> {
+  return typeof piece === "function" ? piece() : piece;
 }

@@ -20,6 +20,7 @@
  */
 
 import { deflateRawHere } from "./body.ts";
+import { concatBytes } from "../archive/bytes.ts";
 
 export interface GzipRequest {
   readonly id: number;
@@ -27,12 +28,21 @@ export interface GzipRequest {
   /** The last piece of a stream: its last block is marked final. */
   readonly final: boolean;
   readonly chunks: readonly Uint8Array[];
+  /**
+   * Several inputs in one request: the chunks' concatenation is these many
+   * bytes of each input in turn, each deflated on its own (`finals[i]`); the
+   * reply's body is their outputs back to back, `lengths` long each.
+   */
+  readonly lengths?: readonly number[];
+  readonly finals?: readonly boolean[];
 }
 
 export type GzipReply =
   | {
     readonly id: number;
     readonly body: Uint8Array<ArrayBuffer>;
+    /** A request of several inputs: the length of each one's output in `body`. */
+    readonly lengths?: readonly number[];
     /** The request's only chunk's buffer, handed back for reuse. */
     readonly input?: ArrayBuffer;
   }
@@ -60,8 +70,17 @@ function ownBuffer(result: Uint8Array): Uint8Array<ArrayBuffer> {
   return new Uint8Array(result);
 }
 
-function compress(request: GzipRequest): Uint8Array<ArrayBuffer> {
-  return ownBuffer(deflateRawHere(request.chunks, request.level, request.final));
+function compress(request: GzipRequest): { body: Uint8Array<ArrayBuffer>; lengths?: number[] } {
+  const { chunks, level, final, lengths: inputs, finals } = request;
+  if (!inputs) return { body: ownBuffer(deflateRawHere(chunks, level, final)) };
+  const joined = concatBytes(chunks);
+  const outputs: Uint8Array[] = [];
+  let at = 0;
+  inputs.forEach((length, i) => {
+    outputs.push(deflateRawHere([joined.subarray(at, at + length)], level, finals?.[i] ?? false));
+    at += length;
+  });
+  return { body: ownBuffer(concatBytes(outputs)), lengths: outputs.map((o) => o.length) };
 }
 
 const scope = globalThis as unknown as WorkerScope;
@@ -73,13 +92,14 @@ scope.onmessage = (event) => {
   const only = chunks.length === 1 ? chunks[0].buffer : undefined;
   const input = only instanceof ArrayBuffer ? only : undefined;
   const back: Transferable[] = input ? [input] : [];
-  let body: Uint8Array<ArrayBuffer>;
+  let result: ReturnType<typeof compress>;
   try {
-    body = compress(event.data);
+    result = compress(event.data);
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
     scope.postMessage({ id, error: message, input }, back);
     return;
   }
-  scope.postMessage({ id, body, input }, [body.buffer, ...back]);
+  const { body, lengths } = result;
+  scope.postMessage({ id, body, lengths, input }, [body.buffer, ...back]);
 };

@@ -273,6 +273,12 @@ export class Metrics {
       location: sink.location,
       put: (key, body, meta, signal) => timed(() => sink.put(key, body, meta, signal)),
       putNew: (key, body, meta, signal) => timed(() => sink.putNew(key, body, meta, signal)),
+      ...(sink.putFile
+        ? {
+          putFile: (...args: Parameters<NonNullable<Sink["putFile"]>>) =>
+            timed(() => sink.putFile!(...args)),
+        }
+        : {}),
     };
   }
 

@@ -47,7 +47,6 @@ export function startDrainer(options: DrainerOptions): Drainer {
   };
 }
 
-// deno-lint-ignore arch/max-function-lines -- issue 14: not yet split
 async function drainLoop(options: DrainerOptions, wakeSignal: () => AbortSignal): Promise<void> {
   const { spool, signal } = options;
   const wait = (ms: number) => delay(ms, AbortSignal.any([signal, wakeSignal()]));
@@ -59,57 +58,6 @@ async function drainLoop(options: DrainerOptions, wakeSignal: () => AbortSignal)
     maxDelay: options.maxBackoffMs ?? 60_000,
   });
   let backoff: IBackoff<unknown> | undefined;
-
-  /** One file: true when it left the spool (stored or quarantined). */
-  const drainOne = async (name: string): Promise<boolean> => {
-    let entry;
-    try {
-      entry = await spool.read(name);
-    } catch (error) {
-      if (error instanceof Deno.errors.NotFound) {
-        // Gone from disk (removed by hand): forget it, or it would block the drain.
-        await spool.remove(name);
-        return true;
-      }
-      if (!(error instanceof SpoolFileError)) {
-        // A read that failed (EIO, EMFILE…) says nothing about the file: retry later.
-        log.warn("Could not read spool file {name}: {error}", { name, error });
-        return false;
-      }
-      const reason = error.message;
-      const target = await spool.quarantine(name);
-      log.error("Quarantined damaged spool file {name} to {target}: {reason}", {
-        name,
-        target,
-        reason,
-      });
-      options.onQuarantined?.(name, reason);
-      return true;
-    }
-    try {
-      if (entry.ifAbsent) {
-        if (!await putIfAbsent(options.sink, entry, signal)) {
-          log.info("Spooled {key} is a recovered copy of an object already stored; dropped it", {
-            key: entry.key,
-          });
-          await spool.remove(name);
-          return true;
-        }
-      } else await options.sink.put(entry.key, entry.body, entry.meta, signal);
-    } catch (error) {
-      options.onFailedAttempt?.(entry.key, error);
-      log.warn("Could not upload spooled {key}: {error}", { key: entry.key, error });
-      return false;
-    }
-    await spool.remove(name);
-    options.onStored?.(entry.key, entry.body.length);
-    log.info("Uploaded spooled {key}; {left} left in the spool", {
-      key: entry.key,
-      left: spool.count,
-    });
-    return true;
-  };
-
   while (!signal.aborted) {
     const names = spool.names().filter((n) => !inFlight.has(n)).slice(0, concurrency);
     if (names.length === 0) {
@@ -117,7 +65,7 @@ async function drainLoop(options: DrainerOptions, wakeSignal: () => AbortSignal)
       continue;
     }
     for (const n of names) inFlight.add(n);
-    const results = await Promise.all(names.map((n) => drainOne(n).catch(() => false)));
+    const results = await Promise.all(names.map((n) => drainOne(options, n).catch(() => false)));
     for (const n of names) inFlight.delete(n);
     if (results.every((ok) => ok)) {
       backoff = undefined;
@@ -125,5 +73,69 @@ async function drainLoop(options: DrainerOptions, wakeSignal: () => AbortSignal)
     }
     backoff = backoff ? backoff.next(undefined) : factory.next();
     await wait(Math.max(backoff.duration, 50));
+  }
+}
+
+/** One file: true when it left the spool (stored or quarantined). */
+async function drainOne(options: DrainerOptions, name: string): Promise<boolean> {
+  const { spool, signal } = options;
+  const entry = await readEntry(options, name);
+  if (typeof entry === "boolean") return entry;
+  try {
+    if (entry.ifAbsent) {
+      if (!await putIfAbsent(options.sink, entry, signal)) {
+        log.info("Spooled {key} is a recovered copy of an object already stored; dropped it", {
+          key: entry.key,
+        });
+        await spool.remove(name);
+        return true;
+      }
+    } else await options.sink.put(entry.key, entry.body, entry.meta, signal);
+  } catch (error) {
+    options.onFailedAttempt?.(entry.key, error);
+    log.warn("Could not upload spooled {key}: {error}", { key: entry.key, error });
+    return false;
+  }
+  await spool.remove(name);
+  options.onStored?.(entry.key, entry.body.length);
+  log.info("Uploaded spooled {key}; {left} left in the spool", {
+    key: entry.key,
+    left: spool.count,
+  });
+  return true;
+}
+
+/**
+ * The spool file `name`, or what to answer for it when it cannot be read:
+ * true when it left the spool (gone, or quarantined as damaged), false to
+ * retry later.
+ */
+async function readEntry(
+  options: DrainerOptions,
+  name: string,
+): Promise<Awaited<ReturnType<DrainerOptions["spool"]["read"]>> | boolean> {
+  const { spool } = options;
+  try {
+    return await spool.read(name);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) {
+      // Gone from disk (removed by hand): forget it, or it would block the drain.
+      await spool.remove(name);
+      return true;
+    }
+    if (!(error instanceof SpoolFileError)) {
+      // A read that failed (EIO, EMFILE…) says nothing about the file: retry later.
+      log.warn("Could not read spool file {name}: {error}", { name, error });
+      return false;
+    }
+    const reason = error.message;
+    const target = await spool.quarantine(name);
+    log.error("Quarantined damaged spool file {name} to {target}: {reason}", {
+      name,
+      target,
+      reason,
+    });
+    options.onQuarantined?.(name, reason);
+    return true;
   }
 }

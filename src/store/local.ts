@@ -5,7 +5,10 @@
  * sees half an object under a final name. The metadata goes to a sidecar
  * `<key>.meta.json`, written before the object itself. `putNew` links the
  * finished temporary file to its final name, which fails if the name
- * exists: an object is never replaced by it.
+ * exists: an object is never replaced by it. `putFile` stores a finished
+ * object the crash journal already wrote (its batch file) by flushing it to
+ * disk and linking it into place, so its bytes are written once; the
+ * journal then drops its own name for the file.
  */
 
 import { dirname, join } from "node:path";
@@ -52,9 +55,18 @@ export function localSink(archiveDir: string): Sink {
       return await step(path);
     }
   };
+  const linkNew = async (path: string, file: string, meta: ObjectMeta, ifAbsent: boolean) => {
+    if (ifAbsent && await exists(path)) return false;
+    const sidecar = new TextEncoder().encode(JSON.stringify(metaToRecord(meta)) + "\n");
+    await writeAtomically(`${path}.meta.json`, sidecar);
+    return await linkAtomically(file, path, { exclusive: ifAbsent });
+  };
   return {
     kind: "local",
     location: archiveDir,
+    putFile(key: string, file: string, meta: ObjectMeta, ifAbsent: boolean): Promise<boolean> {
+      return inDir(key, (path) => linkNew(path, file, meta, ifAbsent));
+    },
     async put(key: string, body: Uint8Array, meta: ObjectMeta): Promise<void> {
       await inDir(key, (path) => write(path, body, meta));
     },
@@ -72,6 +84,40 @@ async function exists(path: string): Promise<boolean> {
     if (error instanceof Deno.errors.NotFound) return false;
     throw error;
   }
+}
+
+/**
+ * Puts the finished file `source` at `path` as `writeAtomically` puts bytes
+ * there (flushed to disk first; `exclusive`: never over an existing file),
+ * by hard links: `source` itself is not moved, and must not change.
+ */
+async function linkAtomically(
+  source: string,
+  path: string,
+  options: { exclusive: boolean },
+): Promise<boolean> {
+  {
+    using file = await Deno.open(source, { read: true, write: true });
+    await file.sync();
+  }
+  if (options.exclusive) {
+    try {
+      await Deno.link(source, path);
+      return true;
+    } catch (error) {
+      if (error instanceof Deno.errors.AlreadyExists) return false;
+      throw error;
+    }
+  }
+  const temp = `${path}${TEMP_MARKER}${crypto.randomUUID().slice(0, 8)}`;
+  await Deno.link(source, temp);
+  try {
+    await Deno.rename(temp, path);
+  } catch (error) {
+    await Deno.remove(temp).catch(() => {});
+    throw error;
+  }
+  return true;
 }
 
 /**

@@ -64,7 +64,6 @@ function isNotFound(error: unknown): boolean {
   return httpStatus(error) === 404 || code === "NotFound" || code === "NoSuchKey";
 }
 
-// deno-lint-ignore arch/max-function-lines -- issue 14: not yet split
 export function s3Sink(config: S3Config, options: S3SinkOptions = {}): S3Sink {
   const client = options.client ??
     s3Client(config, { maxAttempts: 1, requestTimeoutMs: options.requestTimeoutMs });
@@ -72,12 +71,39 @@ export function s3Sink(config: S3Config, options: S3SinkOptions = {}): S3Sink {
     `bucket "${config.bucket}" (region ${config.region ?? "from the AWS config"}, endpoint ${
       config.endpoint ?? "AWS default"
     })`;
-  const putCommand = (
-    key: string,
-    body: Uint8Array,
-    meta: ObjectMeta,
-    conditions: { ifNoneMatch?: string } = {},
-  ) =>
+  const putCommand = putCommandFor(config);
+  return {
+    kind: "s3",
+    bucket: config.bucket,
+    location: `s3://${config.bucket}/${config.prefix}`,
+    describe,
+    async put(key: string, body: Uint8Array, meta: ObjectMeta, signal?: AbortSignal) {
+      await client.send(putCommand(key, body, meta), { abortSignal: signal });
+    },
+    putNew: (key: string, body: Uint8Array, meta: ObjectMeta, signal?: AbortSignal) =>
+      putNew(client, { bucket: config.bucket, key, command: putCommand, meta, signal }, body),
+    async headBucket(signal?: AbortSignal) {
+      await client.send(new HeadBucketCommand({ Bucket: config.bucket }), { abortSignal: signal });
+    },
+    async deleteObject(key: string, signal?: AbortSignal) {
+      await client.send(new DeleteObjectCommand({ Bucket: config.bucket, Key: key }), {
+        abortSignal: signal,
+      });
+    },
+    close: () => client.destroy(),
+  };
+}
+
+type PutCommandFor = (
+  key: string,
+  body: Uint8Array,
+  meta: ObjectMeta,
+  conditions?: { ifNoneMatch?: string },
+) => PutObjectCommand;
+
+/** The put of one object, as every put of this sink sends it. */
+function putCommandFor(config: S3Config): PutCommandFor {
+  return (key, body, meta, conditions = {}) =>
     new PutObjectCommand({
       Bucket: config.bucket,
       Key: key,
@@ -91,50 +117,40 @@ export function s3Sink(config: S3Config, options: S3SinkOptions = {}): S3Sink {
       StorageClass: config.storageClass as StorageClass | undefined,
       IfNoneMatch: conditions.ifNoneMatch,
     });
-  return {
-    kind: "s3",
-    bucket: config.bucket,
-    location: `s3://${config.bucket}/${config.prefix}`,
-    describe,
-    async put(key: string, body: Uint8Array, meta: ObjectMeta, signal?: AbortSignal) {
-      await client.send(putCommand(key, body, meta), { abortSignal: signal });
-    },
-    /**
-     * HEAD, then a put with `If-None-Match: *`: AWS S3 (and others) refuse
-     * it with 412 if the key appeared in between. A store that ignores the
-     * header (s3rver) still had the HEAD; one that refuses it as not
-     * implemented gets the plain put, after the HEAD.
-     */
-    async putNew(key: string, body: Uint8Array, meta: ObjectMeta, signal?: AbortSignal) {
-      try {
-        await client.send(new HeadObjectCommand({ Bucket: config.bucket, Key: key }), {
-          abortSignal: signal,
-        });
-        return false;
-      } catch (error) {
-        if (!isNotFound(error)) throw error;
-      }
-      try {
-        await client.send(putCommand(key, body, meta, { ifNoneMatch: "*" }), {
-          abortSignal: signal,
-        });
-        return true;
-      } catch (error) {
-        const status = httpStatus(error);
-        if (status === 412 || status === 409) return false;
-        if (status !== 501 && s3ErrorCode(error) !== "NotImplemented") throw error;
-      }
-      await client.send(putCommand(key, body, meta), { abortSignal: signal });
-      return true;
-    },
-    async headBucket(signal?: AbortSignal) {
-      await client.send(new HeadBucketCommand({ Bucket: config.bucket }), { abortSignal: signal });
-    },
-    async deleteObject(key: string, signal?: AbortSignal) {
-      await client.send(new DeleteObjectCommand({ Bucket: config.bucket, Key: key }), {
-        abortSignal: signal,
-      });
-    },
-    close: () => client.destroy(),
-  };
+}
+
+/**
+ * HEAD, then a put with `If-None-Match: *`: AWS S3 (and others) refuse it
+ * with 412 if the key appeared in between. A store that ignores the header
+ * (s3rver) still had the HEAD; one that refuses it as not implemented gets
+ * the plain put, after the HEAD. False when the key exists.
+ */
+async function putNew(
+  client: S3Client,
+  put: {
+    bucket: string;
+    key: string;
+    command: PutCommandFor;
+    meta: ObjectMeta;
+    signal?: AbortSignal;
+  },
+  body: Uint8Array,
+): Promise<boolean> {
+  const { bucket, key, meta, signal } = put;
+  try {
+    await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: signal });
+    return false;
+  } catch (error) {
+    if (!isNotFound(error)) throw error;
+  }
+  try {
+    await client.send(put.command(key, body, meta, { ifNoneMatch: "*" }), { abortSignal: signal });
+    return true;
+  } catch (error) {
+    const status = httpStatus(error);
+    if (status === 412 || status === 409) return false;
+    if (status !== 501 && s3ErrorCode(error) !== "NotImplemented") throw error;
+  }
+  await client.send(put.command(key, body, meta), { abortSignal: signal });
+  return true;
 }

@@ -19,6 +19,14 @@ export interface Sink {
    * Required of every sink and wrapper, so none can fall back to `put`.
    */
   putNew(key: string, body: Uint8Array, meta: ObjectMeta, signal?: AbortSignal): Promise<boolean>;
+  /**
+   * Stores the finished object in the file at `path` (the crash journal's
+   * batch file: store/journal.ts) without writing its bytes again, where the
+   * sink can: the local sink links it into place. `ifAbsent`: as `putNew`
+   * (false when the key exists). Optional; without it, or when it throws,
+   * the object is stored from its bytes. The file must not change afterwards.
+   */
+  putFile?(key: string, path: string, meta: ObjectMeta, ifAbsent: boolean): Promise<boolean>;
 }
 
 /** Stores `entry` only where its key is absent; false when it exists. */

@@ -15,7 +15,7 @@
 
 import { getLogger } from "@logtape/logtape";
 import { ExponentialBackoff, fullJitterGenerator, handleWhen, retry } from "cockatiel";
-import type { SealedBatch } from "../batch/batcher.ts";
+import type { ObjectFile, SealedBatch } from "../batch/batcher.ts";
 import { putIfAbsent, type Sink } from "./sink.ts";
 import type { Spool } from "./spool.ts";
 
@@ -220,7 +220,8 @@ export class Uploader {
     let body: Uint8Array | undefined;
     try {
       // Never upload before the journal holds the seal: recovery relies on it.
-      await batch.durable;
+      const file = await batch.durable;
+      if (file && await this.#storeFile(batch, file)) return;
       body = await this.#finish(batch);
       if (!body) return;
       const bytes = body;
@@ -262,6 +263,37 @@ export class Uploader {
     } catch (error) {
       await this.#spoolBatch(batch, body, this.#abort.signal.aborted ? "shutdown" : String(error));
     }
+  }
+
+  /**
+   * Stores the batch from the journal's file of its finished object, where
+   * the sink can (`Sink.putFile`: the local sink links it, so its bytes are
+   * written once). True when settled so; false to store it from its bytes.
+   */
+  async #storeFile(batch: SealedBatch, file: ObjectFile): Promise<boolean> {
+    const { sink } = this.#options;
+    if (!sink.putFile) return false;
+    let stored: boolean;
+    try {
+      stored = await sink.putFile(batch.key, file.path, batch.meta, batch.recovered === true);
+    } catch (error) {
+      log.debug("Cannot store {key} from its journal file ({error}); storing its bytes", {
+        key: batch.key,
+        error,
+      });
+      return false;
+    }
+    batch.body.release();
+    this.#lastSuccessAt = Date.now();
+    this.#lastPutError = undefined;
+    if (!stored) {
+      log.info("{key} is already stored; its copy recovered from the crash journal is dropped", {
+        key: batch.key,
+        messages: batch.meta.messages,
+      });
+      this.#options.onSettled?.(batch, "existed", 0);
+    } else this.#options.onSettled?.(batch, "stored", file.bytes);
+    return true;
   }
 
   /** Writes a batch to the spool; without a spool (or room in it) it is reported. */

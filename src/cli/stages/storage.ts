@@ -19,7 +19,7 @@ import { Batcher, type SealedBatch } from "../../batch/batcher.ts";
 import { ChunkPool } from "../../batch/chunks.ts";
 import { GzipPool, workerDeflater } from "../../batch/compress.ts";
 import { HoleMarker } from "../../batch/holes.ts";
-import { Journal, type RecoveredJournal, recoverJournal } from "../../batch/journal.ts";
+import { Journal, type RecoveredJournal, recoverJournal } from "../../store/journal.ts";
 import { planKey } from "../../archive/keys.ts";
 import { decodeLine, lineFactsOf } from "../../archive/decode.ts";
 import { parseStreamName } from "../../binance/streams.ts";

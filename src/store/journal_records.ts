@@ -4,15 +4,19 @@
  *
  *   <CRC-32 of the record's UTF-8 bytes, 8 lower-case hex digits>\t<record>\n
  *
- * Segments written this way end in `.v2.jnl`. Older segments (`.jnl`
- * without `.v2`) hold bare records and are still read, unchecked.
+ * Segments of the journal of compressed pieces (store/journal.ts) end in
+ * `.v3.jnl`; those of the earlier journal of lines in `.v2.jnl`, both framed
+ * this way. The oldest segments (`.jnl` alone) hold bare records and are
+ * still read, unchecked.
  */
 
 import { crc32 } from "node:zlib";
 
 export const SEGMENT_SUFFIX = ".jnl";
-/** Names of segments whose records carry a CRC. */
+/** Names of segments of the journal of lines whose records carry a CRC. */
 export const CHECKED_SEGMENT_SUFFIX = ".v2.jnl";
+/** Names of segments of the journal of compressed pieces. */
+export const PIECE_SEGMENT_SUFFIX = ".v3.jnl";
 /** The CRC's hex digits and the tab after them. */
 export const CRC_PREFIX_BYTES = 9;
 
@@ -96,6 +100,6 @@ function uncheckedRecord(record: Uint8Array): JournalRecord {
 function damaged(record: Uint8Array, checked: boolean, line: number, why: string): JournalRecord {
   const text = lenientDecoder.decode(record.subarray(0, 64));
   // Only a complete id (a tab after it) is taken: a cut "l\t12" must not read as batch 1.
-  const match = (checked ? /^[^\t]{8}\t([olsr])\t(\d+)\t/ : /^([olsr])\t(\d+)\t/).exec(text);
+  const match = (checked ? /^[^\t]{8}\t([olsrp])\t(\d+)\t/ : /^([olsr])\t(\d+)\t/).exec(text);
   return match ? { ok: false, kind: match[1], id: match[2], line, why } : { ok: false, line, why };
 }

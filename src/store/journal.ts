@@ -1,0 +1,573 @@
+/**
+ * The crash journal: what each open batch has received is on disk within
+ * `flushMs` (default 250 ms), compressed, so a SIGKILL or a crash loses at
+ * most that much, and the journal writes about as many bytes as the archive
+ * (the journal of every line uncompressed that it replaces wrote 6-8×). At
+ * start-up, batches left in the journal become sealed batches again, under
+ * the key they were given when they opened.
+ *
+ * How: every flush asks each open batch's body for a piece of the text that
+ * arrived since the last one (`GzipBody.flush`: raw deflate ending on a
+ * full flush, see batch/body.ts) and appends it to the batch's own file,
+ * `<run>-b<id>.gz.part`, after a gzip header. The pieces are the ones the
+ * body keeps for its object: nothing is compressed twice. A record in the
+ * current segment (`<run>-<n>.v3.jnl`, CRC-checked lines: see
+ * journal_records.ts and journal_pieces.ts) gives each piece's place,
+ * CRC-32 and line count. At seal the file gets the empty final block and
+ * the gzip trailer: it is then the object, byte for byte.
+ *
+ * Invariants:
+ * - A piece's record is written only after the piece is in its batch file;
+ *   a batch file's pieces are in order, each at the offset its record names.
+ * - One segment is written at a time, with one `write` per flush; a new one
+ *   starts every `segmentMs`. Segment names sort by age. A segment is
+ *   deleted only when no batch that has records in it is still unsettled
+ *   (stored, spooled or dropped) AND every older segment is gone. A batch
+ *   file is deleted once its batch's settle record is written.
+ * - A batch's upload waits for its seal record to be written, so recovery
+ *   never mistakes an uploaded batch for an unfinished one — but not for
+ *   ever (recording must go on on a full disk). So a rebuilt batch is
+ *   marked `recovered` and stored only where its key is absent.
+ * - Recovery is deterministic (journal_rebuild.ts).
+ */
+
+import { getLogger } from "@logtape/logtape";
+import { join } from "node:path";
+import { crc32 } from "node:zlib";
+import type { BatchObserver, ObjectFile, SealedBatch } from "../batch/batcher.ts";
+import {
+  type BodyPiece,
+  FINAL_BLOCK,
+  type GzipBody,
+  gzipHeader,
+  gzipTrailer,
+  localDeflater,
+} from "../batch/body.ts";
+import { concatBytes } from "../archive/bytes.ts";
+import { ChunkPool } from "../batch/chunks.ts";
+import { type JournalReading, readLineSegment } from "./journal_lines.ts";
+import { BATCH_FILE_SUFFIX, batchFileName, PieceReader } from "./journal_pieces.ts";
+import { PIECE_SEGMENT_SUFFIX, SEGMENT_SUFFIX, stampCrc } from "./journal_records.ts";
+import { type LineFacts, rebuildBatches, type RebuildOptions } from "./journal_rebuild.ts";
+
+export type { LineFacts } from "./journal_rebuild.ts";
+
+const log = getLogger(["l2", "journal"]);
+
+/** Segment bytes kept for a retry while writes fail. */
+const MAX_UNWRITTEN = 256 * 1024 * 1024;
+/** Longest an upload waits for its seal record while the journal cannot write. */
+const MAX_SEAL_WAIT_MS = 5000;
+
+const encoder = new TextEncoder();
+
+/** Segment records as UTF-8, each after its CRC-32 (journal_records.ts). */
+class RecordBuffer {
+  #bytes = new Uint8Array(64 * 1024);
+  #length = 0;
+
+  get length(): number {
+    return this.#length;
+  }
+
+  add(record: string): void {
+    // UTF-8 needs at most 3 bytes per UTF-16 unit; 10 for the CRC, tab and newline.
+    const need = this.#length + record.length * 3 + 10;
+    if (need > this.#bytes.length) {
+      const bigger = new Uint8Array(Math.max(need, this.#bytes.length * 2));
+      bigger.set(this.#bytes.subarray(0, this.#length));
+      this.#bytes = bigger;
+    }
+    const start = this.#length + 9;
+    const end = start + encoder.encodeInto(record, this.#bytes.subarray(start)).written;
+    stampCrc(this.#bytes, start, end);
+    this.#bytes[end] = 0x0a;
+    this.#length = end + 1;
+  }
+
+  /** The bytes so far (a copy), and an empty buffer for what follows. */
+  take(): Uint8Array {
+    const taken = this.#bytes.slice(0, this.#length);
+    this.#length = 0;
+    return taken;
+  }
+}
+
+export interface JournalOptions {
+  readonly flushMs?: number;
+  readonly segmentMs?: number;
+  /** Wall clock, ms (for segment names). */
+  readonly now?: () => number;
+  /** Called on every failed write to a journal file (l2_disk_write_failures_total). */
+  readonly onWriteFailed?: (error: unknown) => void;
+}
+
+interface Segment {
+  readonly name: string;
+  /** Batches with records in this segment that are not yet settled. */
+  readonly live: Set<number>;
+  file?: Deno.FsFile;
+}
+
+/** One batch the journal follows, from `opened` until `settled`. */
+interface Entry {
+  readonly id: number;
+  readonly body: GzipBody;
+  readonly path: string;
+  /** Bytes in the batch file so far (its header included). */
+  written: number;
+  /** Pieces taken from the body and not yet in the file, in order. */
+  readonly queue: BodyPiece[];
+  /** Sealed: once its pieces are in, the file gets its end and a seal record. */
+  sealing: boolean;
+  /** The file has its end: nothing more to write. */
+  ended: boolean;
+  /** A piece could not be compressed: the file stops there (recovery drops the rest, counted). */
+  broken: boolean;
+  /** Settled: nothing more is written for it. */
+  settled: boolean;
+  /** A write failed: the file may hold bytes beyond `written`. */
+  torn?: boolean;
+  /** The file as last read back for spilled pieces, and how far it was written then. */
+  readBack?: { upTo: number; bytes: Promise<Uint8Array> };
+  /** Text CRC-32 and length up to the last piece written. */
+  textCrc: number;
+  textBytes: number;
+  totalLines: number;
+}
+
+export class Journal implements BatchObserver {
+  readonly dir: string;
+  readonly #runId: string;
+  readonly #flushMs: number;
+  readonly #segmentMs: number;
+  readonly #now: () => number;
+  readonly #onWriteFailed: ((error: unknown) => void) | undefined;
+  readonly #entries = new Map<string, Entry>();
+  /** Segments of this run still on disk, oldest first; the last is current. */
+  readonly #segments: Segment[] = [];
+  /** Per batch id, the segments it has records in. */
+  readonly #touched = new Map<number, Set<Segment>>();
+  #nextId = 0;
+  readonly #records = new RecordBuffer();
+  /** Batch files to delete once the records written with them are in the segment. */
+  #settledFiles: string[] = [];
+  #segmentStartedAt = 0;
+  #segmentCounter = 0;
+  #flushing: Promise<void> = Promise.resolve();
+  /** The flush waiting for the one in progress; later calls join it. */
+  #nextFlush: Promise<void> | undefined;
+  /** Seals waiting to be durable, each with its batch. */
+  #waiters: Array<{ entry: Entry; resolve: (file: ObjectFile | undefined) => void }> = [];
+  #timer: ReturnType<typeof setInterval> | undefined;
+  /** Segment bytes a failed write left behind, written first next time. */
+  #unwritten: Uint8Array | undefined;
+  #failingSince: number | undefined;
+  /** A write of the flush in progress failed (a batch file's or the segment's). */
+  #flushFailed = false;
+
+  private constructor(dir: string, options: JournalOptions) {
+    this.dir = dir;
+    this.#flushMs = options.flushMs ?? 250;
+    this.#segmentMs = options.segmentMs ?? 60_000;
+    this.#now = options.now ?? Date.now;
+    this.#onWriteFailed = options.onWriteFailed;
+    this.#runId = String(this.#now()).padStart(15, "0");
+  }
+
+  /** Starts a journal for this run; call `recoverJournal` on the directory first. */
+  static async start(dir: string, options: JournalOptions = {}): Promise<Journal> {
+    await Deno.mkdir(dir, { recursive: true });
+    const journal = new Journal(dir, options);
+    await journal.#rotate();
+    journal.#timer = setInterval(() => journal.flush(), journal.#flushMs);
+    return journal;
+  }
+
+  opened(key: string, stream: string, body: GzipBody): void {
+    const id = this.#nextId++;
+    this.#entries.set(key, {
+      id,
+      body,
+      path: join(this.dir, batchFileName(this.#runId, id)),
+      written: 0,
+      queue: [],
+      sealing: false,
+      ended: false,
+      broken: false,
+      settled: false,
+      textCrc: 0,
+      textBytes: 0,
+      totalLines: 0,
+    });
+    this.#record(id, `o\t${id}\t${key}\t${stream}`);
+  }
+
+  /** Resolves once the seal is written, with the batch file (then the whole object) if it is whole. */
+  sealed(key: string): Promise<ObjectFile | undefined> {
+    const entry = this.#entries.get(key);
+    if (!entry) return Promise.resolve(undefined);
+    entry.sealing = true;
+    this.#take(entry);
+    const written = new Promise<ObjectFile | undefined>((resolve) =>
+      this.#waiters.push({ entry, resolve })
+    );
+    this.flush();
+    return written;
+  }
+
+  /** The batch is stored, spooled or dropped: it no longer needs the journal. */
+  settled(key: string): void {
+    const entry = this.#entries.get(key);
+    if (!entry) return;
+    this.#entries.delete(key);
+    entry.settled = true;
+    this.#records.add(`r\t${entry.id}`);
+    this.#settledFiles.push(entry.path);
+    for (const segment of this.#touched.get(entry.id) ?? []) segment.live.delete(entry.id);
+    this.#touched.delete(entry.id);
+  }
+
+  /**
+   * Writes what open batches received since the last flush; resolves when
+   * it is in the files. Calls made while a flush waits for its turn share
+   * it, so at most one write runs and one waits, however many batches seal
+   * at once.
+   */
+  flush(): Promise<void> {
+    if (this.#nextFlush) return this.#nextFlush;
+    const next = this.#flushing.then(() => {
+      this.#nextFlush = undefined;
+      return this.#flushNow();
+    }).catch((error) => {
+      // Never leave the chain rejected: one failure must not stop later flushes.
+      log.error("Crash journal flush failed: {error}", { error });
+    });
+    this.#nextFlush = next;
+    this.#flushing = next;
+    return next;
+  }
+
+  /**
+   * Stops journalling. Segments that no unsettled batch needs are deleted;
+   * the rest stay, with their batch files, for the next start to recover.
+   */
+  async close(): Promise<void> {
+    clearInterval(this.#timer);
+    await this.flush();
+    for (const segment of this.#segments) segment.file?.close();
+    if (this.#segments.every((segment) => segment.live.size === 0)) {
+      for (const segment of this.#segments) {
+        await Deno.remove(join(this.dir, segment.name)).catch(() => {});
+      }
+    }
+    this.#segments.length = 0;
+  }
+
+  #record(id: number, record: string): void {
+    this.#records.add(record);
+    const current = this.#segments[this.#segments.length - 1];
+    current.live.add(id);
+    let touched = this.#touched.get(id);
+    if (!touched) this.#touched.set(id, touched = new Set());
+    touched.add(current);
+  }
+
+  /** Moves the body's new text into pieces, and the pieces into the entry's queue. */
+  #take(entry: Entry): void {
+    if (entry.ended || entry.broken) return;
+    entry.body.flush();
+    entry.queue.push(...entry.body.takePieces());
+  }
+
+  async #flushNow(): Promise<void> {
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    this.#flushFailed = false;
+    const entries = [...this.#entries.values()];
+    for (const entry of entries) this.#take(entry);
+    // The pieces compress on the gzip workers; all of them are awaited together.
+    await Promise.allSettled(entries.flatMap((e) => e.queue.map((piece) => piece.bytes)));
+    await Promise.all(entries.map((entry) => this.#writeEntry(entry)));
+    // Batch files whose settle record goes out in this write, taken with it.
+    const settledFiles = this.#settledFiles;
+    this.#settledFiles = [];
+    const segmentWritten = await this.#writeSegment();
+    if (!segmentWritten) this.#settledFiles.unshift(...settledFiles);
+    // A seal is durable once written. While the journal cannot write, uploads
+    // wait for it, but not for ever: recording must not stop on a bad disk.
+    const stuck = this.#failingSince !== undefined &&
+      this.#now() - this.#failingSince < MAX_SEAL_WAIT_MS;
+    if (stuck) this.#waiters.unshift(...waiters);
+    else {
+      for (const { entry, resolve } of waiters) {
+        resolve(entry.ended ? { path: entry.path, bytes: entry.written } : undefined);
+      }
+    }
+    if (!segmentWritten) return; // do not rotate with records still owed to this segment
+    for (const path of settledFiles) await Deno.remove(path).catch(() => {});
+    await this.#rotateIfDue();
+    await this.#deleteSettledSegments();
+  }
+
+  /**
+   * Appends the entry's compressed pieces (and, once sealed, its end) to its
+   * file, then their records to the segment buffer. A failed write keeps
+   * them queued for the next flush, written again from the same offset.
+   */
+  async #writeEntry(entry: Entry): Promise<void> {
+    if (entry.ended || entry.broken || entry.settled) return;
+    const parts: Uint8Array[] = entry.written === 0 ? [gzipHeader(entry.body.level)] : [];
+    const records: string[] = [];
+    const spills: Array<() => void> = [];
+    let offset = entry.written + (entry.written === 0 ? parts[0].length : 0);
+    let done = 0;
+    for (const piece of entry.queue) {
+      const bytes = await piece.bytes.catch(() => undefined);
+      if (!bytes) break;
+      records.push(pieceRecord(entry.id, offset, bytes, piece));
+      // Only numbers in the closure: the piece's bytes must not stay referenced.
+      const [at, length] = [offset, bytes.length];
+      spills.push(() => entry.body.spill(piece, length, () => this.#read(entry, at, length)));
+      parts.push(bytes);
+      offset += bytes.length;
+      done++;
+    }
+    const broken = done < entry.queue.length;
+    const last = entry.queue[done - 1];
+    const ends = entry.sealing && !broken;
+    if (ends) parts.push(FINAL_BLOCK, endOf(last, entry));
+    if (parts.length === 0 || (done === 0 && !ends)) return this.#markBroken(entry, broken);
+    if (!await this.#append(entry, concatBytes(parts))) return;
+    entry.queue.splice(0, done);
+    if (last) ({ textCrc: entry.textCrc, textBytes: entry.textBytes } = last);
+    if (last) entry.totalLines = last.totalLines;
+    for (const record of records) this.#record(entry.id, record);
+    // Written: the body need not hold these pieces any more.
+    for (const spill of spills) spill();
+    if (ends) {
+      entry.ended = true;
+      this.#record(entry.id, `s\t${entry.id}\t${entry.totalLines}`);
+    }
+    this.#markBroken(entry, broken);
+  }
+
+  #markBroken(entry: Entry, broken: boolean): void {
+    if (!broken || entry.broken) return;
+    entry.broken = true;
+    entry.queue.length = 0;
+    log.error("A piece of batch {id} could not be compressed: its journal stops there", {
+      id: entry.id,
+    });
+  }
+
+  /**
+   * A piece the entry's file holds at `offset`, read back (one read of the
+   * file for all the pieces of a batch that is finished from its bytes).
+   */
+  async #read(entry: Entry, offset: number, length: number): Promise<Uint8Array> {
+    const end = offset + length;
+    if (!entry.readBack || entry.readBack.upTo < end) {
+      entry.readBack = { upTo: entry.written, bytes: Deno.readFile(entry.path) };
+    }
+    const bytes = (await entry.readBack.bytes).subarray(offset, end);
+    if (bytes.length !== length) throw new Error(`${entry.path} is shorter than written`);
+    return bytes;
+  }
+
+  /**
+   * Writes `bytes` at the entry's offset in its file; false (counted,
+   * logged) when it fails. Asynchronous: a write the kernel throttles (a
+   * busy disk) must not stall the thread that stamps receive times. The
+   * file is not kept open between flushes: 1,500 open batches would need
+   * more descriptors than a default limit allows.
+   */
+  async #append(entry: Entry, bytes: Uint8Array): Promise<boolean> {
+    try {
+      // After a failed write the file may hold part of it: cut that off first.
+      if (entry.torn) {
+        await Deno.truncate(entry.path, entry.written).catch((error) => {
+          if (!(error instanceof Deno.errors.NotFound)) throw error;
+        });
+      }
+      entry.torn = false;
+      // One operation (open, append, close): the cheapest for 1,500 files a flush.
+      await Deno.writeFile(entry.path, bytes, { append: true });
+      entry.written += bytes.length;
+      return true;
+    } catch (error) {
+      entry.torn = true;
+      this.#writeFailed(error);
+      return false;
+    }
+  }
+
+  /** Writes the buffered records to the current segment; false when some are still owed to it. */
+  async #writeSegment(): Promise<boolean> {
+    if (this.#records.length === 0 && !this.#unwritten) return true;
+    const fresh = this.#records.take();
+    // Bytes a failed write left behind go first, so records stay whole and in order.
+    const bytes = this.#unwritten ? concatBytes([this.#unwritten, fresh]) : fresh;
+    this.#unwritten = undefined;
+    const current = this.#segments[this.#segments.length - 1];
+    let written = 0;
+    try {
+      while (written < bytes.length) {
+        written += await current.file!.write(bytes.subarray(written));
+      }
+      if (!this.#flushFailed) {
+        if (this.#failingSince !== undefined) log.info("The crash journal writes again");
+        this.#failingSince = undefined;
+      }
+      return true;
+    } catch (error) {
+      this.#unwritten = bytes.slice(written);
+      this.#writeFailed(error);
+      if (this.#unwritten.length > MAX_UNWRITTEN) {
+        log.error("Crash journal unwritable for long: dropping {bytes} bytes of it", {
+          bytes: this.#unwritten.length,
+        });
+        this.#unwritten = undefined;
+      }
+      return false;
+    }
+  }
+
+  #writeFailed(error: unknown): void {
+    this.#flushFailed = true;
+    this.#onWriteFailed?.(error);
+    if (this.#failingSince === undefined) {
+      log.error("Cannot write the crash journal: {error}; retrying", { error });
+      this.#failingSince = this.#now();
+    }
+  }
+
+  async #rotateIfDue(): Promise<void> {
+    if (this.#now() - this.#segmentStartedAt < this.#segmentMs) return;
+    try {
+      await this.#rotate();
+    } catch (error) {
+      // Keep writing to the current segment; try a new one next period.
+      log.error("Cannot start a new journal segment: {error}", { error });
+      this.#segmentStartedAt = this.#now();
+    }
+  }
+
+  /** Opens the next segment first, so a failure leaves the current one in use. */
+  async #rotate(): Promise<void> {
+    const name = `${this.#runId}-${
+      String(this.#segmentCounter++).padStart(6, "0")
+    }${PIECE_SEGMENT_SUFFIX}`;
+    const file = await Deno.open(join(this.dir, name), { write: true, createNew: true });
+    const previous = this.#segments[this.#segments.length - 1];
+    previous?.file?.close();
+    if (previous) previous.file = undefined;
+    this.#segments.push({ name, live: new Set(), file });
+    this.#segmentStartedAt = this.#now();
+  }
+
+  /** Oldest first, and never the current segment. */
+  async #deleteSettledSegments(): Promise<void> {
+    while (this.#segments.length > 1 && this.#segments[0].live.size === 0) {
+      const [oldest] = this.#segments;
+      await Deno.remove(join(this.dir, oldest.name)).catch(() => {});
+      this.#segments.shift();
+    }
+  }
+}
+
+function pieceRecord(id: number, offset: number, bytes: Uint8Array, piece: BodyPiece): string {
+  const crc = (crc32(bytes) >>> 0).toString(16).padStart(8, "0");
+  return `p\t${id}\t${offset}\t${bytes.length}\t${crc}\t${piece.lines}\t${piece.totalLines}`;
+}
+
+/** The gzip trailer after the last piece (or of no text at all). */
+function endOf(last: BodyPiece | undefined, entry: Entry): Uint8Array {
+  return last
+    ? gzipTrailer(last.textCrc, last.textBytes)
+    : gzipTrailer(entry.textCrc, entry.textBytes);
+}
+
+export interface RecoveredJournal {
+  /** Batches rebuilt from the journal, in the order they were opened. */
+  readonly batches: SealedBatch[];
+  /** Journal files of earlier runs: delete them once every batch is settled. */
+  readonly files: string[];
+  /** Records that could not be read (a torn last write, damage). */
+  readonly badRecords: number;
+  /** Damaged records that may have held lines but name no legible batch: lost unmarked. */
+  readonly unattributed: number;
+  /** Each skipped record or lost run of lines, as `<file>:<line> (<why>)`. */
+  readonly skipped: readonly string[];
+}
+
+export interface RecoverOptions extends Partial<RebuildOptions> {
+  /** What a line says about itself: receive time, data or event, update ids. */
+  readonly describe: (line: string) => Omit<LineFacts, "text">;
+}
+
+/**
+ * Rebuilds the batches an earlier run left in the journal (both formats:
+ * the pieces journal.ts writes, and the lines earlier versions wrote,
+ * journal_lines.ts).
+ * Damage is skipped and logged; it never turns into a changed line: lines
+ * lost to it become `dropped` lines with exact counts (journal_rebuild.ts).
+ * Without `pool` and `deflater`, the batches are compressed on this thread
+ * at level 5; without `rekey`, a batch whose open record is damaged is lost
+ * (logged and counted).
+ */
+export async function recoverJournal(
+  dir: string,
+  options: RecoverOptions,
+): Promise<RecoveredJournal> {
+  const files = await journalFiles(dir);
+  const reading: JournalReading = {
+    pending: new Map(),
+    describe: options.describe,
+    badRecords: 0,
+    unattributed: 0,
+    skipped: [],
+  };
+  const pieces = new PieceReader(reading, dir);
+  for (const name of files.filter((f) => f.endsWith(SEGMENT_SUFFIX))) {
+    const bytes = await Deno.readFile(join(dir, name));
+    if (name.endsWith(PIECE_SEGMENT_SUFFIX)) pieces.readSegment(name, bytes);
+    else readLineSegment(reading, name, bytes);
+  }
+  await pieces.readPieces();
+  const { batches, unattributed } = rebuildBatches(reading.pending.values(), {
+    pool: options.pool ?? new ChunkPool(),
+    deflater: options.deflater ?? localDeflater(5),
+    rekey: options.rekey,
+  });
+  const { badRecords, skipped } = reading;
+  if (skipped.length > 0) {
+    log.warn("Skipped {badRecords} unreadable journal records: {skipped}", {
+      badRecords,
+      skipped: skipped.slice(0, 20).join(", ") + (skipped.length > 20 ? ", …" : ""),
+      unattributed: reading.unattributed + unattributed,
+    });
+  }
+  return {
+    batches,
+    files: files.map((f) => join(dir, f)),
+    badRecords,
+    unattributed: reading.unattributed + unattributed,
+    skipped,
+  };
+}
+
+/** The journal's segments and batch files, sorted by name (segments by age); none without the directory. */
+async function journalFiles(dir: string): Promise<string[]> {
+  const files: string[] = [];
+  try {
+    for await (const entry of Deno.readDir(dir)) {
+      const ours = entry.name.endsWith(SEGMENT_SUFFIX) || entry.name.endsWith(BATCH_FILE_SUFFIX);
+      if (entry.isFile && ours) files.push(entry.name);
+    }
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return [];
+    throw error;
+  }
+  return files.sort();
+}

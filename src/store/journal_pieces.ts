@@ -1,0 +1,178 @@
+/**
+ * Reading the journal of compressed pieces (written by journal.ts) back at
+ * start-up. Segment records (`.v3.jnl`, each after its CRC-32):
+ *   o <id> <key> <stream>                                 a batch opened
+ *   p <id> <offset> <length> <crc> <lines> <totalLines>   a piece is in the batch file
+ *   s <id> <totalLines>                                   the batch was sealed (its file is whole)
+ *   r <id>                                                the batch was settled
+ * A batch's pieces are in its own file, `<run>-b<id>.gz.part`: a gzip header
+ * and then each piece (raw deflate ending on a full flush, so each inflates
+ * on its own) at the offset its record gives, its CRC-32 in the record.
+ *
+ * A piece that is missing or damaged (CRC) costs its own lines, no more: they
+ * become one exact `dropped` line (counted from its record), and the pieces
+ * around it are kept. Lines of records that are damaged themselves are
+ * counted from the running totals of the records after them; lines after
+ * the last record read are lost with the crash (the `recovered` line says so).
+ */
+
+import { join } from "node:path";
+import { constants, crc32, inflateRawSync } from "node:zlib";
+import { type JournalReading, pendingFor } from "./journal_lines.ts";
+import { type JournalRecord, parseSegment } from "./journal_records.ts";
+import { addHole, type Pending } from "./journal_rebuild.ts";
+
+/** Where a batch's pieces are: `<run>-b<id>.gz.part` in the journal directory. */
+export const BATCH_FILE_SUFFIX = ".gz.part";
+export const batchFileName = (run: string, id: number | string): string =>
+  `${run}-b${id}${BATCH_FILE_SUFFIX}`;
+/** The gzip header in front of the first piece. */
+export const HEADER_BYTES = 10;
+
+interface PieceRecord {
+  readonly offset: number;
+  readonly length: number;
+  readonly crc: number;
+  readonly lines: number;
+  /** Lines in the batch up to and including this piece. */
+  readonly totalLines: number;
+}
+
+/** The pieces of one batch as its records list them; `gap` where a record was damaged. */
+interface PieceList {
+  readonly file: string;
+  readonly pieces: Array<PieceRecord | "gap">;
+  /** Lines in the batch by its latest record that says. */
+  totalLines: number;
+}
+
+export class PieceReader {
+  readonly #reading: JournalReading;
+  readonly #dir: string;
+  readonly #lists = new Map<string, PieceList>();
+
+  constructor(reading: JournalReading, dir: string) {
+    this.#reading = reading;
+    this.#dir = dir;
+  }
+
+  /** Adds the records of one segment. */
+  readSegment(name: string, bytes: Uint8Array): void {
+    const run = name.slice(0, name.indexOf("-"));
+    for (const record of parseSegment(bytes, true)) {
+      if (record.ok) this.#record(run, record.fields);
+      else this.#damage(run, name, record);
+    }
+  }
+
+  /** Reads every listed batch's pieces from its file into its lines. */
+  async readPieces(): Promise<void> {
+    for (const [ref, list] of this.#lists) {
+      const batch = pendingFor(this.#reading, ref);
+      if (batch.settled) continue;
+      let bytes: Uint8Array;
+      try {
+        bytes = await Deno.readFile(join(this.#dir, list.file));
+      } catch (error) {
+        if (!(error instanceof Deno.errors.NotFound)) throw error;
+        bytes = new Uint8Array(0);
+      }
+      this.#linesOf(batch, list, bytes);
+    }
+  }
+
+  #listFor(run: string, id: string): PieceList {
+    const ref = `${run}/${id}`;
+    let list = this.#lists.get(ref);
+    if (!list) {
+      this.#lists.set(ref, list = { file: batchFileName(run, id), pieces: [], totalLines: 0 });
+    }
+    return list;
+  }
+
+  #record(run: string, fields: readonly string[]): void {
+    const [kind, id, ...rest] = fields;
+    const ref = `${run}/${id}`;
+    const numbers = rest.map(Number);
+    if (kind === "o" && rest.length === 2) {
+      const batch = pendingFor(this.#reading, ref);
+      batch.key = rest[0];
+      batch.stream = rest[1];
+      this.#listFor(run, id);
+    } else if (kind === "p" && rest.length === 5 && isPiece(numbers, rest[2])) {
+      const [offset, length, , lines, totalLines] = numbers;
+      const list = this.#listFor(run, id);
+      list.pieces.push({ offset, length, crc: Number.parseInt(rest[2], 16), lines, totalLines });
+      list.totalLines = Math.max(list.totalLines, totalLines);
+    } else if (kind === "s" && rest.length === 1 && Number.isSafeInteger(numbers[0])) {
+      pendingFor(this.#reading, ref).sealed = true;
+      const list = this.#listFor(run, id);
+      list.totalLines = Math.max(list.totalLines, numbers[0]);
+    } else if (kind === "r" && id !== undefined) pendingFor(this.#reading, ref).settled = true;
+    else this.#reading.badRecords++;
+  }
+
+  #damage(run: string, name: string, record: Extract<JournalRecord, { ok: false }>): void {
+    this.#reading.badRecords++;
+    this.#reading.skipped.push(`${name}:${record.line} (${record.why})`);
+    if (record.kind === "p" && record.id !== undefined) {
+      this.#listFor(run, record.id).pieces.push("gap");
+    } else if (record.kind === undefined) this.#reading.unattributed++;
+  }
+
+  /** The batch's lines from its intact pieces, a hole for the lines of each damaged one. */
+  #linesOf(batch: Pending, list: PieceList, bytes: Uint8Array): void {
+    let accounted = 0;
+    const lose = (lines: number, why: string) => {
+      if (lines <= 0) return;
+      this.#reading.skipped.push(`${list.file} (${lines} lines: ${why})`);
+      addHole(batch, lines);
+      accounted += lines;
+    };
+    for (const piece of list.pieces) {
+      if (piece === "gap") continue; // its lines are counted by the next record's total
+      lose(piece.totalLines - piece.lines - accounted, "a damaged piece record");
+      const lines = linesOfPiece(piece, bytes);
+      if (lines === undefined) {
+        lose(piece.lines, "piece missing or damaged");
+        continue;
+      }
+      for (const line of lines) this.#addLine(batch, list.file, line);
+      accounted += lines.length;
+    }
+    lose(list.totalLines - accounted, "a damaged piece record");
+  }
+
+  #addLine(batch: Pending, file: string, line: string): void {
+    try {
+      batch.items.push({ text: line, ...this.#reading.describe(line) });
+    } catch {
+      this.#reading.badRecords++;
+      this.#reading.skipped.push(`${file} (a line that is not an archive line)`);
+      addHole(batch);
+    }
+  }
+}
+
+/** The lines of one piece, or undefined when it is missing, damaged or not as many as its record says. */
+function linesOfPiece(piece: PieceRecord, bytes: Uint8Array): string[] | undefined {
+  const end = piece.offset + piece.length;
+  if (piece.offset < HEADER_BYTES || end > bytes.length) return undefined;
+  const data = bytes.subarray(piece.offset, end);
+  if ((crc32(data) >>> 0) !== piece.crc) return undefined;
+  try {
+    const text = new TextDecoder("utf-8", { fatal: true }).decode(
+      inflateRawSync(data, { finishFlush: constants.Z_SYNC_FLUSH }),
+    );
+    const lines = text.slice(0, -1).split("\n");
+    return text.endsWith("\n") && lines.length === piece.lines ? lines : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A piece record's numbers are whole, and its CRC is 8 hex digits. */
+function isPiece(numbers: readonly number[], crc: string): boolean {
+  return /^[0-9a-f]{8}$/.test(crc) &&
+    numbers.every((n, i) => i === 2 || (Number.isSafeInteger(n) && n >= 0));
+}

@@ -1,0 +1,184 @@
+/**
+ * Turning what crash recovery read from the journal (journal_lines.ts) back
+ * into sealed batches:
+ *
+ * - a settled batch is skipped; a sealed one comes back with its lines; one
+ *   still open gets a `recovered` event line at its end;
+ * - each run of lines lost to damage becomes one `dropped` line (reason
+ *   "journal damage", with the count), never a changed line;
+ * - a batch whose open record is damaged is rebuilt under the key `rekey`
+ *   gives it (from its lines), or lost, counted and logged without one;
+ * - deterministic: the same journal gives the same objects under the same
+ *   keys (event lines are stamped with the last known receive time, not now).
+ */
+
+import { getLogger } from "@logtape/logtape";
+import type { SealedBatch } from "../batch/batcher.ts";
+import { type Deflater, GzipBody } from "../batch/body.ts";
+import type { ChunkPool } from "../batch/chunks.ts";
+import { droppedLine, eventLine } from "../archive/encode.ts";
+
+const log = getLogger(["l2", "journal"]);
+
+export interface LineFacts {
+  readonly text: string;
+  readonly recvTs: number;
+  readonly isData: boolean;
+  readonly isSnapshot?: boolean;
+  readonly firstUpdateId?: number;
+  readonly lastUpdateId?: number;
+}
+
+/** A run of lines (or records that held lines) lost to damage inside a batch. */
+export interface Hole {
+  readonly hole: true;
+  records: number;
+}
+
+/** One batch as read from the journal, before it is rebuilt. */
+export interface Pending {
+  /** Absent when the batch's open record was damaged. */
+  key?: string;
+  stream?: string;
+  readonly items: Array<LineFacts | Hole>;
+  sealed: boolean;
+  settled: boolean;
+}
+
+export interface RebuildOptions {
+  readonly pool: ChunkPool;
+  readonly deflater: Deflater;
+  /** Key and stream for a batch whose open record is damaged (see `recoverJournal`). */
+  readonly rekey?: (
+    lines: readonly string[],
+    index: number,
+  ) => { key: string; stream: string } | undefined;
+}
+
+/** Adds one lost line or record to the end of `batch`, joining a hole already there. */
+export function addHole(batch: Pending, count = 1): void {
+  const last = batch.items[batch.items.length - 1];
+  if (last && "hole" in last) last.records += count;
+  else batch.items.push({ hole: true, records: count });
+}
+
+/**
+ * The sealed batches for `pending`, in order; `unattributed` counts what
+ * was lost with no batch to mark it in.
+ */
+export function rebuildBatches(
+  pending: Iterable<Pending>,
+  options: RebuildOptions,
+): { batches: SealedBatch[]; unattributed: number } {
+  const batches: SealedBatch[] = [];
+  let unattributed = 0;
+  let rekeyed = 0;
+  for (const batch of pending) {
+    if (batch.settled) continue;
+    const kept = batch.items.filter((item): item is LineFacts => !("hole" in item));
+    const damaged = batch.items.reduce((n, item) => n + ("hole" in item ? item.records : 0), 0);
+    if (kept.length === 0) {
+      unattributed += damaged;
+      continue;
+    }
+    const rebuilt = batch.key === undefined || batch.stream === undefined;
+    const named = rebuilt
+      ? options.rekey?.(kept.map((l) => l.text), rekeyed++)
+      : { key: batch.key!, stream: batch.stream! };
+    if (!named) {
+      log.error(
+        "Lost {lines} journal lines of a batch whose open record is damaged: no key for them",
+        { lines: kept.length },
+      );
+      unattributed += kept.length + damaged;
+      continue;
+    }
+    const lines = damaged === 0 ? [...kept] : fillHoles(batch.items, named.stream);
+    if (!batch.sealed || rebuilt) lines.push(recoveredLine(lines, named.stream, rebuilt, damaged));
+    batches.push(sealedFromLines(named.key, named.stream, lines, options));
+  }
+  return { batches, unattributed };
+}
+
+/** The `recovered` line that ends a batch rebuilt without its seal (or its open record). */
+function recoveredLine(
+  lines: readonly LineFacts[],
+  stream: string,
+  rebuilt: boolean,
+  damaged: number,
+): LineFacts {
+  // Stamped with the last known receive time, not "now", so recovering
+  // the same journal twice writes identical objects.
+  const last = lines[lines.length - 1];
+  const details: Record<string, unknown> = {
+    reason: rebuilt
+      ? "the previous run's journal lost this batch's open record; rebuilt under a new key"
+      : "the previous run stopped without sealing this batch; lines after this point were lost",
+    lines: lines.length,
+  };
+  if (damaged > 0) details.damaged_records = damaged;
+  const text = eventLine(last.recvTs, stream, "recovered", details);
+  return { text, recvTs: last.recvTs, isData: false };
+}
+
+/**
+ * A batch's lines with each run of damaged records replaced by one
+ * `dropped` line, timed between its neighbours (the lost lines' own times
+ * are unknown: they lie within the bounds given).
+ */
+function fillHoles(items: ReadonlyArray<LineFacts | Hole>, stream: string): LineFacts[] {
+  const out: LineFacts[] = [];
+  items.forEach((item, index) => {
+    if (!("hole" in item)) {
+      out.push(item);
+      return;
+    }
+    const before = out[out.length - 1]?.recvTs;
+    const after = items.slice(index + 1).find((i): i is LineFacts => !("hole" in i))?.recvTs;
+    const recvTs = before ?? after!;
+    const text = droppedLine(recvTs, stream, {
+      reason: "journal damage",
+      messages: item.records,
+      firstRecvTs: before ?? after!,
+      lastRecvTs: after ?? before!,
+    });
+    out.push({ text, recvTs, isData: false });
+  });
+  return out;
+}
+
+function sealedFromLines(
+  key: string,
+  stream: string,
+  lines: readonly LineFacts[],
+  text: { pool: ChunkPool; deflater: Deflater },
+): SealedBatch {
+  let messages = 0;
+  let snapshots = 0;
+  let firstUpdateId: number | undefined;
+  let lastUpdateId: number | undefined;
+  for (const line of lines) {
+    if (line.isSnapshot) snapshots++;
+    else if (line.isData) messages++;
+    if (line.firstUpdateId !== undefined) firstUpdateId ??= line.firstUpdateId;
+    if (line.lastUpdateId !== undefined) lastUpdateId = line.lastUpdateId;
+  }
+  const body = new GzipBody(text);
+  for (const line of lines) body.appendLine(line.text);
+  return {
+    key,
+    stream,
+    body,
+    textBytes: body.byteLength,
+    recovered: true,
+    meta: {
+      messages,
+      snapshots,
+      events: lines.length - messages - snapshots,
+      firstRecvTs: lines[0].recvTs,
+      lastRecvTs: lines.reduce((max, l) => Math.max(max, l.recvTs), 0),
+      firstUpdateId,
+      lastUpdateId,
+    },
+  };
+}
