@@ -65,3 +65,18 @@ Deno.test("an empty text has no chunks and no lines", () => {
 Deno.test("a pool refuses chunks too small for one character", () => {
   assert.throws(() => new ChunkPool({ chunkSize: 3 }), RangeError);
 });
+
+Deno.test("concatBytes: parts back to back; with an allocator always a copy, in its buffer", () => {
+  const a = new Uint8Array([1, 2]);
+  const b = new Uint8Array([3]);
+  assert.deepEqual([...concatBytes([a, b])], [1, 2, 3]);
+  assert.equal(concatBytes([a]), a, "one part, no allocator: the part itself");
+  const buffer = new ArrayBuffer(16);
+  const copy = concatBytes([a], (bytes) => {
+    assert.equal(bytes, 2);
+    return buffer;
+  });
+  assert.notEqual(copy, a);
+  assert.equal(copy.buffer, buffer);
+  assert.deepEqual([...copy], [1, 2]);
+});

@@ -30,6 +30,7 @@
  */
 
 import { getLogger } from "@logtape/logtape";
+import { concatBytes } from "../archive/bytes.ts";
 import { type Deflater, deflateRawHere } from "./body.ts";
 import type { GzipReply, GzipRequest } from "./gzip_worker.ts";
 
@@ -65,19 +66,6 @@ interface Slot {
 /** Input buffers kept for reuse: enough for one call in flight per thread and one more. */
 const SPARES_PER_THREAD = 2;
 const MIN_INPUT_BYTES = 64 * 1024;
-
-/** A copy of all the chunks in `buffer` (from `spare`, or new), ours to transfer. */
-function join(chunks: readonly Uint8Array[], spare: (bytes: number) => ArrayBuffer) {
-  let length = 0;
-  for (const chunk of chunks) length += chunk.byteLength;
-  const out = new Uint8Array(spare(length), 0, length);
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return out;
-}
 
 export class GzipPool implements Disposable {
   readonly level: number;
@@ -128,7 +116,7 @@ export class GzipPool implements Disposable {
     const worker = slot.worker ?? this.#spawn(slot);
     const id = this.#nextId++;
     // The caller's chunks are copied here and are theirs again on return; only the copy moves.
-    const input = join(chunks, (bytes) => this.#takeSpare(bytes));
+    const input = concatBytes(chunks, (bytes) => this.#takeSpare(bytes));
     const request: GzipRequest = { id, level: this.level, final, chunks: [input] };
     worker.postMessage(request, [input.buffer]);
     const { promise, resolve, reject } = Promise.withResolvers<Uint8Array<ArrayBuffer>>();
@@ -151,7 +139,7 @@ export class GzipPool implements Disposable {
     const worker = slot.worker ?? this.#spawn(slot);
     const id = this.#nextId++;
     const lengths = calls.map((c) => c.chunks.reduce((n, chunk) => n + chunk.byteLength, 0));
-    const input = join(calls.flatMap((c) => c.chunks), (bytes) => this.#takeSpare(bytes));
+    const input = concatBytes(calls.flatMap((c) => c.chunks), (bytes) => this.#takeSpare(bytes));
     const finals = calls.map((c) => c.final);
     const request: GzipRequest = {
       id,

@@ -16,17 +16,15 @@ import { getLogger } from "@logtape/logtape";
 import type { SealedBatch } from "../batch/batcher.ts";
 import { type Deflater, GzipBody } from "../batch/body.ts";
 import type { ChunkPool } from "../batch/chunks.ts";
+import type { LineFacts as ArchiveLineFacts } from "../archive/decode.ts";
 import { droppedLine, eventLine } from "../archive/encode.ts";
 
 const log = getLogger(["l2", "journal"]);
 
-export interface LineFacts {
+/** A journal line and its facts (archive/decode.ts `lineFactsOf`, which recovery reads it with). */
+export interface LineFacts extends Omit<ArchiveLineFacts, "isSnapshot" | "prevUpdateId"> {
   readonly text: string;
-  readonly recvTs: number;
-  readonly isData: boolean;
   readonly isSnapshot?: boolean;
-  readonly firstUpdateId?: number;
-  readonly lastUpdateId?: number;
 }
 
 /** A run of lines (or records that held lines) lost to damage inside a batch. */

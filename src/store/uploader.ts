@@ -71,7 +71,6 @@ export class Uploader {
   readonly #unstored: SealedBatch[] = [];
   #active = 0;
   #queueBytes = 0;
-  #lastSuccessAt: number | undefined;
   /** The last failed put's error, undefined once a put succeeds. */
   #lastPutError: unknown;
   #overflowChain: Promise<void> = Promise.resolve();
@@ -149,11 +148,6 @@ export class Uploader {
   /** Batches queued, being stored or being spooled. */
   get pending(): number {
     return this.#queue.length + this.#active;
-  }
-
-  /** Wall-clock ms of the last confirmed store, if any. */
-  get lastSuccessAt(): number | undefined {
-    return this.#lastSuccessAt;
   }
 
   /**
@@ -243,7 +237,6 @@ export class Uploader {
           throw error;
         }
       }, this.#abort.signal);
-      this.#lastSuccessAt = Date.now();
       this.#lastPutError = undefined;
       if (!stored) {
         log.info("{key} is already stored; its copy recovered from the crash journal is dropped", {
@@ -284,7 +277,6 @@ export class Uploader {
       return false;
     }
     batch.body.release();
-    this.#lastSuccessAt = Date.now();
     this.#lastPutError = undefined;
     if (!stored) {
       log.info("{key} is already stored; its copy recovered from the crash journal is dropped", {

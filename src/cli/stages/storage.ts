@@ -21,7 +21,7 @@ import { GzipPool, workerDeflater } from "../../batch/compress.ts";
 import { HoleMarker } from "../../batch/holes.ts";
 import { Journal, type RecoveredJournal, recoverJournal } from "../../store/journal.ts";
 import { planKey } from "../../archive/keys.ts";
-import { decodeLine, lineFactsOf } from "../../archive/decode.ts";
+import { decodeLine } from "../../archive/decode.ts";
 import { parseStreamName } from "../../binance/streams.ts";
 import type { Config } from "../../config_types.ts";
 import type { Telemetry } from "../../ops/events.ts";
@@ -206,7 +206,6 @@ export class Storage implements BatchStore, AsyncDisposable {
       "read the crash journal",
       () =>
         recoverJournal(journalDir, {
-          describe: lineFactsOf,
           pool,
           deflater: workerDeflater(gzip),
           rekey: (lines, index) =>
