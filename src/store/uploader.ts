@@ -238,15 +238,7 @@ export class Uploader {
         }
       }, this.#abort.signal);
       this.#lastPutError = undefined;
-      if (!stored) {
-        log.info("{key} is already stored; its copy recovered from the crash journal is dropped", {
-          key: batch.key,
-          messages: batch.meta.messages,
-        });
-        this.#options.onSettled?.(batch, "existed", 0);
-        return;
-      }
-      this.#options.onSettled?.(batch, "stored", body.length);
+      if (!this.#settleStored(batch, stored, body.length)) return;
       log.debug("Stored {key}", {
         key: batch.key,
         sink: sink.kind,
@@ -278,14 +270,25 @@ export class Uploader {
     }
     batch.body.release();
     this.#lastPutError = undefined;
-    if (!stored) {
-      log.info("{key} is already stored; its copy recovered from the crash journal is dropped", {
-        key: batch.key,
-        messages: batch.meta.messages,
-      });
-      this.#options.onSettled?.(batch, "existed", 0);
-    } else this.#options.onSettled?.(batch, "stored", file.bytes);
+    this.#settleStored(batch, stored, file.bytes);
     return true;
+  }
+
+  /**
+   * Settles a batch a sink took (`stored`) or refused because its key
+   * exists (a recovered copy, never put over the stored one). True when stored.
+   */
+  #settleStored(batch: SealedBatch, stored: boolean, bytes: number): boolean {
+    if (stored) {
+      this.#options.onSettled?.(batch, "stored", bytes);
+      return true;
+    }
+    log.info("{key} is already stored; its copy recovered from the crash journal is dropped", {
+      key: batch.key,
+      messages: batch.meta.messages,
+    });
+    this.#options.onSettled?.(batch, "existed", 0);
+    return false;
   }
 
   /** Writes a batch to the spool; without a spool (or room in it) it is reported. */
