@@ -136,6 +136,36 @@ export async function runLoad(
   return await runCollector(load, client, exchange, urls, settings);
 }
 
+/**
+ * A client that answers "stats" with the frames and bytes it received: the
+ * window measured, then the exchange stopped and the client left to drain.
+ */
+async function measureCounting(
+  load: Load,
+  client: ChildChannel,
+  exchange: ChildChannel,
+  settings: RunSettings,
+  drain: { minMs: number; maxMs: number },
+) {
+  await client.read<{ open: number }>();
+  await waitForConnections(exchange, connectionsOf(load));
+  const window = await measureWindow(settings, [client.pid, exchange.pid], async () => ({
+    exchange: await exchange.ask<ExchangeStats>("stats"),
+    client: await client.ask<BareStats>("stats"),
+  }));
+  const frames = window.after.client.frames - window.before.client.frames;
+  const bytes = window.after.client.bytes - window.before.client.bytes;
+  await exchange.ask("stop");
+  const drainMs = await waitForIdle(client.pid, drain);
+  return {
+    offeredPerSec: (window.after.exchange.sent - window.before.exchange.sent) / window.seconds,
+    keptPerSec: frames / window.seconds,
+    mbPerSec: bytes / window.seconds / 1e6,
+    ...cpuFigures(window, frames),
+    drainMs,
+  };
+}
+
 async function runBare(
   load: Load,
   exchange: ChildChannel,
@@ -145,17 +175,10 @@ async function runBare(
   await using bare = ChildChannel.spawn("./bare_client.ts", combinedUrls(wsUrl, load));
   const watch = new ProcessWatch(bare.pid);
   try {
-    await bare.read<{ open: number }>();
-    await waitForConnections(exchange, connectionsOf(load));
-    const window = await measureWindow(settings, [bare.pid, exchange.pid], async () => ({
-      exchange: await exchange.ask<ExchangeStats>("stats"),
-      bare: await bare.ask<BareStats>("stats"),
-    }));
-    const frames = window.after.bare.frames - window.before.bare.frames;
-    const bytes = window.after.bare.bytes - window.before.bare.bytes;
-
-    await exchange.ask("stop");
-    const drainMs = await waitForIdle(bare.pid, { minMs: 500, maxMs: 30_000 });
+    const measured = await measureCounting(load, bare, exchange, settings, {
+      minMs: 500,
+      maxMs: 30_000,
+    });
     await watch.sample();
     const { sent } = await exchange.ask<{ sent: number }>("counts");
     const final = await bare.ask<BareStats>("close");
@@ -163,16 +186,12 @@ async function runBare(
     return {
       load,
       client: "bare",
-      offeredPerSec: (window.after.exchange.sent - window.before.exchange.sent) / window.seconds,
-      keptPerSec: frames / window.seconds,
-      mbPerSec: bytes / window.seconds / 1e6,
+      ...measured,
       sent,
       kept: final.frames,
       missing: Math.max(0, sent - final.frames),
       extra: Math.max(0, final.frames - sent),
-      ...cpuFigures(window, frames),
       peakRssBytes: watch.peakBytes,
-      drainMs,
       notes: [],
     };
   } finally {
@@ -199,16 +218,10 @@ async function runPeer(
   ], how.env);
   const watch = new ProcessWatch(peer.pid);
   try {
-    await peer.read<{ open: number }>();
-    await waitForConnections(exchange, connectionsOf(load));
-    const window = await measureWindow(settings, [peer.pid, exchange.pid], async () => ({
-      exchange: await exchange.ask<ExchangeStats>("stats"),
-      peer: await peer.ask<BareStats>("stats"),
-    }));
-    const frames = window.after.peer.frames - window.before.peer.frames;
-    const bytes = window.after.peer.bytes - window.before.peer.bytes;
-    await exchange.ask("stop");
-    const drainMs = await waitForIdle(peer.pid, { minMs: 1000, maxMs: 60_000 });
+    const measured = await measureCounting(load, peer, exchange, settings, {
+      minMs: 1000,
+      maxMs: 60_000,
+    });
     await watch.sample();
     const counts = await exchange.ask<{ sent: number; perStream: Record<string, number> }>(
       "counts",
@@ -227,16 +240,12 @@ async function runPeer(
       load,
       client,
       batchSeconds: settings.batchSeconds,
-      offeredPerSec: (window.after.exchange.sent - window.before.exchange.sent) / window.seconds,
-      keptPerSec: frames / window.seconds,
-      mbPerSec: bytes / window.seconds / 1e6,
+      ...measured,
       sent: counts.sent,
       kept: stored.lines,
       missing,
       extra,
-      ...cpuFigures(window, frames),
       peakRssBytes: watch.peakBytes,
-      drainMs,
       notes: [],
     };
   } finally {
