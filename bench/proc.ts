@@ -74,12 +74,8 @@ export interface Memory {
 }
 
 export async function memory(pid: number): Promise<Memory | undefined> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(`/proc/${pid}/status`);
-  } catch {
-    return undefined;
-  }
+  const text = await procFile(pid, "status");
+  if (text === undefined) return undefined;
   const kb = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(text)?.[1]);
   const rss = kb("VmRSS");
   const hwm = kb("VmHWM");
@@ -181,12 +177,8 @@ export interface IoCounters {
 }
 
 export async function ioCounters(pid: number): Promise<IoCounters | undefined> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(`/proc/${pid}/io`);
-  } catch {
-    return undefined;
-  }
+  const text = await procFile(pid, "io");
+  if (text === undefined) return undefined;
   const field = (name: string) => Number(new RegExp(`^${name}: (\\d+)$`, "m").exec(text)?.[1]);
   return {
     wchar: field("wchar"),
@@ -216,4 +208,13 @@ export async function measureChild(child: Deno.ChildProcess): Promise<Measured> 
   clearInterval(cpuTimer);
   watch.stop();
   return { output, wallSeconds, cpuSeconds: cpu, peakRssBytes: watch.peakBytes };
+}
+
+/** /proc/<pid>/<name>, or undefined once the process is gone. */
+async function procFile(pid: number, name: string): Promise<string | undefined> {
+  try {
+    return await Deno.readTextFile(`/proc/${pid}/${name}`);
+  } catch {
+    return undefined;
+  }
 }
