@@ -193,9 +193,7 @@ export class GzipBody {
     const tail = this.#tail;
     const before = tail.capacity;
     tail.appendLine(line);
-    this.#lines++;
-    this.#count(tail.capacity - before);
-    if (tail.byteLength >= this.#pieceBytes()) this.#cut();
+    this.#appended(tail, before);
   }
 
   /** `appendLine` for a line already encoded as UTF-8 (no newline in it); copies it. */
@@ -204,6 +202,11 @@ export class GzipBody {
     const tail = this.#tail;
     const before = tail.capacity;
     tail.appendLineBytes(bytes);
+    this.#appended(tail, before);
+  }
+
+  /** A line went into `tail` (whose capacity was `before`): counted, and a piece cut when due. */
+  #appended(tail: ChunkedText, before: number): void {
     this.#lines++;
     this.#count(tail.capacity - before);
     if (tail.byteLength >= this.#pieceBytes()) this.#cut();
