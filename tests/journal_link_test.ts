@@ -19,12 +19,7 @@ const STREAM = "btcusdt@depth20@100ms";
 const KEY = `p/stream=${STREAM}/1000_0.ndjson.gz`;
 
 async function sealedBatch(journal: Journal) {
-  const batcher = new Batcher({
-    batchMs: 60_000,
-    maxLines: 1000,
-    planKey: () => KEY,
-    observer: journal,
-  });
+  const batcher = batcherOn(journal);
   const lines: string[] = [];
   for (let i = 0; i < 50; i++) {
     const text = dataLine(1000 + i, STREAM, `{"u":${i}}`);
@@ -98,12 +93,7 @@ Deno.test("a sink without putFile stores the same object from its bytes", async 
 Deno.test("pieces written to the journal leave the body's memory and are read back when the object is needed as bytes", async () => {
   await using tmp = await tempDir();
   const journal = await Journal.start(join(tmp.path, "journal"), { flushMs: 60_000 });
-  const batcher = new Batcher({
-    batchMs: 60_000,
-    maxLines: 1000,
-    planKey: () => KEY,
-    observer: journal,
-  });
+  const batcher = batcherOn(journal);
   const lines: string[] = [];
   for (let i = 0; i < 200; i++) {
     const text = dataLine(1000 + i, STREAM, `{"u":${i},"pad":"${"x".repeat(i % 50)}"}`);
@@ -120,3 +110,8 @@ Deno.test("pieces written to the journal leave the body's memory and are read ba
   assert.deepEqual(new TextDecoder().decode(gunzipSync(body)).trim().split("\n"), lines);
   await journal.close();
 });
+
+/** One stream's batches of up to 1,000 lines under KEY, observed by `journal`. */
+function batcherOn(journal: Journal): Batcher {
+  return new Batcher({ batchMs: 60_000, maxLines: 1000, planKey: () => KEY, observer: journal });
+}

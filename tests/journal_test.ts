@@ -220,16 +220,7 @@ Deno.test("journal recovery skips a torn final record, counts it and keeps the l
 
 Deno.test("journal recovery turns the lines of a damaged piece into one exact dropped line and keeps the pieces around it", async () => {
   await using tmp = await tempDir();
-  const lines: string[] = [];
-  await withJournal(tmp.path, { flushMs: 60_000 }, async (journal) => {
-    const batcher = batcherFor(journal);
-    for (let i = 0; i < 9; i++) {
-      const line = diff(10 + i, "s", i, i);
-      batcher.add("s", line, 0);
-      lines.push(line.text);
-      if (i % 3 === 2) await journal.flush(); // three pieces of three lines
-    }
-  });
+  const lines = await threePieces(tmp.path);
   const [file] = (await listFiles(tmp.path)).filter((f) => f.endsWith(".gz.part"));
   const bytes = await Deno.readFile(join(tmp.path, file));
   const records = (await Deno.readTextFile(join(tmp.path, (await segments(tmp.path))[0])))
@@ -258,16 +249,7 @@ Deno.test("journal recovery turns the lines of a damaged piece into one exact dr
 
 Deno.test("journal recovery counts the lines of a damaged piece record from the records after it", async () => {
   await using tmp = await tempDir();
-  const lines: string[] = [];
-  await withJournal(tmp.path, { flushMs: 60_000 }, async (journal) => {
-    const batcher = batcherFor(journal);
-    for (let i = 0; i < 9; i++) {
-      const line = diff(10 + i, "s", i, i);
-      batcher.add("s", line, 0);
-      lines.push(line.text);
-      if (i % 3 === 2) await journal.flush();
-    }
-  });
+  const lines = await threePieces(tmp.path);
   const path = join(tmp.path, (await segments(tmp.path))[0]);
   const text = await Deno.readTextFile(path);
   const second = text.split("\n").filter((r) => r.slice(9).startsWith("p\t"))[1];
@@ -591,3 +573,18 @@ Deno.test({
     }
   },
 });
+
+/** A journal in `dir` with one batch of nine lines, flushed as three pieces of three lines. */
+async function threePieces(dir: string): Promise<string[]> {
+  const lines: string[] = [];
+  await withJournal(dir, { flushMs: 60_000 }, async (journal) => {
+    const batcher = batcherFor(journal);
+    for (let i = 0; i < 9; i++) {
+      const line = diff(10 + i, "s", i, i);
+      batcher.add("s", line, 0);
+      lines.push(line.text);
+      if (i % 3 === 2) await journal.flush();
+    }
+  });
+  return lines;
+}
