@@ -327,9 +327,7 @@ export class Journal implements BatchObserver {
       const bytes = await piece.bytes.catch(() => undefined);
       if (!bytes) break;
       records.push(pieceRecord(entry.id, offset, bytes, piece));
-      // Only numbers in the closure: the piece's bytes must not stay referenced.
-      const [at, length] = [offset, bytes.length];
-      spills.push(() => entry.body.spill(piece, length, () => this.#read(entry, at, length)));
+      spills.push(this.#spiller(entry, piece, offset, bytes.length));
       parts.push(bytes);
       offset += bytes.length;
       done++;
@@ -351,6 +349,22 @@ export class Journal implements BatchObserver {
       this.#record(entry.id, `s\t${entry.id}\t${entry.totalLines}`);
     }
     this.#markBroken(entry, broken);
+  }
+
+  /**
+   * What lets the body drop a written piece. Made here, not in the loop that
+   * writes: a closure shares its scope with every closure made beside it, and
+   * the reader the body keeps (for minutes) must not hold the piece, whose
+   * promise holds its bytes.
+   */
+  #spiller(entry: Entry, piece: BodyPiece, at: number, length: number): () => void {
+    const read = this.#reader(entry, at, length);
+    return () => entry.body.spill(piece, length, read);
+  }
+
+  /** Reads a written piece back; closes over numbers and the entry only. */
+  #reader(entry: Entry, at: number, length: number): () => Promise<Uint8Array> {
+    return () => this.#read(entry, at, length);
   }
 
   #markBroken(entry: Entry, broken: boolean): void {
