@@ -8,6 +8,7 @@ import {
   TEXT_BUDGET_BYTES,
 } from "../src/batch/batcher.ts";
 import { ChunkPool } from "../src/batch/chunks.ts";
+import type { GzipBody } from "../src/batch/body.ts";
 
 function makeBatcher(options: { batchMs?: number; maxLines?: number } = {}) {
   return new Batcher({
@@ -89,7 +90,8 @@ Deno.test("batcher counts open batches' memory in whole chunks, and their text a
   batcher.add("a", data(10), 0); // 4 bytes, one 64-byte chunk
   batcher.add("b", data(20), 1);
   assert.equal(batcher.openBytes, 128, "8 bytes of text in two 64-byte chunks");
-  assert.equal(batcher.openTextBytes, 8, "the bound counts text");
+  assert.equal(batcher.openTextBytes, 8, "the text, a metric");
+  assert.equal(batcher.openHeldBytes, 8, "the bound counts what is held: text not compressed yet");
   const [sealed] = batcher.sealAll();
   assert.equal(sealed.textBytes, 4, "a sealed batch still reports its text bytes");
   assert.equal(batcher.openBytes, 0);
@@ -143,7 +145,7 @@ Deno.test("open batches are cut into pieces sized by how many are open", () => {
   }
 });
 
-Deno.test("batcher bounds a compressed open batch by its text, however little memory it holds", async () => {
+Deno.test("batcher bounds a compressed open batch by what it holds, not by its text", async () => {
   const line = `{"b":[${'["60000.01","0.5"],'.repeat(50)}0]}`;
   let bound = Infinity;
   const batcher = new Batcher({
@@ -160,17 +162,19 @@ Deno.test("batcher bounds a compressed open batch by its text, however little me
   await new Promise((resolve) => setTimeout(resolve, 10)); // the last pieces compress
   const text = count * (line.length + 1);
   assert.equal(batcher.openTextBytes, text);
-  assert.ok(batcher.openBytes < text / 2, `${batcher.openBytes} bytes held`);
-  bound = text;
-  assert.deepEqual(batcher.sealOverflow(), [], "at the bound by text");
-  bound = text - 1;
+  const held = batcher.openHeldBytes;
+  assert.ok(held < text / 2, `${held} bytes held of ${text} text (compressed pieces, no journal)`);
+  bound = held;
+  assert.deepEqual(batcher.sealOverflow(), [], "at the bound by what is held");
+  bound = held - 1;
   const [sealed] = batcher.sealOverflow();
   assert.equal(sealed.textBytes, text);
-  assert.ok(sealed.body.memoryBytes < text / 2, `${sealed.body.memoryBytes} bytes held`);
+  assert.equal(sealed.heldBytes, held, "the queue counts it at what the bound counted");
+  assert.equal(batcher.openHeldBytes, 0);
 });
 
 Deno.test("batcher does not count the unused part of each open batch's chunk against its bound", () => {
-  // 1,500 one-line batches hold 1,500 chunks: the bound is on text, or it would seal every line.
+  // 1,500 one-line batches hold 1,500 chunks: the bound counts text, not chunks, or it would seal every line.
   const batcher = new Batcher({
     batchMs: 60_000,
     maxLines: 1000,
@@ -183,4 +187,49 @@ Deno.test("batcher does not count the unused part of each open batch's chunk aga
   assert.deepEqual(batcher.sealOverflow(), []);
   batcher.add("s0", { ...data(1), text: "d123456" }, 1);
   assert.deepEqual(batcher.sealOverflow().map((b) => b.key), ["s0/0"]);
+});
+
+Deno.test("batches whose pieces the journal has written do not count against maxOpenBytes; unwritten pieces do", async () => {
+  const bodies: GzipBody[] = [];
+  const batcher = new Batcher({
+    batchMs: 60_000,
+    maxLines: 100_000,
+    maxOpenBytes: 4096,
+    planKey: (stream, first) => `${stream}/${first}`,
+    observer: {
+      opened: (_key, _stream, body) => bodies.push(body),
+      sealed: () => Promise.resolve(undefined),
+    },
+  });
+  const line = (i: number): BatchLine => ({
+    text: `{"n":${i},"pad":"${"x".repeat(200)}"}`,
+    recvTs: i,
+    isData: true,
+  });
+  /** What the crash journal does every 250 ms: cut each body's new text and, if `writes`, write it. */
+  const flush = async (writes: boolean) => {
+    for (const body of bodies) {
+      body.flush();
+      for (const piece of body.takePieces()) {
+        const bytes = await piece.bytes;
+        if (writes) body.spill(piece, bytes.length, () => Promise.resolve(bytes));
+      }
+    }
+  };
+  let i = 0;
+  for (let round = 0; round < 20; round++) {
+    for (let s = 0; s < 4; s++) batcher.add(`s${s}`, line(i++), i);
+    await flush(true);
+    assert.deepEqual(batcher.sealOverflow(), [], `round ${round}: nothing held, nothing sealed`);
+  }
+  assert.ok(batcher.openTextBytes > 4 * 4096, `${batcher.openTextBytes} bytes of text open`);
+  // A journal that cannot write: compressed pieces stay in memory and count.
+  let sealed = 0;
+  for (let round = 0; round < 200 && sealed === 0; round++) {
+    for (let s = 0; s < 4; s++) batcher.add(`s${s}`, line(i++), i);
+    await flush(false);
+    sealed += batcher.sealOverflow().length;
+  }
+  assert.ok(sealed > 0, "unwritten compressed pieces filled the bound");
+  assert.ok(batcher.openHeldBytes <= 4096, `${batcher.openHeldBytes} held after early seals`);
 });

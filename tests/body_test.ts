@@ -199,6 +199,32 @@ Deno.test("the memory account follows raw text, then compressed pieces, and is l
   assert.equal(small.bytes, 0);
 });
 
+Deno.test("the held count is text not yet compressed, then compressed pieces, then nothing once spilled", async () => {
+  const account: MemoryAccount = { bytes: 0, held: 0 };
+  const texts = lines(400, 21);
+  const body = bodyOf(texts, { pieceBytes: 1 << 30, chunkSize: 16 * 1024, account });
+  const text = body.byteLength;
+  assert.equal(body.heldBytes, text, "exact text: the unused end of the last chunk is not counted");
+  assert.ok(body.memoryBytes > text, "memory counts whole chunks");
+  assert.equal(account.held, text);
+  body.flush();
+  assert.equal(body.heldBytes, text, "while the piece compresses, its text is held");
+  const [piece] = body.takePieces();
+  const compressed = (await piece.bytes).length;
+  assert.ok(compressed < text / 2, `${compressed} of ${text}`);
+  assert.equal(body.heldBytes, compressed, "then its compressed bytes");
+  assert.equal(account.held, compressed);
+  body.appendLine("tail");
+  body.spill(piece, compressed, () => piece.bytes);
+  assert.equal(body.heldBytes, "tail\n".length, "a piece written elsewhere is not held");
+  assert.equal(account.held, "tail\n".length);
+  body.detach();
+  assert.equal(account.held, 0);
+  assert.equal(account.bytes, 0);
+  // The spilled piece is read back when the body is finished.
+  assert.deepEqual(new Uint8Array(gunzipSync(await body.finish())), ndjson([...texts, "tail"]));
+});
+
 Deno.test("release lets go of everything, also of pieces still compressing", async () => {
   const account: MemoryAccount = { bytes: 0 };
   let finishPiece!: () => void;

@@ -38,7 +38,7 @@ async function simulate(seed: number, storeChance: number) {
     sink,
     concurrency: 2,
     maxQueueBytes: queueMax,
-    borrowable: () => budget.lendable(box.batcher?.openTextBytes ?? 0),
+    borrowable: () => budget.lendable(box.batcher?.openHeldBytes ?? 0),
     onSettled: (_batch, how) => {
       if (how === "dropped") drops.push(uploader.borrowedBytes);
     },

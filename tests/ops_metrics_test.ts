@@ -24,7 +24,7 @@ const meta: ObjectMeta = { messages: 1, events: 0, firstRecvTs: 1, lastRecvTs: 1
 function sealed(key: string): SealedBatch {
   const body = new GzipBody({ pool: new ChunkPool({ chunkSize: 64 }), deflater: localDeflater(1) });
   body.appendLine('{"a":1}');
-  return { key, stream: "s", body, meta, textBytes: body.byteLength };
+  return { key, stream: "s", body, meta, textBytes: body.byteLength, heldBytes: body.heldBytes };
 }
 
 async function scrape(metrics: Metrics, extra: Partial<Parameters<typeof handler>[0]> = {}) {

@@ -16,7 +16,14 @@ const meta: ObjectMeta = { messages: 1, events: 0, firstRecvTs: 1, lastRecvTs: 1
 const batch = (key: string, lines = ['{"a":1}'], deflater: Deflater = localDeflater(1)) => {
   const body = new GzipBody({ pool: new ChunkPool({ chunkSize: 8 }), deflater });
   for (const line of lines) body.appendLine(line);
-  return { key, stream: "s", body, meta, textBytes: body.byteLength } satisfies SealedBatch;
+  return {
+    key,
+    stream: "s",
+    body,
+    meta,
+    textBytes: body.byteLength,
+    heldBytes: body.heldBytes,
+  } satisfies SealedBatch;
 };
 
 function recordingSink(failFirst = 0): Sink & { puts: string[]; attempts: number } {

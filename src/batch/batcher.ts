@@ -40,6 +40,12 @@ export interface SealedBatch {
   /** UTF-8 bytes of the text, newlines included. */
   readonly textBytes: number;
   /**
+   * What the open batches' bound counted for it when it sealed (its text not
+   * yet compressed plus its compressed pieces in memory, `GzipBody.heldBytes`):
+   * what the upload queue counts it at, so a sealed batch fits the room it left.
+   */
+  readonly heldBytes: number;
+  /**
    * Rebuilt from the crash journal: stored only where its key is absent, as
    * a copy of it may have been stored whole before the crash.
    */
@@ -70,13 +76,16 @@ export interface BatcherOptions {
   readonly planKey: (stream: string, firstRecvTs: number, seq: number) => string;
   readonly observer?: BatchObserver;
   /**
-   * Bound on the text of all open batches together: beyond it the oldest
-   * open batches are sealed early (`sealOverflow`), so memory does not grow
-   * with the number of streams times BATCH_SECONDS. Their memory is less
-   * than their text (mostly compressed), but for the partly filled last
-   * chunk of each; and how long batches get does not depend on how well
-   * they compress. (Counting whole chunks instead would make the bound grow
-   * with the number of streams: 1,500 one-line batches take 24 MB of chunks.)
+   * Bound on what all open batches together hold (`GzipBody.heldBytes`: text
+   * not yet compressed, plus compressed pieces the crash journal has not yet
+   * written): beyond it the oldest open batches are sealed early
+   * (`sealOverflow`), so memory does not grow with the number of streams
+   * times BATCH_SECONDS. With a crash journal that writes, a batch holds
+   * little more than its last quarter second of text, so batches last their
+   * whole BATCH_SECONDS; without one (or while it cannot write), their
+   * compressed pieces count. The unused end of each batch's last chunk is
+   * left out (counting whole chunks would make the bound grow with the
+   * number of streams: 1,500 one-line batches take 24 MB of chunks).
    */
   readonly maxOpenBytes?: number | (() => number);
   /** Where batch text is kept until compressed; default: a pool of this batcher's own. */
@@ -124,7 +133,7 @@ export class Batcher {
   readonly #pool: ChunkPool;
   readonly #deflater: Deflater;
   /** Memory held by open batches' bodies, kept up to date by the bodies themselves. */
-  readonly #account: MemoryAccount = { bytes: 0 };
+  readonly #account: MemoryAccount = { bytes: 0, held: 0 };
   readonly #pieceBytes = (): number => pieceBytesFor(this.#open.size);
   #openText = 0;
   #scratch = new Uint8Array(64 * 1024);
@@ -186,24 +195,33 @@ export class Batcher {
 
   /**
    * Seals the oldest open batches while all open batches together hold more
-   * text than `maxOpenBytes`. Cheap when under the bound; call after `add`.
+   * than `maxOpenBytes` (`openHeldBytes`). Cheap when under the bound; call
+   * after `add`.
    */
   sealOverflow(): SealedBatch[] {
     const bound = this.#options.maxOpenBytes;
     const max = typeof bound === "function" ? bound() : bound;
-    if (max === undefined || this.#openText <= max) return [];
+    if (max === undefined || this.openHeldBytes <= max) return [];
     const sealed: SealedBatch[] = [];
     // A Map iterates in insertion order: the first open batch is the oldest.
     for (const batch of this.#open.values()) {
-      if (this.#openText <= max) break;
+      if (this.openHeldBytes <= max) break;
       sealed.push(this.#seal(batch));
     }
     return sealed;
   }
 
-  /** UTF-8 bytes of the text of all open batches: what `maxOpenBytes` bounds. */
+  /** UTF-8 bytes of the text of all open batches (a metric). */
   get openTextBytes(): number {
     return this.#openText;
+  }
+
+  /**
+   * What open batches hold as `maxOpenBytes` counts it: text not yet
+   * compressed plus compressed pieces in memory (`GzipBody.heldBytes`).
+   */
+  get openHeldBytes(): number {
+    return this.#account.held ?? 0;
   }
 
   /**
@@ -244,6 +262,7 @@ export class Batcher {
   #seal(batch: OpenBatch): SealedBatch {
     this.#open.delete(batch.stream);
     this.#openText -= batch.body.byteLength;
+    const heldBytes = batch.body.heldBytes;
     batch.body.detach();
     return {
       key: batch.key,
@@ -251,6 +270,7 @@ export class Batcher {
       stream: batch.stream,
       body: batch.body,
       textBytes: batch.body.byteLength,
+      heldBytes,
       meta: {
         messages: batch.messages,
         snapshots: batch.snapshots,

@@ -21,11 +21,15 @@
  * ignores the `dictionary` option.) Measured on the bench's partial-book
  * messages, 250 ms pieces of 10 msg/s streams make the archive ~1 % larger.
  *
- * Memory accounting: the body reports what it holds (raw chunks, whole, plus
- * compressed pieces) to a `MemoryAccount` as it changes,
- * including when a piece's compression completes later; `detach` stops
- * that. Bounds on batches count their text instead (see the batcher and
- * store/budget.ts): a batch's text never changes once sealed.
+ * Memory accounting: the body reports what it holds to a `MemoryAccount` as
+ * it changes, including when a piece's compression completes later and when
+ * the crash journal has written a piece (`spill`); `detach` stops that. Two
+ * counts: `bytes`, the memory (raw text in whole chunks, plus compressed
+ * pieces), and `held`, what the bounds on batches count (see the batcher and
+ * store/budget.ts): the text not yet compressed, exactly, plus compressed
+ * pieces still in memory. `held` leaves out the unused end of each batch's
+ * last chunk, so a bound does not grow with the number of streams (1,500
+ * one-line batches take 24 MB of chunks).
  */
 
 import { constants, crc32, deflateRawSync, inflateRawSync } from "node:zlib";
@@ -72,9 +76,12 @@ export function localDeflater(level: number): Deflater {
   };
 }
 
-/** Bytes held in memory by a group of bodies (e.g. all open batches). */
+/** What a group of bodies (e.g. all open batches) holds in memory. */
 export interface MemoryAccount {
+  /** Memory: raw text in whole chunks, plus compressed pieces. */
   bytes: number;
+  /** What bounds count: text not yet compressed (exact bytes), plus compressed pieces in memory. */
+  held?: number;
 }
 
 export interface GzipBodyOptions {
@@ -151,6 +158,8 @@ export class GzipBody {
   #cuts = 0;
   /** What this body holds in memory, as last reported to its account. */
   #held = 0;
+  /** What the bounds count (see `heldBytes`), as last reported to its account. */
+  #bounded = 0;
   #state: State = "open";
   /** Finished or released: memory is no longer counted. */
   #gone = false;
@@ -182,6 +191,15 @@ export class GzipBody {
     return this.#held;
   }
 
+  /**
+   * What bounds on batches count: the text not yet compressed (also while a
+   * piece compresses), exactly, plus compressed pieces still in memory (not
+   * yet written by the crash journal).
+   */
+  get heldBytes(): number {
+    return this.#bounded;
+  }
+
   /** Pieces cut so far (the last one, cut by `finish`, included). */
   get pieceCount(): number {
     return this.#cuts;
@@ -191,24 +209,24 @@ export class GzipBody {
   appendLine(line: string): void {
     this.#check("append to");
     const tail = this.#tail;
-    const before = tail.capacity;
+    const [before, text] = [tail.capacity, tail.byteLength];
     tail.appendLine(line);
-    this.#appended(tail, before);
+    this.#appended(tail, before, text);
   }
 
   /** `appendLine` for a line already encoded as UTF-8 (no newline in it); copies it. */
   appendLineBytes(bytes: Uint8Array): void {
     this.#check("append to");
     const tail = this.#tail;
-    const before = tail.capacity;
+    const [before, text] = [tail.capacity, tail.byteLength];
     tail.appendLineBytes(bytes);
-    this.#appended(tail, before);
+    this.#appended(tail, before, text);
   }
 
-  /** A line went into `tail` (whose capacity was `before`): counted, and a piece cut when due. */
-  #appended(tail: ChunkedText, before: number): void {
+  /** A line went into `tail` (whose capacity and text were `before`, `text`): counted, a piece cut when due. */
+  #appended(tail: ChunkedText, before: number, text: number): void {
     this.#lines++;
-    this.#count(tail.capacity - before);
+    this.#count(tail.capacity - before, tail.byteLength - text);
     if (tail.byteLength >= this.#pieceBytes()) this.#cut();
   }
 
@@ -232,12 +250,15 @@ export class GzipBody {
   spill(piece: BodyPiece, bytes: number, read: () => Promise<Uint8Array>): void {
     if (this.#gone || typeof this.#pieces[piece.index] !== "object") return;
     this.#pieces[piece.index] = read;
-    this.#count(-bytes);
+    this.#count(-bytes, -bytes);
   }
 
-  /** Stops counting this body against its account (the batch sealed); returns what it held. */
+  /** Stops counting this body against its account (the batch sealed); returns its memory. */
   detach(): number {
-    if (this.#account) this.#account.bytes -= this.#held;
+    if (this.#account) {
+      this.#account.bytes -= this.#held;
+      this.#account.held = (this.#account.held ?? 0) - this.#bounded;
+    }
     this.#account = undefined;
     return this.#held;
   }
@@ -297,18 +318,18 @@ export class GzipBody {
     const chunks = text.chunks();
     for (const chunk of chunks) this.#crc = crc32(chunk, this.#crc);
     this.#cutBytes += text.byteLength;
-    const raw = text.capacity;
+    const [raw, length] = [text.capacity, text.byteLength];
     this.#cuts++;
     const piece = this.#deflater.deflateRaw(chunks, false).then(
       (bytes) => {
         text.release();
         // Once let go, the body counts nothing more (its count was zeroed).
-        if (!this.#gone) this.#count(bytes.length - raw);
+        if (!this.#gone) this.#count(bytes.length - raw, bytes.length - length);
         return bytes;
       },
       (error: unknown) => {
         text.release();
-        if (!this.#gone) this.#count(-raw);
+        if (!this.#gone) this.#count(-raw, -length);
         throw error;
       },
     );
@@ -331,12 +352,17 @@ export class GzipBody {
     this.#gone = true;
     this.#pieces.length = 0;
     this.#untaken = [];
-    this.#count(-this.#held);
+    this.#count(-this.#held, -this.#bounded);
   }
 
-  #count(delta: number): void {
+  /** Moves the memory (`delta`) and the bounded count (`bounded`) of this body and its account. */
+  #count(delta: number, bounded: number): void {
     this.#held += delta;
-    if (this.#account) this.#account.bytes += delta;
+    this.#bounded += bounded;
+    if (this.#account) {
+      this.#account.bytes += delta;
+      this.#account.held = (this.#account.held ?? 0) + bounded;
+    }
   }
 
   #check(what: string): void {

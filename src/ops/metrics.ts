@@ -116,7 +116,7 @@ export class Metrics {
   );
   readonly openBatchTextBytes = this.#gauge(
     "l2_open_batch_text_bytes",
-    "Text of open batches: what the open-batch bound (4 × UPLOAD_QUEUE_MAX_BYTES) counts",
+    "Text of open batches, compressed or not (the open-batch bound counts what they hold instead)",
   );
   readonly wsConnections = this.#gauge("l2_ws_connections", "Open WebSocket connections");
   readonly streamsActive = this.#gauge(

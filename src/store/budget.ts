@@ -3,10 +3,12 @@
  * open batches have a budget of 4 × `UPLOAD_QUEUE_MAX_BYTES`, and the upload
  * queue may borrow what they leave unused, so that batches sealing together
  * (every stream at its batch age, or all at shutdown) move from one budget to
- * the other instead of being dropped. Both count batches by their text
- * (which never changes once sealed), so a sealed batch always fits the room
- * it left; memory is less (mostly compressed), but for a partly filled chunk
- * per open batch. Pure.
+ * the other instead of being dropped. Both count what a batch holds in memory
+ * (`GzipBody.heldBytes`: text not yet compressed, plus compressed pieces the
+ * crash journal has not yet written to the batch's file), and a batch moves
+ * to the queue at what it was counted at when it sealed, so a sealed batch
+ * always fits the room it left. Not counted: the unused end of each open
+ * batch's last chunk (at most a chunk per open batch). Pure.
  *
  * Invariant: open + queued ≤ 5 × the queue bound (6 × while a stalled sink
  * keeps the queue full: open batches always keep one queue's worth, or they

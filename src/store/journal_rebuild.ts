@@ -168,6 +168,7 @@ function sealedFromLines(
     stream,
     body,
     textBytes: body.byteLength,
+    heldBytes: body.heldBytes,
     recovered: true,
     meta: {
       messages,

@@ -6,9 +6,10 @@
  * is full, the batch goes to the on-disk spool instead (if there is one).
  * Whether an error is worth retrying is the caller's pure `isRetryable`.
  *
- * Memory: batches waiting here are bounded by `maxQueueBytes` (their text
- * size; they hold less, mostly compressed); batches beyond it skip the queue
- * and are spooled. Without a spool,
+ * Memory: batches waiting here are bounded by `maxQueueBytes`, each counted
+ * at what it held when it sealed (`SealedBatch.heldBytes`: text not yet
+ * compressed plus compressed pieces not yet in the crash journal's file);
+ * batches beyond it skip the queue and are spooled. Without a spool,
  * the queue may also use what `borrowable` lends; a batch beyond that is
  * dropped, counted and logged.
  */
@@ -93,7 +94,7 @@ export class Uploader {
   submit(batch: SealedBatch, options: { keep?: boolean } = {}): void {
     const max = this.#options.maxQueueBytes ?? Infinity;
     // Counted as the budget of open batches counted it (see store/budget.ts).
-    const cost = options.keep ? 0 : batch.textBytes;
+    const cost = options.keep ? 0 : batch.heldBytes;
     if (this.#options.spool && this.#queueBytes + cost > max && this.#queueBytes > 0) {
       this.#overflowed++;
       const now = Date.now();

@@ -244,7 +244,7 @@ export class Storage implements BatchStore, AsyncDisposable {
       // With no spool to overflow into, sealed batches may use the part of
       // the open-batch budget left unused (they were counted there until they
       // sealed): a burst of seals, or shutdown, then drops nothing.
-      borrowable: (): number => this.#budget.lendable(this.batcher.openTextBytes),
+      borrowable: (): number => this.#budget.lendable(this.batcher.openHeldBytes),
       isRetryable: this.#selected.isRetryable,
       onQueueBytes: (bytes) => telemetry.uploadQueueChanged(bytes),
       onSpoolWriteFailed: () => telemetry.diskWriteFailed("spool"),
