@@ -28,7 +28,11 @@ export interface ArchiveCount {
   readonly windowFrameBytes: number;
   /** Receive-to-stored latency of every data line, ms, sorted. */
   readonly latenciesMs: Float64Array;
-  /** Per object, seconds from its first line's receive time to its last's, sorted. */
+  /**
+   * Per object, seconds from its first line's receive time to its last's,
+   * sorted; not counting each stream's last object, which the shutdown seals
+   * (so the spans say how long batches lasted while the collector ran).
+   */
   readonly objectSpansS: Float64Array;
 }
 
@@ -52,7 +56,8 @@ export async function countArchive(
   let objects = 0, spooled = 0, gzipBytes = 0, duplicates = 0, dataLines = 0, eventLines = 0;
   let windowLines = 0, windowFrameBytes = 0;
   let latencies = new Float64Array(1 << 16);
-  const spans: number[] = [];
+  /** Per stream (the key up to its date partition): each object's first receive time and span. */
+  const spans = new Map<string, Array<{ firstUs: number; span: number }>>();
 
   const files = [
     ...await filesEndingIn(join(dataDir, "archive"), ".ndjson.gz"),
@@ -102,7 +107,12 @@ export async function countArchive(
         windowFrameBytes += line.length - comma;
       }
     }
-    if (lastUs >= firstUs) spans.push((lastUs - firstUs) / 1e6);
+    if (lastUs >= firstUs) {
+      const stream = path.split("/date=")[0];
+      let objects = spans.get(stream);
+      if (!objects) spans.set(stream, objects = []);
+      objects.push({ firstUs, span: (lastUs - firstUs) / 1e6 });
+    }
   }
   return {
     objects,
@@ -115,8 +125,18 @@ export async function countArchive(
     windowLines,
     windowFrameBytes,
     latenciesMs: latencies.slice(0, dataLines).sort(),
-    objectSpansS: Float64Array.from(spans).sort(),
+    objectSpansS: Float64Array.from(spansButLast(spans)).sort(),
   };
+}
+
+/** The spans of every stream's objects but its last (the one the shutdown sealed). */
+function spansButLast(byStream: Map<string, Array<{ firstUs: number; span: number }>>): number[] {
+  const out: number[] = [];
+  for (const objects of byStream.values()) {
+    objects.sort((a, b) => a.firstUs - b.firstUs);
+    for (const { span } of objects.slice(0, -1)) out.push(span);
+  }
+  return out;
 }
 
 /** The value below which `p` (0..1) of the sorted values lie. */

@@ -67,7 +67,9 @@ export function renderReport(report: BenchReport): string {
       `file mtime minus each line's recv_ts. It is dominated by BATCH_SECONDS=${report.batchSeconds} ` +
       "(a line waits for its batch to seal, up to BATCH_SECONDS plus the 200 ms seal tick), not by " +
       "processing; with the default 60 s expect p50 ≈ 30 s. It starts at receipt, so a client " +
-      "that falls behind shows it in _kept msg/s_ and _drain_, not here.",
+      "that falls behind shows it in _kept msg/s_ and _drain_, not here. _Objects span_: from " +
+      "an object's first receive time to its last, for every object but each stream's last one " +
+      "(the shutdown seals it early).",
   );
   if (report.gzip) out.push("", ...gzipSection(report.gzip, report.loads));
   if (report.verify) out.push("", verifyLine(report.verify));
@@ -237,9 +239,9 @@ function targets(report: BenchReport): string[] {
         `streams in ≤ 250 MiB RSS with objects spanning the whole batch: objects span ${
           fixed(many.objectSpanP50S, 1)
         } s (p50), peak ${mib(many.peakRssBytes)} at BATCH_SECONDS=${many.batchSeconds}` +
-        ` (open batches hold at most 4 × the default UPLOAD_QUEUE_MAX_BYTES = ` +
-        `${mib(4 * DEFAULT_QUEUE_BYTES)} of text, compressed as it grows, sealing the oldest ` +
-        `early; unbounded their text would be ~${mib(openText)})` +
+        ` (spans of the objects sealed by age, each stream's last object, sealed by the shutdown, ` +
+        `left out; open batches may hold 4 × the default UPLOAD_QUEUE_MAX_BYTES = ` +
+        `${mib(4 * DEFAULT_QUEUE_BYTES)} in memory, while their text would be ~${mib(openText)})` +
         (many.missing || many.extra ? `; ${int(many.missing)} messages lost` : "") +
         (many.batchSeconds !== 60
           ? "; not measured at the default BATCH_SECONDS=60 (full run only)"
