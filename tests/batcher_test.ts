@@ -4,10 +4,12 @@ import {
   type BatchLine,
   MAX_PIECE_BYTES,
   MIN_PIECE_BYTES,
+  type PartsLine,
   pieceBytesFor,
   TEXT_BUDGET_BYTES,
 } from "../src/batch/batcher.ts";
 import { ChunkPool } from "../src/batch/chunks.ts";
+import { dataLine } from "../src/archive/encode.ts";
 
 function makeBatcher(options: { batchMs?: number; maxLines?: number } = {}) {
   return new Batcher({
@@ -34,6 +36,27 @@ Deno.test("batcher seals when MAX_MESSAGES_PER_BATCH is reached", async () => {
   assert.deepEqual(await sealed.body.lines(), ["d1", "d2", "d3"]);
   assert.equal(sealed.key, "a/1/0");
   assert.equal(batcher.openLines, 0);
+});
+
+Deno.test("batcher writes a data line given as its parts exactly as dataLine spells it", async () => {
+  const batcher = makeBatcher({ maxLines: 1000 });
+  const payload = (n: number) => `{"lastUpdateId":${n},"s":"é\\"","bids":[["1.0","2"]]}`;
+  const expected: string[] = [];
+  const parts = (recvTs: number, stream: string, n: number): PartsLine => {
+    expected.push(dataLine(recvTs, stream, payload(n)));
+    return { parts: { stream, dataText: payload(n) }, recvTs, isData: true };
+  };
+  // Stream names change within the batch (a snapshot's name), and text lines come between.
+  batcher.add("a", parts(1_700_000_000_000_001, "a@depth", 1), 0);
+  batcher.add("a", parts(1_700_000_000_000_002, "a@depthSnapshot", 2), 0);
+  batcher.add("a", { text: "event", recvTs: 3, isData: false }, 0);
+  expected.push("event");
+  batcher.add("a", parts(1_700_000_000_000_004, "a@depth", 3), 0);
+  batcher.add("a", parts(7, 'a"é', 4), 0);
+  const [sealed] = batcher.sealAll();
+  assert.deepEqual(await sealed.body.lines(), expected);
+  assert.equal(sealed.textBytes, new TextEncoder().encode(expected.join("\n") + "\n").length);
+  assert.equal(sealed.meta.messages, 4);
 });
 
 Deno.test("batcher seals BATCH_SECONDS after a batch's first line, not its last", () => {

@@ -332,8 +332,9 @@ export class Recorder {
   }
 
   #record(stream: string, frame: DataFrame, recvTs: number): void {
+    // The frame is the line's parts (its stream is `stream`): no line text is built.
     this.#add(stream, {
-      text: dataLine(recvTs, stream, frame.dataText),
+      parts: frame,
       recvTs,
       isData: true,
       firstUpdateId: frame.firstUpdateId,
