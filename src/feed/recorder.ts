@@ -21,6 +21,7 @@ import {
   type HandoverAction,
   type HandoverEvent,
   newStream,
+  recordsPlainly,
   type StreamHandover,
 } from "./handover.ts";
 import { RecorderCounters, type RecorderMetrics } from "./recorder_metrics.ts";
@@ -243,7 +244,14 @@ export class Recorder {
     const now = this.#frameNow = this.#now();
     this.#lastMessageAt.set(frame.stream, now);
     try {
-      this.#step(group, frame.stream, { kind: "frame", socketId, frame, recvTs });
+      const before = this.#streams.get(frame.stream);
+      const plain = before && recordsPlainly(before, frame, socketId);
+      if (!plain) {
+        this.#step(group, frame.stream, { kind: "frame", socketId, frame, recvTs });
+        return;
+      }
+      if (plain !== before) this.#streams.set(frame.stream, plain);
+      this.#record(frame.stream, frame, recvTs);
     } finally {
       this.#frameNow = undefined;
     }
