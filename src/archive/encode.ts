@@ -86,13 +86,30 @@ export function writeDataLine(
 
 /** The decimal digits of a non-negative safe integer at `out[at]`, as `String(n)` spells it; their count. */
 function writeDigits(out: Uint8Array, at: number, n: number): number {
-  let count = 1;
-  for (let rest = n; rest >= 10; rest = Math.floor(rest / 10)) count++;
-  let rest = n;
+  // Two halves of at most 8 digits, so the loops run on small integers (a
+  // receive time in µs has 16 digits; dividing the double was ~4 % of the path).
+  if (n < 1e8) return writeSmall(out, at, n, digitCount(n));
+  const high = Math.floor(n / 1e8);
+  const count = digitCount(high);
+  writeSmall(out, at, high, count);
+  writeSmall(out, at + count, n - high * 1e8, 8);
+  return count + 8;
+}
+
+/** The digits of `n` < 1e8, zero-padded to `count`, at `out[at]`. */
+function writeSmall(out: Uint8Array, at: number, n: number, count: number): number {
+  let rest = n | 0;
   for (let i = at + count - 1; i >= at; i--) {
-    out[i] = 0x30 + rest % 10;
-    rest = Math.floor(rest / 10);
+    const tenth = (rest / 10) | 0;
+    out[i] = 0x30 + rest - tenth * 10;
+    rest = tenth;
   }
+  return count;
+}
+
+function digitCount(n: number): number {
+  let count = 1;
+  for (let rest = n; rest >= 10; rest = (rest / 10) | 0) count++;
   return count;
 }
 

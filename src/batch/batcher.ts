@@ -155,9 +155,14 @@ export class Batcher {
 
   /**
    * Appends a line to its stream's batch, opening one if needed. Returns the
-   * batch when this line filled it. `now` is a monotonic time in ms.
+   * batch when this line filled it. `now` is a monotonic time in ms, or a
+   * clock read only when a batch opens.
    */
-  add(stream: string, line: BatchLine | PartsLine, now: number): SealedBatch | undefined {
+  add(
+    stream: string,
+    line: BatchLine | PartsLine,
+    now: number | (() => number),
+  ): SealedBatch | undefined {
     let batch = this.#open.get(stream);
     if (!batch) {
       const seq = this.#nextSeq.get(stream) ?? 0;
@@ -165,7 +170,7 @@ export class Batcher {
       batch = {
         stream,
         key: this.#options.planKey(stream, line.recvTs, seq),
-        openedAt: now,
+        openedAt: typeof now === "number" ? now : now(),
         body: new GzipBody({
           pool: this.#pool,
           deflater: this.#deflater,
