@@ -59,6 +59,34 @@ Deno.test("batcher writes a data line given as its parts exactly as dataLine spe
   assert.equal(sealed.meta.messages, 4);
 });
 
+Deno.test("batcher keeps lines longer than its encoding buffer whole, as text or as parts", async () => {
+  const batcher = makeBatcher({ maxLines: 1000 });
+  const payload = (n: number) => `{"s":"${"é".repeat(n)}"}`;
+  const expected: string[] = [];
+  const text = (n: number) => {
+    expected.push(`t${"x".repeat(n)}`);
+    batcher.add("a", { text: expected[expected.length - 1], recvTs: n, isData: false }, 0);
+  };
+  const parts = (n: number) => {
+    expected.push(dataLine(n, "a@depth", payload(n)));
+    batcher.add("a", {
+      parts: { stream: "a@depth", dataText: payload(n) },
+      recvTs: n,
+      isData: true,
+    }, 0);
+  };
+  // Each long line outgrows the buffer the one before it left behind.
+  text(10);
+  text(30_000);
+  parts(5);
+  parts(100_000);
+  text(20);
+  text(400_000);
+  parts(7);
+  const [sealed] = batcher.sealAll();
+  assert.deepEqual(await sealed.body.lines(), expected);
+});
+
 Deno.test("batcher seals BATCH_SECONDS after a batch's first line, not its last", () => {
   const batcher = makeBatcher({ batchMs: 1000 });
   batcher.add("a", data(10), 0);

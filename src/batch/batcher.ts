@@ -260,7 +260,8 @@ export class Batcher {
     const text = line.text;
     if (text === undefined) return this.#encodeData(line.recvTs, line.parts, batch);
     // UTF-8 needs at most 3 bytes per UTF-16 unit.
-    return this.#scratch.subarray(0, encoder.encodeInto(text, this.#room(text.length * 3)).written);
+    const out = this.#room(text.length * 3);
+    return out.subarray(0, encoder.encodeInto(text, out).written);
   }
 
   /** A data line from its parts, with its stream's middle kept by the batch. */
