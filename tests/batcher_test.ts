@@ -4,11 +4,13 @@ import {
   type BatchLine,
   MAX_PIECE_BYTES,
   MIN_PIECE_BYTES,
+  type PartsLine,
   pieceBytesFor,
   TEXT_BUDGET_BYTES,
 } from "../src/batch/batcher.ts";
 import { ChunkPool } from "../src/batch/chunks.ts";
 import type { GzipBody } from "../src/batch/body.ts";
+import { dataLine } from "../src/archive/encode.ts";
 
 function makeBatcher(options: { batchMs?: number; maxLines?: number } = {}) {
   return new Batcher({
@@ -35,6 +37,55 @@ Deno.test("batcher seals when MAX_MESSAGES_PER_BATCH is reached", async () => {
   assert.deepEqual(await sealed.body.lines(), ["d1", "d2", "d3"]);
   assert.equal(sealed.key, "a/1/0");
   assert.equal(batcher.openLines, 0);
+});
+
+Deno.test("batcher writes a data line given as its parts exactly as dataLine spells it", async () => {
+  const batcher = makeBatcher({ maxLines: 1000 });
+  const payload = (n: number) => `{"lastUpdateId":${n},"s":"é\\"","bids":[["1.0","2"]]}`;
+  const expected: string[] = [];
+  const parts = (recvTs: number, stream: string, n: number): PartsLine => {
+    expected.push(dataLine(recvTs, stream, payload(n)));
+    return { parts: { stream, dataText: payload(n) }, recvTs, isData: true };
+  };
+  // Stream names change within the batch (a snapshot's name), and text lines come between.
+  batcher.add("a", parts(1_700_000_000_000_001, "a@depth", 1), 0);
+  batcher.add("a", parts(1_700_000_000_000_002, "a@depthSnapshot", 2), 0);
+  batcher.add("a", { text: "event", recvTs: 3, isData: false }, 0);
+  expected.push("event");
+  batcher.add("a", parts(1_700_000_000_000_004, "a@depth", 3), 0);
+  batcher.add("a", parts(7, 'a"é', 4), 0);
+  const [sealed] = batcher.sealAll();
+  assert.deepEqual(await sealed.body.lines(), expected);
+  assert.equal(sealed.textBytes, new TextEncoder().encode(expected.join("\n") + "\n").length);
+  assert.equal(sealed.meta.messages, 4);
+});
+
+Deno.test("batcher keeps lines longer than its encoding buffer whole, as text or as parts", async () => {
+  const batcher = makeBatcher({ maxLines: 1000 });
+  const payload = (n: number) => `{"s":"${"é".repeat(n)}"}`;
+  const expected: string[] = [];
+  const text = (n: number) => {
+    expected.push(`t${"x".repeat(n)}`);
+    batcher.add("a", { text: expected[expected.length - 1], recvTs: n, isData: false }, 0);
+  };
+  const parts = (n: number) => {
+    expected.push(dataLine(n, "a@depth", payload(n)));
+    batcher.add("a", {
+      parts: { stream: "a@depth", dataText: payload(n) },
+      recvTs: n,
+      isData: true,
+    }, 0);
+  };
+  // Each long line outgrows the buffer the one before it left behind.
+  text(10);
+  text(30_000);
+  parts(5);
+  parts(100_000);
+  text(20);
+  text(400_000);
+  parts(7);
+  const [sealed] = batcher.sealAll();
+  assert.deepEqual(await sealed.body.lines(), expected);
 });
 
 Deno.test("batcher seals BATCH_SECONDS after a batch's first line, not its last", () => {

@@ -373,6 +373,75 @@ Deno.test("parseFrame matches the reference on edge cases of the fast path", () 
   assert.ok(tally.fast >= 12, JSON.stringify(tally.fast));
 });
 
+Deno.test("the fast path's character set: every ASCII and control character in names and strings", () => {
+  // The string class is written as ranges; each character must be taken or declined like the reference does.
+  const tally = newTally();
+  for (let c = 0; c < 0x100; c++) {
+    const ch = String.fromCharCode(c);
+    const json = JSON.stringify(ch).slice(1, -1);
+    for (const text of new Set([ch, json])) {
+      checkFrame(`{"stream":"a${text}b","data":{"s":"x","lastUpdateId":1}}`, tally);
+      checkFrame(
+        `{"stream":"a","data":{"s":"x${text}y","b":[["${text}","1"]],"lastUpdateId":1}}`,
+        tally,
+      );
+    }
+  }
+  // Printable ASCII and DEL but `"` and backslash, in both places, raw: 94 characters × 2 frames.
+  assert.equal(tally.fast, 2 * (0x80 - 0x20 - 2), JSON.stringify(tally.fast));
+});
+
+Deno.test("frames that are not {stream, data} JSON are malformed, fast path or not", () => {
+  const data = '{"lastUpdateId":1,"bids":[["1.0","2"]],"asks":[]}';
+  const malformed = [
+    // A raw quote ends the name early; an escaped one does not end it at all.
+    `{"stream":"a"b","data":${data}}`,
+    `{"stream":"a\\"b,"data":${data}}`,
+    // `data` that is not an object.
+    '{"stream":"a","data":[1,2]}',
+    '{"stream":"a","data":"x"}',
+    '{"stream":"a","data":1}',
+    '{"stream":"a","data":null}',
+    // Trailing or missing bytes.
+    `{"stream":"a","data":${data}}x`,
+    `{"stream":"a","data":${data}}}`,
+    `{"stream":"a","data":${data}`,
+    `{"stream":"a","data":${data.slice(0, -1)}}`,
+    `{"stream":"a","data":${data},}`,
+    // Broken JSON inside the payload.
+    '{"stream":"a","data":{"b":[["1","2"],]}}',
+    '{"stream":"a","data":{"b":[["1" "2"]]}}',
+    '{"stream":"a","data":{"u":01}}',
+    '{"stream":"a","data":{"u":1.}}',
+    '{"stream":"a","data":{"s":"a\nb"}}',
+    '{"stream":"a","data":{"s":"\\x"}}',
+    // Not the two keys.
+    `{"stream":"a"}`,
+    `{"data":${data}}`,
+    `{"stream":1,"data":${data}}`,
+  ];
+  for (const text of malformed) {
+    assert.equal(parseFrameFast(text), null, text);
+    assert.equal(parseFrame(text).kind, "malformed", text);
+  }
+  // Valid JSON the fast path leaves to the reference: whitespace, escapes, other key orders.
+  const valid = [
+    `{ "stream":"a","data":${data}}`,
+    `{"stream" : "a" , "data" : ${data} }`,
+    `{"stream":"a","data":${data}}\n`,
+    `{"stream":"a","data":{ "lastUpdateId": 1 }}`,
+    `{"stream":"a\\"b","data":${data}}`,
+    `{"stream":"a\\u0062","data":${data}}`,
+    `{"data":${data},"stream":"a"}`,
+  ];
+  for (const text of valid) {
+    assert.equal(parseFrameFast(text), null, text);
+    const frame = parseFrame(text);
+    assert.deepStrictEqual(frame, parseFrameSlow(text), text);
+    assert.equal(frame.kind, "data", text);
+  }
+});
+
 Deno.test("parseFrame returns on pathological input (the fast path cannot backtrack for long)", () => {
   // 1 MB of `[["",` alone and inside a frame, and long runs the RegExp walks through.
   const nested = '[["",'.repeat(200_000);

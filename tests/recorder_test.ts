@@ -290,6 +290,37 @@ Deno.test("recorder reports seconds since each stream's last data message", () =
   assert.deepEqual(s.recorder.messageAges(), new Map([[BTC, 3], [ETH, 0.5]]));
 });
 
+Deno.test("recorder reads its clock per tick and per opened batch, not per message; ages are at most a tick old", () => {
+  let now = 0;
+  let reads = 0;
+  const batcher = new Batcher({
+    batchMs: 60_000,
+    maxLines: 10_000,
+    planKey: (stream, firstRecvTs, seq) => `${stream}/${firstRecvTs}_${seq}`,
+  });
+  const recorder = new Recorder({
+    batcher,
+    submit: () => {},
+    monotonicMs: () => (reads++, now),
+  });
+  const frame = (id: number) => `{"stream":"${BTC}","data":{"lastUpdateId":${id}}}`;
+  now = 1000;
+  recorder.frame(group(STREAMS), frame(1), 1);
+  const afterOpen = reads;
+  now = 1100;
+  for (let id = 2; id < 100; id++) recorder.frame(group(STREAMS), frame(id), id);
+  assert.equal(reads, afterOpen, "no clock read for messages into an open batch");
+  // Dated by the batch's opening, not by the later messages.
+  now = 1150;
+  assert.deepEqual(recorder.messageAges(), new Map([[BTC, 0.15]]));
+  now = 1200;
+  recorder.tick();
+  now = 1210;
+  recorder.frame(group(STREAMS), frame(100), 100);
+  now = 1300;
+  assert.deepEqual(recorder.messageAges(), new Map([[BTC, 0.1]]));
+});
+
 Deno.test({
   name: "recorder counts received bytes as UTF-8 bytes",
   async fn() {

@@ -7,6 +7,12 @@
  * (from its first line), so the crash journal can name it before sealing.
  */
 
+import {
+  dataLineMaxBytes,
+  dataLineMiddle,
+  type DataLineParts,
+  writeDataLine,
+} from "../archive/encode.ts";
 import type { ObjectMeta } from "../archive/meta.ts";
 import { type Deflater, GzipBody, localDeflater, type MemoryAccount } from "./body.ts";
 import { ChunkPool } from "./chunks.ts";
@@ -23,6 +29,15 @@ export interface BatchLine {
   readonly isSnapshot?: boolean;
   readonly firstUpdateId?: number;
   readonly lastUpdateId?: number;
+}
+
+/**
+ * A data line given as its parts instead of its text: written as `dataLine`
+ * spells it with `recvTs` (archive/encode.ts), without the line being built.
+ */
+export interface PartsLine extends Omit<BatchLine, "text"> {
+  readonly text?: undefined;
+  readonly parts: DataLineParts;
 }
 
 export interface SealedBatch {
@@ -124,6 +139,9 @@ interface OpenBatch {
   lastRecvTs: number;
   firstUpdateId?: number;
   lastUpdateId?: number;
+  /** The stream of the last data line given as parts, and its `dataLineMiddle`. */
+  middleOf?: string;
+  middle?: Uint8Array;
 }
 
 export class Batcher {
@@ -146,9 +164,14 @@ export class Batcher {
 
   /**
    * Appends a line to its stream's batch, opening one if needed. Returns the
-   * batch when this line filled it. `now` is a monotonic time in ms.
+   * batch when this line filled it. `now` is a monotonic time in ms, or a
+   * clock read only when a batch opens.
    */
-  add(stream: string, line: BatchLine, now: number): SealedBatch | undefined {
+  add(
+    stream: string,
+    line: BatchLine | PartsLine,
+    now: number | (() => number),
+  ): SealedBatch | undefined {
     let batch = this.#open.get(stream);
     if (!batch) {
       const seq = this.#nextSeq.get(stream) ?? 0;
@@ -156,7 +179,7 @@ export class Batcher {
       batch = {
         stream,
         key: this.#options.planKey(stream, line.recvTs, seq),
-        openedAt: now,
+        openedAt: typeof now === "number" ? now : now(),
         body: new GzipBody({
           pool: this.#pool,
           deflater: this.#deflater,
@@ -172,7 +195,7 @@ export class Batcher {
       this.#open.set(stream, batch);
       this.#options.observer?.opened(batch.key, stream, batch.body);
     }
-    const bytes = this.#encode(line.text);
+    const bytes = this.#encode(line, batch);
     batch.body.appendLineBytes(bytes);
     this.#openText += bytes.length + 1;
     batch.lastRecvTs = Math.max(batch.lastRecvTs, line.recvTs);
@@ -250,13 +273,31 @@ export class Batcher {
     return n;
   }
 
-  /** `text` as UTF-8 in a reused buffer: valid until the next call. */
-  #encode(text: string): Uint8Array {
+  /** The line as UTF-8 in a reused buffer: valid until the next call. */
+  #encode(line: BatchLine | PartsLine, batch: OpenBatch): Uint8Array {
+    const text = line.text;
+    if (text === undefined) return this.#encodeData(line.recvTs, line.parts, batch);
     // UTF-8 needs at most 3 bytes per UTF-16 unit.
-    if (text.length * 3 > this.#scratch.length) {
-      this.#scratch = new Uint8Array(Math.max(text.length * 3, this.#scratch.length * 2));
+    const out = this.#room(text.length * 3);
+    return out.subarray(0, encoder.encodeInto(text, out).written);
+  }
+
+  /** A data line from its parts, with its stream's middle kept by the batch. */
+  #encodeData(recvTs: number, parts: DataLineParts, batch: OpenBatch): Uint8Array {
+    if (batch.middleOf !== parts.stream || batch.middle === undefined) {
+      batch.middle = dataLineMiddle(parts.stream);
+      batch.middleOf = parts.stream;
     }
-    return this.#scratch.subarray(0, encoder.encodeInto(text, this.#scratch).written);
+    const out = this.#room(dataLineMaxBytes(parts.dataText, batch.middle));
+    return out.subarray(0, writeDataLine(out, recvTs, batch.middle, parts.dataText));
+  }
+
+  /** The scratch buffer, grown to at least `bytes`. */
+  #room(bytes: number): Uint8Array {
+    if (bytes > this.#scratch.length) {
+      this.#scratch = new Uint8Array(Math.max(bytes, this.#scratch.length * 2));
+    }
+    return this.#scratch;
   }
 
   #seal(batch: OpenBatch): SealedBatch {

@@ -160,11 +160,16 @@ function numberAt(dataText: string, key: string): number | undefined | typeof UN
   const c = dataText.charCodeAt(start);
   if (c === 0x22 /* " */ || c === 0x5b /* [ */) return undefined;
   // A number in this grammar ends at the member's `,` or the object's `}`.
-  let end = start + 1;
-  for (let d = dataText.charCodeAt(end); d !== 0x2c && d !== 0x7d; d = dataText.charCodeAt(end)) {
-    end++;
+  let end = start;
+  let value = 0;
+  let digitsOnly = true;
+  for (let d = c; d !== 0x2c && d !== 0x7d; d = dataText.charCodeAt(++end)) {
+    value = value * 10 + d - 0x30;
+    digitsOnly &&= d >= 0x30 && d <= 0x39;
   }
-  return Number(dataText.slice(start, end));
+  // Up to 15 digits the sum is exact (no string cut out); a sign, fraction,
+  // exponent or longer number is read by `Number`.
+  return digitsOnly && end - start <= 15 ? value : Number(dataText.slice(start, end));
 }
 
 /**

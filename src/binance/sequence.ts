@@ -53,29 +53,33 @@ export function snapshotOverlaps(
     : ids.lastUpdateId >= ids.firstUpdateId;
 }
 
+/** The verdicts without details, shared: `continuity` runs for every message. */
+const FIRST: Continuity = { kind: "first" };
+const NEXT: Continuity = { kind: "next" };
+
 export function continuity(
   rule: SequenceRule,
   last: number | undefined,
   ids: MessageIds,
 ): Continuity {
-  if (last === undefined) return { kind: "first" };
+  if (last === undefined) return FIRST;
   if (ids.lastUpdateId <= last) return { kind: "duplicate", last };
   switch (rule) {
     case "partial":
-      return { kind: "next" };
+      return NEXT;
     case "consecutive":
       return ids.firstUpdateId === last + 1
-        ? { kind: "next" }
+        ? NEXT
         : { kind: "gap", expected: last + 1, received: ids.firstUpdateId };
     case "spot-diff":
       return ids.firstUpdateId <= last + 1
-        ? { kind: "next" }
+        ? NEXT
         : { kind: "gap", expected: last + 1, received: ids.firstUpdateId };
     case "usdm-diff": {
       // Without `pu` (never seen from Binance) fall back to the spot rule.
       const prev = ids.prevUpdateId;
       if (prev === undefined) return continuity("spot-diff", last, ids);
-      return prev <= last ? { kind: "next" } : { kind: "gap", expected: last, received: prev };
+      return prev <= last ? NEXT : { kind: "gap", expected: last, received: prev };
     }
   }
 }

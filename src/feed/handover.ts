@@ -18,7 +18,7 @@
  * delivered meanwhile and loses nothing.
  */
 
-import { continuity, type SequenceRule } from "../binance/sequence.ts";
+import { continuity, type MessageIds, type SequenceRule } from "../binance/sequence.ts";
 
 /** The update ids a frame carries (a frame of any shape passes through untouched). */
 export interface ChainIds {
@@ -137,6 +137,32 @@ export function handover<F extends ChainIds>(
     ? onFrame(state, { frame: event.frame, recvTs: event.recvTs }, event.socketId, actions)
     : onClosed(state, event, actions);
   return { state: next, actions };
+}
+
+/**
+ * The common case without `handover`'s objects (it runs for every message):
+ * when a frame of `socketId` is simply stored, with no other action, the
+ * stream's next state; undefined when `handover` must decide. That is the
+ * owner's frame, with no successor waiting and no repeats being dropped,
+ * that follows on, repeats (an owner's repeat is stored) or has no ids to check.
+ */
+export function recordsPlainly<F extends ChainIds>(
+  state: StreamHandover<F>,
+  frame: F,
+  socketId: number,
+): StreamHandover<F> | undefined {
+  if (state.owner !== socketId || state.catchingUp || state.successor !== undefined) {
+    return undefined;
+  }
+  const { rule, last } = state;
+  const lastUpdateId = frame.lastUpdateId;
+  if (!rule || frame.firstUpdateId === undefined || lastUpdateId === undefined) return state;
+  // The first frame starts a chain.
+  if (last === undefined) return undefined;
+  if (lastUpdateId <= last) return state;
+  // The frame carries both ids: it is the `MessageIds` `accept` would build from it.
+  const verdict = continuity(rule, last, frame as F & MessageIds);
+  return verdict.kind === "next" ? { ...state, last: lastUpdateId } : undefined;
 }
 
 /**
