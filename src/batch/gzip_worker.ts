@@ -1,17 +1,23 @@
 /**
  * The deflate worker behind `GzipPool` (compress.ts): compresses off the main
  * thread, so compression never stalls WebSocket handling (and with it the
- * receive timestamps).
+ * receive timestamps), and appends the crash journal's pieces to their batch
+ * files (file_appends.ts), so those writes do not either.
  *
  * Protocol, one reply per request, in order:
  *   in:  { id, level, final, chunks: Uint8Array[] }
  *   out: { id, body: Uint8Array, input? }  (buffers transferred, not copied)
  *    or: { id, error: string, input? }
+ *   in:  { id, appends: [{ path, at, truncate, lengths }], chunks }
+ *   out: { id, appended: [{ crcs } or { error: { name, message } }], input? }
  * `input` is the request's buffer when it sent one chunk, returned for reuse.
  * The body is the raw deflate (RFC 1951) of the chunks' concatenation, byte
  * for byte what `deflateRawHere` (body.ts) gives: ending on a full flush, or
  * with a final block when `final`. The pool sends one chunk (its own joined
- * copy), so the concatenation is then a no-op.
+ * copy), so the concatenation is then a no-op. Deflating reuses one zlib
+ * context per level (deflate_engine.ts). An append's bytes are the next
+ * `lengths` bytes of the chunks' concatenation, one part each; it is
+ * answered only once written, with each part's CRC-32.
  *
  * Import only its types elsewhere: loading it sets the global `onmessage`.
  * Must stay loadable as a module Worker under the `collector` permission set
@@ -19,10 +25,11 @@
  * module is not part of the static import graph.
  */
 
-import { deflateRawHere } from "./body.ts";
 import { concatBytes } from "../archive/bytes.ts";
+import { deflateRawReusing } from "./deflate_engine.ts";
+import { appendSync, crcsOf } from "./file_appends.ts";
 
-export interface GzipRequest {
+export interface DeflateRequest {
   readonly id: number;
   readonly level: number;
   /** The last piece of a stream: its last block is marked final. */
@@ -37,6 +44,25 @@ export interface GzipRequest {
   readonly finals?: readonly boolean[];
 }
 
+/** Appends to files (file_appends.ts `FileAppend`, its parts as lengths of the chunks' concatenation). */
+export interface AppendRequest {
+  readonly id: number;
+  readonly appends: ReadonlyArray<{
+    readonly path: string;
+    readonly at: number;
+    readonly truncate: boolean;
+    readonly lengths: readonly number[];
+  }>;
+  readonly chunks: readonly Uint8Array[];
+}
+
+export type GzipRequest = DeflateRequest | AppendRequest;
+
+/** One append's outcome: each part's CRC-32, or the error as its name and message. */
+export type AppendOutcome =
+  | { readonly crcs: readonly number[] }
+  | { readonly error: { readonly name: string; readonly message: string } };
+
 export type GzipReply =
   | {
     readonly id: number;
@@ -46,6 +72,7 @@ export type GzipReply =
     /** The request's only chunk's buffer, handed back for reuse. */
     readonly input?: ArrayBuffer;
   }
+  | { readonly id: number; readonly appended: AppendOutcome[]; readonly input?: ArrayBuffer }
   | { readonly id: number; readonly error: string; readonly input?: ArrayBuffer };
 
 /** The part of the worker global scope used here (the default lib types `self` as a window). */
@@ -70,17 +97,34 @@ function ownBuffer(result: Uint8Array): Uint8Array<ArrayBuffer> {
   return new Uint8Array(result);
 }
 
-function compress(request: GzipRequest): { body: Uint8Array<ArrayBuffer>; lengths?: number[] } {
+function compress(request: DeflateRequest): { body: Uint8Array<ArrayBuffer>; lengths?: number[] } {
   const { chunks, level, final, lengths: inputs, finals } = request;
-  if (!inputs) return { body: ownBuffer(deflateRawHere(chunks, level, final)) };
   const joined = concatBytes(chunks);
+  if (!inputs) return { body: ownBuffer(deflateRawReusing(joined, level, final)) };
   const outputs: Uint8Array[] = [];
   let at = 0;
   inputs.forEach((length, i) => {
-    outputs.push(deflateRawHere([joined.subarray(at, at + length)], level, finals?.[i] ?? false));
+    outputs.push(deflateRawReusing(joined.subarray(at, at + length), level, finals?.[i] ?? false));
     at += length;
   });
   return { body: ownBuffer(concatBytes(outputs)), lengths: outputs.map((o) => o.length) };
+}
+
+/** Each append in turn; one failing does not stop the others (they are other files). */
+function append(request: AppendRequest): AppendOutcome[] {
+  const joined = concatBytes(request.chunks);
+  let at = 0;
+  return request.appends.map(({ path, at: offset, truncate, lengths }) => {
+    const start = at;
+    const parts = lengths.map((length) => joined.subarray(at, at += length));
+    try {
+      appendSync(path, joined.subarray(start, at), { at: offset, truncate });
+      return { crcs: crcsOf(parts) };
+    } catch (error) {
+      const { name, message } = error instanceof Error ? error : new Error(String(error));
+      return { error: { name, message } };
+    }
+  });
 }
 
 const scope = globalThis as unknown as WorkerScope;
@@ -92,6 +136,10 @@ scope.onmessage = (event) => {
   const only = chunks.length === 1 ? chunks[0].buffer : undefined;
   const input = only instanceof ArrayBuffer ? only : undefined;
   const back: Transferable[] = input ? [input] : [];
+  if ("appends" in event.data) {
+    scope.postMessage({ id, appended: append(event.data), input }, back);
+    return;
+  }
   let result: ReturnType<typeof compress>;
   try {
     result = compress(event.data);

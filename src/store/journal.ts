@@ -33,7 +33,6 @@
 
 import { getLogger } from "@logtape/logtape";
 import { join } from "node:path";
-import { crc32 } from "node:zlib";
 import type { BatchObserver, ObjectFile, SealedBatch } from "../batch/batcher.ts";
 import {
   type BodyPiece,
@@ -43,6 +42,12 @@ import {
   gzipTrailer,
   localDeflater,
 } from "../batch/body.ts";
+import {
+  type AppendResult,
+  type FileAppend,
+  type FileAppender,
+  localAppender,
+} from "../batch/file_appends.ts";
 import { concatBytes } from "../archive/bytes.ts";
 import { lineFactsOf } from "../archive/decode.ts";
 import { ChunkPool } from "../batch/chunks.ts";
@@ -101,6 +106,8 @@ export interface JournalOptions {
   readonly now?: () => number;
   /** Called on every failed write to a journal file (l2_disk_write_failures_total). */
   readonly onWriteFailed?: (error: unknown) => void;
+  /** Writes the batch files (default: on this thread; the collector uses the gzip worker). */
+  readonly appender?: FileAppender;
 }
 
 interface Segment {
@@ -108,6 +115,19 @@ interface Segment {
   /** Batches with records in this segment that are not yet settled. */
   readonly live: Set<number>;
   file?: Deno.FsFile;
+}
+
+/** One entry's bytes for one flush, and what they hold. */
+interface EntryAppend extends FileAppend {
+  readonly entry: Entry;
+  /** `parts[first]` is the first piece's bytes (the gzip header comes before it in a new file). */
+  readonly first: number;
+  /** The pieces in `parts`, in order. */
+  readonly pieces: readonly BodyPiece[];
+  /** The parts end with the final block and the trailer. */
+  readonly ends: boolean;
+  /** A piece after these could not be compressed. */
+  readonly broken: boolean;
 }
 
 /** One batch the journal follows, from `opened` until `settled`. */
@@ -144,6 +164,7 @@ export class Journal implements BatchObserver {
   readonly #segmentMs: number;
   readonly #now: () => number;
   readonly #onWriteFailed: ((error: unknown) => void) | undefined;
+  readonly #appender: FileAppender;
   readonly #entries = new Map<string, Entry>();
   /** Segments of this run still on disk, oldest first; the last is current. */
   readonly #segments: Segment[] = [];
@@ -173,6 +194,7 @@ export class Journal implements BatchObserver {
     this.#segmentMs = options.segmentMs ?? 60_000;
     this.#now = options.now ?? Date.now;
     this.#onWriteFailed = options.onWriteFailed;
+    this.#appender = options.appender ?? localAppender();
     this.#runId = String(this.#now()).padStart(15, "0");
   }
 
@@ -289,7 +311,11 @@ export class Journal implements BatchObserver {
     for (const entry of entries) this.#take(entry);
     // The pieces compress on the gzip workers; all of them are awaited together.
     await Promise.allSettled(entries.flatMap((e) => e.queue.map((piece) => piece.bytes)));
-    await Promise.all(entries.map((entry) => this.#writeEntry(entry)));
+    const appends = (await Promise.all(entries.map((entry) => this.#appendOf(entry))))
+      .filter((append) => append !== undefined);
+    // All batch files in one go (on the gzip worker, in the collector); records only for what is written.
+    const results = appends.length > 0 ? await this.#appender.append(appends) : [];
+    appends.forEach((append, i) => this.#appended(append, results[i]));
     // Batch files whose settle record goes out in this write, taken with it.
     const settledFiles = this.#settledFiles;
     this.#settledFiles = [];
@@ -312,45 +338,76 @@ export class Journal implements BatchObserver {
   }
 
   /**
-   * Appends the entry's compressed pieces (and, once sealed, its end) to its
-   * file, then their records to the segment buffer. A failed write keeps
-   * them queued for the next flush, written again from the same offset.
+   * What the entry's file gets this flush: its compressed pieces (and, once
+   * sealed, its end), or undefined when there is nothing to write.
    */
-  async #writeEntry(entry: Entry): Promise<void> {
-    if (entry.ended || entry.broken || entry.settled) return;
+  async #appendOf(entry: Entry): Promise<EntryAppend | undefined> {
+    if (entry.ended || entry.broken || entry.settled) return undefined;
     const parts: Uint8Array[] = entry.written === 0 ? [gzipHeader(entry.body.level)] : [];
-    const records: string[] = [];
-    const spills: Array<() => void> = [];
-    let offset = entry.written + (entry.written === 0 ? parts[0].length : 0);
-    let done = 0;
+    const first = parts.length;
+    const pieces: BodyPiece[] = [];
     for (const piece of entry.queue) {
       const bytes = await piece.bytes.catch(() => undefined);
       if (!bytes) break;
-      records.push(pieceRecord(entry.id, offset, bytes, piece));
-      // Only numbers in the closure: the piece's bytes must not stay referenced.
-      const [at, length] = [offset, bytes.length];
-      spills.push(() => entry.body.spill(piece, length, () => this.#read(entry, at, length)));
+      pieces.push(piece);
       parts.push(bytes);
-      offset += bytes.length;
-      done++;
     }
-    const broken = done < entry.queue.length;
-    const last = entry.queue[done - 1];
+    const broken = pieces.length < entry.queue.length;
     const ends = entry.sealing && !broken;
-    if (ends) parts.push(FINAL_BLOCK, endOf(last, entry));
-    if (parts.length === 0 || (done === 0 && !ends)) return this.#markBroken(entry, broken);
-    if (!await this.#append(entry, concatBytes(parts))) return;
-    entry.queue.splice(0, done);
-    if (last) ({ textCrc: entry.textCrc, textBytes: entry.textBytes } = last);
-    if (last) entry.totalLines = last.totalLines;
-    for (const record of records) this.#record(entry.id, record);
-    // Written: the body need not hold these pieces any more.
-    for (const spill of spills) spill();
-    if (ends) {
+    if (ends) parts.push(FINAL_BLOCK, endOf(pieces[pieces.length - 1], entry));
+    if (parts.length === 0 || (pieces.length === 0 && !ends)) {
+      this.#markBroken(entry, broken);
+      return undefined;
+    }
+    const truncate = entry.torn ?? false;
+    return {
+      entry,
+      path: entry.path,
+      at: entry.written,
+      truncate,
+      parts,
+      first,
+      pieces,
+      ends,
+      broken,
+    };
+  }
+
+  /**
+   * The entry's append is written (then its pieces' records go to the
+   * segment buffer, and the body lets go of their bytes) or failed (then
+   * they stay queued for the next flush, written again from the same offset).
+   */
+  #appended(append: EntryAppend, result: AppendResult): void {
+    const { entry, parts, first, pieces } = append;
+    if ("error" in result) {
+      entry.torn = true;
+      this.#writeFailed(result.error);
+      return;
+    }
+    entry.torn = false;
+    let offset = entry.written;
+    for (let i = 0; i < first; i++) offset += parts[i].length;
+    pieces.forEach((piece, i) => {
+      const length = parts[first + i].length;
+      const at = offset;
+      this.#record(entry.id, pieceRecord(entry.id, at, length, result.crcs[first + i], piece));
+      // Written: the body need not hold the piece any more, and can read it back.
+      entry.body.spill(piece, length, () => this.#read(entry, at, length));
+      offset += length;
+    });
+    for (const part of parts) entry.written += part.length;
+    entry.queue.splice(0, pieces.length);
+    const last = pieces[pieces.length - 1];
+    if (last) {
+      ({ textCrc: entry.textCrc, textBytes: entry.textBytes } = last);
+      entry.totalLines = last.totalLines;
+    }
+    if (append.ends) {
       entry.ended = true;
       this.#record(entry.id, `s\t${entry.id}\t${entry.totalLines}`);
     }
-    this.#markBroken(entry, broken);
+    this.#markBroken(entry, append.broken);
   }
 
   #markBroken(entry: Entry, broken: boolean): void {
@@ -374,33 +431,6 @@ export class Journal implements BatchObserver {
     const bytes = (await entry.readBack.bytes).subarray(offset, end);
     if (bytes.length !== length) throw new Error(`${entry.path} is shorter than written`);
     return bytes;
-  }
-
-  /**
-   * Writes `bytes` at the entry's offset in its file; false (counted,
-   * logged) when it fails. Asynchronous: a write the kernel throttles (a
-   * busy disk) must not stall the thread that stamps receive times. The
-   * file is not kept open between flushes: 1,500 open batches would need
-   * more descriptors than a default limit allows.
-   */
-  async #append(entry: Entry, bytes: Uint8Array): Promise<boolean> {
-    try {
-      // After a failed write the file may hold part of it: cut that off first.
-      if (entry.torn) {
-        await Deno.truncate(entry.path, entry.written).catch((error) => {
-          if (!(error instanceof Deno.errors.NotFound)) throw error;
-        });
-      }
-      entry.torn = false;
-      // One operation (open, append, close): the cheapest for 1,500 files a flush.
-      await Deno.writeFile(entry.path, bytes, { append: true });
-      entry.written += bytes.length;
-      return true;
-    } catch (error) {
-      entry.torn = true;
-      this.#writeFailed(error);
-      return false;
-    }
   }
 
   /** Writes the buffered records to the current segment; false when some are still owed to it. */
@@ -477,9 +507,15 @@ export class Journal implements BatchObserver {
   }
 }
 
-function pieceRecord(id: number, offset: number, bytes: Uint8Array, piece: BodyPiece): string {
-  const crc = (crc32(bytes) >>> 0).toString(16).padStart(8, "0");
-  return `p\t${id}\t${offset}\t${bytes.length}\t${crc}\t${piece.lines}\t${piece.totalLines}`;
+function pieceRecord(
+  id: number,
+  offset: number,
+  length: number,
+  crc: number,
+  piece: BodyPiece,
+): string {
+  const hex = crc.toString(16).padStart(8, "0");
+  return `p\t${id}\t${offset}\t${length}\t${hex}\t${piece.lines}\t${piece.totalLines}`;
 }
 
 /** The gzip trailer after the last piece (or of no text at all). */
