@@ -117,6 +117,12 @@ interface Segment {
   file?: Deno.FsFile;
 }
 
+/** A seal waiting to be durable. */
+interface Waiter {
+  readonly entry: Entry;
+  resolve(file: ObjectFile | undefined): void;
+}
+
 /** One entry's bytes for one flush, and what they hold. */
 interface EntryAppend extends FileAppend {
   readonly entry: Entry;
@@ -180,7 +186,7 @@ export class Journal implements BatchObserver {
   /** The flush waiting for the one in progress; later calls join it. */
   #nextFlush: Promise<void> | undefined;
   /** Seals waiting to be durable, each with its batch. */
-  #waiters: Array<{ entry: Entry; resolve: (file: ObjectFile | undefined) => void }> = [];
+  #waiters: Waiter[] = [];
   #timer: ReturnType<typeof setInterval> | undefined;
   /** Segment bytes a failed write left behind, written first next time. */
   #unwritten: Uint8Array | undefined;
@@ -307,8 +313,27 @@ export class Journal implements BatchObserver {
     const waiters = this.#waiters;
     this.#waiters = [];
     this.#flushFailed = false;
-    const entries = [...this.#entries.values()];
-    for (const entry of entries) this.#take(entry);
+    const entries: Entry[] = [];
+    for (const entry of this.#entries.values()) {
+      this.#take(entry);
+      if (entry.queue.length > 0 || (entry.sealing && !entry.ended && !entry.broken)) {
+        entries.push(entry);
+      }
+    }
+    // Nothing arrived and nothing is owed: the tick costs little more than this loop.
+    const idle = entries.length === 0 && waiters.length === 0 && this.#records.length === 0 &&
+      !this.#unwritten && this.#settledFiles.length === 0;
+    // Do not rotate with records still owed to this segment.
+    if (!idle && !await this.#write(entries, waiters)) return;
+    await this.#rotateIfDue();
+    await this.#deleteSettledSegments();
+  }
+
+  /**
+   * Writes the entries' pieces, then the segment's records; resolves the
+   * seals that are durable. False when records are still owed to the segment.
+   */
+  async #write(entries: Entry[], waiters: Waiter[]): Promise<boolean> {
     // The pieces compress on the gzip workers; all of them are awaited together.
     await Promise.allSettled(entries.flatMap((e) => e.queue.map((piece) => piece.bytes)));
     const appends = (await Promise.all(entries.map((entry) => this.#appendOf(entry))))
@@ -331,10 +356,9 @@ export class Journal implements BatchObserver {
         resolve(entry.ended ? { path: entry.path, bytes: entry.written } : undefined);
       }
     }
-    if (!segmentWritten) return; // do not rotate with records still owed to this segment
+    if (!segmentWritten) return false;
     for (const path of settledFiles) await Deno.remove(path).catch(() => {});
-    await this.#rotateIfDue();
-    await this.#deleteSettledSegments();
+    return true;
   }
 
   /**
