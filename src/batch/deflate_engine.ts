@@ -42,6 +42,8 @@ interface ZlibHandle {
 }
 
 interface Context {
+  /** The node:zlib stream that owns the handle, kept so nothing of it is collected. */
+  readonly stream: unknown;
   readonly handle: ZlibHandle;
   /** After each `writeSync`: output space left, input left. */
   readonly state: Uint32Array;
@@ -63,7 +65,7 @@ function contextFor(level: number): Context | null {
   const { _handle: handle, _writeState: state } = stream;
   const usable = typeof handle?.writeSync === "function" && typeof handle.reset === "function" &&
     state instanceof Uint32Array;
-  context = usable ? { handle: handle as ZlibHandle, state } : null;
+  context = usable ? { stream, handle: handle as ZlibHandle, state } : null;
   if (context) {
     const own = context;
     own.handle.onerror = (message, errno) => {

@@ -9,10 +9,12 @@
  * How: every flush asks each open batch's body for a piece of the text that
  * arrived since the last one (`GzipBody.flush`: raw deflate ending on a
  * full flush, see batch/body.ts) and appends it to the batch's own file,
- * `<run>-b<id>.gz.part`, after a gzip header. The pieces are the ones the
- * body keeps for its object: nothing is compressed twice. A record in the
- * current segment (`<run>-<n>.v3.jnl`, CRC-checked lines: see
- * journal_records.ts and journal_pieces.ts) gives each piece's place,
+ * `<run>-b<id>.gz.part`, after a gzip header: all files of a flush through
+ * one `FileAppender` call (batch/file_appends.ts; in the collector the gzip
+ * worker, so the main thread runs no file operation per batch). The pieces
+ * are the ones the body keeps for its object: nothing is compressed twice.
+ * A record in the current segment (`<run>-<n>.v3.jnl`, CRC-checked lines:
+ * see journal_records.ts and journal_pieces.ts) gives each piece's place,
  * CRC-32 and line count. At seal the file gets the empty final block and
  * the gzip trailer: it is then the object, byte for byte.
  *
