@@ -39,7 +39,7 @@ import {
   type FileAppender,
   localAppender,
 } from "./file_appends.ts";
-import type { GzipReply, GzipRequest } from "./gzip_worker.ts";
+import type { AppendOutcome, GzipReply, GzipRequest } from "./gzip_worker.ts";
 
 const log = getLogger(["l2", "gzip"]);
 
@@ -188,6 +188,7 @@ export class GzipPool implements Disposable {
    */
   appendFiles(appends: readonly FileAppend[]): Promise<AppendResult[]> {
     if (this.#closed) return Promise.reject(new GzipPoolError("gzip pool is closed"));
+    if (appends.length === 0) return Promise.resolve([]);
     const slot = this.#pick();
     const worker = slot.worker ?? this.#spawn(slot);
     const id = this.#nextId++;
@@ -196,20 +197,21 @@ export class GzipPool implements Disposable {
     const request: GzipRequest = {
       id,
       chunks: [input],
-      appends: appends.map(({ path, at, truncate, parts }) => ({
-        path,
-        at,
-        truncate,
-        lengths: parts.map((part) => part.length),
-      })),
+      appends: {
+        paths: appends.map((a) => a.path).join("\0"),
+        at: Float64Array.from(appends, (a) => a.at),
+        truncate: Uint8Array.from(appends, (a) => a.truncate ? 1 : 0),
+        parts: Uint32Array.from(appends, (a) => a.parts.length),
+        lengths: Uint32Array.from(parts, (part) => part.length),
+      },
     };
     worker.postMessage(request, [input.buffer]);
     const { promise, resolve, reject } = Promise.withResolvers<AppendResult[]>();
     slot.calls.set(id, {
       resolve: (answer) => {
-        const outcomes = "appended" in answer ? answer.appended : undefined;
-        if (!outcomes || outcomes.length !== appends.length) return reject(unexpected());
-        resolve(outcomes.map((o) => "crcs" in o ? o : { error: errorFrom(o.error) }));
+        const outcome = "appended" in answer ? answer.appended : undefined;
+        if (!outcome || outcome.crcs.length !== parts.length) return reject(unexpected());
+        resolve(resultsOf(appends, outcome));
       },
       reject,
     });
@@ -298,6 +300,17 @@ export class GzipPool implements Disposable {
     for (const call of slot.calls.values()) call.reject(error);
     slot.calls.clear();
   }
+}
+
+/** The worker's packed outcome as one result per append. */
+function resultsOf(appends: readonly FileAppend[], outcome: AppendOutcome): AppendResult[] {
+  const errors = new Map(outcome.failed.map((f) => [f.index, errorFrom(f)]));
+  let part = 0;
+  return appends.map((append, i) => {
+    const crcs = outcome.crcs.subarray(part, part += append.parts.length);
+    const error = errors.get(i);
+    return error ? { error } : { crcs };
+  });
 }
 
 /** A reply that does not answer the call it names: the worker and the pool disagree. */

@@ -33,7 +33,7 @@ export interface FileAppend {
 }
 
 /** What became of one `FileAppend`: written (each part's CRC-32), or the error. */
-export type AppendResult = { readonly crcs: readonly number[] } | { readonly error: Error };
+export type AppendResult = { readonly crcs: ArrayLike<number> } | { readonly error: Error };
 
 /** Writes several files' appends; one result per append, in order. Never rejects. */
 export interface FileAppender {

@@ -8,8 +8,8 @@
  *   in:  { id, level, final, chunks: Uint8Array[] }
  *   out: { id, body: Uint8Array, input? }  (buffers transferred, not copied)
  *    or: { id, error: string, input? }
- *   in:  { id, appends: [{ path, at, truncate, lengths }], chunks }
- *   out: { id, appended: [{ crcs } or { error: { name, message } }], input? }
+ *   in:  { id, appends: { paths, at, truncate, parts, lengths }, chunks }
+ *   out: { id, appended: { crcs, failed: [{ index, name, message }] }, input? }
  * `input` is the request's buffer when it sent one chunk, returned for reuse.
  * The body is the raw deflate (RFC 1951) of the chunks' concatenation, byte
  * for byte what `deflateRawHere` (body.ts) gives: ending on a full flush, or
@@ -27,7 +27,8 @@
 
 import { concatBytes } from "../archive/bytes.ts";
 import { deflateRawReusing } from "./deflate_engine.ts";
-import { appendSync, crcsOf } from "./file_appends.ts";
+import { crc32 } from "node:zlib";
+import { appendSync } from "./file_appends.ts";
 
 export interface DeflateRequest {
   readonly id: number;
@@ -44,24 +45,38 @@ export interface DeflateRequest {
   readonly finals?: readonly boolean[];
 }
 
-/** Appends to files (file_appends.ts `FileAppend`, its parts as lengths of the chunks' concatenation). */
+/**
+ * Appends to files (file_appends.ts `FileAppend`), packed flat: one string
+ * and a few typed arrays clone in a fraction of the time 1,500 small objects
+ * take (a flush of 1,500 batches: ~2.5 ms, then garbage on both threads).
+ */
 export interface AppendRequest {
   readonly id: number;
-  readonly appends: ReadonlyArray<{
-    readonly path: string;
-    readonly at: number;
-    readonly truncate: boolean;
-    readonly lengths: readonly number[];
-  }>;
+  readonly appends: {
+    /** The files' paths, joined by NUL (which no path holds). */
+    readonly paths: string;
+    /** Per file: where its bytes go, and whether to cut the file there first (1). */
+    readonly at: Float64Array;
+    readonly truncate: Uint8Array;
+    /** Per file: how many parts; then every part's length, files in turn. */
+    readonly parts: Uint32Array;
+    readonly lengths: Uint32Array;
+  };
+  /** The parts back to back. */
   readonly chunks: readonly Uint8Array[];
 }
 
 export type GzipRequest = DeflateRequest | AppendRequest;
 
-/** One append's outcome: each part's CRC-32, or the error as its name and message. */
-export type AppendOutcome =
-  | { readonly crcs: readonly number[] }
-  | { readonly error: { readonly name: string; readonly message: string } };
+/** What became of the appends: each part's CRC-32 (files in turn), and the files that failed. */
+export interface AppendOutcome {
+  /** Every part's CRC-32; a failed file's parts are 0. */
+  readonly crcs: Uint32Array;
+  /** The failed files: their index and the error, as its name and message. */
+  readonly failed: ReadonlyArray<
+    { readonly index: number; readonly name: string; readonly message: string }
+  >;
+}
 
 export type GzipReply =
   | {
@@ -72,7 +87,7 @@ export type GzipReply =
     /** The request's only chunk's buffer, handed back for reuse. */
     readonly input?: ArrayBuffer;
   }
-  | { readonly id: number; readonly appended: AppendOutcome[]; readonly input?: ArrayBuffer }
+  | { readonly id: number; readonly appended: AppendOutcome; readonly input?: ArrayBuffer }
   | { readonly id: number; readonly error: string; readonly input?: ArrayBuffer };
 
 /** The part of the worker global scope used here (the default lib types `self` as a window). */
@@ -111,20 +126,28 @@ function compress(request: DeflateRequest): { body: Uint8Array<ArrayBuffer>; len
 }
 
 /** Each append in turn; one failing does not stop the others (they are other files). */
-function append(request: AppendRequest): AppendOutcome[] {
+function append(request: AppendRequest): AppendOutcome {
+  const { paths, at, truncate, parts, lengths } = request.appends;
   const joined = concatBytes(request.chunks);
-  let at = 0;
-  return request.appends.map(({ path, at: offset, truncate, lengths }) => {
-    const start = at;
-    const parts = lengths.map((length) => joined.subarray(at, at += length));
+  const crcs = new Uint32Array(lengths.length);
+  const failed: Array<{ index: number; name: string; message: string }> = [];
+  let part = 0;
+  let from = 0;
+  paths.split("\0").forEach((path, i) => {
+    const first = part;
+    const start = from;
+    for (const end = part + parts[i]; part < end; part++) from += lengths[part];
     try {
-      appendSync(path, joined.subarray(start, at), { at: offset, truncate });
-      return { crcs: crcsOf(parts) };
+      appendSync(path, joined.subarray(start, from), { at: at[i], truncate: truncate[i] === 1 });
+      for (let k = first, o = start; k < part; o += lengths[k++]) {
+        crcs[k] = crc32(joined.subarray(o, o + lengths[k])) >>> 0;
+      }
     } catch (error) {
       const { name, message } = error instanceof Error ? error : new Error(String(error));
-      return { error: { name, message } };
+      failed.push({ index: i, name, message });
     }
   });
+  return { crcs, failed };
 }
 
 const scope = globalThis as unknown as WorkerScope;
