@@ -32,7 +32,14 @@
 import { getLogger } from "@logtape/logtape";
 import { concatBytes } from "../archive/bytes.ts";
 import { type Deflater, deflateRawHere } from "./body.ts";
-import type { GzipReply, GzipRequest } from "./gzip_worker.ts";
+import {
+  type AppendResult,
+  errorFrom,
+  type FileAppend,
+  type FileAppender,
+  localAppender,
+} from "./file_appends.ts";
+import type { AppendOutcome, GzipReply, GzipRequest } from "./gzip_worker.ts";
 
 const log = getLogger(["l2", "gzip"]);
 
@@ -52,8 +59,11 @@ export class GzipPoolError extends Error {
   override name = "GzipPoolError";
 }
 
+/** A worker's successful reply (an error reply rejects the call). */
+type Answer = Exclude<GzipReply, { error: string }>;
+
 interface Call {
-  resolve(body: Uint8Array<ArrayBuffer>, lengths?: readonly number[]): void;
+  resolve(answer: Answer): void;
   reject(error: Error): void;
 }
 
@@ -120,7 +130,10 @@ export class GzipPool implements Disposable {
     const request: GzipRequest = { id, level: this.level, final, chunks: [input] };
     worker.postMessage(request, [input.buffer]);
     const { promise, resolve, reject } = Promise.withResolvers<Uint8Array<ArrayBuffer>>();
-    slot.calls.set(id, { resolve, reject });
+    slot.calls.set(id, {
+      resolve: (answer) => "body" in answer ? resolve(answer.body) : reject(unexpected()),
+      reject,
+    });
     return promise;
   }
 
@@ -152,14 +165,53 @@ export class GzipPool implements Disposable {
     worker.postMessage(request, [input.buffer]);
     const { promise, resolve, reject } = Promise.withResolvers<Uint8Array<ArrayBuffer>[]>();
     slot.calls.set(id, {
-      resolve: (body, outputs) => {
-        if (!outputs || outputs.length !== calls.length) {
+      resolve: (answer) => {
+        const outputs = "body" in answer ? answer.lengths : undefined;
+        if (!("body" in answer) || !outputs || outputs.length !== calls.length) {
           reject(new GzipPoolError("gzip worker answered a batch without its lengths"));
           return;
         }
         let at = 0;
         // Copies: a piece may outlive the others by minutes, and a view would keep them all.
-        resolve(outputs.map((length) => body.slice(at, at += length)));
+        resolve(outputs.map((length) => answer.body.slice(at, at += length)));
+      },
+      reject,
+    });
+    return promise;
+  }
+
+  /**
+   * Appends to files on a worker (file_appends.ts), all in one message;
+   * resolves once every one is written or failed, one result each. Copies
+   * the parts before it returns. Rejects (`GzipPoolError`) only when the
+   * pool is closed or the worker died: some bytes may have been written then.
+   */
+  appendFiles(appends: readonly FileAppend[]): Promise<AppendResult[]> {
+    if (this.#closed) return Promise.reject(new GzipPoolError("gzip pool is closed"));
+    if (appends.length === 0) return Promise.resolve([]);
+    const slot = this.#pick();
+    const worker = slot.worker ?? this.#spawn(slot);
+    const id = this.#nextId++;
+    const parts = appends.flatMap((a) => a.parts);
+    const input = concatBytes(parts, (bytes) => this.#takeSpare(bytes));
+    const request: GzipRequest = {
+      id,
+      chunks: [input],
+      appends: {
+        paths: appends.map((a) => a.path).join("\0"),
+        at: Float64Array.from(appends, (a) => a.at),
+        truncate: Uint8Array.from(appends, (a) => a.truncate ? 1 : 0),
+        parts: Uint32Array.from(appends, (a) => a.parts.length),
+        lengths: Uint32Array.from(parts, (part) => part.length),
+      },
+    };
+    worker.postMessage(request, [input.buffer]);
+    const { promise, resolve, reject } = Promise.withResolvers<AppendResult[]>();
+    slot.calls.set(id, {
+      resolve: (answer) => {
+        const outcome = "appended" in answer ? answer.appended : undefined;
+        if (!outcome || outcome.crcs.length !== parts.length) return reject(unexpected());
+        resolve(resultsOf(appends, outcome));
       },
       reject,
     });
@@ -220,8 +272,9 @@ export class GzipPool implements Disposable {
       const call = slot.calls.get(reply.id);
       if (!call) return;
       slot.calls.delete(reply.id);
-      if ("body" in reply) call.resolve(reply.body, reply.lengths);
-      else call.reject(new GzipPoolError(`gzip failed in the worker: ${reply.error}`));
+      if ("error" in reply) {
+        call.reject(new GzipPoolError(`gzip failed in the worker: ${reply.error}`));
+      } else call.resolve(reply);
     };
     worker.onerror = (event: ErrorEvent) => {
       // Handled here: unhandled, a worker's error would take the whole process down.
@@ -247,6 +300,56 @@ export class GzipPool implements Disposable {
     for (const call of slot.calls.values()) call.reject(error);
     slot.calls.clear();
   }
+}
+
+/** The worker's packed outcome as one result per append. */
+function resultsOf(appends: readonly FileAppend[], outcome: AppendOutcome): AppendResult[] {
+  const errors = new Map(outcome.failed.map((f) => [f.index, errorFrom(f)]));
+  let part = 0;
+  return appends.map((append, i) => {
+    const crcs = outcome.crcs.subarray(part, part += append.parts.length);
+    const error = errors.get(i);
+    return error ? { error } : { crcs };
+  });
+}
+
+/** A reply that does not answer the call it names: the worker and the pool disagree. */
+function unexpected(): GzipPoolError {
+  return new GzipPoolError("gzip worker answered a call with a reply of another kind");
+}
+
+/**
+ * A `FileAppender` that writes on `pool`'s worker, and on the calling thread
+ * when the pool fails (closed, or the worker died or cannot load: then the
+ * files are cut back first, as the worker may have written part of the
+ * bytes). After a failure the pool is left alone for `retryAfterMs`, as
+ * `workerDeflater` does.
+ */
+export function workerAppender(
+  pool: GzipPool,
+  options: { retryAfterMs?: number; now?: () => number } = {},
+): FileAppender {
+  const { retryAfterMs = 10_000, now = Date.now } = options;
+  const here = localAppender();
+  let failedAt = -Infinity;
+  const cutBack = (appends: readonly FileAppend[]) =>
+    here.append(appends.map((a) => ({ ...a, truncate: true })));
+  return {
+    append: (appends) => {
+      if (now() - failedAt < retryAfterMs) return cutBack(appends);
+      return pool.appendFiles(appends).catch((error: unknown) => {
+        log.warn(
+          "Appending the crash journal's pieces on the main thread for {seconds} s: {error}",
+          {
+            seconds: retryAfterMs / 1000,
+            error,
+          },
+        );
+        failedAt = now();
+        return cutBack(appends);
+      });
+    },
+  };
 }
 
 /**

@@ -9,10 +9,12 @@
  * How: every flush asks each open batch's body for a piece of the text that
  * arrived since the last one (`GzipBody.flush`: raw deflate ending on a
  * full flush, see batch/body.ts) and appends it to the batch's own file,
- * `<run>-b<id>.gz.part`, after a gzip header. The pieces are the ones the
- * body keeps for its object: nothing is compressed twice. A record in the
- * current segment (`<run>-<n>.v3.jnl`, CRC-checked lines: see
- * journal_records.ts and journal_pieces.ts) gives each piece's place,
+ * `<run>-b<id>.gz.part`, after a gzip header: all files of a flush through
+ * one `FileAppender` call (batch/file_appends.ts; in the collector the gzip
+ * worker, so the main thread runs no file operation per batch). The pieces
+ * are the ones the body keeps for its object: nothing is compressed twice.
+ * A record in the current segment (`<run>-<n>.v3.jnl`, CRC-checked lines:
+ * see journal_records.ts and journal_pieces.ts) gives each piece's place,
  * CRC-32 and line count. At seal the file gets the empty final block and
  * the gzip trailer: it is then the object, byte for byte.
  *
@@ -33,7 +35,6 @@
 
 import { getLogger } from "@logtape/logtape";
 import { join } from "node:path";
-import { crc32 } from "node:zlib";
 import type { BatchObserver, ObjectFile, SealedBatch } from "../batch/batcher.ts";
 import {
   type BodyPiece,
@@ -43,6 +44,12 @@ import {
   gzipTrailer,
   localDeflater,
 } from "../batch/body.ts";
+import {
+  type AppendResult,
+  type FileAppend,
+  type FileAppender,
+  localAppender,
+} from "../batch/file_appends.ts";
 import { concatBytes } from "../archive/bytes.ts";
 import { lineFactsOf } from "../archive/decode.ts";
 import { ChunkPool } from "../batch/chunks.ts";
@@ -101,6 +108,8 @@ export interface JournalOptions {
   readonly now?: () => number;
   /** Called on every failed write to a journal file (l2_disk_write_failures_total). */
   readonly onWriteFailed?: (error: unknown) => void;
+  /** Writes the batch files (default: on this thread; the collector uses the gzip worker). */
+  readonly appender?: FileAppender;
 }
 
 interface Segment {
@@ -108,6 +117,25 @@ interface Segment {
   /** Batches with records in this segment that are not yet settled. */
   readonly live: Set<number>;
   file?: Deno.FsFile;
+}
+
+/** A seal waiting to be durable. */
+interface Waiter {
+  readonly entry: Entry;
+  resolve(file: ObjectFile | undefined): void;
+}
+
+/** One entry's bytes for one flush, and what they hold. */
+interface EntryAppend extends FileAppend {
+  readonly entry: Entry;
+  /** `parts[first]` is the first piece's bytes (the gzip header comes before it in a new file). */
+  readonly first: number;
+  /** The pieces in `parts`, in order. */
+  readonly pieces: readonly BodyPiece[];
+  /** The parts end with the final block and the trailer. */
+  readonly ends: boolean;
+  /** A piece after these could not be compressed. */
+  readonly broken: boolean;
 }
 
 /** One batch the journal follows, from `opened` until `settled`. */
@@ -144,6 +172,7 @@ export class Journal implements BatchObserver {
   readonly #segmentMs: number;
   readonly #now: () => number;
   readonly #onWriteFailed: ((error: unknown) => void) | undefined;
+  readonly #appender: FileAppender;
   readonly #entries = new Map<string, Entry>();
   /** Segments of this run still on disk, oldest first; the last is current. */
   readonly #segments: Segment[] = [];
@@ -159,7 +188,7 @@ export class Journal implements BatchObserver {
   /** The flush waiting for the one in progress; later calls join it. */
   #nextFlush: Promise<void> | undefined;
   /** Seals waiting to be durable, each with its batch. */
-  #waiters: Array<{ entry: Entry; resolve: (file: ObjectFile | undefined) => void }> = [];
+  #waiters: Waiter[] = [];
   #timer: ReturnType<typeof setInterval> | undefined;
   /** Segment bytes a failed write left behind, written first next time. */
   #unwritten: Uint8Array | undefined;
@@ -173,6 +202,7 @@ export class Journal implements BatchObserver {
     this.#segmentMs = options.segmentMs ?? 60_000;
     this.#now = options.now ?? Date.now;
     this.#onWriteFailed = options.onWriteFailed;
+    this.#appender = options.appender ?? localAppender();
     this.#runId = String(this.#now()).padStart(15, "0");
   }
 
@@ -285,11 +315,34 @@ export class Journal implements BatchObserver {
     const waiters = this.#waiters;
     this.#waiters = [];
     this.#flushFailed = false;
-    const entries = [...this.#entries.values()];
-    for (const entry of entries) this.#take(entry);
+    const entries: Entry[] = [];
+    for (const entry of this.#entries.values()) {
+      this.#take(entry);
+      if (entry.queue.length > 0 || (entry.sealing && !entry.ended && !entry.broken)) {
+        entries.push(entry);
+      }
+    }
+    // Nothing arrived and nothing is owed: the tick costs little more than this loop.
+    const idle = entries.length === 0 && waiters.length === 0 && this.#records.length === 0 &&
+      !this.#unwritten && this.#settledFiles.length === 0;
+    // Do not rotate with records still owed to this segment.
+    if (!idle && !await this.#write(entries, waiters)) return;
+    await this.#rotateIfDue();
+    await this.#deleteSettledSegments();
+  }
+
+  /**
+   * Writes the entries' pieces, then the segment's records; resolves the
+   * seals that are durable. False when records are still owed to the segment.
+   */
+  async #write(entries: Entry[], waiters: Waiter[]): Promise<boolean> {
     // The pieces compress on the gzip workers; all of them are awaited together.
     await Promise.allSettled(entries.flatMap((e) => e.queue.map((piece) => piece.bytes)));
-    await Promise.all(entries.map((entry) => this.#writeEntry(entry)));
+    const appends = (await Promise.all(entries.map((entry) => this.#appendOf(entry))))
+      .filter((append) => append !== undefined);
+    // All batch files in one go (on the gzip worker, in the collector); records only for what is written.
+    const results = appends.length > 0 ? await this.#appender.append(appends) : [];
+    appends.forEach((append, i) => this.#appended(append, results[i]));
     // Batch files whose settle record goes out in this write, taken with it.
     const settledFiles = this.#settledFiles;
     this.#settledFiles = [];
@@ -305,64 +358,91 @@ export class Journal implements BatchObserver {
         resolve(entry.ended ? { path: entry.path, bytes: entry.written } : undefined);
       }
     }
-    if (!segmentWritten) return; // do not rotate with records still owed to this segment
+    if (!segmentWritten) return false;
     for (const path of settledFiles) await Deno.remove(path).catch(() => {});
-    await this.#rotateIfDue();
-    await this.#deleteSettledSegments();
+    return true;
   }
 
   /**
-   * Appends the entry's compressed pieces (and, once sealed, its end) to its
-   * file, then their records to the segment buffer. A failed write keeps
-   * them queued for the next flush, written again from the same offset.
+   * What the entry's file gets this flush: its compressed pieces (and, once
+   * sealed, its end), or undefined when there is nothing to write.
    */
-  async #writeEntry(entry: Entry): Promise<void> {
-    if (entry.ended || entry.broken || entry.settled) return;
+  async #appendOf(entry: Entry): Promise<EntryAppend | undefined> {
+    if (entry.ended || entry.broken || entry.settled) return undefined;
     const parts: Uint8Array[] = entry.written === 0 ? [gzipHeader(entry.body.level)] : [];
-    const records: string[] = [];
-    const spills: Array<() => void> = [];
-    let offset = entry.written + (entry.written === 0 ? parts[0].length : 0);
-    let done = 0;
+    const first = parts.length;
+    const pieces: BodyPiece[] = [];
     for (const piece of entry.queue) {
       const bytes = await piece.bytes.catch(() => undefined);
       if (!bytes) break;
-      records.push(pieceRecord(entry.id, offset, bytes, piece));
-      spills.push(this.#spiller(entry, piece, offset, bytes.length));
+      pieces.push(piece);
       parts.push(bytes);
-      offset += bytes.length;
-      done++;
     }
-    const broken = done < entry.queue.length;
-    const last = entry.queue[done - 1];
+    const broken = pieces.length < entry.queue.length;
     const ends = entry.sealing && !broken;
-    if (ends) parts.push(FINAL_BLOCK, endOf(last, entry));
-    if (parts.length === 0 || (done === 0 && !ends)) return this.#markBroken(entry, broken);
-    if (!await this.#append(entry, concatBytes(parts))) return;
-    entry.queue.splice(0, done);
-    if (last) ({ textCrc: entry.textCrc, textBytes: entry.textBytes } = last);
-    if (last) entry.totalLines = last.totalLines;
-    for (const record of records) this.#record(entry.id, record);
-    // Written: the body need not hold these pieces any more.
-    for (const spill of spills) spill();
-    if (ends) {
-      entry.ended = true;
-      this.#record(entry.id, `s\t${entry.id}\t${entry.totalLines}`);
+    if (ends) parts.push(FINAL_BLOCK, endOf(pieces[pieces.length - 1], entry));
+    if (parts.length === 0 || (pieces.length === 0 && !ends)) {
+      this.#markBroken(entry, broken);
+      return undefined;
     }
-    this.#markBroken(entry, broken);
+    const truncate = entry.torn ?? false;
+    return {
+      entry,
+      path: entry.path,
+      at: entry.written,
+      truncate,
+      parts,
+      first,
+      pieces,
+      ends,
+      broken,
+    };
   }
 
   /**
-   * What lets the body drop a written piece. Made here, not in the loop that
-   * writes: a closure shares its scope with every closure made beside it, and
-   * the reader the body keeps (for minutes) must not hold the piece, whose
-   * promise holds its bytes.
+   * The entry's append is written (then its pieces' records go to the
+   * segment buffer, and the body lets go of their bytes) or failed (then
+   * they stay queued for the next flush, written again from the same offset).
    */
-  #spiller(entry: Entry, piece: BodyPiece, at: number, length: number): () => void {
-    const read = this.#reader(entry, at, length);
-    return () => entry.body.spill(piece, length, read);
+  #appended(append: EntryAppend, result: AppendResult): void {
+    const { entry, parts, first, pieces } = append;
+    if ("error" in result) {
+      entry.torn = true;
+      this.#writeFailed(result.error);
+      return;
+    }
+    entry.torn = false;
+    let offset = entry.written;
+    for (let i = 0; i < first; i++) offset += parts[i].length;
+    pieces.forEach((piece, i) => {
+      const length = parts[first + i].length;
+      const at = offset;
+      this.#record(entry.id, pieceRecord(entry.id, at, length, result.crcs[first + i], piece));
+      // Written: the body need not hold the piece any more, and can read it back
+      // (with a reader made elsewhere: see `#reader`).
+      entry.body.spill(piece, length, this.#reader(entry, at, length));
+      offset += length;
+    });
+    for (const part of parts) entry.written += part.length;
+    entry.queue.splice(0, pieces.length);
+    const last = pieces[pieces.length - 1];
+    if (last) {
+      ({ textCrc: entry.textCrc, textBytes: entry.textBytes } = last);
+      entry.totalLines = last.totalLines;
+    }
+    if (append.ends) {
+      entry.ended = true;
+      this.#record(entry.id, `s\t${entry.id}\t${entry.totalLines}`);
+    }
+    this.#markBroken(entry, append.broken);
   }
 
-  /** Reads a written piece back; closes over numbers and the entry only. */
+  /**
+   * Reads a written piece back. Made here, not where the piece was written: a
+   * closure keeps the whole scope chain it was made in, and the reader the
+   * body keeps (for minutes) must not hold the pieces' bytes that the writing
+   * code has in scope. It closes over the entry and two numbers only.
+   */
   #reader(entry: Entry, at: number, length: number): () => Promise<Uint8Array> {
     return () => this.#read(entry, at, length);
   }
@@ -388,33 +468,6 @@ export class Journal implements BatchObserver {
     const bytes = (await entry.readBack.bytes).subarray(offset, end);
     if (bytes.length !== length) throw new Error(`${entry.path} is shorter than written`);
     return bytes;
-  }
-
-  /**
-   * Writes `bytes` at the entry's offset in its file; false (counted,
-   * logged) when it fails. Asynchronous: a write the kernel throttles (a
-   * busy disk) must not stall the thread that stamps receive times. The
-   * file is not kept open between flushes: 1,500 open batches would need
-   * more descriptors than a default limit allows.
-   */
-  async #append(entry: Entry, bytes: Uint8Array): Promise<boolean> {
-    try {
-      // After a failed write the file may hold part of it: cut that off first.
-      if (entry.torn) {
-        await Deno.truncate(entry.path, entry.written).catch((error) => {
-          if (!(error instanceof Deno.errors.NotFound)) throw error;
-        });
-      }
-      entry.torn = false;
-      // One operation (open, append, close): the cheapest for 1,500 files a flush.
-      await Deno.writeFile(entry.path, bytes, { append: true });
-      entry.written += bytes.length;
-      return true;
-    } catch (error) {
-      entry.torn = true;
-      this.#writeFailed(error);
-      return false;
-    }
   }
 
   /** Writes the buffered records to the current segment; false when some are still owed to it. */
@@ -491,9 +544,15 @@ export class Journal implements BatchObserver {
   }
 }
 
-function pieceRecord(id: number, offset: number, bytes: Uint8Array, piece: BodyPiece): string {
-  const crc = (crc32(bytes) >>> 0).toString(16).padStart(8, "0");
-  return `p\t${id}\t${offset}\t${bytes.length}\t${crc}\t${piece.lines}\t${piece.totalLines}`;
+function pieceRecord(
+  id: number,
+  offset: number,
+  length: number,
+  crc: number,
+  piece: BodyPiece,
+): string {
+  const hex = crc.toString(16).padStart(8, "0");
+  return `p\t${id}\t${offset}\t${length}\t${hex}\t${piece.lines}\t${piece.totalLines}`;
 }
 
 /** The gzip trailer after the last piece (or of no text at all). */

@@ -17,7 +17,7 @@ import { getLogger } from "@logtape/logtape";
 import { join } from "node:path";
 import { Batcher, type SealedBatch } from "../../batch/batcher.ts";
 import { ChunkPool } from "../../batch/chunks.ts";
-import { GzipPool, workerDeflater } from "../../batch/compress.ts";
+import { GzipPool, workerAppender, workerDeflater } from "../../batch/compress.ts";
 import { HoleMarker } from "../../batch/holes.ts";
 import { Journal, type RecoveredJournal, recoverJournal } from "../../store/journal.ts";
 import { planKey } from "../../archive/keys.ts";
@@ -216,6 +216,7 @@ export class Storage implements BatchStore, AsyncDisposable {
       "start the crash journal",
       () =>
         Journal.start(journalDir, {
+          appender: workerAppender(gzip),
           onWriteFailed: () => telemetry.diskWriteFailed("journal"),
         }),
     );
