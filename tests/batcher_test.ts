@@ -263,7 +263,7 @@ Deno.test("batches whose pieces the journal has written do not count against max
       body.flush();
       for (const piece of body.takePieces()) {
         const bytes = await piece.bytes;
-        if (writes) body.spill(piece, bytes.length, () => Promise.resolve(bytes));
+        if (writes) body.spill(piece, 0, bytes.length, () => Promise.resolve(bytes));
       }
     }
   };

@@ -215,7 +215,7 @@ Deno.test("the held count is text not yet compressed, then compressed pieces, th
   assert.equal(body.heldBytes, compressed, "then its compressed bytes");
   assert.equal(account.held, compressed);
   body.appendLine("tail");
-  body.spill(piece, compressed, () => piece.bytes);
+  body.spill(piece, 0, compressed, () => piece.bytes);
   assert.equal(body.heldBytes, "tail\n".length, "a piece written elsewhere is not held");
   assert.equal(account.held, "tail\n".length);
   body.detach();
@@ -223,6 +223,43 @@ Deno.test("the held count is text not yet compressed, then compressed pieces, th
   assert.equal(account.bytes, 0);
   // The spilled piece is read back when the body is finished.
   assert.deepEqual(new Uint8Array(gunzipSync(await body.finish())), ndjson([...texts, "tail"]));
+});
+
+Deno.test("spilled pieces written back to back are read back with one call; a piece elsewhere with its own", async () => {
+  const texts = lines(600, 33);
+  const body = new GzipBody({
+    pool: new ChunkPool(),
+    deflater: localDeflater(5),
+    pieceBytes: () => 1 << 30,
+  });
+  let file = new Uint8Array(0);
+  const reads: Array<[number, number]> = [];
+  const read = (at: number, length: number) => {
+    reads.push([at, length]);
+    return Promise.resolve(file.slice(at, at + length));
+  };
+  const spillAt = async (from: number, to: number, at: number) => {
+    for (const text of texts.slice(from, to)) body.appendLine(text);
+    body.flush();
+    const [piece] = body.takePieces();
+    const bytes = await piece.bytes;
+    const grown = new Uint8Array(Math.max(file.length, at + bytes.length));
+    grown.set(file);
+    grown.set(bytes, at);
+    file = grown;
+    body.spill(piece, at, bytes.length, read);
+    return bytes.length;
+  };
+  let at = 10; // after a gzip header, as in the journal's file
+  at += await spillAt(0, 200, at);
+  at += await spillAt(200, 400, at);
+  await spillAt(400, 500, at + 7); // not where the run ends
+  for (const text of texts.slice(500)) body.appendLine(text); // a tail never cut
+  assert.equal(body.heldBytes, ndjson(texts.slice(500)).length, "only the tail is held");
+  const gz = await body.finish();
+  assert.deepEqual(new Uint8Array(gunzipSync(gz)), ndjson(texts));
+  assert.equal(reads.length, 2, `one read for the run, one for the piece elsewhere: ${reads}`);
+  assert.deepEqual(reads[0], [10, at - 10]);
 });
 
 Deno.test("release lets go of everything, also of pieces still compressing", async () => {

@@ -144,9 +144,16 @@ export class GzipBody {
   #tail: ChunkedText;
   /**
    * Compressed pieces, in order; each resolves once deflated. A piece that
-   * was spilled (see `spill`) is a function that reads it back.
+   * was spilled (see `spill`) is `SPILLED` when it is part of `#run`, or
+   * else a function that reads it back.
    */
-  readonly #pieces: Array<Promise<Uint8Array> | (() => Promise<Uint8Array>)> = [];
+  readonly #pieces: Array<Promise<Uint8Array> | (() => Promise<Uint8Array>) | typeof SPILLED> = [];
+  /**
+   * Spilled pieces that lie back to back where they were written (the crash
+   * journal writes a batch's pieces in order into one file): one record for
+   * all of them, so a body holds nothing per spilled piece but an array slot.
+   */
+  #run: SpilledRun | undefined;
   /** Pieces cut since `takePieces` was last called. */
   #untaken: BodyPiece[] = [];
   /** CRC-32 of the text handed to pieces so far. */
@@ -243,13 +250,27 @@ export class GzipBody {
   }
 
   /**
-   * The piece's bytes are safe elsewhere (the crash journal's file): the
-   * body lets go of them and reads them back with `read` if it is finished
-   * (a sink that cannot take the journal's file). `bytes`: the piece's length.
+   * The piece's bytes are safe elsewhere (the crash journal's file, `bytes`
+   * long at offset `at`): the body lets go of them and reads them back with
+   * `read` if it is finished (a sink that cannot take the journal's file).
+   * Pieces spilled in order, back to back, with the same `read`, are read
+   * back with one call.
    */
-  spill(piece: BodyPiece, bytes: number, read: () => Promise<Uint8Array>): void {
-    if (this.#gone || typeof this.#pieces[piece.index] !== "object") return;
-    this.#pieces[piece.index] = read;
+  spill(piece: BodyPiece, at: number, bytes: number, read: SpillReader): void {
+    const slot = this.#pieces[piece.index];
+    if (this.#gone || slot === SPILLED || typeof slot !== "object") return;
+    const run = this.#run;
+    if (run === undefined && piece.index === 0) {
+      this.#run = { first: 0, count: 1, at, length: bytes, read };
+      this.#pieces[piece.index] = SPILLED;
+    } else if (
+      run !== undefined && piece.index === run.first + run.count && at === run.at + run.length &&
+      read === run.read
+    ) {
+      run.count++;
+      run.length += bytes;
+      this.#pieces[piece.index] = SPILLED;
+    } else this.#pieces[piece.index] = readerOf(read, at, bytes);
     this.#count(-bytes, -bytes);
   }
 
@@ -272,7 +293,7 @@ export class GzipBody {
     this.flush();
     this.#state = "finished";
     try {
-      const pieces = await Promise.all(this.#pieces.map(readPiece));
+      const pieces = await Promise.all(this.#reads());
       return concatBytes([
         gzipHeader(this.#deflater.level),
         ...pieces,
@@ -297,7 +318,7 @@ export class GzipBody {
     this.#check("read");
     // What is appended now: the pieces so far and a copy of the tail, which
     // may be cut or appended to while the pieces are awaited.
-    const cut = this.#pieces.map(readPiece);
+    const cut = this.#reads();
     const tail = concatBytes([new Uint8Array(0), ...this.#tail.chunks()]);
     const pieces = await Promise.all(cut);
     const parts: Uint8Array[] = [];
@@ -309,6 +330,17 @@ export class GzipBody {
     parts.push(tail);
     const text = new TextDecoder().decode(concatBytes(parts));
     return text === "" ? [] : text.slice(0, -1).split("\n");
+  }
+
+  /** The compressed pieces in order, read back where spilled (a run of them with one read). */
+  #reads(): Array<Promise<Uint8Array>> {
+    const run = this.#run;
+    const reads: Array<Promise<Uint8Array>> = [];
+    this.#pieces.forEach((piece, i) => {
+      if (piece !== SPILLED) reads.push(typeof piece === "function" ? piece() : piece);
+      else if (i === run?.first) reads.push(run.read(run.at, run.length));
+    });
+    return reads;
   }
 
   /** Hands the tail to the deflater as the next piece and starts a new tail. */
@@ -351,6 +383,7 @@ export class GzipBody {
   #letGo(): void {
     this.#gone = true;
     this.#pieces.length = 0;
+    this.#run = undefined;
     this.#untaken = [];
     this.#count(-this.#held, -this.#bounded);
   }
@@ -372,7 +405,21 @@ export class GzipBody {
   }
 }
 
-/** A piece's bytes, read back if it was spilled. */
-function readPiece(piece: Promise<Uint8Array> | (() => Promise<Uint8Array>)): Promise<Uint8Array> {
-  return typeof piece === "function" ? piece() : piece;
+/** Reads `length` bytes at `at` back from where spilled pieces were written. */
+export type SpillReader = (at: number, length: number) => Promise<Uint8Array>;
+
+/** Marks a piece slot whose bytes are part of the body's spilled run. */
+const SPILLED = 0;
+
+interface SpilledRun {
+  readonly first: number;
+  count: number;
+  readonly at: number;
+  length: number;
+  readonly read: SpillReader;
+}
+
+/** A reader of one spilled piece (one that is not part of the run). */
+function readerOf(read: SpillReader, at: number, length: number): () => Promise<Uint8Array> {
+  return () => read(at, length);
 }

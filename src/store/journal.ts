@@ -43,6 +43,7 @@ import {
   gzipHeader,
   gzipTrailer,
   localDeflater,
+  type SpillReader,
 } from "../batch/body.ts";
 import {
   type AppendResult,
@@ -143,6 +144,8 @@ interface Entry {
   readonly id: number;
   readonly body: GzipBody;
   readonly path: string;
+  /** Reads bytes of the batch file back (the body keeps it for its spilled pieces). */
+  read: SpillReader;
   /** Bytes in the batch file so far (its header included). */
   written: number;
   /** Pieces taken from the body and not yet in the file, in order. */
@@ -217,10 +220,11 @@ export class Journal implements BatchObserver {
 
   opened(key: string, stream: string, body: GzipBody): void {
     const id = this.#nextId++;
-    this.#entries.set(key, {
+    const entry: Entry = {
       id,
       body,
       path: join(this.dir, batchFileName(this.#runId, id)),
+      read: () => Promise.reject(new Error("not yet written")),
       written: 0,
       queue: [],
       sealing: false,
@@ -230,7 +234,9 @@ export class Journal implements BatchObserver {
       textCrc: 0,
       textBytes: 0,
       totalLines: 0,
-    });
+    };
+    entry.read = this.#readerOf(entry);
+    this.#entries.set(key, entry);
     this.#record(id, `o\t${id}\t${key}\t${stream}`);
   }
 
@@ -418,9 +424,8 @@ export class Journal implements BatchObserver {
       const length = parts[first + i].length;
       const at = offset;
       this.#record(entry.id, pieceRecord(entry.id, at, length, result.crcs[first + i], piece));
-      // Written: the body need not hold the piece any more, and can read it back
-      // (with a reader made elsewhere: see `#reader`).
-      entry.body.spill(piece, length, this.#reader(entry, at, length));
+      // Written: the body need not hold the piece any more, and can read it back.
+      entry.body.spill(piece, at, length, entry.read);
       offset += length;
     });
     for (const part of parts) entry.written += part.length;
@@ -438,13 +443,13 @@ export class Journal implements BatchObserver {
   }
 
   /**
-   * Reads a written piece back. Made here, not where the piece was written: a
-   * closure keeps the whole scope chain it was made in, and the reader the
-   * body keeps (for minutes) must not hold the pieces' bytes that the writing
-   * code has in scope. It closes over the entry and two numbers only.
+   * The entry's reader of written pieces, one per batch. Made here, not where
+   * pieces are written: a closure keeps the whole scope chain it was made in,
+   * and the body keeps this one (for minutes), so it must not hold the piece
+   * bytes the writing code has in scope. It closes over the entry only.
    */
-  #reader(entry: Entry, at: number, length: number): () => Promise<Uint8Array> {
-    return () => this.#read(entry, at, length);
+  #readerOf(entry: Entry): SpillReader {
+    return (at, length) => this.#read(entry, at, length);
   }
 
   #markBroken(entry: Entry, broken: boolean): void {
