@@ -6,10 +6,14 @@
  * is full, the batch goes to the on-disk spool instead (if there is one).
  * Whether an error is worth retrying is the caller's pure `isRetryable`.
  *
- * Memory: batches waiting here are bounded by `maxQueueBytes`, each counted
- * at what it held when it sealed (`SealedBatch.heldBytes`: text not yet
- * compressed plus compressed pieces not yet in the crash journal's file);
- * batches beyond it skip the queue and are spooled. Without a spool,
+ * Memory: batches waiting here are bounded by `maxQueueBytes`. With a spool,
+ * each counts at its text, and batches beyond the bound skip the queue and
+ * are spooled: while the sink is down, batches move on to the bounded spool
+ * at the pace they come, instead of piling up in the queue (and their files
+ * in the crash journal) because they hold little memory. Without one, each
+ * counts at what it held when it sealed (`SealedBatch.heldBytes`: text not
+ * yet compressed plus compressed pieces not yet in the crash journal's
+ * file), as the open batches' bound counted it (see `borrowable`). Without a spool,
  * the queue may also use what `borrowable` lends; a batch beyond that is
  * dropped, counted and logged.
  */
@@ -93,8 +97,8 @@ export class Uploader {
    */
   submit(batch: SealedBatch, options: { keep?: boolean } = {}): void {
     const max = this.#options.maxQueueBytes ?? Infinity;
-    // Counted as the budget of open batches counted it (see store/budget.ts).
-    const cost = options.keep ? 0 : batch.heldBytes;
+    // Without a spool, counted as the budget of open batches counted it (see store/budget.ts).
+    const cost = options.keep ? 0 : this.#options.spool ? batch.textBytes : batch.heldBytes;
     if (this.#options.spool && this.#queueBytes + cost > max && this.#queueBytes > 0) {
       this.#overflowed++;
       const now = Date.now();
