@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { Batcher, type BatchLine, type SealedBatch } from "../src/batch/batcher.ts";
 import { dataLine, eventLine, gzipLines } from "../src/archive/encode.ts";
 import { Journal, recoverJournal } from "../src/store/journal.ts";
+import { type FileAppender, localAppender } from "../src/batch/file_appends.ts";
 import { listFiles, tempDir } from "./support/temp.ts";
 
 /** What the collector tells the journal about an archive line (as cli/run.ts does). */
@@ -471,6 +472,41 @@ Deno.test("journal close deletes its segments when every batch settled and keeps
     "p/stream=s/1_0.ndjson.gz",
     "p/stream=s/2_1.ndjson.gz",
   ]);
+});
+
+Deno.test("a batch settled while its last append is in flight (spooled without waiting) leaves no record after its settle", async () => {
+  await using tmp = await tempDir();
+  const local = localAppender();
+  let hold: Promise<void> | undefined;
+  let held!: () => void;
+  const appender: FileAppender = {
+    append: async (appends) => {
+      if (hold) await hold;
+      return local.append(appends);
+    },
+  };
+  const journal = await Journal.start(tmp.path, { flushMs: 1e9, appender });
+  const batcher = batcherFor(journal);
+  batcher.add("s", diff(1, "s", 1, 1), 0);
+  await journal.flush();
+  batcher.add("s", diff(2, "s", 2, 2), 0);
+  const [batch] = batcher.sealAll();
+  hold = new Promise((resolve) => held = resolve);
+  const flushing = journal.flush(); // the last piece and the seal, held in flight
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  journal.settled(batch.key); // e.g. spooled from its bytes, not from the journal's file
+  held();
+  await flushing;
+  await journal.flush();
+  const text = (await Promise.all(
+    (await segments(tmp.path)).map((name) => Deno.readTextFile(join(tmp.path, name))),
+  )).join("");
+  const kinds = text.split("\n").filter((l) => l !== "").map((l) => l.split("\t")[1]);
+  assert.ok(kinds.includes("r"), `a settle record: ${kinds}`);
+  assert.deepEqual(kinds.slice(kinds.indexOf("r") + 1), [], "nothing about the batch after it");
+  await journal.close();
+  assert.deepEqual(await listFiles(tmp.path), [], "the segment and the batch file are gone");
+  await batch.body.finish().catch(() => {});
 });
 
 Deno.test("journal recovery of a missing directory finds nothing", async () => {

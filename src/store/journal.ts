@@ -412,6 +412,10 @@ export class Journal implements BatchObserver {
    */
   #appended(append: EntryAppend, result: AppendResult): void {
     const { entry, parts, first, pieces } = append;
+    // Settled while its append was in flight (a batch spooled without waiting for its seal): its
+    // file goes with this flush's settle records, and no record may name the batch again, or the
+    // segment would keep it live (and the next start would recover a batch already stored).
+    if (entry.settled) return;
     if ("error" in result) {
       entry.torn = true;
       this.#writeFailed(result.error);
