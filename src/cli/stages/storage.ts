@@ -124,10 +124,11 @@ export class Storage implements BatchStore, AsyncDisposable {
     this.#recoveredFiles = parts.recovery.recovered.files;
     this.#recoveredKeys = new Set(parts.recovery.recovered.batches.map((b) => b.key));
     this.#recoveredLeft = parts.recovery.recovered.batches.length;
-    // Open batches may hold up to 4 × the upload queue of text (in memory,
-    // mostly compressed: a fraction of that); beyond it the oldest seal
-    // early (many streams × BATCH_SECONDS would be unbounded). The queue
-    // counts batches the same way. See store/budget.ts.
+    // Open batches may hold up to 4 × the upload queue in memory (text not
+    // yet compressed, and compressed pieces the journal has not yet written);
+    // beyond it the oldest seal early (many streams × BATCH_SECONDS would be
+    // unbounded). Without a spool the queue counts batches the same way. See
+    // store/budget.ts.
     this.#budget = batchBudget(config.uploadQueueMaxBytes);
     this.batcher = new Batcher({
       batchMs: config.batchSeconds * 1000,
