@@ -477,11 +477,11 @@ Deno.test("journal close deletes its segments when every batch settled and keeps
 Deno.test("a batch settled while its last append is in flight (spooled without waiting) leaves no record after its settle", async () => {
   await using tmp = await tempDir();
   const local = localAppender();
-  let hold: Promise<void> | undefined;
-  let held!: () => void;
+  const gate = Promise.withResolvers<void>();
+  let holding = false;
   const appender: FileAppender = {
     append: async (appends) => {
-      if (hold) await hold;
+      if (holding) await gate.promise;
       return local.append(appends);
     },
   };
@@ -491,11 +491,11 @@ Deno.test("a batch settled while its last append is in flight (spooled without w
   await journal.flush();
   batcher.add("s", diff(2, "s", 2, 2), 0);
   const [batch] = batcher.sealAll();
-  hold = new Promise((resolve) => held = resolve);
+  holding = true;
   const flushing = journal.flush(); // the last piece and the seal, held in flight
   await new Promise((resolve) => setTimeout(resolve, 20));
   journal.settled(batch.key); // e.g. spooled from its bytes, not from the journal's file
-  held();
+  gate.resolve();
   await flushing;
   await journal.flush();
   const text = (await Promise.all(
