@@ -167,7 +167,7 @@ Deno.test("pieces cost little size at the default piece size", async () => {
 });
 
 Deno.test("the memory account follows raw text, then compressed pieces, and is let go on detach", async () => {
-  const account: MemoryAccount = { bytes: 0 };
+  const account: MemoryAccount = { bytes: 0, held: 0 };
   const texts = lines(2000, 5);
   const body = bodyOf(texts, { pieceBytes: 64 * 1024, chunkSize: 16 * 1024, account });
   // Pieces compress asynchronously: until then their text is in memory, in whole chunks.
@@ -191,7 +191,7 @@ Deno.test("the memory account follows raw text, then compressed pieces, and is l
   assert.equal(body.memoryBytes, 0);
 
   // A line in a fresh chunk takes the whole chunk.
-  const small: MemoryAccount = { bytes: 0 };
+  const small: MemoryAccount = { bytes: 0, held: 0 };
   const one = bodyOf(['{"a":1}'], { pieceBytes: 64 * 1024, chunkSize: 1024, account: small });
   assert.equal(one.byteLength, 8);
   assert.equal(small.bytes, 1024);
@@ -263,7 +263,7 @@ Deno.test("spilled pieces written back to back are read back with one call; a pi
 });
 
 Deno.test("release lets go of everything, also of pieces still compressing", async () => {
-  const account: MemoryAccount = { bytes: 0 };
+  const account: MemoryAccount = { bytes: 0, held: 0 };
   let finishPiece!: () => void;
   const gate = new Promise<void>((resolve) => finishPiece = resolve);
   const slow: Deflater = {
@@ -293,7 +293,7 @@ Deno.test("a piece that cannot be compressed fails finish, without an unhandled 
       return localDeflater(5).deflateRaw(chunks, final);
     },
   };
-  const account: MemoryAccount = { bytes: 0 };
+  const account: MemoryAccount = { bytes: 0, held: 0 };
   const body = bodyOf(lines(300, 2), { pieceBytes: 10_000, deflater: broken, account });
   // Let the failed piece settle before anything awaits it.
   await new Promise((resolve) => setTimeout(resolve, 0));

@@ -126,6 +126,8 @@ export function pieceBytesFor(openBatches: number): number {
   return Math.min(MAX_PIECE_BYTES, Math.max(MIN_PIECE_BYTES, share));
 }
 
+const NONE_SEALED: readonly SealedBatch[] = Object.freeze([]);
+
 interface OpenBatch {
   readonly stream: string;
   /** Fixed when the batch opens, from its stream, first receive time and number. */
@@ -221,10 +223,11 @@ export class Batcher {
    * than `maxOpenBytes` (`openHeldBytes`). Cheap when under the bound; call
    * after `add`.
    */
-  sealOverflow(): SealedBatch[] {
+  sealOverflow(): readonly SealedBatch[] {
     const bound = this.#options.maxOpenBytes;
     const max = typeof bound === "function" ? bound() : bound;
-    if (max === undefined || this.openHeldBytes <= max) return [];
+    // Called after every line: under the bound it allocates nothing.
+    if (max === undefined || this.openHeldBytes <= max) return NONE_SEALED;
     const sealed: SealedBatch[] = [];
     // A Map iterates in insertion order: the first open batch is the oldest.
     for (const batch of this.#open.values()) {
@@ -244,7 +247,7 @@ export class Batcher {
    * compressed plus compressed pieces in memory (`GzipBody.heldBytes`).
    */
   get openHeldBytes(): number {
-    return this.#account.held ?? 0;
+    return this.#account.held;
   }
 
   /**

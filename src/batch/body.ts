@@ -81,7 +81,7 @@ export interface MemoryAccount {
   /** Memory: raw text in whole chunks, plus compressed pieces. */
   bytes: number;
   /** What bounds count: text not yet compressed (exact bytes), plus compressed pieces in memory. */
-  held?: number;
+  held: number;
 }
 
 export interface GzipBodyOptions {
@@ -164,7 +164,7 @@ export class GzipBody {
   #cutLines = 0;
   #cuts = 0;
   /** What this body holds in memory, as last reported to its account. */
-  #held = 0;
+  #memory = 0;
   /** What the bounds count (see `heldBytes`), as last reported to its account. */
   #bounded = 0;
   #state: State = "open";
@@ -195,7 +195,7 @@ export class GzipBody {
 
   /** Bytes held now: raw text in whole chunks (also while a piece compresses) plus compressed pieces. */
   get memoryBytes(): number {
-    return this.#held;
+    return this.#memory;
   }
 
   /**
@@ -277,11 +277,11 @@ export class GzipBody {
   /** Stops counting this body against its account (the batch sealed); returns its memory. */
   detach(): number {
     if (this.#account) {
-      this.#account.bytes -= this.#held;
-      this.#account.held = (this.#account.held ?? 0) - this.#bounded;
+      this.#account.bytes -= this.#memory;
+      this.#account.held -= this.#bounded;
     }
     this.#account = undefined;
-    return this.#held;
+    return this.#memory;
   }
 
   /**
@@ -385,16 +385,16 @@ export class GzipBody {
     this.#pieces.length = 0;
     this.#run = undefined;
     this.#untaken = [];
-    this.#count(-this.#held, -this.#bounded);
+    this.#count(-this.#memory, -this.#bounded);
   }
 
   /** Moves the memory (`delta`) and the bounded count (`bounded`) of this body and its account. */
   #count(delta: number, bounded: number): void {
-    this.#held += delta;
+    this.#memory += delta;
     this.#bounded += bounded;
     if (this.#account) {
       this.#account.bytes += delta;
-      this.#account.held = (this.#account.held ?? 0) + bounded;
+      this.#account.held += bounded;
     }
   }
 
