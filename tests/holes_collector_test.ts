@@ -56,6 +56,20 @@ function assertLossesMarked(
   assert.ok(dropped > 0, "nothing was dropped: the test did not test anything");
 }
 
+/** Runs `check`; when it fails, prints what the collector logged besides its routine failures. */
+function withCollectorLog(proc: { stderr(): string }, check: () => void): void {
+  try {
+    check();
+  } catch (error) {
+    const notable = proc.stderr().split("\n").filter((line) =>
+      /\[(INF|WRN|ERR)\]/.test(line) && !/Upload queue full|Store attempt failed/.test(line)
+    );
+    // deno-lint-ignore no-console -- what the collector said about its batches explains a failure
+    console.log(notable.join("\n"));
+    throw error;
+  }
+}
+
 function assertVerifyExplains(result: { code: number; stdout: string; stderr: string }): void {
   assert.equal(result.code, 0, result.stdout + result.stderr);
   const report = JSON.parse(result.stdout) as {
@@ -124,7 +138,7 @@ Deno.test({
       const text = new TextDecoder().decode(gunzipSync((await s3.get(key)).body));
       for (const line of text.split("\n")) if (line !== "") lines.push(JSON.parse(line));
     }
-    assertLossesMarked(exchange, lines, termAt, /^spool full/);
+    withCollectorLog(proc, () => assertLossesMarked(exchange, lines, termAt, /^spool full/));
     assertVerifyExplains(await runCollector(env, { args: ["verify", "--json"] }));
   },
 });
@@ -204,7 +218,7 @@ Deno.test({
       proc.kill("SIGTERM");
       assert.equal((await proc.status).code, 0, proc.stderr());
       const lines = (await readArchive(archive)).map((l) => l.value as StoredLine);
-      assertLossesMarked(exchange, lines, termAt, /^disk full/);
+      withCollectorLog(proc, () => assertLossesMarked(exchange, lines, termAt, /^disk full/));
       assertVerifyExplains(await runCollector(env, { args: ["verify", "--json"] }));
     } finally {
       await new Deno.Command("umount", { args: ["-l", archive] }).output();

@@ -10,6 +10,7 @@ import type { Sink } from "../src/store/sink.ts";
 import { Uploader } from "../src/store/uploader.ts";
 import { listFiles, tempDir } from "./support/temp.ts";
 import { withPutNew } from "./support/sink.ts";
+import { waitFor } from "./support/wait.ts";
 
 const meta: ObjectMeta = { messages: 1, events: 0, firstRecvTs: 1, lastRecvTs: 1 };
 // 8-byte chunks: a one-line batch ('{"a":1}' and its newline) holds exactly 8 bytes.
@@ -117,6 +118,60 @@ Deno.test("uploader returns the batches it could not store when flush is cut sho
   const left = await uploader.flush(AbortSignal.timeout(200));
   assert.deepEqual(left.map((b) => b.key).sort(), ["a", "b"]);
   assert.ok(sink.attempts >= 2);
+});
+
+// Backoffs of up to 10 minutes (full jitter: a uniform wait below the cap): were the wait not cut
+// short, the batch would stay unstored long after each test's bound.
+const LONG_BACKOFF = { retryInitialMs: 600_000, retryMaxMs: 600_000 };
+
+Deno.test("uploader: a retry waiting out its backoff goes at once when another put succeeds", async () => {
+  let full = true;
+  const attempts: string[] = [];
+  const stored: string[] = [];
+  const sink: Sink = withPutNew({
+    kind: "local",
+    location: "memory",
+    put(key: string): Promise<void> {
+      attempts.push(key);
+      if (full) return Promise.reject(new Error("ENOSPC: no space left on device"));
+      stored.push(key);
+      return Promise.resolve();
+    },
+  });
+  const uploader = new Uploader({ sink, concurrency: 2, ...LONG_BACKOFF });
+  uploader.submit(batch("a"));
+  await waitFor(() => attempts.length === 1, 2000, "a's first attempt");
+  full = false; // the disk has room again
+  uploader.submit(batch("b"));
+  await waitFor(() => stored.includes("a"), 2000, "a stored after b's put worked");
+  assert.deepEqual(stored, ["b", "a"]);
+  assert.deepEqual(await uploader.flush(AbortSignal.timeout(1000)), []);
+});
+
+Deno.test("uploader: shutdown ends a retry's backoff and returns its batch unstored", async () => {
+  const sink = recordingSink(Infinity);
+  const uploader = new Uploader({ sink, concurrency: 1, ...LONG_BACKOFF });
+  uploader.submit(batch("a"));
+  await waitFor(() => sink.attempts === 1, 2000, "a's first attempt");
+  const started = Date.now();
+  const left = await uploader.flush(AbortSignal.timeout(50));
+  assert.deepEqual(left.map((b) => b.key), ["a"]);
+  // Settled by the cancelled backoff, not by the wait for puts that never return (5 s).
+  assert.ok(Date.now() - started < 4000, `flush took ${Date.now() - started} ms`);
+  assert.equal(sink.attempts, 1);
+});
+
+Deno.test("uploader: flush returns a batch whose put never returns, with those not stored", async () => {
+  const sink: Sink = withPutNew({
+    kind: "local",
+    location: "memory",
+    put: () => new Promise<void>(() => {}),
+  });
+  const uploader = new Uploader({ sink, concurrency: 1, cancelGraceMs: 100 });
+  uploader.submit(batch("hung"));
+  uploader.submit(batch("queued"));
+  const left = await uploader.flush(AbortSignal.timeout(50));
+  assert.deepEqual(left.map((b) => b.key).sort(), ["hung", "queued"]);
 });
 
 Deno.test("uploader does not retry an error its sink calls permanent", async () => {

@@ -78,6 +78,17 @@ export class HoleMarker {
     if (held.length > 0) this.#mark(batch.stream, merge(held));
   }
 
+  /**
+   * Writes the losses held (see `lost`) into their streams' open batches
+   * now, at shutdown, when no store may come to carry them.
+   */
+  markHeld(): void {
+    for (const stream of [...this.#held.keys()]) {
+      const held = this.#takeHeld(stream);
+      if (held.length > 0) this.#mark(stream, merge(held));
+    }
+  }
+
   /** Marks written but not yet in a stored or spooled batch, and losses held. */
   get pending(): number {
     let n = this.#held.size;

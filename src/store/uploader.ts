@@ -19,8 +19,9 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import { ExponentialBackoff, fullJitterGenerator, handleWhen, retry } from "cockatiel";
+import { ExponentialBackoff, fullJitterGenerator, type IBackoff } from "cockatiel";
 import type { ObjectFile, SealedBatch } from "../batch/batcher.ts";
+import { delay } from "../delay.ts";
 import { putIfAbsent, type Sink } from "./sink.ts";
 import type { Spool } from "./spool.ts";
 
@@ -60,6 +61,8 @@ export interface UploaderOptions {
     bytes: number,
     reason?: string,
   ) => void;
+  /** How long `flush` waits for cancelled puts to return, ms; default 5000. */
+  readonly cancelGraceMs?: number;
   /** Called after every failed attempt. */
   readonly onFailedAttempt?: (batch: SealedBatch, error: unknown) => void;
   /** Called when the queue's byte count changes. */
@@ -74,6 +77,8 @@ export class Uploader {
   readonly #abort = new AbortController();
   readonly #idleWaiters = new Set<() => void>();
   readonly #unstored: SealedBatch[] = [];
+  /** Batches being stored or spooled. */
+  readonly #busy = new Set<SealedBatch>();
   #active = 0;
   #queueBytes = 0;
   /** The last failed put's error, undefined once a put succeeds. */
@@ -83,9 +88,17 @@ export class Uploader {
   #overflowLoggedAt = -Infinity;
   /** What each queued batch was counted at in `#queueBytes`. */
   readonly #costs = new WeakMap<SealedBatch, number>();
+  readonly #backoff: ExponentialBackoff<unknown>;
+  /** Aborted (and replaced) when a put succeeds: ends every retry's backoff. */
+  #wake = new AbortController();
 
   constructor(options: UploaderOptions) {
     this.#options = options;
+    this.#backoff = new ExponentialBackoff({
+      generator: fullJitterGenerator,
+      initialDelay: options.retryInitialMs ?? 500,
+      maxDelay: options.retryMaxMs ?? 30_000,
+    });
   }
 
   /**
@@ -115,7 +128,7 @@ export class Uploader {
         this.#spoolBatch(batch, undefined, "upload queue full")
       );
       this.#overflowChain = write;
-      this.#track(write);
+      this.#track(batch, write);
       return;
     }
     const room = max + (this.#options.borrowable?.() ?? 0);
@@ -158,23 +171,26 @@ export class Uploader {
   /**
    * Waits until everything submitted is settled, or until `signal` aborts;
    * then retries are cancelled, what was not stored is spooled (when there
-   * is a spool) and the batches that are still nowhere are returned.
+   * is a spool) and the batches that are still nowhere are returned, with
+   * those whose put has not returned within `cancelGraceMs` more.
    */
   async flush(signal: AbortSignal): Promise<SealedBatch[]> {
-    await this.#idle(signal);
+    await this.idle(signal);
     if (this.pending > 0) {
       this.#abort.abort();
       const left = this.#queue.splice(0);
       this.#setQueueBytes(0);
       for (const batch of left) this.#costs.delete(batch);
-      for (const batch of left) this.#track(this.#spoolBatch(batch, undefined, "shutdown"));
+      for (const batch of left) this.#track(batch, this.#spoolBatch(batch, undefined, "shutdown"));
       // Cancelled puts settle quickly; their batches are spooled the same way.
-      await this.#idle(AbortSignal.timeout(5000));
+      await this.idle(AbortSignal.timeout(this.#options.cancelGraceMs ?? 5000));
     }
-    return this.#unstored.splice(0);
+    // A put or spool write that has not returned even now is not stored either.
+    return [...this.#unstored.splice(0), ...this.#busy];
   }
 
-  #idle(signal: AbortSignal): Promise<void> {
+  /** Resolves when everything submitted is settled, or when `signal` aborts. */
+  idle(signal: AbortSignal): Promise<void> {
     if (this.pending === 0 || signal.aborted) return Promise.resolve();
     return new Promise<void>((resolve) => {
       const done = () => {
@@ -192,30 +208,24 @@ export class Uploader {
       const batch = this.#queue.shift()!;
       this.#setQueueBytes(this.#queueBytes - (this.#costs.get(batch) ?? 0));
       this.#costs.delete(batch);
-      this.#track(this.#store(batch));
+      this.#track(batch, this.#store(batch));
     }
   }
 
-  /** Counts a task as active until it settles, then wakes waiters. */
-  #track(task: Promise<void>): void {
+  /** Counts a batch's task as active until it settles, then wakes waiters. */
+  #track(batch: SealedBatch, task: Promise<void>): void {
     this.#active++;
+    this.#busy.add(batch);
     task.finally(() => {
       this.#active--;
+      this.#busy.delete(batch);
       this.#pump();
       if (this.pending === 0) { for (const resolve of [...this.#idleWaiters]) resolve(); }
     });
   }
 
   async #store(batch: SealedBatch): Promise<void> {
-    const { sink, spool } = this.#options;
-    const policy = retry(handleWhen(this.#options.isRetryable ?? (() => true)), {
-      maxAttempts: spool ? Math.max(0, (this.#options.maxAttempts ?? 3) - 1) : Infinity,
-      backoff: new ExponentialBackoff({
-        generator: fullJitterGenerator,
-        initialDelay: this.#options.retryInitialMs ?? 500,
-        maxDelay: this.#options.retryMaxMs ?? 30_000,
-      }),
-    });
+    const { sink } = this.#options;
     let body: Uint8Array | undefined;
     try {
       // Never upload before the journal holds the seal: recovery relies on it.
@@ -223,26 +233,8 @@ export class Uploader {
       if (file && await this.#storeFile(batch, file)) return;
       body = await this.#finish(batch);
       if (!body) return;
-      const bytes = body;
-      let stored = true;
-      await policy.execute(async ({ signal }) => {
-        try {
-          // A recovered batch never replaces an object: the one stored may be whole.
-          if (batch.recovered) {
-            stored = await putIfAbsent(
-              sink,
-              { key: batch.key, body: bytes, meta: batch.meta },
-              signal,
-            );
-          } else await sink.put(batch.key, bytes, batch.meta, signal);
-        } catch (error) {
-          this.#lastPutError = error;
-          this.#options.onFailedAttempt?.(batch, error);
-          log.warn("Store attempt failed for {key}: {error}", { key: batch.key, error });
-          throw error;
-        }
-      }, this.#abort.signal);
-      this.#lastPutError = undefined;
+      const stored = await this.#put(batch, body);
+      this.#sinkWorks();
       if (!this.#settleStored(batch, stored, body.length)) return;
       log.debug("Stored {key}", {
         key: batch.key,
@@ -253,6 +245,48 @@ export class Uploader {
     } catch (error) {
       await this.#spoolBatch(batch, body, this.#abort.signal.aborted ? "shutdown" : String(error));
     }
+  }
+
+  /**
+   * Puts the batch's bytes, retrying with backoff (exponential, full
+   * jitter): true when stored, false when a recovered batch's key exists.
+   * Throws once the attempts run out (with a spool), the error is not worth
+   * retrying, or the uploader is stopped. A retry waiting out its backoff
+   * goes at once when another put succeeds: the sink works again (a disk
+   * with room, S3 back), and a backlog should not wait up to `retryMaxMs`.
+   */
+  async #put(batch: SealedBatch, bytes: Uint8Array): Promise<boolean> {
+    const { sink, spool } = this.#options;
+    const maxAttempts = spool ? Math.max(1, this.#options.maxAttempts ?? 3) : Infinity;
+    const isRetryable = this.#options.isRetryable ?? (() => true);
+    const stop = this.#abort.signal;
+    let backoff: IBackoff<unknown> | undefined;
+    for (let attempt = 1;; attempt++) {
+      try {
+        stop.throwIfAborted();
+        // A recovered batch never replaces an object: the one stored may be whole.
+        if (batch.recovered) {
+          return await putIfAbsent(sink, { key: batch.key, body: bytes, meta: batch.meta }, stop);
+        }
+        await sink.put(batch.key, bytes, batch.meta, stop);
+        return true;
+      } catch (error) {
+        if (stop.aborted) throw error;
+        this.#lastPutError = error;
+        this.#options.onFailedAttempt?.(batch, error);
+        log.warn("Store attempt failed for {key}: {error}", { key: batch.key, error });
+        if (attempt >= maxAttempts || !isRetryable(error)) throw error;
+      }
+      backoff = backoff ? backoff.next(undefined) : this.#backoff.next();
+      await delay(backoff.duration, AbortSignal.any([stop, this.#wake.signal]));
+    }
+  }
+
+  /** A put succeeded: retries waiting out their backoff go now. */
+  #sinkWorks(): void {
+    this.#lastPutError = undefined;
+    this.#wake.abort();
+    this.#wake = new AbortController();
   }
 
   /**
@@ -274,7 +308,7 @@ export class Uploader {
       return false;
     }
     batch.body.release();
-    this.#lastPutError = undefined;
+    this.#sinkWorks();
     this.#settleStored(batch, stored, file.bytes);
     return true;
   }

@@ -178,7 +178,10 @@ export class Storage implements BatchStore, AsyncDisposable {
   /** Stores what is queued until `deadline` (ms), keeping a second to spool the rest; returns what is left. */
   flush(deadline: number): Promise<SealedBatch[]> {
     const storeBy = Math.max(0, deadline - Date.now() - 1500);
-    return this.#uploader.flush(AbortSignal.timeout(storeBy));
+    return flushWithMarks(
+      { uploader: this.#uploader, batcher: this.batcher, holes: this.#holes },
+      AbortSignal.timeout(storeBy),
+    );
   }
 
   /** After the signal aborted: the drainer stopped, the journal closed, the outcome logged. */
@@ -297,6 +300,36 @@ export class Storage implements BatchStore, AsyncDisposable {
       onQuarantined: () => this.#updateSpoolGauges(),
     });
   }
+}
+
+/** Rounds of sealing `dropped` lines at shutdown; each round's batches are few (one per stream). */
+const MARK_ROUNDS = 3;
+
+/**
+ * The uploader's flush, after every batch sealed at shutdown: a batch lost
+ * meanwhile (a full queue or spool) left its `dropped` line in a new open
+ * batch, which is sealed and submitted in turn, so the stopped archive
+ * explains its holes. A line still open when the rounds or the time run
+ * out stays in the crash journal for the next start.
+ */
+export async function flushWithMarks(
+  parts: {
+    readonly uploader: Pick<Uploader, "idle" | "flush" | "submit">;
+    readonly batcher: Pick<Batcher, "sealAll">;
+    readonly holes: Pick<HoleMarker, "markHeld">;
+  },
+  signal: AbortSignal,
+): Promise<SealedBatch[]> {
+  const { uploader, batcher, holes } = parts;
+  for (let round = 0; round < MARK_ROUNDS; round++) {
+    await uploader.idle(signal);
+    if (signal.aborted) break;
+    holes.markHeld();
+    const sealed = batcher.sealAll();
+    if (sealed.length === 0) break;
+    for (const batch of sealed) uploader.submit(batch);
+  }
+  return await uploader.flush(signal);
 }
 
 /** S3: HeadBucket. A wrong bucket or credentials stop the start; an unreachable S3 does not. */
