@@ -225,7 +225,7 @@ Deno.test("shutdown: batches lost while the last ones are stored leave their dro
   for (const batch of batcher.sealAll()) uploader.submit(batch);
   setTimeout(open, 20);
   assert.deepEqual(
-    await flushWithMarks({ uploader, batcher, holes }, AbortSignal.timeout(5000)),
+    await flushWithMarks({ uploader, batcher, holes }, Date.now() + 6500),
     [],
   );
   assert.equal(holes.pending, 0, "every mark is in a stored batch");
@@ -235,4 +235,27 @@ Deno.test("shutdown: batches lost while the last ones are stored leave their dro
   const marked = all.filter((l) => l.event === "dropped").reduce((n, l) => n + l.messages, 0);
   assert.ok(kept < 35, "nothing was lost: the test did not test anything");
   assert.equal(marked, 35 - kept, "the dropped lines count every lost message");
+});
+
+Deno.test("shutdown: a put that never returns is reported as not stored, within the budget", async () => {
+  const sink: Sink = withPutNew({
+    kind: "local",
+    location: "memory",
+    put: () => new Promise<void>(() => {}), // a hung disk or connection
+  });
+  const batcher = new Batcher({
+    batchMs: 1e9,
+    maxLines: 10,
+    planKey: (_stream, first, seq) => keyOf(first, seq),
+  });
+  const uploader = new Uploader({ sink, concurrency: 1 });
+  const holes = new HoleMarker({ nowMicros: () => ts(1), mark: () => {} });
+  batcher.add(STREAM, { text: message(0), recvTs: ts(0), isData: true }, 0);
+  for (const batch of batcher.sealAll()) uploader.submit(batch);
+  const started = Date.now();
+  const left = await flushWithMarks({ uploader, batcher, holes }, started + 2000);
+  assert.equal(left.length, 1, "the hung batch is named as not stored");
+  // The uploader's own grace for cancelled puts (5 s) would overrun the budget.
+  const took = Date.now() - started;
+  assert.ok(took < 3500, `flush took ${took} ms of a 2,000 ms budget`);
 });

@@ -172,9 +172,10 @@ export class Uploader {
    * Waits until everything submitted is settled, or until `signal` aborts;
    * then retries are cancelled, what was not stored is spooled (when there
    * is a spool) and the batches that are still nowhere are returned, with
-   * those whose put has not returned within `cancelGraceMs` more.
+   * those whose put has not returned within `graceMs` more (default
+   * `cancelGraceMs`).
    */
-  async flush(signal: AbortSignal): Promise<SealedBatch[]> {
+  async flush(signal: AbortSignal, graceMs?: number): Promise<SealedBatch[]> {
     await this.idle(signal);
     if (this.pending > 0) {
       this.#abort.abort();
@@ -183,7 +184,7 @@ export class Uploader {
       for (const batch of left) this.#costs.delete(batch);
       for (const batch of left) this.#track(batch, this.#spoolBatch(batch, undefined, "shutdown"));
       // Cancelled puts settle quickly; their batches are spooled the same way.
-      await this.idle(AbortSignal.timeout(this.#options.cancelGraceMs ?? 5000));
+      await this.idle(AbortSignal.timeout(graceMs ?? this.#options.cancelGraceMs ?? 5000));
     }
     // A put or spool write that has not returned even now is not stored either.
     return [...this.#unstored.splice(0), ...this.#busy];

@@ -175,12 +175,14 @@ export class Storage implements BatchStore, AsyncDisposable {
     return { bytes: this.batcher.openBytes, textBytes: this.batcher.openTextBytes };
   }
 
-  /** Stores what is queued until `deadline` (ms), keeping a second to spool the rest; returns what is left. */
+  /**
+   * Stores what is queued until `deadline` (ms, wall clock), keeping 1.5 s to
+   * spool the rest and for puts to return once cancelled; returns what is left.
+   */
   flush(deadline: number): Promise<SealedBatch[]> {
-    const storeBy = Math.max(0, deadline - Date.now() - 1500);
     return flushWithMarks(
       { uploader: this.#uploader, batcher: this.batcher, holes: this.#holes },
-      AbortSignal.timeout(storeBy),
+      deadline,
     );
   }
 
@@ -302,6 +304,9 @@ export class Storage implements BatchStore, AsyncDisposable {
   }
 }
 
+/** Of the shutdown budget, kept to spool what was not stored and for cancelled puts to return, ms. */
+const SPOOL_RESERVE_MS = 1500;
+
 /** Rounds of sealing `dropped` lines at shutdown; each round's batches are few (one per stream). */
 const MARK_ROUNDS = 3;
 
@@ -318,9 +323,10 @@ export async function flushWithMarks(
     readonly batcher: Pick<Batcher, "sealAll">;
     readonly holes: Pick<HoleMarker, "markHeld">;
   },
-  signal: AbortSignal,
+  deadline: number,
 ): Promise<SealedBatch[]> {
   const { uploader, batcher, holes } = parts;
+  const signal = AbortSignal.timeout(Math.max(0, deadline - Date.now() - SPOOL_RESERVE_MS));
   for (let round = 0; round < MARK_ROUNDS; round++) {
     await uploader.idle(signal);
     if (signal.aborted) break;
@@ -329,7 +335,8 @@ export async function flushWithMarks(
     if (sealed.length === 0) break;
     for (const batch of sealed) uploader.submit(batch);
   }
-  return await uploader.flush(signal);
+  // Cancelled puts get until the deadline to return, so the shutdown keeps its budget.
+  return await uploader.flush(signal, Math.max(0, deadline - Date.now()));
 }
 
 /** S3: HeadBucket. A wrong bucket or credentials stop the start; an unreachable S3 does not. */
