@@ -148,6 +148,31 @@ Deno.test("uploader: a retry waiting out its backoff goes at once when another p
   assert.deepEqual(await uploader.flush(AbortSignal.timeout(1000)), []);
 });
 
+Deno.test("uploader: a put that keeps failing while others succeed is woken early once, then waits out its backoff", async () => {
+  const attempts = new Map<string, number>();
+  const sink: Sink = withPutNew({
+    kind: "local",
+    location: "memory",
+    put(key: string): Promise<void> {
+      attempts.set(key, (attempts.get(key) ?? 0) + 1);
+      // One key throttled (S3 SlowDown on its prefix, say); the others go through.
+      return key === "bad" ? Promise.reject(new Error("SlowDown")) : Promise.resolve();
+    },
+  });
+  const uploader = new Uploader({ sink, concurrency: 2, ...LONG_BACKOFF });
+  uploader.submit(batch("bad"));
+  await waitFor(() => attempts.get("bad") === 1, 2000, "bad's first attempt");
+  for (let i = 0; i < 20; i++) {
+    uploader.submit(batch(`good${i}`));
+    await waitFor(() => attempts.has(`good${i}`), 2000, `good${i} stored`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  // The first success ended bad's first backoff; the 19 after it did not end the second.
+  assert.equal(attempts.get("bad"), 2);
+  const left = await uploader.flush(AbortSignal.timeout(50));
+  assert.deepEqual(left.map((b) => b.key), ["bad"]);
+});
+
 Deno.test("uploader: shutdown ends a retry's backoff and returns its batch unstored", async () => {
   const sink = recordingSink(Infinity);
   const uploader = new Uploader({ sink, concurrency: 1, ...LONG_BACKOFF });

@@ -255,6 +255,7 @@ export class Uploader {
    * retrying, or the uploader is stopped. A retry waiting out its backoff
    * goes at once when another put succeeds: the sink works again (a disk
    * with room, S3 back), and a backlog should not wait up to `retryMaxMs`.
+   * Once per batch: if it fails again, it waits out its backoffs.
    */
   async #put(batch: SealedBatch, bytes: Uint8Array): Promise<boolean> {
     const { sink, spool } = this.#options;
@@ -262,6 +263,9 @@ export class Uploader {
     const isRetryable = this.#options.isRetryable ?? (() => true);
     const stop = this.#abort.signal;
     let backoff: IBackoff<unknown> | undefined;
+    // Woken early once already: a put that fails while others succeed (one key
+    // throttled, say) waits out its backoff, not the next success of another.
+    let woken = false;
     for (let attempt = 1;; attempt++) {
       try {
         stop.throwIfAborted();
@@ -279,7 +283,12 @@ export class Uploader {
         if (attempt >= maxAttempts || !isRetryable(error)) throw error;
       }
       backoff = backoff ? backoff.next(undefined) : this.#backoff.next();
-      await delay(backoff.duration, AbortSignal.any([stop, this.#wake.signal]));
+      if (woken) await delay(backoff.duration, stop);
+      else {
+        const wake = this.#wake.signal;
+        await delay(backoff.duration, AbortSignal.any([stop, wake]));
+        woken = wake.aborted;
+      }
     }
   }
 

@@ -335,7 +335,9 @@ export async function flushWithMarks(
     if (sealed.length === 0) break;
     for (const batch of sealed) uploader.submit(batch);
   }
-  // Cancelled puts get until the deadline to return, so the shutdown keeps its budget.
+  // Cancelled puts get until the deadline to return, so the shutdown keeps its budget:
+  // the grace is measured once the store phase is over.
+  await uploader.idle(signal);
   return await uploader.flush(signal, Math.max(0, deadline - Date.now()));
 }
 
