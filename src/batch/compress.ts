@@ -122,19 +122,16 @@ export class GzipPool implements Disposable {
    */
   deflateRaw(chunks: readonly Uint8Array[], final: boolean): Promise<Uint8Array<ArrayBuffer>> {
     if (this.#closed) return Promise.reject(new GzipPoolError("gzip pool is closed"));
-    const slot = this.#pick();
-    const worker = slot.worker ?? this.#spawn(slot);
-    const id = this.#nextId++;
     // The caller's chunks are copied here and are theirs again on return; only the copy moves.
     const input = concatBytes(chunks, (bytes) => this.#takeSpare(bytes));
-    const request: GzipRequest = { id, level: this.level, final, chunks: [input] };
-    worker.postMessage(request, [input.buffer]);
-    const { promise, resolve, reject } = Promise.withResolvers<Uint8Array<ArrayBuffer>>();
-    slot.calls.set(id, {
-      resolve: (answer) => "body" in answer ? resolve(answer.body) : reject(unexpected()),
-      reject,
-    });
-    return promise;
+    return this.#call(
+      input,
+      (id) => ({ id, level: this.level, final, chunks: [input] }),
+      (answer) => {
+        if (!("body" in answer)) throw unexpected();
+        return answer.body;
+      },
+    );
   }
 
   /**
@@ -148,36 +145,26 @@ export class GzipPool implements Disposable {
     calls: ReadonlyArray<{ chunks: readonly Uint8Array[]; final: boolean }>,
   ): Promise<Uint8Array<ArrayBuffer>[]> {
     if (this.#closed) return Promise.reject(new GzipPoolError("gzip pool is closed"));
-    const slot = this.#pick();
-    const worker = slot.worker ?? this.#spawn(slot);
-    const id = this.#nextId++;
     const lengths = calls.map((c) => c.chunks.reduce((n, chunk) => n + chunk.byteLength, 0));
     const input = concatBytes(calls.flatMap((c) => c.chunks), (bytes) => this.#takeSpare(bytes));
     const finals = calls.map((c) => c.final);
-    const request: GzipRequest = {
+    const request = (id: number): GzipRequest => ({
       id,
       level: this.level,
       final: false,
       chunks: [input],
       lengths,
       finals,
-    };
-    worker.postMessage(request, [input.buffer]);
-    const { promise, resolve, reject } = Promise.withResolvers<Uint8Array<ArrayBuffer>[]>();
-    slot.calls.set(id, {
-      resolve: (answer) => {
-        const outputs = "body" in answer ? answer.lengths : undefined;
-        if (!("body" in answer) || !outputs || outputs.length !== calls.length) {
-          reject(new GzipPoolError("gzip worker answered a batch without its lengths"));
-          return;
-        }
-        let at = 0;
-        // Copies: a piece may outlive the others by minutes, and a view would keep them all.
-        resolve(outputs.map((length) => answer.body.slice(at, at += length)));
-      },
-      reject,
     });
-    return promise;
+    return this.#call(input, request, (answer) => {
+      const outputs = "body" in answer ? answer.lengths : undefined;
+      if (!("body" in answer) || !outputs || outputs.length !== calls.length) {
+        throw new GzipPoolError("gzip worker answered a batch without its lengths");
+      }
+      let at = 0;
+      // Copies: a piece may outlive the others by minutes, and a view would keep them all.
+      return outputs.map((length) => answer.body.slice(at, at += length));
+    });
   }
 
   /**
@@ -189,12 +176,9 @@ export class GzipPool implements Disposable {
   appendFiles(appends: readonly FileAppend[]): Promise<AppendResult[]> {
     if (this.#closed) return Promise.reject(new GzipPoolError("gzip pool is closed"));
     if (appends.length === 0) return Promise.resolve([]);
-    const slot = this.#pick();
-    const worker = slot.worker ?? this.#spawn(slot);
-    const id = this.#nextId++;
     const parts = appends.flatMap((a) => a.parts);
     const input = concatBytes(parts, (bytes) => this.#takeSpare(bytes));
-    const request: GzipRequest = {
+    const request = (id: number): GzipRequest => ({
       id,
       chunks: [input],
       appends: {
@@ -204,14 +188,37 @@ export class GzipPool implements Disposable {
         parts: Uint32Array.from(appends, (a) => a.parts.length),
         lengths: Uint32Array.from(parts, (part) => part.length),
       },
-    };
-    worker.postMessage(request, [input.buffer]);
-    const { promise, resolve, reject } = Promise.withResolvers<AppendResult[]>();
+    });
+    return this.#call(input, request, (answer) => {
+      const outcome = "appended" in answer ? answer.appended : undefined;
+      if (!outcome || outcome.crcs.length !== parts.length) throw unexpected();
+      return resultsOf(appends, outcome);
+    });
+  }
+
+  /**
+   * Posts a request (its input, already copied, is transferred) to the
+   * worker with the fewest calls in flight, starting it if needed; the call
+   * settles with what `read` makes of the answer, or rejects with what it
+   * throws.
+   */
+  #call<T>(
+    input: Uint8Array<ArrayBuffer>,
+    request: (id: number) => GzipRequest,
+    read: (answer: Answer) => T,
+  ): Promise<T> {
+    const slot = this.#pick();
+    const worker = slot.worker ?? this.#spawn(slot);
+    const id = this.#nextId++;
+    worker.postMessage(request(id), [input.buffer]);
+    const { promise, resolve, reject } = Promise.withResolvers<T>();
     slot.calls.set(id, {
       resolve: (answer) => {
-        const outcome = "appended" in answer ? answer.appended : undefined;
-        if (!outcome || outcome.crcs.length !== parts.length) return reject(unexpected());
-        resolve(resultsOf(appends, outcome));
+        try {
+          resolve(read(answer));
+        } catch (error) {
+          reject(error instanceof Error ? error : new GzipPoolError(String(error)));
+        }
       },
       reject,
     });
