@@ -29,6 +29,37 @@ const message = (i: number) =>
 const keyOf = (firstRecvTs: number, seq: number) =>
   planKey({ ...SPEC, prefix: "binance", firstRecvTs, instanceId: "t", seq });
 
+/**
+ * A batcher, a hole marker and an uploader wired as `Storage` wires them,
+ * with a queue of one byte: a batch submitted while another waits is dropped.
+ * `settled` collects "how:reason" per batch.
+ */
+function markingPipeline(sink: Sink, nowMicros: () => number, settled: string[] = []) {
+  const batcher = new Batcher({
+    batchMs: 1e9,
+    maxLines: 10,
+    planKey: (_stream, first, seq) => keyOf(first, seq),
+  });
+  const holes = new HoleMarker({
+    nowMicros,
+    mark: (stream, text, recvTs) => {
+      const sealed = batcher.add(stream, { text, recvTs, isData: false }, 0);
+      if (sealed) uploader.submit(sealed);
+    },
+  });
+  const uploader: Uploader = new Uploader({
+    sink,
+    concurrency: 1,
+    maxQueueBytes: 1,
+    onSettled: (batch: SealedBatch, how, _bytes, reason) => {
+      settled.push(`${how}:${reason ?? ""}`);
+      if (how === "dropped") holes.lost(batch, reason ?? "dropped");
+      if (how === "stored" || how === "spooled") holes.kept(batch);
+    },
+  });
+  return { batcher, holes, uploader };
+}
+
 function audit(objects: ReadonlyArray<{ key: string; lines: readonly string[] }>): Report {
   const auditor = new Auditor({});
   for (const { key, lines } of [...objects].sort((a, b) => a.key.localeCompare(b.key))) {
@@ -86,28 +117,7 @@ Deno.test("queue overflow without a spool: every lost batch is marked in the nex
   });
   let now = 0;
   const settled: string[] = [];
-  const batcher = new Batcher({
-    batchMs: 1e9,
-    maxLines: 10,
-    planKey: (_stream, first, seq) => keyOf(first, seq),
-  });
-  const holes = new HoleMarker({
-    nowMicros: () => ts(now),
-    mark: (stream, text, recvTs) => {
-      const sealed = batcher.add(stream, { text, recvTs, isData: false }, 0);
-      if (sealed) uploader.submit(sealed);
-    },
-  });
-  const uploader: Uploader = new Uploader({
-    sink,
-    concurrency: 1,
-    maxQueueBytes: 1,
-    onSettled: (batch: SealedBatch, how, _bytes, reason) => {
-      settled.push(`${how}:${reason ?? ""}`);
-      if (how === "dropped") holes.lost(batch, reason ?? "dropped");
-      if (how === "stored" || how === "spooled") holes.kept(batch);
-    },
-  });
+  const { batcher, holes, uploader } = markingPipeline(sink, () => ts(now), settled);
   for (now = 0; now < 200; now++) {
     if (now === 40) gate = new Promise((resolve) => open = resolve);
     if (now === 120) open();
@@ -195,27 +205,7 @@ Deno.test("shutdown: batches lost while the last ones are stored leave their dro
       stored.set(key, new TextDecoder().decode(gunzipSync(body)).trim().split("\n"));
     },
   });
-  const batcher = new Batcher({
-    batchMs: 1e9,
-    maxLines: 10,
-    planKey: (_stream, first, seq) => keyOf(first, seq),
-  });
-  const holes = new HoleMarker({
-    nowMicros: () => ts(100),
-    mark: (stream, text, recvTs) => {
-      const sealed = batcher.add(stream, { text, recvTs, isData: false }, 0);
-      if (sealed) uploader.submit(sealed);
-    },
-  });
-  const uploader: Uploader = new Uploader({
-    sink,
-    concurrency: 1,
-    maxQueueBytes: 1,
-    onSettled: (batch: SealedBatch, how, _bytes, reason) => {
-      if (how === "dropped") holes.lost(batch, reason ?? "dropped");
-      if (how === "stored" || how === "spooled") holes.kept(batch);
-    },
-  });
+  const { batcher, holes, uploader } = markingPipeline(sink, () => ts(100));
   for (let i = 0; i < 35; i++) {
     const sealed = batcher.add(STREAM, { text: message(i), recvTs: ts(i), isData: true }, 0);
     if (sealed) uploader.submit(sealed);
