@@ -71,6 +71,9 @@ export interface UploaderOptions {
   readonly onSpoolWriteFailed?: (error: unknown) => void;
 }
 
+/** Failed attempts in a row (any batches) after which a success means the sink is back. */
+const DOWN_AFTER_FAILURES = 3;
+
 export class Uploader {
   readonly #options: UploaderOptions;
   readonly #queue: SealedBatch[] = [];
@@ -89,8 +92,10 @@ export class Uploader {
   /** What each queued batch was counted at in `#queueBytes`. */
   readonly #costs = new WeakMap<SealedBatch, number>();
   readonly #backoff: ExponentialBackoff<unknown>;
-  /** Aborted (and replaced) when a put succeeds: ends every retry's backoff. */
+  /** Aborted (and replaced) when the sink works again: ends every retry's backoff. */
   #wake = new AbortController();
+  /** Failed attempts since the last successful put. */
+  #failedInARow = 0;
 
   constructor(options: UploaderOptions) {
     this.#options = options;
@@ -253,9 +258,9 @@ export class Uploader {
    * jitter): true when stored, false when a recovered batch's key exists.
    * Throws once the attempts run out (with a spool), the error is not worth
    * retrying, or the uploader is stopped. A retry waiting out its backoff
-   * goes at once when another put succeeds: the sink works again (a disk
-   * with room, S3 back), and a backlog should not wait up to `retryMaxMs`.
-   * Once per batch: if it fails again, it waits out its backoffs.
+   * goes at once when another put succeeds after a run of failures: the sink
+   * works again (a disk with room, S3 back), and a backlog should not wait up
+   * to `retryMaxMs` (see `#sinkWorks`).
    */
   async #put(batch: SealedBatch, bytes: Uint8Array): Promise<boolean> {
     const { sink, spool } = this.#options;
@@ -263,9 +268,6 @@ export class Uploader {
     const isRetryable = this.#options.isRetryable ?? (() => true);
     const stop = this.#abort.signal;
     let backoff: IBackoff<unknown> | undefined;
-    // Woken early once already: a put that fails while others succeed (one key
-    // throttled, say) waits out its backoff, not the next success of another.
-    let woken = false;
     for (let attempt = 1;; attempt++) {
       try {
         stop.throwIfAborted();
@@ -278,23 +280,28 @@ export class Uploader {
       } catch (error) {
         if (stop.aborted) throw error;
         this.#lastPutError = error;
+        this.#failedInARow++;
         this.#options.onFailedAttempt?.(batch, error);
         log.warn("Store attempt failed for {key}: {error}", { key: batch.key, error });
         if (attempt >= maxAttempts || !isRetryable(error)) throw error;
       }
       backoff = backoff ? backoff.next(undefined) : this.#backoff.next();
-      if (woken) await delay(backoff.duration, stop);
-      else {
-        const wake = this.#wake.signal;
-        await delay(backoff.duration, AbortSignal.any([stop, wake]));
-        woken = wake.aborted;
-      }
+      await delay(backoff.duration, AbortSignal.any([stop, this.#wake.signal]));
     }
   }
 
-  /** A put succeeded: retries waiting out their backoff go now. */
+  /**
+   * A put succeeded. If the sink looked down (the last `DOWN_AFTER_FAILURES`
+   * attempts, of any batches, all failed), retries waiting out their backoff
+   * go now. A key that keeps failing while others succeed (one prefix
+   * throttled, say) does not make a run of failures, so it waits out its
+   * backoff instead of retrying at every success of another batch.
+   */
   #sinkWorks(): void {
     this.#lastPutError = undefined;
+    const wasDown = this.#failedInARow >= DOWN_AFTER_FAILURES;
+    this.#failedInARow = 0;
+    if (!wasDown) return;
     this.#wake.abort();
     this.#wake = new AbortController();
   }
