@@ -173,6 +173,33 @@ Deno.test("uploader: a put that keeps failing while others succeed waits out its
   assert.deepEqual(left.map((b) => b.key), ["bad"]);
 });
 
+Deno.test("uploader: several keys failing together among successes are woken early once, not at every success", async () => {
+  const attempts = new Map<string, number>();
+  const failing = ["bad1", "bad2", "bad3"];
+  const sink: Sink = withPutNew({
+    kind: "local",
+    location: "memory",
+    put(key: string): Promise<void> {
+      attempts.set(key, (attempts.get(key) ?? 0) + 1);
+      // A throttled prefix holding several keys; the other streams' puts go through.
+      return failing.includes(key) ? Promise.reject(new Error("SlowDown")) : Promise.resolve();
+    },
+  });
+  const uploader = new Uploader({ sink, concurrency: 8, ...LONG_BACKOFF });
+  for (const key of failing) uploader.submit(batch(key));
+  await waitFor(() => failing.every((k) => attempts.get(k) === 1), 2000, "first attempts");
+  for (let i = 0; i < 20; i++) {
+    uploader.submit(batch(`good${i}`));
+    await waitFor(() => attempts.has(`good${i}`), 2000, `good${i} stored`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  // Three failures in a row: the first success woke them; their own run of failures did not
+  // make each later success wake them again.
+  for (const key of failing) assert.equal(attempts.get(key), 2, key);
+  const left = await uploader.flush(AbortSignal.timeout(50));
+  assert.deepEqual(left.map((b) => b.key).sort(), failing);
+});
+
 Deno.test("uploader: shutdown ends a retry's backoff and returns its batch unstored", async () => {
   const sink = recordingSink(Infinity);
   const uploader = new Uploader({ sink, concurrency: 1, ...LONG_BACKOFF });

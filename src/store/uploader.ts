@@ -73,6 +73,8 @@ export interface UploaderOptions {
 
 /** Failed attempts in a row (any batches) after which a success means the sink is back. */
 const DOWN_AFTER_FAILURES = 3;
+/** At most one early end of the retries' backoff per this many ms. */
+const WAKE_EVERY_MS = 5000;
 
 export class Uploader {
   readonly #options: UploaderOptions;
@@ -96,6 +98,8 @@ export class Uploader {
   #wake = new AbortController();
   /** Failed attempts since the last successful put. */
   #failedInARow = 0;
+  /** When the retries were last woken (performance.now). */
+  #wokenAt = -Infinity;
 
   constructor(options: UploaderOptions) {
     this.#options = options;
@@ -295,13 +299,18 @@ export class Uploader {
    * attempts, of any batches, all failed), retries waiting out their backoff
    * go now. A key that keeps failing while others succeed (one prefix
    * throttled, say) does not make a run of failures, so it waits out its
-   * backoff instead of retrying at every success of another batch.
+   * backoff instead of retrying at every success of another batch. At most
+   * one wake per `WAKE_EVERY_MS`: several keys failing together among
+   * successes (a throttled prefix, large objects on a nearly full disk)
+   * would otherwise make such a run themselves after every wake.
    */
   #sinkWorks(): void {
     this.#lastPutError = undefined;
     const wasDown = this.#failedInARow >= DOWN_AFTER_FAILURES;
     this.#failedInARow = 0;
-    if (!wasDown) return;
+    const now = performance.now();
+    if (!wasDown || now - this.#wokenAt < WAKE_EVERY_MS) return;
+    this.#wokenAt = now;
     this.#wake.abort();
     this.#wake = new AbortController();
   }
