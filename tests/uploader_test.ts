@@ -200,6 +200,36 @@ Deno.test("uploader: several keys failing together among successes are woken ear
   assert.deepEqual(left.map((b) => b.key).sort(), failing);
 });
 
+Deno.test("uploader: a recovery right after a false one ends the backoffs when the wake interval is up", async () => {
+  const failing = new Set(["a", "b", "c"]);
+  const attempts = new Map<string, number>();
+  const stored: string[] = [];
+  const sink: Sink = withPutNew({
+    kind: "local",
+    location: "memory",
+    put(key: string): Promise<void> {
+      attempts.set(key, (attempts.get(key) ?? 0) + 1);
+      if (failing.has(key)) return Promise.reject(new Error("ENOSPC: no space left on device"));
+      stored.push(key);
+      return Promise.resolve();
+    },
+  });
+  const uploader = new Uploader({ sink, concurrency: 8, wakeEveryMs: 300, ...LONG_BACKOFF });
+  for (const key of failing) uploader.submit(batch(key));
+  await waitFor(() => attempts.size === 3, 2000, "three failed attempts");
+  uploader.submit(batch("small")); // a small object fits on the nearly full disk: a false recovery
+  await waitFor(
+    () => [...failing].every((k) => attempts.get(k) === 2),
+    2000,
+    "woken, failed again",
+  );
+  failing.clear(); // now the disk has room
+  uploader.submit(batch("d")); // stored, but within 300 ms of the last wake
+  await waitFor(() => stored.length === 5, 2000, "a, b and c stored once the interval was up");
+  assert.deepEqual(stored.slice(0, 2), ["small", "d"]);
+  assert.deepEqual(await uploader.flush(AbortSignal.timeout(1000)), []);
+});
+
 Deno.test("uploader: shutdown ends a retry's backoff and returns its batch unstored", async () => {
   const sink = recordingSink(Infinity);
   const uploader = new Uploader({ sink, concurrency: 1, ...LONG_BACKOFF });

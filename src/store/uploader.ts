@@ -61,6 +61,8 @@ export interface UploaderOptions {
     bytes: number,
     reason?: string,
   ) => void;
+  /** At most one early end of the retries' backoff per this many ms (see `#sinkWorks`); default 5000. */
+  readonly wakeEveryMs?: number;
   /** How long `flush` waits for cancelled puts to return, ms; default 5000. */
   readonly cancelGraceMs?: number;
   /** Called after every failed attempt. */
@@ -73,8 +75,6 @@ export interface UploaderOptions {
 
 /** Failed attempts in a row (any batches) after which a success means the sink is back. */
 const DOWN_AFTER_FAILURES = 3;
-/** At most one early end of the retries' backoff per this many ms. */
-const WAKE_EVERY_MS = 5000;
 
 export class Uploader {
   readonly #options: UploaderOptions;
@@ -100,6 +100,8 @@ export class Uploader {
   #failedInARow = 0;
   /** When the retries were last woken (performance.now). */
   #wokenAt = -Infinity;
+  /** A wake waits for `wakeEveryMs` since the last one. */
+  #wakeDue = false;
 
   constructor(options: UploaderOptions) {
     this.#options = options;
@@ -300,17 +302,29 @@ export class Uploader {
    * go now. A key that keeps failing while others succeed (one prefix
    * throttled, say) does not make a run of failures, so it waits out its
    * backoff instead of retrying at every success of another batch. At most
-   * one wake per `WAKE_EVERY_MS`: several keys failing together among
+   * one wake per `wakeEveryMs`: several keys failing together among
    * successes (a throttled prefix, large objects on a nearly full disk)
-   * would otherwise make such a run themselves after every wake.
+   * would otherwise make such a run themselves after every wake. A wake due
+   * sooner comes when that time is up, so a recovery right after a false
+   * one still ends the backoffs.
    */
   #sinkWorks(): void {
     this.#lastPutError = undefined;
     const wasDown = this.#failedInARow >= DOWN_AFTER_FAILURES;
     this.#failedInARow = 0;
-    const now = performance.now();
-    if (!wasDown || now - this.#wokenAt < WAKE_EVERY_MS) return;
-    this.#wokenAt = now;
+    if (!wasDown || this.#wakeDue) return;
+    const wait = this.#wokenAt + (this.#options.wakeEveryMs ?? 5000) - performance.now();
+    if (wait <= 0) return this.#wakeRetries();
+    this.#wakeDue = true;
+    delay(wait, this.#abort.signal).then(() => {
+      this.#wakeDue = false;
+      this.#wakeRetries();
+    });
+  }
+
+  /** Ends every retry's backoff now. */
+  #wakeRetries(): void {
+    this.#wokenAt = performance.now();
     this.#wake.abort();
     this.#wake = new AbortController();
   }
