@@ -7,6 +7,7 @@ import { GzipPool, workerDeflater } from "../src/batch/compress.ts";
 import { localSink } from "../src/store/local.ts";
 import type { ObjectMeta } from "../src/archive/meta.ts";
 import type { Sink } from "../src/store/sink.ts";
+import { Spool } from "../src/store/spool.ts";
 import { Uploader } from "../src/store/uploader.ts";
 import { listFiles, tempDir } from "./support/temp.ts";
 import { withPutNew } from "./support/sink.ts";
@@ -229,6 +230,97 @@ Deno.test("uploader: a recovery right after a false one ends the backoffs when t
   assert.deepEqual(stored.slice(0, 2), ["small", "d"]);
   assert.deepEqual(await uploader.flush(AbortSignal.timeout(1000)), []);
 });
+
+/** A sink that fails the keys in `failing` (mutable) and counts every attempt. */
+function failingSink(failing: Set<string>) {
+  const attempts = new Map<string, number>();
+  const sink: Sink = withPutNew({
+    kind: "local",
+    location: "memory",
+    put(key: string): Promise<void> {
+      attempts.set(key, (attempts.get(key) ?? 0) + 1);
+      return failing.has(key) ? Promise.reject(new Error("SlowDown")) : Promise.resolve();
+    },
+  });
+  return { sink, attempts };
+}
+
+Deno.test("uploader: keys failing together among successes are woken at growing intervals", async () => {
+  const failing = new Set(["bad1", "bad2", "bad3"]);
+  const { sink, attempts } = failingSink(failing);
+  const uploader = new Uploader({ sink, concurrency: 8, wakeEveryMs: 100, ...LONG_BACKOFF });
+  for (const key of failing) uploader.submit(batch(key));
+  await waitFor(() => attempts.size === 3, 2000, "first attempts");
+  // Other streams succeed every 20 ms for 1.5 s: at a fixed 100 ms the failing keys would be woken
+  // ~15 times; doubling (100, 200, 400, 800 ms) wakes them about 4 times.
+  for (let i = 0; i < 75; i++) {
+    uploader.submit(batch(`good${i}`));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  for (const key of failing) {
+    const n = attempts.get(key) ?? 0;
+    assert.ok(n >= 2 && n <= 7, `${key}: ${n} attempts`);
+  }
+  await uploader.flush(AbortSignal.timeout(50));
+});
+
+Deno.test("uploader: a wake still deferred when everything has settled does not outlive flush", async () => {
+  await using tmp = await tempDir();
+  const spool = await Spool.open(tmp.path, { maxBytes: 1_000_000 });
+  const timers = trackTimers();
+  const failing = new Set(["a", "b", "c"]);
+  const { sink, attempts } = failingSink(failing);
+  const uploader = new Uploader({
+    sink,
+    spool,
+    maxAttempts: 2,
+    concurrency: 8,
+    wakeEveryMs: 60_000,
+    ...LONG_BACKOFF,
+  });
+  for (const key of failing) uploader.submit(batch(key));
+  await waitFor(() => attempts.size === 3, 2000, "first attempts");
+  uploader.submit(batch("s1")); // wakes a, b and c: their second attempts fail and spool them
+  await waitFor(() => spool.count === 3, 2000, "a, b and c spooled");
+  uploader.submit(batch("s2")); // after a run of failures again: a wake deferred by 60 s
+  await waitFor(() => attempts.has("s2"), 2000, "s2 stored");
+  // Everything settled; the deferred wake's 60 s timer must go with flush, or it holds the process.
+  try {
+    assert.deepEqual(await uploader.flush(AbortSignal.timeout(1000)), []);
+    assert.equal(timers.longLive(), 0, "a long timer of the uploader outlived flush");
+  } finally {
+    timers.restore();
+  }
+});
+
+/** Tracks timers started from now: `longLive()` counts those of 10 s or more not yet fired or cleared. */
+function trackTimers() {
+  const timers = globalThis as unknown as {
+    setTimeout(fn: () => void, ms?: number): number;
+    clearTimeout(id?: number): void;
+  };
+  const [set, clear] = [timers.setTimeout, timers.clearTimeout];
+  const long = new Set<number>();
+  timers.setTimeout = (fn, ms) => {
+    const id = set(() => {
+      long.delete(id);
+      fn();
+    }, ms);
+    if ((ms ?? 0) >= 10_000) long.add(id);
+    return id;
+  };
+  timers.clearTimeout = (id) => {
+    if (id !== undefined) long.delete(id);
+    clear(id);
+  };
+  return {
+    longLive: () => long.size,
+    restore: () => {
+      timers.setTimeout = set;
+      timers.clearTimeout = clear;
+    },
+  };
+}
 
 Deno.test("uploader: shutdown ends a retry's backoff and returns its batch unstored", async () => {
   const sink = recordingSink(Infinity);

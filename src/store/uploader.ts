@@ -100,11 +100,18 @@ export class Uploader {
   #failedInARow = 0;
   /** When the retries were last woken (performance.now). */
   #wokenAt = -Infinity;
-  /** A wake waits for `wakeEveryMs` since the last one. */
+  /** A wake waits for `#wakeEvery` since the last one. */
   #wakeDue = false;
+  /** The least time between wakes now (see `#sinkWorks`). */
+  #wakeEvery: number;
+  /** Retries waiting out their backoff. */
+  #sleeping = 0;
+  /** Aborted by `flush`: no wake is deferred after it. */
+  readonly #stopWaking = new AbortController();
 
   constructor(options: UploaderOptions) {
     this.#options = options;
+    this.#wakeEvery = options.wakeEveryMs ?? 5000;
     this.#backoff = new ExponentialBackoff({
       generator: fullJitterGenerator,
       initialDelay: options.retryInitialMs ?? 500,
@@ -188,6 +195,7 @@ export class Uploader {
    */
   async flush(signal: AbortSignal, graceMs?: number): Promise<SealedBatch[]> {
     await this.idle(signal);
+    this.#stopWaking.abort(); // a deferred wake must not hold the process (or a test) open
     if (this.pending > 0) {
       this.#abort.abort();
       const left = this.#queue.splice(0);
@@ -292,7 +300,9 @@ export class Uploader {
         if (attempt >= maxAttempts || !isRetryable(error)) throw error;
       }
       backoff = backoff ? backoff.next(undefined) : this.#backoff.next();
+      this.#sleeping++;
       await delay(backoff.duration, AbortSignal.any([stop, this.#wake.signal]));
+      this.#sleeping--;
     }
   }
 
@@ -304,27 +314,31 @@ export class Uploader {
    * backoff instead of retrying at every success of another batch. At most
    * one wake per `wakeEveryMs`: several keys failing together among
    * successes (a throttled prefix, large objects on a nearly full disk)
-   * would otherwise make such a run themselves after every wake. A wake due
-   * sooner comes when that time is up, so a recovery right after a false
-   * one still ends the backoffs.
+   * would otherwise make such a run themselves after every wake; the
+   * interval doubles with each wake (up to `retryMaxMs`) while some retry
+   * keeps sleeping, like a backoff of its own, and starts again once none
+   * is. A wake due sooner comes when its time is up, so a recovery right
+   * after a false one still ends the backoffs.
    */
   #sinkWorks(): void {
     this.#lastPutError = undefined;
     const wasDown = this.#failedInARow >= DOWN_AFTER_FAILURES;
     this.#failedInARow = 0;
-    if (!wasDown || this.#wakeDue) return;
-    const wait = this.#wokenAt + (this.#options.wakeEveryMs ?? 5000) - performance.now();
+    if (this.#sleeping === 0) this.#wakeEvery = this.#options.wakeEveryMs ?? 5000;
+    if (!wasDown || this.#wakeDue || this.#stopWaking.signal.aborted) return;
+    const wait = this.#wokenAt + this.#wakeEvery - performance.now();
     if (wait <= 0) return this.#wakeRetries();
     this.#wakeDue = true;
-    delay(wait, this.#abort.signal).then(() => {
+    delay(wait, this.#stopWaking.signal).then(() => {
       this.#wakeDue = false;
       this.#wakeRetries();
     });
   }
 
-  /** Ends every retry's backoff now. */
+  /** Ends every retry's backoff now; the next wake waits twice as long. */
   #wakeRetries(): void {
     this.#wokenAt = performance.now();
+    this.#wakeEvery = Math.min(2 * this.#wakeEvery, this.#options.retryMaxMs ?? 30_000);
     this.#wake.abort();
     this.#wake = new AbortController();
   }
