@@ -149,17 +149,23 @@ Deno.test("uploader: retries waiting out their backoff go at once when a put suc
   assert.deepEqual(await uploader.flush(AbortSignal.timeout(1000)), []);
 });
 
-Deno.test("uploader: a put that keeps failing while others succeed waits out its backoff", async () => {
+/** A sink that fails the keys in `failing` (mutable) and counts every attempt. */
+function failingSink(failing: Set<string>) {
   const attempts = new Map<string, number>();
   const sink: Sink = withPutNew({
     kind: "local",
     location: "memory",
     put(key: string): Promise<void> {
       attempts.set(key, (attempts.get(key) ?? 0) + 1);
-      // One key throttled (S3 SlowDown on its prefix, say); the others go through.
-      return key === "bad" ? Promise.reject(new Error("SlowDown")) : Promise.resolve();
+      return failing.has(key) ? Promise.reject(new Error("SlowDown")) : Promise.resolve();
     },
   });
+  return { sink, attempts };
+}
+
+Deno.test("uploader: a put that keeps failing while others succeed waits out its backoff", async () => {
+  // One key throttled (S3 SlowDown on its prefix, say); the others go through.
+  const { sink, attempts } = failingSink(new Set(["bad"]));
   const uploader = new Uploader({ sink, concurrency: 2, ...LONG_BACKOFF });
   uploader.submit(batch("bad"));
   await waitFor(() => attempts.get("bad") === 1, 2000, "bad's first attempt");
@@ -175,17 +181,9 @@ Deno.test("uploader: a put that keeps failing while others succeed waits out its
 });
 
 Deno.test("uploader: several keys failing together among successes are woken early once, not at every success", async () => {
-  const attempts = new Map<string, number>();
+  // A throttled prefix holding several keys; the other streams' puts go through.
   const failing = ["bad1", "bad2", "bad3"];
-  const sink: Sink = withPutNew({
-    kind: "local",
-    location: "memory",
-    put(key: string): Promise<void> {
-      attempts.set(key, (attempts.get(key) ?? 0) + 1);
-      // A throttled prefix holding several keys; the other streams' puts go through.
-      return failing.includes(key) ? Promise.reject(new Error("SlowDown")) : Promise.resolve();
-    },
-  });
+  const { sink, attempts } = failingSink(new Set(failing));
   const uploader = new Uploader({ sink, concurrency: 8, ...LONG_BACKOFF });
   for (const key of failing) uploader.submit(batch(key));
   await waitFor(() => failing.every((k) => attempts.get(k) === 1), 2000, "first attempts");
@@ -230,20 +228,6 @@ Deno.test("uploader: a recovery right after a false one ends the backoffs when t
   assert.deepEqual(stored.slice(0, 2), ["small", "d"]);
   assert.deepEqual(await uploader.flush(AbortSignal.timeout(1000)), []);
 });
-
-/** A sink that fails the keys in `failing` (mutable) and counts every attempt. */
-function failingSink(failing: Set<string>) {
-  const attempts = new Map<string, number>();
-  const sink: Sink = withPutNew({
-    kind: "local",
-    location: "memory",
-    put(key: string): Promise<void> {
-      attempts.set(key, (attempts.get(key) ?? 0) + 1);
-      return failing.has(key) ? Promise.reject(new Error("SlowDown")) : Promise.resolve();
-    },
-  });
-  return { sink, attempts };
-}
 
 Deno.test("uploader: keys failing together among successes are woken at growing intervals", async () => {
   const failing = new Set(["bad1", "bad2", "bad3"]);
