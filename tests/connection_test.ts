@@ -354,7 +354,9 @@ Deno.test("runConnection closes the socket on abort, reports shutdown and delive
   assert.equal(info.cause, "shutdown");
   assert.equal(info.code, 1000, "closed by handshake, not by giving up on the peer");
   assert.equal(info.retryInMs, undefined);
-  assert.equal(exchange.openCount, 0);
+  // The client's close completes with the server's close frame; the server's own close event
+  // may come a moment later on a loaded machine (CI failed once on `openCount` 1 here).
+  await waitFor(() => exchange.openCount === 0, 2000, "the exchange to see the connection closed");
   assert.equal(exchange.connections[0].closedBy, "peer");
   // Everything sent before the abort arrived; anything after it is a bonus, in order.
   const received = conn.frames.map((f) => f.text);
