@@ -21,7 +21,7 @@
 import { getLogger } from "@logtape/logtape";
 import { ExponentialBackoff, fullJitterGenerator, type IBackoff } from "cockatiel";
 import type { ObjectFile, SealedBatch } from "../batch/batcher.ts";
-import { delay } from "../delay.ts";
+import { RetryWaker } from "./retry_waker.ts";
 import { putIfAbsent, type Sink } from "./sink.ts";
 import type { Spool } from "./spool.ts";
 
@@ -61,7 +61,7 @@ export interface UploaderOptions {
     bytes: number,
     reason?: string,
   ) => void;
-  /** At most one early end of the retries' backoff per this many ms (see `#sinkWorks`); default 5000. */
+  /** At most one early end of the retries' backoff per this many ms at first (see `RetryWaker`); default 5000. */
   readonly wakeEveryMs?: number;
   /** How long `flush` waits for cancelled puts to return, ms; default 5000. */
   readonly cancelGraceMs?: number;
@@ -72,9 +72,6 @@ export interface UploaderOptions {
   /** Called when writing a batch to the spool failed (a disk error, not a full spool). */
   readonly onSpoolWriteFailed?: (error: unknown) => void;
 }
-
-/** Failed attempts in a row (any batches) after which a success means the sink is back. */
-const DOWN_AFTER_FAILURES = 3;
 
 export class Uploader {
   readonly #options: UploaderOptions;
@@ -94,24 +91,15 @@ export class Uploader {
   /** What each queued batch was counted at in `#queueBytes`. */
   readonly #costs = new WeakMap<SealedBatch, number>();
   readonly #backoff: ExponentialBackoff<unknown>;
-  /** Aborted (and replaced) when the sink works again: ends every retry's backoff. */
-  #wake = new AbortController();
-  /** Failed attempts since the last successful put. */
-  #failedInARow = 0;
-  /** When the retries were last woken (performance.now). */
-  #wokenAt = -Infinity;
-  /** A wake waits for `#wakeEvery` since the last one. */
-  #wakeDue = false;
-  /** The least time between wakes now (see `#sinkWorks`). */
-  #wakeEvery: number;
-  /** Retries waiting out their backoff. */
-  #sleeping = 0;
-  /** Aborted by `flush`: no wake is deferred after it. */
-  readonly #stopWaking = new AbortController();
+  /** Ends the retries' backoff when the sink works again (retry_waker.ts). */
+  readonly #waker: RetryWaker;
 
   constructor(options: UploaderOptions) {
     this.#options = options;
-    this.#wakeEvery = options.wakeEveryMs ?? 5000;
+    this.#waker = new RetryWaker({
+      everyMs: options.wakeEveryMs ?? 5000,
+      maxEveryMs: options.retryMaxMs ?? 30_000,
+    });
     this.#backoff = new ExponentialBackoff({
       generator: fullJitterGenerator,
       initialDelay: options.retryInitialMs ?? 500,
@@ -195,7 +183,7 @@ export class Uploader {
    */
   async flush(signal: AbortSignal, graceMs?: number): Promise<SealedBatch[]> {
     await this.idle(signal);
-    this.#stopWaking.abort(); // a deferred wake must not hold the process (or a test) open
+    this.#waker.close(); // a deferred wake must not hold the process (or a test) open
     if (this.pending > 0) {
       this.#abort.abort();
       const left = this.#queue.splice(0);
@@ -274,7 +262,7 @@ export class Uploader {
    * retrying, or the uploader is stopped. A retry waiting out its backoff
    * goes at once when another put succeeds after a run of failures: the sink
    * works again (a disk with room, S3 back), and a backlog should not wait up
-   * to `retryMaxMs` (see `#sinkWorks`).
+   * to `retryMaxMs` (see `RetryWaker`).
    */
   async #put(batch: SealedBatch, bytes: Uint8Array): Promise<boolean> {
     const { sink, spool } = this.#options;
@@ -294,53 +282,20 @@ export class Uploader {
       } catch (error) {
         if (stop.aborted) throw error;
         this.#lastPutError = error;
-        this.#failedInARow++;
+        this.#waker.failed();
         this.#options.onFailedAttempt?.(batch, error);
         log.warn("Store attempt failed for {key}: {error}", { key: batch.key, error });
         if (attempt >= maxAttempts || !isRetryable(error)) throw error;
       }
       backoff = backoff ? backoff.next(undefined) : this.#backoff.next();
-      this.#sleeping++;
-      await delay(backoff.duration, AbortSignal.any([stop, this.#wake.signal]));
-      this.#sleeping--;
+      await this.#waker.sleep(backoff.duration, stop);
     }
   }
 
-  /**
-   * A put succeeded. If the sink looked down (the last `DOWN_AFTER_FAILURES`
-   * attempts, of any batches, all failed), retries waiting out their backoff
-   * go now. A key that keeps failing while others succeed (one prefix
-   * throttled, say) does not make a run of failures, so it waits out its
-   * backoff instead of retrying at every success of another batch. At most
-   * one wake per `wakeEveryMs`: several keys failing together among
-   * successes (a throttled prefix, large objects on a nearly full disk)
-   * would otherwise make such a run themselves after every wake; the
-   * interval doubles with each wake (up to `retryMaxMs`) while some retry
-   * keeps sleeping, like a backoff of its own, and starts again once none
-   * is. A wake due sooner comes when its time is up, so a recovery right
-   * after a false one still ends the backoffs.
-   */
+  /** A put succeeded: retries waiting out their backoff may go now (see `RetryWaker`). */
   #sinkWorks(): void {
     this.#lastPutError = undefined;
-    const wasDown = this.#failedInARow >= DOWN_AFTER_FAILURES;
-    this.#failedInARow = 0;
-    if (this.#sleeping === 0) this.#wakeEvery = this.#options.wakeEveryMs ?? 5000;
-    if (!wasDown || this.#wakeDue || this.#stopWaking.signal.aborted) return;
-    const wait = this.#wokenAt + this.#wakeEvery - performance.now();
-    if (wait <= 0) return this.#wakeRetries();
-    this.#wakeDue = true;
-    delay(wait, this.#stopWaking.signal).then(() => {
-      this.#wakeDue = false;
-      this.#wakeRetries();
-    });
-  }
-
-  /** Ends every retry's backoff now; the next wake waits twice as long. */
-  #wakeRetries(): void {
-    this.#wokenAt = performance.now();
-    this.#wakeEvery = Math.min(2 * this.#wakeEvery, this.#options.retryMaxMs ?? 30_000);
-    this.#wake.abort();
-    this.#wake = new AbortController();
+    this.#waker.succeeded();
   }
 
   /**
