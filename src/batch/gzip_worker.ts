@@ -27,8 +27,7 @@
 
 import { concatBytes } from "../archive/bytes.ts";
 import { deflateRawReusing } from "./deflate_engine.ts";
-import { crc32 } from "node:zlib";
-import { appendSync } from "./file_appends.ts";
+import { appendSync, crcsOf } from "./file_appends.ts";
 
 export interface DeflateRequest {
   readonly id: number;
@@ -134,14 +133,14 @@ function append(request: AppendRequest): AppendOutcome {
   let part = 0;
   let from = 0;
   paths.split("\0").forEach((path, i) => {
-    const first = part;
-    const start = from;
-    for (const end = part + parts[i]; part < end; part++) from += lengths[part];
+    const [first, start] = [part, from];
+    const own: Uint8Array[] = [];
+    for (const end = part + parts[i]; part < end; part++) {
+      own.push(joined.subarray(from, from += lengths[part]));
+    }
     try {
       appendSync(path, joined.subarray(start, from), { at: at[i], truncate: truncate[i] === 1 });
-      for (let k = first, o = start; k < part; o += lengths[k++]) {
-        crcs[k] = crc32(joined.subarray(o, o + lengths[k])) >>> 0;
-      }
+      crcs.set(crcsOf(own), first);
     } catch (error) {
       const { name, message } = error instanceof Error ? error : new Error(String(error));
       failed.push({ index: i, name, message });
