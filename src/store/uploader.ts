@@ -79,9 +79,8 @@ export class Uploader {
   readonly #abort = new AbortController();
   readonly #idleWaiters = new Set<() => void>();
   readonly #unstored: SealedBatch[] = [];
-  /** Batches being stored or spooled. */
+  /** Batches being stored or spooled (their count bounds the puts in flight). */
   readonly #busy = new Set<SealedBatch>();
-  #active = 0;
   #queueBytes = 0;
   /** The last failed put's error, undefined once a put succeeds. */
   #lastPutError: unknown;
@@ -171,7 +170,7 @@ export class Uploader {
 
   /** Batches queued, being stored or being spooled. */
   get pending(): number {
-    return this.#queue.length + this.#active;
+    return this.#queue.length + this.#busy.size;
   }
 
   /**
@@ -212,7 +211,7 @@ export class Uploader {
   }
 
   #pump(): void {
-    while (this.#active < this.#options.concurrency && this.#queue.length > 0) {
+    while (this.#busy.size < this.#options.concurrency && this.#queue.length > 0) {
       const batch = this.#queue.shift()!;
       this.#setQueueBytes(this.#queueBytes - (this.#costs.get(batch) ?? 0));
       this.#costs.delete(batch);
@@ -222,10 +221,8 @@ export class Uploader {
 
   /** Counts a batch's task as active until it settles, then wakes waiters. */
   #track(batch: SealedBatch, task: Promise<void>): void {
-    this.#active++;
     this.#busy.add(batch);
     task.finally(() => {
-      this.#active--;
       this.#busy.delete(batch);
       this.#pump();
       if (this.pending === 0) { for (const resolve of [...this.#idleWaiters]) resolve(); }
