@@ -304,7 +304,7 @@ Deno.test("a piece that cannot be compressed fails finish, without an unhandled 
 
 Deno.test("pieces compressed by the worker pool make the same archive, also when the pool dies mid-batch", async () => {
   using pool = new GzipPool({ level: 5 });
-  const deflater = workerDeflater(pool);
+  const deflater = workerDeflater(pool, { hereBytes: 0 });
   const texts = lines(1500, 9);
   const body = bodyOf(texts.slice(0, 700), { pieceBytes: 32 * 1024, deflater });
   pool.close(); // pieces in flight are rejected: they are compressed on this thread instead

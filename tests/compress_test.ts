@@ -256,7 +256,7 @@ Deno.test("the worker hands each input buffer back, and the pool fills it again"
 
 Deno.test("workerDeflater gives the pool at most maxInFlight calls at once, and answers each call with its own bytes", async () => {
   using pool = new GzipPool({ level: 5 });
-  const deflater = workerDeflater(pool, { maxInFlight: 2 });
+  const deflater = workerDeflater(pool, { maxInFlight: 2, hereBytes: 0 });
   const inputs = Array.from({ length: 12 }, (_, i) => ndjson(200 + i * 10, i));
   let most = 0;
   const calls = inputs.map((input, i) => {
@@ -285,7 +285,7 @@ Deno.test("workerDeflater leaves a failing pool alone for a while, compressing o
     return real(chunks, final);
   };
   let now = 0;
-  const deflater = workerDeflater(pool, { retryAfterMs: 10_000, now: () => now });
+  const deflater = workerDeflater(pool, { retryAfterMs: 10_000, now: () => now, hereBytes: 0 });
   const input = ndjson(300);
   for (let i = 0; i < 5; i++) {
     assert.deepEqual(inflate(await deflater.deflateRaw([input], true)), input);
@@ -298,7 +298,7 @@ Deno.test("workerDeflater leaves a failing pool alone for a while, compressing o
 
 Deno.test("calls made in one turn go to the worker as one message, each answered with its own bytes", async () => {
   using pool = new GzipPool({ level: 5 });
-  const deflater = workerDeflater(pool);
+  const deflater = workerDeflater(pool, { hereBytes: 0 });
   const inputs = Array.from({ length: 300 }, (_, i) => ndjson(3 + (i % 5), i));
   const calls = inputs.map((input, i) => deflater.deflateRaw(chunked(input, 100), i === 299));
   await Promise.resolve(); // the turn ends: the calls are sent
@@ -308,6 +308,38 @@ Deno.test("calls made in one turn go to the worker as one message, each answered
     const finishFlush = i === 299 ? constants.Z_FINISH : constants.Z_FULL_FLUSH;
     assert.deepEqual(body, new Uint8Array(deflateRawSync(inputs[i], { level: 5, finishFlush })));
   });
+});
+
+Deno.test("a turn's calls that are small in all are deflated on the calling thread, the same bytes; larger ones go to the worker", async () => {
+  using pool = new GzipPool({ level: 5 });
+  let messages = 0;
+  const many = pool.deflateRawMany.bind(pool);
+  pool.deflateRawMany = (calls) => {
+    messages++;
+    return many(calls);
+  };
+  const deflater = workerDeflater(pool, { hereBytes: 20_000 });
+  const want = (input: Uint8Array, final: boolean) =>
+    new Uint8Array(deflateRawSync(input, {
+      level: 5,
+      finishFlush: final ? constants.Z_FINISH : constants.Z_FULL_FLUSH,
+    }));
+  // Ten calls of ~1.2 KB: ~12 KB in the turn, under hereBytes.
+  const small = Array.from({ length: 10 }, (_, i) => ndjson(12, i));
+  const total = small.reduce((n, input) => n + input.length, 0);
+  assert.ok(total < 20_000, `${total} bytes`);
+  const calls = small.map((input, i) => deflater.deflateRaw(chunked(input, 500), i === 9));
+  await Promise.resolve(); // the turn ends
+  assert.equal(pool.pending, 0, "nothing sent to the worker");
+  (await Promise.all(calls)).forEach((body, i) => assert.deepEqual(body, want(small[i], i === 9)));
+  assert.equal(messages, 0);
+  // The same calls and one more: over hereBytes, so the whole turn goes to the worker.
+  const large = [...small, ndjson(100, 99)];
+  const sent = large.map((input) => deflater.deflateRaw([input], false));
+  await Promise.resolve();
+  assert.equal(pool.pending, 1, "one message for the turn");
+  (await Promise.all(sent)).forEach((body, i) => assert.deepEqual(body, want(large[i], false)));
+  assert.equal(messages, 1);
 });
 
 Deno.test("deflateRawMany equals deflateRawSync of each input, and rejects once the pool is closed", async () => {

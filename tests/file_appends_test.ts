@@ -13,7 +13,12 @@ import { constants, crc32, deflateRawSync, gunzipSync } from "node:zlib";
 import { Batcher } from "../src/batch/batcher.ts";
 import { GzipPool, workerAppender, workerDeflater } from "../src/batch/compress.ts";
 import { deflateRawReusing } from "../src/batch/deflate_engine.ts";
-import { type AppendResult, type FileAppender, localAppender } from "../src/batch/file_appends.ts";
+import {
+  type AppendResult,
+  type FileAppender,
+  localAppender,
+  SyncAppender,
+} from "../src/batch/file_appends.ts";
 import { dataLine } from "../src/archive/encode.ts";
 import { Journal } from "../src/store/journal.ts";
 import { listFiles, tempDir } from "./support/temp.ts";
@@ -119,7 +124,7 @@ Deno.test("workerAppender writes on the main thread while the pool fails, cuttin
   pool.close();
   const path = join(tmp.path, "b.part");
   await Deno.writeFile(path, encoder.encode("kept|part of a write the worker died in"));
-  const appender = workerAppender(pool);
+  const appender = workerAppender(pool, { hereBytes: 0 });
   const [result] = await appender.append([{
     path,
     at: 5,
@@ -130,15 +135,103 @@ Deno.test("workerAppender writes on the main thread while the pool fails, cuttin
   assert.equal(await Deno.readTextFile(path), "kept|more");
 });
 
-/** Every file of a journal after a run of 3 streams, 6 flushes and a seal, written through `appender`. */
-async function journalWith(dir: string, appender: FileAppender, pool: GzipPool) {
+Deno.test("SyncAppender keeps up to `keep` files open, least recently used closed first, and a file closed after its last append", async () => {
+  await using tmp = await tempDir();
+  const appender = new SyncAppender(2);
+  const path = (name: string) => join(tmp.path, `${name}.part`);
+  const append = (name: string, text: string, options: { at: number; last?: boolean }) =>
+    appender.appendNow([{
+      path: path(name),
+      at: options.at,
+      truncate: false,
+      last: options.last,
+      parts: [encoder.encode(text)],
+    }]);
+  assert.deepEqual(append("a", "a1", { at: 0 }).map(crcs), [[crc32("a1") >>> 0]]);
+  append("b", "b1", { at: 0 });
+  assert.equal(appender.openFiles, 2);
+  append("a", "a2", { at: 2 }); // a is now the most recently used
+  append("c", "c1", { at: 0 }); // over keep: b, the least recently used, is closed
+  assert.equal(appender.openFiles, 2);
+  append("b", "b2", { at: 2 }); // opened again, and appended to; a is closed
+  append("c", "c2", { at: 2, last: true });
+  assert.equal(appender.openFiles, 1, "c closed after its last append");
+  for (const [name, text] of [["a", "a1a2"], ["b", "b1b2"], ["c", "c1c2"]]) {
+    assert.equal(await Deno.readTextFile(path(name)), text);
+  }
+  // A torn append: cut back to `at` through the open file, then appended at the new end.
+  await Deno.writeFile(path("b"), encoder.encode("partial"), { append: true });
+  const [torn] = appender.appendNow([{
+    path: path("b"),
+    at: 4,
+    truncate: true,
+    parts: [encoder.encode("b3"), encoder.encode("b4")],
+  }]);
+  assert.deepEqual(crcs(torn), [crc32("b3") >>> 0, crc32("b4") >>> 0]);
+  assert.equal(await Deno.readTextFile(path("b")), "b1b2b3b4");
+  // A failure is that file's result alone; the others are written.
+  const [failed, written] = appender.appendNow([
+    {
+      path: join(tmp.path, "no", "dir.part"),
+      at: 0,
+      truncate: false,
+      parts: [encoder.encode("x")],
+    },
+    { path: path("d"), at: 0, truncate: false, parts: [encoder.encode("d1")] },
+  ]);
+  assert.ok("error" in failed && failed.error instanceof Deno.errors.NotFound);
+  crcs(written);
+  appender.close();
+  assert.equal(appender.openFiles, 0);
+  // The test's resource check fails on any file left open.
+});
+
+Deno.test("workerAppender appends a few small files on the calling thread and many on the worker", async () => {
+  await using tmp = await tempDir();
+  using pool = new GzipPool({ level: 5 });
+  let messages = 0;
+  const real = pool.appendFiles.bind(pool);
+  pool.appendFiles = (appends) => {
+    messages++;
+    return real(appends);
+  };
+  const appender = workerAppender(pool);
+  const appendsOf = (count: number, bytes: number) =>
+    Array.from({ length: count }, (_, i) => ({
+      path: join(tmp.path, `${count}-${i}.part`),
+      at: 0,
+      truncate: false,
+      parts: [new Uint8Array(bytes).fill(97 + (i % 26))],
+    }));
+  for (const result of await appender.append(appendsOf(3, 1000))) crcs(result);
+  assert.equal(messages, 0, "3 files of 1 KB: here");
+  for (const result of await appender.append(appendsOf(40, 100))) crcs(result);
+  assert.equal(messages, 1, "40 files: on the worker");
+  for (const result of await appender.append(appendsOf(2, 100_000))) crcs(result);
+  assert.equal(messages, 2, "200 KB: on the worker");
+  for (const [name, bytes] of [["3-2", 1000], ["40-39", 100], ["2-1", 100_000]] as const) {
+    assert.equal((await Deno.readFile(join(tmp.path, `${name}.part`))).length, bytes, name);
+  }
+  appender.close?.();
+});
+
+/**
+ * Every file of a journal after a run of 3 streams, 6 flushes and a seal,
+ * written through `appender`; `hereBytes` as in `workerDeflater`.
+ */
+async function journalWith(
+  dir: string,
+  appender: FileAppender,
+  pool: GzipPool,
+  hereBytes?: number,
+) {
   const journal = await Journal.start(dir, { flushMs: 60_000, now: () => 1_000, appender });
   const batcher = new Batcher({
     batchMs: 60_000,
     maxLines: 10_000,
     planKey: (stream, first, seq) => `p/${stream}/${first}_${seq}.ndjson.gz`,
     observer: journal,
-    deflater: workerDeflater(pool),
+    deflater: workerDeflater(pool, { hereBytes }),
   });
   const lines = new Map<string, string[]>();
   for (let flush = 0; flush < 6; flush++) {
@@ -164,10 +257,14 @@ Deno.test("a journal written through the worker is byte for byte the one written
   await using tmp = await tempDir();
   using pool = new GzipPool({ level: 5 });
   const here = await journalWith(join(tmp.path, "here"), localAppender(), pool);
-  const there = await journalWith(join(tmp.path, "worker"), workerAppender(pool), pool);
+  const worker = workerAppender(pool, { hereBytes: 0 });
+  const there = await journalWith(join(tmp.path, "worker"), worker, pool, 0);
+  // The default: flushes this small are compressed and appended on the calling thread.
+  const small = await journalWith(join(tmp.path, "small"), workerAppender(pool), pool);
   assert.deepEqual([...there.contents.keys()], [...here.contents.keys()]);
   assert.ok(there.contents.size >= 4, "three batch files and a segment");
   assert.deepEqual(there.contents, here.contents);
+  assert.deepEqual(small.contents, here.contents);
   // Each sealed batch's file is its object: one gzip member of exactly its lines.
   for (const [i, batch] of there.sealed.entries()) {
     const file = there.files[i];

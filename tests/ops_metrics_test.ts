@@ -142,9 +142,13 @@ Deno.test({
     // Journal files whose writes fail while `failing`, like a full disk.
     const patched = async (path: string | URL, options?: Deno.OpenOptions) => {
       const file = await realOpen(path, options);
-      const write = file.write.bind(file);
-      file.write = (bytes: Uint8Array) =>
-        failing ? Promise.reject(new Error("ENOSPC: no space left on device")) : write(bytes);
+      const [write, writeSync] = [file.write.bind(file), file.writeSync.bind(file)];
+      const full = () => new Error("ENOSPC: no space left on device");
+      file.write = (bytes: Uint8Array) => failing ? Promise.reject(full()) : write(bytes);
+      file.writeSync = (bytes: Uint8Array) => {
+        if (failing) throw full();
+        return writeSync(bytes);
+      };
       return file;
     };
     Object.assign(Deno, { open: patched });

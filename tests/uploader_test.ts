@@ -408,7 +408,7 @@ Deno.test("uploader compresses on its own thread when the gzip worker fails, and
     onSettled: (b, how) => settled.push(`${b.key}:${how}`),
   });
   const lines = ['{"a":1}', '{"b":"é"}'];
-  const deflater = workerDeflater(pool);
+  const deflater = workerDeflater(pool, { hereBytes: 0 });
   uploader.submit(batch("k/0", lines, deflater));
   pool.close(); // the worker goes away with a call in flight, and before the next one
   uploader.submit(batch("k/1", lines, deflater));

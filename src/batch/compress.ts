@@ -32,18 +32,31 @@
 import { getLogger } from "@logtape/logtape";
 import { concatBytes } from "../archive/bytes.ts";
 import { type Deflater, deflateRawHere } from "./body.ts";
+import { deflateRawReusing } from "./deflate_engine.ts";
 import {
   type AppendResult,
   errorFrom,
   type FileAppend,
   type FileAppender,
   localAppender,
+  SyncAppender,
 } from "./file_appends.ts";
 import type { AppendOutcome, GzipReply, GzipRequest } from "./gzip_worker.ts";
 
 const log = getLogger(["l2", "gzip"]);
 
 const WORKER_URL = new URL("./gzip_worker.ts", import.meta.url);
+
+/**
+ * Work this small stays on the calling thread (`workerDeflater`,
+ * `workerAppender`): a round trip to a worker wakes two threads and costs
+ * each 0.2-0.4 ms, while deflating 32 KiB at level 5 takes about 0.5 ms and
+ * a small append some tens of µs. A quiet recorder (10 streams × 10/s: 2-3
+ * KB a stream every 250 ms) then never wakes the worker at all.
+ */
+export const HERE_BYTES = 64 * 1024;
+/** Appends to at most this many files stay on the calling thread (with `HERE_BYTES`). */
+export const HERE_FILES = 16;
 
 export interface GzipPoolOptions {
   /** Worker threads (default 1). */
@@ -334,16 +347,24 @@ function unexpected(): GzipPoolError {
  */
 export function workerAppender(
   pool: GzipPool,
-  options: { retryAfterMs?: number; now?: () => number } = {},
+  options: { retryAfterMs?: number; now?: () => number; hereBytes?: number } = {},
 ): FileAppender {
-  const { retryAfterMs = 10_000, now = Date.now } = options;
+  const { retryAfterMs = 10_000, now = Date.now, hereBytes = HERE_BYTES } = options;
   const here = localAppender();
+  const small = new SyncAppender(HERE_FILES);
   let failedAt = -Infinity;
-  const cutBack = (appends: readonly FileAppend[]) =>
-    here.append(appends.map((a) => ({ ...a, truncate: true })));
+  const cutBack = (appends: readonly FileAppend[]) => {
+    small.close();
+    return here.append(appends.map((a) => ({ ...a, truncate: true })));
+  };
   return {
+    close: () => small.close(),
     append: (appends) => {
       if (now() - failedAt < retryAfterMs) return cutBack(appends);
+      if (appends.length <= HERE_FILES && bytesOfAppends(appends) <= hereBytes) {
+        return small.append(appends);
+      }
+      for (const append of appends) if (append.last) small.release(append.path);
       return pool.appendFiles(appends).catch((error: unknown) => {
         log.warn(
           "Appending the crash journal's pieces on the main thread for {seconds} s: {error}",
@@ -372,6 +393,10 @@ export function workerAppender(
  * of every open batch at once: 1,500 quiet streams would otherwise cost
  * 1,500 round trips to the worker every 250 ms).
  *
+ * Calls of one turn that hold at most `hereBytes` (default `HERE_BYTES`) in
+ * all are deflated at once on the calling thread, on a reused context
+ * (deflate_engine.ts): the same bytes, without a round trip.
+ *
  * At most `maxInFlight` messages are given to the pool at once; the rest wait
  * in order, holding only references to their chunks. Streams that started
  * together at the same rate reach a piece's size together (1,500 of them at
@@ -383,10 +408,15 @@ export function workerDeflater(
     maxInFlight?: number;
     retryAfterMs?: number;
     groupBytes?: number;
+    hereBytes?: number;
     now?: () => number;
   } = {},
 ): Deflater {
-  const { maxInFlight = 2 * pool.threads, groupBytes = 4 * 1024 * 1024 } = options;
+  const {
+    maxInFlight = 2 * pool.threads,
+    groupBytes = 4 * 1024 * 1024,
+    hereBytes = HERE_BYTES,
+  } = options;
   const compress = fallbackCompressor(pool, options);
   let inFlight = 0;
   const waiting: Array<() => void> = [];
@@ -409,6 +439,10 @@ export function workerDeflater(
   const send = () => {
     const calls = gathered;
     gathered = [];
+    if (calls.reduce((n, call) => n + bytesOf(call.chunks), 0) <= hereBytes) {
+      for (const call of calls) deflateHere(call, pool.level);
+      return;
+    }
     for (const group of groupsOf(calls, groupBytes)) run(group);
   };
   return {
@@ -429,12 +463,29 @@ interface DeflateCall {
   reject(error: unknown): void;
 }
 
+/** One call deflated on this thread, settled before this returns. */
+function deflateHere(call: DeflateCall, level: number): void {
+  try {
+    call.resolve(deflateRawReusing(concatBytes(call.chunks), level, call.final));
+  } catch (error) {
+    call.reject(error);
+  }
+}
+
+function bytesOf(chunks: readonly Uint8Array[]): number {
+  return chunks.reduce((n, chunk) => n + chunk.byteLength, 0);
+}
+
+function bytesOfAppends(appends: readonly FileAppend[]): number {
+  return appends.reduce((n, append) => n + bytesOf(append.parts), 0);
+}
+
 /** `calls` in order, in groups of at most `bytes` of input (a larger call alone). */
 function groupsOf(calls: DeflateCall[], bytes: number): DeflateCall[][] {
   const groups: DeflateCall[][] = [];
   let size = Infinity;
   for (const call of calls) {
-    const length = call.chunks.reduce((n, chunk) => n + chunk.byteLength, 0);
+    const length = bytesOf(call.chunks);
     if (size + length > bytes) {
       groups.push([]);
       size = 0;

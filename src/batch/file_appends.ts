@@ -6,13 +6,16 @@
  * as async file operations on the main thread cost it a thread-pool round
  * trip each, beside the WebSocket handling that stamps receive times.
  * `localAppender` does the same on the calling thread (tests, and the
- * fallback when the worker fails).
+ * fallback when the worker fails); `SyncAppender` too, synchronously, for a
+ * flush of a few small appends (a quiet recorder), where the round trip to
+ * the worker would cost more than the writes.
  *
  * Promise: a write's result comes only after its bytes are written (or the
  * write failed), with the CRC-32 of each part, so the caller can record
  * where the bytes are and trust the record. Each file is opened, written
- * and closed again: 1,500 open batches would need more descriptors than a
- * default limit allows (256 under launchd on macOS).
+ * and closed again (`SyncAppender` keeps at most 16 open): 1,500 open
+ * batches would need more descriptors than a default limit allows (256
+ * under launchd on macOS).
  */
 
 import { crc32 } from "node:zlib";
@@ -30,6 +33,8 @@ export interface FileAppend {
   readonly truncate: boolean;
   /** The bytes, in parts; the result has the CRC-32 of each part. */
   readonly parts: readonly Uint8Array[];
+  /** Nothing more will be appended to the file (an appender that keeps it open closes it). */
+  readonly last?: boolean;
 }
 
 /** What became of one `FileAppend`: written (each part's CRC-32), or the error. */
@@ -38,6 +43,8 @@ export type AppendResult = { readonly crcs: ArrayLike<number> } | { readonly err
 /** Writes several files' appends; one result per append, in order. Never rejects. */
 export interface FileAppender {
   append(appends: readonly FileAppend[]): Promise<AppendResult[]>;
+  /** Lets go of what it keeps open (files); later appends may open them again. */
+  close?(): void;
 }
 
 /** The CRC-32 of each part (unsigned). */
@@ -58,6 +65,80 @@ export function localAppender(): FileAppender {
         }
       })),
   };
+}
+
+/**
+ * Appends on the calling thread, synchronously, one file after another:
+ * for a few small appends, where a round trip to another thread (a worker,
+ * or Deno's pool for async file operations) costs more than the writes. Up
+ * to `keep` files stay open between calls (opening a file costs more than
+ * writing a few KB to it), the least recently used closed first; a file is
+ * closed after its `last` append, and all of them by `close`.
+ */
+export class SyncAppender implements FileAppender {
+  readonly #keep: number;
+  /** Open files, least recently used first. */
+  readonly #open = new Map<string, Deno.FsFile>();
+
+  constructor(keep = 16) {
+    this.#keep = keep;
+  }
+
+  /** Files open now. */
+  get openFiles(): number {
+    return this.#open.size;
+  }
+
+  append(appends: readonly FileAppend[]): Promise<AppendResult[]> {
+    return Promise.resolve(this.appendNow(appends));
+  }
+
+  /** `append`, done before it returns. */
+  appendNow(appends: readonly FileAppend[]): AppendResult[] {
+    return appends.map((append): AppendResult => {
+      try {
+        this.#write(append);
+        return { crcs: crcsOf(append.parts) };
+      } catch (error) {
+        this.#drop(append.path);
+        return { error: error instanceof Error ? error : new Error(String(error)) };
+      }
+    });
+  }
+
+  /** Closes every file kept open. */
+  close(): void {
+    for (const path of [...this.#open.keys()]) this.#drop(path);
+  }
+
+  /** Closes the file if it is kept open (another appender writes its last bytes). */
+  release(path: string): void {
+    this.#drop(path);
+  }
+
+  #write({ path, at, truncate, parts, last }: FileAppend): void {
+    let file = this.#open.get(path);
+    this.#open.delete(path);
+    file ??= Deno.openSync(path, { append: true, create: true });
+    this.#open.set(path, file);
+    if (truncate) file.truncateSync(at);
+    for (const part of parts) {
+      let written = 0;
+      while (written < part.length) written += file.writeSync(part.subarray(written));
+    }
+    if (last) this.#drop(path);
+    while (this.#open.size > this.#keep) this.#drop(this.#open.keys().next().value!);
+  }
+
+  #drop(path: string): void {
+    const file = this.#open.get(path);
+    this.#open.delete(path);
+    try {
+      file?.close();
+    } catch {
+      // Already closed, or the descriptor is bad: it is gone either way.
+    }
+  }
 }
 
 async function appendHere({ path, at, truncate, parts }: FileAppend): Promise<void> {

@@ -11,7 +11,9 @@
  * full flush, see batch/body.ts) and appends it to the batch's own file,
  * `<run>-b<id>.gz.part`, after a gzip header: all files of a flush through
  * one `FileAppender` call (batch/file_appends.ts; in the collector the gzip
- * worker, so the main thread runs no file operation per batch). The pieces
+ * worker, so the main thread runs no file operation per batch, except for a
+ * flush of a few KB to a few files, which costs less than the round trip:
+ * compress.ts `HERE_BYTES`). The pieces
  * are the ones the body keeps for its object: nothing is compressed twice.
  * A record in the current segment (`<run>-<n>.v3.jnl`, CRC-checked lines:
  * see journal_records.ts and journal_pieces.ts) gives each piece's place,
@@ -67,6 +69,9 @@ const log = getLogger(["l2", "journal"]);
 const MAX_UNWRITTEN = 256 * 1024 * 1024;
 /** Longest an upload waits for its seal record while the journal cannot write. */
 const MAX_SEAL_WAIT_MS = 5000;
+
+/** Segment writes up to this size are synchronous. */
+const SYNC_SEGMENT_BYTES = 64 * 1024;
 
 const encoder = new TextEncoder();
 
@@ -292,6 +297,7 @@ export class Journal implements BatchObserver {
   async close(): Promise<void> {
     clearInterval(this.#timer);
     await this.flush();
+    this.#appender.close?.();
     for (const segment of this.#segments) segment.file?.close();
     if (this.#segments.every((segment) => segment.live.size === 0)) {
       for (const segment of this.#segments) {
@@ -398,6 +404,7 @@ export class Journal implements BatchObserver {
       at: entry.written,
       truncate,
       parts,
+      last: ends || broken,
       first,
       pieces,
       ends,
@@ -489,8 +496,12 @@ export class Journal implements BatchObserver {
     const current = this.#segments[this.#segments.length - 1];
     let written = 0;
     try {
+      // A flush's records are usually a few KB: written at once, without a
+      // round trip to Deno's thread pool that an async write costs.
+      const here = bytes.length <= SYNC_SEGMENT_BYTES;
       while (written < bytes.length) {
-        written += await current.file!.write(bytes.subarray(written));
+        const rest = bytes.subarray(written);
+        written += here ? current.file!.writeSync(rest) : await current.file!.write(rest);
       }
       if (!this.#flushFailed) {
         if (this.#failingSince !== undefined) log.info("The crash journal writes again");
