@@ -559,13 +559,17 @@ Deno.test({
     // A file whose next write fails once, like a moment of ENOSPC.
     const patched = async (path: string | URL, options?: Deno.OpenOptions) => {
       const file = await realOpen(path, options);
-      const write = file.write.bind(file);
-      file.write = (bytes: Uint8Array) => {
-        if (failNext) {
-          failNext = false;
-          return Promise.reject(new Error("ENOSPC: no space left on device"));
-        }
-        return write(bytes);
+      const [write, writeSync] = [file.write.bind(file), file.writeSync.bind(file)];
+      const fails = () => {
+        const fail = failNext;
+        failNext = false;
+        return fail;
+      };
+      const full = () => new Error("ENOSPC: no space left on device");
+      file.write = (bytes: Uint8Array) => fails() ? Promise.reject(full()) : write(bytes);
+      file.writeSync = (bytes: Uint8Array) => {
+        if (fails()) throw full();
+        return writeSync(bytes);
       };
       return file;
     };
@@ -588,6 +592,7 @@ Deno.test({
       failNext = true;
       for (let i = 4; i <= 6; i++) batcher.add("a", line(i), 0);
       await journal.flush(); // fails: lines 4..6 must not be lost
+      assert.equal(failNext, false, "the segment's write failed");
       const [sealed] = batcher.sealAll();
       await sealed.durable;
       const recovered = await recoverJournal(dir, {

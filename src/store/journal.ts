@@ -371,7 +371,14 @@ export class Journal implements BatchObserver {
       }
     }
     if (!segmentWritten) return false;
-    for (const path of settledFiles) await Deno.remove(path).catch(() => {});
+    // Synchronous: unlinking a name is quick, where an async call costs a thread-pool round trip.
+    for (const path of settledFiles) {
+      try {
+        Deno.removeSync(path);
+      } catch {
+        // Already gone; or left for the next start, which deletes what no segment names.
+      }
+    }
     return true;
   }
 

@@ -36,7 +36,7 @@ export function localSink(archiveDir: string): Sink {
     await writeAtomically(path, body);
   };
   const writeNew = async (path: string, body: Uint8Array, meta: ObjectMeta) => {
-    if (await exists(path)) return false;
+    if (exists(path)) return false;
     const sidecar = new TextEncoder().encode(JSON.stringify(metaToRecord(meta)) + "\n");
     await writeAtomically(`${path}.meta.json`, sidecar);
     return await writeAtomically(path, body, { exclusive: true });
@@ -56,7 +56,7 @@ export function localSink(archiveDir: string): Sink {
     }
   };
   const linkNew = async (path: string, file: string, meta: ObjectMeta, ifAbsent: boolean) => {
-    if (ifAbsent && await exists(path)) return false;
+    if (ifAbsent && exists(path)) return false;
     const sidecar = new TextEncoder().encode(JSON.stringify(metaToRecord(meta)) + "\n");
     await writeAtomically(`${path}.meta.json`, sidecar);
     return await linkAtomically(file, path, { exclusive: ifAbsent });
@@ -76,9 +76,18 @@ export function localSink(archiveDir: string): Sink {
   };
 }
 
-async function exists(path: string): Promise<boolean> {
+// File system calls that only touch metadata (open, link, rename, remove,
+// lstat) and small writes are made synchronously: each is a few µs of the
+// kernel's time on a local disk, where an async call costs a round trip to
+// Deno's thread pool (~0.1 ms of the main thread here, ten per object).
+// Only `fsync`, which waits for the disk, stays async.
+
+/** Writes up to this size go to the page cache synchronously. */
+const SYNC_WRITE_BYTES = 64 * 1024;
+
+function exists(path: string): boolean {
   try {
-    await Deno.lstat(path);
+    Deno.lstatSync(path);
     return true;
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) return false;
@@ -97,12 +106,12 @@ async function linkAtomically(
   options: { exclusive: boolean },
 ): Promise<boolean> {
   {
-    using file = await Deno.open(source, { read: true, write: true });
+    using file = Deno.openSync(source, { read: true, write: true });
     await file.sync();
   }
   if (options.exclusive) {
     try {
-      await Deno.link(source, path);
+      Deno.linkSync(source, path);
       return true;
     } catch (error) {
       if (error instanceof Deno.errors.AlreadyExists) return false;
@@ -110,11 +119,11 @@ async function linkAtomically(
     }
   }
   const temp = `${path}${TEMP_MARKER}${crypto.randomUUID().slice(0, 8)}`;
-  await Deno.link(source, temp);
+  Deno.linkSync(source, temp);
   try {
-    await Deno.rename(temp, path);
+    Deno.renameSync(temp, path);
   } catch (error) {
-    await Deno.remove(temp).catch(() => {});
+    removeQuietly(temp);
     throw error;
   }
   return true;
@@ -132,25 +141,38 @@ export async function writeAtomically(
 ): Promise<boolean> {
   const temp = `${path}${TEMP_MARKER}${crypto.randomUUID().slice(0, 8)}`;
   try {
-    using file = await Deno.open(temp, { write: true, createNew: true });
+    using file = Deno.openSync(temp, { write: true, createNew: true });
+    const small = bytes.length <= SYNC_WRITE_BYTES;
     let written = 0;
-    while (written < bytes.length) written += await file.write(bytes.subarray(written));
+    while (written < bytes.length) {
+      const rest = bytes.subarray(written);
+      written += small ? file.writeSync(rest) : await file.write(rest);
+    }
     await file.sync();
   } catch (error) {
-    await Deno.remove(temp).catch(() => {});
+    removeQuietly(temp);
     throw error;
   }
   if (!options.exclusive) {
-    await Deno.rename(temp, path);
+    Deno.renameSync(temp, path);
     return true;
   }
   try {
-    await Deno.link(temp, path);
+    Deno.linkSync(temp, path);
     return true;
   } catch (error) {
     if (error instanceof Deno.errors.AlreadyExists) return false;
     throw error;
   } finally {
-    await Deno.remove(temp).catch(() => {});
+    removeQuietly(temp);
+  }
+}
+
+/** Removes a file, if it can: a temporary name left behind is cleaned up later, or harmless. */
+function removeQuietly(path: string): void {
+  try {
+    Deno.removeSync(path);
+  } catch {
+    // Gone already, or not removable: nothing more to do here.
   }
 }
