@@ -81,6 +81,38 @@ async function withJournal(
   }
 }
 
+Deno.test("a seal's flush writes the sealed batch; the other batches' new text waits for the next flush of all", async () => {
+  await using tmp = await tempDir();
+  const journal = await Journal.start(tmp.path, { flushMs: 1_000_000 });
+  const batcher = batcherFor(journal);
+  const sizes = async () => {
+    const files = (await listFiles(tmp.path)).filter((f) => f.endsWith(".gz.part"));
+    return Promise.all(files.map(async (f) => (await Deno.stat(join(tmp.path, f))).size));
+  };
+  batcher.add("a", diff(1, "a", 1, 1), 0);
+  batcher.add("b", diff(1, "b", 1, 1), 0);
+  await journal.flush();
+  const [a1, b1] = await sizes();
+  batcher.add("a", diff(2, "a", 2, 2), 0);
+  batcher.add("b", diff(2, "b", 2, 2), 0);
+  const sealed = batcher.sealStream("a")!;
+  assert.ok(await sealed.durable, "the sealed batch's file is whole");
+  const [a2, b2] = await sizes();
+  assert.ok(a2 > a1, "the sealed batch got its last piece and its end");
+  assert.equal(b2, b1, "the open batch's new text is not cut at another batch's seal");
+  await journal.flush();
+  const [, b3] = await sizes();
+  assert.ok(b3 > b2, "the next flush of all writes it");
+  await journal.close();
+  // Neither was settled: both come back whole.
+  const rebuilt = (await recover(tmp.path)).batches;
+  assert.deepEqual(rebuilt.map((batch) => batch.stream).sort(), ["a", "b"]);
+  for (const batch of rebuilt) {
+    const data = (await batch.body.lines()).filter((line) => line.includes('"data":'));
+    assert.equal(data.length, 2, batch.stream);
+  }
+});
+
 Deno.test("journal recovers an open batch with its lines and a final recovered event under the same key", async () => {
   await using tmp = await tempDir();
   const dir = join(tmp.path, "journal");
