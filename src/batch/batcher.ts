@@ -100,7 +100,7 @@ export interface BatcherOptions {
    * whole BATCH_SECONDS; without one (or while it cannot write), their
    * compressed pieces count. The unused end of each batch's last chunk is
    * left out (counting whole chunks would make the bound grow with the
-   * number of streams: 1,500 one-line batches take 24 MB of chunks).
+   * number of streams: 1,500 one-line batches take 6 MB of 4 KiB chunks).
    */
   readonly maxOpenBytes?: number | (() => number);
   /** Where batch text is kept until compressed; default: a pool of this batcher's own. */
