@@ -33,7 +33,9 @@ Deno.test("start, compile and compile:all grant exactly the same permission set"
   // The binary runs with the V8 flags the tests and the benchmark run with.
   const v8Flags = (command: string) =>
     command.split(/\s+/).filter((w) => w.startsWith("--v8-flags"));
-  assert.deepEqual(v8Flags(tasks.start), ["--v8-flags=--max-semi-space-size=4"]);
+  assert.deepEqual(v8Flags(tasks.start), [
+    "--v8-flags=--max-semi-space-size=4,--heap-growing-percent=100",
+  ]);
   assert.deepEqual(v8Flags(tasks.compile), v8Flags(tasks.start));
   for (const part of tasks["compile:all"].split("&&")) {
     assert.deepEqual(v8Flags(part), v8Flags(tasks.start), part);
