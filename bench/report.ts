@@ -65,7 +65,7 @@ export function renderReport(report: BenchReport): string {
       "is user+system of all the client's threads over the window, from /proc; _vs bare_ is the " +
       "collector's CPU per message over the bare client's. Latency is receive-to-stored: object " +
       `file mtime minus each line's recv_ts. It is dominated by BATCH_SECONDS=${report.batchSeconds} ` +
-      "(a line waits for its batch to seal, up to BATCH_SECONDS plus the 200 ms seal tick), not by " +
+      "(a line waits for its batch to seal, up to BATCH_SECONDS plus the 250 ms seal tick), not by " +
       "processing; with the default 60 s expect p50 ≈ 30 s. It starts at receipt, so a client " +
       "that falls behind shows it in _kept msg/s_ and _drain_, not here. _Objects span_: from " +
       "an object's first receive time to its last, for every object but each stream's last one " +

@@ -16,6 +16,7 @@
  */
 
 import { getLogger } from "@logtape/logtape";
+import { Beat } from "../beat.ts";
 import type { Config } from "../config_types.ts";
 import type { WebSocketFactory } from "../feed/connection.ts";
 import { type DataDirLock, describeHolder, lockDataDir } from "../ops/data_dir_lock.ts";
@@ -68,6 +69,8 @@ async function record(config: Config, options: RunOptions): Promise<void> {
   const feedStop = new AbortController();
   const signal = background.signal;
   const { wallMs, monotonicMs, version } = options;
+  // The seal tick, the journal's flush and the receive clock share one timer (beat.ts).
+  using beat = new Beat(250);
   await using ops = await Ops.open(config, {
     signal,
     metrics,
@@ -83,6 +86,7 @@ async function record(config: Config, options: RunOptions): Promise<void> {
     telemetry: ops.telemetry,
     now,
     nowMicros: options.nowMicros,
+    ticker: beat,
   });
   await using feeds = await Feeds.open(config, {
     signal: feedStop.signal,
@@ -92,6 +96,7 @@ async function record(config: Config, options: RunOptions): Promise<void> {
     now,
     webSocket,
     fetch,
+    ticker: beat,
   });
   const clock = ops.start(storage, feeds);
   const nowMicros = options.nowMicros ?? clock.nowMicros;

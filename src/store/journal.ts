@@ -38,6 +38,7 @@
 import { getLogger } from "@logtape/logtape";
 import { join } from "node:path";
 import type { BatchObserver, ObjectFile, SealedBatch } from "../batch/batcher.ts";
+import { intervalTicker, type Ticker } from "../beat.ts";
 import {
   type BodyPiece,
   FINAL_BLOCK,
@@ -116,6 +117,8 @@ export interface JournalOptions {
   readonly onWriteFailed?: (error: unknown) => void;
   /** Writes the batch files (default: on this thread; the collector uses the gzip worker). */
   readonly appender?: FileAppender;
+  /** Runs the flush every `flushMs` (default: a timer of its own; the collector shares its beat). */
+  readonly ticker?: Ticker;
 }
 
 interface Segment {
@@ -199,7 +202,7 @@ export class Journal implements BatchObserver {
   #allDue = false;
   /** Seals waiting to be durable, each with its batch. */
   #waiters: Waiter[] = [];
-  #timer: ReturnType<typeof setInterval> | undefined;
+  #timer: Disposable | undefined;
   /** Segment bytes a failed write left behind, written first next time. */
   #unwritten: Uint8Array | undefined;
   #failingSince: number | undefined;
@@ -221,7 +224,10 @@ export class Journal implements BatchObserver {
     await Deno.mkdir(dir, { recursive: true });
     const journal = new Journal(dir, options);
     await journal.#rotate();
-    journal.#timer = setInterval(() => journal.flush(), journal.#flushMs);
+    journal.#timer = (options.ticker ?? intervalTicker).every(
+      journal.#flushMs,
+      () => journal.flush(),
+    );
     return journal;
   }
 
@@ -310,7 +316,7 @@ export class Journal implements BatchObserver {
    * the rest stay, with their batch files, for the next start to recover.
    */
   async close(): Promise<void> {
-    clearInterval(this.#timer);
+    this.#timer?.[Symbol.dispose]();
     await this.flush();
     this.#appender.close?.();
     for (const segment of this.#segments) segment.file?.close();

@@ -25,6 +25,7 @@ export const MAX_FUNCTION_LINES = 60;
 export const LAYERS: readonly string[] = [
   // Pure core: no I/O of their own, no knowledge of the stages above.
   "delay.ts",
+  "beat.ts",
   "config_types.ts",
   "archive",
   "binance",

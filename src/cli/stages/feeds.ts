@@ -26,6 +26,7 @@ import {
   SUBSCRIBE_INTERVAL_MS,
   symbolStreams,
 } from "../../binance/streams.ts";
+import { intervalTicker, type Ticker } from "../../beat.ts";
 import type { Config } from "../../config_types.ts";
 import { TICK_MS } from "../../feed/clock.ts";
 import { type Connection, startConnection, type WebSocketFactory } from "../../feed/connection.ts";
@@ -43,6 +44,9 @@ import type { BatchStore } from "./storage.ts";
 
 const log = getLogger(["l2", "run"]);
 
+/** How often open batches are checked for their age: a batch seals at most this late. */
+export const SEAL_TICK_MS = 250;
+
 export interface FeedsOptions {
   /** Aborted by the supervisor at shutdown: connections, snapshots and the refresh stop. */
   readonly signal: AbortSignal;
@@ -54,6 +58,8 @@ export interface FeedsOptions {
   readonly now: () => number;
   readonly webSocket?: WebSocketFactory;
   readonly fetch?: typeof fetch;
+  /** Runs the seal tick and the receive clock's tick (default: a timer for each). */
+  readonly ticker?: Ticker;
 }
 
 /** The receive clock as the feeds use it: stamps, and a tick to keep it current. */
@@ -71,7 +77,7 @@ export class Feeds implements AsyncDisposable {
   readonly #diffs: DiffStreams;
   readonly #stop = new AbortController();
   readonly #signal: AbortSignal;
-  readonly #tickers: ReturnType<typeof setInterval>[] = [];
+  readonly #tickers: Disposable[] = [];
   #universe: Universe | undefined;
   #snapshotter: Snapshotter | undefined;
   #following: Promise<void> | undefined;
@@ -165,9 +171,10 @@ export class Feeds implements AsyncDisposable {
       shard: `${config.shard.index}/${config.shard.count}`,
     });
     this.#following = this.#followExchangeInfo(universe);
-    this.#tickers.push(setInterval(() => this.recorder.tick(), 200));
+    const ticker = this.#options.ticker ?? intervalTicker;
+    this.#tickers.push(ticker.every(SEAL_TICK_MS, () => this.recorder.tick()));
     clock.tick();
-    this.#tickers.push(setInterval(() => clock.tick(), TICK_MS));
+    this.#tickers.push(ticker.every(TICK_MS, () => clock.tick()));
   }
 
   /** After the signal aborted: every connection closed, the refresh and the snapshots ended. */
@@ -190,7 +197,7 @@ export class Feeds implements AsyncDisposable {
   }
 
   #clearTickers(): void {
-    for (const ticker of this.#tickers.splice(0)) clearInterval(ticker);
+    for (const ticker of this.#tickers.splice(0)) ticker[Symbol.dispose]();
   }
 
   #newSnapshotter(nowMicros: () => number): Snapshotter {

@@ -21,6 +21,7 @@ import { GzipPool, workerAppender, workerDeflater } from "../../batch/compress.t
 import { HoleMarker } from "../../batch/holes.ts";
 import { Journal, type RecoveredJournal, recoverJournal } from "../../store/journal.ts";
 import { planKey } from "../../archive/keys.ts";
+import type { Ticker } from "../../beat.ts";
 import { decodeLine } from "../../archive/decode.ts";
 import { parseStreamName } from "../../binance/streams.ts";
 import type { Config } from "../../config_types.ts";
@@ -47,6 +48,8 @@ export interface StorageOptions {
   readonly signal: AbortSignal;
   /** Stamps `dropped` lines until `stampWith` hands over the receive clock; default the wall clock. */
   readonly nowMicros?: () => number;
+  /** Runs the journal's flush (default: a timer of its own). */
+  readonly ticker?: Ticker;
 }
 
 /** What the feeds need of storage: where lines go, and where sealed batches go. */
@@ -94,7 +97,7 @@ export class Storage implements BatchStore, AsyncDisposable {
     // batches are compressed piece by piece as they grow (batch/body.ts).
     const gzip = stack.use(new GzipPool({ level: config.gzipLevel }));
     const pool = new ChunkPool();
-    const recovery = await Storage.#recoverJournal(config, options.telemetry, pool, gzip);
+    const recovery = await Storage.#recoverJournal(config, options, pool, gzip);
     const storage = new Storage(config, options, { selected, sink, spool, gzip, pool, recovery });
     stack.move();
     await storage.#resubmit(recovery.recovered);
@@ -203,7 +206,7 @@ export class Storage implements BatchStore, AsyncDisposable {
   /** The crash journal: earlier runs' batches rebuilt, and this run's journal started. */
   static async #recoverJournal(
     config: Config,
-    telemetry: Telemetry,
+    { telemetry, ticker }: Pick<StorageOptions, "telemetry" | "ticker">,
     pool: ChunkPool,
     gzip: GzipPool,
   ): Promise<Recovery> {
@@ -224,6 +227,7 @@ export class Storage implements BatchStore, AsyncDisposable {
         Journal.start(journalDir, {
           appender: workerAppender(gzip),
           onWriteFailed: () => telemetry.diskWriteFailed("journal"),
+          ticker,
         }),
     );
     return { journal, recovered };
