@@ -1,8 +1,8 @@
 /**
  * One timer for the recorder's periodic work. A wakeup of an otherwise idle
  * process is not free: measured on a 2-core VM, each timer firing costs the
- * main thread 0.1–0.25 ms of CPU (cold caches, and the runtime's timer wheel
- * wakes once more before any deadline over 64 ms away), so three timers (the
+ * main thread 0.1–0.25 ms of CPU (cold caches, and `strace` shows the runtime
+ * waking once more before each firing), so three timers (the
  * seal tick at 200 ms, the journal's flush at 250 ms, the receive clock at
  * 1 s) made about 20 wakeups a second where one 250 ms beat makes 8.
  *
