@@ -2,9 +2,9 @@
  * One timer for the recorder's periodic work. A wakeup of an otherwise idle
  * process is not free: measured on a 2-core VM, each timer firing costs the
  * main thread 0.1–0.25 ms of CPU (cold caches, and `strace` shows the runtime
- * waking once more before each firing), so three timers (the
- * seal tick at 200 ms, the journal's flush at 250 ms, the receive clock at
- * 1 s) made about 20 wakeups a second where one 250 ms beat makes 8.
+ * waking once more before each firing), so three timers (the seal tick at
+ * 200 ms, the journal's flush at 250 ms, the receive clock at 1 s) made about
+ * 20 wakeups a second where one 250 ms beat makes 8.
  *
  * `intervalTicker` is the plain form (one `setInterval` per task), what a
  * part uses when no beat is given, as in its tests.
@@ -24,14 +24,6 @@ export const intervalTicker: Ticker = {
   },
 };
 
-/** Starts a repeating timer; returns its stop. Tests pass one they drive by hand. */
-export type Repeat = (fire: () => void, ms: number) => () => void;
-
-const repeatWithInterval: Repeat = (fire, ms) => {
-  const timer = setInterval(fire, ms);
-  return () => clearInterval(timer);
-};
-
 interface Task {
   /** In beats. */
   readonly every: number;
@@ -45,17 +37,18 @@ interface Task {
  */
 export class Beat implements Ticker, Disposable {
   readonly ms: number;
-  readonly #repeat: Repeat;
+  /** What runs the beat itself; tests pass a ticker they fire by hand. */
+  readonly #timer: Ticker;
   readonly #tasks = new Set<Task>();
-  #stop: (() => void) | undefined;
+  #running: Disposable | undefined;
   #count = 0;
 
-  constructor(ms = 250, repeat: Repeat = repeatWithInterval) {
+  constructor(ms = 250, timer: Ticker = intervalTicker) {
     if (!(Number.isInteger(ms) && ms > 0)) {
       throw new RangeError(`a beat is a positive whole number of ms, got ${ms}`);
     }
     this.ms = ms;
-    this.#repeat = repeat;
+    this.#timer = timer;
   }
 
   every(ms: number, task: () => void): Disposable {
@@ -67,7 +60,7 @@ export class Beat implements Ticker, Disposable {
     }
     const entry: Task = { every, run: task };
     this.#tasks.add(entry);
-    this.#stop ??= this.#repeat(() => this.#fire(), this.ms);
+    this.#running ??= this.#timer.every(this.ms, () => this.#fire());
     return {
       [Symbol.dispose]: () => {
         this.#tasks.delete(entry);
@@ -82,8 +75,8 @@ export class Beat implements Ticker, Disposable {
   }
 
   #halt(): void {
-    this.#stop?.();
-    this.#stop = undefined;
+    this.#running?.[Symbol.dispose]();
+    this.#running = undefined;
   }
 
   /**

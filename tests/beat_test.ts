@@ -1,24 +1,28 @@
 import assert from "node:assert/strict";
-import { Beat, type Repeat } from "../src/beat.ts";
+import { Beat, type Ticker } from "../src/beat.ts";
 
-/** A repeat the test fires by hand; it records whether the timer runs. */
-function handRepeat() {
+/** A timer the test fires by hand; it records whether it runs. */
+function handTimer() {
   const state = { fire: undefined as (() => void) | undefined, ms: 0, starts: 0, stops: 0 };
-  const repeat: Repeat = (fire, ms) => {
-    state.fire = fire;
-    state.ms = ms;
-    state.starts++;
-    return () => {
-      state.fire = undefined;
-      state.stops++;
-    };
+  const timer: Ticker = {
+    every(ms, fire) {
+      state.fire = fire;
+      state.ms = ms;
+      state.starts++;
+      return {
+        [Symbol.dispose]: () => {
+          state.fire = undefined;
+          state.stops++;
+        },
+      };
+    },
   };
-  return { state, repeat, fire: () => state.fire?.() };
+  return { state, timer, fire: () => state.fire?.() };
 }
 
 Deno.test("beat: each task runs every whole number of beats, tasks due together run together", () => {
-  const hand = handRepeat();
-  using beat = new Beat(250, hand.repeat);
+  const hand = handTimer();
+  using beat = new Beat(250, hand.timer);
   const runs: string[] = [];
   beat.every(250, () => runs.push("flush"));
   beat.every(1000, () => runs.push("clock"));
@@ -40,8 +44,8 @@ Deno.test("beat: each task runs every whole number of beats, tasks due together 
 });
 
 Deno.test("beat: the timer runs only while a task is registered", () => {
-  const hand = handRepeat();
-  using beat = new Beat(100, hand.repeat);
+  const hand = handTimer();
+  using beat = new Beat(100, hand.timer);
   assert.equal(hand.state.starts, 0);
   const a = beat.every(100, () => {});
   const b = beat.every(200, () => {});
@@ -57,8 +61,8 @@ Deno.test("beat: the timer runs only while a task is registered", () => {
 });
 
 Deno.test("beat: a disposed task no longer runs; disposing the beat stops its timer", () => {
-  const hand = handRepeat();
-  const beat = new Beat(250, hand.repeat);
+  const hand = handTimer();
+  const beat = new Beat(250, hand.timer);
   let a = 0;
   let b = 0;
   const first = beat.every(250, () => a++);
@@ -73,8 +77,8 @@ Deno.test("beat: a disposed task no longer runs; disposing the beat stops its ti
 });
 
 Deno.test("beat: a task that throws does not keep the others from running, and its error surfaces", () => {
-  const hand = handRepeat();
-  using beat = new Beat(250, hand.repeat);
+  const hand = handTimer();
+  using beat = new Beat(250, hand.timer);
   let after = 0;
   beat.every(250, () => {
     throw new Error("boom");
@@ -85,7 +89,7 @@ Deno.test("beat: a task that throws does not keep the others from running, and i
 });
 
 Deno.test("beat: periods that are not whole beats are refused", () => {
-  using beat = new Beat(250, handRepeat().repeat);
+  using beat = new Beat(250, handTimer().timer);
   assert.throws(() => beat.every(200, () => {}), /multiple of the 250 ms beat, got 200/);
   assert.throws(() => beat.every(0, () => {}), RangeError);
   assert.throws(() => new Beat(0), /positive whole number/);

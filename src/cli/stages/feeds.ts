@@ -45,7 +45,7 @@ import type { BatchStore } from "./storage.ts";
 const log = getLogger(["l2", "run"]);
 
 /** How often open batches are checked for their age: a batch seals at most this late. */
-export const SEAL_TICK_MS = 250;
+const SEAL_TICK_MS = 250;
 
 export interface FeedsOptions {
   /** Aborted by the supervisor at shutdown: connections, snapshots and the refresh stop. */
