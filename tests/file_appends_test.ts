@@ -16,7 +16,11 @@ import { deflateRawReusing } from "../src/batch/deflate_engine.ts";
 import {
   type AppendResult,
   type FileAppender,
+  KEPT_FILES_PROBE,
+  keptFilesBudget,
   localAppender,
+  MAX_KEPT_FILES,
+  spareDescriptors,
   SyncAppender,
 } from "../src/batch/file_appends.ts";
 import { dataLine } from "../src/archive/encode.ts";
@@ -137,7 +141,7 @@ Deno.test("workerAppender writes on the main thread while the pool fails, cuttin
 
 Deno.test("SyncAppender keeps up to `keep` files open, least recently used closed first, and a file closed after its last append", async () => {
   await using tmp = await tempDir();
-  const appender = new SyncAppender(2);
+  const appender = new SyncAppender({ keep: 2 });
   const path = (name: string) => join(tmp.path, `${name}.part`);
   const append = (name: string, text: string, options: { at: number; last?: boolean }) =>
     appender.appendNow([{
@@ -184,6 +188,161 @@ Deno.test("SyncAppender keeps up to `keep` files open, least recently used close
   appender.close();
   assert.equal(appender.openFiles, 0);
   // The test's resource check fails on any file left open.
+});
+
+Deno.test("SyncAppender passing when full keeps the files it has and writes newcomers through; idle ones are closed", async () => {
+  await using tmp = await tempDir();
+  let now = 0;
+  const appender = new SyncAppender({ keep: 2, whenFull: "pass", idleMs: 10_000, now: () => now });
+  const path = (name: string) => join(tmp.path, `${name}.part`);
+  const flush = (names: string[], text: string) =>
+    names.map((name) =>
+      appender.write({ path: path(name), at: 0, truncate: false, parts: [encoder.encode(text)] })
+    );
+  // Three files in turn, every flush in the same order: the first two stay open throughout.
+  for (const text of ["1", "2", "3"]) {
+    flush(["a", "b", "c"], text);
+    assert.equal(appender.openFiles, 2);
+  }
+  for (const name of ["a", "b", "c"]) assert.equal(await Deno.readTextFile(path(name)), "123");
+  // b's batch ends elsewhere (no last append here): after 10 s without a write it is closed.
+  now = 6_000;
+  flush(["a"], "4");
+  now = 12_000;
+  flush(["c"], "4"); // the sweep closes b (idle 12 s); a (6 s) stays, and c takes b's place
+  assert.equal(appender.openFiles, 2);
+  now = 17_000;
+  flush(["c"], "5"); // a idle 11 s: closed
+  assert.equal(appender.openFiles, 1);
+  assert.equal(await Deno.readTextFile(path("c")), "12345");
+  // Looked for without a write too (the worker does, once a second, while it keeps any).
+  now = 27_000;
+  appender.closeIdle();
+  assert.equal(appender.openFiles, 0);
+});
+
+Deno.test("spareDescriptors counts what it could open, closes all of it, and stops at what it wants", () => {
+  let open = 0;
+  let opened = 0;
+  const limit = (n: number) => () => {
+    if (open >= n) {
+      throw Object.assign(new Error("Too many open files (os error 24)"), { code: "EMFILE" });
+    }
+    open++;
+    opened++;
+    return { close: () => void open-- };
+  };
+  assert.equal(spareDescriptors(1_000, limit(300)), 300);
+  assert.equal(open, 0, "all closed again");
+  opened = 0;
+  assert.equal(spareDescriptors(100, limit(300)), 100);
+  assert.equal(opened, 100, "no more opened than wanted");
+  // Another failure before anything opened (no /dev/null): none to spare.
+  assert.equal(
+    spareDescriptors(100, () => {
+      throw new Deno.errors.NotFound("no /dev/null");
+    }),
+    0,
+  );
+  // Really: this process has far more than 16 descriptors free.
+  assert.equal(spareDescriptors(16), 16);
+  // The budget: half of what is free beyond 64, at most MAX_KEPT_FILES.
+  assert.equal(keptFilesBudget(40), 0);
+  assert.equal(keptFilesBudget(236), 86);
+  assert.equal(keptFilesBudget(4_050), 1_993);
+  assert.equal(keptFilesBudget(KEPT_FILES_PROBE), MAX_KEPT_FILES);
+});
+
+const RUN_WITH_FEW_DESCRIPTORS = Deno.build.os === "linux";
+if (!RUN_WITH_FEW_DESCRIPTORS) {
+  // deno-lint-ignore no-console
+  console.warn(
+    "file_appends_test: the test of running out of descriptors starts a child under bash's " +
+      "`ulimit -n 64`, written for Linux; ignored on " + Deno.build.os,
+  );
+}
+
+Deno.test({
+  name:
+    "out of descriptors, a SyncAppender lets go of the files it keeps and every append is still written",
+  ignore: !RUN_WITH_FEW_DESCRIPTORS,
+  async fn() {
+    await using tmp = await tempDir();
+    // A child with 64 descriptors in all (soft and hard, so Deno cannot raise it), keeping up to
+    // 1,000 files: it runs out after a few dozen, and must write all 100 anyway.
+    const script = join(tmp.path, "few.ts");
+    await Deno.writeTextFile(
+      script,
+      `import { spareDescriptors, SyncAppender } from ${
+        JSON.stringify(new URL("../src/batch/file_appends.ts", import.meta.url).href)
+      };
+const dir = Deno.args[0];
+const spare = spareDescriptors(1_000);
+const appender = new SyncAppender({ keep: 1_000, whenFull: "pass" });
+const bytes = new TextEncoder().encode("x");
+let failed = 0;
+for (let round = 0; round < 2; round++) {
+  for (let i = 0; i < 100; i++) {
+    const [result] = appender.appendNow([{ path: dir + "/f" + i, at: round, truncate: false, parts: [bytes] }]);
+    if ("error" in result) failed++;
+  }
+}
+console.log(JSON.stringify({ spare, failed, open: appender.openFiles }));
+appender.close();
+`,
+    );
+    const out = await new Deno.Command("bash", {
+      args: ["-c", 'ulimit -n 64 && exec "$0" run -A "$1" "$2"', Deno.execPath(), script, tmp.path],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.ok(out.success, new TextDecoder().decode(out.stderr));
+    const { spare, failed, open } = JSON.parse(new TextDecoder().decode(out.stdout));
+    assert.ok(spare > 0 && spare < 64, `spare ${spare}`);
+    assert.equal(failed, 0);
+    assert.ok(open > 0 && open < 64, `open ${open}`);
+    for (let i = 0; i < 100; i++) {
+      assert.equal(await Deno.readTextFile(join(tmp.path, `f${i}`)), "xx", `f${i}`);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "the gzip worker keeps up to keepFiles batch files open between appends and closes one after its last",
+  ignore: Deno.build.os !== "linux", // reads /proc/self/fd
+  async fn() {
+    await using tmp = await tempDir();
+    using pool = new GzipPool({ level: 5, keepFiles: 2 });
+    const path = (name: string) => join(tmp.path, `${name}.part`);
+    /** Descriptors of this process (the worker is a thread of it) open on the test's files. */
+    const openOnFiles = async () => {
+      // Listed by a child: reading /proc/self/fd needs --allow-all, which the test task does not grant.
+      const out = await new Deno.Command("ls", { args: ["-l", `/proc/${Deno.pid}/fd`] }).output();
+      return new TextDecoder().decode(out.stdout).split("\n").filter((line) =>
+        line.includes(`${tmp.path}/`)
+      ).length;
+    };
+    const appendAll = (names: string[], text: string, last = false) =>
+      pool.appendFiles(names.map((name) => ({
+        path: path(name),
+        at: 0,
+        truncate: false,
+        last,
+        parts: [encoder.encode(text)],
+      })));
+    for (const result of await appendAll(["a", "b", "c"], "1")) crcs(result);
+    assert.equal(await openOnFiles(), 2, "two kept, the third written through");
+    await appendAll(["a", "b", "c"], "2");
+    assert.equal(await openOnFiles(), 2);
+    await appendAll(["a"], "3", true);
+    assert.equal(await openOnFiles(), 1, "a closed after its last append");
+    for (const [name, text] of [["a", "123"], ["b", "12"], ["c", "12"]]) {
+      assert.equal(await Deno.readTextFile(path(name)), text);
+    }
+    await appendAll(["b"], "3", true);
+    assert.equal(await openOnFiles(), 0);
+  },
 });
 
 Deno.test("workerAppender appends a few small files on the calling thread and many on the worker", async () => {

@@ -82,6 +82,7 @@ Deno.test("the agent plist parses back to the job: absolute paths, RunAtLoad, Ke
     ThrottleInterval: 10,
     ExitTimeOut: 30,
     ProcessType: "Interactive",
+    SoftResourceLimits: { NumberOfFiles: 4096 },
     StandardOutPath: "/Users/alice/Library/Logs/l2-uploader/l2-uploader.out.log",
     StandardErrorPath: "/Users/alice/Library/Logs/l2-uploader/l2-uploader.err.log",
   });
@@ -719,6 +720,19 @@ const KEEPALIVE_KEYS = [
   "AfterInitialDemand",
 ];
 
+/** launchd.plist(5): the keys of SoftResourceLimits and HardResourceLimits. */
+const RESOURCE_LIMIT_KEYS = [
+  "Core",
+  "CPU",
+  "Data",
+  "FileSize",
+  "MemoryLock",
+  "NumberOfFiles",
+  "NumberOfProcesses",
+  "ResidentSetSize",
+  "Stack",
+];
+
 function typeOf(value: unknown): string {
   if (typeof value === "string") return "string";
   if (typeof value === "boolean") return "boolean";
@@ -756,6 +770,16 @@ Deno.test("the committed plists use only keys and types launchd.plist(5) documen
         assert.ok(KEEPALIVE_KEYS.includes(k), `KeepAlive.${k} is not documented`);
       }
     }
+    for (const limits of ["SoftResourceLimits", "HardResourceLimits"]) {
+      for (const [k, v] of Object.entries((parsed[limits] ?? {}) as Record<string, unknown>)) {
+        assert.ok(RESOURCE_LIMIT_KEYS.includes(k), `${limits}.${k} is not documented`);
+        assert.equal(typeOf(v), "integer", `${limits}.${k}`);
+      }
+    }
+    // setrlimit(2) on macOS refuses more open files than OPEN_MAX (10,240).
+    const files = (parsed.SoftResourceLimits as { NumberOfFiles?: number } | undefined)
+      ?.NumberOfFiles;
+    if (files !== undefined) assert.ok(files > 256 && files <= 10_240, String(files));
     const env = (parsed.EnvironmentVariables ?? {}) as Record<string, unknown>;
     for (const [k, v] of Object.entries(env)) assert.equal(typeof v, "string", k);
     // A per-user agent runs as its user: UserName applies only to the system domain.

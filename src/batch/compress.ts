@@ -65,6 +65,12 @@ export interface GzipPoolOptions {
   readonly level: number;
   /** The worker module; tests substitute failing ones. */
   readonly workerUrl?: URL | string;
+  /**
+   * Files each worker may keep open between the crash journal's appends
+   * (default 0: each is opened, written and closed every time); see
+   * `keptFilesBudget` (file_appends.ts).
+   */
+  readonly keepFiles?: number;
 }
 
 /** A call rejected because the pool was closed or its worker failed. */
@@ -94,6 +100,8 @@ export class GzipPool implements Disposable {
   readonly level: number;
   readonly threads: number;
   readonly #url: URL | string;
+  /** Files each worker may keep open (`keepFiles` shared out). */
+  readonly #keepPerWorker: number;
   readonly #slots: Slot[] = [];
   #nextId = 1;
   /** Where the round-robin tie-break starts next. */
@@ -103,7 +111,7 @@ export class GzipPool implements Disposable {
   #spares: ArrayBuffer[] = [];
 
   constructor(options: GzipPoolOptions) {
-    const { level, threads = 1, workerUrl = WORKER_URL } = options;
+    const { level, threads = 1, workerUrl = WORKER_URL, keepFiles = 0 } = options;
     if (!Number.isInteger(level) || level < -1 || level > 9) {
       throw new RangeError(`gzip level must be an integer from -1 to 9, got ${level}`);
     }
@@ -112,6 +120,7 @@ export class GzipPool implements Disposable {
     }
     this.level = level;
     this.threads = threads;
+    this.#keepPerWorker = Math.max(0, Math.floor(keepFiles / threads));
     this.#url = workerUrl;
     // Started now so that the first batch does not wait for a worker to load.
     for (let i = 0; i < threads; i++) {
@@ -198,6 +207,8 @@ export class GzipPool implements Disposable {
         paths: appends.map((a) => a.path).join("\0"),
         at: Float64Array.from(appends, (a) => a.at),
         truncate: Uint8Array.from(appends, (a) => a.truncate ? 1 : 0),
+        last: Uint8Array.from(appends, (a) => a.last ? 1 : 0),
+        keep: this.#keepPerWorker,
         parts: Uint32Array.from(appends, (a) => a.parts.length),
         lengths: Uint32Array.from(parts, (part) => part.length),
       },
@@ -351,7 +362,7 @@ export function workerAppender(
 ): FileAppender {
   const { retryAfterMs = 10_000, now = Date.now, hereBytes = HERE_BYTES } = options;
   const here = localAppender();
-  const small = new SyncAppender(HERE_FILES);
+  const small = new SyncAppender({ keep: HERE_FILES });
   let failedAt = -Infinity;
   const cutBack = (appends: readonly FileAppend[]) => {
     small.close();

@@ -12,10 +12,12 @@
  *
  * Promise: a write's result comes only after its bytes are written (or the
  * write failed), with the CRC-32 of each part, so the caller can record
- * where the bytes are and trust the record. Each file is opened, written
- * and closed again (`SyncAppender` keeps at most 16 open): 1,500 open
- * batches would need more descriptors than a default limit allows (256
- * under launchd on macOS).
+ * where the bytes are and trust the record. Files stay open between
+ * appends only as far as descriptors allow (`SyncAppender`): 1,500 open
+ * batches would need more than a default limit (256 for a program started
+ * from a macOS shell), so the worker keeps at most `keptFilesBudget` of
+ * what `spareDescriptors` found free at start; the rest are opened, written
+ * and closed.
  */
 
 import { crc32 } from "node:zlib";
@@ -67,21 +69,52 @@ export function localAppender(): FileAppender {
   };
 }
 
+/** What a `SyncAppender` keeps open, and for how long. */
+export interface KeepOptions {
+  /** Files kept open at most (default 16). */
+  readonly keep?: number;
+  /**
+   * When `keep` files are open and another comes: `evict` closes the least
+   * recently used one (a few files in turn, as on the main thread); `pass`
+   * writes the newcomer without keeping it (many files in turn, every flush
+   * the same order, where evicting would keep none of them long enough to
+   * gain).
+   */
+  readonly whenFull?: "evict" | "pass";
+  /**
+   * A file not written for this long is closed (its batch may have ended
+   * while another appender wrote its last bytes). Default: never.
+   */
+  readonly idleMs?: number;
+  /** Monotonic ms, for `idleMs`. */
+  readonly now?: () => number;
+}
+
 /**
  * Appends on the calling thread, synchronously, one file after another:
  * for a few small appends, where a round trip to another thread (a worker,
- * or Deno's pool for async file operations) costs more than the writes. Up
- * to `keep` files stay open between calls (opening a file costs more than
- * writing a few KB to it), the least recently used closed first; a file is
- * closed after its `last` append, and all of them by `close`.
+ * or Deno's pool for async file operations) costs more than the writes;
+ * and on the gzip worker, for all of them. Files stay open between calls
+ * (opening one costs more than writing a few KB to it), as `KeepOptions`
+ * say; a file is closed after its `last` append, and all of them by
+ * `close`. Batch files are named once per run (journal.ts), so a kept
+ * descriptor is never stale under its path.
  */
 export class SyncAppender implements FileAppender {
   readonly #keep: number;
-  /** Open files, least recently used first. */
-  readonly #open = new Map<string, Deno.FsFile>();
+  readonly #whenFull: "evict" | "pass";
+  readonly #idleMs: number;
+  readonly #now: () => number;
+  /** Open files and when each was last written, least recently used first. */
+  readonly #open = new Map<string, { file: Deno.FsFile; at: number }>();
+  #sweptAt: number;
 
-  constructor(keep = 16) {
-    this.#keep = keep;
+  constructor(options: KeepOptions = {}) {
+    this.#keep = options.keep ?? 16;
+    this.#whenFull = options.whenFull ?? "evict";
+    this.#idleMs = options.idleMs ?? Infinity;
+    this.#now = options.now ?? (() => performance.now());
+    this.#sweptAt = this.#now();
   }
 
   /** Files open now. */
@@ -97,13 +130,24 @@ export class SyncAppender implements FileAppender {
   appendNow(appends: readonly FileAppend[]): AppendResult[] {
     return appends.map((append): AppendResult => {
       try {
-        this.#write(append);
+        this.write(append);
         return { crcs: crcsOf(append.parts) };
       } catch (error) {
-        this.#drop(append.path);
         return { error: error instanceof Error ? error : new Error(String(error)) };
       }
     });
+  }
+
+  /** Writes one append now, without CRCs; throws what the file system throws (the file is closed then). */
+  write(append: FileAppend): void {
+    const now = this.#now();
+    if (now - this.#sweptAt >= Math.min(this.#idleMs, SWEEP_EVERY_MS)) this.#sweep(now);
+    try {
+      this.#write(append, now);
+    } catch (error) {
+      this.#drop(append.path);
+      throw error;
+    }
   }
 
   /** Closes every file kept open. */
@@ -116,29 +160,113 @@ export class SyncAppender implements FileAppender {
     this.#drop(path);
   }
 
-  #write({ path, at, truncate, parts, last }: FileAppend): void {
-    let file = this.#open.get(path);
+  /** Closes the files not written for `idleMs` (a write looks too, at most once a second). */
+  closeIdle(): void {
+    this.#sweep(this.#now());
+  }
+
+  #write({ path, at, truncate, parts, last }: FileAppend, now: number): void {
+    const kept = this.#open.get(path);
     this.#open.delete(path);
-    file ??= Deno.openSync(path, { append: true, create: true });
-    this.#open.set(path, file);
-    if (truncate) file.truncateSync(at);
-    for (const part of parts) {
-      let written = 0;
-      while (written < part.length) written += file.writeSync(part.subarray(written));
+    const file = kept?.file ?? this.#openFile(path);
+    const keep = !last && (kept !== undefined || this.#open.size < this.#keep ||
+      this.#whenFull === "evict");
+    // Kept before writing, so a failed write closes it (`appendNow`).
+    if (keep) this.#open.set(path, { file, at: now });
+    try {
+      if (truncate) file.truncateSync(at);
+      for (const part of parts) {
+        let written = 0;
+        while (written < part.length) written += file.writeSync(part.subarray(written));
+      }
+    } finally {
+      if (!keep) closeQuietly(file);
     }
-    if (last) this.#drop(path);
     while (this.#open.size > this.#keep) this.#drop(this.#open.keys().next().value!);
   }
 
-  #drop(path: string): void {
-    const file = this.#open.get(path);
-    this.#open.delete(path);
+  /** Opens `path` to append; out of descriptors, lets go of the kept ones and tries once more. */
+  #openFile(path: string): Deno.FsFile {
     try {
-      file?.close();
-    } catch {
-      // Already closed, or the descriptor is bad: it is gone either way.
+      return Deno.openSync(path, { append: true, create: true });
+    } catch (error) {
+      if (!outOfDescriptors(error) || this.#open.size === 0) throw error;
+      this.close();
+      return Deno.openSync(path, { append: true, create: true });
     }
   }
+
+  #sweep(now: number): void {
+    this.#sweptAt = now;
+    for (const [path, { at }] of [...this.#open]) {
+      if (now - at >= this.#idleMs) this.#drop(path);
+    }
+  }
+
+  #drop(path: string): void {
+    const kept = this.#open.get(path);
+    this.#open.delete(path);
+    if (kept) closeQuietly(kept.file);
+  }
+}
+
+/** How often, at most, kept files are looked over for idle ones. */
+const SWEEP_EVERY_MS = 1_000;
+
+function closeQuietly(file: { close(): void }): void {
+  try {
+    file.close();
+  } catch {
+    // Already closed, or the descriptor is bad: it is gone either way.
+  }
+}
+
+/** EMFILE (this process) or ENFILE (the system): no descriptor to open a file with. */
+function outOfDescriptors(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return code === "EMFILE" || code === "ENFILE";
+}
+
+/** The gzip worker keeps at most this many batch files open: 1,500 streams' worth and more. */
+export const MAX_KEPT_FILES = 2_048;
+/** Descriptors always left for everything else: sockets, the spool, the log, S3 connections. */
+const RESERVED_DESCRIPTORS = 64;
+
+/**
+ * How many batch files the gzip worker may keep open, given `spare`
+ * descriptors free at start (`spareDescriptors(KEPT_FILES_PROBE)`): half of
+ * what is free beyond a reserve, at most `MAX_KEPT_FILES`. A program started
+ * from a macOS shell has 256 (about 90 kept); under launchd the plist raises
+ * the limit (ops/launchd.ts), and Deno itself raises it to the hard limit
+ * when it runs the source.
+ */
+export function keptFilesBudget(spare: number): number {
+  return Math.max(0, Math.min(MAX_KEPT_FILES, Math.floor((spare - RESERVED_DESCRIPTORS) / 2)));
+}
+
+/** Enough to find `MAX_KEPT_FILES` and its share of the rest free. */
+export const KEPT_FILES_PROBE = 2 * MAX_KEPT_FILES + RESERVED_DESCRIPTORS;
+
+/**
+ * File descriptors this process can still open, up to `wanted`: found by
+ * opening `/dev/null` until `wanted` are open or none is left, then closing
+ * them all (a program cannot read its limit on macOS). Call it once at
+ * start, before connections open: it briefly holds what it finds. 0 where
+ * there is no `/dev/null` to open.
+ */
+export function spareDescriptors(
+  wanted: number,
+  open: () => { close(): void } = () => Deno.openSync("/dev/null"),
+): number {
+  const held: Array<{ close(): void }> = [];
+  try {
+    while (held.length < wanted) held.push(open());
+  } catch (error) {
+    if (!outOfDescriptors(error) && held.length === 0) return 0;
+  } finally {
+    for (const file of held) closeQuietly(file);
+  }
+  return held.length;
 }
 
 async function appendHere({ path, at, truncate, parts }: FileAppend): Promise<void> {
@@ -149,25 +277,6 @@ async function appendHere({ path, at, truncate, parts }: FileAppend): Promise<vo
   }
   // One operation (open, append, close): the cheapest for many files at once.
   await Deno.writeFile(path, concatBytes(parts), { append: true });
-}
-
-/**
- * `append` synchronously: for a worker thread, where blocking costs nothing
- * but that thread's time. Throws what the file system throws.
- */
-export function appendSync(
-  path: string,
-  bytes: Uint8Array,
-  options: { at: number; truncate: boolean },
-): void {
-  const file = Deno.openSync(path, { append: true, create: true });
-  try {
-    if (options.truncate) file.truncateSync(options.at);
-    let written = 0;
-    while (written < bytes.length) written += file.writeSync(bytes.subarray(written));
-  } finally {
-    file.close();
-  }
 }
 
 /** An error sent from a worker as its name and message: the same Deno error class again where there is one. */

@@ -17,6 +17,7 @@
 
 import { getLogger } from "@logtape/logtape";
 import { Beat } from "../beat.ts";
+import { KEPT_FILES_PROBE, keptFilesBudget, spareDescriptors } from "../batch/file_appends.ts";
 import type { Config } from "../config_types.ts";
 import type { WebSocketFactory } from "../feed/connection.ts";
 import { type DataDirLock, describeHolder, lockDataDir } from "../ops/data_dir_lock.ts";
@@ -69,6 +70,8 @@ async function record(config: Config, options: RunOptions): Promise<void> {
   const feedStop = new AbortController();
   const signal = background.signal;
   const { wallMs, monotonicMs, version } = options;
+  // Counted before anything else holds descriptors.
+  const keepFiles = keptFilesAtStart();
   // The seal tick, the journal's flush and the receive clock share one timer (beat.ts).
   using beat = new Beat(250);
   await using ops = await Ops.open(config, {
@@ -87,6 +90,7 @@ async function record(config: Config, options: RunOptions): Promise<void> {
     now,
     nowMicros: options.nowMicros,
     ticker: beat,
+    keepFiles,
   });
   await using feeds = await Feeds.open(config, {
     signal: feedStop.signal,
@@ -113,6 +117,17 @@ async function record(config: Config, options: RunOptions): Promise<void> {
   const left = await storage.flush(deadline);
   background.abort();
   await storage.close(left);
+}
+
+/** How many batch files the gzip worker may keep open, from the descriptors free now; logged. */
+function keptFilesAtStart(): number {
+  const spare = spareDescriptors(KEPT_FILES_PROBE);
+  const keepFiles = keptFilesBudget(spare);
+  log.info("Journal: up to {keepFiles} batch files kept open ({spare} descriptors free at start)", {
+    keepFiles,
+    spare: spare < KEPT_FILES_PROBE ? String(spare) : `${spare} or more`,
+  });
+  return keepFiles;
 }
 
 function aborted(signal: AbortSignal): Promise<void> {

@@ -81,9 +81,13 @@ export type LaunchdJob = {
   ThrottleInterval: number;
   ExitTimeOut: number;
   ProcessType: "Interactive" | "Standard";
+  SoftResourceLimits: { NumberOfFiles: number };
   StandardOutPath: string;
   StandardErrorPath: string;
 };
+
+/** The job's soft limit on open files (launchd's default is 256). */
+export const OPEN_FILES = 4_096;
 
 /** A spec launchd could not use, or one that would leak a secret. */
 export class LaunchdSpecError extends Error {
@@ -137,6 +141,12 @@ export function launchdJob(spec: JobSpec): LaunchdJob {
     // times and must read its sockets without delay (late reads skew recv_ts,
     // and Binance drops slow consumers), so it must not be throttled.
     ProcessType: "Interactive",
+    // launchd starts jobs with 256 descriptors (`launchctl limit maxfiles`),
+    // and a compiled Deno program does not raise it itself: with more, the
+    // gzip worker keeps the open batches' files open between the journal's
+    // appends (batch/file_appends.ts) instead of opening each one four times
+    // a second. Well under OPEN_MAX (10,240), which setrlimit(2) caps it at.
+    SoftResourceLimits: { NumberOfFiles: OPEN_FILES },
     StandardOutPath: `${logDir}/${STDOUT_LOG}`,
     StandardErrorPath: `${logDir}/${STDERR_LOG}`,
   };

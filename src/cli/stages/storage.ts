@@ -50,6 +50,8 @@ export interface StorageOptions {
   readonly nowMicros?: () => number;
   /** Runs the journal's flush (default: a timer of its own). */
   readonly ticker?: Ticker;
+  /** Batch files the gzip worker may keep open (`keptFilesBudget`); default none. */
+  readonly keepFiles?: number;
 }
 
 /** What the feeds need of storage: where lines go, and where sealed batches go. */
@@ -95,7 +97,7 @@ export class Storage implements BatchStore, AsyncDisposable {
     const spool = await openSpool(config, selected, options.telemetry);
     // Compression off the main thread, which stamps receive times. Open
     // batches are compressed piece by piece as they grow (batch/body.ts).
-    const gzip = stack.use(new GzipPool({ level: config.gzipLevel }));
+    const gzip = stack.use(new GzipPool({ level: config.gzipLevel, keepFiles: options.keepFiles }));
     const pool = new ChunkPool();
     const recovery = await Storage.#recoverJournal(config, options, pool, gzip);
     const storage = new Storage(config, options, { selected, sink, spool, gzip, pool, recovery });
