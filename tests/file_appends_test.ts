@@ -209,13 +209,15 @@ Deno.test("SyncAppender passing when full keeps the files it has and writes newc
   now = 6_000;
   flush(["a"], "4");
   now = 12_000;
-  flush(["c"], "4"); // the sweep closes b (idle 12 s); a (6 s) stays, and c takes b's place
+  appender.closeIdle(); // closes b (idle 12 s); a (6 s) stays
+  flush(["c"], "4"); // c takes b's place
   assert.equal(appender.openFiles, 2);
   now = 17_000;
-  flush(["c"], "5"); // a idle 11 s: closed
+  appender.closeIdle(); // a idle 11 s: closed
+  flush(["c"], "5");
   assert.equal(appender.openFiles, 1);
   assert.equal(await Deno.readTextFile(path("c")), "12345");
-  // Looked for without a write too (the worker does, once a second, while it keeps any).
+  // The worker calls it once a second while it keeps any.
   now = 27_000;
   appender.closeIdle();
   assert.equal(appender.openFiles, 0);

@@ -82,8 +82,8 @@ export interface KeepOptions {
    */
   readonly whenFull?: "evict" | "pass";
   /**
-   * A file not written for this long is closed (its batch may have ended
-   * while another appender wrote its last bytes). Default: never.
+   * `closeIdle` closes the files not written for this long (their batch may
+   * have ended while another appender wrote its last bytes). Default: never.
    */
   readonly idleMs?: number;
   /** Monotonic ms, for `idleMs`. */
@@ -107,14 +107,12 @@ export class SyncAppender implements FileAppender {
   readonly #now: () => number;
   /** Open files and when each was last written, least recently used first. */
   readonly #open = new Map<string, { file: Deno.FsFile; at: number }>();
-  #sweptAt: number;
 
   constructor(options: KeepOptions = {}) {
     this.#keep = options.keep ?? 16;
     this.#whenFull = options.whenFull ?? "evict";
     this.#idleMs = options.idleMs ?? Infinity;
     this.#now = options.now ?? (() => performance.now());
-    this.#sweptAt = this.#now();
   }
 
   /** Files open now. */
@@ -140,10 +138,8 @@ export class SyncAppender implements FileAppender {
 
   /** Writes one append now, without CRCs; throws what the file system throws (the file is closed then). */
   write(append: FileAppend): void {
-    const now = this.#now();
-    if (now - this.#sweptAt >= Math.min(this.#idleMs, SWEEP_EVERY_MS)) this.#sweep(now);
     try {
-      this.#write(append, now);
+      this.#write(append, this.#now());
     } catch (error) {
       this.#drop(append.path);
       throw error;
@@ -160,9 +156,12 @@ export class SyncAppender implements FileAppender {
     this.#drop(path);
   }
 
-  /** Closes the files not written for `idleMs` (a write looks too, at most once a second). */
+  /** Closes the files not written for `idleMs`. */
   closeIdle(): void {
-    this.#sweep(this.#now());
+    const now = this.#now();
+    for (const [path, { at }] of [...this.#open]) {
+      if (now - at >= this.#idleMs) this.#drop(path);
+    }
   }
 
   #write({ path, at, truncate, parts, last }: FileAppend, now: number): void {
@@ -196,22 +195,12 @@ export class SyncAppender implements FileAppender {
     }
   }
 
-  #sweep(now: number): void {
-    this.#sweptAt = now;
-    for (const [path, { at }] of [...this.#open]) {
-      if (now - at >= this.#idleMs) this.#drop(path);
-    }
-  }
-
   #drop(path: string): void {
     const kept = this.#open.get(path);
     this.#open.delete(path);
     if (kept) closeQuietly(kept.file);
   }
 }
-
-/** How often, at most, kept files are looked over for idle ones. */
-const SWEEP_EVERY_MS = 1_000;
 
 function closeQuietly(file: { close(): void }): void {
   try {

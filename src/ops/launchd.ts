@@ -87,7 +87,7 @@ export type LaunchdJob = {
 };
 
 /** The job's soft limit on open files (launchd's default is 256). */
-export const OPEN_FILES = 4_096;
+const OPEN_FILES = 4_096;
 
 /** A spec launchd could not use, or one that would leak a secret. */
 export class LaunchdSpecError extends Error {
