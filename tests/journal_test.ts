@@ -4,6 +4,8 @@ import { Batcher, type BatchLine, type SealedBatch } from "../src/batch/batcher.
 import { dataLine, eventLine, gzipLines } from "../src/archive/encode.ts";
 import { Journal, recoverJournal } from "../src/store/journal.ts";
 import { type FileAppender, localAppender } from "../src/batch/file_appends.ts";
+import { type Deflater, localDeflater } from "../src/batch/body.ts";
+import { gunzipSync } from "node:zlib";
 import { listFiles, tempDir } from "./support/temp.ts";
 
 /** What the collector tells the journal about an archive line (as cli/run.ts does). */
@@ -539,6 +541,46 @@ Deno.test("a batch settled while its last append is in flight (spooled without w
   await journal.close();
   assert.deepEqual(await listFiles(tmp.path), [], "the segment and the batch file are gone");
   await batch.body.finish().catch(() => {});
+});
+
+Deno.test("a batch sealed while a flush waits for its pieces to compress gets its last piece and its end in the next flush", async () => {
+  await using tmp = await tempDir();
+  // Pieces compress only when the gate opens, as on a busy gzip worker.
+  const local = localDeflater(5);
+  let gate = Promise.withResolvers<void>();
+  const deflater: Deflater = {
+    level: 5,
+    deflateRaw: async (chunks, final) => {
+      const bytes = await local.deflateRaw(chunks.map((c) => c.slice()), final);
+      await gate.promise;
+      return bytes;
+    },
+  };
+  await withJournal(tmp.path, { flushMs: 1e9 }, async (journal) => {
+    const batcher = new Batcher({
+      batchMs: 60_000,
+      maxLines: 1000,
+      planKey: (stream, first, seq) => `p/stream=${stream}/${first}_${seq}.ndjson.gz`,
+      observer: journal,
+      deflater,
+    });
+    batcher.add("s", diff(1, "s", 1, 1), 0);
+    const flushing = journal.flush(); // waits for the first piece
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    batcher.add("s", diff(2, "s", 2, 2), 0);
+    const [batch] = batcher.sealAll(); // its last piece is queued behind the flush in progress
+    gate.resolve();
+    gate = Promise.withResolvers<void>();
+    gate.resolve();
+    await flushing;
+    const file = await batch.durable;
+    assert.ok(file, "the seal is durable with the whole object in the batch file");
+    const bytes = await Deno.readFile(file.path);
+    assert.equal(bytes.length, file.bytes);
+    assert.deepEqual(bytes, await batch.body.finish(), "the file is the object, byte for byte");
+    const lines = new TextDecoder().decode(gunzipSync(bytes)).trim().split("\n");
+    assert.deepEqual(lines, [diff(1, "s", 1, 1).text, diff(2, "s", 2, 2).text]);
+  });
 });
 
 Deno.test("journal recovery of a missing directory finds nothing", async () => {

@@ -369,10 +369,17 @@ export class Journal implements BatchObserver {
    * seals that are durable. False when records are still owed to the segment.
    */
   async #write(entries: Entry[], waiters: Waiter[]): Promise<boolean> {
-    // The pieces compress on the gzip workers; all of them are awaited together.
-    await Promise.allSettled(entries.flatMap((e) => e.queue.map((piece) => piece.bytes)));
-    const appends = (await Promise.all(entries.map((entry) => this.#appendOf(entry))))
-      .filter((append) => append !== undefined);
+    // The pieces compress on the gzip workers; all of them are awaited together,
+    // then read from one array (awaiting each again cost 1,500 async calls a flush).
+    const taken = entries.map((entry) => entry.queue.length);
+    const outcomes = await Promise.allSettled(entries.flatMap((e) => e.queue.map((p) => p.bytes)));
+    const appends: EntryAppend[] = [];
+    let from = 0;
+    entries.forEach((entry, i) => {
+      const append = this.#appendOf(entry, outcomes, from, taken[i]);
+      from += taken[i];
+      if (append) appends.push(append);
+    });
     // All batch files in one go (on the gzip worker, in the collector); records only for what is written.
     const results = appends.length > 0 ? await this.#appender.append(appends) : [];
     appends.forEach((append, i) => this.#appended(append, results[i]));
@@ -405,21 +412,32 @@ export class Journal implements BatchObserver {
 
   /**
    * What the entry's file gets this flush: its compressed pieces (and, once
-   * sealed, its end), or undefined when there is nothing to write.
+   * sealed, its end), or undefined when there is nothing to write. The first
+   * `count` pieces of its queue are the ones settled: `outcomes[from]` on.
+   * Pieces queued after those (a seal while they compressed) wait for the
+   * next flush, and so does the file's end.
    */
-  async #appendOf(entry: Entry): Promise<EntryAppend | undefined> {
+  #appendOf(
+    entry: Entry,
+    outcomes: ReadonlyArray<PromiseSettledResult<Uint8Array>>,
+    from: number,
+    count: number,
+  ): EntryAppend | undefined {
     if (entry.ended || entry.broken || entry.settled) return undefined;
     const parts: Uint8Array[] = entry.written === 0 ? [gzipHeader(entry.body.level)] : [];
     const first = parts.length;
     const pieces: BodyPiece[] = [];
-    for (const piece of entry.queue) {
-      const bytes = await piece.bytes.catch(() => undefined);
-      if (!bytes) break;
-      pieces.push(piece);
-      parts.push(bytes);
+    let broken = false;
+    for (let i = 0; i < count; i++) {
+      const outcome = outcomes[from + i];
+      if (outcome.status === "rejected") {
+        broken = true;
+        break;
+      }
+      pieces.push(entry.queue[i]);
+      parts.push(outcome.value);
     }
-    const broken = pieces.length < entry.queue.length;
-    const ends = entry.sealing && !broken;
+    const ends = entry.sealing && !broken && count === entry.queue.length;
     if (ends) parts.push(FINAL_BLOCK, endOf(pieces[pieces.length - 1], entry));
     if (parts.length === 0 || (pieces.length === 0 && !ends)) {
       this.#markBroken(entry, broken);
