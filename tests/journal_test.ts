@@ -583,6 +583,42 @@ Deno.test("a batch sealed while a flush waits for its pieces to compress gets it
   });
 });
 
+Deno.test("journal close waits for the flush a seal during its last flush scheduled: the batch file gets its end", async () => {
+  await using tmp = await tempDir();
+  const local = localDeflater(5);
+  const gate = Promise.withResolvers<void>();
+  const deflater: Deflater = {
+    level: 5,
+    deflateRaw: async (chunks, final) => {
+      const bytes = await local.deflateRaw(chunks.map((c) => c.slice()), final);
+      await gate.promise;
+      return bytes;
+    },
+  };
+  const journal = await Journal.start(tmp.path, { flushMs: 1e9 });
+  const batcher = new Batcher({
+    batchMs: 60_000,
+    maxLines: 1000,
+    planKey: (stream, first, seq) => `p/stream=${stream}/${first}_${seq}.ndjson.gz`,
+    observer: journal,
+    deflater,
+  });
+  batcher.add("s", diff(1, "s", 1, 1), 0);
+  const closing = journal.close(); // its flush waits for the first piece
+  await new Promise((resolve) => setTimeout(resolve, 10));
+  batcher.add("s", diff(2, "s", 2, 2), 0);
+  const [batch] = batcher.sealAll(); // the last piece, queued behind close's flush
+  gate.resolve();
+  await closing;
+  const file = await batch.durable;
+  assert.ok(file, "the seal became durable before the journal closed");
+  assert.deepEqual(await Deno.readFile(file.path), await batch.body.finish());
+  // Not settled: the next start finds the batch whole, both lines in it.
+  const [rebuilt] = (await recover(tmp.path)).batches;
+  const data = (await rebuilt.body.lines()).filter((line) => line.includes('"data":'));
+  assert.deepEqual(data, [diff(1, "s", 1, 1).text, diff(2, "s", 2, 2).text]);
+});
+
 Deno.test("journal recovery of a missing directory finds nothing", async () => {
   await using tmp = await tempDir();
   assert.deepEqual(await recover(join(tmp.path, "never-created")), {

@@ -318,6 +318,11 @@ export class Journal implements BatchObserver {
   async close(): Promise<void> {
     this.#timer?.[Symbol.dispose]();
     await this.flush();
+    // A seal while that flush waited for its pieces scheduled one more (its last piece and its end).
+    for (let last = this.#flushing;; last = this.#flushing) {
+      await last;
+      if (last === this.#flushing) break;
+    }
     this.#appender.close?.();
     for (const segment of this.#segments) segment.file?.close();
     if (this.#segments.every((segment) => segment.live.size === 0)) {
