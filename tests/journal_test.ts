@@ -47,13 +47,29 @@ const event = (recvTs: number, stream: string): BatchLine => ({
   isData: false,
 });
 
-function batcherFor(journal: Journal, maxLines = 1000): Batcher {
+function batcherFor(journal: Journal, maxLines = 1000, deflater?: Deflater): Batcher {
   return new Batcher({
     batchMs: 60_000,
     maxLines,
     planKey: (stream, first, seq) => `p/stream=${stream}/${first}_${seq}.ndjson.gz`,
     observer: journal,
+    deflater,
   });
+}
+
+/** A deflater whose pieces complete only once `open` is called, as on a busy gzip worker. */
+function gatedDeflater(): { deflater: Deflater; open: () => void } {
+  const local = localDeflater(5);
+  const gate = Promise.withResolvers<void>();
+  const deflater: Deflater = {
+    level: 5,
+    deflateRaw: async (chunks, final) => {
+      const bytes = await local.deflateRaw(chunks.map((c) => c.slice()), final);
+      await gate.promise;
+      return bytes;
+    },
+  };
+  return { deflater, open: () => gate.resolve() };
 }
 
 /** The journal's segments (its batch files left out). */
@@ -545,33 +561,15 @@ Deno.test("a batch settled while its last append is in flight (spooled without w
 
 Deno.test("a batch sealed while a flush waits for its pieces to compress gets its last piece and its end in the next flush", async () => {
   await using tmp = await tempDir();
-  // Pieces compress only when the gate opens, as on a busy gzip worker.
-  const local = localDeflater(5);
-  let gate = Promise.withResolvers<void>();
-  const deflater: Deflater = {
-    level: 5,
-    deflateRaw: async (chunks, final) => {
-      const bytes = await local.deflateRaw(chunks.map((c) => c.slice()), final);
-      await gate.promise;
-      return bytes;
-    },
-  };
+  const { deflater, open } = gatedDeflater();
   await withJournal(tmp.path, { flushMs: 1e9 }, async (journal) => {
-    const batcher = new Batcher({
-      batchMs: 60_000,
-      maxLines: 1000,
-      planKey: (stream, first, seq) => `p/stream=${stream}/${first}_${seq}.ndjson.gz`,
-      observer: journal,
-      deflater,
-    });
+    const batcher = batcherFor(journal, 1000, deflater);
     batcher.add("s", diff(1, "s", 1, 1), 0);
     const flushing = journal.flush(); // waits for the first piece
     await new Promise((resolve) => setTimeout(resolve, 10));
     batcher.add("s", diff(2, "s", 2, 2), 0);
     const [batch] = batcher.sealAll(); // its last piece is queued behind the flush in progress
-    gate.resolve();
-    gate = Promise.withResolvers<void>();
-    gate.resolve();
+    open();
     await flushing;
     const file = await batch.durable;
     assert.ok(file, "the seal is durable with the whole object in the batch file");
@@ -585,30 +583,15 @@ Deno.test("a batch sealed while a flush waits for its pieces to compress gets it
 
 Deno.test("journal close waits for the flush a seal during its last flush scheduled: the batch file gets its end", async () => {
   await using tmp = await tempDir();
-  const local = localDeflater(5);
-  const gate = Promise.withResolvers<void>();
-  const deflater: Deflater = {
-    level: 5,
-    deflateRaw: async (chunks, final) => {
-      const bytes = await local.deflateRaw(chunks.map((c) => c.slice()), final);
-      await gate.promise;
-      return bytes;
-    },
-  };
+  const { deflater, open } = gatedDeflater();
   const journal = await Journal.start(tmp.path, { flushMs: 1e9 });
-  const batcher = new Batcher({
-    batchMs: 60_000,
-    maxLines: 1000,
-    planKey: (stream, first, seq) => `p/stream=${stream}/${first}_${seq}.ndjson.gz`,
-    observer: journal,
-    deflater,
-  });
+  const batcher = batcherFor(journal, 1000, deflater);
   batcher.add("s", diff(1, "s", 1, 1), 0);
   const closing = journal.close(); // its flush waits for the first piece
   await new Promise((resolve) => setTimeout(resolve, 10));
   batcher.add("s", diff(2, "s", 2, 2), 0);
   const [batch] = batcher.sealAll(); // the last piece, queued behind close's flush
-  gate.resolve();
+  open();
   await closing;
   const file = await batch.durable;
   assert.ok(file, "the seal became durable before the journal closed");
