@@ -303,14 +303,97 @@ Deno.test("two closes during a rotation: the old socket closes first (retired), 
   assert.equal(s.state.owner, undefined);
 });
 
-Deno.test("a successor that dies before joining is dropped; the owner carries on", () => {
+Deno.test("a successor that dies before joining: the owner carries on and its copies replace what was held", () => {
   const s = new Stream();
   s.frame(1, 10);
   s.frame(2, 30); // held
   assert.deepEqual(s.closed(2, "error"), []);
-  assert.equal(s.state.successor, undefined);
+  assert.equal(s.state.successor?.closed, true);
   assert.deepEqual(s.frame(1, 20).map((a) => a.kind), ["record"]);
+  assert.deepEqual(s.frame(1, 30).map((a) => a.kind), ["record", "discard"]);
+  assert.equal(s.state.successor, undefined);
   assert.equal(s.state.owner, 1);
+  assert.deepEqual(s.recorded(), [10, 20, 30]);
+});
+
+// Shutdown and suspension close both sockets, in either order, without a replacement.
+
+Deno.test("the owner closes for good while a successor is held: what the successor received is stored after the hole", () => {
+  const s = new Stream();
+  s.frame(1, 10);
+  s.frame(2, 40); // ahead: held
+  assert.deepEqual(s.closed(1, "shutdown").map((a) => a.kind), [
+    "disconnected",
+    "gap",
+    "chain-start",
+    "record",
+  ]);
+  assert.equal(s.state.owner, 2);
+  assert.deepEqual(s.frame(2, 50).map((a) => a.kind), ["record"]); // in flight while it closes
+  assert.deepEqual(s.closed(2, "shutdown").map((a) => a.kind), ["disconnected"]);
+  assert.deepEqual(s.recorded(), [10, 40, 50]);
+});
+
+Deno.test("the successor closes first, then the owner: what the successor received is still stored", () => {
+  const s = new Stream();
+  s.frame(1, 10);
+  s.frame(2, 40);
+  s.frame(2, 50);
+  assert.deepEqual(s.closed(2, "suspended"), []);
+  s.frame(1, 20); // the owner delivers part of the way
+  assert.deepEqual(s.closed(1, "suspended").map((a) => a.kind), [
+    "disconnected",
+    "gap",
+    "chain-start",
+    "record",
+    "record",
+  ]);
+  assert.equal(s.state.owner, undefined);
+  assert.deepEqual(s.recorded(), [10, 20, 40, 50]);
+});
+
+// Partial books and the book ticker skip ids: a frame ahead proves no join.
+
+Deno.test("partial: a successor ahead waits for the owner's messages in flight (none is lost)", () => {
+  const s = new Stream("partial");
+  s.frame(1, 100, 100);
+  assert.deepEqual(s.frame(2, 102, 102), []); // 101 may still come from the owner
+  assert.deepEqual(s.frame(1, 101, 101).map((a) => a.kind), ["record"]);
+  assert.deepEqual(s.frame(1, 102, 102).map((a) => a.kind), [
+    "record",
+    "discard",
+    "rotated",
+    "left",
+  ]);
+  assert.deepEqual(s.frame(2, 103, 103).map((a) => a.kind), ["record"]);
+  assert.deepEqual(s.frame(1, 103, 103).map((a) => a.kind), ["discard"]);
+  assert.deepEqual(s.recorded(), [100, 101, 102, 103]);
+});
+
+Deno.test("partial: pushes of an unchanged book go on being stored across the switch, once each", () => {
+  const s = new Stream("partial");
+  // Each push comes on both sockets; the book does not change until 105.
+  s.frame(1, 100, 100);
+  assert.deepEqual(s.frame(2, 100, 100).map((a) => a.kind), ["discard", "rotated", "left"]);
+  assert.deepEqual(s.frame(1, 100, 100).map((a) => a.kind), ["discard"]);
+  assert.deepEqual(s.frame(2, 100, 100).map((a) => a.kind), ["record"]);
+  s.frame(1, 100, 100);
+  s.frame(2, 100, 100);
+  s.frame(1, 105, 105);
+  s.frame(2, 105, 105);
+  assert.deepEqual(s.recorded(), [100, 100, 100, 105]);
+});
+
+Deno.test("partial: a successor ahead with two pushes of the same book keeps the second one", () => {
+  const s = new Stream("partial");
+  s.frame(1, 100, 100);
+  s.frame(2, 101, 101);
+  s.frame(2, 101, 101);
+  s.frame(1, 101, 101); // the owner catches up: the successor's first 101 is its copy
+  s.frame(1, 101, 101); // the old socket's copy of the second push
+  s.frame(2, 102, 102);
+  assert.deepEqual(s.recorded(), [100, 101, 101, 102]);
+  assert.equal(s.kinds("rotated").length, 1);
 });
 
 Deno.test("a second successor replaces the first one's held frames", () => {

@@ -37,6 +37,13 @@ export interface Received<F> {
 export interface Aside<F> {
   readonly socketId: number;
   readonly frames: readonly Received<F>[];
+  /**
+   * A successor that closed before it joined: it can no longer take the
+   * stream, but what it delivered ahead of the owner is kept until the owner
+   * delivers the same (then dropped as repeats) or closes without a
+   * replacement (then stored after the hole).
+   */
+  readonly closed?: true;
 }
 
 export interface StreamHandover<F> {
@@ -46,7 +53,11 @@ export interface StreamHandover<F> {
   readonly owner: number | undefined;
   /** Last update id stored. */
   readonly last: number | undefined;
-  /** Just moved to a socket that may still deliver what was stored: drop those repeats. */
+  /**
+   * Just moved to a socket that may still deliver what was stored: drop those
+   * repeats. A partial book's id does not change while its book does not, so
+   * there only one copy of the last id stored is dropped (`acceptOwned`).
+   */
   readonly catchingUp: boolean;
   /** A newer socket's frames waiting to join the chain. */
   readonly successor: Aside<F> | undefined;
@@ -217,7 +228,15 @@ function onClosed<F extends ChainIds>(
   actions: Actions<F>,
 ): StreamHandover<F> {
   const { socketId, replaced, recvTs } = event;
-  const successor = state.successor?.socketId === socketId ? undefined : state.successor;
+  let successor = state.successor;
+  if (successor?.socketId === socketId) {
+    // A successor closing before it joined: the owner carries on and is
+    // expected to deliver the same; should the owner close first, what the
+    // successor delivered ahead of it is all there is.
+    successor = state.owner !== undefined && successor.frames.length > 0
+      ? { ...successor, closed: true }
+      : undefined;
+  }
   const previous = state.previous?.socketId === socketId ? undefined : state.previous;
   state = { ...state, successor, previous };
   // Owned by another socket that is still running: nothing lost here.
@@ -227,7 +246,10 @@ function onClosed<F extends ChainIds>(
   if (wasOwner && !replaced && previous) return backToPrevious(state, previous, actions);
   if (!replaced) {
     actions.push({ kind: "disconnected", recvTs, replaced: false });
-    return state;
+    // Frames a successor received ahead of the owner are kept, after the hole
+    // (the chain check marks a break, if any), whether it is still open or not.
+    if (!wasOwner || !successor) return state;
+    return takeHeld(state, successor, actions);
   }
   if (!wasOwner) return state;
   // The successor carries on before it joined this stream's chain: take what
@@ -240,16 +262,34 @@ function onClosed<F extends ChainIds>(
         kind: "rotated",
         recvTs,
         from: socketId,
-        to: successor?.socketId,
+        to: successor?.closed ? undefined : successor?.socketId,
         last: state.last,
         confirmed: false,
       }
-      : { kind: "disconnected", recvTs, replaced: true, successor: successor?.socketId },
+      : {
+        kind: "disconnected",
+        recvTs,
+        replaced: true,
+        successor: successor?.closed ? undefined : successor?.socketId,
+      },
   );
   state = { ...state, successor: undefined };
   if (!successor) return state;
-  state = { ...state, owner: successor.socketId };
-  for (const held of successor.frames) state = accept(state, held, actions);
+  return takeHeld(state, successor, actions);
+}
+
+/**
+ * The stream is taken from what a successor held (the repeats among it were
+ * dropped as they came): its frames are stored, and it owns the stream if
+ * still open.
+ */
+function takeHeld<F extends ChainIds>(
+  state: StreamHandover<F>,
+  held: Aside<F>,
+  actions: Actions<F>,
+): StreamHandover<F> {
+  state = { ...state, successor: undefined, owner: held.closed ? undefined : held.socketId };
+  for (const received of held.frames) state = accept(state, received, actions);
   return state;
 }
 
@@ -275,10 +315,22 @@ function tryHandover<F extends ChainIds>(
   actions: Actions<F>,
 ): StreamHandover<F> {
   const held = state.successor!;
+  // One copy of a partial book's last id at most: the copies after it are
+  // later pushes of an unchanged book.
+  const partial = state.rule === "partial";
   let skip = 0;
+  let copyOfLast = false;
   while (skip < held.frames.length && isRepeat(held.frames[skip].frame, state.last)) {
+    const sameAsLast = held.frames[skip].frame.lastUpdateId === state.last;
+    if (partial && sameAsLast && copyOfLast) break;
+    copyOfLast ||= sameAsLast;
     actions.push({ kind: "discard" });
     skip++;
+  }
+  if (held.closed) {
+    // It can no longer take the stream: keep only what the owner has not delivered.
+    const frames = held.frames.slice(skip);
+    return { ...state, successor: frames.length > 0 ? { ...held, frames } : undefined };
   }
   const next = held.frames[skip] as Received<F> | undefined;
   if (skip === 0 && (!next || !joins(state, next.frame))) return state;
@@ -294,7 +346,7 @@ function tryHandover<F extends ChainIds>(
     ...state,
     owner: held.socketId,
     successor: undefined,
-    catchingUp: true,
+    catchingUp: !(partial && copyOfLast),
     previous: from === undefined ? undefined : { socketId: from, frames: [] },
   };
   for (let i = skip; i < held.frames.length; i++) {
@@ -304,10 +356,16 @@ function tryHandover<F extends ChainIds>(
   return state;
 }
 
-/** Whether a successor's frame follows on from the last one stored. */
+/**
+ * Whether a successor's frame follows on from the last one stored. A partial
+ * book or book ticker skips ids, so a frame ahead of the last one stored
+ * proves nothing: the owner may still deliver messages in between. Such a
+ * stream switches on a repeat, or once the owner has passed the successor.
+ */
 function joins<F extends ChainIds>(state: StreamHandover<F>, frame: F): boolean {
   const { rule, last } = state;
   if (!rule || last === undefined || frame.firstUpdateId === undefined) return true;
+  if (rule === "partial") return false;
   const ids = {
     firstUpdateId: frame.firstUpdateId,
     lastUpdateId: frame.lastUpdateId!,
@@ -325,7 +383,9 @@ function acceptOwned<F extends ChainIds>(
   if (state.catchingUp) {
     if (isRepeat(received.frame, state.last)) {
       actions.push({ kind: "discard" });
-      return state;
+      // A partial book: one copy of the last id, then its later pushes are stored.
+      const copyOfLast = state.rule === "partial" && received.frame.lastUpdateId === state.last;
+      return copyOfLast ? { ...state, catchingUp: false } : state;
     }
     state = { ...state, catchingUp: false };
   }
