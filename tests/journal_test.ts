@@ -215,6 +215,49 @@ Deno.test("journal does not recover a settled batch", async () => {
   });
 });
 
+Deno.test("a batch settled during a flush keeps its older segment until its settle record is written", async () => {
+  await using tmp = await tempDir();
+  let clock = 1_000;
+  // Called at the flush's first look at the clock: whether a new segment is due,
+  // after the flush's records are written, as an upload may end at any await.
+  let duringFlush: (() => void) | undefined;
+  const now = () => {
+    const run = duringFlush;
+    duringFlush = undefined;
+    run?.();
+    return clock;
+  };
+  await withJournal(tmp.path, { flushMs: 1_000_000, segmentMs: 100, now }, async (journal) => {
+    const batcher = batcherFor(journal);
+    batcher.add("b", diff(1, "b", 1, 1), 0); // B's first records: segment 0
+    clock += 100;
+    await journal.flush(); // then segment 1 starts
+    batcher.add("b", diff(2, "b", 2, 2), 0);
+    batcher.add("c", diff(3, "c", 1, 1), 0); // C keeps segment 1
+    await journal.flush(); // B's second piece: segment 1
+    const [b] = batcher.sealAll().filter((sealed) => sealed.stream === "b");
+    assert.ok(await b.durable);
+    await journal.flush(); // the seal's flush is over
+    clock += 100;
+    duringFlush = () => journal.settled(b.key); // B stored while the flush goes on
+    await journal.flush();
+    // Killed here, before the next flush writes B's `r`: B comes back whole under
+    // its own key (storing it again puts the same bytes there), nothing is lost.
+    const killed = await recoverJournal(tmp.path, {
+      describe,
+      rekey: (_lines, i) => ({ key: `rekeyed/${i}`, stream: "b" }),
+    });
+    assert.deepEqual(killed.batches.map((x) => x.key), [b.key, "p/stream=c/3_0.ndjson.gz"]);
+    assert.deepEqual(await plain(killed.batches[0]), await plain(b));
+    assert.deepEqual([killed.skipped, killed.unattributed], [[], 0]);
+    await journal.flush(); // B's `r` written: segment 0 goes now
+    assert.deepEqual((await recover(tmp.path)).batches.map((x) => x.key), [
+      "p/stream=c/3_0.ndjson.gz",
+    ]);
+    assert.ok(!(await listFiles(tmp.path)).some((name) => name.endsWith("-000000.v3.jnl")));
+  });
+});
+
 Deno.test("journal recovery is deterministic: the same journal twice gives identical batches", async () => {
   await using tmp = await tempDir();
   await withJournal(tmp.path, { flushMs: 10 }, async (journal) => {

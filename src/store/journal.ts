@@ -189,6 +189,13 @@ export class Journal implements BatchObserver {
   readonly #segments: Segment[] = [];
   /** Per batch id, the segments it has records in. */
   readonly #touched = new Map<number, Set<Segment>>();
+  /**
+   * Batches settled whose `r` record is not on disk yet, with the segments
+   * that have their records: those segments stay until it is (deleted
+   * earlier, a kill before the `r` is written would leave the batch's later
+   * records without its `o`, and recovery would store its rest again).
+   */
+  #settling: Array<{ readonly id: number; readonly segments: Set<Segment> | undefined }> = [];
   #nextId = 0;
   readonly #records = new RecordBuffer();
   /** Batch files to delete once the records written with them are in the segment. */
@@ -274,7 +281,7 @@ export class Journal implements BatchObserver {
     entry.settled = true;
     this.#records.add(`r\t${entry.id}`);
     this.#settledFiles.push(entry.path);
-    for (const segment of this.#touched.get(entry.id) ?? []) segment.live.delete(entry.id);
+    this.#settling.push({ id: entry.id, segments: this.#touched.get(entry.id) });
     this.#touched.delete(entry.id);
   }
 
@@ -388,11 +395,20 @@ export class Journal implements BatchObserver {
     // All batch files in one go (on the gzip worker, in the collector); records only for what is written.
     const results = appends.length > 0 ? await this.#appender.append(appends) : [];
     appends.forEach((append, i) => this.#appended(append, results[i]));
-    // Batch files whose settle record goes out in this write, taken with it.
+    // Batch files and batches whose settle record goes out in this write, taken with it.
     const settledFiles = this.#settledFiles;
+    const settling = this.#settling;
     this.#settledFiles = [];
+    this.#settling = [];
     const segmentWritten = await this.#writeSegment();
-    if (!segmentWritten) this.#settledFiles.unshift(...settledFiles);
+    if (!segmentWritten) {
+      this.#settledFiles.unshift(...settledFiles);
+      this.#settling.unshift(...settling);
+    } else {
+      for (const { id, segments } of settling) {
+        for (const segment of segments ?? []) segment.live.delete(id);
+      }
+    }
     // A seal is durable once written. While the journal cannot write, uploads
     // wait for it, but not for ever: recording must not stop on a bad disk.
     const stuck = this.#failingSince !== undefined &&
