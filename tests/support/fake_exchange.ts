@@ -838,8 +838,9 @@ class Relay {
     return new Relay(Deno.listen({ hostname: "127.0.0.1", port: 0 }), innerPort);
   }
 
+  /** Cuts every link once what the server already wrote has reached its client. */
   dropAll(): void {
-    for (const link of this.#links) link.cut();
+    for (const link of this.#links) link.drainThenCut();
   }
 
   async close(): Promise<void> {
@@ -849,7 +850,7 @@ class Relay {
       // already closed
     }
     await this.#accepting;
-    this.dropAll();
+    for (const link of this.#links) link.cut();
     await Promise.all([...this.#links].map((link) => link.done));
   }
 
@@ -872,10 +873,25 @@ class Link {
   readonly #client: Deno.TcpConn;
   #inner: Deno.TcpConn | undefined;
   #cut = false;
+  /** When bytes last went from the server to the client (performance.now()). */
+  #forwardedAt = performance.now();
 
   constructor(client: Deno.TcpConn, innerPort: number) {
     this.#client = client;
     this.done = this.#run(innerPort);
+  }
+
+  /**
+   * A drop after the bytes in flight: what the server wrote before it (the
+   * fake counts it as sent) is forwarded, then the connection is cut. On
+   * loopback they pass within milliseconds; the server writes nothing new.
+   */
+  async drainThenCut(): Promise<void> {
+    const until = performance.now() + 250;
+    while (!this.#cut && performance.now() < until && performance.now() - this.#forwardedAt < 20) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    this.cut();
   }
 
   /** Closes both ends at once; the client sees the TCP connection end mid-stream. */
@@ -897,7 +913,10 @@ class Link {
       // Small frames should leave at once, not wait for Nagle.
       this.#client.setNoDelay(true);
       inner.setNoDelay(true);
-      await Promise.all([this.#pump(this.#client, inner), this.#pump(inner, this.#client)]);
+      await Promise.all([
+        this.#pump(this.#client, inner),
+        this.#pump(inner, this.#client, () => this.#forwardedAt = performance.now()),
+      ]);
     } catch {
       // connect failed (server shutting down): just end the client
     } finally {
@@ -906,7 +925,7 @@ class Link {
   }
 
   /** Copies until either side ends, then cuts both so the other pump stops too. */
-  async #pump(from: Deno.Conn, to: Deno.Conn): Promise<void> {
+  async #pump(from: Deno.Conn, to: Deno.Conn, forwarded?: () => void): Promise<void> {
     const buffer = new Uint8Array(64 * 1024);
     try {
       while (true) {
@@ -914,6 +933,7 @@ class Link {
         if (n === null) break;
         let written = 0;
         while (written < n) written += await to.write(buffer.subarray(written, n));
+        forwarded?.();
       }
     } catch {
       // a cut closes the conns under a pending read or write
