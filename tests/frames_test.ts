@@ -37,6 +37,41 @@ Deno.test("parseFrame reads U/u and pu from real spot and futures diff messages"
   }
 });
 
+Deno.test("parseFrame keeps the payload's bytes whatever the frame's layout", () => {
+  // 1.0 and 12345678901234567890 do not survive a re-encoding; spaces inside data are kept too.
+  const payload = '{ "lastUpdateId": 1, "x": 1.0, "big": 12345678901234567890, "s": "a\\"}{" }';
+  const layouts = [
+    `{"data":${payload},"stream":"a@depth5"}`,
+    `{ "stream" : "a@depth5" ,\t"data" :${payload} }\n`,
+    `{"st\\u0072eam":"a@depth5","d\\u0061ta":${payload}}`,
+    `{"stream":"a@depth5","data":{"lastUpdateId":0},"data":${payload}}`, // JSON.parse keeps the last
+  ];
+  for (const text of layouts) {
+    const frame = parseFrame(text);
+    assert.equal(frame.kind, "data", text);
+    assert.equal(frame.kind === "data" && frame.dataText, payload, text);
+    assert.equal(frame.kind === "data" && frame.lastUpdateId, 1, text);
+  }
+});
+
+Deno.test("parseFrame keeps a frame a data line cannot carry as sent as malformed (its raw text is kept)", () => {
+  // JSON allows a line break between tokens; an NDJSON line cannot hold one.
+  for (const data of ['{"U":1,\n"u":2}', '{"U":1,\r\n"u":2}', "{\n}"]) {
+    const frame = parseFrame(`{"stream":"btcusdt@depth","data":${data}}`);
+    assert.deepEqual(frame, {
+      kind: "malformed",
+      reason: "a line break inside data",
+      stream: "btcusdt@depth",
+    });
+  }
+  // A key beside stream and data would be lost from a data line.
+  assert.deepEqual(parseFrame('{"stream":"btcusdt@depth","data":{"U":1,"u":2},"x":[1]}'), {
+    kind: "malformed",
+    reason: "keys beside stream and data",
+    stream: "btcusdt@depth",
+  });
+});
+
 Deno.test("parseFrame classifies broken and unknown frames without throwing", () => {
   const broken = parseFrame('{"stream":"btcusdt@depth@100ms","data":{"e":');
   assert.equal(broken.kind, "malformed");

@@ -210,14 +210,16 @@ export function parseFrameSlow(text: string): Frame {
     if (parsed.stream === SERVER_SHUTDOWN_STREAM && typeof data.e === "string") {
       return { kind: "control", event: data.e, payload: data };
     }
-    // The splice is exact only when `data` is the last and only other key.
-    const exact = Object.keys(parsed).length === 2 ? rawDataText(text, parsed.stream) : undefined;
-    return {
-      kind: "data",
-      stream: parsed.stream,
-      dataText: exact ?? JSON.stringify(data),
-      ...updateIds(data),
-    };
+    // Anything a data line would not carry as sent is kept whole, as raw text.
+    if (Object.keys(parsed).length !== 2) {
+      return { kind: "malformed", reason: "keys beside stream and data", stream: parsed.stream };
+    }
+    const dataText = dataValueText(text);
+    if (dataText === undefined || /[\n\r]/.test(dataText)) {
+      // JSON allows a line break as whitespace; an NDJSON line cannot hold one.
+      return { kind: "malformed", reason: "a line break inside data", stream: parsed.stream };
+    }
+    return { kind: "data", stream: parsed.stream, dataText, ...updateIds(data) };
   }
   // Binance sends a few non-stream messages on a connection, e.g. the raw
   // shape {"e":"serverShutdown",...} before a planned disconnect.
@@ -232,14 +234,47 @@ export function parseFrameSlow(text: string): Frame {
 }
 
 /**
- * The exact `data` text of a frame shaped `{"stream":"<name>","data":<payload>}`,
- * which is how Binance writes every combined-stream frame. Undefined for any
- * other layout (then the caller re-encodes the parsed value).
+ * The text of the value of the top-level key `data` (the last one, as
+ * `JSON.parse` keeps it), exactly as the frame has it, whatever the layout:
+ * key order, whitespace, escapes in keys. `text` must be valid JSON.
  */
-function rawDataText(text: string, stream: string): string | undefined {
-  const head = `${STREAM_PREFIX}${JSON.stringify(stream)},"data":`;
-  if (!text.startsWith(head) || !text.endsWith("}")) return undefined;
-  return text.slice(head.length, -1);
+function dataValueText(text: string): string | undefined {
+  let at = skipSpace(text, 0);
+  if (text[at] !== "{") return undefined;
+  at = skipSpace(text, at + 1);
+  let found: string | undefined;
+  while (text[at] === '"') {
+    const keyEnd = valueEnd(text, at);
+    const key: unknown = JSON.parse(text.slice(at, keyEnd));
+    const valueStart = skipSpace(text, skipSpace(text, keyEnd) + 1); // past the colon
+    const end = valueEnd(text, valueStart);
+    if (key === "data") found = text.slice(valueStart, end);
+    at = skipSpace(text, end);
+    if (text[at] !== ",") break;
+    at = skipSpace(text, at + 1);
+  }
+  return found;
+}
+
+function skipSpace(text: string, at: number): number {
+  while (at < text.length && " \t\n\r".includes(text[at])) at++;
+  return at;
+}
+
+/** Where the JSON value starting at `at` ends (exclusive). */
+function valueEnd(text: string, at: number): number {
+  let depth = 0;
+  for (let i = at; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') {
+      for (i++; text[i] !== '"'; i++) if (text[i] === "\\") i++;
+      if (depth === 0) return i + 1;
+    } else if (c === "{" || c === "[") depth++;
+    else if (c === "}" || c === "]") {
+      if (--depth <= 0) return depth === 0 ? i + 1 : i;
+    } else if (depth === 0 && ", \t\n\r".includes(c)) return i;
+  }
+  return text.length;
 }
 
 /** Best effort: the stream a broken frame was meant for, if its text names one. */

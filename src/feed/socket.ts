@@ -82,7 +82,8 @@ class SocketRun {
     this.#monotonic = options.monotonicMs ?? (() => performance.now());
     this.#nowMicros = options.nowMicros ?? defaultNowMicros;
     this.#lastFrameAt = this.#watchedAt = this.#monotonic();
-    // Binance sends text frames only; should a binary one come, keep its bytes.
+    // Binance sends text frames only. Should a binary one come, it is read as
+    // UTF-8 (a leading BOM dropped, invalid bytes as U+FFFD), not lost.
     ws.binaryType = "arraybuffer";
     hooks.stop.addEventListener("abort", this.#onStop, { once: true });
     if (hooks.stop.aborted) this.#onStop();
