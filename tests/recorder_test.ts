@@ -414,6 +414,22 @@ Deno.test("recorder holds a successor that is ahead until the old socket catches
   assert.deepEqual(data, [10, 20, 30, 40]);
 });
 
+Deno.test("recorder writes a frame held back during a rotation with no earlier receive time than the line before it", async () => {
+  const { recorder, group, lines } = chainSetup();
+  recorder.frame(group, diff(10, 19), 1, 1);
+  recorder.frame(group, diff(30, 39), 2, 2); // received at 2, held: 20..29 not stored yet
+  recorder.frame(group, diff(20, 29), 3, 1); // received at 3, written first (the chain's order)
+  recorder.frame(group, diff(40, 49), 4, 2);
+  const all = await lines();
+  assert.deepEqual(all.map((l) => [l.data?.U ?? l.event, l.recv_ts]), [
+    [10, 1],
+    [20, 3],
+    ["rotated", 3],
+    [30, 3],
+    [40, 4],
+  ]);
+});
+
 Deno.test("recorder marks a break with a gap event and asks for a new chain start", async () => {
   const { recorder, group, chainStarts, lines } = chainSetup();
   recorder.frame(group, diff(10, 19), 1, 1);
