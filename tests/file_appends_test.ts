@@ -139,6 +139,25 @@ Deno.test("workerAppender writes on the main thread while the pool fails, cuttin
   assert.equal(await Deno.readTextFile(path), "kept|more");
 });
 
+Deno.test("workerAppender writes on the main thread when the pool throws instead of rejecting", async () => {
+  await using tmp = await tempDir();
+  using pool = new GzipPool({ level: 5 });
+  // As when the copy for the worker cannot be allocated, or a worker cannot start.
+  pool.appendFiles = () => {
+    throw new RangeError("Array buffer allocation failed");
+  };
+  const path = join(tmp.path, "b.part");
+  const appender = workerAppender(pool, { hereBytes: 0 });
+  const [result] = await appender.append([{
+    path,
+    at: 0,
+    truncate: false,
+    parts: [encoder.encode("all")],
+  }]);
+  assert.deepEqual(crcs(result), [crc32("all") >>> 0]);
+  assert.equal(await Deno.readTextFile(path), "all");
+});
+
 Deno.test("SyncAppender keeps up to `keep` files open, least recently used closed first, and a file closed after its last append", async () => {
   await using tmp = await tempDir();
   const appender = new SyncAppender({ keep: 2 });

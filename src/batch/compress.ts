@@ -376,7 +376,15 @@ export function workerAppender(
         return small.append(appends);
       }
       for (const append of appends) if (append.last) small.release(append.path);
-      return pool.appendFiles(appends).catch((error: unknown) => {
+      let onWorker: Promise<AppendResult[]>;
+      try {
+        onWorker = pool.appendFiles(appends);
+      } catch (error) {
+        // Thrown before any call was made (a copy that could not be allocated,
+        // a worker that could not start): the same fallback as a rejection.
+        onWorker = Promise.reject(error);
+      }
+      return onWorker.catch((error: unknown) => {
         log.warn(
           "Appending the crash journal's pieces on the main thread for {seconds} s: {error}",
           {
