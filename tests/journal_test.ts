@@ -254,7 +254,26 @@ Deno.test("a batch settled during a flush keeps its older segment until its sett
     assert.deepEqual((await recover(tmp.path)).batches.map((x) => x.key), [
       "p/stream=c/3_0.ndjson.gz",
     ]);
-    assert.ok(!(await listFiles(tmp.path)).some((name) => name.endsWith("-000000.v3.jnl")));
+    assert.ok(!(await listFiles(tmp.path)).some((name) => name.endsWith("-000000000.v3.jnl")));
+  });
+});
+
+Deno.test("a batch whose file could not be read back once is read again the next time", async () => {
+  await using tmp = await tempDir();
+  await withJournal(tmp.path, { flushMs: 1_000_000 }, async (journal) => {
+    const batcher = batcherFor(journal);
+    batcher.add("a", diff(1, "a", 1, 1), 0);
+    batcher.add("a", diff(2, "a", 2, 2), 0);
+    await journal.flush(); // the pieces are in the batch file now, and leave memory
+    const [a] = batcher.sealAll();
+    const file = await a.durable;
+    assert.ok(file);
+    // Unreadable for a moment (as when out of descriptors): that read fails ...
+    await Deno.rename(file.path, `${file.path}.away`);
+    await assert.rejects(() => a.body.lines());
+    await Deno.rename(`${file.path}.away`, file.path);
+    // ... and the next one reads the file again instead of the failure.
+    assert.equal((await a.body.lines()).length, 2);
   });
 });
 
@@ -399,7 +418,7 @@ Deno.test("journal rotates segments and deletes one only when its batches settle
   const start = 1_700_000_000_000;
   let clock = start;
   const seg = (n: number) =>
-    `${String(start).padStart(15, "0")}-${String(n).padStart(6, "0")}.v3.jnl`;
+    `${String(start).padStart(15, "0")}-${String(n).padStart(9, "0")}.v3.jnl`;
   await withJournal(
     tmp.path,
     { flushMs: 10, segmentMs: 1000, now: () => clock },

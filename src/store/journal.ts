@@ -546,7 +546,12 @@ export class Journal implements BatchObserver {
   async #read(entry: Entry, offset: number, length: number): Promise<Uint8Array> {
     const end = offset + length;
     if (!entry.readBack || entry.readBack.upTo < end) {
-      entry.readBack = { upTo: entry.written, bytes: Deno.readFile(entry.path) };
+      const readBack = { upTo: entry.written, bytes: Deno.readFile(entry.path) };
+      entry.readBack = readBack;
+      // A failed read (out of descriptors, say) is not kept: the next read tries again.
+      readBack.bytes.catch(() => {
+        if (entry.readBack === readBack) entry.readBack = undefined;
+      });
     }
     const bytes = (await entry.readBack.bytes).subarray(offset, end);
     if (bytes.length !== length) throw new Error(`${entry.path} is shorter than written`);
@@ -611,7 +616,7 @@ export class Journal implements BatchObserver {
   /** Opens the next segment first, so a failure leaves the current one in use. */
   async #rotate(): Promise<void> {
     const name = `${this.#runId}-${
-      String(this.#segmentCounter++).padStart(6, "0")
+      String(this.#segmentCounter++).padStart(9, "0")
     }${PIECE_SEGMENT_SUFFIX}`;
     const file = await Deno.open(join(this.dir, name), { write: true, createNew: true });
     const previous = this.#segments[this.#segments.length - 1];
