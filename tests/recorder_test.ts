@@ -352,6 +352,20 @@ Deno.test({
   },
 });
 
+Deno.test("recorder keeps a broken frame naming a stopped stream in a live one: `stopped` stays the stopped stream's last line", async () => {
+  const s = setup();
+  const g = group(STREAMS);
+  s.recorder.frame(g, `{"stream":"${BTC}","data":{"lastUpdateId":1}}`, 1_000_000);
+  s.recorder.stop([BTC], 1_000_001, { reason: "delisted" });
+  const broken = `{"stream":"${BTC}","data":{"lastUpdateId":`;
+  s.recorder.frame(g, broken, 1_000_002);
+  const lines = await sealAndRead(s);
+  assert.deepEqual(lines.get(BTC)!.map((l) => JSON.parse(l).event ?? "data"), ["data", "stopped"]);
+  const [kept] = lines.get(ETH)!.map((l) => JSON.parse(l));
+  assert.equal(kept.event, "malformed");
+  assert.equal(kept.raw, broken);
+});
+
 // --- Handover between sockets (rotation) and continuity -------------------
 
 const DIFF = "btcusdt@depth@100ms";

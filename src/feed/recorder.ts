@@ -293,8 +293,10 @@ export class Recorder {
     const reason = frame.kind === "data"
       ? `stream ${frame.stream} is not subscribed on this connection`
       : frame.reason;
-    const stream = frame.stream !== undefined && this.#carries(group, frame.stream)
-      ? frame.stream
+    // Not into a stream that stopped: its `stopped` line is its last.
+    const named = frame.stream;
+    const stream = named !== undefined && !this.#stopped.has(named) && this.#carries(group, named)
+      ? named
       : this.#live(group, group.names)[0] ?? group.names[0];
     this.#add(stream, {
       text: eventLine(recvTs, stream, "malformed", { reason, raw: text }),
