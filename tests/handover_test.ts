@@ -341,15 +341,31 @@ Deno.test("the successor closes first, then the owner: what the successor receiv
   s.frame(2, 50);
   assert.deepEqual(s.closed(2, "suspended"), []);
   s.frame(1, 20); // the owner delivers part of the way
+  // Its frames are the last received: the hole follows them.
   assert.deepEqual(s.closed(1, "suspended").map((a) => a.kind), [
-    "disconnected",
     "gap",
     "chain-start",
     "record",
     "record",
+    "disconnected",
   ]);
   assert.equal(s.state.owner, undefined);
   assert.deepEqual(s.recorded(), [10, 20, 40, 50]);
+});
+
+Deno.test("a closed successor still held when the stream goes back to the old socket is placed against it", () => {
+  const s = new Stream();
+  s.frame(1, 10);
+  s.frame(2, 10); // switched to 2 on a repeat
+  s.frame(2, 20);
+  s.frame(3, 40); // 2's successor, ahead: held
+  s.closed(3, "error");
+  s.frame(1, 20);
+  s.frame(1, 30);
+  s.frame(1, 40); // the old socket, kept aside
+  s.closed(2, "error"); // back to 1: 30 and 40 stored, 3's copy of 40 dropped
+  s.closed(1, "error");
+  assert.deepEqual(s.recorded(), [10, 20, 30, 40]);
 });
 
 // Partial books and the book ticker skip ids: a frame ahead proves no join.
@@ -359,41 +375,89 @@ Deno.test("partial: a successor ahead waits for the owner's messages in flight (
   s.frame(1, 100, 100);
   assert.deepEqual(s.frame(2, 102, 102), []); // 101 may still come from the owner
   assert.deepEqual(s.frame(1, 101, 101).map((a) => a.kind), ["record"]);
-  assert.deepEqual(s.frame(1, 102, 102).map((a) => a.kind), [
+  // The owner reaches the successor's first id: a copy, but of a push the
+  // successor may have joined halfway through (ids repeat while a book does not change).
+  assert.deepEqual(s.frame(1, 102, 102).map((a) => a.kind), ["record"]);
+  assert.deepEqual(s.frame(2, 103, 103), []);
+  // A change both saw since the successor came places it: its 103 is the
+  // first 103, as the owner's is, so from here on the two are level.
+  assert.deepEqual(s.frame(1, 103, 103).map((a) => a.kind), [
     "record",
+    "discard",
     "discard",
     "rotated",
     "left",
   ]);
-  assert.deepEqual(s.frame(2, 103, 103).map((a) => a.kind), ["record"]);
-  assert.deepEqual(s.frame(1, 103, 103).map((a) => a.kind), ["discard"]);
-  assert.deepEqual(s.recorded(), [100, 101, 102, 103]);
+  assert.deepEqual(s.frame(2, 104, 104).map((a) => a.kind), ["record"]);
+  assert.deepEqual(s.frame(1, 104, 104).map((a) => a.kind), ["discard"]);
+  assert.deepEqual(s.recorded(), [100, 101, 102, 103, 104]);
 });
 
-Deno.test("partial: pushes of an unchanged book go on being stored across the switch, once each", () => {
+Deno.test("partial: pushes of an unchanged book are counted, so each is stored once across the switch", () => {
   const s = new Stream("partial");
-  // Each push comes on both sockets; the book does not change until 105.
+  // Each push comes on both sockets, the successor's copy first; 100 three times, then 105 twice.
   s.frame(1, 100, 100);
-  assert.deepEqual(s.frame(2, 100, 100).map((a) => a.kind), ["discard", "rotated", "left"]);
-  assert.deepEqual(s.frame(1, 100, 100).map((a) => a.kind), ["discard"]);
-  assert.deepEqual(s.frame(2, 100, 100).map((a) => a.kind), ["record"]);
-  s.frame(1, 100, 100);
-  s.frame(2, 100, 100);
-  s.frame(1, 105, 105);
-  s.frame(2, 105, 105);
-  assert.deepEqual(s.recorded(), [100, 100, 100, 105]);
-});
-
-Deno.test("partial: a successor ahead with two pushes of the same book keeps the second one", () => {
-  const s = new Stream("partial");
-  s.frame(1, 100, 100);
-  s.frame(2, 101, 101);
-  s.frame(2, 101, 101);
-  s.frame(1, 101, 101); // the owner catches up: the successor's first 101 is its copy
-  s.frame(1, 101, 101); // the old socket's copy of the second push
-  s.frame(2, 102, 102);
-  assert.deepEqual(s.recorded(), [100, 101, 101, 102]);
+  for (let i = 0; i < 2; i++) {
+    s.frame(2, 100, 100);
+    s.frame(1, 100, 100);
+  }
+  s.frame(2, 105, 105); // the successor saw the change to 105 ...
+  assert.equal(s.kinds("rotated").length, 0);
+  s.frame(1, 105, 105); // ... and so did the owner: one push each, level: the switch
   assert.equal(s.kinds("rotated").length, 1);
+  s.frame(2, 105, 105); // a second push of 105, stored from the new owner
+  s.frame(1, 105, 105); // the old socket's copy of it
+  s.frame(2, 106, 106);
+  assert.deepEqual(s.recorded(), [100, 100, 100, 105, 105, 106]);
+});
+
+Deno.test("partial: a successor whose first push is a later one of an unchanged book loses nothing", () => {
+  const s = new Stream("partial");
+  s.frame(1, 100, 100); // push a
+  s.frame(2, 100, 100); // push b reaches the successor first
+  s.frame(1, 100, 100); // the owner's b
+  s.frame(2, 101, 101);
+  s.frame(1, 101, 101);
+  s.frame(2, 102, 102);
+  s.frame(1, 102, 102);
+  assert.deepEqual(s.recorded(), [100, 100, 101, 102]);
+});
+
+Deno.test("partial: a successor two pushes behind stores nothing twice", () => {
+  const s = new Stream("partial");
+  s.frame(1, 100, 100);
+  s.frame(1, 101, 101);
+  s.frame(1, 101, 101);
+  for (const id of [100, 101, 101, 102]) s.frame(2, id, id);
+  s.frame(1, 102, 102);
+  s.frame(2, 103, 103);
+  s.frame(1, 103, 103);
+  assert.deepEqual(s.recorded(), [100, 101, 101, 102, 103]);
+});
+
+Deno.test("partial: back to the old socket after the new owner dies drops as many of its frames as were stored meanwhile", () => {
+  const s = new Stream("partial");
+  s.frame(1, 99, 99);
+  s.frame(2, 99, 99); // the successor's copy
+  s.frame(1, 100, 100); // a change both see: the owner's pushes of 100 are counted
+  assert.equal(s.state.owner, 1);
+  s.frame(2, 100, 100); // as many as the owner has: level, the switch
+  assert.equal(s.state.owner, 2);
+  s.frame(2, 100, 100); // the next push (the book unchanged), stored from the new owner
+  s.frame(1, 100, 100); // the old socket's copy of it, kept aside
+  s.closed(2, "error"); // back to the old socket: that push is not stored twice
+  s.frame(1, 101, 101);
+  assert.deepEqual(s.recorded(), [99, 100, 100, 101]);
+  assert.equal(s.kinds("disconnected").length, 0);
+});
+
+Deno.test("partial: after the owner's replaced close, the successor's copy of the last push is dropped", () => {
+  const s = new Stream("partial");
+  s.frame(1, 100, 100);
+  s.closed(1, "error", true);
+  s.frame(2, 100, 100); // the same push, on the successor
+  s.frame(2, 101, 101);
+  assert.deepEqual(s.recorded(), [100, 101]);
 });
 
 Deno.test("a second successor replaces the first one's held frames", () => {
@@ -418,6 +482,84 @@ Deno.test("USD-M diffs join and break by pu", () => {
   assert.deepEqual(step.actions.map((a) => a.kind), ["record"]);
   step = handover(step.state, usdm(40, 45, 35));
   assert.deepEqual(step.actions[0], { kind: "gap", expected: 30, received: 35, recvTs: 0 });
+});
+
+Deno.test("rotations over skewed sockets store every push once and in order, with or without repeated ids", () => {
+  // mulberry32: the same inputs every run.
+  let seed = 23;
+  const rand = () => {
+    seed = (seed + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  type Push = Diff & { readonly n: number };
+  const cases = [["spot-diff", 0], ["partial", 0], ["partial", 0.5], ["partial", 0.9]] as const;
+  for (const [rule, repeats] of cases) {
+    let onLast = 0;
+    for (let run = 0; run < 60; run++) {
+      // Every socket gets every push from the one it opened at, 100 ms apart, late by up to `skew`.
+      const pushes: Push[] = [];
+      let id = 1000;
+      for (let n = 0; n < 150; n++) {
+        const step = rule === "partial" && n > 0 && rand() < repeats
+          ? 0
+          : 1 + Math.floor(rand() * 3);
+        pushes.push({
+          n,
+          firstUpdateId: rule === "partial" ? id + step : id + 1,
+          lastUpdateId: id + step,
+        });
+        id += step;
+      }
+      const skew = [2, 30, 150][run % 3];
+      type Event = { at: number; socketId: number; n?: number };
+      const events: Event[] = [];
+      const opensAt = [0, 0, 35, 70, 105]; // socket k's first push; 1 is the first owner
+      for (let socketId = 1; socketId < opensAt.length; socketId++) {
+        const late = rand() * skew;
+        for (let n = opensAt[socketId]; n < pushes.length; n++) {
+          events.push({ at: n * 100 + late + rand() * 0.2 * skew, socketId, n });
+        }
+      }
+      let state = newStream<Push>(rule);
+      const stored: number[] = [];
+      const closed = new Set<number>();
+      for (let i = 0; i < events.length; i++) {
+        events.sort((a, b) => a.at - b.at);
+        const event = events[i];
+        if (closed.has(event.socketId)) continue;
+        const step = event.n === undefined
+          ? handover(state, {
+            kind: "closed",
+            socketId: event.socketId,
+            replaced: true,
+            cause: "rotated",
+            recvTs: event.at,
+          })
+          : handover(state, {
+            kind: "frame",
+            socketId: event.socketId,
+            frame: pushes[event.n],
+            recvTs: event.at,
+          });
+        if (event.n === undefined) closed.add(event.socketId);
+        state = step.state;
+        for (const action of step.actions) {
+          if (action.kind === "record") stored.push(action.frame.n);
+          // Retired once the stream left it; frames already in flight still come.
+          if (action.kind === "left") {
+            events.push({ at: event.at + rand() * skew, socketId: action.socketId });
+          }
+        }
+      }
+      const label = `${rule}, repeats ${repeats}, skew ${skew} ms, run ${run}`;
+      assert.deepEqual(stored, pushes.map((push) => push.n), label);
+      if (state.owner === opensAt.length - 1) onLast++;
+    }
+    // The rotations did happen: the stream ends on the newest socket.
+    assert.ok(onLast >= 54, `${rule}, repeats ${repeats}: on the last socket in ${onLast} of 60`);
+  }
 });
 
 Deno.test("allLeft: a socket is retired only once no stream of its group is taken from it", () => {

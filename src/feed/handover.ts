@@ -12,7 +12,9 @@
  * frames are held back until one of them follows on from the last id stored
  * (or repeats one); from there the stream is taken from the successor (a
  * `rotated` action marks the switch) and the owner's later frames are
- * dropped as the repeats they are. Socket ids only grow, so an older socket
+ * dropped as the repeats they are. A partial book's ids repeat while the
+ * book does not change, so it is placed by counting instead
+ * (`tryPartialHandover`). Socket ids only grow, so an older socket
  * is one the stream already left. If the new owner dies before the old
  * socket is retired, the stream goes back to the old one with what it
  * delivered meanwhile and loses nothing.
@@ -44,6 +46,16 @@ export interface Aside<F> {
    * replacement (then stored after the hole).
    */
   readonly closed?: true;
+  /** A successor's first update id: it saw every push with a higher one. */
+  readonly firstId?: number;
+  /**
+   * A successor of a partial book: how many pushes of `id` the owner has
+   * stored, counted from the push that changed the book to it, seen since
+   * this successor came (undefined while no such change was seen).
+   */
+  readonly ownerRun?: { readonly id: number; readonly count: number };
+  /** The socket the stream left: how many frames the new owner has stored since. */
+  readonly storedSince?: number;
 }
 
 export interface StreamHandover<F> {
@@ -53,12 +65,20 @@ export interface StreamHandover<F> {
   readonly owner: number | undefined;
   /** Last update id stored. */
   readonly last: number | undefined;
-  /**
-   * Just moved to a socket that may still deliver what was stored: drop those
-   * repeats. A partial book's id does not change while its book does not, so
-   * there only one copy of the last id stored is dropped (`acceptOwned`).
-   */
+  /** Just moved to a socket that may still deliver what was stored: drop those repeats. */
   readonly catchingUp: boolean;
+  /**
+   * A partial book, whose id does not change while its book does not: how
+   * many of the owner's next frames are copies of what was stored (going
+   * back to the old socket, the frames the other one stored meanwhile).
+   */
+  readonly copies?: number;
+  /**
+   * A partial book catching up on a successor that took over once placed:
+   * how many of its frames of the last id are still copies (those of lower
+   * ids all are).
+   */
+  readonly copiesOfLast?: number;
   /** A newer socket's frames waiting to join the chain. */
   readonly successor: Aside<F> | undefined;
   /** The socket this stream left in its last switch, while it runs, and what it delivered since. */
@@ -154,15 +174,19 @@ export function handover<F extends ChainIds>(
  * The common case without `handover`'s objects (it runs for every message):
  * when a frame of `socketId` is simply stored, with no other action, the
  * stream's next state; undefined when `handover` must decide. That is the
- * owner's frame, with no successor waiting and no repeats being dropped,
- * that follows on, repeats (an owner's repeat is stored) or has no ids to check.
+ * owner's frame, with no successor waiting, no repeats being dropped and
+ * (a partial book) no old socket to count for, that follows on, repeats (an
+ * owner's repeat is stored) or has no ids to check.
  */
 export function recordsPlainly<F extends ChainIds>(
   state: StreamHandover<F>,
   frame: F,
   socketId: number,
 ): StreamHandover<F> | undefined {
-  if (state.owner !== socketId || state.catchingUp || state.successor !== undefined) {
+  if (
+    state.owner !== socketId || state.catchingUp || state.successor !== undefined ||
+    (state.previous !== undefined && state.rule === "partial") || state.copies
+  ) {
     return undefined;
   }
   const { rule, last } = state;
@@ -199,13 +223,29 @@ function onFrame<F extends ChainIds>(
   if (state.owner === undefined) {
     // A new diff socket after a disconnect may start with updates already
     // stored. (A partial book repeating its lastUpdateId is just unchanged.)
+    // (After a replaced close the new socket continues the old one: any rule.)
     const rule = state.rule;
-    const catchingUp = state.last !== undefined && rule !== undefined && rule !== "partial";
+    const catchingUp = state.catchingUp ||
+      (state.last !== undefined && rule !== undefined && rule !== "partial");
     state = { ...state, owner: socketId, catchingUp };
   }
   if (state.owner === socketId) {
+    const before = state.last;
+    const count = actions.length;
     state = acceptOwned(state, received, actions);
-    return state.successor ? tryHandover(state, actions) : state;
+    if (actions.length === count || actions[actions.length - 1].kind !== "record") {
+      return state.successor ? tryHandover(state, actions) : state;
+    }
+    const { previous, successor } = state;
+    // A partial book's way back to the old socket counts what was stored since (`backToPrevious`).
+    if (previous && state.rule === "partial") {
+      state = { ...state, previous: { ...previous, storedSince: (previous.storedSince ?? 0) + 1 } };
+    }
+    if (!successor) return state;
+    if (state.rule === "partial") {
+      state = { ...state, successor: countRun(successor, before, received.frame) };
+    }
+    return tryHandover(state, actions);
   }
   // An older socket: one this stream already left (still delivering frames
   // in flight while it closes). Never go back to it, but keep what it sends
@@ -214,12 +254,29 @@ function onFrame<F extends ChainIds>(
     actions.push({ kind: "discard" });
     const previous = state.previous;
     if (previous?.socketId !== socketId || previous.frames.length >= MAX_ASIDE) return state;
-    return { ...state, previous: { socketId, frames: [...previous.frames, received] } };
+    return { ...state, previous: { ...previous, frames: [...previous.frames, received] } };
   }
   // A newer socket of the group: a successor overlapping the owner.
-  const held = state.successor?.socketId === socketId ? state.successor.frames : [];
+  const current = state.successor?.socketId === socketId ? state.successor : undefined;
+  const held = current?.frames ?? [];
   const frames = held.length < MAX_ASIDE ? [...held, received] : held;
-  return tryHandover({ ...state, successor: { socketId, frames } }, actions);
+  const successor: Aside<F> = current
+    ? { ...current, frames }
+    : { socketId, frames, firstId: received.frame.lastUpdateId };
+  return tryHandover({ ...state, successor }, actions);
+}
+
+/** The owner stored `frame` while `held` waits: counts its run of a partial book's id. */
+function countRun<F extends ChainIds>(
+  held: Aside<F>,
+  before: number | undefined,
+  frame: F,
+): Aside<F> {
+  const id = frame.lastUpdateId;
+  if (id === undefined) return held;
+  if (before === undefined || id > before) return { ...held, ownerRun: { id, count: 1 } };
+  const run = held.ownerRun;
+  return run?.id === id ? { ...held, ownerRun: { id, count: run.count + 1 } } : held;
 }
 
 function onClosed<F extends ChainIds>(
@@ -242,14 +299,20 @@ function onClosed<F extends ChainIds>(
   // Owned by another socket that is still running: nothing lost here.
   if (state.owner !== undefined && state.owner !== socketId) return state;
   const wasOwner = state.owner === socketId;
-  state = { ...state, owner: undefined };
+  // Copies still expected from it will not come.
+  state = { ...state, owner: undefined, copies: undefined, copiesOfLast: undefined };
   if (wasOwner && !replaced && previous) return backToPrevious(state, previous, actions);
   if (!replaced) {
+    // Frames a successor received ahead of the owner are kept (the chain
+    // check marks a break, if any). A successor still open carries the stream
+    // on; a closed one's frames are the last received: the hole follows them.
+    if (wasOwner && successor && !successor.closed) {
+      actions.push({ kind: "disconnected", recvTs, replaced: true, successor: successor.socketId });
+      return takeHeld(state, successor, actions);
+    }
+    if (wasOwner && successor) state = takeHeld(state, successor, actions);
     actions.push({ kind: "disconnected", recvTs, replaced: false });
-    // Frames a successor received ahead of the owner are kept, after the hole
-    // (the chain check marks a break, if any), whether it is still open or not.
-    if (!wasOwner || !successor) return state;
-    return takeHeld(state, successor, actions);
+    return { ...state, catchingUp: false };
   }
   if (!wasOwner) return state;
   // The successor carries on before it joined this stream's chain: take what
@@ -274,7 +337,8 @@ function onClosed<F extends ChainIds>(
       },
   );
   state = { ...state, successor: undefined };
-  if (!successor) return state;
+  // The next socket to deliver continues this one: what it repeats is dropped.
+  if (!successor) return { ...state, catchingUp: true };
   return takeHeld(state, successor, actions);
 }
 
@@ -289,8 +353,29 @@ function takeHeld<F extends ChainIds>(
   actions: Actions<F>,
 ): StreamHandover<F> {
   state = { ...state, successor: undefined, owner: held.closed ? undefined : held.socketId };
-  for (const received of held.frames) state = accept(state, received, actions);
-  return state;
+  // A partial book's copies of what was stored, where they cannot be told apart, are dropped.
+  const partial = state.rule === "partial" ? partialCopies(state, held) : undefined;
+  // Ids of other rules do not repeat: a frame that is no further is a copy.
+  let skip = partial?.copies ?? 0;
+  if (!partial) {
+    while (skip < held.frames.length && isRepeat(held.frames[skip].frame, state.last)) {
+      skip++;
+    }
+  }
+  for (let i = 0; i < skip; i++) actions.push({ kind: "discard" });
+  let stored = 0;
+  for (const received of held.frames.slice(skip)) {
+    const count = actions.length;
+    state = accept(state, received, actions);
+    if (actions.length > count && actions[actions.length - 1].kind === "record") stored++;
+  }
+  if (held.closed || stored > 0) return { ...state, catchingUp: false };
+  // Nothing new from it yet: it may still repeat what was stored. A placed
+  // partial book has that many pushes of the last id to come; otherwise
+  // whatever does not pass the last id is dropped.
+  const run = held.ownerRun;
+  const copiesOfLast = partial?.placed && run ? Math.max(0, run.count - partial.same) : undefined;
+  return { ...state, catchingUp: true, copiesOfLast };
 }
 
 /** The new owner died before the old socket was retired: the stream goes back to the old one. */
@@ -299,9 +384,19 @@ function backToPrevious<F extends ChainIds>(
   previous: Aside<F>,
   actions: Actions<F>,
 ): StreamHandover<F> {
-  state = { ...state, previous: undefined, owner: previous.socketId, catchingUp: true };
+  // The old socket delivers the same pushes the new owner stored since the
+  // switch, in order: a partial book's are dropped by count (ids repeat).
+  const partial = state.rule === "partial";
+  state = {
+    ...state,
+    previous: undefined,
+    owner: previous.socketId,
+    catchingUp: !partial,
+    copies: partial ? previous.storedSince : undefined,
+  };
   for (const received of previous.frames) state = acceptOwned(state, received, actions);
-  return state;
+  // A successor of the old socket may still be held: it is placed against what it has now.
+  return state.successor ? tryHandover(state, actions) : state;
 }
 
 /**
@@ -314,27 +409,89 @@ function tryHandover<F extends ChainIds>(
   state: StreamHandover<F>,
   actions: Actions<F>,
 ): StreamHandover<F> {
+  if (state.rule === "partial") return tryPartialHandover(state, actions);
   const held = state.successor!;
-  // One copy of a partial book's last id at most: the copies after it are
-  // later pushes of an unchanged book.
-  const partial = state.rule === "partial";
   let skip = 0;
-  let copyOfLast = false;
   while (skip < held.frames.length && isRepeat(held.frames[skip].frame, state.last)) {
-    const sameAsLast = held.frames[skip].frame.lastUpdateId === state.last;
-    if (partial && sameAsLast && copyOfLast) break;
-    copyOfLast ||= sameAsLast;
     actions.push({ kind: "discard" });
     skip++;
   }
-  if (held.closed) {
-    // It can no longer take the stream: keep only what the owner has not delivered.
-    const frames = held.frames.slice(skip);
-    return { ...state, successor: frames.length > 0 ? { ...held, frames } : undefined };
-  }
+  if (held.closed) return keepHeld(state, held, skip);
   const next = held.frames[skip] as Received<F> | undefined;
   if (skip === 0 && (!next || !joins(state, next.frame))) return state;
+  return switchTo({ ...state, catchingUp: true }, held, skip, actions);
+}
+
+/**
+ * A partial book or book ticker: ids skip, and repeat while the book does
+ * not change, so neither a frame ahead nor one with the last id stored
+ * proves where the successor is. It is placed by a change of id both
+ * sockets saw since it came: the owner's pushes of the last id are counted
+ * from the change to it, and the successor saw that change when its first
+ * id is lower; its first as many pushes of that id are copies. Until then
+ * it waits, its copies of older pushes dropped as the owner passes them.
+ */
+function tryPartialHandover<F extends ChainIds>(
+  state: StreamHandover<F>,
+  actions: Actions<F>,
+): StreamHandover<F> {
+  const held = state.successor!;
+  if (state.last === undefined) return held.closed ? state : switchTo(state, held, 0, actions);
+  const { older, same, copies, placed } = partialCopies(state, held);
+  for (let i = 0; i < older; i++) actions.push({ kind: "discard" });
+  const beyond = held.frames.length - older - same;
+  // Placed, and level with the owner or past it: nothing it sends next repeats what is stored.
+  const level = placed && same > 0 && (same >= held.ownerRun!.count || beyond > 0);
+  if (held.closed || !level) {
+    return keepHeld(state, held, older);
+  }
+  for (let i = older; i < copies; i++) actions.push({ kind: "discard" });
+  return switchTo(state, held, copies, actions);
+}
+
+/**
+ * Where a partial book's held frames stand against the last id stored:
+ * `older` frames below it, then `same` frames of it; `copies`, how many
+ * from the start are copies of what was stored (all of the last id's when
+ * the successor is not `placed`).
+ */
+function partialCopies<F extends ChainIds>(
+  state: StreamHandover<F>,
+  held: Aside<F>,
+): { older: number; same: number; copies: number; placed: boolean } {
+  const last = state.last ?? -Infinity;
+  const ids = held.frames.map((received) => received.frame.lastUpdateId ?? Infinity);
+  let older = 0;
+  while (older < ids.length && ids[older] < last) older++;
+  let same = 0;
+  while (older + same < ids.length && ids[older + same] === last) same++;
+  const run = held.ownerRun;
+  const placed = run?.id === last && held.firstId !== undefined && held.firstId < last;
+  return { older, same, copies: older + (placed ? Math.min(run!.count, same) : same), placed };
+}
+
+/** A successor that does not take the stream (yet), without its first `skip` frames. */
+function keepHeld<F extends ChainIds>(
+  state: StreamHandover<F>,
+  held: Aside<F>,
+  skip: number,
+): StreamHandover<F> {
+  if (skip === 0) return state;
+  const frames = held.frames.slice(skip);
+  // A closed one with nothing left is done; an open one goes on being counted.
+  if (frames.length === 0 && held.closed) return { ...state, successor: undefined };
+  return { ...state, successor: { ...held, frames } };
+}
+
+/** The stream moves to the successor, with its frames after the first `skip`. */
+function switchTo<F extends ChainIds>(
+  state: StreamHandover<F>,
+  held: Aside<F>,
+  skip: number,
+  actions: Actions<F>,
+): StreamHandover<F> {
   const from = state.owner;
+  const next = held.frames[skip] as Received<F> | undefined;
   actions.push({
     kind: "rotated",
     recvTs: next?.recvTs ?? held.frames[skip - 1].recvTs,
@@ -342,18 +499,16 @@ function tryHandover<F extends ChainIds>(
     to: held.socketId,
     last: state.last,
   });
-  state = {
-    ...state,
-    owner: held.socketId,
-    successor: undefined,
-    catchingUp: !(partial && copyOfLast),
-    previous: from === undefined ? undefined : { socketId: from, frames: [] },
-  };
+  state = { ...state, owner: held.socketId, successor: undefined };
+  let stored = 0;
   for (let i = skip; i < held.frames.length; i++) {
+    const count = actions.length;
     state = acceptOwned(state, held.frames[i], actions);
+    if (actions.length > count && actions[actions.length - 1].kind === "record") stored++;
   }
-  if (from !== undefined) actions.push({ kind: "left", socketId: from });
-  return state;
+  if (from === undefined) return { ...state, previous: undefined };
+  actions.push({ kind: "left", socketId: from });
+  return { ...state, previous: { socketId: from, frames: [], storedSince: stored } };
 }
 
 /**
@@ -365,7 +520,7 @@ function tryHandover<F extends ChainIds>(
 function joins<F extends ChainIds>(state: StreamHandover<F>, frame: F): boolean {
   const { rule, last } = state;
   if (!rule || last === undefined || frame.firstUpdateId === undefined) return true;
-  if (rule === "partial") return false;
+  if (rule === "partial") return false; // tryPartialHandover decides
   const ids = {
     firstUpdateId: frame.firstUpdateId,
     lastUpdateId: frame.lastUpdateId!,
@@ -380,14 +535,19 @@ function acceptOwned<F extends ChainIds>(
   received: Received<F>,
   actions: Actions<F>,
 ): StreamHandover<F> {
+  if (state.copies) {
+    actions.push({ kind: "discard" });
+    return { ...state, copies: state.copies > 1 ? state.copies - 1 : undefined };
+  }
   if (state.catchingUp) {
-    if (isRepeat(received.frame, state.last)) {
+    const { copiesOfLast } = state;
+    const sameAsLast = received.frame.lastUpdateId === state.last;
+    if (isRepeat(received.frame, state.last) && !(sameAsLast && copiesOfLast === 0)) {
       actions.push({ kind: "discard" });
-      // A partial book: one copy of the last id, then its later pushes are stored.
-      const copyOfLast = state.rule === "partial" && received.frame.lastUpdateId === state.last;
-      return copyOfLast ? { ...state, catchingUp: false } : state;
+      if (!sameAsLast || copiesOfLast === undefined) return state;
+      return { ...state, copiesOfLast: copiesOfLast - 1 };
     }
-    state = { ...state, catchingUp: false };
+    state = { ...state, catchingUp: false, copiesOfLast: undefined };
   }
   return accept(state, received, actions);
 }
