@@ -451,6 +451,18 @@ Deno.test("partial: back to the old socket after the new owner dies drops as man
   assert.equal(s.kinds("disconnected").length, 0);
 });
 
+Deno.test("partial: the owner of an unchanged book dies during the overlap: the successor goes on where it stopped", () => {
+  const s = new Stream("partial");
+  s.frame(1, 100, 100); // push 1
+  s.frame(2, 100, 100); // the successor's first: push 1 (or 2: ids do not tell)
+  s.frame(1, 100, 100); // push 2: counted since the successor came
+  s.frame(2, 100, 100); // push 2
+  s.closed(1, "error", true); // no change of id yet, so it never switched
+  s.frame(2, 100, 100); // push 3: as many copies as the owner stored are behind it
+  s.frame(2, 101, 101);
+  assert.deepEqual(s.recorded(), [100, 100, 100, 101]);
+});
+
 Deno.test("partial: after the owner's replaced close, the successor's copy of the last push is dropped", () => {
   const s = new Stream("partial");
   s.frame(1, 100, 100);

@@ -49,11 +49,11 @@ export interface Aside<F> {
   /** A successor's first update id: it saw every push with a higher one. */
   readonly firstId?: number;
   /**
-   * A successor of a partial book: how many pushes of `id` the owner has
-   * stored, counted from the push that changed the book to it, seen since
-   * this successor came (undefined while no such change was seen).
+   * A successor of a partial book: how many pushes of `id` (the last stored)
+   * the owner has stored since this successor came; `changed`, counted from
+   * the push that changed the book to it, so from its first push.
    */
-  readonly ownerRun?: { readonly id: number; readonly count: number };
+  readonly ownerRun?: { readonly id: number; readonly count: number; readonly changed: boolean };
   /** The socket the stream left: how many frames the new owner has stored since. */
   readonly storedSince?: number;
 }
@@ -260,9 +260,13 @@ function onFrame<F extends ChainIds>(
   const current = state.successor?.socketId === socketId ? state.successor : undefined;
   const held = current?.frames ?? [];
   const frames = held.length < MAX_ASIDE ? [...held, received] : held;
-  const successor: Aside<F> = current
-    ? { ...current, frames }
-    : { socketId, frames, firstId: received.frame.lastUpdateId };
+  const last = state.last;
+  const successor: Aside<F> = current ? { ...current, frames } : {
+    socketId,
+    frames,
+    firstId: received.frame.lastUpdateId,
+    ownerRun: last === undefined ? undefined : { id: last, count: 0, changed: false },
+  };
   return tryHandover({ ...state, successor }, actions);
 }
 
@@ -273,10 +277,13 @@ function countRun<F extends ChainIds>(
   frame: F,
 ): Aside<F> {
   const id = frame.lastUpdateId;
-  if (id === undefined) return held;
-  if (before === undefined || id > before) return { ...held, ownerRun: { id, count: 1 } };
   const run = held.ownerRun;
-  return run?.id === id ? { ...held, ownerRun: { id, count: run.count + 1 } } : held;
+  if (id === undefined) return held;
+  if (before === undefined || id > before) {
+    return { ...held, ownerRun: { id, count: 1, changed: true } };
+  }
+  if (run?.id !== id) return held;
+  return { ...held, ownerRun: { ...run, count: run.count + 1 } };
 }
 
 function onClosed<F extends ChainIds>(
@@ -370,11 +377,12 @@ function takeHeld<F extends ChainIds>(
     if (actions.length > count && actions[actions.length - 1].kind === "record") stored++;
   }
   if (held.closed || stored > 0) return { ...state, catchingUp: false };
-  // Nothing new from it yet: it may still repeat what was stored. A placed
-  // partial book has that many pushes of the last id to come; otherwise
-  // whatever does not pass the last id is dropped.
-  const run = held.ownerRun;
-  const copiesOfLast = partial?.placed && run ? Math.max(0, run.count - partial.same) : undefined;
+  // Nothing new from it yet: it may still repeat what was stored: what does
+  // not pass the last id, or, with the owner's pushes of it counted, as many
+  // of them as it has not delivered yet.
+  const copiesOfLast = partial?.ofLast === undefined
+    ? undefined
+    : Math.max(0, partial.ofLast - partial.same);
   return { ...state, catchingUp: true, copiesOfLast };
 }
 
@@ -452,22 +460,29 @@ function tryPartialHandover<F extends ChainIds>(
 /**
  * Where a partial book's held frames stand against the last id stored:
  * `older` frames below it, then `same` frames of it; `copies`, how many
- * from the start are copies of what was stored (all of the last id's when
- * the successor is not `placed`).
+ * from the start are copies of what was stored. `placed`: the owner's
+ * pushes of the last id were counted from the change to it, which the
+ * successor saw too, so the count is exact. Counted only since the
+ * successor came, one more is taken (its first push may be one the owner
+ * had before: exact when ids do not repeat, else one push may be lost); not
+ * counted at all, every frame of the last id is taken for a copy.
+ * `ofLast`: how many pushes of the last id are copies, when counted.
  */
 function partialCopies<F extends ChainIds>(
   state: StreamHandover<F>,
   held: Aside<F>,
-): { older: number; same: number; copies: number; placed: boolean } {
+): { older: number; same: number; copies: number; placed: boolean; ofLast?: number } {
   const last = state.last ?? -Infinity;
   const ids = held.frames.map((received) => received.frame.lastUpdateId ?? Infinity);
   let older = 0;
   while (older < ids.length && ids[older] < last) older++;
   let same = 0;
   while (older + same < ids.length && ids[older + same] === last) same++;
-  const run = held.ownerRun;
-  const placed = run?.id === last && held.firstId !== undefined && held.firstId < last;
-  return { older, same, copies: older + (placed ? Math.min(run!.count, same) : same), placed };
+  const run = held.ownerRun?.id === last ? held.ownerRun : undefined;
+  const placed = run !== undefined && run.changed && held.firstId !== undefined &&
+    held.firstId < last;
+  const ofLast = run && (placed ? run.count : run.count + 1);
+  return { older, same, copies: older + Math.min(ofLast ?? same, same), placed, ofLast };
 }
 
 /** A successor that does not take the stream (yet), without its first `skip` frames. */
