@@ -439,10 +439,9 @@ Deno.test("partial: back to the old socket after the new owner dies drops as man
   const s = new Stream("partial");
   s.frame(1, 99, 99);
   s.frame(2, 99, 99); // the successor's copy
-  s.frame(1, 100, 100); // a change both see: the owner's pushes of 100 are counted
-  assert.equal(s.state.owner, 1);
-  s.frame(2, 100, 100); // as many as the owner has: level, the switch
+  s.frame(1, 100, 100); // a change both see: placed, one push behind, the switch
   assert.equal(s.state.owner, 2);
+  s.frame(2, 100, 100); // its copy of that push, dropped
   s.frame(2, 100, 100); // the next push (the book unchanged), stored from the new owner
   s.frame(1, 100, 100); // the old socket's copy of it, kept aside
   s.closed(2, "error"); // back to the old socket: that push is not stored twice
@@ -461,6 +460,49 @@ Deno.test("partial: the owner of an unchanged book dies during the overlap: the 
   s.frame(2, 100, 100); // push 3: as many copies as the owner stored are behind it
   s.frame(2, 101, 101);
   assert.deepEqual(s.recorded(), [100, 100, 100, 101]);
+});
+
+Deno.test("partial: a successor that always lags the owner by two pushes still takes over once placed", () => {
+  const s = new Stream("partial");
+  for (let id = 100; id < 103; id++) s.frame(1, id, id);
+  for (let id = 103; id < 120; id++) {
+    s.frame(1, id, id);
+    s.frame(2, id - 2, id - 2); // each of its frames after the owner's next one
+  }
+  assert.equal(s.state.owner, 2);
+  assert.equal(s.kinds("rotated").length, 1);
+  for (let id = 118; id < 125; id++) s.frame(2, id, id);
+  assert.deepEqual(s.recorded(), Array.from({ length: 25 }, (_, i) => 100 + i));
+});
+
+Deno.test("partial: a closed successor's frames taken at the owner's replaced close; the next socket's copies dropped", () => {
+  const s = new Stream("partial");
+  s.frame(1, 100, 100);
+  s.frame(1, 101, 101);
+  s.frame(2, 101, 101); // a successor, unplaced
+  s.closed(2, "error"); // closes: kept
+  s.frame(1, 101, 101); // the owner's next push
+  s.closed(1, "error", true); // the owner is replaced by a socket that has delivered nothing yet
+  s.frame(3, 101, 101); // its copy of the last push
+  s.frame(3, 102, 102);
+  assert.deepEqual(s.recorded(), [100, 101, 101, 102]);
+});
+
+Deno.test("partial: going back to the old socket counts its frames for a successor held meanwhile", () => {
+  const s = new Stream("partial");
+  s.frame(1, 100, 100);
+  s.frame(2, 100, 100);
+  s.frame(1, 101, 101); // placed: the switch to 2
+  s.frame(2, 101, 101);
+  s.frame(3, 101, 101); // 2's successor, while 1 still runs
+  s.frame(1, 102, 102);
+  s.frame(1, 102, 102); // 1's frames, kept aside
+  s.frame(2, 102, 102);
+  s.closed(2, "error"); // back to 1: its second 102 is stored, and counted for 3
+  s.frame(3, 102, 102);
+  s.frame(3, 102, 102);
+  s.frame(3, 103, 103);
+  assert.deepEqual(s.recorded(), [100, 101, 102, 102, 103]);
 });
 
 Deno.test("partial: after the owner's replaced close, the successor's copy of the last push is dropped", () => {

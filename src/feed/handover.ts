@@ -230,22 +230,8 @@ function onFrame<F extends ChainIds>(
     state = { ...state, owner: socketId, catchingUp };
   }
   if (state.owner === socketId) {
-    const before = state.last;
-    const count = actions.length;
-    state = acceptOwned(state, received, actions);
-    if (actions.length === count || actions[actions.length - 1].kind !== "record") {
-      return state.successor ? tryHandover(state, actions) : state;
-    }
-    const { previous, successor } = state;
-    // A partial book's way back to the old socket counts what was stored since (`backToPrevious`).
-    if (previous && state.rule === "partial") {
-      state = { ...state, previous: { ...previous, storedSince: (previous.storedSince ?? 0) + 1 } };
-    }
-    if (!successor) return state;
-    if (state.rule === "partial") {
-      state = { ...state, successor: countRun(successor, before, received.frame) };
-    }
-    return tryHandover(state, actions);
+    state = ownedFrame(state, received, actions);
+    return state.successor ? tryHandover(state, actions) : state;
   }
   // An older socket: one this stream already left (still delivering frames
   // in flight while it closes). Never go back to it, but keep what it sends
@@ -268,6 +254,38 @@ function onFrame<F extends ChainIds>(
     ownerRun: last === undefined ? undefined : { id: last, count: 0, changed: false },
   };
   return tryHandover({ ...state, successor }, actions);
+}
+
+/** An owner's frame, stored or dropped as a copy. */
+function ownedFrame<F extends ChainIds>(
+  state: StreamHandover<F>,
+  received: Received<F>,
+  actions: Actions<F>,
+): StreamHandover<F> {
+  const before = state.last;
+  const count = actions.length;
+  state = acceptOwned(state, received, actions);
+  const stored = actions.length > count && actions[actions.length - 1].kind === "record";
+  return stored ? countStored(state, before, received.frame) : state;
+}
+
+/**
+ * The owner stored `frame` (the last id stored was `before`). A partial
+ * book counts it for the way back to the old socket (`backToPrevious`) and
+ * for a successor's place (`tryPartialHandover`).
+ */
+function countStored<F extends ChainIds>(
+  state: StreamHandover<F>,
+  before: number | undefined,
+  frame: F,
+): StreamHandover<F> {
+  if (state.rule !== "partial") return state;
+  const { previous, successor } = state;
+  if (previous) {
+    state = { ...state, previous: { ...previous, storedSince: (previous.storedSince ?? 0) + 1 } };
+  }
+  if (successor) state = { ...state, successor: countRun(successor, before, frame) };
+  return state;
 }
 
 /** The owner stored `frame` while `held` waits: counts its run of a partial book's id. */
@@ -344,9 +362,13 @@ function onClosed<F extends ChainIds>(
       },
   );
   state = { ...state, successor: undefined };
-  // The next socket to deliver continues this one: what it repeats is dropped.
-  if (!successor) return { ...state, catchingUp: true };
-  return takeHeld(state, successor, actions);
+  // The next socket to deliver continues this one: what it repeats is dropped
+  // (of a partial book's last id, one: its first may be a copy, the rest not).
+  if (!successor) {
+    return { ...state, catchingUp: true, copiesOfLast: state.rule === "partial" ? 1 : undefined };
+  }
+  state = takeHeld(state, successor, actions);
+  return successor.closed ? { ...state, catchingUp: true } : state;
 }
 
 /**
@@ -372,9 +394,12 @@ function takeHeld<F extends ChainIds>(
   for (let i = 0; i < skip; i++) actions.push({ kind: "discard" });
   let stored = 0;
   for (const received of held.frames.slice(skip)) {
+    const before = state.last;
     const count = actions.length;
     state = accept(state, received, actions);
-    if (actions.length > count && actions[actions.length - 1].kind === "record") stored++;
+    if (actions.length === count || actions[actions.length - 1].kind !== "record") continue;
+    state = countStored(state, before, received.frame);
+    stored++;
   }
   if (held.closed || stored > 0) return { ...state, catchingUp: false };
   // Nothing new from it yet: it may still repeat what was stored: what does
@@ -402,7 +427,7 @@ function backToPrevious<F extends ChainIds>(
     catchingUp: !partial,
     copies: partial ? previous.storedSince : undefined,
   };
-  for (const received of previous.frames) state = acceptOwned(state, received, actions);
+  for (const received of previous.frames) state = ownedFrame(state, received, actions);
   // A successor of the old socket may still be held: it is placed against what it has now.
   return state.successor ? tryHandover(state, actions) : state;
 }
@@ -436,8 +461,11 @@ function tryHandover<F extends ChainIds>(
  * proves where the successor is. It is placed by a change of id both
  * sockets saw since it came: the owner's pushes of the last id are counted
  * from the change to it, and the successor saw that change when its first
- * id is lower; its first as many pushes of that id are copies. Until then
- * it waits, its copies of older pushes dropped as the owner passes them.
+ * id is lower; its first as many pushes of that id are copies, and so are
+ * all of lower ids. Placed, it takes the stream at once, ahead or behind
+ * (what it has still to send of those copies is dropped as it comes).
+ * Until then it waits, its copies of older pushes dropped as the owner
+ * passes them.
  */
 function tryPartialHandover<F extends ChainIds>(
   state: StreamHandover<F>,
@@ -445,16 +473,13 @@ function tryPartialHandover<F extends ChainIds>(
 ): StreamHandover<F> {
   const held = state.successor!;
   if (state.last === undefined) return held.closed ? state : switchTo(state, held, 0, actions);
-  const { older, same, copies, placed } = partialCopies(state, held);
+  const { older, same, copies, placed, ofLast } = partialCopies(state, held);
   for (let i = 0; i < older; i++) actions.push({ kind: "discard" });
-  const beyond = held.frames.length - older - same;
-  // Placed, and level with the owner or past it: nothing it sends next repeats what is stored.
-  const level = placed && same > 0 && (same >= held.ownerRun!.count || beyond > 0);
-  if (held.closed || !level) {
-    return keepHeld(state, held, older);
-  }
+  if (held.closed || !placed || held.frames.length === 0) return keepHeld(state, held, older);
+  // Placed: exactly which of what it sends are copies is known, ahead or behind.
   for (let i = older; i < copies; i++) actions.push({ kind: "discard" });
-  return switchTo(state, held, copies, actions);
+  const behind = Math.max(0, ofLast! - same);
+  return switchTo({ ...state, catchingUp: true, copiesOfLast: behind }, held, copies, actions);
 }
 
 /**
