@@ -309,7 +309,7 @@ function onClosed<F extends ChainIds>(
   event: Extract<HandoverEvent<F>, { kind: "closed" }>,
   actions: Actions<F>,
 ): StreamHandover<F> {
-  const { socketId, replaced, recvTs } = event;
+  const { socketId, replaced } = event;
   let successor = state.successor;
   if (successor?.socketId === socketId) {
     // A successor closing before it joined: the owner carries on and is
@@ -327,39 +327,49 @@ function onClosed<F extends ChainIds>(
   // Copies still expected from it will not come.
   state = { ...state, owner: undefined, copies: undefined, copiesOfLast: undefined };
   if (wasOwner && !replaced && previous) return backToPrevious(state, previous, actions);
-  if (!replaced) {
-    // Frames a successor received ahead of the owner are kept (the chain
-    // check marks a break, if any). A successor still open carries the stream
-    // on; a closed one's frames are the last received: the hole follows them.
-    if (wasOwner && successor && !successor.closed) {
-      actions.push({ kind: "disconnected", recvTs, replaced: true, successor: successor.socketId });
-      return takeHeld(state, successor, actions);
-    }
-    if (wasOwner && successor) state = takeHeld(state, successor, actions);
-    actions.push({ kind: "disconnected", recvTs, replaced: false });
-    return { ...state, catchingUp: false };
-  }
+  if (!replaced) return closedForGood(state, event, wasOwner ? successor : undefined, actions);
   if (!wasOwner) return state;
-  // The successor carries on before it joined this stream's chain: take what
-  // it has; a break, if any, is found and marked by the sequence check. A
-  // planned retirement is a rotation; anything else (the old socket went
-  // stale or was cut) is a disconnect.
+  return closedReplaced(state, event, successor, actions);
+}
+
+/**
+ * The owner closed, or no socket owned the stream, and nothing replaces it.
+ * Frames a successor received ahead of the owner are kept (the chain check
+ * marks a break, if any): a successor still open carries the stream on; a
+ * closed one's frames are the last received, and the hole follows them.
+ */
+function closedForGood<F extends ChainIds>(
+  state: StreamHandover<F>,
+  { recvTs }: Extract<HandoverEvent<F>, { kind: "closed" }>,
+  successor: Aside<F> | undefined,
+  actions: Actions<F>,
+): StreamHandover<F> {
+  if (successor && !successor.closed) {
+    actions.push({ kind: "disconnected", recvTs, replaced: true, successor: successor.socketId });
+    return takeHeld(state, successor, actions);
+  }
+  if (successor) state = takeHeld(state, successor, actions);
+  actions.push({ kind: "disconnected", recvTs, replaced: false });
+  return { ...state, catchingUp: false };
+}
+
+/**
+ * The owner closed and a successor of the connection carries on, before it
+ * joined this stream's chain: take what it has; a break, if any, is found
+ * and marked by the sequence check. A planned retirement is a rotation;
+ * anything else (the old socket went stale or was cut) is a disconnect.
+ */
+function closedReplaced<F extends ChainIds>(
+  state: StreamHandover<F>,
+  { socketId, recvTs, cause }: Extract<HandoverEvent<F>, { kind: "closed" }>,
+  successor: Aside<F> | undefined,
+  actions: Actions<F>,
+): StreamHandover<F> {
+  const to = successor?.closed ? undefined : successor?.socketId;
   actions.push(
-    event.cause === "rotated"
-      ? {
-        kind: "rotated",
-        recvTs,
-        from: socketId,
-        to: successor?.closed ? undefined : successor?.socketId,
-        last: state.last,
-        confirmed: false,
-      }
-      : {
-        kind: "disconnected",
-        recvTs,
-        replaced: true,
-        successor: successor?.closed ? undefined : successor?.socketId,
-      },
+    cause === "rotated"
+      ? { kind: "rotated", recvTs, from: socketId, to, last: state.last, confirmed: false }
+      : { kind: "disconnected", recvTs, replaced: true, successor: to },
   );
   state = { ...state, successor: undefined };
   // The next socket to deliver continues this one: what it repeats is dropped
