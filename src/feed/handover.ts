@@ -265,7 +265,7 @@ function ownedFrame<F extends ChainIds>(
   const before = state.last;
   const count = actions.length;
   state = acceptOwned(state, received, actions);
-  const stored = actions.length > count && actions[actions.length - 1].kind === "record";
+  const stored = recordedSince(actions, count);
   return stored ? countStored(state, before, received.frame) : state;
 }
 
@@ -407,7 +407,7 @@ function takeHeld<F extends ChainIds>(
     const before = state.last;
     const count = actions.length;
     state = accept(state, received, actions);
-    if (actions.length === count || actions[actions.length - 1].kind !== "record") continue;
+    if (!recordedSince(actions, count)) continue;
     state = countStored(state, before, received.frame);
     stored++;
   }
@@ -554,7 +554,7 @@ function switchTo<F extends ChainIds>(
   for (let i = skip; i < held.frames.length; i++) {
     const count = actions.length;
     state = acceptOwned(state, held.frames[i], actions);
-    if (actions.length > count && actions[actions.length - 1].kind === "record") stored++;
+    if (recordedSince(actions, count)) stored++;
   }
   if (from === undefined) return { ...state, previous: undefined };
   actions.push({ kind: "left", socketId: from });
@@ -631,6 +631,11 @@ function accept<F extends ChainIds>(
   }
   actions.push({ kind: "record", frame, recvTs });
   return state;
+}
+
+/** Whether the actions after the first `count` end with a record (the frame was stored). */
+function recordedSince<F>(actions: Actions<F>, count: number): boolean {
+  return actions.length > count && actions[actions.length - 1].kind === "record";
 }
 
 function isRepeat(frame: ChainIds, last: number | undefined): boolean {
