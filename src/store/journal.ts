@@ -190,16 +190,16 @@ export class Journal implements BatchObserver {
   /** Per batch id, the segments it has records in. */
   readonly #touched = new Map<number, Set<Segment>>();
   /**
-   * Batches settled whose `r` record is not on disk yet, with the segments
-   * that have their records: those segments stay until it is (deleted
-   * earlier, a kill before the `r` is written would leave the batch's later
-   * records without its `o`, and recovery would store its rest again).
+   * Batches settled whose `r` record is not on disk yet: their files, and the
+   * segments that have their records. Both stay until it is (a segment
+   * deleted earlier, a kill before the `r` is written would leave the batch's
+   * later records without its `o`, and recovery would store its rest again).
    */
-  #settling: Array<{ readonly id: number; readonly segments: Set<Segment> | undefined }> = [];
+  #settling: Array<
+    { readonly id: number; readonly path: string; readonly segments?: Set<Segment> }
+  > = [];
   #nextId = 0;
   readonly #records = new RecordBuffer();
-  /** Batch files to delete once the records written with them are in the segment. */
-  #settledFiles: string[] = [];
   #segmentStartedAt = 0;
   #segmentCounter = 0;
   #flushing: Promise<void> = Promise.resolve();
@@ -280,8 +280,7 @@ export class Journal implements BatchObserver {
     this.#entries.delete(key);
     entry.settled = true;
     this.#records.add(`r\t${entry.id}`);
-    this.#settledFiles.push(entry.path);
-    this.#settling.push({ id: entry.id, segments: this.#touched.get(entry.id) });
+    this.#settling.push({ id: entry.id, path: entry.path, segments: this.#touched.get(entry.id) });
     this.#touched.delete(entry.id);
   }
 
@@ -369,7 +368,7 @@ export class Journal implements BatchObserver {
     }
     // Nothing arrived and nothing is owed: the tick costs little more than this loop.
     const idle = entries.length === 0 && waiters.length === 0 && this.#records.length === 0 &&
-      !this.#unwritten && this.#settledFiles.length === 0;
+      !this.#unwritten && this.#settling.length === 0;
     // Do not rotate with records still owed to this segment.
     if (!idle && !await this.#write(entries, waiters)) return;
     await this.#rotateIfDue();
@@ -395,20 +394,11 @@ export class Journal implements BatchObserver {
     // All batch files in one go (on the gzip worker, in the collector); records only for what is written.
     const results = appends.length > 0 ? await this.#appender.append(appends) : [];
     appends.forEach((append, i) => this.#appended(append, results[i]));
-    // Batch files and batches whose settle record goes out in this write, taken with it.
-    const settledFiles = this.#settledFiles;
+    // The batches whose settle record goes out in this write, taken with it.
     const settling = this.#settling;
-    this.#settledFiles = [];
     this.#settling = [];
     const segmentWritten = await this.#writeSegment();
-    if (!segmentWritten) {
-      this.#settledFiles.unshift(...settledFiles);
-      this.#settling.unshift(...settling);
-    } else {
-      for (const { id, segments } of settling) {
-        for (const segment of segments ?? []) segment.live.delete(id);
-      }
-    }
+    if (!segmentWritten) this.#settling.unshift(...settling);
     // A seal is durable once written. While the journal cannot write, uploads
     // wait for it, but not for ever: recording must not stop on a bad disk.
     const stuck = this.#failingSince !== undefined &&
@@ -421,7 +411,8 @@ export class Journal implements BatchObserver {
     }
     if (!segmentWritten) return false;
     // Synchronous: unlinking a name is quick, where an async call costs a thread-pool round trip.
-    for (const path of settledFiles) {
+    for (const { id, path, segments } of settling) {
+      for (const segment of segments ?? []) segment.live.delete(id);
       try {
         Deno.removeSync(path);
       } catch {
