@@ -150,6 +150,8 @@ export class Batcher {
   readonly #options: BatcherOptions;
   readonly #open = new Map<string, OpenBatch>();
   readonly #nextSeq = new Map<string, number>();
+  /** Per stream, the newest receive time of its last sealed batch. */
+  readonly #sealedNewest = new Map<string, number>();
   readonly #pool: ChunkPool;
   readonly #deflater: Deflater;
   /** Memory held by open batches' bodies, kept up to date by the bodies themselves. */
@@ -303,8 +305,14 @@ export class Batcher {
     return this.#scratch;
   }
 
+  /** The newest receive time of a line `stream` has been given, in this batch or its last sealed one. */
+  newestRecvTs(stream: string): number | undefined {
+    return this.#open.get(stream)?.lastRecvTs ?? this.#sealedNewest.get(stream);
+  }
+
   #seal(batch: OpenBatch): SealedBatch {
     this.#open.delete(batch.stream);
+    this.#sealedNewest.set(batch.stream, batch.lastRecvTs);
     this.#openText -= batch.body.byteLength;
     const heldBytes = batch.body.heldBytes;
     batch.body.detach();

@@ -83,13 +83,6 @@ export class Recorder {
   readonly #counters: RecorderCounters;
   readonly #malformed: ThrottledWarning;
   readonly #lastMessageAt = new Map<string, number>();
-  /**
-   * Per stream, the newest receive time written. A frame held back during a
-   * handover is written after frames received later (the chain's order), so
-   * it and the lines about it take that time: `recv_ts` never decreases
-   * within a stream.
-   */
-  readonly #newestTs = new Map<string, number>();
   readonly #streams = new Map<string, StreamHandover<DataFrame>>();
   /** Per stream, the first update id of its current chain (a snapshot must reach back to it). */
   readonly #chainStarts = new Map<string, number>();
@@ -325,8 +318,11 @@ export class Recorder {
     action: HandoverAction<DataFrame>,
     close: CloseInfo | undefined,
   ): void {
+    // A frame held back during a handover is written after frames received
+    // later (the chain's order): it and the lines about it take the newest
+    // receive time of the stream, which never decreases.
     if ("recvTs" in action) {
-      const newest = this.#newestTs.get(stream);
+      const newest = this.#options.batcher.newestRecvTs(stream);
       if (newest !== undefined && action.recvTs < newest) action = { ...action, recvTs: newest };
     }
     switch (action.kind) {
@@ -415,8 +411,6 @@ export class Recorder {
   }
 
   #add(stream: string, line: Line): void {
-    const newest = this.#newestTs.get(stream);
-    if (newest === undefined || line.recvTs > newest) this.#newestTs.set(stream, line.recvTs);
     const { batcher, submit } = this.#options;
     // The clock is read only if the line opens a batch.
     const sealed = batcher.add(stream, line, this.#clock);
