@@ -395,12 +395,7 @@ function takeHeld<F extends ChainIds>(
   // A partial book's copies of what was stored, where they cannot be told apart, are dropped.
   const partial = state.rule === "partial" ? partialCopies(state, held) : undefined;
   // Ids of other rules do not repeat: a frame that is no further is a copy.
-  let skip = partial?.copies ?? 0;
-  if (!partial) {
-    while (skip < held.frames.length && isRepeat(held.frames[skip].frame, state.last)) {
-      skip++;
-    }
-  }
+  const skip = partial?.copies ?? repeatsFirst(held, state.last);
   for (let i = 0; i < skip; i++) actions.push({ kind: "discard" });
   let stored = 0;
   for (const received of held.frames.slice(skip)) {
@@ -454,11 +449,8 @@ function tryHandover<F extends ChainIds>(
 ): StreamHandover<F> {
   if (state.rule === "partial") return tryPartialHandover(state, actions);
   const held = state.successor!;
-  let skip = 0;
-  while (skip < held.frames.length && isRepeat(held.frames[skip].frame, state.last)) {
-    actions.push({ kind: "discard" });
-    skip++;
-  }
+  const skip = repeatsFirst(held, state.last);
+  for (let i = 0; i < skip; i++) actions.push({ kind: "discard" });
   if (held.closed) return keepHeld(state, held, skip);
   const next = held.frames[skip] as Received<F> | undefined;
   if (skip === 0 && (!next || !joins(state, next.frame))) return state;
@@ -561,16 +553,10 @@ function switchTo<F extends ChainIds>(
   return { ...state, previous: { socketId: from, frames: [], storedSince: stored } };
 }
 
-/**
- * Whether a successor's frame follows on from the last one stored. A partial
- * book or book ticker skips ids, so a frame ahead of the last one stored
- * proves nothing: the owner may still deliver messages in between. Such a
- * stream switches on a repeat, or once the owner has passed the successor.
- */
+/** Whether a successor's frame follows on from the last one stored (not for a partial book). */
 function joins<F extends ChainIds>(state: StreamHandover<F>, frame: F): boolean {
   const { rule, last } = state;
   if (!rule || last === undefined || frame.firstUpdateId === undefined) return true;
-  if (rule === "partial") return false; // tryPartialHandover decides
   const ids = {
     firstUpdateId: frame.firstUpdateId,
     lastUpdateId: frame.lastUpdateId!,
@@ -636,6 +622,13 @@ function accept<F extends ChainIds>(
 /** Whether the actions after the first `count` end with a record (the frame was stored). */
 function recordedSince<F>(actions: Actions<F>, count: number): boolean {
   return actions.length > count && actions[actions.length - 1].kind === "record";
+}
+
+/** How many of `held`'s first frames repeat what was stored (ids up to `last`). */
+function repeatsFirst<F extends ChainIds>(held: Aside<F>, last: number | undefined): number {
+  let count = 0;
+  while (count < held.frames.length && isRepeat(held.frames[count].frame, last)) count++;
+  return count;
 }
 
 function isRepeat(frame: ChainIds, last: number | undefined): boolean {
