@@ -887,8 +887,10 @@ class Link {
    * loopback they pass within milliseconds; the server writes nothing new.
    */
   async drainThenCut(): Promise<void> {
-    const until = performance.now() + 250;
-    while (!this.#cut && performance.now() < until && performance.now() - this.#forwardedAt < 20) {
+    const start = performance.now();
+    // 20 ms with nothing forwarded, counted from the drop at the earliest.
+    const quiet = () => performance.now() - Math.max(this.#forwardedAt, start) >= 20;
+    while (!this.#cut && performance.now() - start < 250 && !quiet()) {
       await new Promise((resolve) => setTimeout(resolve, 5));
     }
     this.cut();
