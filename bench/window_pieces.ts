@@ -26,6 +26,7 @@
  */
 
 import zlib from "node:zlib";
+import { concatBytes } from "../src/archive/bytes.ts";
 import { partialDepthFeed } from "../tests/support/fake_exchange.ts";
 import { BOOK_LEVELS } from "./loads.ts";
 
@@ -46,7 +47,7 @@ class Deflate {
   async write(input: Uint8Array, flush: number): Promise<Uint8Array> {
     this.#stream.write(input);
     await new Promise<void>((resolve) => this.#stream.flush(flush, () => resolve()));
-    const out = concat(this.#out);
+    const out = concatBytes(this.#out);
     this.#out = [];
     return out;
   }
@@ -58,16 +59,6 @@ class Deflate {
   close(): void {
     this.#stream.close();
   }
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
 }
 
 type Way = (pieces: Uint8Array[]) => Promise<Uint8Array[]>;
@@ -100,7 +91,7 @@ const WAYS: Record<string, Way> = {
       if (before.length > 0) await deflate.write(before, Z_SYNC_FLUSH);
       out.push(await deflate.write(piece, Z_FULL_FLUSH));
       deflate.reset();
-      const joined = concat([before, piece]);
+      const joined = concatBytes([before, piece]);
       before = joined.subarray(Math.max(0, joined.length - TAIL));
     }
     deflate.close();
@@ -111,7 +102,7 @@ const WAYS: Record<string, Way> = {
 /** The pieces end to end, closed with an empty final block, inflated. */
 function inflated(out: Uint8Array[]): Uint8Array {
   const finalEmpty = new Uint8Array([0x03, 0x00]);
-  return new Uint8Array(zlib.inflateRawSync(concat([...out, finalEmpty])));
+  return new Uint8Array(zlib.inflateRawSync(concatBytes([...out, finalEmpty])));
 }
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
@@ -125,7 +116,7 @@ async function measure(label: string, lines: string[]): Promise<void> {
     for (let i = 0; i < lines.length; i += perPiece) {
       pieces.push(encoder.encode(lines.slice(i, i + perPiece).join("\n") + "\n"));
     }
-    const text = concat(pieces);
+    const text = concatBytes(pieces);
     const cells = [`${label}, ${perPiece} a piece`];
     for (const [name, way] of Object.entries(WAYS)) {
       const out = await way(pieces);
