@@ -101,6 +101,8 @@ export interface LoadResult {
   /** Seconds from first to last receive time per object: median, and the 10th percentile. */
   readonly objectSpanP50S?: number;
   readonly objectSpanP10S?: number;
+  /** Run in rounds (bench/rounds.ts): CPU seconds per million messages of each round. */
+  readonly roundCpu?: readonly number[];
   readonly notes: readonly string[];
 }
 

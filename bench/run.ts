@@ -5,7 +5,8 @@
  * against S3 up (s3rver); `verify` and `book` over a day; gzip per level. Prints
  * Markdown and writes bench/results.md.
  *
- *   deno run -A bench/run.ts [--quick] [--profile] [--only loads,peers,s3,verify,book,gzip] [--out PATH]
+ *   deno run -A bench/run.ts [--quick] [--profile] [--only loads,peers,s3,verify,book,gzip]
+ *                            [--rounds N] [--out PATH]
  *
  * --quick    short windows, and no runs at the default BATCH_SECONDS=60
  *            (about 2 minutes in all instead of about 8)
@@ -13,6 +14,8 @@
  *            lists where its main thread spends the time
  * --only     a comma-separated subset of the parts (default: all); `peers` alone
  *            runs the 20,000 msg/s load with all four clients
+ * --rounds   how many times the 20,000 msg/s load's clients run, interleaved
+ *            (default 3, 1 with --quick); the table shows each client's median
  * --out      where to write the Markdown (default: bench/results.md)
  *
  * Targets are checked here, never by a timed test: numbers on a shared CI
@@ -25,6 +28,7 @@ import { type ClientKind, type LoadResult, runLoad, type RunSettings } from "./l
 import { HEAVY_LOAD, type Load, LOADS } from "./loads.ts";
 import { machine } from "./proc.ts";
 import { summarizeProfile } from "./profile.ts";
+import { runRounds } from "./rounds.ts";
 import { type BenchReport, renderReport } from "./report.ts";
 import { benchBook } from "./book_bench.ts";
 import { benchVerify } from "./verify_bench.ts";
@@ -42,9 +46,15 @@ const { values } = parseArgs({
     profile: { type: "boolean" },
     only: { type: "string" },
     out: { type: "string" },
+    rounds: { type: "string" },
   },
 });
 const quick = values.quick ?? false;
+// The 20,000 msg/s load's clients run in interleaved rounds (bench/rounds.ts).
+const roundCount = Number(values.rounds ?? (quick ? 1 : 3));
+if (!Number.isInteger(roundCount) || roundCount < 1) {
+  throw new Error(`--rounds: expected a whole number ≥ 1, got "${values.rounds}"`);
+}
 const parts = new Set(values.only?.split(",").map((p) => p.trim()) ?? PARTS);
 for (const part of parts) {
   if (!(PARTS as readonly string[]).includes(part)) {
@@ -70,14 +80,17 @@ const clientsFor = (load: Load): ClientKind[] => [
   ...(load === HEAVY_LOAD && parts.has("peers") ? ["python peer", "node peer"] as const : []),
 ];
 const loadsRun = parts.has("loads") ? LOADS : parts.has("peers") ? [HEAVY_LOAD] : [];
-if (loadsRun.length > 0) {
-  for (const load of loadsRun) {
-    for (const client of clientsFor(load)) {
-      log(`${load.label}: ${client}`);
-      results.push(await runLoad(load, client, settings));
-      log(`  → ${summary(results[results.length - 1])}`);
-    }
-  }
+for (const load of loadsRun) {
+  const clients = clientsFor(load);
+  const rounds = load === HEAVY_LOAD ? roundCount : 1;
+  results.push(
+    ...await runRounds(clients, rounds, async (client, round) => {
+      log(`${load.label}: ${client}${rounds > 1 ? `, round ${round + 1} of ${rounds}` : ""}`);
+      const result = await runLoad(load, client, settings);
+      log(`  → ${summary(result)}`);
+      return result;
+    }),
+  );
 }
 if (parts.has("loads") && !quick) {
   // Per-object costs (fsync, gzip calls) and open-batch memory both scale with
