@@ -6,7 +6,13 @@
  */
 
 import assert from "node:assert/strict";
-import { type AuditOptions, Auditor, type Problem, type Report } from "../src/verify/audit.ts";
+import {
+  type AuditOptions,
+  Auditor,
+  longestSilence,
+  type Problem,
+  type Report,
+} from "../src/verify/audit.ts";
 
 const DIR = "binance/exchange=binance/market=spot/channel=depth@100ms/symbol=BTCUSDT/" +
   "date=2026-11-02/hour=10";
@@ -103,6 +109,7 @@ Deno.test("audit: a gap in the update ids is an unexplained break", () => {
     [
       {
         kind: "break",
+        market: "spot",
         stream: STREAM,
         key: KEY,
         line: 2,
@@ -125,6 +132,7 @@ Deno.test("audit: a dropped line explains the hole and the break before it", () 
   const note = "; explained by a dropped line: 6 messages lost (spool full)";
   const hole: Problem = {
     kind: "hole",
+    market: "spot",
     stream: STREAM,
     key: KEY,
     line: 2,
@@ -138,6 +146,7 @@ Deno.test("audit: a dropped line explains the hole and the break before it", () 
   };
   const brk: Problem = {
     kind: "break",
+    market: "spot",
     stream: STREAM,
     key: KEY,
     line: 2,
@@ -235,6 +244,7 @@ Deno.test("audit: a message stored twice is one duplicate", () => {
     [
       {
         kind: "duplicate",
+        market: "spot",
         stream: STREAM,
         key: KEY,
         line: 3,
@@ -269,6 +279,7 @@ Deno.test("audit: damaged lines are malformed, each with its reason; the rest st
   ]]]);
   const malformed = (line: number, detail: string): Problem => ({
     kind: "malformed",
+    market: "spot",
     stream: STREAM,
     key: KEY,
     line,
@@ -284,4 +295,141 @@ Deno.test("audit: damaged lines are malformed, each with its reason; the rest st
   assert.equal(report.ok, false);
   const s = onlyStream(report);
   assert.deepEqual([s.malformedLines, s.messages, s.breaks, s.lastUpdateId], [4, 2, 0, 6]);
+});
+
+const PARTIAL_KEY = KEY.replace("channel=depth@100ms", "channel=depth20@100ms");
+const PARTIAL = "btcusdt@depth20@100ms";
+
+/** A partial-book line (BINANCE.md "Partial book depth": lastUpdateId, bids, asks). */
+function partial(lastUpdateId: number, recvTs: number): string {
+  return `{"recv_ts":${recvTs},"stream":"${PARTIAL}","data":{"lastUpdateId":${lastUpdateId},` +
+    `"bids":[["69000.01000000","0.50000000"]],"asks":[]}}`;
+}
+
+Deno.test("audit: a partial book's repeated id is a push of its own; the same line twice is a duplicate", () => {
+  // Binance pushes the same lastUpdateId while the book does not change; the
+  // recorder stores each push (README, "Partial books and diff streams").
+  const repeats = audit([[PARTIAL_KEY, [
+    partial(7, T0),
+    partial(7, T0 + 100 * MS),
+    partial(7, T0 + 200 * MS),
+    partial(9, T0 + 300 * MS),
+  ]]]);
+  assert.deepEqual(repeats.problems, []);
+  assert.equal(repeats.ok, true);
+  assert.deepEqual([onlyStream(repeats).messages, onlyStream(repeats).duplicates], [4, 0]);
+
+  // The same line twice (same id, same receive time), and an older id: stored again.
+  const twice = audit([[PARTIAL_KEY, [
+    partial(7, T0),
+    partial(7, T0),
+    partial(9, T0 + 100 * MS),
+    partial(8, T0 + 200 * MS),
+  ]]]);
+  assert.deepEqual(twice.problems.map((p) => [p.kind, p.line]), [["duplicate", 2], [
+    "duplicate",
+    4,
+  ]]);
+  assert.equal(onlyStream(twice).duplicates, 2);
+});
+
+Deno.test("audit: the same stream name in both markets is two streams, each with its own chain", () => {
+  const usdmKey = KEY.replace("market=spot", "market=usdm").replace("_box_", "_other_");
+  // USD-M diffs chain by pu (BINANCE.md "Diff depth, USD-M"); ids far from spot's.
+  const usdm = (U: number, u: number, pu: number, recvTs: number) =>
+    `{"recv_ts":${recvTs},"stream":"${STREAM}","data":{"e":"depthUpdate","E":1,"T":1,` +
+    `"s":"BTCUSDT","U":${U},"u":${u},"pu":${pu},"b":[],"a":[]}}`;
+  const report = audit([
+    [KEY, [diff(1, 3, T0), diff(4, 6, T0 + 100 * MS), diff(7, 9, T0 + 200 * MS)]],
+    [usdmKey, [
+      usdm(9_000_001, 9_000_005, 9_000_000, T0 + 50 * MS),
+      usdm(9_000_006, 9_000_010, 9_000_005, T0 + 150 * MS),
+    ]],
+  ]);
+  assert.deepEqual(report.problems, []);
+  assert.equal(report.ok, true);
+  assert.deepEqual(
+    report.streams.map((s) => [s.market, s.stream, s.messages, s.lastUpdateId, s.instances]),
+    [["spot", STREAM, 3, 9, ["box"]], ["usdm", STREAM, 2, 9_000_010, ["other"]]],
+  );
+});
+
+Deno.test("audit: a dropped line explains only the silence it accounts for", () => {
+  const dropped = (first: number, last: number, messages: number, at = 600_001) =>
+    `{"recv_ts":${T0 + at * MS},"stream":"${STREAM}","event":"dropped",` +
+    `"reason":"spool full","messages":${messages},"first_recv_ts":${T0 + first * MS},` +
+    `"last_recv_ts":${T0 + last * MS}}`;
+  // Ten minutes missing (0:00.1 to 10:00); the line accounts for the first minute only.
+  const lines = [diff(1, 3, T0), diff(6001, 6003, T0 + 600_000 * MS)];
+  const partly = audit([[KEY, [...lines, dropped(100, 60_000, 600)]]]);
+  assert.deepEqual(
+    partly.problems.map((p) => [p.kind, p.explained]),
+    [["hole", false], ["break", true]],
+  );
+  assert.equal(partly.ok, false);
+
+  // Two lines that together leave no silence over the threshold (1 s) explain it.
+  const both = audit([[KEY, [
+    ...lines,
+    dropped(100, 300_000, 3000),
+    dropped(300_100, 599_900, 2997),
+  ]]]);
+  assert.deepEqual(both.problems.map((p) => [p.kind, p.explained]), [["hole", true], [
+    "break",
+    true,
+  ]]);
+  assert.equal(both.ok, true);
+  assert.deepEqual([onlyStream(both).unexplainedHoles, onlyStream(both).unexplainedBreaks], [0, 0]);
+
+  // Messages lost before the break's first message do not explain it.
+  const before = audit([[KEY, [
+    diff(1, 3, T0),
+    diff(4, 6, T0 + 100 * MS),
+    diff(10, 12, T0 + 200 * MS),
+    dropped(-500, 50, 5, 201),
+  ]]]);
+  assert.deepEqual(before.problems.map((p) => [p.kind, p.explained]), [["break", false]]);
+});
+
+Deno.test("longestSilence: the longest stretch left between the spans", () => {
+  assert.equal(longestSilence(0, 100, []), 100);
+  assert.equal(longestSilence(0, 100, [[10, 20]]), 80);
+  assert.equal(longestSilence(0, 100, [[60, 90], [5, 50]]), 10);
+  assert.equal(longestSilence(0, 100, [[0, 60], [40, 100]]), 0);
+});
+
+Deno.test("audit: silence at either end of the asked range is a hole, unless the recorder said why", () => {
+  const lines = [diff(1, 3, T0), diff(4, 6, T0 + 100 * MS), diff(7, 9, T0 + 200 * MS)];
+  const range = { from: T0 - 10_000 * MS, to: T0 + 10_000 * MS };
+  const event = (name: string, recvTs: number) =>
+    `{"recv_ts":${recvTs},"stream":"${STREAM}","event":"${name}","conn":1}`;
+  const edges = (report: Report) =>
+    report.problems.map((p) => [p.kind, p.recvTs! - T0, p.untilRecvTs! - T0, p.explained, p.cause]);
+
+  // Objects at both ends gone: 10 s before the first line, 9.8 s after the last.
+  const cut = audit([[KEY, lines]], range);
+  assert.deepEqual(edges(cut), [
+    ["hole", -10_000 * MS, 0, false, undefined],
+    ["hole", 200 * MS, 10_000 * MS, false, undefined],
+  ]);
+  assert.equal(cut.ok, false);
+  assert.deepEqual([onlyStream(cut).holes, onlyStream(cut).unexplainedHoles], [2, 2]);
+
+  // The stream started (connected) and left the recorded set (stopped) inside the range.
+  const said = audit([[KEY, [
+    event("connected", T0 - 1),
+    ...lines,
+    `{"recv_ts":${T0 + 201 * MS},"stream":"${STREAM}","event":"stopped","reason":"delisted"}`,
+  ]]], range);
+  assert.deepEqual(edges(said), [
+    ["hole", -10_000 * MS, -1, true, "connected"],
+    ["hole", 201 * MS, 10_000 * MS, true, "stopped"],
+  ]);
+  assert.equal(said.ok, true);
+
+  // Lines received after `settledUntil` may not be stored yet: no trailing hole up to there.
+  const live = audit([[KEY, lines]], { ...range, from: T0, settledUntil: T0 + 1_000 * MS });
+  assert.deepEqual(live.problems, []);
+  // Without a range nothing is judged at the ends.
+  assert.deepEqual(audit([[KEY, lines]]).problems, []);
 });

@@ -44,7 +44,8 @@ interface StreamReport {
 
 async function verify(dataDir: string) {
   const result = await runCollector({ DATA_DIR: dataDir, METRICS_ADDR: "off" }, {
-    args: ["verify", "--json", "--from", "2026-11-02T09:00:00Z", "--to", "2026-11-02T11:00:00Z"],
+    // The range the archive covers: a silence at either end of it would be a hole.
+    args: ["verify", "--json", "--from", "2026-11-02T10:00:00Z", "--to", "2026-11-02T10:00:01Z"],
   });
   const report = JSON.parse(result.stdout) as {
     ok: boolean;

@@ -5,7 +5,13 @@ import { PutObjectCommand } from "@aws-sdk/client-s3";
 import { dataLine, eventLine, gzipLines } from "../src/archive/encode.ts";
 import { planKey } from "../src/archive/keys.ts";
 import { parseFrame } from "../src/binance/frames.ts";
-import { formatReport, parseTime, verifyFromArgs, type VerifyIo } from "../src/cli/verify.ts";
+import {
+  formatReport,
+  parseTime,
+  settledUntil,
+  verifyFromArgs,
+  type VerifyIo,
+} from "../src/cli/verify.ts";
 import { parseConfig } from "../src/config.ts";
 import type { Config } from "../src/config_types.ts";
 import { type ArchiveReader, localArchiveReader } from "../src/verify/archive.ts";
@@ -474,6 +480,7 @@ Deno.test("--json gives the report with exit code, location, range, streams and 
     "key",
     "kind",
     "line",
+    "market",
     "recvTs",
     "stream",
     "time",
@@ -752,4 +759,9 @@ Deno.test("the local reader lists only final objects and walks one level at a ti
   ]);
   const body = await new Response(await reader.read(keys[0])).arrayBuffer();
   assert.equal(new TextDecoder().decode(gunzipSync(new Uint8Array(body))).split("\n").length, 601);
+});
+
+Deno.test("settledUntil leaves twice BATCH_SECONDS and a minute for lines not stored yet", () => {
+  assert.equal(settledUntil({ batchSeconds: 60 }, 1_000_000), (1_000_000 - 180_000) * 1000);
+  assert.equal(settledUntil({ batchSeconds: 2 }, 1_000_000), (1_000_000 - 64_000) * 1000);
 });

@@ -6,8 +6,10 @@
  * - spot diff depth:  U == previous u + 1 (a message may overlap what was
  *   kept, U <= previous u + 1 < u, without missing anything)
  * - USD-M diff depth: pu == previous u (U is not previous u + 1 on futures)
- * - partial depth:    lastUpdateId only grows; an older or equal one is a duplicate.
- *   Partial books skip ids by design, so they can repeat but never "gap".
+ * - partial depth:    lastUpdateId never falls; an older one is a duplicate.
+ *   Partial books skip ids by design, so they never "gap"; and Binance pushes
+ *   the same lastUpdateId again while the book does not change, so an equal
+ *   one follows on (each push is a message of its own, stored as it came).
  *   Book ticker (`u`) follows the same rule: it skips the book updates that
  *   left the best level alone.
  * - trade (`t`) and aggTrade (`a`): ids are consecutive per symbol, so the
@@ -63,10 +65,9 @@ export function continuity(
   ids: MessageIds,
 ): Continuity {
   if (last === undefined) return FIRST;
+  if (rule === "partial") return ids.lastUpdateId < last ? { kind: "duplicate", last } : NEXT;
   if (ids.lastUpdateId <= last) return { kind: "duplicate", last };
   switch (rule) {
-    case "partial":
-      return NEXT;
     case "consecutive":
       return ids.firstUpdateId === last + 1
         ? NEXT

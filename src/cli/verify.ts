@@ -70,6 +70,8 @@ export interface VerifyIo {
   readonly reader?: ArchiveReader;
   /** Reads started ahead of the one being audited (default 8). */
   readonly readAhead?: number;
+  /** The wall clock, ms (default `Date.now`). */
+  readonly now?: () => number;
 }
 
 /** Checks the flags; a problem is a usage error (exit 2). */
@@ -136,6 +138,7 @@ export async function verify(config: Config, flags: VerifyFlags, io: VerifyIo): 
       report = await auditArchive(reader, {
         prefix: config.prefix,
         ...options,
+        settledUntil: settledUntil(config, io.now?.() ?? Date.now()),
         readAhead: io.readAhead,
       });
     } catch (error) {
@@ -177,7 +180,18 @@ export async function archiveReaderFor(config: Config): Promise<ArchiveReader> {
   return s3ArchiveReader(config.s3);
 }
 
+/**
+ * Receive times before this should be in the archive by `nowMs`: a line
+ * waits for its batch to seal (BATCH_SECONDS) and then for its put; twice
+ * the batch and a minute more leave room for a slow put or two.
+ */
+export function settledUntil(config: Pick<Config, "batchSeconds">, nowMs: number): number {
+  return (nowMs - (2 * config.batchSeconds + 60) * 1000) * 1000;
+}
+
 export interface AuditArchiveOptions extends Omit<VerifyOptions, "json"> {
+  /** See `AuditOptions.settledUntil`. */
+  readonly settledUntil?: number;
   /** Key prefix (`S3_PREFIX`); `""` for none. */
   readonly prefix: string;
   readonly readAhead?: number;
@@ -191,6 +205,7 @@ export async function auditArchive(
   const auditor = new Auditor({
     from: options.from,
     to: options.to,
+    settledUntil: options.settledUntil,
     symbols: options.symbols,
     maxHoleUs: options.maxHoleMs === undefined ? undefined : options.maxHoleMs * 1000,
   });
@@ -499,6 +514,7 @@ function problemList(report: Report): string[] {
 function formatProblem(p: Problem): string {
   const tag = p.explained ? `${p.kind} (explained)` : p.kind.toUpperCase();
   const where = p.key === undefined ? "" : ` ${p.key}${p.line === undefined ? "" : `:${p.line}`}`;
-  return [tag, p.stream ?? "", p.time ?? ""].filter((s) => s !== "").join("  ") +
+  const stream = p.stream === undefined ? "" : `${p.market}/${p.stream}`;
+  return [tag, stream, p.time ?? ""].filter((s) => s !== "").join("  ") +
     `${where}  ${p.detail}`;
 }

@@ -44,6 +44,8 @@ export type ProblemKind =
 
 export interface Problem {
   readonly kind: ProblemKind;
+  /** `spot` or `usdm`: the same stream name exists in both markets. */
+  readonly market?: string;
   readonly stream?: string;
   /** The object the problem was found in (for a break or hole: where it ends). */
   readonly key?: string;
@@ -126,6 +128,12 @@ export interface AuditOptions {
   readonly to?: number;
   /** Hole threshold for every stream, µs; default `defaultMaxHoleMs` of the stream type. */
   readonly maxHoleUs?: number;
+  /**
+   * Receive times before this should all be stored (the caller: now, less
+   * what batching and uploading may still hold back); the silence after a
+   * stream's last line counts up to `to` or this, whichever is earlier.
+   */
+  readonly settledUntil?: number;
   /** Symbols asked for: one with no line in the range is a problem. */
   readonly symbols?: readonly string[];
   /** Problems kept in the list (default 10,000): bounds memory on a badly broken archive. */
@@ -230,6 +238,11 @@ interface StreamState {
   lastLineExplains: boolean;
   /** The explaining event of the latest line, when it was one. */
   lastLineEvent?: string;
+  /** The stream's first line in the range, and its explaining event if it was one. */
+  firstLine?: Where;
+  firstLineEvent?: string;
+  /** The latest line was a `stopped` event: the stream left the recorded set. */
+  stopped: boolean;
   duplicateRun?: DuplicateRun;
   /** The stream's previous object could not be read: the next break or hole follows from it. */
   afterUnreadable?: string;
@@ -252,6 +265,8 @@ interface AwaitingDrop {
   readonly from: number;
   readonly to: number;
   readonly holeUs?: number;
+  /** A hole: the receive times of `dropped` lines within it so far. */
+  readonly dropped: Array<readonly [number, number]>;
 }
 
 interface OpenObject {
@@ -279,6 +294,7 @@ export class Auditor {
   #object: OpenObject | undefined;
   // One-entry cache: consecutive lines almost always belong to the same stream.
   #cachedName = "";
+  #cachedMarket = "";
   #cached: StreamState | undefined;
 
   constructor(options: AuditOptions = {}) {
@@ -348,6 +364,7 @@ export class Auditor {
     const event = line.event;
     const explains = EXPLAINING_EVENTS.has(event);
     this.#checkHole(state, where.key, where.line, where.ts, explains, explains ? event : undefined);
+    if (where.ts >= (state.lastLine?.ts ?? -Infinity)) state.stopped = event === "stopped";
     state.stats.events[event] = (state.stats.events[event] ?? 0) + 1;
     if (explains) state.eventSinceMessage = true;
     const dropped = droppedFactsOf(line);
@@ -356,6 +373,7 @@ export class Auditor {
 
   #dataLine(state: StreamState, where: Where, line: DecodedData): void {
     this.#checkHole(state, where.key, where.line, where.ts, false);
+    if (where.ts >= (state.lastLine?.ts ?? -Infinity)) state.stopped = false;
     if (line.kind === "snapshot") {
       state.stats.snapshots++;
       const id = line.ids.lastUpdateId;
@@ -402,6 +420,7 @@ export class Auditor {
     const lines = object ? `${object.inRange} line(s) in range read before the error` : "";
     this.#problem({
       kind: "unreadable",
+      market: parts.market,
       stream,
       key,
       time: isoMicros(parts.firstRecvTs),
@@ -414,7 +433,10 @@ export class Auditor {
   /** The verdict; call once, after the last object. */
   report(): Report {
     this.#finishObject();
-    for (const state of this.#streams.values()) this.#flushDuplicates(state);
+    for (const state of this.#streams.values()) {
+      this.#flushDuplicates(state);
+      this.#edgeHoles(state);
+    }
     const all = [...this.#streams.values()];
     const from = this.#options.from ??
       Math.min(...all.map((s) => s.stats.firstRecvTs ?? Infinity));
@@ -422,7 +444,17 @@ export class Auditor {
     const hasRange = Number.isFinite(from) && Number.isFinite(to);
 
     const streams = all
-      .sort((a, b) => (a.stream < b.stream ? -1 : a.stream > b.stream ? 1 : 0))
+      .sort((a, b) =>
+        a.market < b.market
+          ? -1
+          : a.market > b.market
+          ? 1
+          : a.stream < b.stream
+          ? -1
+          : a.stream > b.stream
+          ? 1
+          : 0
+      )
       .map((state) => this.#streamReport(state, hasRange ? from : undefined, to));
 
     const overlaps = all.reduce((n, state) => n + this.#checkOverlap(state), 0);
@@ -462,6 +494,65 @@ export class Auditor {
   }
 
   /**
+   * The silences at the ends of an asked range: from `from` to the stream's
+   * first line, and from its last line to `to` (no later than `settledUntil`,
+   * before which every line should be stored). Explained when the stream
+   * starts with an explaining event (the recorder connected), or ends with
+   * one or with `stopped`.
+   */
+  #edgeHoles(state: StreamState): void {
+    const { from, to, settledUntil = Infinity } = this.#options;
+    const first = state.firstLine;
+    const last = state.lastLine;
+    if (!first || !last) return;
+    if (from !== undefined && first.ts - from > state.maxHoleUs) {
+      const event = state.firstLineEvent;
+      this.#edgeHole(state, from, first.ts, first, event, "before the first line in the range");
+    }
+    const end = Math.min(to ?? -Infinity, settledUntil);
+    if (end - last.ts > state.maxHoleUs) {
+      const event = state.stopped
+        ? "stopped"
+        : state.lastLineExplains
+        ? state.lastLineEvent
+        : undefined;
+      this.#edgeHole(state, last.ts, end, last, event, "after the last line in the range");
+    }
+  }
+
+  #edgeHole(
+    state: StreamState,
+    from: number,
+    to: number,
+    line: Where,
+    event: string | undefined,
+    where: string,
+  ): void {
+    const length = to - from;
+    const explained = event !== undefined;
+    state.stats.holes++;
+    state.stats.holeUs += length;
+    if (!explained) {
+      state.stats.unexplainedHoles++;
+      state.stats.unexplainedHoleUs += length;
+    }
+    this.#problem({
+      kind: "hole",
+      market: state.market,
+      stream: state.stream,
+      key: line.key,
+      line: line.line,
+      time: isoMicros(from),
+      recvTs: from,
+      untilRecvTs: to,
+      cause: event,
+      detail: `no line for ${seconds(length)} (threshold ${seconds(state.maxHoleUs)}) ${where}, ` +
+        `${isoMicros(from)} to ${isoMicros(to)} (${line.key}:${line.line})`,
+      explained,
+    });
+  }
+
+  /**
    * Instances (SHARD) whose spans of one stream overlap: the same symbol was
    * recorded twice. Handing a symbol from one instance to another (a change
    * of N, a move) leaves spans one after the other.
@@ -476,6 +567,7 @@ export class Auditor {
       found++;
       this.#problem({
         kind: "overlap",
+        market: state.market,
         stream: state.stream,
         time: isoMicros(span.first),
         recvTs: span.first,
@@ -533,9 +625,13 @@ export class Auditor {
     };
   }
 
+  /** A stream's state: per market, since both markets have streams of the same name. */
   #state(stream: string, parts: KeyParts): StreamState {
-    if (stream === this.#cachedName && this.#cached) return this.#cached;
-    let state = this.#streams.get(stream);
+    if (stream === this.#cachedName && parts.market === this.#cachedMarket && this.#cached) {
+      return this.#cached;
+    }
+    const id = `${parts.market}/${stream}`;
+    let state = this.#streams.get(id);
     if (!state) {
       const at = stream.indexOf("@");
       const streamType = at === -1 ? parts.streamType : stream.slice(at + 1);
@@ -567,10 +663,12 @@ export class Auditor {
         eventSinceMessage: false,
         awaitingDrop: [],
         lastLineExplains: false,
+        stopped: false,
       };
-      this.#streams.set(stream, state);
+      this.#streams.set(id, state);
     }
     this.#cachedName = stream;
+    this.#cachedMarket = parts.market;
     this.#cached = state;
     return state;
   }
@@ -596,6 +694,7 @@ export class Auditor {
       }
       this.#lossProblem(state, { from: last.ts, to: ts, holeUs: length }, {
         kind: "hole",
+        market: state.market,
         stream: state.stream,
         key,
         line: lineNo,
@@ -612,10 +711,16 @@ export class Auditor {
     state.lastLine = { key, line: lineNo, ts };
     state.lastLineExplains = explains;
     state.lastLineEvent = event;
+    if (last === undefined) {
+      state.firstLine = state.lastLine;
+      state.firstLineEvent = event;
+    }
   }
 
   #checkChain(state: StreamState, where: Where, ids: ChainIds): void {
-    const result = continuity(state.rule, state.lastUpdateId, ids);
+    const result = this.#storedAgain(state, where, ids)
+      ? { kind: "duplicate" as const }
+      : continuity(state.rule, state.lastUpdateId, ids);
     switch (result.kind) {
       case "duplicate":
         this.#duplicate(state, where, ids);
@@ -636,6 +741,16 @@ export class Auditor {
     }
     state.rebuild?.message(where.ts, ids.lastUpdateId);
     state.lastUpdateId = ids.lastUpdateId;
+  }
+
+  /**
+   * A partial book's or book ticker's id repeats while the book does not
+   * change, each push a message of its own; the same id at the same receive
+   * time is the same message stored again.
+   */
+  #storedAgain(state: StreamState, where: Where, ids: ChainIds): boolean {
+    return state.rule === "partial" && ids.lastUpdateId === state.lastUpdateId &&
+      where.ts === state.lastMessage?.ts;
   }
 
   /** A message already stored: consecutive ones in one object make one problem. */
@@ -669,6 +784,7 @@ export class Auditor {
       : `U ${gap.received} skips ahead of ${gap.expected}`;
     this.#lossProblem(state, { from: previous?.ts ?? where.ts, to: where.ts }, {
       kind: "break",
+      market: state.market,
       stream: state.stream,
       key: where.key,
       line: where.line,
@@ -690,6 +806,7 @@ export class Auditor {
     state.duplicateRun = undefined;
     this.#problem({
       kind: "duplicate",
+      market: state.market,
       stream: state.stream,
       key: run.key,
       line: run.line,
@@ -711,6 +828,7 @@ export class Auditor {
     state.stats.malformedLines++;
     this.#problem({
       kind: "malformed",
+      market: object.parts.market,
       stream: object.stream,
       key: object.key,
       line: lineNo,
@@ -751,14 +869,18 @@ export class Auditor {
   ): void {
     const index = this.#problem(problem);
     if (problem.explained) return;
-    state.awaitingDrop.push({ problem, index, ...span });
+    state.awaitingDrop.push({ problem, index, ...span, dropped: [] });
     if (state.awaitingDrop.length > MAX_AWAITING_DROP) state.awaitingDrop.shift();
   }
 
   /**
    * A `dropped` line says which receive times the collector lost messages
-   * in, and why: the unexplained breaks and holes over those times are
-   * explained by it (they came first: the line is in the next stored batch).
+   * in, and why (it came after them: the line is in the next stored batch).
+   * It explains a break whose two messages were received before and after
+   * every message it counts, and a hole that, with the times of the lost
+   * messages taken out (of this and earlier lines), leaves no silence
+   * longer than the stream's threshold. One that merely touches a longer
+   * silence explains nothing: more was lost than it says.
    */
   #explainDrop(state: StreamState, dropped: DroppedFacts): void {
     const first = dropped.firstRecvTs;
@@ -768,6 +890,12 @@ export class Auditor {
     state.awaitingDrop = state.awaitingDrop.filter((awaiting) => {
       if (first > awaiting.to || last < awaiting.from) return true;
       const { problem } = awaiting;
+      if (problem.kind === "hole") {
+        awaiting.dropped.push([Math.max(first, awaiting.from), Math.min(last, awaiting.to)]);
+        if (longestSilence(awaiting.from, awaiting.to, awaiting.dropped) > state.maxHoleUs) {
+          return true;
+        }
+      } else if (first < awaiting.from || last > awaiting.to) return true;
       if (problem.kind === "hole") {
         state.stats.unexplainedHoles--;
         state.stats.unexplainedHoleUs -= awaiting.holeUs ?? 0;
@@ -782,6 +910,21 @@ export class Auditor {
       return false;
     });
   }
+}
+
+/** The longest stretch of `from`..`to` outside every one of `spans` (each within it). */
+export function longestSilence(
+  from: number,
+  to: number,
+  spans: ReadonlyArray<readonly [number, number]>,
+): number {
+  let longest = 0;
+  let at = from;
+  for (const [start, end] of [...spans].sort((a, b) => a[0] - b[0])) {
+    longest = Math.max(longest, start - at);
+    at = Math.max(at, end);
+  }
+  return Math.max(longest, to - at);
 }
 
 function seconds(us: number): string {

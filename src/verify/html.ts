@@ -27,9 +27,10 @@ export function renderAuditHtml(report: Report, location: string): string {
   const byStream = new Map<string, Problem[]>();
   for (const p of report.problems) {
     if (!p.stream) continue;
-    const list = byStream.get(p.stream) ?? [];
+    const id = `${p.market}/${p.stream}`;
+    const list = byStream.get(id) ?? [];
     list.push(p);
-    byStream.set(p.stream, list);
+    byStream.set(id, list);
   }
   const verdict = report.ok
     ? "No unexplained break or hole, no duplicate, unreadable object, malformed line or bad key."
@@ -111,7 +112,7 @@ function timeline(
           `${s.messages.toLocaleString("en-US")} messages, ${s.coveragePercent} % covered`,
       ));
     }
-    for (const p of problems.get(s.stream) ?? []) {
+    for (const p of problems.get(`${s.market}/${s.stream}`) ?? []) {
       if (p.recvTs === undefined) continue;
       if (p.kind === "hole" && p.untilRecvTs !== undefined) {
         const label = p.explained ? `explained hole (${p.cause ?? "event line"})` : "hole";
@@ -199,7 +200,7 @@ function problemsTable(report: Report): string {
     `<th>Detail</th><th>Object</th></tr></thead><tbody>${
       report.problems.map((p) =>
         `<tr${p.explained ? "" : ' class="bad"'}><td>${esc(p.kind)}</td><td>${
-          esc(p.stream ?? "")
+          esc(p.stream ? `${p.market}/${p.stream}` : "")
         }</td><td>${esc(p.time ?? "")}</td><td>${
           p.explained ? esc(p.cause ? `yes (${p.cause})` : "yes") : "no"
         }</td><td class="detail">${esc(p.detail)}</td><td class="key">${
