@@ -444,17 +444,7 @@ export class Auditor {
     const hasRange = Number.isFinite(from) && Number.isFinite(to);
 
     const streams = all
-      .sort((a, b) =>
-        a.market < b.market
-          ? -1
-          : a.market > b.market
-          ? 1
-          : a.stream < b.stream
-          ? -1
-          : a.stream > b.stream
-          ? 1
-          : 0
-      )
+      .sort((a, b) => byText(a.market, b.market) || byText(a.stream, b.stream))
       .map((state) => this.#streamReport(state, hasRange ? from : undefined, to));
 
     const overlaps = all.reduce((n, state) => n + this.#checkOverlap(state), 0);
@@ -910,6 +900,10 @@ export class Auditor {
       return false;
     });
   }
+}
+
+function byText(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 /** The longest stretch of `from`..`to` outside every one of `spans` (each within it). */
