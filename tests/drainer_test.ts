@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { startDrainer } from "../src/store/drainer.ts";
+import { nextNames, startDrainer } from "../src/store/drainer.ts";
 import type { ObjectMeta } from "../src/archive/meta.ts";
 import type { Sink } from "../src/store/sink.ts";
 import { Spool } from "../src/store/spool.ts";
@@ -269,4 +269,45 @@ Deno.test("drainer passes its signal to the sink so an abort cancels a hung put"
   stop.abort();
   await drainer.done;
   assert.deepEqual(spool.names(), names, "an aborted put leaves the file");
+});
+
+Deno.test("drainer: a file the sink keeps refusing waits behind the others instead of blocking them", async () => {
+  await using tmp = await tempDir();
+  // The oldest file's put is refused every time (e.g. a permanent S3 error); 20 behind it.
+  const keys = ["refused", ...Array.from({ length: 20 }, (_, i) => `ok-${i}`)];
+  const { spool } = await spoolWith(tmp.path, keys);
+  const sink = recordingSink();
+  const tried: string[] = [];
+  const put = sink.put.bind(sink);
+  sink.put = (key, body, meta) => {
+    tried.push(key);
+    return key === "refused"
+      ? Promise.reject(new Error("PermanentRedirect"))
+      : put(key, body, meta);
+  };
+  const stop = new AbortController();
+  // The first round fails whole (the sink may be down) and backs off; then the others go.
+  const drainer = startDrainer({
+    spool,
+    sink,
+    signal: stop.signal,
+    idleMs: 10,
+    initialBackoffMs: 100,
+    maxBackoffMs: 200,
+  });
+  await waitFor(() => spool.count === 1, "every other file to drain");
+  stop.abort();
+  await drainer.done;
+  assert.deepEqual(sink.puts.map((p) => p.key), keys.slice(1));
+  assert.deepEqual(tried.slice(0, 2), ["refused", "ok-0"]);
+  assert.deepEqual(spool.names().length, 1);
+});
+
+Deno.test("nextNames: least-failed first, oldest first among equals, none in flight", () => {
+  const failures = new Map([["a", 2], ["c", 1], ["gone", 5]]);
+  assert.deepEqual(nextNames(["a", "b", "c", "d"], new Set(["b"]), failures, 2), ["d", "c"]);
+  assert.deepEqual(nextNames(["a", "b", "c", "d"], new Set(), failures, 4), ["b", "d", "c", "a"]);
+  assert.equal(failures.has("gone"), true); // kept while the map is no larger than the spool
+  assert.deepEqual(nextNames(["a"], new Set(), failures, 4), ["a"]);
+  assert.deepEqual([...failures.keys()], ["a"]);
 });

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import type { ObjectMeta } from "../src/archive/meta.ts";
@@ -243,7 +244,7 @@ Deno.test("spool file encoding round-trips and names its header fields", () => {
   assert.deepEqual(back.meta, e.meta);
   assert.deepEqual([...back.body], [...e.body]);
   const header = JSON.parse(new TextDecoder().decode(bytes.subarray(0, bytes.indexOf(10))));
-  assert.equal(header.v, 1);
+  assert.equal(header.v, 2);
   assert.equal(header.bytes, 6);
   assert.match(header.sha256, /^[0-9a-f]{64}$/);
   // An empty body and metadata without update ids survive too.
@@ -257,4 +258,46 @@ Deno.test("spool file encoding round-trips and names its header fields", () => {
   assert.equal(empty.body.length, 0);
   assert.equal(empty.meta.firstUpdateId, undefined);
   assert.throws(() => decodeSpoolFile(new Uint8Array([1, 2, 3]), "x.spool"), SpoolFileError);
+});
+
+Deno.test("a spool file's SHA-256 covers its header: one changed byte of key, meta or mark quarantines it", () => {
+  const body = new Uint8Array([31, 139, 8, 0, 1, 2, 3]);
+  const bytes = encodeSpoolFile({ ...entry("p/1700000000000000_host_000001.ndjson.gz"), body });
+  const text = new TextDecoder().decode(bytes.subarray(0, bytes.indexOf(10)));
+  const changed = (from: string, to: string) => {
+    assert.ok(text.includes(from), from);
+    const header = new TextEncoder().encode(text.replace(from, to) + "\n");
+    const out = new Uint8Array(header.length + body.length);
+    out.set(header);
+    out.set(body, header.length);
+    return out;
+  };
+  // Each still parses as a header and keeps the body and its length: only the hash can tell.
+  for (
+    const [from, to] of [["_000001", "_000003"], ['"messages":', '"messagez":'], ['"v":2', '"v":1']]
+  ) {
+    assert.throws(() => decodeSpoolFile(changed(from, to), "x.spool"), SpoolFileError, from);
+  }
+  const marked = encodeSpoolFile({ key: "k", body, meta, ifAbsent: true });
+  const plain = new TextDecoder().decode(marked).replace(',"ifAbsent":true', "");
+  assert.throws(() => decodeSpoolFile(new TextEncoder().encode(plain)), SpoolFileError);
+  assert.equal(decodeSpoolFile(marked).ifAbsent, true);
+});
+
+Deno.test("a version 1 spool file (hash of the body only), left by an older release, is still read", () => {
+  const body = new Uint8Array([1, 2, 3]);
+  const header = JSON.stringify({
+    v: 1,
+    key: "old/k",
+    meta,
+    bytes: 3,
+    sha256: createHash("sha256").update(body).digest("hex"),
+    ifAbsent: true,
+  });
+  const head = new TextEncoder().encode(header + "\n");
+  const file = new Uint8Array(head.length + 3);
+  file.set(head);
+  file.set(body, head.length);
+  const back = decodeSpoolFile(file);
+  assert.deepEqual([back.key, [...back.body], back.ifAbsent], ["old/k", [1, 2, 3], true]);
 });

@@ -1,8 +1,9 @@
 /**
  * Drains the spool into the sink, oldest file first. A file is deleted only
  * after the sink confirmed its object; a damaged file is quarantined and the
- * drain goes on. While the sink keeps failing, the drainer backs off
- * (exponential, full jitter, up to `maxBackoffMs`) instead of hammering it.
+ * drain goes on; a file that keeps failing goes behind the others. While the
+ * sink keeps failing (no file of a round goes through), the drainer backs
+ * off (exponential, full jitter, up to `maxBackoffMs`) instead of hammering it.
  */
 
 import { getLogger } from "@logtape/logtape";
@@ -58,22 +59,55 @@ async function drainLoop(options: DrainerOptions, wakeSignal: () => AbortSignal)
     maxDelay: options.maxBackoffMs ?? 60_000,
   });
   let backoff: IBackoff<unknown> | undefined;
+  const failures = new Map<string, number>();
   while (!signal.aborted) {
-    const names = spool.names().filter((n) => !inFlight.has(n)).slice(0, concurrency);
+    const names = nextNames(spool.names(), inFlight, failures, concurrency);
     if (names.length === 0) {
       await wait(options.idleMs ?? 1000);
       continue;
     }
     for (const n of names) inFlight.add(n);
     const results = await Promise.all(names.map((n) => drainOne(options, n).catch(() => false)));
-    for (const n of names) inFlight.delete(n);
-    if (results.every((ok) => ok)) {
+    names.forEach((n, i) => {
+      inFlight.delete(n);
+      if (results[i]) failures.delete(n);
+      else failures.set(n, (failures.get(n) ?? 0) + 1);
+    });
+    // One file that goes through shows the sink is up: the others' failures are their own.
+    if (results.some((ok) => ok)) {
       backoff = undefined;
       continue;
     }
     backoff = backoff ? backoff.next(undefined) : factory.next();
     await wait(Math.max(backoff.duration, 50));
   }
+}
+
+/**
+ * The files to try next: the oldest among those that failed least often, so
+ * a file that keeps failing (a put the sink refuses for good, a read error)
+ * waits behind the others instead of blocking the drain; with the sink down
+ * the attempts go round every file in turn, each round after the backoff.
+ */
+export function nextNames(
+  names: readonly string[],
+  inFlight: ReadonlySet<string>,
+  failures: Map<string, number>,
+  count: number,
+): string[] {
+  if (failures.size > names.length) {
+    // Files gone from the spool (stored by a previous round, removed by hand).
+    const present = new Set(names);
+    for (const name of failures.keys()) if (!present.has(name)) failures.delete(name);
+  }
+  const free = names.filter((n) => !inFlight.has(n));
+  if (failures.size === 0) return free.slice(0, count);
+  // Stable: equal failure counts keep the spool's order (oldest first).
+  return free
+    .map((name, at) => ({ name, at, failed: failures.get(name) ?? 0 }))
+    .sort((a, b) => a.failed - b.failed || a.at - b.at)
+    .slice(0, count)
+    .map((e) => e.name);
 }
 
 /** One file: true when it left the spool (stored or quarantined). */

@@ -15,13 +15,17 @@
  *   spooled is deleted to make room.
  *
  * File layout: one JSON header line, then the gzip body.
- *   {"v":1,"key":"…","meta":{…},"bytes":<body length>,"sha256":"<hex>"}\n<body>
- * A batch recovered from the crash journal adds `"ifAbsent":true`: it is
- * stored only where its key is absent.
+ *   {"v":2,"key":"…","meta":{…},"bytes":<body length>,"sha256":"<hex>"}\n<body>
+ * A batch recovered from the crash journal adds `"ifAbsent":true` before
+ * `sha256`: it is stored only where its key is absent. The SHA-256 covers
+ * the header line up to its `sha256` field (closed with `}`), a newline and
+ * the body, so a damaged key, meta or mark fails the check too. Version 1
+ * files (the hash covered the body only) written before are still read.
  */
 
 import { createHash } from "node:crypto";
 import { join } from "node:path";
+import { concatBytes } from "../archive/bytes.ts";
 import type { ObjectMeta } from "../archive/meta.ts";
 import { TEMP_MARKER, writeAtomically } from "./local.ts";
 
@@ -138,25 +142,30 @@ export class Spool {
   }
 }
 
+const encoder = new TextEncoder();
+/** How a version 2 header line ends: the hash of what comes before it, and the body. */
+const SHA_FIELD = /,"sha256":"([0-9a-f]{64})"\}$/;
+
+function sha256Of(head: string, body: Uint8Array): string {
+  return createHash("sha256").update(encoder.encode(head + "\n")).update(body).digest("hex");
+}
+
 export function encodeSpoolFile(entry: SpoolEntry): Uint8Array {
-  const header = JSON.stringify({
-    v: 1,
+  const head = JSON.stringify({
+    v: 2,
     key: entry.key,
     meta: entry.meta,
     bytes: entry.body.length,
-    sha256: createHash("sha256").update(entry.body).digest("hex"),
     ...(entry.ifAbsent ? { ifAbsent: true } : {}),
   });
-  const head = new TextEncoder().encode(header + "\n");
-  const out = new Uint8Array(head.length + entry.body.length);
-  out.set(head);
-  out.set(entry.body, head.length);
-  return out;
+  const header = `${head.slice(0, -1)},"sha256":"${sha256Of(head, entry.body)}"}`;
+  return concatBytes([encoder.encode(header + "\n"), entry.body]);
 }
 
 export function decodeSpoolFile(bytes: Uint8Array, name = "spool file"): SpoolEntry {
   const newline = bytes.indexOf(10);
   if (newline < 0) throw new SpoolFileError(`${name}: no header line`);
+  const line = new TextDecoder().decode(bytes.subarray(0, newline));
   let header: {
     v?: unknown;
     key?: unknown;
@@ -166,7 +175,7 @@ export function decodeSpoolFile(bytes: Uint8Array, name = "spool file"): SpoolEn
     ifAbsent?: unknown;
   };
   try {
-    header = JSON.parse(new TextDecoder().decode(bytes.subarray(0, newline)));
+    header = JSON.parse(line);
   } catch {
     throw new SpoolFileError(`${name}: header is not JSON`);
   }
@@ -174,7 +183,8 @@ export function decodeSpoolFile(bytes: Uint8Array, name = "spool file"): SpoolEn
     throw new SpoolFileError(`${name}: header is not a JSON object`);
   }
   if (
-    header.v !== 1 || typeof header.key !== "string" || typeof header.bytes !== "number" ||
+    (header.v !== 1 && header.v !== 2) || typeof header.key !== "string" ||
+    typeof header.bytes !== "number" ||
     typeof header.sha256 !== "string" || typeof header.meta !== "object" || header.meta === null
   ) {
     throw new SpoolFileError(`${name}: header lacks key, meta, bytes or sha256`);
@@ -183,8 +193,15 @@ export function decodeSpoolFile(bytes: Uint8Array, name = "spool file"): SpoolEn
   if (body.length !== header.bytes) {
     throw new SpoolFileError(`${name}: body is ${body.length} bytes, header says ${header.bytes}`);
   }
-  if (createHash("sha256").update(body).digest("hex") !== header.sha256) {
-    throw new SpoolFileError(`${name}: body does not match its SHA-256`);
+  if (header.v === 1) {
+    if (createHash("sha256").update(body).digest("hex") !== header.sha256) {
+      throw new SpoolFileError(`${name}: body does not match its SHA-256`);
+    }
+  } else {
+    const sha = SHA_FIELD.exec(line);
+    if (!sha || sha256Of(`${line.slice(0, sha.index)}}`, body) !== sha[1]) {
+      throw new SpoolFileError(`${name}: header and body do not match their SHA-256`);
+    }
   }
   const entry = { key: header.key, body, meta: header.meta as ObjectMeta };
   return header.ifAbsent === true ? { ...entry, ifAbsent: true } : entry;
