@@ -430,3 +430,46 @@ Deno.test("time the process did not run (the monotonic clock jumps) is not a soc
   assert.deepEqual(conn.closes.map((c) => c.info.cause), [], "closed as stale");
   await conn.stop();
 });
+
+Deno.test("a WebSocket constructor that throws is a failed attempt, retried; a successor too", async () => {
+  await using exchange = await FakeExchange.start();
+  exchange.setFeed(STREAM, partialDepthFeed({ rate: 50, levels: 5 }));
+  let calls = 0;
+  const failed: unknown[] = [];
+  const opened: string[] = [];
+  const controller = new AbortController();
+  const conn = startConnection({
+    url: `${exchange.wsUrl}/stream?streams=${STREAM}`,
+    staleAfterMs: 2000,
+    backoffInitialMs: 50,
+    signal: controller.signal,
+    // Throws for the first socket and for the first successor (a URL it refuses, say).
+    webSocket: (url) => {
+      calls++;
+      if (calls === 1 || calls === 3) throw new SyntaxError(`refused ${url}`);
+      return new WebSocket(url);
+    },
+    handlers: {
+      onFrame: () => {},
+      onOpen: (info) => opened.push(info.role),
+      onClose: () => {},
+      onConnectFailed: (info) => failed.push(info),
+    },
+  });
+  await waitFor(() => opened.length === 1, 3000, "the retry to open");
+  assert.deepEqual([calls, failed.length], [2, 1]);
+  conn.rotate(); // the successor's constructor throws
+  // A failed successor may be asked for again (serverShutdown, the daily cut): it opens.
+  await waitFor(
+    async () => {
+      conn.rotate();
+      await delay(50);
+      return opened.includes("successor");
+    },
+    3000,
+    "a successor to open after the failed one",
+  );
+  controller.abort();
+  await conn.done;
+  assert.ok(calls >= 4, `constructor called ${calls} times`);
+});

@@ -6,6 +6,7 @@
 
 import assert from "node:assert/strict";
 import { type CloseInfo, runConnection } from "../src/feed/connection.ts";
+import { answerTo } from "../src/feed/subscribe.ts";
 import { FakeExchange, partialDepthFeed } from "./support/fake_exchange.ts";
 import { waitFor } from "./support/wait.ts";
 
@@ -77,4 +78,51 @@ Deno.test("a SUBSCRIBE without an answer closes the socket as subscribe-failed",
     await server.shutdown();
   }
   assert.equal(closes[0].cause, "subscribe-failed");
+});
+
+Deno.test("Binance's refusal of a SUBSCRIBE is an answer: not a frame, the socket closes at once", async () => {
+  // binance-spot-api-docs, web-socket-streams.md, "Error Messages".
+  const refusal = '{"code":2,"msg":"Invalid request: too many parameters","id":1}';
+  assert.deepEqual(answerTo(refusal, 1), { error: refusal });
+  assert.equal(answerTo(refusal, 2), undefined);
+  const noId = '{"code":3,"msg":"Invalid JSON: expected value at line 1 column 1"}';
+  assert.deepEqual(answerTo(noId, 7), { error: noId });
+  assert.deepEqual(answerTo('{"result":null,"id":4}', 4), {});
+  assert.equal(answerTo('{"stream":"a@depth","data":{"code":2}}', 1), undefined);
+
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (req) => {
+    const { socket, response } = Deno.upgradeWebSocket(req);
+    socket.onmessage = (event) => {
+      const { id } = JSON.parse(event.data);
+      socket.send(`{"code":2,"msg":"Invalid request: too many parameters","id":${id}}`);
+    };
+    return response;
+  });
+  const closes: CloseInfo[] = [];
+  const frames: string[] = [];
+  const controller = new AbortController();
+  const done = runConnection({
+    url: `ws://127.0.0.1:${server.addr.port}/stream?streams=a@depth`,
+    subscribe: [["b@depth"]],
+    // Far longer than the test: the refusal, not the timeout, must close it.
+    subscribeTimeoutMs: 30_000,
+    staleAfterMs: 60_000,
+    backoffInitialMs: 5000,
+    signal: controller.signal,
+    handlers: {
+      onFrame: (text) => frames.push(text),
+      onOpen: () => {},
+      onClose: (info) => closes.push(info),
+    },
+  });
+  try {
+    await waitFor(() => closes.length > 0, 5000, "the socket to close");
+  } finally {
+    controller.abort();
+    await done;
+    await server.shutdown();
+  }
+  assert.equal(closes[0].cause, "subscribe-failed");
+  assert.ok(closes[0].uptimeMs < 5000, `closed after ${closes[0].uptimeMs} ms`);
+  assert.deepEqual(frames, []);
 });

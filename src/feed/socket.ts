@@ -37,10 +37,14 @@ export function connectOnce(options: ConnectionOptions, hooks: SocketHooks): Pro
   try {
     ws = (options.webSocket ?? ((url) => new WebSocket(url)))(options.url);
   } catch (error) {
-    return Promise.resolve({
+    // A URL the constructor refuses (a stream name with `#`, say). Reported on
+    // a later turn, as a socket's own failure is: the caller has kept the
+    // socket it was opening by then, so it is retried like any other.
+    const outcome: Outcome = {
       opened: false,
       close: { cause: "error", code: 0, reason: String(error), uptimeMs: 0 },
-    });
+    };
+    return new Promise((resolve) => setTimeout(() => resolve(outcome), 0));
   }
   return new SocketRun(ws, options, hooks).outcome;
 }

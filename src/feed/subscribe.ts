@@ -35,6 +35,10 @@ export interface SubscriberOptions {
 /**
  * The answer to `SUBSCRIBE` number `id` in `text`: `{}` accepted,
  * `{ error }` refused, undefined when `text` is something else (a frame to record).
+ * Binance accepts with `{"result":null,"id":n}` (BINANCE.md, "Subscribing")
+ * and refuses with `{"code":2,"msg":"Invalid request: …","id":n}`, some
+ * refusals without the id (binance-spot-api-docs, web-socket-streams.md,
+ * "Error Messages"); an `error` object is read as a refusal too.
  */
 export function answerTo(text: string, id: number): { error?: string } | undefined {
   if (text.startsWith('{"stream":')) return undefined;
@@ -45,13 +49,18 @@ export function answerTo(text: string, id: number): { error?: string } | undefin
     return undefined;
   }
   if (typeof reply !== "object" || reply === null) return undefined;
-  const { id: answered, result, error } = reply as {
+  const { id: answered, result, error, code } = reply as {
     id?: unknown;
     result?: unknown;
     error?: unknown;
+    code?: unknown;
   };
-  if (answered !== id || (!("result" in reply) && error === undefined)) return undefined;
-  return error === undefined && result === null ? {} : { error: JSON.stringify(reply) };
+  // Some refusals carry no id (`{"code":3,"msg":"Invalid JSON: …"}`): they answer the one in flight.
+  const refusalWithoutId = answered === undefined && code !== undefined && "msg" in reply;
+  if (answered !== id && !refusalWithoutId) return undefined;
+  if (!("result" in reply) && error === undefined && code === undefined) return undefined;
+  const accepted = error === undefined && code === undefined && result === null;
+  return accepted ? {} : { error: JSON.stringify(reply) };
 }
 
 export class Subscriber {
