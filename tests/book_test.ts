@@ -10,7 +10,7 @@ import { depthBookOf, depthDiffOf } from "../src/book/payload.ts";
 import { Side } from "../src/book/side.ts";
 import { dataLine, gzipLines } from "../src/archive/encode.ts";
 import { planKey } from "../src/archive/keys.ts";
-import { bookFromArgs, csvHeader, csvRow } from "../src/cli/book.ts";
+import { bookFromArgs, bookOptionsFromCli, csvHeader, csvRow } from "../src/cli/book.ts";
 import { parseConfig } from "../src/config.ts";
 import { tempDir } from "./support/temp.ts";
 
@@ -303,4 +303,66 @@ Deno.test("book: a line that is not a depth message is reported and nothing of i
   assert.match(err, /DAMAGED {2}.*:3 is not a depth diff/);
   assert.match(err, /DOWN {2}the book cannot be rebuilt from here: update ids 13\.\.14 missing/);
   assert.deepEqual(out.trimEnd().split("\n").slice(1), [`${t0 + 1},12,9,2,11,1`]);
+});
+
+Deno.test("a snapshot fetched before a gap but stored after it: the gap line still explains the break", () => {
+  // The REST answer comes late: its line lands after the gap and after diffs
+  // that follow it; replaying those diffs meets the break the gap line named.
+  const { book, notes } = rebuilder();
+  book.snapshot(1, BASE);
+  book.diff(2, diff(101, 105));
+  book.event(3, "gap", { expected: 106, received: 107 });
+  book.diff(4, diff(107, 108));
+  book.diff(5, diff(109, 110));
+  book.snapshot(6, snapshot(104, [["10.00", "1"]], [["11.00", "1"]]));
+  book.diff(7, diff(111, 112));
+  book.snapshot(8, snapshot(110, [["10.00", "1"]], [["11.00", "1"]]));
+  book.diff(9, diff(111, 113));
+  const summary = book.finish();
+  assert.deepEqual(
+    notes.filter((n) => n.failing).map((n) => n.detail),
+    [],
+    "every break is explained by the gap line",
+  );
+  assert.equal(summary.unexplainedDowns, 0);
+  assert.ok(summary.downs >= 1);
+});
+
+Deno.test("a dropped line stored after the diffs that follow the loss explains the break", () => {
+  // holes.ts writes `dropped` into the stream's next stored batch.
+  const { book, notes } = rebuilder();
+  book.snapshot(1, BASE);
+  book.diff(2, diff(101, 102));
+  book.diff(10, diff(110, 111)); // 103..109 lost between t=2 and t=10
+  book.diff(11, diff(112, 112));
+  book.event(12, "dropped", {
+    messages: 7,
+    reason: "spool full",
+    first_recv_ts: 3,
+    last_recv_ts: 9,
+  });
+  const summary = book.finish();
+  assert.deepEqual([summary.downs, summary.unexplainedDowns, summary.failing], [1, 0, 0]);
+  const explained = notes.filter((n) => n.kind === "down" && !n.failing).at(-1)!;
+  assert.equal(explained.recvTs, 10);
+  assert.match(explained.detail, /explained by a dropped line stored after it: 7 messages lost/);
+
+  // One that counts messages outside the break explains nothing.
+  const other = rebuilder();
+  other.book.snapshot(1, BASE);
+  other.book.diff(2, diff(101, 102));
+  other.book.diff(10, diff(110, 111));
+  other.book.event(12, "dropped", { messages: 7, reason: "x", first_recv_ts: 0, last_recv_ts: 9 });
+  assert.deepEqual(other.book.finish().unexplainedDowns, 1);
+});
+
+Deno.test("book --symbol takes symbols in any script, as verify does, and refuses a path", () => {
+  const symbolOf = (text: string) => {
+    const parsed = bookOptionsFromCli({ symbol: [text] });
+    return "problem" in parsed ? parsed.problem : parsed.options.symbol;
+  };
+  assert.equal(symbolOf("btcusdt"), "BTCUSDT");
+  assert.equal(symbolOf("币安人生usdt"), "币安人生USDT");
+  assert.match(symbolOf("BTC/USDT"), /not a symbol/);
+  assert.match(symbolOf("symbol=X"), /not a symbol/);
 });

@@ -99,6 +99,8 @@ export const RECENT_DIFFS_US = 30_000_000;
 export const RECENT_DIFFS_MAX = 3000;
 /** Event lines after which the record may miss messages; the chain then decides. */
 const EXPLAINING_EVENTS = new Set(["gap", "disconnected", "stale", "recovered", "dropped"]);
+/** Unexplained downs kept for a later `dropped` line to explain. */
+const MAX_AWAITING_DROP = 100;
 /** At most this many mismatching levels are named per check (all are counted). */
 const MAX_NAMED_MISMATCHES = 10;
 
@@ -126,11 +128,19 @@ export class BookRebuilder {
   #lowBid = Infinity;
   #highAsk = -Infinity;
   #pending?: { snapshot: DepthSnapshot; recvTs: number };
-  /** Applied diffs of the last RECENT_DIFFS_US, oldest first, from `#recentHead` on. */
-  #recent: Array<{ recvTs: number; diff: DepthDiff }> = [];
+  /**
+   * Applied diffs of the last RECENT_DIFFS_US, oldest first, from `#recentHead`
+   * on; while the book is down, the diffs kept for the next snapshot, each
+   * with the explaining event line that came just before it, if any.
+   */
+  #recent: Array<{ recvTs: number; diff: DepthDiff; explained?: string }> = [];
   #recentHead = 0;
-  /** An explaining event line since the last applied diff. */
+  /** An explaining event line since the last applied (or, down, kept) diff. */
   #explained?: string;
+  /** The receive time of the last diff applied. */
+  #appliedTs?: number;
+  /** Unexplained downs a later `dropped` line may explain: the times the loss lies in. */
+  #awaitingDrop: Array<{ from: number; to: number; at: number }> = [];
   #nextSample?: number;
   #rows = 0;
   #started = false;
@@ -251,6 +261,7 @@ export class BookRebuilder {
   event(recvTs: number, name: string, details: Readonly<Record<string, unknown>>): void {
     this.#advance(recvTs);
     if (!EXPLAINING_EVENTS.has(name)) return;
+    if (name === "dropped") this.#explainDrop(details);
     this.#explained = name;
     if (name === "gap" && this.#diffMode && this.#mode !== "down") {
       const ids = details.expected !== undefined
@@ -258,6 +269,30 @@ export class BookRebuilder {
         : "";
       this.#down(recvTs, `gap event${ids}`, true);
     }
+  }
+
+  /**
+   * A `dropped` line is written into the stream's next batch, after the
+   * diffs that followed the loss: an unexplained down whose lost messages it
+   * counts (received between the last applied diff and the break) is
+   * explained after all.
+   */
+  #explainDrop(details: Readonly<Record<string, unknown>>): void {
+    const first = details.first_recv_ts;
+    const last = details.last_recv_ts;
+    if (typeof first !== "number" || typeof last !== "number") return;
+    const match = this.#awaitingDrop.findIndex((d) => d.from <= first && last <= d.to);
+    if (match === -1) return;
+    const [down] = this.#awaitingDrop.splice(match, 1);
+    this.#unexplainedDowns--;
+    this.#failing--;
+    this.#note({
+      kind: "down",
+      recvTs: down.at,
+      detail: "the break here is explained by a dropped line stored after it: " +
+        `${details.messages} messages lost (${details.reason})`,
+      failing: false,
+    });
   }
 
   /**
@@ -305,6 +340,8 @@ export class BookRebuilder {
     this.#recent = [];
     this.#recentHead = 0;
     this.#pending = undefined;
+    // An event after the last kept diff still explains what comes next.
+    const trailing = this.#explained;
     this.#explained = undefined;
     this.#note({
       kind: "start",
@@ -317,14 +354,23 @@ export class BookRebuilder {
     this.#started = true;
     // Diffs received before the snapshot line that follow its id: apply them
     // now (no rows for them: the book was not known at their time).
-    for (const entry of buffered) this.#step(entry.recvTs, entry.diff, true);
+    for (const entry of buffered) {
+      if (entry.explained !== undefined) this.#explained = entry.explained;
+      this.#step(entry.recvTs, entry.diff, true);
+    }
+    if (trailing !== undefined) this.#explained = trailing;
     // (#step changed the mode: the narrowing from the assignment above no longer holds.)
     if ((this.#mode as Mode) === "live") this.#afterMessage(recvTs);
   }
 
-  /** Keeps a diff received while the book is down (RECENT_DIFFS_US of them). */
+  /**
+   * Keeps a diff received while the book is down (RECENT_DIFFS_US of them),
+   * with the explaining event line before it: a snapshot stored later
+   * replays them, and a break among them is explained by what came between.
+   */
   #remember(recvTs: number, diff: DepthDiff): void {
-    this.#recent.push({ recvTs, diff });
+    this.#recent.push({ recvTs, diff, explained: this.#explained });
+    this.#explained = undefined;
     this.#trimRecent(recvTs);
   }
 
@@ -353,13 +399,19 @@ export class BookRebuilder {
     for (const [price, qty] of diff.a) this.#asks.set(price, qty);
     this.#lastId = diff.u;
     this.#explained = undefined;
+    this.#appliedTs = recvTs;
     this.#recent.push({ recvTs, diff });
     this.#trimRecent(recvTs);
   }
 
   #down(recvTs: number, why: string, explained: boolean): void {
     this.#downs++;
-    if (!explained) this.#unexplainedDowns++;
+    if (!explained) {
+      this.#unexplainedDowns++;
+      const from = this.#appliedTs ?? recvTs;
+      this.#awaitingDrop.push({ from, to: recvTs, at: recvTs });
+      if (this.#awaitingDrop.length > MAX_AWAITING_DROP) this.#awaitingDrop.shift();
+    }
     this.#downWhy = why;
     const pending = this.#pending;
     this.#mode = "down";

@@ -83,11 +83,14 @@ export function bookOptionsFromCli(
   flags: BookFlags,
 ): { readonly options: BookOptions } | { readonly problem: string } {
   const symbols = (flags.symbol ?? []).flatMap((s) => s.split(",")).map((s) =>
-    s.trim().toUpperCase()
+    s.trim().toUpperCase().normalize("NFC")
   ).filter((s) => s !== "");
   if (symbols.length !== 1) return { problem: "--symbol: give exactly one symbol" };
   const symbol = symbols[0];
-  if (!/^[A-Z0-9_]+$/.test(symbol)) return { problem: `--symbol: not a symbol: "${symbol}"` };
+  // Any script, as `verify` takes it: spot lists symbols with non-ASCII letters (NFC, as in keys).
+  if (!/^[\p{L}\p{N}_]+$/u.test(symbol)) {
+    return { problem: `--symbol: not a symbol: "${symbol}"` };
+  }
   const from = flags.from === undefined ? undefined : parseTime(flags.from);
   if (from === null) return { problem: `--from: not an ISO 8601 date or time: "${flags.from}"` };
   const to = flags.to === undefined ? undefined : parseTime(flags.to);
