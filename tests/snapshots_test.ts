@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { RestLimiter } from "../src/binance/rest.ts";
 import { snapshotOverlaps } from "../src/binance/sequence.ts";
 import { Snapshotter } from "../src/binance/snapshots.ts";
+import { DiffStreams } from "../src/cli/stages/diff_streams.ts";
 import { diffDepthFeed, FakeExchange } from "./support/fake_exchange.ts";
 import { waitFor } from "./support/wait.ts";
 
@@ -59,5 +60,50 @@ Deno.test("a snapshot older than the chain's first diff is fetched again, paced 
   assert.equal(calls.length, 3);
   for (let i = 1; i < calls.length; i++) {
     assert.ok(calls[i] - calls[i - 1] >= 98, `calls ${calls[i] - calls[i - 1]} ms apart`);
+  }
+});
+
+Deno.test("a symbol that leaves the recorded set is not fetched again, neither retried nor refreshed", async () => {
+  // A delisted symbol's depth answers HTTP 400 for good; each retry would take weight from the rest.
+  const calls: string[] = [];
+  const listed = new Set(["BTCUSDT", "OLDUSDT"]);
+  const fetchDepth: typeof fetch = (input) => {
+    const symbol = new URL(String(input)).searchParams.get("symbol")!;
+    calls.push(symbol);
+    return Promise.resolve(
+      listed.has(symbol)
+        ? new Response('{"lastUpdateId":1000000000,"bids":[],"asks":[]}')
+        : new Response('{"code":-1121,"msg":"Invalid symbol."}', { status: 400 }),
+    );
+  };
+  const stop = new AbortController();
+  const diffs = new DiffStreams("depth@100ms");
+  const snapshotter = new Snapshotter({
+    restUrl: "http://127.0.0.1:9",
+    market: "spot",
+    limit: 100,
+    intervalMs: 100, // refreshes and retries every 100 ms: a long test in a few
+    retryMs: 100,
+    limiter: new RestLimiter({ market: "spot", fetch: fetchDepth }),
+    nowMicros: () => Date.now() * 1000,
+    signal: stop.signal,
+    onSnapshot: (symbol) => diffs.stored(symbol),
+  });
+  diffs.requestFrom(snapshotter);
+  diffs.changed({ added: ["btcusdt@depth@100ms", "oldusdt@depth@100ms"], removed: [] });
+  try {
+    diffs.chainStarted("btcusdt@depth@100ms");
+    diffs.chainStarted("oldusdt@depth@100ms");
+    await waitFor(() => calls.includes("OLDUSDT"), 3000, "the first snapshot of OLDUSDT");
+    listed.delete("OLDUSDT"); // delisted: its requests fail from now on
+    await waitFor(() => calls.filter((s) => s === "OLDUSDT").length >= 2, 3000, "a retry");
+    diffs.changed({ added: [], removed: ["oldusdt@depth@100ms"] });
+    const [old, btc] = ["OLDUSDT", "BTCUSDT"].map((s) => calls.filter((c) => c === s).length);
+    await waitFor(() => calls.filter((s) => s === "BTCUSDT").length >= btc + 3, 3000, "refreshes");
+    // At most the one in flight when it left.
+    assert.ok(calls.filter((s) => s === "OLDUSDT").length <= old + 1, calls.join(" "));
+  } finally {
+    stop.abort();
+    await snapshotter.done;
   }
 });

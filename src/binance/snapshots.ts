@@ -44,6 +44,9 @@ export class Snapshotter {
   /** Symbols waiting, in request order; a symbol is queued at most once. */
   readonly #queue = new Set<string>();
   readonly #timers = new Map<string, ReturnType<typeof setTimeout>>();
+  /** Symbols no longer recorded: not fetched again until requested anew. */
+  readonly #forgotten = new Set<string>();
+  #inFlight: string | undefined;
   #wake: (() => void) | undefined;
   #refetches = 0;
   readonly done: Promise<void>;
@@ -55,10 +58,25 @@ export class Snapshotter {
 
   /** Asks for a snapshot of `symbol` as soon as the limits allow. */
   request(symbol: string, reason: string): void {
+    this.#forgotten.delete(symbol);
     if (this.#options.signal.aborted || this.#queue.has(symbol)) return;
     log.debug("Snapshot of {symbol} requested ({reason})", { symbol, reason });
     this.#queue.add(symbol);
     this.#wake?.();
+  }
+
+  /**
+   * `symbol` is no longer recorded (delisted, or left the selection): no
+   * more snapshots of it, neither queued nor periodic nor retried (a
+   * delisted symbol's request fails for good, and each retry would take its
+   * share of the REST weight from the symbols still recorded).
+   */
+  forget(symbol: string): void {
+    this.#forgotten.add(symbol);
+    clearTimeout(this.#timers.get(symbol));
+    this.#timers.delete(symbol);
+    // The one in flight, if any, stays queued until it returns; the loop then lets it go.
+    if (this.#inFlight !== symbol) this.#queue.delete(symbol);
   }
 
   get queued(): number {
@@ -86,9 +104,12 @@ export class Snapshotter {
         this.#wake = undefined;
         continue;
       }
+      this.#inFlight = symbol;
       const outcome = await this.#take(symbol);
+      this.#inFlight = undefined;
       this.#queue.delete(symbol);
       if (signal.aborted) break;
+      if (this.#forgotten.has(symbol)) continue;
       if (outcome === "stale") {
         // Behind the others already waiting; the limiter paces the next call.
         this.#refetches++;

@@ -12,6 +12,8 @@ import { parseStreamName } from "../../binance/streams.ts";
 /** Where snapshot requests go (the Snapshotter). */
 export interface SnapshotRequests {
   request(symbol: string, reason: string): void;
+  /** The symbol is no longer recorded: no more snapshots of it. */
+  forget(symbol: string): void;
 }
 
 export class DiffStreams {
@@ -41,6 +43,7 @@ export class DiffStreams {
       if (spec && this.#streamOf.get(spec.symbol) === stream) {
         this.#streamOf.delete(spec.symbol);
         this.#snapshotted.delete(spec.symbol);
+        this.#snapshots?.forget(spec.symbol);
       }
     }
   }
