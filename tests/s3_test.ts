@@ -48,6 +48,7 @@ const PERMANENT: Array<[string, unknown]> = [
   ["Deno's NotCapable", new Deno.errors.NotCapable("Requires net access")],
   ["Deno's PermissionDenied", new Deno.errors.PermissionDenied("denied")],
   ["a code in `Code`", Object.assign(new Error("x"), { Code: "AccessDenied" })],
+  ["a bucket in another region: HeadBucket's bare HTTP 301", sdkError("Unknown", 301)],
 ];
 
 Deno.test("isRetryableS3Error calls throttling, server errors and network failures transient", () => {
@@ -319,4 +320,50 @@ Deno.test("with a local archive the collector, check and verify never load the A
   const s3 = await runScript({ S3_BUCKET_NAME: "archive-bucket", AWS_REGION: "us-east-1" });
   assert.notEqual(s3.code, 0);
   assert.match(s3.stderr, /the AWS SDK was loaded|module '@aws-sdk\/client-s3'/);
+});
+
+Deno.test({
+  name:
+    "a bucket in another region is a configuration error: HeadBucket's bare 301 and PutObject's PermanentRedirect",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    // As S3 answers a client that asks the wrong region: HEAD gets 301 and no
+    // body (so the SDK has no error code), other requests a PermanentRedirect.
+    await using server = Deno.serve(
+      { hostname: "127.0.0.1", port: 0, onListen() {} },
+      (req) =>
+        req.method === "HEAD"
+          ? new Response(null, { status: 301, headers: { "x-amz-bucket-region": "eu-west-1" } })
+          : new Response(
+            '<?xml version="1.0" encoding="UTF-8"?><Error><Code>PermanentRedirect</Code>' +
+              "<Message>The bucket you are attempting to access must be addressed using the " +
+              "specified endpoint.</Message></Error>",
+            { status: 301, headers: { "content-type": "application/xml" } },
+          ),
+    );
+    await withCredentials(TEST_CREDENTIALS, async () => {
+      const sink = s3Sink({
+        bucket: TEST_BUCKET,
+        prefix: "binance",
+        region: "us-east-1",
+        endpoint: `http://127.0.0.1:${server.addr.port}`,
+        forcePathStyle: true,
+      });
+      try {
+        const check = await checkBucket(sink);
+        assert.equal(check.ok, false);
+        if (check.ok) return;
+        assert.equal(check.permanent, true, check.message);
+        assert.match(check.message, /another region: set AWS_REGION/);
+        const put = await sink.put("binance/k", new Uint8Array([1]), meta).then(
+          () => undefined,
+          (error: unknown) => error,
+        );
+        assert.equal(isRetryableS3Error(put), false);
+      } finally {
+        sink.close();
+      }
+    });
+  },
 });

@@ -51,6 +51,9 @@ export function isRetryableS3Error(error: unknown): boolean {
   if (PERMANENT_CODES.has(code)) return false;
   const status = httpStatus(error);
   if (status === undefined) return true;
+  // S3 answers 301 (HeadBucket without a body, so without a code) when the
+  // bucket is in another region than the one asked: the configuration is wrong.
+  if (status === 301) return false;
   if (status === 429 || status >= 500 || status === 408) return true;
   // Other 4xx answers mean the request itself is wrong.
   return !(status >= 400 && status < 500);

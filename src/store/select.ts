@@ -60,6 +60,8 @@ export async function checkBucket(s3: S3Sink, signal?: AbortSignal): Promise<Buc
         ? "the bucket does not exist"
         : status === 403
         ? "access denied: check the credentials and the bucket policy"
+        : status === 301 || code === "PermanentRedirect"
+        ? "the bucket is in another region: set AWS_REGION to the bucket's region"
         : status === undefined
         ? "the S3 client could not make the request"
         : "S3 refused the request"
