@@ -11,6 +11,9 @@ import { Feeds } from "../src/cli/stages/feeds.ts";
 import { Ops } from "../src/cli/stages/ops.ts";
 import { StartupError } from "../src/cli/stages/startup.ts";
 import { Storage } from "../src/cli/stages/storage.ts";
+import { gzipLines } from "../src/archive/encode.ts";
+import { planKey } from "../src/archive/keys.ts";
+import { Spool } from "../src/store/spool.ts";
 import { parseConfig } from "../src/config.ts";
 import type { Config } from "../src/config_types.ts";
 import { Telemetry } from "../src/ops/events.ts";
@@ -79,6 +82,49 @@ Deno.test("Storage alone stores a sealed batch in the local archive and empties 
   const lines = await readArchive(join(tmp.path, "archive"));
   assert.equal(lines.length, 1);
   assert.equal(lines[0].value.stream, BTC);
+});
+
+Deno.test("Storage with a local archive drains what an earlier run with S3 left in the spool", async () => {
+  await using tmp = await tempDir();
+  // Spooled while S3 was down; then S3_BUCKET_NAME was unset and the collector restarted.
+  const key = planKey({
+    prefix: "binance",
+    market: "spot",
+    streamType: "depth20@100ms",
+    symbol: "BTCUSDT",
+    firstRecvTs: 1700000000000000,
+    instanceId: "test-box",
+    seq: 0,
+  });
+  const line = `{"recv_ts":1700000000000000,"stream":"${BTC}","data":{"lastUpdateId":1}}`;
+  const spool = await Spool.open(join(tmp.path, "spool"), { maxBytes: 1_000_000 });
+  const meta = {
+    messages: 1,
+    events: 0,
+    firstRecvTs: 1700000000000000,
+    lastRecvTs: 1700000000000000,
+  };
+  assert.ok(await spool.write({ key, body: await gzipLines([line], 5), meta }));
+  const background = new AbortController();
+  {
+    await using storage = await Storage.open(configFor(tmp.path), {
+      signal: background.signal,
+      ...telemetered(),
+      now: Date.now,
+    });
+    assert.equal(storage.sink.kind, "local");
+    await waitFor(() => storage.backlog() === 0, 5000, "the spool to drain");
+    background.abort();
+    await storage.close(await storage.flush(Date.now() + 2000));
+  }
+  const lines = await readArchive(join(tmp.path, "archive"));
+  assert.deepEqual(lines.map((l) => l.value.stream), [BTC]);
+  assert.deepEqual(
+    await Array.fromAsync(Deno.readDir(join(tmp.path, "spool"))).then((e) =>
+      e.filter((f) => f.isFile).map((f) => f.name)
+    ),
+    [],
+  );
 });
 
 Deno.test("Storage alone: a crash journal that cannot be read stops the start, and disposal leaves nothing running", async () => {

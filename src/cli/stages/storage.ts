@@ -75,6 +75,11 @@ export class Storage implements BatchStore, AsyncDisposable {
   readonly #options: StorageOptions;
   readonly #selected: SelectedSink;
   readonly #spool: Spool | undefined;
+  /**
+   * The spool the drainer empties: the spool itself with S3; with a local
+   * archive, batches an earlier run spooled while its S3 was down, if any.
+   */
+  readonly #drained: Spool | undefined;
   readonly #gzip: GzipPool;
   readonly #journal: Journal;
   readonly #budget: BatchBudget;
@@ -94,13 +99,21 @@ export class Storage implements BatchStore, AsyncDisposable {
     stack.defer(() => selected.close());
     const sink = options.metrics.timeSink(selected.sink);
     await checkReachable(selected);
-    const spool = await openSpool(config, selected, options.telemetry);
+    const { spool, leftover } = await openSpool(config, selected, options.telemetry);
     // Compression off the main thread, which stamps receive times. Open
     // batches are compressed piece by piece as they grow (batch/body.ts).
     const gzip = stack.use(new GzipPool({ level: config.gzipLevel, keepFiles: options.keepFiles }));
     const pool = new ChunkPool();
     const recovery = await Storage.#recoverJournal(config, options, pool, gzip);
-    const storage = new Storage(config, options, { selected, sink, spool, gzip, pool, recovery });
+    const storage = new Storage(config, options, {
+      selected,
+      sink,
+      spool,
+      leftover,
+      gzip,
+      pool,
+      recovery,
+    });
     stack.move();
     await storage.#resubmit(recovery.recovered);
     storage.#drainer = storage.#startDrainer();
@@ -114,6 +127,7 @@ export class Storage implements BatchStore, AsyncDisposable {
       selected: SelectedSink;
       sink: Sink;
       spool: Spool | undefined;
+      leftover: Spool | undefined;
       gzip: GzipPool;
       pool: ChunkPool;
       recovery: Recovery;
@@ -124,6 +138,7 @@ export class Storage implements BatchStore, AsyncDisposable {
     this.#selected = parts.selected;
     this.sink = parts.sink;
     this.#spool = parts.spool;
+    this.#drained = parts.spool ?? parts.leftover;
     this.#gzip = parts.gzip;
     this.#journal = parts.recovery.journal;
     this.#recoveredFiles = parts.recovery.recovered.files;
@@ -168,7 +183,7 @@ export class Storage implements BatchStore, AsyncDisposable {
 
   /** Sealed batches not yet stored: the uploader's pending ones plus the spool's. */
   backlog(): number {
-    return this.#uploader.pending + (this.#spool?.count ?? 0);
+    return this.#uploader.pending + (this.#drained?.count ?? 0);
   }
 
   /** SPOOL_MAX_BYTES when there is a spool (S3 sink). */
@@ -270,7 +285,7 @@ export class Storage implements BatchStore, AsyncDisposable {
   #settled(batch: SealedBatch, how: SettledHow, bytes: number, reason?: string): void {
     if (how === "stored") {
       // The sink works again: the spool need not wait out its backoff.
-      if (this.#spool && this.#spool.count > 0) this.#drainer?.nudge();
+      if (this.#drained && this.#drained.count > 0) this.#drainer?.nudge();
       this.#countStored(bytes);
     } else if (how === "dropped") {
       this.#options.telemetry.batchDropped(batch.meta.messages);
@@ -289,14 +304,14 @@ export class Storage implements BatchStore, AsyncDisposable {
   }
 
   #updateSpoolGauges(): void {
-    spoolChanged(this.#options.telemetry, this.#spool);
+    spoolChanged(this.#options.telemetry, this.#drained);
   }
 
   #startDrainer(): Drainer | undefined {
-    if (!this.#spool) return undefined;
+    if (!this.#drained) return undefined;
     const { telemetry } = this.#options;
     return startDrainer({
-      spool: this.#spool,
+      spool: this.#drained,
       sink: this.sink,
       signal: AbortSignal.any([this.#options.signal, this.#stop.signal]),
       concurrency: this.#config.uploadConcurrency,
@@ -359,27 +374,45 @@ async function checkReachable(selected: SelectedSink): Promise<void> {
   }
 }
 
-/** The spool, with an S3 sink only (a local archive needs none). */
+/**
+ * The spool, with an S3 sink only (a local archive needs none); with a local
+ * archive, the spool an earlier run with S3 left behind, if it holds
+ * batches: they are drained into the local archive, not left stranded.
+ */
 async function openSpool(
   config: Config,
   selected: SelectedSink,
   telemetry: Telemetry,
-): Promise<Spool | undefined> {
-  const spool = selected.s3
-    ? await startupStep(
-      "open the spool",
-      () => Spool.open(join(config.dataDir, "spool"), { maxBytes: config.spoolMaxBytes }),
-    )
+): Promise<{ spool?: Spool; leftover?: Spool }> {
+  const dir = join(config.dataDir, "spool");
+  const open = () => Spool.open(dir, { maxBytes: config.spoolMaxBytes });
+  const spool = selected.s3 ? await startupStep("open the spool", open) : undefined;
+  const leftover = !spool && await holdsSpoolFiles(dir)
+    ? await startupStep("open the spool left by an earlier run", open)
     : undefined;
-  if (spool && spool.count > 0) {
-    log.info("Spool holds {count} batches ({bytes} bytes) from earlier; draining them", {
-      count: spool.count,
-      bytes: spool.bytes,
+  const drained = spool ?? leftover;
+  if (drained && drained.count > 0) {
+    log.info("Spool holds {count} batches ({bytes} bytes) from earlier; draining them to {sink}", {
+      count: drained.count,
+      bytes: drained.bytes,
+      sink: selected.sink.location,
     });
   }
-  spoolChanged(telemetry, spool);
+  spoolChanged(telemetry, drained);
   if (spool) telemetry.spoolOpened(spool.maxBytes);
-  return spool;
+  return { spool, leftover };
+}
+
+/** Whether `dir` holds a spool file (a missing directory holds none). */
+async function holdsSpoolFiles(dir: string): Promise<boolean> {
+  try {
+    for await (const entry of Deno.readDir(dir)) {
+      if (entry.isFile && entry.name.endsWith(".spool")) return true;
+    }
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+  return false;
 }
 
 function spoolChanged(telemetry: Telemetry, spool: Spool | undefined): void {
