@@ -28,7 +28,7 @@ Deno.test("depthWeight follows Binance's weight table per market", () => {
 Deno.test("RestLimiter spaces calls by weight within half the minute budget", async () => {
   const now = 1_000_000;
   const { fetch } = fakeFetch([{ status: 200 }]);
-  const limiter = new RestLimiter({ market: "spot", fetch, now: () => now });
+  const limiter = new RestLimiter({ market: "spot", fetch, now: () => now, monotonic: () => now });
   await limiter.get("http://x/a", { weight: 50 });
   // 50 of a 3000-per-minute budget: one such call per second.
   assert.equal(limiter.nextCallAt, now + 1000);
@@ -41,7 +41,7 @@ Deno.test("RestLimiter honours Retry-After on 429 and waits far longer after a 4
     { status: 418, headers: { "retry-after": "30" } },
     { status: 418 },
   ]);
-  const limiter = new RestLimiter({ market: "spot", fetch, now: () => now });
+  const limiter = new RestLimiter({ market: "spot", fetch, now: () => now, monotonic: () => now });
   assert.equal((await limiter.get("http://x/a", { weight: 1 })).status, 429);
   assert.equal(limiter.nextCallAt, 7000);
   now = 7000;
@@ -55,9 +55,10 @@ Deno.test("RestLimiter honours Retry-After on 429 and waits far longer after a 4
 Deno.test("RestLimiter pauses until the next minute when the used weight nears the limit", async () => {
   const now = 60_000 * 10 + 15_000;
   const { fetch } = fakeFetch([{ status: 200, headers: { "x-mbx-used-weight-1m": "5500" } }]);
-  const limiter = new RestLimiter({ market: "spot", fetch, now: () => now });
+  // The window is the wall clock's minute; the wait is counted on the monotonic clock.
+  const limiter = new RestLimiter({ market: "spot", fetch, now: () => now, monotonic: () => 500 });
   await limiter.get("http://x/a", { weight: 1 });
-  assert.equal(limiter.nextCallAt, 60_000 * 11);
+  assert.equal(limiter.nextCallAt, 500 + 45_000);
 });
 
 Deno.test("checkSymbols reports unknown and non-trading symbols", async () => {
@@ -107,7 +108,7 @@ Deno.test("RestLimiter falls back to 6000 / 2400 and spaces calls by the limit e
   assert.equal(new RestLimiter({ market: "spot" }).weightLimit, 6000);
   assert.equal(new RestLimiter({ market: "usdm" }).weightLimit, 2400);
   const { fetch } = fakeFetch([{ status: 200 }]);
-  const limiter = new RestLimiter({ market: "spot", fetch, now: () => now });
+  const limiter = new RestLimiter({ market: "spot", fetch, now: () => now, monotonic: () => now });
   limiter.setWeightLimit(1200);
   assert.equal(limiter.weightLimit, 1200);
   await limiter.get("http://x/a", { weight: 50 });
@@ -143,4 +144,16 @@ Deno.test("snapshots survive 429 answers: they are retried after Retry-After and
   const depthCalls = exchange.restRequests.filter((r) => r.path === "/api/v3/depth");
   assert.equal(depthCalls.length, 2, "one refused, one answered");
   assert.ok(depthCalls[1].at - depthCalls[0].at >= 900, "the retry waited for Retry-After");
+});
+
+Deno.test("RestLimiter waits on the monotonic clock: a wall clock stepped back stalls nothing", async () => {
+  let wall = 1_000_000;
+  const { fetch } = fakeFetch([{ status: 200 }, { status: 200 }]);
+  const limiter = new RestLimiter({ market: "spot", fetch, now: () => wall });
+  await limiter.get("http://x/a", { weight: 50 }); // one call a second
+  wall -= 3_600_000; // NTP or a person sets the clock back an hour
+  const started = performance.now();
+  await limiter.get("http://x/a", { weight: 50 });
+  const waited = performance.now() - started;
+  assert.ok(waited < 1500, `the second call waited ${waited} ms`);
 });

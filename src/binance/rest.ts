@@ -37,7 +37,14 @@ export interface RestLimiterOptions {
   readonly fetch?: typeof fetch;
   /** Use at most this share of the weight limit (default 0.5: leave room for others). */
   readonly budgetShare?: number;
+  /** Wall clock, ms: Binance counts weight per minute of it (default `Date.now`). */
   readonly now?: () => number;
+  /**
+   * Monotonic clock, ms, for waits (spacing, Retry-After): a step of the
+   * wall clock neither stalls the calls nor cuts a ban's wait short
+   * (default `performance.now`).
+   */
+  readonly monotonic?: () => number;
 }
 
 /**
@@ -49,6 +56,7 @@ export class RestLimiter {
   #limit: number;
   #budget: number;
   readonly #now: () => number;
+  readonly #monotonic: () => number;
   #chain: Promise<unknown> = Promise.resolve();
   #notBefore = 0;
   #banStrikes = 0;
@@ -58,6 +66,7 @@ export class RestLimiter {
     this.#limit = WEIGHT_LIMIT[options.market];
     this.#budget = this.#limit * (options.budgetShare ?? 0.5);
     this.#now = options.now ?? Date.now;
+    this.#monotonic = options.monotonic ?? (() => performance.now());
   }
 
   /** Request weight per minute the limiter keeps under (its share of it is the budget). */
@@ -76,7 +85,7 @@ export class RestLimiter {
     this.#budget = perMinute * (this.options.budgetShare ?? 0.5);
   }
 
-  /** Earliest time (ms, the limiter's clock) the next call may start. */
+  /** Earliest time (ms, the limiter's monotonic clock) the next call may start. */
   get nextCallAt(): number {
     return this.#notBefore;
   }
@@ -92,10 +101,10 @@ export class RestLimiter {
   }
 
   async #call(url: string, options: { weight: number; signal?: AbortSignal }) {
-    await delay(this.#notBefore - this.#now(), options.signal);
+    await delay(this.#notBefore - this.#monotonic(), options.signal);
     if (options.signal?.aborted) throw new RestError("aborted");
     // Even spacing: a budget of B weight per minute allows one call per W/B minutes.
-    this.#notBefore = this.#now() + Math.ceil((60_000 * options.weight) / this.#budget);
+    this.#notBefore = this.#monotonic() + Math.ceil((60_000 * options.weight) / this.#budget);
     const response = await this.#fetch(url, {
       signal: AbortSignal.any([
         options.signal ?? new AbortController().signal,
@@ -104,10 +113,12 @@ export class RestLimiter {
     });
     const text = await response.text();
     const receivedAt = this.#now();
+    const answeredAt = this.#monotonic();
     const used = Number(response.headers.get("x-mbx-used-weight-1m"));
     if (Number.isFinite(used) && used > this.#limit * 0.8) {
-      // Close to the limit: wait for the next minute window.
-      this.#notBefore = Math.max(this.#notBefore, receivedAt + (60_000 - (receivedAt % 60_000)));
+      // Close to the limit: wait for the next minute window (of the wall clock).
+      const window = 60_000 - (receivedAt % 60_000);
+      this.#notBefore = Math.max(this.#notBefore, answeredAt + window);
       log.warn("Binance request weight at {used} this minute; pausing REST calls", { used });
     }
     if (response.status === 429 || response.status === 418) {
@@ -120,7 +131,7 @@ export class RestLimiter {
         : banned
         ? Math.min(3_600_000, 120_000 * 2 ** (this.#banStrikes - 1))
         : 60_000;
-      this.#notBefore = Math.max(this.#notBefore, receivedAt + waitMs);
+      this.#notBefore = Math.max(this.#notBefore, answeredAt + waitMs);
       log.error("Binance answered {status} to {url}; no REST calls for {waitMs} ms", {
         status: response.status,
         url,
