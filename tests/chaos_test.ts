@@ -268,13 +268,16 @@ Deno.test({
     });
     await using second = spawnCollector(env);
     await step("second run: recovery, stall 2 across a rotation, S3 outage, SIGTERM", async () => {
+      // The second run's connections: opened after it started. One the first
+      // run was opening when it was killed may open on the exchange's side a
+      // moment after `killAt` (the upgrade request was already on its way).
       await waitFor(
-        () => exchange.connections.some((c) => c.openedAt >= killAt),
+        () => exchange.connections.some((c) => c.openedAt >= restartAt),
         20_000,
         "the second run to connect",
       );
       secondConnectAt = Math.min(
-        ...exchange.connections.filter((c) => c.openedAt >= killAt).map((c) => c.openedAt),
+        ...exchange.connections.filter((c) => c.openedAt >= restartAt).map((c) => c.openedAt),
       );
       timeline.push(`${seconds(restartAt - t0).padStart(8)}  second run started`);
       mark("second run connected");
@@ -320,6 +323,12 @@ Deno.test({
         closedBy[why] = (closedBy[why] ?? 0) + 1;
       }
       timeline.push(`connections: ${exchange.connections.length} ${JSON.stringify(closedBy)}`);
+      for (const c of exchange.connections) {
+        const closed = c.closedAt === undefined
+          ? "open"
+          : `${seconds(c.closedAt - t0)} (${c.closedBy})`;
+        timeline.push(`  conn ${c.id}: opened ${seconds(c.openedAt - t0)}, closed ${closed}`);
+      }
     });
 
     // ---------------------------------------------------------------------
@@ -329,7 +338,7 @@ Deno.test({
       async () => {
         ({ objects, byPartition } = await readBucket(s3));
         p1Conns = new Set(
-          exchange.connections.filter((c) => c.openedAt < killAt).map((c) => c.id),
+          exchange.connections.filter((c) => c.openedAt < restartAt).map((c) => c.id),
         );
         dropped = new Set(droppedConns);
         allLines = [...byPartition.values()].flat();
