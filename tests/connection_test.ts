@@ -473,3 +473,46 @@ Deno.test("a WebSocket constructor that throws is a failed attempt, retried; a s
   await conn.done;
   assert.ok(calls >= 4, `constructor called ${calls} times`);
 });
+
+Deno.test("a quiet trades-only socket is asked whether it is alive, kept while it answers, replaced when it does not", async () => {
+  // A symbol nobody trades: its trade stream is published but sends nothing.
+  await using exchange = await FakeExchange.start();
+  const staleAfterMs = 200;
+  await using conn = connect({
+    url: `${exchange.wsUrl}/stream?streams=quietusdt@trade`,
+    staleAfterMs,
+    quietAllowed: true,
+    probeTimeoutMs: 300,
+    healthyAfterMs: 50,
+  });
+  await waitFor(() => conn.opens.length === 1, 2000, "the socket to open");
+  // Five stale periods of silence: each time the socket is asked, and answers.
+  await delay(5 * staleAfterMs);
+  assert.equal(conn.closes.length, 0, "a quiet socket that answers is kept");
+  assert.equal(conn.frames.length, 0, "the answers are not frames to record");
+  const answers = exchange.sent.filter((f) => f.stream === "").map((f) => JSON.parse(f.text));
+  assert.ok(answers.length >= 3, `${answers.length} questions answered`);
+  assert.deepEqual(answers[0].result, ["quietusdt@trade"]);
+  const asked = exchange.connections[0];
+  assert.ok(asked.closedAt === undefined);
+  // Now the link dies (the exchange answers nothing): replaced after the question times out.
+  exchange.stall(5000);
+  const stalledAt = performance.now();
+  await waitFor(() => conn.closes.length >= 1, 3000, "the dead socket to be replaced");
+  assert.equal(conn.closes[0].info.cause, "stale");
+  const after = conn.closes[0].at - stalledAt;
+  assert.ok(after >= staleAfterMs, `replaced ${after} ms after the link died`);
+  assert.ok(after < staleAfterMs + 300 + 600, `replaced only ${after} ms after the link died`);
+});
+
+Deno.test("without quietAllowed a silent socket is replaced at once, never asked", async () => {
+  await using exchange = await FakeExchange.start();
+  await using conn = connect({
+    url: `${exchange.wsUrl}/stream?streams=quietusdt@trade`,
+    staleAfterMs: 200,
+    healthyAfterMs: 50,
+  });
+  await waitFor(() => conn.closes.length >= 1, 2000, "the silent socket to be replaced");
+  assert.equal(conn.closes[0].info.cause, "stale");
+  assert.deepEqual(exchange.sent.filter((f) => f.stream === ""), [], "nothing was asked");
+});

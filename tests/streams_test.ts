@@ -4,6 +4,7 @@ import {
   depthStreams,
   groupStreams,
   MAX_URL_LENGTH,
+  mayBeQuiet,
   parseStreamName,
   planConnection,
   streamBaseUrl,
@@ -142,4 +143,12 @@ Deno.test("symbolStreams names one stream per STREAMS kind; USD-M aggTrade goes 
   assert.equal(streamBaseUrl(usdm, "usdm", "btcusdt@depth"), usdm);
   const spotUrl = "wss://stream.binance.com:9443";
   assert.equal(streamBaseUrl(spotUrl, "spot", "btcusdt@aggTrade"), spotUrl);
+});
+
+Deno.test("a connection may be quiet only when every stream is a trade or book ticker stream", () => {
+  assert.equal(mayBeQuiet(["btcusdt@aggTrade", "ethusdt@aggTrade"]), true);
+  assert.equal(mayBeQuiet(["btcusdt@trade", "btcusdt@bookTicker"]), true);
+  assert.equal(mayBeQuiet(["btcusdt@trade", "btcusdt@depth@100ms"]), false);
+  assert.equal(mayBeQuiet(["btcusdt@depth20@100ms"]), false);
+  assert.equal(mayBeQuiet([]), false);
 });

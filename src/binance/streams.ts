@@ -77,6 +77,22 @@ export function streamBaseUrl(wsUrl: string, market: Market, stream: string): st
   return wsUrl.replace(/\/public\/*$/, "/market");
 }
 
+/**
+ * Stream types that push when the market moves, not on a clock: trades and
+ * the book ticker. A quiet symbol's stream legitimately sends nothing for minutes.
+ */
+const EVENT_DRIVEN_TYPES = new Set(["trade", "aggTrade", "bookTicker"]);
+
+export function isEventDriven(streamType: string): boolean {
+  return EVENT_DRIVEN_TYPES.has(streamType);
+}
+
+/** Whether a connection carrying `names` may be silent for minutes: every stream is event-driven. */
+export function mayBeQuiet(names: readonly string[]): boolean {
+  return names.length > 0 &&
+    names.every((name) => isEventDriven(parseStreamName(name)?.type ?? ""));
+}
+
 /** Splits a stream name into symbol and type; undefined when it has no `@`. */
 export function parseStreamName(name: string): StreamSpec | undefined {
   const at = name.indexOf("@");

@@ -58,6 +58,15 @@ export interface ConnectionOptions {
   readonly handlers: ConnectionHandlers;
   readonly signal: AbortSignal;
   readonly staleAfterMs: number;
+  /**
+   * Every stream may be silent for minutes (trades, the book ticker of a
+   * quiet symbol): after `staleAfterMs` of silence the socket is asked
+   * whether it is alive (`LIST_SUBSCRIPTIONS`) and replaced only when no
+   * answer comes within `probeTimeoutMs`, instead of at once.
+   */
+  readonly quietAllowed?: boolean;
+  /** How long the answer to that question may take, ms (default 10 s). */
+  readonly probeTimeoutMs?: number;
   readonly healthyAfterMs?: number;
   readonly openTimeoutMs?: number;
   readonly closeTimeoutMs?: number;

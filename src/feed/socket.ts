@@ -49,6 +49,14 @@ export function connectOnce(options: ConnectionOptions, hooks: SocketHooks): Pro
   return new SocketRun(ws, options, hooks).outcome;
 }
 
+/**
+ * Ids of liveness questions: far above the ids of `SUBSCRIBE` messages (one
+ * per batch, from 1), unique within the process.
+ */
+let nextProbeId = 1_000_000_000;
+/** Questions whose answers are still awaited, per socket, at most. */
+const MAX_UNANSWERED = 16;
+
 class SocketRun {
   readonly outcome: Promise<Outcome>;
   readonly #ws: WebSocket;
@@ -77,6 +85,10 @@ class SocketRun {
   #settled = false;
   #watchdog: ReturnType<typeof setInterval> | undefined;
   #subscriber: Subscriber | undefined;
+  /** `quietAllowed`: the liveness question in flight (its id and when it went), if any. */
+  #probe: { id: number; sentAt: number } | undefined;
+  /** Ids of questions whose answers are still to come (a frame answered them first). */
+  readonly #unanswered = new Set<number>();
 
   constructor(ws: WebSocket, options: ConnectionOptions, hooks: SocketHooks) {
     this.outcome = new Promise((resolve) => this.#resolve = resolve);
@@ -130,6 +142,7 @@ class SocketRun {
       ? data
       : decoder.decode(data instanceof ArrayBuffer ? data : new Uint8Array(0));
     if (this.#subscriber?.isAnswer(text)) return;
+    if (this.#unanswered.size > 0 && this.#isProbeAnswer(text)) return;
     this.#hooks.onFrame(text, recvTs);
   }
 
@@ -149,16 +162,59 @@ class SocketRun {
       everyMs,
     );
     const silence = this.#framed ? { ...round, lastFrameAt: now } : round;
+    // Any frame (an answer too) shows the socket alive: a question in flight is settled.
+    if (this.#framed) this.#probe = undefined;
     this.#framed = false;
     this.#lastFrameAt = silence.lastFrameAt;
     this.#watchedAt = silence.watchedAt;
     if (this.#openedAt === undefined || this.#cause !== undefined) return;
     if (!isStale(silence, now, this.#options.staleAfterMs)) return;
+    if (this.#options.quietAllowed && this.#askAlive(now)) return;
     log.warn("No frame for {silentMs} ms on {url}; replacing the connection", {
       silentMs: Math.round(now - silence.lastFrameAt),
       url: this.#options.url,
     });
     this.#closeWith("stale", 4000);
+  }
+
+  /**
+   * A silent socket whose streams may be quiet: sends `LIST_SUBSCRIPTIONS`
+   * (Binance answers `{"result":[…],"id":n}`) and gives it `probeTimeoutMs`
+   * to answer. False when the question went unanswered: the socket is stale.
+   */
+  #askAlive(now: number): boolean {
+    const probe = this.#probe;
+    if (probe) return now - probe.sentAt < (this.#options.probeTimeoutMs ?? 10_000);
+    const id = nextProbeId++;
+    try {
+      this.#ws.send(JSON.stringify({ method: "LIST_SUBSCRIPTIONS", id }));
+    } catch {
+      return false;
+    }
+    this.#probe = { id, sentAt: now };
+    this.#unanswered.add(id);
+    if (this.#unanswered.size > MAX_UNANSWERED) {
+      this.#unanswered.delete(this.#unanswered.values().next().value!);
+    }
+    log.debug("No frame on {url} for a while; asking whether it is alive", {
+      url: this.#options.url,
+    });
+    return true;
+  }
+
+  /** Whether `text` answers one of the liveness questions (then it is not a frame to record). */
+  #isProbeAnswer(text: string): boolean {
+    if (text.startsWith('{"stream":')) return false;
+    let reply: unknown;
+    try {
+      reply = JSON.parse(text);
+    } catch {
+      return false;
+    }
+    const id = (reply as { id?: unknown } | null)?.id;
+    if (typeof id !== "number" || !this.#unanswered.delete(id)) return false;
+    if (this.#probe?.id === id) this.#probe = undefined;
+    return true;
   }
 
   /**

@@ -28,6 +28,7 @@ import {
 import type { DroppedFacts } from "../archive/encode.ts";
 import { KEY_LAYOUT, type KeyParts, parseKey, streamOfKey } from "../archive/keys.ts";
 import { continuity, type SequenceRule, sequenceRuleFor } from "../binance/sequence.ts";
+import { isEventDriven } from "../binance/streams.ts";
 import type { Market } from "../config_types.ts";
 import { RebuildTracker } from "./rebuild.ts";
 
@@ -157,7 +158,6 @@ const EXPLAINING_EVENTS = new Set([
 
 /** Unexplained breaks and holes a later `dropped` line may still explain, per stream. */
 const MAX_AWAITING_DROP = 1000;
-const EVENT_DRIVEN_STREAMS = new Set(["trade", "aggTrade", "bookTicker"]);
 
 /**
  * 10 × the stream's update speed (`depth@100ms` → 1 s), at least 1 s; a stream
@@ -168,7 +168,7 @@ const EVENT_DRIVEN_STREAMS = new Set(["trade", "aggTrade", "bookTicker"]);
  * count from an hour (their id chains still show every missed message).
  */
 export function defaultMaxHoleMs(streamType: string): number {
-  if (EVENT_DRIVEN_STREAMS.has(streamType)) return 3_600_000;
+  if (isEventDriven(streamType)) return 3_600_000;
   const match = /@(\d+)ms$/.exec(streamType);
   const speedMs = match ? Number(match[1]) : 1000;
   return Math.max(10 * speedMs, 1000);

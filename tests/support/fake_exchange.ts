@@ -652,10 +652,14 @@ export class FakeExchange implements AsyncDisposable {
   /**
    * A message from a client: over the market's rate the connection is
    * dropped; `SUBSCRIBE` is answered `{"result":null,"id":n}` (BINANCE.md,
-   * Long URLs); anything else gets Binance's error shape.
+   * Long URLs), `LIST_SUBSCRIPTIONS` `{"result":[…],"id":n}`; anything else
+   * gets the error shape of Binance's WebSocket Streams docs ("Error
+   * Messages": `{"code":2,"msg":"Invalid request: …","id":n}`). While the
+   * exchange is stalled (a dead link) nothing is answered either.
    */
   #request(conn: LiveConnection, text: string): void {
     const now = performance.now();
+    if (this.#isStalled(now)) return;
     while (conn.received.length > 0 && conn.received[0] <= now - 1000) conn.received.shift();
     conn.received.push(now);
     if (conn.received.length > MESSAGE_RATE[conn.market]) {
@@ -671,7 +675,12 @@ export class FakeExchange implements AsyncDisposable {
     try {
       message = JSON.parse(text);
     } catch {
-      this.#send(conn, "", JSON.stringify({ error: { code: 3, msg: "Invalid JSON" } }));
+      this.#send(conn, "", '{"code":3,"msg":"Invalid JSON: expected value at line 1 column 1"}');
+      return;
+    }
+    if (message.method === "LIST_SUBSCRIPTIONS" && message.params === undefined) {
+      const result = [...this.#subscribers].filter(([, set]) => set.has(conn)).map(([s]) => s);
+      this.#send(conn, "", JSON.stringify({ result, id: message.id ?? null }));
       return;
     }
     const params = message.params;
@@ -681,7 +690,7 @@ export class FakeExchange implements AsyncDisposable {
       this.#send(
         conn,
         "",
-        JSON.stringify({ error: { code: 2, msg: "Invalid request" }, id: message.id ?? null }),
+        JSON.stringify({ code: 2, msg: "Invalid request: unknown method", id: message.id ?? null }),
       );
       return;
     }

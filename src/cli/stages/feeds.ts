@@ -20,6 +20,7 @@ import { inShard } from "../../binance/shard.ts";
 import { Snapshotter } from "../../binance/snapshots.ts";
 import {
   depthStreamType,
+  mayBeQuiet,
   parseStreamName,
   planConnection,
   streamBaseUrl,
@@ -266,6 +267,8 @@ export class Feeds implements AsyncDisposable {
       subscribeIntervalMs: SUBSCRIBE_INTERVAL_MS[config.market],
       signal,
       staleAfterMs: config.staleAfterSeconds * 1000,
+      // Trades and book tickers alone may be silent for minutes: a silent socket is asked first.
+      quietAllowed: mayBeQuiet(group.names),
       rotateAfterMs: config.wsRotateSeconds * 1000,
       beforeConnect: (signal) => attempts.take(signal),
       webSocket: this.#options.webSocket,
