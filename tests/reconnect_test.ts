@@ -164,3 +164,21 @@ Deno.test("time the process did not run is not silence: a late round moves the l
   const busy = watchRound({ lastFrameAt: 0, watchedAt: 1000 }, 3000, every);
   assert.equal(busy.lastFrameAt, 0);
 });
+
+Deno.test("a socket that never delivered a frame is not healthy, however long it stayed open", () => {
+  // A stream name Binance acknowledges but does not publish: the socket opens and stays silent.
+  const silent = afterPrimaryEnded(
+    FRESH,
+    { opened: true, delivered: false, uptimeMs: 30_000, cause: "stale" },
+    SETTINGS,
+    HALF,
+  );
+  assert.deepEqual([silent.state.failures, silent.waitMs], [1, 500]);
+  const delivered = afterPrimaryEnded(
+    FRESH,
+    { opened: true, delivered: true, uptimeMs: 30_000, cause: "stale" },
+    SETTINGS,
+    HALF,
+  );
+  assert.deepEqual([delivered.state.failures, delivered.waitMs], [0, 0]);
+});

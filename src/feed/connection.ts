@@ -264,7 +264,12 @@ class FeedConnection implements Connection {
       successor.close("shutdown");
       this.#successor = undefined;
     }
-    const end = { opened: outcome.opened, uptimeMs: outcome.close.uptimeMs, cause: base.cause };
+    const end = {
+      opened: outcome.opened,
+      delivered: outcome.delivered,
+      uptimeMs: outcome.close.uptimeMs,
+      cause: base.cause,
+    };
     const next = afterPrimaryEnded(this.#policy, end, this.#backoff, this.#random);
     this.#policy = next.state;
     const info = { ...base, retryInMs: next.waitMs };

@@ -4,8 +4,8 @@
  * with a hand-set clock.
  *
  * - Backoff: the first attempt after a socket that stayed up for
- *   `healthyAfterMs` (or one closed because the process was suspended) is
- *   immediate; each further failure in a row waits an exponential backoff
+ *   `healthyAfterMs` and delivered a frame (or one closed because the process
+ *   was suspended) is immediate; each further failure in a row waits an exponential backoff
  *   with full jitter, `initialMs` doubling up to `maxMs` (cockatiel's
  *   generator gives the bound; the jitter draws from `random`).
  * - A successor that failed is tried again after the same backoff, at least
@@ -61,6 +61,13 @@ export function backoffDelay(
 export interface SocketEnd {
   /** It had opened. */
   readonly opened: boolean;
+  /**
+   * It delivered a frame (or answered a liveness question). One that never
+   * did is not healthy however long it stayed open: a link that opens and
+   * stays silent (a stream name Binance acknowledges but does not publish)
+   * would otherwise be replaced at once, forever.
+   */
+  readonly delivered?: boolean;
   readonly uptimeMs: number;
   readonly cause: string;
 }
@@ -73,7 +80,7 @@ export function afterPrimaryEnded(
   random: () => number,
 ): { state: ReconnectState; waitMs: number } {
   const healthy = end.cause === "suspended" ||
-    (end.opened && end.uptimeMs >= settings.healthyAfterMs);
+    (end.opened && end.delivered !== false && end.uptimeMs >= settings.healthyAfterMs);
   if (healthy) return { state: { ...state, failures: 0 }, waitMs: 0 };
   return {
     state: { ...state, failures: state.failures + 1 },

@@ -19,6 +19,8 @@ export const defaultNowMicros = (): number =>
 
 export interface Outcome {
   readonly opened: boolean;
+  /** A frame came (or a liveness question was answered): the socket delivered. */
+  readonly delivered?: boolean;
   readonly close: CloseInfo;
 }
 
@@ -78,6 +80,8 @@ class SocketRun {
   #lastFrameAt: number;
   /** A frame came since the watchdog last looked. */
   #framed = false;
+  /** A frame came at all (an acknowledged `SUBSCRIBE` is not one). */
+  #delivered = false;
   /** When the watchdog last looked. */
   #watchedAt: number;
   #cause: CloseCause | undefined;
@@ -142,6 +146,7 @@ class SocketRun {
       ? data
       : decoder.decode(data instanceof ArrayBuffer ? data : new Uint8Array(0));
     if (this.#subscriber?.isAnswer(text)) return;
+    this.#delivered = true;
     if (this.#unanswered.size > 0 && this.#isProbeAnswer(text)) return;
     this.#hooks.onFrame(text, recvTs);
   }
@@ -254,6 +259,7 @@ class SocketRun {
     const uptimeMs = openedAt === undefined ? 0 : this.#monotonic() - openedAt;
     this.#resolve({
       opened: openedAt !== undefined,
+      delivered: this.#delivered,
       close: {
         cause: this.#cause ?? "server",
         code,
