@@ -27,6 +27,8 @@ const RETRYABLE: Array<[string, unknown]> = [
   ["a bare HTTP 502", sdkError("Error", 502)],
   ["TooManyRequests, HTTP 429", sdkError("TooManyRequests", 429)],
   ["RequestTimeout, HTTP 408", sdkError("RequestTimeout", 408)],
+  ["ConditionalRequestConflict, HTTP 409", sdkError("ConditionalRequestConflict", 409)],
+  ["OperationAborted, HTTP 409", sdkError("OperationAborted", 409)],
   ["TimeoutError without an answer", sdkError("TimeoutError")],
   ["ECONNREFUSED", networkError("ECONNREFUSED")],
   ["ECONNRESET", networkError("ECONNRESET")],

@@ -147,8 +147,11 @@ async function putNew(
     await client.send(put.command(key, body, meta, { ifNoneMatch: "*" }), { abortSignal: signal });
     return true;
   } catch (error) {
+    // 412: the key appeared meanwhile. A 409 (ConditionalRequestConflict) says
+    // another write of the key is in progress, not that it succeeded: thrown,
+    // and retried (the retry's HEAD then finds the object, or the put goes).
     const status = httpStatus(error);
-    if (status === 412 || status === 409) return false;
+    if (status === 412) return false;
     if (status !== 501 && s3ErrorCode(error) !== "NotImplemented") throw error;
   }
   await client.send(put.command(key, body, meta), { abortSignal: signal });

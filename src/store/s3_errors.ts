@@ -14,6 +14,9 @@ const TRANSIENT_CODES = new Set([
   "TooManyRequestsException",
   "RequestThrottled",
   "PriorRequestNotComplete",
+  // HTTP 409: another conditional write or operation on the key is in progress; try again.
+  "ConditionalRequestConflict",
+  "OperationAborted",
   "InternalError",
   "ServiceUnavailable",
 ]);
