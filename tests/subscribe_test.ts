@@ -52,49 +52,20 @@ Deno.test("SUBSCRIBE batches go one at a time, each after its answer and the int
   assert.ok(frames.every((f) => f.startsWith('{"stream":')), "no answer handed on as a frame");
 });
 
-Deno.test("a SUBSCRIBE without an answer closes the socket as subscribe-failed", async () => {
-  // A server that accepts the WebSocket and never answers anything.
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (req) => {
-    const { socket, response } = Deno.upgradeWebSocket(req);
-    socket.onmessage = () => {};
-    return response;
-  });
-  const closes: CloseInfo[] = [];
-  const controller = new AbortController();
-  const done = runConnection({
-    url: `ws://127.0.0.1:${server.addr.port}/stream?streams=a@depth`,
-    subscribe: [["b@depth"]],
-    subscribeTimeoutMs: 200,
-    staleAfterMs: 10_000,
-    backoffInitialMs: 5000,
-    signal: controller.signal,
-    handlers: { onFrame: () => {}, onOpen: () => {}, onClose: (info) => closes.push(info) },
-  });
-  try {
-    await waitFor(() => closes.length > 0, 5000, "the socket to close");
-  } finally {
-    controller.abort();
-    await done;
-    await server.shutdown();
-  }
-  assert.equal(closes[0].cause, "subscribe-failed");
-});
-
-Deno.test("Binance's refusal of a SUBSCRIBE is an answer: not a frame, the socket closes at once", async () => {
-  // binance-spot-api-docs, web-socket-streams.md, "Error Messages".
-  const refusal = '{"code":2,"msg":"Invalid request: too many parameters","id":1}';
-  assert.deepEqual(answerTo(refusal, 1), { error: refusal });
-  assert.equal(answerTo(refusal, 2), undefined);
-  const noId = '{"code":3,"msg":"Invalid JSON: expected value at line 1 column 1"}';
-  assert.deepEqual(answerTo(noId, 7), { error: noId });
-  assert.deepEqual(answerTo('{"result":null,"id":4}', 4), {});
-  assert.equal(answerTo('{"stream":"a@depth","data":{"code":2}}', 1), undefined);
-
+/**
+ * One connection with one live SUBSCRIBE to a server that answers each
+ * client message with `answer` (nothing when it returns undefined), until
+ * the socket closes.
+ */
+async function subscribeTo(
+  answer: (message: { id: number }) => string | undefined,
+  subscribeTimeoutMs: number,
+): Promise<{ closes: CloseInfo[]; frames: string[] }> {
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (req) => {
     const { socket, response } = Deno.upgradeWebSocket(req);
     socket.onmessage = (event) => {
-      const { id } = JSON.parse(event.data);
-      socket.send(`{"code":2,"msg":"Invalid request: too many parameters","id":${id}}`);
+      const reply = answer(JSON.parse(event.data));
+      if (reply !== undefined) socket.send(reply);
     };
     return response;
   });
@@ -104,8 +75,7 @@ Deno.test("Binance's refusal of a SUBSCRIBE is an answer: not a frame, the socke
   const done = runConnection({
     url: `ws://127.0.0.1:${server.addr.port}/stream?streams=a@depth`,
     subscribe: [["b@depth"]],
-    // Far longer than the test: the refusal, not the timeout, must close it.
-    subscribeTimeoutMs: 30_000,
+    subscribeTimeoutMs,
     staleAfterMs: 60_000,
     backoffInitialMs: 5000,
     signal: controller.signal,
@@ -122,6 +92,30 @@ Deno.test("Binance's refusal of a SUBSCRIBE is an answer: not a frame, the socke
     await done;
     await server.shutdown();
   }
+  return { closes, frames };
+}
+
+Deno.test("a SUBSCRIBE without an answer closes the socket as subscribe-failed", async () => {
+  // A server that accepts the WebSocket and never answers anything.
+  const { closes } = await subscribeTo(() => undefined, 200);
+  assert.equal(closes[0].cause, "subscribe-failed");
+});
+
+Deno.test("Binance's refusal of a SUBSCRIBE is an answer: not a frame, the socket closes at once", async () => {
+  // binance-spot-api-docs, web-socket-streams.md, "Error Messages".
+  const refusal = '{"code":2,"msg":"Invalid request: too many parameters","id":1}';
+  assert.deepEqual(answerTo(refusal, 1), { error: refusal });
+  assert.equal(answerTo(refusal, 2), undefined);
+  const noId = '{"code":3,"msg":"Invalid JSON: expected value at line 1 column 1"}';
+  assert.deepEqual(answerTo(noId, 7), { error: noId });
+  assert.deepEqual(answerTo('{"result":null,"id":4}', 4), {});
+  assert.equal(answerTo('{"stream":"a@depth","data":{"code":2}}', 1), undefined);
+
+  // Far longer than the test: the refusal, not the timeout, must close it.
+  const { closes, frames } = await subscribeTo(
+    ({ id }) => `{"code":2,"msg":"Invalid request: too many parameters","id":${id}}`,
+    30_000,
+  );
   assert.equal(closes[0].cause, "subscribe-failed");
   assert.ok(closes[0].uptimeMs < 5000, `closed after ${closes[0].uptimeMs} ms`);
   assert.deepEqual(frames, []);

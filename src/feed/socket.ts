@@ -7,7 +7,7 @@
 
 import { getLogger } from "@logtape/logtape";
 import { isStale, watchEveryMs, watchRound } from "./reconnect.ts";
-import { Subscriber } from "./subscribe.ts";
+import { controlReply, Subscriber } from "./subscribe.ts";
 import type { CloseCause, CloseInfo, ConnectionOptions } from "./connection_types.ts";
 
 const log = getLogger(["l2", "feed"]);
@@ -209,14 +209,7 @@ class SocketRun {
 
   /** Whether `text` answers one of the liveness questions (then it is not a frame to record). */
   #isProbeAnswer(text: string): boolean {
-    if (text.startsWith('{"stream":')) return false;
-    let reply: unknown;
-    try {
-      reply = JSON.parse(text);
-    } catch {
-      return false;
-    }
-    const id = (reply as { id?: unknown } | null)?.id;
+    const id = controlReply(text)?.id;
     if (typeof id !== "number" || !this.#unanswered.delete(id)) return false;
     if (this.#probe?.id === id) this.#probe = undefined;
     return true;

@@ -41,6 +41,28 @@ export interface SubscriberOptions {
  * "Error Messages"); an `error` object is read as a refusal too.
  */
 export function answerTo(text: string, id: number): { error?: string } | undefined {
+  const reply = controlReply(text);
+  if (!reply) return undefined;
+  const { id: answered, result, error, code } = reply;
+  // Some refusals carry no id (`{"code":3,"msg":"Invalid JSON: …"}`): they answer the one in flight.
+  const refusalWithoutId = answered === undefined && code !== undefined && "msg" in reply;
+  if (answered !== id && !refusalWithoutId) return undefined;
+  if (!("result" in reply) && error === undefined && code === undefined) return undefined;
+  const accepted = error === undefined && code === undefined && result === null;
+  return accepted ? {} : { error: JSON.stringify(reply) };
+}
+
+/** A reply to a control message, as Binance shapes them. */
+export interface ControlReply {
+  readonly id?: unknown;
+  readonly result?: unknown;
+  readonly error?: unknown;
+  readonly code?: unknown;
+  readonly msg?: unknown;
+}
+
+/** `text` as a JSON object that is not a stream frame, or undefined. */
+export function controlReply(text: string): ControlReply | undefined {
   if (text.startsWith('{"stream":')) return undefined;
   let reply: unknown;
   try {
@@ -48,19 +70,7 @@ export function answerTo(text: string, id: number): { error?: string } | undefin
   } catch {
     return undefined;
   }
-  if (typeof reply !== "object" || reply === null) return undefined;
-  const { id: answered, result, error, code } = reply as {
-    id?: unknown;
-    result?: unknown;
-    error?: unknown;
-    code?: unknown;
-  };
-  // Some refusals carry no id (`{"code":3,"msg":"Invalid JSON: …"}`): they answer the one in flight.
-  const refusalWithoutId = answered === undefined && code !== undefined && "msg" in reply;
-  if (answered !== id && !refusalWithoutId) return undefined;
-  if (!("result" in reply) && error === undefined && code === undefined) return undefined;
-  const accepted = error === undefined && code === undefined && result === null;
-  return accepted ? {} : { error: JSON.stringify(reply) };
+  return typeof reply === "object" && reply !== null ? reply as ControlReply : undefined;
 }
 
 export class Subscriber {
