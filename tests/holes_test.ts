@@ -46,6 +46,7 @@ function markingPipeline(sink: Sink, nowMicros: () => number, settled: string[] 
       const sealed = batcher.add(stream, { text, recvTs, isData: false }, 0);
       if (sealed) uploader.submit(sealed);
     },
+    keyFor: (stream, recvTs) => batcher.keyFor(stream, recvTs),
   });
   const uploader: Uploader = new Uploader({
     sink,
@@ -148,14 +149,21 @@ Deno.test("queue overflow without a spool: every lost batch is marked in the nex
 
 Deno.test("a lost batch that carried a dropped line has both losses marked again in the next", () => {
   const marks: string[] = [];
-  const holes = new HoleMarker({ nowMicros: () => ts(50), mark: (_s, text) => marks.push(text) });
-  const span = (from: number, to: number, messages: number) => ({
+  let open = "B"; // the stream's open batch, where a mark goes
+  const holes = new HoleMarker({
+    nowMicros: () => ts(50),
+    mark: (_s, text) => marks.push(text),
+    keyFor: () => open,
+  });
+  const span = (key: string, from: number, to: number, messages: number) => ({
+    key,
     stream: STREAM,
     meta: { messages, firstRecvTs: ts(from), lastRecvTs: ts(to) },
   });
-  holes.lost(span(0, 9, 10), "spool full"); // marked at ts(50)
+  holes.lost(span("A", 0, 9, 10), "spool full"); // marked into B
   assert.equal(holes.pending, 1);
-  holes.lost(span(10, 50, 40), "disk full"); // held the mark at ts(50): lost with it
+  open = "C";
+  holes.lost(span("B", 10, 50, 40), "disk full"); // B held the mark: lost with it
   const facts = marks.map((m) => JSON.parse(m));
   // The second mark stands for both losses.
   assert.deepEqual(facts.map((f) => [f.reason, f.messages, f.first_recv_ts, f.last_recv_ts]), [
@@ -163,31 +171,41 @@ Deno.test("a lost batch that carried a dropped line has both losses marked again
     ["spool full; disk full", 50, ts(0), ts(50)],
   ]);
   assert.equal(holes.pending, 1);
-  holes.kept(span(50, 60, 11));
+  holes.kept(span("C", 50, 60, 11));
   assert.equal(holes.pending, 0);
 });
 
 Deno.test("marks that fill one-line batches lost at once are held, not looped on", () => {
   let lostNow = true;
   const written: string[] = [];
+  let seq = 0;
   const holes: HoleMarker = new HoleMarker({
     nowMicros: () => ts(100),
     // Every mark fills a batch of its own (MAX_MESSAGES_PER_BATCH=1) and the queue is full.
     mark: (stream, text, recvTs) => {
       written.push(text);
-      const batch = { stream, meta: { messages: 0, firstRecvTs: recvTs, lastRecvTs: recvTs } };
+      const batch = {
+        key: `mark-${seq++}`,
+        stream,
+        meta: { messages: 0, firstRecvTs: recvTs, lastRecvTs: recvTs },
+      };
       if (lostNow) holes.lost(batch, "upload queue full");
       else holes.kept(batch);
     },
+    keyFor: () => `mark-${seq}`,
   });
   holes.lost(
-    { stream: STREAM, meta: { messages: 5, firstRecvTs: ts(0), lastRecvTs: ts(4) } },
+    { key: "A", stream: STREAM, meta: { messages: 5, firstRecvTs: ts(0), lastRecvTs: ts(4) } },
     "disk full",
   );
   assert.equal(written.length, 1);
   assert.equal(holes.pending, 1, "the loss is held for the next chance");
   lostNow = false;
-  holes.kept({ stream: STREAM, meta: { messages: 3, firstRecvTs: ts(101), lastRecvTs: ts(103) } });
+  holes.kept({
+    key: "B",
+    stream: STREAM,
+    meta: { messages: 3, firstRecvTs: ts(101), lastRecvTs: ts(103) },
+  });
   assert.equal(written.length, 2);
   assert.equal(JSON.parse(written[1]).messages, 5);
   assert.equal(holes.pending, 0);
@@ -239,7 +257,7 @@ Deno.test("shutdown: a put that never returns is reported as not stored, within 
     planKey: (_stream, first, seq) => keyOf(first, seq),
   });
   const uploader = new Uploader({ sink, concurrency: 1 });
-  const holes = new HoleMarker({ nowMicros: () => ts(1), mark: () => {} });
+  const holes = new HoleMarker({ nowMicros: () => ts(1), mark: () => {}, keyFor: () => "k" });
   batcher.add(STREAM, { text: message(0), recvTs: ts(0), isData: true }, 0);
   for (const batch of batcher.sealAll()) uploader.submit(batch);
   const started = Date.now();
@@ -276,7 +294,7 @@ Deno.test("shutdown: a put that never returns in the last round of marks still e
     },
   };
   const uploader = new Uploader({ sink, concurrency: 1 });
-  const holes = new HoleMarker({ nowMicros: () => ts(100), mark: () => {} });
+  const holes = new HoleMarker({ nowMicros: () => ts(100), mark: () => {}, keyFor: () => "k" });
   const started = Date.now();
   const left = await flushWithMarks({ uploader, batcher: sealing, holes }, started + 3000);
   assert.equal(round, 3, "every round sealed a batch");
@@ -284,4 +302,47 @@ Deno.test("shutdown: a put that never returns in the last round of marks still e
   // A grace measured from before the store phase ended would end at 1.5 + 3 = 4.5 s.
   const took = Date.now() - started;
   assert.ok(took < 3800, `flush took ${took} ms of a 3,000 ms budget`);
+});
+
+/** After the wall clock stepped back, the receive clock holds one µs value: every line shares it. */
+function heldClock() {
+  const T = ts(500);
+  const batcher = new Batcher({ batchMs: 1e9, maxLines: 3, planKey: (_s, f, q) => `k-${f}-${q}` });
+  const holes = new HoleMarker({
+    nowMicros: () => T,
+    mark: (stream, text, recvTs) => {
+      batcher.add(stream, { text, recvTs, isData: false }, 0);
+    },
+    keyFor: (stream, recvTs) => batcher.keyFor(stream, recvTs),
+  });
+  let i = 0;
+  const fill = () => {
+    let sealed: SealedBatch | undefined;
+    while (!sealed) {
+      sealed = batcher.add(STREAM, { text: message(i++), recvTs: T, isData: true }, 0);
+    }
+    return sealed;
+  };
+  const droppedIn = async (batch: SealedBatch) =>
+    new TextDecoder().decode(gunzipSync(await batch.body.finish())).trim().split("\n")
+      .map((line) => JSON.parse(line)).filter((line) => line.event === "dropped")
+      .reduce((n, line) => n + line.messages, 0);
+  return { batcher, holes, fill, droppedIn };
+}
+
+Deno.test("clock held after a step back: a mark belongs to the batch it went into, not to every batch of its time", async () => {
+  // Two batches sealed at T, both lost: each loss counted once.
+  const twice = heldClock();
+  const [a1, a2] = [twice.fill(), twice.fill()];
+  twice.holes.lost(a1, "spool full"); // its mark goes into the open batch B
+  twice.holes.lost(a2, "spool full"); // A2 spans [T, T] too, but does not hold that mark
+  assert.equal(await twice.droppedIn(twice.batcher.sealAll()[0]), 6);
+
+  // A1 lost, A2 stored, then B (holding A1's mark) lost: A1's loss is marked again.
+  const again = heldClock();
+  const [b1, b2] = [again.fill(), again.fill()];
+  again.holes.lost(b1, "spool full");
+  again.holes.kept(b2);
+  again.holes.lost(again.batcher.sealAll()[0], "spool full");
+  assert.equal(await again.droppedIn(again.batcher.sealAll()[0]), 3);
 });

@@ -305,6 +305,12 @@ export class Batcher {
     return this.#scratch;
   }
 
+  /** The key of the batch a line of `stream` received at `recvTs` goes into now (opened by it, if none is). */
+  keyFor(stream: string, recvTs: number): string {
+    const open = this.#open.get(stream);
+    return open?.key ?? this.#options.planKey(stream, recvTs, this.#nextSeq.get(stream) ?? 0);
+  }
+
   /** The newest receive time of a line `stream` has been given, in this batch or its last sealed one. */
   newestRecvTs(stream: string): number | undefined {
     return this.#open.get(stream)?.lastRecvTs ?? this.#sealedNewest.get(stream);

@@ -8,14 +8,16 @@
  * The line is only in the record once a batch holding it is stored or
  * spooled. If that batch is lost as well, its own `dropped` line is written
  * again with the next one, so no loss goes unmarked while the collector
- * runs. (A batch's range of receive times tells which lines it held:
- * receive times grow within a stream.)
+ * runs. A mark knows the key of the batch it went into, so a batch settled
+ * later carries exactly its own marks (not a range of receive times: after
+ * the wall clock steps back, many lines share one).
  */
 
 import { type DroppedFacts, droppedLine } from "../archive/encode.ts";
 
 /** What a batch tells about itself here: its stream and receive times, µs. */
 export interface BatchSpan {
+  readonly key: string;
   readonly stream: string;
   readonly meta: {
     readonly messages: number;
@@ -27,13 +29,16 @@ export interface BatchSpan {
 export interface HoleMarkerOptions {
   /** Adds an event line to `stream`'s open batch (opening one if needed). */
   readonly mark: (stream: string, text: string, recvTs: number) => void;
+  /** The key of the batch a line of `stream` received at `recvTs` goes into now. */
+  readonly keyFor: (stream: string, recvTs: number) => string;
   /** Receive-time clock, µs since the epoch (the recorder's). */
   readonly nowMicros: () => number;
 }
 
 interface Marked {
   readonly facts: DroppedFacts;
-  readonly recvTs: number;
+  /** The batch the mark went into. */
+  readonly key: string;
 }
 
 export class HoleMarker {
@@ -56,7 +61,7 @@ export class HoleMarker {
    * loops.
    */
   lost(batch: BatchSpan, reason: string): void {
-    const carried = this.#takeWithin(batch).map((m) => m.facts);
+    const carried = this.#takeFrom(batch).map((m) => m.facts);
     const own = {
       reason,
       messages: batch.meta.messages,
@@ -73,7 +78,7 @@ export class HoleMarker {
 
   /** `batch` was stored or spooled: the marks it held are in the record. */
   kept(batch: BatchSpan): void {
-    this.#takeWithin(batch);
+    this.#takeFrom(batch);
     const held = this.#takeHeld(batch.stream);
     if (held.length > 0) this.#mark(batch.stream, merge(held));
   }
@@ -102,7 +107,7 @@ export class HoleMarker {
     // Known before it is added: adding it may seal and lose its batch at once.
     let marks = this.#unconfirmed.get(stream);
     if (!marks) this.#unconfirmed.set(stream, marks = []);
-    marks.push({ facts, recvTs });
+    marks.push({ facts, key: this.#options.keyFor(stream, recvTs) });
     const outer = this.#marking;
     this.#marking = true;
     try {
@@ -123,14 +128,13 @@ export class HoleMarker {
     return held ? [held] : [];
   }
 
-  /** Removes and returns the marks of `batch.stream` within the batch's receive times. */
-  #takeWithin(batch: BatchSpan): Marked[] {
+  /** Removes and returns the marks written into `batch`. */
+  #takeFrom(batch: BatchSpan): Marked[] {
     const marks = this.#unconfirmed.get(batch.stream);
     if (!marks) return [];
-    const { firstRecvTs, lastRecvTs } = batch.meta;
-    const within = marks.filter((m) => m.recvTs >= firstRecvTs && m.recvTs <= lastRecvTs);
+    const within = marks.filter((m) => m.key === batch.key);
     if (within.length === 0) return [];
-    const rest = marks.filter((m) => m.recvTs < firstRecvTs || m.recvTs > lastRecvTs);
+    const rest = marks.filter((m) => m.key !== batch.key);
     if (rest.length === 0) this.#unconfirmed.delete(batch.stream);
     else this.#unconfirmed.set(batch.stream, rest);
     return within;

@@ -169,6 +169,7 @@ export class Storage implements BatchStore, AsyncDisposable {
         const sealed = this.batcher.add(stream, { text, recvTs, isData: false }, performance.now());
         if (sealed) this.submit(sealed);
       },
+      keyFor: (stream, recvTs) => this.batcher.keyFor(stream, recvTs),
     });
   }
 
