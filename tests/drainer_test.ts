@@ -294,6 +294,8 @@ Deno.test("drainer: a file the sink keeps refusing waits behind the others inste
     idleMs: 10,
     initialBackoffMs: 100,
     maxBackoffMs: 200,
+    // As the S3 sink classifies it: a permanent refusal, not an outage.
+    isRetryable: (error) => (error as Error).message !== "PermanentRedirect",
   });
   await waitFor(() => spool.count === 1, "every other file to drain");
   stop.abort();

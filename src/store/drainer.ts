@@ -26,7 +26,17 @@ export interface DrainerOptions {
   readonly onStored?: (key: string, bytes: number) => void;
   readonly onFailedAttempt?: (key: string, error: unknown) => void;
   readonly onQuarantined?: (name: string, reason: string) => void;
+  /**
+   * Whether a failed put may succeed later (default: always). One that
+   * cannot, or a file that cannot be read, is this file's own failure: it
+   * goes behind the others. A retryable failure is the sink's (an outage):
+   * the order stays oldest first.
+   */
+  readonly isRetryable?: (error: unknown) => boolean;
 }
+
+/** What became of one file: left the spool, to be tried again, or refused for itself. */
+type Drained = "gone" | "retry" | "refused";
 
 export interface Drainer {
   /** Resolves when the drainer stopped (after `signal` aborted). */
@@ -67,14 +77,16 @@ async function drainLoop(options: DrainerOptions, wakeSignal: () => AbortSignal)
       continue;
     }
     for (const n of names) inFlight.add(n);
-    const results = await Promise.all(names.map((n) => drainOne(options, n).catch(() => false)));
+    const results = await Promise.all(
+      names.map((n) => drainOne(options, n).catch((): Drained => "retry")),
+    );
     names.forEach((n, i) => {
       inFlight.delete(n);
-      if (results[i]) failures.delete(n);
-      else failures.set(n, (failures.get(n) ?? 0) + 1);
+      if (results[i] === "gone") failures.delete(n);
+      else if (results[i] === "refused") failures.set(n, (failures.get(n) ?? 0) + 1);
     });
-    // One file that goes through shows the sink is up: the others' failures are their own.
-    if (results.some((ok) => ok)) {
+    // One file that goes through shows the sink is up: no backoff for the others.
+    if (results.some((r) => r === "gone")) {
       backoff = undefined;
       continue;
     }
@@ -84,10 +96,10 @@ async function drainLoop(options: DrainerOptions, wakeSignal: () => AbortSignal)
 }
 
 /**
- * The files to try next: the oldest among those that failed least often, so
- * a file that keeps failing (a put the sink refuses for good, a read error)
- * waits behind the others instead of blocking the drain; with the sink down
- * the attempts go round every file in turn, each round after the backoff.
+ * The files to try next: the oldest among those refused least often, so a
+ * file that keeps failing for itself (a put the sink refuses for good, a
+ * read error) waits behind the others instead of blocking the drain. Failures
+ * of the sink (an outage) are not counted: the drain stays oldest first.
  */
 export function nextNames(
   names: readonly string[],
@@ -110,11 +122,11 @@ export function nextNames(
     .map((e) => e.name);
 }
 
-/** One file: true when it left the spool (stored or quarantined). */
-async function drainOne(options: DrainerOptions, name: string): Promise<boolean> {
+/** One file: stored or quarantined (gone), or failed. */
+async function drainOne(options: DrainerOptions, name: string): Promise<Drained> {
   const { spool, signal } = options;
   const entry = await readEntry(options, name);
-  if (typeof entry === "boolean") return entry;
+  if (typeof entry === "string") return entry;
   try {
     if (entry.ifAbsent) {
       if (!await putIfAbsent(options.sink, entry, signal)) {
@@ -122,13 +134,13 @@ async function drainOne(options: DrainerOptions, name: string): Promise<boolean>
           key: entry.key,
         });
         await spool.remove(name);
-        return true;
+        return "gone";
       }
     } else await options.sink.put(entry.key, entry.body, entry.meta, signal);
   } catch (error) {
     options.onFailedAttempt?.(entry.key, error);
     log.warn("Could not upload spooled {key}: {error}", { key: entry.key, error });
-    return false;
+    return (options.isRetryable?.(error) ?? true) ? "retry" : "refused";
   }
   await spool.remove(name);
   options.onStored?.(entry.key, entry.body.length);
@@ -136,18 +148,18 @@ async function drainOne(options: DrainerOptions, name: string): Promise<boolean>
     key: entry.key,
     left: spool.count,
   });
-  return true;
+  return "gone";
 }
 
 /**
  * The spool file `name`, or what to answer for it when it cannot be read:
- * true when it left the spool (gone, or quarantined as damaged), false to
- * retry later.
+ * gone (removed by hand, or quarantined as damaged), or refused (a failed
+ * read: tried again, behind the others).
  */
 async function readEntry(
   options: DrainerOptions,
   name: string,
-): Promise<Awaited<ReturnType<DrainerOptions["spool"]["read"]>> | boolean> {
+): Promise<Awaited<ReturnType<DrainerOptions["spool"]["read"]>> | Drained> {
   const { spool } = options;
   try {
     return await spool.read(name);
@@ -155,12 +167,12 @@ async function readEntry(
     if (error instanceof Deno.errors.NotFound) {
       // Gone from disk (removed by hand): forget it, or it would block the drain.
       await spool.remove(name);
-      return true;
+      return "gone";
     }
     if (!(error instanceof SpoolFileError)) {
-      // A read that failed (EIO, EMFILE…) says nothing about the file: retry later.
+      // A read that failed (EIO, EMFILE…): tried again later, behind the others.
       log.warn("Could not read spool file {name}: {error}", { name, error });
-      return false;
+      return "refused";
     }
     const reason = error.message;
     const target = await spool.quarantine(name);
@@ -170,6 +182,6 @@ async function readEntry(
       reason,
     });
     options.onQuarantined?.(name, reason);
-    return true;
+    return "gone";
   }
 }

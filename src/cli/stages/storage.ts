@@ -322,6 +322,7 @@ export class Storage implements BatchStore, AsyncDisposable {
       },
       onFailedAttempt: () => telemetry.uploadFailed(),
       onQuarantined: () => this.#updateSpoolGauges(),
+      isRetryable: this.#selected.isRetryable,
     });
   }
 }
