@@ -433,3 +433,15 @@ Deno.test("audit: silence at either end of the asked range is a hole, unless the
   // Without a range nothing is judged at the ends.
   assert.deepEqual(audit([[KEY, lines]]).problems, []);
 });
+
+Deno.test("audit: a partial book's object stored twice is found, even while the book stood still", () => {
+  const key2 = PARTIAL_KEY.replace("_box_000000", "_box_000001");
+  const still = [partial(7, T0), partial(7, T0 + 100 * MS), partial(7, T0 + 200 * MS)];
+  const report = audit([[PARTIAL_KEY, still], [key2, still]]);
+  assert.deepEqual([onlyStream(report).messages, onlyStream(report).duplicates], [6, 3]);
+  assert.equal(report.ok, false);
+
+  const growing = [partial(5, T0), partial(6, T0 + 100 * MS), partial(7, T0 + 200 * MS)];
+  const twice = audit([[PARTIAL_KEY, growing], [key2, growing]]);
+  assert.equal(onlyStream(twice).duplicates, 3);
+});

@@ -244,6 +244,8 @@ interface StreamState {
   /** The latest line was a `stopped` event: the stream left the recorded set. */
   stopped: boolean;
   duplicateRun?: DuplicateRun;
+  /** Partial books: the receive time of the latest message stored with the current id. */
+  idLatestTs?: number;
   /** The stream's previous object could not be read: the next break or hole follows from it. */
   afterUnreadable?: string;
   /** Diff streams only. */
@@ -730,17 +732,20 @@ export class Auditor {
       state.rebuild?.chainStart(where.ts, ids.firstUpdateId);
     }
     state.rebuild?.message(where.ts, ids.lastUpdateId);
+    if (state.rule === "partial") state.idLatestTs = where.ts;
     state.lastUpdateId = ids.lastUpdateId;
   }
 
   /**
    * A partial book's or book ticker's id repeats while the book does not
-   * change, each push a message of its own; the same id at the same receive
-   * time is the same message stored again.
+   * change, each push a message of its own, received later than the one
+   * before. The same id received no later than the latest message with it is
+   * a message stored again (an object stored twice while the book stood
+   * still repeats every one of them).
    */
   #storedAgain(state: StreamState, where: Where, ids: ChainIds): boolean {
     return state.rule === "partial" && ids.lastUpdateId === state.lastUpdateId &&
-      where.ts === state.lastMessage?.ts;
+      where.ts <= (state.idLatestTs ?? -Infinity);
   }
 
   /** A message already stored: consecutive ones in one object make one problem. */
