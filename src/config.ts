@@ -6,7 +6,7 @@
 
 import { parse as parseDotenv } from "dotenv";
 import { z } from "zod";
-import { redactUrls } from "./ops/redact.ts";
+import { redactUrlValue } from "./ops/redact.ts";
 import { canonicalTerm } from "./binance/selection.ts";
 import { parseShard } from "./binance/shard.ts";
 import type { Config, DepthLevel, LogLevel, Market, S3Config, StreamKind } from "./config_types.ts";
@@ -512,7 +512,7 @@ function toProblems(
       ? REDACTED
       : raw === undefined
       ? raw
-      : redactUrls(raw);
+      : redactUrlValue(raw);
     byVariable.set(variable, { variable, value, allowed: issue.message });
   }
   const rank = (v: string) => {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { ConfigError, parseConfig } from "../src/config.ts";
 import { exposureWarning, isLoopback } from "../src/ops/exposure.ts";
-import { redactUrls } from "../src/ops/redact.ts";
+import { redactUrls, redactUrlValue } from "../src/ops/redact.ts";
 
 /** Every option that takes a URL, with a value carrying a password. */
 const URL_OPTIONS: Record<string, string> = {
@@ -71,4 +71,29 @@ Deno.test("METRICS_ADDR beyond loopback gets a warning naming it; loopback does 
     const warning = exposureWarning({ hostname: host, port: 9464 });
     assert.ok(warning?.includes(`${host}:9464`) && warning.includes("no authentication"), warning);
   }
+});
+
+Deno.test("a password typed with `/`, `?` or `#` in it is not printed when its URL option is rejected", () => {
+  // Unencoded, such a password breaks the URL (AWS-style secret keys hold `/`): the error quotes it.
+  const bad: Record<string, string> = {
+    S3_ENDPOINT: "https://minio:s3cr#tPW@host:9000",
+    BINANCE_REST_URL: "https://rest:a/b?cPW@api.example.com",
+    BINANCE_WS_URL: "wss://feed:p@ss/wordPW@stream.example.com:9443?x=1",
+  };
+  let error: unknown;
+  try {
+    parseConfig({ SYMBOL: "BTCUSDT", S3_BUCKET_NAME: "b", ...bad });
+  } catch (e) {
+    error = e;
+  }
+  assert.ok(error instanceof ConfigError, String(error));
+  for (const option of Object.keys(bad)) {
+    assert.ok(error.message.includes(option), `${option} not reported:\n${error.message}`);
+  }
+  for (const secret of ["s3cr#tPW", "a/b?cPW", "wordPW", "p@ss"]) {
+    assert.ok(!error.message.includes(secret), error.message);
+    assert.ok(!JSON.stringify(error.problems).includes(secret));
+  }
+  assert.match(error.message, /https:\/\/<redacted>@host:9000/);
+  assert.equal(redactUrlValue("not a url"), "not a url");
 });

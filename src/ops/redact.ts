@@ -19,3 +19,16 @@ const USERINFO = /\b([a-z][a-z0-9+.-]*:\/\/)[^\s/?#"'<>\\]*@/gi;
 export function redactUrls(text: string): string {
   return text.replace(USERINFO, `$1${REDACTED_USERINFO}@`);
 }
+
+/**
+ * One option's value that should be a URL, with everything between its
+ * scheme and its last `@` replaced: a password typed unencoded may hold
+ * `/`, `?` or `#` (which end a URL's user-info in `redactUrls`), and such a
+ * value, not being a valid URL, is exactly the one an error message quotes.
+ */
+export function redactUrlValue(value: string): string {
+  const scheme = /^[a-z][a-z0-9+.-]*:\/\//i.exec(value);
+  const at = value.lastIndexOf("@");
+  if (!scheme || at < scheme[0].length) return redactUrls(value);
+  return `${scheme[0]}${REDACTED_USERINFO}${value.slice(at)}`;
+}
