@@ -178,3 +178,22 @@ Deno.test({
     }
   },
 });
+
+Deno.test("a stopped stream's last-message age leaves /metrics, so its stale alert clears", async () => {
+  for (const perStream of [true, false]) {
+    const metrics = new Metrics({ perStream });
+    let ages = new Map([["btcusdt@depth20@100ms", 300]]); // halted: 300 s quiet
+    const get = handler({
+      metrics,
+      tracker: new HealthTracker(0),
+      version: "test",
+      messageAges: () => ages,
+    });
+    const scrape = async () =>
+      (await (await get(new Request("http://127.0.0.1/metrics"))).text()).split("\n")
+        .filter((line) => line.startsWith("l2_last_message_age_seconds{"));
+    assert.equal((await scrape()).length, 1);
+    ages = new Map(); // then delisted: the recorder no longer lists it
+    assert.deepEqual(await scrape(), [], `perStream ${perStream}`);
+  }
+});

@@ -221,8 +221,14 @@ export class Metrics {
     return labels;
   }
 
-  /** Seconds since each stream's last data message, into l2_last_message_age_seconds. */
+  /**
+   * Seconds since each stream's last data message, into
+   * l2_last_message_age_seconds: `ages` is every stream recorded now, and a
+   * series of a stream (or type) no longer recorded goes, so its last age
+   * does not stay, and keep an alert firing, after the stream stopped.
+   */
   setMessageAges(ages: Iterable<readonly [string, number]>): void {
+    this.lastMessageAge.reset();
     if (this.#perStream) {
       for (const [stream, age] of ages) this.lastMessageAge.set({ stream }, age);
       return;
