@@ -516,3 +516,33 @@ Deno.test("without quietAllowed a silent socket is replaced at once, never asked
   assert.equal(conn.closes[0].info.cause, "stale");
   assert.deepEqual(exchange.sent.filter((f) => f.stream === ""), [], "nothing was asked");
 });
+
+Deno.test("a quiet socket that answers it carries no stream any more is replaced", async () => {
+  // A server that keeps the socket but lists no subscription (Binance dropped them).
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (req) => {
+    const { socket, response } = Deno.upgradeWebSocket(req);
+    socket.onmessage = (event) => {
+      const { id } = JSON.parse(event.data);
+      socket.send(JSON.stringify({ result: [], id }));
+    };
+    return response;
+  });
+  try {
+    await using conn = connect({
+      url: `ws://127.0.0.1:${server.addr.port}/stream?streams=quietusdt@trade`,
+      staleAfterMs: 200,
+      quietAllowed: true,
+      probeTimeoutMs: 5000,
+      healthyAfterMs: 50,
+    });
+    await waitFor(() => conn.closes.length >= 1, 3000, "the socket to be replaced");
+    assert.equal(conn.closes[0].info.cause, "stale");
+    assert.ok(
+      conn.closes[0].info.uptimeMs < 2000,
+      `replaced after ${conn.closes[0].info.uptimeMs} ms`,
+    );
+    assert.equal(conn.frames.length, 0);
+  } finally {
+    await server.shutdown();
+  }
+});

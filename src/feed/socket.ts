@@ -209,9 +209,17 @@ class SocketRun {
 
   /** Whether `text` answers one of the liveness questions (then it is not a frame to record). */
   #isProbeAnswer(text: string): boolean {
-    const id = controlReply(text)?.id;
+    const reply = controlReply(text);
+    const id = reply?.id;
     if (typeof id !== "number" || !this.#unanswered.delete(id)) return false;
     if (this.#probe?.id === id) this.#probe = undefined;
+    // Alive, but subscribed to nothing (Binance dropped the streams): as good as stale.
+    if (Array.isArray(reply?.result) && reply.result.length === 0 && this.#cause === undefined) {
+      log.warn("{url} answers but carries no stream any more; replacing the connection", {
+        url: this.#options.url,
+      });
+      this.#closeWith("stale", 4000);
+    }
     return true;
   }
 
