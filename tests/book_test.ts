@@ -366,3 +366,23 @@ Deno.test("book --symbol takes symbols in any script, as verify does, and refuse
   assert.match(symbolOf("BTC/USDT"), /not a symbol/);
   assert.match(symbolOf("symbol=X"), /not a symbol/);
 });
+
+Deno.test("a break met again when an older snapshot stored after it replays the kept diffs counts once", () => {
+  const { book, notes } = rebuilder();
+  book.snapshot(1, BASE);
+  book.diff(2, diff(101, 102));
+  book.diff(3, diff(103, 105));
+  book.diff(10, diff(110, 111)); // 106..109 lost between t=3 and t=10
+  // A snapshot older than the applied diffs (fetched before the loss, answered late).
+  book.snapshot(11, snapshot(102, [["10.00", "1"]], [["11.00", "1"]]));
+  book.event(12, "dropped", {
+    messages: 4,
+    reason: "spool full",
+    first_recv_ts: 4,
+    last_recv_ts: 9,
+  });
+  const summary = book.finish();
+  const downs = notes.filter((n) => n.kind === "down" && n.failing);
+  assert.equal(downs.length, 1, downs.map((n) => n.detail).join("\n"));
+  assert.deepEqual([summary.downs, summary.unexplainedDowns, summary.failing], [1, 0, 0]);
+});

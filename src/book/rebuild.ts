@@ -139,6 +139,8 @@ export class BookRebuilder {
   #explained?: string;
   /** The receive time of the last diff applied. */
   #appliedTs?: number;
+  /** Breaks reported, by the receive time of the diff that broke the chain (see `#step`). */
+  #breaksAt: number[] = [];
   /** Unexplained downs a later `dropped` line may explain: the times the loss lies in. */
   #awaitingDrop: Array<{ from: number; to: number; at: number }> = [];
   #nextSample?: number;
@@ -190,9 +192,19 @@ export class BookRebuilder {
         ? `${missing}, no event line explains it`
         : `${missing} (after a ${this.#explained} event)`;
       // Starts again from a snapshot already read, if one is ahead of the book.
-      this.#down(recvTs, why, this.#explained !== undefined);
+      // A break met again while replaying kept diffs (an older snapshot came
+      // after it) was counted and noted the first time.
+      const again = replaying && this.#breaksAt.includes(recvTs);
+      this.#down(recvTs, why, this.#explained !== undefined, !again);
+      if (!again) this.#rememberBreak(recvTs);
     }
     this.#take(recvTs, diff, replaying);
+  }
+
+  /** The receive times of the breaks reported within the kept diffs' window. */
+  #rememberBreak(recvTs: number): void {
+    this.#breaksAt = this.#breaksAt.filter((at) => at >= recvTs - RECENT_DIFFS_US);
+    this.#breaksAt.push(recvTs);
   }
 
   /**
@@ -404,7 +416,18 @@ export class BookRebuilder {
     this.#trimRecent(recvTs);
   }
 
-  #down(recvTs: number, why: string, explained: boolean): void {
+  #down(recvTs: number, why: string, explained: boolean, counted = true): void {
+    if (counted) this.#count(recvTs, why, explained);
+    const pending = this.#pending;
+    this.#mode = "down";
+    this.#pending = undefined;
+    this.#nextSample = undefined;
+    // A snapshot not yet reached by the book is the next one: start from it.
+    if (pending) this.#load(pending.recvTs, pending.snapshot);
+  }
+
+  /** A down, counted and noted once. */
+  #count(recvTs: number, why: string, explained: boolean): void {
     this.#downs++;
     if (!explained) {
       this.#unexplainedDowns++;
@@ -413,18 +436,12 @@ export class BookRebuilder {
       if (this.#awaitingDrop.length > MAX_AWAITING_DROP) this.#awaitingDrop.shift();
     }
     this.#downWhy = why;
-    const pending = this.#pending;
-    this.#mode = "down";
-    this.#pending = undefined;
-    this.#nextSample = undefined;
     this.#note({
       kind: "down",
       recvTs,
       detail: `the book cannot be rebuilt from here: ${why}; waiting for the next snapshot`,
       failing: !explained,
     });
-    // A snapshot not yet reached by the book is the next one: start from it.
-    if (pending) this.#load(pending.recvTs, pending.snapshot);
   }
 
   /** Rolls the pending snapshot forward to the book's id and compares. */
