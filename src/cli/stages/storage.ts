@@ -211,7 +211,7 @@ export class Storage implements BatchStore, AsyncDisposable {
   async close(left: readonly SealedBatch[]): Promise<void> {
     await this.#drainer?.done;
     await this.#journal.close();
-    reportShutdown(left, this.#spool);
+    reportShutdown(left, this.#drained);
   }
 
   [Symbol.asyncDispose](): Promise<void> {
