@@ -124,3 +124,27 @@ Deno.test("key root, partition names and the stream a key holds", () => {
   assert.ok(parts);
   assert.equal(streamOfKey(parts), "btcusdt@depth@100ms");
 });
+
+Deno.test("a line with a lone UTF-16 surrogate escape is malformed: DuckDB cannot read it", () => {
+  const line = '{"recv_ts":1,"stream":"btcusdt@depth","data":{"s":"\\ud800"}}';
+  assert.equal(JSON.parse(line).data.s.length, 1, "JSON.parse takes it");
+  const decoded = decodeLine(line);
+  assert.equal(decoded.kind, "malformed");
+  assert.match(decoded.kind === "malformed" ? decoded.reason : "", /lone UTF-16 surrogate/);
+  assert.equal(
+    decodeLine('{"recv_ts":1,"stream":"a@depth","data":{"s":"\\ud83d\\ude00"}}').kind,
+    "message",
+  );
+});
+
+Deno.test("an event line never escapes a lone surrogate: it becomes U+FFFD", () => {
+  // V8 names one UTF-16 unit of an emoji in its JSON error; a foreign stream name may hold one too.
+  const text = eventLine(1, "btcusdt@depth", "malformed", {
+    reason: "not JSON: Unexpected token '\ud83d'",
+    raw: '{"s":😀}',
+  });
+  assert.ok(!/\\ud[89a-f]/i.test(text), text);
+  assert.equal(JSON.parse(text).reason, "not JSON: Unexpected token '\ufffd'");
+  assert.equal(JSON.parse(text).raw, '{"s":😀}');
+  assert.equal(decodeLine(text).kind, "event");
+});

@@ -521,3 +521,17 @@ Deno.test("trade, aggTrade and book ticker frames carry their one id (t, a, u), 
   // The spot ticker (strings and numbers only) takes the fast path.
   assert.deepEqual(parseFrameFast(ticker), parseFrameSlow(ticker));
 });
+
+Deno.test("a frame whose data holds a lone UTF-16 surrogate escape is malformed (DuckDB refuses such a line)", () => {
+  // Valid JSON (`JSON.parse` takes it), but DuckDB rejects the whole file that holds it.
+  for (const escape of ["\\ud800", "\\uDC00", "\\ud83d x"]) {
+    const frame = parseFrame(`{"stream":"btcusdt@depth","data":{"s":"BTC${escape}","u":1}}`);
+    assert.equal(frame.kind, "malformed", escape);
+    assert.match(frame.kind === "malformed" ? frame.reason : "", /lone UTF-16 surrogate/);
+  }
+  // A pair is one character, and an escaped backslash before "ud800" is no escape at all.
+  for (const text of ["\\ud83d\\ude00", "\\\\ud800"]) {
+    const frame = parseFrame(`{"stream":"btcusdt@depth","data":{"s":"${text}","u":1}}`);
+    assert.equal(frame.kind, "data", text);
+  }
+});

@@ -107,3 +107,42 @@ Deno.test("a symbol that leaves the recorded set is not fetched again, neither r
     await snapshotter.done;
   }
 });
+
+Deno.test("a snapshot body is stored as one line: a trailing newline is dropped, one spanning lines is not stored", async () => {
+  // A proxy or mirror behind BINANCE_REST_URL may add a newline or pretty-print the answer.
+  const bodies = new Map([
+    ["AAAUSDT", '{"lastUpdateId":5,"bids":[],"asks":[]}\n'],
+    ["BBBUSDT", '{\n  "lastUpdateId": 6,\n  "bids": [],\n  "asks": []\n}'],
+  ]);
+  const stop = new AbortController();
+  const stored: Array<[string, string]> = [];
+  const asked: string[] = [];
+  const snapshotter = new Snapshotter({
+    restUrl: "http://127.0.0.1:9",
+    market: "spot",
+    limit: 100,
+    intervalMs: 60_000,
+    retryMs: 60_000,
+    limiter: new RestLimiter({
+      market: "spot",
+      fetch: (input) => {
+        const symbol = new URL(String(input)).searchParams.get("symbol")!;
+        asked.push(symbol);
+        return Promise.resolve(new Response(bodies.get(symbol)));
+      },
+    }),
+    nowMicros: () => Date.now() * 1000,
+    signal: stop.signal,
+    onSnapshot: (symbol, text) => stored.push([symbol, text]),
+  });
+  try {
+    snapshotter.request("AAAUSDT", "test");
+    snapshotter.request("BBBUSDT", "test");
+    await waitFor(() => asked.length === 2, 3000, "both snapshots to be fetched");
+    await waitFor(() => snapshotter.queued === 0, 3000, "both answers to be read");
+  } finally {
+    stop.abort();
+    await snapshotter.done;
+  }
+  assert.deepEqual(stored, [["AAAUSDT", '{"lastUpdateId":5,"bids":[],"asks":[]}']]);
+});

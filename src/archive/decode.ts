@@ -61,6 +61,30 @@ function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
+/**
+ * An escape that may stand for half of a UTF-16 surrogate pair (`\uD800` to
+ * `\uDFFF`); only escapes can: text decoded from UTF-8 holds none.
+ */
+const SURROGATE_ESCAPE = /\\u[dD][89a-fA-F]/;
+
+/**
+ * Whether a JSON text holds a string (or key) with a lone UTF-16 surrogate,
+ * e.g. `"\ud800"`: valid JSON for `JSON.parse`, not for DuckDB, which
+ * refuses the whole file. `value` is the text parsed.
+ */
+export function hasLoneSurrogate(text: string, value: unknown): boolean {
+  return SURROGATE_ESCAPE.test(text) && !wellFormed(value);
+}
+
+function wellFormed(value: unknown): boolean {
+  if (typeof value === "string") return value.isWellFormed();
+  if (Array.isArray(value)) return value.every(wellFormed);
+  if (typeof value === "object" && value !== null) {
+    return Object.entries(value).every(([key, inner]) => key.isWellFormed() && wellFormed(inner));
+  }
+  return true;
+}
+
 /** One line of an object's decompressed text (without its newline). */
 export function decodeLine(text: string): DecodedLine | LineFault {
   let value: unknown;
@@ -68,6 +92,12 @@ export function decodeLine(text: string): DecodedLine | LineFault {
     value = JSON.parse(text);
   } catch (error) {
     return fault("not-json", `not JSON: ${(error as Error).message}`);
+  }
+  if (hasLoneSurrogate(text, value)) {
+    return fault(
+      "not-json",
+      "a lone UTF-16 surrogate escape (\\uD800 to \\uDFFF unpaired): DuckDB cannot read it",
+    );
   }
   if (!isRecord(value)) return fault("not-object", "not a JSON object");
   const recvTs = value.recv_ts;

@@ -124,7 +124,14 @@ export function eventLine(
   for (const [key, value] of Object.entries(details)) {
     if (!FIXED_KEYS.has(key)) line[key] = value;
   }
-  return JSON.stringify(line);
+  // A detail may quote text with a lone UTF-16 surrogate (a stream name from a
+  // frame, V8's message naming one unit of an emoji): JSON.stringify would
+  // escape it as `\udXXX`, which DuckDB refuses, and with it the whole file.
+  return JSON.stringify(line, wellFormedStrings);
+}
+
+function wellFormedStrings(_key: string, value: unknown): unknown {
+  return typeof value === "string" ? value.toWellFormed() : value;
 }
 
 /** What a `dropped` line says: why, how many, and between which receive times (µs). */

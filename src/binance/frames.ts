@@ -4,6 +4,7 @@
  * exchange sent, so the archive keeps Binance's bytes, not a re-encoding.
  */
 
+import { hasLoneSurrogate } from "../archive/decode.ts";
 import { updateIds } from "../archive/update_ids.ts";
 
 export type Frame =
@@ -218,6 +219,14 @@ export function parseFrameSlow(text: string): Frame {
     if (dataText === undefined || /[\n\r]/.test(dataText)) {
       // JSON allows a line break as whitespace; an NDJSON line cannot hold one.
       return { kind: "malformed", reason: "a line break inside data", stream: parsed.stream };
+    }
+    if (hasLoneSurrogate(dataText, data)) {
+      // Valid JSON, but DuckDB refuses a file holding it: kept as raw text instead.
+      return {
+        kind: "malformed",
+        reason: "a lone UTF-16 surrogate escape inside data",
+        stream: parsed.stream,
+      };
     }
     return { kind: "data", stream: parsed.stream, dataText, ...updateIds(data) };
   }

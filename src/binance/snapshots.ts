@@ -13,6 +13,7 @@
  */
 
 import { getLogger } from "@logtape/logtape";
+import { hasLoneSurrogate } from "../archive/decode.ts";
 import { delay } from "../delay.ts";
 import type { Market } from "../config_types.ts";
 import { depthWeight, type RestLimiter } from "./rest.ts";
@@ -143,9 +144,20 @@ export class Snapshotter {
         log.warn("Snapshot of {symbol} failed: HTTP {status}", { symbol, status });
         return "failed";
       }
-      const parsed = JSON.parse(text) as { lastUpdateId?: unknown };
+      // The body is stored as sent in one NDJSON line: whitespace around the
+      // JSON value is not part of it, a line break inside could not be stored.
+      const body = text.trim();
+      const parsed = JSON.parse(body) as { lastUpdateId?: unknown };
       if (typeof parsed.lastUpdateId !== "number") {
         log.warn("Snapshot of {symbol} has no lastUpdateId; not stored", { symbol });
+        return "failed";
+      }
+      if (/[\n\r]/.test(body) || hasLoneSurrogate(body, parsed)) {
+        log.warn(
+          "Snapshot of {symbol} spans several lines or holds a lone surrogate escape (a proxy " +
+            "reformatted it?); an NDJSON line cannot carry it as sent: not stored",
+          { symbol },
+        );
         return "failed";
       }
       const first = this.#options.chainStart?.(symbol);
@@ -159,7 +171,7 @@ export class Snapshotter {
         );
         return "stale";
       }
-      this.#options.onSnapshot(symbol, text, recvTs);
+      this.#options.onSnapshot(symbol, body, recvTs);
       log.info("Snapshot of {symbol} at update id {lastUpdateId}", {
         symbol,
         lastUpdateId: parsed.lastUpdateId,

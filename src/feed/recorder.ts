@@ -181,6 +181,8 @@ export class Recorder {
    * finds the snapshot among the diffs it belongs with.
    */
   snapshot(stream: string, snapshotStream: string, text: string, recvTs: number): void {
+    // The snapshotter stores only one-line bodies; anything else would split its line.
+    if (/[\n\r]/.test(text)) throw new RangeError("a snapshot body must be one line");
     this.#add(stream, {
       text: dataLine(recvTs, snapshotStream, text),
       recvTs,
