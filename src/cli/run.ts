@@ -83,7 +83,10 @@ async function record(config: Config, options: RunOptions): Promise<void> {
     monotonicMs,
     version,
   });
+  // A SIGTERM during start-up stops the waits for S3 and Binance, and nothing is recorded.
+  const interrupt = options.shutdown;
   await using storage = await Storage.open(config, {
+    interrupt,
     signal,
     metrics,
     telemetry: ops.telemetry,
@@ -93,6 +96,7 @@ async function record(config: Config, options: RunOptions): Promise<void> {
     keepFiles,
   });
   await using feeds = await Feeds.open(config, {
+    interrupt,
     signal: feedStop.signal,
     store: storage,
     metrics,
@@ -102,11 +106,13 @@ async function record(config: Config, options: RunOptions): Promise<void> {
     fetch,
     ticker: beat,
   });
-  const clock = ops.start(storage, feeds);
-  const nowMicros = options.nowMicros ?? clock.nowMicros;
-  storage.stampWith(nowMicros);
-  feeds.record({ nowMicros, tick: () => clock.tick() });
-  options.onStarted?.();
+  if (!interrupt.aborted) {
+    const clock = ops.start(storage, feeds);
+    const nowMicros = options.nowMicros ?? clock.nowMicros;
+    storage.stampWith(nowMicros);
+    feeds.record({ nowMicros, tick: () => clock.tick() });
+    options.onStarted?.();
+  }
   await aborted(options.shutdown);
 
   const deadline = Date.now() + (options.shutdownBudgetMs ?? 9000);

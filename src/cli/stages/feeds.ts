@@ -51,6 +51,8 @@ const SEAL_TICK_MS = 250;
 export interface FeedsOptions {
   /** Aborted by the supervisor at shutdown: connections, snapshots and the refresh stop. */
   readonly signal: AbortSignal;
+  /** A shutdown asked for during start-up: the symbol check stops waiting for Binance. */
+  readonly interrupt?: AbortSignal;
   readonly store: BatchStore;
   readonly metrics: Metrics;
   /** Named events: log lines, metrics, and the state health reads. */
@@ -86,7 +88,7 @@ export class Feeds implements AsyncDisposable {
   /** The symbols checked (unknown ones stop the start), the recorder ready; nothing connected yet. */
   static async open(config: Config, options: FeedsOptions): Promise<Feeds> {
     const restLimiter = new RestLimiter({ market: config.market, fetch: options.fetch });
-    const listing = await checkConfiguredSymbols(config, restLimiter);
+    const listing = await checkConfiguredSymbols(config, restLimiter, options.interrupt);
     return new Feeds(config, options, restLimiter, listing);
   }
 
@@ -311,16 +313,19 @@ export class Feeds implements AsyncDisposable {
 async function checkConfiguredSymbols(
   config: Config,
   limiter: RestLimiter,
+  interrupt?: AbortSignal,
 ): Promise<readonly Listing[] | undefined> {
   let info;
   try {
+    const timeout = AbortSignal.timeout(20_000);
     info = await readExchangeInfo({
       restUrl: config.restUrl,
       market: config.market,
       limiter,
-      signal: AbortSignal.timeout(20_000),
+      signal: interrupt ? AbortSignal.any([timeout, interrupt]) : timeout,
     });
   } catch (error) {
+    if (interrupt?.aborted) return undefined;
     log.warn("Could not check the symbols against exchangeInfo ({error}); recording anyway", {
       error: error instanceof Error ? error.message : String(error),
     });

@@ -39,6 +39,8 @@ import { StartupError, startupStep } from "./startup.ts";
 const log = getLogger(["l2", "run"]);
 
 export interface StorageOptions {
+  /** A shutdown asked for during start-up: the bucket check stops waiting for S3. */
+  readonly interrupt?: AbortSignal;
   readonly metrics: Metrics;
   /** Named events: log lines, metrics, and the state health reads. */
   readonly telemetry: Telemetry;
@@ -98,7 +100,7 @@ export class Storage implements BatchStore, AsyncDisposable {
     const selected = await selectSink(config);
     stack.defer(() => selected.close());
     const sink = options.metrics.timeSink(selected.sink);
-    await checkReachable(selected);
+    await checkReachable(selected, options.interrupt);
     const { spool, leftover } = await openSpool(config, selected, options.telemetry);
     // Compression off the main thread, which stamps receive times. Open
     // batches are compressed piece by piece as they grow (batch/body.ts).
@@ -365,9 +367,14 @@ export async function flushWithMarks(
 }
 
 /** S3: HeadBucket. A wrong bucket or credentials stop the start; an unreachable S3 does not. */
-async function checkReachable(selected: SelectedSink): Promise<void> {
+async function checkReachable(selected: SelectedSink, interrupt?: AbortSignal): Promise<void> {
   if (!selected.s3) return;
-  const check = await checkBucket(selected.s3);
+  const timeout = AbortSignal.timeout(15_000);
+  const check = await checkBucket(
+    selected.s3,
+    interrupt ? AbortSignal.any([timeout, interrupt]) : timeout,
+  );
+  if (interrupt?.aborted) return;
   if (!check.ok && check.permanent) throw new StartupError(check.message);
   if (!check.ok) {
     log.warn("{message}; recording anyway and spooling until it is back", {
