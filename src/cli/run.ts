@@ -106,13 +106,7 @@ async function record(config: Config, options: RunOptions): Promise<void> {
     fetch,
     ticker: beat,
   });
-  if (!interrupt.aborted) {
-    const clock = ops.start(storage, feeds);
-    const nowMicros = options.nowMicros ?? clock.nowMicros;
-    storage.stampWith(nowMicros);
-    feeds.record({ nowMicros, tick: () => clock.tick() });
-    options.onStarted?.();
-  }
+  if (!interrupt.aborted) startRecording(ops, storage, feeds, options);
   await aborted(options.shutdown);
 
   const deadline = Date.now() + (options.shutdownBudgetMs ?? 9000);
@@ -123,6 +117,15 @@ async function record(config: Config, options: RunOptions): Promise<void> {
   const left = await storage.flush(deadline);
   background.abort();
   await storage.close(left);
+}
+
+/** Every stage is open: the status server and the receive clock start, then the feeds. */
+function startRecording(ops: Ops, storage: Storage, feeds: Feeds, options: RunOptions): void {
+  const clock = ops.start(storage, feeds);
+  const nowMicros = options.nowMicros ?? clock.nowMicros;
+  storage.stampWith(nowMicros);
+  feeds.record({ nowMicros, tick: () => clock.tick() });
+  options.onStarted?.();
 }
 
 /** How many batch files the gzip worker may keep open, from the descriptors free now; logged. */
