@@ -119,13 +119,19 @@ export async function main(args: string[]): Promise<number> {
 
   if (command === "status") return await status(config.metrics, { print: out });
 
-  await setUpLogging({
-    level: config.logLevel,
-    format: config.logFormat,
-    file: config.logFile,
-    maxBytes: config.logMaxBytes,
-    maxFiles: config.logMaxFiles,
-  });
+  try {
+    await setUpLogging({
+      level: config.logLevel,
+      format: config.logFormat,
+      file: config.logFile,
+      maxBytes: config.logMaxBytes,
+      maxFiles: config.logMaxFiles,
+    });
+  } catch (error) {
+    // A start-up problem (DESIGN, Exit codes), not a crash.
+    err(`l2-uploader: cannot open LOG_FILE "${config.logFile}": ${(error as Error).message}\n`);
+    return 2;
+  }
   try {
     return await runWithSignals(config);
   } finally {

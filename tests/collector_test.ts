@@ -175,6 +175,20 @@ Deno.test("collector exits 2 naming DATA_DIR when it is not writable", async () 
   assert.ok(result.stderr.includes(`${file}/data`));
 });
 
+Deno.test("collector exits 2 naming LOG_FILE when it cannot be opened, not with a stack trace", async () => {
+  await using tmp = await tempDir();
+  const logFile = `${tmp.path}/no-such-dir/collector.log`;
+  const result = await runCollector({
+    ...unreachableBinance(),
+    DATA_DIR: `${tmp.path}/data`,
+    METRICS_ADDR: "off",
+    LOG_FILE: logFile,
+  });
+  assert.equal(result.code, 2, result.stderr);
+  assert.ok(result.stderr.includes(`cannot open LOG_FILE "${logFile}"`), result.stderr);
+  assert.doesNotMatch(result.stderr, /Uncaught/);
+});
+
 Deno.test("collector warns when its .env file is readable by others, and reads it", async () => {
   await using tmp = await tempDir();
   const envFile = `${tmp.path}/collector.env`;

@@ -3,6 +3,7 @@ import { check } from "../src/cli/check.ts";
 import { parseConfig } from "../src/config.ts";
 import { currentHolder, lockDataDir } from "../src/ops/data_dir_lock.ts";
 import { tempDir } from "./support/temp.ts";
+import { fakeBinanceRest } from "./support/binance_rest.ts";
 
 Deno.test("data dir lock: a second taker is refused and told the holder's PID", async () => {
   await using tmp = await tempDir();
@@ -55,8 +56,8 @@ Deno.test("data dir lock: nobody holds a DATA_DIR that does not exist", async ()
 
 Deno.test("check reports the collector holding DATA_DIR instead of failing", async () => {
   await using tmp = await tempDir();
-  const config = parseConfig({ SYMBOL: "BTCUSDT", DATA_DIR: tmp.path });
-  const ping: typeof fetch = () => Promise.resolve(new Response("{}"));
+  const config = parseConfig({ SYMBOL: "BTCUSDT", DATA_DIR: tmp.path, METRICS_ADDR: "off" });
+  const ping = fakeBinanceRest(["BTCUSDT"]);
   const run = async () => {
     let text = "";
     const code = await check(config, { print: (t) => text += t, fetch: ping });
@@ -74,4 +75,22 @@ Deno.test("check reports the collector holding DATA_DIR instead of failing", asy
   } finally {
     taken.lock.release();
   }
+});
+
+Deno.test("check fails where run would stop: an unlisted symbol, METRICS_ADDR taken, LOG_FILE that cannot be opened", async () => {
+  await using tmp = await tempDir();
+  using taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const config = parseConfig({
+    SYMBOL: "BTCUSDT,NOSUCHCOIN",
+    DATA_DIR: tmp.path,
+    METRICS_ADDR: `127.0.0.1:${taken.addr.port}`,
+    LOG_FILE: `${tmp.path}/no-such-dir/l2.log`,
+  });
+  let text = "";
+  const code = await check(config, { print: (t) => text += t, fetch: fakeBinanceRest() });
+  assert.equal(code, 1, text);
+  assert.match(text, /^FAIL +symbols +Binance does not list NOSUCHCOIN on spot$/m);
+  assert.match(text, /^FAIL +metrics addr +127\.0\.0\.1:\d+ is already in use/m);
+  assert.match(text, /^FAIL +log file +/m);
+  assert.match(text, /^3 check\(s\) failed$/m);
 });

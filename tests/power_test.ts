@@ -15,6 +15,7 @@ import {
 import { check } from "../src/cli/check.ts";
 import { parseConfig } from "../src/config.ts";
 import { tempDir } from "./support/temp.ts";
+import { fakeBinanceRest } from "./support/binance_rest.ts";
 
 const FIXTURES = new URL("./fixtures/", import.meta.url);
 
@@ -100,12 +101,16 @@ Deno.test("only disk sleep left on: the fix names disksleep alone", () => {
 
 Deno.test("check on macOS prints the sleep settings as a WARN line that does not fail it", async () => {
   await using tmp = await tempDir();
-  const config = parseConfig({ DATA_DIR: tmp.path, BINANCE_REST_URL: "http://127.0.0.1:9" });
+  const config = parseConfig({
+    DATA_DIR: tmp.path,
+    BINANCE_REST_URL: "http://127.0.0.1:9",
+    METRICS_ADDR: "off",
+  });
   const sample = await Deno.readTextFile(new URL("pmset_g_mac_mini.txt", FIXTURES));
   let out = "";
   const code = await check(config, {
     print: (text) => out += text,
-    fetch: () => Promise.resolve(new Response("{}")),
+    fetch: fakeBinanceRest(),
     os: "darwin",
     pmset: () => Promise.resolve(sample),
   });
@@ -115,7 +120,7 @@ Deno.test("check on macOS prints the sleep settings as a WARN line that does not
   let linux = "";
   await check(config, {
     print: (text) => linux += text,
-    fetch: () => Promise.resolve(new Response("{}")),
+    fetch: fakeBinanceRest(),
     os: "linux",
     pmset: () => Promise.reject(new Error("must not be called")),
   });

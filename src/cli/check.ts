@@ -6,12 +6,15 @@
  *   data dir lock  who holds DATA_DIR (a running collector is not a failure)
  *   sink       S3: HeadBucket, then put and delete a probe object;
  *              local: write and rename a file in DATA_DIR/archive
- *   binance    REST ping
+ *   binance    REST ping; the symbols SYMBOL names are listed (exchangeInfo)
+ *   metrics addr  METRICS_ADDR can be bound; log file: LOG_FILE takes appends
  *   sleep      macOS only: `pmset -g`; system or disk sleep on AC power is a
  *              warning (WARN, exit code unchanged) naming the fix
  */
 
 import { join } from "node:path";
+import { checkSymbols, RestLimiter } from "../binance/rest.ts";
+import { namedSymbols } from "../binance/selection.ts";
 import { restPaths } from "../binance/streams.ts";
 import type { Config } from "../config_types.ts";
 import { parsePmset, PMSET, sleepAdvice } from "../ops/power.ts";
@@ -50,7 +53,11 @@ export async function check(config: Config, options: CheckOptions): Promise<numb
     ["data dir lock", () => describeLock(config.dataDir)],
     ...await sinkSteps(config, options.timeoutMs ?? 15_000),
     ["binance rest", () => pingBinance(config, options)],
+    ["symbols", () => checkListed(config, options)],
   ];
+  const { metrics, logFile } = config;
+  if (metrics) steps.push(["metrics addr", () => probeBind(metrics)]);
+  if (logFile) steps.push(["log file", () => probeLogFile(logFile)]);
   if ((options.os ?? Deno.build.os) === "darwin") {
     const sleep = await sleepSettings(options.pmset ?? runPmset);
     results.push(sleep);
@@ -154,6 +161,45 @@ async function pingBinance(config: Config, options: CheckOptions): Promise<strin
   await response.body?.cancel();
   if (!response.ok) throw new Error(`${url} answered HTTP ${response.status}`);
   return `${url} answered ${response.status}`;
+}
+
+/** The symbols SYMBOL names are listed by Binance: `run` refuses to start otherwise (exit 2). */
+async function checkListed(config: Config, options: CheckOptions): Promise<string> {
+  const named = namedSymbols(config.symbols);
+  if (named.length === 0) return "SYMBOL names patterns only: they resolve when recording starts";
+  const result = await checkSymbols(named, {
+    restUrl: config.restUrl,
+    market: config.market,
+    limiter: new RestLimiter({ market: config.market, fetch: options.fetch }),
+    signal: AbortSignal.timeout(options.timeoutMs ?? 15_000),
+  });
+  if (result.unknown.length > 0) {
+    throw new Error(`Binance does not list ${result.unknown.join(", ")} on ${config.market}`);
+  }
+  const halted = result.notTrading.map((s) => `${s.symbol} (${s.status})`);
+  return `${named.length} listed on ${config.market}` +
+    (halted.length > 0 ? `; not trading now, recorded anyway: ${halted.join(", ")}` : "");
+}
+
+/** METRICS_ADDR can be bound: `run` exits 2 when it cannot. */
+function probeBind(address: { hostname: string; port: number }): Promise<string> {
+  const where = `${address.hostname}:${address.port}`;
+  try {
+    Deno.listen({ hostname: address.hostname, port: address.port }).close();
+  } catch (error) {
+    if (error instanceof Deno.errors.AddrInUse) {
+      throw new Error(`${where} is already in use (another collector, or another program)`);
+    }
+    throw error;
+  }
+  return Promise.resolve(`${where} is free`);
+}
+
+/** LOG_FILE can be opened for appending: `run` exits 2 when it cannot. */
+async function probeLogFile(path: string): Promise<string> {
+  const file = await Deno.open(path, { append: true, create: true });
+  file.close();
+  return `${path} takes appends`;
 }
 
 function describeConfig(config: Config): string {

@@ -61,7 +61,9 @@ export async function currentHolder(dataDir: string): Promise<LockHolder | undef
   const path = join(dataDir, LOCK_FILE);
   let file: Deno.FsFile;
   try {
-    file = await Deno.open(path, { read: true });
+    // With the access `lockDataDir` needs: a lock file this account cannot
+    // write (left by root, or another host's account) fails here as it would there.
+    file = await Deno.open(path, { read: true, write: true });
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) return undefined;
     throw error;
