@@ -132,6 +132,21 @@ Deno.test("launchdJob refuses relative paths and a daemon without a user, all at
   );
 });
 
+Deno.test("launchdJob refuses a daemon run as root (install --daemon from a root shell, no SUDO_USER)", () => {
+  assert.throws(
+    () =>
+      launchdJob({
+        kind: "daemon",
+        programPath: "/usr/local/bin/l2-uploader",
+        workingDirectory: "/var/lib/l2",
+        envFile: "/var/lib/l2/.env",
+        logDir: "/var/log/l2",
+        userName: "root",
+      }),
+    (error: unknown) => error instanceof LaunchdSpecError && /not as root/.test(error.message),
+  );
+});
+
 Deno.test("XML special characters in paths are escaped and read back unchanged", () => {
   const odd = "/Users/a&b/<l2> \"x\" 'y'";
   const spec: JobSpec = {

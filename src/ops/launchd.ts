@@ -94,6 +94,19 @@ export class LaunchdSpecError extends Error {
   override name = "LaunchdSpecError";
 }
 
+/** A daemon names the user it runs as, and not root. */
+function userProblems(spec: JobSpec): string[] {
+  if (spec.kind !== "daemon") return [];
+  if (!spec.userName) return ["a daemon needs userName (launchd would otherwise run it as root)"];
+  // `install --daemon` from a root shell (no SUDO_USER): root-owned files would follow.
+  return spec.userName === "root"
+    ? [
+      "a daemon runs as the user who installs it with sudo, not as root: run " +
+      "`sudo l2-uploader install --daemon` from that user's shell",
+    ]
+    : [];
+}
+
 /** The job's plist contents; throws LaunchdSpecError on a relative path or a secret-looking variable. */
 export function launchdJob(spec: JobSpec): LaunchdJob {
   const problems: string[] = [];
@@ -106,9 +119,7 @@ export function launchdJob(spec: JobSpec): LaunchdJob {
   for (const [name, value] of Object.entries(paths)) {
     if (!isAbsolute(value)) problems.push(`${name} must be an absolute path, got "${value}"`);
   }
-  if (spec.kind === "daemon" && !spec.userName) {
-    problems.push("a daemon needs userName (launchd would otherwise run it as root)");
-  }
+  problems.push(...userProblems(spec));
   const environment = { ...(spec.environment ?? { PATH: DEFAULT_PATH }) };
   for (const name of Object.keys(environment)) {
     // Only the name is reported: the value may be the very secret we refuse.
