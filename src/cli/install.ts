@@ -474,10 +474,10 @@ async function defaultRemoveFile(path: string): Promise<boolean> {
   }
 }
 
+/** A file (not a directory: `--env-file=` names the working directory itself) is at `path`. */
 async function defaultFileExists(path: string): Promise<boolean> {
   try {
-    await Deno.stat(path);
-    return true;
+    return (await Deno.stat(path)).isFile;
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) return false;
     throw error;
