@@ -447,8 +447,8 @@ Deno.test("install exits 1 and says so when bootstrap and load -w both fail", as
 Deno.test("install refuses when the program or the env file is missing", async () => {
   const f = fakes({}, { existing: [] });
   assert.equal(await install(f.options), 1);
-  assert.match(f.output(), /program \/Users\/alice\/bin\/l2-uploader does not exist/);
-  assert.match(f.output(), /env file \/Users\/alice\/l2\/\.env does not exist/);
+  assert.match(f.output(), /program \/Users\/alice\/bin\/l2-uploader is not a file/);
+  assert.match(f.output(), /env file \/Users\/alice\/l2\/\.env is not a file/);
   assert.deepEqual(f.commands, []);
   assert.equal(f.files.size, 0);
 });
@@ -802,4 +802,14 @@ Deno.test("the committed plists use only keys and types launchd.plist(5) documen
     // The collector needs a shutdown window longer than its own 10 s flush.
     assert.ok(Number(parsed.ExitTimeOut ?? 20) > 10, "ExitTimeOut must exceed the 10 s flush");
   }
+});
+
+Deno.test("install refuses an env file that is a directory (an empty --env-file= names the working directory)", async () => {
+  await using tmp = await tempDir();
+  const program = `${tmp.path}/l2-uploader`;
+  await Deno.writeTextFile(program, "");
+  const f = fakes({ dryRun: true, programPath: program, envFile: tmp.path, fileExists: undefined });
+  await install(f.options);
+  assert.match(f.output(), new RegExp(`the env file ${tmp.path} is not a file`));
+  assert.doesNotMatch(f.output(), /the program .* is not a file/);
 });

@@ -234,11 +234,11 @@ async function preflight(
   const fileExists = options.fileExists ?? defaultFileExists;
   const problems = [...privilegeProblems(kind, options.uid)];
   if (!await fileExists(options.programPath)) {
-    problems.push(`the program ${options.programPath} does not exist`);
+    problems.push(`the program ${options.programPath} is not a file`);
   }
   if (!await fileExists(options.envFile)) {
     problems.push(
-      `the env file ${options.envFile} does not exist; the job runs with --env-file and would ` +
+      `the env file ${options.envFile} is not a file; the job runs with --env-file and would ` +
         `stop at start-up (create it from .env.example, or pass --env-file)`,
     );
   }
