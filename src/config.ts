@@ -537,6 +537,18 @@ export const OPTION_NAMES: readonly string[] = Object.freeze(
  * Pure: the host name for the default INSTANCE_ID comes in through `options`.
  * Throws `ConfigError` listing every problem at once.
  */
+/**
+ * METRICS_ADDR alone, for `status` when another option is wrong (the
+ * collector may still run with an earlier, valid configuration): the
+ * address, undefined for `off`, or what is wrong with it.
+ */
+export function metricsAddressOf(
+  env: Readonly<Record<string, string | undefined>>,
+): { hostname: string; port: number } | undefined | { problem: string } {
+  const parsed = setting("127.0.0.1:9464").pipe(metricsAddr).safeParse(env.METRICS_ADDR);
+  return parsed.success ? parsed.data : { problem: `METRICS_ADDR: ${METRICS_ALLOWED}` };
+}
+
 export function parseConfig(
   env: Readonly<Record<string, string | undefined>>,
   options: { hostname?: string } = {},

@@ -12,9 +12,9 @@ import { book, BOOK_ARG_OPTIONS, writeAllSync } from "./cli/book.ts";
 import { check } from "./cli/check.ts";
 import { install, installOptionsFromCli, uninstall } from "./cli/install.ts";
 import { run, StartupError } from "./cli/run.ts";
-import { status } from "./cli/status.ts";
+import { status, STATUS_EXIT } from "./cli/status.ts";
 import { verify, VERIFY_ARG_OPTIONS } from "./cli/verify.ts";
-import { ConfigError, mergeEnv, parseConfig, parseEnvFile } from "./config.ts";
+import { ConfigError, mergeEnv, metricsAddressOf, parseConfig, parseEnvFile } from "./config.ts";
 import type { Config } from "./config_types.ts";
 import { closeLogging, setUpLogging } from "./ops/logging.ts";
 import { redactUrls } from "./ops/redact.ts";
@@ -99,6 +99,7 @@ export async function main(args: string[]): Promise<number> {
   if (typeof cli === "number") return cli;
   const { command, values } = cli;
   if (command === "install" || command === "uninstall") return await runInstall(command, values);
+  if (command === "status") return await statusCommand(values["env-file"]);
 
   const config = await loadConfig(values["env-file"]);
   if (typeof config === "number") return config;
@@ -116,8 +117,6 @@ export async function main(args: string[]): Promise<number> {
     out(`l2-uploader ${VERSION} check\n`);
     return await check(config, { print: out });
   }
-
-  if (command === "status") return await status(config.metrics, { print: out });
 
   try {
     await setUpLogging({
@@ -196,6 +195,30 @@ async function loadConfig(envFile: string | undefined): Promise<Config | number>
       return 2;
     }
     throw error;
+  }
+}
+
+/**
+ * `status` exits 0-3 by the collector's health (2 is "critical"): a bad
+ * option elsewhere in the configuration is reported, and the instance at
+ * METRICS_ADDR is asked anyway, since one may run with an earlier, valid one.
+ */
+async function statusCommand(envFile: string | undefined): Promise<number> {
+  let env: Record<string, string | undefined> = Deno.env.toObject();
+  try {
+    env = mergeEnv(Deno.env.toObject(), await readEnvFile(envFile));
+    return await status(parseConfig(env, { hostname: hostname() }).metrics, { print: out });
+  } catch (error) {
+    if (!(error instanceof ConfigError || error instanceof StartupError)) throw error;
+    const address = metricsAddressOf(env);
+    if (address && "problem" in address) {
+      err(`l2-uploader status: ${address.problem}; no endpoint to ask\n`);
+      return STATUS_EXIT.notRunning;
+    }
+    err(
+      `l2-uploader status: configuration error (asking the running instance anyway)\n${error.message}\n`,
+    );
+    return await status(address, { print: out });
   }
 }
 

@@ -10,6 +10,8 @@ import { EMPTY_TELEMETRY_STATE, type TelemetryState } from "../src/ops/events.ts
 import { HealthTracker } from "../src/ops/health.ts";
 import { handler, type OpsServer, serveOps } from "../src/ops/http.ts";
 import { Metrics } from "../src/ops/metrics.ts";
+import { runCollector } from "./support/collector.ts";
+import { tempDir } from "./support/temp.ts";
 
 /** What the named events (src/ops/events.ts) would have left; tests set it directly. */
 type State = { -readonly [K in keyof TelemetryState]: TelemetryState[K] };
@@ -137,4 +139,23 @@ Deno.test("status exits 3 when something else answers on METRICS_ADDR", async ()
     stop.abort();
     await other.finished;
   }
+});
+
+Deno.test("status with a bad option elsewhere still asks the instance at METRICS_ADDR (its exit is its health, not 2)", async () => {
+  await using instance = startInstance();
+  await using tmp = await tempDir();
+  const result = await runCollector({
+    DATA_DIR: tmp.path,
+    METRICS_ADDR: `127.0.0.1:${instance.server.addr.port}`,
+    GZIP_LEVEL: "11", // wrong: the running instance may use an earlier, valid configuration
+  }, { args: ["status"] });
+  assert.equal(result.code, 0, result.stdout + result.stderr);
+  assert.match(result.stderr, /configuration error \(asking the running instance anyway\)/);
+  assert.match(result.stderr, /GZIP_LEVEL="11"/);
+  // A METRICS_ADDR that is wrong itself leaves nothing to ask: not running, as far as status can tell.
+  const bad = await runCollector({ DATA_DIR: tmp.path, METRICS_ADDR: "nowhere" }, {
+    args: ["status"],
+  });
+  assert.equal(bad.code, 3, bad.stdout + bad.stderr);
+  assert.match(bad.stderr, /METRICS_ADDR: /);
 });
