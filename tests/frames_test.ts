@@ -44,7 +44,6 @@ Deno.test("parseFrame keeps the payload's bytes whatever the frame's layout", ()
     `{"data":${payload},"stream":"a@depth5"}`,
     `{ "stream" : "a@depth5" ,\t"data" :${payload} }\n`,
     `{"st\\u0072eam":"a@depth5","d\\u0061ta":${payload}}`,
-    `{"stream":"a@depth5","data":{"lastUpdateId":0},"data":${payload}}`, // JSON.parse keeps the last
   ];
   for (const text of layouts) {
     const frame = parseFrame(text);
@@ -533,5 +532,19 @@ Deno.test("a frame whose data holds a lone UTF-16 surrogate escape is malformed 
   for (const text of ["\\ud83d\\ude00", "\\\\ud800"]) {
     const frame = parseFrame(`{"stream":"btcusdt@depth","data":{"s":"${text}","u":1}}`);
     assert.equal(frame.kind, "data", text);
+  }
+});
+
+Deno.test("a frame with stream or data given twice is malformed: a data line would keep only the last value", () => {
+  for (
+    const text of [
+      '{"stream":"a@depth5","data":{"lastUpdateId":0},"data":{"lastUpdateId":1}}',
+      '{"stream":"b@depth5","stream":"a@depth5","data":{"lastUpdateId":1}}',
+      '{"stream":"a@depth5","d\\u0061ta":{"lastUpdateId":0},"data":{"lastUpdateId":1}}',
+    ]
+  ) {
+    const frame = parseFrame(text);
+    assert.equal(frame.kind, "malformed", text);
+    assert.equal(frame.kind === "malformed" && frame.reason, "a key given twice", text);
   }
 });

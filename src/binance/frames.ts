@@ -216,7 +216,11 @@ export function parseFrameSlow(text: string): Frame {
       return { kind: "malformed", reason: "keys beside stream and data", stream: parsed.stream };
     }
     const dataText = dataValueText(text);
-    if (dataText === undefined || /[\n\r]/.test(dataText)) {
+    if (dataText === undefined) {
+      // `stream` or `data` twice: a data line would keep only the last value.
+      return { kind: "malformed", reason: "a key given twice", stream: parsed.stream };
+    }
+    if (/[\n\r]/.test(dataText)) {
       // JSON allows a line break as whitespace; an NDJSON line cannot hold one.
       return { kind: "malformed", reason: "a line break inside data", stream: parsed.stream };
     }
@@ -243,26 +247,30 @@ export function parseFrameSlow(text: string): Frame {
 }
 
 /**
- * The text of the value of the top-level key `data` (the last one, as
- * `JSON.parse` keeps it), exactly as the frame has it, whatever the layout:
- * key order, whitespace, escapes in keys. `text` must be valid JSON.
+ * The text of the value of the top-level key `data`, exactly as the frame
+ * has it, whatever the layout: key order, whitespace, escapes in keys;
+ * undefined when the object has other than two members (a key given twice).
+ * `text` must be valid JSON.
  */
 function dataValueText(text: string): string | undefined {
   let at = skipSpace(text, 0);
   if (text[at] !== "{") return undefined;
   at = skipSpace(text, at + 1);
   let found: string | undefined;
+  let keys = 0;
   while (text[at] === '"') {
     const keyEnd = valueEnd(text, at);
     const key: unknown = JSON.parse(text.slice(at, keyEnd));
     const valueStart = skipSpace(text, skipSpace(text, keyEnd) + 1); // past the colon
     const end = valueEnd(text, valueStart);
+    keys++;
     if (key === "data") found = text.slice(valueStart, end);
     at = skipSpace(text, end);
     if (text[at] !== ",") break;
     at = skipSpace(text, at + 1);
   }
-  return found;
+  // A key given twice (JSON.parse keeps the last): the first value would be lost.
+  return keys === 2 ? found : undefined;
 }
 
 function skipSpace(text: string, at: number): number {
