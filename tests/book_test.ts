@@ -386,3 +386,16 @@ Deno.test("a break met again when an older snapshot stored after it replays the 
   assert.equal(downs.length, 1, downs.map((n) => n.detail).join("\n"));
   assert.deepEqual([summary.downs, summary.unexplainedDowns, summary.failing], [1, 0, 0]);
 });
+
+Deno.test("a second break first met in a replay counts, even at the receive time of the first", () => {
+  // After the wall clock steps back, the receive clock holds: lines share one µs.
+  const { book } = rebuilder();
+  book.snapshot(1, BASE);
+  book.diff(2, diff(101, 102));
+  book.diff(10, diff(110, 111)); // break 1: 103..109 missing
+  book.diff(10, diff(112, 113));
+  book.diff(10, diff(120, 121)); // break 2 (114..119), met only when the snapshot replays
+  book.snapshot(11, snapshot(111, [["10.00", "1"]], [["11.00", "1"]]));
+  const summary = book.finish();
+  assert.deepEqual([summary.downs, summary.unexplainedDowns], [2, 2]);
+});

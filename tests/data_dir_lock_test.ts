@@ -94,3 +94,24 @@ Deno.test("check fails where run would stop: an unlisted symbol, METRICS_ADDR ta
   assert.match(text, /^FAIL +log file +/m);
   assert.match(text, /^3 check\(s\) failed$/m);
 });
+
+Deno.test("check passes while a collector runs: its lock and its METRICS_ADDR are reported, not failed", async () => {
+  await using tmp = await tempDir();
+  // What a running collector holds: the DATA_DIR lock and its status port.
+  using port = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const taken = await lockDataDir(tmp.path);
+  assert.ok("lock" in taken);
+  try {
+    const config = parseConfig({
+      SYMBOL: "BTCUSDT",
+      DATA_DIR: tmp.path,
+      METRICS_ADDR: `127.0.0.1:${port.addr.port}`,
+    });
+    let text = "";
+    const code = await check(config, { print: (t) => text += t, fetch: fakeBinanceRest() });
+    assert.equal(code, 0, text);
+    assert.match(text, /^OK +metrics addr +127\.0\.0\.1:\d+ is in use, by the running collector/m);
+  } finally {
+    taken.lock.release();
+  }
+});

@@ -10,7 +10,7 @@ import { Batcher, type SealedBatch } from "../src/batch/batcher.ts";
 import { Feeds } from "../src/cli/stages/feeds.ts";
 import { Ops } from "../src/cli/stages/ops.ts";
 import { StartupError } from "../src/cli/stages/startup.ts";
-import { Storage } from "../src/cli/stages/storage.ts";
+import { keyFor, Storage } from "../src/cli/stages/storage.ts";
 import { gzipLines } from "../src/archive/encode.ts";
 import { planKey } from "../src/archive/keys.ts";
 import { Spool } from "../src/store/spool.ts";
@@ -280,3 +280,12 @@ function telemetered(): { metrics: Metrics; telemetry: Telemetry } {
   const metrics = new Metrics();
   return { metrics, telemetry: new Telemetry({ metrics, market: "spot", now: Date.now }) };
 }
+
+Deno.test("a batch's key names the symbol in NFC, as --symbol and DuckDB queries have it", () => {
+  const config = configFor("/tmp/unused");
+  // Binance names streams with the lower-cased symbol: İ (U+0130) comes back as I + U+0307.
+  const key = keyFor(config, `${"İSTANBULUSDT".toLowerCase()}@depth@100ms`, 1700000000000000, 0);
+  const symbol = /symbol=([^/]+)\//.exec(key)?.[1];
+  assert.equal(symbol, "İSTANBULUSDT");
+  assert.equal(symbol, symbol?.normalize("NFC"));
+});

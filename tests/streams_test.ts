@@ -152,11 +152,3 @@ Deno.test("a connection may be quiet only when every stream is a trade or book t
   assert.equal(mayBeQuiet(["btcusdt@depth20@100ms"]), false);
   assert.equal(mayBeQuiet([]), false);
 });
-
-Deno.test("a stream name's symbol is upper case in NFC, as keys and --symbol have it", () => {
-  // Binance names streams with the lower-cased symbol: İ (U+0130) comes back as I + U+0307 unless composed.
-  const symbol = parseStreamName(`${"İSTANBULUSDT".toLowerCase()}@depth@100ms`)?.symbol;
-  assert.equal(symbol, "İSTANBULUSDT");
-  assert.equal(symbol, symbol?.normalize("NFC"));
-  assert.equal(parseStreamName("币安人生usdt@trade")?.symbol, "币安人生USDT");
-});

@@ -97,12 +97,7 @@ export function mayBeQuiet(names: readonly string[]): boolean {
 export function parseStreamName(name: string): StreamSpec | undefined {
   const at = name.indexOf("@");
   if (at <= 0 || at === name.length - 1) return undefined;
-  // NFC, as keys and `--symbol` have it: upper-casing `i̇` gives `I` and a combining dot.
-  return {
-    name,
-    symbol: name.slice(0, at).toUpperCase().normalize("NFC"),
-    type: name.slice(at + 1),
-  };
+  return { name, symbol: name.slice(0, at).toUpperCase(), type: name.slice(at + 1) };
 }
 
 /** The combined-stream URL for a set of streams under a base WebSocket URL. */

@@ -139,8 +139,11 @@ export class BookRebuilder {
   #explained?: string;
   /** The receive time of the last diff applied. */
   #appliedTs?: number;
-  /** Breaks reported, by the receive time of the diff that broke the chain (see `#step`). */
-  #breaksAt: number[] = [];
+  /**
+   * The diffs that broke the chain, as kept (a replay hands the same objects
+   * back; receive times may repeat after a clock step, so they would not do).
+   */
+  readonly #broke = new WeakSet<DepthDiff>();
   /** Unexplained downs a later `dropped` line may explain: the times the loss lies in. */
   #awaitingDrop: Array<{ from: number; to: number; at: number }> = [];
   #nextSample?: number;
@@ -194,17 +197,11 @@ export class BookRebuilder {
       // Starts again from a snapshot already read, if one is ahead of the book.
       // A break met again while replaying kept diffs (an older snapshot came
       // after it) was counted and noted the first time.
-      const again = replaying && this.#breaksAt.includes(recvTs);
+      const again = replaying && this.#broke.has(diff);
       this.#down(recvTs, why, this.#explained !== undefined, !again);
-      if (!again) this.#rememberBreak(recvTs);
+      this.#broke.add(diff);
     }
     this.#take(recvTs, diff, replaying);
-  }
-
-  /** The receive times of the breaks reported within the kept diffs' window. */
-  #rememberBreak(recvTs: number): void {
-    this.#breaksAt = this.#breaksAt.filter((at) => at >= recvTs - RECENT_DIFFS_US);
-    this.#breaksAt.push(recvTs);
   }
 
   /**

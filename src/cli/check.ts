@@ -12,7 +12,7 @@
  *              warning (WARN, exit code unchanged) naming the fix
  */
 
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { checkSymbols, RestLimiter } from "../binance/rest.ts";
 import { namedSymbols } from "../binance/selection.ts";
 import { restPaths } from "../binance/streams.ts";
@@ -56,7 +56,7 @@ export async function check(config: Config, options: CheckOptions): Promise<numb
     ["symbols", () => checkListed(config, options)],
   ];
   const { metrics, logFile } = config;
-  if (metrics) steps.push(["metrics addr", () => probeBind(metrics)]);
+  if (metrics) steps.push(["metrics addr", () => probeBind(metrics, config.dataDir)]);
   if (logFile) steps.push(["log file", () => probeLogFile(logFile)]);
   if ((options.os ?? Deno.build.os) === "darwin") {
     const sleep = await sleepSettings(options.pmset ?? runPmset);
@@ -181,25 +181,46 @@ async function checkListed(config: Config, options: CheckOptions): Promise<strin
     (halted.length > 0 ? `; not trading now, recorded anyway: ${halted.join(", ")}` : "");
 }
 
-/** METRICS_ADDR can be bound: `run` exits 2 when it cannot. */
-function probeBind(address: { hostname: string; port: number }): Promise<string> {
+/**
+ * METRICS_ADDR can be bound: `run` exits 2 when it cannot. A collector
+ * running on this DATA_DIR holds it itself: not a failure (as for the lock).
+ */
+async function probeBind(
+  address: { hostname: string; port: number },
+  dataDir: string,
+): Promise<string> {
   const where = `${address.hostname}:${address.port}`;
   try {
     Deno.listen({ hostname: address.hostname, port: address.port }).close();
   } catch (error) {
-    if (error instanceof Deno.errors.AddrInUse) {
-      throw new Error(`${where} is already in use (another collector, or another program)`);
+    if (!(error instanceof Deno.errors.AddrInUse)) throw error;
+    const holder = await currentHolder(dataDir).catch(() => undefined);
+    if (holder) {
+      return `${where} is in use, by the running collector presumably (${describeHolder(holder)})`;
     }
-    throw error;
+    throw new Error(`${where} is already in use (another collector, or another program)`);
   }
-  return Promise.resolve(`${where} is free`);
+  return `${where} is free`;
 }
 
-/** LOG_FILE can be opened for appending: `run` exits 2 when it cannot. */
+/**
+ * LOG_FILE can be opened for appending: `run` exits 2 when it cannot. A
+ * missing file is not created (`sudo l2-uploader check` would leave one the
+ * daemon's user cannot write): its directory must take a file instead.
+ */
 async function probeLogFile(path: string): Promise<string> {
-  const file = await Deno.open(path, { append: true, create: true });
-  file.close();
-  return `${path} takes appends`;
+  try {
+    (await Deno.open(path, { append: true })).close();
+    return `${path} takes appends`;
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+  const dir = dirname(path);
+  if (!(await Deno.stat(dir).catch(() => undefined))?.isDirectory) {
+    throw new Error(`${path}: its directory ${dir} does not exist`);
+  }
+  await probeWritable(dir);
+  return `${path} can be created in ${dir}`;
 }
 
 function describeConfig(config: Config): string {

@@ -428,14 +428,18 @@ function spoolChanged(telemetry: Telemetry, spool: Spool | undefined): void {
   telemetry.spoolChanged(spool ?? { bytes: 0, count: 0 });
 }
 
-/** The archive key of a batch (archive/keys.ts), from its stream's name. */
-function keyFor(config: Config, stream: string, firstRecvTs: number, seq: number): string {
+/**
+ * The archive key of a batch (archive/keys.ts), from its stream's name; the
+ * symbol in NFC, as DESIGN's keys and `--symbol` have it (upper-casing a
+ * lower-cased `İ` gives `I` and a combining dot).
+ */
+export function keyFor(config: Config, stream: string, firstRecvTs: number, seq: number): string {
   const spec = parseStreamName(stream) ?? { symbol: "UNKNOWN", type: stream };
   return planKey({
     prefix: config.prefix,
     market: config.market,
     streamType: spec.type,
-    symbol: spec.symbol,
+    symbol: spec.symbol.normalize("NFC"),
     firstRecvTs,
     instanceId: config.instanceId,
     seq,
