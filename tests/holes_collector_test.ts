@@ -79,8 +79,15 @@ function assertVerifyExplains(result: { code: number; stdout: string; stderr: st
   const holes = report.problems.filter((p) => p.kind === "hole");
   assert.ok(holes.length > 0, "verify found no hole");
   for (const hole of holes) assert.ok(hole.explained, hole.detail);
+  // Which streams lose batches depends on which batch finds the spool full: at least one does.
+  assert.ok(
+    report.streams.some((stream) => (stream.events.dropped ?? 0) > 0),
+    "no dropped line counted",
+  );
   for (const stream of report.streams) {
-    assert.ok((stream.events.dropped ?? 0) > 0, `${stream.stream}: no dropped line counted`);
+    if (stream.holes > 0) {
+      assert.ok((stream.events.dropped ?? 0) > 0, `${stream.stream}: holes but no dropped line`);
+    }
   }
 }
 
