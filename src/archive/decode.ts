@@ -76,6 +76,17 @@ export function hasLoneSurrogate(text: string, value: unknown): boolean {
   return SURROGATE_ESCAPE.test(text) && !wellFormed(value);
 }
 
+/**
+ * Why a JSON text (`value`, parsed) cannot be spliced into an archive line as
+ * sent, or undefined when it can: JSON allows a line break as whitespace but
+ * an NDJSON line cannot hold one, and DuckDB refuses a lone surrogate.
+ */
+export function whyNotOneLine(text: string, value: unknown): string | undefined {
+  if (/[\n\r]/.test(text)) return "a line break";
+  if (hasLoneSurrogate(text, value)) return "a lone UTF-16 surrogate escape";
+  return undefined;
+}
+
 function wellFormed(value: unknown): boolean {
   if (typeof value === "string") return value.isWellFormed();
   if (Array.isArray(value)) return value.every(wellFormed);
@@ -123,7 +134,9 @@ function fault(kind: LineFaultKind, reason: string): LineFault {
 }
 
 /** The facts of a `dropped` event line (encode.ts `droppedLine`); undefined without its time span. */
-export function droppedFactsOf(line: DecodedEvent): DroppedFacts | undefined {
+export function droppedFactsOf(
+  line: Pick<DecodedEvent, "event" | "fields">,
+): DroppedFacts | undefined {
   const { first_recv_ts: first, last_recv_ts: last } = line.fields;
   if (line.event !== "dropped" || typeof first !== "number" || typeof last !== "number") {
     return undefined;

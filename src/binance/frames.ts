@@ -4,7 +4,7 @@
  * exchange sent, so the archive keeps Binance's bytes, not a re-encoding.
  */
 
-import { hasLoneSurrogate } from "../archive/decode.ts";
+import { whyNotOneLine } from "../archive/decode.ts";
 import { updateIds } from "../archive/update_ids.ts";
 
 export type Frame =
@@ -220,18 +220,8 @@ export function parseFrameSlow(text: string): Frame {
       // `stream` or `data` twice: a data line would keep only the last value.
       return { kind: "malformed", reason: "a key given twice", stream: parsed.stream };
     }
-    if (/[\n\r]/.test(dataText)) {
-      // JSON allows a line break as whitespace; an NDJSON line cannot hold one.
-      return { kind: "malformed", reason: "a line break inside data", stream: parsed.stream };
-    }
-    if (hasLoneSurrogate(dataText, data)) {
-      // Valid JSON, but DuckDB refuses a file holding it: kept as raw text instead.
-      return {
-        kind: "malformed",
-        reason: "a lone UTF-16 surrogate escape inside data",
-        stream: parsed.stream,
-      };
-    }
+    const why = whyNotOneLine(dataText, data);
+    if (why) return { kind: "malformed", reason: `${why} inside data`, stream: parsed.stream };
     return { kind: "data", stream: parsed.stream, dataText, ...updateIds(data) };
   }
   // Binance sends a few non-stream messages on a connection, e.g. the raw

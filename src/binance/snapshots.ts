@@ -13,7 +13,7 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import { hasLoneSurrogate } from "../archive/decode.ts";
+import { whyNotOneLine } from "../archive/decode.ts";
 import { delay } from "../delay.ts";
 import type { Market } from "../config_types.ts";
 import { depthWeight, type RestLimiter } from "./rest.ts";
@@ -152,11 +152,12 @@ export class Snapshotter {
         log.warn("Snapshot of {symbol} has no lastUpdateId; not stored", { symbol });
         return "failed";
       }
-      if (/[\n\r]/.test(body) || hasLoneSurrogate(body, parsed)) {
+      const why = whyNotOneLine(body, parsed);
+      if (why) {
         log.warn(
-          "Snapshot of {symbol} spans several lines or holds a lone surrogate escape (a proxy " +
-            "reformatted it?); an NDJSON line cannot carry it as sent: not stored",
-          { symbol },
+          "Snapshot of {symbol} holds {why} (a proxy reformatted it?); an archive line cannot " +
+            "carry it as sent: not stored",
+          { symbol, why },
         );
         return "failed";
       }

@@ -29,6 +29,7 @@
  * Prices and quantities stay the texts Binance sent (see side.ts).
  */
 
+import { droppedFactsOf } from "../archive/decode.ts";
 import type { SequenceRule } from "../binance/sequence.ts";
 import { canonicalDecimal, type Level, Side } from "./side.ts";
 
@@ -144,8 +145,8 @@ export class BookRebuilder {
    * back; receive times may repeat after a clock step, so they would not do).
    */
   readonly #broke = new WeakSet<DepthDiff>();
-  /** Unexplained downs a later `dropped` line may explain: the times the loss lies in. */
-  #awaitingDrop: Array<{ from: number; to: number; at: number }> = [];
+  /** Unexplained downs a later `dropped` line may explain: the times the loss lies in (to: the break). */
+  #awaitingDrop: Array<{ from: number; to: number }> = [];
   #nextSample?: number;
   #rows = 0;
   #started = false;
@@ -287,9 +288,9 @@ export class BookRebuilder {
    * explained after all.
    */
   #explainDrop(details: Readonly<Record<string, unknown>>): void {
-    const first = details.first_recv_ts;
-    const last = details.last_recv_ts;
-    if (typeof first !== "number" || typeof last !== "number") return;
+    const dropped = droppedFactsOf({ event: "dropped", fields: details });
+    if (!dropped) return;
+    const { firstRecvTs: first, lastRecvTs: last } = dropped;
     const match = this.#awaitingDrop.findIndex((d) => d.from <= first && last <= d.to);
     if (match === -1) return;
     const [down] = this.#awaitingDrop.splice(match, 1);
@@ -297,9 +298,9 @@ export class BookRebuilder {
     this.#failing--;
     this.#note({
       kind: "down",
-      recvTs: down.at,
+      recvTs: down.to,
       detail: "the break here is explained by a dropped line stored after it: " +
-        `${details.messages} messages lost (${details.reason})`,
+        `${dropped.messages} messages lost (${dropped.reason})`,
       failing: false,
     });
   }
@@ -429,7 +430,7 @@ export class BookRebuilder {
     if (!explained) {
       this.#unexplainedDowns++;
       const from = this.#appliedTs ?? recvTs;
-      this.#awaitingDrop.push({ from, to: recvTs, at: recvTs });
+      this.#awaitingDrop.push({ from, to: recvTs });
       if (this.#awaitingDrop.length > MAX_AWAITING_DROP) this.#awaitingDrop.shift();
     }
     this.#downWhy = why;

@@ -522,12 +522,7 @@ export class Auditor {
   ): void {
     const length = to - from;
     const explained = event !== undefined;
-    state.stats.holes++;
-    state.stats.holeUs += length;
-    if (!explained) {
-      state.stats.unexplainedHoles++;
-      state.stats.unexplainedHoleUs += length;
-    }
+    countHole(state.stats, length, explained);
     this.#problem({
       kind: "hole",
       market: state.market,
@@ -678,12 +673,7 @@ export class Auditor {
     if (last !== undefined && ts - last.ts > state.maxHoleUs) {
       const explained = explains || state.lastLineExplains;
       const length = ts - last.ts;
-      state.stats.holes++;
-      state.stats.holeUs += length;
-      if (!explained) {
-        state.stats.unexplainedHoles++;
-        state.stats.unexplainedHoleUs += length;
-      }
+      countHole(state.stats, length, explained);
       this.#lossProblem(state, { from: last.ts, to: ts, holeUs: length }, {
         kind: "hole",
         market: state.market,
@@ -904,6 +894,16 @@ export class Auditor {
       }
       return false;
     });
+  }
+}
+
+/** A hole of `length` µs in a stream's counts. */
+function countHole(stats: Stats, length: number, explained: boolean): void {
+  stats.holes++;
+  stats.holeUs += length;
+  if (!explained) {
+    stats.unexplainedHoles++;
+    stats.unexplainedHoleUs += length;
   }
 }
 
