@@ -57,6 +57,8 @@ export interface LoadResult {
   readonly load: Load;
   readonly client: ClientKind;
   readonly batchSeconds?: number;
+  /** Seconds from start to the measured window. */
+  readonly warmupS?: number;
   /** Frames the exchange wrote per second during the window. */
   readonly offeredPerSec: number;
   /** Messages the client received (collector: received and stored) per second in the window. */
@@ -242,6 +244,7 @@ async function runPeer(
       load,
       client,
       batchSeconds: settings.batchSeconds,
+      warmupS: settings.warmupMs / 1000,
       ...measured,
       sent: counts.sent,
       kept: stored.lines,
@@ -316,6 +319,7 @@ async function runCollector(
       load,
       client,
       batchSeconds: settings.batchSeconds,
+      warmupS: settings.warmupMs / 1000,
       offeredPerSec: (window.after.sent - window.before.sent) / window.seconds,
       keptPerSec: archive.windowLines / window.seconds,
       mbPerSec: archive.windowFrameBytes / window.seconds / 1e6,

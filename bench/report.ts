@@ -275,6 +275,10 @@ function targets(report: BenchReport): string[] {
       `- ${pass(idle.cpuCores < 0.01)} ${LOADS[0].label} below 1 % of a core: ` +
         `${fixed(idle.cpuCores * 100, 2)} % at BATCH_SECONDS=${idle.batchSeconds}` +
         (idle.batchSeconds !== 60 ? " (not measured at the default 60 s: full run only)" : "") +
+        `, measured from ${fixed(idle.warmupS, 0)} s after start` +
+        ((idle.warmupS ?? 0) > (idle.batchSeconds ?? 0)
+          ? " (steady state: start-up and the first batch left out)"
+          : "") +
         ` (resolution: one 10 ms clock tick per window)`,
     );
   }
