@@ -150,6 +150,23 @@ Deno.test("after a disconnected line the book goes on when the next diff continu
   assert.match(down.detail, /after a disconnected event/);
 });
 
+Deno.test("book explains a break by the event lines verify does: stopped, then connected, then a new chain", () => {
+  // A symbol that leaves the recorded set and comes back (or a process that
+  // starts again) starts a new chain after a `connected` line, with no `gap`.
+  for (const event of ["connected", "rotated", "suspended", "clock_step"]) {
+    const { book, notes } = rebuilder();
+    book.snapshot(1, BASE);
+    book.diff(2, diff(101, 102));
+    book.event(3, "stopped", { reason: "delisted" });
+    book.event(4, event, {});
+    book.diff(5, diff(500, 501));
+    const down = notes.find((n) => n.kind === "down")!;
+    assert.equal(down.failing, false, event);
+    assert.match(down.detail, new RegExp(`after a ${event} event`));
+    assert.equal(book.finish().unexplainedDowns, 0);
+  }
+});
+
 Deno.test("USD-M: drops u < L, applies U <= L <= u first, then follows pu", () => {
   const { book, rows, notes } = rebuilder({ rule: "usdm-diff" });
   book.snapshot(1, BASE);

@@ -70,6 +70,21 @@ Deno.test("a cut in the real USD-M chain is a gap on pu", async () => {
   }]);
 });
 
+Deno.test("on USD-M a pu below the previous u is a gap too: pu must equal it (BINANCE.md)", async () => {
+  const messages = await fixtureIds("usdm_diff_btcusdt_2024-08-08.ndjson.gz");
+  const last = messages[49].lastUpdateId;
+  const next = messages[50];
+  // Binance's depth frames carry pu -1 at times (tests/fixtures/mixed_trimmed_messages.ndjson).
+  for (const pu of [-1, last - 1]) {
+    assert.deepEqual(continuity("usdm-diff", last, { ...next, prevUpdateId: pu }), {
+      kind: "gap",
+      expected: last,
+      received: pu,
+    });
+  }
+  assert.deepEqual(continuity("usdm-diff", last, next), { kind: "next" });
+});
+
 Deno.test("a repeated diff message is a duplicate, not a gap", async () => {
   const messages = await fixtureIds("spot_diff_btcusdt_2024-08-08.ndjson.gz");
   const repeated = [...messages.slice(0, 10), messages[8], messages[9], ...messages.slice(10, 20)];

@@ -14,6 +14,26 @@ import { lineKindOf } from "./meta.ts";
 import { updateIds } from "./update_ids.ts";
 
 /** The update ids of a data line's payload (update_ids.ts). */
+/**
+ * Event lines after which the record may miss messages (DESIGN.md, "A reader
+ * can tell from the archive alone"): a break of a stream's update-id chain or
+ * a long silence bordered by one is explained. `verify` and `book` read the
+ * same set, so they agree on what is explained.
+ */
+export const EXPLAINING_EVENTS: ReadonlySet<string> = new Set([
+  "gap",
+  "disconnected",
+  "stale",
+  "recovered",
+  "rotated",
+  "shutdown",
+  "connected",
+  // The process did not run (the Mac slept), or the wall clock jumped forward.
+  "suspended",
+  "clock_step",
+  "dropped",
+]);
+
 export interface LineIds {
   readonly firstUpdateId?: number;
   readonly lastUpdateId?: number;

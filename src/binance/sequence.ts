@@ -80,7 +80,9 @@ export function continuity(
       // Without `pu` (never seen from Binance) fall back to the spot rule.
       const prev = ids.prevUpdateId;
       if (prev === undefined) return continuity("spot-diff", last, ids);
-      return prev <= last ? NEXT : { kind: "gap", expected: last, received: prev };
+      // Equal, as BINANCE.md says: a smaller `pu` (Binance sends -1 after a
+      // reset on its side) is a break too, as `book` reads it.
+      return prev === last ? NEXT : { kind: "gap", expected: last, received: prev };
     }
   }
 }

@@ -29,7 +29,7 @@
  * Prices and quantities stay the texts Binance sent (see side.ts).
  */
 
-import { droppedFactsOf } from "../archive/decode.ts";
+import { droppedFactsOf, EXPLAINING_EVENTS } from "../archive/decode.ts";
 import type { SequenceRule } from "../binance/sequence.ts";
 import { canonicalDecimal, type Level, Side } from "./side.ts";
 
@@ -98,8 +98,6 @@ export interface RebuildSummary {
  */
 export const RECENT_DIFFS_US = 30_000_000;
 export const RECENT_DIFFS_MAX = 3000;
-/** Event lines after which the record may miss messages; the chain then decides. */
-const EXPLAINING_EVENTS = new Set(["gap", "disconnected", "stale", "recovered", "dropped"]);
 /** Unexplained downs kept for a later `dropped` line to explain. */
 const MAX_AWAITING_DROP = 100;
 /** At most this many mismatching levels are named per check (all are counted). */

@@ -23,6 +23,7 @@ import {
   type DecodedEvent,
   decodeLine,
   droppedFactsOf,
+  EXPLAINING_EVENTS,
   type LineIds,
 } from "../archive/decode.ts";
 import type { DroppedFacts } from "../archive/encode.ts";
@@ -140,21 +141,6 @@ export interface AuditOptions {
   /** Problems kept in the list (default 10,000): bounds memory on a badly broken archive. */
   readonly maxProblems?: number;
 }
-
-/** Events after which the recorder knows messages may be missing. */
-const EXPLAINING_EVENTS = new Set([
-  "gap",
-  "disconnected",
-  "stale",
-  "recovered",
-  "rotated",
-  "shutdown",
-  "connected",
-  // The process did not run (the Mac slept), or the wall clock jumped forward.
-  "suspended",
-  "clock_step",
-  "dropped",
-]);
 
 /** Unexplained breaks and holes a later `dropped` line may still explain, per stream. */
 const MAX_AWAITING_DROP = 1000;
