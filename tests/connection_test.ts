@@ -474,6 +474,75 @@ Deno.test("a WebSocket constructor that throws is a failed attempt, retried; a s
   assert.ok(calls >= 4, `constructor called ${calls} times`);
 });
 
+Deno.test("a serverShutdown on the successor rotates it as soon as it is the primary", async () => {
+  await using exchange = await FakeExchange.start();
+  exchange.setFeed(STREAM, partialDepthFeed({ rate: 50, levels: 5 }));
+  const opened: Array<{ socketId: number; role: string }> = [];
+  const controller = new AbortController();
+  const conn = startConnection({
+    url: `${exchange.wsUrl}/stream?streams=${STREAM}`,
+    staleAfterMs: 2000,
+    signal: controller.signal,
+    handlers: {
+      onFrame: () => {},
+      onOpen: (info) => opened.push({ socketId: info.socketId, role: info.role }),
+      onClose: () => {},
+    },
+  });
+  try {
+    await waitFor(() => opened.length === 1, 3000, "the first socket");
+    const first = opened[0].socketId;
+    conn.rotate(first); // Binance announced the first socket's shutdown
+    await waitFor(() => opened.length === 2, 3000, "a successor");
+    const second = opened[1].socketId;
+    conn.rotate(second); // …and then the successor's too
+    await delay(100);
+    assert.equal(opened.length, 2, "no third socket while the second is the successor");
+    conn.retire(first); // the streams moved to the second: it is the primary now
+    await waitFor(() => opened.length === 3, 3000, "a successor for the announced one");
+    assert.equal(opened[2].role, "successor");
+  } finally {
+    controller.abort();
+    await conn.done;
+  }
+});
+
+Deno.test("a failed successor's retry is for the primary it was to replace: a reconnected one is not rotated", async () => {
+  await using exchange = await FakeExchange.start();
+  exchange.setFeed(STREAM, partialDepthFeed({ rate: 50, levels: 5 }));
+  const opened: string[] = [];
+  const controller = new AbortController();
+  let calls = 0;
+  const conn = startConnection({
+    url: `${exchange.wsUrl}/stream?streams=${STREAM}`,
+    staleAfterMs: 2000,
+    backoffInitialMs: 50,
+    signal: controller.signal,
+    webSocket: (url) => {
+      if (++calls === 2) throw new SyntaxError(`refused ${url}`); // the successor
+      return new WebSocket(url);
+    },
+    handlers: {
+      onFrame: () => {},
+      onOpen: (info) => opened.push(info.role),
+      onClose: () => {},
+      onConnectFailed: () => {},
+    },
+  });
+  try {
+    await waitFor(() => opened.length === 1, 3000, "the first socket");
+    conn.rotate(); // fails: retried after at least 1 s, for this primary
+    await waitFor(() => calls === 2, 3000, "the successor's attempt");
+    exchange.dropAll(); // the primary is cut: it reconnects at once
+    await waitFor(() => opened.length === 2, 3000, "the reconnect");
+    await delay(1500); // past the failed successor's retry
+    assert.deepEqual(opened, ["initial", "reconnect"]);
+  } finally {
+    controller.abort();
+    await conn.done;
+  }
+});
+
 Deno.test("a quiet trades-only socket is asked whether it is alive, kept while it answers, replaced when it does not", async () => {
   // A symbol nobody trades: its trade stream is published but sends nothing.
   await using exchange = await FakeExchange.start();

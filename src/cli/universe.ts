@@ -226,7 +226,7 @@ export class Universe {
         conn: this.#nextConn++,
         names,
         retire: (socketId) => connection.retire(socketId),
-        rotate: () => connection.rotate(),
+        rotate: (socketId) => connection.rotate(socketId),
       };
       recorder.adopt(group);
       const connection = this.#options.connect(group, stopSignal);

@@ -67,8 +67,12 @@ const log = getLogger(["l2", "feed"]);
 export interface Connection {
   /** Resolves once the connection stopped and every socket is closed. */
   readonly done: Promise<void>;
-  /** Opens a successor now (no-op when one is already opening or open). */
-  rotate(): void;
+  /**
+   * Opens a successor now (no-op when one is already opening or open).
+   * `socketId`: the socket that asked (a `serverShutdown` on it); when that is
+   * the successor, it is rotated in turn once it becomes the primary.
+   */
+  rotate(socketId?: number): void;
   /** The successor caught up: close `socketId` (the primary) and promote it. */
   retire(socketId: number): void;
   /**
@@ -109,6 +113,8 @@ class FeedConnection implements Connection {
   #policy: ReconnectState = FRESH;
   #primary: Socket | undefined;
   #successor: Socket | undefined;
+  /** The successor on which Binance announced a shutdown (`rotate(socketId)`). */
+  #announced: number | undefined;
   /** Sockets opened so far. */
   #opened = 0;
   /** Sockets created and not yet closed. */
@@ -135,7 +141,12 @@ class FeedConnection implements Connection {
     this.#openPrimary("initial", 0);
   }
 
-  rotate(): void {
+  rotate(socketId?: number): void {
+    if (socketId !== undefined && socketId !== this.#primary?.id) {
+      // The successor will be cut too: it gets a successor of its own once promoted.
+      if (socketId === this.#successor?.id) this.#announced = socketId;
+      return;
+    }
     if (this.#signal.aborted || this.#successor || !this.#primary?.open) return;
     log.info("Rotating {url}: opening a successor connection", { url: this.#options.url });
     // Stands for the successor until its socket exists; one per request, so
@@ -230,6 +241,7 @@ class FeedConnection implements Connection {
     socket.open = true;
     this.#opened++;
     if (socket === this.#primary) this.#scheduleRotation(socket);
+    this.#rotateIfAnnounced();
     const { id: socketId, role } = socket;
     this.#handlers.onOpen({ url: this.#options.url, opened: this.#opened, socketId, role });
   }
@@ -288,8 +300,13 @@ class FeedConnection implements Connection {
     if (outcome.opened) this.#handlers.onClose(info);
     else this.#handlers.onConnectFailed?.(info);
     if (this.#signal.aborted) return;
+    // Only for the primary this successor was to replace: a primary that took
+    // its place since (a reconnect) has a rotation of its own.
+    const forPrimary = this.#primary;
     delay(next.waitMs, this.#signal).then(() => {
-      if (!this.#signal.aborted && this.#primary?.open) this.rotate();
+      if (!this.#signal.aborted && this.#primary === forPrimary && forPrimary?.open) {
+        this.rotate();
+      }
     });
   }
 
@@ -299,6 +316,18 @@ class FeedConnection implements Connection {
     this.#successor = undefined;
     this.#policy = FRESH;
     if (this.#primary) this.#scheduleRotation(this.#primary);
+    this.#rotateIfAnnounced();
+  }
+
+  /** A primary whose `serverShutdown` came while it was the successor is rotated now. */
+  #rotateIfAnnounced(): void {
+    const primary = this.#primary;
+    if (primary === undefined || primary.id !== this.#announced || !primary.open) return;
+    this.#announced = undefined;
+    log.info("The new connection to {url} was announced to shut down: rotating it", {
+      url: this.#options.url,
+    });
+    this.rotate();
   }
 
   /** After the abort: done once the last socket closed. */

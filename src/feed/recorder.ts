@@ -38,7 +38,7 @@ export interface StreamGroup {
   /** Close the old socket: every stream continues on its successor. */
   retire?(socketId: number): void;
   /** Open a successor now (Binance announced a shutdown). */
-  rotate?(): void;
+  rotate?(socketId?: number): void;
 }
 
 export interface RecorderOptions {
@@ -271,7 +271,7 @@ export class Recorder {
       socket: socketId,
       raw: text,
     });
-    if (event === "serverShutdown") group.rotate?.();
+    if (event === "serverShutdown") group.rotate?.(socketId);
   }
 
   /**
