@@ -416,3 +416,60 @@ Deno.test("a second break first met in a replay counts, even at the receive time
   const summary = book.finish();
   assert.deepEqual([summary.downs, summary.unexplainedDowns], [2, 2]);
 });
+
+Deno.test("book --from reads back to the snapshot before the range: rows from --from, a break before it does not fail the range", async () => {
+  await using tmp = await tempDir();
+  const t0 = Date.UTC(2026, 5, 1) * 1000;
+  const stream = "btcusdt@depth@100ms";
+  const minute = 60_000_000;
+  // One snapshot at 00:00:05, then a diff a second; a break no line explains at 00:02:30,
+  // and a second snapshot at 00:03:00 that restarts the book; one object per minute.
+  const byMinute: string[][] = [];
+  let id = 1000;
+  for (let s = 1; s < 20 * 60; s++) {
+    const ts = t0 + s * 1_000_000;
+    if (s === 150) id += 10;
+    const diffText = `{"e":"depthUpdate","U":${id},"u":${id},"b":[["100.0","${id}"]],"a":[]}`;
+    const lines = (byMinute[Math.floor(s / 60)] ??= []);
+    lines.push(dataLine(ts, stream, diffText));
+    if (s === 5 || s === 180) {
+      const snapshot = `{"lastUpdateId":${id},"bids":[["100.0","${id}"]],"asks":[["101.0","1"]]}`;
+      lines.push(dataLine(ts + 1, "btcusdt@depthSnapshot", snapshot));
+    }
+    id++;
+  }
+  for (const [m, lines] of byMinute.entries()) {
+    const key = planKey({
+      prefix: "binance",
+      market: "spot",
+      streamType: "depth@100ms",
+      symbol: "BTCUSDT",
+      firstRecvTs: t0 + m * minute + (m === 0 ? 1_000_000 : 0),
+      instanceId: "t",
+      seq: m,
+    });
+    const path = `${tmp.path}/archive/${key}`;
+    await Deno.mkdir(path.slice(0, path.lastIndexOf("/")), { recursive: true });
+    await Deno.writeFile(path, await gzipLines(lines, 1));
+  }
+  const run = async (from: string, to: string) => {
+    let out = "";
+    let err = "";
+    const code = await bookFromArgs(
+      parseConfig({ DATA_DIR: tmp.path, SNAPSHOT_INTERVAL_SECONDS: "300" }),
+      ["--symbol", "BTCUSDT", "--every", "1m", "--levels", "1", "--from", from, "--to", to],
+      { write: (text) => out += text, printError: (text) => err += text },
+    );
+    return { code, err, rows: out.trimEnd().split("\n").slice(1) };
+  };
+  const later = await run("2026-06-01T00:05:00Z", "2026-06-01T00:15:00Z");
+  assert.equal(later.code, 0, later.err);
+  assert.equal(later.rows.length, 10, later.err);
+  assert.equal(later.rows[0].split(",")[0], String(t0 + 5 * minute));
+  // The range starts after the unexplained break and the snapshot that restarted the book.
+  const across = await run("2026-06-01T00:02:00Z", "2026-06-01T00:04:00Z");
+  assert.equal(across.code, 1, "the break inside the range fails it");
+  const after = await run("2026-06-01T00:03:30Z", "2026-06-01T00:04:00Z");
+  assert.equal(after.code, 0, after.err);
+  assert.match(after.err, /down {2}before the range: update ids/);
+});

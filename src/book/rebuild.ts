@@ -309,7 +309,13 @@ export class BookRebuilder {
    * message is lost, the update-id chain shows whether the book can go on.
    */
   damaged(recvTs: number | undefined, detail: string): void {
-    this.#note({ kind: "damaged", recvTs, detail, failing: true });
+    const before = recvTs !== undefined && this.#before(recvTs);
+    this.#note({ kind: "damaged", recvTs, detail, failing: !before });
+  }
+
+  /** Read only to build the book: before `from`. */
+  #before(recvTs: number): boolean {
+    return this.#o.from !== undefined && recvTs < this.#o.from;
   }
 
   /** The end of the range: the last samples were written as lines came. */
@@ -422,8 +428,18 @@ export class BookRebuilder {
     if (pending) this.#load(pending.recvTs, pending.snapshot);
   }
 
-  /** A down, counted and noted once. */
+  /** A down, counted and noted once (before `from`, noted only: the range starts later). */
   #count(recvTs: number, why: string, explained: boolean): void {
+    if (this.#before(recvTs)) {
+      this.#downWhy = why;
+      this.#note({
+        kind: "down",
+        recvTs,
+        detail: `before the range: ${why}; waiting for the next snapshot`,
+        failing: false,
+      });
+      return;
+    }
     this.#downs++;
     if (!explained) {
       this.#unexplainedDowns++;

@@ -151,7 +151,7 @@ export async function book(config: Config, flags: BookFlags, io: BookIo): Promis
   try {
     let stream: ChosenStream;
     try {
-      const chosen = await chooseStream(reader, config.prefix, options);
+      const chosen = await chooseStream(reader, config.prefix, options, lookbackUs(config));
       if ("problem" in chosen) {
         io.printError(`l2-uploader book: ${chosen.problem}\n`);
         return 1;
@@ -178,6 +178,17 @@ export async function book(config: Config, flags: BookFlags, io: BookIo): Promis
   }
 }
 
+/**
+ * How far before `--from` the book is read: two snapshot intervals (one
+ * snapshot may have failed) and a batch, by the configured
+ * SNAPSHOT_INTERVAL_SECONDS and BATCH_SECONDS.
+ */
+export function lookbackUs(
+  config: Pick<Config, "snapshotIntervalSeconds" | "batchSeconds">,
+): number {
+  return (2 * config.snapshotIntervalSeconds + config.batchSeconds) * 1_000_000;
+}
+
 interface ChosenStream {
   readonly market: Market;
   readonly streamType: string;
@@ -192,10 +203,14 @@ async function chooseStream(
   reader: ArchiveReader,
   prefix: string,
   options: BookOptions,
+  lookbackUs: number,
 ): Promise<ChosenStream | { problem: string }> {
   const byType = new Map<string, { market: Market; keys: string[] }>();
   const ignore = { badKey() {} };
-  const selection = { prefix, from: options.from, to: options.to, symbols: [options.symbol] };
+  // From before `--from`: the book needs the last snapshot before the range,
+  // and what follows it, to stand at the range's start (those lines print nothing).
+  const from = options.from === undefined ? undefined : options.from - lookbackUs;
+  const selection = { prefix, from, to: options.to, symbols: [options.symbol] };
   for await (const key of selectKeys(reader, selection, ignore)) {
     const parts = parseKey(key)!;
     const id = `${parts.market}/${parts.streamType}`;
@@ -210,7 +225,7 @@ async function chooseStream(
   const typeOf = (id: string) => id.slice(id.indexOf("/") + 1);
   const pick = options.channel !== undefined
     ? found.find((id) => typeOf(id) === options.channel)
-    : found.find((id) => /^depth(@|$)/.test(typeOf(id))) ??
+    : found.find((id) => isDiffStream(typeOf(id))) ??
       (found.length === 1 ? found[0] : undefined);
   if (pick === undefined) {
     return {
@@ -218,7 +233,25 @@ async function chooseStream(
     };
   }
   const entry = byType.get(pick)!;
-  return { market: entry.market, streamType: typeOf(pick), keys: entry.keys };
+  const streamType = typeOf(pick);
+  const keys = isDiffStream(streamType) ? entry.keys : fromRangeOn(entry.keys, options.from);
+  return { market: entry.market, streamType, keys };
+}
+
+/** A diff stream, whose book needs the snapshot before the range. */
+function isDiffStream(streamType: string): boolean {
+  return /^depth(@|$)/.test(streamType);
+}
+
+/**
+ * Keys (in key order) without the lookback: a partial book needs nothing
+ * before the range but the last object begun before it, which may run into it.
+ */
+function fromRangeOn(keys: readonly string[], from: number | undefined): string[] {
+  if (from === undefined) return [...keys];
+  const firstIn = keys.findIndex((key) => parseKey(key)!.firstRecvTs >= from);
+  const start = firstIn === -1 ? keys.length - 1 : Math.max(0, firstIn - 1);
+  return keys.slice(start);
 }
 
 async function rebuild(
@@ -245,7 +278,7 @@ async function rebuild(
   });
   const feed: LineFeed = {
     rebuilder,
-    diffStream: /^depth(@|$)/.test(stream.streamType),
+    diffStream: isDiffStream(stream.streamType),
     to: options.to,
     lastTs: undefined,
   };
