@@ -167,6 +167,26 @@ Deno.test("book explains a break by the event lines verify does: stopped, then c
   }
 });
 
+Deno.test("a gap line while the book waits on a loaded snapshot keeps it: the first diff after it decides", () => {
+  // The REST answer is ahead of the WebSocket; diffs 105..109 are then lost.
+  const { book, rows, notes } = rebuilder();
+  book.diff(1, diff(101, 104));
+  book.snapshot(2, snapshot(120, [["10.00", "1"]], [["11.00", "1"]]));
+  book.event(3, "gap", { expected: 105, received: 110 });
+  book.diff(4, diff(110, 125));
+  book.diff(5, diff(126, 126));
+  assert.deepEqual(rows.map((r) => r.updateId), [125, 126]);
+  assert.equal(notes.filter((n) => n.kind === "down").length, 0);
+  // A snapshot older than the new chain cannot start it: down, explained by the gap.
+  const older = rebuilder();
+  older.book.snapshot(1, snapshot(120, [["10.00", "1"]], [["11.00", "1"]]));
+  older.book.event(2, "gap", { expected: 105, received: 130 });
+  older.book.diff(3, diff(130, 131));
+  const down = older.notes.find((n) => n.kind === "down")!;
+  assert.equal(down.failing, false);
+  assert.equal(older.rows.length, 0);
+});
+
 Deno.test("USD-M: drops u < L, applies U <= L <= u first, then follows pu", () => {
   const { book, rows, notes } = rebuilder({ rule: "usdm-diff" });
   book.snapshot(1, BASE);

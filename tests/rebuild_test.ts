@@ -79,3 +79,23 @@ Deno.test("RebuildTracker: USD-M needs lastUpdateId >= U; a snapshot ahead of th
     "an early overlapping snapshot covers the chain from its start",
   );
 });
+
+Deno.test("RebuildTracker: a snapshot the old chain had not reached may start the chain after a break", () => {
+  const spot = new RebuildTracker("spot");
+  spot.chainStart(0, 100);
+  spot.message(5, 104);
+  spot.snapshot(10, 120); // ahead: the REST answer came before the WebSocket reached it
+  spot.chainStart(20, 110); // a gap: 105..109 lost, but the snapshot holds what they did
+  spot.message(20, 125);
+  assert.deepEqual(spot.ranges(), [{ fromRecvTs: 0, toRecvTs: 5 }], "the new chain is whole");
+  const older = new RebuildTracker("spot");
+  older.chainStart(0, 100);
+  older.message(5, 104);
+  older.snapshot(10, 120);
+  older.chainStart(20, 130); // the new chain starts past it: useless
+  older.message(30, 140);
+  assert.deepEqual(older.ranges(), [{ fromRecvTs: 0, toRecvTs: 5 }, {
+    fromRecvTs: 20,
+    toRecvTs: 30,
+  }]);
+});

@@ -271,7 +271,9 @@ export class BookRebuilder {
     if (!EXPLAINING_EVENTS.has(name)) return;
     if (name === "dropped") this.#explainDrop(details);
     this.#explained = name;
-    if (name === "gap" && this.#diffMode && this.#mode !== "down") {
+    // Syncing, a loaded snapshot may still start the new chain: the first
+    // diff after it decides (a U past it takes the book down, explained).
+    if (name === "gap" && this.#diffMode && this.#mode === "live") {
       const ids = details.expected !== undefined
         ? ` (expected ${details.expected}, received ${details.received})`
         : "";

@@ -43,6 +43,9 @@ export class RebuildTracker {
 
   /** A message that starts a chain (the first, or one after a break). */
   chainStart(ts: number, firstUpdateId: number): void {
+    // Snapshots the old chain had not reached may start the new one (as `book`
+    // keeps a loaded snapshot through a gap): the overlap rule decides.
+    const carried = this.#chain?.ahead ?? [];
     this.#close();
     const chain: Chain = {
       startTs: ts,
@@ -54,6 +57,7 @@ export class RebuildTracker {
     const early = this.#early;
     this.#early = undefined;
     if (early) this.#consider(chain, early);
+    for (const snapshot of carried) this.#consider(chain, snapshot);
     this.#chain = chain;
   }
 
