@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Batcher, type BatchLine, type SealedBatch } from "../src/batch/batcher.ts";
 import { dataLine, eventLine, gzipLines } from "../src/archive/encode.ts";
-import { Journal, recoverJournal } from "../src/store/journal.ts";
+import { Journal, recoverJournal, removeSettledFiles } from "../src/store/journal.ts";
 import { type FileAppender, localAppender } from "../src/batch/file_appends.ts";
 import { type Deflater, localDeflater } from "../src/batch/body.ts";
 import { gunzipSync } from "node:zlib";
@@ -98,6 +98,50 @@ async function withJournal(
     await journal.close();
   }
 }
+
+Deno.test("earlier runs' files removed in part (a stop or a crash part-way) are never read as a journal", async () => {
+  await using tmp = await tempDir();
+  let clock = 1_700_000_000_000;
+  const rekeyed: string[] = [];
+  const recoverAll = () =>
+    recoverJournal(tmp.path, {
+      describe,
+      rekey: (_lines, index) => {
+        rekeyed.push(`re/${index}`);
+        return { key: `re/${index}`, stream: "a" };
+      },
+    });
+  // A run that died with batches open across three segments.
+  const journal = await Journal.start(tmp.path, { flushMs: 10, segmentMs: 1000, now: () => clock });
+  const batcher = batcherFor(journal);
+  for (let i = 1; i <= 3; i++) {
+    batcher.add("a", diff(i, "a", i, i), 0);
+    batcher.add("b", diff(i, "b", i, i), 0);
+    clock += 1000;
+    await journal.flush();
+  }
+  await journal.close(); // batches unsettled: its files stay, as after a crash
+  const first = await recoverAll();
+  assert.equal(first.batches.length, 2);
+  assert.ok((await segments(tmp.path)).length >= 3);
+  // Their batches settled; the removal lists the files, and is cut short after the first.
+  const names = first.files.map((path) => path.slice(tmp.path.length + 1));
+  await Deno.writeTextFile(join(tmp.path, "settled.list"), names.join("\n") + "\n");
+  await Deno.remove(first.files[0]);
+  const again = await recoverAll();
+  assert.deepEqual([again.batches.length, rekeyed], [0, []], "nothing rebuilt, nothing rekeyed");
+  assert.deepEqual(await listFiles(tmp.path), [], "the rest and the list are gone");
+
+  // Not cut short: every file and the list go.
+  const next = await Journal.start(tmp.path, { flushMs: 10, now: () => clock });
+  batcherFor(next).add("c", diff(9, "c", 9, 9), 0);
+  await next.flush();
+  await next.close();
+  const left = await recoverAll();
+  assert.equal(left.batches.length, 1);
+  await removeSettledFiles(left.files);
+  assert.deepEqual(await listFiles(tmp.path), []);
+});
 
 Deno.test("a seal's flush writes the sealed batch; the other batches' new text waits for the next flush of all", async () => {
   await using tmp = await tempDir();

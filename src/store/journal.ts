@@ -36,7 +36,7 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import { join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import type { BatchObserver, ObjectFile, SealedBatch } from "../batch/batcher.ts";
 import { intervalTicker, type Ticker } from "../beat.ts";
 import {
@@ -61,6 +61,7 @@ import { type JournalReading, readLineSegment } from "./journal_lines.ts";
 import { BATCH_FILE_SUFFIX, batchFileName, PieceReader } from "./journal_pieces.ts";
 import { PIECE_SEGMENT_SUFFIX, SEGMENT_SUFFIX, stampCrc } from "./journal_records.ts";
 import { type LineFacts, rebuildBatches, type RebuildOptions } from "./journal_rebuild.ts";
+import { writeAtomically } from "./local.ts";
 
 export type { LineFacts } from "./journal_rebuild.ts";
 
@@ -680,6 +681,7 @@ export async function recoverJournal(
   dir: string,
   options: RecoverOptions,
 ): Promise<RecoveredJournal> {
+  await finishSettledRemoval(dir);
   const files = await journalFiles(dir);
   const reading: JournalReading = {
     pending: new Map(),
@@ -715,6 +717,57 @@ export async function recoverJournal(
     unattributed: reading.unattributed + unattributed,
     skipped,
   };
+}
+
+/**
+ * Names the earlier runs' files being removed (`removeSettledFiles`): while
+ * it exists, those files are a run in part, never to be read as a journal.
+ */
+const SETTLED_LIST = "settled.list";
+
+/**
+ * Removes earlier runs' journal files (`RecoveredJournal.files`, all in one
+ * directory) once every batch they held is settled. Their names are written
+ * first (fsync, rename), then the files go, then the list: a stop or a crash
+ * part-way leaves the list, and the next start (`recoverJournal`) removes the
+ * rest before it reads the journal. Read as it stood, a run's newer segments
+ * without the older one that opened their batches would be rebuilt, stored a
+ * second time under new keys, with lines counted lost that were stored.
+ */
+export async function removeSettledFiles(paths: readonly string[]): Promise<void> {
+  if (paths.length === 0) return;
+  const dir = dirname(paths[0]);
+  const names = paths.map((path) => basename(path));
+  await writeAtomically(join(dir, SETTLED_LIST), new TextEncoder().encode(names.join("\n") + "\n"));
+  await removeNamed(dir, names);
+}
+
+/** Finishes a removal a stop or a crash cut short: the files its list names, then the list. */
+async function finishSettledRemoval(dir: string): Promise<void> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(join(dir, SETTLED_LIST));
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return;
+    throw error;
+  }
+  const names = text.split("\n").filter((name) =>
+    name !== "" && name === basename(name) &&
+    (name.endsWith(SEGMENT_SUFFIX) || name.endsWith(BATCH_FILE_SUFFIX))
+  );
+  log.info("Removing {count} journal files of batches settled before the last stop", {
+    count: names.length,
+  });
+  await removeNamed(dir, names);
+}
+
+async function removeNamed(dir: string, names: readonly string[]): Promise<void> {
+  for (const name of names) {
+    await Deno.remove(join(dir, name)).catch((error) => {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+    });
+  }
+  await Deno.remove(join(dir, SETTLED_LIST));
 }
 
 /** The journal's segments and batch files, sorted by name (segments by age); none without the directory. */

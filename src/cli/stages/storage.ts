@@ -19,7 +19,12 @@ import { Batcher, type SealedBatch } from "../../batch/batcher.ts";
 import { ChunkPool } from "../../batch/chunks.ts";
 import { GzipPool, workerAppender, workerDeflater } from "../../batch/compress.ts";
 import { HoleMarker } from "../../batch/holes.ts";
-import { Journal, type RecoveredJournal, recoverJournal } from "../../store/journal.ts";
+import {
+  Journal,
+  type RecoveredJournal,
+  recoverJournal,
+  removeSettledFiles,
+} from "../../store/journal.ts";
 import { planKey } from "../../archive/keys.ts";
 import type { Ticker } from "../../beat.ts";
 import { decodeLine } from "../../archive/decode.ts";
@@ -90,6 +95,8 @@ export class Storage implements BatchStore, AsyncDisposable {
   readonly #recoveredFiles: readonly string[];
   readonly #recoveredKeys: Set<string>;
   #recoveredLeft: number;
+  /** The removal of earlier runs' journal files, once started: awaited before the process ends. */
+  #removal: Promise<void> | undefined;
   readonly #stop = new AbortController();
   #drainer: Drainer | undefined;
   #receiveMicros: () => number;
@@ -212,15 +219,17 @@ export class Storage implements BatchStore, AsyncDisposable {
   /** After the signal aborted: the drainer stopped, the journal closed, the outcome logged. */
   async close(left: readonly SealedBatch[]): Promise<void> {
     await this.#drainer?.done;
+    await this.#removal;
     await this.#journal.close();
     reportShutdown(left, this.#drained);
   }
 
-  [Symbol.asyncDispose](): Promise<void> {
+  async [Symbol.asyncDispose](): Promise<void> {
     this.#stop.abort();
     this.#gzip[Symbol.dispose]();
     this.#selected.close();
-    return Promise.resolve();
+    // An exit right after would cut it short (the next start would finish it).
+    await this.#removal;
   }
 
   /** The crash journal: earlier runs' batches rebuilt, and this run's journal started. */
@@ -261,7 +270,18 @@ export class Storage implements BatchStore, AsyncDisposable {
       });
       for (const batch of recovered.batches) this.#uploader.submit(batch, { keep: true });
     } else {
-      await removeFiles(recovered.files);
+      await this.#removeRecovered(recovered.files);
+    }
+  }
+
+  /** Earlier runs' journal files, once their batches are settled; a failure is logged (the next start tries again). */
+  async #removeRecovered(files: readonly string[]): Promise<void> {
+    try {
+      await removeSettledFiles(files);
+    } catch (error) {
+      log.warn("Could not remove the journal files of settled batches: {error}", {
+        error: error instanceof Error ? error.message : String(error),
+      });
     }
   }
 
@@ -298,7 +318,7 @@ export class Storage implements BatchStore, AsyncDisposable {
     this.#updateSpoolGauges();
     this.#journal.settled(batch.key);
     if (this.#recoveredKeys.delete(batch.key) && --this.#recoveredLeft === 0) {
-      removeFiles(this.#recoveredFiles);
+      this.#removal = this.#removeRecovered(this.#recoveredFiles);
     }
   }
 
@@ -481,8 +501,4 @@ function rekeyLines(
     .find((name) => name !== undefined && lineKindOf(name, false) !== "snapshot");
   if (firstRecvTs === undefined || stream === undefined) return undefined;
   return { key: keyFor(stream, firstRecvTs, REKEYED_SEQ_BASE + index), stream };
-}
-
-async function removeFiles(paths: readonly string[]): Promise<void> {
-  for (const path of paths) await Deno.remove(path).catch(() => {});
 }
