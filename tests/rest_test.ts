@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { checkSymbols, depthWeight, RestLimiter, weightLimitOf } from "../src/binance/rest.ts";
+import {
+  checkSymbols,
+  depthWeight,
+  readExchangeInfo,
+  RestError,
+  RestLimiter,
+  weightLimitOf,
+} from "../src/binance/rest.ts";
 import { Snapshotter } from "../src/binance/snapshots.ts";
 import { diffDepthFeed, FakeExchange } from "./support/fake_exchange.ts";
 
@@ -156,4 +163,26 @@ Deno.test("RestLimiter waits on the monotonic clock: a wall clock stepped back s
   await limiter.get("http://x/a", { weight: 50 });
   const waited = performance.now() - started;
   assert.ok(waited < 1500, `the second call waited ${waited} ms`);
+});
+
+Deno.test("an exchangeInfo answer without a usable symbols list is a failed read, never an empty market", async () => {
+  for (
+    const body of [
+      "{}",
+      "[]",
+      '{"code":-1000,"msg":"An unknown error occured while processing the request."}',
+      '{"symbols":[]}',
+      '{"symbols":[{"sym":"BTCUSDT"}]}',
+      '{"symbols":[{"symbol":"BTCUSDT"},{"symbol":""}]}',
+      '{"symbols":{"BTCUSDT":{}}}',
+    ]
+  ) {
+    const { fetch } = fakeFetch([{ status: 200, body }]);
+    const limiter = new RestLimiter({ market: "spot", fetch });
+    await assert.rejects(
+      readExchangeInfo({ restUrl: "http://x", market: "spot", limiter }),
+      RestError,
+      body,
+    );
+  }
 });

@@ -88,6 +88,29 @@ Deno.test("a failed exchangeInfo read keeps the current set; the next good one a
   assert.deepEqual(universe.symbols, ["A", "B", "C"], "the next good read applied");
 });
 
+Deno.test("a listing half as long as the last is taken for a bad answer: the set is kept", async () => {
+  const { universe, calls } = harness(["*"]);
+  universe.update(trading("A", "B", "C", "D"));
+  calls.length = 0;
+  const controller = new AbortController();
+  const answers: Array<() => readonly Listing[]> = [
+    () => trading("A"), // three of four gone at once
+    () => trading("A", "B", "C"), // one delisted: applied
+    () => {
+      controller.abort();
+      return [];
+    },
+  ];
+  let reads = 0;
+  await universe.follow({
+    intervalMs: 1,
+    signal: controller.signal,
+    read: () => Promise.resolve(answers[reads++]()),
+  });
+  assert.deepEqual(calls, ["stop d@depth"]);
+  assert.deepEqual(universe.symbols, ["A", "B", "C"]);
+});
+
 Deno.test("symbols started without a listing take their status from the first one silently", () => {
   const { universe, calls } = harness(["A"]);
   universe.startUnlisted(["A"]);

@@ -189,11 +189,16 @@ export async function readExchangeInfo(
   } catch {
     throw new RestError(`${url} did not answer JSON`);
   }
-  if (typeof info !== "object" || info === null || !Array.isArray(info.symbols ?? [])) {
+  // A listing that is not one is a failed read (the current set is kept), never an empty market.
+  if (typeof info !== "object" || info === null || !Array.isArray(info.symbols)) {
     throw new RestError(`${url} answered JSON without a symbols list`);
   }
-  const listed = (info.symbols ?? [])
-    .filter((s) => typeof s?.symbol === "string" && s.symbol !== "")
+  if (info.symbols.length === 0) throw new RestError(`${url} listed no symbol`);
+  const bad = info.symbols.find((s) => typeof s?.symbol !== "string" || s.symbol === "");
+  if (bad !== undefined) {
+    throw new RestError(`${url} listed an entry without a symbol: ${JSON.stringify(bad)}`);
+  }
+  const listed = info.symbols
     .map((s) => ({ symbol: String(s.symbol), status: String(s.status ?? "TRADING") }));
   const weightLimit = weightLimitOf(info.rateLimits);
   return weightLimit === undefined ? { listed } : { listed, weightLimit };

@@ -61,6 +61,8 @@ export class Universe {
   readonly #options: UniverseOptions;
   /** Recorded symbols and their last known status ("" when not known: exchangeInfo unread). */
   readonly #statuses = new Map<string, string>();
+  /** Symbols the last listing applied held (`follow` refuses one half as long). */
+  #lastListed = 0;
   readonly #groupOf = new Map<string, GroupEntry>();
   readonly #done: Promise<void>[] = [];
   #nextConn = 1;
@@ -113,6 +115,7 @@ export class Universe {
    * (the first listing) logs one summary line instead of one per symbol.
    */
   update(listed: readonly Listing[], options: { quiet?: boolean } = {}): SelectionChange {
+    this.#lastListed = listed.length;
     const current = new Set(this.#statuses.keys());
     const statusOf = new Map(listed.map((l) => [l.symbol, l.status]));
     const next = new Map(
@@ -151,7 +154,16 @@ export class Universe {
         });
         continue;
       }
-      if (!signal.aborted) this.update(listed);
+      if (signal.aborted) return;
+      if (listed.length < this.#lastListed / 2) {
+        // Binance delists a few symbols at a time: a listing half as long as the last is a bad answer.
+        log.warn(
+          "exchangeInfo listed {count} symbols against {last} before; keeping the {recorded} symbols recorded",
+          { count: listed.length, last: this.#lastListed, recorded: this.#statuses.size },
+        );
+        continue;
+      }
+      this.update(listed);
     }
   }
 
