@@ -118,7 +118,7 @@ const s3Test = (name: string, fn: (s3: TestS3) => Promise<void>) =>
   });
 
 s3Test("s3 sink stores the bytes with their metadata and content type", async (s3) => {
-  const sink = s3Sink(configFor(s3), { requestTimeoutMs: 5000 });
+  const sink = s3Sink(configFor(s3), { idleTimeoutMs: 5000 });
   try {
     assert.equal(sink.kind, "s3");
     assert.equal(sink.location, `s3://${TEST_BUCKET}/binance`);
@@ -367,5 +367,49 @@ Deno.test({
         sink.close();
       }
     });
+  },
+});
+
+Deno.test({
+  name:
+    "s3 sink: a put whose connection goes silent fails after the idle timeout (retryable), not never",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    // An endpoint that accepts and never answers: a half-open link after a network change.
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const held: Deno.Conn[] = [];
+    const accepting = (async () => {
+      for await (const conn of listener) held.push(conn);
+    })();
+    try {
+      const config: S3Config = {
+        bucket: TEST_BUCKET,
+        prefix: "binance",
+        region: "us-east-1",
+        endpoint: `http://127.0.0.1:${listener.addr.port}`,
+        forcePathStyle: true,
+      };
+      await withCredentials(TEST_CREDENTIALS, async () => {
+        const sink = s3Sink(config, { idleTimeoutMs: 500 });
+        try {
+          const started = performance.now();
+          const error = await sink.put("binance/k.ndjson.gz", new Uint8Array(100), meta).then(
+            () => undefined,
+            (e: unknown) => e,
+          );
+          const tookMs = performance.now() - started;
+          assert.ok(error instanceof Error, "the put failed");
+          assert.equal(isRetryableS3Error(error), true, String(error));
+          assert.ok(tookMs >= 400 && tookMs < 5000, `failed after ${Math.round(tookMs)} ms`);
+        } finally {
+          sink.close();
+        }
+      });
+    } finally {
+      listener.close();
+      await accepting.catch(() => {});
+      for (const conn of held) conn.close();
+    }
   },
 });

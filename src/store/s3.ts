@@ -37,14 +37,14 @@ export interface S3Sink extends Sink {
 export interface S3SinkOptions {
   /** A client to use instead of one built from the config (tests). */
   readonly client?: S3Client;
-  /** Per-request timeout, ms. */
-  readonly requestTimeoutMs?: number;
+  /** How long a request's connection may stay silent before the request fails (retried), ms. */
+  readonly idleTimeoutMs?: number;
 }
 
 /** An S3 client for the configured store; credentials from the SDK's chain. */
 export function s3Client(
   config: S3Config,
-  options: { maxAttempts?: number; requestTimeoutMs?: number } = {},
+  options: { maxAttempts?: number; idleTimeoutMs?: number } = {},
 ): S3Client {
   return new S3Client({
     region: config.region ?? "us-east-1",
@@ -53,7 +53,12 @@ export function s3Client(
     maxAttempts: options.maxAttempts,
     requestHandler: {
       connectionTimeout: 5_000,
-      requestTimeout: options.requestTimeoutMs ?? 30_000,
+      // An idle timeout: a connection that went silent (half-open after a network
+      // change, an endpoint that accepts and never answers) fails the request, which
+      // is retried; a large upload on a slow link that keeps sending is not cut off.
+      // (The handler's `requestTimeout` only logs a warning unless told to throw,
+      // and would cap the whole request.)
+      socketTimeout: options.idleTimeoutMs ?? 30_000,
     },
   });
 }
@@ -66,7 +71,7 @@ function isNotFound(error: unknown): boolean {
 
 export function s3Sink(config: S3Config, options: S3SinkOptions = {}): S3Sink {
   const client = options.client ??
-    s3Client(config, { maxAttempts: 1, requestTimeoutMs: options.requestTimeoutMs });
+    s3Client(config, { maxAttempts: 1, idleTimeoutMs: options.idleTimeoutMs });
   const describe = () =>
     `bucket "${config.bucket}" (region ${config.region ?? "from the AWS config"}, endpoint ${
       config.endpoint ?? "AWS default"

@@ -15,13 +15,13 @@ import { type ArchiveEntry, type ArchiveReader, isObjectKey } from "./archive.ts
 export interface S3ReaderOptions {
   /** A client to use instead of one built from the config (tests). */
   readonly client?: S3Client;
-  /** Per-request timeout, ms (for a GetObject: the longest wait for more bytes). */
-  readonly requestTimeoutMs?: number;
+  /** How long a request's connection may stay silent before it fails, ms (a GetObject: the longest wait for more bytes). */
+  readonly idleTimeoutMs?: number;
 }
 
 export function s3ArchiveReader(config: S3Config, options: S3ReaderOptions = {}): ArchiveReader {
   const client = options.client ??
-    s3Client(config, { requestTimeoutMs: options.requestTimeoutMs });
+    s3Client(config, { idleTimeoutMs: options.idleTimeoutMs });
   const bucket = { client, bucket: config.bucket };
   return {
     location: `s3://${config.bucket}/${config.prefix}`,
