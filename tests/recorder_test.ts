@@ -416,6 +416,26 @@ Deno.test("recorder switches a stream to a successor that repeats what was store
   assert.ok(!all.some((l) => l.event === "gap"));
 });
 
+Deno.test("recorder retires the old socket once its live streams moved: a stopped stream does not hold it", () => {
+  const retired: number[] = [];
+  const recorder = new Recorder({
+    batcher: new Batcher({ batchMs: 60_000, maxLines: 10_000, planKey: (s) => s }),
+    submit: () => {},
+    ruleFor: () => "spot-diff",
+    monotonicMs: () => 0,
+  });
+  const ETH_DIFF = "ethusdt@depth@100ms";
+  const group = { conn: 1, names: [DIFF, ETH_DIFF], retire: (id: number) => retired.push(id) };
+  const eth = (first: number, last: number) => diff(first, last).replace(DIFF, ETH_DIFF);
+  recorder.frame(group, diff(10, 19), 1, 1);
+  recorder.frame(group, eth(10, 19), 2, 1);
+  recorder.stop([ETH_DIFF], 3, { reason: "no longer listed" }); // ETH delisted
+  recorder.frame(group, diff(20, 29), 4, 1);
+  recorder.frame(group, diff(20, 29), 5, 2); // the successor joins: BTC moves to it
+  recorder.frame(group, diff(30, 39), 6, 2);
+  assert.deepEqual(retired, [1]);
+});
+
 Deno.test("recorder holds a successor that is ahead until the old socket catches up", async () => {
   const { recorder, group, retired, lines } = chainSetup();
   recorder.frame(group, diff(10, 19), 1, 1);

@@ -348,7 +348,15 @@ export class Recorder {
         return this.#disconnected(stream, action.recvTs, why);
       }
       case "left":
-        if (allLeft(group.names, (s) => this.#streams.get(s)?.owner, action.socketId)) {
+        // Only the streams still recorded from this group: a stopped or moved one
+        // keeps its last owner, and would hold the old socket until the overlap ends.
+        if (
+          allLeft(
+            this.#live(group, group.names),
+            (s) => this.#streams.get(s)?.owner,
+            action.socketId,
+          )
+        ) {
           group.retire?.(action.socketId);
         }
     }
