@@ -6,7 +6,9 @@
 
 import assert from "node:assert/strict";
 import { run } from "../src/cli/run.ts";
-import { suspendedDetails, suspensionReason } from "../src/cli/suspension.ts";
+import { startClock, suspendedDetails, suspensionReason } from "../src/cli/suspension.ts";
+import { Batcher, type SealedBatch } from "../src/batch/batcher.ts";
+import { Recorder, type StreamGroup } from "../src/feed/recorder.ts";
 import { parseConfig } from "../src/config.ts";
 import { type ClockStep, ReceiveClock, type Suspension } from "../src/feed/clock.ts";
 import { Metrics } from "../src/ops/metrics.ts";
@@ -257,4 +259,58 @@ Deno.test("a suspension's reason and event details: the Mac slept, or the proces
     buffered_until: 47_000_000,
     measured_by: "wall",
   });
+});
+
+Deno.test("a sleep of a batch or more seals the open batches: lines after the wake go under the wake's partition", () => {
+  let wall = Date.parse("2026-11-27T23:59:30Z");
+  let mono = 1_000_000;
+  const batcher = new Batcher({
+    batchMs: 60_000,
+    maxLines: 10_000,
+    planKey: (_stream, firstRecvTs, seq) => `${new Date(firstRecvTs / 1000).toISOString()}#${seq}`,
+  });
+  const sealed: SealedBatch[] = [];
+  const recorder = new Recorder({
+    batcher,
+    monotonicMs: () => mono,
+    submit: (b) => sealed.push(b),
+  });
+  const stream = "btcusdt@depth20@100ms";
+  const group: StreamGroup = { conn: 1, names: [stream] };
+  const clock = startClock({
+    config: parseConfig({ SYMBOL: "BTCUSDT", BATCH_SECONDS: "60" }),
+    streams: () => [stream],
+    recorder,
+    telemetry: { clockStepped() {}, suspended() {} },
+    wallMs: () => wall,
+    monotonicMs: () => mono,
+    onSuspended: () => {},
+    os: "darwin",
+  });
+  let id = 1;
+  const frame = () =>
+    recorder.frame(
+      group,
+      `{"stream":"${stream}","data":{"lastUpdateId":${id++},"bids":[],"asks":[]}}`,
+      clock.nowMicros(),
+      1,
+    );
+  for (let i = 0; i < 10; i++) {
+    wall += 1000;
+    mono += 1000;
+    clock.tick();
+    frame();
+  }
+  wall += (2 * 24 + 9) * 3_600_000; // the Mac slept: the wall clock ran, the monotonic did not
+  for (let i = 0; i < 5; i++) {
+    wall += 1000;
+    mono += 1000;
+    frame();
+    clock.tick();
+  }
+  recorder.sealAll();
+  assert.deepEqual(sealed.map((b) => [b.key.slice(0, 13), b.meta.messages]), [
+    ["2026-11-27T23", 10],
+    ["2026-11-30T08", 5],
+  ]);
 });

@@ -41,12 +41,17 @@ export interface ClockWiring {
 
 export function startClock(wiring: ClockWiring): ReceiveClock {
   const { recorder, telemetry } = wiring;
+  // Batches age on the monotonic clock, which a sleep stops: after a jump of
+  // a batch or more, what comes next opens new batches keyed at the new time
+  // (its date= and hour= partition), not the ones opened before the jump.
+  const batchMs = wiring.config.batchSeconds * 1000;
   return new ReceiveClock({
     wallMs: wiring.wallMs,
     monotonicMs: wiring.monotonicMs,
     suspendThresholdMs: wiring.config.suspendThresholdSeconds * 1000,
     onStep: (step) => {
       telemetry.clockStepped(step);
+      if (step.direction === "forward" && step.stepMs >= batchMs) recorder.sealAll();
       recorder.event(wiring.streams(), "clock_step", step.atUs, {
         step_ms: step.stepMs,
         direction: step.direction,
@@ -55,6 +60,7 @@ export function startClock(wiring: ClockWiring): ReceiveClock {
     onSuspend: (suspension) => {
       const reason = suspensionReason(suspension, wiring.os ?? Deno.build.os);
       telemetry.suspended(suspension, reason);
+      if (suspension.durationMs >= batchMs) recorder.sealAll();
       recorder.event(wiring.streams(), "suspended", suspension.toUs, suspendedDetails(suspension));
       // Out of the clock reading (which may sit inside a socket's handler).
       setTimeout(wiring.onSuspended, 0);
