@@ -535,6 +535,22 @@ Deno.test("a frame whose data holds a lone UTF-16 surrogate escape is malformed 
   }
 });
 
+Deno.test("a surrogate escape with data nested deeper than a call stack reaches is classified, not thrown", () => {
+  // JSON.parse takes the nesting; the check for lone surrogates walks it without recursion.
+  for (const [open, close] of [["[", "]"], ['{"a":', "}"]]) {
+    const deep = open.repeat(20_000) + "1" + close.repeat(20_000);
+    const paired = parseFrame(
+      `{"stream":"btcusdt@depth","data":{"s":"\\ud83d\\ude00","x":${deep}}}`,
+    );
+    assert.equal(paired.kind, "data");
+    const lone = parseFrame(`{"stream":"btcusdt@depth","data":{"x":${deep},"s":"\\ud800"}}`);
+    assert.equal(lone.kind, "malformed");
+  }
+  // A stream name with a lone surrogate cannot go into a line either.
+  const name = parseFrameSlow(`{"stream":"btc\\ud800","data":{"u":1}}`);
+  assert.equal(name.kind, "malformed");
+});
+
 Deno.test("a frame with stream or data given twice is malformed: a data line would keep only the last value", () => {
   for (
     const text of [

@@ -107,11 +107,21 @@ export function whyNotOneLine(text: string, value: unknown): string | undefined 
   return undefined;
 }
 
+/** Every string and key well formed. A loop, not recursion: JSON.parse takes nesting no call stack does. */
 function wellFormed(value: unknown): boolean {
-  if (typeof value === "string") return value.isWellFormed();
-  if (Array.isArray(value)) return value.every(wellFormed);
-  if (typeof value === "object" && value !== null) {
-    return Object.entries(value).every(([key, inner]) => key.isWellFormed() && wellFormed(inner));
+  const left: unknown[] = [value];
+  while (left.length > 0) {
+    const next = left.pop();
+    if (typeof next === "string") {
+      if (!next.isWellFormed()) return false;
+    } else if (Array.isArray(next)) {
+      for (const inner of next) left.push(inner);
+    } else if (typeof next === "object" && next !== null) {
+      for (const [key, inner] of Object.entries(next)) {
+        if (!key.isWellFormed()) return false;
+        left.push(inner);
+      }
+    }
   }
   return true;
 }

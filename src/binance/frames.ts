@@ -222,6 +222,10 @@ export function parseFrameSlow(text: string): Frame {
     }
     const why = whyNotOneLine(dataText, data);
     if (why) return { kind: "malformed", reason: `${why} inside data`, stream: parsed.stream };
+    // The name goes into the line as JSON too: DuckDB refuses a lone surrogate anywhere.
+    if (!parsed.stream.isWellFormed()) {
+      return { kind: "malformed", reason: "a lone UTF-16 surrogate escape in the stream name" };
+    }
     return { kind: "data", stream: parsed.stream, dataText, ...updateIds(data) };
   }
   // Binance sends a few non-stream messages on a connection, e.g. the raw

@@ -118,7 +118,7 @@ export class Recorder {
   frame(group: StreamGroup, text: string, recvTs: number, socketId = 0): void {
     const fast = parseFrameFast(text);
     this.#counters.frame(text, fast !== null);
-    const frame = fast ?? parseFrameSlow(text);
+    const frame = fast ?? readSlowly(text);
     const route = frame.kind === "data" ? this.#route(group, frame.stream) : undefined;
     if (route === "left") return;
     if (route === "carried" && frame.kind === "data") {
@@ -442,4 +442,18 @@ function rotatedDetails(
   };
   if (action.confirmed === false) details.confirmed = false;
   return details;
+}
+
+/**
+ * The slow path, and a frame it cannot classify (an exception, which thrown
+ * here would end the process from the socket's handler) kept as malformed:
+ * its raw text is stored all the same.
+ */
+function readSlowly(text: string): Frame {
+  try {
+    return parseFrameSlow(text);
+  } catch (error) {
+    const why = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+    return { kind: "malformed", reason: `could not be read (${why})` };
+  }
 }
