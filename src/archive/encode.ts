@@ -54,8 +54,9 @@ export function dataLineMiddle(stream: string): Uint8Array {
 
 /** Bytes `writeDataLine` may need for a payload of `dataText.length` UTF-16 units. */
 export function dataLineMaxBytes(dataText: string, middle: Uint8Array): number {
-  // UTF-8 takes at most 3 bytes per UTF-16 unit; a receive time at most 24 characters.
-  return RECV_TS_OPEN.length + 24 + middle.length + dataText.length * 3 + 1;
+  // UTF-8 takes at most 3 bytes per UTF-16 unit; a receive time at most 25 characters
+  // (`String(-1.2345678901234567e-6)`; the clock gives whole µs, 16 digits today).
+  return RECV_TS_OPEN.length + 25 + middle.length + dataText.length * 3 + 1;
 }
 
 /**

@@ -6,12 +6,15 @@
  * and clears ~300 KB of window and hash tables at level 5): measured on a
  * 3 KB piece, 78 µs fresh against 42 µs reset.
  *
- * Promise: the output is byte for byte `deflateRawSync(input, { level,
- * finishFlush })`. A reset context is a fresh one (`deflateReset`), and the
+ * Promise: the output is raw deflate of `input` alone, ending on the same
+ * flush as `deflateRawSync(input, { level, finishFlush })`, and inflates to
+ * it on its own. It is not always that call's bytes: `deflateReset` clears
+ * the hash chains but not the window, and at levels 2 and above the match
+ * search may read the previous input's bytes past the end of this one and
+ * choose differently in the last few bytes (never a match into them). The
  * zlib calls are the ones node:zlib makes: into 16 KiB of output at a time
  * (its default chunk size), again with the same flush while the output
- * fills. zlib's block boundaries depend on that, so the output size is not
- * a free choice.
+ * fills.
  *
  * node:zlib has no public call for this (`_processChunk` closes its context
  * after one input), so it drives the context's handle as node:zlib itself
