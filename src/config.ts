@@ -387,7 +387,7 @@ function storageFields(context: Context) {
     AWS_REGION: optionalSetting().pipe(
       z.string().regex(/^[a-z0-9]+(-[a-z0-9]+)*$/, "a region name such as us-east-1").optional(),
     ),
-    // Read only to check they come in pairs; the AWS SDK reads the values itself.
+    // Given to the SDK (from the environment or the env file, which the SDK cannot read).
     AWS_ACCESS_KEY_ID: credentialPair(context, "AWS_SECRET_ACCESS_KEY"),
     AWS_SECRET_ACCESS_KEY: credentialPair(context, "AWS_ACCESS_KEY_ID"),
     AWS_SESSION_TOKEN: optionalSetting().refine(
@@ -396,6 +396,7 @@ function storageFields(context: Context) {
         (isSet("AWS_ACCESS_KEY_ID") && isSet("AWS_SECRET_ACCESS_KEY")),
       "to be set only together with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
     ),
+    AWS_PROFILE: optionalSetting(),
     S3_ENDPOINT: optionalSetting().pipe(httpUrl().optional()),
     S3_FORCE_PATH_STYLE: setting("false").pipe(
       z.stringbool({
@@ -570,6 +571,14 @@ function s3Config(e: Env): S3Config | undefined {
       bucket: e.S3_BUCKET_NAME,
       prefix: e.S3_PREFIX,
       region: e.AWS_REGION,
+      credentials: e.AWS_ACCESS_KEY_ID !== undefined && e.AWS_SECRET_ACCESS_KEY !== undefined
+        ? compact({
+          accessKeyId: e.AWS_ACCESS_KEY_ID,
+          secretAccessKey: e.AWS_SECRET_ACCESS_KEY,
+          sessionToken: e.AWS_SESSION_TOKEN,
+        })
+        : undefined,
+      profile: e.AWS_PROFILE,
       endpoint: e.S3_ENDPOINT,
       forcePathStyle: e.S3_FORCE_PATH_STYLE,
       sse: e.S3_SSE,

@@ -13,8 +13,20 @@ export type StreamKind = "depth" | "trade" | "aggTrade" | "bookTicker";
 export interface S3Config {
   readonly bucket: string;
   readonly prefix: string;
-  /** `AWS_REGION`; undefined lets the SDK's chain decide. */
+  /** `AWS_REGION` (environment or env file); undefined: us-east-1. */
   readonly region?: string;
+  /**
+   * `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN` when the
+   * keys are set (environment or env file); undefined: the SDK's chain. A
+   * secret: never printed.
+   */
+  readonly credentials?: {
+    readonly accessKeyId: string;
+    readonly secretAccessKey: string;
+    readonly sessionToken?: string;
+  };
+  /** `AWS_PROFILE` (environment or env file): the profile the SDK's chain reads. */
+  readonly profile?: string;
   readonly endpoint?: string;
   readonly forcePathStyle: boolean;
   readonly sse?: "AES256" | "aws:kms";

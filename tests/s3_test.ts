@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { HeadObjectCommand } from "@aws-sdk/client-s3";
 import type { S3Config } from "../src/config_types.ts";
 import { s3Sink } from "../src/store/s3.ts";
+import { parseConfig } from "../src/config.ts";
 import { isRetryableS3Error } from "../src/store/s3_errors.ts";
 import { checkBucket } from "../src/store/select.ts";
 import type { ObjectMeta } from "../src/archive/meta.ts";
@@ -116,6 +117,39 @@ const s3Test = (name: string, fn: (s3: TestS3) => Promise<void>) =>
       await withCredentials(TEST_CREDENTIALS, () => fn(s3));
     },
   });
+
+Deno.test({
+  name:
+    "s3 sink: keys given only in the configuration (the env file) reach the SDK, not only the environment's",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await using s3 = await TestS3.start();
+    assert.equal(
+      Deno.env.get("AWS_ACCESS_KEY_ID"),
+      undefined,
+      "no key in this process's environment",
+    );
+    const config = parseConfig({
+      S3_BUCKET_NAME: TEST_BUCKET,
+      S3_ENDPOINT: s3.endpoint,
+      S3_FORCE_PATH_STYLE: "true",
+      AWS_REGION: "us-east-1",
+      AWS_ACCESS_KEY_ID: TEST_CREDENTIALS.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: TEST_CREDENTIALS.secretAccessKey,
+    });
+    const profiled = parseConfig({ S3_BUCKET_NAME: TEST_BUCKET, AWS_PROFILE: "recorder" });
+    assert.equal(profiled.s3?.profile, "recorder");
+    const sink = s3Sink(config.s3!);
+    try {
+      const key = "binance/from-the-env-file.ndjson.gz";
+      await sink.put(key, new Uint8Array([1, 2, 3]), meta);
+      assert.deepEqual(await s3.keys(), [key]);
+    } finally {
+      sink.close();
+    }
+  },
+});
 
 s3Test("s3 sink stores the bytes with their metadata and content type", async (s3) => {
   const sink = s3Sink(configFor(s3), { idleTimeoutMs: 5000 });

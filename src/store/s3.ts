@@ -48,6 +48,9 @@ export function s3Client(
 ): S3Client {
   return new S3Client({
     region: config.region ?? "us-east-1",
+    // From the environment or the env file: the SDK's own chain sees only the environment.
+    credentials: config.credentials,
+    profile: config.profile,
     endpoint: config.endpoint,
     forcePathStyle: config.forcePathStyle,
     maxAttempts: options.maxAttempts,
@@ -73,9 +76,9 @@ export function s3Sink(config: S3Config, options: S3SinkOptions = {}): S3Sink {
   const client = options.client ??
     s3Client(config, { maxAttempts: 1, idleTimeoutMs: options.idleTimeoutMs });
   const describe = () =>
-    `bucket "${config.bucket}" (region ${config.region ?? "from the AWS config"}, endpoint ${
-      config.endpoint ?? "AWS default"
-    })`;
+    `bucket "${config.bucket}" (region ${
+      config.region ?? "us-east-1, AWS_REGION unset"
+    }, endpoint ${config.endpoint ?? "AWS default"})`;
   const putCommand = putCommandFor(config);
   return {
     kind: "s3",
