@@ -445,3 +445,17 @@ Deno.test("audit: a partial book's object stored twice is found, even while the 
   const twice = audit([[PARTIAL_KEY, growing], [key2, growing]]);
   assert.equal(onlyStream(twice).duplicates, 3);
 });
+
+Deno.test("audit: a trade stream has no book to rebuild; its break names the trade id t", () => {
+  const dir =
+    "binance/exchange=binance/market=spot/channel=trade/symbol=BTCUSDT/date=2026-11-02/hour=10";
+  const key = `${dir}/1793613600000000_box_000000.ndjson.gz`;
+  const trade = (t: number, recvTs: number) =>
+    `{"recv_ts":${recvTs},"stream":"btcusdt@trade","data":{"e":"trade","E":1,"s":"BTCUSDT",` +
+    `"t":${t},"p":"69000.01","q":"0.1","T":1,"m":true,"M":true}}`;
+  const report = audit([[key, [trade(1050, T0), trade(1051, T0 + MS), trade(1060, T0 + 2 * MS)]]]);
+  const stream = onlyStream(report);
+  assert.equal(stream.notRebuildable, undefined, "no book, as for a partial book");
+  assert.equal(report.problems.length, 1);
+  assert.match(report.problems[0].detail, /^t 1060 skips ahead of 1052/);
+});

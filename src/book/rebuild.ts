@@ -513,8 +513,8 @@ export class BookRebuilder {
       ...compareSide(this.#bids, bids, lowBid),
       ...compareSide(this.#asks, asks, highAsk),
     ];
-    const compared = `${bids.within(lowBid).length} bid and ${
-      asks.within(highAsk).length
+    const compared = `${levelsCompared(this.#bids, bids, lowBid)} bid and ${
+      levelsCompared(this.#asks, asks, highAsk)
     } ask levels`;
     if (mismatches.length === 0) {
       this.#checksPassed++;
@@ -584,6 +584,13 @@ export class BookRebuilder {
     if (note.failing) this.#failing++;
     this.#o.onNote(note);
   }
+}
+
+/** Prices at or better than `limit` that the book or the snapshot has: what `compareSide` looks at. */
+function levelsCompared(book: Side, snapshot: Side, limit: number): number {
+  let count = snapshot.within(limit).length;
+  for (const [price] of book.within(limit)) if (snapshot.get(price) === undefined) count++;
+  return count;
 }
 
 /** The differences between the book and the snapshot on levels at or better than `limit`. */

@@ -115,6 +115,13 @@ export function bookOptionsFromCli(
   if (format !== "csv" && format !== "ndjson") {
     return { problem: `--format: csv or ndjson: "${format}"` };
   }
+  // A book is rebuilt from depth: a diff stream (`depth@100ms`) or a partial book (`depth20`).
+  if (flags.channel !== undefined && !/^depth\d*(@|$)/.test(flags.channel)) {
+    return {
+      problem:
+        `--channel: a depth stream type such as depth@100ms or depth20@100ms: "${flags.channel}"`,
+    };
+  }
   return {
     options: { symbol, from, to, levels, everyUs, format, out: flags.out, channel: flags.channel },
   };

@@ -30,7 +30,7 @@ const LEVELS: LogLevel[] = ["trace", "debug", "info", "warning", "error", "fatal
 export async function setUpLogging(options: LoggingOptions): Promise<void> {
   const format: TextFormatter = options.format === "json"
     ? jsonLinesFormatter
-    : getTextFormatter({ timestamp: "rfc3339", value: "bare" });
+    : getTextFormatter({ timestamp: "rfc3339", value: oneLineValue });
   // Whatever a message quotes (a config value, an SDK error), no URL password leaves.
   const formatter: TextFormatter = (record) => redactUrls(format(record));
   // Everything to stderr: stdout is reserved for command output (reports, plists).
@@ -60,6 +60,25 @@ export async function setUpLogging(options: LoggingOptions): Promise<void> {
       { category: ["logtape", "meta"], lowestLevel: "warning", sinks: names },
     ],
   });
+}
+
+/**
+ * A value in a text log line, on that line: a string as it is, an error as
+ * its name, message and code (its stack and the SDK's metadata would take a
+ * dozen lines), anything else inspected with its line breaks folded.
+ */
+export function oneLineValue(value: unknown, inspect: (value: unknown) => string): string {
+  if (typeof value === "string") return escapeBreaks(value);
+  if (value instanceof Error) {
+    const code = (value as { code?: unknown }).code;
+    const named = value.message ? `${value.name}: ${value.message}` : value.name;
+    return escapeBreaks(typeof code === "string" ? `${named} (${code})` : named);
+  }
+  return inspect(value).replace(/\s*\n\s*/g, " ");
+}
+
+function escapeBreaks(text: string): string {
+  return text.replaceAll("\r", "\\r").replaceAll("\n", "\\n");
 }
 
 /** Flushes and closes sinks (the file sink buffers). */

@@ -615,7 +615,10 @@ export class Auditor {
         streamType,
         symbol: at === -1 ? parts.symbol : stream.slice(0, at).toUpperCase(),
         rule,
-        rebuild: rule === "partial" ? undefined : new RebuildTracker(parts.market as Market),
+        // A book is rebuilt from diff streams only (trades have no book to rebuild).
+        rebuild: rule === "spot-diff" || rule === "usdm-diff"
+          ? new RebuildTracker(parts.market as Market)
+          : undefined,
         spans: new Map(),
         maxHoleUs: this.#options.maxHoleUs ?? defaultMaxHoleMs(streamType) * 1000,
         stats: {
@@ -752,7 +755,7 @@ export class Auditor {
     const previous = state.lastMessage;
     const what = state.rule === "usdm-diff"
       ? `pu ${gap.received} does not continue the previous u ${gap.expected}`
-      : `U ${gap.received} skips ahead of ${gap.expected}`;
+      : `${idName(state)} ${gap.received} skips ahead of ${gap.expected}`;
     this.#lossProblem(state, { from: previous?.ts ?? where.ts, to: where.ts }, {
       kind: "break",
       market: state.market,
@@ -915,4 +918,10 @@ export function longestSilence(
 function seconds(us: number): string {
   const s = us / 1e6;
   return `${s >= 100 ? Math.round(s) : Number(s.toPrecision(3))} s`;
+}
+
+/** The field of the id a stream's chain follows, for messages: `U` of diffs, `t` of trades, `a` of aggregate trades. */
+function idName(state: { readonly rule: string; readonly streamType: string }): string {
+  if (state.rule !== "consecutive") return "U";
+  return state.streamType === "aggTrade" ? "a" : "t";
 }
