@@ -53,6 +53,10 @@ async function record(
     await waitFor(() => started, 2000, "run to start");
     await waitFor(() => exchange.openCount === 1, 2000, "the collector to connect");
     await during();
+    // Nothing in flight at the stop: a frame written while the collector closes its socket
+    // is dropped by the closing socket, counted as sent and never received.
+    exchange.stall(60_000);
+    await delay(100);
   } finally {
     shutdown.abort();
     await running;

@@ -9,6 +9,7 @@ import { checkBucket } from "../src/store/select.ts";
 import type { ObjectMeta } from "../src/archive/meta.ts";
 import { TEST_BUCKET, TEST_CREDENTIALS, TestS3 } from "./support/s3.ts";
 import { tempDir } from "./support/temp.ts";
+import { delay } from "./support/wait.ts";
 
 /** An error shaped like the ones the AWS SDK throws. */
 function sdkError(name: string, status?: number): Error {
@@ -152,7 +153,7 @@ Deno.test({
 });
 
 s3Test("s3 sink stores the bytes with their metadata and content type", async (s3) => {
-  const sink = s3Sink(configFor(s3), { idleTimeoutMs: 5000 });
+  const sink = s3Sink(configFor(s3), { requestTimeoutMs: 5000 });
   try {
     assert.equal(sink.kind, "s3");
     assert.equal(sink.location, `s3://${TEST_BUCKET}/binance`);
@@ -405,8 +406,7 @@ Deno.test({
 });
 
 Deno.test({
-  name:
-    "s3 sink: a put whose connection goes silent fails after the idle timeout (retryable), not never",
+  name: "s3 sink: a put whose connection goes silent fails at its deadline (retryable), not never",
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
@@ -425,7 +425,7 @@ Deno.test({
         forcePathStyle: true,
       };
       await withCredentials(TEST_CREDENTIALS, async () => {
-        const sink = s3Sink(config, { idleTimeoutMs: 500 });
+        const sink = s3Sink(config, { requestTimeoutMs: 500 });
         try {
           const started = performance.now();
           const error = await sink.put("binance/k.ndjson.gz", new Uint8Array(100), meta).then(
@@ -444,6 +444,74 @@ Deno.test({
       listener.close();
       await accepting.catch(() => {});
       for (const conn of held) conn.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "s3 sink: a large put on a slow link that keeps reading gets the time its size needs",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    // Reads at most 64 KiB every 40 ms, then answers 200: 2 MiB take seconds, far past
+    // the 500 ms base, well within the allowance for its size at 64 KiB/s.
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const serving = (async () => {
+      for await (const conn of listener) {
+        const buffer = new Uint8Array(64 * 1024);
+        let head = "";
+        let length = -1;
+        let body = 0;
+        for (;;) {
+          await delay(40);
+          const n = await conn.read(buffer);
+          if (n === null) break;
+          if (length < 0) {
+            head += new TextDecoder().decode(buffer.subarray(0, n));
+            const end = head.indexOf("\r\n\r\n");
+            if (end < 0) continue;
+            length = Number(/content-length: (\d+)/i.exec(head)![1]);
+            body = head.length - end - 4;
+          } else body += n;
+          if (length >= 0 && body >= length) {
+            const ok = 'HTTP/1.1 200 OK\r\nETag: "x"\r\nContent-Length: 0\r\n\r\n';
+            await conn.write(new TextEncoder().encode(ok));
+            break;
+          }
+        }
+        conn.close();
+      }
+    })();
+    try {
+      const config: S3Config = {
+        bucket: TEST_BUCKET,
+        prefix: "binance",
+        region: "us-east-1",
+        endpoint: `http://127.0.0.1:${listener.addr.port}`,
+        forcePathStyle: true,
+        credentials: TEST_CREDENTIALS,
+      };
+      const sink = s3Sink(config, { requestTimeoutMs: 500 });
+      const hurried = s3Sink(config, { requestTimeoutMs: 500, minBytesPerSecond: 1e12 });
+      try {
+        const started = performance.now();
+        await sink.put("binance/big.ndjson.gz", new Uint8Array(2 * 1024 * 1024), meta);
+        const tookMs = performance.now() - started;
+        assert.ok(
+          tookMs > 700,
+          `the link was slow: ${Math.round(tookMs)} ms, past the 500 ms base`,
+        );
+        // Without the allowance for its size, the same put fails at the base deadline.
+        const error = await hurried.put("binance/big.ndjson.gz", new Uint8Array(1024 * 1024), meta)
+          .then(() => undefined, (e: unknown) => e);
+        assert.ok(error instanceof Error && isRetryableS3Error(error), String(error));
+      } finally {
+        sink.close();
+        hurried.close();
+      }
+    } finally {
+      listener.close();
+      await serving.catch(() => {});
     }
   },
 });

@@ -37,8 +37,16 @@ export interface S3Sink extends Sink {
 export interface S3SinkOptions {
   /** A client to use instead of one built from the config (tests). */
   readonly client?: S3Client;
-  /** How long a request's connection may stay silent before the request fails (retried), ms. */
-  readonly idleTimeoutMs?: number;
+  /**
+   * A request fails (as a timeout, retried) when it has not finished after
+   * this many ms plus its body's size at `minBytesPerSecond`: a put on a dead
+   * link (half-open after a network change, an endpoint that accepts and never
+   * answers) never holds an upload slot or the spool's drain for good, and a
+   * large upload on a slow link that keeps sending gets its time. Default 30 s.
+   */
+  readonly requestTimeoutMs?: number;
+  /** The slowest upload a deadline allows for, bytes a second. Default 64 KiB/s. */
+  readonly minBytesPerSecond?: number;
 }
 
 /** An S3 client for the configured store; credentials from the SDK's chain. */
@@ -46,6 +54,8 @@ export function s3Client(
   config: S3Config,
   options: { maxAttempts?: number; idleTimeoutMs?: number } = {},
 ): S3Client {
+  // `idleTimeoutMs` (a download: each read resets it) fails a connection silent that long. Not
+  // for uploads: the handler sends a body in one write, which resets it only once drained.
   return new S3Client({
     region: config.region ?? "us-east-1",
     // From the environment or the env file: the SDK's own chain sees only the environment.
@@ -56,12 +66,8 @@ export function s3Client(
     maxAttempts: options.maxAttempts,
     requestHandler: {
       connectionTimeout: 5_000,
-      // An idle timeout: a connection that went silent (half-open after a network
-      // change, an endpoint that accepts and never answers) fails the request, which
-      // is retried; a large upload on a slow link that keeps sending is not cut off.
-      // (The handler's `requestTimeout` only logs a warning unless told to throw,
-      // and would cap the whole request.)
-      socketTimeout: options.idleTimeoutMs ?? 30_000,
+      // (The handler's `requestTimeout` only logs a warning unless told to throw.)
+      socketTimeout: options.idleTimeoutMs,
     },
   });
 }
@@ -73,8 +79,14 @@ function isNotFound(error: unknown): boolean {
 }
 
 export function s3Sink(config: S3Config, options: S3SinkOptions = {}): S3Sink {
-  const client = options.client ??
-    s3Client(config, { maxAttempts: 1, idleTimeoutMs: options.idleTimeoutMs });
+  const client = options.client ?? s3Client(config, { maxAttempts: 1 });
+  const baseMs = options.requestTimeoutMs ?? 30_000;
+  const bytesPerMs = (options.minBytesPerSecond ?? 64 * 1024) / 1000;
+  /** The caller's signal (shutdown), or this request's deadline, whichever comes first. */
+  const within = (signal: AbortSignal | undefined, bytes = 0): AbortSignal => {
+    const deadline = AbortSignal.timeout(Math.ceil(baseMs + bytes / bytesPerMs));
+    return signal ? AbortSignal.any([signal, deadline]) : deadline;
+  };
   const describe = () =>
     `bucket "${config.bucket}" (region ${
       config.region ?? "us-east-1, AWS_REGION unset"
@@ -86,16 +98,26 @@ export function s3Sink(config: S3Config, options: S3SinkOptions = {}): S3Sink {
     location: `s3://${config.bucket}/${config.prefix}`,
     describe,
     async put(key: string, body: Uint8Array, meta: ObjectMeta, signal?: AbortSignal) {
-      await client.send(putCommand(key, body, meta), { abortSignal: signal });
+      await client.send(putCommand(key, body, meta), {
+        abortSignal: within(signal, body.length),
+      });
     },
     putNew: (key: string, body: Uint8Array, meta: ObjectMeta, signal?: AbortSignal) =>
-      putNew(client, { bucket: config.bucket, key, command: putCommand, meta, signal }, body),
+      putNew(client, {
+        bucket: config.bucket,
+        key,
+        command: putCommand,
+        meta,
+        signal: within(signal, body.length),
+      }, body),
     async headBucket(signal?: AbortSignal) {
-      await client.send(new HeadBucketCommand({ Bucket: config.bucket }), { abortSignal: signal });
+      await client.send(new HeadBucketCommand({ Bucket: config.bucket }), {
+        abortSignal: within(signal),
+      });
     },
     async deleteObject(key: string, signal?: AbortSignal) {
       await client.send(new DeleteObjectCommand({ Bucket: config.bucket, Key: key }), {
-        abortSignal: signal,
+        abortSignal: within(signal),
       });
     },
     close: () => client.destroy(),

@@ -21,7 +21,7 @@ export interface S3ReaderOptions {
 
 export function s3ArchiveReader(config: S3Config, options: S3ReaderOptions = {}): ArchiveReader {
   const client = options.client ??
-    s3Client(config, { idleTimeoutMs: options.idleTimeoutMs });
+    s3Client(config, { idleTimeoutMs: options.idleTimeoutMs ?? 30_000 });
   const bucket = { client, bucket: config.bucket };
   return {
     location: `s3://${config.bucket}/${config.prefix}`,
