@@ -132,6 +132,16 @@ Deno.test("earlier runs' files removed in part (a stop or a crash part-way) are 
   assert.deepEqual([again.batches.length, rekeyed], [0, []], "nothing rebuilt, nothing rekeyed");
   assert.deepEqual(await listFiles(tmp.path), [], "the rest and the list are gone");
 
+  // A listed name that cannot be removed (here a directory that is not empty) does not stop
+  // the start: it is logged, left with the list, and tried again at the next start.
+  await Deno.mkdir(join(tmp.path, "000000000000001-000000001.v3.jnl", "x"), { recursive: true });
+  await Deno.writeTextFile(join(tmp.path, "settled.list"), "000000000000001-000000001.v3.jnl\n");
+  assert.equal((await recoverAll()).batches.length, 0);
+  assert.ok(await Deno.stat(join(tmp.path, "settled.list")).then(() => true), "the list stays");
+  await Deno.remove(join(tmp.path, "000000000000001-000000001.v3.jnl"), { recursive: true });
+  await recoverAll();
+  assert.deepEqual(await listFiles(tmp.path), [], "the next start finishes");
+
   // Not cut short: every file and the list go.
   const next = await Journal.start(tmp.path, { flushMs: 10, now: () => clock });
   batcherFor(next).add("c", diff(9, "c", 9, 9), 0);

@@ -88,14 +88,17 @@ Deno.test("a failed exchangeInfo read keeps the current set; the next good one a
   assert.deepEqual(universe.symbols, ["A", "B", "C"], "the next good read applied");
 });
 
-Deno.test("a listing half as long as the last is taken for a bad answer: the set is kept", async () => {
+Deno.test("a listing half as long as the last is taken for a bad answer until the next one says the same", async () => {
   const { universe, calls } = harness(["*"]);
   universe.update(trading("A", "B", "C", "D"));
   calls.length = 0;
   const controller = new AbortController();
   const answers: Array<() => readonly Listing[]> = [
-    () => trading("A"), // three of four gone at once
+    () => trading("A"), // three of four gone at once: refused
     () => trading("A", "B", "C"), // one delisted: applied
+    () => trading("A"), // refused once more…
+    () => trading("A", "N"), // …a different short answer: refused too
+    () => trading("A", "N"), // the same again: applied (a real mass delisting, a new listing)
     () => {
       controller.abort();
       return [];
@@ -107,8 +110,8 @@ Deno.test("a listing half as long as the last is taken for a bad answer: the set
     signal: controller.signal,
     read: () => Promise.resolve(answers[reads++]()),
   });
-  assert.deepEqual(calls, ["stop d@depth"]);
-  assert.deepEqual(universe.symbols, ["A", "B", "C"]);
+  assert.deepEqual(calls, ["stop d@depth", "stop b@depth", "stop c@depth", "adopt 3: n@depth"]);
+  assert.deepEqual(universe.symbols, ["A", "N"]);
 });
 
 Deno.test("symbols started without a listing take their status from the first one silently", () => {

@@ -61,8 +61,10 @@ export class Universe {
   readonly #options: UniverseOptions;
   /** Recorded symbols and their last known status ("" when not known: exchangeInfo unread). */
   readonly #statuses = new Map<string, string>();
-  /** Symbols the last listing applied held (`follow` refuses one half as long). */
+  /** Symbols the last listing applied held (`follow` refuses one half as long, once). */
   #lastListed = 0;
+  /** The length of the shrunken listing `follow` refused last; the same again is applied. */
+  #refusedLength: number | undefined;
   readonly #groupOf = new Map<string, GroupEntry>();
   readonly #done: Promise<void>[] = [];
   #nextConn = 1;
@@ -155,14 +157,18 @@ export class Universe {
         continue;
       }
       if (signal.aborted) return;
-      if (listed.length < this.#lastListed / 2) {
-        // Binance delists a few symbols at a time: a listing half as long as the last is a bad answer.
+      // Binance delists a few symbols at a time: a listing half as long as the last
+      // is taken for a bad answer, until the next one says the same.
+      const shrunk = listed.length < this.#lastListed / 2;
+      if (shrunk && listed.length !== this.#refusedLength) {
+        this.#refusedLength = listed.length;
         log.warn(
-          "exchangeInfo listed {count} symbols against {last} before; keeping the {recorded} symbols recorded",
+          "exchangeInfo listed {count} symbols against {last} before; keeping the {recorded} symbols recorded until a second listing says the same",
           { count: listed.length, last: this.#lastListed, recorded: this.#statuses.size },
         );
         continue;
       }
+      this.#refusedLength = undefined;
       this.update(listed);
     }
   }

@@ -681,8 +681,8 @@ export async function recoverJournal(
   dir: string,
   options: RecoverOptions,
 ): Promise<RecoveredJournal> {
-  await finishSettledRemoval(dir);
-  const files = await journalFiles(dir);
+  const settled = await finishSettledRemoval(dir);
+  const files = (await journalFiles(dir)).filter((name) => !settled.has(name));
   const reading: JournalReading = {
     pending: new Map(),
     describe: options.describe ?? lineFactsOf,
@@ -742,13 +742,18 @@ export async function removeSettledFiles(paths: readonly string[]): Promise<void
   await removeNamed(dir, names);
 }
 
-/** Finishes a removal a stop or a crash cut short: the files its list names, then the list. */
-async function finishSettledRemoval(dir: string): Promise<void> {
+/**
+ * Finishes a removal a stop or a crash cut short: the files its list names,
+ * then the list. A file that cannot be removed (EPERM, say) is logged and
+ * left with the list, to be tried at the next start; the names it returns
+ * are never read as a journal either way.
+ */
+async function finishSettledRemoval(dir: string): Promise<ReadonlySet<string>> {
   let text: string;
   try {
     text = await Deno.readTextFile(join(dir, SETTLED_LIST));
   } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return;
+    if (error instanceof Deno.errors.NotFound) return new Set();
     throw error;
   }
   const names = text.split("\n").filter((name) =>
@@ -758,15 +763,25 @@ async function finishSettledRemoval(dir: string): Promise<void> {
   log.info("Removing {count} journal files of batches settled before the last stop", {
     count: names.length,
   });
-  await removeNamed(dir, names);
-}
-
-async function removeNamed(dir: string, names: readonly string[]): Promise<void> {
-  for (const name of names) {
-    await Deno.remove(join(dir, name)).catch((error) => {
-      if (!(error instanceof Deno.errors.NotFound)) throw error;
+  try {
+    await removeNamed(dir, names);
+  } catch (error) {
+    log.warn("Could not remove every settled journal file ({error}); they are left unread", {
+      error: error instanceof Error ? error.message : String(error),
     });
   }
+  return new Set(names);
+}
+
+/** Removes the named files, then the list; throws the first failure (the list is kept then). */
+async function removeNamed(dir: string, names: readonly string[]): Promise<void> {
+  let failure: unknown;
+  for (const name of names) {
+    await Deno.remove(join(dir, name)).catch((error) => {
+      if (!(error instanceof Deno.errors.NotFound)) failure ??= error;
+    });
+  }
+  if (failure !== undefined) throw failure;
   await Deno.remove(join(dir, SETTLED_LIST));
 }
 
