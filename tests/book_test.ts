@@ -491,6 +491,20 @@ Deno.test("book --from reads back to the snapshot before the range: rows from --
     );
     return { code, err, rows: out.trimEnd().split("\n").slice(1) };
   };
+  // An unreadable object in the lookback, before any line: damage before the range, not in it.
+  const broken = planKey({
+    prefix: "binance",
+    market: "spot",
+    streamType: "depth@100ms",
+    symbol: "BTCUSDT",
+    firstRecvTs: t0 - 2 * minute,
+    instanceId: "t",
+    seq: 99,
+  });
+  await Deno.mkdir(`${tmp.path}/archive/${broken.slice(0, broken.lastIndexOf("/"))}`, {
+    recursive: true,
+  });
+  await Deno.writeTextFile(`${tmp.path}/archive/${broken}`, "not gzip");
   const later = await run("2026-06-01T00:05:00Z", "2026-06-01T00:15:00Z");
   assert.equal(later.code, 0, later.err);
   assert.equal(later.rows.length, 10, later.err);

@@ -352,18 +352,22 @@ interface LineFeed {
   readonly diffStream: boolean;
   readonly to?: number;
   lastTs: number | undefined;
+  /** The first receive time of the object being read (its key's). */
+  objectTs?: number;
 }
 
 /** Hands one object's lines to the rebuilder; an object that cannot be read is damage. */
 async function feedObject(feed: LineFeed, object: { key: string; body: ObjectBody }) {
   let lineNo = 0;
+  feed.objectTs = parseKey(object.key)?.firstRecvTs;
   try {
     for await (const text of objectLines(await object.body)) {
       feedLine(feed, decodeLine(text), `${object.key}:${++lineNo}`);
     }
   } catch (error) {
+    // Before any line was read, where the object begins (the first read may be the lookback's).
     feed.rebuilder.damaged(
-      feed.lastTs,
+      feed.lastTs ?? parseKey(object.key)?.firstRecvTs,
       `${object.key} cannot be read (${
         error instanceof Error ? error.message : String(error)
       }): what it held is missing`,
@@ -375,7 +379,7 @@ function feedLine(feed: LineFeed, line: DecodedLine | LineFault, where: string):
   const { rebuilder } = feed;
   if (line.kind === "malformed" && line.recvTs === undefined) {
     const what = line.fault === "not-json" ? "is not JSON" : "has no recv_ts";
-    rebuilder.damaged(feed.lastTs, `${where} ${what}`);
+    rebuilder.damaged(feed.lastTs ?? feed.objectTs, `${where} ${what}`);
     return;
   }
   const recvTs = line.recvTs!;
