@@ -107,6 +107,15 @@ const configFor = (s3: TestS3, bucket = TEST_BUCKET): S3Config => ({
   forcePathStyle: true,
 });
 
+/** A bucket behind a server of the test's own on 127.0.0.1 (one that hangs, or reads slowly). */
+const loopbackConfig = (port: number): S3Config => ({
+  bucket: TEST_BUCKET,
+  prefix: "binance",
+  region: "us-east-1",
+  endpoint: `http://127.0.0.1:${port}`,
+  forcePathStyle: true,
+});
+
 /** The SDK keeps sockets and timers past a test; s3rver too. */
 const s3Test = (name: string, fn: (s3: TestS3) => Promise<void>) =>
   Deno.test({
@@ -417,13 +426,7 @@ Deno.test({
       for await (const conn of listener) held.push(conn);
     })();
     try {
-      const config: S3Config = {
-        bucket: TEST_BUCKET,
-        prefix: "binance",
-        region: "us-east-1",
-        endpoint: `http://127.0.0.1:${listener.addr.port}`,
-        forcePathStyle: true,
-      };
+      const config = loopbackConfig(listener.addr.port);
       await withCredentials(TEST_CREDENTIALS, async () => {
         const sink = s3Sink(config, { requestTimeoutMs: 500 });
         try {
@@ -483,14 +486,7 @@ Deno.test({
       }
     })();
     try {
-      const config: S3Config = {
-        bucket: TEST_BUCKET,
-        prefix: "binance",
-        region: "us-east-1",
-        endpoint: `http://127.0.0.1:${listener.addr.port}`,
-        forcePathStyle: true,
-        credentials: TEST_CREDENTIALS,
-      };
+      const config = { ...loopbackConfig(listener.addr.port), credentials: TEST_CREDENTIALS };
       const sink = s3Sink(config, { requestTimeoutMs: 500 });
       const hurried = s3Sink(config, { requestTimeoutMs: 500, minBytesPerSecond: 1e12 });
       try {
