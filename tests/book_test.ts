@@ -467,16 +467,18 @@ Deno.test("book --from reads back to the snapshot before the range: rows from --
     }
     id++;
   }
-  for (const [m, lines] of byMinute.entries()) {
-    const key = planKey({
+  const keyAt = (firstRecvTs: number, seq: number) =>
+    planKey({
       prefix: "binance",
       market: "spot",
       streamType: "depth@100ms",
       symbol: "BTCUSDT",
-      firstRecvTs: t0 + m * minute + (m === 0 ? 1_000_000 : 0),
+      firstRecvTs,
       instanceId: "t",
-      seq: m,
+      seq,
     });
+  for (const [m, lines] of byMinute.entries()) {
+    const key = keyAt(t0 + m * minute + (m === 0 ? 1_000_000 : 0), m);
     const path = `${tmp.path}/archive/${key}`;
     await Deno.mkdir(path.slice(0, path.lastIndexOf("/")), { recursive: true });
     await Deno.writeFile(path, await gzipLines(lines, 1));
@@ -492,15 +494,7 @@ Deno.test("book --from reads back to the snapshot before the range: rows from --
     return { code, err, rows: out.trimEnd().split("\n").slice(1) };
   };
   // An unreadable object in the lookback, before any line: damage before the range, not in it.
-  const broken = planKey({
-    prefix: "binance",
-    market: "spot",
-    streamType: "depth@100ms",
-    symbol: "BTCUSDT",
-    firstRecvTs: t0 - 2 * minute,
-    instanceId: "t",
-    seq: 99,
-  });
+  const broken = keyAt(t0 - 2 * minute, 99);
   await Deno.mkdir(`${tmp.path}/archive/${broken.slice(0, broken.lastIndexOf("/"))}`, {
     recursive: true,
   });

@@ -462,7 +462,7 @@ export class BookRebuilder {
   #checkPending(): void {
     const { snapshot, recvTs } = this.#pending!;
     this.#pending = undefined;
-    if (this.#o.from !== undefined && recvTs < this.#o.from) return;
+    if (this.#before(recvTs)) return;
     const rolled = this.#roll(snapshot);
     if (!rolled) {
       this.#checksSkipped++;
@@ -570,7 +570,7 @@ export class BookRebuilder {
   }
 
   #row(recvTs: number): void {
-    if (this.#o.from !== undefined && recvTs < this.#o.from) return;
+    if (this.#before(recvTs)) return;
     this.#rows++;
     this.#o.onRow({
       recvTs,

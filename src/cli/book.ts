@@ -367,7 +367,7 @@ async function feedObject(feed: LineFeed, object: { key: string; body: ObjectBod
   } catch (error) {
     // Before any line was read, where the object begins (the first read may be the lookback's).
     feed.rebuilder.damaged(
-      feed.lastTs ?? parseKey(object.key)?.firstRecvTs,
+      feed.lastTs ?? feed.objectTs,
       `${object.key} cannot be read (${
         error instanceof Error ? error.message : String(error)
       }): what it held is missing`,

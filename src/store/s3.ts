@@ -49,7 +49,7 @@ export interface S3SinkOptions {
   readonly minBytesPerSecond?: number;
 }
 
-/** An S3 client for the configured store; credentials from the SDK's chain. */
+/** An S3 client for the configured store: the keys or profile configured, else the SDK's chain. */
 export function s3Client(
   config: S3Config,
   options: { maxAttempts?: number; idleTimeoutMs?: number } = {},
