@@ -7,6 +7,8 @@
  */
 
 import assert from "node:assert/strict";
+import { OPTION_NAMES } from "../src/config.ts";
+import { LABELS } from "../src/ops/launchd.ts";
 import { Metrics } from "../src/ops/metrics.ts";
 import { dashboardExpressions, metricNames, ruleExpressions } from "./support/promql.ts";
 import { requireTool, runTool } from "./support/tools.ts";
@@ -148,4 +150,26 @@ Deno.test({
       await Deno.remove(dir, { recursive: true });
     }
   },
+});
+
+Deno.test("the alerts' runbook texts name the launchd labels and options that exist", () => {
+  const labels = [...rules.matchAll(/com\.l2[\w.]*/g)].map((m) => m[0]);
+  assert.ok(labels.length > 0, "the scrape alert tells how to look at the job");
+  for (const label of labels) {
+    assert.ok(Object.values(LABELS).includes(label), `${label} is not a label install uses`);
+  }
+  const words = new Set([...rules.matchAll(/\b[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+\b/g)].map((m) => m[0]));
+  for (const word of words) {
+    assert.ok(OPTION_NAMES.includes(word), `${word} is not an option`);
+  }
+});
+
+Deno.test("every reconnect cause has a series from the start, so increase() sees the first ones", async () => {
+  const metrics = new Metrics();
+  const text = await metrics.registry.metrics();
+  for (
+    const cause of ["server", "error", "stale", "open-timeout", "subscribe-failed", "suspended"]
+  ) {
+    assert.match(text, new RegExp(`l2_reconnects_total\\{cause="${cause}"\\} 0`), cause);
+  }
 });

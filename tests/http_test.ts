@@ -179,3 +179,24 @@ Deno.test("serveOps names METRICS_ADDR when the port is already taken", async ()
     await first.finished;
   }
 });
+
+Deno.test("a request whose Host makes no URL gets 400, and the endpoint serves on", async () => {
+  const stop = new AbortController();
+  const server = serveOps({ hostname: "127.0.0.1", port: 0 }, handler(deps()), stop.signal);
+  try {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+    await conn.write(
+      new TextEncoder().encode("GET /healthz HTTP/1.1\r\nHost: a b\r\nConnection: close\r\n\r\n"),
+    );
+    const reply = new TextDecoder().decode(
+      (await new Response(conn.readable).arrayBuffer()) as ArrayBuffer,
+    );
+    assert.match(reply, /^HTTP\/1\.1 400/, reply);
+    const response = await fetch(`http://127.0.0.1:${server.addr.port}/healthz`);
+    assert.equal(response.status, 200);
+    await response.body?.cancel();
+  } finally {
+    stop.abort();
+    await server.finished;
+  }
+});

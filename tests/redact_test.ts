@@ -93,3 +93,14 @@ Deno.test("a password typed with `/`, `?` or `#` in it is not printed when its U
   assert.match(error.message, /https:\/\/<redacted>@host:9000/);
   assert.equal(redactUrlValue("not a url"), "not a url");
 });
+
+Deno.test("a password holding quotes, angle brackets or a backslash is redacted too", () => {
+  for (const password of [`it's-secret`, `p"w`, "p<w>", "p\\w", `a'b"c<d>e\\f`]) {
+    const url = `wss://alice:${password}@proxy.example:9443`;
+    for (const text of [`Rotating ${url}: lifetime`, JSON.stringify({ url })]) {
+      const redacted = redactUrls(text);
+      assert.ok(!redacted.includes("secret") && !redacted.includes(password), redacted);
+      assert.ok(redacted.includes("<redacted>@proxy.example:9443"), redacted);
+    }
+  }
+});

@@ -218,7 +218,12 @@ export function handler(deps: OpsDeps): (req: Request) => Promise<Response> {
     },
   };
   return async (req) => {
-    const route = routes[new URL(req.url).pathname];
+    // A request Deno cannot make a URL of (a Host header with a space) is the client's error.
+    const path = URL.parse(req.url)?.pathname;
+    if (path === undefined) {
+      return new Response("bad request\n", { status: 400, headers: headers() });
+    }
+    const route = Object.hasOwn(routes, path) ? routes[path] : undefined;
     if (!route) return new Response("not found\n", { status: 404, headers: headers() });
     if (req.method !== "GET") {
       return new Response("method not allowed\n", {
@@ -229,7 +234,7 @@ export function handler(deps: OpsDeps): (req: Request) => Promise<Response> {
     try {
       return await route();
     } catch (error) {
-      log.error("Ops endpoint {path} failed: {error}", { path: new URL(req.url).pathname, error });
+      log.error("Ops endpoint {path} failed: {error}", { path, error });
       return new Response("internal error\n", { status: 500, headers: headers() });
     }
   };
@@ -274,6 +279,11 @@ export function serveOps(
       port: addr.port,
       signal,
       onListen: () => {},
+      // Through the logger (one line, redacted), not Deno's default stack on stderr.
+      onError: (error) => {
+        log.error("Ops endpoint failed: {error}", { error });
+        return new Response("internal error\n", { status: 500 });
+      },
     }, handle);
   } catch (error) {
     const shown = formatAddr(addr);

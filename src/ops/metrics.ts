@@ -14,6 +14,23 @@
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import { parseStreamName } from "../binance/streams.ts";
 import type { Sink } from "../store/sink.ts";
+import type { CloseCause } from "../feed/connection_types.ts";
+
+/**
+ * Every cause `l2_reconnects_total` counts: each close but a shutdown or a
+ * rotation (events.ts). A record, so a new `CloseCause` must be added here:
+ * a series first seen at N hides its first N from `increase()`.
+ */
+const RECONNECT_CAUSES = Object.keys(
+  {
+    server: true,
+    error: true,
+    stale: true,
+    "open-timeout": true,
+    "subscribe-failed": true,
+    suspended: true,
+  } satisfies Record<Exclude<CloseCause, "shutdown" | "rotated">, true>,
+);
 
 export interface MetricsOptions {
   /** The `market` label of the per-stream metrics (MARKET); default `spot`. */
@@ -187,7 +204,7 @@ export class Metrics {
       streamLabels,
     );
     // Series with labels appear only once touched: show the known ones at 0.
-    for (const cause of ["server", "error", "stale", "open-timeout", "subscribe-failed"]) {
+    for (const cause of RECONNECT_CAUSES) {
       this.reconnects.inc({ cause }, 0);
     }
     for (const target of ["journal", "spool"]) this.diskWriteFailures.inc({ target }, 0);

@@ -11,9 +11,12 @@ export const REDACTED_USERINFO = "<redacted>";
 
 /**
  * A URL's scheme and user-info: greedy up to the last `@` before the host's
- * end, so a raw `@` inside a password is taken too.
+ * end, so a raw `@` inside a password is taken too. Only what ends an
+ * authority (`/`, `?`, `#`) or a word stops it: a password may hold quotes,
+ * `<`, `>` or a backslash (JSON logs escape a quote as `\"`), and text after a
+ * quoted URL is at worst redacted too, never shown.
  */
-const USERINFO = /\b([a-z][a-z0-9+.-]*:\/\/)[^\s/?#"'<>\\]*@/gi;
+const USERINFO = /\b([a-z][a-z0-9+.-]*:\/\/)[^\s/?#]*@/gi;
 
 /** `text` with the user-info of every URL in it replaced. */
 export function redactUrls(text: string): string {
