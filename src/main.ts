@@ -6,6 +6,7 @@
  */
 
 import { getLogger } from "@logtape/logtape";
+import { dirname } from "node:path";
 import { parseArgs } from "node:util";
 import denoJson from "../deno.json" with { type: "json" };
 import { book, BOOK_ARG_OPTIONS, writeAllSync } from "./cli/book.ts";
@@ -119,6 +120,8 @@ export async function main(args: string[]): Promise<number> {
   }
 
   try {
+    // As `run` makes DATA_DIR: a LOG_FILE inside it must not fail the first start.
+    if (config.logFile) await Deno.mkdir(dirname(config.logFile), { recursive: true });
     await setUpLogging({
       level: config.logLevel,
       format: config.logFormat,

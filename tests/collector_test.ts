@@ -177,7 +177,9 @@ Deno.test("collector exits 2 naming DATA_DIR when it is not writable", async () 
 
 Deno.test("collector exits 2 naming LOG_FILE when it cannot be opened, not with a stack trace", async () => {
   await using tmp = await tempDir();
-  const logFile = `${tmp.path}/no-such-dir/collector.log`;
+  // Under a regular file: no directory can be made for it (a missing one is made, as DATA_DIR is).
+  await Deno.writeTextFile(`${tmp.path}/file`, "");
+  const logFile = `${tmp.path}/file/collector.log`;
   const result = await runCollector({
     ...unreachableBinance(),
     DATA_DIR: `${tmp.path}/data`,
@@ -233,7 +235,8 @@ Deno.test({
       AWS_REGION: "us-east-1",
       AWS_ACCESS_KEY_ID: "AKIDEXAMPLE",
       AWS_SECRET_ACCESS_KEY: "not-a-real-secret-value",
-      LOG_FILE: `${tmp.path}/collector.log`,
+      // In a directory that does not exist yet (the first start of a new DATA_DIR).
+      LOG_FILE: `${tmp.path}/logs/collector.log`,
       LOG_FORMAT: "json",
     });
     await waitFor(() => exchange.openCount > 0, 15_000, "connect");
@@ -253,7 +256,7 @@ Deno.test({
     for (const conn of held) conn.close();
     assert.equal(status.code, 1, "a second signal exits at once, non-zero");
     assert.ok(Date.now() - secondAt < 2000, "the second signal must not wait for the flush");
-    const log = (await Deno.readTextFile(`${tmp.path}/collector.log`)).trim().split("\n");
+    const log = (await Deno.readTextFile(`${tmp.path}/logs/collector.log`)).trim().split("\n");
     const records = log.map((line) => JSON.parse(line));
     assert.ok(records.some((r) => /again/.test(String(r.message))), "second signal not logged");
     assert.ok(

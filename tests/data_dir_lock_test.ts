@@ -84,15 +84,26 @@ Deno.test("check fails where run would stop: an unlisted symbol, METRICS_ADDR ta
     SYMBOL: "BTCUSDT,NOSUCHCOIN",
     DATA_DIR: tmp.path,
     METRICS_ADDR: `127.0.0.1:${taken.addr.port}`,
-    LOG_FILE: `${tmp.path}/no-such-dir/l2.log`,
+    LOG_FILE: `${tmp.path}/file/l2.log`,
   });
+  await Deno.writeTextFile(`${tmp.path}/file`, "");
   let text = "";
   const code = await check(config, { print: (t) => text += t, fetch: fakeBinanceRest() });
   assert.equal(code, 1, text);
   assert.match(text, /^FAIL +symbols +Binance does not list NOSUCHCOIN on spot$/m);
   assert.match(text, /^FAIL +metrics addr +127\.0\.0\.1:\d+ is already in use/m);
-  assert.match(text, /^FAIL +log file +/m);
+  assert.match(text, /^FAIL +log file +Not a directory/m);
   assert.match(text, /^3 check\(s\) failed$/m);
+  // A directory `run` makes (LOG_FILE inside a DATA_DIR not made yet) is no failure.
+  const fresh = parseConfig({
+    SYMBOL: "BTCUSDT",
+    DATA_DIR: `${tmp.path}/data`,
+    METRICS_ADDR: "off",
+    LOG_FILE: `${tmp.path}/new/logs/l2.log`,
+  });
+  text = "";
+  assert.equal(await check(fresh, { print: (t) => text += t, fetch: fakeBinanceRest() }), 0, text);
+  assert.match(text, /^OK +log file +.*l2\.log can be created \(run makes .*new\/logs\)$/m);
 });
 
 Deno.test("check passes while a collector runs: its lock and its METRICS_ADDR are reported, not failed", async () => {

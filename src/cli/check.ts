@@ -206,7 +206,8 @@ async function probeBind(
 /**
  * LOG_FILE can be opened for appending: `run` exits 2 when it cannot. A
  * missing file is not created (`sudo l2-uploader check` would leave one the
- * daemon's user cannot write): its directory must take a file instead.
+ * daemon's user cannot write): its directory must take a file instead, or,
+ * when `run` is to make that directory, the nearest one that exists.
  */
 async function probeLogFile(path: string): Promise<string> {
   try {
@@ -216,11 +217,19 @@ async function probeLogFile(path: string): Promise<string> {
     if (!(error instanceof Deno.errors.NotFound)) throw error;
   }
   const dir = dirname(path);
-  if (!(await Deno.stat(dir).catch(() => undefined))?.isDirectory) {
-    throw new Error(`${path}: its directory ${dir} does not exist`);
+  let existing = dir;
+  while (!(await Deno.stat(existing).catch(() => undefined))) {
+    const parent = dirname(existing);
+    if (parent === existing) break;
+    existing = parent;
   }
-  await probeWritable(dir);
-  return `${path} can be created in ${dir}`;
+  if (!(await Deno.stat(existing).catch(() => undefined))?.isDirectory) {
+    throw new Error(`${path}: ${existing} is not a directory`);
+  }
+  await probeWritable(existing);
+  return existing === dir
+    ? `${path} can be created in ${dir}`
+    : `${path} can be created (run makes ${dir})`;
 }
 
 function describeConfig(config: Config): string {

@@ -1,6 +1,7 @@
 /**
  * Logging set-up (LogTape): one line per event to stderr, as text or JSON
- * lines, and optionally to a size-rotated file. Called once, by main.
+ * lines, or to a size-rotated file (stderr then gets errors only). Called
+ * once, by main.
  * Library modules only call `getLogger(["l2", <module>])`.
  */
 
@@ -13,6 +14,7 @@ import {
   type LogLevel,
   type Sink,
   type TextFormatter,
+  withFilter,
 } from "@logtape/logtape";
 import { getRotatingFileSink } from "@logtape/file";
 import { redactUrls } from "./redact.ts";
@@ -38,8 +40,11 @@ export async function setUpLogging(options: LoggingOptions): Promise<void> {
     LogLevel,
     "error"
   >;
+  const console = getConsoleSink({ formatter, levelMap: toStderr });
   const sinks: Record<string, Sink> = {
-    stderr: getConsoleSink({ formatter, levelMap: toStderr }),
+    // With a file, stderr keeps errors only: launchd writes it to a file it
+    // never rotates (StandardErrorPath), so a 24/7 process must not fill it.
+    stderr: options.file ? withFilter(console, "error") : console,
   };
   if (options.file) {
     sinks.file = getRotatingFileSink(options.file, {
