@@ -231,6 +231,19 @@ Deno.test("the tracker dates the last success and how long batches have waited",
   assert.equal(inputs.batchesDueSince, undefined);
 });
 
+Deno.test("a wall clock stepped back an hour does not hide an upload stall", () => {
+  const tracker = new HealthTracker(NOW);
+  // Stored at NOW + 2 h by the clock of then; NTP steps it back to NOW; S3 goes down.
+  tracker.observe(sample({ batchesStored: 1, lastStoredAt: NOW + 2 * HOUR }), NOW + 2 * HOUR);
+  tracker.observe(sample({ batchesStored: 1, lastStoredAt: NOW + 2 * HOUR, backlog: 4 }), NOW);
+  const stalledAt = NOW + UPLOAD_STALL_CRITICAL_MS;
+  tracker.observe(
+    sample({ batchesStored: 1, lastStoredAt: NOW + 2 * HOUR, backlog: 9 }),
+    stalledAt,
+  );
+  assert.equal(evaluateHealth(tracker.inputs(stalledAt, facts), stalledAt).status, "critical");
+});
+
 Deno.test("dropped messages stay critical for the hour after they were seen", () => {
   const tracker = new HealthTracker(NOW);
   tracker.observe(sample({ droppedMessages: 120 }), NOW);

@@ -112,7 +112,12 @@ Deno.test("earlier runs' files removed in part (a stop or a crash part-way) are 
       },
     });
   // A run that died with batches open across three segments.
-  const journal = await Journal.start(tmp.path, { flushMs: 10, segmentMs: 1000, now: () => clock });
+  const journal = await Journal.start(tmp.path, {
+    flushMs: 10,
+    segmentMs: 1000,
+    now: () => clock,
+    monotonic: () => clock,
+  });
   const batcher = batcherFor(journal);
   for (let i = 1; i <= 3; i++) {
     batcher.add("a", diff(i, "a", i, i), 0);
@@ -281,35 +286,39 @@ Deno.test("a batch settled during a flush keeps its older segment until its sett
     run?.();
     return clock;
   };
-  await withJournal(tmp.path, { flushMs: 1_000_000, segmentMs: 100, now }, async (journal) => {
-    const batcher = batcherFor(journal);
-    batcher.add("b", diff(1, "b", 1, 1), 0); // B's first records: segment 0
-    clock += 100;
-    await journal.flush(); // then segment 1 starts
-    batcher.add("b", diff(2, "b", 2, 2), 0);
-    batcher.add("c", diff(3, "c", 1, 1), 0); // C keeps segment 1
-    await journal.flush(); // B's second piece: segment 1
-    const [b] = batcher.sealAll().filter((sealed) => sealed.stream === "b");
-    assert.ok(await b.durable);
-    await journal.flush(); // the seal's flush is over
-    clock += 100;
-    duringFlush = () => journal.settled(b.key); // B stored while the flush goes on
-    await journal.flush();
-    // Killed here, before the next flush writes B's `r`: B comes back whole under
-    // its own key (storing it again puts the same bytes there), nothing is lost.
-    const killed = await recoverJournal(tmp.path, {
-      describe,
-      rekey: (_lines, i) => ({ key: `rekeyed/${i}`, stream: "b" }),
-    });
-    assert.deepEqual(killed.batches.map((x) => x.key), [b.key, "p/stream=c/3_0.ndjson.gz"]);
-    assert.deepEqual(await plain(killed.batches[0]), await plain(b));
-    assert.deepEqual([killed.skipped, killed.unattributed], [[], 0]);
-    await journal.flush(); // B's `r` written: segment 0 goes now
-    assert.deepEqual((await recover(tmp.path)).batches.map((x) => x.key), [
-      "p/stream=c/3_0.ndjson.gz",
-    ]);
-    assert.ok(!(await listFiles(tmp.path)).some((name) => name.endsWith("-000000000.v3.jnl")));
-  });
+  await withJournal(
+    tmp.path,
+    { flushMs: 1_000_000, segmentMs: 100, now, monotonic: now },
+    async (journal) => {
+      const batcher = batcherFor(journal);
+      batcher.add("b", diff(1, "b", 1, 1), 0); // B's first records: segment 0
+      clock += 100;
+      await journal.flush(); // then segment 1 starts
+      batcher.add("b", diff(2, "b", 2, 2), 0);
+      batcher.add("c", diff(3, "c", 1, 1), 0); // C keeps segment 1
+      await journal.flush(); // B's second piece: segment 1
+      const [b] = batcher.sealAll().filter((sealed) => sealed.stream === "b");
+      assert.ok(await b.durable);
+      await journal.flush(); // the seal's flush is over
+      clock += 100;
+      duringFlush = () => journal.settled(b.key); // B stored while the flush goes on
+      await journal.flush();
+      // Killed here, before the next flush writes B's `r`: B comes back whole under
+      // its own key (storing it again puts the same bytes there), nothing is lost.
+      const killed = await recoverJournal(tmp.path, {
+        describe,
+        rekey: (_lines, i) => ({ key: `rekeyed/${i}`, stream: "b" }),
+      });
+      assert.deepEqual(killed.batches.map((x) => x.key), [b.key, "p/stream=c/3_0.ndjson.gz"]);
+      assert.deepEqual(await plain(killed.batches[0]), await plain(b));
+      assert.deepEqual([killed.skipped, killed.unattributed], [[], 0]);
+      await journal.flush(); // B's `r` written: segment 0 goes now
+      assert.deepEqual((await recover(tmp.path)).batches.map((x) => x.key), [
+        "p/stream=c/3_0.ndjson.gz",
+      ]);
+      assert.ok(!(await listFiles(tmp.path)).some((name) => name.endsWith("-000000000.v3.jnl")));
+    },
+  );
 });
 
 Deno.test("a batch whose file could not be read back once is read again the next time", async () => {
@@ -475,7 +484,7 @@ Deno.test("journal rotates segments and deletes one only when its batches settle
     `${String(start).padStart(15, "0")}-${String(n).padStart(9, "0")}.v3.jnl`;
   await withJournal(
     tmp.path,
-    { flushMs: 10, segmentMs: 1000, now: () => clock },
+    { flushMs: 10, segmentMs: 1000, now: () => clock, monotonic: () => clock },
     async (journal) => {
       const rotate = async () => {
         clock += 1000;
@@ -519,6 +528,28 @@ Deno.test("journal rotates segments and deletes one only when its batches settle
       await rotate();
       assert.deepEqual(await segments(tmp.path), [seg(3)]);
       assert.deepEqual((await recover(tmp.path)).batches, []);
+    },
+  );
+});
+
+Deno.test("journal segments age on the monotonic clock: a wall clock stepped back an hour does not keep one segment growing", async () => {
+  await using tmp = await tempDir();
+  let wall = 1_700_000_000_000;
+  let monotonic = 0;
+  await withJournal(
+    tmp.path,
+    { flushMs: 10, segmentMs: 1000, now: () => wall, monotonic: () => monotonic },
+    async (journal) => {
+      const batcher = batcherFor(journal);
+      batcher.add("a", diff(1, "a", 1, 1), 0);
+      await journal.flush();
+      wall -= 3_600_000; // NTP steps the wall clock back an hour
+      for (let i = 2; i <= 4; i++) {
+        monotonic += 1000;
+        batcher.add("a", diff(i, "a", i, i), 0);
+        await journal.flush();
+      }
+      assert.equal((await segments(tmp.path)).length, 4, "a new segment every segmentMs");
     },
   );
 });
@@ -735,7 +766,12 @@ Deno.test({
     await using tmp = await tempDir();
     const dir = join(tmp.path, "journal");
     let clock = 1_000;
-    const journal = await Journal.start(dir, { flushMs: 60_000, segmentMs: 100, now: () => clock });
+    const journal = await Journal.start(dir, {
+      flushMs: 60_000,
+      segmentMs: 100,
+      now: () => clock,
+      monotonic: () => clock,
+    });
     try {
       const batcher = batcherFor(journal);
       batcher.add("s", diff(1, "s", 1, 1), 0);

@@ -360,7 +360,7 @@ export function workerAppender(
   pool: GzipPool,
   options: { retryAfterMs?: number; now?: () => number; hereBytes?: number } = {},
 ): FileAppender {
-  const { retryAfterMs = 10_000, now = Date.now, hereBytes = HERE_BYTES } = options;
+  const { retryAfterMs = 10_000, now = () => performance.now(), hereBytes = HERE_BYTES } = options;
   const here = localAppender();
   const small = new SyncAppender({ keep: HERE_FILES });
   let failedAt = -Infinity;
@@ -523,7 +523,7 @@ function fallbackCompressor(
   pool: GzipPool,
   options: { retryAfterMs?: number; now?: () => number },
 ): (group: readonly DeflateCall[]) => Promise<Uint8Array[]> {
-  const { retryAfterMs = 10_000, now = Date.now } = options;
+  const { retryAfterMs = 10_000, now = () => performance.now() } = options;
   let failedAt = -Infinity;
   const here = (group: readonly DeflateCall[]) =>
     group.map((c) => deflateRawHere(c.chunks, pool.level, c.final));

@@ -319,6 +319,7 @@ export class HealthTracker {
   };
   #previous: Record<Counted | "backlog", number> = { ...ZERO_SAMPLE };
   #lastSuccessAt: number | undefined;
+  #storedAtSeen: number | undefined;
   #dueSince: number | undefined;
   #lastSuspension: LastSuspension | undefined;
 
@@ -328,8 +329,16 @@ export class HealthTracker {
 
   observe(sample: MetricsSample, now: number): void {
     if (sample.lastStoredAt !== undefined) {
-      this.#lastSuccessAt = Math.max(sample.lastStoredAt, this.#lastSuccessAt ?? -Infinity);
+      // Only a store not seen before moves it (each sample repeats the last one).
+      if (sample.lastStoredAt !== this.#storedAtSeen) {
+        this.#storedAtSeen = sample.lastStoredAt;
+        this.#lastSuccessAt = Math.max(sample.lastStoredAt, this.#lastSuccessAt ?? -Infinity);
+      }
     } else if (sample.batchesStored > this.#previous.batchesStored) this.#lastSuccessAt = now;
+    // A time after `now` is from before the wall clock stepped back: it counts as now,
+    // or a store stamped then would hide an upload stall for as long as the step.
+    if (this.#lastSuccessAt !== undefined && this.#lastSuccessAt > now) this.#lastSuccessAt = now;
+    if (this.#dueSince !== undefined && this.#dueSince > now) this.#dueSince = now;
     for (const name of Object.keys(this.#windows) as Counted[]) {
       const growth = sample[name] - this.#previous[name];
       // Counters only grow; a lower value is a sample read before the last

@@ -112,8 +112,14 @@ class RecordBuffer {
 export interface JournalOptions {
   readonly flushMs?: number;
   readonly segmentMs?: number;
-  /** Wall clock, ms (for segment names). */
+  /** Wall clock, ms (for the run's name). */
   readonly now?: () => number;
+  /**
+   * Monotonic clock, ms (segment ages, how long writes have failed): a wall
+   * clock stepped back would keep one segment current, growing, for as long
+   * as the step.
+   */
+  readonly monotonic?: () => number;
   /** Called on every failed write to a journal file (l2_disk_write_failures_total). */
   readonly onWriteFailed?: (error: unknown) => void;
   /** Writes the batch files (default: on this thread; the collector uses the gzip worker). */
@@ -183,6 +189,7 @@ export class Journal implements BatchObserver {
   readonly #flushMs: number;
   readonly #segmentMs: number;
   readonly #now: () => number;
+  readonly #monotonic: () => number;
   readonly #onWriteFailed: ((error: unknown) => void) | undefined;
   readonly #appender: FileAppender;
   readonly #entries = new Map<string, Entry>();
@@ -222,6 +229,7 @@ export class Journal implements BatchObserver {
     this.#flushMs = options.flushMs ?? 250;
     this.#segmentMs = options.segmentMs ?? 60_000;
     this.#now = options.now ?? Date.now;
+    this.#monotonic = options.monotonic ?? (() => performance.now());
     this.#onWriteFailed = options.onWriteFailed;
     this.#appender = options.appender ?? localAppender();
     this.#runId = String(this.#now()).padStart(15, "0");
@@ -403,7 +411,7 @@ export class Journal implements BatchObserver {
     // A seal is durable once written. While the journal cannot write, uploads
     // wait for it, but not for ever: recording must not stop on a bad disk.
     const stuck = this.#failingSince !== undefined &&
-      this.#now() - this.#failingSince < MAX_SEAL_WAIT_MS;
+      this.#monotonic() - this.#failingSince < MAX_SEAL_WAIT_MS;
     if (stuck) this.#waiters.unshift(...waiters);
     else {
       for (const { entry, resolve } of waiters) {
@@ -590,18 +598,18 @@ export class Journal implements BatchObserver {
     this.#onWriteFailed?.(error);
     if (this.#failingSince === undefined) {
       log.error("Cannot write the crash journal: {error}; retrying", { error });
-      this.#failingSince = this.#now();
+      this.#failingSince = this.#monotonic();
     }
   }
 
   async #rotateIfDue(): Promise<void> {
-    if (this.#now() - this.#segmentStartedAt < this.#segmentMs) return;
+    if (this.#monotonic() - this.#segmentStartedAt < this.#segmentMs) return;
     try {
       await this.#rotate();
     } catch (error) {
       // Keep writing to the current segment; try a new one next period.
       log.error("Cannot start a new journal segment: {error}", { error });
-      this.#segmentStartedAt = this.#now();
+      this.#segmentStartedAt = this.#monotonic();
     }
   }
 
@@ -615,7 +623,7 @@ export class Journal implements BatchObserver {
     previous?.file?.close();
     if (previous) previous.file = undefined;
     this.#segments.push({ name, live: new Set(), file });
-    this.#segmentStartedAt = this.#now();
+    this.#segmentStartedAt = this.#monotonic();
   }
 
   /** Oldest first, and never the current segment. */
