@@ -53,7 +53,7 @@ function onlyStream(report: Report) {
 
 Deno.test("audit: a clean chain with an overlapping snapshot finds nothing", () => {
   const report = audit([[KEY, [
-    snapshot(2, T0 - MS),
+    snapshot(2, T0),
     diff(1, 3, T0),
     diff(4, 6, T0 + 100 * MS),
     diff(7, 9, T0 + 200 * MS),
@@ -94,7 +94,7 @@ Deno.test("audit: a clean chain with an overlapping snapshot finds nothing", () 
       duplicates: 0,
       firstUpdateId: 1,
       lastUpdateId: 9,
-      firstRecvTs: T0 - MS,
+      firstRecvTs: T0,
       lastRecvTs: T0 + 200 * MS,
       instances: ["box"],
       notRebuildable: [],
@@ -334,7 +334,9 @@ Deno.test("audit: a partial book's repeated id is a push of its own; the same li
 });
 
 Deno.test("audit: the same stream name in both markets is two streams, each with its own chain", () => {
-  const usdmKey = KEY.replace("market=spot", "market=usdm").replace("_box_", "_other_");
+  // The key's time is its first line's (the collector's keys always are).
+  const usdmKey = KEY.replace("market=spot", "market=usdm")
+    .replace(`${T0}_box_`, `${T0 + 50 * MS}_other_`);
   // USD-M diffs chain by pu (BINANCE.md "Diff depth, USD-M"); ids far from spot's.
   const usdm = (U: number, u: number, pu: number, recvTs: number) =>
     `{"recv_ts":${recvTs},"stream":"${STREAM}","data":{"e":"depthUpdate","E":1,"T":1,` +
@@ -417,12 +419,12 @@ Deno.test("audit: silence at either end of the asked range is a hole, unless the
 
   // The stream started (connected) and left the recorded set (stopped) inside the range.
   const said = audit([[KEY, [
-    event("connected", T0 - 1),
+    event("connected", T0),
     ...lines,
     `{"recv_ts":${T0 + 201 * MS},"stream":"${STREAM}","event":"stopped","reason":"delisted"}`,
   ]]], range);
   assert.deepEqual(edges(said), [
-    ["hole", -10_000 * MS, -1, true, "connected"],
+    ["hole", -10_000 * MS, 0, true, "connected"],
     ["hole", 201 * MS, 10_000 * MS, true, "stopped"],
   ]);
   assert.equal(said.ok, true);
@@ -458,4 +460,130 @@ Deno.test("audit: a trade stream has no book to rebuild; its break names the tra
   assert.equal(stream.notRebuildable, undefined, "no book, as for a partial book");
   assert.equal(report.problems.length, 1);
   assert.match(report.problems[0].detail, /^t 1060 skips ahead of 1052/);
+});
+
+/** The key of an object of the diff stream whose first line is at `ts`. */
+const keyAt = (ts: number, seq = 0) =>
+  KEY.replace("hour=10", `hour=${new Date(ts / MS).toISOString().slice(11, 13)}`)
+    .replace(`${T0}_box_000000`, `${ts}_box_${String(seq).padStart(6, "0")}`);
+
+Deno.test("audit: a silence at the range's end is explained by the line after it, or a loss counted after it", () => {
+  const event = (name: string, recvTs: number) =>
+    `{"recv_ts":${recvTs},"stream":"${STREAM}","event":"${name}","conn":1}`;
+  const inside = [diff(1, 3, T0), diff(4, 6, T0 + 100 * MS)];
+  const range = { from: T0, to: T0 + 5_000 * MS };
+  const endHole = (report: Report) =>
+    report.problems.filter((p) => p.kind === "hole").map((p) => [p.explained, p.cause]);
+
+  // The Mac slept across `to`: the `suspended` line after it, in the next object, says so.
+  const slept = audit([
+    [KEY, inside],
+    [keyAt(T0 + 9_000 * MS, 1), [event("suspended", T0 + 9_000 * MS), diff(7, 9, T0 + 9_100 * MS)]],
+  ], range);
+  assert.deepEqual(endHole(slept), [[true, "suspended"]]);
+  assert.equal(slept.ok, true, JSON.stringify(slept.problems));
+  assert.equal(slept.objects, 1, "the object after the range is not counted");
+  assert.equal(onlyStream(slept).messages, 2);
+
+  // Data after `to` with nothing said: the silence stays unexplained.
+  const silent = audit(
+    [[KEY, inside], [keyAt(T0 + 9_000 * MS, 1), [diff(7, 9, T0 + 9_000 * MS)]]],
+    range,
+  );
+  assert.deepEqual(endHole(silent), [[false, undefined]]);
+
+  // The lost messages are counted by a `dropped` line after `to`.
+  const droppedAfter = `{"recv_ts":${T0 + 9_001 * MS},"stream":"${STREAM}","event":"dropped",` +
+    `"reason":"queue full","messages":80,"first_recv_ts":${T0 + 200 * MS},` +
+    `"last_recv_ts":${T0 + 8_900 * MS}}`;
+  const lost = audit([
+    [KEY, inside],
+    [keyAt(T0 + 9_000 * MS, 1), [diff(800, 802, T0 + 9_000 * MS), droppedAfter]],
+  ], range);
+  assert.deepEqual(endHole(lost), [[true, "dropped"]]);
+  assert.equal(lost.ok, true);
+
+  // The object after the range is never judged: unreadable or malformed, it fails nothing.
+  const auditor = new Auditor(range);
+  auditor.beginObject(KEY);
+  inside.forEach((line, i) => auditor.line(line, i + 1));
+  auditor.endObject();
+  auditor.beginObject(keyAt(T0 + 5_000 * MS, 1));
+  auditor.line("not json", 1);
+  auditor.unreadable(keyAt(T0 + 5_000 * MS, 1), new Error("corrupt deflate stream"));
+  const next = auditor.report();
+  assert.deepEqual(next.problems.map((p) => p.kind), ["hole"]);
+});
+
+Deno.test("audit: a silence at the range's start is explained by the line before it, or by a loss counted", () => {
+  const range = { from: T0, to: T0 + 10_000 * MS };
+  const start = (report: Report) =>
+    report.problems.filter((p) => p.kind === "hole").map((p) => [p.explained, p.cause]);
+  const late = [diff(50, 52, T0 + 9_000 * MS), diff(53, 55, T0 + 9_500 * MS)];
+  // A `disconnected` line just before `from` (in the object that runs into the range).
+  const before = `{"recv_ts":${T0 - 500 * MS},"stream":"${STREAM}","event":"disconnected",` +
+    `"conn":1,"cause":"error"}`;
+  const cut = audit([[keyAt(T0 - 500 * MS), [before]], [keyAt(T0 + 9_000 * MS, 1), late]], range);
+  assert.deepEqual(start(cut), [[true, "disconnected"]]);
+  // A `dropped` line in the range counting what was lost from the range's start.
+  const dropped = `{"recv_ts":${T0 + 9_600 * MS},"stream":"${STREAM}","event":"dropped",` +
+    `"reason":"queue full","messages":90,"first_recv_ts":${T0 - 300 * MS},` +
+    `"last_recv_ts":${T0 + 8_900 * MS}}`;
+  const lost = audit([[keyAt(T0 + 9_000 * MS, 1), [...late, dropped]]], range);
+  assert.deepEqual(start(lost), [[true, "dropped"]]);
+  assert.equal(lost.ok, true, JSON.stringify(lost.problems));
+  // Without either, the silence fails the audit.
+  assert.deepEqual(start(audit([[keyAt(T0 + 9_000 * MS, 1), late]], range)), [[false, undefined]]);
+});
+
+Deno.test("audit: another stream's object in this partition is named as misplaced, and the other stream's own objects are not blamed", () => {
+  const ETH = "ethusdt@depth@100ms";
+  const ethDir = DIR.replace("symbol=BTCUSDT", "symbol=ETHUSDT");
+  const ethKey = (ts: number, seq: number) =>
+    `${ethDir}/${ts}_box_${String(seq).padStart(6, "0")}.ndjson.gz`;
+  const eth = (U: number, u: number, recvTs: number) => diff(U, u, recvTs).replace(STREAM, ETH);
+  const ethLines = [eth(1, 3, T0 + 10 * MS), eth(4, 6, T0 + 110 * MS)];
+  // A copy of an ETH object put under BTC's partition, at a BTC key time.
+  const stray = keyAt(T0 + 10 * MS, 1);
+  const report = audit([
+    [KEY, [diff(1, 3, T0), diff(4, 6, T0 + 100 * MS)]],
+    [stray, ethLines],
+    [ethKey(T0 + 10 * MS, 0), ethLines],
+  ]);
+  assert.deepEqual(
+    report.problems.map((p) => [p.kind, p.key, p.line]),
+    [["misplaced", stray, 1]],
+  );
+  assert.match(report.problems[0].detail, /2 line\(s\) of stream ethusdt@depth@100ms/);
+  assert.equal(report.ok, false);
+  assert.deepEqual(report.streams.map((s) => [s.stream, s.messages, s.duplicates]), [
+    [STREAM, 2, 0],
+    [ETH, 2, 0],
+  ]);
+
+  // An object renamed to another time: its key no longer says when its first line came.
+  const renamed = audit([[KEY, [diff(1, 3, T0)]], [keyAt(T0 + 900 * MS, 1), [
+    diff(4, 6, T0 + 100 * MS),
+  ]]]);
+  assert.deepEqual(renamed.problems.map((p) => [p.kind, p.line]), [["misplaced", 1]]);
+  assert.match(
+    renamed.problems[0].detail,
+    /key's time .*10:00:00\.900000Z is not the first line's/,
+  );
+});
+
+Deno.test("audit: a line received before the line above it in its object is out of order", () => {
+  const report = audit([[KEY, [
+    diff(1, 3, T0),
+    diff(4, 6, T0 + 200 * MS),
+    diff(7, 9, T0 + 100 * MS),
+    diff(10, 12, T0 + 300 * MS),
+  ]]]);
+  assert.deepEqual(report.problems.map((p) => [p.kind, p.line, p.recvTs]), [
+    ["order", 3, T0 + 100 * MS],
+  ]);
+  assert.equal(report.ok, false);
+  // Equal receive times are in order (a backward clock step holds the time).
+  const held = audit([[KEY, [diff(1, 3, T0), diff(4, 6, T0), diff(7, 9, T0)]]]);
+  assert.deepEqual(held.problems, []);
 });

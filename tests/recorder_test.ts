@@ -201,6 +201,20 @@ Deno.test("recorder event() writes one line per stream, fixed fields first and n
   assert.ok(s.submitted.every((b) => b.meta.messages === 0 && b.meta.events === 1));
 });
 
+Deno.test("recorder event() never stamps a line before one its stream already has", async () => {
+  const s = setup();
+  const frame = fixtureFrames[0];
+  const quiet = frame.stream === BTC ? ETH : BTC;
+  // A line stamped a few µs after the `suspended` line's time (as a loss marked while the
+  // suspension sealed the batches is), then the `suspended` line itself.
+  s.recorder.frame(group([frame.stream, quiet]), frame.text, 1_000_005);
+  s.recorder.event([frame.stream, quiet], "suspended", 1_000_000, { duration_ms: 5000 });
+  const lines = await sealAndRead(s);
+  const times = (stream: string) => lines.get(stream)!.map((l) => JSON.parse(l).recv_ts as number);
+  assert.deepEqual(times(frame.stream), [1_000_005, 1_000_005]);
+  assert.deepEqual(times(quiet), [1_000_000]);
+});
+
 Deno.test("recorder tick() seals each stream's batch once its first line is batchMs old", () => {
   const s = setup({ batchMs: 1000 });
   const [btc, eth] = [fixtureFrames[0], fixtureFrames[1]];

@@ -330,8 +330,9 @@ async function* partitionKeys(
   }
   let dates = [...datePrefixes.keys()].sort();
   if (to !== undefined) {
+    // The day after may hold the first object after the range (below).
     const last = isoMicros(to - 1).slice(0, 10);
-    dates = dates.filter((d) => d <= last);
+    dates = [...dates.filter((d) => d <= last), ...dates.filter((d) => d > last).slice(0, 1)];
   }
   if (from !== undefined) {
     // The day before may hold the object that runs into the range.
@@ -352,7 +353,13 @@ async function* partitionKeys(
     }
     objects.sort(byKeyOrder);
     for (const { key, parts } of objects) {
-      if (to !== undefined && parts.firstRecvTs >= to) continue;
+      if (to !== undefined && parts.firstRecvTs >= to) {
+        // The first object after the range: its first lines tell how a silence at the
+        // range's end ends (a `suspended` line, a reconnect, a loss counted); never judged.
+        if (held !== undefined) yield held;
+        yield key;
+        return;
+      }
       if (from !== undefined && parts.firstRecvTs < from) {
         held = key;
         continue;

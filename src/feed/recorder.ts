@@ -172,7 +172,13 @@ export class Recorder {
     recvTs: number,
     details: Readonly<Record<string, unknown>> = {},
   ): void {
-    for (const stream of streams) this.#add(stream, this.#event(stream, recvTs, event, details));
+    for (const stream of streams) {
+      // Never before a line the stream has: a loss marked while a suspension sealed
+      // the batches is stamped a few µs after the `suspended` line's time.
+      const newest = this.#options.batcher.newestRecvTs(stream);
+      const at = newest !== undefined && newest > recvTs ? newest : recvTs;
+      this.#add(stream, this.#event(stream, at, event, details));
+    }
   }
 
   /**

@@ -10,7 +10,9 @@
  * - duplicates and breaks of the update-id chain, by the recorder's own
  *   continuity rules (binance/sequence.ts);
  * - time holes: no line for longer than `maxHoleUs`;
- * - malformed lines, unreadable objects, keys outside the layout.
+ * - malformed lines, unreadable objects, keys outside the layout;
+ * - objects whose lines are not theirs: another stream's lines, a first
+ *   line not at the key's time, a line received before the one above it.
  * - per diff stream, the time ranges in which no stored snapshot overlaps the
  *   chain, so the book cannot be rebuilt there (verify/rebuild.ts);
  * A break or hole is "explained" when the recorder wrote down why: an event
@@ -42,7 +44,11 @@ export type ProblemKind =
   | "bad-key"
   | "no-data"
   /** Two instances recorded the same stream at the same time (their SHARD settings overlap). */
-  | "overlap";
+  | "overlap"
+  /** Lines of another stream in an object, or an object whose key's time is not its first line's. */
+  | "misplaced"
+  /** A line received before the line above it in the same object (`recv_ts` never decreases). */
+  | "order";
 
 export interface Problem {
   readonly kind: ProblemKind;
@@ -243,6 +249,8 @@ interface StreamState {
    * stream's next stored batch, so its `dropped` line comes after the hole.
    */
   awaitingDrop: AwaitingDrop[];
+  /** With `from`: the parts of from..first line that `dropped` lines say were lost. */
+  readonly startDropped: Array<readonly [number, number]>;
 }
 
 interface AwaitingDrop {
@@ -262,9 +270,30 @@ interface OpenObject {
   readonly parts: KeyParts;
   /** `<symbol lower-case>@<stream type>`: where snapshots and object counts go. */
   readonly stream: string;
+  /**
+   * The first object after the range (key time at or after `to`): read only to
+   * see how a silence at the range's end ends, never judged.
+   */
+  readonly after: boolean;
   inRange: number;
   /** Streams that had a line of this object in the range. */
   readonly streams: Set<StreamState>;
+  /** The receive time of its latest line so far. */
+  lastTs: number;
+  /** Lines of another stream: the first one, and how many. */
+  misplaced?: { line: number; stream: string; count: number };
+  /** Lines received before the line above them: the first one, and how many. */
+  disorder?: { line: number; ts: number; previous: number; count: number };
+}
+
+/** What lies just outside the range of a stream: how its edge silences begin and end. */
+interface Outside {
+  /** The latest line before `from`, and the explaining event it is, if one. */
+  before?: { readonly ts: number; readonly event?: string };
+  /** The first line at or after `to`, and the explaining event it is, if one. */
+  after?: { readonly ts: number; readonly event?: string };
+  /** The receive times `dropped` lines at or after `to` say were lost. */
+  readonly afterDropped: Array<readonly [number, number]>;
 }
 
 export class Auditor {
@@ -272,6 +301,10 @@ export class Auditor {
   readonly #to: number;
   readonly #options: AuditOptions;
   readonly #streams = new Map<string, StreamState>();
+  /** Per `<market>/<stream>`, the lines seen just outside the range (never a StreamState). */
+  readonly #outside = new Map<string, Outside>();
+  #misplaced = 0;
+  #disordered = 0;
   readonly #problems: Problem[] = [];
   #problemsOmitted = 0;
   #objects = 0;
@@ -310,13 +343,16 @@ export class Auditor {
       this.badKey(key);
       return false;
     }
-    this.#objects++;
+    const after = parts.firstRecvTs >= this.#to;
+    if (!after) this.#objects++;
     this.#object = {
       key,
       parts,
       stream: streamOfKey(parts),
+      after,
       inRange: 0,
       streams: new Set(),
+      lastTs: -Infinity,
     };
     return true;
   }
@@ -325,17 +361,38 @@ export class Auditor {
   line(text: string, lineNo: number): void {
     const object = this.#object;
     if (!object) throw new Error("Auditor.line called outside an object");
-    this.#lines++;
     const line = decodeLine(text);
+    if (object.after) {
+      if (line.kind !== "malformed" && line.stream === object.stream) {
+        this.#outsideLine(object, line);
+      }
+      return;
+    }
+    this.#lines++;
     if (line.kind === "malformed") {
       this.#malformed(object, lineNo, line.reason);
       return;
     }
     const ts = line.recvTs;
-    if (ts < this.#from || ts >= this.#to) return;
+    // Snapshot lines are the object's own stream's (their `stream` names the snapshot).
+    const stream = line.kind === "snapshot" ? object.stream : line.stream;
+    if (stream !== object.stream) {
+      if (object.misplaced) object.misplaced.count++;
+      else object.misplaced = { line: lineNo, stream, count: 1 };
+      return;
+    }
+    if (lineNo === 1 && ts !== object.parts.firstRecvTs) this.#keyTimeMismatch(object, ts);
+    if (ts < object.lastTs) {
+      if (object.disorder) object.disorder.count++;
+      else object.disorder = { line: lineNo, ts, previous: object.lastTs, count: 1 };
+    } else object.lastTs = ts;
+    if (ts < this.#from || ts >= this.#to) {
+      this.#outsideLine(object, line);
+      return;
+    }
     object.inRange++;
 
-    const state = this.#state(line.kind === "snapshot" ? object.stream : line.stream, object.parts);
+    const state = this.#state(stream, object.parts);
     object.streams.add(state);
     const stats = state.stats;
     const span = state.spans.get(object.parts.instanceId);
@@ -393,6 +450,8 @@ export class Auditor {
   unreadable(key: string, error: unknown): void {
     const object = this.#object?.key === key ? this.#object : undefined;
     this.#finishObject();
+    // Read only for what follows the range: the next range's audit judges it.
+    if (object?.after) return;
     this.#unreadable++;
     const parts = object?.parts ?? parseKey(key);
     const message = error instanceof Error ? error.message : String(error);
@@ -453,7 +512,7 @@ export class Auditor {
     }
 
     const ok = this.#badKeys === 0 && this.#unreadable === 0 && this.#noData === 0 &&
-      overlaps === 0 &&
+      overlaps === 0 && this.#misplaced === 0 && this.#disordered === 0 &&
       streams.every((s) =>
         s.unexplainedBreaks === 0 && s.unexplainedHoles === 0 && s.duplicates === 0 &&
         s.malformedLines === 0
@@ -483,17 +542,24 @@ export class Auditor {
     const first = state.firstLine;
     const last = state.lastLine;
     if (!first || !last) return;
+    const outside = this.#outside.get(`${state.market}/${state.stream}`);
     if (from !== undefined && first.ts - from > state.maxHoleUs) {
-      const event = state.firstLineEvent;
+      const event = state.firstLineEvent ?? outside?.before?.event ??
+        droppedCover(from, first.ts, state.startDropped, state.maxHoleUs);
       this.#edgeHole(state, from, first.ts, first, event, "before the first line in the range");
     }
     const end = Math.min(to ?? -Infinity, settledUntil);
     if (end - last.ts > state.maxHoleUs) {
-      const event = state.stopped
+      let event = state.stopped
         ? "stopped"
         : state.lastLineExplains
         ? state.lastLineEvent
         : undefined;
+      // The silence runs on past `to`: the line that ends it (or a loss counted after it) may say why.
+      if (event === undefined && end === to) {
+        event = outside?.after?.event ??
+          droppedCover(last.ts, end, outside?.afterDropped ?? [], state.maxHoleUs);
+      }
       this.#edgeHole(state, last.ts, end, last, event, "after the last line in the range");
     }
   }
@@ -638,6 +704,7 @@ export class Auditor {
         },
         eventSinceMessage: false,
         awaitingDrop: [],
+        startDropped: [],
         lastLineExplains: false,
         stopped: false,
       };
@@ -811,10 +878,80 @@ export class Auditor {
     });
   }
 
+  /** A line outside the range: only how the stream's edge silences begin and end is kept. */
+  #outsideLine(object: OpenObject, line: DecodedData | DecodedEvent): void {
+    const id = `${object.parts.market}/${object.stream}`;
+    let outside = this.#outside.get(id);
+    if (!outside) this.#outside.set(id, outside = { afterDropped: [] });
+    const ts = line.recvTs;
+    const event = line.kind === "event" && EXPLAINING_EVENTS.has(line.event)
+      ? line.event
+      : undefined;
+    if (ts < this.#from) {
+      if (!outside.before || ts >= outside.before.ts) outside.before = { ts, event };
+      return;
+    }
+    outside.after ??= { ts, event };
+    const dropped = line.kind === "event" ? droppedFactsOf(line) : undefined;
+    if (dropped && outside.afterDropped.length < MAX_AWAITING_DROP) {
+      outside.afterDropped.push([dropped.firstRecvTs, dropped.lastRecvTs]);
+    }
+  }
+
+  /** The key says the object starts at one time, its first line at another. */
+  #keyTimeMismatch(object: OpenObject, ts: number): void {
+    this.#misplaced++;
+    this.#problem({
+      kind: "misplaced",
+      market: object.parts.market,
+      stream: object.stream,
+      key: object.key,
+      line: 1,
+      time: isoMicros(ts),
+      recvTs: ts,
+      detail: `the key's time ${isoMicros(object.parts.firstRecvTs)} is not the first line's ` +
+        `receive time ${isoMicros(ts)} (an object renamed or moved?)`,
+      explained: false,
+    });
+  }
+
+  /** Reports another stream's lines, and lines out of receive order, in the object just read. */
+  #objectFaults(object: OpenObject): void {
+    const { misplaced, disorder } = object;
+    const where = { market: object.parts.market, stream: object.stream, key: object.key };
+    if (misplaced) {
+      this.#misplaced++;
+      this.#problem({
+        kind: "misplaced",
+        ...where,
+        line: misplaced.line,
+        detail: `${misplaced.count} line(s) of stream ${misplaced.stream} in an object of ` +
+          `${object.stream} (left out of both streams' checks)`,
+        explained: false,
+      });
+    }
+    if (disorder) {
+      this.#disordered++;
+      this.#problem({
+        kind: "order",
+        ...where,
+        line: disorder.line,
+        time: isoMicros(disorder.ts),
+        recvTs: disorder.ts,
+        detail: `${disorder.count} line(s) received before the line above them (first: ` +
+          `${isoMicros(disorder.ts)} after ${isoMicros(disorder.previous)}); recv_ts never ` +
+          "decreases within a stream",
+        explained: false,
+      });
+    }
+  }
+
   #finishObject(): void {
     const object = this.#object;
     if (!object) return;
     this.#object = undefined;
+    if (object.after) return;
+    this.#objectFaults(object);
     const inRange = object.inRange > 0 ||
       (object.parts.firstRecvTs >= this.#from && object.parts.firstRecvTs < this.#to);
     if (inRange) {
@@ -859,6 +996,13 @@ export class Auditor {
   #explainDrop(state: StreamState, dropped: DroppedFacts): void {
     const first = dropped.firstRecvTs;
     const last = dropped.lastRecvTs;
+    const { from } = this.#options;
+    const firstTs = state.firstLine?.ts;
+    if (from !== undefined && firstTs !== undefined && first <= firstTs && last >= from) {
+      if (state.startDropped.length < MAX_AWAITING_DROP) {
+        state.startDropped.push([Math.max(first, from), Math.min(last, firstTs)]);
+      }
+    }
     const note =
       `; explained by a dropped line: ${dropped.messages} messages lost (${dropped.reason})`;
     state.awaitingDrop = state.awaitingDrop.filter((awaiting) => {
@@ -913,6 +1057,23 @@ export function longestSilence(
     at = Math.max(at, end);
   }
   return Math.max(longest, to - at);
+}
+
+/**
+ * "dropped" when `dropped` lines (their lost receive times, clipped to
+ * `from`..`to`) leave no silence in `from`..`to` longer than `maxUs`.
+ */
+function droppedCover(
+  from: number,
+  to: number,
+  dropped: ReadonlyArray<readonly [number, number]>,
+  maxUs: number,
+): string | undefined {
+  const within = dropped
+    .filter(([first, last]) => first <= to && last >= from)
+    .map(([first, last]) => [Math.max(first, from), Math.min(last, to)] as const);
+  if (within.length === 0) return undefined;
+  return longestSilence(from, to, within) <= maxUs ? "dropped" : undefined;
 }
 
 function seconds(us: number): string {
