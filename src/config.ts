@@ -7,7 +7,7 @@
 import { parse as parseDotenv } from "dotenv";
 import { z } from "zod";
 import { redactUrlValue } from "./ops/redact.ts";
-import { canonicalTerm } from "./binance/selection.ts";
+import { canonicalTerm, isPattern, matchesTerm } from "./binance/selection.ts";
 import { parseShard } from "./binance/shard.ts";
 import type { Config, DepthLevel, LogLevel, Market, S3Config, StreamKind } from "./config_types.ts";
 
@@ -272,6 +272,11 @@ const keyPrefix = z.string()
   // deno-lint-ignore no-control-regex
   .refine((s) => !/[\u0000-\u001f\u007f]/.test(s), PREFIX_ALLOWED);
 
+// Nothing expands `~` (launchd runs no shell): `~/l2` would be a directory named `~` here.
+const PATH_ALLOWED =
+  "a path not starting with ~ (write the home directory out, e.g. /Users/you/l2)";
+const localPath = z.string().refine((s) => !s.startsWith("~"), PATH_ALLOWED);
+
 const METRICS_ALLOWED = "host:port or [IPv6]:port with a port from 0 to 65535, or off";
 const metricsAddr = z.string().transform((s, ctx) => {
   if (s.toLowerCase() === "off") return undefined;
@@ -416,7 +421,7 @@ function storageFields(context: Context) {
     UPLOAD_QUEUE_MAX_BYTES: setting("64MB").pipe(byteSize()),
     GZIP_LEVEL: setting("5").pipe(integer(1, 9)),
     // spool
-    DATA_DIR: setting("./data"),
+    DATA_DIR: setting("./data").pipe(localPath),
     SPOOL_MAX_BYTES: setting("10GB").pipe(byteSize()),
   };
 }
@@ -471,7 +476,7 @@ function runningFields() {
       ).optional(),
     ),
     // logging
-    LOG_FILE: optionalSetting(),
+    LOG_FILE: optionalSetting().pipe(localPath.optional()),
     LOG_LEVEL: setting("info").pipe(logLevel),
     LOG_FORMAT: setting("text").pipe(choice(["text", "json"])),
     LOG_MAX_BYTES: setting("50MB").pipe(byteSize()),
@@ -558,6 +563,18 @@ export function parseConfig(
   const result = schema.safeParse(env);
   if (!result.success) {
     throw new ConfigError(toProblems(result.error.issues, env, Object.keys(schema.shape)));
+  }
+  const { SYMBOL: include, SYMBOL_EXCLUDE: exclude } = result.data;
+  // Names only, every one excluded: `run` would record nothing, for ever, and say nothing.
+  if (
+    exclude.length > 0 && include.every((term) => !isPattern(term)) &&
+    include.every((symbol) => exclude.some((term) => matchesTerm(symbol, term)))
+  ) {
+    throw new ConfigError([{
+      variable: "SYMBOL_EXCLUDE",
+      value: env.SYMBOL_EXCLUDE,
+      allowed: "to leave at least one of the symbols SYMBOL names",
+    }]);
   }
   return toConfig(result.data, options.hostname);
 }

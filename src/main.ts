@@ -15,7 +15,14 @@ import { install, installOptionsFromCli, uninstall } from "./cli/install.ts";
 import { run, StartupError } from "./cli/run.ts";
 import { status, STATUS_EXIT } from "./cli/status.ts";
 import { verify, VERIFY_ARG_OPTIONS } from "./cli/verify.ts";
-import { ConfigError, mergeEnv, metricsAddressOf, parseConfig, parseEnvFile } from "./config.ts";
+import {
+  ConfigError,
+  mergeEnv,
+  metricsAddressOf,
+  OPTION_NAMES,
+  parseConfig,
+  parseEnvFile,
+} from "./config.ts";
 import type { Config } from "./config_types.ts";
 import { closeLogging, setUpLogging } from "./ops/logging.ts";
 import { redactUrls } from "./ops/redact.ts";
@@ -38,10 +45,11 @@ Commands:
   uninstall  stop the launchd job and remove its plist
   verify     read the archive (local or S3) for a time range and report per
              stream: messages, duplicates, sequence breaks, time holes,
-             unreadable objects; exit 0 clean, 1 a problem found
+             unreadable objects; exit 0 clean, 1 a problem found, 2 usage
   book       rebuild one symbol's order book from the archive (--symbol, --from,
              --to) and print its top levels as CSV or NDJSON; checks it against
-             every later snapshot; exit 0 rebuilt, 1 a check failed or a hole
+             every later snapshot; exit 0 rebuilt, 1 a check failed or a hole,
+             2 usage
 
 Options:
   --env-file PATH   read options from PATH (default: ./.env when it exists)
@@ -50,9 +58,10 @@ Options:
   --program PATH    install: the executable launchd runs (default: this executable)
   --log-dir PATH    install: where launchd writes stdout/stderr
                     (default: ~/Library/Logs/l2-uploader, daemon /Library/Logs/l2-uploader)
-  --from ISO        verify: from this receive time (UTC unless an offset is given)
-  --to ISO          verify: up to this receive time, exclusive (default: all)
-  --symbol SYM      verify: only this symbol (repeatable, or SYM1,SYM2)
+  --from ISO        verify, book: from this receive time (UTC unless an offset is given)
+  --to ISO          verify, book: up to this receive time, exclusive (default: all)
+  --symbol SYM      verify: only this symbol (repeatable, or SYM1,SYM2);
+                    book: the symbol to rebuild (required)
   --max-hole DUR    verify: no line for longer is a hole, e.g. 500ms, 2s, 1m
                     (default: 10 x the stream's update speed)
   --json            verify: print the report as JSON
@@ -259,7 +268,9 @@ async function readEnvFile(path: string | undefined): Promise<Record<string, str
   try {
     const text = await Deno.readTextFile(path ?? ".env");
     warnIfShared(path ?? ".env");
-    return parseEnvFile(text);
+    const vars = parseEnvFile(text);
+    warnUnknown(path ?? ".env", vars);
+    return vars;
   } catch (error) {
     if (path === undefined && error instanceof Deno.errors.NotFound) return {};
     throw new StartupError(`cannot read env file "${path ?? ".env"}": ${(error as Error).message}`);
@@ -267,6 +278,17 @@ async function readEnvFile(path: string | undefined): Promise<Record<string, str
 }
 
 /** The env file may hold AWS keys: say so when others can read it. */
+/** A name in the file that is no option is read by nothing: most likely a misspelt one. */
+function warnUnknown(path: string, vars: Record<string, string>): void {
+  const unknown = Object.keys(vars).filter((name) => !OPTION_NAMES.includes(name));
+  if (unknown.length === 0) return;
+  err(
+    `l2-uploader: warning: ${path} sets ${unknown.join(", ")}, which ${
+      unknown.length === 1 ? "is not an option" : "are not options"
+    } and ${unknown.length === 1 ? "is" : "are"} ignored (misspelt? see .env.example)\n`,
+  );
+}
+
 function warnIfShared(path: string): void {
   const mode = Deno.statSync(path).mode;
   if (mode !== null && (mode & 0o077) !== 0) {

@@ -191,15 +191,17 @@ Deno.test("collector exits 2 naming LOG_FILE when it cannot be opened, not with 
   assert.doesNotMatch(result.stderr, /Uncaught/);
 });
 
-Deno.test("collector warns when its .env file is readable by others, and reads it", async () => {
+Deno.test("collector warns when its .env file is readable by others or sets what is no option, and reads it", async () => {
   await using tmp = await tempDir();
   const envFile = `${tmp.path}/collector.env`;
-  await Deno.writeTextFile(envFile, "DEPTH_LEVEL=7\n");
+  // SYMBOLS: a misspelt SYMBOL, read by nothing.
+  await Deno.writeTextFile(envFile, "DEPTH_LEVEL=7\nSYMBOLS=ETHUSDT\n");
   await Deno.chmod(envFile, 0o644);
   const shared = await runCollector(unreachableBinance(), { args: ["--env-file", envFile] });
   assert.equal(shared.code, 2, "the file's bad DEPTH_LEVEL should be read");
   assert.match(shared.stderr, /readable by group or others/);
   assert.match(shared.stderr, /DEPTH_LEVEL="7"/);
+  assert.match(shared.stderr, /collector\.env sets SYMBOLS, which is not an option and is ignored/);
   await Deno.chmod(envFile, 0o600);
   const private_ = await runCollector(unreachableBinance(), { args: ["--env-file", envFile] });
   assert.doesNotMatch(private_.stderr, /readable by group or others/);

@@ -381,6 +381,13 @@ Deno.test("parseConfig requires AWS key pairs to be complete when a bucket is se
 
 Deno.test("parseConfig accepts DATA_DIR as given", () => {
   assert.equal(parseConfig({ DATA_DIR: "/var/lib/l2 data" }).dataDir, "/var/lib/l2 data");
+  assert.equal(parseConfig({ DATA_DIR: "./a~b" }).dataDir, "./a~b");
+});
+
+Deno.test("parseConfig refuses DATA_DIR and LOG_FILE starting with ~, which nothing expands", () => {
+  const error = problemsOf({ DATA_DIR: "~/l2data", LOG_FILE: "~/Library/Logs/l2.log" });
+  assert.deepEqual(error.problems.map((p) => p.variable).sort(), ["DATA_DIR", "LOG_FILE"]);
+  assert.match(error.message, /not starting with ~/);
 });
 
 Deno.test("parseConfig validates the Binance URL overrides and strips trailing slashes", () => {
@@ -594,4 +601,19 @@ Deno.test("parseByteSize reads plain bytes and 1024-based units", () => {
   for (const [text, bytes] of cases) {
     assert.equal(parseByteSize(text), bytes, JSON.stringify(text));
   }
+});
+
+Deno.test("parseConfig refuses a SYMBOL_EXCLUDE that leaves none of the symbols SYMBOL names", () => {
+  assert.deepEqual(badVariables({ SYMBOL: "BTCUSDT", SYMBOL_EXCLUDE: "btcusdt" }), [
+    "SYMBOL_EXCLUDE",
+  ]);
+  assert.deepEqual(badVariables({ SYMBOL: "BTCUSDT,ETHUSDT", SYMBOL_EXCLUDE: "*USDT" }), [
+    "SYMBOL_EXCLUDE",
+  ]);
+  // One left, or a pattern that may match more later: fine.
+  assert.deepEqual(
+    parseConfig({ SYMBOL: "BTCUSDT,ETHUSDT", SYMBOL_EXCLUDE: "ETH*" }).symbols,
+    ["BTCUSDT", "ETHUSDT"],
+  );
+  assert.deepEqual(parseConfig({ SYMBOL: "*USDT", SYMBOL_EXCLUDE: "*USDT" }).symbols, ["*USDT"]);
 });

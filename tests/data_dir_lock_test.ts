@@ -126,3 +126,24 @@ Deno.test("check passes while a collector runs: its lock and its METRICS_ADDR ar
     taken.lock.release();
   }
 });
+
+Deno.test("check names the Binance URL it could not reach, and why", async () => {
+  await using tmp = await tempDir();
+  const closed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const restUrl = `http://127.0.0.1:${closed.addr.port}`;
+  closed.close();
+  const config = parseConfig({
+    SYMBOL: "BTCUSDT",
+    DATA_DIR: tmp.path,
+    METRICS_ADDR: "off",
+    BINANCE_REST_URL: restUrl,
+  });
+  let text = "";
+  assert.equal(await check(config, { print: (t) => text += t }), 1, text);
+  const failed = text.split("\n").filter((line) => line.startsWith("FAIL"));
+  assert.equal(failed.length, 2, text);
+  for (const line of failed) {
+    assert.ok(line.includes(restUrl), line);
+    assert.match(line, /refused/i);
+  }
+});

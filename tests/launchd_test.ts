@@ -809,7 +809,33 @@ Deno.test("install refuses an env file that is a directory (an empty --env-file=
   const program = `${tmp.path}/l2-uploader`;
   await Deno.writeTextFile(program, "");
   const f = fakes({ dryRun: true, programPath: program, envFile: tmp.path, fileExists: undefined });
-  await install(f.options);
+  assert.equal(await install(f.options), 1, "a dry run with a problem exits as the install would");
   assert.match(f.output(), new RegExp(`the env file ${tmp.path} is not a file`));
   assert.doesNotMatch(f.output(), /the program .* is not a file/);
+});
+
+Deno.test("install checks the env file's values as the job will read them, and its paths for macOS privacy", async () => {
+  await using tmp = await tempDir();
+  const program = `${tmp.path}/l2-uploader`;
+  await Deno.writeTextFile(program, "");
+  const envFile = `${tmp.path}/l2.env`;
+  const run = (text: string) => {
+    const f = fakes({
+      dryRun: true,
+      programPath: program,
+      envFile,
+      fileExists: undefined,
+      readTextFile: () => Promise.resolve(text),
+    });
+    return install(f.options).then((code) => ({ code, out: f.output() }));
+  };
+  await Deno.writeTextFile(envFile, "");
+  const bad = await run("SYMBOL=BTCUSDT\nBATCH_SECONDS=zero\nDEPTH_LEVEL=7\n");
+  assert.equal(bad.code, 1, bad.out);
+  assert.match(bad.out, /# problem: the env file .*l2\.env has values the job would stop on/);
+  assert.match(bad.out, /BATCH_SECONDS/);
+  assert.match(bad.out, /DEPTH_LEVEL/);
+  const good = await run("SYMBOL=BTCUSDT\nDATA_DIR=/Users/alice/Documents/l2\n");
+  assert.equal(good.code, 0, good.out);
+  assert.match(good.out, /# warning: \/Users\/alice\/Documents\/l2 is in a folder macOS guards/);
 });

@@ -157,10 +157,22 @@ async function pingBinance(config: Config, options: CheckOptions): Promise<strin
   const url = `${config.restUrl}${restPaths(config.market).ping}`;
   const response = await (options.fetch ?? fetch)(url, {
     signal: AbortSignal.timeout(options.timeoutMs ?? 15_000),
+  }).catch((error) => {
+    throw unreachable(url, error);
   });
   await response.body?.cancel();
   if (!response.ok) throw new Error(`${url} answered HTTP ${response.status}`);
   return `${url} answered ${response.status}`;
+}
+
+/**
+ * A request that got no answer, with where it went and why (fetch says only
+ * "fetch failed"; the cause says refused, DNS or TLS).
+ */
+function unreachable(url: string, error: unknown): Error {
+  const message = error instanceof Error ? error.message : String(error);
+  const cause = error instanceof Error && error.cause instanceof Error ? error.cause.message : "";
+  return new Error(`${url}: ${message}${cause && cause !== message ? ` (${cause})` : ""}`);
 }
 
 /** The symbols SYMBOL names are listed by Binance: `run` refuses to start otherwise (exit 2). */
@@ -172,6 +184,8 @@ async function checkListed(config: Config, options: CheckOptions): Promise<strin
     market: config.market,
     limiter: new RestLimiter({ market: config.market, fetch: options.fetch }),
     signal: AbortSignal.timeout(options.timeoutMs ?? 15_000),
+  }).catch((error) => {
+    throw error instanceof TypeError ? unreachable(config.restUrl, error) : error;
   });
   if (result.unknown.length > 0) {
     throw new Error(`Binance does not list ${result.unknown.join(", ")} on ${config.market}`);

@@ -9,6 +9,7 @@
  */
 
 import { basename, dirname, resolve } from "node:path";
+import { ConfigError, parseConfig, parseEnvFile } from "../config.ts";
 import {
   installSteps,
   type JobKind,
@@ -73,6 +74,8 @@ export interface InstallOptions {
   /** Removes a file; false when there was none. */
   readonly removeFile?: (path: string) => Promise<boolean>;
   readonly fileExists?: (path: string) => Promise<boolean>;
+  /** Reads the env file (default Deno.readTextFile); a file it cannot read is not checked. */
+  readonly readTextFile?: (path: string) => Promise<string>;
   /** Writes `text` as is; every call here passes whole lines. */
   readonly print: (text: string) => void;
 }
@@ -176,7 +179,8 @@ export async function install(options: InstallOptions): Promise<number> {
 
   if (options.dryRun) {
     printDryRun(options, { kind, path, xml, steps, problems, warnings });
-    return 0;
+    // As the install itself would: a problem is exit 1.
+    return problems.length > 0 ? 1 : 0;
   }
   if (problems.length > 0) {
     for (const p of problems) print(`l2-uploader install: ${p}\n`);
@@ -242,12 +246,24 @@ async function preflight(
         `stop at start-up (create it from .env.example, or pass --env-file)`,
     );
   }
-  const warnings = [
-    ...privacyWarnings(
-      [options.programPath, options.workingDirectory, options.envFile],
-      options.home,
-    ),
-  ];
+  // The job's options: launchd gives it no variables of the user's shell, only the file.
+  const paths = [options.programPath, options.workingDirectory, options.envFile];
+  const envText = await (options.readTextFile ?? Deno.readTextFile)(options.envFile)
+    .catch(() => undefined);
+  if (envText !== undefined) {
+    try {
+      const config = parseConfig(parseEnvFile(envText));
+      paths.push(resolve(options.workingDirectory, config.dataDir));
+      if (config.logFile) paths.push(resolve(options.workingDirectory, config.logFile));
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
+      problems.push(
+        `the env file ${options.envFile} has values the job would stop on at start-up:\n` +
+          error.message,
+      );
+    }
+  }
+  const warnings = [...privacyWarnings(paths, options.home)];
   const other: JobKind = kind === "agent" ? "daemon" : "agent";
   const otherPath = plistPath(other, { home: options.home });
   if (await fileExists(otherPath)) {
