@@ -615,3 +615,85 @@ Deno.test("a quiet socket that answers it carries no stream any more is replaced
     await server.shutdown();
   }
 });
+
+Deno.test("a retired socket whose successor failed before it finished closing is not 'replaced': a reconnect follows a hole", async () => {
+  await using exchange = await FakeExchange.start();
+  exchange.setFeed(STREAM, partialDepthFeed({ rate: 50, levels: 5 }));
+  const sockets: WebSocket[] = [];
+  const opened: OpenInfo[] = [];
+  const closes: CloseInfo[] = [];
+  const controller = new AbortController();
+  const conn = startConnection({
+    url: `${exchange.wsUrl}/stream?streams=${STREAM}`,
+    staleAfterMs: 2000,
+    backoffInitialMs: 50,
+    signal: controller.signal,
+    webSocket: (url) => {
+      const ws = new WebSocket(url);
+      if (sockets.length === 0) {
+        // The first socket takes 400 ms to finish closing (a slow close handshake).
+        const close = ws.close.bind(ws);
+        ws.close = (code?: number, reason?: string) => {
+          setTimeout(() => close(code, reason), 400);
+        };
+      }
+      sockets.push(ws);
+      return ws;
+    },
+    handlers: {
+      onFrame: () => {},
+      onOpen: (info) => opened.push(info),
+      onClose: (info) => closes.push(info),
+      onConnectFailed: () => {},
+    },
+  });
+  try {
+    await waitFor(() => opened.length === 1, 3000, "the first socket");
+    const first = opened[0].socketId;
+    conn.rotate();
+    await waitFor(() => opened.length === 2, 3000, "the successor");
+    conn.retire(first); // the successor is the primary; the first is closing
+    sockets[1].close(); // …and the successor ends before the first has closed
+    await waitFor(() => closes.some((c) => c.socketId === first), 3000, "the first to close");
+    await waitFor(() => opened.length === 3, 3000, "the reconnect");
+    assert.equal(opened[2].role, "reconnect");
+    const retired = closes.find((c) => c.socketId === first)!;
+    assert.equal(retired.replaced, false, "nothing its rotation handed over to runs any more");
+  } finally {
+    controller.abort();
+    await conn.done;
+  }
+});
+
+Deno.test("a retired socket is 'replaced' while its successor runs", async () => {
+  await using exchange = await FakeExchange.start();
+  exchange.setFeed(STREAM, partialDepthFeed({ rate: 50, levels: 5 }));
+  const opened: OpenInfo[] = [];
+  const closes: CloseInfo[] = [];
+  const controller = new AbortController();
+  const conn = startConnection({
+    url: `${exchange.wsUrl}/stream?streams=${STREAM}`,
+    staleAfterMs: 2000,
+    signal: controller.signal,
+    handlers: {
+      onFrame: () => {},
+      onOpen: (info) => opened.push(info),
+      onClose: (info) => closes.push(info),
+    },
+  });
+  try {
+    await waitFor(() => opened.length === 1, 3000, "the first socket");
+    conn.rotate();
+    await waitFor(() => opened.length === 2, 3000, "the successor");
+    conn.retire(opened[0].socketId);
+    await waitFor(() => closes.length === 1, 3000, "the first to close");
+    assert.deepEqual([closes[0].socketId, closes[0].cause, closes[0].replaced], [
+      opened[0].socketId,
+      "rotated",
+      true,
+    ]);
+  } finally {
+    controller.abort();
+    await conn.done;
+  }
+});

@@ -101,6 +101,10 @@ interface Socket {
   /** Closes the socket politely with this cause. */
   readonly close: (cause: CloseCause) => void;
   open: boolean;
+  /** Its outcome came: it delivers nothing more. */
+  ended: boolean;
+  /** Retired by a rotation: the successor that took its place. */
+  replacedBy?: Socket;
 }
 
 class FeedConnection implements Connection {
@@ -151,7 +155,13 @@ class FeedConnection implements Connection {
     log.info("Rotating {url}: opening a successor connection", { url: this.#options.url });
     // Stands for the successor until its socket exists; one per request, so
     // that a request overtaken by `replace` is recognised as stale.
-    const pending: Socket = { id: -1, role: "successor", open: false, close: () => {} };
+    const pending: Socket = {
+      id: -1,
+      role: "successor",
+      open: false,
+      ended: false,
+      close: () => {},
+    };
     this.#successor = pending;
     this.#openSocket("successor").then((socket) => {
       if (this.#successor !== pending) {
@@ -166,6 +176,7 @@ class FeedConnection implements Connection {
   retire(socketId: number): void {
     const old = this.#primary;
     if (!old || old.id !== socketId || !this.#successor?.open) return;
+    old.replacedBy = this.#successor;
     this.#promote();
     old.close("rotated");
   }
@@ -217,6 +228,7 @@ class FeedConnection implements Connection {
       id,
       role,
       open: false,
+      ended: false,
       close: (cause) => {
         if (!stop.signal.aborted) stop.abort(cause);
       },
@@ -247,13 +259,16 @@ class FeedConnection implements Connection {
   }
 
   #ended(socket: Socket, outcome: Outcome): void {
+    socket.ended = true;
     const base = { ...outcome.close, socketId: socket.id, role: socket.role };
     if (socket === this.#primary) this.#primaryEnded(outcome, base);
     else if (socket === this.#successor) this.#successorEnded(outcome, base);
     else if (outcome.opened) {
-      // A retired primary finished closing.
+      // A retired primary finished closing. Replaced only while a socket its rotation
+      // handed over to still runs: when that one failed first, a reconnect follows a hole.
       const cause = retiredCause(this.#signal.aborted, base.cause);
-      this.#handlers.onClose({ ...base, cause, replaced: true });
+      const replaced = this.#signal.aborted || carriedOn(socket);
+      this.#handlers.onClose({ ...base, cause, replaced });
     }
   }
 
@@ -334,4 +349,11 @@ class FeedConnection implements Connection {
   #doneIfIdle(): void {
     if (this.#live === 0) this.#resolveDone();
   }
+}
+
+/** Whether a socket its rotations handed over to (directly, or through later rotations) still runs. */
+function carriedOn(retired: Socket): boolean {
+  let next = retired.replacedBy;
+  while (next?.ended) next = next.replacedBy;
+  return next !== undefined;
 }
