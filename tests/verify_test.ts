@@ -268,6 +268,7 @@ Deno.test("a truncated object is reported by key and the audit goes on with the 
   const [bad] = unexplained(report, "unreadable");
   assert.equal(bad.key, keys[3]);
   assert.equal(bad.stream, BTC_STREAM);
+  assert.match(bad.detail, /^cut short, or its gzip checksum does not match its text/);
   const [btcStats, ethStats] = report.streams;
   assert.equal(btcStats.unreadableObjects, 1);
   assert.equal(btcStats.objects, 11);
@@ -286,6 +287,22 @@ Deno.test("a file that is not gzip at all is unreadable too", async () => {
   const { code, report } = await verifyJson(configFor(tmp.path));
   assert.equal(code, 1);
   assert.deepEqual(unexplained(report).map((p) => [p.kind, p.key]), [["unreadable", keys[1]]]);
+  assert.match(unexplained(report)[0].detail, /^the object is not gzip/);
+});
+
+Deno.test("an unreadable object's problem says what is wrong with it: empty, or bytes after its gzip member", async () => {
+  await using tmp = await tempDir();
+  const btc = await fixtureLines("spot_diff_btcusdt_2024-08-08.ndjson.gz");
+  const keys = await writeArchive(tmp.path, batches(btc.slice(0, 1800), SPOT_BTC, 600));
+  await Deno.writeFile(archivePath(tmp.path, keys[0]), new Uint8Array(0));
+  const second = archivePath(tmp.path, keys[1]);
+  const member = await Deno.readFile(second);
+  await Deno.writeFile(second, new Uint8Array([...member, ...member]));
+  const { code, report } = await verifyJson(configFor(tmp.path));
+  assert.equal(code, 1);
+  const details = new Map(unexplained(report, "unreadable").map((p) => [p.key, p.detail]));
+  assert.match(details.get(keys[0]) ?? "", /^the object is empty \(0 bytes\)/);
+  assert.match(details.get(keys[1]) ?? "", /^bytes follow the end of its gzip member/);
 });
 
 Deno.test("a malformed line is reported with its object key and line number", async () => {

@@ -240,8 +240,10 @@ async function auditObject(
     await object.body.then((body) => body.cancel(), () => {});
     return;
   }
+  const seen = { bytes: 0, head: [] as number[] };
   try {
     const text = (await object.body)
+      .pipeThrough(tapBytes(seen))
       .pipeThrough(new DecompressionStream("gzip"))
       .pipeThrough(new TextDecoderStream());
     let rest = "";
@@ -260,8 +262,42 @@ async function auditObject(
     auditor.endObject();
   } catch (error) {
     // A line cut by the error is dropped: only whole lines were judged.
-    auditor.unreadable(object.key, error);
+    auditor.unreadable(object.key, explainGzipError(error, seen));
   }
+}
+
+/** Counts the stored bytes passing through, and keeps the first two. */
+function tapBytes(
+  seen: { bytes: number; head: number[] },
+): TransformStream<Uint8Array<ArrayBuffer>, Uint8Array<ArrayBuffer>> {
+  return new TransformStream({
+    transform(chunk, controller) {
+      for (let i = 0; seen.head.length < 2 && i < chunk.length; i++) seen.head.push(chunk[i]);
+      seen.bytes += chunk.length;
+      controller.enqueue(chunk);
+    },
+  });
+}
+
+/**
+ * The decompressor's words, with what they mean for an object: it says
+ * "does not have a matching checksum" for an empty file, a file that is not
+ * gzip and one cut short alike, and "failed to write whole buffer" for bytes
+ * after the end of the gzip member.
+ */
+function explainGzipError(error: unknown, seen: { bytes: number; head: number[] }): unknown {
+  if (!(error instanceof Error)) return error;
+  const { message } = error;
+  let meaning: string | undefined;
+  if (seen.bytes === 0) meaning = "the object is empty (0 bytes)";
+  else if (seen.head[0] !== 0x1f || (seen.head.length > 1 && seen.head[1] !== 0x8b)) {
+    meaning = "the object is not gzip";
+  } else if (/failed to write whole buffer/.test(message)) {
+    meaning = "bytes follow the end of its gzip member (an object is one member)";
+  } else if (/matching checksum/.test(message)) {
+    meaning = "cut short, or its gzip checksum does not match its text";
+  } else if (/corrupt deflate/.test(message)) meaning = "its compressed bytes are damaged";
+  return meaning ? new Error(`${meaning} (${message})`) : error;
 }
 
 interface Level {
