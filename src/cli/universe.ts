@@ -66,7 +66,8 @@ export class Universe {
   /** The length of the shrunken listing `follow` refused last; the same again is applied. */
   #refusedLength: number | undefined;
   readonly #groupOf = new Map<string, GroupEntry>();
-  readonly #done: Promise<void>[] = [];
+  /** The connections still running (each leaves the set when it stops). */
+  readonly #done = new Set<Promise<void>>();
   #nextConn = 1;
 
   constructor(options: UniverseOptions) {
@@ -96,7 +97,7 @@ export class Universe {
 
   /** Resolves once every connection opened so far has stopped. */
   get done(): Promise<void> {
-    return Promise.all(this.#done).then(() => {});
+    return Promise.all([...this.#done]).then(() => {});
   }
 
   /** Starts recording `symbols` without a listing (exchangeInfo could not be read). */
@@ -248,7 +249,10 @@ export class Universe {
       };
       recorder.adopt(group);
       const connection = this.#options.connect(group, stopSignal);
-      this.#done.push(connection.done);
+      const done = connection.done;
+      this.#done.add(done);
+      // A rejection stays for `done` to report.
+      done.then(() => this.#done.delete(done), () => {});
       const entry: GroupEntry = { group, connection, stop, live: new Set(names) };
       for (const name of names) this.#groupOf.set(name, entry);
     }
