@@ -587,3 +587,53 @@ Deno.test("audit: a line received before the line above it in its object is out 
   const held = audit([[KEY, [diff(1, 3, T0), diff(4, 6, T0), diff(7, 9, T0)]]]);
   assert.deepEqual(held.problems, []);
 });
+
+Deno.test("audit: a dropped line after --to explains a hole inside the range", () => {
+  // Stored 0–0.1 s and 10.1–11 s; the batch between was lost, its count written a minute later.
+  const dropped = `{"recv_ts":${T0 + 70_000 * MS},"stream":"${STREAM}","event":"dropped",` +
+    `"reason":"upload failed","messages":99,"first_recv_ts":${T0 + 200 * MS},` +
+    `"last_recv_ts":${T0 + 10_000 * MS}}`;
+  const objects: Array<[string, string[]]> = [
+    [KEY, [diff(1, 3, T0), diff(4, 6, T0 + 100 * MS)]],
+    [keyAt(T0 + 10_100 * MS, 1), [
+      diff(300, 302, T0 + 10_100 * MS),
+      diff(303, 305, T0 + 11_000 * MS),
+    ]],
+    [keyAt(T0 + 70_000 * MS, 2), [dropped, diff(900, 902, T0 + 70_000 * MS)]],
+  ];
+  assert.equal(audit(objects).ok, true, "whole archive");
+  const range = audit(objects, { from: T0, to: T0 + 11_500 * MS });
+  assert.deepEqual(range.problems.map((p) => [p.kind, p.explained]), [["hole", true], [
+    "break",
+    true,
+  ]]);
+  assert.equal(range.ok, true, JSON.stringify(range.problems));
+});
+
+Deno.test("audit: a stream with lines around the range and none in it is one hole over the whole range", () => {
+  const range = { from: T0 + 10_000 * MS, to: T0 + 20_000 * MS };
+  const around: Array<[string, string[]]> = [
+    [KEY, [diff(1, 3, T0), diff(4, 6, T0 + 100 * MS)]],
+    [keyAt(T0 + 30_000 * MS, 1), [diff(700, 702, T0 + 30_000 * MS)]],
+  ];
+  const silent = audit(around, range);
+  assert.equal(silent.ok, false);
+  assert.deepEqual(
+    silent.problems.map((p) => [p.kind, p.recvTs! - T0, p.untilRecvTs! - T0, p.explained]),
+    [
+      ["hole", 10_000 * MS, 20_000 * MS, false],
+    ],
+  );
+  assert.deepEqual(silent.streams.map((s) => [s.stream, s.messages, s.coveragePercent]), [[
+    STREAM,
+    0,
+    0,
+  ]]);
+  // The symbol left the recorded set before the range: nothing is missing.
+  const stopped = `{"recv_ts":${
+    T0 + 200 * MS
+  },"stream":"${STREAM}","event":"stopped","reason":"delisted"}`;
+  const left = audit([[KEY, [diff(1, 3, T0), stopped]]], range);
+  assert.equal(left.ok, true, JSON.stringify(left.problems));
+  assert.deepEqual(left.problems.map((p) => [p.kind, p.cause]), [["hole", "stopped"]]);
+});

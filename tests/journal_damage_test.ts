@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { concatBytes } from "../src/archive/bytes.ts";
 import { dataLine } from "../src/archive/encode.ts";
+import { parseKey, planKey } from "../src/archive/keys.ts";
 import { recoverJournal } from "../src/store/journal.ts";
 import {
   CHECKED_SEGMENT_SUFFIX,
@@ -173,4 +174,46 @@ Deno.test("journal segments of the old format (no checksums) are still recovered
     line(STREAMS[0], 0),
     line(STREAMS[0], 1),
   ]);
+});
+
+Deno.test("damage to a batch's first line: its dropped line is at the key's time, so the object starts when its key says", async () => {
+  await using tmp = await tempDir();
+  const stream = STREAMS[0];
+  const key = planKey({
+    prefix: "",
+    market: "spot",
+    streamType: "depth@100ms",
+    symbol: "AAAUSDT",
+    firstRecvTs: 1_000_000,
+    instanceId: "box",
+    seq: 0,
+  });
+  const records = [`o\t0\t${key}\t${stream}`];
+  for (let i = 0; i < 5; i++) records.push(`l\t0\t${line(stream, i)}`);
+  const encoded = records.map((record) => {
+    const bytes = new TextEncoder().encode(`00000000\t${record}\n`);
+    stampCrc(bytes, CRC_PREFIX_BYTES, bytes.length - 1);
+    return bytes;
+  });
+  const path = join(tmp.path, `001700000000000-000000${CHECKED_SEGMENT_SUFFIX}`);
+  const bytes = concatBytes(encoded);
+  flip(bytes, line(stream, 0), 60); // the first line, received at the key's time, is lost
+  await Deno.writeFile(path, bytes);
+
+  const result = await recoverJournal(tmp.path, { describe });
+  assert.equal(result.batches.length, 1);
+  const [batch] = result.batches;
+  assert.equal(batch.key, key);
+  const lines = await batch.body.lines();
+  assert.deepEqual(JSON.parse(lines[0]), {
+    recv_ts: 1_000_000,
+    stream,
+    event: "dropped",
+    reason: "journal damage",
+    messages: 1,
+    first_recv_ts: 1_000_000,
+    last_recv_ts: 1_000_001,
+  });
+  assert.equal(parseKey(batch.key)?.firstRecvTs, JSON.parse(lines[0]).recv_ts);
+  assert.deepEqual(lines.slice(1, 5), [1, 2, 3, 4].map((i) => line(stream, i)));
 });

@@ -8,6 +8,7 @@ import { parseFrame } from "../src/binance/frames.ts";
 import {
   formatReport,
   parseTime,
+  selectKeys,
   settledUntil,
   verifyFromArgs,
   type VerifyIo,
@@ -782,4 +783,53 @@ Deno.test("the local reader lists only final objects and walks one level at a ti
 Deno.test("settledUntil leaves twice BATCH_SECONDS and a minute for lines not stored yet", () => {
   assert.equal(settledUntil({ batchSeconds: 60 }, 1_000_000), (1_000_000 - 180_000) * 1000);
   assert.equal(settledUntil({ batchSeconds: 2 }, 1_000_000), (1_000_000 - 64_000) * 1000);
+});
+
+Deno.test("the object after --to comes from the next day's first hour; that day's stray files are its own audit's", async () => {
+  await using tmp = await tempDir();
+  const btc = await fixtureLines("spot_diff_btcusdt_2024-08-08.ndjson.gz");
+  await writeArchive(tmp.path, batches(btc.slice(0, 1200), SPOT_BTC, 600));
+  const day = 86_400e6;
+  const later = btc.slice(0, 1200).map((l) => ({
+    recvTs: l.recvTs + day,
+    text: l.text.replace(String(l.recvTs), String(l.recvTs + day)),
+  }));
+  const laterKeys = await writeArchive(tmp.path, batches(later, SPOT_BTC, 600));
+  const dir = "binance/exchange=binance/market=spot/channel=depth@100ms/symbol=BTCUSDT";
+  await writeObject(
+    tmp.path,
+    `${dir}/date=2024-08-09/hour=00/copy of object.ndjson.gz`,
+    new Uint8Array(3),
+  );
+  const read: string[] = [];
+  const local = localArchiveReader(join(tmp.path, "archive"));
+  const reader: ArchiveReader = { ...local, read: (key) => (read.push(key), local.read(key)) };
+  const { report } = await verifyJson(configFor(tmp.path), [
+    "--from",
+    "2024-08-08",
+    "--to",
+    "2024-08-09",
+  ], { reader });
+  assert.deepEqual(report.problems.filter((p) => p.kind === "bad-key"), []);
+  assert.deepEqual(read.filter((key) => key.includes("date=2024-08-09")), [laterKeys[0]]);
+  assert.equal(report.streams[0].messages, 1200, "nothing of the next day is counted");
+});
+
+Deno.test("book's selection reads the range only: no object after --to", async () => {
+  await using tmp = await tempDir();
+  const btc = await fixtureLines("spot_diff_btcusdt_2024-08-08.ndjson.gz");
+  const keys = await writeArchive(tmp.path, batches(btc, SPOT_BTC, 600));
+  const reader = localArchiveReader(join(tmp.path, "archive"));
+  const options = {
+    prefix: "binance",
+    symbols: [],
+    from: btc[1000].recvTs,
+    to: btc[3000].recvTs,
+  };
+  const ignore = { badKey: () => {} };
+  assert.deepEqual(await Array.fromAsync(selectKeys(reader, options, ignore)), keys.slice(1, 5));
+  assert.deepEqual(
+    await Array.fromAsync(selectKeys(reader, { ...options, readAfterRange: true }, ignore)),
+    keys.slice(1, 6),
+  );
 });

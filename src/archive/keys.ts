@@ -50,6 +50,9 @@ export const SYMBOL_PARTITION = "symbol";
 export const DATE_PARTITION = "date";
 /** What a `date=` value looks like. */
 export const DATE_VALUE = /^\d{4}-\d{2}-\d{2}$/;
+export const HOUR_PARTITION = "hour";
+/** What an `hour=` value looks like. */
+export const HOUR_VALUE = /^\d{2}$/;
 
 /** Where every key under `prefix` (S3_PREFIX, `""` for none) starts: `<prefix>/exchange=binance/`. */
 export function keyRoot(prefix: string): string {
@@ -85,7 +88,7 @@ export function planKey(parts: KeyParts): string {
     `${parts.partition ?? PARTITION_NAME}=${parts.streamType}`,
     `${SYMBOL_PARTITION}=${parts.symbol}`,
     `${DATE_PARTITION}=${date}`,
-    `hour=${hour}`,
+    `${HOUR_PARTITION}=${hour}`,
     `${file}${OBJECT_SUFFIX}`,
   ].join("/");
   return parts.prefix === "" ? path : `${parts.prefix}/${path}`;

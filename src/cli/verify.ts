@@ -20,6 +20,8 @@ import { parseArgs } from "node:util";
 import {
   DATE_PARTITION,
   DATE_VALUE,
+  HOUR_PARTITION,
+  HOUR_VALUE,
   type KeyParts,
   keyRoot,
   MARKET_PARTITION,
@@ -195,6 +197,11 @@ export interface AuditArchiveOptions extends Omit<VerifyOptions, "json"> {
   /** Key prefix (`S3_PREFIX`); `""` for none. */
   readonly prefix: string;
   readonly readAhead?: number;
+  /**
+   * Also yield each stream's first object after `to` (verify: how a silence
+   * at the range's end ends); `book` reads the range only.
+   */
+  readonly readAfterRange?: boolean;
 }
 
 /** Selects, reads and audits the objects; the I/O half of `verify`. */
@@ -209,7 +216,7 @@ export async function auditArchive(
     symbols: options.symbols,
     maxHoleUs: options.maxHoleMs === undefined ? undefined : options.maxHoleMs * 1000,
   });
-  const keys = selectKeys(reader, options, auditor);
+  const keys = selectKeys(reader, { ...options, readAfterRange: true }, auditor);
   const readAhead = Math.max(0, options.readAhead ?? 8);
   const pending: Array<{ key: string; body: Promise<ReadableStream<Uint8Array<ArrayBuffer>>> }> =
     [];
@@ -364,20 +371,10 @@ async function* partitionKeys(
       datePrefixes.set(date.value, [...datePrefixes.get(date.value) ?? [], date.prefix]);
     }
   }
-  let dates = [...datePrefixes.keys()].sort();
-  if (to !== undefined) {
-    // The day after may hold the first object after the range (below).
-    const last = isoMicros(to - 1).slice(0, 10);
-    dates = [...dates.filter((d) => d <= last), ...dates.filter((d) => d > last).slice(0, 1)];
-  }
-  if (from !== undefined) {
-    // The day before may hold the object that runs into the range.
-    const first = isoMicros(from).slice(0, 10);
-    const before = dates.filter((d) => d < first);
-    dates = [...before.slice(-1), ...dates.filter((d) => d >= first)];
-  }
+  const { dates, dayAfter } = datesToRead([...datePrefixes.keys()], options);
   // The latest object starting before `from`: its lines may reach into the range.
   let held: string | undefined;
+  let after: string | undefined;
   for (const date of dates) {
     const objects: Array<{ key: string; parts: KeyParts }> = [];
     for (const prefix of datePrefixes.get(date)!) {
@@ -390,11 +387,8 @@ async function* partitionKeys(
     objects.sort(byKeyOrder);
     for (const { key, parts } of objects) {
       if (to !== undefined && parts.firstRecvTs >= to) {
-        // The first object after the range: its first lines tell how a silence at the
-        // range's end ends (a `suspended` line, a reconnect, a loss counted); never judged.
-        if (held !== undefined) yield held;
-        yield key;
-        return;
+        after ??= key;
+        continue;
       }
       if (from !== undefined && parts.firstRecvTs < from) {
         held = key;
@@ -406,6 +400,67 @@ async function* partitionKeys(
     }
   }
   if (held !== undefined) yield held;
+  if (!options.readAfterRange || to === undefined) return;
+  // The first object after the range: its first lines tell how a silence at the range's end
+  // ends (a `suspended` line, a reconnect, a loss counted). Read, never judged.
+  after ??= dayAfter === undefined
+    ? undefined
+    : await firstKeyFrom(reader, datePrefixes.get(dayAfter)!, to);
+  if (after !== undefined) yield after;
+}
+
+/**
+ * The `date=` values to list, in order: those of the range and the day
+ * before it (it may hold the object that runs into the range); and, when
+ * the object after the range is wanted, the first day after it.
+ */
+function datesToRead(
+  all: readonly string[],
+  options: Pick<AuditArchiveOptions, "from" | "to" | "readAfterRange">,
+): { dates: string[]; dayAfter?: string } {
+  const { from, to } = options;
+  let dates = [...all].sort();
+  let dayAfter: string | undefined;
+  if (to !== undefined) {
+    const last = isoMicros(to - 1).slice(0, 10);
+    if (options.readAfterRange) dayAfter = dates.find((d) => d > last);
+    dates = dates.filter((d) => d <= last);
+  }
+  if (from !== undefined) {
+    const first = isoMicros(from).slice(0, 10);
+    const before = dates.filter((d) => d < first);
+    dates = [...before.slice(-1), ...dates.filter((d) => d >= first)];
+  }
+  return { dates, dayAfter };
+}
+
+/**
+ * The first key at or after `to` under one date's prefixes, hour by hour;
+ * anything outside the layout is passed over (that day's own audit reports it).
+ */
+async function firstKeyFrom(
+  reader: ArchiveReader,
+  datePrefixes: readonly string[],
+  to: number,
+): Promise<string | undefined> {
+  const ignore: BadKeySink = { badKey: () => {} };
+  const hours = new Map<string, string[]>();
+  for (const prefix of datePrefixes) {
+    for (const hour of await level(reader, prefix, HOUR_PARTITION, ignore, HOUR_VALUE)) {
+      hours.set(hour.value, [...hours.get(hour.value) ?? [], hour.prefix]);
+    }
+  }
+  for (const hour of [...hours.keys()].sort()) {
+    const found: Array<{ key: string; parts: KeyParts }> = [];
+    for (const prefix of hours.get(hour)!) {
+      for await (const key of reader.list(prefix)) {
+        const parts = parseKey(key);
+        if (parts && parts.firstRecvTs >= to) found.push({ key, parts });
+      }
+    }
+    if (found.length > 0) return found.sort(byKeyOrder)[0].key;
+  }
+  return undefined;
 }
 
 function byKeyOrder(a: { parts: KeyParts }, b: { parts: KeyParts }): number {

@@ -18,6 +18,7 @@ import { type Deflater, GzipBody } from "../batch/body.ts";
 import type { ChunkPool } from "../batch/chunks.ts";
 import type { LineFacts as ArchiveLineFacts } from "../archive/decode.ts";
 import { droppedLine, eventLine } from "../archive/encode.ts";
+import { parseKey } from "../archive/keys.ts";
 
 const log = getLogger(["l2", "journal"]);
 
@@ -91,7 +92,9 @@ export function rebuildBatches(
       unattributed += kept.length + damaged;
       continue;
     }
-    const lines = damaged === 0 ? [...kept] : fillHoles(batch.items, named.stream);
+    const lines = damaged === 0
+      ? [...kept]
+      : fillHoles(batch.items, named.stream, parseKey(named.key)?.firstRecvTs);
     if (!batch.sealed || rebuilt) lines.push(recoveredLine(lines, named.stream, rebuilt, damaged));
     batches.push(sealedFromLines(named.key, named.stream, lines, options));
   }
@@ -122,16 +125,22 @@ function recoveredLine(
 /**
  * A batch's lines with each run of damaged records replaced by one
  * `dropped` line, timed between its neighbours (the lost lines' own times
- * are unknown: they lie within the bounds given).
+ * are unknown: they lie within the bounds given). A run at the start is
+ * timed at the key's time (`keyTs`, its first line's, which was lost), so
+ * the object still starts when its key says.
  */
-function fillHoles(items: ReadonlyArray<LineFacts | Hole>, stream: string): LineFacts[] {
+function fillHoles(
+  items: ReadonlyArray<LineFacts | Hole>,
+  stream: string,
+  keyTs: number | undefined,
+): LineFacts[] {
   const out: LineFacts[] = [];
   items.forEach((item, index) => {
     if (!("hole" in item)) {
       out.push(item);
       return;
     }
-    const before = out[out.length - 1]?.recvTs;
+    const before = out[out.length - 1]?.recvTs ?? (index === 0 ? keyTs : undefined);
     const after = items.slice(index + 1).find((i): i is LineFacts => !("hole" in i))?.recvTs;
     const recvTs = before ?? after!;
     const text = droppedLine(recvTs, stream, {

@@ -286,12 +286,25 @@ interface OpenObject {
   disorder?: { line: number; ts: number; previous: number; count: number };
 }
 
+/** A line just outside the range: when, where, and the explaining event it is, if one. */
+interface EdgeLine {
+  readonly ts: number;
+  readonly key: string;
+  readonly line: number;
+  readonly event?: string;
+  /** A `stopped` line: the stream left the recorded set. */
+  readonly stopped: boolean;
+}
+
 /** What lies just outside the range of a stream: how its edge silences begin and end. */
 interface Outside {
-  /** The latest line before `from`, and the explaining event it is, if one. */
-  before?: { readonly ts: number; readonly event?: string };
-  /** The first line at or after `to`, and the explaining event it is, if one. */
-  after?: { readonly ts: number; readonly event?: string };
+  readonly stream: string;
+  /** An object it was seen in (its market and partitions). */
+  readonly parts: KeyParts;
+  /** The latest line before `from`. */
+  before?: EdgeLine;
+  /** The first line at or after `to`. */
+  after?: EdgeLine;
   /** The receive times `dropped` lines at or after `to` say were lost. */
   readonly afterDropped: Array<readonly [number, number]>;
 }
@@ -364,7 +377,7 @@ export class Auditor {
     const line = decodeLine(text);
     if (object.after) {
       if (line.kind !== "malformed" && line.stream === object.stream) {
-        this.#outsideLine(object, line);
+        this.#outsideLine(object, line, lineNo);
       }
       return;
     }
@@ -387,7 +400,7 @@ export class Auditor {
       else object.disorder = { line: lineNo, ts, previous: object.lastTs, count: 1 };
     } else object.lastTs = ts;
     if (ts < this.#from || ts >= this.#to) {
-      this.#outsideLine(object, line);
+      this.#outsideLine(object, line, lineNo);
       return;
     }
     object.inRange++;
@@ -484,6 +497,7 @@ export class Auditor {
       this.#flushDuplicates(state);
       this.#edgeHoles(state);
     }
+    this.#silentStreams();
     const all = [...this.#streams.values()];
     const from = this.#options.from ??
       Math.min(...all.map((s) => s.stats.firstRecvTs ?? Infinity));
@@ -528,6 +542,27 @@ export class Auditor {
       problemsOmitted: this.#problemsOmitted,
       ok,
     };
+  }
+
+  /**
+   * Streams with lines just before or after an asked range and none in it:
+   * silent for the whole range, explained as an edge silence is (the last
+   * line before it, or the first after it, or `dropped` lines covering it).
+   */
+  #silentStreams(): void {
+    const { from, to, settledUntil = Infinity } = this.#options;
+    if (from === undefined || to === undefined) return;
+    const end = Math.min(to, settledUntil);
+    for (const [id, outside] of this.#outside) {
+      if (this.#streams.has(id)) continue;
+      const state = this.#state(outside.stream, outside.parts);
+      if (end - from <= state.maxHoleUs) continue;
+      const { before, after } = outside;
+      const event = before?.stopped ? "stopped" : before?.event ?? after?.event ??
+        droppedCover(from, end, outside.afterDropped, state.maxHoleUs);
+      const where = (before ?? after)!;
+      this.#edgeHole(state, from, end, where, event, "the whole range: no line in it");
+    }
   }
 
   /**
@@ -879,23 +914,35 @@ export class Auditor {
   }
 
   /** A line outside the range: only how the stream's edge silences begin and end is kept. */
-  #outsideLine(object: OpenObject, line: DecodedData | DecodedEvent): void {
+  #outsideLine(object: OpenObject, line: DecodedData | DecodedEvent, lineNo: number): void {
     const id = `${object.parts.market}/${object.stream}`;
     let outside = this.#outside.get(id);
-    if (!outside) this.#outside.set(id, outside = { afterDropped: [] });
+    if (!outside) {
+      outside = { stream: object.stream, parts: object.parts, afterDropped: [] };
+      this.#outside.set(id, outside);
+    }
     const ts = line.recvTs;
-    const event = line.kind === "event" && EXPLAINING_EVENTS.has(line.event)
-      ? line.event
-      : undefined;
+    const isEvent = line.kind === "event";
+    const edge: EdgeLine = {
+      ts,
+      key: object.key,
+      line: lineNo,
+      event: isEvent && EXPLAINING_EVENTS.has(line.event) ? line.event : undefined,
+      stopped: isEvent && line.event === "stopped",
+    };
     if (ts < this.#from) {
-      if (!outside.before || ts >= outside.before.ts) outside.before = { ts, event };
+      if (!outside.before || ts >= outside.before.ts) outside.before = edge;
       return;
     }
-    outside.after ??= { ts, event };
-    const dropped = line.kind === "event" ? droppedFactsOf(line) : undefined;
-    if (dropped && outside.afterDropped.length < MAX_AWAITING_DROP) {
+    outside.after ??= edge;
+    const dropped = isEvent ? droppedFactsOf(line) : undefined;
+    if (!dropped) return;
+    if (outside.afterDropped.length < MAX_AWAITING_DROP) {
       outside.afterDropped.push([dropped.firstRecvTs, dropped.lastRecvTs]);
     }
+    // A loss is counted in the stream's next stored batch, which may lie after the range.
+    const state = this.#streams.get(id);
+    if (state) this.#explainDrop(state, dropped);
   }
 
   /** The key says the object starts at one time, its first line at another. */
