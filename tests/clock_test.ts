@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { clockOffsetSeconds, watchClock } from "../src/binance/clock.ts";
+import { RestLimiter } from "../src/binance/rest.ts";
 import { summary } from "../src/cli/status.ts";
 import type { StatusReport } from "../src/ops/http.ts";
 
@@ -34,6 +35,55 @@ Deno.test("watchClock asks /time at start, then every interval, and reports each
   await done;
   assert.deepEqual(offsets, [1.5, 1.5]);
   assert.deepEqual(calls, ["http://x/fapi/v1/time", "http://x/fapi/v1/time"]);
+});
+
+Deno.test("watchClock through the REST limiter sends nothing while Binance bans the IP", async () => {
+  const calls: string[] = [];
+  const fetch = ((url: string) => {
+    calls.push(url);
+    return Promise.resolve(
+      url.endsWith("/exchangeInfo")
+        ? new Response("banned", { status: 418, headers: { "retry-after": "120" } })
+        : Response.json({ serverTime: Date.now() }),
+    );
+  }) as typeof globalThis.fetch;
+  const limiter = new RestLimiter({ market: "spot", fetch });
+  await limiter.get("http://x/api/v3/exchangeInfo", { weight: 20 }); // 418: a ban of minutes
+  const stop = new AbortController();
+  const offsets: number[] = [];
+  const done = watchClock({
+    restUrl: "http://x",
+    market: "spot",
+    limiter,
+    fetch, // what the limiter itself uses; the watch must not call it around the limiter
+    intervalMs: 10,
+    signal: stop.signal,
+    onOffset: (s) => offsets.push(s),
+  });
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  stop.abort();
+  await done;
+  assert.deepEqual(calls, ["http://x/api/v3/exchangeInfo"], "no /time during the ban");
+  assert.deepEqual(offsets, []);
+
+  // Without a ban it reads the time through the limiter, sent and answered on the wall clock.
+  const free = new RestLimiter({ market: "spot", fetch });
+  const again = new AbortController();
+  const read: number[] = [];
+  await watchClock({
+    restUrl: "http://x",
+    market: "spot",
+    limiter: free,
+    fetch,
+    signal: again.signal,
+    onOffset: (s) => {
+      read.push(s);
+      again.abort();
+    },
+  });
+  assert.equal(read.length, 1);
+  assert.ok(Math.abs(read[0]) < 0.5, String(read[0]));
+  assert.deepEqual(calls.slice(1), ["http://x/api/v3/time"]);
 });
 
 Deno.test("status prints the clock offset and the lag per market", () => {

@@ -19,6 +19,7 @@ import type { Config } from "../src/config_types.ts";
 import { Telemetry } from "../src/ops/events.ts";
 import { Metrics } from "../src/ops/metrics.ts";
 import { Recorder } from "../src/feed/recorder.ts";
+import { RestLimiter } from "../src/binance/rest.ts";
 import { FakeExchange, partialDepthFeed } from "./support/fake_exchange.ts";
 import { readArchive } from "./support/collector.ts";
 import { tempDir } from "./support/temp.ts";
@@ -224,6 +225,7 @@ Deno.test("Ops alone serve /status from the views they are given and stop at dis
       },
       {
         recorder: new Recorder({ batcher: store.batcher, submit: () => {} }),
+        restLimiter: new RestLimiter({ market: "spot" }),
         streams: () => [BTC],
         recording: () => ({ symbols: 1, streams: 1, awaitingFirstSnapshot: [] }),
         suspended: () => suspended.push("suspended"),
@@ -254,7 +256,6 @@ Deno.test("Ops alone: a METRICS_ADDR in use stops the start with a start-up erro
     signal: new AbortController().signal,
     ...telemetered(),
     now: Date.now,
-    fetch: () => Promise.reject(new Error("no exchange here")),
   });
   assert.throws(
     () =>
@@ -266,6 +267,10 @@ Deno.test("Ops alone: a METRICS_ADDR in use stops the start with a start-up erro
         },
         {
           recorder: new Recorder({ batcher: store.batcher, submit: () => {} }),
+          restLimiter: new RestLimiter({
+            market: "spot",
+            fetch: () => Promise.reject(new Error("no exchange here")),
+          }),
           streams: () => [],
           recording: () => ({ symbols: 0, streams: 0, awaitingFirstSnapshot: [] }),
           suspended: () => {},

@@ -10,6 +10,7 @@ import { getLogger } from "@logtape/logtape";
 import { delay } from "../delay.ts";
 import type { Market } from "../config_types.ts";
 import { restPaths } from "./streams.ts";
+import type { RestLimiter } from "./rest.ts";
 
 const log = getLogger(["l2", "clock"]);
 
@@ -33,6 +34,11 @@ export interface ClockWatchOptions {
   readonly onOffset: (seconds: number) => void;
   readonly signal: AbortSignal;
   readonly intervalMs?: number;
+  /**
+   * The collector's REST limiter: the call then waits out a 429/418 ban and
+   * the spacing like every other (weight 1). Without it, `fetch` directly.
+   */
+  readonly limiter?: RestLimiter;
   readonly fetch?: typeof fetch;
   /** Wall clock, ms. */
   readonly now?: () => number;
@@ -60,20 +66,12 @@ export async function watchClock(options: ClockWatchOptions): Promise<void> {
 }
 
 async function measure(options: ClockWatchOptions): Promise<number | undefined> {
-  const now = options.now ?? Date.now;
   const url = `${options.restUrl}${restPaths(options.market).time}`;
   try {
-    const sentAt = now();
-    const response = await (options.fetch ?? fetch)(url, {
-      signal: AbortSignal.any([options.signal, AbortSignal.timeout(10_000)]),
-    });
-    const body = await response.json() as { serverTime?: unknown };
-    const receivedAt = now();
-    if (!response.ok || typeof body.serverTime !== "number") {
-      log.warn("Could not read Binance's time from {url} (HTTP {status})", {
-        url,
-        status: response.status,
-      });
+    const { status, text, sentAt, receivedAt } = await ask(url, options);
+    const body = status === 200 ? JSON.parse(text) as { serverTime?: unknown } : {};
+    if (typeof body.serverTime !== "number") {
+      log.warn("Could not read Binance's time from {url} (HTTP {status})", { url, status });
       return undefined;
     }
     return clockOffsetSeconds({ sentAt, serverTime: body.serverTime, receivedAt });
@@ -86,4 +84,19 @@ async function measure(options: ClockWatchOptions): Promise<number | undefined> 
     }
     return undefined;
   }
+}
+
+/** One GET of `url`, through the limiter when there is one; sent and answered on the wall clock. */
+async function ask(
+  url: string,
+  options: ClockWatchOptions,
+): Promise<{ status: number; text: string; sentAt: number; receivedAt: number }> {
+  if (options.limiter) return await options.limiter.get(url, { weight: 1, signal: options.signal });
+  const now = options.now ?? Date.now;
+  const sentAt = now();
+  const response = await (options.fetch ?? fetch)(url, {
+    signal: AbortSignal.any([options.signal, AbortSignal.timeout(10_000)]),
+  });
+  const text = await response.text();
+  return { status: response.status, text, sentAt, receivedAt: now() };
 }

@@ -90,11 +90,14 @@ export class RestLimiter {
     return this.#notBefore;
   }
 
-  /** GETs `url` (weight `weight`), returning status, headers and the exact body text. */
+  /**
+   * GETs `url` (weight `weight`), returning status, the exact body text, and
+   * when (wall clock, ms) it was sent (after any wait) and answered.
+   */
   get(
     url: string,
     options: { weight: number; signal?: AbortSignal },
-  ): Promise<{ status: number; text: string; receivedAt: number }> {
+  ): Promise<{ status: number; text: string; sentAt: number; receivedAt: number }> {
     const call = this.#chain.then(() => this.#call(url, options));
     this.#chain = call.catch(() => {});
     return call;
@@ -105,6 +108,7 @@ export class RestLimiter {
     if (options.signal?.aborted) throw new RestError("aborted");
     // Even spacing: a budget of B weight per minute allows one call per W/B minutes.
     this.#notBefore = this.#monotonic() + Math.ceil((60_000 * options.weight) / this.#budget);
+    const sentAt = this.#now();
     const response = await this.#fetch(url, {
       signal: AbortSignal.any([
         options.signal ?? new AbortController().signal,
@@ -138,7 +142,7 @@ export class RestLimiter {
         waitMs,
       });
     }
-    return { status: response.status, text, receivedAt };
+    return { status: response.status, text, sentAt, receivedAt };
   }
 }
 

@@ -78,7 +78,6 @@ async function record(config: Config, options: RunOptions): Promise<void> {
     signal,
     metrics,
     now,
-    fetch,
     wallMs,
     monotonicMs,
     version,

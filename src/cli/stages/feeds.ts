@@ -92,6 +92,11 @@ export class Feeds implements AsyncDisposable {
     return new Feeds(config, options, restLimiter, listing);
   }
 
+  /** Every REST call of the run goes through it (clock readings too: a ban holds them all). */
+  get restLimiter(): RestLimiter {
+    return this.#restLimiter;
+  }
+
   private constructor(
     config: Config,
     options: FeedsOptions,

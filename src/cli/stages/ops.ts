@@ -11,6 +11,7 @@
 
 import { getLogger } from "@logtape/logtape";
 import { watchClock } from "../../binance/clock.ts";
+import type { RestLimiter } from "../../binance/rest.ts";
 import type { Config } from "../../config_types.ts";
 import { delay } from "../../delay.ts";
 import type { ReceiveClock } from "../../feed/clock.ts";
@@ -44,7 +45,6 @@ export interface OpsOptions {
   readonly metrics: Metrics;
   /** Wall-clock ms for health, restart history and alerts. */
   readonly now: () => number;
-  readonly fetch?: typeof fetch;
   /** Clocks the receive clock reads (tests step the wall clock). */
   readonly wallMs?: () => number;
   readonly monotonicMs?: () => number;
@@ -62,6 +62,8 @@ export interface StorageView {
 /** What the status page and the receive clock need of the feeds. */
 export interface FeedsView {
   readonly recorder: Recorder;
+  /** The run's REST limiter: the clock watch's calls wait out a ban with the others. */
+  readonly restLimiter: RestLimiter;
   streams(): readonly string[];
   recording(): RecordingState;
   /** The machine resumed: replace every connection, fresh snapshots. */
@@ -129,12 +131,10 @@ export class Ops implements AsyncDisposable {
   /** Clock watch, receive clock, status server (a bad METRICS_ADDR stops the start), health loop. */
   start(storage: StorageView, feeds: FeedsView): ReceiveClock {
     const config = this.#config;
-    const { now } = this.#options;
     this.#clockLoop = watchClock({
       restUrl: config.restUrl,
       market: config.market,
-      fetch: this.#options.fetch,
-      now,
+      limiter: feeds.restLimiter,
       signal: this.#signal,
       onOffset: (seconds) => this.telemetry.clockOffsetMeasured(seconds),
     });
