@@ -8,6 +8,7 @@ import {
   parseStreamName,
   planConnection,
   streamBaseUrl,
+  SUBSCRIBE_INTERVAL_MS,
   symbolStreams,
 } from "../src/binance/streams.ts";
 import { parseConfig } from "../src/config.ts";
@@ -151,4 +152,13 @@ Deno.test("a connection may be quiet only when every stream is a trade or book t
   assert.equal(mayBeQuiet(["btcusdt@trade", "btcusdt@depth@100ms"]), false);
   assert.equal(mayBeQuiet(["btcusdt@depth20@100ms"]), false);
   assert.equal(mayBeQuiet([]), false);
+});
+
+Deno.test("SUBSCRIBE spacing keeps two messages a second free below Binance's limit (a pong, an arrival bunched by the network)", () => {
+  // BINANCE.md, "Connection rules": 5 incoming messages a second on spot, 10 on USD-M.
+  const limits = { spot: 5, usdm: 10 } as const;
+  for (const market of ["spot", "usdm"] as const) {
+    const perSecond = Math.ceil(1000 / SUBSCRIBE_INTERVAL_MS[market]);
+    assert.ok(perSecond <= limits[market] - 2, `${market}: ${perSecond} a second`);
+  }
 });

@@ -126,7 +126,7 @@ class SocketRun {
     this.#subscriber = new Subscriber({
       url: this.#options.url,
       batches,
-      intervalMs: this.#options.subscribeIntervalMs ?? 250,
+      intervalMs: this.#options.subscribeIntervalMs ?? 334,
       timeoutMs: this.#options.subscribeTimeoutMs ?? 10_000,
       monotonic: this.#monotonic,
       stop: this.#hooks.stop,
