@@ -132,7 +132,7 @@ Deno.test({
       // Every name the table lists for BTCUSDT is fed; the fake delivers only
       // those its market publishes, so a wrong name would get silence.
       await using exchange = await FakeExchange.start({ market: c.market });
-      exchange.setFeed(c.partial, partialDepthFeed({ rate: 20, levels: 5 }));
+      exchange.setFeed(c.partial, partialDepthFeed({ rate: 20, levels: 5, market: c.market }));
       exchange.setFeed(c.diff, diffDepthFeed({ rate: 20, symbol: "BTCUSDT", market: c.market }));
       for (const mode of ["20", "full"] as const) {
         const name = mode === "20" ? c.partial : c.diff;

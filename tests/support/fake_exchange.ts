@@ -1017,28 +1017,47 @@ function depthSnapshotText(
 // Feeds
 
 /**
- * Partial book (`<sym>@depth<N>@100ms`): `{"lastUpdateId":N,"bids":[...],"asks":[...]}`
- * with strictly increasing lastUpdateId and spot-style 8-decimal strings
- * (~1.3 KB at 20 levels, like the real thing).
+ * Partial book (`<sym>@depth<N>@100ms`). Spot: `{"lastUpdateId":N,"bids":[...],"asks":[...]}`
+ * with strictly increasing lastUpdateId and 8-decimal strings (~1.3 KB at 20 levels, like the
+ * real thing). USD-M (BINANCE.md, "Payloads"; fixture mixed_trimmed_messages.ndjson):
+ * `{"e":"depthUpdate","E","T","s","U","u","pu","b","a"}`, where `pu` is the diff chain's
+ * previous id (not the previous push's `u`), and every fifth push repeats the last one's ids,
+ * as Binance does while the book stands still.
  */
 export function partialDepthFeed(
-  opts: { rate: number; levels?: number; startId?: number },
+  opts: {
+    rate: number;
+    levels?: number;
+    startId?: number;
+    market?: "spot" | "usdm";
+    symbol?: string;
+  },
 ): FakeStreamFeed {
   const levels = opts.levels ?? 20;
   const startId = opts.startId ?? 40_000_000_000;
+  const usdm = opts.market === "usdm";
+  const format = usdm ? USDM_FORMAT : SPOT_FORMAT;
   return {
     rate: opts.rate,
     next(n) {
       // Ids advance by 1..5 per message, as several updates land between snapshots.
-      const id = startId + spanSum(n + 1) - 1;
-      const mid = midPrice(n);
+      const step = usdm ? n - Math.floor((n + 1) / 5) : n; // USD-M: push 4, 9, 14… repeat
+      const id = startId + spanSum(step + 1) - 1;
+      const mid = midPrice(step);
       const bids: string[] = [];
       const asks: string[] = [];
       for (let i = 0; i < levels; i++) {
-        bids.push(level(SPOT_FORMAT, mid - 1 - i, hash(n, 2 * i)));
-        asks.push(level(SPOT_FORMAT, mid + i, hash(n, 2 * i + 1)));
+        bids.push(level(format, mid - 1 - i, hash(step, 2 * i)));
+        asks.push(level(format, mid + i, hash(step, 2 * i + 1)));
       }
-      return `{"lastUpdateId":${id},"bids":[${bids.join(",")}],"asks":[${asks.join(",")}]}`;
+      if (!usdm) {
+        return `{"lastUpdateId":${id},"bids":[${bids.join(",")}],"asks":[${asks.join(",")}]}`;
+      }
+      const first = startId + spanSum(step);
+      const now = Date.now();
+      const symbol = (opts.symbol ?? "BTCUSDT").toUpperCase();
+      return `{"e":"depthUpdate","E":${now},"T":${now - 7},"s":"${symbol}","U":${first},` +
+        `"u":${id},"pu":${first - 3},"b":[${bids.join(",")}],"a":[${asks.join(",")}]}`;
     },
   };
 }
