@@ -697,3 +697,42 @@ Deno.test("a retired socket is 'replaced' while its successor runs", async () =>
     await conn.done;
   }
 });
+
+Deno.test("a primary cut while its successor's handshake is in flight hands over to that successor, not to a reconnect", async () => {
+  // Every connection lives 1.5 s; the successor's handshake takes 400 ms.
+  await using exchange = await FakeExchange.start({ lifetimeMs: 1500 });
+  exchange.setFeed(STREAM, partialDepthFeed({ rate: 50, levels: 5 }));
+  const opened: OpenInfo[] = [];
+  const closes: CloseInfo[] = [];
+  const frames: number[] = [];
+  const controller = new AbortController();
+  const conn = startConnection({
+    url: `${exchange.wsUrl}/stream?streams=${STREAM}`,
+    staleAfterMs: 5000,
+    signal: controller.signal,
+    handlers: {
+      onFrame: (_text, _recvTs, socketId) => frames.push(socketId),
+      onOpen: (info) => opened.push(info),
+      onClose: (info) => closes.push(info),
+      onConnectFailed: () => {},
+    },
+  });
+  try {
+    await waitFor(() => opened.length === 1, 3000, "the first socket");
+    const first = opened[0].socketId;
+    await delay(1300);
+    exchange.setConnectDelay(400);
+    conn.rotate(first); // serverShutdown: the cut comes before the successor is open
+    await waitFor(() => closes.some((c) => c.socketId === first), 3000, "the cut");
+    assert.equal(opened.length, 1, "the successor was still connecting at the cut");
+    const cut = closes.find((c) => c.socketId === first)!;
+    assert.equal(cut.replaced, true, "the connecting successor carries on");
+    await waitFor(() => opened.length === 2, 3000, "the successor to open");
+    assert.equal(opened[1].role, "successor");
+    await waitFor(() => frames.includes(opened[1].socketId), 3000, "frames on the successor");
+    assert.equal(opened.filter((o) => o.role === "reconnect").length, 0, "no reconnect");
+  } finally {
+    controller.abort();
+    await conn.done;
+  }
+});

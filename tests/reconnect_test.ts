@@ -120,9 +120,10 @@ Deno.test("a failed successor retries after its own backoff, never sooner than a
   assert.equal(state.failures, 0, "a successor's failures leave the primary's alone");
 });
 
-Deno.test("the primary's end promotes an open successor, and reconnects otherwise", () => {
+Deno.test("the primary's end promotes a successor that is open or connecting, and reconnects otherwise", () => {
   assert.equal(onPrimaryEnd("open"), "promote");
-  assert.equal(onPrimaryEnd("opening"), "reconnect");
+  assert.equal(onPrimaryEnd("opening"), "promote");
+  assert.equal(onPrimaryEnd("requested"), "reconnect");
   assert.equal(onPrimaryEnd("none"), "reconnect");
 });
 

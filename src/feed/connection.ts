@@ -107,6 +107,9 @@ interface Socket {
   replacedBy?: Socket;
 }
 
+/** The id of the stand-in for a successor whose socket does not exist yet. */
+const PENDING_ID = -1;
+
 class FeedConnection implements Connection {
   readonly done: Promise<void>;
   readonly #options: ConnectionOptions;
@@ -156,7 +159,7 @@ class FeedConnection implements Connection {
     // Stands for the successor until its socket exists; one per request, so
     // that a request overtaken by `replace` is recognised as stale.
     const pending: Socket = {
-      id: -1,
+      id: PENDING_ID,
       role: "successor",
       open: false,
       ended: false,
@@ -280,7 +283,13 @@ class FeedConnection implements Connection {
       return;
     }
     const successor = this.#successor;
-    const where = !successor ? "none" : successor.open ? "open" : "opening";
+    const where = !successor
+      ? "none"
+      : successor.open
+      ? "open"
+      : successor.id === PENDING_ID
+      ? "requested"
+      : "opening";
     if (onPrimaryEnd(where) === "promote") {
       this.#promote();
       this.#handlers.onClose({ ...base, replaced: true });

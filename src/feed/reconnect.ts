@@ -103,16 +103,24 @@ export function afterSuccessorFailed(
 
 /** What to do when the primary ends, given where its successor is. */
 export type PrimaryEndDecision =
-  /** The successor is open: it takes over at once (whatever the old one missed, update ids show). */
+  /**
+   * The successor is open, or its socket is connecting: it takes over at once
+   * (whatever the old one missed, update ids show). A connecting one is
+   * nearer than a reconnect: Binance may close a connection soon after its
+   * `serverShutdown`, before the successor's handshake is done.
+   */
   | "promote"
   /**
-   * Reconnect as a primary; a successor still connecting is dropped first,
-   * so that no later retirement can close the socket the streams moved to.
+   * Reconnect as a primary; a successor only asked for (no socket yet, its
+   * attempt waiting on the connection limiter) is dropped first, so that no
+   * later retirement can close the socket the streams moved to.
    */
   | "reconnect";
 
-export function onPrimaryEnd(successor: "none" | "opening" | "open"): PrimaryEndDecision {
-  return successor === "open" ? "promote" : "reconnect";
+export function onPrimaryEnd(
+  successor: "none" | "requested" | "opening" | "open",
+): PrimaryEndDecision {
+  return successor === "open" || successor === "opening" ? "promote" : "reconnect";
 }
 
 /** The cause reported for a retired primary that finished closing. */

@@ -374,6 +374,14 @@ export class FakeExchange implements AsyncDisposable {
   }
 
   /** `exchangeInfo.rateLimits` lists this request weight per minute (default: the market's documented one). */
+  /**
+   * Latency of the WebSocket handshake: a new connection reaches the server
+   * only `ms` later (a far-away exchange), from now on.
+   */
+  setConnectDelay(ms: number): void {
+    this.#relay.connectDelayMs = ms;
+  }
+
   setWeightLimit(perMinute: number): void {
     this.#weightLimit = perMinute;
   }
@@ -835,6 +843,8 @@ class Relay {
   readonly #innerPort: number;
   readonly #links = new Set<Link>();
   readonly #accepting: Promise<void>;
+  /** How long a new link waits before it reaches the server. */
+  connectDelayMs = 0;
 
   private constructor(listener: Deno.TcpListener, innerPort: number) {
     this.#listener = listener;
@@ -866,7 +876,7 @@ class Relay {
   async #acceptLoop(): Promise<void> {
     try {
       for await (const client of this.#listener) {
-        const link = new Link(client, this.#innerPort);
+        const link = new Link(client, this.#innerPort, this.connectDelayMs);
         this.#links.add(link);
         link.done.then(() => this.#links.delete(link));
       }
@@ -885,9 +895,9 @@ class Link {
   /** When bytes last went from the server to the client (performance.now()). */
   #forwardedAt = performance.now();
 
-  constructor(client: Deno.TcpConn, innerPort: number) {
+  constructor(client: Deno.TcpConn, innerPort: number, delayMs = 0) {
     this.#client = client;
-    this.done = this.#run(innerPort);
+    this.done = this.#run(innerPort, delayMs);
   }
 
   /**
@@ -913,8 +923,10 @@ class Link {
     if (this.#inner) closeQuietly(this.#inner);
   }
 
-  async #run(innerPort: number): Promise<void> {
+  async #run(innerPort: number, delayMs: number): Promise<void> {
     try {
+      if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
+      if (this.#cut) return;
       const inner = await Deno.connect({ hostname: "127.0.0.1", port: innerPort });
       this.#inner = inner;
       if (this.#cut) {
