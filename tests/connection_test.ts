@@ -736,3 +736,32 @@ Deno.test("a primary cut while its successor's handshake is in flight hands over
     await conn.done;
   }
 });
+
+Deno.test("a dead network: the stale socket is given up without the peer's close, attempts time out, and a new one opens once it is back", async () => {
+  await using exchange = await FakeExchange.start();
+  exchange.setFeed(STREAM, partialDepthFeed({ rate: 50, levels: 5 }));
+  await using conn = connect({
+    url: `${exchange.wsUrl}/stream?streams=${STREAM}`,
+    staleAfterMs: 400,
+    openTimeoutMs: 500,
+    closeTimeoutMs: 300,
+    backoffInitialMs: 50,
+    backoffMaxMs: 200,
+  });
+  await waitFor(() => conn.frames.length > 5, 3000, "frames before the outage");
+  exchange.blackhole(2000);
+  const deadAt = performance.now();
+  await waitFor(() => conn.closes.length === 1, 3000, "the stale socket to be given up");
+  const { info } = conn.closes[0];
+  assert.deepEqual([info.cause, info.code], ["stale", 1006]);
+  assert.match(info.reason ?? "", /no close from peer \(stale\)/);
+  await waitFor(
+    () => conn.failures.some((f) => f.info.cause === "open-timeout"),
+    3000,
+    "a timeout",
+  );
+  await waitFor(() => conn.opens.length === 2, 6000, "a connection after the outage");
+  assert.ok(conn.opens[1].at - deadAt >= 2000, "nothing opens through a dead network");
+  const after = conn.frames.length;
+  await waitFor(() => conn.frames.length > after + 3, 3000, "frames after the outage");
+});

@@ -309,6 +309,17 @@ export class FakeExchange implements AsyncDisposable {
   }
 
   /**
+   * For `ms`, the network between the exchange and its clients is dead: no
+   * byte gets through either way (frames, a close frame's answer, a new
+   * connection's handshake), where `stall` only stops the exchange writing.
+   * What is lost meanwhile stays lost: a handshake sent into it never completes.
+   */
+  blackhole(ms: number): void {
+    this.stall(ms);
+    this.#relay.deadUntil = Math.max(this.#relay.deadUntil, performance.now() + ms);
+  }
+
+  /**
    * Writes one arbitrary frame to every open socket (recorded with stream "").
    * Returns how many sockets got it: none while stalled.
    */
@@ -845,6 +856,8 @@ class Relay {
   readonly #accepting: Promise<void>;
   /** How long a new link waits before it reaches the server. */
   connectDelayMs = 0;
+  /** Until then (performance.now()), every byte either way is dropped. */
+  deadUntil = 0;
 
   private constructor(listener: Deno.TcpListener, innerPort: number) {
     this.#listener = listener;
@@ -876,7 +889,7 @@ class Relay {
   async #acceptLoop(): Promise<void> {
     try {
       for await (const client of this.#listener) {
-        const link = new Link(client, this.#innerPort, this.connectDelayMs);
+        const link = new Link(client, this.#innerPort, this.connectDelayMs, () => this.deadUntil);
         this.#links.add(link);
         link.done.then(() => this.#links.delete(link));
       }
@@ -895,8 +908,11 @@ class Link {
   /** When bytes last went from the server to the client (performance.now()). */
   #forwardedAt = performance.now();
 
-  constructor(client: Deno.TcpConn, innerPort: number, delayMs = 0) {
+  readonly #deadUntil: () => number;
+
+  constructor(client: Deno.TcpConn, innerPort: number, delayMs = 0, deadUntil = () => 0) {
     this.#client = client;
+    this.#deadUntil = deadUntil;
     this.done = this.#run(innerPort, delayMs);
   }
 
@@ -954,6 +970,7 @@ class Link {
       while (true) {
         const n = await from.read(buffer);
         if (n === null) break;
+        if (performance.now() < this.#deadUntil()) continue; // lost on a dead network
         let written = 0;
         while (written < n) written += await to.write(buffer.subarray(written, n));
         forwarded?.();
