@@ -147,3 +147,25 @@ Deno.test("check names the Binance URL it could not reach, and why", async () =>
     assert.match(line, /refused/i);
   }
 });
+
+Deno.test("check names the symbols and, with SHARD, which of them this instance records", async () => {
+  await using tmp = await tempDir();
+  const lineFor = async (env: Record<string, string>) => {
+    const config = parseConfig({ DATA_DIR: tmp.path, METRICS_ADDR: "off", ...env });
+    let text = "";
+    await check(config, { print: (t) => text += t, fetch: fakeBinanceRest() });
+    return text.split("\n").find((line) => /^OK +config /.test(line)) ?? text;
+  };
+  assert.match(await lineFor({ SYMBOL: "BTCUSDT,ETHUSDT" }), /config +spot BTCUSDT,ETHUSDT, depth/);
+  // Each of BTCUSDT and ETHUSDT falls in one of two shards; one symbol leaves the other empty.
+  const both = [
+    await lineFor({ SYMBOL: "BTCUSDT", SHARD: "0/2" }),
+    await lineFor({ SYMBOL: "BTCUSDT", SHARD: "1/2" }),
+  ];
+  assert.equal(both.filter((line) => /: BTCUSDT\)/.test(line)).length, 1, both.join("\n"));
+  assert.equal(
+    both.filter((line) => /none of them: this instance records nothing/.test(line)).length,
+    1,
+    both.join("\n"),
+  );
+});

@@ -14,7 +14,8 @@
 
 import { dirname, join } from "node:path";
 import { checkSymbols, RestLimiter } from "../binance/rest.ts";
-import { namedSymbols } from "../binance/selection.ts";
+import { matchesTerm, namedSymbols } from "../binance/selection.ts";
+import { inShard } from "../binance/shard.ts";
 import { restPaths } from "../binance/streams.ts";
 import type { Config } from "../config_types.ts";
 import { parsePmset, PMSET, sleepAdvice } from "../ops/power.ts";
@@ -251,12 +252,22 @@ function describeConfig(config: Config): string {
     ? `s3://${config.s3.bucket}/${config.prefix}`
     : join(config.dataDir, "archive");
   // Patterns (SYMBOL=ALL, *USDT) resolve against exchangeInfo when recording starts.
-  const symbols = config.symbols.some((t) => t.includes("*"))
+  const patterns = config.symbols.some((t) => t.includes("*"));
+  const symbols = patterns || config.symbols.length > 5
     ? `SYMBOL=${config.symbols.join(",")}`
-    : `${config.symbols.length}`;
-  const shard = config.shard.count > 1
+    : config.symbols.join(",");
+  const named = config.symbols.filter((s) =>
+    !config.symbolExclude.some((term) => matchesTerm(s, term))
+  );
+  const mine = named.filter((s) => inShard(s, config.shard));
+  // Named symbols only: which of them this instance records is known now.
+  const shard = config.shard.count <= 1
+    ? ""
+    : patterns
     ? ` (shard ${config.shard.index}/${config.shard.count})`
-    : "";
-  return `${symbols} ${config.market} symbol(s)${shard}, depth ${config.depthLevel}, ` +
+    : ` (shard ${config.shard.index}/${config.shard.count}: ${
+      mine.length === 0 ? "none of them: this instance records nothing" : mine.join(",")
+    })`;
+  return `${config.market} ${symbols}${shard}, depth ${config.depthLevel}, ` +
     `${config.updateSpeedMs} ms → ${where}`;
 }
