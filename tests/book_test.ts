@@ -510,3 +510,47 @@ Deno.test("book --from reads back to the snapshot before the range: rows from --
   assert.equal(after.code, 0, after.err);
   assert.match(after.err, /down {2}before the range: update ids/);
 });
+
+Deno.test("--every writes no row for the time between the last good diff and a break: a disconnect, a gap", () => {
+  const { book, rows } = rebuilder({ everyUs: 1_000_000 });
+  book.snapshot(500_000, BASE);
+  book.diff(900_000, diff(101, 102));
+  book.diff(1_500_000, diff(103, 104)); // row at 1 s: 102
+  book.event(2_200_000, "disconnected", { cause: "stale" }); // silent from 1.5 s; lost messages
+  book.event(7_300_000, "connected", {});
+  book.event(7_400_000, "gap", { expected: 105, received: 190 });
+  book.snapshot(7_500_000, snapshot(200, [["10.50", "1"]], [["11.00", "1"]]));
+  book.diff(7_600_000, diff(195, 201));
+  book.diff(9_100_000, diff(202, 203));
+  book.finish();
+  // 2 s to 7 s: the book was unknown (ids 105..194 lost), never printed as 104.
+  assert.deepEqual(rows.map((r) => [r.recvTs, r.updateId]), [[1_000_000, 102], [8_000_000, 201], [
+    9_000_000,
+    201,
+  ]]);
+
+  // The chain goes on after the reconnect: the rows held at the event lines are written.
+  const { book: on, rows: onRows } = rebuilder({ everyUs: 1_000_000 });
+  on.snapshot(500_000, BASE);
+  on.diff(900_000, diff(101, 102));
+  on.event(2_200_000, "disconnected", { cause: "error" });
+  on.event(2_300_000, "connected", {});
+  on.diff(3_500_000, diff(103, 104));
+  on.finish();
+  assert.deepEqual(onRows.map((r) => [r.recvTs, r.updateId]), [[1_000_000, 102], [2_000_000, 102], [
+    3_000_000,
+    102,
+  ]]);
+});
+
+Deno.test("--every: a partial book cut by a disconnect is not printed until the next push", () => {
+  const { book, rows } = rebuilder({ rule: "partial", everyUs: 1_000_000, levels: 1 });
+  const msg = (id: number, bid: string) => snapshot(id, [[bid, "1"]], [["99", "1"]]);
+  book.partial(500_000, msg(1, "10"));
+  book.partial(1_500_000, msg(2, "11"));
+  book.event(4_600_000, "stale", {});
+  book.partial(6_300_000, msg(9, "15"));
+  book.partial(7_200_000, msg(10, "16"));
+  book.finish();
+  assert.deepEqual(rows.map((r) => [r.recvTs, r.updateId]), [[1_000_000, 1], [7_000_000, 9]]);
+});

@@ -165,8 +165,11 @@ export class BookRebuilder {
 
   /** A REST snapshot line of the stream's symbol. */
   snapshot(recvTs: number, snapshot: DepthSnapshot): void {
-    this.#advance(recvTs);
-    if (!this.#diffMode) return;
+    // Diff mode: the samples due wait for the next diff (see `event`).
+    if (!this.#diffMode) {
+      this.#advance(recvTs);
+      return;
+    }
     if (this.#mode === "live") {
       this.#pending = { snapshot, recvTs };
       if (this.#lastId >= snapshot.lastUpdateId) this.#checkPending();
@@ -267,7 +270,15 @@ export class BookRebuilder {
 
   /** An event line of the stream. */
   event(recvTs: number, name: string, details: Readonly<Record<string, unknown>>): void {
-    this.#advance(recvTs);
+    // Samples are written at data lines only. Diff mode: those due wait for the next
+    // diff, written if it continues the chain, dropped at a break or a `gap` (the book
+    // after the last good diff is unknown: a disconnect, a stall, a loss lie there).
+    // Partial books: after a line saying the feed was cut, the book is unknown until
+    // the next push.
+    if (!this.#diffMode) {
+      if (EXPLAINING_EVENTS.has(name) && name !== "rotated") this.#nextSample = undefined;
+      else this.#advance(recvTs);
+    }
     if (!EXPLAINING_EVENTS.has(name)) return;
     if (name === "dropped") this.#explainDrop(details);
     this.#explained = name;
