@@ -554,3 +554,18 @@ Deno.test("--every: a partial book cut by a disconnect is not printed until the 
   book.finish();
   assert.deepEqual(rows.map((r) => [r.recvTs, r.updateId]), [[1_000_000, 1], [7_000_000, 9]]);
 });
+
+Deno.test("a partial book whose id goes back is a message stored again: skipped and noted, never printed as the book", () => {
+  const { book, rows, notes } = rebuilder({ rule: "partial", levels: 1 });
+  const msg = (id: number, bid: string) => snapshot(id, [[bid, "1"]], [["99", "1"]]);
+  book.partial(1, msg(7, "10"));
+  book.partial(2, msg(9, "11"));
+  book.partial(3, msg(7, "10")); // an old message stored again
+  book.partial(4, msg(9, "11")); // the same id again later: a push of its own
+  book.finish();
+  assert.deepEqual(rows.map((r) => [r.recvTs, r.updateId]), [[1, 7], [2, 9], [4, 9]]);
+  const damaged = notes.filter((n) => n.kind === "damaged");
+  assert.equal(damaged.length, 1);
+  assert.equal(damaged[0].failing, true);
+  assert.match(damaged[0].detail, /id 7 after 9/);
+});

@@ -245,8 +245,19 @@ export class BookRebuilder {
 
   /** A partial-book message: the whole top of the book. */
   partial(recvTs: number, book: DepthSnapshot): void {
+    if (this.#diffMode) {
+      this.#advance(recvTs);
+      return;
+    }
+    // An id going back is a message stored twice (as verify says), never the book now.
+    if (this.#mode === "live" && book.lastUpdateId < this.#lastId) {
+      this.damaged(
+        recvTs,
+        `partial book id ${book.lastUpdateId} after ${this.#lastId}: a message stored again, skipped`,
+      );
+      return;
+    }
     this.#advance(recvTs);
-    if (this.#diffMode) return;
     this.#bids.clear();
     this.#asks.clear();
     for (const [price, qty] of book.bids) this.#bids.set(price, qty);
