@@ -7,7 +7,7 @@
 import { parse as parseDotenv } from "dotenv";
 import { z } from "zod";
 import { redactUrlValue } from "./ops/redact.ts";
-import { canonicalTerm, isPattern, matchesTerm } from "./binance/selection.ts";
+import { canonicalTerm, isPattern, matchesAny } from "./binance/selection.ts";
 import { parseShard } from "./binance/shard.ts";
 import type { Config, DepthLevel, LogLevel, Market, S3Config, StreamKind } from "./config_types.ts";
 
@@ -568,7 +568,7 @@ export function parseConfig(
   // Names only, every one excluded: `run` would record nothing, for ever, and say nothing.
   if (
     exclude.length > 0 && include.every((term) => !isPattern(term)) &&
-    include.every((symbol) => exclude.some((term) => matchesTerm(symbol, term)))
+    include.every((symbol) => matchesAny(symbol, exclude))
   ) {
     throw new ConfigError([{
       variable: "SYMBOL_EXCLUDE",

@@ -69,7 +69,8 @@ export function matchesTerm(symbol: string, term: string): boolean {
   return true;
 }
 
-function matchesAny(symbol: string, terms: readonly string[]): boolean {
+/** Whether any of the terms matches the symbol. */
+export function matchesAny(symbol: string, terms: readonly string[]): boolean {
   return terms.some((term) => matchesTerm(symbol, term));
 }
 

@@ -14,7 +14,7 @@
 
 import { dirname, join } from "node:path";
 import { checkSymbols, RestLimiter } from "../binance/rest.ts";
-import { matchesTerm, namedSymbols } from "../binance/selection.ts";
+import { matchesAny, namedSymbols } from "../binance/selection.ts";
 import { inShard } from "../binance/shard.ts";
 import { restPaths } from "../binance/streams.ts";
 import type { Config } from "../config_types.ts";
@@ -256,9 +256,7 @@ function describeConfig(config: Config): string {
   const symbols = patterns || config.symbols.length > 5
     ? `SYMBOL=${config.symbols.join(",")}`
     : config.symbols.join(",");
-  const named = config.symbols.filter((s) =>
-    !config.symbolExclude.some((term) => matchesTerm(s, term))
-  );
+  const named = config.symbols.filter((s) => !matchesAny(s, config.symbolExclude));
   const mine = named.filter((s) => inShard(s, config.shard));
   // Named symbols only: which of them this instance records is known now.
   const shard = config.shard.count <= 1

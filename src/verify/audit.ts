@@ -249,7 +249,7 @@ interface StreamState {
    * stream's next stored batch, so its `dropped` line comes after the hole.
    */
   awaitingDrop: AwaitingDrop[];
-  /** With `from`: the parts of from..first line that `dropped` lines say were lost. */
+  /** With `from`: the receive times `dropped` lines in the range say were lost. */
   readonly startDropped: Array<readonly [number, number]>;
 }
 
@@ -1043,12 +1043,9 @@ export class Auditor {
   #explainDrop(state: StreamState, dropped: DroppedFacts): void {
     const first = dropped.firstRecvTs;
     const last = dropped.lastRecvTs;
-    const { from } = this.#options;
-    const firstTs = state.firstLine?.ts;
-    if (from !== undefined && firstTs !== undefined && first <= firstTs && last >= from) {
-      if (state.startDropped.length < MAX_AWAITING_DROP) {
-        state.startDropped.push([Math.max(first, from), Math.min(last, firstTs)]);
-      }
+    // For the silence at the range's start (clipped to it when judged).
+    if (this.#options.from !== undefined && state.startDropped.length < MAX_AWAITING_DROP) {
+      state.startDropped.push([first, last]);
     }
     const note =
       `; explained by a dropped line: ${dropped.messages} messages lost (${dropped.reason})`;
