@@ -215,6 +215,52 @@ Deno.test({
 });
 
 Deno.test({
+  name: "an S3 endpoint that never answers does not hold the recording back for its timeout",
+  // The SDK keeps its socket to the silent server until the process ends.
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await using exchange = await FakeExchange.start();
+    startExchange(exchange, STREAMS.slice(0, 1));
+    // Accepts connections and never answers: a dead network, not a refusal.
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const held: Deno.Conn[] = [];
+    (async () => {
+      for await (const conn of listener) held.push(conn);
+    })();
+    await using data = await tempDir();
+    const proc = spawnCollector({
+      AWS_ACCESS_KEY_ID: "test",
+      AWS_SECRET_ACCESS_KEY: "test",
+      AWS_REGION: "us-east-1",
+      S3_BUCKET_NAME: "bucket",
+      S3_ENDPOINT: `http://127.0.0.1:${listener.addr.port}`,
+      S3_FORCE_PATH_STYLE: "true",
+      SYMBOL: "BTCUSDT",
+      BINANCE_WS_URL: exchange.wsUrl,
+      BINANCE_REST_URL: exchange.restUrl,
+      DATA_DIR: data.path,
+      BATCH_SECONDS: "1",
+      METRICS_ADDR: "off",
+    });
+    try {
+      // HeadBucket's timeout is 15 s; the start waits BUCKET_CHECK_WAIT_MS (3 s) for it.
+      await waitFor(() => exchange.openCount > 0, 10_000, "the collector to connect");
+      await waitFor(() => exchange.sentCountFor(STREAMS[0]) >= 40, 10_000, "1 s of messages");
+      assert.match(proc.stderr(), /has not answered HeadBucket in 3 s; recording anyway/);
+      proc.kill("SIGTERM");
+      assert.equal((await proc.status).code, 0, proc.stderr());
+      // The puts to the silent endpoint are cut by the shutdown; what they held is spooled.
+      const spooled = (await listFiles(`${data.path}/spool`)).filter((f) => f.endsWith(".spool"));
+      assert.ok(spooled.length > 0, proc.stderr());
+    } finally {
+      listener.close();
+      for (const conn of held) conn.close();
+    }
+  },
+});
+
+Deno.test({
   name: "collector drops and reports batches once the spool is full, keeping what is spooled",
   sanitizeResources: false,
   sanitizeOps: false,
