@@ -11,3 +11,13 @@ export function delay(ms: number, signal?: AbortSignal): Promise<void> {
     signal?.addEventListener("abort", done, { once: true });
   });
 }
+
+/** `promise`'s value, or undefined when it has not settled within `ms`. */
+export async function settledWithin<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
+  const waited = new AbortController();
+  try {
+    return await Promise.race([promise, delay(ms, waited.signal).then(() => undefined)]);
+  } finally {
+    waited.abort();
+  }
+}

@@ -11,7 +11,7 @@
 import assert from "node:assert/strict";
 import { FakeExchange, partialDepthFeed, type SentFrame } from "./support/fake_exchange.ts";
 import { rawData, readArchive, spawnCollector } from "./support/collector.ts";
-import { unreachableBinance } from "./support/net_guard.ts";
+import { silentServer, unreachableBinance } from "./support/net_guard.ts";
 import { tempDir } from "./support/temp.ts";
 import { delay, waitFor } from "./support/wait.ts";
 
@@ -75,6 +75,35 @@ Deno.test({
       killAt - firstLost <= QUARTER_SECOND_AND_SLACK_MS,
       `the SIGKILL lost ${lost.length} messages, the last ${killAt - firstLost} ms before it`,
     );
+  },
+});
+
+Deno.test({
+  name: "with Binance REST silent at start the named symbols are recorded within seconds",
+  // The collector's request to the silent server stays open until it exits.
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await using exchange = await FakeExchange.start();
+    exchange.setFeed(STREAM, partialDepthFeed({ rate: 20 }));
+    using silent = silentServer();
+    await using data = await tempDir();
+    await using proc = spawnCollector({
+      SYMBOL: "BTCUSDT",
+      BINANCE_WS_URL: exchange.wsUrl,
+      BINANCE_REST_URL: `http://${silent.host}/`,
+      DATA_DIR: data.path,
+      BATCH_SECONDS: "1",
+      METRICS_ADDR: "off",
+    });
+    // exchangeInfo's timeout is 20 s; the start waits START_WAIT_MS (3 s) for it.
+    await waitFor(() => exchange.openCount > 0, 10_000, "the collector to connect");
+    await waitFor(() => exchange.sentCountFor(STREAM) >= 20, 5_000, "1 s of messages");
+    proc.kill("SIGTERM");
+    assert.equal((await proc.status).code, 0, proc.stderr());
+    assert.match(proc.stderr(), /not answered exchangeInfo in 3 s; recording the named symbols/);
+    const lines = await readArchive(`${data.path}/archive`);
+    assert.ok(lines.some((l) => l.value.data !== undefined && l.value.stream === STREAM));
   },
 });
 

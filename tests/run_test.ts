@@ -11,6 +11,7 @@ import { run } from "../src/cli/run.ts";
 import { parseConfig } from "../src/config.ts";
 import { FakeExchange, partialDepthFeed } from "./support/fake_exchange.ts";
 import { type ArchivedLine, rawData, readArchive } from "./support/collector.ts";
+import { silentServer } from "./support/net_guard.ts";
 import { listFiles, tempDir } from "./support/temp.ts";
 import { delay, waitFor } from "./support/wait.ts";
 
@@ -199,12 +200,8 @@ Deno.test({
   sanitizeOps: false,
   async fn() {
     // A server that accepts connections and never answers: Binance and S3 both hang.
-    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const held: Deno.Conn[] = [];
-    (async () => {
-      for await (const conn of listener) held.push(conn);
-    })();
-    const hole = `127.0.0.1:${listener.addr.port}`;
+    using silent = silentServer();
+    const hole = silent.host;
     await using tmp = await tempDir();
     const config = parseConfig({
       SYMBOL: "BTCUSDT",
@@ -222,7 +219,7 @@ Deno.test({
     let started = false;
     const running = run(config, { shutdown: shutdown.signal, onStarted: () => started = true });
     try {
-      await delay(500); // inside the bucket check (it would wait 15 s, then exchangeInfo 20 s)
+      await delay(500); // inside the bucket check (it would wait 3 s, then exchangeInfo 3 s)
       const asked = performance.now();
       shutdown.abort();
       await running;
@@ -233,8 +230,6 @@ Deno.test({
     } finally {
       Deno.env.delete("AWS_ACCESS_KEY_ID");
       Deno.env.delete("AWS_SECRET_ACCESS_KEY");
-      listener.close();
-      for (const conn of held) conn.close();
     }
   },
 });

@@ -10,7 +10,7 @@ import { FakeExchange, partialDepthFeed, type SentFrame } from "./support/fake_e
 import { runCollector, spawnCollector } from "./support/collector.ts";
 import { TestS3 } from "./support/s3.ts";
 import { listFiles, tempDir } from "./support/temp.ts";
-import { freePort, unreachableBinance } from "./support/net_guard.ts";
+import { freePort, silentServer, unreachableBinance } from "./support/net_guard.ts";
 import { delay, waitFor } from "./support/wait.ts";
 
 /** Data payloads per stream across every object in the bucket. */
@@ -222,19 +222,14 @@ Deno.test({
   async fn() {
     await using exchange = await FakeExchange.start();
     startExchange(exchange, STREAMS.slice(0, 1));
-    // Accepts connections and never answers: a dead network, not a refusal.
-    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const held: Deno.Conn[] = [];
-    (async () => {
-      for await (const conn of listener) held.push(conn);
-    })();
+    using silent = silentServer();
     await using data = await tempDir();
     const proc = spawnCollector({
       AWS_ACCESS_KEY_ID: "test",
       AWS_SECRET_ACCESS_KEY: "test",
       AWS_REGION: "us-east-1",
       S3_BUCKET_NAME: "bucket",
-      S3_ENDPOINT: `http://127.0.0.1:${listener.addr.port}`,
+      S3_ENDPOINT: `http://${silent.host}`,
       S3_FORCE_PATH_STYLE: "true",
       SYMBOL: "BTCUSDT",
       BINANCE_WS_URL: exchange.wsUrl,
@@ -243,20 +238,15 @@ Deno.test({
       BATCH_SECONDS: "1",
       METRICS_ADDR: "off",
     });
-    try {
-      // HeadBucket's timeout is 15 s; the start waits BUCKET_CHECK_WAIT_MS (3 s) for it.
-      await waitFor(() => exchange.openCount > 0, 10_000, "the collector to connect");
-      await waitFor(() => exchange.sentCountFor(STREAMS[0]) >= 40, 10_000, "1 s of messages");
-      assert.match(proc.stderr(), /has not answered HeadBucket in 3 s; recording anyway/);
-      proc.kill("SIGTERM");
-      assert.equal((await proc.status).code, 0, proc.stderr());
-      // The puts to the silent endpoint are cut by the shutdown; what they held is spooled.
-      const spooled = (await listFiles(`${data.path}/spool`)).filter((f) => f.endsWith(".spool"));
-      assert.ok(spooled.length > 0, proc.stderr());
-    } finally {
-      listener.close();
-      for (const conn of held) conn.close();
-    }
+    // HeadBucket's timeout is 15 s; the start waits START_WAIT_MS (3 s) for it.
+    await waitFor(() => exchange.openCount > 0, 10_000, "the collector to connect");
+    await waitFor(() => exchange.sentCountFor(STREAMS[0]) >= 40, 10_000, "1 s of messages");
+    assert.match(proc.stderr(), /has not answered HeadBucket in 3 s; recording anyway/);
+    proc.kill("SIGTERM");
+    assert.equal((await proc.status).code, 0, proc.stderr());
+    // The puts to the silent endpoint are cut by the shutdown; what they held is spooled.
+    const spooled = (await listFiles(`${data.path}/spool`)).filter((f) => f.endsWith(".spool"));
+    assert.ok(spooled.length > 0, proc.stderr());
   },
 });
 

@@ -127,3 +127,32 @@ export function freePort(): number {
   listener.close();
   return port;
 }
+
+/**
+ * A loopback server that accepts connections and never answers: a dead
+ * network or a hung peer, not a refusal. `host` is `127.0.0.1:<port>`.
+ */
+export function silentServer(): { readonly host: string } & Disposable {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const held: Deno.Conn[] = [];
+  (async () => {
+    try {
+      for await (const conn of listener) held.push(conn);
+    } catch {
+      // closed
+    }
+  })();
+  return {
+    host: `127.0.0.1:${listener.addr.port}`,
+    [Symbol.dispose]() {
+      listener.close();
+      for (const conn of held) {
+        try {
+          conn.close();
+        } catch {
+          // closed by the other side
+        }
+      }
+    },
+  };
+}

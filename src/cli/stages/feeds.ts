@@ -13,8 +13,8 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import { readExchangeInfo, RestLimiter } from "../../binance/rest.ts";
-import { type Listing, matchesTerm, namedSymbols } from "../../binance/selection.ts";
+import { type ExchangeInfo, readExchangeInfo, RestLimiter } from "../../binance/rest.ts";
+import { isPattern, type Listing, matchesTerm, namedSymbols } from "../../binance/selection.ts";
 import { sequenceRuleFor } from "../../binance/sequence.ts";
 import { inShard } from "../../binance/shard.ts";
 import { Snapshotter } from "../../binance/snapshots.ts";
@@ -40,8 +40,11 @@ import { Recorder, type StreamGroup } from "../../feed/recorder.ts";
 import { snapshotStreamOf } from "../../archive/meta.ts";
 import { Universe } from "../universe.ts";
 import { DiffStreams } from "./diff_streams.ts";
-import { StartupError } from "./startup.ts";
+import { START_WAIT_MS, StartupError } from "./startup.ts";
+import { settledWithin } from "../../delay.ts";
 import type { BatchStore } from "./storage.ts";
+
+const EXCHANGE_INFO_TIMEOUT_MS = 20_000;
 
 const log = getLogger(["l2", "run"]);
 
@@ -312,30 +315,53 @@ export class Feeds implements AsyncDisposable {
  * trading (HALT, BREAK, CANCEL_ONLY…) still exists and may trade again, so a
  * named one is recorded, with one WARN (BINANCE.md, Payloads). An exchange
  * that cannot be asked does not stop the start either (the named symbols are
- * recorded; patterns resolve at the first refresh that succeeds). The weight
- * limit `exchangeInfo` lists replaces the documented default.
+ * recorded; patterns resolve at the first refresh that succeeds), nor one
+ * that has not answered within `START_WAIT_MS` when SYMBOL names every symbol
+ * (its late answer is judged in the log). The weight limit `exchangeInfo`
+ * lists replaces the documented default.
  */
 async function checkConfiguredSymbols(
   config: Config,
   limiter: RestLimiter,
   interrupt?: AbortSignal,
 ): Promise<readonly Listing[] | undefined> {
-  let info;
-  try {
-    const timeout = AbortSignal.timeout(20_000);
-    info = await readExchangeInfo({
-      restUrl: config.restUrl,
-      market: config.market,
-      limiter,
-      signal: interrupt ? AbortSignal.any([timeout, interrupt]) : timeout,
+  const timeout = AbortSignal.timeout(EXCHANGE_INFO_TIMEOUT_MS);
+  const reading: Promise<{ info: ExchangeInfo } | { error: unknown }> = readExchangeInfo({
+    restUrl: config.restUrl,
+    market: config.market,
+    limiter,
+    signal: interrupt ? AbortSignal.any([timeout, interrupt]) : timeout,
+  }).then((info) => ({ info }), (error) => ({ error }));
+  const namesAll = config.symbols.every((term) => !isPattern(term));
+  const read = namesAll ? await settledWithin(reading, START_WAIT_MS) : await reading;
+  if (interrupt?.aborted) return undefined;
+  if (read === undefined) {
+    log.warn(
+      "Binance has not answered exchangeInfo in {seconds} s; recording the named symbols anyway",
+      { seconds: START_WAIT_MS / 1000 },
+    );
+    reading.then((late) => {
+      if (interrupt?.aborted || !("info" in late)) return;
+      try {
+        judgeListing(config, limiter, late.info);
+      } catch (error) {
+        log.error("{message}; recording them anyway", { message: (error as Error).message });
+      }
     });
-  } catch (error) {
-    if (interrupt?.aborted) return undefined;
+    return undefined;
+  }
+  if ("error" in read) {
+    const { error } = read;
     log.warn("Could not check the symbols against exchangeInfo ({error}); recording anyway", {
       error: error instanceof Error ? error.message : String(error),
     });
     return undefined;
   }
+  return judgeListing(config, limiter, read.info);
+}
+
+/** Applies the listing's weight limit; unknown named symbols throw, those not trading warn. */
+function judgeListing(config: Config, limiter: RestLimiter, info: ExchangeInfo): Listing[] {
   if (info.weightLimit !== undefined) limiter.setWeightLimit(info.weightLimit);
   const status = new Map(info.listed.map((l) => [l.symbol, l.status]));
   const named = namedSymbols(config.symbols);
@@ -351,5 +377,5 @@ async function checkConfiguredSymbols(
       status: status.get(symbol),
     });
   }
-  return info.listed;
+  return [...info.listed];
 }

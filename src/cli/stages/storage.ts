@@ -39,8 +39,8 @@ import { checkBucket, type SelectedSink, selectSink } from "../../store/select.t
 import type { Sink } from "../../store/sink.ts";
 import { Spool } from "../../store/spool.ts";
 import { type SettledHow, Uploader } from "../../store/uploader.ts";
-import { StartupError, startupStep } from "./startup.ts";
-import { delay } from "../../delay.ts";
+import { START_WAIT_MS, StartupError, startupStep } from "./startup.ts";
+import { settledWithin } from "../../delay.ts";
 
 const log = getLogger(["l2", "run"]);
 
@@ -387,19 +387,12 @@ export async function flushWithMarks(
   return await uploader.flush(signal, Math.max(0, deadline - Date.now()));
 }
 
-/**
- * How long the start waits for HeadBucket's answer. A refused connection or
- * an answer comes within it; an endpoint that never answers (a dead network)
- * would hold the start, and with it the recording, for the whole request
- * timeout, so past this the start records and the check goes on behind it.
- */
-export const BUCKET_CHECK_WAIT_MS = 3_000;
 const BUCKET_CHECK_TIMEOUT_MS = 15_000;
 
 /**
  * S3: HeadBucket. A wrong bucket or credentials stop the start; an
  * unreachable S3 does not, nor one that has not answered within
- * `BUCKET_CHECK_WAIT_MS` (a later refusal is logged as an error).
+ * `START_WAIT_MS` (a later refusal is logged as an error).
  */
 async function checkReachable(selected: SelectedSink, interrupt?: AbortSignal): Promise<void> {
   if (!selected.s3) return;
@@ -408,12 +401,12 @@ async function checkReachable(selected: SelectedSink, interrupt?: AbortSignal): 
     selected.s3,
     interrupt ? AbortSignal.any([timeout, interrupt]) : timeout,
   );
-  const check = await answeredWithin(checking, BUCKET_CHECK_WAIT_MS);
+  const check = await settledWithin(checking, START_WAIT_MS);
   if (interrupt?.aborted) return;
   if (check === undefined) {
     log.warn(
       "{sink} has not answered HeadBucket in {seconds} s; recording anyway and spooling until it answers",
-      { sink: selected.s3.describe(), seconds: BUCKET_CHECK_WAIT_MS / 1000 },
+      { sink: selected.s3.describe(), seconds: START_WAIT_MS / 1000 },
     );
     checking.then((late) => {
       if (!late.ok && late.permanent && !interrupt?.aborted) {
@@ -427,16 +420,6 @@ async function checkReachable(selected: SelectedSink, interrupt?: AbortSignal): 
     log.warn("{message}; recording anyway and spooling until it is back", {
       message: check.message,
     });
-  }
-}
-
-/** `promise`'s value, or undefined when it has not settled within `ms`. */
-async function answeredWithin<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
-  const waited = new AbortController();
-  try {
-    return await Promise.race([promise, delay(ms, waited.signal).then(() => undefined)]);
-  } finally {
-    waited.abort();
   }
 }
 
