@@ -57,8 +57,14 @@ Deno.test({
 
     await using second = spawnCollector({ ...env, BINANCE_WS_URL: "ws://127.0.0.1:9/" });
     await waitFor(() => /Recovered \d+ batch/.test(second.stderr()), 15_000, "the recovery");
+    // The health check counts this start as a restart (the first run was killed) …
+    assert.match(second.stderr(), /This is restart 1 within the last hour/);
     second.kill("SIGTERM");
     assert.equal((await second.status).code, 0, second.stderr());
+    // … and the clean stop of the second run is kept, so the next start will not be one.
+    const history = JSON.parse(await Deno.readTextFile(`${data.path}/state/restarts.json`));
+    assert.equal(history.starts.length, 2);
+    assert.deepEqual(history.cleanStops, [history.starts[1]]);
 
     const stored = new Set(
       (await readArchive(`${data.path}/archive`)).filter((l) => l.value.data !== undefined).map(

@@ -22,7 +22,13 @@ import {
   UPLOAD_STALL_CRITICAL_MS,
   ZERO_SAMPLE,
 } from "../src/ops/health.ts";
-import { countRestarts, pruneStarts, recordStart, restartsFile } from "../src/ops/restarts.ts";
+import {
+  countRestarts,
+  pruneStarts,
+  recordCleanStop,
+  recordStart,
+  restartsFile,
+} from "../src/ops/restarts.ts";
 import { tempDir } from "./support/temp.ts";
 
 const NOW = Date.UTC(2024, 7, 8, 12, 0, 0);
@@ -272,9 +278,31 @@ Deno.test("the first start in a fresh DATA_DIR is not a restart; later starts in
   const saved = JSON.parse(await Deno.readTextFile(restartsFile(tmp.path)));
   assert.deepEqual(saved.starts, [NOW, NOW + MIN, NOW + 2 * MIN, NOW + 3 * MIN, NOW + 4 * MIN]);
   // While running, restarts age out of the hour.
-  assert.equal(countRestarts(fifth.starts, NOW + HOUR + 2 * MIN), 2);
+  assert.equal(countRestarts(fifth, NOW + HOUR + 2 * MIN), 2);
   const leftovers = [...Deno.readDirSync(`${tmp.path}/state`)].map((e) => e.name);
   assert.deepEqual(leftovers, ["restarts.json"]);
+});
+
+Deno.test("a start after a run that stopped cleanly is not a restart; one after a crash is", async () => {
+  await using tmp = await tempDir();
+  // An operator restarts five times in a few minutes, each run stopped by a signal.
+  for (let i = 0; i < 5; i++) {
+    assert.equal((await recordStart(tmp.path, NOW + i * MIN)).restartsLastHour, 0, `start ${i}`);
+    await recordCleanStop(tmp.path, NOW + i * MIN);
+  }
+  // The sixth run crashes (no clean stop): the seventh start is a restart.
+  await recordStart(tmp.path, NOW + 5 * MIN);
+  const seventh = await recordStart(tmp.path, NOW + 6 * MIN);
+  assert.equal(seventh.restartsLastHour, 1);
+  const saved = JSON.parse(await Deno.readTextFile(restartsFile(tmp.path)));
+  assert.deepEqual(saved.cleanStops, [0, 1, 2, 3, 4].map((i) => NOW + i * MIN));
+  // A clean stop of a start the history no longer holds changes nothing.
+  await recordCleanStop(tmp.path, NOW - 5 * HOUR);
+  const again = JSON.parse(await Deno.readTextFile(restartsFile(tmp.path)));
+  assert.deepEqual(again, saved);
+  // A history written before clean stops were kept counts every start, as it did.
+  await Deno.writeTextFile(restartsFile(tmp.path), JSON.stringify({ starts: [NOW, NOW + MIN] }));
+  assert.equal((await recordStart(tmp.path, NOW + 2 * MIN)).restartsLastHour, 2);
 });
 
 Deno.test("one restart after a long run counts; the history keeps only the hour and one start before", async () => {

@@ -116,6 +116,7 @@ async function record(config: Config, options: RunOptions): Promise<void> {
   const left = await storage.flush(deadline);
   background.abort();
   await storage.close(left);
+  await ops.stoppedCleanly();
 }
 
 /** Every stage is open: the status server and the receive clock start, then the feeds. */

@@ -166,7 +166,7 @@ export class Metrics {
   );
   readonly restartsLastHour = this.#gauge(
     "l2_restarts_last_hour",
-    "Starts of the collector in the last hour before this one (DATA_DIR/state/restarts.json)",
+    "Starts in the last hour after a run that did not stop cleanly: crashed, killed or failed to start (DATA_DIR/state/restarts.json)",
   );
   readonly diskWriteFailures = this.#counter(
     "l2_disk_write_failures_total",

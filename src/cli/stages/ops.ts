@@ -32,7 +32,7 @@ import {
 import type { Metrics } from "../../ops/metrics.ts";
 import { preventSleep, type SleepGuard } from "../../ops/power.ts";
 import { redactUrls } from "../../ops/redact.ts";
-import { countRestarts, recordStart } from "../../ops/restarts.ts";
+import { countRestarts, recordCleanStop, recordStart } from "../../ops/restarts.ts";
 import type { Recorder } from "../../feed/recorder.ts";
 import { startClock } from "../suspension.ts";
 import { StartupError } from "./startup.ts";
@@ -78,6 +78,7 @@ export class Ops implements AsyncDisposable {
   readonly #config: Config;
   readonly #options: OpsOptions;
   readonly #history: RestartHistory;
+  readonly #startedAt: number;
   readonly #tracker: HealthTracker;
   readonly #awake: SleepGuard;
   readonly #stop = new AbortController();
@@ -111,6 +112,7 @@ export class Ops implements AsyncDisposable {
     this.#config = config;
     this.#options = options;
     this.#history = start.history;
+    this.#startedAt = start.startedAt;
     this.#tracker = new HealthTracker(start.startedAt);
     this.telemetry = new Telemetry({
       metrics: options.metrics,
@@ -121,6 +123,11 @@ export class Ops implements AsyncDisposable {
     this.#signal = AbortSignal.any([options.signal, this.#stop.signal]);
     // macOS: a power assertion for as long as this process records.
     this.#awake = preventSleep({ enabled: config.preventSleep });
+  }
+
+  /** The shutdown ran to the end: the next start is not counted as a restart. */
+  async stoppedCleanly(): Promise<void> {
+    await recordCleanStop(this.#config.dataDir, this.#startedAt);
   }
 
   /** Where the status server listens (the real port when METRICS_ADDR asked for 0); undefined when off. */
@@ -172,7 +179,7 @@ export class Ops implements AsyncDisposable {
       instanceId: this.#config.instanceId,
       backlog: () => storage.backlog(),
       spoolMaxBytes: storage.spoolMaxBytes,
-      restartsLastHour: (at) => countRestarts(this.#history.starts, at),
+      restartsLastHour: (at) => countRestarts(this.#history, at),
       messageAges: () => feeds.recorder.messageAges(),
       openBatches: () => storage.openBatches(),
       recording: () => feeds.recording(),
