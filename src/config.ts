@@ -539,11 +539,6 @@ export const OPTION_NAMES: readonly string[] = Object.freeze(
 );
 
 /**
- * Validates `env` (already merged with the .env file) and applies docs/DESIGN.md's defaults.
- * Pure: the host name for the default INSTANCE_ID comes in through `options`.
- * Throws `ConfigError` listing every problem at once.
- */
-/**
  * METRICS_ADDR alone, for `status` when another option is wrong (the
  * collector may still run with an earlier, valid configuration): the
  * address, undefined for `off`, or what is wrong with it.
@@ -555,28 +550,44 @@ export function metricsAddressOf(
   return parsed.success ? parsed.data : { problem: `METRICS_ADDR: ${METRICS_ALLOWED}` };
 }
 
+/**
+ * Validates `env` (already merged with the .env file) and applies docs/DESIGN.md's defaults.
+ * Pure: the host name for the default INSTANCE_ID comes in through `options`.
+ * Throws `ConfigError` listing every problem at once.
+ */
 export function parseConfig(
   env: Readonly<Record<string, string | undefined>>,
   options: { hostname?: string } = {},
 ): Config {
   const schema = envSchema(readContext(env));
   const result = schema.safeParse(env);
-  if (!result.success) {
-    throw new ConfigError(toProblems(result.error.issues, env, Object.keys(schema.shape)));
-  }
-  const { SYMBOL: include, SYMBOL_EXCLUDE: exclude } = result.data;
-  // Names only, every one excluded: `run` would record nothing, for ever, and say nothing.
+  const problems = result.success
+    ? []
+    : toProblems(result.error.issues, env, Object.keys(schema.shape));
+  const include = schema.shape.SYMBOL.safeParse(env.SYMBOL);
+  const exclude = schema.shape.SYMBOL_EXCLUDE.safeParse(env.SYMBOL_EXCLUDE);
+  // Every term excluded: `run` would record nothing, for ever, and say nothing.
   if (
-    exclude.length > 0 && include.every((term) => !isPattern(term)) &&
-    include.every((symbol) => matchesAny(symbol, exclude))
+    include.success && exclude.success && exclude.data.length > 0 &&
+    include.data.every((term) => excludedWhole(term, exclude.data))
   ) {
-    throw new ConfigError([{
+    problems.push({
       variable: "SYMBOL_EXCLUDE",
       value: env.SYMBOL_EXCLUDE,
       allowed: "to leave at least one of the symbols SYMBOL names",
-    }]);
+    });
   }
+  if (problems.length > 0 || !result.success) throw new ConfigError(problems);
   return toConfig(result.data, options.hostname);
+}
+
+/**
+ * Whether the exclusion leaves nothing of `term`: a name it matches, or a
+ * pattern it repeats or that its `*` (ALL) covers.
+ */
+function excludedWhole(term: string, exclude: readonly string[]): boolean {
+  if (!isPattern(term)) return matchesAny(term, exclude);
+  return exclude.includes(term) || exclude.includes("*");
 }
 
 type Env = z.infer<ReturnType<typeof envSchema>>;

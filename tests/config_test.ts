@@ -603,17 +603,28 @@ Deno.test("parseByteSize reads plain bytes and 1024-based units", () => {
   }
 });
 
-Deno.test("parseConfig refuses a SYMBOL_EXCLUDE that leaves none of the symbols SYMBOL names", () => {
+Deno.test("parseConfig refuses a SYMBOL_EXCLUDE that leaves nothing of what SYMBOL names", () => {
   assert.deepEqual(badVariables({ SYMBOL: "BTCUSDT", SYMBOL_EXCLUDE: "btcusdt" }), [
     "SYMBOL_EXCLUDE",
   ]);
   assert.deepEqual(badVariables({ SYMBOL: "BTCUSDT,ETHUSDT", SYMBOL_EXCLUDE: "*USDT" }), [
     "SYMBOL_EXCLUDE",
   ]);
+  // A pattern the exclusion repeats, or ALL excluded: nothing could ever be recorded.
+  assert.deepEqual(badVariables({ SYMBOL: "ALL", SYMBOL_EXCLUDE: "all" }), ["SYMBOL_EXCLUDE"]);
+  assert.deepEqual(badVariables({ SYMBOL: "*USDT", SYMBOL_EXCLUDE: "*usdt" }), ["SYMBOL_EXCLUDE"]);
+  assert.deepEqual(badVariables({ SYMBOL: "BTC*,ETHUSDT", SYMBOL_EXCLUDE: "ALL" }), [
+    "SYMBOL_EXCLUDE",
+  ]);
+  // Reported with the other problems, not after them.
+  assert.deepEqual(
+    badVariables({ SYMBOL: "BTCUSDT", SYMBOL_EXCLUDE: "BTC*", BATCH_SECONDS: "soon" }).sort(),
+    ["BATCH_SECONDS", "SYMBOL_EXCLUDE"],
+  );
   // One left, or a pattern that may match more later: fine.
   assert.deepEqual(
     parseConfig({ SYMBOL: "BTCUSDT,ETHUSDT", SYMBOL_EXCLUDE: "ETH*" }).symbols,
     ["BTCUSDT", "ETHUSDT"],
   );
-  assert.deepEqual(parseConfig({ SYMBOL: "*USDT", SYMBOL_EXCLUDE: "*USDT" }).symbols, ["*USDT"]);
+  assert.deepEqual(parseConfig({ SYMBOL: "*USDT", SYMBOL_EXCLUDE: "BTC*" }).symbols, ["*USDT"]);
 });
