@@ -352,3 +352,33 @@ Deno.test("the tracker hands the latest suspension to the health inputs", () => 
     reason: "the Mac slept",
   });
 });
+
+Deno.test("recording nothing for a minute is critical; a recorded stream clears it", () => {
+  const tracker = new HealthTracker(NOW);
+  const facts = { restartsLastHour: 0, residentBytes: 0, spoolFull: false };
+  const recording = (at: number) =>
+    evaluateHealth(tracker.inputs(at, facts), at).checks.find((c) => c.name === "recording");
+  // Without a recorder (no streams known) the check is absent.
+  tracker.observe(sample(), NOW);
+  assert.equal(recording(NOW), undefined);
+  // SYMBOL=DOGE* on a market that lists none: the set is empty from the start.
+  tracker.observe(sample({ streamsRecorded: 0 }), NOW + 5_000);
+  assert.equal(recording(NOW + 30_000)?.status, "ok");
+  tracker.observe(sample({ streamsRecorded: 0 }), NOW + 65_000);
+  const found = recording(NOW + 65_000);
+  assert.equal(found?.status, "critical");
+  assert.match(found!.message, /^no stream recorded for 60 s/);
+  assert.equal(
+    evaluateHealth(tracker.inputs(NOW + 65_000, facts), NOW + 65_000).status,
+    "critical",
+  );
+  // A listing joins: ok at once, and a later empty set starts a new minute.
+  tracker.observe(sample({ streamsRecorded: 2 }), NOW + 70_000);
+  assert.deepEqual(
+    { status: recording(NOW + 70_000)?.status, message: recording(NOW + 70_000)?.message },
+    { status: "ok", message: "2 streams recorded" },
+  );
+  tracker.observe(sample({ streamsRecorded: 0 }), NOW + 80_000);
+  assert.equal(recording(NOW + 100_000)?.status, "ok");
+  assert.equal(recording(NOW + 140_000)?.status, "critical");
+});

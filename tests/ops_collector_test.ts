@@ -64,6 +64,13 @@ Deno.test({
     assert.equal(healthz.status, 200);
     assert.equal(health.status, "ok", JSON.stringify(health));
     assert.ok(Array.isArray(health.checks) && health.checks.length >= 6);
+    const recording = health.checks.find((c: { name: string }) => c.name === "recording");
+    assert.deepEqual(recording, {
+      name: "recording",
+      status: "ok",
+      message: "1 stream recorded",
+      value: 1,
+    });
 
     const running = await runCollector(env, { args: ["status"] });
     assert.equal(running.code, 0, running.stdout + running.stderr);

@@ -37,6 +37,8 @@ export const RESIDENT_MEMORY_CRITICAL_BYTES = 1.5 * 1024 ** 3;
  * batch may no longer fit, and a refused batch is a dropped batch.
  */
 export const SPOOL_FULL_FRACTION = 0.95;
+/** critical: the recorded set has held no stream for this long (ms). */
+export const RECORDING_NOTHING_CRITICAL_MS = 60_000;
 /** warning: the process was suspended (the Mac slept) within this long (ms). */
 export const SUSPENSION_WARNING_MS = 3_600_000;
 
@@ -57,6 +59,10 @@ export interface HealthInputs {
   readonly droppedMessagesLastHour: number;
   /** The latest suspension: wall-clock ms it ended, its length and why ("the Mac slept"). */
   readonly lastSuspension?: LastSuspension;
+  /** Streams recorded now; unset: not known (no recorder), and not judged. */
+  readonly streamsRecorded?: number;
+  /** Wall-clock ms since when no stream has been recorded; unset while some are. */
+  readonly recordingNothingSince?: number;
 }
 
 export interface LastSuspension {
@@ -83,6 +89,8 @@ export function evaluateHealth(inputs: HealthInputs, now: number): Health {
     spoolCheck(inputs),
     droppedCheck(inputs),
   ];
+  const recording = recordingCheck(inputs, now);
+  if (recording) checks.push(recording);
   // Present only while it applies: a suspension within the last hour.
   const suspension = suspensionCheck(inputs, now);
   if (suspension) checks.push(suspension);
@@ -176,6 +184,35 @@ function droppedCheck({ droppedMessagesLastHour: n }: HealthInputs): HealthCheck
       : "no message dropped in the last hour",
     value: n,
   };
+}
+
+function recordingCheck(inputs: HealthInputs, now: number): HealthCheck | undefined {
+  const { streamsRecorded: streams, recordingNothingSince: since } = inputs;
+  if (streams === undefined) return undefined;
+  if (streams > 0 || since === undefined) {
+    return {
+      name: "recording",
+      status: "ok",
+      message: `${streams} stream${streams === 1 ? "" : "s"} recorded`,
+      value: streams,
+    };
+  }
+  const seconds = Math.floor(Math.max(0, now - since) / 1000);
+  const limit = RECORDING_NOTHING_CRITICAL_MS / 1000;
+  return seconds >= limit
+    ? {
+      name: "recording",
+      status: "critical",
+      message: `no stream recorded for ${seconds} s: SYMBOL matches no symbol exchangeInfo ` +
+        "lists, or exchangeInfo could not be read (see the log)",
+      value: 0,
+    }
+    : {
+      name: "recording",
+      status: "ok",
+      message: `no stream recorded yet (${seconds} s; critical at ${limit} s)`,
+      value: 0,
+    };
 }
 
 function suspensionCheck(
@@ -272,6 +309,8 @@ export interface MetricsSample {
    * first saw `batchesStored` grow.
    */
   readonly lastStoredAt?: number;
+  /** Streams recorded now (the universe's set); unset when there is no recorder. */
+  readonly streamsRecorded?: number;
 }
 
 export interface HourRates {
@@ -297,7 +336,7 @@ export const ZERO_SAMPLE: Readonly<MetricsSample> = {
   backlog: 0,
 };
 
-type Counted = Exclude<keyof MetricsSample, "backlog" | "lastStoredAt">;
+type Counted = Exclude<keyof MetricsSample, "backlog" | "lastStoredAt" | "streamsRecorded">;
 
 /**
  * Turns successive metric samples into last-hour windows: each `observe`
@@ -322,6 +361,8 @@ export class HealthTracker {
   #storedAtSeen: number | undefined;
   #dueSince: number | undefined;
   #lastSuspension: LastSuspension | undefined;
+  #streamsRecorded: number | undefined;
+  #nothingSince: number | undefined;
 
   constructor(startedAt: number) {
     this.startedAt = startedAt;
@@ -351,6 +392,13 @@ export class HealthTracker {
     this.#previous.backlog = sample.backlog;
     if (sample.backlog > 0) this.#dueSince ??= now;
     else this.#dueSince = undefined;
+    this.#observeRecorded(sample.streamsRecorded, now);
+  }
+
+  #observeRecorded(streams: number | undefined, now: number): void {
+    this.#streamsRecorded = streams;
+    if (streams === undefined || streams > 0) this.#nothingSince = undefined;
+    else this.#nothingSince = Math.min(this.#nothingSince ?? now, now);
   }
 
   /** The process found it had not run for `durationMs` (`reason`: "the Mac slept"). */
@@ -381,6 +429,8 @@ export class HealthTracker {
       batchesDueSince: this.#dueSince,
       droppedMessagesLastHour: this.#windows.droppedMessages.total(now),
       lastSuspension: this.#lastSuspension,
+      streamsRecorded: this.#streamsRecorded,
+      recordingNothingSince: this.#nothingSince,
     };
   }
 

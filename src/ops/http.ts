@@ -80,6 +80,7 @@ export function observe(deps: OpsDeps, now: number): Promise<OpsSnapshot> {
     droppedMessages: state.droppedMessages,
     backlog: deps.backlog?.() ?? 0,
     lastStoredAt: state.lastStoredAt,
+    streamsRecorded: deps.recording?.().streams,
   };
   tracker.observe(sample, now);
   deps.activity?.sample(now, received.byStream);
