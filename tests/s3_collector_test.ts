@@ -385,7 +385,17 @@ Deno.test({
     });
     assert.notEqual(bad.code, 0);
     assert.match(bad.stdout, /^FAIL\s+s3 head-bucket.*missing-bucket.*does not exist/m);
+    assert.doesNotMatch(bad.stdout, /record anyway/, "run stops on a missing bucket");
     assert.doesNotMatch(bad.stdout + bad.stderr, /S3RVER/);
+
+    // S3 away: a failure too, which says that `run` would go on, spooling.
+    await s3.stop();
+    const away = await runCollector(env, { args: ["check"] });
+    assert.notEqual(away.code, 0);
+    assert.match(
+      away.stdout,
+      /^FAIL\s+s3 head-bucket.*could not be reached.*would record anyway, spooling/m,
+    );
   },
 });
 

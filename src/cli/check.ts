@@ -97,8 +97,9 @@ async function sinkSteps(
   return [
     ["s3 head-bucket", async () => {
       const result = await checkBucket(s3, AbortSignal.timeout(timeoutMs));
-      if (!result.ok) throw new Error(result.message);
-      return `${s3.describe()} is reachable`;
+      if (result.ok) return `${s3.describe()} is reachable`;
+      // `run` stops on a refusal; without an answer it records anyway, spooling.
+      throw new Error(result.permanent ? result.message : `${result.message}; ${SPOOLING}`);
     }],
     ["s3 put + delete", async () => {
       try {
@@ -153,6 +154,8 @@ async function probeDirectory(dir: string): Promise<string> {
   await probeWritable(dir);
   return `${dir} takes a write and a rename`;
 }
+
+const SPOOLING = "`run` would record anyway, spooling until S3 answers";
 
 async function pingBinance(config: Config, options: CheckOptions): Promise<string> {
   const url = `${config.restUrl}${restPaths(config.market).ping}`;
