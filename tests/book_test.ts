@@ -12,6 +12,7 @@ import { dataLine, gzipLines } from "../src/archive/encode.ts";
 import { planKey } from "../src/archive/keys.ts";
 import { bookFromArgs, bookOptionsFromCli, csvHeader, csvRow } from "../src/cli/book.ts";
 import { parseConfig } from "../src/config.ts";
+import { isoMicros } from "../src/verify/audit.ts";
 import { tempDir } from "./support/temp.ts";
 
 function rebuilder(options: Partial<RebuildOptions> = {}) {
@@ -568,4 +569,121 @@ Deno.test("a partial book whose id goes back is a message stored again: skipped 
   assert.equal(damaged.length, 1);
   assert.equal(damaged[0].failing, true);
   assert.match(damaged[0].detail, /id 7 after 9/);
+});
+
+/** Writes one stored object of BTCUSDT's stream `streamType` (key from its first line's time). */
+async function writeObject(
+  dataDir: string,
+  options: { firstRecvTs: number; seq: number; streamType?: string; market?: "spot" | "usdm" },
+  lines: readonly string[],
+): Promise<void> {
+  const key = planKey({
+    prefix: "binance",
+    market: options.market ?? "spot",
+    streamType: options.streamType ?? "depth@100ms",
+    symbol: "BTCUSDT",
+    firstRecvTs: options.firstRecvTs,
+    instanceId: "t",
+    seq: options.seq,
+  });
+  const path = `${dataDir}/archive/${key}`;
+  await Deno.mkdir(path.slice(0, path.lastIndexOf("/")), { recursive: true });
+  await Deno.writeFile(path, await gzipLines(lines, 1));
+}
+
+/** `book` over DATA_DIR `dataDir`: exit code, stderr and the CSV rows (without the header). */
+async function runBook(dataDir: string, args: readonly string[]) {
+  let out = "";
+  let err = "";
+  const code = await bookFromArgs(parseConfig({ DATA_DIR: dataDir }), [...args], {
+    write: (text) => out += text,
+    printError: (text) => err += text,
+  });
+  return { code, err, rows: out.trimEnd().split("\n").slice(1) };
+}
+
+const spotDiff = (U: number, u: number, bid = "9") =>
+  `{"e":"depthUpdate","U":${U},"u":${u},"b":[["${bid}","${u}"]],"a":[]}`;
+
+Deno.test("--every with --to: every sample before --to whose book is known gets a row, decided by the first diff after it", async () => {
+  const t0 = Date.UTC(2026, 0, 1) * 1000;
+  const s = (seconds: number) => t0 + Math.round(seconds * 1_000_000);
+  const stream = "btcusdt@depth@100ms";
+  const snapshotLine = dataLine(
+    s(0.1),
+    "btcusdt@depthSnapshot",
+    '{"lastUpdateId":10,"bids":[["9","1"]],"asks":[["11","1"]]}',
+  );
+  const range = ["--symbol", "BTCUSDT", "--every", "1s", "--levels", "1"];
+  const to = (seconds: number) => ["--to", isoMicros(s(seconds))];
+  // Diffs at 0.2, 1.2 and 2.2 s; the range ends at 3.5 s.
+  const inRange = [
+    snapshotLine,
+    dataLine(s(0.2), stream, spotDiff(11, 11)),
+    dataLine(s(1.2), stream, spotDiff(12, 12)),
+    dataLine(s(2.2), stream, spotDiff(13, 13)),
+  ];
+  const expected = [`${s(1)},11,9,11,11,1`, `${s(2)},12,9,12,11,1`, `${s(3)},13,9,13,11,1`];
+
+  // The next diff, after --to, in the same object: the 3 s sample is known.
+  await using same = await tempDir();
+  await writeObject(same.path, { firstRecvTs: s(0.1), seq: 0 }, [
+    ...inRange,
+    dataLine(s(3.7), stream, spotDiff(14, 14)),
+  ]);
+  const sameObject = await runBook(same.path, [...range, ...to(3.5)]);
+  assert.equal(sameObject.code, 0, sameObject.err);
+  assert.deepEqual(sameObject.rows, expected);
+  // --to exclusive: a sample at --to itself is not in the range.
+  const atTo = await runBook(same.path, [...range, ...to(3)]);
+  assert.deepEqual(atTo.rows, expected.slice(0, 2));
+
+  // The next diff is the first line of the next object, which begins after --to.
+  await using next = await tempDir();
+  await writeObject(next.path, { firstRecvTs: s(0.1), seq: 0 }, inRange);
+  await writeObject(next.path, { firstRecvTs: s(3.7), seq: 1 }, [
+    dataLine(s(3.7), stream, spotDiff(14, 14)),
+  ]);
+  const nextObject = await runBook(next.path, [...range, ...to(3.5)]);
+  assert.equal(nextObject.code, 0, nextObject.err);
+  assert.deepEqual(nextObject.rows, expected);
+
+  // The next diff after --to breaks the chain: the book at 3 s is unknown. The break is
+  // outside the range: it does not fail it.
+  await using broken = await tempDir();
+  await writeObject(broken.path, { firstRecvTs: s(0.1), seq: 0 }, [
+    ...inRange,
+    dataLine(s(3.7), stream, spotDiff(20, 20)),
+  ]);
+  const brokenAfter = await runBook(broken.path, [...range, ...to(3.5)]);
+  assert.equal(brokenAfter.code, 0, brokenAfter.err);
+  assert.deepEqual(brokenAfter.rows, expected.slice(0, 2));
+
+  // Nothing after the last line: the record ends there, and so do the rows.
+  await using ends = await tempDir();
+  await writeObject(ends.path, { firstRecvTs: s(0.1), seq: 0 }, inRange);
+  const recordEnds = await runBook(ends.path, [...range, ...to(3.5)]);
+  assert.equal(recordEnds.code, 0, recordEnds.err);
+  assert.deepEqual(recordEnds.rows, expected.slice(0, 2));
+});
+
+Deno.test("--to on partial books: the first line after it decides the last samples, as inside the range", () => {
+  const msg = (id: number) => snapshot(id, [["10", "1"]], [["99", "1"]]);
+  const run = (...after: Parameters<BookRebuilder["afterRange"]>[1][]) => {
+    const { book, rows } = rebuilder({ rule: "partial", everyUs: 1_000_000, levels: 1 });
+    book.partial(500_000, msg(1));
+    book.partial(1_500_000, msg(2));
+    const decided = after.map((line) => book.afterRange(3_500_000, line));
+    return { decided, rows: rows.map((r) => r.recvTs) };
+  };
+  // The next push: the book stood until then (2 and 3 s; not 4 s, past --to).
+  assert.deepEqual(run({ kind: "partial", book: msg(3) }), {
+    decided: [true],
+    rows: [1_000_000, 2_000_000, 3_000_000],
+  });
+  // A message stored again decides nothing; the feed was cut: the book is unknown.
+  assert.deepEqual(run({ kind: "partial", book: msg(1) }, { kind: "event", name: "stale" }), {
+    decided: [false, true],
+    rows: [1_000_000],
+  });
 });

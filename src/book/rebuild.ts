@@ -67,6 +67,13 @@ export interface BookNote {
   readonly failing: boolean;
 }
 
+/** A line received at or after the range's end, as `BookRebuilder.afterRange` needs it. */
+export type LineAfterRange =
+  | { readonly kind: "diff"; readonly diff: DepthDiff }
+  | { readonly kind: "partial"; readonly book: DepthSnapshot }
+  | { readonly kind: "event"; readonly name: string }
+  | { readonly kind: "snapshot" | "damaged" };
+
 export interface RebuildOptions {
   readonly rule: SequenceRule;
   /** Levels per side in each row. */
@@ -340,6 +347,30 @@ export class BookRebuilder {
   /** Read only to build the book: before `from`. */
   #before(recvTs: number): boolean {
     return this.#o.from !== undefined && recvTs < this.#o.from;
+  }
+
+  /**
+   * A line received at or after `to`, the range's end (exclusive). It changes
+   * nothing, but decides, as the same line inside the range would, whether
+   * the samples due before `to` are written: the book at their time is known
+   * when the next diff continues the chain (partial books: when the next line
+   * is not one saying the feed was cut). Returns false when it decides
+   * nothing (a repeat, an event line or a snapshot among diffs, damage): the
+   * caller hands over the next line.
+   */
+  afterRange(to: number, line: LineAfterRange): boolean {
+    if (this.#o.everyUs === undefined || this.#mode !== "live") return true;
+    if (this.#diffMode) {
+      if (line.kind !== "diff" || line.diff.u <= this.#lastId) return false;
+      if (this.#follows(line.diff)) this.#advance(to);
+      return true;
+    }
+    if (line.kind === "damaged") return false;
+    if (line.kind === "partial" && line.book.lastUpdateId < this.#lastId) return false;
+    const cut = line.kind === "event" && EXPLAINING_EVENTS.has(line.name) &&
+      line.name !== "rotated";
+    if (!cut) this.#advance(to);
+    return true;
   }
 
   /** The end of the range: the last samples were written as lines came. */

@@ -20,7 +20,12 @@ import { parseKey } from "../archive/keys.ts";
 import { sequenceRuleFor } from "../binance/sequence.ts";
 import type { Config, Market } from "../config_types.ts";
 import { depthBookOf, depthDiffOf } from "../book/payload.ts";
-import { type BookNote, BookRebuilder, type BookRow } from "../book/rebuild.ts";
+import {
+  type BookNote,
+  BookRebuilder,
+  type BookRow,
+  type LineAfterRange,
+} from "../book/rebuild.ts";
 import type { ArchiveReader } from "../verify/archive.ts";
 import { isoMicros } from "../verify/audit.ts";
 import {
@@ -199,12 +204,15 @@ export function lookbackUs(
 interface ChosenStream {
   readonly market: Market;
   readonly streamType: string;
+  /** In key order; the last may be the stream's first object after `--to` (see `LineFeed`). */
   readonly keys: readonly string[];
 }
 
 /**
  * The symbol's objects in the range, of one stream type: `--channel`, else
- * the diff stream (a partial-book stream when there is none).
+ * the diff stream (a partial-book stream when there is none); then that
+ * stream's first object after `--to`, whose first lines decide the samples
+ * due before `--to` (it plays no part in the choice).
  */
 async function chooseStream(
   reader: ArchiveReader,
@@ -212,20 +220,27 @@ async function chooseStream(
   options: BookOptions,
   lookbackUs: number,
 ): Promise<ChosenStream | { problem: string }> {
-  const byType = new Map<string, { market: Market; keys: string[] }>();
+  const byType = new Map<string, { market: Market; keys: string[]; after?: string }>();
   const ignore = { badKey() {} };
   // From before `--from`: the book needs the last snapshot before the range,
   // and what follows it, to stand at the range's start (those lines print nothing).
   const from = options.from === undefined ? undefined : options.from - lookbackUs;
-  const selection = { prefix, from, to: options.to, symbols: [options.symbol] };
+  const selection = {
+    prefix,
+    from,
+    to: options.to,
+    symbols: [options.symbol],
+    readAfterRange: true,
+  };
   for await (const key of selectKeys(reader, selection, ignore)) {
     const parts = parseKey(key)!;
     const id = `${parts.market}/${parts.streamType}`;
     const entry = byType.get(id) ?? { market: parts.market as Market, keys: [] };
-    entry.keys.push(key);
+    if (options.to !== undefined && parts.firstRecvTs >= options.to) entry.after = key;
+    else entry.keys.push(key);
     byType.set(id, entry);
   }
-  const found = [...byType.keys()];
+  const found = [...byType].filter(([, entry]) => entry.keys.length > 0).map(([id]) => id);
   if (found.length === 0) {
     return { problem: `no object of ${options.symbol} in the range at ${reader.location}` };
   }
@@ -242,6 +257,7 @@ async function chooseStream(
   const entry = byType.get(pick)!;
   const streamType = typeOf(pick);
   const keys = isDiffStream(streamType) ? entry.keys : fromRangeOn(entry.keys, options.from);
+  if (entry.after !== undefined) keys.push(entry.after);
   return { market: entry.market, streamType, keys };
 }
 
@@ -254,8 +270,8 @@ function isDiffStream(streamType: string): boolean {
  * Keys (in key order) without the lookback: a partial book needs nothing
  * before the range but the last object begun before it, which may run into it.
  */
-function fromRangeOn(keys: readonly string[], from: number | undefined): string[] {
-  if (from === undefined) return [...keys];
+function fromRangeOn(keys: string[], from: number | undefined): string[] {
+  if (from === undefined) return keys;
   const firstIn = keys.findIndex((key) => parseKey(key)!.firstRecvTs >= from);
   const start = firstIn === -1 ? keys.length - 1 : Math.max(0, firstIn - 1);
   return keys.slice(start);
@@ -288,8 +304,17 @@ async function rebuild(
     diffStream: isDiffStream(stream.streamType),
     to: options.to,
     lastTs: undefined,
+    pastTo: false,
+    decided: false,
   };
-  for await (const object of readAhead(reader, stream.keys)) await feedObject(feed, object);
+  for await (const object of readAhead(reader, stream.keys)) {
+    // The object after `--to` is read only as far as it decides the last samples.
+    if (feed.decided && afterRange(feed, object.key)) {
+      await object.body.then((body) => body.cancel(), () => {});
+      break;
+    }
+    await feedObject(feed, object);
+  }
   const summary = rebuilder.finish();
   rows.flush();
   printError(
@@ -338,14 +363,25 @@ async function* readAhead(
     }
   };
   fill();
-  while (pending.length > 0) {
-    const object = pending.shift()!;
-    fill();
-    yield object;
+  try {
+    while (pending.length > 0) {
+      const object = pending.shift()!;
+      fill();
+      yield object;
+    }
+  } finally {
+    // Left early (the rest is past the range): the reads started ahead are closed.
+    await Promise.allSettled(pending.map(async ({ body }) => (await body).cancel()));
   }
 }
 
-/** Where the lines go, and the latest receive time read (where damage is placed). */
+/**
+ * Where the lines go, and the latest receive time read (where damage is
+ * placed). Lines at or after `to` only decide whether the samples due
+ * before it are written (`BookRebuilder.afterRange`): they are handed over
+ * until one decides, from the range's last objects and the stream's first
+ * object after it; damage there is outside the range.
+ */
 interface LineFeed {
   readonly rebuilder: BookRebuilder;
   /** The stream is a diff stream (else partial books). */
@@ -354,17 +390,31 @@ interface LineFeed {
   lastTs: number | undefined;
   /** The first receive time of the object being read (its key's). */
   objectTs?: number;
+  /** A line at or after `to` was read. */
+  pastTo: boolean;
+  /** A line at or after `to` decided the samples before it: later ones are not read. */
+  decided: boolean;
+}
+
+/** Whether an object begins at or after the range's end. */
+function afterRange(feed: LineFeed, key: string): boolean {
+  const firstRecvTs = parseKey(key)?.firstRecvTs;
+  return feed.to !== undefined && firstRecvTs !== undefined && firstRecvTs >= feed.to;
 }
 
 /** Hands one object's lines to the rebuilder; an object that cannot be read is damage. */
 async function feedObject(feed: LineFeed, object: { key: string; body: ObjectBody }) {
   let lineNo = 0;
   feed.objectTs = parseKey(object.key)?.firstRecvTs;
+  const after = afterRange(feed, object.key);
   try {
     for await (const text of objectLines(await object.body)) {
+      if (after && feed.decided) break;
       feedLine(feed, decodeLine(text), `${object.key}:${++lineNo}`);
     }
   } catch (error) {
+    if (after) return; // outside the range: the last samples stay undecided
+
     // Before any line was read, where the object begins (the first read may be the lookback's).
     feed.rebuilder.damaged(
       feed.lastTs ?? feed.objectTs,
@@ -378,12 +428,17 @@ async function feedObject(feed: LineFeed, object: { key: string; body: ObjectBod
 function feedLine(feed: LineFeed, line: DecodedLine | LineFault, where: string): void {
   const { rebuilder } = feed;
   if (line.kind === "malformed" && line.recvTs === undefined) {
+    if (feed.pastTo) return; // after a line past the range
     const what = line.fault === "not-json" ? "is not JSON" : "has no recv_ts";
     rebuilder.damaged(feed.lastTs ?? feed.objectTs, `${where} ${what}`);
     return;
   }
   const recvTs = line.recvTs!;
-  if (feed.to !== undefined && recvTs >= feed.to) return;
+  if (feed.to !== undefined && recvTs >= feed.to) {
+    feed.pastTo = true;
+    if (!feed.decided) feed.decided = rebuilder.afterRange(feed.to, lineAfterRange(feed, line));
+    return;
+  }
   feed.lastTs = recvTs;
   if (line.kind === "event") {
     rebuilder.event(recvTs, line.event, line.fields);
@@ -401,6 +456,19 @@ function feedLine(feed: LineFeed, line: DecodedLine | LineFault, where: string):
   const diff = depthDiffOf(data);
   if (diff) rebuilder.diff(recvTs, diff);
   else rebuilder.damaged(recvTs, `${where} is not a depth diff`);
+}
+
+/** A line past the range, as `afterRange` reads it. */
+function lineAfterRange(feed: LineFeed, line: DecodedLine | LineFault): LineAfterRange {
+  if (line.kind === "event") return { kind: "event", name: line.event };
+  if (line.kind === "snapshot") return { kind: "snapshot" };
+  const data = line.kind === "malformed" ? undefined : line.data;
+  if (feed.diffStream) {
+    const diff = depthDiffOf(data);
+    return diff ? { kind: "diff", diff } : { kind: "damaged" };
+  }
+  const book = depthBookOf(data);
+  return book ? { kind: "partial", book } : { kind: "damaged" };
 }
 
 /** The lines of one stored (gzip) object, decompressed as a stream. */

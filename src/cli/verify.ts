@@ -199,7 +199,8 @@ export interface AuditArchiveOptions extends Omit<VerifyOptions, "json"> {
   readonly readAhead?: number;
   /**
    * Also yield each stream's first object after `to` (verify: how a silence
-   * at the range's end ends); `book` reads the range only.
+   * at the range's end ends; `book`: whether its samples due before `to`
+   * are known).
    */
   readonly readAfterRange?: boolean;
 }
