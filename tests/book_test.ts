@@ -687,3 +687,46 @@ Deno.test("--to on partial books: the first line after it decides the last sampl
     rows: [1_000_000],
   });
 });
+
+Deno.test("book --channel the symbol's record does not hold, or none when it holds several: exit 2 naming what it holds", async () => {
+  await using tmp = await tempDir();
+  const t0 = Date.UTC(2026, 0, 1) * 1000;
+  const partialBook = '{"lastUpdateId":10,"bids":[["9","1"]],"asks":[["11","1"]]}';
+  await writeObject(tmp.path, { firstRecvTs: t0, seq: 0, streamType: "depth20@100ms" }, [
+    dataLine(t0, "btcusdt@depth20@100ms", partialBook),
+  ]);
+  await writeObject(tmp.path, { firstRecvTs: t0, seq: 1, streamType: "trade" }, [
+    dataLine(t0, "btcusdt@trade", '{"e":"trade","t":1,"p":"9","q":"1"}'),
+  ]);
+  const missing = await runBook(tmp.path, ["--symbol", "BTCUSDT", "--channel", "depth@100ms"]);
+  assert.equal(missing.code, 2, missing.err);
+  assert.match(
+    missing.err,
+    /--channel depth@100ms: BTCUSDT has no such stream in the range; it has spot\/depth20@100ms\n/,
+  );
+  assert.equal(missing.rows.length, 0);
+  // The one depth stream is read; a trade stream is no book.
+  const only = await runBook(tmp.path, ["--symbol", "BTCUSDT", "--every", "update"]);
+  assert.equal(only.code, 0, only.err);
+  assert.match(only.err, /BTCUSDT spot\/depth20@100ms/);
+  await writeObject(tmp.path, { firstRecvTs: t0, seq: 2, streamType: "depth5@100ms" }, [
+    dataLine(t0, "btcusdt@depth5@100ms", partialBook),
+  ]);
+  const several = await runBook(tmp.path, ["--symbol", "BTCUSDT"]);
+  assert.equal(several.code, 2, several.err);
+  assert.match(
+    several.err,
+    /BTCUSDT has spot\/depth20@100ms, spot\/depth5@100ms in the range: choose one with --channel/,
+  );
+
+  // No depth stream of the symbol at all: no book can be built (exit 1), as for an absent symbol.
+  await using trades = await tempDir();
+  await writeObject(trades.path, { firstRecvTs: t0, seq: 0, streamType: "trade" }, [
+    dataLine(t0, "btcusdt@trade", '{"e":"trade","t":1,"p":"9","q":"1"}'),
+  ]);
+  for (const args of [[], ["--channel", "depth@100ms"]]) {
+    const none = await runBook(trades.path, ["--symbol", "BTCUSDT", ...args]);
+    assert.equal(none.code, 1, none.err);
+    assert.match(none.err, /no depth stream of BTCUSDT in the range .*\(it has spot\/trade\)/);
+  }
+});

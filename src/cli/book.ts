@@ -10,8 +10,10 @@
  *
  * Exit 0 when the book was rebuilt and every check passed (downtime the
  * archive explains is fine), 1 when a snapshot check failed, the record has
- * an unexplained break or damage, or no book could be built at all; 2 a
- * usage error or an archive that cannot be listed.
+ * an unexplained break or damage, or no book could be built at all (no
+ * depth stream of the symbol in the range); 2 a usage error (also a
+ * `--channel` that picks none of the symbol's depth streams in the range)
+ * or an archive that cannot be listed.
  */
 
 import { parseArgs } from "node:util";
@@ -121,7 +123,7 @@ export function bookOptionsFromCli(
     return { problem: `--format: csv or ndjson: "${format}"` };
   }
   // A book is rebuilt from depth: a diff stream (`depth@100ms`) or a partial book (`depth20`).
-  if (flags.channel !== undefined && !/^depth\d*(@|$)/.test(flags.channel)) {
+  if (flags.channel !== undefined && !isDepthStream(flags.channel)) {
     return {
       problem:
         `--channel: a depth stream type such as depth@100ms or depth20@100ms: "${flags.channel}"`,
@@ -166,7 +168,7 @@ export async function book(config: Config, flags: BookFlags, io: BookIo): Promis
       const chosen = await chooseStream(reader, config.prefix, options, lookbackUs(config));
       if ("problem" in chosen) {
         io.printError(`l2-uploader book: ${chosen.problem}\n`);
-        return 1;
+        return chosen.exitCode;
       }
       stream = chosen;
     } catch (error) {
@@ -219,7 +221,7 @@ async function chooseStream(
   prefix: string,
   options: BookOptions,
   lookbackUs: number,
-): Promise<ChosenStream | { problem: string }> {
+): Promise<ChosenStream | ChoiceProblem> {
   const byType = new Map<string, { market: Market; keys: string[]; after?: string }>();
   const ignore = { badKey() {} };
   // From before `--from`: the book needs the last snapshot before the range,
@@ -241,24 +243,64 @@ async function chooseStream(
     byType.set(id, entry);
   }
   const found = [...byType].filter(([, entry]) => entry.keys.length > 0).map(([id]) => id);
-  if (found.length === 0) {
-    return { problem: `no object of ${options.symbol} in the range at ${reader.location}` };
-  }
-  const typeOf = (id: string) => id.slice(id.indexOf("/") + 1);
-  const pick = options.channel !== undefined
-    ? found.find((id) => typeOf(id) === options.channel)
-    : found.find((id) => isDiffStream(typeOf(id))) ??
-      (found.length === 1 ? found[0] : undefined);
-  if (pick === undefined) {
-    return {
-      problem: `${options.symbol} has ${found.join(", ")} in the range: choose one with --channel`,
-    };
-  }
+  const pick = pickStream(found, { ...options, location: reader.location });
+  if (typeof pick !== "string") return pick;
   const entry = byType.get(pick)!;
-  const streamType = typeOf(pick);
+  const streamType = typeOfId(pick);
   const keys = isDiffStream(streamType) ? entry.keys : fromRangeOn(entry.keys, options.from);
   if (entry.after !== undefined) keys.push(entry.after);
   return { market: entry.market, streamType, keys };
+}
+
+/** The stream type of a `market/type` id. */
+function typeOfId(id: string): string {
+  return id.slice(id.indexOf("/") + 1);
+}
+
+/**
+ * Which of the symbol's streams in the range (`market/type` ids) to read, or
+ * why none. No depth stream: no book can be built (exit 1, as for a symbol
+ * the range does not hold). Depth streams, but `--channel` names none of
+ * them, or none is named and there is no diff stream but several partial
+ * books: the command must change (exit 2), and the problem says what there is.
+ */
+function pickStream(
+  found: readonly string[],
+  options: Pick<BookOptions, "symbol" | "channel"> & { readonly location: string },
+): string | ChoiceProblem {
+  const depth = found.filter((id) => isDepthStream(typeOfId(id)));
+  if (depth.length === 0) {
+    const others = found.length === 0 ? "" : ` (it has ${found.join(", ")})`;
+    const what = found.length === 0 ? "no object" : "no depth stream";
+    return {
+      problem: `${what} of ${options.symbol} in the range at ${options.location}${others}`,
+      exitCode: 1,
+    };
+  }
+  const { channel } = options;
+  if (channel !== undefined) {
+    return depth.find((id) => typeOfId(id) === channel) ?? {
+      problem: `--channel ${channel}: ${options.symbol} has no such stream in the range; ` +
+        `it has ${depth.join(", ")}`,
+      exitCode: 2,
+    };
+  }
+  return depth.find((id) => isDiffStream(typeOfId(id))) ??
+    (depth.length === 1 ? depth[0] : {
+      problem: `${options.symbol} has ${depth.join(", ")} in the range: choose one with --channel`,
+      exitCode: 2,
+    });
+}
+
+interface ChoiceProblem {
+  readonly problem: string;
+  /** 1: the record holds no book of the symbol in the range; 2: the options must change. */
+  readonly exitCode: 1 | 2;
+}
+
+/** A depth stream: a diff stream (`depth@100ms`) or a partial book (`depth20`). */
+function isDepthStream(streamType: string): boolean {
+  return /^depth\d*(@|$)/.test(streamType);
 }
 
 /** A diff stream, whose book needs the snapshot before the range. */
