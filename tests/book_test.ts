@@ -730,3 +730,61 @@ Deno.test("book --channel the symbol's record does not hold, or none when it hol
     assert.match(none.err, /no depth stream of BTCUSDT in the range .*\(it has spot\/trade\)/);
   }
 });
+
+Deno.test("a diff stored again (u not past the book) is skipped and noted as damage, a run of them once; spot and USD-M", () => {
+  // Spot: the repeat is ignored (BINANCE.md: ids must go on), the next diff continues the chain.
+  const spot = rebuilder({ everyUs: 1_000_000 });
+  spot.book.snapshot(500_000, BASE);
+  spot.book.diff(600_000, diff(101, 102, [["10.00", "4"]]));
+  spot.book.diff(1_500_000, diff(103, 104, [["10.00", "5"]]));
+  spot.book.diff(2_500_000, diff(101, 102, [["10.00", "4"]])); // stored again
+  spot.book.diff(3_500_000, diff(105, 105));
+  const spotSummary = spot.book.finish();
+  // The repeat is not the book: rows go on from 104; it proves nothing of the time before it.
+  assert.deepEqual(spot.rows.map((r) => [r.recvTs, r.updateId, r.bids[0][1]]), [
+    [1_000_000, 102, "4"],
+    [2_000_000, 104, "5"],
+    [3_000_000, 104, "5"],
+  ]);
+  const spotDamage = spot.notes.filter((n) => n.kind === "damaged");
+  assert.deepEqual(spotDamage.map((n) => [n.recvTs, n.failing]), [[2_500_000, true]]);
+  assert.match(spotDamage[0].detail, /diff 101\.\.102 after 104: a message stored again, skipped/);
+  assert.deepEqual([spotSummary.downs, spotSummary.failing], [0, 1]);
+
+  // USD-M: a repeat's pu is behind the book, yet it is no break: the next diff's pu is the
+  // book's u. An object stored twice: one note for the run.
+  const usdm = rebuilder({ rule: "usdm-diff" });
+  usdm.book.snapshot(1, BASE);
+  usdm.book.diff(2, diff(99, 100, [], [], 98));
+  usdm.book.diff(3, diff(101, 105, [], [], 100));
+  usdm.book.diff(4, diff(106, 108, [], [], 105));
+  usdm.book.diff(5, diff(101, 105, [], [], 100)); // the object again
+  usdm.book.diff(6, diff(106, 108, [], [], 105));
+  usdm.book.diff(7, diff(109, 110, [], [], 108));
+  const usdmSummary = usdm.book.finish();
+  assert.deepEqual(usdm.rows.map((r) => [r.recvTs, r.updateId]), [[2, 100], [3, 105], [4, 108], [
+    7,
+    110,
+  ]]);
+  const usdmDamage = usdm.notes.filter((n) => n.kind === "damaged");
+  assert.equal(usdmDamage.length, 1);
+  assert.match(
+    usdmDamage[0].detail,
+    /2 messages stored again, skipped: diff 101\.\.105 to diff 106\.\.108, after 108/,
+  );
+  assert.deepEqual([usdmSummary.downs, usdmSummary.failing], [0, 1]);
+
+  // Before --from a repeat is noted, not failed; a repeat at the very end is noted too.
+  const early = rebuilder({ from: 10 });
+  early.book.snapshot(1, BASE);
+  early.book.diff(2, diff(101, 102));
+  early.book.diff(3, diff(101, 102));
+  early.book.diff(11, diff(103, 104));
+  early.book.diff(12, diff(103, 104));
+  const earlySummary = early.book.finish();
+  assert.deepEqual(
+    early.notes.filter((n) => n.kind === "damaged").map((n) => [n.recvTs, n.failing]),
+    [[3, false], [12, true]],
+  );
+  assert.equal(earlySummary.failing, 1);
+});

@@ -16,6 +16,9 @@
  *   `dropped` the book goes on only if the next diff continues the chain
  *   (the ids prove nothing was missed); otherwise it is down, explained.
  *   A break with no such event line before it is an unexplained hole.
+ * - Live, a diff whose `u` is not past the book's id is a message stored
+ *   again (verify: a duplicate; USD-M too, before its `pu` is looked at):
+ *   skipped and noted as damage, a run of them once.
  * - A later snapshot (id L2) is a check: once the book has passed L2, the
  *   snapshot is rolled forward through the diffs applied since L2 and
  *   compared with the book on the price range both know (bids at or above
@@ -152,6 +155,8 @@ export class BookRebuilder {
   readonly #broke = new WeakSet<DepthDiff>();
   /** Unexplained downs a later `dropped` line may explain: the times the loss lies in (to: the break). */
   #awaitingDrop: Array<{ from: number; to: number }> = [];
+  /** A run of messages stored again (each skipped), noted once when the run ends. */
+  #repeats?: { recvTs: number; first: string; last: string; count: number; after: number };
   #nextSample?: number;
   #rows = 0;
   #started = false;
@@ -187,6 +192,14 @@ export class BookRebuilder {
 
   /** A diff message of the stream. */
   diff(recvTs: number, diff: DepthDiff): void {
+    // Live, a diff whose `u` is not past the book is one already applied (as verify
+    // says: a duplicate, spot and USD-M alike): skipped, and it proves nothing of the
+    // time before it (no sample). Syncing, older diffs are dropped, as Binance says.
+    if (this.#mode === "live" && diff.u <= this.#lastId) {
+      this.#repeat(recvTs, `diff ${diff.U}..${diff.u}`);
+      return;
+    }
+    this.#endRepeats();
     // A break is found before sampling: between the last good message and this
     // one the book is unknown, so no row is written for that time.
     if (this.#mode !== "live" || this.#follows(diff)) this.#advance(recvTs);
@@ -238,7 +251,8 @@ export class BookRebuilder {
         return;
       }
     } else if (diff.u <= last) {
-      return; // a repeat of what is applied
+      this.#repeat(recvTs, `diff ${diff.U}..${diff.u}`); // among the kept diffs replayed
+      return;
     }
     this.#apply(recvTs, diff);
     if (this.#mode === "syncing") {
@@ -258,12 +272,10 @@ export class BookRebuilder {
     }
     // An id going back is a message stored twice (as verify says), never the book now.
     if (this.#mode === "live" && book.lastUpdateId < this.#lastId) {
-      this.damaged(
-        recvTs,
-        `partial book id ${book.lastUpdateId} after ${this.#lastId}: a message stored again, skipped`,
-      );
+      this.#repeat(recvTs, `partial book id ${book.lastUpdateId}`);
       return;
     }
+    this.#endRepeats();
     this.#advance(recvTs);
     this.#bids.clear();
     this.#asks.clear();
@@ -344,6 +356,31 @@ export class BookRebuilder {
     this.#note({ kind: "damaged", recvTs, detail, failing: !before });
   }
 
+  /** A message stored again, skipped: joins the run noted when the next message is not one. */
+  #repeat(recvTs: number, what: string): void {
+    const run = this.#repeats;
+    if (run) {
+      run.count++;
+      run.last = what;
+    } else {
+      this.#repeats = { recvTs, first: what, last: what, count: 1, after: this.#lastId };
+    }
+  }
+
+  /** Notes the run of messages stored again, as damage at its first (an object stored twice: one note). */
+  #endRepeats(): void {
+    const run = this.#repeats;
+    if (!run) return;
+    this.#repeats = undefined;
+    this.damaged(
+      run.recvTs,
+      run.count === 1
+        ? `${run.first} after ${run.after}: a message stored again, skipped`
+        : `${run.count} messages stored again, skipped: ${run.first} to ${run.last}, ` +
+          `after ${run.after}`,
+    );
+  }
+
   /** Read only to build the book: before `from`. */
   #before(recvTs: number): boolean {
     return this.#o.from !== undefined && recvTs < this.#o.from;
@@ -375,6 +412,7 @@ export class BookRebuilder {
 
   /** The end of the range: the last samples were written as lines came. */
   finish(): RebuildSummary {
+    this.#endRepeats();
     if (!this.#started) {
       this.#note({
         kind: "down",
