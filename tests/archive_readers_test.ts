@@ -109,16 +109,16 @@ function topRow(book: Book, levels: number): string {
   return [...bids, ...asks].map(([p, q]) => `${p},${q}`).join(",");
 }
 
-/** CSV rows of `book` → update id and the levels part of the row. */
+/** CSV rows of `book` → update id and the levels part of the row (without `known_levels`). */
 function csvRows(csv: string): Array<{ recvTs: number; updateId: number; levels: string }> {
   const [header, ...rows] = csv.trimEnd().split("\n");
-  assert.match(header, /^recv_ts,update_id,bid_px_1,bid_qty_1,/);
+  assert.match(header, /^recv_ts,update_id,bid_px_1,bid_qty_1,.*,known_levels$/);
   return rows.map((row) => {
     const cells = row.split(",");
     return {
       recvTs: Number(cells[0]),
       updateId: Number(cells[1]),
-      levels: cells.slice(2).join(","),
+      levels: cells.slice(2, -1).join(","),
     };
   });
 }

@@ -10,7 +10,7 @@ import { depthBookOf, depthDiffOf } from "../src/book/payload.ts";
 import { Side } from "../src/book/side.ts";
 import { dataLine, gzipLines } from "../src/archive/encode.ts";
 import { planKey } from "../src/archive/keys.ts";
-import { bookFromArgs, bookOptionsFromCli, csvHeader, csvRow } from "../src/cli/book.ts";
+import { bookFromArgs, bookOptionsFromCli, csvHeader, csvRow, ndjsonRow } from "../src/cli/book.ts";
 import { parseConfig } from "../src/config.ts";
 import { isoMicros } from "../src/verify/audit.ts";
 import { tempDir } from "./support/temp.ts";
@@ -257,11 +257,18 @@ Deno.test("--every samples the book on whole periods; partial books print the st
 Deno.test("rows as CSV keep the texts and leave missing levels empty", () => {
   assert.equal(
     csvHeader(2),
-    "recv_ts,update_id,bid_px_1,bid_qty_1,bid_px_2,bid_qty_2,ask_px_1,ask_qty_1,ask_px_2,ask_qty_2\n",
+    "recv_ts,update_id,bid_px_1,bid_qty_1,bid_px_2,bid_qty_2,ask_px_1,ask_qty_1,ask_px_2,ask_qty_2," +
+      "known_levels\n",
   );
   assert.equal(
-    csvRow({ recvTs: 5, updateId: 7, bids: [["1.10000000", "0.50000000"]], asks: [] }, 2),
-    "5,7,1.10000000,0.50000000,,,,,,\n",
+    csvRow({
+      recvTs: 5,
+      updateId: 7,
+      bids: [["1.10000000", "0.50000000"]],
+      asks: [],
+      knownLevels: 0,
+    }, 2),
+    "5,7,1.10000000,0.50000000,,,,,,,0\n",
   );
 });
 
@@ -349,7 +356,7 @@ Deno.test("book: a line that is not a depth message is reported and nothing of i
   assert.equal(code, 1);
   assert.match(err, /DAMAGED {2}.*:3 is not a depth diff/);
   assert.match(err, /DOWN {2}the book cannot be rebuilt from here: update ids 13\.\.14 missing/);
-  assert.deepEqual(out.trimEnd().split("\n").slice(1), [`${t0 + 1},12,9,2,11,1`]);
+  assert.deepEqual(out.trimEnd().split("\n").slice(1), [`${t0 + 1},12,9,2,11,1,1`]);
 });
 
 Deno.test("a snapshot fetched before a gap but stored after it: the gap line still explains the break", () => {
@@ -623,7 +630,8 @@ Deno.test("--every with --to: every sample before --to whose book is known gets 
     dataLine(s(1.2), stream, spotDiff(12, 12)),
     dataLine(s(2.2), stream, spotDiff(13, 13)),
   ];
-  const expected = [`${s(1)},11,9,11,11,1`, `${s(2)},12,9,12,11,1`, `${s(3)},13,9,13,11,1`];
+  // The last cell: known_levels (all levels within the snapshot's range).
+  const expected = [`${s(1)},11,9,11,11,1,1`, `${s(2)},12,9,12,11,1,1`, `${s(3)},13,9,13,11,1,1`];
 
   // The next diff, after --to, in the same object: the 3 s sample is known.
   await using same = await tempDir();
@@ -787,4 +795,51 @@ Deno.test("a diff stored again (u not past the book) is skipped and noted as dam
     [[3, false], [12, true]],
   );
   assert.equal(earlySummary.failing, 1);
+});
+
+Deno.test("known_levels: how many levels a side from the best lie within the price range a snapshot covered", () => {
+  const { book, rows } = rebuilder({ levels: 3 });
+  // The snapshot lists 10.00..8.00 and 11.00..13.00: beyond them the book is not known.
+  book.snapshot(1, BASE);
+  book.diff(2, diff(101, 101, [["9.50", "1"]])); // within: all 3 levels known
+  book.diff(3, diff(102, 102, [["10.00", "0"], ["9.50", "0"]])); // bids 9.00, 8.00: a side short
+  book.diff(4, diff(103, 103, [["7.00", "4"]])); // a level beyond 8.00 set by a diff
+  book.diff(5, diff(104, 104, [["10.50", "1"]], [["11.00", "0"], ["14.00", "2"]]));
+  // A later snapshot reaching lower: the book knows down to 6.00 and up to 14.00 from here.
+  book.snapshot(
+    6,
+    snapshot(104, [["10.50", "1"], ["9.00", "2"], ["8.00", "3"], ["7.00", "4"], [
+      "6.00",
+      "5",
+    ]], [["12.00", "2"], ["13.00", "3"], ["14.00", "2"]]),
+  );
+  book.diff(7, diff(105, 105));
+  book.finish();
+  assert.deepEqual(rows.map((r) => [r.updateId, r.knownLevels]), [
+    [101, 3],
+    [102, 2], // 9.00, 8.00 and an empty cell: levels below 8.00 were never listed
+    [103, 2], // 7.00 is known, but not whether a level lay between it and 8.00
+    [104, 2], // asks 12.00, 13.00 known; 14.00 beyond 13.00
+    [105, 3],
+  ]);
+  assert.equal(
+    csvHeader(1),
+    "recv_ts,update_id,bid_px_1,bid_qty_1,ask_px_1,ask_qty_1,known_levels\n",
+  );
+  assert.equal(csvRow(rows[1], 3), "3,102,9.00,2,8.00,3,,,11.00,1,12.00,2,13.00,3,2\n");
+  assert.deepEqual(Object.keys(JSON.parse(ndjsonRow(rows[1]))), [
+    "recv_ts",
+    "update_id",
+    "bids",
+    "asks",
+    "known_levels",
+  ]);
+
+  // Partial books: the message's own levels (depth20 with --levels 30: 20 known); a side the
+  // snapshot or message lists empty is the whole side.
+  const partial = rebuilder({ rule: "partial", levels: 3 });
+  partial.book.partial(1, snapshot(7, [["10", "1"], ["9", "1"]], [["11", "1"], ["12", "1"]]));
+  partial.book.partial(2, snapshot(8, [["10", "1"], ["9", "1"], ["8", "1"]], []));
+  partial.book.finish();
+  assert.deepEqual(partial.rows.map((r) => r.knownLevels), [2, 3]);
 });

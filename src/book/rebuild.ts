@@ -58,6 +58,14 @@ export interface BookRow {
   /** Best first, at most `levels` each. */
   readonly bids: readonly Level[];
   readonly asks: readonly Level[];
+  /**
+   * How many levels of each side, from the best (the fewer of the two), lie
+   * within the price range a snapshot listed (partial books: the message);
+   * `levels` when the whole row does. Beyond that range the book holds only
+   * the levels diffs have set since, so a level there may be missing from the
+   * row (an empty cell too).
+   */
+  readonly knownLevels: number;
 }
 
 export type NoteKind = "start" | "down" | "check" | "mismatch" | "skipped" | "damaged";
@@ -119,7 +127,7 @@ type Mode = "down" | "syncing" | "live";
 interface RolledSnapshot {
   readonly bids: Side;
   readonly asks: Side;
-  /** The snapshot's own worst levels: bids at or above, asks at or below. */
+  /** The snapshot's own worst levels: bids at or above, asks at or below (empty: ±Infinity, whole). */
   readonly lowBid: number;
   readonly highAsk: number;
 }
@@ -133,7 +141,11 @@ export class BookRebuilder {
   #downWhy = "no snapshot yet";
   /** syncing: the snapshot's id; live: the last applied `u`. */
   #lastId = 0;
-  /** The price range the book knows: bids at or above, asks at or below. */
+  /**
+   * The price range the book knows: bids at or above, asks at or below (a
+   * snapshot's worst levels, widened by the later snapshots the book takes).
+   * A side the snapshot lists empty is the whole side: -Infinity / Infinity.
+   */
   #lowBid = Infinity;
   #highAsk = -Infinity;
   #pending?: { snapshot: DepthSnapshot; recvTs: number };
@@ -281,6 +293,8 @@ export class BookRebuilder {
     this.#asks.clear();
     for (const [price, qty] of book.bids) this.#bids.set(price, qty);
     for (const [price, qty] of book.asks) this.#asks.set(price, qty);
+    this.#lowBid = this.#bids.worstValue ?? -Infinity;
+    this.#highAsk = this.#asks.worstValue ?? Infinity;
     this.#lastId = book.lastUpdateId;
     if (this.#mode !== "live") {
       this.#mode = "live";
@@ -440,8 +454,8 @@ export class BookRebuilder {
     this.#asks.clear();
     for (const [price, qty] of snapshot.bids) this.#bids.set(price, qty);
     for (const [price, qty] of snapshot.asks) this.#asks.set(price, qty);
-    this.#lowBid = this.#bids.worstValue ?? Infinity;
-    this.#highAsk = this.#asks.worstValue ?? -Infinity;
+    this.#lowBid = this.#bids.worstValue ?? -Infinity;
+    this.#highAsk = this.#asks.worstValue ?? Infinity;
     this.#lastId = snapshot.lastUpdateId;
     this.#mode = "syncing";
     this.#recent = [];
@@ -581,8 +595,9 @@ export class BookRebuilder {
     const asks = new Side("ask");
     for (const [price, qty] of snapshot.bids) bids.set(price, qty);
     for (const [price, qty] of snapshot.asks) asks.set(price, qty);
-    const lowBid = bids.worstValue ?? Infinity;
-    const highAsk = asks.worstValue ?? -Infinity;
+    // A side listed empty is the whole side (a snapshot lists its top `limit` levels).
+    const lowBid = bids.worstValue ?? -Infinity;
+    const highAsk = asks.worstValue ?? Infinity;
     const recent = this.#recent.slice(this.#recentHead).map((entry) => entry.diff);
     const first = recent.findIndex((d) => (spot ? d.u > L : d.u >= L));
     if (first === 0 && (spot ? recent[0].U > L + 1 : recent[0].U > L)) return undefined;
@@ -663,11 +678,18 @@ export class BookRebuilder {
   #row(recvTs: number): void {
     if (this.#before(recvTs)) return;
     this.#rows++;
+    const { levels } = this.#o;
+    const bids = this.#bids.top(levels);
+    const asks = this.#asks.top(levels);
     this.#o.onRow({
       recvTs,
       updateId: this.#lastId,
-      bids: this.#bids.top(this.#o.levels),
-      asks: this.#asks.top(this.#o.levels),
+      bids,
+      asks,
+      knownLevels: Math.min(
+        knownLevels(this.#bids, bids, this.#lowBid, levels),
+        knownLevels(this.#asks, asks, this.#highAsk, levels),
+      ),
     });
   }
 
@@ -675,6 +697,18 @@ export class BookRebuilder {
     if (note.failing) this.#failing++;
     this.#o.onNote(note);
   }
+}
+
+/**
+ * How many of a side's best levels (`top`, at most `levels`) lie at or
+ * better than `limit`, the worst price a snapshot listed; `levels` when the
+ * side is known whole (the snapshot listed it empty) or all of them do.
+ */
+function knownLevels(side: Side, top: readonly Level[], limit: number, levels: number): number {
+  if (limit === (side.kind === "bid" ? -Infinity : Infinity)) return levels;
+  let known = 0;
+  while (known < top.length && side.atOrBetter(Number(top[known][0]), limit)) known++;
+  return known;
 }
 
 /** Prices at or better than `limit` that the book or the snapshot has: what `compareSide` looks at. */

@@ -537,6 +537,7 @@ export function csvHeader(levels: number): string {
   for (const side of ["bid", "ask"]) {
     for (let i = 1; i <= levels; i++) columns.push(`${side}_px_${i}`, `${side}_qty_${i}`);
   }
+  columns.push("known_levels");
   return columns.join(",") + "\n";
 }
 
@@ -548,6 +549,7 @@ export function csvRow(row: BookRow, levels: number): string {
       cells.push(level ? level[0] : "", level ? level[1] : "");
     }
   }
+  cells.push(String(row.knownLevels));
   return cells.join(",") + "\n";
 }
 
@@ -557,6 +559,7 @@ export function ndjsonRow(row: BookRow): string {
     update_id: row.updateId,
     bids: row.bids,
     asks: row.asks,
+    known_levels: row.knownLevels,
   }) + "\n";
 }
 
