@@ -646,10 +646,12 @@ Deno.test("--every with --to: every sample before --to whose book is known gets 
   const atTo = await runBook(same.path, [...range, ...to(3)]);
   assert.deepEqual(atTo.rows, expected.slice(0, 2));
 
-  // The next diff is the first line of the next object, which begins after --to.
+  // The next diff is in the next object, which begins after --to (damage there is outside the
+  // range).
   await using next = await tempDir();
   await writeObject(next.path, { firstRecvTs: s(0.1), seq: 0 }, inRange);
   await writeObject(next.path, { firstRecvTs: s(3.7), seq: 1 }, [
+    "not json",
     dataLine(s(3.7), stream, spotDiff(14, 14)),
   ]);
   const nextObject = await runBook(next.path, [...range, ...to(3.5)]);

@@ -432,7 +432,7 @@ interface LineFeed {
   lastTs: number | undefined;
   /** The first receive time of the object being read (its key's). */
   objectTs?: number;
-  /** A line at or after `to` was read. */
+  /** A line at or after `to` was read in this object (or it begins after the range). */
   pastTo: boolean;
   /** A line at or after `to` decided the samples before it: later ones are not read. */
   decided: boolean;
@@ -449,6 +449,7 @@ async function feedObject(feed: LineFeed, object: { key: string; body: ObjectBod
   let lineNo = 0;
   feed.objectTs = parseKey(object.key)?.firstRecvTs;
   const after = afterRange(feed, object.key);
+  feed.pastTo = after;
   try {
     for await (const text of objectLines(await object.body)) {
       if (after && feed.decided) break;
