@@ -637,3 +637,44 @@ Deno.test("audit: a stream with lines around the range and none in it is one hol
   assert.equal(left.ok, true, JSON.stringify(left.problems));
   assert.deepEqual(left.problems.map((p) => [p.kind, p.cause]), [["hole", "stopped"]]);
 });
+
+/** Diffs every 100 ms from `fromMs` to `toMs` (ms after T0), ids continuing from `firstId`. */
+function diffsEvery100ms(fromMs: number, toMs: number, firstId: number): string[] {
+  const lines: string[] = [];
+  for (let ms = fromMs, id = firstId; ms < toMs; ms += 100, id += 3) {
+    lines.push(diff(id, id + 2, T0 + ms * MS));
+  }
+  return lines;
+}
+
+Deno.test("audit: coverage leaves out every hole, explained ones too: they are time with no record", () => {
+  const event = (name: string, recvTs: number) =>
+    `{"recv_ts":${recvTs},"stream":"${STREAM}","event":"${name}","conn":1}`;
+  // 10 s recorded, 80 s down (the recorder said so), 10 s recorded: 20 % of the 100 s.
+  const down = audit([[KEY, [
+    ...diffsEvery100ms(0, 10_000, 1),
+    event("disconnected", T0 + 10_000 * MS),
+    event("connected", T0 + 90_000 * MS),
+    ...diffsEvery100ms(90_000, 100_000, 1_000),
+  ]]], { from: T0, to: T0 + 100_000 * MS });
+  assert.equal(down.ok, true, "an explained hole does not fail the audit");
+  const s = onlyStream(down);
+  assert.deepEqual([s.holes, s.unexplainedHoles], [1, 0]);
+  assert.ok(Math.abs(s.coveragePercent - 20) < 0.5, `coverage ${s.coveragePercent}`);
+
+  // Without a range the same: the span of the lines read, less the hole.
+  const unranged = onlyStream(audit([[KEY, [
+    ...diffsEvery100ms(0, 10_000, 1),
+    event("disconnected", T0 + 10_000 * MS),
+    event("connected", T0 + 90_000 * MS),
+    ...diffsEvery100ms(90_000, 100_000, 1_000),
+  ]]]));
+  assert.ok(Math.abs(unranged.coveragePercent - 20) < 0.5, `coverage ${unranged.coveragePercent}`);
+
+  // A silence at the range's start is counted once: lines from 10 s to 19.9 s of 20 s.
+  const late = onlyStream(
+    audit([[KEY, diffsEvery100ms(10_000, 20_000, 1)]], { from: T0, to: T0 + 20_000 * MS }),
+  );
+  assert.equal(late.unexplainedHoles, 1);
+  assert.equal(late.coveragePercent, 49.5);
+});

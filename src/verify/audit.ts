@@ -101,7 +101,10 @@ export interface StreamReport {
   readonly maxHoleMs: number;
   readonly holeMs: number;
   readonly unexplainedHoleMs: number;
-  /** Share of the range covered by this stream's lines, less unexplained holes. */
+  /**
+   * Share of the range the stream's record covers: from its first line to its
+   * last (in the range), less every hole between them, explained or not.
+   */
   readonly coveragePercent: number;
   /**
    * Diff streams: when no stored snapshot overlaps the update-id chain, so
@@ -190,6 +193,8 @@ interface Stats {
   firstUpdateId?: number;
   holeUs: number;
   unexplainedHoleUs: number;
+  /** Holes between two lines of the range (not at its ends), explained or not. */
+  innerHoleUs: number;
 }
 
 interface Where {
@@ -657,9 +662,10 @@ export class Auditor {
     const s = state.stats;
     let coverage = 0;
     if (from !== undefined && s.firstRecvTs !== undefined && s.lastRecvTs !== undefined) {
+      // The silences at the range's ends lie outside first..last already; an explained
+      // hole is a known loss, but still time the record does not cover.
       const span = to - from;
-      const covered = Math.min(s.lastRecvTs, to) - Math.max(s.firstRecvTs, from) -
-        s.unexplainedHoleUs;
+      const covered = Math.min(s.lastRecvTs, to) - Math.max(s.firstRecvTs, from) - s.innerHoleUs;
       coverage = span <= 0 ? 100 : Math.max(0, Math.min(100, (covered / span) * 100));
     }
     return {
@@ -736,6 +742,7 @@ export class Auditor {
           malformedLines: 0,
           holeUs: 0,
           unexplainedHoleUs: 0,
+          innerHoleUs: 0,
         },
         eventSinceMessage: false,
         awaitingDrop: [],
@@ -765,6 +772,7 @@ export class Auditor {
       const explained = explains || state.lastLineExplains;
       const length = ts - last.ts;
       countHole(state.stats, length, explained);
+      state.stats.innerHoleUs += length;
       this.#lossProblem(state, { from: last.ts, to: ts, holeUs: length }, {
         kind: "hole",
         market: state.market,
