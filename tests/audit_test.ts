@@ -678,3 +678,43 @@ Deno.test("audit: coverage leaves out every hole, explained ones too: they are t
   assert.equal(late.unexplainedHoles, 1);
   assert.equal(late.coveragePercent, 49.5);
 });
+
+Deno.test("audit: lines read back before --from carry a diff stream's chain and snapshots into the range, judged nowhere", () => {
+  const range = { from: T0 + 60_000 * MS, to: T0 + 120_000 * MS };
+  const run = (lookbackLines: string[]) => {
+    const auditor = new Auditor(range);
+    const objects: Array<[string, string[]]> = [
+      [KEY, lookbackLines],
+      [keyAt(T0 + 50_000 * MS, 1), [
+        diff(11, 12, T0 + 50_000 * MS),
+        diff(13, 14, T0 + 59_900 * MS),
+      ]],
+      [keyAt(T0 + 60_000 * MS, 2), [
+        ...diffsEvery100ms(60_000, 70_000, 15),
+        snapshot(400, T0 + 70_000 * MS),
+        ...diffsEvery100ms(70_000, 120_000, 315),
+      ]],
+    ];
+    auditor.lookback(KEY);
+    for (const [key, lines] of objects) {
+      auditor.beginObject(key);
+      lines.forEach((text, i) => auditor.line(text, i + 1));
+      auditor.endObject();
+    }
+    return auditor.report();
+  };
+  // A snapshot before the range, the chain unbroken since: rebuildable from the range's start.
+  const whole = run([diff(1, 3, T0), snapshot(5, T0 + 100 * MS), diff(4, 10, T0 + 200 * MS)]);
+  assert.equal(whole.ok, true, JSON.stringify(whole.problems));
+  assert.deepEqual(onlyStream(whole).notRebuildable, []);
+  assert.equal(onlyStream(whole).objects, 1, "only the object with lines in the range counts");
+  // A break after that snapshot, still before the range: not reported, but the book waits for
+  // the range's own snapshot (at 70 s), as book's would.
+  const broken = run([diff(1, 3, T0), snapshot(5, T0 + 100 * MS), diff(8, 10, T0 + 200 * MS), "{"]);
+  assert.equal(broken.ok, true, JSON.stringify(broken.problems));
+  assert.deepEqual(broken.problems, []);
+  assert.deepEqual(
+    onlyStream(broken).notRebuildable?.map((r) => [r.fromRecvTs - T0, r.toRecvTs - T0]),
+    [[60_000 * MS, 70_000 * MS]],
+  );
+});

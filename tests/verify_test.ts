@@ -4,6 +4,7 @@ import { gunzipSync } from "node:zlib";
 import { PutObjectCommand } from "@aws-sdk/client-s3";
 import { dataLine, eventLine, gzipLines } from "../src/archive/encode.ts";
 import { planKey } from "../src/archive/keys.ts";
+import { bookFromArgs } from "../src/cli/book.ts";
 import { parseFrame } from "../src/binance/frames.ts";
 import {
   formatReport,
@@ -411,9 +412,11 @@ Deno.test("--from/--to select objects by partition and time, and lines by recv_t
     fromRecvTs: from,
     toRecvTs: to,
   });
-  // Object 1 starts before --from but reaches into the range; object 5 starts at --to:
-  // it is read (for how a silence at the range's end would end) and not judged.
-  assert.deepEqual(read, keys.slice(1, 6));
+  // Object 1 starts before --from but reaches into the range; object 0 is read for the chain
+  // and snapshots before it (a diff stream: the lookback, as `book` reads it); object 5
+  // starts at --to: it is read (for how a silence at the range's end would end). Neither
+  // is judged.
+  assert.deepEqual(read, keys.slice(0, 6));
   assert.ok(listed.every((prefix) => prefix.includes("/date=2024-08-08/")), listed.join());
   const s = report.streams[0];
   assert.equal(s.messages, 2000);
@@ -529,6 +532,47 @@ Deno.test("REST snapshots in a diff stream's objects count as snapshots, outside
   assert.deepEqual(report.streams.map((s) => [s.stream, s.messages, s.snapshots]), [
     [BTC_STREAM, 1000, 1],
   ]);
+});
+
+Deno.test("--from judges the book rebuildable at the range's start as book does: from the snapshot before it", async () => {
+  await using tmp = await tempDir();
+  const btc = await fixtureLines("spot_diff_btcusdt_2024-08-08.ndjson.gz");
+  const snapshotText = (await Deno.readTextFile(
+    new URL("./fixtures/spot_snapshot_btcusdt_2024-08-08.ndjson", import.meta.url),
+  )).trim();
+  // The only snapshot, a second into the record; the range starts five minutes later.
+  const ts = btc[10].recvTs - 5;
+  const lines = [
+    ...btc.slice(0, 10),
+    { recvTs: ts, text: dataLine(ts, "btcusdt@depthSnapshot", snapshotText) },
+    ...btc.slice(10, 4000),
+  ];
+  await writeArchive(tmp.path, batches(lines, SPOT_BTC, 600));
+  const range = ["--from", isoMicros(btc[3000].recvTs), "--to", isoMicros(btc[3999].recvTs)];
+
+  const config = configFor(tmp.path);
+  const { code, report } = await verifyJson(config, range);
+  assert.equal(code, 0, JSON.stringify(report.problems));
+  assert.deepEqual(report.streams[0].notRebuildable, [], "book stands on the snapshot before");
+  let err = "";
+  const book = await bookFromArgs(config, ["--symbol", "BTCUSDT", ...range], {
+    write: () => {},
+    printError: (text) => err += text,
+  });
+  assert.equal(book, 0, err);
+
+  // A snapshot further back than book reads (two SNAPSHOT_INTERVAL_SECONDS and a
+  // BATCH_SECONDS): neither can rebuild the book before the range's first snapshot (none).
+  const short = configFor(tmp.path, { SNAPSHOT_INTERVAL_SECONDS: "10", BATCH_SECONDS: "1" });
+  const { report: shortReport } = await verifyJson(short, range);
+  assert.deepEqual(shortReport.streams[0].notRebuildable?.map((r) => [r.fromRecvTs, r.toRecvTs]), [
+    [btc[3000].recvTs, btc[3998].recvTs],
+  ]);
+  const shortBook = await bookFromArgs(short, ["--symbol", "BTCUSDT", ...range], {
+    write: () => {},
+    printError: () => {},
+  });
+  assert.equal(shortBook, 1, "book cannot build a book either");
 });
 
 Deno.test("the USD-M pu chain passes on real data and breaks when a message is missing", async () => {

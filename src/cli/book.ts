@@ -32,6 +32,8 @@ import type { ArchiveReader } from "../verify/archive.ts";
 import { isoMicros } from "../verify/audit.ts";
 import {
   archiveReaderFor,
+  isDiffStream,
+  lookbackUs,
   parseDurationMs,
   parseTime,
   selectKeys,
@@ -192,17 +194,6 @@ export async function book(config: Config, flags: BookFlags, io: BookIo): Promis
   }
 }
 
-/**
- * How far before `--from` the book is read: two snapshot intervals (one
- * snapshot may have failed) and a batch, by the configured
- * SNAPSHOT_INTERVAL_SECONDS and BATCH_SECONDS.
- */
-export function lookbackUs(
-  config: Pick<Config, "snapshotIntervalSeconds" | "batchSeconds">,
-): number {
-  return (2 * config.snapshotIntervalSeconds + config.batchSeconds) * 1_000_000;
-}
-
 interface ChosenStream {
   readonly market: Market;
   readonly streamType: string;
@@ -224,14 +215,14 @@ async function chooseStream(
 ): Promise<ChosenStream | ChoiceProblem> {
   const byType = new Map<string, { market: Market; keys: string[]; after?: string }>();
   const ignore = { badKey() {} };
-  // From before `--from`: the book needs the last snapshot before the range,
+  // A diff stream from before `--from`: the book needs the last snapshot before the range,
   // and what follows it, to stand at the range's start (those lines print nothing).
-  const from = options.from === undefined ? undefined : options.from - lookbackUs;
   const selection = {
     prefix,
-    from,
+    from: options.from,
     to: options.to,
     symbols: [options.symbol],
+    lookbackUs,
     readAfterRange: true,
   };
   for await (const key of selectKeys(reader, selection, ignore)) {
@@ -247,7 +238,7 @@ async function chooseStream(
   if (typeof pick !== "string") return pick;
   const entry = byType.get(pick)!;
   const streamType = typeOfId(pick);
-  const keys = isDiffStream(streamType) ? entry.keys : fromRangeOn(entry.keys, options.from);
+  const keys = [...entry.keys];
   if (entry.after !== undefined) keys.push(entry.after);
   return { market: entry.market, streamType, keys };
 }
@@ -301,22 +292,6 @@ interface ChoiceProblem {
 /** A depth stream: a diff stream (`depth@100ms`) or a partial book (`depth20`). */
 function isDepthStream(streamType: string): boolean {
   return /^depth\d*(@|$)/.test(streamType);
-}
-
-/** A diff stream, whose book needs the snapshot before the range. */
-function isDiffStream(streamType: string): boolean {
-  return /^depth(@|$)/.test(streamType);
-}
-
-/**
- * Keys (in key order) without the lookback: a partial book needs nothing
- * before the range but the last object begun before it, which may run into it.
- */
-function fromRangeOn(keys: string[], from: number | undefined): string[] {
-  if (from === undefined) return keys;
-  const firstIn = keys.findIndex((key) => parseKey(key)!.firstRecvTs >= from);
-  const start = firstIn === -1 ? keys.length - 1 : Math.max(0, firstIn - 1);
-  return keys.slice(start);
 }
 
 async function rebuild(

@@ -142,6 +142,7 @@ export async function verify(config: Config, flags: VerifyFlags, io: VerifyIo): 
         ...options,
         settledUntil: settledUntil(config, io.now?.() ?? Date.now()),
         readAhead: io.readAhead,
+        lookbackUs: lookbackUs(config),
       });
     } catch (error) {
       // Listing failed (bucket, credentials, permissions): nothing could be judged.
@@ -203,6 +204,27 @@ export interface AuditArchiveOptions extends Omit<VerifyOptions, "json"> {
    * are known).
    */
   readonly readAfterRange?: boolean;
+  /**
+   * With `from`: diff streams are read from this long before it (`lookbackUs`),
+   * so that the book at the range's start stands on the last snapshot before it.
+   */
+  readonly lookbackUs?: number;
+}
+
+/**
+ * How far before `--from` a diff stream is read, for `book` and `verify`
+ * alike: two snapshot intervals (one snapshot may have failed) and a batch,
+ * by the configured SNAPSHOT_INTERVAL_SECONDS and BATCH_SECONDS.
+ */
+export function lookbackUs(
+  config: Pick<Config, "snapshotIntervalSeconds" | "batchSeconds">,
+): number {
+  return (2 * config.snapshotIntervalSeconds + config.batchSeconds) * 1_000_000;
+}
+
+/** A diff stream type (`depth@100ms`), whose book needs the snapshot before the range. */
+export function isDiffStream(streamType: string): boolean {
+  return /^depth(@|$)/.test(streamType);
 }
 
 /** Selects, reads and audits the objects; the I/O half of `verify`. */
@@ -313,9 +335,12 @@ interface Level {
   readonly prefix: string;
 }
 
-/** Where key selection reports keys and directories outside the layout (the Auditor, say). */
-export interface BadKeySink {
+/** Where key selection reports what it found besides the keys to judge (the Auditor, say). */
+export interface KeySink {
+  /** A key or directory outside the layout. */
   badKey(key: string): void;
+  /** A key about to be yielded that is read only for what lies before the range (`lookbackUs`). */
+  lookback?(key: string): void;
 }
 
 /**
@@ -326,7 +351,7 @@ export interface BadKeySink {
 export async function* selectKeys(
   reader: ArchiveReader,
   options: AuditArchiveOptions,
-  auditor: BadKeySink,
+  auditor: KeySink,
 ): AsyncGenerator<string> {
   const root = keyRoot(options.prefix);
   const symbols = options.symbols.length > 0 ? new Set(options.symbols) : undefined;
@@ -343,7 +368,8 @@ export async function* selectKeys(
         }
       }
       for (const symbol of [...bySymbol.keys()].sort()) {
-        yield* partitionKeys(reader, bySymbol.get(symbol)!, options, auditor);
+        const partition = { prefixes: bySymbol.get(symbol)!, streamType: channel.value };
+        yield* partitionKeys(reader, partition, options, auditor);
       }
     }
   }
@@ -359,21 +385,26 @@ function groupByValue(levels: readonly Level[]): Array<{ value: string; prefixes
   return groups;
 }
 
+/** One stream's keys in audit order (see `selectKeys`), its prefixes under one or both layouts. */
 async function* partitionKeys(
   reader: ArchiveReader,
-  symbolPrefixes: readonly string[],
+  partition: { readonly prefixes: readonly string[]; readonly streamType: string },
   options: AuditArchiveOptions,
-  auditor: BadKeySink,
+  auditor: KeySink,
 ): AsyncGenerator<string> {
   const { from, to } = options;
   const datePrefixes = new Map<string, string[]>();
-  for (const symbolPrefix of symbolPrefixes) {
+  for (const symbolPrefix of partition.prefixes) {
     for (const date of await level(reader, symbolPrefix, DATE_PARTITION, auditor, DATE_VALUE)) {
       datePrefixes.set(date.value, [...datePrefixes.get(date.value) ?? [], date.prefix]);
     }
   }
-  const { dates, dayAfter } = datesToRead([...datePrefixes.keys()], options);
-  // The latest object starting before `from`: its lines may reach into the range.
+  // A diff stream is read from `readFrom`, for the snapshot before the range.
+  const readFrom = from === undefined || !isDiffStream(partition.streamType)
+    ? from
+    : from - (options.lookbackUs ?? 0);
+  const { dates, dayAfter } = datesToRead([...datePrefixes.keys()], { ...options, from: readFrom });
+  // The latest object starting before `from` (its lines may reach into the range), not yet yielded.
   let held: string | undefined;
   let after: string | undefined;
   for (const date of dates) {
@@ -392,6 +423,12 @@ async function* partitionKeys(
         continue;
       }
       if (from !== undefined && parts.firstRecvTs < from) {
+        // Another object before the range: the held one is not the last before it. It is
+        // read, for the lookback only, when it may reach past `readFrom` (this one begins after).
+        if (held !== undefined && parts.firstRecvTs >= readFrom!) {
+          auditor.lookback?.(held);
+          yield held;
+        }
         held = key;
         continue;
       }
@@ -444,7 +481,7 @@ async function firstKeyFrom(
   datePrefixes: readonly string[],
   to: number,
 ): Promise<string | undefined> {
-  const ignore: BadKeySink = { badKey: () => {} };
+  const ignore: KeySink = { badKey: () => {} };
   const hours = new Map<string, string[]>();
   for (const prefix of datePrefixes) {
     for (const hour of await level(reader, prefix, HOUR_PARTITION, ignore, HOUR_VALUE)) {
@@ -482,7 +519,7 @@ async function level(
   reader: ArchiveReader,
   prefix: string,
   names: string | readonly string[],
-  auditor: BadKeySink,
+  auditor: KeySink,
   valuePattern = /^[^/]+$/,
 ): Promise<Level[]> {
   const accepted = typeof names === "string" ? [names] : names;

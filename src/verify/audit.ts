@@ -245,8 +245,10 @@ interface StreamState {
   idLatestTs?: number;
   /** The stream's previous object could not be read: the next break or hole follows from it. */
   afterUnreadable?: string;
-  /** Diff streams only. */
+  /** Diff streams only; with `from`, it has followed the chain from before the range. */
   readonly rebuild?: RebuildTracker;
+  /** The last update id before `from` (diff streams): a first message continuing it goes on its chain. */
+  readonly lastIdBefore?: number;
   /** Per INSTANCE_ID, the receive times of its first and last line of this stream. */
   readonly spans: Map<string, { first: number; last: number }>;
   /**
@@ -280,6 +282,11 @@ interface OpenObject {
    * see how a silence at the range's end ends, never judged.
    */
   readonly after: boolean;
+  /**
+   * Read for a diff stream's chain and snapshots before `from` only (the
+   * lookback: `lookback()`), never judged.
+   */
+  readonly lookback: boolean;
   inRange: number;
   /** Streams that had a line of this object in the range. */
   readonly streams: Set<StreamState>;
@@ -312,6 +319,15 @@ interface Outside {
   after?: EdgeLine;
   /** The receive times `dropped` lines at or after `to` say were lost. */
   readonly afterDropped: Array<readonly [number, number]>;
+  /** A diff stream's chain and snapshots before `from` (null: not a diff stream). */
+  chainBefore?: BeforeRange | null;
+}
+
+/** A diff stream before `from`: where its book stands when the range starts, as `book` reads it. */
+interface BeforeRange {
+  readonly rule: SequenceRule;
+  readonly rebuild: RebuildTracker;
+  lastUpdateId?: number;
 }
 
 export class Auditor {
@@ -321,6 +337,8 @@ export class Auditor {
   readonly #streams = new Map<string, StreamState>();
   /** Per `<market>/<stream>`, the lines seen just outside the range (never a StreamState). */
   readonly #outside = new Map<string, Outside>();
+  /** Keys announced by `lookback()` and not yet begun. */
+  readonly #lookbackKeys = new Set<string>();
   #misplaced = 0;
   #disordered = 0;
   readonly #problems: Problem[] = [];
@@ -353,6 +371,15 @@ export class Auditor {
     });
   }
 
+  /**
+   * An object (begun before `from`) to be read only for the chain and
+   * snapshots before the range, as `book` reads back to the snapshot before
+   * it; call before its `beginObject`. Never judged, nor counted.
+   */
+  lookback(key: string): void {
+    this.#lookbackKeys.add(key);
+  }
+
   /** Starts an object; false (and a bad-key problem) when its key is outside the layout. */
   beginObject(key: string): boolean {
     this.#finishObject();
@@ -362,12 +389,14 @@ export class Auditor {
       return false;
     }
     const after = parts.firstRecvTs >= this.#to;
-    if (!after) this.#objects++;
+    const lookback = this.#lookbackKeys.delete(key);
+    if (!after && !lookback) this.#objects++;
     this.#object = {
       key,
       parts,
       stream: streamOfKey(parts),
       after,
+      lookback,
       inRange: 0,
       streams: new Set(),
       lastTs: -Infinity,
@@ -384,6 +413,12 @@ export class Auditor {
       if (line.kind !== "malformed" && line.stream === object.stream) {
         this.#outsideLine(object, line, lineNo);
       }
+      return;
+    }
+    if (object.lookback) {
+      if (line.kind === "malformed" || line.recvTs >= this.#from) return;
+      const stream = line.kind === "snapshot" ? object.stream : line.stream;
+      if (stream === object.stream) this.#outsideLine(object, line, lineNo);
       return;
     }
     this.#lines++;
@@ -468,8 +503,8 @@ export class Auditor {
   unreadable(key: string, error: unknown): void {
     const object = this.#object?.key === key ? this.#object : undefined;
     this.#finishObject();
-    // Read only for what follows the range: the next range's audit judges it.
-    if (object?.after) return;
+    // Read only for what follows or precedes the range: that range's audit judges it.
+    if (object?.after || object?.lookback) return;
     this.#unreadable++;
     const parts = object?.parts ?? parseKey(key);
     const message = error instanceof Error ? error.message : String(error);
@@ -695,11 +730,16 @@ export class Auditor {
       coveragePercent: Math.round(coverage * 100) / 100,
       ...(state.rebuild
         ? {
-          notRebuildable: state.rebuild.ranges().map((r) => ({
-            from: isoMicros(r.fromRecvTs),
-            to: isoMicros(r.toRecvTs),
-            ...r,
-          })),
+          // Chains followed from before the range are judged from its start.
+          notRebuildable: state.rebuild.ranges().filter((r) => r.toRecvTs > this.#from).map((r) => {
+            const fromRecvTs = Math.max(r.fromRecvTs, this.#from);
+            return {
+              from: isoMicros(fromRecvTs),
+              to: isoMicros(r.toRecvTs),
+              fromRecvTs,
+              toRecvTs: r.toRecvTs,
+            };
+          }),
         }
         : {}),
     };
@@ -716,6 +756,7 @@ export class Auditor {
       const at = stream.indexOf("@");
       const streamType = at === -1 ? parts.streamType : stream.slice(at + 1);
       const rule = sequenceRuleFor(parts.market as Market, streamType);
+      const before = this.#outside.get(id)?.chainBefore ?? undefined;
       state = {
         stream,
         market: parts.market,
@@ -724,8 +765,9 @@ export class Auditor {
         rule,
         // A book is rebuilt from diff streams only (trades have no book to rebuild).
         rebuild: rule === "spot-diff" || rule === "usdm-diff"
-          ? new RebuildTracker(parts.market as Market)
+          ? before?.rebuild ?? new RebuildTracker(parts.market as Market)
           : undefined,
+        lastIdBefore: before?.lastUpdateId,
         spans: new Map(),
         maxHoleUs: this.#options.maxHoleUs ?? defaultMaxHoleMs(streamType) * 1000,
         stats: {
@@ -817,7 +859,7 @@ export class Auditor {
         this.#flushDuplicates(state);
         break;
     }
-    if (result.kind === "first" || result.kind === "gap") {
+    if (result.kind === "gap" || (result.kind === "first" && !continuesBefore(state, ids))) {
       state.rebuild?.chainStart(where.ts, ids.firstUpdateId);
     }
     state.rebuild?.message(where.ts, ids.lastUpdateId);
@@ -940,6 +982,8 @@ export class Auditor {
     };
     if (ts < this.#from) {
       if (!outside.before || ts >= outside.before.ts) outside.before = edge;
+      // Once the stream has lines in the range, its chain is the audit's.
+      if (!this.#streams.has(id)) beforeRange(outside, line);
       return;
     }
     outside.after ??= edge;
@@ -1005,7 +1049,7 @@ export class Auditor {
     const object = this.#object;
     if (!object) return;
     this.#object = undefined;
-    if (object.after) return;
+    if (object.after || object.lookback) return;
     this.#objectFaults(object);
     const inRange = object.inRange > 0 ||
       (object.parts.firstRecvTs >= this.#from && object.parts.firstRecvTs < this.#to);
@@ -1137,4 +1181,38 @@ function seconds(us: number): string {
 function idName(state: { readonly rule: string; readonly streamType: string }): string {
   if (state.rule !== "consecutive") return "U";
   return state.streamType === "aggTrade" ? "a" : "t";
+}
+
+/** A diff stream's first message in the range continues its chain from before the range. */
+function continuesBefore(state: StreamState, ids: ChainIds): boolean {
+  return state.lastIdBefore !== undefined &&
+    continuity(state.rule, state.lastIdBefore, ids).kind === "next";
+}
+
+/**
+ * A diff stream's line before `from`: follows its chain and snapshots as
+ * `#checkChain` does in the range, so that the book at the range's start
+ * stands on the last snapshot before it, as `book --from` reads it.
+ */
+function beforeRange(outside: Outside, line: DecodedData | DecodedEvent): void {
+  if (outside.chainBefore === undefined) {
+    const rule = sequenceRuleFor(outside.parts.market as Market, outside.parts.streamType);
+    outside.chainBefore = rule === "spot-diff" || rule === "usdm-diff"
+      ? { rule, rebuild: new RebuildTracker(outside.parts.market as Market) }
+      : null;
+  }
+  const before = outside.chainBefore;
+  if (!before || line.kind === "event") return;
+  const { firstUpdateId, lastUpdateId, prevUpdateId } = line.ids;
+  if (lastUpdateId === undefined) return;
+  if (line.kind === "snapshot") {
+    before.rebuild.snapshot(line.recvTs, lastUpdateId);
+    return;
+  }
+  const ids = { firstUpdateId: firstUpdateId ?? lastUpdateId, lastUpdateId, prevUpdateId };
+  const result = continuity(before.rule, before.lastUpdateId, ids);
+  if (result.kind === "duplicate") return;
+  if (result.kind !== "next") before.rebuild.chainStart(line.recvTs, ids.firstUpdateId);
+  before.rebuild.message(line.recvTs, lastUpdateId);
+  before.lastUpdateId = lastUpdateId;
 }
