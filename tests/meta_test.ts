@@ -1,11 +1,14 @@
 import assert from "node:assert/strict";
 import { Batcher, type BatchLine } from "../src/batch/batcher.ts";
-import { lineFactsOf } from "../src/archive/decode.ts";
+import { decodeLine, lineFactsOf } from "../src/archive/decode.ts";
 import { dataLine, eventLine } from "../src/archive/encode.ts";
 import { Journal, recoverJournal } from "../src/store/journal.ts";
 import {
   lineKindOf,
   META_FIELDS,
+  metaDifferences,
+  metaFromRecord,
+  MetaTally,
   metaToRecord,
   type ObjectMeta,
   snapshotStreamOf,
@@ -98,4 +101,37 @@ Deno.test("metadata is stored under the names README defines, and nothing else",
   );
   const names = [...table.matchAll(/^\| `([a-z-]+)` /gm)].map((m) => m[1]);
   assert.deepEqual(names, META_FIELDS.map((f) => f.name));
+});
+
+Deno.test("verify counts an object's lines as the batcher does and reads stored metadata back", () => {
+  const tally = new MetaTally();
+  for (const { text } of lines) {
+    const line = decodeLine(text);
+    assert.notEqual(line.kind, "malformed");
+    if (line.kind === "malformed") continue;
+    tally.add(line.kind, line.recvTs, line.kind === "message" ? line.ids : undefined);
+  }
+  assert.deepEqual(tally.meta(), expected);
+  assert.equal(new MetaTally().meta(), undefined);
+
+  assert.deepEqual(metaFromRecord(metaToRecord(expected)), { kind: "meta", meta: expected });
+  // None at all: no sidecar, an object put without user metadata, or only another tool's.
+  assert.deepEqual(metaFromRecord(undefined), { kind: "none" });
+  assert.deepEqual(metaFromRecord({ "content-owner": "me" }), { kind: "none" });
+  assert.deepEqual(metaFromRecord({ messages: "2", events: "x" }), {
+    kind: "unreadable",
+    reason: 'events is not a whole number: "x"; no first-recv-ts; no last-recv-ts',
+  });
+
+  assert.deepEqual(metaDifferences(expected, expected), []);
+  assert.deepEqual(metaDifferences({ ...expected, lastUpdateId: 11 }, expected), [
+    "last-update-id 11 (the lines: 12)",
+  ]);
+  // Written before snapshots were counted apart (README): `messages` counts them too.
+  const { snapshots: _, ...old } = expected;
+  assert.deepEqual(metaDifferences({ ...old, messages: 3 }, expected), []);
+  assert.deepEqual(metaDifferences({ ...old, messages: 2 }, expected), [
+    "messages 2 (the lines: 3)",
+  ]);
+  assert.deepEqual(metaDifferences(expected, undefined), ["the object has no line"]);
 });

@@ -2,8 +2,10 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
 import { PutObjectCommand } from "@aws-sdk/client-s3";
+import { lineFactsOf } from "../src/archive/decode.ts";
 import { dataLine, eventLine, gzipLines } from "../src/archive/encode.ts";
 import { planKey } from "../src/archive/keys.ts";
+import { metaToRecord, type ObjectMeta } from "../src/archive/meta.ts";
 import { bookFromArgs } from "../src/cli/book.ts";
 import { parseFrame } from "../src/binance/frames.ts";
 import {
@@ -88,10 +90,36 @@ async function writeArchive(dataDir: string, specs: readonly ObjectSpec[]): Prom
   for (const spec of specs) {
     const key = keyOf(spec);
     await writeObject(dataDir, key, await gzipLines(spec.lines.map((l) => l.text), 6));
-    await Deno.writeTextFile(archivePath(dataDir, key) + ".meta.json", "{}\n");
+    await writeSidecar(dataDir, key, metaToRecord(metaOf(spec.lines)));
     keys.push(key);
   }
   return keys;
+}
+
+/** The metadata the collector stores with these lines (README, "What lands in the archive"). */
+function metaOf(lines: readonly Line[]): ObjectMeta {
+  // A damaged line (some tests write one by hand) counts as nothing.
+  const facts = lines.flatMap((l) => {
+    try {
+      return [lineFactsOf(l.text)];
+    } catch {
+      return [];
+    }
+  });
+  const messages = facts.filter((f) => f.isData && !f.isSnapshot);
+  return {
+    messages: messages.length,
+    snapshots: facts.filter((f) => f.isSnapshot).length,
+    events: facts.filter((f) => !f.isData).length,
+    firstRecvTs: facts[0].recvTs,
+    lastRecvTs: Math.max(...facts.map((f) => f.recvTs)),
+    firstUpdateId: messages.find((f) => f.firstUpdateId !== undefined)?.firstUpdateId,
+    lastUpdateId: messages.findLast((f) => f.lastUpdateId !== undefined)?.lastUpdateId,
+  };
+}
+
+async function writeSidecar(dataDir: string, key: string, fields: unknown): Promise<void> {
+  await Deno.writeTextFile(archivePath(dataDir, key) + ".meta.json", JSON.stringify(fields) + "\n");
 }
 
 async function writeObject(dataDir: string, key: string, bytes: Uint8Array): Promise<void> {
@@ -348,6 +376,58 @@ Deno.test("an object stored twice under another key shows as duplicates", async 
   // The copy read second is the duplicate (same time: ordered by instance, then seq).
   assert.match(dups[0].key!, /_test-box_000001\.ndjson\.gz$/);
   assert.match(dups[0].detail, /^600 message\(s\) stored again/);
+});
+
+Deno.test("each object's sidecar is checked against its lines: a mismatch fails, a missing one is listed", async () => {
+  await using tmp = await tempDir();
+  const btc = await fixtureLines("spot_diff_btcusdt_2024-08-08.ndjson.gz");
+  const snapshotText = (await Deno.readTextFile(
+    new URL("./fixtures/spot_snapshot_btcusdt_2024-08-08.ndjson", import.meta.url),
+  )).trim();
+  const ts = btc[10].recvTs - 5;
+  const lines = [
+    ...btc.slice(0, 10),
+    { recvTs: ts, text: dataLine(ts, "btcusdt@depthSnapshot", snapshotText) },
+    ...btc.slice(10, 2400),
+  ];
+  const specs = batches(lines, SPOT_BTC, 600);
+  const keys = await writeArchive(tmp.path, specs);
+  const clean = await verifyJson(configFor(tmp.path));
+  assert.equal(clean.code, 0, JSON.stringify(clean.report.problems));
+  assert.deepEqual(clean.report.problems, []);
+
+  // Written before snapshots were counted apart (README): `messages` includes them. Valid.
+  const { snapshots: _, ...old } = metaOf(specs[0].lines);
+  await writeSidecar(tmp.path, keys[0], metaToRecord({ ...old, messages: old.messages + 1 }));
+  // One line fewer and a later end than the lines say; a sidecar that is not JSON; none at all.
+  const meta1 = metaOf(specs[1].lines);
+  await writeSidecar(tmp.path, keys[1], {
+    ...metaToRecord(meta1),
+    messages: String(meta1.messages - 1),
+    "last-recv-ts": String(meta1.lastRecvTs + 1),
+  });
+  await Deno.writeTextFile(archivePath(tmp.path, keys[2]) + ".meta.json", '{"messages": ');
+  await Deno.remove(archivePath(tmp.path, keys[3]) + ".meta.json");
+
+  const { code, report } = await verifyJson(configFor(tmp.path));
+  assert.equal(code, 1);
+  const meta = unexplained(report, "meta");
+  assert.deepEqual(meta.map((p) => p.key), [keys[1], keys[2]]);
+  assert.match(meta[0].detail, /messages 599 .*600/);
+  assert.match(meta[0].detail, /last-recv-ts/);
+  assert.doesNotMatch(meta[0].detail, /events|first-recv-ts|update-id/);
+  assert.match(meta[1].detail, /not JSON/);
+  assert.equal(report.problems.length, 2, JSON.stringify(report.problems));
+  const s = report.streams[0];
+  assert.deepEqual([s.metaMismatches, s.objectsWithoutMeta], [2, 1]);
+  let printed = "";
+  await verifyFromArgs(configFor(tmp.path), [], { print: (text) => printed += text });
+  assert.match(printed, /1 object\(s\) without metadata .*_000003\.ndjson\.gz/);
+
+  // Without metadata alone the archive still passes: its lines are whole.
+  await writeSidecar(tmp.path, keys[1], metaToRecord(meta1));
+  await writeSidecar(tmp.path, keys[2], metaToRecord(metaOf(specs[2].lines)));
+  assert.equal((await verifyJson(configFor(tmp.path))).code, 0);
 });
 
 Deno.test("keys outside the layout are reported; sidecars and temporary files are not", async () => {
@@ -810,6 +890,56 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name:
+    "S3 metadata is checked from the GetObject response: one request per object, a mismatch fails",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await using s3 = await TestS3.start();
+    const btc = await fixtureLines("spot_diff_btcusdt_2024-08-08.ndjson.gz");
+    const specs = batches(btc.slice(0, 1500), SPOT_BTC, 500);
+    const keys = specs.map((spec) => keyOf(spec));
+    const wrong = { ...metaOf(specs[1].lines), firstUpdateId: 1 };
+    const metadata = [metaToRecord(metaOf(specs[0].lines)), metaToRecord(wrong), undefined];
+    for (const [i, spec] of specs.entries()) {
+      await s3.client.send(
+        new PutObjectCommand({
+          Bucket: TEST_BUCKET,
+          Key: keys[i],
+          Body: await gzipLines(spec.lines.map((l) => l.text), 6),
+          Metadata: metadata[i],
+        }),
+      );
+    }
+    await using tmp = await tempDir();
+    const config = configFor(tmp.path, { ...s3.env() });
+    const sent: string[] = [];
+    s3.client.middlewareStack.add((next, context) => (args) => {
+      sent.push(context.commandName ?? "?");
+      return next(args);
+    }, { step: "initialize" });
+    const reader = s3ArchiveReader(config.s3!, { client: s3.client });
+
+    const { code, report } = await verifyJson(config, [], { reader });
+
+    assert.equal(code, 1);
+    assert.deepEqual(report.problems.map((p) => [p.kind, p.key]), [["meta", keys[1]]]);
+    assert.match(report.problems[0].detail, /first-update-id 1 \(the lines: \d+\)/);
+    const s = report.streams[0];
+    assert.deepEqual([s.metaMismatches, s.objectsWithoutMeta, s.firstObjectWithoutMeta], [
+      1,
+      1,
+      keys[2],
+    ]);
+    assert.deepEqual(sent.filter((name) => name !== "ListObjectsV2Command"), [
+      "GetObjectCommand",
+      "GetObjectCommand",
+      "GetObjectCommand",
+    ]);
+  },
+});
+
 Deno.test("the local reader lists only final objects and walks one level at a time", async () => {
   await using tmp = await tempDir();
   const btc = await fixtureLines("spot_diff_btcusdt_2024-08-08.ndjson.gz");
@@ -824,8 +954,10 @@ Deno.test("the local reader lists only final objects and walks one level at a ti
   assert.deepEqual(await Array.fromAsync(reader.children("binance/")), [
     { prefix: "binance/exchange=binance/" },
   ]);
-  const body = await new Response(await reader.read(keys[0])).arrayBuffer();
+  const object = await reader.read(keys[0]);
+  const body = await new Response(object.body).arrayBuffer();
   assert.equal(new TextDecoder().decode(gunzipSync(new Uint8Array(body))).split("\n").length, 601);
+  assert.equal(object.meta?.messages, "600", "the sidecar's fields come with the object");
 });
 
 Deno.test("settledUntil leaves twice BATCH_SECONDS and a minute for lines not stored yet", () => {

@@ -75,3 +75,102 @@ export function metaToRecord(meta: ObjectMeta): Record<string, string> {
   }
   return record;
 }
+
+/**
+ * An object's metadata as read back (`verify`): none (no field of
+ * META_FIELDS: an object stored without it, or a sidecar lost), the fields,
+ * or why they cannot be read.
+ */
+export type StoredMeta =
+  | { readonly kind: "none" }
+  | { readonly kind: "meta"; readonly meta: ObjectMeta }
+  | { readonly kind: "unreadable"; readonly reason: string };
+
+const REQUIRED_FIELDS: ReadonlySet<keyof ObjectMeta> = new Set([
+  "messages",
+  "events",
+  "firstRecvTs",
+  "lastRecvTs",
+]);
+
+/**
+ * The inverse of `metaToRecord`: S3 user metadata or a sidecar's fields
+ * (values as text; other names, e.g. another tool's metadata, are ignored).
+ */
+export function metaFromRecord(record: Readonly<Record<string, unknown>> | undefined): StoredMeta {
+  const values: Partial<Record<keyof ObjectMeta, number>> = {};
+  const problems: string[] = [];
+  let found = 0;
+  for (const { field, name } of META_FIELDS) {
+    const text = record?.[name];
+    if (text === undefined) {
+      if (REQUIRED_FIELDS.has(field)) problems.push(`no ${name}`);
+      continue;
+    }
+    found++;
+    if (typeof text === "string" && /^\d{1,16}$/.test(text) && Number.isSafeInteger(Number(text))) {
+      values[field] = Number(text);
+    } else problems.push(`${name} is not a whole number: ${JSON.stringify(text)}`);
+  }
+  if (found === 0) return { kind: "none" };
+  if (problems.length > 0) return { kind: "unreadable", reason: problems.join("; ") };
+  return { kind: "meta", meta: values as ObjectMeta };
+}
+
+/** Counts an object's lines into the metadata stored with them, as the batcher counts. */
+export class MetaTally {
+  #messages = 0;
+  #snapshots = 0;
+  #events = 0;
+  #firstRecvTs: number | undefined;
+  #lastRecvTs = 0;
+  #firstUpdateId: number | undefined;
+  #lastUpdateId: number | undefined;
+
+  /** One line; `ids` a message's (snapshots carry none in the metadata). */
+  add(kind: LineKind, recvTs: number, ids?: { firstUpdateId?: number; lastUpdateId?: number }) {
+    if (kind === "message") this.#messages++;
+    else if (kind === "snapshot") this.#snapshots++;
+    else this.#events++;
+    this.#firstRecvTs ??= recvTs;
+    this.#lastRecvTs = Math.max(this.#lastRecvTs, recvTs);
+    if (kind !== "message" || !ids) return;
+    if (ids.firstUpdateId !== undefined) this.#firstUpdateId ??= ids.firstUpdateId;
+    if (ids.lastUpdateId !== undefined) this.#lastUpdateId = ids.lastUpdateId;
+  }
+
+  /** The metadata of the lines added; undefined before the first. */
+  meta(): ObjectMeta | undefined {
+    if (this.#firstRecvTs === undefined) return undefined;
+    return {
+      messages: this.#messages,
+      snapshots: this.#snapshots,
+      events: this.#events,
+      firstRecvTs: this.#firstRecvTs,
+      lastRecvTs: this.#lastRecvTs,
+      firstUpdateId: this.#firstUpdateId,
+      lastUpdateId: this.#lastUpdateId,
+    };
+  }
+}
+
+/**
+ * Where stored metadata and the object's lines (`counted`) disagree, one
+ * `<name> <stored> (the lines: <counted>)` each. Metadata without `snapshots`
+ * (written before snapshots were counted apart) counts them in `messages`.
+ */
+export function metaDifferences(stored: ObjectMeta, counted: ObjectMeta | undefined): string[] {
+  if (!counted) return ["the object has no line"];
+  const lines: ObjectMeta = stored.snapshots === undefined
+    ? { ...counted, messages: counted.messages + (counted.snapshots ?? 0), snapshots: undefined }
+    : counted;
+  const differences: string[] = [];
+  for (const { field, name } of META_FIELDS) {
+    if (stored[field] !== lines[field]) {
+      differences.push(
+        `${name} ${stored[field] ?? "(none)"} (the lines: ${lines[field] ?? "none"})`,
+      );
+    }
+  }
+  return differences;
+}

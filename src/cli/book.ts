@@ -374,7 +374,7 @@ async function* readAhead(
   const fill = () => {
     while (pending.length < READ_AHEAD && next < keys.length) {
       const key = keys[next++];
-      const body = reader.read(key);
+      const body = reader.read(key).then((object) => object.body);
       body.catch(() => {}); // awaited (and reported) in turn
       pending.push({ key, body });
     }

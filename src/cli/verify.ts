@@ -31,7 +31,8 @@ import {
   SYMBOL_PARTITION,
 } from "../archive/keys.ts";
 import type { Config } from "../config_types.ts";
-import { type ArchiveReader, localArchiveReader } from "../verify/archive.ts";
+import { metaFromRecord } from "../archive/meta.ts";
+import { type ArchiveReader, localArchiveReader, type StoredObject } from "../verify/archive.ts";
 import { Auditor, isoMicros, type Problem, type Report } from "../verify/audit.ts";
 import { renderAuditHtml } from "../verify/html.ts";
 
@@ -241,12 +242,11 @@ export async function auditArchive(
   });
   const keys = selectKeys(reader, { ...options, readAfterRange: true }, auditor);
   const readAhead = Math.max(0, options.readAhead ?? 8);
-  const pending: Array<{ key: string; body: Promise<ReadableStream<Uint8Array<ArrayBuffer>>> }> =
-    [];
+  const pending: Array<{ key: string; read: Promise<StoredObject> }> = [];
   const start = (key: string) => {
-    const body = reader.read(key);
-    body.catch(() => {}); // awaited (and reported) in turn
-    pending.push({ key, body });
+    const read = reader.read(key);
+    read.catch(() => {}); // awaited (and reported) in turn
+    pending.push({ key, read });
   };
   try {
     for await (const key of keys) {
@@ -256,23 +256,27 @@ export async function auditArchive(
     while (pending.length > 0) await auditObject(pending.shift()!, auditor);
   } finally {
     // Only after a listing error: release the reads started ahead.
-    for (const { body } of pending.splice(0)) body.then((b) => b.cancel(), () => {});
+    for (const { read } of pending.splice(0)) read.then((o) => o.body.cancel(), () => {});
   }
   return auditor.report();
 }
 
-/** Gunzips one object as a stream and hands its lines to the auditor. */
+/**
+ * Gunzips one object as a stream and hands its lines to the auditor, then
+ * its stored metadata (which came with it: no second request, no second pass).
+ */
 async function auditObject(
-  object: { key: string; body: Promise<ReadableStream<Uint8Array<ArrayBuffer>>> },
+  object: { key: string; read: Promise<StoredObject> },
   auditor: Auditor,
 ): Promise<void> {
   if (!auditor.beginObject(object.key)) {
-    await object.body.then((body) => body.cancel(), () => {});
+    await object.read.then((stored) => stored.body.cancel(), () => {});
     return;
   }
   const seen = { bytes: 0, head: [] as number[] };
   try {
-    const text = (await object.body)
+    const stored = await object.read;
+    const text = stored.body
       .pipeThrough(tapBytes(seen))
       .pipeThrough(new DecompressionStream("gzip"))
       .pipeThrough(new TextDecoderStream());
@@ -289,7 +293,11 @@ async function auditObject(
       rest = buffer.slice(start);
     }
     if (rest !== "") auditor.line(rest, ++lineNo);
-    auditor.endObject();
+    auditor.endObject(
+      stored.metaError === undefined
+        ? metaFromRecord(stored.meta)
+        : { kind: "unreadable", reason: stored.metaError },
+    );
   } catch (error) {
     // A line cut by the error is dropped: only whole lines were judged.
     auditor.unreadable(object.key, explainGzipError(error, seen));
@@ -600,10 +608,14 @@ const STREAM_COLUMNS = [
   "holes",
   "unreadable",
   "malformed",
+  "meta",
   "coverage",
 ];
 
-/** One row per stream under a header, then where the book cannot be rebuilt. */
+/**
+ * One row per stream under a header, then where the book cannot be rebuilt
+ * and which objects have no metadata (neither fails the audit).
+ */
 function streamTable(streams: Report["streams"]): string[] {
   const rows = streams.map((s) => [
     `${s.market}/${s.stream}`,
@@ -615,6 +627,7 @@ function streamTable(streams: Report["streams"]): string[] {
     `${s.unexplainedHoles}/${s.holes}`,
     String(s.unreadableObjects),
     String(s.malformedLines),
+    String(s.metaMismatches),
     `${s.coveragePercent.toFixed(2)}%`,
   ]);
   const widths = STREAM_COLUMNS.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
@@ -626,6 +639,12 @@ function streamTable(streams: Report["streams"]): string[] {
   for (const s of streams) {
     for (const r of s.notRebuildable ?? []) {
       lines.push(`${s.market}/${s.stream}: book not rebuildable from ${r.from} to ${r.to}`);
+    }
+    if (s.objectsWithoutMeta > 0) {
+      lines.push(
+        `${s.market}/${s.stream}: ${s.objectsWithoutMeta} object(s) without metadata ` +
+          `(first: ${s.firstObjectWithoutMeta})`,
+      );
     }
   }
   return lines;

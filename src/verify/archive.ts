@@ -8,9 +8,22 @@
  * (`.tmp-…`) are never part of the archive.
  */
 
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { OBJECT_SUFFIX } from "../archive/keys.ts";
 import { TEMP_MARKER } from "../store/local.ts";
+
+/** One object as read: its stored bytes, and the metadata stored with it. */
+export interface StoredObject {
+  /** The stored (still compressed) bytes, streamed. */
+  readonly body: ReadableStream<Uint8Array<ArrayBuffer>>;
+  /**
+   * S3 user metadata (from the same GetObject response), or the fields of the
+   * local sidecar `<key>.meta.json`; undefined when there is none.
+   */
+  readonly meta?: Readonly<Record<string, unknown>>;
+  /** Why stored metadata could not be read (a sidecar that is not a JSON object). */
+  readonly metaError?: string;
+}
 
 /** One entry one level below a prefix: a sub-prefix (ends with `/`) or an object key. */
 export type ArchiveEntry = { readonly prefix: string } | { readonly key: string };
@@ -25,8 +38,8 @@ export interface ArchiveReader {
    * `/`), in any order: lets `verify` read only the partitions it needs.
    */
   children(prefix: string): AsyncIterable<ArchiveEntry>;
-  /** The object's stored (still compressed) bytes, streamed. */
-  read(key: string): Promise<ReadableStream<Uint8Array<ArrayBuffer>>>;
+  /** The object's stored bytes, streamed, and its metadata. */
+  read(key: string): Promise<StoredObject>;
   close(): void;
 }
 
@@ -79,9 +92,33 @@ export function localArchiveReader(root: string): ArchiveReader {
       }
     },
     async read(key: string) {
-      const file = await Deno.open(pathOf(key), { read: true });
-      return file.readable;
+      // The sidecar is read beside the object, not after it: no extra wait per object.
+      const [file, meta] = await Promise.all([
+        Deno.open(pathOf(key), { read: true }),
+        readSidecar(`${pathOf(key)}.meta.json`),
+      ]);
+      return { body: file.readable, ...meta };
     },
     close() {},
   };
+}
+
+/** A local object's sidecar, as `StoredObject` fields; none when it does not exist. */
+async function readSidecar(path: string): Promise<Pick<StoredObject, "meta" | "metaError">> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return {};
+    return { metaError: `its sidecar cannot be read: ${(error as Error).message}` };
+  }
+  try {
+    const value: unknown = JSON.parse(text);
+    if (typeof value === "object" && value !== null && !Array.isArray(value)) {
+      return { meta: value as Record<string, unknown> };
+    }
+  } catch {
+    // Reported below, as any sidecar that is not a JSON object.
+  }
+  return { metaError: `its sidecar ${basename(path)} is not JSON object text` };
 }

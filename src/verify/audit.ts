@@ -33,6 +33,7 @@ import { KEY_LAYOUT, type KeyParts, parseKey, streamOfKey } from "../archive/key
 import { continuity, type SequenceRule, sequenceRuleFor } from "../binance/sequence.ts";
 import { isEventDriven } from "../binance/streams.ts";
 import type { Market } from "../config_types.ts";
+import { metaDifferences, MetaTally, type StoredMeta } from "../archive/meta.ts";
 import { RebuildTracker } from "./rebuild.ts";
 
 export type ProblemKind =
@@ -48,7 +49,9 @@ export type ProblemKind =
   /** Lines of another stream in an object, or an object whose key's time is not its first line's. */
   | "misplaced"
   /** A line received before the line above it in the same object (`recv_ts` never decreases). */
-  | "order";
+  | "order"
+  /** An object's stored metadata (S3 user metadata, local sidecar) does not match its lines. */
+  | "meta";
 
 export interface Problem {
   readonly kind: ProblemKind;
@@ -93,6 +96,11 @@ export interface StreamReport {
   readonly unexplainedHoles: number;
   readonly unreadableObjects: number;
   readonly malformedLines: number;
+  /** Objects whose stored metadata does not match their lines, or cannot be read (a problem). */
+  readonly metaMismatches: number;
+  /** Objects stored without metadata (not a problem: their lines are the record), and the first. */
+  readonly objectsWithoutMeta: number;
+  readonly firstObjectWithoutMeta?: string;
   readonly firstRecvTs?: number;
   readonly lastRecvTs?: number;
   readonly firstUpdateId?: number;
@@ -188,6 +196,9 @@ interface Stats {
   unexplainedHoles: number;
   unreadableObjects: number;
   malformedLines: number;
+  metaMismatches: number;
+  objectsWithoutMeta: number;
+  firstObjectWithoutMeta?: string;
   firstRecvTs?: number;
   lastRecvTs?: number;
   firstUpdateId?: number;
@@ -288,6 +299,10 @@ interface OpenObject {
    */
   readonly lookback: boolean;
   inRange: number;
+  /** What its lines make of its metadata, all of them, in range or not. */
+  readonly tally: MetaTally;
+  /** It has a malformed line (its metadata is then not compared). */
+  malformed: boolean;
   /** Streams that had a line of this object in the range. */
   readonly streams: Set<StreamState>;
   /** The receive time of its latest line so far. */
@@ -398,6 +413,8 @@ export class Auditor {
       after,
       lookback,
       inRange: 0,
+      tally: new MetaTally(),
+      malformed: false,
       streams: new Set(),
       lastTs: -Infinity,
     };
@@ -423,9 +440,11 @@ export class Auditor {
     }
     this.#lines++;
     if (line.kind === "malformed") {
+      object.malformed = true;
       this.#malformed(object, lineNo, line.reason);
       return;
     }
+    object.tally.add(line.kind, line.recvTs, line.kind === "message" ? line.ids : undefined);
     const ts = line.recvTs;
     // Snapshot lines are the object's own stream's (their `stream` names the snapshot).
     const stream = line.kind === "snapshot" ? object.stream : line.stream;
@@ -491,12 +510,15 @@ export class Auditor {
     state.lastMessage = where;
   }
 
-  /** The open object was read to its end. */
-  endObject(): void {
+  /**
+   * The open object was read to its end; `stored` is the metadata stored with
+   * it, compared with its lines (none given: not compared).
+   */
+  endObject(stored?: StoredMeta): void {
     const object = this.#object;
     if (!object) return;
     for (const state of object.streams) state.afterUnreadable = undefined;
-    this.#finishObject();
+    this.#finishObject(stored);
   }
 
   /** The object could not be read (whole or from some point on): reported, the audit goes on. */
@@ -569,7 +591,7 @@ export class Auditor {
       overlaps === 0 && this.#misplaced === 0 && this.#disordered === 0 &&
       streams.every((s) =>
         s.unexplainedBreaks === 0 && s.unexplainedHoles === 0 && s.duplicates === 0 &&
-        s.malformedLines === 0
+        s.malformedLines === 0 && s.metaMismatches === 0
       );
     return {
       range: hasRange
@@ -720,6 +742,9 @@ export class Auditor {
       unexplainedHoles: s.unexplainedHoles,
       unreadableObjects: s.unreadableObjects,
       malformedLines: s.malformedLines,
+      metaMismatches: s.metaMismatches,
+      objectsWithoutMeta: s.objectsWithoutMeta,
+      firstObjectWithoutMeta: s.firstObjectWithoutMeta,
       firstRecvTs: s.firstRecvTs,
       lastRecvTs: s.lastRecvTs,
       firstUpdateId: s.firstUpdateId,
@@ -782,6 +807,8 @@ export class Auditor {
           unexplainedHoles: 0,
           unreadableObjects: 0,
           malformedLines: 0,
+          metaMismatches: 0,
+          objectsWithoutMeta: 0,
           holeUs: 0,
           unexplainedHoleUs: 0,
           innerHoleUs: 0,
@@ -1045,7 +1072,7 @@ export class Auditor {
     }
   }
 
-  #finishObject(): void {
+  #finishObject(stored?: StoredMeta): void {
     const object = this.#object;
     if (!object) return;
     this.#object = undefined;
@@ -1057,9 +1084,38 @@ export class Auditor {
       // An object with no line in range (e.g. empty) still counts for its own stream.
       if (object.streams.size === 0) object.streams.add(this.#state(object.stream, object.parts));
       for (const state of object.streams) state.stats.objects++;
+      if (stored && !object.malformed) this.#checkMeta(object, stored);
     }
     // A run of duplicates is reported per object.
     for (const state of object.streams) this.#flushDuplicates(state);
+  }
+
+  /**
+   * An object's stored metadata against its lines, counted for its own
+   * stream. None at all is counted, not a problem: the lines are the record.
+   */
+  #checkMeta(object: OpenObject, stored: StoredMeta): void {
+    const stats = this.#state(object.stream, object.parts).stats;
+    if (stored.kind === "none") {
+      stats.objectsWithoutMeta++;
+      stats.firstObjectWithoutMeta ??= object.key;
+      return;
+    }
+    const detail = stored.kind === "unreadable"
+      ? `its metadata cannot be read: ${stored.reason}`
+      : metaDifferences(stored.meta, object.tally.meta()).join("; ");
+    if (detail === "") return;
+    stats.metaMismatches++;
+    this.#problem({
+      kind: "meta",
+      market: object.parts.market,
+      stream: object.stream,
+      key: object.key,
+      detail: stored.kind === "unreadable"
+        ? detail
+        : `its metadata does not match its lines: ${detail}`,
+      explained: false,
+    });
   }
 
   /** Returns where the problem is in the list, if it was kept. */

@@ -1,7 +1,8 @@
 /**
  * The archive in S3 (any S3-compatible store), read for `verify`:
  * ListObjectsV2 page by page (one level at a time by skipping ahead) and
- * GetObject streamed, so a large object is never held whole in memory.
+ * GetObject streamed, so a large object is never held whole in memory; its
+ * user metadata comes in the same response.
  *
  * The client is the sink's (store/s3.ts), except that the SDK's own
  * retries stay on: a read has no uploader around it to retry.
@@ -36,7 +37,11 @@ export function s3ArchiveReader(config: S3Config, options: S3ReaderOptions = {})
     async read(key: string) {
       const out = await client.send(new GetObjectCommand({ Bucket: config.bucket, Key: key }));
       if (!out.Body) throw new Error(`GetObject ${key}: empty response body`);
-      return out.Body.transformToWebStream() as ReadableStream<Uint8Array<ArrayBuffer>>;
+      // The user metadata comes with the object: no HeadObject per object.
+      return {
+        body: out.Body.transformToWebStream() as ReadableStream<Uint8Array<ArrayBuffer>>,
+        meta: out.Metadata,
+      };
     },
     close: () => client.destroy(),
   };
