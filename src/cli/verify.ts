@@ -9,7 +9,10 @@
  * order per stream, gunzipped as a stream and judged line by line by the
  * Auditor (verify/audit.ts), so memory holds one stream-day of keys and a
  * few chunks, never an object's lines. A few reads are started ahead to hide
- * S3 latency; each holds only what its transport buffers.
+ * S3 latency; each holds only what its transport buffers. An object's stored
+ * metadata comes with its read and is checked in the same pass. With `--from`,
+ * a diff stream is read from `lookbackUs` earlier, as `book` reads it, for the
+ * snapshot its book stands on at the range's start (nothing there is judged).
  *
  * Only `<prefix>/exchange=binance/` is walked: anything beside it under the
  * prefix (e.g. `check`'s probe objects) is not part of the archive.

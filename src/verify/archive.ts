@@ -5,7 +5,8 @@
  *
  * Keys use `/` whatever the platform. Only final objects (`*.ndjson.gz`) are
  * listed: the local sink's sidecars (`.meta.json`) and temporary files
- * (`.tmp-…`) are never part of the archive.
+ * (`.tmp-…`) are never objects of the archive; a sidecar is read with its
+ * object, as the object's metadata.
  */
 
 import { basename, join } from "node:path";

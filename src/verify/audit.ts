@@ -14,7 +14,11 @@
  * - objects whose lines are not theirs: another stream's lines, a first
  *   line not at the key's time, a line received before the one above it.
  * - per diff stream, the time ranges in which no stored snapshot overlaps the
- *   chain, so the book cannot be rebuilt there (verify/rebuild.ts);
+ *   chain, so the book cannot be rebuilt there (verify/rebuild.ts); with
+ *   `from`, the chain and snapshots of objects read back before it (`lookback`,
+ *   as `book` reads them) carry into the range;
+ * - objects whose stored metadata does not match their lines (archive/meta.ts),
+ *   and objects stored without any (counted, not a problem);
  * A break or hole is "explained" when the recorder wrote down why: an event
  * line (gap, disconnected, stale, recovered, rotated, shutdown, connected,
  * suspended, clock_step) between the two messages, or bordering the hole.
