@@ -167,12 +167,13 @@ function streamsTable(streams: readonly StreamReport[]): string {
     "Holes",
     "Unreadable",
     "Malformed",
+    "Meta",
     "Coverage",
   ];
   return `<table><thead><tr>${head.map((h) => `<th>${h}</th>`).join("")}</tr></thead><tbody>${
     streams.map((s) => {
       const bad = s.duplicates + s.unexplainedBreaks + s.unexplainedHoles + s.unreadableObjects +
-          s.malformedLines > 0;
+          s.malformedLines + s.metaMismatches > 0;
       const cells = [
         s.objects,
         s.messages,
@@ -182,6 +183,7 @@ function streamsTable(streams: readonly StreamReport[]): string {
         `${s.unexplainedHoles}/${s.holes}`,
         s.unreadableObjects,
         s.malformedLines,
+        s.metaMismatches,
         `${s.coveragePercent} %`,
       ].map((v) =>
         `<td class="num">${esc(typeof v === "number" ? v.toLocaleString("en-US") : v)}</td>`
