@@ -56,10 +56,13 @@ export async function run(config: Config, options: RunOptions): Promise<void> {
   await ensureWritable(config.dataDir);
   // Before the journal, the spool or the restart history is touched.
   using _lock = await holdDataDir(config.dataDir);
-  await record(config, options);
+  const noteCleanStop = await record(config, options);
+  // Once every stage is disposed: an error while disposing is not a clean stop.
+  await noteCleanStop();
 }
 
-async function record(config: Config, options: RunOptions): Promise<void> {
+/** Records until the shutdown; returns what notes the clean stop in the restart history. */
+async function record(config: Config, options: RunOptions): Promise<() => Promise<void>> {
   const metrics = options.metrics ??
     new Metrics({ market: config.market, perStream: config.metricsPerStream ?? false });
   const now = options.now ?? Date.now;
@@ -116,7 +119,7 @@ async function record(config: Config, options: RunOptions): Promise<void> {
   const left = await storage.flush(deadline);
   background.abort();
   await storage.close(left);
-  await ops.stoppedCleanly();
+  return ops.noteCleanStop;
 }
 
 /** Every stage is open: the status server and the receive clock start, then the feeds. */

@@ -125,9 +125,15 @@ export class Ops implements AsyncDisposable {
     this.#awake = preventSleep({ enabled: config.preventSleep });
   }
 
-  /** The shutdown ran to the end: the next start is not counted as a restart. */
-  async stoppedCleanly(): Promise<void> {
-    await recordCleanStop(this.#config.dataDir, this.#startedAt);
+  /**
+   * Notes in the restart history that this run stopped cleanly, so the next
+   * start is not counted as a restart: called once the shutdown ran to the
+   * end and every stage is disposed (it needs nothing of them).
+   */
+  get noteCleanStop(): () => Promise<void> {
+    const { dataDir } = this.#config;
+    const startedAt = this.#startedAt;
+    return () => recordCleanStop(dataDir, startedAt);
   }
 
   /** Where the status server listens (the real port when METRICS_ADDR asked for 0); undefined when off. */
