@@ -10,7 +10,7 @@
 
 import assert from "node:assert/strict";
 import { FakeExchange, partialDepthFeed, type SentFrame } from "./support/fake_exchange.ts";
-import { rawData, readArchive, spawnCollector } from "./support/collector.ts";
+import { rawData, readArchive, runCollector, spawnCollector } from "./support/collector.ts";
 import { silentServer, unreachableBinance } from "./support/net_guard.ts";
 import { tempDir } from "./support/temp.ts";
 import { delay, waitFor } from "./support/wait.ts";
@@ -110,6 +110,40 @@ Deno.test({
     assert.match(proc.stderr(), /not answered exchangeInfo in 3 s; recording the named symbols/);
     const lines = await readArchive(`${data.path}/archive`);
     assert.ok(lines.some((l) => l.value.data !== undefined && l.value.stream === STREAM));
+  },
+});
+
+Deno.test({
+  name:
+    "a slow exchangeInfo answer begun in time is read to its end: an unlisted symbol still exits 2",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    // The head at once, the body 4 s later (spot's listing is megabytes on a slow link).
+    const body = JSON.stringify({
+      rateLimits: [],
+      symbols: [{ symbol: "BTCUSDT", status: "TRADING" }],
+    });
+    await using server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () => {
+      const stream = new ReadableStream<Uint8Array>({
+        async start(controller) {
+          await delay(4000);
+          controller.enqueue(new TextEncoder().encode(body));
+          controller.close();
+        },
+      });
+      return new Response(stream, { headers: { "content-type": "application/json" } });
+    });
+    await using data = await tempDir();
+    const result = await runCollector({
+      SYMBOL: "BTCUSDT,BTCUSTD",
+      BINANCE_WS_URL: unreachableBinance().BINANCE_WS_URL,
+      BINANCE_REST_URL: `http://127.0.0.1:${server.addr.port}/`,
+      DATA_DIR: data.path,
+      METRICS_ADDR: "off",
+    });
+    assert.equal(result.code, 2, result.stderr);
+    assert.match(result.stderr, /BTCUSTD \(not listed on spot\)/);
   },
 });
 

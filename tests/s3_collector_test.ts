@@ -425,4 +425,12 @@ Deno.test("check with no bucket checks the local archive directory and Binance",
   );
   assert.equal(down.code, 1);
   assert.match(down.stdout, /^FAIL\s+binance rest.*503/m);
+  // No answer at all: `run` would go on, and the FAIL lines say so.
+  const away = await runCollector(
+    { ...unreachableBinance(), DATA_DIR: data.path, METRICS_ADDR: "off" },
+    { args: ["check"] },
+  );
+  assert.equal(away.code, 1);
+  assert.match(away.stdout, /^FAIL\s+binance rest.*would record the named symbols anyway/m);
+  assert.match(away.stdout, /^FAIL\s+symbols.*would record the named symbols anyway/m);
 });

@@ -47,6 +47,14 @@ export interface RestLimiterOptions {
   readonly monotonic?: () => number;
 }
 
+export interface RestCallOptions {
+  /** Request weight (BINANCE.md, REST limits). */
+  readonly weight: number;
+  readonly signal?: AbortSignal;
+  /** Called when the answer's status and headers have come, before its body. */
+  readonly onAnswer?: () => void;
+}
+
 /**
  * Serialises REST calls and spaces them so their weight stays within the
  * budget; waits out 429/418 before the next call.
@@ -96,14 +104,14 @@ export class RestLimiter {
    */
   get(
     url: string,
-    options: { weight: number; signal?: AbortSignal },
+    options: RestCallOptions,
   ): Promise<{ status: number; text: string; sentAt: number; receivedAt: number }> {
     const call = this.#chain.then(() => this.#call(url, options));
     this.#chain = call.catch(() => {});
     return call;
   }
 
-  async #call(url: string, options: { weight: number; signal?: AbortSignal }) {
+  async #call(url: string, options: RestCallOptions) {
     await delay(this.#notBefore - this.#monotonic(), options.signal);
     if (options.signal?.aborted) throw new RestError("aborted");
     // Even spacing: a budget of B weight per minute allows one call per W/B minutes.
@@ -115,6 +123,7 @@ export class RestLimiter {
         AbortSignal.timeout(15_000),
       ]),
     });
+    options.onAnswer?.();
     const text = await response.text();
     const receivedAt = this.#now();
     const answeredAt = this.#monotonic();
@@ -182,10 +191,21 @@ export interface ExchangeInfo {
 
 /** Reads `exchangeInfo` (weight 20); throws RestError when it cannot ask or the answer is not JSON. */
 export async function readExchangeInfo(
-  options: { restUrl: string; market: Market; limiter: RestLimiter; signal?: AbortSignal },
+  options: {
+    restUrl: string;
+    market: Market;
+    limiter: RestLimiter;
+    signal?: AbortSignal;
+    /** Called when the answer's head has come (its body, megabytes on spot, may take longer). */
+    onAnswer?: () => void;
+  },
 ): Promise<ExchangeInfo> {
   const url = `${options.restUrl}${restPaths(options.market).exchangeInfo}`;
-  const { status, text } = await options.limiter.get(url, { weight: 20, signal: options.signal });
+  const { status, text } = await options.limiter.get(url, {
+    weight: 20,
+    signal: options.signal,
+    onAnswer: options.onAnswer,
+  });
   if (status !== 200) throw new RestError(`${url} answered HTTP ${status}`, status);
   let info: { symbols?: Array<{ symbol?: unknown; status?: unknown }>; rateLimits?: unknown };
   try {

@@ -156,13 +156,14 @@ async function probeDirectory(dir: string): Promise<string> {
 }
 
 const SPOOLING = "`run` would record anyway, spooling until S3 answers";
+const UNCHECKED = "`run` would record the named symbols anyway, unchecked";
 
 async function pingBinance(config: Config, options: CheckOptions): Promise<string> {
   const url = `${config.restUrl}${restPaths(config.market).ping}`;
   const response = await (options.fetch ?? fetch)(url, {
     signal: AbortSignal.timeout(options.timeoutMs ?? 15_000),
   }).catch((error) => {
-    throw unreachable(url, error);
+    throw unreachable(url, error, UNCHECKED);
   });
   await response.body?.cancel();
   if (!response.ok) throw new Error(`${url} answered HTTP ${response.status}`);
@@ -173,13 +174,16 @@ async function pingBinance(config: Config, options: CheckOptions): Promise<strin
  * A request that got no answer, with where it went and why (fetch says only
  * "fetch failed"; the cause says refused, DNS or TLS).
  */
-function unreachable(url: string, error: unknown): Error {
+function unreachable(url: string, error: unknown, then: string): Error {
   const message = error instanceof Error ? error.message : String(error);
   const cause = error instanceof Error && error.cause instanceof Error ? error.cause.message : "";
-  return new Error(`${url}: ${message}${cause && cause !== message ? ` (${cause})` : ""}`);
+  return new Error(`${url}: ${message}${cause && cause !== message ? ` (${cause})` : ""}; ${then}`);
 }
 
-/** The symbols SYMBOL names are listed by Binance: `run` refuses to start otherwise (exit 2). */
+/**
+ * The symbols SYMBOL names are listed by Binance: `run` refuses to start
+ * otherwise (exit 2), when `exchangeInfo` begins to answer within 3 s.
+ */
 async function checkListed(config: Config, options: CheckOptions): Promise<string> {
   const named = namedSymbols(config.symbols);
   if (named.length === 0) return "SYMBOL names patterns only: they resolve when recording starts";
@@ -189,7 +193,7 @@ async function checkListed(config: Config, options: CheckOptions): Promise<strin
     limiter: new RestLimiter({ market: config.market, fetch: options.fetch }),
     signal: AbortSignal.timeout(options.timeoutMs ?? 15_000),
   }).catch((error) => {
-    throw error instanceof TypeError ? unreachable(config.restUrl, error) : error;
+    throw error instanceof TypeError ? unreachable(config.restUrl, error, UNCHECKED) : error;
   });
   if (result.unknown.length > 0) {
     throw new Error(`Binance does not list ${result.unknown.join(", ")} on ${config.market}`);

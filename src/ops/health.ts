@@ -37,8 +37,12 @@ export const RESIDENT_MEMORY_CRITICAL_BYTES = 1.5 * 1024 ** 3;
  * batch may no longer fit, and a refused batch is a dropped batch.
  */
 export const SPOOL_FULL_FRACTION = 0.95;
-/** critical: the recorded set has held no stream for this long (ms). */
-export const RECORDING_NOTHING_CRITICAL_MS = 60_000;
+/**
+ * warning: the recorded set has held no stream for this long (ms). Not
+ * critical: an empty set may be meant (a SHARD whose share of the named
+ * symbols is empty, a pattern waiting for a listing).
+ */
+export const RECORDING_NOTHING_WARNING_MS = 60_000;
 /** warning: the process was suspended (the Mac slept) within this long (ms). */
 export const SUSPENSION_WARNING_MS = 3_600_000;
 
@@ -198,19 +202,19 @@ function recordingCheck(inputs: HealthInputs, now: number): HealthCheck | undefi
     };
   }
   const seconds = Math.floor(Math.max(0, now - since) / 1000);
-  const limit = RECORDING_NOTHING_CRITICAL_MS / 1000;
+  const limit = RECORDING_NOTHING_WARNING_MS / 1000;
   return seconds >= limit
     ? {
       name: "recording",
-      status: "critical",
-      message: `no stream recorded for ${seconds} s: SYMBOL matches no symbol exchangeInfo ` +
-        "lists, or exchangeInfo could not be read (see the log)",
+      status: "warning",
+      message: `no stream recorded for ${seconds} s: SYMBOL (less SYMBOL_EXCLUDE, within SHARD) ` +
+        "matches no symbol exchangeInfo lists now, or exchangeInfo could not be read (see the log)",
       value: 0,
     }
     : {
       name: "recording",
       status: "ok",
-      message: `no stream recorded yet (${seconds} s; critical at ${limit} s)`,
+      message: `no stream recorded yet (${seconds} s; a warning at ${limit} s)`,
       value: 0,
     };
 }

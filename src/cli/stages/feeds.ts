@@ -316,8 +316,9 @@ export class Feeds implements AsyncDisposable {
  * named one is recorded, with one WARN (BINANCE.md, Payloads). An exchange
  * that cannot be asked does not stop the start either (the named symbols are
  * recorded; patterns resolve at the first refresh that succeeds), nor one
- * that has not answered within `START_WAIT_MS` when SYMBOL names every symbol
- * (its late answer is judged in the log). The weight limit `exchangeInfo`
+ * that has not begun to answer within `START_WAIT_MS` when SYMBOL names
+ * every symbol (its late answer is judged in the log; an answer begun in
+ * time is read to its end, so a slow link still refuses unknown symbols). The weight limit `exchangeInfo`
  * lists replaces the documented default.
  */
 async function checkConfiguredSymbols(
@@ -326,14 +327,22 @@ async function checkConfiguredSymbols(
   interrupt?: AbortSignal,
 ): Promise<readonly Listing[] | undefined> {
   const timeout = AbortSignal.timeout(EXCHANGE_INFO_TIMEOUT_MS);
+  let answered = () => {};
+  const answer = new Promise<void>((resolve) => answered = resolve);
   const reading: Promise<{ info: ExchangeInfo } | { error: unknown }> = readExchangeInfo({
     restUrl: config.restUrl,
     market: config.market,
     limiter,
     signal: interrupt ? AbortSignal.any([timeout, interrupt]) : timeout,
+    onAnswer: answered,
   }).then((info) => ({ info }), (error) => ({ error }));
+  // Named symbols only: a REST that has not begun to answer within START_WAIT_MS is
+  // not waited for; one that has (a slow link, a large listing) is, as a refusal must be.
   const namesAll = config.symbols.every((term) => !isPattern(term));
-  const read = namesAll ? await settledWithin(reading, START_WAIT_MS) : await reading;
+  const begun = namesAll
+    ? await settledWithin(Promise.race([answer, reading]).then(() => true), START_WAIT_MS)
+    : true;
+  const read = begun ? await reading : undefined;
   if (interrupt?.aborted) return undefined;
   if (read === undefined) {
     log.warn(
