@@ -1,7 +1,7 @@
 /**
  * The collector against a fake exchange that follows Binance's documentation
  * (../shared/reference/BINANCE.md): serverShutdown in the combined shape,
- * published stream names per market and speed, symbol status.
+ * published stream names per market and speed, symbol status, REST bans.
  */
 
 import assert from "node:assert/strict";
@@ -395,6 +395,81 @@ Deno.test({
     assert.match(proc.stderr(), /\[WRN\].*local clock is [12](\.\d+)? s off Binance/);
   },
 });
+
+for (const status of [429, 418] as const) {
+  Deno.test({
+    name:
+      `a REST ban (${status} with Retry-After) while snapshots are due: no REST call reaches Binance until Retry-After has passed, then snapshots are fetched and stored (BINANCE.md, REST limits)`,
+    sanitizeResources: false,
+    sanitizeOps: false,
+    fn: () => restBan(status),
+  });
+}
+
+/**
+ * Diff mode, two symbols: Binance bans the IP for 2 s and the link drops, so
+ * both symbols need a snapshot at once (their REST calls, and the clock
+ * watch's, share one limiter). A 429 ban escalates to 418 if called again
+ * before its Retry-After (as Binance documents): a client that honours it
+ * never sees one.
+ */
+async function restBan(status: 429 | 418): Promise<void> {
+  await using exchange = await FakeExchange.start();
+  const symbols = ["BTCUSDT", "ETHUSDT"];
+  for (const symbol of symbols) {
+    exchange.setFeed(`${symbol.toLowerCase()}@depth@100ms`, diffDepthFeed({ rate: 20, symbol }));
+  }
+  await using tmp = await tempDir();
+  await using proc = spawnCollector({
+    SYMBOL: symbols.join(","),
+    DEPTH_LEVEL: "full",
+    UPDATE_SPEED_MS: "100",
+    SNAPSHOT_LIMIT: "100",
+    BINANCE_WS_URL: exchange.wsUrl,
+    BINANCE_REST_URL: exchange.restUrl,
+    DATA_DIR: tmp.path,
+    BATCH_SECONDS: "1",
+    METRICS_ADDR: "off",
+  });
+  const depthOk = () =>
+    exchange.restRequests.filter((r) => r.path === "/api/v3/depth" && r.status === 200);
+  await waitFor(() => depthOk().length >= 2, WAIT_MS, "both first snapshots");
+  const before = exchange.restRequests.length;
+  exchange.banRest(2000, status, { escalateMs: 10_000 });
+  exchange.dropAll();
+  await waitFor(
+    () => exchange.restRequests.length > before,
+    WAIT_MS,
+    "a REST call during the ban",
+  );
+  const refused = exchange.restRequests[before];
+  assert.equal(refused.status, status, `${refused.path} answered ${refused.status}`);
+  await waitFor(
+    () => depthOk().filter((r) => r.at > refused.at).length >= 1,
+    WAIT_MS,
+    "a snapshot after the ban",
+  );
+  const resumed = depthOk().find((r) => r.at > refused.at)!;
+  // Stored: a snapshot line received after the ban ended.
+  await waitFor(
+    async () =>
+      (await readArchive(`${tmp.path}/archive`)).some((l) =>
+        l.value.stream.endsWith("@depthSnapshot") && l.value.recv_ts >= resumed.at * 1000
+      ),
+    WAIT_MS,
+    "a snapshot stored after the ban",
+  );
+  proc.kill("SIGTERM");
+  assert.equal((await proc.status).code, 0, proc.stderr());
+  const after = exchange.restRequests.slice(before);
+  // Nothing reached the exchange until Retry-After had passed since the refusal
+  // (a few ms of slack: the fake and the collector read different clocks).
+  const retryAfterMs = refused.retryAfter! * 1000;
+  assert.ok(retryAfterMs >= 1000 && retryAfterMs <= 2000, `Retry-After ${refused.retryAfter}`);
+  const early = after.slice(1).filter((r) => r.at < refused.at + retryAfterMs - 20);
+  assert.deepEqual(early.map((r) => `${r.path} +${r.at - refused.at} ms`), []);
+  assert.equal(after.filter((r) => r.status !== 200).length, 1, "one refusal, never escalated");
+}
 
 Deno.test("TIME_UNIT=us with MARKET=usdm is a configuration error (exit 2)", async () => {
   await using tmp = await tempDir();

@@ -3,7 +3,7 @@
  * BINANCE.md, cited per test), so that it cannot agree with a mistake of the
  * collector: published names only, serverShutdown per connection kind, 414
  * for long URLs, SUBSCRIBE answers and the message-rate limit, symbol status,
- * weight limits, `/time` and lagging snapshots.
+ * weight limits, `/time`, lagging snapshots and REST bans.
  */
 
 import assert from "node:assert/strict";
@@ -181,4 +181,40 @@ Deno.test("fake exchange sends event times in µs on a timeUnit=MICROSECOND conn
   const now = Date.now();
   assert.ok(Math.abs(eventTime(ms.messages[0]) - now) < 5000);
   assert.ok(Math.abs(eventTime(us.messages[0]) / 1000 - now) < 5000);
+});
+
+Deno.test("fake exchange refuses every REST request during a ban with Retry-After the seconds left (BINANCE.md, REST limits)", async () => {
+  await using ex = await FakeExchange.start();
+  const get = async (path: string) => {
+    const response = await fetch(`${ex.restUrl}${path}`);
+    const body = await response.json() as { code?: number };
+    return { status: response.status, retryAfter: response.headers.get("retry-after"), body };
+  };
+  ex.banRest(1500, 429);
+  const first = await get("/api/v3/depth?symbol=BTCUSDT&limit=100");
+  assert.equal(first.status, 429);
+  assert.equal(first.retryAfter, "2", "1.5 s left, rounded up");
+  assert.equal(first.body.code, -1003);
+  // Every path is refused, not only depth; the seconds left shrink.
+  await delay(700);
+  const time = await get("/api/v3/time");
+  assert.deepEqual([time.status, time.retryAfter], [429, "1"]);
+  await delay(900);
+  assert.equal((await get("/api/v3/time")).status, 200);
+  assert.deepEqual(ex.restRequests.map((r) => [r.status, r.retryAfter]), [
+    [429, 2],
+    [429, 1],
+    [200, undefined],
+  ]);
+
+  // Called again during a 429's back-off: the ban escalates to a 418 of its own length.
+  ex.banRest(1000, 429, { escalateMs: 3000 });
+  assert.equal((await get("/api/v3/ping")).status, 429);
+  const banned = await get("/api/v3/ping");
+  assert.equal(banned.status, 418);
+  assert.equal(banned.retryAfter, "3");
+  await delay(1100);
+  assert.equal((await get("/api/v3/ping")).status, 418, "the 418 outlasts the 429 back-off");
+  ex.banRest(0, 418);
+  assert.equal((await get("/api/v3/ping")).status, 200, "a ban of 0 ms lifts it");
 });

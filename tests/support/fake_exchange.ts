@@ -20,7 +20,9 @@
  * sends more than the market's message rate, lists symbol statuses and the
  * request-weight limit in `exchangeInfo` (and can change the listing at run
  * time: new feeds, `delistSymbol`, `setSymbolStatus`), reports the weight
- * used within the last minute, tells the time, and can serve snapshots that
+ * used within the last minute, refuses REST calls during a ban (`banRest`:
+ * 429 or 418 with `Retry-After`, a 429 ignored escalating to 418), tells
+ * the time, and can serve snapshots that
  * lag behind the diff stream. Besides depth it publishes `trade`, `aggTrade`
  * and `bookTicker`, on USD-M each on its own base (`/public`, `/market`).
  */
@@ -98,7 +100,23 @@ export interface FakeRestRequest {
   readonly path: string;
   /** the query string without `?` */
   readonly query: string;
+  /** Date.now() when it arrived */
   readonly at: number;
+  /** the HTTP status it was answered with */
+  readonly status: number;
+  /** the answer's `Retry-After` header, seconds, when it had one */
+  readonly retryAfter?: number;
+}
+
+/** A REST ban in force (`banRest`): every request until `until` is refused. */
+interface RestBan {
+  /** Date.now() when it ends */
+  until: number;
+  status: 429 | 418;
+  /** 429 only: a request during the back-off escalates to a 418 ban this long */
+  readonly escalateMs?: number;
+  /** 429 only: whether a 429 was answered already (the next request ignored its Retry-After) */
+  warned: boolean;
 }
 
 /** A live `SUBSCRIBE` request a client sent, as the exchange read it. */
@@ -223,6 +241,7 @@ export class FakeExchange implements AsyncDisposable {
   /** performance.now() until which nothing is sent */
   #stalledUntil = 0;
   readonly #restFailures: RestFailure[] = [];
+  #restBan: RestBan | undefined;
   readonly #restRequests: FakeRestRequest[] = [];
   /** Weight of the REST requests of the last minute (Date.now(), weight), oldest first. */
   readonly #weights: Array<{ at: number; weight: number }> = [];
@@ -335,6 +354,25 @@ export class FakeExchange implements AsyncDisposable {
   /** The next `count` REST requests answer `status` with these headers; calls queue up in order. */
   failRest(count: number, status: number, headers: Record<string, string> = {}): void {
     if (count > 0) this.#restFailures.push({ remaining: count, status, headers });
+  }
+
+  /**
+   * For `ms` from now, every REST request is refused with `status` and a
+   * `Retry-After` header of the whole seconds left until the ban ends
+   * (rounded up), as Binance documents (BINANCE.md, "REST limits": 429 = over
+   * the limit, honour `Retry-After`; repeated 429s lead to 418, an IP ban,
+   * also with `Retry-After`). With `status` 429 and `escalateMs`, a request
+   * that comes after a 429 while the back-off is still running (the client
+   * ignored `Retry-After`) turns the ban into a 418 ban of `escalateMs` from
+   * then. Takes precedence over `failRest`; a new ban replaces the old one.
+   */
+  banRest(ms: number, status: 429 | 418 = 429, options: { escalateMs?: number } = {}): void {
+    this.#restBan = {
+      until: Date.now() + ms,
+      status,
+      escalateMs: options.escalateMs,
+      warned: false,
+    };
   }
 
   /**
@@ -723,9 +761,15 @@ export class FakeExchange implements AsyncDisposable {
 
   #rest(request: Request, url: URL): Response {
     const path = url.pathname;
-    this.#restRequests.push({ path, query: url.search.replace(/^\?/, ""), at: Date.now() });
-    // The weight used within the last minute (BINANCE.md, REST limits: per minute).
     const at = Date.now();
+    const record: { -readonly [K in keyof FakeRestRequest]: FakeRestRequest[K] } = {
+      path,
+      query: url.search.replace(/^\?/, ""),
+      at,
+      status: 0,
+    };
+    this.#restRequests.push(record);
+    // The weight used within the last minute (BINANCE.md, REST limits: per minute).
     this.#weights.push({ at, weight: requestWeight(path, url.searchParams) });
     while (this.#weights[0].at <= at - 60_000) this.#weights.shift();
     const used = this.#weights.reduce((sum, w) => sum + w.weight, 0);
@@ -733,12 +777,34 @@ export class FakeExchange implements AsyncDisposable {
       "x-mbx-used-weight": String(used),
       "x-mbx-used-weight-1m": String(used),
     };
+    const response = this.#refusal(at, weight) ?? this.#answer(request, url, weight);
+    record.status = response.status;
+    const retryAfter = response.headers.get("retry-after");
+    if (retryAfter !== null) record.retryAfter = Number(retryAfter);
+    return response;
+  }
 
-    const failure = this.#restFailures[0];
-    if (failure) {
-      if (--failure.remaining <= 0) this.#restFailures.shift();
-      return json(failure.status, failureBody(failure.status), { ...weight, ...failure.headers });
+  /** The answer of a ban (`banRest`) or a queued failure (`failRest`), if one is due. */
+  #refusal(at: number, weight: Record<string, string>): Response | undefined {
+    const ban = this.#restBan;
+    if (ban && at < ban.until) {
+      if (ban.status === 429 && ban.warned && ban.escalateMs !== undefined) {
+        // Called again during the back-off: Binance escalates to an IP ban (BINANCE.md, REST limits).
+        ban.status = 418;
+        ban.until = at + ban.escalateMs;
+      }
+      ban.warned = true;
+      const retryAfter = String(Math.ceil((ban.until - at) / 1000));
+      return json(ban.status, failureBody(ban.status), { ...weight, "retry-after": retryAfter });
     }
+    const failure = this.#restFailures[0];
+    if (!failure) return undefined;
+    if (--failure.remaining <= 0) this.#restFailures.shift();
+    return json(failure.status, failureBody(failure.status), { ...weight, ...failure.headers });
+  }
+
+  #answer(request: Request, url: URL, weight: Record<string, string>): Response {
+    const path = url.pathname;
     if (request.method !== "GET") return json(405, { code: -1, msg: "method not allowed" }, weight);
 
     switch (path) {
