@@ -82,3 +82,106 @@ Deno.test("a kept book refuses to make up a snapshot once the replayed diffs ski
   book.apply('{"U":20,"u":21,"b":[],"a":[]}');
   assert.throws(() => book.snapshotText(5), /cannot be told/);
 });
+
+type Book = { bids: Map<string, string>; asks: Map<string, string> };
+interface Diff {
+  U: number;
+  u: number;
+  pu?: number;
+  b: Levels;
+  a: Levels;
+}
+
+function applyDiff(book: Book, d: Diff): void {
+  for (const [p, q] of d.b) Number(q) === 0 ? book.bids.delete(p) : book.bids.set(p, q);
+  for (const [p, q] of d.a) Number(q) === 0 ? book.asks.delete(p) : book.asks.set(p, q);
+}
+
+/** The levels within a price range, best first, as comparable text. */
+function within(book: Book, range: { lowBid: number; highAsk: number }): string {
+  const side = (m: Map<string, string>, keep: (p: number) => boolean, desc: boolean) =>
+    [...m].filter(([p]) => keep(Number(p)))
+      .sort((x, y) => desc ? Number(y[0]) - Number(x[0]) : Number(x[0]) - Number(y[0]))
+      .map(([p, q]) => `${p}:${q}`).join(" ");
+  return `${side(book.bids, (p) => p >= range.lowBid, true)} | ${
+    side(book.asks, (p) => p <= range.highAsk, false)
+  }`;
+}
+
+for (const market of ["spot", "usdm"] as const) {
+  Deno.test(`${market}: the fake exchange's snapshots can fall strictly inside a diff event and are the book at their id (BINANCE.md, Keeping a book)`, async () => {
+    const snapshotText = (await Deno.readTextFile(
+      new URL(`${market}_snapshot_btcusdt_2024-08-08.ndjson`, FIXTURES),
+    )).trim();
+    const base = JSON.parse(snapshotText) as Depth;
+    const payloads = await loadFixturePayloads(
+      new URL(`${market}_diff_btcusdt_2024-08-08.ndjson.gz`, FIXTURES),
+    );
+    const path = market === "spot" ? "/api/v3/depth" : "/fapi/v1/depth";
+    await using exchange = await FakeExchange.start();
+    exchange.keepBook("BTCUSDT", snapshotText, market, { inside: "alternate" });
+    exchange.setFeed(STREAM, replayFeed({ rate: 100, payloads }));
+    const taken: Array<{ snapshot: Depth; producedBefore: number; producedAfter: number }> = [];
+    for (let i = 1; i <= 6; i++) {
+      await waitFor(() => exchange.producedCount(STREAM) >= 40 * i, 10_000, `${40 * i} diffs`);
+      const producedBefore = exchange.producedCount(STREAM);
+      const response = await fetch(`${exchange.restUrl}${path}?symbol=BTCUSDT&limit=1000`);
+      const snapshot = await response.json() as Depth;
+      taken.push({ snapshot, producedBefore, producedAfter: exchange.producedCount(STREAM) });
+    }
+    await waitFor(() => exchange.producedCount(STREAM) >= 300, 10_000, "300 diffs");
+    const diffs = payloads.slice(0, 300).map((p) => JSON.parse(p) as Diff);
+
+    // Each snapshot's straddling event, then the true book after the events around
+    // it, from the capture's snapshot alone (an independent rebuild: USD-M applies
+    // the event with u == its id, spot does not).
+    const straddling = taken.map(({ snapshot: { lastUpdateId: L } }) =>
+      diffs.findIndex((d) => d.U <= L && L < d.u)
+    );
+    const rangeOf = taken.map(({ snapshot }) => ({
+      lowBid: Math.max(Number(snapshot.bids.at(-1)![0]), Number(base.bids.at(-1)![0])),
+      highAsk: Math.min(Number(snapshot.asks.at(-1)![0]), Number(base.asks.at(-1)![0])),
+    }));
+    const truth: Book = { bids: new Map(base.bids), asks: new Map(base.asks) };
+    /** `${k} ${i}` -> the true book after event i within snapshot k's range */
+    const trueAfter = new Map<string, string>();
+    diffs.forEach((d, i) => {
+      if (market === "spot" ? d.u > base.lastUpdateId : d.u >= base.lastUpdateId) {
+        applyDiff(truth, d);
+      }
+      straddling.forEach((e, k) => {
+        if (i === e - 1 || i === e || i === e + 19) {
+          trueAfter.set(`${k} ${i}`, within(truth, rangeOf[k]));
+        }
+      });
+    });
+
+    let strictlyInside = 0;
+    taken.forEach(({ snapshot, producedBefore, producedAfter }, k) => {
+      const L = snapshot.lastUpdateId;
+      const e = straddling[k];
+      assert.ok(e > 0, `snapshot ${k} at ${L} is inside no event`);
+      // The documented first event: spot U <= L + 1 <= u, USD-M U <= L <= u.
+      if (market === "spot") assert.ok(diffs[e].U <= L + 1 && L + 1 <= diffs[e].u);
+      // "last": the straddling event was sent before the answer; "next": after it.
+      if (k % 2 === 0) assert.ok(e < producedAfter, `snapshot ${k}: event ${e} not sent yet`);
+      else assert.ok(e >= producedBefore, `snapshot ${k}: event ${e} was sent already`);
+      // Applying the straddling event and those after it gives the true book.
+      const rebuilt: Book = { bids: new Map(snapshot.bids), asks: new Map(snapshot.asks) };
+      for (let i = e; i < e + 20; i++) {
+        if (market === "usdm" && i > e) assert.equal(diffs[i].pu, diffs[i - 1].u);
+        applyDiff(rebuilt, diffs[i]);
+      }
+      assert.equal(within(rebuilt, rangeOf[k]), trueAfter.get(`${k} ${e + 19}`), `snapshot ${k}`);
+      // Not the book of either boundary: it stands between them.
+      const own = within(
+        { bids: new Map(snapshot.bids), asks: new Map(snapshot.asks) },
+        rangeOf[k],
+      );
+      if (own !== trueAfter.get(`${k} ${e}`) && own !== trueAfter.get(`${k} ${e - 1}`)) {
+        strictlyInside++;
+      }
+    });
+    assert.ok(strictlyInside >= 4, `${strictlyInside} of 6 snapshots differ from both boundaries`);
+  });
+}

@@ -27,7 +27,7 @@
  * and `bookTicker`, on USD-M each on its own base (`/public`, `/market`).
  */
 
-import { FakeBook } from "./fake_book.ts";
+import { FakeBook, type InsideEvent } from "./fake_book.ts";
 
 /** One stream's message source. */
 export interface FakeStreamFeed {
@@ -36,7 +36,9 @@ export interface FakeStreamFeed {
   /**
    * Produces the payload (the `data` part, as JSON text) of message number n
    * (0-based) for this stream. The exchange calls it exactly once per n, in
-   * order, when message n falls due, whether or not anyone listens.
+   * order, when message n falls due, whether or not anyone listens; only a
+   * kept book's diff stream (`keepBook` with `inside`) may be asked for the
+   * next message before it is due, to serve a snapshot inside it.
    */
   next(n: number): string;
   /** How many messages the feed has; after that the stream falls silent. Unbounded when absent. */
@@ -58,6 +60,9 @@ export interface FakeExchangeOptions {
   /** Added to the local clock in `/time` answers, ms (default 0). */
   clockOffsetMs?: number;
 }
+
+/** Where a kept book's snapshots fall inside diff events (`keepBook`). */
+export type SnapshotInside = "last" | "next" | "alternate";
 
 export interface SentFrame {
   connId: number;
@@ -180,6 +185,8 @@ interface StreamState {
   produced: number;
   /** the newest payload, kept so REST snapshots can agree with the diff stream */
   lastPayload?: string;
+  /** message `produced`, asked for early (a snapshot inside it); sent when it falls due */
+  ahead?: string;
 }
 
 interface ConnectionRecord {
@@ -249,6 +256,8 @@ export class FakeExchange implements AsyncDisposable {
   #snapshotCounter = 1_000_000;
   /** symbol (upper case) -> the book kept from a real snapshot and the replayed diffs */
   readonly #books = new Map<string, FakeBook>();
+  /** symbol (upper case) -> where its snapshots fall inside events, and how many were served */
+  readonly #insideOf = new Map<string, { mode: SnapshotInside; served: number }>();
   #closing: Promise<void> | undefined;
   readonly #market: "spot" | "usdm" | undefined;
   readonly #maxUrlLength: number;
@@ -460,9 +469,27 @@ export class FakeExchange implements AsyncDisposable {
    * symbol are that book (`limit` levels a side), so a snapshot at update id
    * N is the true book at N. Before the replay reaches the snapshot's id, the
    * snapshot itself is served.
+   *
+   * By default a snapshot's id is the `u` of the newest diff event. With
+   * `inside`, it falls strictly inside an event, as Binance's may (BINANCE.md,
+   * "Keeping a book": spot `U <= lastUpdateId + 1 <= u`, USD-M
+   * `U <= lastUpdateId <= u` for the first event applied): `"last"` inside
+   * the newest event sent (the straddling frame arrives before the REST
+   * answer), `"next"` inside the event the stream sends next (it arrives
+   * after), `"alternate"` each in turn, starting with `"last"`. The book at
+   * that id is modelled as fake_book.ts describes; an event of one new id
+   * cannot hold a snapshot, which then falls on the boundary.
    */
-  keepBook(symbol: string, snapshotText: string, market: "spot" | "usdm" = "spot"): void {
-    this.#books.set(symbol.toUpperCase(), new FakeBook(snapshotText, market));
+  keepBook(
+    symbol: string,
+    snapshotText: string,
+    market: "spot" | "usdm" = "spot",
+    options: { inside?: SnapshotInside } = {},
+  ): void {
+    const upper = symbol.toUpperCase();
+    this.#books.set(upper, new FakeBook(snapshotText, market));
+    if (options.inside) this.#insideOf.set(upper, { mode: options.inside, served: 0 });
+    else this.#insideOf.delete(upper);
   }
 
   /** Every frame written, in order. Throws when the exchange was started with `record: false`. */
@@ -548,7 +575,8 @@ export class FakeExchange implements AsyncDisposable {
       let due = Math.floor((now - state.startedAt) * state.feed.rate / 1000);
       if (state.feed.count !== undefined) due = Math.min(due, state.feed.count);
       while (state.produced < due) {
-        const payload = state.feed.next(state.produced);
+        const payload = state.ahead ?? state.feed.next(state.produced);
+        state.ahead = undefined;
         state.produced++;
         state.lastPayload = payload;
         this.#bookOf(name)?.apply(payload);
@@ -846,7 +874,8 @@ export class FakeExchange implements AsyncDisposable {
         const limit = Number(url.searchParams.get("limit") ?? 100);
         const book = this.#books.get(symbol.toUpperCase());
         if (book) {
-          return new Response(book.snapshotText(Number.isFinite(limit) ? limit : 100), {
+          const inside = this.#insideEvent(symbol.toUpperCase());
+          return new Response(book.snapshotText(Number.isFinite(limit) ? limit : 100, { inside }), {
             status: 200,
             headers: { "content-type": "application/json", ...weight },
           });
@@ -867,6 +896,29 @@ export class FakeExchange implements AsyncDisposable {
       default:
         return json(404, { code: -1, msg: `unknown path ${path}` }, weight);
     }
+  }
+
+  /**
+   * Where a kept book's next snapshot falls (`keepBook`'s `inside`): inside the
+   * newest event, or inside the next one, read early from the symbol's diff
+   * stream (and sent when it falls due); undefined on the boundary.
+   */
+  #insideEvent(symbol: string): InsideEvent | undefined {
+    const placement = this.#insideOf.get(symbol);
+    if (!placement) return undefined;
+    const turn = placement.served++;
+    const mode = placement.mode === "alternate"
+      ? (turn % 2 === 0 ? "last" : "next")
+      : placement.mode;
+    if (mode === "last") return "last";
+    for (const [name, state] of this.#streams) {
+      if (this.#books.get(symbol) !== this.#bookOf(name)) continue;
+      const { feed, produced } = state;
+      if (feed.count !== undefined && produced >= feed.count) return undefined;
+      state.ahead ??= feed.next(produced);
+      return { next: state.ahead };
+    }
+    return undefined;
   }
 
   /** The kept book a diff stream (`<sym>@depth` or `<sym>@depth@<speed>`) feeds, if any. */
