@@ -2,7 +2,8 @@
  * Order-book fidelity, end to end: diff streams (two replaying real Binance
  * captures) recorded through planned rotations and server cuts, stalls and
  * serverShutdown announcements, checked against what the fake exchange
- * wrote: every update id once, unbroken chains, snapshots present.
+ * wrote: every update id once, unbroken chains, snapshots present; and
+ * `book` across snapshots whose id falls inside a diff event.
  */
 
 import assert from "node:assert/strict";
@@ -416,6 +417,125 @@ Deno.test({
       assert.ok(
         !events.some((e) => e.value.event === "disconnected" && e.value.cause !== "shutdown"),
       );
+    }
+  },
+});
+
+/** Top `levels` of each side as `px,qty,…`, best first: the levels part of a `book` CSV row. */
+function topRow(book: { bids: Map<string, string>; asks: Map<string, string> }, levels: number) {
+  const bids = [...book.bids].sort((a, b) => Number(b[0]) - Number(a[0])).slice(0, levels);
+  const asks = [...book.asks].sort((a, b) => Number(a[0]) - Number(b[0])).slice(0, levels);
+  return [...bids, ...asks].map(([p, q]) => `${p},${q}`).join(",");
+}
+
+/** From the fixture's own snapshot and diffs alone (spot): the top after the events whose u is in `ids`. */
+function referenceTops(
+  snapshotText: string,
+  diffs: readonly string[],
+  ids: ReadonlySet<number>,
+  levels: number,
+) {
+  const snapshot = JSON.parse(snapshotText) as {
+    lastUpdateId: number;
+    bids: Array<[string, string]>;
+    asks: Array<[string, string]>;
+  };
+  const book = { bids: new Map(snapshot.bids), asks: new Map(snapshot.asks) };
+  const tops = new Map<number, string>();
+  for (const text of diffs) {
+    const d = JSON.parse(text) as { u: number; b: string[][]; a: string[][] };
+    if (d.u <= snapshot.lastUpdateId) continue;
+    for (const [p, q] of d.b) Number(q) === 0 ? book.bids.delete(p) : book.bids.set(p, q);
+    for (const [p, q] of d.a) Number(q) === 0 ? book.asks.delete(p) : book.asks.set(p, q);
+    if (ids.has(d.u)) tops.set(d.u, topRow(book, levels));
+    if (tops.size === ids.size) break;
+  }
+  return tops;
+}
+
+Deno.test({
+  name:
+    "snapshots whose lastUpdateId falls strictly inside a diff event (before and after its frame): book rebuilds exactly from them and every later snapshot checks (BINANCE.md, Keeping a book)",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await using exchange = await FakeExchange.start();
+    // BTCUSDT's snapshots fall inside the newest event sent, ETHUSDT's inside the next one.
+    const inside = { BTCUSDT: "last", ETHUSDT: "next" } as const;
+    const fixtures: Record<string, { snapshot: string; diffs: string[] }> = {};
+    for (const symbol of ["BTCUSDT", "ETHUSDT"] as const) {
+      const lower = symbol.toLowerCase();
+      fixtures[symbol] = {
+        snapshot: (await Deno.readTextFile(
+          new URL(`spot_snapshot_${lower}_2024-08-08.ndjson`, FIXTURES),
+        )).trim(),
+        diffs: await loadFixturePayloads(
+          new URL(`spot_diff_${lower}_2024-08-08.ndjson.gz`, FIXTURES),
+        ),
+      };
+      exchange.keepBook(symbol, fixtures[symbol].snapshot, "spot", { inside: inside[symbol] });
+      exchange.setFeed(
+        `${lower}@depth@100ms`,
+        replayFeed({ rate: 20, payloads: fixtures[symbol].diffs }),
+      );
+    }
+    await using tmp = await tempDir();
+    await using proc = spawnCollector(
+      collectorEnv(exchange, tmp.path, {
+        SYMBOL: "BTCUSDT,ETHUSDT",
+        BATCH_SECONDS: "1",
+        SNAPSHOT_INTERVAL_SECONDS: "10",
+      }),
+    );
+    // The first snapshot a symbol and the one 10 s later, checked against the first.
+    await waitForArchive(
+      tmp.path,
+      (lines) =>
+        STREAMS.slice(0, 2).every((s) =>
+          lines.filter((l) => l.value.stream === `${s.split("@")[0]}@depthSnapshot`).length >= 2
+        ),
+      "two stored snapshots a symbol",
+    );
+    proc.kill("SIGTERM");
+    assert.equal((await proc.status).code, 0, proc.stderr());
+    const lines = await readArchive(`${tmp.path}/archive`);
+
+    for (const symbol of ["BTCUSDT", "ETHUSDT"] as const) {
+      const stream = `${symbol.toLowerCase()}@depth@100ms`;
+      const diffs = diffLines(lines, stream).map((l) => l.value.data as { U: number; u: number });
+      const snapshots = lines.filter((l) =>
+        l.value.stream === `${symbol.toLowerCase()}@depthSnapshot`
+      )
+        .map((l) => l.value.data as { lastUpdateId: number });
+      for (const { lastUpdateId: L } of snapshots) {
+        assert.ok(
+          diffs.some((d) => d.U <= L && L < d.u),
+          `${symbol}: snapshot ${L} is not strictly inside a stored diff`,
+        );
+      }
+      const result = await runCollector({ DATA_DIR: tmp.path }, {
+        args: ["book", "--symbol", symbol, "--levels", "5", "--every", "update"],
+      });
+      assert.equal(result.code, 0, result.stderr);
+      assert.ok(result.stderr.includes(`started from snapshot ${snapshots[0].lastUpdateId}`));
+      assert.ok(
+        result.stderr.includes(
+          `snapshot checks ${snapshots.length - 1} passed, 0 failed, 0 skipped; down 0 time`,
+        ),
+        result.stderr,
+      );
+      // Every row is the top of the true book at its update id.
+      const rows = result.stdout.trimEnd().split("\n").slice(1).map((row) => row.split(","));
+      const reference = referenceTops(
+        fixtures[symbol].snapshot,
+        fixtures[symbol].diffs,
+        new Set(rows.map((cells) => Number(cells[1]))),
+        5,
+      );
+      assert.ok(rows.length >= 150, `${symbol}: ${rows.length} rows`);
+      for (const cells of rows) {
+        assert.equal(cells.slice(2, -1).join(","), reference.get(Number(cells[1])), cells[1]);
+      }
     }
   },
 });
