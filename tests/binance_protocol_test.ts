@@ -1,7 +1,8 @@
 /**
  * The collector against a fake exchange that follows Binance's documentation
  * (../shared/reference/BINANCE.md): serverShutdown in the combined shape,
- * published stream names per market and speed, symbol status, REST bans.
+ * published stream names per market and speed, symbol status, REST bans,
+ * server pings.
  */
 
 import assert from "node:assert/strict";
@@ -14,6 +15,7 @@ import {
 } from "./support/fake_exchange.ts";
 import {
   type ArchivedLine,
+  rawData,
   readArchive,
   runCollector,
   spawnCollector,
@@ -470,6 +472,59 @@ async function restBan(status: 429 | 418): Promise<void> {
   assert.deepEqual(early.map((r) => `${r.path} +${r.at - refused.at} ms`), []);
   assert.equal(after.filter((r) => r.status !== 200).length, 1, "one refusal, never escalated");
 }
+
+Deno.test({
+  name:
+    "Binance's pings (every 300 ms here, pong due within 600 ms) are answered: the connection stays up across them and the diff stream is stored without a hole (BINANCE.md, Connection rules)",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await using exchange = await FakeExchange.start({
+      pings: { intervalMs: 300, deadlineMs: 600 },
+    });
+    const stream = "btcusdt@depth@100ms";
+    exchange.setFeed(stream, diffDepthFeed({ rate: 50, symbol: "BTCUSDT" }));
+    await using tmp = await tempDir();
+    await using proc = spawnCollector({
+      SYMBOL: "BTCUSDT",
+      DEPTH_LEVEL: "full",
+      UPDATE_SPEED_MS: "100",
+      BINANCE_WS_URL: exchange.wsUrl,
+      BINANCE_REST_URL: exchange.restUrl,
+      DATA_DIR: tmp.path,
+      BATCH_SECONDS: "1",
+      METRICS_ADDR: "off",
+    });
+    await waitFor(() => exchange.openCount === 1, 15_000, "the collector to connect");
+    await waitFor(
+      () => exchange.connections[0].pings >= 10 || exchange.connections[0].closedBy !== undefined,
+      WAIT_MS,
+      "ten pings",
+    );
+    const [conn] = exchange.connections;
+    assert.equal(conn.closedBy, undefined, "the connection was dropped");
+    const sent = exchange.sentFor(stream).map((f) =>
+      f.text.slice(`{"stream":"${stream}","data":`.length, -1)
+    );
+    proc.kill("SIGTERM");
+    assert.equal((await proc.status).code, 0, proc.stderr());
+
+    assert.equal(exchange.connections.length, 1, "one connection throughout");
+    assert.ok(conn.pongs >= conn.pings - 1, `${conn.pongs} pongs to ${conn.pings} pings`);
+    assert.equal(conn.unsolicitedPongs, 0);
+    const lines = await readArchive(`${tmp.path}/archive`);
+    const stored = lines.filter((l) => l.value.stream === stream && l.value.event === undefined);
+    const storedSet = new Set(stored.map(rawData));
+    assert.deepEqual(sent.filter((p) => !storedSet.has(p)), [], "frames sent but not stored");
+    assert.deepEqual(chainBreaks(stored), []);
+    assert.deepEqual(eventsOf(lines, stream, "gap"), []);
+    // Disconnected only by the collector's own shutdown at SIGTERM.
+    assert.deepEqual(
+      eventsOf(lines, stream, "disconnected").map((l) => l.value.cause),
+      ["shutdown"],
+    );
+  },
+});
 
 Deno.test("TIME_UNIT=us with MARKET=usdm is a configuration error (exit 2)", async () => {
   await using tmp = await tempDir();

@@ -218,3 +218,70 @@ Deno.test("fake exchange refuses every REST request during a ban with Retry-Afte
   ex.banRest(0, 418);
   assert.equal((await get("/api/v3/ping")).status, 200, "a ban of 0 ms lifts it");
 });
+
+Deno.test("fake exchange pings every connection; Deno's WebSocket answers each ping itself and the data goes on between them (BINANCE.md, Connection rules)", async () => {
+  // Pongs count towards spot's 5 messages a second: one ping each 250 ms leaves room.
+  await using ex = await FakeExchange.start({ pings: { intervalMs: 250, deadlineMs: 500 } });
+  ex.setFeed("btcusdt@depth@100ms", diffDepthFeed({ rate: 200, symbol: "BTCUSDT" }));
+  await using client = await Client.connect(`${ex.wsUrl}/stream?streams=btcusdt@depth@100ms`);
+  await waitFor(
+    () => ex.connections[0].pings >= 8 || ex.connections[0].closedBy !== undefined,
+    5000,
+    "eight pings",
+  );
+  await delay(100);
+  const [conn] = ex.connections;
+  assert.equal(client.socket.readyState, WebSocket.OPEN);
+  assert.equal(conn.closedBy, undefined);
+  assert.ok(conn.pongs >= conn.pings - 1, `${conn.pongs} pongs to ${conn.pings} pings`);
+  assert.equal(conn.unsolicitedPongs, 0);
+  // Pings went between frames: every data frame arrived whole, in order.
+  const ids = client.messages.map((m) =>
+    (JSON.parse(m) as { data: { U: number; u: number } }).data
+  );
+  assert.ok(ids.length >= 100);
+  for (let i = 1; i < ids.length; i++) assert.equal(ids[i].U, ids[i - 1].u + 1);
+});
+
+Deno.test("fake exchange cuts a connection that leaves a ping unanswered past the deadline; a pong without the ping's payload answers nothing (BINANCE.md, Connection rules)", async () => {
+  await using ex = await FakeExchange.start({ pings: { intervalMs: 100, deadlineMs: 300 } });
+  const port = Number(new URL(ex.wsUrl).port);
+  // A client that speaks WebSocket by hand and never answers a ping.
+  const tcp = await Deno.connect({ hostname: "127.0.0.1", port });
+  await tcp.write(new TextEncoder().encode(
+    "GET /stream?streams=btcusdt@depth HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n" +
+      "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" +
+      "Sec-WebSocket-Version: 13\r\n\r\n",
+  ));
+  const opened = performance.now();
+  const received: number[] = [];
+  const buffer = new Uint8Array(4096);
+  let pongSent = false;
+  while (true) {
+    const n = await tcp.read(buffer).catch(() => null);
+    if (n === null) break;
+    received.push(...buffer.subarray(0, n));
+    if (!pongSent && ex.connections.length === 1) {
+      // A masked pong whose payload is no ping's (RFC 6455 §5.5.3).
+      const mask = [1, 2, 3, 4];
+      const payload = [..."hello"].map((c, i) => c.charCodeAt(0) ^ mask[i % 4]);
+      await tcp.write(Uint8Array.of(0x8a, 0x80 | payload.length, ...mask, ...payload));
+      pongSent = true;
+    }
+  }
+  const cutAfter = performance.now() - opened;
+  tcp.close();
+  const [conn] = ex.connections;
+  assert.equal(conn.closedBy, "pong-timeout");
+  assert.equal(conn.pongs, 0);
+  assert.equal(conn.unsolicitedPongs, 1);
+  assert.ok(conn.pings >= 3 && conn.pings <= 5, `${conn.pings} pings`);
+  // The first ping came one interval after the 101 and the cut one deadline after it.
+  assert.ok(cutAfter >= 380 && cutAfter < 1500, `cut after ${cutAfter} ms`);
+  const text = String.fromCharCode(...received);
+  assert.match(text, /^HTTP\/1\.1 101 /);
+  const frames = received.slice(text.indexOf("\r\n\r\n") + 4);
+  // An unmasked, final ping frame with payload "ping 1", then the next.
+  assert.deepEqual(frames.slice(0, 8), [0x89, 6, ...new TextEncoder().encode("ping 1")]);
+  assert.deepEqual(frames.slice(8, 16), [0x89, 6, ...new TextEncoder().encode("ping 2")]);
+});

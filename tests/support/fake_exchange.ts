@@ -8,9 +8,10 @@
  * archive with the exact frames the exchange wrote (`sent`).
  *
  * Layout: `Deno.serve` speaks HTTP and WebSocket on an internal port; clients
- * connect to a tiny TCP relay in front of it. The relay is there only so that
- * `dropAll()` can cut TCP connections without a WebSocket close frame, which
- * `Deno.upgradeWebSocket` sockets cannot do on their own.
+ * connect to a tiny TCP relay in front of it. The relay is there so that
+ * `dropAll()` can cut TCP connections without a WebSocket close frame, and
+ * so that pings can be sent and pongs read, neither of which
+ * `Deno.upgradeWebSocket` sockets can do on their own.
  *
  * Written from Binance's documentation (../shared/reference/BINANCE.md), not
  * from the collector: it delivers only the stream names Binance publishes for
@@ -22,12 +23,14 @@
  * time: new feeds, `delistSymbol`, `setSymbolStatus`), reports the weight
  * used within the last minute, refuses REST calls during a ban (`banRest`:
  * 429 or 418 with `Retry-After`, a 429 ignored escalating to 418), tells
- * the time, and can serve snapshots that
+ * the time, pings every connection and cuts one that leaves a ping
+ * unanswered (the `pings` option; fake_pings.ts), and can serve snapshots that
  * lag behind the diff stream. Besides depth it publishes `trade`, `aggTrade`
  * and `bookTicker`, on USD-M each on its own base (`/public`, `/market`).
  */
 
 import { FakeBook, type InsideEvent } from "./fake_book.ts";
+import { Pinger, type PingHooks, type PingSettings } from "./fake_pings.ts";
 
 /** One stream's message source. */
 export interface FakeStreamFeed {
@@ -59,6 +62,14 @@ export interface FakeExchangeOptions {
   maxUrlLength?: number;
   /** Added to the local clock in `/time` answers, ms (default 0). */
   clockOffsetMs?: number;
+  /**
+   * Ping every WebSocket connection every `intervalMs` and cut one whose
+   * oldest unanswered ping is older than `deadlineMs` (BINANCE.md,
+   * "Connection rules"; `BINANCE_PINGS` has the documented values, which
+   * tests would wait minutes for). Pongs count towards the message rate, as
+   * Binance counts them. Default: no pings.
+   */
+  pings?: PingSettings;
 }
 
 /** Where a kept book's snapshots fall inside diff events (`keepBook`). */
@@ -87,7 +98,9 @@ export type FakeCloseCause =
   /** `announceShutdown()`'s `closeAfterMs` elapsed; the exchange sent a close frame */
   | "announced"
   /** the client sent more messages per second than the market allows */
-  | "message-rate";
+  | "message-rate"
+  /** a ping went unanswered past `pings.deadlineMs`; the exchange cut the TCP connection */
+  | "pong-timeout";
 
 export interface FakeConnection {
   readonly id: number;
@@ -99,6 +112,12 @@ export interface FakeConnection {
   readonly closedBy?: FakeCloseCause;
   /** the URL the client connected to, e.g. `ws://127.0.0.1:1234/stream?streams=a/b` */
   readonly url: string;
+  /** pings written to it (`pings` option) */
+  readonly pings: number;
+  /** pongs that answered a ping (carried its payload) */
+  readonly pongs: number;
+  /** pongs that answered no ping */
+  readonly unsolicitedPongs: number;
 }
 
 export interface FakeRestRequest {
@@ -196,6 +215,9 @@ interface ConnectionRecord {
   closedAt?: number;
   closedBy?: FakeCloseCause;
   url: string;
+  pings: number;
+  pongs: number;
+  unsolicitedPongs: number;
 }
 
 interface LiveConnection {
@@ -215,6 +237,8 @@ interface LiveConnection {
   readonly openedPerf: number;
   /** settles when the socket's close event fired */
   readonly closed: Promise<void>;
+  /** the client's port as the internal server sees it: the relay link's local port */
+  readonly peerPort: number;
 }
 
 interface RestFailure {
@@ -284,6 +308,7 @@ export class FakeExchange implements AsyncDisposable {
     this.#market = options.market;
     this.#maxUrlLength = options.maxUrlLength ?? 8000;
     this.#clockOffsetMs = options.clockOffsetMs ?? 0;
+    if (options.pings) relay.pings = { settings: options.pings, hooks: this.#pingHooks() };
     this.wsUrl = `ws://127.0.0.1:${relay.port}`;
     this.restUrl = `http://127.0.0.1:${relay.port}`;
     this.#ticker = setInterval(() => this.#tick(), TICK_MS);
@@ -296,8 +321,10 @@ export class FakeExchange implements AsyncDisposable {
     const slot: { exchange?: FakeExchange } = {};
     const server = Deno.serve(
       { hostname: "127.0.0.1", port: 0, onListen: () => {} },
-      (request) =>
-        slot.exchange ? slot.exchange.#handle(request) : new Response(null, { status: 503 }),
+      (request, info) =>
+        slot.exchange
+          ? slot.exchange.#handle(request, info.remoteAddr.port)
+          : new Response(null, { status: 503 }),
     );
     let relay: Relay;
     try {
@@ -641,7 +668,7 @@ export class FakeExchange implements AsyncDisposable {
     // "drop" is done by the relay cutting TCP; "peer" means the socket is already gone.
   }
 
-  #handle(request: Request): Response | Promise<Response> {
+  #handle(request: Request, peerPort: number): Response | Promise<Response> {
     const url = new URL(request.url);
     // Combined: `/stream?streams=a/b`; raw: `/ws/a` (Binance also takes `/ws/a/b`).
     const combined = COMBINED_PATHS.has(url.pathname);
@@ -665,6 +692,7 @@ export class FakeExchange implements AsyncDisposable {
       market,
       microseconds,
       base,
+      peerPort,
     });
   }
 
@@ -677,6 +705,7 @@ export class FakeExchange implements AsyncDisposable {
       market: "spot" | "usdm";
       microseconds: boolean;
       base?: "public" | "market";
+      peerPort: number;
     },
   ): Response {
     if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
@@ -698,6 +727,9 @@ export class FakeExchange implements AsyncDisposable {
         streams: target.streams,
         openedAt: Date.now(),
         url: target.url,
+        pings: 0,
+        pongs: 0,
+        unsolicitedPongs: 0,
       };
       conn = {
         record,
@@ -709,6 +741,7 @@ export class FakeExchange implements AsyncDisposable {
         base: target.base,
         received: [],
         microseconds: target.microseconds,
+        peerPort: target.peerPort,
       };
       this.#connections.push(record);
       this.#live.set(record.id, conn);
@@ -745,17 +778,7 @@ export class FakeExchange implements AsyncDisposable {
   #request(conn: LiveConnection, text: string): void {
     const now = performance.now();
     if (this.#isStalled(now)) return;
-    while (conn.received.length > 0 && conn.received[0] <= now - 1000) conn.received.shift();
-    conn.received.push(now);
-    if (conn.received.length > MESSAGE_RATE[conn.market]) {
-      this.#retire(conn, "message-rate");
-      try {
-        conn.socket.close(1008, "too many messages");
-      } catch {
-        // already closing
-      }
-      return;
-    }
+    if (this.#overRate(conn, now)) return;
     let message: { method?: unknown; params?: unknown; id?: unknown };
     try {
       message = JSON.parse(text);
@@ -785,6 +808,47 @@ export class FakeExchange implements AsyncDisposable {
       this.#subscribe(conn, stream);
     }
     this.#send(conn, "", JSON.stringify({ result: null, id: message.id ?? null }));
+  }
+
+  /**
+   * Counts one incoming message (BINANCE.md, "Connection rules": pings, pongs
+   * and JSON messages all count); over the market's rate the connection is
+   * dropped and true returned.
+   */
+  #overRate(conn: LiveConnection, now: number): boolean {
+    while (conn.received.length > 0 && conn.received[0] <= now - 1000) conn.received.shift();
+    conn.received.push(now);
+    if (conn.received.length <= MESSAGE_RATE[conn.market]) return false;
+    this.#retire(conn, "message-rate");
+    try {
+      conn.socket.close(1008, "too many messages");
+    } catch {
+      // already closing
+    }
+    return true;
+  }
+
+  /** What the relay's pingers report, applied to the connection behind the link's port. */
+  #pingHooks(): PingHooks {
+    const connOf = (port: number) => [...this.#live.values()].find((c) => c.peerPort === port);
+    return {
+      canPing: () => !this.#isStalled(performance.now()),
+      ping: (port) => {
+        const conn = connOf(port);
+        if (conn) conn.record.pings++;
+      },
+      pong: (port, answered) => {
+        const conn = connOf(port);
+        if (!conn) return;
+        if (answered) conn.record.pongs++;
+        else conn.record.unsolicitedPongs++;
+        this.#overRate(conn, performance.now());
+      },
+      timeout: (port) => {
+        const conn = connOf(port);
+        if (conn) this.#retire(conn, "pong-timeout");
+      },
+    };
   }
 
   #rest(request: Request, url: URL): Response {
@@ -976,6 +1040,8 @@ class Relay {
   connectDelayMs = 0;
   /** Until then (performance.now()), every byte either way is dropped. */
   deadUntil = 0;
+  /** Server pings on every WebSocket link opened from now on (none when undefined). */
+  pings: { settings: PingSettings; hooks: PingHooks } | undefined;
 
   private constructor(listener: Deno.TcpListener, innerPort: number) {
     this.#listener = listener;
@@ -1007,7 +1073,12 @@ class Relay {
   async #acceptLoop(): Promise<void> {
     try {
       for await (const client of this.#listener) {
-        const link = new Link(client, this.#innerPort, this.connectDelayMs, () => this.deadUntil);
+        const link = new Link(client, {
+          innerPort: this.#innerPort,
+          delayMs: this.connectDelayMs,
+          deadUntil: () => this.deadUntil,
+          pings: this.pings,
+        });
         this.#links.add(link);
         link.done.then(() => this.#links.delete(link));
       }
@@ -1025,13 +1096,26 @@ class Link {
   #cut = false;
   /** When bytes last went from the server to the client (performance.now()). */
   #forwardedAt = performance.now();
+  /** Writes to the client in order: the server's bytes and the pings between them. */
+  #toClient: Promise<void> = Promise.resolve();
+  #pinger: Pinger | undefined;
 
   readonly #deadUntil: () => number;
+  readonly #pings: { settings: PingSettings; hooks: PingHooks } | undefined;
 
-  constructor(client: Deno.TcpConn, innerPort: number, delayMs = 0, deadUntil = () => 0) {
+  constructor(
+    client: Deno.TcpConn,
+    options: {
+      innerPort: number;
+      delayMs: number;
+      deadUntil: () => number;
+      pings?: { settings: PingSettings; hooks: PingHooks };
+    },
+  ) {
     this.#client = client;
-    this.#deadUntil = deadUntil;
-    this.done = this.#run(innerPort, delayMs);
+    this.#deadUntil = options.deadUntil;
+    this.#pings = options.pings;
+    this.done = this.#run(options.innerPort, options.delayMs);
   }
 
   /**
@@ -1053,6 +1137,7 @@ class Link {
   cut(): void {
     if (this.#cut) return;
     this.#cut = true;
+    this.#pinger?.stop();
     closeQuietly(this.#client);
     if (this.#inner) closeQuietly(this.#inner);
   }
@@ -1070,10 +1155,8 @@ class Link {
       // Small frames should leave at once, not wait for Nagle.
       this.#client.setNoDelay(true);
       inner.setNoDelay(true);
-      await Promise.all([
-        this.#pump(this.#client, inner),
-        this.#pump(inner, this.#client, () => this.#forwardedAt = performance.now()),
-      ]);
+      if (this.#pings) this.#pinger = this.#startPinger(this.#pings, inner.localAddr.port);
+      await Promise.all([this.#pumpToServer(inner), this.#pumpToClient(inner)]);
     } catch {
       // connect failed (server shutting down): just end the client
     } finally {
@@ -1081,17 +1164,42 @@ class Link {
     }
   }
 
-  /** Copies until either side ends, then cuts both so the other pump stops too. */
-  async #pump(from: Deno.Conn, to: Deno.Conn, forwarded?: () => void): Promise<void> {
+  /** Pings this link's client (fake_pings.ts); a ping into a dead network is lost. */
+  #startPinger(pings: { settings: PingSettings; hooks: PingHooks }, port: number): Pinger {
+    const hooks: PingHooks = {
+      ...pings.hooks,
+      timeout: (timedOut) => {
+        pings.hooks.timeout(timedOut);
+        this.cut();
+      },
+    };
+    return new Pinger({
+      settings: pings.settings,
+      hooks,
+      port,
+      write: (bytes) => {
+        if (performance.now() >= this.#deadUntil()) this.#queueToClient(bytes);
+      },
+    });
+  }
+
+  /** Queues bytes behind those queued before; a failed write (the link was cut) cuts it. */
+  #queueToClient(bytes: Uint8Array): void {
+    this.#toClient = this.#toClient.then(() => writeAll(this.#client, bytes)).catch(() =>
+      this.cut()
+    );
+  }
+
+  /** Copies client bytes to the server until either side ends, then cuts both. */
+  async #pumpToServer(inner: Deno.Conn): Promise<void> {
     const buffer = new Uint8Array(64 * 1024);
     try {
       while (true) {
-        const n = await from.read(buffer);
+        const n = await this.#client.read(buffer);
         if (n === null) break;
         if (performance.now() < this.#deadUntil()) continue; // lost on a dead network
-        let written = 0;
-        while (written < n) written += await to.write(buffer.subarray(written, n));
-        forwarded?.();
+        this.#pinger?.fromClient(buffer.subarray(0, n));
+        await writeAll(inner, buffer.subarray(0, n));
       }
     } catch {
       // a cut closes the conns under a pending read or write
@@ -1099,6 +1207,34 @@ class Link {
       this.cut();
     }
   }
+
+  /** Copies server bytes to the client (with any ping due between two frames), then cuts both. */
+  async #pumpToClient(inner: Deno.Conn): Promise<void> {
+    const buffer = new Uint8Array(64 * 1024);
+    try {
+      while (true) {
+        const n = await inner.read(buffer);
+        if (n === null) break;
+        if (performance.now() < this.#deadUntil()) continue; // lost on a dead network
+        const chunk = buffer.subarray(0, n);
+        for (const piece of this.#pinger?.fromServer(chunk) ?? [chunk]) {
+          if (piece.length > 0) this.#queueToClient(piece);
+        }
+        // The buffer is read again only once its bytes are written.
+        await this.#toClient;
+        this.#forwardedAt = performance.now();
+      }
+    } catch {
+      // a cut closes the conns under a pending read or write
+    } finally {
+      this.cut();
+    }
+  }
+}
+
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  let written = 0;
+  while (written < bytes.length) written += await conn.write(bytes.subarray(written));
 }
 
 function closeQuietly(conn: Deno.Conn): void {
