@@ -161,6 +161,24 @@ function event(recvTs: number, stream: string, name: Parameters<typeof eventLine
 
 // ---------------------------------------------------------------------------
 
+/**
+ * The real BTCUSDT diffs up to `count`, with the REST snapshot of the same
+ * capture stored just before the tenth diff (received 5 µs earlier).
+ */
+async function btcWithSnapshot(count: number): Promise<{ btc: Line[]; lines: Line[] }> {
+  const btc = await fixtureLines("spot_diff_btcusdt_2024-08-08.ndjson.gz");
+  const snapshotText = (await Deno.readTextFile(
+    new URL("./fixtures/spot_snapshot_btcusdt_2024-08-08.ndjson", import.meta.url),
+  )).trim();
+  const ts = btc[10].recvTs - 5;
+  const lines = [
+    ...btc.slice(0, 10),
+    { recvTs: ts, text: dataLine(ts, "btcusdt@depthSnapshot", snapshotText) },
+    ...btc.slice(10, count),
+  ];
+  return { btc, lines };
+}
+
 Deno.test("verify passes a clean archive of two diff streams and counts every message", async () => {
   await using tmp = await tempDir();
   const btc = await fixtureLines("spot_diff_btcusdt_2024-08-08.ndjson.gz");
@@ -380,16 +398,7 @@ Deno.test("an object stored twice under another key shows as duplicates", async 
 
 Deno.test("each object's sidecar is checked against its lines: a mismatch fails, a missing one is listed", async () => {
   await using tmp = await tempDir();
-  const btc = await fixtureLines("spot_diff_btcusdt_2024-08-08.ndjson.gz");
-  const snapshotText = (await Deno.readTextFile(
-    new URL("./fixtures/spot_snapshot_btcusdt_2024-08-08.ndjson", import.meta.url),
-  )).trim();
-  const ts = btc[10].recvTs - 5;
-  const lines = [
-    ...btc.slice(0, 10),
-    { recvTs: ts, text: dataLine(ts, "btcusdt@depthSnapshot", snapshotText) },
-    ...btc.slice(10, 2400),
-  ];
+  const { btc, lines } = await btcWithSnapshot(2400);
   const specs = batches(lines, SPOT_BTC, 600);
   const keys = await writeArchive(tmp.path, specs);
   const clean = await verifyJson(configFor(tmp.path));
@@ -596,16 +605,7 @@ Deno.test("--json gives the report with exit code, location, range, streams and 
 
 Deno.test("REST snapshots in a diff stream's objects count as snapshots, outside the chain", async () => {
   await using tmp = await tempDir();
-  const btc = await fixtureLines("spot_diff_btcusdt_2024-08-08.ndjson.gz");
-  const snapshotText = (await Deno.readTextFile(
-    new URL("./fixtures/spot_snapshot_btcusdt_2024-08-08.ndjson", import.meta.url),
-  )).trim();
-  const ts = btc[10].recvTs - 5;
-  const lines = [
-    ...btc.slice(0, 10),
-    { recvTs: ts, text: dataLine(ts, "btcusdt@depthSnapshot", snapshotText) },
-    ...btc.slice(10, 1000),
-  ];
+  const { btc, lines } = await btcWithSnapshot(1000);
   await writeArchive(tmp.path, batches(lines, SPOT_BTC, 600));
   const { code, report } = await verifyJson(configFor(tmp.path));
   assert.equal(code, 0, JSON.stringify(report.problems));
@@ -616,17 +616,8 @@ Deno.test("REST snapshots in a diff stream's objects count as snapshots, outside
 
 Deno.test("--from judges the book rebuildable at the range's start as book does: from the snapshot before it", async () => {
   await using tmp = await tempDir();
-  const btc = await fixtureLines("spot_diff_btcusdt_2024-08-08.ndjson.gz");
-  const snapshotText = (await Deno.readTextFile(
-    new URL("./fixtures/spot_snapshot_btcusdt_2024-08-08.ndjson", import.meta.url),
-  )).trim();
-  // The only snapshot, a second into the record; the range starts five minutes later.
-  const ts = btc[10].recvTs - 5;
-  const lines = [
-    ...btc.slice(0, 10),
-    { recvTs: ts, text: dataLine(ts, "btcusdt@depthSnapshot", snapshotText) },
-    ...btc.slice(10, 4000),
-  ];
+  // The only snapshot (after the tenth diff), a second into the record; the range starts five minutes later.
+  const { btc, lines } = await btcWithSnapshot(4000);
   await writeArchive(tmp.path, batches(lines, SPOT_BTC, 600));
   const range = ["--from", isoMicros(btc[3000].recvTs), "--to", isoMicros(btc[3999].recvTs)];
 
