@@ -398,7 +398,7 @@ Deno.test("an object stored twice under another key shows as duplicates", async 
 
 Deno.test("each object's sidecar is checked against its lines: a mismatch fails, a missing one is listed", async () => {
   await using tmp = await tempDir();
-  const { btc, lines } = await btcWithSnapshot(2400);
+  const { lines } = await btcWithSnapshot(2400);
   const specs = batches(lines, SPOT_BTC, 600);
   const keys = await writeArchive(tmp.path, specs);
   const clean = await verifyJson(configFor(tmp.path));
@@ -605,7 +605,7 @@ Deno.test("--json gives the report with exit code, location, range, streams and 
 
 Deno.test("REST snapshots in a diff stream's objects count as snapshots, outside the chain", async () => {
   await using tmp = await tempDir();
-  const { btc, lines } = await btcWithSnapshot(1000);
+  const { lines } = await btcWithSnapshot(1000);
   await writeArchive(tmp.path, batches(lines, SPOT_BTC, 600));
   const { code, report } = await verifyJson(configFor(tmp.path));
   assert.equal(code, 0, JSON.stringify(report.problems));
