@@ -718,3 +718,44 @@ Deno.test("audit: lines read back before --from carry a diff stream's chain and 
     [[60_000 * MS, 70_000 * MS]],
   );
 });
+
+Deno.test("audit: a break across --from is the range's: judged against the last message before it", () => {
+  const event = (name: string, recvTs: number) =>
+    `{"recv_ts":${recvTs},"stream":"${STREAM}","event":"${name}","conn":1}`;
+  const diffsFrom = (fromMs: number, toMs: number, id: number) => {
+    const out: string[] = [];
+    for (let t = fromMs; t < toMs; t += 100) out.push(diff(id, id++, T0 + t * MS));
+    return out;
+  };
+  // Ids 1..600 until 60 s, then a jump of 1,000 at 60 s, where a daily audit's range starts.
+  const before = [snapshot(0, T0), ...diffsFrom(0, 60_000, 1)];
+  const after = diffsFrom(60_000, 120_000, 1_601);
+  const range = { from: T0 + 60_000 * MS, to: T0 + 120_000 * MS };
+  const earlier = audit([[keyAt(T0), before], [keyAt(T0 + 60_000 * MS, 1), after]], {
+    from: T0,
+    to: range.from,
+  });
+  assert.equal(earlier.ok, true, "the earlier range never judges lines after its end");
+  const later = audit([[keyAt(T0), before], [keyAt(T0 + 60_000 * MS, 1), after]], range);
+  assert.equal(later.ok, false);
+  assert.equal(onlyStream(later).unexplainedBreaks, 1);
+  assert.match(later.problems[0].detail, /^U 1601 skips ahead of 601/);
+  // A `gap` line after the last message before the range explains it.
+  const explained = audit([
+    [keyAt(T0), [...before, event("gap", T0 + 59_950 * MS)]],
+    [keyAt(T0 + 60_000 * MS, 1), after],
+  ], range);
+  assert.equal(explained.ok, true, JSON.stringify(explained.problems));
+  assert.equal(onlyStream(explained).breaks, 1);
+  // Inside one object that straddles --from, the same.
+  const straddling = audit([[keyAt(T0), [...before, ...after]]], range);
+  assert.equal(onlyStream(straddling).unexplainedBreaks, 1);
+  // A malformed line before --from does not stop the chain before it being followed:
+  // the book stands at the range's start on the snapshot before it.
+  const malformed = audit(
+    [[keyAt(T0), ["{", ...before, ...diffsFrom(60_000, 61_000, 601)]]],
+    range,
+  );
+  assert.equal(onlyStream(malformed).unexplainedBreaks, 0);
+  assert.deepEqual(onlyStream(malformed).notRebuildable, []);
+});

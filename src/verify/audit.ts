@@ -261,9 +261,12 @@ interface StreamState {
   /** The stream's previous object could not be read: the next break or hole follows from it. */
   afterUnreadable?: string;
   /** Diff streams only; with `from`, it has followed the chain from before the range. */
-  readonly rebuild?: RebuildTracker;
-  /** The last update id before `from` (diff streams): a first message continuing it goes on its chain. */
-  readonly lastIdBefore?: number;
+  rebuild?: RebuildTracker;
+  /**
+   * The first line in the range was seen: the stream's chain, and where it
+   * stood before `from` (`chainBefore`), are the audit's from then on.
+   */
+  begun: boolean;
   /** Per INSTANCE_ID, the receive times of its first and last line of this stream. */
   readonly spans: Map<string, { first: number; last: number }>;
   /**
@@ -338,15 +341,24 @@ interface Outside {
   after?: EdgeLine;
   /** The receive times `dropped` lines at or after `to` say were lost. */
   readonly afterDropped: Array<readonly [number, number]>;
-  /** A diff stream's chain and snapshots before `from` (null: not a diff stream). */
-  chainBefore?: BeforeRange | null;
+  /** The stream's chain before `from`, and for diff streams its snapshots. */
+  chainBefore?: BeforeRange;
 }
 
-/** A diff stream before `from`: where its book stands when the range starts, as `book` reads it. */
+/**
+ * A stream before `from`: where its chain stands when the range starts (a
+ * break across `from` is the range's first message not continuing it), and
+ * for a diff stream where its book stands, as `book` reads it.
+ */
 interface BeforeRange {
   readonly rule: SequenceRule;
-  readonly rebuild: RebuildTracker;
+  /** Diff streams only. */
+  readonly rebuild?: RebuildTracker;
   lastUpdateId?: number;
+  lastMessage?: Where;
+  /** An explaining event line came after the last message. */
+  eventSince: boolean;
+  idLatestTs?: number;
 }
 
 export class Auditor {
@@ -469,6 +481,7 @@ export class Auditor {
     object.inRange++;
 
     const state = this.#state(stream, object.parts);
+    if (!state.begun) this.#begin(state, object.parts.market);
     object.streams.add(state);
     const stats = state.stats;
     const span = state.spans.get(object.parts.instanceId);
@@ -479,6 +492,22 @@ export class Auditor {
     const where = { key: object.key, line: lineNo, ts };
     if (line.kind === "event") this.#eventLine(state, where, line);
     else this.#dataLine(state, where, line);
+  }
+
+  /**
+   * The stream's first line in the range: its chain goes on from where it
+   * stood before `from`, so a break across `from` is found (in the range's
+   * audit, the earlier range's never judges lines after its end).
+   */
+  #begin(state: StreamState, market: string): void {
+    state.begun = true;
+    const before = this.#outside.get(`${market}/${state.stream}`)?.chainBefore;
+    if (!before) return;
+    if (before.rebuild) state.rebuild = before.rebuild;
+    state.lastUpdateId = before.lastUpdateId;
+    state.lastMessage = before.lastMessage;
+    state.eventSinceMessage = before.eventSince;
+    state.idLatestTs = before.idLatestTs;
   }
 
   #eventLine(state: StreamState, where: Where, line: DecodedEvent): void {
@@ -785,7 +814,6 @@ export class Auditor {
       const at = stream.indexOf("@");
       const streamType = at === -1 ? parts.streamType : stream.slice(at + 1);
       const rule = sequenceRuleFor(parts.market as Market, streamType);
-      const before = this.#outside.get(id)?.chainBefore ?? undefined;
       state = {
         stream,
         market: parts.market,
@@ -794,9 +822,9 @@ export class Auditor {
         rule,
         // A book is rebuilt from diff streams only (trades have no book to rebuild).
         rebuild: rule === "spot-diff" || rule === "usdm-diff"
-          ? before?.rebuild ?? new RebuildTracker(parts.market as Market)
+          ? new RebuildTracker(parts.market as Market)
           : undefined,
-        lastIdBefore: before?.lastUpdateId,
+        begun: false,
         spans: new Map(),
         maxHoleUs: this.#options.maxHoleUs ?? defaultMaxHoleMs(streamType) * 1000,
         stats: {
@@ -883,14 +911,12 @@ export class Auditor {
         this.#flushDuplicates(state);
         this.#chainBreak(state, where, result);
         break;
-      case "first":
-        state.stats.firstUpdateId ??= ids.firstUpdateId;
-        break;
       case "next":
         this.#flushDuplicates(state);
         break;
     }
-    if (result.kind === "gap" || (result.kind === "first" && !continuesBefore(state, ids))) {
+    state.stats.firstUpdateId ??= ids.firstUpdateId;
+    if (result.kind === "gap" || result.kind === "first") {
       state.rebuild?.chainStart(where.ts, ids.firstUpdateId);
     }
     state.rebuild?.message(where.ts, ids.lastUpdateId);
@@ -1014,7 +1040,9 @@ export class Auditor {
     if (ts < this.#from) {
       if (!outside.before || ts >= outside.before.ts) outside.before = edge;
       // Once the stream has lines in the range, its chain is the audit's.
-      if (!this.#streams.has(id)) beforeRange(outside, line);
+      if (!this.#streams.get(id)?.begun) {
+        beforeRange(outside, line, { key: object.key, line: lineNo, ts });
+      }
       return;
     }
     outside.after ??= edge;
@@ -1243,36 +1271,41 @@ function idName(state: { readonly rule: string; readonly streamType: string }): 
   return state.streamType === "aggTrade" ? "a" : "t";
 }
 
-/** A diff stream's first message in the range continues its chain from before the range. */
-function continuesBefore(state: StreamState, ids: ChainIds): boolean {
-  return state.lastIdBefore !== undefined &&
-    continuity(state.rule, state.lastIdBefore, ids).kind === "next";
-}
-
 /**
- * A diff stream's line before `from`: follows its chain and snapshots as
- * `#checkChain` does in the range, so that the book at the range's start
- * stands on the last snapshot before it, as `book --from` reads it.
+ * A line before `from`: follows the stream's chain (and a diff stream's
+ * snapshots) as `#checkChain` does in the range, so that the range's first
+ * message is judged against the last one before it, and the book at the
+ * range's start stands on the last snapshot before it, as `book --from`
+ * reads it. Nothing here is counted or reported.
  */
-function beforeRange(outside: Outside, line: DecodedData | DecodedEvent): void {
+function beforeRange(outside: Outside, line: DecodedData | DecodedEvent, where: Where): void {
   if (outside.chainBefore === undefined) {
     const rule = sequenceRuleFor(outside.parts.market as Market, outside.parts.streamType);
-    outside.chainBefore = rule === "spot-diff" || rule === "usdm-diff"
-      ? { rule, rebuild: new RebuildTracker(outside.parts.market as Market) }
-      : null;
+    const diff = rule === "spot-diff" || rule === "usdm-diff";
+    outside.chainBefore = {
+      rule,
+      rebuild: diff ? new RebuildTracker(outside.parts.market as Market) : undefined,
+      eventSince: false,
+    };
   }
   const before = outside.chainBefore;
-  if (!before || line.kind === "event") return;
-  const { firstUpdateId, lastUpdateId, prevUpdateId } = line.ids;
-  if (lastUpdateId === undefined) return;
-  if (line.kind === "snapshot") {
-    before.rebuild.snapshot(line.recvTs, lastUpdateId);
+  if (line.kind === "event") {
+    if (EXPLAINING_EVENTS.has(line.event)) before.eventSince = true;
     return;
   }
+  const { firstUpdateId, lastUpdateId, prevUpdateId } = line.ids;
+  if (line.kind === "snapshot") {
+    if (lastUpdateId !== undefined) before.rebuild?.snapshot(line.recvTs, lastUpdateId);
+    return;
+  }
+  before.lastMessage = where;
+  before.eventSince = false;
+  if (lastUpdateId === undefined) return;
   const ids = { firstUpdateId: firstUpdateId ?? lastUpdateId, lastUpdateId, prevUpdateId };
   const result = continuity(before.rule, before.lastUpdateId, ids);
   if (result.kind === "duplicate") return;
-  if (result.kind !== "next") before.rebuild.chainStart(line.recvTs, ids.firstUpdateId);
-  before.rebuild.message(line.recvTs, lastUpdateId);
+  if (result.kind !== "next") before.rebuild?.chainStart(line.recvTs, ids.firstUpdateId);
+  before.rebuild?.message(line.recvTs, lastUpdateId);
   before.lastUpdateId = lastUpdateId;
+  if (before.rule === "partial") before.idLatestTs = line.recvTs;
 }
