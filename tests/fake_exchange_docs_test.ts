@@ -207,13 +207,16 @@ Deno.test("fake exchange refuses every REST request during a ban with Retry-Afte
     [200, undefined],
   ]);
 
-  // Called again during a 429's back-off: the ban escalates to a 418 of its own length.
-  ex.banRest(1000, 429, { escalateMs: 3000 });
-  assert.equal((await get("/api/v3/ping")).status, 429);
+  // Called again during a 429's back-off: the ban escalates to a 418 of its own length;
+  // requests that left before the client could see the 429 (concurrent ones) do not.
+  ex.banRest(2500, 429, { escalateMs: 3000 });
+  const together = await Promise.all([get("/api/v3/ping"), get("/api/v3/depth?symbol=BTCUSDT")]);
+  assert.deepEqual(together.map((r) => r.status), [429, 429]);
+  await delay(1100);
   const banned = await get("/api/v3/ping");
   assert.equal(banned.status, 418);
   assert.equal(banned.retryAfter, "3");
-  await delay(1100);
+  await delay(1500);
   assert.equal((await get("/api/v3/ping")).status, 418, "the 418 outlasts the 429 back-off");
   ex.banRest(0, 418);
   assert.equal((await get("/api/v3/ping")).status, 200, "a ban of 0 ms lifts it");
@@ -221,7 +224,7 @@ Deno.test("fake exchange refuses every REST request during a ban with Retry-Afte
 
 Deno.test("fake exchange pings every connection; Deno's WebSocket answers each ping itself and the data goes on between them (BINANCE.md, Connection rules)", async () => {
   // Pongs count towards spot's 5 messages a second: one ping each 250 ms leaves room.
-  await using ex = await FakeExchange.start({ pings: { intervalMs: 250, deadlineMs: 500 } });
+  await using ex = await FakeExchange.start({ pings: { intervalMs: 250, deadlineMs: 3000 } });
   ex.setFeed("btcusdt@depth@100ms", diffDepthFeed({ rate: 200, symbol: "BTCUSDT" }));
   await using client = await Client.connect(`${ex.wsUrl}/stream?streams=btcusdt@depth@100ms`);
   await waitFor(

@@ -140,7 +140,8 @@ interface RestBan {
   /** 429 only: a request during the back-off escalates to a 418 ban this long */
   readonly escalateMs?: number;
   /** 429 only: whether a 429 was answered already (the next request ignored its Retry-After) */
-  warned: boolean;
+  /** Date.now() of the first refusal: later requests had the chance to see it. */
+  warnedAt?: number;
 }
 
 /** A live `SUBSCRIBE` request a client sent, as the exchange read it. */
@@ -246,6 +247,12 @@ interface RestFailure {
   readonly status: number;
   readonly headers: Record<string, string>;
 }
+
+/**
+ * How long after a 429 a request still counts as sent before the client saw
+ * it (in flight, or a concurrent caller): only later ones escalate to 418.
+ */
+const ESCALATE_AFTER_MS = 1_000;
 
 export class FakeExchange implements AsyncDisposable {
   readonly wsUrl: string;
@@ -398,16 +405,16 @@ export class FakeExchange implements AsyncDisposable {
    * (rounded up), as Binance documents (BINANCE.md, "REST limits": 429 = over
    * the limit, honour `Retry-After`; repeated 429s lead to 418, an IP ban,
    * also with `Retry-After`). With `status` 429 and `escalateMs`, a request
-   * that comes after a 429 while the back-off is still running (the client
-   * ignored `Retry-After`) turns the ban into a 418 ban of `escalateMs` from
-   * then. Takes precedence over `failRest`; a new ban replaces the old one.
+   * that comes more than `ESCALATE_AFTER_MS` after the first 429 was
+   * answered, while the back-off is still running (the client saw it and
+   * ignored `Retry-After`; requests already on their way are not held
+   * against it), turns the ban into a 418 ban of `escalateMs` from then. Takes precedence over `failRest`; a new ban replaces the old one.
    */
   banRest(ms: number, status: 429 | 418 = 429, options: { escalateMs?: number } = {}): void {
     this.#restBan = {
       until: Date.now() + ms,
       status,
       escalateMs: options.escalateMs,
-      warned: false,
     };
   }
 
@@ -880,12 +887,13 @@ export class FakeExchange implements AsyncDisposable {
   #refusal(at: number, weight: Record<string, string>): Response | undefined {
     const ban = this.#restBan;
     if (ban && at < ban.until) {
-      if (ban.status === 429 && ban.warned && ban.escalateMs !== undefined) {
+      const ignored = ban.warnedAt !== undefined && at - ban.warnedAt > ESCALATE_AFTER_MS;
+      if (ban.status === 429 && ignored && ban.escalateMs !== undefined) {
         // Called again during the back-off: Binance escalates to an IP ban (BINANCE.md, REST limits).
         ban.status = 418;
         ban.until = at + ban.escalateMs;
       }
-      ban.warned = true;
+      ban.warnedAt ??= at;
       const retryAfter = String(Math.ceil((ban.until - at) / 1000));
       return json(ban.status, failureBody(ban.status), { ...weight, "retry-after": retryAfter });
     }

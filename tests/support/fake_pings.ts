@@ -221,7 +221,10 @@ export class Pinger {
       return;
     }
     if (now < this.#nextPingAt) return;
-    this.#nextPingAt += this.#settings.intervalMs;
+    // Behind by more than an interval (this process was stalled): one ping now, none to catch
+    // up with (a burst of pongs would break the message rate for nothing the client did).
+    const next = this.#nextPingAt + this.#settings.intervalMs;
+    this.#nextPingAt = next <= now ? now + this.#settings.intervalMs : next;
     if (!this.#hooks.canPing() || this.#pending) return;
     if (this.#fromServer.atBoundary) this.#write(this.#ping());
     else this.#pending = true; // written between the server's next two frames
