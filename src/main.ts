@@ -45,7 +45,8 @@ Commands:
   uninstall  stop the launchd job and remove its plist
   verify     read the archive (local or S3) for a time range and report per
              stream: messages, duplicates, sequence breaks, time holes,
-             unreadable objects; exit 0 clean, 1 a problem found, 2 usage
+             unreadable objects, malformed lines, metadata mismatches; exit 0
+             clean, 1 a problem found, 2 usage or an archive it cannot list
   book       rebuild one symbol's order book from the archive (--symbol, --from,
              --to) and print its top levels as CSV or NDJSON; checks it against
              every later snapshot; exit 0 rebuilt, 1 a check failed or a hole,

@@ -475,7 +475,7 @@ async function restBan(status: 429 | 418): Promise<void> {
 
 Deno.test({
   name:
-    "Binance's pings (every 300 ms here, pong due within 600 ms) are answered: the connection stays up across them and the diff stream is stored without a hole (BINANCE.md, Connection rules)",
+    "Binance's pings (every 300 ms here, pong due within 3 s) are answered: the connection stays up across them and the diff stream is stored without a hole (BINANCE.md, Connection rules)",
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {

@@ -986,7 +986,7 @@ Deno.test("the object after --to comes from the next day's first hour; that day'
   assert.equal(report.streams[0].messages, 1200, "nothing of the next day is counted");
 });
 
-Deno.test("book's selection reads the range only: no object after --to", async () => {
+Deno.test("selectKeys yields the object after --to only with readAfterRange", async () => {
   await using tmp = await tempDir();
   const btc = await fixtureLines("spot_diff_btcusdt_2024-08-08.ndjson.gz");
   const keys = await writeArchive(tmp.path, batches(btc, SPOT_BTC, 600));

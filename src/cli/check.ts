@@ -166,7 +166,7 @@ async function pingBinance(config: Config, options: CheckOptions): Promise<strin
     throw unreachable(url, error, UNCHECKED);
   });
   await response.body?.cancel();
-  if (!response.ok) throw new Error(`${url} answered HTTP ${response.status}`);
+  if (!response.ok) throw new Error(`${url} answered HTTP ${response.status}; ${UNCHECKED}`);
   return `${url} answered ${response.status}`;
 }
 
@@ -193,7 +193,10 @@ async function checkListed(config: Config, options: CheckOptions): Promise<strin
     limiter: new RestLimiter({ market: config.market, fetch: options.fetch }),
     signal: AbortSignal.timeout(options.timeoutMs ?? 15_000),
   }).catch((error) => {
-    throw error instanceof TypeError ? unreachable(config.restUrl, error, UNCHECKED) : error;
+    // `run` records the named symbols anyway whatever keeps the listing from it.
+    throw error instanceof TypeError
+      ? unreachable(config.restUrl, error, UNCHECKED)
+      : new Error(`${error instanceof Error ? error.message : error}; ${UNCHECKED}`);
   });
   if (result.unknown.length > 0) {
     throw new Error(`Binance does not list ${result.unknown.join(", ")} on ${config.market}`);
