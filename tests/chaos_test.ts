@@ -115,7 +115,12 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   async fn(t) {
-    await using exchange = await FakeExchange.start({ lifetimeMs: 12_000 });
+    // Server pings as Binance sends them (here every second, a pong due within 5 s), through
+    // every drop, stall and cut below: an unanswered one would cut a connection (pong-timeout).
+    await using exchange = await FakeExchange.start({
+      lifetimeMs: 12_000,
+      pings: { intervalMs: 1000, deadlineMs: 5000 },
+    });
     for (const [stream, file] of [[BTC, "btcusdt"], [ETH, "ethusdt"]]) {
       const payloads = await loadFixturePayloads(
         new URL(`spot_diff_${file}_2024-08-08.ndjson.gz`, FIXTURES),
@@ -323,6 +328,9 @@ Deno.test({
         closedBy[why] = (closedBy[why] ?? 0) + 1;
       }
       timeline.push(`connections: ${exchange.connections.length} ${JSON.stringify(closedBy)}`);
+      const pongs = exchange.connections.reduce((sum, c) => sum + c.pongs, 0);
+      assert.equal(closedBy["pong-timeout"], undefined, "every ping was answered in time");
+      assert.ok(pongs > 0, "the pings were answered");
       for (const c of exchange.connections) {
         const closed = c.closedAt === undefined
           ? "open"
