@@ -72,8 +72,9 @@ Options:
                     message (default 1s)
   --format FMT      book: csv (default) or ndjson
   --out FILE        book: write rows to FILE instead of stdout
-  --channel TYPE    book: the stream type to read, e.g. depth@100ms (default: the
-                    diff stream, else the only one)
+  --channel TYPE    book: the stream type to read, e.g. depth@100ms, or with its
+                    market, usdm/depth@100ms (default: the diff stream, else the
+                    only one)
   -h, --help        show this help
   -V, --version     print the version
 

@@ -729,6 +729,43 @@ Deno.test("book --channel the symbol's record does not hold, or none when it hol
     /BTCUSDT has spot\/depth20@100ms, spot\/depth5@100ms in the range: choose one with --channel/,
   );
 
+  // Both markets: the same type on spot and USD-M is chosen by `market/type`, never silently.
+  const DIFF_101 = '{"e":"depthUpdate","U":101,"u":101,"pu":100,"b":[],"a":[]}';
+  await using markets = await tempDir();
+  for (const market of ["spot", "usdm"] as const) {
+    for (const [seq, streamType] of [[0, "depth@100ms"], [1, "depth20@100ms"]] as const) {
+      const stream = `btcusdt@${streamType}`;
+      await writeObject(markets.path, { firstRecvTs: t0, seq, streamType, market }, [
+        dataLine(t0, stream, streamType === "depth@100ms" ? DIFF_101 : partialBook),
+      ]);
+    }
+  }
+  const ambiguous = await runBook(markets.path, ["--symbol", "BTCUSDT"]);
+  assert.equal(ambiguous.code, 2, ambiguous.err);
+  assert.match(
+    ambiguous.err,
+    /BTCUSDT has spot\/depth@100ms, usdm\/depth@100ms in the range: choose one with --channel/,
+  );
+  const typeOnly = await runBook(markets.path, [
+    "--symbol",
+    "BTCUSDT",
+    "--channel",
+    "depth20@100ms",
+  ]);
+  assert.equal(typeOnly.code, 2, typeOnly.err);
+  assert.match(typeOnly.err, /choose one with --channel spot\/depth20@100ms/);
+  const usdm = await runBook(markets.path, [
+    "--symbol",
+    "BTCUSDT",
+    "--channel",
+    "usdm/depth20@100ms",
+    "--every",
+    "update",
+  ]);
+  assert.equal(usdm.code, 0, usdm.err);
+  assert.match(usdm.err, /BTCUSDT usdm\/depth20@100ms/);
+  assert.equal(usdm.rows.length, 1);
+
   // No depth stream of the symbol at all: no book can be built (exit 1), as for an absent symbol.
   await using trades = await tempDir();
   await writeObject(trades.path, { firstRecvTs: t0, seq: 0, streamType: "trade" }, [

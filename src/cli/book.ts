@@ -124,11 +124,12 @@ export function bookOptionsFromCli(
   if (format !== "csv" && format !== "ndjson") {
     return { problem: `--format: csv or ndjson: "${format}"` };
   }
-  // A book is rebuilt from depth: a diff stream (`depth@100ms`) or a partial book (`depth20`).
-  if (flags.channel !== undefined && !isDepthStream(flags.channel)) {
+  // A book is rebuilt from depth: a diff stream (`depth@100ms`) or a partial book (`depth20`),
+  // of either market unless named (`usdm/depth@100ms`).
+  if (flags.channel !== undefined && !isDepthStream(typeOfId(flags.channel))) {
     return {
-      problem:
-        `--channel: a depth stream type such as depth@100ms or depth20@100ms: "${flags.channel}"`,
+      problem: `--channel: a depth stream type such as depth@100ms, depth20@100ms or ` +
+        `usdm/depth@100ms: "${flags.channel}"`,
     };
   }
   return {
@@ -268,19 +269,26 @@ function pickStream(
       exitCode: 1,
     };
   }
-  const { channel } = options;
+  const { channel, symbol } = options;
   if (channel !== undefined) {
-    return depth.find((id) => typeOfId(id) === channel) ?? {
-      problem: `--channel ${channel}: ${options.symbol} has no such stream in the range; ` +
-        `it has ${depth.join(", ")}`,
+    const named = depth.filter((id) => id === channel || typeOfId(id) === channel);
+    if (named.length === 1) return named[0];
+    return {
+      problem: named.length === 0
+        ? `--channel ${channel}: ${symbol} has no such stream in the range; ` +
+          `it has ${depth.join(", ")}`
+        : `--channel ${channel}: ${symbol} has ${named.join(", ")} in the range: choose one ` +
+          `with --channel ${named[0]}`,
       exitCode: 2,
     };
   }
-  return depth.find((id) => isDiffStream(typeOfId(id))) ??
-    (depth.length === 1 ? depth[0] : {
-      problem: `${options.symbol} has ${depth.join(", ")} in the range: choose one with --channel`,
-      exitCode: 2,
-    });
+  // The diff stream, when there is one; of several (two markets, two speeds), none is chosen.
+  const diffs = depth.filter((id) => isDiffStream(typeOfId(id)));
+  const choices = diffs.length > 0 ? diffs : depth;
+  return choices.length === 1 ? choices[0] : {
+    problem: `${symbol} has ${choices.join(", ")} in the range: choose one with --channel`,
+    exitCode: 2,
+  };
 }
 
 interface ChoiceProblem {
