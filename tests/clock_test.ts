@@ -23,8 +23,7 @@ Deno.test("watchClock asks /time at start, then every interval, and reports each
   const done = watchClock({
     restUrl: "http://x",
     market: "usdm",
-    fetch,
-    now: () => local,
+    limiter: new RestLimiter({ market: "usdm", fetch, now: () => local }),
     intervalMs: 20,
     signal: stop.signal,
     onOffset: (s) => {
@@ -55,7 +54,6 @@ Deno.test("watchClock through the REST limiter sends nothing while Binance bans 
     restUrl: "http://x",
     market: "spot",
     limiter,
-    fetch, // what the limiter itself uses; the watch must not call it around the limiter
     intervalMs: 10,
     signal: stop.signal,
     onOffset: (s) => offsets.push(s),
@@ -74,7 +72,6 @@ Deno.test("watchClock through the REST limiter sends nothing while Binance bans 
     restUrl: "http://x",
     market: "spot",
     limiter: free,
-    fetch,
     signal: again.signal,
     onOffset: (s) => {
       read.push(s);

@@ -35,13 +35,10 @@ export interface ClockWatchOptions {
   readonly signal: AbortSignal;
   readonly intervalMs?: number;
   /**
-   * The collector's REST limiter: the call then waits out a 429/418 ban and
-   * the spacing like every other (weight 1). Without it, `fetch` directly.
+   * The collector's REST limiter: the call waits out a 429/418 ban and the
+   * spacing like every other (weight 1); it reads the wall clock around it.
    */
-  readonly limiter?: RestLimiter;
-  readonly fetch?: typeof fetch;
-  /** Wall clock, ms. */
-  readonly now?: () => number;
+  readonly limiter: RestLimiter;
 }
 
 /** Measures once now, then every `intervalMs` (default 10 min) until `signal` aborts. */
@@ -68,7 +65,10 @@ export async function watchClock(options: ClockWatchOptions): Promise<void> {
 async function measure(options: ClockWatchOptions): Promise<number | undefined> {
   const url = `${options.restUrl}${restPaths(options.market).time}`;
   try {
-    const { status, text, sentAt, receivedAt } = await ask(url, options);
+    const { status, text, sentAt, receivedAt } = await options.limiter.get(url, {
+      weight: 1,
+      signal: options.signal,
+    });
     const body = status === 200 ? JSON.parse(text) as { serverTime?: unknown } : {};
     if (typeof body.serverTime !== "number") {
       log.warn("Could not read Binance's time from {url} (HTTP {status})", { url, status });
@@ -84,19 +84,4 @@ async function measure(options: ClockWatchOptions): Promise<number | undefined> 
     }
     return undefined;
   }
-}
-
-/** One GET of `url`, through the limiter when there is one; sent and answered on the wall clock. */
-async function ask(
-  url: string,
-  options: ClockWatchOptions,
-): Promise<{ status: number; text: string; sentAt: number; receivedAt: number }> {
-  if (options.limiter) return await options.limiter.get(url, { weight: 1, signal: options.signal });
-  const now = options.now ?? Date.now;
-  const sentAt = now();
-  const response = await (options.fetch ?? fetch)(url, {
-    signal: AbortSignal.any([options.signal, AbortSignal.timeout(10_000)]),
-  });
-  const text = await response.text();
-  return { status: response.status, text, sentAt, receivedAt: now() };
 }

@@ -318,8 +318,8 @@ export class Feeds implements AsyncDisposable {
  * recorded; patterns resolve at the first refresh that succeeds), nor one
  * that has not begun to answer within `START_WAIT_MS` when SYMBOL names
  * every symbol (its late answer is judged in the log; an answer begun in
- * time is read to its end, so a slow link still refuses unknown symbols). The weight limit `exchangeInfo`
- * lists replaces the documented default.
+ * time is read to its end, so a slow link still refuses unknown symbols).
+ * The weight limit `exchangeInfo` lists replaces the documented default.
  */
 async function checkConfiguredSymbols(
   config: Config,
