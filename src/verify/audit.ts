@@ -820,10 +820,7 @@ export class Auditor {
         streamType,
         symbol: at === -1 ? parts.symbol : stream.slice(0, at).toUpperCase(),
         rule,
-        // A book is rebuilt from diff streams only (trades have no book to rebuild).
-        rebuild: rule === "spot-diff" || rule === "usdm-diff"
-          ? new RebuildTracker(parts.market as Market)
-          : undefined,
+        rebuild: rebuildTrackerFor(rule, parts.market),
         begun: false,
         spans: new Map(),
         maxHoleUs: this.#options.maxHoleUs ?? defaultMaxHoleMs(streamType) * 1000,
@@ -1271,6 +1268,13 @@ function idName(state: { readonly rule: string; readonly streamType: string }): 
   return state.streamType === "aggTrade" ? "a" : "t";
 }
 
+/** A book is rebuilt from diff streams only (trades and partial books have none to rebuild). */
+function rebuildTrackerFor(rule: SequenceRule, market: string): RebuildTracker | undefined {
+  return rule === "spot-diff" || rule === "usdm-diff"
+    ? new RebuildTracker(market as Market)
+    : undefined;
+}
+
 /**
  * A line before `from`: follows the stream's chain (and a diff stream's
  * snapshots) as `#checkChain` does in the range, so that the range's first
@@ -1281,10 +1285,9 @@ function idName(state: { readonly rule: string; readonly streamType: string }): 
 function beforeRange(outside: Outside, line: DecodedData | DecodedEvent, where: Where): void {
   if (outside.chainBefore === undefined) {
     const rule = sequenceRuleFor(outside.parts.market as Market, outside.parts.streamType);
-    const diff = rule === "spot-diff" || rule === "usdm-diff";
     outside.chainBefore = {
       rule,
-      rebuild: diff ? new RebuildTracker(outside.parts.market as Market) : undefined,
+      rebuild: rebuildTrackerFor(rule, outside.parts.market),
       eventSince: false,
     };
   }
