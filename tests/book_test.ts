@@ -633,46 +633,44 @@ Deno.test("--every with --to: every sample before --to whose book is known gets 
   // The last cell: known_levels (all levels within the snapshot's range).
   const expected = [`${s(1)},11,9,11,11,1,1`, `${s(2)},12,9,12,11,1,1`, `${s(3)},13,9,13,11,1,1`];
 
+  /** `book` up to `toSeconds` over these objects (first line's second, lines), each its own key. */
+  const bookOver = async (objects: Array<[number, string[]]>, toSeconds: number) => {
+    await using dir = await tempDir();
+    for (const [seq, [first, lines]] of objects.entries()) {
+      await writeObject(dir.path, { firstRecvTs: s(first), seq }, lines);
+    }
+    return await runBook(dir.path, [...range, ...to(toSeconds)]);
+  };
+
   // The next diff, after --to, in the same object: the 3 s sample is known.
-  await using same = await tempDir();
-  await writeObject(same.path, { firstRecvTs: s(0.1), seq: 0 }, [
-    ...inRange,
-    dataLine(s(3.7), stream, spotDiff(14, 14)),
-  ]);
-  const sameObject = await runBook(same.path, [...range, ...to(3.5)]);
-  assert.equal(sameObject.code, 0, sameObject.err);
-  assert.deepEqual(sameObject.rows, expected);
+  const sameObject = [...inRange, dataLine(s(3.7), stream, spotDiff(14, 14))];
+  const same = await bookOver([[0.1, sameObject]], 3.5);
+  assert.equal(same.code, 0, same.err);
+  assert.deepEqual(same.rows, expected);
   // --to exclusive: a sample at --to itself is not in the range.
-  const atTo = await runBook(same.path, [...range, ...to(3)]);
+  const atTo = await bookOver([[0.1, sameObject]], 3);
   assert.deepEqual(atTo.rows, expected.slice(0, 2));
 
   // The next diff is in the next object, which begins after --to (damage there is outside the
   // range).
-  await using next = await tempDir();
-  await writeObject(next.path, { firstRecvTs: s(0.1), seq: 0 }, inRange);
-  await writeObject(next.path, { firstRecvTs: s(3.7), seq: 1 }, [
-    "not json",
-    dataLine(s(3.7), stream, spotDiff(14, 14)),
-  ]);
-  const nextObject = await runBook(next.path, [...range, ...to(3.5)]);
+  const nextObject = await bookOver([
+    [0.1, inRange],
+    [3.7, ["not json", dataLine(s(3.7), stream, spotDiff(14, 14))]],
+  ], 3.5);
   assert.equal(nextObject.code, 0, nextObject.err);
   assert.deepEqual(nextObject.rows, expected);
 
   // The next diff after --to breaks the chain: the book at 3 s is unknown. The break is
   // outside the range: it does not fail it.
-  await using broken = await tempDir();
-  await writeObject(broken.path, { firstRecvTs: s(0.1), seq: 0 }, [
-    ...inRange,
-    dataLine(s(3.7), stream, spotDiff(20, 20)),
-  ]);
-  const brokenAfter = await runBook(broken.path, [...range, ...to(3.5)]);
+  const brokenAfter = await bookOver(
+    [[0.1, [...inRange, dataLine(s(3.7), stream, spotDiff(20, 20))]]],
+    3.5,
+  );
   assert.equal(brokenAfter.code, 0, brokenAfter.err);
   assert.deepEqual(brokenAfter.rows, expected.slice(0, 2));
 
   // Nothing after the last line: the record ends there, and so do the rows.
-  await using ends = await tempDir();
-  await writeObject(ends.path, { firstRecvTs: s(0.1), seq: 0 }, inRange);
-  const recordEnds = await runBook(ends.path, [...range, ...to(3.5)]);
+  const recordEnds = await bookOver([[0.1, inRange]], 3.5);
   assert.equal(recordEnds.code, 0, recordEnds.err);
   assert.deepEqual(recordEnds.rows, expected.slice(0, 2));
 });
