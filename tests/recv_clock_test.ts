@@ -6,12 +6,20 @@
 
 import assert from "node:assert/strict";
 import { run } from "../src/cli/run.ts";
+import { verify } from "../src/cli/verify.ts";
+import type { Report } from "../src/verify/audit.ts";
 import { startClock, suspendedDetails, suspensionReason } from "../src/cli/suspension.ts";
 import { Batcher, type SealedBatch } from "../src/batch/batcher.ts";
 import { Recorder, type StreamGroup } from "../src/feed/recorder.ts";
 import { parseConfig } from "../src/config.ts";
 import { type ClockStep, ReceiveClock, type Suspension } from "../src/feed/clock.ts";
 import { Metrics } from "../src/ops/metrics.ts";
+import {
+  continueFrom,
+  readLastReceive,
+  receiveStateFile,
+  writeLastReceive,
+} from "../src/ops/receive_state.ts";
 import { FakeExchange, partialDepthFeed } from "./support/fake_exchange.ts";
 import { readArchive } from "./support/collector.ts";
 import { tempDir } from "./support/temp.ts";
@@ -84,6 +92,52 @@ Deno.test("wall-clock steps of -3 s and +3 s: receive times never decrease, each
   assert.equal(steps[1].atUs, beforeForward + 3_010_000);
   // After re-anchoring the receive clock is the wall clock again.
   assert.ok(Math.abs(clock.nowMicros() - t.wall * 1000) <= 1000);
+});
+
+Deno.test("continuing from a run before whose last time is 3 s ahead: times stay just after it, one backward step", () => {
+  const { t, clock, steps, pass } = fakeClocks();
+  const previous = (EPOCH + 3000) * 1000;
+  const step = clock.continueFrom(previous);
+  assert.deepEqual(step, {
+    atUs: previous + 1,
+    stepMs: -3000,
+    direction: "backward",
+    sincePreviousRun: true,
+  });
+  assert.deepEqual(steps, [], "reported by the caller, once the streams are known");
+  assert.equal(clock.nowMicros(), previous + 1);
+  pass(2000);
+  assert.equal(clock.nowMicros(), previous + 1);
+  pass(1500);
+  assert.equal(clock.nowMicros(), t.wall * 1000);
+  assert.deepEqual(steps, []);
+});
+
+Deno.test("continuing from a run before whose last time is behind the clock, or within 100 ms: no step", () => {
+  for (const aheadMs of [-60_000, 0, 80]) {
+    const { t, clock, steps } = fakeClocks();
+    const previous = (EPOCH + aheadMs) * 1000;
+    assert.equal(clock.continueFrom(previous), undefined);
+    assert.equal(clock.nowMicros(), Math.max(t.wall * 1000, previous + 1));
+    assert.deepEqual(steps, []);
+  }
+});
+
+Deno.test("the last receive time is stored and read back; a damaged file or one a day ahead is not continued from", async () => {
+  await using tmp = await tempDir();
+  const wall = Date.now();
+  assert.equal(await readLastReceive(tmp.path), undefined, "a first start");
+  await writeLastReceive(tmp.path, wall * 1000 + 123);
+  assert.equal(await readLastReceive(tmp.path), wall * 1000 + 123);
+  for (const text of ["{", '{"lastRecvTs":"1"}', '{"lastRecvTs":1.5}', "null", ""]) {
+    await Deno.writeTextFile(receiveStateFile(tmp.path), text);
+    assert.equal(await readLastReceive(tmp.path), undefined, text);
+  }
+  const dayUs = 24 * 3_600_000 * 1000;
+  assert.equal(continueFrom([undefined, 5, 9, undefined], wall), 9);
+  assert.equal(continueFrom([undefined], wall), undefined);
+  assert.equal(continueFrom([wall * 1000 + dayUs], wall), wall * 1000 + dayUs);
+  assert.equal(continueFrom([5, wall * 1000 + dayUs + 1000], wall), undefined);
 });
 
 Deno.test("drift under 100 ms is followed silently at each tick", () => {
@@ -313,4 +367,73 @@ Deno.test("a sleep of a batch or more seals the open batches: lines after the wa
     ["2026-11-27T23", 10],
     ["2026-11-30T08", 5],
   ]);
+});
+
+Deno.test({
+  name:
+    "a wall clock set back 5 s between two runs: recv_ts and keys keep the record's order, one clock_step line, verify finds no duplicate",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const BTC = "btcusdt@depth20@100ms";
+    const ETH = "ethusdt@depth20@100ms";
+    await using exchange = await FakeExchange.start();
+    exchange.setFeed(BTC, partialDepthFeed({ rate: 50, startId: 1_000 }));
+    exchange.setFeed(ETH, partialDepthFeed({ rate: 50, startId: 9_000 }));
+    await using tmp = await tempDir();
+    const config = parseConfig({
+      SYMBOL: "BTCUSDT,ETHUSDT",
+      BINANCE_WS_URL: exchange.wsUrl,
+      DATA_DIR: tmp.path,
+      METRICS_ADDR: "off",
+      BATCH_SECONDS: "1",
+      PREVENT_SLEEP: "false",
+    });
+    // The first run's clock is 5 s ahead; the second's is right: it starts "before" the first ended.
+    for (const offsetMs of [5000, 0]) {
+      const shutdown = new AbortController();
+      let started = false;
+      const running = run(config, {
+        shutdown: shutdown.signal,
+        metrics: new Metrics(),
+        wallMs: () => Date.now() + offsetMs,
+        onStarted: () => started = true,
+      });
+      try {
+        await waitFor(() => started, 5000, "run to start");
+        const sent = exchange.sentCountFor(ETH);
+        await waitFor(() => exchange.sentCountFor(ETH) >= sent + 75, 5000, "75 messages");
+      } finally {
+        shutdown.abort();
+        await running;
+      }
+    }
+    const lines = await readArchive(`${tmp.path}/archive`);
+    for (const stream of [BTC, ETH]) {
+      const ofStream = lines.filter((l) => l.value.stream === stream);
+      // Objects in key order hold the record in the order received: the second run's after the first's.
+      const ids = ofStream.flatMap((l) => {
+        const data = l.value.data as { lastUpdateId?: number } | undefined;
+        return data?.lastUpdateId === undefined ? [] : [data.lastUpdateId];
+      });
+      assert.ok(ids.length > 100 && nonDecreasing(ids), `${stream}: the runs' objects interleave`);
+      const stamps = ofStream.map((l) => l.value.recv_ts as number);
+      assert.ok(nonDecreasing(stamps), `${stream}: recv_ts went backwards across the restart`);
+      const steps = ofStream.filter((l) => l.value.event === "clock_step").map((l) => l.value);
+      assert.equal(steps.length, 1, `${stream}: one clock_step line`);
+      assert.equal(steps[0].direction, "backward");
+      const behind = -(steps[0].step_ms as number);
+      assert.ok(behind > 3000 && behind < 5100, `${stream}: ${behind} ms behind`);
+    }
+    // `verify` as a user runs it, a minute later (every object settled).
+    let printed = "";
+    const exitCode = await verify(config, { json: true }, {
+      print: (text) => printed += text,
+      now: () => Date.now() + 60_000,
+    });
+    const report = JSON.parse(printed) as Report;
+    assert.deepEqual(report.streams.map((s) => [s.stream, s.duplicates]), [[BTC, 0], [ETH, 0]]);
+    assert.deepEqual(report.problems.filter((p) => !p.explained), []);
+    assert.equal(exitCode, 0);
+  },
 });

@@ -14,6 +14,7 @@ import { keyFor, Storage } from "../src/cli/stages/storage.ts";
 import { gzipLines } from "../src/archive/encode.ts";
 import { planKey } from "../src/archive/keys.ts";
 import { Spool } from "../src/store/spool.ts";
+import { Journal } from "../src/store/journal.ts";
 import { parseConfig } from "../src/config.ts";
 import type { Config } from "../src/config_types.ts";
 import { Telemetry } from "../src/ops/events.ts";
@@ -127,6 +128,47 @@ Deno.test("Storage with a local archive drains what an earlier run with S3 left 
     [],
   );
 });
+
+Deno.test("Storage alone: the run before's last receive time is the later of its stored one and its crash journal's", async () => {
+  const journaled = (Date.now() + 5000) * 1000;
+  for (const [stored, expected] of [[undefined, journaled], [journaled + 7, journaled + 7]]) {
+    await using tmp = await tempDir();
+    await crashJournal(join(tmp.path, "journal"), [journaled - 2, journaled]);
+    const background = new AbortController();
+    await using storage = await Storage.open(configFor(tmp.path), {
+      signal: background.signal,
+      ...telemetered(),
+      now: Date.now,
+      previousRecvTs: stored,
+    });
+    assert.equal(storage.receivedUntil, expected);
+    background.abort();
+    await storage.close(await storage.flush(Date.now() + 2000));
+  }
+});
+
+/** A crash journal as a process killed after its last flush leaves it: one open batch of BTC. */
+async function crashJournal(dir: string, recvTimes: readonly number[]): Promise<void> {
+  const copy = `${dir}.live`;
+  const journal = await Journal.start(copy, { flushMs: 60_000 });
+  const batcher = new Batcher({
+    batchMs: 60_000,
+    maxLines: 1000,
+    planKey: (stream, firstRecvTs, seq) => keyFor(configFor("/unused"), stream, firstRecvTs, seq),
+    observer: journal,
+  });
+  recvTimes.forEach((recvTs, i) => {
+    const text = `{"recv_ts":${recvTs},"stream":"${BTC}","data":{"lastUpdateId":${i + 1}}}`;
+    batcher.add(BTC, { text, recvTs, isData: true }, 0);
+  });
+  await journal.flush();
+  await Deno.mkdir(dir);
+  for await (const entry of Deno.readDir(copy)) {
+    if (entry.isFile) await Deno.copyFile(join(copy, entry.name), join(dir, entry.name));
+  }
+  batcher.sealAll();
+  await journal.close();
+}
 
 Deno.test("Storage alone: a crash journal that cannot be read stops the start, and disposal leaves nothing running", async () => {
   await using tmp = await tempDir();

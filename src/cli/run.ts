@@ -23,6 +23,7 @@ import type { WebSocketFactory } from "../feed/connection.ts";
 import { type DataDirLock, describeHolder, lockDataDir } from "../ops/data_dir_lock.ts";
 import { Metrics } from "../ops/metrics.ts";
 import { probeWritable } from "../ops/writable.ts";
+import { readLastReceive } from "../ops/receive_state.ts";
 import { Feeds } from "./stages/feeds.ts";
 import { Ops } from "./stages/ops.ts";
 import { StartupError, startupStep } from "./stages/startup.ts";
@@ -88,6 +89,7 @@ async function record(config: Config, options: RunOptions): Promise<() => Promis
   // A SIGTERM during start-up stops the waits for S3 and Binance, and nothing is recorded.
   const interrupt = options.shutdown;
   await using storage = await Storage.open(config, {
+    previousRecvTs: await readLastReceive(config.dataDir),
     interrupt,
     signal,
     metrics,
@@ -128,6 +130,7 @@ function startRecording(ops: Ops, storage: Storage, feeds: Feeds, options: RunOp
   const nowMicros = options.nowMicros ?? clock.nowMicros;
   storage.stampWith(nowMicros);
   feeds.record({ nowMicros, tick: () => clock.tick() });
+  ops.recordingStarted();
   options.onStarted?.();
 }
 

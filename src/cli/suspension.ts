@@ -16,7 +16,7 @@
  */
 
 import type { Config } from "../config_types.ts";
-import { ReceiveClock, type Suspension } from "../feed/clock.ts";
+import { type ClockStep, ReceiveClock, type Suspension } from "../feed/clock.ts";
 import type { Telemetry } from "../ops/events.ts";
 import type { Recorder } from "../feed/recorder.ts";
 
@@ -49,14 +49,7 @@ export function startClock(wiring: ClockWiring): ReceiveClock {
     wallMs: wiring.wallMs,
     monotonicMs: wiring.monotonicMs,
     suspendThresholdMs: wiring.config.suspendThresholdSeconds * 1000,
-    onStep: (step) => {
-      telemetry.clockStepped(step);
-      if (step.direction === "forward" && step.stepMs >= batchMs) recorder.sealAll();
-      recorder.event(wiring.streams(), "clock_step", step.atUs, {
-        step_ms: step.stepMs,
-        direction: step.direction,
-      });
-    },
+    onStep: (step) => clockStepped(wiring, step),
     onSuspend: (suspension) => {
       const reason = suspensionReason(suspension, wiring.os ?? Deno.build.os);
       telemetry.suspended(suspension, reason);
@@ -65,6 +58,25 @@ export function startClock(wiring: ClockWiring): ReceiveClock {
       // Out of the clock reading (which may sit inside a socket's handler).
       setTimeout(wiring.onSuspended, 0);
     },
+  });
+}
+
+/**
+ * A step of the wall clock: the named event, a `clock_step` line in every
+ * stream and, after a forward step of a batch or more, every open batch
+ * sealed (what comes next is keyed at the new time).
+ */
+export function clockStepped(
+  wiring: Pick<ClockWiring, "config" | "streams" | "recorder" | "telemetry">,
+  step: ClockStep,
+): void {
+  const { recorder, telemetry } = wiring;
+  telemetry.clockStepped(step);
+  const batchMs = wiring.config.batchSeconds * 1000;
+  if (step.direction === "forward" && step.stepMs >= batchMs) recorder.sealAll();
+  recorder.event(wiring.streams(), "clock_step", step.atUs, {
+    step_ms: step.stepMs,
+    direction: step.direction,
   });
 }
 

@@ -12,7 +12,9 @@
  *   to the wall clock, at most 1 ms, so the whole milliseconds of
  *   `Date.now()` do not jitter the time between two lines.
  * - Receive times never decrease: after a backward step, lines keep the last
- *   time given out until the clock passes it.
+ *   time given out until the clock passes it. `continueFrom` carries that
+ *   across a restart: given the last receive time of the run before, later
+ *   times are after it, and a wall clock behind it is a backward step.
  * - A suspension is noticed: `tick()` is meant to run every `tickMs` (1 s);
  *   when the monotonic clock says it comes more than `suspendThresholdMs`
  *   late, the process did not run (SIGSTOP, or a system whose monotonic clock
@@ -36,6 +38,8 @@ export interface ClockStep {
   /** Wall clock minus the receive clock, ms (positive: the wall clock jumped forward). */
   readonly stepMs: number;
   readonly direction: "forward" | "backward";
+  /** Found at start: the wall clock is behind the last receive time of the run before. */
+  readonly sincePreviousRun?: true;
 }
 
 export interface Suspension {
@@ -103,6 +107,34 @@ export class ReceiveClock {
     if (late || off > this.#stepMs || off < -this.#stepMs) this.#check(mono, wall);
     return this.#give(this.#reading(mono));
   };
+
+  /** The largest receive time given out so far, µs; undefined before the first. */
+  get lastGivenUs(): number | undefined {
+    return Number.isFinite(this.#lastUs) ? this.#lastUs : undefined;
+  }
+
+  /**
+   * Continues the record of an earlier run whose last receive time was
+   * `previousUs`: every time given out from now on is later than it, so keys
+   * and `recv_ts` keep the order of the record across the restart. Call
+   * before the first reading. Returns the backward step to report when the
+   * wall clock is behind it by more than the step threshold (it went back
+   * while no run was recording): times stay just after `previousUs` until the
+   * clock passes it, as after a step while running. The caller reports it
+   * (`onStep` is not called: at start the streams may not be known yet).
+   */
+  continueFrom(previousUs: number): ClockStep | undefined {
+    if (!Number.isFinite(previousUs) || previousUs < this.#lastUs) return undefined;
+    const behindMs = previousUs / 1000 - this.#reading(this.#monotonic());
+    this.#lastUs = previousUs + 1;
+    if (behindMs <= this.#stepMs) return undefined;
+    return {
+      atUs: this.#lastUs,
+      stepMs: -Math.round(behindMs),
+      direction: "backward",
+      sincePreviousRun: true,
+    };
+  }
 
   /** Call every `tickMs`: notices suspensions and follows slow drift. */
   tick(): void {

@@ -178,6 +178,14 @@ export class Telemetry {
   /** The wall clock stepped; receive times are re-anchored to it (feed/clock.ts). */
   clockStepped(step: ClockStep): void {
     this.metrics.clockSteps.inc();
+    if (step.sincePreviousRun) {
+      clockLog.warn(
+        "The wall clock is {behindMs} ms behind the last receive time of the run before; " +
+          "receive times stay just after it until the clock passes it",
+        { behindMs: -step.stepMs, stepMs: step.stepMs },
+      );
+      return;
+    }
     clockLog.warn(
       "The wall clock stepped {direction} by {stepMs} ms; receive times re-anchored to it",
       { direction: step.direction, stepMs: step.stepMs },

@@ -33,8 +33,9 @@ import type { Metrics } from "../../ops/metrics.ts";
 import { preventSleep, type SleepGuard } from "../../ops/power.ts";
 import { redactUrls } from "../../ops/redact.ts";
 import { countRestarts, recordCleanStop, recordStart } from "../../ops/restarts.ts";
+import { writeLastReceive } from "../../ops/receive_state.ts";
 import type { Recorder } from "../../feed/recorder.ts";
-import { startClock } from "../suspension.ts";
+import { clockStepped, startClock } from "../suspension.ts";
 import { StartupError } from "./startup.ts";
 
 const log = getLogger(["l2", "run"]);
@@ -57,6 +58,8 @@ export interface StorageView {
   backlog(): number;
   readonly spoolMaxBytes: number | undefined;
   openBatches(): { bytes: number; textBytes: number };
+  /** The last receive time of the run before, µs: the receive clock continues after it. */
+  readonly receivedUntil?: number;
 }
 
 /** What the status page and the receive clock need of the feeds. */
@@ -86,6 +89,9 @@ export class Ops implements AsyncDisposable {
   #clockLoop: Promise<void> | undefined;
   #healthLoop: Promise<void> | undefined;
   #server: OpsServer | undefined;
+  #clock: ReceiveClock | undefined;
+  /** Reports the wall clock found behind the run before's last receive time (see `start`). */
+  #stepBack: (() => void) | undefined;
 
   /** The start noted in the restart history, the power assertion held. */
   static async open(config: Config, options: OpsOptions): Promise<Ops> {
@@ -127,13 +133,18 @@ export class Ops implements AsyncDisposable {
 
   /**
    * Notes in the restart history that this run stopped cleanly, so the next
-   * start is not counted as a restart: called once the shutdown ran to the
-   * end and every stage is disposed (it needs nothing of them).
+   * start is not counted as a restart, and stores its last receive time for
+   * the next run to continue from: called once the shutdown ran to the end
+   * and every stage is disposed (it needs nothing of them).
    */
   get noteCleanStop(): () => Promise<void> {
     const { dataDir } = this.#config;
     const startedAt = this.#startedAt;
-    return () => recordCleanStop(dataDir, startedAt);
+    return async () => {
+      const lastRecvTs = this.#clock?.lastGivenUs;
+      if (lastRecvTs !== undefined) await writeLastReceive(dataDir, lastRecvTs);
+      await recordCleanStop(dataDir, startedAt);
+    };
   }
 
   /** Where the status server listens (the real port when METRICS_ADDR asked for 0); undefined when off. */
@@ -151,7 +162,7 @@ export class Ops implements AsyncDisposable {
       signal: this.#signal,
       onOffset: (seconds) => this.telemetry.clockOffsetMeasured(seconds),
     });
-    const clock = startClock({
+    const wiring = {
       config,
       streams: () => feeds.streams(),
       recorder: feeds.recorder,
@@ -159,11 +170,26 @@ export class Ops implements AsyncDisposable {
       wallMs: this.#options.wallMs,
       monotonicMs: this.#options.monotonicMs,
       onSuspended: () => feeds.suspended(),
-    });
+    };
+    const clock = startClock(wiring);
+    this.#clock = clock;
+    const until = storage.receivedUntil;
+    const stepBack = until === undefined ? undefined : clock.continueFrom(until);
+    if (stepBack) this.#stepBack = () => clockStepped(wiring, stepBack);
     const deps = this.#deps(storage, feeds);
     this.#serve(deps);
     this.#watchHealth(deps);
     return clock;
+  }
+
+  /**
+   * The feeds record: the streams are known. A wall clock found at start
+   * behind the last receive time of the run before is reported now, with a
+   * `clock_step` line in every stream.
+   */
+  recordingStarted(): void {
+    this.#stepBack?.();
+    this.#stepBack = undefined;
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

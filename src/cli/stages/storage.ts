@@ -41,6 +41,7 @@ import { Spool } from "../../store/spool.ts";
 import { type SettledHow, Uploader } from "../../store/uploader.ts";
 import { START_WAIT_MS, StartupError, startupStep } from "./startup.ts";
 import { settledWithin } from "../../delay.ts";
+import { continueFrom } from "../../ops/receive_state.ts";
 
 const log = getLogger(["l2", "run"]);
 
@@ -60,6 +61,8 @@ export interface StorageOptions {
   readonly ticker?: Ticker;
   /** Batch files the gzip worker may keep open (`keptFilesBudget`); default none. */
   readonly keepFiles?: number;
+  /** The last receive time the run before stored at its clean stop (ops/receive_state.ts), µs. */
+  readonly previousRecvTs?: number;
 }
 
 /** What the feeds need of storage: where lines go, and where sealed batches go. */
@@ -96,6 +99,11 @@ export class Storage implements BatchStore, AsyncDisposable {
   readonly #recoveredFiles: readonly string[];
   readonly #recoveredKeys: Set<string>;
   #recoveredLeft: number;
+  /**
+   * The last receive time of the run before (its stored one, or its crash
+   * journal's latest), µs: this run's receive times come after it.
+   */
+  readonly receivedUntil: number | undefined;
   /** The removal of earlier runs' journal files, once started: awaited before the process ends. */
   #removal: Promise<void> | undefined;
   readonly #stop = new AbortController();
@@ -170,8 +178,13 @@ export class Storage implements BatchStore, AsyncDisposable {
       planKey: (stream, firstRecvTs, seq) => keyFor(config, stream, firstRecvTs, seq),
     });
     this.#uploader = this.#newUploader();
-    // Losses during start-up (before the receive clock runs) are stamped by the wall clock.
-    this.#receiveMicros = options.nowMicros ?? (() => Date.now() * 1000);
+    const recoveredUntil = parts.recovery.recovered.batches.map((b) => b.meta.lastRecvTs);
+    const until = continueFrom([options.previousRecvTs, ...recoveredUntil], options.now());
+    this.receivedUntil = until;
+    // Losses during start-up (before the receive clock runs) are stamped by the wall clock,
+    // after the run before.
+    this.#receiveMicros = options.nowMicros ??
+      (() => Math.max(Date.now() * 1000, (until ?? -Infinity) + 1));
     // Every lost batch leaves a `dropped` line in its stream's next batch.
     this.#holes = new HoleMarker({
       nowMicros: () => this.#receiveMicros(),

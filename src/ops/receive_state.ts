@@ -1,0 +1,85 @@
+/**
+ * The last receive time a run gave out, kept across processes in
+ * `<DATA_DIR>/state/receive_clock.json` (`{"lastRecvTs": <µs>}`), written to
+ * a temporary name and renamed at the end of a clean stop. The next run
+ * continues from it (feed/clock.ts `continueFrom`), so a wall clock set back
+ * while nothing recorded does not make the next run's lines and keys sort
+ * before the last run's. After a crash the crash journal's batches say the
+ * same (their last receive times); the later of the two counts.
+ *
+ * A missing file is a first start (nothing to continue). A damaged one, or a
+ * time more than a day ahead of the wall clock (no clock is that wrong; the
+ * run would stamp every line with that one time for a day), is logged and
+ * left out: neither stops the recorder.
+ */
+
+import { getLogger } from "@logtape/logtape";
+import { join } from "node:path";
+import { writeAtomically } from "../store/local.ts";
+
+const log = getLogger(["l2", "ops"]);
+
+/** A stored time further ahead of the wall clock than this is not continued from. */
+export const MAX_AHEAD_MS = 24 * 3_600_000;
+
+export function receiveStateFile(dataDir: string): string {
+  return join(dataDir, "state", "receive_clock.json");
+}
+
+/** The last run's last receive time as stored, µs; undefined when there is none or it is damaged. */
+export async function readLastReceive(dataDir: string): Promise<number | undefined> {
+  const path = receiveStateFile(dataDir);
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) {
+      log.warn("Cannot read the last receive time {path}: {error}", { path, error });
+    }
+    return undefined;
+  }
+  let value: unknown;
+  try {
+    value = (JSON.parse(text) as { lastRecvTs?: unknown } | null)?.lastRecvTs;
+  } catch {
+    value = undefined;
+  }
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value <= 0) {
+    log.warn("The last receive time in {path} is damaged; not continued from", { path });
+    return undefined;
+  }
+  return value;
+}
+
+/**
+ * What this run continues from: the latest of `times` (the stored last
+ * receive time, the crash journal's batches), unless it is more than a day
+ * ahead of `wallMs` (logged).
+ */
+export function continueFrom(
+  times: ReadonlyArray<number | undefined>,
+  wallMs: number,
+): number | undefined {
+  const known = times.filter((t): t is number => t !== undefined && Number.isFinite(t));
+  if (known.length === 0) return undefined;
+  const latest = Math.max(...known);
+  if (latest / 1000 - wallMs <= MAX_AHEAD_MS) return latest;
+  log.warn(
+    "The last receive time before this start ({lastRecvTs} µs) is more than a day ahead of " +
+      "the wall clock; not continued from, so receive times go back across this restart",
+    { lastRecvTs: latest },
+  );
+  return undefined;
+}
+
+/** Stores the run's last receive time; a failed write is logged, never thrown. */
+export async function writeLastReceive(dataDir: string, lastRecvTs: number): Promise<void> {
+  const path = receiveStateFile(dataDir);
+  try {
+    await Deno.mkdir(join(dataDir, "state"), { recursive: true });
+    const text = JSON.stringify({ lastRecvTs }) + "\n";
+    await writeAtomically(path, new TextEncoder().encode(text));
+  } catch (error) {
+    log.warn("Cannot write the last receive time {path}: {error}", { path, error });
+  }
+}
