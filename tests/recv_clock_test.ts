@@ -231,26 +231,38 @@ Deno.test("without ticks a large forward wall jump is a step (nothing to tell a 
   assert.deepEqual(steps.map((s) => s.stepMs), [10_000]);
 });
 
+const BTC = "btcusdt@depth20@100ms";
+const ETH = "ethusdt@depth20@100ms";
+
+/** The fake exchange with BTC's and ETH's partial books at 50 a second. */
+async function twoPartialBooks(): Promise<FakeExchange> {
+  const exchange = await FakeExchange.start();
+  exchange.setFeed(BTC, partialDepthFeed({ rate: 50, startId: 1_000 }));
+  exchange.setFeed(ETH, partialDepthFeed({ rate: 50, startId: 9_000 }));
+  return exchange;
+}
+
+/** Records both into `dataDir`, in 1 s batches. */
+function twoSymbolConfig(wsUrl: string, dataDir: string) {
+  return parseConfig({
+    SYMBOL: "BTCUSDT,ETHUSDT",
+    BINANCE_WS_URL: wsUrl,
+    DATA_DIR: dataDir,
+    METRICS_ADDR: "off",
+    BATCH_SECONDS: "1",
+    PREVENT_SLEEP: "false",
+  });
+}
+
 Deno.test({
   name:
     "run with the wall clock stepped -3 s then +3 s: recv_ts never decreases, each step one clock_step line",
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
-    const BTC = "btcusdt@depth20@100ms";
-    const ETH = "ethusdt@depth20@100ms";
-    await using exchange = await FakeExchange.start();
-    exchange.setFeed(BTC, partialDepthFeed({ rate: 50, startId: 1_000 }));
-    exchange.setFeed(ETH, partialDepthFeed({ rate: 50, startId: 9_000 }));
+    await using exchange = await twoPartialBooks();
     await using tmp = await tempDir();
-    const config = parseConfig({
-      SYMBOL: "BTCUSDT,ETHUSDT",
-      BINANCE_WS_URL: exchange.wsUrl,
-      DATA_DIR: tmp.path,
-      METRICS_ADDR: "off",
-      BATCH_SECONDS: "1",
-      PREVENT_SLEEP: "false",
-    });
+    const config = twoSymbolConfig(exchange.wsUrl, tmp.path);
     let offsetMs = 0;
     const metrics = new Metrics();
     const shutdown = new AbortController();
@@ -375,20 +387,9 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
-    const BTC = "btcusdt@depth20@100ms";
-    const ETH = "ethusdt@depth20@100ms";
-    await using exchange = await FakeExchange.start();
-    exchange.setFeed(BTC, partialDepthFeed({ rate: 50, startId: 1_000 }));
-    exchange.setFeed(ETH, partialDepthFeed({ rate: 50, startId: 9_000 }));
+    await using exchange = await twoPartialBooks();
     await using tmp = await tempDir();
-    const config = parseConfig({
-      SYMBOL: "BTCUSDT,ETHUSDT",
-      BINANCE_WS_URL: exchange.wsUrl,
-      DATA_DIR: tmp.path,
-      METRICS_ADDR: "off",
-      BATCH_SECONDS: "1",
-      PREVENT_SLEEP: "false",
-    });
+    const config = twoSymbolConfig(exchange.wsUrl, tmp.path);
     // The first run's clock is 5 s ahead; the second's is right: it starts "before" the first ended.
     for (const offsetMs of [5000, 0]) {
       const shutdown = new AbortController();
