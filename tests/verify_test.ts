@@ -718,12 +718,73 @@ Deno.test("a time hole is found at 10 x the stream speed by default, and --max-h
   assert.equal(strict.code, 1);
 });
 
-Deno.test("defaultMaxHoleMs is 10 x the speed in the stream type, at least 1 s", () => {
-  assert.equal(defaultMaxHoleMs("depth@100ms"), 1000);
-  assert.equal(defaultMaxHoleMs("depth20@250ms"), 2500);
-  assert.equal(defaultMaxHoleMs("depth5@1000ms"), 10_000);
-  assert.equal(defaultMaxHoleMs("depth"), 10_000);
-  assert.equal(defaultMaxHoleMs("depth@0ms"), 1000);
+Deno.test("defaultMaxHoleMs is 10 x the stream's speed (its suffix, else its market's default), at least 1 s", () => {
+  assert.equal(defaultMaxHoleMs("depth@100ms", "spot"), 1000);
+  assert.equal(defaultMaxHoleMs("depth5@1000ms", "spot"), 10_000);
+  assert.equal(defaultMaxHoleMs("depth", "spot"), 10_000);
+  assert.equal(defaultMaxHoleMs("depth20", "spot"), 10_000);
+  // USD-M's default speed is 250 ms (BINANCE.md, Stream names: `depth20` is 250 ms there).
+  assert.equal(defaultMaxHoleMs("depth", "usdm"), 2500);
+  assert.equal(defaultMaxHoleMs("depth20", "usdm"), 2500);
+  assert.equal(defaultMaxHoleMs("depth20@500ms", "usdm"), 5000);
+  assert.equal(defaultMaxHoleMs("depth@0ms", "spot"), 1000);
+  assert.equal(defaultMaxHoleMs("trade", "usdm"), 3_600_000);
+});
+
+Deno.test("a USD-M depth20 stream (250 ms) silent for 6 s with no event line has an unexplained hole", async () => {
+  await using tmp = await tempDir();
+  const stream = "btcusdt@depth20";
+  let u = 5000;
+  const lines = Array.from({ length: 60 }, (_, i) => {
+    // 30 pushes every 250 ms, then 6 s of silence, then 30 more.
+    const recvTs = T0 + i * 250_000 + (i >= 30 ? 6_000_000 : 0);
+    const pu = u;
+    u += 4;
+    const data = `{"e":"depthUpdate","E":${Math.floor(recvTs / 1000)},"T":${
+      Math.floor(recvTs / 1000)
+    },"s":"BTCUSDT","U":${pu + 1},"u":${u},"pu":${pu},"b":[["1.0","2.0"]],"a":[["1.1","3.0"]]}`;
+    return { recvTs, text: dataLine(recvTs, stream, data) };
+  });
+  await writeArchive(tmp.path, [
+    { market: "usdm", streamType: "depth20", symbol: "BTCUSDT", lines, seq: 0 },
+  ]);
+  const { code, report } = await verifyJson(configFor(tmp.path));
+  assert.equal(report.streams[0].maxHoleMs, 2500);
+  const holes = unexplained(report, "hole");
+  assert.equal(holes.length, 1);
+  assert.match(holes[0].detail, /^no line for 6\.25 s \(threshold 2\.5 s\)/);
+  assert.equal(code, 1);
+});
+
+Deno.test("a REST snapshot stored inside a silence of the stream does not split it: the events after it explain it all", async () => {
+  await using tmp = await tempDir();
+  const btc = await fixtureLines("spot_diff_btcusdt_2024-08-08.ndjson.gz");
+  const snapshotText = (await Deno.readTextFile(
+    new URL("./fixtures/spot_snapshot_btcusdt_2024-08-08.ndjson", import.meta.url),
+  )).trim();
+  // 5 s of silence after the 200th diff: a snapshot answered 2.8 s in, the stale and
+  // disconnected lines at 4.9 s; then the new connection's diffs continue the chain.
+  const before = btc.slice(0, 200);
+  const silence = before.at(-1)!.recvTs;
+  const after = btc.slice(200, 400).map((l, i) => {
+    const recvTs = silence + 5_000_000 + i * 100_000;
+    return { recvTs, text: l.text.replace(/^\{"recv_ts":\d+/, `{"recv_ts":${recvTs}`) };
+  });
+  const at = (ms: number) => silence + ms * 1000;
+  const lines = [
+    ...before,
+    { recvTs: at(2800), text: dataLine(at(2800), "btcusdt@depthSnapshot", snapshotText) },
+    event(at(4900), BTC_STREAM, "stale"),
+    event(at(4901), BTC_STREAM, "disconnected"),
+    event(at(4950), BTC_STREAM, "connected"),
+    ...after,
+  ];
+  await writeArchive(tmp.path, [{ ...SPOT_BTC, lines, seq: 0 }]);
+  const { code, report } = await verifyJson(configFor(tmp.path));
+  assert.deepEqual(unexplained(report), []);
+  const s = report.streams[0];
+  assert.deepEqual([s.holes, s.unexplainedHoles, s.snapshots], [1, 0, 1]);
+  assert.equal(code, 0);
 });
 
 Deno.test("an empty archive is a problem, not a pass", async () => {

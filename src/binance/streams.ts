@@ -25,6 +25,15 @@ export interface StreamSpec {
 /** The update speed each market publishes without a suffix. */
 export const DEFAULT_SPEED_MS: Readonly<Record<Market, number>> = { spot: 1000, usdm: 250 };
 
+/**
+ * How often a depth stream type pushes, ms: its `@<ms>ms` suffix, else the
+ * market's default speed (spot `depth20` 1000 ms, USD-M `depth20` 250 ms).
+ */
+export function updateSpeedMs(market: Market, streamType: string): number {
+  const match = /@(\d+)ms$/.exec(streamType);
+  return match ? Number(match[1]) : DEFAULT_SPEED_MS[market] ?? DEFAULT_SPEED_MS.spot;
+}
+
 /** The published depth stream type, e.g. `depth20@100ms`, or `depth20` at the market's default speed. */
 export function depthStreamType(
   market: Market,

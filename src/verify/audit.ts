@@ -35,7 +35,7 @@ import {
 import type { DroppedFacts } from "../archive/encode.ts";
 import { KEY_LAYOUT, type KeyParts, parseKey, streamOfKey } from "../archive/keys.ts";
 import { continuity, type SequenceRule, sequenceRuleFor } from "../binance/sequence.ts";
-import { isEventDriven } from "../binance/streams.ts";
+import { isEventDriven, updateSpeedMs } from "../binance/streams.ts";
 import type { Market } from "../config_types.ts";
 import { metaDifferences, MetaTally, type StoredMeta } from "../archive/meta.ts";
 import { RebuildTracker } from "./rebuild.ts";
@@ -168,17 +168,16 @@ const MAX_AWAITING_DROP = 1000;
 
 /**
  * 10 × the stream's update speed (`depth@100ms` → 1 s), at least 1 s; a stream
- * type without a speed pushes every 1000 ms. The floor only matters for
+ * type without a speed pushes at its market's default (spot `depth20` every
+ * 1000 ms → 10 s, USD-M `depth20` every 250 ms → 2.5 s). The floor only matters for
  * USD-M `@0ms`: for every other allowed speed 10 × speed is already ≥ 1 s.
  * Trades and the book ticker come when the market moves, not on a clock:
  * a quiet symbol legitimately sends nothing for minutes, so their holes
  * count from an hour (their id chains still show every missed message).
  */
-export function defaultMaxHoleMs(streamType: string): number {
+export function defaultMaxHoleMs(streamType: string, market: Market): number {
   if (isEventDriven(streamType)) return 3_600_000;
-  const match = /@(\d+)ms$/.exec(streamType);
-  const speedMs = match ? Number(match[1]) : 1000;
-  return Math.max(10 * speedMs, 1000);
+  return Math.max(10 * updateSpeedMs(market, streamType), 1000);
 }
 
 /** µs since the epoch → ISO 8601 UTC with six fractional digits. */
@@ -522,14 +521,15 @@ export class Auditor {
   }
 
   #dataLine(state: StreamState, where: Where, line: DecodedData): void {
-    this.#checkHole(state, where.key, where.line, where.ts, false);
     if (where.ts >= (state.lastLine?.ts ?? -Infinity)) state.stopped = false;
     if (line.kind === "snapshot") {
+      // A REST answer, not the stream's: it does not end (nor split) a silence of the stream.
       state.stats.snapshots++;
       const id = line.ids.lastUpdateId;
       if (id !== undefined) state.rebuild?.snapshot(where.ts, id);
       return;
     }
+    this.#checkHole(state, where.key, where.line, where.ts, false);
     state.stats.messages++;
     const ids = line.ids;
     if (ids.lastUpdateId !== undefined) {
@@ -823,7 +823,8 @@ export class Auditor {
         rebuild: rebuildTrackerFor(rule, parts.market),
         begun: false,
         spans: new Map(),
-        maxHoleUs: this.#options.maxHoleUs ?? defaultMaxHoleMs(streamType) * 1000,
+        maxHoleUs: this.#options.maxHoleUs ??
+          defaultMaxHoleMs(streamType, parts.market as Market) * 1000,
         stats: {
           objects: 0,
           messages: 0,
