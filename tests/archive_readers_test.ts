@@ -23,12 +23,12 @@ import {
   diffStream,
   partialStream,
   record,
-  type Recording,
   snapshotRequests,
   SYMBOLS,
 } from "./support/recording.ts";
 import { TEST_BUCKET, TestS3 } from "./support/s3.ts";
 import { listFiles, tempDir } from "./support/temp.ts";
+import type { FakeExchange } from "./support/fake_exchange.ts";
 
 const README = new URL("../README.md", import.meta.url);
 const HOUR_IN_README = { date: "2026-11-28", hour: "01" };
@@ -63,10 +63,10 @@ function duck(sql: string, cwd: string): Promise<Row[]> {
 }
 
 /** Distinct frames the exchange wrote for a stream, oldest first, parsed. */
-function sentPayloads(recording: Recording, stream: string): Array<Record<string, unknown>> {
+function sentPayloads(exchange: FakeExchange, stream: string): Array<Record<string, unknown>> {
   const seen = new Set<string>();
   const out: Array<Record<string, unknown>> = [];
-  for (const frame of recording.exchange.sentFor(stream)) {
+  for (const frame of exchange.sentFor(stream)) {
     if (seen.has(frame.text)) continue;
     seen.add(frame.text);
     out.push((JSON.parse(frame.text) as { data: Record<string, unknown> }).data);
@@ -149,10 +149,12 @@ Deno.test({
     await using tmp = await tempDir();
     const recording = await record(tmp.path);
     await using _exchange = recording.exchange;
+    await using _usdmExchange = recording.usdm.exchange;
     const diffLines = await readArchive(`${recording.diffDir}/archive`);
     const queries = await readmeQueries();
     const diffRoot = `${tmp.path}/diff`;
     const partialRoot = `${tmp.path}/partial`;
+    const usdmPartialRoot = `${tmp.path}/usdm-partial`;
 
     await t.step("README: messages, snapshots and events per symbol match the ledger", async () => {
       const sql = query(queries, "messages, snapshots and event lines per symbol");
@@ -165,7 +167,7 @@ Deno.test({
         SYMBOLS.map((s) => [
           s,
           "depth@100ms",
-          String(sentPayloads(recording, diffStream(s)).length),
+          String(sentPayloads(recording.exchange, diffStream(s)).length),
           String(snapshotRequests(recording.exchange, s)),
           String(eventsOf(s).length),
         ]),
@@ -194,7 +196,17 @@ Deno.test({
         SYMBOLS.map((s) => [
           s,
           "depth20@100ms",
-          String(sentPayloads(recording, partialStream(s)).length),
+          String(sentPayloads(recording.exchange, partialStream(s)).length),
+          "0",
+        ]),
+      );
+      const usdm = await duck(sql, usdmPartialRoot);
+      assert.deepEqual(
+        usdm.map((r) => [r.symbol, r.channel, r.messages, r.snapshots]),
+        SYMBOLS.map((s) => [
+          s,
+          "depth20@100ms",
+          String(sentPayloads(recording.usdm.exchange, partialStream(s)).length),
           "0",
         ]),
       );
@@ -222,7 +234,7 @@ Deno.test({
       const sql = query(queries, "diff messages");
       const rows = await duck(sql, diffRoot);
       for (const symbol of SYMBOLS) {
-        const sent = sentPayloads(recording, diffStream(symbol));
+        const sent = sentPayloads(recording.exchange, diffStream(symbol));
         const got = rows.filter((r) => r.symbol === symbol);
         assert.deepEqual(
           got.map((r) => [Number(r.first_update_id), Number(r.last_update_id), r.event_time_ms]),
@@ -231,24 +243,40 @@ Deno.test({
         assert.equal(JSON.stringify(JSON.parse(got[0].bids!)), JSON.stringify(sent[0].b));
       }
       assert.deepEqual(await duck(sql, partialRoot), []);
+      // USD-M's partial books have the diffs' shape: the channel tells them apart.
+      assert.deepEqual(await duck(sql, usdmPartialRoot), []);
     });
 
     await t.step("README: partial books give each message's best levels", async () => {
       const sql = query(queries, "partial books");
+      const best = (rows: Row[], symbol: string) =>
+        rows.filter((r) => r.symbol === symbol).map((r) => [
+          Number(r.last_update_id),
+          r.best_bid_px,
+          r.best_bid_qty,
+          r.best_ask_px,
+          r.best_ask_qty,
+        ]);
       const rows = await duck(sql, partialRoot);
+      const usdmRows = await duck(sql, usdmPartialRoot);
+      assert.ok(
+        rows.every((r) => r.market === "spot") && usdmRows.every((r) => r.market === "usdm"),
+      );
       for (const symbol of SYMBOLS) {
-        const sent = sentPayloads(recording, partialStream(symbol)) as Array<
+        const sent = sentPayloads(recording.exchange, partialStream(symbol)) as Array<
           { lastUpdateId: number; bids: string[][]; asks: string[][] }
         >;
         assert.deepEqual(
-          rows.filter((r) => r.symbol === symbol).map((r) => [
-            Number(r.last_update_id),
-            r.best_bid_px,
-            r.best_bid_qty,
-            r.best_ask_px,
-            r.best_ask_qty,
-          ]),
+          best(rows, symbol),
           sent.map((d) => [d.lastUpdateId, d.bids[0][0], d.bids[0][1], d.asks[0][0], d.asks[0][1]]),
+        );
+        const usdmSent = sentPayloads(recording.usdm.exchange, partialStream(symbol)) as Array<
+          { u: number; b: string[][]; a: string[][] }
+        >;
+        assert.ok(usdmSent.length >= 50);
+        assert.deepEqual(
+          best(usdmRows, symbol),
+          usdmSent.map((d) => [d.u, d.b[0][0], d.b[0][1], d.a[0][0], d.a[0][1]]),
         );
       }
       assert.deepEqual(await duck(sql, diffRoot), []);
@@ -345,13 +373,36 @@ Deno.test({
       }
       const expected = SYMBOLS.map((s) => [
         s,
-        String(sentPayloads(recording, diffStream(s)).length),
+        String(sentPayloads(recording.exchange, diffStream(s)).length),
         String(snapshotRequests(recording.exchange, s)),
       ]);
-      for (const root of [oldRoot, diffRoot]) {
+      // Both layouts in one archive: half the objects (every other one) renamed.
+      const mixedRoot = `${tmp.path}/mixed`;
+      const files = await listFiles(`${recording.diffDir}/archive`);
+      for (const [i, rel] of files.entries()) {
+        const renamed = i % 2 === 0 ? rel : rel.replace("/channel=", "/stream=");
+        const target = `${mixedRoot}/data/archive/${renamed}`;
+        await Deno.mkdir(target.slice(0, target.lastIndexOf("/")), { recursive: true });
+        await Deno.copyFile(`${recording.diffDir}/archive/${rel}`, target);
+      }
+      for (const root of [oldRoot, diffRoot, mixedRoot]) {
         const rows = await duck(sql, root);
         assert.deepEqual(rows.map((r) => [r.symbol, r.messages, r.snapshots]), expected);
       }
+      // The Hive queries, pointed at the new layout alone as README says, read its objects.
+      const perSymbol = query(queries, "messages, snapshots and event lines per symbol");
+      const newLayout = "data/archive/binance/exchange=binance/market=*/channel=*/**/*.ndjson.gz";
+      assert.ok((await Deno.readTextFile(README)).includes(`'${newLayout}'`));
+      const newOnly = await duck(
+        perSymbol.replace("data/archive/**/*.ndjson.gz", newLayout),
+        mixedRoot,
+      );
+      const kept = (await readArchive(`${mixedRoot}/data/archive`))
+        .filter((l) => l.key.includes("/channel="));
+      assert.deepEqual(
+        newOnly.map((r) => [r.symbol, Number(r.messages) + Number(r.snapshots) + Number(r.events)]),
+        SYMBOLS.map((s) => [s, kept.filter((l) => l.key.includes(`/symbol=${s}/`)).length]),
+      );
     });
 
     const btc = recording.fixtures.BTCUSDT;
@@ -394,7 +445,7 @@ Deno.test({
       ]);
       assert.equal(result.code, 0, result.err);
       assert.match(result.err, /ETHUSDT spot\/depth20@100ms/);
-      const sent = sentPayloads(recording, partialStream("ETHUSDT")) as Array<
+      const sent = sentPayloads(recording.exchange, partialStream("ETHUSDT")) as Array<
         { lastUpdateId: number; bids: string[][]; asks: string[][] }
       >;
       const rows = csvRows(result.out);

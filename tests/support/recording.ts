@@ -7,11 +7,13 @@
  *   a symbol: the recording stops just after the first one past the replay); the exchange
  *   keeps each symbol's true book from the capture's real REST snapshot, so
  *   every stored snapshot agrees with the diffs;
- * - partial-book mode: `depth20@100ms` of both symbols for a few seconds.
+ * - partial-book mode: `depth20@100ms` of both symbols for a few seconds, on
+ *   spot and, from a USD-M fake exchange, on USD-M (whose partial books have
+ *   the diffs' shape: `U`, `u`, `pu`, `b`, `a`).
  *
- * Both collectors run at once (about 45 s together). The exchange stays
- * available afterwards for its ledger: what it wrote, and the REST snapshots
- * it served.
+ * The collectors run at once (about 45 s together). The exchanges stay
+ * available afterwards for their ledgers: what they wrote, and the REST
+ * snapshots they served.
  */
 
 import {
@@ -35,6 +37,8 @@ export interface Recording {
   /** DATA_DIRs: the archives are under `<dir>/archive`. */
   readonly diffDir: string;
   readonly partialDir: string;
+  /** The USD-M partial-book archive and the exchange that sent it. */
+  readonly usdm: { readonly exchange: FakeExchange; readonly partialDir: string };
   /** The fixture's diff payloads and REST snapshot per symbol (what the exchange replayed). */
   readonly fixtures: Readonly<Record<string, { diffs: string[]; snapshot: string }>>;
 }
@@ -58,11 +62,16 @@ export function snapshotRequests(exchange: FakeExchange, symbol: string): number
 
 export async function record(root: string): Promise<Recording> {
   const exchange = await FakeExchange.start();
+  const usdmExchange = await FakeExchange.start({ market: "usdm" });
   const fixtures: Record<string, { diffs: string[]; snapshot: string }> = {};
   for (const symbol of SYMBOLS) {
     fixtures[symbol] = await fixtureOf(symbol);
     exchange.keepBook(symbol, fixtures[symbol].snapshot);
     exchange.setFeed(partialStream(symbol), partialDepthFeed({ rate: 10 }));
+    usdmExchange.setFeed(
+      partialStream(symbol),
+      partialDepthFeed({ rate: 10, market: "usdm", symbol }),
+    );
   }
   const common = {
     SYMBOL: SYMBOLS.join(","),
@@ -83,6 +92,16 @@ export async function record(root: string): Promise<Recording> {
     SNAPSHOT_INTERVAL_SECONDS: "10",
   });
   const partial = spawnCollector({ ...common, DATA_DIR: partialDir, DEPTH_LEVEL: "20" });
+  const usdmPartialDir = `${root}/usdm-partial/data`;
+  const usdmPartial = spawnCollector({
+    ...common,
+    MARKET: "usdm",
+    BINANCE_WS_URL: `${usdmExchange.wsUrl}/public`,
+    BINANCE_REST_URL: usdmExchange.restUrl,
+    DATA_DIR: usdmPartialDir,
+    DEPTH_LEVEL: "20",
+    UPDATE_SPEED_MS: "100",
+  });
   try {
     // The replay starts when the diff collector is connected, so all of it is recorded.
     await waitFor(
@@ -101,14 +120,22 @@ export async function record(root: string): Promise<Recording> {
     }
     // Partial books: a few seconds are plenty.
     await waitFor(
-      () => SYMBOLS.every((s) => exchange.sentCountFor(partialStream(s)) >= 50),
+      () =>
+        SYMBOLS.every((s) =>
+          exchange.sentCountFor(partialStream(s)) >= 50 &&
+          usdmExchange.sentCountFor(partialStream(s)) >= 50
+        ),
       20_000,
       "partial books",
     );
-    partial.kill("SIGTERM");
-    const partialStatus = await partial.status;
-    if (partialStatus.code !== 0) {
-      throw new Error(`partial collector exited ${partialStatus.code}: ${partial.stderr()}`);
+    for (
+      const [name, collector] of [["partial", partial], ["USD-M partial", usdmPartial]] as const
+    ) {
+      collector.kill("SIGTERM");
+      const status = await collector.status;
+      if (status.code !== 0) {
+        throw new Error(`${name} collector exited ${status.code}: ${collector.stderr()}`);
+      }
     }
     // Diffs: every replayed message sent, then stop just after the next snapshot
     // (0, 10, … 40 s), so no snapshot is in flight at SIGTERM.
@@ -131,11 +158,22 @@ export async function record(root: string): Promise<Recording> {
     }
   } catch (error) {
     // deno-lint-ignore no-console
-    console.error(`partial collector:\n${partial.stderr()}\ndiff collector:\n${diff.stderr()}`);
+    console.error(
+      `partial collector:\n${partial.stderr()}\nUSD-M partial collector:\n${usdmPartial.stderr()}` +
+        `\ndiff collector:\n${diff.stderr()}`,
+    );
     await partial[Symbol.asyncDispose]();
+    await usdmPartial[Symbol.asyncDispose]();
     await diff[Symbol.asyncDispose]();
     await exchange.close();
+    await usdmExchange.close();
     throw error;
   }
-  return { exchange, diffDir, partialDir, fixtures };
+  return {
+    exchange,
+    diffDir,
+    partialDir,
+    usdm: { exchange: usdmExchange, partialDir: usdmPartialDir },
+    fixtures,
+  };
 }
