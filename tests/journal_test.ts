@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Batcher, type BatchLine, type SealedBatch } from "../src/batch/batcher.ts";
 import { dataLine, eventLine, gzipLines } from "../src/archive/encode.ts";
+import { planKey } from "../src/archive/keys.ts";
 import { Journal, recoverJournal, removeSettledFiles } from "../src/store/journal.ts";
 import { type FileAppender, localAppender } from "../src/batch/file_appends.ts";
 import { type Deflater, localDeflater } from "../src/batch/body.ts";
@@ -874,3 +875,60 @@ async function threePieces(dir: string): Promise<string[]> {
   });
   return lines;
 }
+
+Deno.test("a journal batch file that cannot be read (a directory in its place) is set aside: its lines are dropped lines, the other batch recovers", async () => {
+  await using tmp = await tempDir();
+  const live = join(tmp.path, "live");
+  const dir = join(tmp.path, "journal");
+  const added = { a: [] as string[], b: [] as string[] };
+  await withJournal(live, { flushMs: 60_000 }, async (journal) => {
+    // Keys as the collector plans them: the time in a key places a batch that lost every line.
+    const batcher = new Batcher({
+      batchMs: 60_000,
+      maxLines: 1000,
+      planKey: (stream, firstRecvTs, seq) =>
+        planKey({
+          prefix: "p",
+          market: "spot",
+          streamType: "depth@100ms",
+          symbol: `${stream.toUpperCase()}USDT`,
+          firstRecvTs,
+          instanceId: "box",
+          seq,
+        }),
+      observer: journal,
+    });
+    for (let i = 0; i < 4; i++) {
+      for (const stream of ["a", "b"] as const) {
+        const line = diff(100 + i, stream, i, i);
+        batcher.add(stream, line, 0);
+        added[stream].push(line.text);
+      }
+    }
+    await journal.flush();
+    // The process "dies" here; what it left is copied, as a crash would leave it.
+    await Deno.mkdir(dir);
+    for (const name of await listFiles(live)) {
+      await Deno.copyFile(join(live, name), join(dir, name));
+    }
+  });
+  // Batch a (opened first) cannot be read: a directory stands where its file was.
+  const [fileA] = (await listFiles(dir)).filter((f) => f.endsWith("-b0.gz.part"));
+  await Deno.remove(join(dir, fileA));
+  await Deno.mkdir(join(dir, fileA));
+
+  const result = await recover(dir);
+  const byStream = new Map(
+    await Promise.all(result.batches.map(async (b) => [b.stream, await b.body.lines()] as const)),
+  );
+  assert.deepEqual(byStream.get("b")!.slice(0, 4), added.b);
+  // Its four lines are lost; the object under its key says so, at the key's time.
+  const a = byStream.get("a")!.map((l) => JSON.parse(l));
+  assert.deepEqual(a.map((l) => [l.event, l.recv_ts]), [["dropped", 100], ["recovered", 100]]);
+  assert.deepEqual([a[0].messages, a[0].reason], [4, "journal damage"]);
+  assert.equal(result.unattributed, 0);
+  assert.match(result.skipped.join(" "), new RegExp(`${fileA} \\(cannot be read`));
+  // Moved aside for a person, so no later start reads it without the files recovered now.
+  assert.ok((await Deno.stat(join(dir, "quarantine", fileA))).isDirectory);
+  await assert.rejects(() => Deno.stat(join(dir, fileA)), Deno.errors.NotFound);
+});

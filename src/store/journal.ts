@@ -58,7 +58,12 @@ import { concatBytes } from "../archive/bytes.ts";
 import { lineFactsOf } from "../archive/decode.ts";
 import { ChunkPool } from "../batch/chunks.ts";
 import { type JournalReading, readLineSegment } from "./journal_lines.ts";
-import { BATCH_FILE_SUFFIX, batchFileName, PieceReader } from "./journal_pieces.ts";
+import {
+  BATCH_FILE_SUFFIX,
+  batchFileName,
+  PieceReader,
+  readJournalFile,
+} from "./journal_pieces.ts";
 import { PIECE_SEGMENT_SUFFIX, SEGMENT_SUFFIX, stampCrc } from "./journal_records.ts";
 import { type LineFacts, rebuildBatches, type RebuildOptions } from "./journal_rebuild.ts";
 import { writeAtomically } from "./local.ts";
@@ -700,7 +705,8 @@ export async function recoverJournal(
   };
   const pieces = new PieceReader(reading, dir);
   for (const name of files.filter((f) => f.endsWith(SEGMENT_SUFFIX))) {
-    const bytes = await Deno.readFile(join(dir, name));
+    const bytes = await readJournalFile(dir, name, reading);
+    if (bytes === undefined) continue;
     if (name.endsWith(PIECE_SEGMENT_SUFFIX)) pieces.readSegment(name, bytes);
     else readLineSegment(reading, name, bytes);
   }

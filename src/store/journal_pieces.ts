@@ -16,11 +16,14 @@
  * the last record read are lost with the crash (the `recovered` line says so).
  */
 
+import { getLogger } from "@logtape/logtape";
 import { join } from "node:path";
 import { constants, crc32, inflateRawSync } from "node:zlib";
 import { type JournalReading, pendingFor } from "./journal_lines.ts";
 import { type JournalRecord, parseSegment } from "./journal_records.ts";
 import { addHole, type Pending } from "./journal_rebuild.ts";
+
+const log = getLogger(["l2", "journal"]);
 
 /** Where a batch's pieces are: `<run>-b<id>.gz.part` in the journal directory. */
 export const BATCH_FILE_SUFFIX = ".gz.part";
@@ -44,6 +47,48 @@ interface PieceList {
   readonly pieces: Array<PieceRecord | "gap">;
   /** Lines in the batch by its latest record that says. */
   totalLines: number;
+}
+
+/** Where journal files that cannot be read are moved, inside the journal directory. */
+export const JOURNAL_QUARANTINE = "quarantine";
+
+/**
+ * A journal file's bytes; undefined when it is gone, or cannot be read
+ * (permissions, an I/O error, a directory in its place). One unreadable file
+ * never stops the start: it is logged, counted with the skipped records and
+ * moved to `quarantine/` for a person to look at (left in place, it would be
+ * read at a later start without the files recovered with it now), and the
+ * batches are rebuilt from the other files as far as they go.
+ */
+export async function readJournalFile(
+  dir: string,
+  name: string,
+  reading: Pick<JournalReading, "skipped" | "badRecords">,
+): Promise<Uint8Array | undefined> {
+  try {
+    return await Deno.readFile(join(dir, name));
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return undefined;
+    reading.badRecords++;
+    reading.skipped.push(`${name} (cannot be read: ${(error as Error).message})`);
+    const aside = join(dir, JOURNAL_QUARANTINE, name);
+    try {
+      await Deno.mkdir(join(dir, JOURNAL_QUARANTINE), { recursive: true });
+      await Deno.rename(join(dir, name), aside);
+      log.error(
+        "Cannot read the crash journal's {name}: {error}; moved to {aside}. What it held is " +
+          "recovered as far as the other journal files allow; lost lines are marked `dropped`",
+        { name, error, aside },
+      );
+    } catch (moveError) {
+      log.error(
+        "Cannot read the crash journal's {name}: {error}, nor move it aside: {moveError}. " +
+          "What it held is recovered as far as the other journal files allow",
+        { name, error, moveError },
+      );
+    }
+    return undefined;
+  }
 }
 
 export class PieceReader {
@@ -70,14 +115,9 @@ export class PieceReader {
     for (const [ref, list] of this.#lists) {
       const batch = pendingFor(this.#reading, ref);
       if (batch.settled) continue;
-      let bytes: Uint8Array;
-      try {
-        bytes = await Deno.readFile(join(this.#dir, list.file));
-      } catch (error) {
-        if (!(error instanceof Deno.errors.NotFound)) throw error;
-        bytes = new Uint8Array(0);
-      }
-      this.#linesOf(batch, list, bytes);
+      // Gone or unreadable: its lines are lost, each piece a hole with its line count.
+      const bytes = await readJournalFile(this.#dir, list.file, this.#reading);
+      this.#linesOf(batch, list, bytes ?? new Uint8Array(0));
     }
   }
 

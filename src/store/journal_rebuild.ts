@@ -76,11 +76,14 @@ export function rebuildBatches(
     if (batch.settled) continue;
     const kept = batch.items.filter((item): item is LineFacts => !("hole" in item));
     const damaged = batch.items.reduce((n, item) => n + ("hole" in item ? item.records : 0), 0);
-    if (kept.length === 0) {
+    const rebuilt = batch.key === undefined || batch.stream === undefined;
+    // No line left: with its key (and the time in it) the loss is still marked, as one
+    // `dropped` line at the key's time; without, it is only counted.
+    const keyTs = rebuilt ? undefined : parseKey(batch.key!)?.firstRecvTs;
+    if (kept.length === 0 && (damaged === 0 || keyTs === undefined)) {
       unattributed += damaged;
       continue;
     }
-    const rebuilt = batch.key === undefined || batch.stream === undefined;
     const named = rebuilt
       ? options.rekey?.(kept.map((l) => l.text), rekeyed++)
       : { key: batch.key!, stream: batch.stream! };
@@ -94,7 +97,7 @@ export function rebuildBatches(
     }
     const lines = damaged === 0
       ? [...kept]
-      : fillHoles(batch.items, named.stream, parseKey(named.key)?.firstRecvTs);
+      : fillHoles(batch.items, named.stream, keyTs ?? parseKey(named.key)?.firstRecvTs);
     if (!batch.sealed || rebuilt) lines.push(recoveredLine(lines, named.stream, rebuilt, damaged));
     batches.push(sealedFromLines(named.key, named.stream, lines, options));
   }
