@@ -173,3 +173,46 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "the crash journal's directory removed while recording: the batches it held are marked dropped, the rest is stored, verify passes",
+  sanitizeResources: false,
+  async fn() {
+    await using exchange = await FakeExchange.start();
+    const streams = ["btcusdt@depth20@100ms", "ethusdt@depth20@100ms"];
+    streams.forEach((s, i) =>
+      exchange.setFeed(s, partialDepthFeed({ rate: 40, startId: 1000 * (i + 1) }))
+    );
+    await using tmp = await tempDir();
+    const env = {
+      SYMBOL: "BTCUSDT,ETHUSDT",
+      DEPTH_LEVEL: "20",
+      BINANCE_WS_URL: exchange.wsUrl,
+      BINANCE_REST_URL: exchange.restUrl,
+      DATA_DIR: tmp.path,
+      BATCH_SECONDS: "3",
+      METRICS_ADDR: "off",
+    };
+    await using proc = spawnCollector(env);
+    await waitFor(() => exchange.openCount > 0, 15_000, "the collector to connect");
+    await delay(1000);
+    // A clean-up script, say, removes it: the open batches' pieces on disk go with it.
+    await Deno.remove(`${tmp.path}/journal`, { recursive: true });
+    await delay(4000);
+    proc.kill("SIGTERM");
+    assert.equal((await proc.status).code, 0, proc.stderr());
+    const lines = await readArchive(`${tmp.path}/archive`);
+    for (const stream of streams) {
+      const dropped = lines.filter((l) =>
+        l.value.stream === stream && l.value.event === "dropped" &&
+        l.value.reason === "journal file lost"
+      );
+      assert.ok(dropped.length >= 1, `${stream}: no dropped line:\n${proc.stderr()}`);
+      assert.ok((dropped[0].value.messages as number) > 0);
+    }
+    assert.doesNotMatch(proc.stderr(), /stays in the crash journal/);
+    const verified = await runCollector(env, { args: ["verify"] });
+    assert.equal(verified.code, 0, verified.stdout + verified.stderr);
+  },
+});

@@ -440,3 +440,25 @@ Deno.test("uploader does not count batches it must keep against its bound", asyn
   assert.deepEqual(await uploader.flush(AbortSignal.timeout(2000)), []);
   assert.deepEqual(settled.sort(), ["a:stored", "b:stored", "r1:stored", "r2:stored"]);
 });
+
+Deno.test("a batch whose crash journal file is gone is dropped at once (a dropped line), not left for a journal that no longer has it", async () => {
+  await using tmp = await tempDir();
+  const settled: string[] = [];
+  const uploader = new Uploader({
+    sink: localSink(tmp.path),
+    concurrency: 1,
+    onSettled: (b, how, _bytes, reason) => settled.push(`${b.key}:${how}:${reason}`),
+  });
+  const gone = batch("k/gone");
+  // What finishing does when a spilled piece's file was removed (body.ts reads it back).
+  gone.body.finish = () => Promise.reject(new Deno.errors.NotFound("readfile 'j/run-b4.gz.part'"));
+  const broken = batch("k/broken");
+  broken.body.finish = () => Promise.reject(new Error("deflate failed"));
+  uploader.submit(gone);
+  uploader.submit(broken);
+  uploader.submit(batch("k/fine"));
+  const left = await uploader.flush(AbortSignal.timeout(5000));
+  assert.deepEqual(settled.sort(), ["k/fine:stored:undefined", "k/gone:dropped:journal file lost"]);
+  // A batch that merely could not be compressed stays for the crash journal, as before.
+  assert.deepEqual(left.map((b) => b.key), ["k/broken"]);
+});

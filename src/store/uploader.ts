@@ -376,12 +376,23 @@ export class Uploader {
   /**
    * The batch's gzip bytes. A batch that cannot be compressed (even the
    * main-thread fallback failed) is not dropped: it stays unsettled, so the
-   * crash journal still holds it and the next start recovers it.
+   * crash journal still holds it and the next start recovers it. But when
+   * the journal's file of its pieces is gone (someone removed it, or the
+   * whole journal directory), nothing will: the batch is dropped now, so its
+   * stream gets a `dropped` line saying how many messages and when.
    */
   async #finish(batch: SealedBatch): Promise<Uint8Array | undefined> {
     try {
       return await batch.body.finish();
     } catch (error) {
+      if (error instanceof Deno.errors.NotFound) {
+        log.error(
+          "Cannot finish {key}: its crash journal file is gone ({error}); dropped {messages} messages",
+          { key: batch.key, error, messages: batch.meta.messages },
+        );
+        this.#options.onSettled?.(batch, "dropped", 0, "journal file lost");
+        return undefined;
+      }
       log.error(
         "Cannot compress {key}: {error}; it stays in the crash journal for the next start",
         {
