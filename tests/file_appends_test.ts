@@ -467,3 +467,29 @@ Deno.test("a journal written through the worker holds the same files and text as
     assert.deepEqual(text.trimEnd().split("\n"), there.lines.get(batch.stream));
   }
 });
+
+Deno.test("only a file's first append (at 0) creates it: a later one to a removed file fails, on both appenders, and makes nothing", async () => {
+  await using tmp = await tempDir();
+  using pool = new GzipPool({ level: 5 });
+  const parts = [encoder.encode("later bytes")];
+  // (A file kept open is written through its descriptor: removed, it is read back at seal.)
+  const sync = new SyncAppender({ keep: 0 });
+  const appenders: Array<[string, FileAppender]> = [
+    ["here", localAppender()],
+    ["worker", { append: (appends) => pool.appendFiles(appends) }],
+    ["sync", sync],
+  ];
+  for (const [name, appender] of appenders) {
+    const path = join(tmp.path, `${name}.part`);
+    const [first] = await appender.append([{ path, at: 0, truncate: false, parts }]);
+    assert.ok("crcs" in first, name);
+    await Deno.remove(path);
+    // Written at 11 by the records, it would land at 0 of a new file.
+    const [later] = await appender.append([{ path, at: 11, truncate: false, parts }]);
+    assert.ok("error" in later && later.error instanceof Deno.errors.NotFound, name);
+    await assert.rejects(() => Deno.stat(path), Deno.errors.NotFound, name);
+    const [torn] = await appender.append([{ path, at: 11, truncate: true, parts }]);
+    assert.ok("error" in torn && torn.error instanceof Deno.errors.NotFound, name);
+    await assert.rejects(() => Deno.stat(path), Deno.errors.NotFound, name);
+  }
+});

@@ -26,7 +26,12 @@ import { concatBytes } from "../archive/bytes.ts";
 /** One file's bytes for one flush. */
 export interface FileAppend {
   readonly path: string;
-  /** Bytes of the file written whole so far: where these bytes go. */
+  /**
+   * Bytes of the file written whole so far: where these bytes go. Only an
+   * append at 0 creates the file: one that is gone later (removed by hand)
+   * fails with NotFound, never starting a new file whose bytes would not be
+   * where the records say.
+   */
   readonly at: number;
   /**
    * An earlier write to it failed: cut the file back to `at` first, since
@@ -167,7 +172,7 @@ export class SyncAppender implements FileAppender {
   #write({ path, at, truncate, parts, last }: FileAppend, now: number): void {
     const kept = this.#open.get(path);
     this.#open.delete(path);
-    const file = kept?.file ?? this.#openFile(path);
+    const file = kept?.file ?? this.#openFile(path, at === 0);
     const keep = !last && (kept !== undefined || this.#open.size < this.#keep ||
       this.#whenFull === "evict");
     // Kept before writing, so a failed write closes it (`appendNow`).
@@ -184,14 +189,18 @@ export class SyncAppender implements FileAppender {
     while (this.#open.size > this.#keep) this.#drop(this.#open.keys().next().value!);
   }
 
-  /** Opens `path` to append; out of descriptors, lets go of the kept ones and tries once more. */
-  #openFile(path: string): Deno.FsFile {
+  /**
+   * Opens `path` to append (`create`: only for a file's first bytes, see
+   * `FileAppend.at`); out of descriptors, lets go of the kept ones and tries
+   * once more.
+   */
+  #openFile(path: string, create: boolean): Deno.FsFile {
     try {
-      return Deno.openSync(path, { append: true, create: true });
+      return Deno.openSync(path, { append: true, create });
     } catch (error) {
       if (!outOfDescriptors(error) || this.#open.size === 0) throw error;
       this.close();
-      return Deno.openSync(path, { append: true, create: true });
+      return Deno.openSync(path, { append: true, create });
     }
   }
 
@@ -265,7 +274,7 @@ async function appendHere({ path, at, truncate, parts }: FileAppend): Promise<vo
     });
   }
   // One operation (open, append, close): the cheapest for many files at once.
-  await Deno.writeFile(path, concatBytes(parts), { append: true });
+  await Deno.writeFile(path, concatBytes(parts), { append: true, create: at === 0 });
 }
 
 /** An error sent from a worker as its name and message: the same Deno error class again where there is one. */

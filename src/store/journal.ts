@@ -496,8 +496,11 @@ export class Journal implements BatchObserver {
     // segment would keep it live (and the next start would recover a batch already stored).
     if (entry.settled) return;
     if ("error" in result) {
-      entry.torn = true;
-      this.#writeFailed(result.error);
+      if (result.error instanceof Deno.errors.NotFound) this.#fileGone(entry, result.error);
+      else {
+        entry.torn = true;
+        this.#writeFailed(result.error);
+      }
       return;
     }
     entry.torn = false;
@@ -533,6 +536,36 @@ export class Journal implements BatchObserver {
    */
   #readerOf(entry: Entry): SpillReader {
     return (at, length) => this.#read(entry, at, length);
+  }
+
+  /**
+   * A batch file that is not there (only a file's first append creates it:
+   * file_appends.ts). Its first append: the journal's directory is gone
+   * (removed while recording), so it is made again and the next flush starts
+   * a segment in it, and the append is tried again then. A later one: the
+   * file was removed with the pieces it held; the journal stops for this
+   * batch (what it had written is lost, and its seal drops it with a
+   * `dropped` line; what it holds in memory is not journalled either).
+   */
+  #fileGone(entry: Entry, error: Error): void {
+    if (entry.written > 0) {
+      entry.broken = true;
+      entry.queue.length = 0;
+      log.error("The crash journal's file of batch {id} is gone ({error}): its journal stops", {
+        id: entry.id,
+        error,
+      });
+      return;
+    }
+    entry.torn = true;
+    this.#writeFailed(error);
+    try {
+      Deno.mkdirSync(this.dir, { recursive: true });
+      // The current segment went with the directory: records go to a new one.
+      this.#segmentStartedAt = -Infinity;
+    } catch (mkdirError) {
+      log.error("Cannot make the crash journal's directory again: {error}", { error: mkdirError });
+    }
   }
 
   #markBroken(entry: Entry, broken: boolean): void {
