@@ -46,11 +46,12 @@ Commands:
   verify     read the archive (local or S3) for a time range and report per
              stream: messages, duplicates, sequence breaks, time holes,
              unreadable objects, malformed lines, metadata mismatches; exit 0
-             clean, 1 a problem found, 2 usage or an archive it cannot list
+             clean, 1 a problem found, 2 usage or an archive it cannot list, or
+             an object S3 (or the disk) will not hand over after retries
   book       rebuild one symbol's order book from the archive (--symbol, --from,
              --to) and print its top levels as CSV or NDJSON; checks it against
              every later snapshot; exit 0 rebuilt, 1 a check failed or a hole,
-             2 usage
+             2 usage, or an archive it cannot list or read
 
 Options:
   --env-file PATH   read options from PATH (default: ./.env when it exists)

@@ -12,8 +12,10 @@
  * archive explains is fine), 1 when a snapshot check failed, the record has
  * an unexplained break or damage, or no book could be built at all (no
  * depth stream of the symbol in the range); 2 a usage error (also a
- * `--channel` that picks none of the symbol's depth streams in the range)
- * or an archive that cannot be listed.
+ * `--channel` that picks none of the symbol's depth streams in the range),
+ * an archive that cannot be listed, or an object that cannot be fetched
+ * (after retries, verify/fetch.ts): the book stops there, its rows so far
+ * written, and the object is not called damaged.
  */
 
 import { parseArgs } from "node:util";
@@ -30,12 +32,14 @@ import {
 } from "../book/rebuild.ts";
 import type { ArchiveReader } from "../verify/archive.ts";
 import { isoMicros } from "../verify/audit.ts";
+import { FetchError, fetchObject, type FetchPolicy } from "../verify/fetch.ts";
 import {
   archiveReaderFor,
   isDiffStream,
   lookbackUs,
   parseDurationMs,
   parseTime,
+  readFailure,
   selectKeys,
   VERIFY_ARG_OPTIONS,
 } from "./verify.ts";
@@ -81,6 +85,8 @@ export interface BookIo {
   readonly printError: (text: string) => void;
   /** The archive to read instead of the configured one (tests). */
   readonly reader?: ArchiveReader;
+  /** How a failed object read is retried (default `DEFAULT_FETCH_POLICY`). */
+  readonly fetchPolicy?: FetchPolicy;
 }
 
 const MAX_LEVELS = 5000;
@@ -175,18 +181,24 @@ export async function book(config: Config, flags: BookFlags, io: BookIo): Promis
       }
       stream = chosen;
     } catch (error) {
-      io.printError(
-        `l2-uploader book: cannot list the archive at ${reader.location}: ${
-          error instanceof Error ? error.message : String(error)
-        }\n`,
-      );
+      io.printError(`l2-uploader book: ${readFailure(error, reader.location)}\n`);
       return 2;
     }
     const output = options.out === undefined
       ? { write: io.write, close: async () => {} }
       : await fileOutput(options.out);
     try {
-      return await rebuild(reader, stream, options, output.write, io.printError);
+      return await rebuild({ reader, fetchPolicy: io.fetchPolicy }, stream, options, {
+        write: output.write,
+        printError: io.printError,
+      });
+    } catch (error) {
+      if (!(error instanceof FetchError)) throw error;
+      // The rows so far stand (the book was right up to there); the unread object is not damage.
+      io.printError(
+        `l2-uploader book: ${readFailure(error, reader.location, "the rows stop before it")}\n`,
+      );
+      return 2;
     } finally {
       await output.close();
     }
@@ -302,13 +314,20 @@ function isDepthStream(streamType: string): boolean {
   return /^depth\d*(@|$)/.test(streamType);
 }
 
+/** Where the objects are read from, and how a failed read is retried. */
+interface Source {
+  readonly reader: ArchiveReader;
+  readonly fetchPolicy?: FetchPolicy;
+}
+
+/** Rebuilds the book; rejects with `FetchError` when an object cannot be fetched. */
 async function rebuild(
-  reader: ArchiveReader,
+  source: Source,
   stream: ChosenStream,
   options: BookOptions,
-  write: (text: string) => void,
-  printError: (text: string) => void,
+  { write, printError }: Pick<BookIo, "write" | "printError">,
 ): Promise<number> {
+  const { reader } = source;
   const label = `${options.symbol} ${stream.market}/${stream.streamType}`;
   printError(`book: ${label}, ${stream.keys.length} object(s) at ${reader.location}\n`);
   const rows = rowWriter(options, write);
@@ -332,13 +351,18 @@ async function rebuild(
     pastTo: false,
     decided: false,
   };
-  for await (const object of readAhead(reader, stream.keys)) {
-    // The object after `--to` is read only as far as it decides the last samples.
-    if (feed.decided && afterRange(feed, object.key)) {
-      await object.body.then((body) => body.cancel(), () => {});
-      break;
+  try {
+    for await (const object of readAhead(source, stream.keys)) {
+      // The object after `--to` is read only as far as it decides the last samples.
+      if (feed.decided && afterRange(feed, object.key)) {
+        await object.body.then((body) => body.cancel(), () => {});
+        break;
+      }
+      await feedObject(feed, object);
     }
-    await feedObject(feed, object);
+  } catch (error) {
+    rows.flush(); // an object could not be fetched: the rows before it are right, and written
+    throw error;
   }
   const summary = rebuilder.finish();
   rows.flush();
@@ -372,17 +396,24 @@ function rowWriter(options: BookOptions, write: (text: string) => void) {
 
 type ObjectBody = Promise<ReadableStream<Uint8Array<ArrayBuffer>>>;
 
-/** The objects in key order, with up to READ_AHEAD reads started ahead of the one yielded. */
+/**
+ * The objects in key order, with up to READ_AHEAD reads started ahead of the
+ * one yielded; each read retried by `fetchObject`, its body a rejection with
+ * `FetchError` or `GoneError` when it cannot be had.
+ */
 async function* readAhead(
-  reader: ArchiveReader,
+  { reader, fetchPolicy }: Source,
   keys: readonly string[],
 ): AsyncGenerator<{ key: string; body: ObjectBody }> {
   const pending: Array<{ key: string; body: ObjectBody }> = [];
+  // Ends the retries of the reads started ahead when the reading stops early.
+  const stopped = new AbortController();
   let next = 0;
   const fill = () => {
     while (pending.length < READ_AHEAD && next < keys.length) {
       const key = keys[next++];
-      const body = reader.read(key).then((object) => object.body);
+      const body = fetchObject(reader, key, { policy: fetchPolicy, signal: stopped.signal })
+        .then((object) => object.body);
       body.catch(() => {}); // awaited (and reported) in turn
       pending.push({ key, body });
     }
@@ -395,7 +426,8 @@ async function* readAhead(
       yield object;
     }
   } finally {
-    // Left early (the rest is past the range): the reads started ahead are closed.
+    // Left early (the rest is past the range, or a read failed): the reads ahead are closed.
+    stopped.abort();
     await Promise.allSettled(pending.map(async ({ body }) => (await body).cancel()));
   }
 }
@@ -427,7 +459,11 @@ function afterRange(feed: LineFeed, key: string): boolean {
   return feed.to !== undefined && firstRecvTs !== undefined && firstRecvTs >= feed.to;
 }
 
-/** Hands one object's lines to the rebuilder; an object that cannot be read is damage. */
+/**
+ * Hands one object's lines to the rebuilder. Stored bytes that do not decode,
+ * or an object gone since it was listed, are damage; an object that could
+ * not be fetched (`FetchError`) is not: it is rethrown, and `book` stops.
+ */
 async function feedObject(feed: LineFeed, object: { key: string; body: ObjectBody }) {
   let lineNo = 0;
   feed.objectTs = parseKey(object.key)?.firstRecvTs;
@@ -439,6 +475,8 @@ async function feedObject(feed: LineFeed, object: { key: string; body: ObjectBod
       feedLine(feed, decodeLine(text), `${object.key}:${++lineNo}`);
     }
   } catch (error) {
+    // Even past the range: the samples it would decide would be left out for want of a read.
+    if (error instanceof FetchError) throw error;
     if (after) return; // outside the range: the last samples stay undecided
 
     // Before any line was read, where the object begins (the first read may be the lookback's).

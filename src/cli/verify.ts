@@ -1,8 +1,11 @@
 /**
  * `l2-uploader verify`: reads the archive (DATA_DIR/archive or the S3 bucket)
  * for a time range and reports, per stream, what is whole and what is not.
- * Exit 0 clean, 1 a problem found, 2 a usage error or an archive that
- * cannot be listed (bucket, credentials).
+ * Exit 0 clean, 1 a problem found, 2 a usage error, an archive that
+ * cannot be listed (bucket, credentials) or an object that cannot be fetched
+ * (S3 failing or throttling after retries, a file it may not read): an audit
+ * that could not read an object has not judged it, so it reports nothing
+ * rather than damage and the holes its absence would leave (verify/fetch.ts).
  *
  * Objects are chosen by their partitions (market, stream type, symbol, date)
  * and the first receive time in their name, then read ONE AT A TIME, in key
@@ -37,6 +40,7 @@ import type { Config } from "../config_types.ts";
 import { metaFromRecord } from "../archive/meta.ts";
 import { type ArchiveReader, localArchiveReader, type StoredObject } from "../verify/archive.ts";
 import { Auditor, isoMicros, type Problem, type Report } from "../verify/audit.ts";
+import { FetchError, fetchObject, type FetchPolicy, GoneError } from "../verify/fetch.ts";
 import { renderAuditHtml } from "../verify/html.ts";
 
 /** The command's options, in node:util parseArgs form (main.ts spreads them into its own). */
@@ -78,6 +82,8 @@ export interface VerifyIo {
   readonly readAhead?: number;
   /** The wall clock, ms (default `Date.now`). */
   readonly now?: () => number;
+  /** How a failed object read is retried (default `DEFAULT_FETCH_POLICY`). */
+  readonly fetchPolicy?: FetchPolicy;
 }
 
 /** Checks the flags; a problem is a usage error (exit 2). */
@@ -147,14 +153,10 @@ export async function verify(config: Config, flags: VerifyFlags, io: VerifyIo): 
         settledUntil: settledUntil(config, io.now?.() ?? Date.now()),
         readAhead: io.readAhead,
         lookbackUs: lookbackUs(config),
+        fetchPolicy: io.fetchPolicy,
       });
     } catch (error) {
-      // Listing failed (bucket, credentials, permissions): nothing could be judged.
-      (io.printError ?? io.print)(
-        `l2-uploader verify: cannot list the archive at ${reader.location}: ${
-          error instanceof Error ? error.message : String(error)
-        }\n`,
-      );
+      (io.printError ?? io.print)(`l2-uploader verify: ${readFailure(error, reader.location)}\n`);
       return 2;
     }
     if (flags.html !== undefined) {
@@ -177,6 +179,28 @@ export async function verify(config: Config, flags: VerifyFlags, io: VerifyIo): 
   } finally {
     if (!io.reader) reader.close();
   }
+}
+
+/**
+ * Why the archive could not be read (exit 2): a listing that failed (bucket,
+ * credentials, permissions), or an object that could not be fetched. Either
+ * way no verdict is given (`outcome` says what became of the output): a
+ * partial report would count the unread objects' lines as holes and breaks,
+ * findings about an archive that may be whole.
+ */
+export function readFailure(
+  error: unknown,
+  location: string,
+  outcome = "nothing was judged",
+): string {
+  if (error instanceof FetchError) {
+    const tries = error.attempts > 1 ? `tried ${error.attempts} times; ` : "";
+    return `cannot read ${error.key} from ${location}: ${error.message} ` +
+      `(${tries}${outcome}; try again)`;
+  }
+  return `cannot list the archive at ${location}: ${
+    error instanceof Error ? error.message : String(error)
+  }`;
 }
 
 /** The configured archive: S3 when a bucket is set, else DATA_DIR/archive. */
@@ -213,6 +237,8 @@ export interface AuditArchiveOptions extends Omit<VerifyOptions, "json"> {
    * so that the book at the range's start stands on the last snapshot before it.
    */
   readonly lookbackUs?: number;
+  /** How a failed object read is retried (default `DEFAULT_FETCH_POLICY`). */
+  readonly fetchPolicy?: FetchPolicy;
 }
 
 /**
@@ -231,7 +257,10 @@ export function isDiffStream(streamType: string): boolean {
   return /^depth(@|$)/.test(streamType);
 }
 
-/** Selects, reads and audits the objects; the I/O half of `verify`. */
+/**
+ * Selects, reads and audits the objects; the I/O half of `verify`. Rejects
+ * when a listing fails, or with `FetchError` when an object cannot be fetched.
+ */
 export async function auditArchive(
   reader: ArchiveReader,
   options: AuditArchiveOptions,
@@ -246,8 +275,13 @@ export async function auditArchive(
   const keys = selectKeys(reader, { ...options, readAfterRange: true }, auditor);
   const readAhead = Math.max(0, options.readAhead ?? 8);
   const pending: Array<{ key: string; read: Promise<StoredObject> }> = [];
+  // Ends the retries of the reads started ahead when the audit stops early.
+  const stopped = new AbortController();
   const start = (key: string) => {
-    const read = reader.read(key);
+    const read = fetchObject(reader, key, {
+      policy: options.fetchPolicy,
+      signal: stopped.signal,
+    });
     read.catch(() => {}); // awaited (and reported) in turn
     pending.push({ key, read });
   };
@@ -258,7 +292,8 @@ export async function auditArchive(
     }
     while (pending.length > 0) await auditObject(pending.shift()!, auditor);
   } finally {
-    // Only after a listing error: release the reads started ahead.
+    // Only after a listing or fetch error: release the reads started ahead.
+    stopped.abort();
     for (const { read } of pending.splice(0)) read.then((o) => o.body.cancel(), () => {});
   }
   return auditor.report();
@@ -267,6 +302,9 @@ export async function auditArchive(
 /**
  * Gunzips one object as a stream and hands its lines to the auditor, then
  * its stored metadata (which came with it: no second request, no second pass).
+ * Bytes that do not decode are the object's damage; a fetch that failed
+ * (`FetchError`, before or while the body streamed) is rethrown: it says
+ * nothing about the object, and the audit cannot go on without it.
  */
 async function auditObject(
   object: { key: string; read: Promise<StoredObject> },
@@ -302,8 +340,12 @@ async function auditObject(
         : { kind: "unreadable", reason: stored.metaError },
     );
   } catch (error) {
+    if (error instanceof FetchError) throw error;
     // A line cut by the error is dropped: only whole lines were judged.
-    auditor.unreadable(object.key, explainGzipError(error, seen));
+    auditor.unreadable(
+      object.key,
+      error instanceof GoneError ? error : explainGzipError(error, seen),
+    );
   }
 }
 

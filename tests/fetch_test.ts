@@ -1,0 +1,407 @@
+/**
+ * An object the store fails to hand over is not a damaged object
+ * (src/verify/fetch.ts): `fetchObject` retries a failed read and tells a
+ * failed fetch and a vanished object from bytes that do not decode; `verify`
+ * and `book` stop with exit 2 naming the key and the store's error, instead
+ * of calling the object damaged and the holes its absence leaves findings.
+ * End to end through a loopback proxy in front of s3rver that answers
+ * GetObject with 503 SlowDown, as a throttling S3 does.
+ */
+
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { PutObjectCommand } from "@aws-sdk/client-s3";
+import { dataLine, gzipLines } from "../src/archive/encode.ts";
+import { planKey } from "../src/archive/keys.ts";
+import { bookFromArgs, type BookIo } from "../src/cli/book.ts";
+import { verifyFromArgs, type VerifyIo } from "../src/cli/verify.ts";
+import { parseConfig } from "../src/config.ts";
+import type { Config } from "../src/config_types.ts";
+import {
+  type ArchiveReader,
+  localArchiveReader,
+  type StoredObject,
+} from "../src/verify/archive.ts";
+import { FetchError, fetchObject, type FetchPolicy, GoneError } from "../src/verify/fetch.ts";
+import { TEST_BUCKET, TestS3 } from "./support/s3.ts";
+import { tempDir } from "./support/temp.ts";
+
+// ---------------------------------------------------------------------------
+// A small spot diff archive of BTCUSDT: a snapshot, then consecutive diffs 100 ms apart.
+
+const T0 = Date.UTC(2024, 7, 8, 10) * 1000;
+const OBJECTS = 5;
+const LINES_PER_OBJECT = 20;
+const FAST: FetchPolicy = { attempts: 3, backoffMs: 1 };
+
+function objectLines(index: number): string[] {
+  const lines: string[] = [];
+  for (let i = 0; i < LINES_PER_OBJECT; i++) {
+    const n = index * LINES_PER_OBJECT + i;
+    const recvTs = T0 + n * 100_000;
+    if (n === 0) {
+      const book = { lastUpdateId: 1000, bids: [["10.00", "1"]], asks: [["11.00", "1"]] };
+      lines.push(dataLine(recvTs, "btcusdt@depthSnapshot", JSON.stringify(book)));
+      continue;
+    }
+    const diff = {
+      e: "depthUpdate",
+      E: Math.floor(recvTs / 1000) - 3,
+      s: "BTCUSDT",
+      U: 1000 + n,
+      u: 1000 + n,
+      b: [["10.00", String(1 + n)]],
+      a: [],
+    };
+    lines.push(dataLine(recvTs, "btcusdt@depth@100ms", JSON.stringify(diff)));
+  }
+  return lines;
+}
+
+function keyOf(index: number): string {
+  return planKey({
+    prefix: "binance",
+    market: "spot",
+    streamType: "depth@100ms",
+    symbol: "BTCUSDT",
+    firstRecvTs: T0 + index * LINES_PER_OBJECT * 100_000,
+    instanceId: "test-box",
+    seq: index,
+  });
+}
+
+const KEYS = Array.from({ length: OBJECTS }, (_, i) => keyOf(i));
+
+/** The archive's objects, key and gzip bytes. */
+async function archiveObjects(): Promise<Array<{ key: string; bytes: Uint8Array }>> {
+  return await Promise.all(
+    KEYS.map(async (key, i) => ({ key, bytes: await gzipLines(objectLines(i), 6) })),
+  );
+}
+
+async function writeLocalArchive(dataDir: string): Promise<void> {
+  for (const { key, bytes } of await archiveObjects()) {
+    const path = join(dataDir, "archive", ...key.split("/"));
+    await Deno.mkdir(join(path, ".."), { recursive: true });
+    await Deno.writeFile(path, bytes);
+  }
+}
+
+/** The local archive, with `read` of some keys replaced. */
+function readerWith(
+  dataDir: string,
+  read: (key: string, local: ArchiveReader) => Promise<StoredObject>,
+): ArchiveReader {
+  const local = localArchiveReader(join(dataDir, "archive"));
+  return { ...local, location: "s3://bucket/binance", read: (key) => read(key, local) };
+}
+
+/** An S3 error as the SDK throws it. */
+function s3Error(code: string, status: number, message: string): Error {
+  return Object.assign(new Error(message), { name: code, $metadata: { httpStatusCode: status } });
+}
+
+const slowDown = () => s3Error("SlowDown", 503, "Please reduce your request rate.");
+
+async function runVerify(config: Config, io: Partial<VerifyIo> = {}) {
+  let out = "";
+  const code = await verifyFromArgs(config, [], {
+    print: (text) => out += text,
+    fetchPolicy: FAST,
+    ...io,
+  });
+  return { code, out };
+}
+
+async function runBook(config: Config, io: Partial<BookIo> = {}) {
+  let out = "";
+  let err = "";
+  const code = await bookFromArgs(config, ["--symbol", "BTCUSDT", "--every", "update"], {
+    write: (text) => out += text,
+    printError: (text) => err += text,
+    fetchPolicy: FAST,
+    ...io,
+  });
+  return { code, out, err };
+}
+
+// ---------------------------------------------------------------------------
+// fetchObject
+
+Deno.test("fetchObject tries a failed read again with backoff, and the object comes", async () => {
+  await using tmp = await tempDir();
+  await writeLocalArchive(tmp.path);
+  let calls = 0;
+  const reader = readerWith(tmp.path, (key, local) => {
+    calls++;
+    return calls <= 2 ? Promise.reject(slowDown()) : local.read(key);
+  });
+  const stored = await fetchObject(reader, KEYS[0], { policy: FAST });
+  const text = await new Response(
+    stored.body.pipeThrough(new DecompressionStream("gzip")),
+  ).text();
+  assert.equal(calls, 3);
+  assert.equal(text, objectLines(0).join("\n") + "\n");
+});
+
+Deno.test("fetchObject: a read failing every time is a FetchError naming the code, status and tries", async () => {
+  let calls = 0;
+  const reader = readerWith("/nonexistent", () => (calls++, Promise.reject(slowDown())));
+  const error = await fetchObject(reader, KEYS[1], { policy: FAST }).catch((e) => e);
+  assert.ok(error instanceof FetchError, String(error));
+  assert.equal(error.key, KEYS[1]);
+  assert.equal(error.attempts, 3);
+  assert.equal(calls, 3);
+  assert.equal(error.message, "SlowDown (HTTP 503): Please reduce your request rate.");
+});
+
+Deno.test("fetchObject: an error another try cannot fix is not tried again; a vanished key is GoneError", async () => {
+  const cases: Array<[unknown, "fetch" | "gone"]> = [
+    [s3Error("AccessDenied", 403, "Access Denied"), "fetch"],
+    [new Deno.errors.PermissionDenied("Permission denied (os error 13)"), "fetch"],
+    [s3Error("NoSuchKey", 404, "The specified key does not exist."), "gone"],
+    [new Deno.errors.NotFound("No such file or directory (os error 2)"), "gone"],
+  ];
+  for (const [thrown, kind] of cases) {
+    let calls = 0;
+    const reader = readerWith("/nonexistent", () => (calls++, Promise.reject(thrown)));
+    const error = await fetchObject(reader, KEYS[0], { policy: FAST }).catch((e) => e);
+    assert.equal(calls, 1, String(thrown));
+    assert.ok(error instanceof (kind === "fetch" ? FetchError : GoneError), String(error));
+  }
+});
+
+Deno.test("a body that breaks while streaming is a FetchError; bytes that do not gunzip are not", async () => {
+  await using tmp = await tempDir();
+  await writeLocalArchive(tmp.path);
+  const bytes = (await archiveObjects())[0].bytes;
+  const reader = readerWith(tmp.path, (key) => {
+    // The first 40 bytes, then the connection is reset (a cut key 0), or the end (key 1).
+    const body = new ReadableStream<Uint8Array<ArrayBuffer>>({
+      start(controller) {
+        controller.enqueue(bytes.slice(0, 40));
+        if (key === KEYS[0]) controller.error(new Error("ECONNRESET: socket hang up"));
+        else controller.close();
+      },
+    });
+    return Promise.resolve({ body });
+  });
+  const gunzip = async (key: string) => {
+    const stored = await fetchObject(reader, key, { policy: FAST });
+    return await new Response(stored.body.pipeThrough(new DecompressionStream("gzip"))).text()
+      .catch((e) => e);
+  };
+  const cut = await gunzip(KEYS[0]);
+  assert.ok(cut instanceof FetchError, String(cut));
+  assert.match(cut.message, /ECONNRESET/);
+  const truncated = await gunzip(KEYS[1]);
+  assert.ok(truncated instanceof Error && !(truncated instanceof FetchError), String(truncated));
+});
+
+// ---------------------------------------------------------------------------
+// verify and book, with a reader whose reads fail
+
+Deno.test("verify: an object S3 will not hand over stops the audit with exit 2, naming it; nothing is called damaged", async () => {
+  await using tmp = await tempDir();
+  await writeLocalArchive(tmp.path);
+  const config = parseConfig({ DATA_DIR: tmp.path });
+  const clean = await runVerify(config);
+  assert.equal(clean.code, 0, clean.out);
+
+  const reader = readerWith(
+    tmp.path,
+    (key, local) => key === KEYS[2] ? Promise.reject(slowDown()) : local.read(key),
+  );
+  const { code, out } = await runVerify(config, { reader });
+  assert.equal(code, 2, out);
+  assert.equal(
+    out,
+    `l2-uploader verify: cannot read ${KEYS[2]} from s3://bucket/binance: SlowDown (HTTP 503): ` +
+      `Please reduce your request rate. (tried 3 times; nothing was judged; try again)\n`,
+  );
+  assert.doesNotMatch(out, /UNREADABLE|HOLE|BREAK|FAIL/);
+});
+
+Deno.test("verify: a read that fails and then succeeds is judged as if it never failed", async () => {
+  await using tmp = await tempDir();
+  await writeLocalArchive(tmp.path);
+  const failed = new Map<string, number>();
+  const reader = readerWith(tmp.path, (key, local) => {
+    const count = failed.get(key) ?? 0;
+    if (count >= 2) return local.read(key);
+    failed.set(key, count + 1);
+    return Promise.reject(slowDown());
+  });
+  const { code, out } = await runVerify(parseConfig({ DATA_DIR: tmp.path }), { reader });
+  assert.equal(code, 0, out);
+  assert.match(out, new RegExp(`read {5}${OBJECTS} object\\(s\\), ${OBJECTS * LINES_PER_OBJECT}`));
+});
+
+Deno.test("verify: a body cut mid-stream, or a file it may not read, exits 2; a vanished object is reported as gone", async () => {
+  await using tmp = await tempDir();
+  await writeLocalArchive(tmp.path);
+  const config = parseConfig({ DATA_DIR: tmp.path });
+  const cut = readerWith(tmp.path, async (key, local) => {
+    const stored = await local.read(key);
+    if (key !== KEYS[3]) return stored;
+    const body = stored.body.pipeThrough(
+      new TransformStream({
+        transform(chunk, controller) {
+          controller.enqueue(chunk.slice(0, 30));
+          controller.error(new Error("request timed out: no bytes for 30000 ms"));
+        },
+      }),
+    );
+    return { ...stored, body };
+  });
+  const broken = await runVerify(config, { reader: cut });
+  assert.equal(broken.code, 2, broken.out);
+  assert.match(
+    broken.out,
+    new RegExp(
+      `^l2-uploader verify: cannot read ${KEYS[3]} from .*` +
+        `request timed out.*\\(nothing was judged; try again\\)\\n$`,
+    ),
+  );
+
+  const denied = readerWith(
+    tmp.path,
+    (key, local) =>
+      key === KEYS[1]
+        ? Promise.reject(new Deno.errors.PermissionDenied("Permission denied (os error 13)"))
+        : local.read(key),
+  );
+  const eacces = await runVerify(config, { reader: denied });
+  assert.equal(eacces.code, 2, eacces.out);
+  assert.match(eacces.out, /cannot read .* PermissionDenied: Permission denied \(os error 13\)/);
+
+  // Deleted between the listing and the read: the archive no longer holds it, a finding.
+  const deleting = readerWith(tmp.path, async (key, local) => {
+    if (key === KEYS[1]) await Deno.remove(join(tmp.path, "archive", ...key.split("/")));
+    return await local.read(key);
+  });
+  const gone = await runVerify(config, { reader: deleting });
+  assert.equal(gone.code, 1, gone.out);
+  assert.match(gone.out, /UNREADABLE .* it was listed but is gone when read/);
+  assert.doesNotMatch(gone.out, /empty \(0 bytes\)/);
+});
+
+Deno.test("book: an object that cannot be fetched stops it with exit 2, not as damage", async () => {
+  await using tmp = await tempDir();
+  await writeLocalArchive(tmp.path);
+  const config = parseConfig({ DATA_DIR: tmp.path });
+  const clean = await runBook(config);
+  assert.equal(clean.code, 0, clean.err);
+
+  const reader = readerWith(
+    tmp.path,
+    (key, local) => key === KEYS[2] ? Promise.reject(slowDown()) : local.read(key),
+  );
+  const { code, out, err } = await runBook(config, { reader });
+  assert.equal(code, 2, err);
+  assert.match(
+    err,
+    new RegExp(
+      `l2-uploader book: cannot read ${KEYS[2]} from s3://bucket/binance: SlowDown \\(HTTP 503\\)` +
+        `: Please reduce your request rate\\. \\(tried 3 times; the rows stop before it; try again\\)`,
+    ),
+  );
+  assert.doesNotMatch(err, /DAMAGED|DOWN|FAIL/);
+  // The rows before the object stand, as the clean run wrote them.
+  assert.ok(out.length > 0 && clean.out.startsWith(out), out);
+});
+
+// ---------------------------------------------------------------------------
+// End to end: s3rver behind a proxy that throttles GetObject
+
+/** A loopback HTTP proxy to `upstream`; `fail(key, nth)` answers 503 SlowDown to a GetObject. */
+function throttlingProxy(upstream: string, fail: (key: string, nth: number) => boolean) {
+  const gets = new Map<string, number>();
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
+    const url = new URL(req.url);
+    // `/bucket/key…` without a query is a GetObject; listings carry `list-type=2`.
+    const key = decodeURIComponent(url.pathname.split("/").slice(2).join("/"));
+    if (req.method === "GET" && key !== "" && !url.searchParams.has("list-type")) {
+      const nth = (gets.get(key) ?? 0) + 1;
+      gets.set(key, nth);
+      if (fail(key, nth)) {
+        await req.body?.cancel();
+        return new Response(
+          `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>` +
+            `<Message>Please reduce your request rate.</Message></Error>`,
+          { status: 503, headers: { "content-type": "application/xml" } },
+        );
+      }
+    }
+    const answer = await fetch(new URL(url.pathname + url.search, upstream), {
+      method: req.method,
+      headers: req.headers,
+      body: req.body,
+      redirect: "manual",
+    });
+    return new Response(answer.body, { status: answer.status, headers: answer.headers });
+  });
+  return { endpoint: `http://127.0.0.1:${server.addr.port}`, gets, server };
+}
+
+Deno.test({
+  name:
+    "S3 throttling GetObject: verify and book ride it out by retrying, else exit 2; a cut object is still damage",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await using s3 = await TestS3.start();
+    const objects = await archiveObjects();
+    for (const { key, bytes } of objects) {
+      await s3.client.send(new PutObjectCommand({ Bucket: TEST_BUCKET, Key: key, Body: bytes }));
+    }
+    let fail: (key: string, nth: number) => boolean = () => false;
+    const proxy = throttlingProxy(s3.endpoint, (key, nth) => fail(key, nth));
+    await using tmp = await tempDir();
+    // The real reader (archiveReaderFor), the SDK's own retries on, pointed at the proxy.
+    const config = parseConfig({ ...s3.env(), S3_ENDPOINT: proxy.endpoint, DATA_DIR: tmp.path });
+    const retry: FetchPolicy = { attempts: 2, backoffMs: 10 };
+    try {
+      // Every object's first three GETs (the SDK's three attempts) are throttled: one more
+      // request of our own gets each of them.
+      fail = (_key, nth) => nth <= 3;
+      const riding = await runVerify(config, { fetchPolicy: retry });
+      assert.equal(riding.code, 0, riding.out);
+      assert.match(riding.out, /OK: the archive is whole/);
+      assert.deepEqual([...proxy.gets.values()], KEYS.map(() => 4));
+
+      // One object throttled for good: exit 2 naming it and S3's error, no verdict.
+      fail = (key) => key === KEYS[2];
+      const stuck = await runVerify(config, { fetchPolicy: retry });
+      assert.equal(stuck.code, 2, stuck.out);
+      assert.equal(
+        stuck.out,
+        `l2-uploader verify: cannot read ${KEYS[2]} from s3://${TEST_BUCKET}/binance: ` +
+          `SlowDown (HTTP 503): Please reduce your request rate. ` +
+          `(tried 2 times; nothing was judged; try again)\n`,
+      );
+      const book = await runBook(config, { fetchPolicy: retry });
+      assert.equal(book.code, 2, book.err);
+      assert.match(book.err, new RegExp(`cannot read ${KEYS[2]} from s3://.*SlowDown`));
+      assert.doesNotMatch(book.err, /DAMAGED/);
+
+      // A truncated object S3 does return is damage, reported as before.
+      fail = () => false;
+      await s3.client.send(
+        new PutObjectCommand({
+          Bucket: TEST_BUCKET,
+          Key: KEYS[2],
+          Body: objects[2].bytes.subarray(0, 60),
+        }),
+      );
+      const damaged = await runVerify(config, { fetchPolicy: retry });
+      assert.equal(damaged.code, 1, damaged.out);
+      assert.match(
+        damaged.out,
+        new RegExp(`UNREADABLE .* ${KEYS[2]} {2}cut short, or its gzip checksum does not match`),
+      );
+    } finally {
+      await proxy.server.shutdown();
+    }
+  },
+});
