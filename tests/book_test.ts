@@ -84,6 +84,37 @@ Deno.test("spot: the book starts at a snapshot, drops older diffs, applies the o
   assert.equal(notes[0].kind, "start");
 });
 
+Deno.test("a symbol stopped and listed again with lower update ids: the book restarts from its new snapshot, nothing called stored again", () => {
+  const { book, rows, notes } = rebuilder();
+  book.snapshot(1, BASE);
+  book.diff(2, diff(101, 102, [["10.00", "4"]]));
+  book.diff(3, diff(103, 104));
+  // A diff received before the stop (kept while down) must not join the new chain.
+  book.event(4, "stopped", { reason: "no longer listed" });
+  book.event(10, "connected", {});
+  book.diff(11, diff(6, 7, [["5.00", "1"]]));
+  book.snapshot(12, snapshot(5, [["5.00", "2"]], [["6.00", "2"]]));
+  book.diff(13, diff(8, 8, [], [["6.00", "3"]]));
+  const summary = book.finish();
+  assert.deepEqual(rows.map((r) => [r.recvTs, r.updateId]), [[2, 102], [3, 104], [12, 7], [13, 8]]);
+  assert.deepEqual(rows.at(-1)!.bids, [["5.00", "1"]]);
+  assert.deepEqual(rows.at(-1)!.asks, [["6.00", "3"]]);
+  assert.equal(summary.failing, 0, JSON.stringify(notes));
+  assert.equal(summary.unexplainedDowns, 0);
+  assert.ok(!notes.some((n) => /stored again/.test(n.detail)), JSON.stringify(notes));
+  assert.ok(notes.some((n) => n.kind === "start" && /restarted from snapshot 5/.test(n.detail)));
+});
+
+Deno.test("a partial book stopped and listed again with lower ids: its pushes are rows again", () => {
+  const { book, rows, notes } = rebuilder({ rule: "partial" });
+  book.partial(1, snapshot(50_000, [["10.00", "1"]], [["11.00", "1"]]));
+  book.event(2, "stopped", {});
+  book.partial(10, snapshot(12, [["5.00", "1"]], [["6.00", "1"]]));
+  book.partial(11, snapshot(15, [["5.00", "2"]], [["6.00", "1"]]));
+  assert.deepEqual(rows.map((r) => [r.recvTs, r.updateId]), [[1, 50_000], [10, 12], [11, 15]]);
+  assert.equal(book.finish().failing, 0, JSON.stringify(notes));
+});
+
 Deno.test("spot: a snapshot older than the next diff waits for the next snapshot", () => {
   const { book, rows, notes } = rebuilder();
   book.snapshot(1, BASE);
@@ -154,11 +185,25 @@ Deno.test("after a disconnected line the book goes on when the next diff continu
 Deno.test("book explains a break by the event lines verify does: stopped, then connected, then a new chain", () => {
   // A symbol that leaves the recorded set and comes back (or a process that
   // starts again) starts a new chain after a `connected` line, with no `gap`.
+  // The book goes down at the `stopped` line itself: a new chain follows it.
   for (const event of ["connected", "rotated", "suspended", "clock_step"]) {
     const { book, notes } = rebuilder();
     book.snapshot(1, BASE);
     book.diff(2, diff(101, 102));
     book.event(3, "stopped", { reason: "delisted" });
+    book.event(4, event, {});
+    book.diff(5, diff(500, 501));
+    const downs = notes.filter((n) => n.kind === "down");
+    assert.equal(downs.length, 1, event);
+    assert.equal(downs[0].failing, false, event);
+    assert.match(downs[0].detail, /the stream stopped/);
+    assert.equal(book.finish().unexplainedDowns, 0);
+  }
+  // Without `stopped`, the event line before the break is what explains it.
+  for (const event of ["connected", "rotated", "suspended", "clock_step"]) {
+    const { book, notes } = rebuilder();
+    book.snapshot(1, BASE);
+    book.diff(2, diff(101, 102));
     book.event(4, event, {});
     book.diff(5, diff(500, 501));
     const down = notes.find((n) => n.kind === "down")!;

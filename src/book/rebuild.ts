@@ -323,6 +323,10 @@ export class BookRebuilder {
       if (EXPLAINING_EVENTS.has(name) && name !== "rotated") this.#nextSample = undefined;
       else this.#advance(recvTs);
     }
+    if (name === "stopped") {
+      this.#stopped(recvTs);
+      return;
+    }
     if (!EXPLAINING_EVENTS.has(name)) return;
     if (name === "dropped") this.#explainDrop(details);
     this.#explained = name;
@@ -333,6 +337,31 @@ export class BookRebuilder {
         ? ` (expected ${details.expected}, received ${details.received})`
         : "";
       this.#down(recvTs, `gap event${ids}`, true);
+    }
+  }
+
+  /**
+   * A `stopped` line: the symbol left the recorded set (delisted, say), and
+   * whatever comes after it is a new record whose update ids need not follow
+   * the old ones (a symbol listed again). The book is down until the next
+   * snapshot (diffs) or push (partial books); the diffs kept for a snapshot
+   * belong to the old chain and go.
+   */
+  #stopped(recvTs: number): void {
+    this.#recent = [];
+    this.#recentHead = 0;
+    this.#explained = undefined;
+    if (this.#mode === "down" || !this.#started) {
+      this.#mode = "down";
+      this.#pending = undefined;
+      return;
+    }
+    if (this.#diffMode) {
+      this.#pending = undefined;
+      this.#down(recvTs, "the stream stopped (its symbol left the recorded set)", true);
+    } else {
+      this.#mode = "down";
+      this.#nextSample = undefined;
     }
   }
 

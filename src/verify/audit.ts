@@ -516,6 +516,13 @@ export class Auditor {
     if (where.ts >= (state.lastLine?.ts ?? -Infinity)) state.stopped = event === "stopped";
     state.stats.events[event] = (state.stats.events[event] ?? 0) + 1;
     if (explains) state.eventSinceMessage = true;
+    // The stream left the recorded set: what follows (a symbol listed again) is a new
+    // chain, whose ids need not continue the old one's.
+    if (event === "stopped") {
+      this.#flushDuplicates(state);
+      state.lastUpdateId = undefined;
+      state.idLatestTs = undefined;
+    }
     const dropped = droppedFactsOf(line);
     if (dropped) this.#explainDrop(state, dropped);
   }
@@ -1295,6 +1302,8 @@ function beforeRange(outside: Outside, line: DecodedData | DecodedEvent, where: 
   const before = outside.chainBefore;
   if (line.kind === "event") {
     if (EXPLAINING_EVENTS.has(line.event)) before.eventSince = true;
+    // As in the range (Auditor.#eventLine): after `stopped`, a new chain.
+    if (line.event === "stopped") before.lastUpdateId = before.idLatestTs = undefined;
     return;
   }
   const { firstUpdateId, lastUpdateId, prevUpdateId } = line.ids;
