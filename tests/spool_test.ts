@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { configure, type LogRecord, reset } from "@logtape/logtape";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import type { ObjectMeta } from "../src/archive/meta.ts";
@@ -234,6 +235,53 @@ Deno.test("spool quarantine moves a file to quarantine/ and frees its bytes", as
   const reopened = await Spool.open(tmp.path, { maxBytes: 1_000_000 });
   assert.deepEqual(reopened.names(), [b]);
   assert.equal(reopened.bytes, spool.bytes);
+});
+
+/** The log records of category ["l2", "spool"] while `body` runs. */
+async function spoolLogs(body: () => Promise<void>): Promise<LogRecord[]> {
+  const records: LogRecord[] = [];
+  await configure({
+    reset: true,
+    sinks: { memory: (record) => records.push(record) },
+    loggers: [
+      { category: ["l2", "spool"], lowestLevel: "debug", sinks: ["memory"] },
+      { category: ["logtape", "meta"], lowestLevel: "error", sinks: [] },
+    ],
+  });
+  try {
+    await body();
+  } finally {
+    await reset();
+  }
+  return records;
+}
+
+Deno.test("spool directory removed while running: the next writes make it again, logged once", async () => {
+  await using tmp = await tempDir();
+  const dir = join(tmp.path, "spool");
+  const spool = await Spool.open(dir, { maxBytes: 1_000_000 });
+  const before = await writeOne(spool, entry("before"));
+  const records = await spoolLogs(async () => {
+    await Deno.remove(dir, { recursive: true });
+    // Writes that find it gone together share one mkdir.
+    assert.deepEqual(await Promise.all([spool.write(entry("a")), spool.write(entry("b"))]), [
+      true,
+      true,
+    ]);
+    assert.equal(await spool.write(entry("c")), true);
+    // quarantine/ is made again when a damaged file must go there.
+    const name = spool.names().find((n) => n !== before)!;
+    assert.equal(await spool.quarantine(name), join(dir, "quarantine", name));
+  });
+  const written = spool.names().filter((n) => n !== before);
+  assert.equal(written.length, 2);
+  const keys = await Promise.all(written.map(async (n) => (await spool.read(n)).key));
+  assert.equal(keys.length, 2);
+  assert.equal((await listFiles(dir)).filter((f) => f.startsWith("quarantine/")).length, 1);
+  const remade = records.filter((r) => String(r.message.join("")).includes("was removed"));
+  assert.equal(remade.length, 2, "one line for the spool, one for quarantine/");
+  assert.equal(remade[0].properties.dir, dir);
+  assert.equal(remade[1].properties.dir, join(dir, "quarantine"));
 });
 
 Deno.test("spool file encoding round-trips and names its header fields", () => {

@@ -10,6 +10,8 @@
  * - A file is self-checking (header with length and SHA-256 of the body); one
  *   that fails the check is moved to `quarantine/`, reported, and never blocks
  *   the rest.
+ * - The directory (and `quarantine/`) removed while the collector runs is
+ *   made again by the next write (or quarantine) that needs it, logged once.
  * - The total size of final files never exceeds `maxBytes`: a batch that does
  *   not fit is refused (the caller counts it as dropped); nothing already
  *   spooled is deleted to make room.
@@ -23,6 +25,7 @@
  * files (the hash covered the body only) written before are still read.
  */
 
+import { getLogger } from "@logtape/logtape";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { concatBytes } from "../archive/bytes.ts";
@@ -42,6 +45,9 @@ export class SpoolFileError extends Error {
 }
 
 const SUFFIX = ".spool";
+const QUARANTINE = "quarantine";
+
+const log = getLogger(["l2", "spool"]);
 
 export class Spool {
   readonly dir: string;
@@ -52,6 +58,8 @@ export class Spool {
   #counter = 0;
   /** Bytes promised to writes still in progress, so concurrent writes respect the bound. */
   #reserved = 0;
+  /** A directory being made again (see `#inDir`): writes that find it gone share one mkdir. */
+  readonly #remaking = new Map<string, Promise<void>>();
 
   private constructor(dir: string, maxBytes: number) {
     this.dir = dir;
@@ -61,7 +69,7 @@ export class Spool {
   /** Opens (creating) the spool directory, discarding temporary files left by a crash. */
   static async open(dir: string, options: { maxBytes: number }): Promise<Spool> {
     const spool = new Spool(dir, options.maxBytes);
-    await Deno.mkdir(join(dir, "quarantine"), { recursive: true });
+    await Deno.mkdir(join(dir, QUARANTINE), { recursive: true });
     const names: string[] = [];
     for await (const entry of Deno.readDir(dir)) {
       if (!entry.isFile) continue;
@@ -104,7 +112,7 @@ export class Spool {
       const stamp = String(Date.now()).padStart(15, "0");
       const seq = String(this.#counter++).padStart(6, "0");
       const name = `${stamp}-${seq}-${crypto.randomUUID().slice(0, 8)}${SUFFIX}`;
-      await writeAtomically(join(this.dir, name), bytes);
+      await this.#inDir(this.dir, () => writeAtomically(join(this.dir, name), bytes));
       this.#files.set(name, bytes.length);
       this.#bytes += bytes.length;
       return true;
@@ -128,10 +136,33 @@ export class Spool {
 
   /** Moves a damaged file aside, out of the drain order and the size bound. */
   async quarantine(name: string): Promise<string> {
-    const target = join(this.dir, "quarantine", name);
-    await Deno.rename(join(this.dir, name), target);
+    const target = join(this.dir, QUARANTINE, name);
+    await this.#inDir(join(this.dir, QUARANTINE), () => Deno.rename(join(this.dir, name), target));
     this.#forget(name);
     return target;
+  }
+
+  /**
+   * Runs `step`; if it fails because `dir` is gone (removed by hand while
+   * the collector runs), makes `dir` again and runs it once more. The first
+   * write to find it gone logs it; writes that find it gone meanwhile wait
+   * for the same mkdir.
+   */
+  async #inDir<T>(dir: string, step: () => Promise<T>): Promise<T> {
+    try {
+      return await step();
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound) || exists(dir)) throw error;
+      let remaking = this.#remaking.get(dir);
+      if (!remaking) {
+        log.warn("Spool directory {dir} was removed; made it again", { dir });
+        remaking = Deno.mkdir(dir, { recursive: true })
+          .finally(() => this.#remaking.delete(dir));
+        this.#remaking.set(dir, remaking);
+      }
+      await remaking;
+      return await step();
+    }
   }
 
   #forget(name: string): void {
@@ -139,6 +170,16 @@ export class Spool {
     if (size === undefined) return;
     this.#files.delete(name);
     this.#bytes -= size;
+  }
+}
+
+function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return false;
+    throw error;
   }
 }
 
