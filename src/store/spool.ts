@@ -143,18 +143,18 @@ export class Spool {
   }
 
   /**
-   * Runs `step`; if it fails because `dir` is gone (removed by hand while
-   * the collector runs), makes `dir` again and runs it once more. The first
-   * write to find it gone logs it; writes that find it gone meanwhile wait
-   * for the same mkdir.
+   * Runs `step`; if it fails with NotFound because `dir` is gone (removed by
+   * hand while the collector runs), makes `dir` again and runs it once more.
+   * The first write to find it gone logs it; writes that find it gone
+   * meanwhile wait for the same mkdir (or, made already, just try again).
    */
   async #inDir<T>(dir: string, step: () => Promise<T>): Promise<T> {
     try {
       return await step();
     } catch (error) {
-      if (!(error instanceof Deno.errors.NotFound) || exists(dir)) throw error;
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
       let remaking = this.#remaking.get(dir);
-      if (!remaking) {
+      if (!remaking && !exists(dir)) {
         log.warn("Spool directory {dir} was removed; made it again", { dir });
         remaking = Deno.mkdir(dir, { recursive: true })
           .finally(() => this.#remaking.delete(dir));
