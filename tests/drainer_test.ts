@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
+import { configure, type LogRecord, reset } from "@logtape/logtape";
 import { join } from "node:path";
-import { nextNames, startDrainer } from "../src/store/drainer.ts";
+import { type LostReason, nextNames, startDrainer } from "../src/store/drainer.ts";
 import type { ObjectMeta } from "../src/archive/meta.ts";
 import type { Sink } from "../src/store/sink.ts";
-import { Spool } from "../src/store/spool.ts";
+import { Spool, type SpooledBatch } from "../src/store/spool.ts";
 import { listFiles, tempDir } from "./support/temp.ts";
 import { withPutNew } from "./support/sink.ts";
 
@@ -215,6 +216,90 @@ Deno.test({
       await drainer.done;
     }
   },
+});
+
+/** Drains `spool` until it is empty, collecting the lost batches and the ERROR lines. */
+async function drainLosing(spool: Spool, sink: Sink) {
+  const lost: Array<[string, SpooledBatch | undefined, LostReason]> = [];
+  const errors: LogRecord[] = [];
+  await configure({
+    reset: true,
+    sinks: { memory: (record) => errors.push(record) },
+    loggers: [
+      { category: ["l2", "spool"], lowestLevel: "error", sinks: ["memory"] },
+      { category: ["logtape", "meta"], lowestLevel: "error", sinks: [] },
+    ],
+  });
+  const stop = new AbortController();
+  const drainer = startDrainer({
+    spool,
+    sink,
+    signal: stop.signal,
+    idleMs: 10,
+    onLost: (name, batch, reason) => lost.push([name, batch, reason]),
+  });
+  try {
+    await waitFor(() => spool.count === 0, "the spool to empty");
+  } finally {
+    stop.abort();
+    await drainer.done;
+    await reset();
+  }
+  return { lost, errors: errors.map((r) => ({ text: r.message.join(""), props: r.properties })) };
+}
+
+Deno.test("drainer reports a quarantined file's batch as lost, as its header or name tells it", async () => {
+  await using tmp = await tempDir();
+  const spool = await Spool.open(tmp.path, { maxBytes: 1_000_000 });
+  const write = async (e: { key: string; stream?: string }) => {
+    assert.ok(await spool.write({ ...e, body: new Uint8Array([1, 2, 3]), meta }));
+    return spool.names().at(-1)!;
+  };
+  const truncated = await write({ key: "a", stream: "btcusdt@depth@100ms" });
+  const zeroed = await write({ key: "b", stream: "ethusdt@depth@100ms" });
+  const untold = await write({ key: "c" });
+  const intact = await write({ key: "d", stream: "btcusdt@depth@100ms" });
+  const bytes = await Deno.readFile(join(tmp.path, truncated));
+  await Deno.writeFile(join(tmp.path, truncated), bytes.subarray(0, bytes.length - 1));
+  await Deno.writeFile(join(tmp.path, zeroed), new Uint8Array(0));
+  await Deno.writeFile(join(tmp.path, untold), new Uint8Array(0));
+  const sink = recordingSink();
+  const { lost, errors } = await drainLosing(spool, sink);
+  assert.deepEqual(sink.puts.map((p) => p.key), ["d"]);
+  assert.ok(intact);
+  const span = { messages: 1, firstRecvTs: 10, lastRecvTs: 20 };
+  assert.deepEqual(lost, [
+    [truncated, { stream: "btcusdt@depth@100ms", meta: span }, "spool file damaged"],
+    [zeroed, { stream: "ethusdt@depth@100ms", meta: span }, "spool file damaged"],
+    [untold, undefined, "spool file damaged"],
+  ]);
+  assert.equal(errors.length, 3);
+  for (const e of errors) {
+    assert.match(e.text, /^Quarantined damaged spool file .*not in the archive/);
+  }
+  assert.equal(errors[0].props.stream, "btcusdt@depth@100ms");
+  assert.equal(errors[0].props.messages, 1);
+  assert.match(errors[2].text, /no dropped line can mark the hole/);
+  assert.equal(errors[2].props.name, untold);
+});
+
+Deno.test("drainer reports the batch of a spool file removed from disk as lost", async () => {
+  await using tmp = await tempDir();
+  const spool = await Spool.open(tmp.path, { maxBytes: 1_000_000 });
+  assert.ok(
+    await spool.write({ key: "a", stream: "btcusdt@depth@100ms", body: new Uint8Array(3), meta }),
+  );
+  const [name] = spool.names();
+  await Deno.remove(join(tmp.path, name));
+  const { lost, errors } = await drainLosing(spool, recordingSink());
+  const span = { messages: 1, firstRecvTs: 10, lastRecvTs: 20 };
+  assert.deepEqual(lost, [[
+    name,
+    { stream: "btcusdt@depth@100ms", meta: span },
+    "spool file removed",
+  ]]);
+  assert.equal(errors.length, 1);
+  assert.match(errors[0].text, /was removed before its batch was stored.*not in the archive/);
 });
 
 Deno.test("drainer stops promptly when its signal aborts, idle or backing off", async () => {

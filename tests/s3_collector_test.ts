@@ -9,6 +9,7 @@ import { gunzipSync } from "node:zlib";
 import { FakeExchange, partialDepthFeed, type SentFrame } from "./support/fake_exchange.ts";
 import { runCollector, spawnCollector } from "./support/collector.ts";
 import { TestS3 } from "./support/s3.ts";
+import { decodeSpoolFile } from "../src/store/spool.ts";
 import { listFiles, tempDir } from "./support/temp.ts";
 import { freePort, silentServer, unreachableBinance } from "./support/net_guard.ts";
 import { delay, waitFor } from "./support/wait.ts";
@@ -30,6 +31,20 @@ async function storedPayloads(s3: TestS3): Promise<Map<string, string[]>> {
     }
   }
   return byStream;
+}
+
+/** The event lines named `event` across every object in the bucket. */
+async function storedEvents(s3: TestS3, event: string): Promise<Array<Record<string, unknown>>> {
+  const events: Array<Record<string, unknown>> = [];
+  for (const key of await s3.keys()) {
+    const text = new TextDecoder().decode(gunzipSync((await s3.get(key)).body));
+    for (const line of text.split("\n")) {
+      if (line === "") continue;
+      const value = JSON.parse(line);
+      if (value.event === event) events.push(value);
+    }
+  }
+  return events;
 }
 
 function payloadOf(frame: SentFrame): string {
@@ -303,7 +318,8 @@ function droppedInLog(stderr: string): number {
 }
 
 Deno.test({
-  name: "collector quarantines a truncated spool file and uploads the rest",
+  name:
+    "collector quarantines a truncated and an emptied spool file, uploads the rest and marks both losses with dropped lines",
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
@@ -332,9 +348,14 @@ Deno.test({
     first.kill("SIGTERM");
     assert.equal((await first.status).code, 0, first.stderr());
     const files = (await listFiles(`${data.path}/spool`)).filter((f) => f.endsWith(".spool"));
-    const victim = `${data.path}/spool/${files[0]}`;
-    const bytes = await Deno.readFile(victim);
-    await Deno.writeFile(victim, bytes.subarray(0, Math.floor(bytes.length / 2)));
+    const victims = files.slice(0, 2).map((f) => `${data.path}/spool/${f}`);
+    const lost = await Promise.all(
+      victims.map(async (v) => decodeSpoolFile(await Deno.readFile(v)).meta),
+    );
+    const bytes = await Deno.readFile(victims[0]);
+    await Deno.writeFile(victims[0], bytes.subarray(0, Math.floor(bytes.length / 2)));
+    // Nothing left to read: only the file's name tells what it held.
+    await Deno.writeFile(victims[1], new Uint8Array(0));
 
     await s3.resume();
     const second = spawnCollector(env);
@@ -346,9 +367,26 @@ Deno.test({
     );
     second.kill("SIGTERM");
     assert.equal((await second.status).code, 0, second.stderr());
-    assert.deepEqual(await listFiles(`${data.path}/spool/quarantine`), [files[0]]);
-    assert.match(second.stderr(), /Quarantined/);
-    assert.ok((await s3.keys()).length >= files.length - 1);
+    assert.deepEqual(await listFiles(`${data.path}/spool/quarantine`), files.slice(0, 2));
+    assert.match(second.stderr(), /Quarantined .*not in the archive/);
+    assert.ok((await s3.keys()).length >= files.length - 2);
+    const dropped = (await storedEvents(s3, "dropped")).map((d) => ({
+      stream: d.stream,
+      reason: d.reason,
+      messages: d.messages,
+      firstRecvTs: d.first_recv_ts,
+      lastRecvTs: d.last_recv_ts,
+    }));
+    assert.deepEqual(
+      dropped.sort((a, b) => Number(a.firstRecvTs) - Number(b.firstRecvTs)),
+      lost.map((m) => ({
+        stream: STREAMS[0],
+        reason: "spool file damaged",
+        messages: m.messages,
+        firstRecvTs: m.firstRecvTs,
+        lastRecvTs: m.lastRecvTs,
+      })),
+    );
   },
 });
 

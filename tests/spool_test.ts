@@ -7,9 +7,11 @@ import {
   decodeSpoolFile,
   encodeSpoolFile,
   Spool,
+  spooledBatchOfName,
   type SpoolEntry,
   SpoolFileError,
 } from "../src/store/spool.ts";
+import { planKey } from "../src/archive/keys.ts";
 import { listFiles, tempDir } from "./support/temp.ts";
 
 const meta: ObjectMeta = {
@@ -282,6 +284,81 @@ Deno.test("spool directory removed while running: the next writes make it again,
   assert.equal(remade.length, 2, "one line for the spool, one for quarantine/");
   assert.equal(remade[0].properties.dir, dir);
   assert.equal(remade[1].properties.dir, join(dir, "quarantine"));
+});
+
+const KEY = planKey({
+  prefix: "binance",
+  market: "spot",
+  streamType: "depth@100ms",
+  symbol: "BTCUSDT",
+  firstRecvTs: meta.firstRecvTs,
+  instanceId: "box",
+  seq: 7,
+});
+const SPAN = { messages: 3, firstRecvTs: meta.firstRecvTs, lastRecvTs: meta.lastRecvTs };
+
+/** What a damaged file's read says of its batch. */
+async function lostBatchOf(spool: Spool, name: string) {
+  const error = await spool.read(name).then(() => undefined, (e: unknown) => e);
+  assert.ok(error instanceof SpoolFileError);
+  return error.batch;
+}
+
+Deno.test("a spool file's name carries its batch's stream, message count and receive times", async () => {
+  await using tmp = await tempDir();
+  const spool = await Spool.open(tmp.path, { maxBytes: 1_000_000 });
+  const named = await writeOne(spool, { ...entry("k"), stream: "btcusdt@depth@100ms" });
+  assert.equal(named.length < 200, true);
+  assert.deepEqual(spooledBatchOfName(named), { stream: "btcusdt@depth@100ms", meta: SPAN });
+  // Without a stream given, the key's (when it follows the archive's layout).
+  assert.deepEqual(spooledBatchOfName(await writeOne(spool, entry(KEY))), {
+    stream: "btcusdt@depth@100ms",
+    meta: SPAN,
+  });
+  // A name of an earlier release, or one without a stream, tells nothing.
+  assert.equal(spooledBatchOfName(await writeOne(spool, entry("k"))), undefined);
+  assert.equal(spooledBatchOfName("000001700000000-000003-0a1b2c3d.spool"), undefined);
+  // Written together, names still sort oldest first.
+  assert.deepEqual(spool.names(), [...spool.names()].sort());
+});
+
+Deno.test("a damaged spool file tells its batch by its header, or failing that by its name", async () => {
+  await using tmp = await tempDir();
+  const spool = await Spool.open(tmp.path, { maxBytes: 1_000_000 });
+  const write = async (e: SpoolEntry, damage: (b: Uint8Array) => Uint8Array) => {
+    const name = await writeOne(spool, e);
+    await Deno.writeFile(join(tmp.path, name), damage(await Deno.readFile(join(tmp.path, name))));
+    return name;
+  };
+  const truncated = (b: Uint8Array) => b.subarray(0, b.length - 3);
+  const header = { key: KEY, stream: "btcusdt@depth@100ms", meta: SPAN };
+  const byName = { stream: "ethusdt@depth@100ms", meta: SPAN };
+  // The header intact: its key and metadata (whatever the name says).
+  assert.deepEqual(
+    await lostBatchOf(
+      spool,
+      await write({ ...entry(KEY), stream: "ethusdt@depth@100ms" }, truncated),
+    ),
+    header,
+  );
+  assert.deepEqual(await lostBatchOf(spool, await write(entry(KEY), truncated)), header);
+  // The header gone: the name.
+  const named = { ...entry("not a key"), stream: "ethusdt@depth@100ms" };
+  for (
+    const damage of [
+      () => new Uint8Array(0),
+      () => new TextEncoder().encode("\n"),
+      () => crypto.getRandomValues(new Uint8Array(300)),
+      (b: Uint8Array) => b.subarray(0, 30),
+    ]
+  ) {
+    assert.deepEqual(await lostBatchOf(spool, await write(named, damage)), byName);
+  }
+  // Neither: nothing to tell.
+  assert.equal(
+    await lostBatchOf(spool, await write(entry("k"), () => new Uint8Array(0))),
+    undefined,
+  );
 });
 
 Deno.test("spool file encoding round-trips and names its header fields", () => {

@@ -4,13 +4,15 @@
  * drain goes on; a file that keeps failing goes behind the others. While the
  * sink keeps failing (no file of a round goes through), the drainer backs
  * off (exponential, full jitter, up to `maxBackoffMs`) instead of hammering it.
+ * A file quarantined, or removed from disk before it was stored, is a lost
+ * batch: `onLost` gets what the file still tells of it, for a `dropped` line.
  */
 
 import { getLogger } from "@logtape/logtape";
 import { ExponentialBackoff, fullJitterGenerator, type IBackoff } from "cockatiel";
 import { delay } from "../delay.ts";
 import { putIfAbsent, type Sink } from "./sink.ts";
-import { type Spool, SpoolFileError } from "./spool.ts";
+import { type Spool, type SpooledBatch, spooledBatchOfName, SpoolFileError } from "./spool.ts";
 
 const log = getLogger(["l2", "spool"]);
 
@@ -27,6 +29,13 @@ export interface DrainerOptions {
   readonly onFailedAttempt?: (key: string, error: unknown) => void;
   readonly onQuarantined?: (name: string, reason: string) => void;
   /**
+   * A spooled batch that will never be stored: its file was quarantined
+   * (`spool file damaged`) or removed from disk (`spool file removed`).
+   * `batch` is what the file's header or name still tells of it (none: the
+   * loss cannot be placed).
+   */
+  readonly onLost?: (name: string, batch: SpooledBatch | undefined, reason: LostReason) => void;
+  /**
    * Whether a failed put may succeed later (default: always). One that
    * cannot, or a file that cannot be read, is this file's own failure: it
    * goes behind the others. A retryable failure is the sink's (an outage):
@@ -34,6 +43,9 @@ export interface DrainerOptions {
    */
   readonly isRetryable?: (error: unknown) => boolean;
 }
+
+/** Why a spooled batch was lost: the reason its `dropped` line gives. */
+export type LostReason = "spool file damaged" | "spool file removed";
 
 /** What became of one file: left the spool, to be tried again, or refused for itself. */
 type Drained = "gone" | "retry" | "refused";
@@ -167,6 +179,13 @@ async function readEntry(
     if (error instanceof Deno.errors.NotFound) {
       // Gone from disk (removed by hand): forget it, or it would block the drain.
       await spool.remove(name);
+      lost(
+        options,
+        name,
+        spooledBatchOfName(name),
+        "spool file removed",
+        { what: "Spool file {name} was removed before its batch was stored" },
+      );
       return "gone";
     }
     if (!(error instanceof SpoolFileError)) {
@@ -176,12 +195,42 @@ async function readEntry(
     }
     const reason = error.message;
     const target = await spool.quarantine(name);
-    log.error("Quarantined damaged spool file {name} to {target}: {reason}", {
-      name,
-      target,
-      reason,
-    });
     options.onQuarantined?.(name, reason);
+    lost(
+      options,
+      name,
+      error.batch,
+      "spool file damaged",
+      {
+        what: "Quarantined damaged spool file {name} to {target}: {problem}",
+        target,
+        problem: reason,
+      },
+    );
     return "gone";
   }
+}
+
+/** Logs a lost spooled batch (what is missing from the archive, if known) and reports it. */
+function lost(
+  options: DrainerOptions,
+  name: string,
+  batch: SpooledBatch | undefined,
+  reason: LostReason,
+  { what, ...details }: { what: string } & Record<string, string>,
+): void {
+  if (batch) {
+    log.error(
+      `${what}; its {messages} messages of {stream} received from {firstRecvTs} to {lastRecvTs} µs ` +
+        "are not in the archive (a dropped line in the stream's next batch marks them)",
+      { name, reason, ...details, stream: batch.stream, key: batch.key, ...batch.meta },
+    );
+  } else {
+    log.error(
+      `${what}; its lines are not in the archive, and neither its header nor its name tells ` +
+        "their stream or receive times, so no dropped line can mark the hole",
+      { name, reason, ...details },
+    );
+  }
+  options.onLost?.(name, batch, reason);
 }

@@ -16,6 +16,14 @@
  *   not fit is refused (the caller counts it as dropped); nothing already
  *   spooled is deleted to make room.
  *
+ * - A file that is damaged or removed before its batch was stored still says
+ *   what it held where it can, so the loss is marked in the archive: its
+ *   header (key and metadata) when that much can be read, else its name,
+ *   which carries the batch's stream, message count and receive times.
+ *
+ * File name: `<ms>-<counter>-<random>.<messages>-<first µs>-<last µs>.<stream,
+ * URI-encoded>.spool`; names of an earlier release end after `<random>`.
+ *
  * File layout: one JSON header line, then the gzip body.
  *   {"v":2,"key":"…","meta":{…},"bytes":<body length>,"sha256":"<hex>"}\n<body>
  * A batch recovered from the crash journal adds `"ifAbsent":true` before
@@ -27,9 +35,10 @@
 
 import { getLogger } from "@logtape/logtape";
 import { createHash } from "node:crypto";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { concatBytes } from "../archive/bytes.ts";
 import type { ObjectMeta } from "../archive/meta.ts";
+import { parseKey, streamOfKey } from "../archive/keys.ts";
 import { TEMP_MARKER, writeAtomically } from "./local.ts";
 
 export interface SpoolEntry {
@@ -38,10 +47,34 @@ export interface SpoolEntry {
   readonly meta: ObjectMeta;
   /** Store only where the key is absent (a batch recovered from the crash journal). */
   readonly ifAbsent?: boolean;
+  /** The batch's stream, for the file's name (see `spooledBatchOfName`). */
+  readonly stream?: string;
+}
+
+/**
+ * What a spool file that cannot be stored (damaged, removed) still tells of
+ * the batch it held: enough for a `dropped` line. `key` is absent when only
+ * the file's name could be read.
+ */
+export interface SpooledBatch {
+  readonly key?: string;
+  readonly stream: string;
+  readonly meta: {
+    readonly messages: number;
+    readonly firstRecvTs: number;
+    readonly lastRecvTs: number;
+  };
 }
 
 export class SpoolFileError extends Error {
   override name = "SpoolFileError";
+  /** What the damaged file still tells of its batch, if anything. */
+  readonly batch: SpooledBatch | undefined;
+
+  constructor(message: string, batch?: SpooledBatch) {
+    super(message);
+    this.batch = batch;
+  }
 }
 
 const SUFFIX = ".spool";
@@ -111,7 +144,7 @@ export class Spool {
       // keep names unique within a millisecond and across restarts.
       const stamp = String(Date.now()).padStart(15, "0");
       const seq = String(this.#counter++).padStart(6, "0");
-      const name = `${stamp}-${seq}-${crypto.randomUUID().slice(0, 8)}${SUFFIX}`;
+      const name = `${stamp}-${seq}-${crypto.randomUUID().slice(0, 8)}${nameFacts(entry)}${SUFFIX}`;
       await this.#inDir(this.dir, () => writeAtomically(join(this.dir, name), bytes));
       this.#files.set(name, bytes.length);
       this.#bytes += bytes.length;
@@ -183,6 +216,72 @@ function exists(path: string): boolean {
   }
 }
 
+/** Longest URI-encoded stream a file name carries (names stay far below 255 bytes). */
+const MAX_NAME_STREAM = 120;
+
+/** The batch's facts for its file name: `.<messages>-<first>-<last>.<stream>`, or none. */
+function nameFacts(entry: SpoolEntry): string {
+  const stream = entry.stream ?? streamOfParsedKey(entry.key);
+  if (stream === undefined) return "";
+  const encoded = encodeURIComponent(stream);
+  if (encoded.length > MAX_NAME_STREAM) return "";
+  const { messages, firstRecvTs, lastRecvTs } = entry.meta;
+  return `.${messages}-${firstRecvTs}-${lastRecvTs}.${encoded}`;
+}
+
+const NAME_FACTS = /^\d+-\d+-[0-9a-f]+\.(\d+)-(\d+)-(\d+)\.(.+)\.spool$/;
+
+/** What a spool file's name tells of its batch (names of an earlier release tell nothing). */
+export function spooledBatchOfName(name: string): SpooledBatch | undefined {
+  const m = NAME_FACTS.exec(basename(name));
+  if (!m) return undefined;
+  let stream: string;
+  try {
+    stream = decodeURIComponent(m[4]);
+  } catch {
+    return undefined;
+  }
+  return spanOf(undefined, stream, { messages: m[1], firstRecvTs: m[2], lastRecvTs: m[3] });
+}
+
+function streamOfParsedKey(key: string): string | undefined {
+  const parts = parseKey(key);
+  return parts ? streamOfKey(parts) : undefined;
+}
+
+/** A batch's facts when they are whole numbers in order, else undefined. */
+function spanOf(
+  key: string | undefined,
+  stream: string,
+  meta: { messages?: unknown; firstRecvTs?: unknown; lastRecvTs?: unknown },
+): SpooledBatch | undefined {
+  const [messages, firstRecvTs, lastRecvTs] = [meta.messages, meta.firstRecvTs, meta.lastRecvTs]
+    .map(Number);
+  const whole = [messages, firstRecvTs, lastRecvTs].every((n) => Number.isSafeInteger(n) && n >= 0);
+  if (!whole || firstRecvTs > lastRecvTs || stream === "") return undefined;
+  return {
+    ...(key === undefined ? {} : { key }),
+    stream,
+    meta: { messages, firstRecvTs, lastRecvTs },
+  };
+}
+
+/**
+ * What a damaged file's header still tells (a key of the archive's layout,
+ * metadata with counts and receive times), or, failing that, its name.
+ */
+function spooledBatchOf(header: unknown, name: string): SpooledBatch | undefined {
+  const { key, meta } = (typeof header === "object" && header !== null ? header : {}) as {
+    key?: unknown;
+    meta?: unknown;
+  };
+  const stream = typeof key === "string" ? streamOfParsedKey(key) : undefined;
+  const fromHeader = stream !== undefined && typeof meta === "object" && meta !== null
+    ? spanOf(key as string, stream, meta)
+    : undefined;
+  return fromHeader ?? spooledBatchOfName(name);
+}
+
 const encoder = new TextEncoder();
 /** How a version 2 header line ends: the hash of what comes before it, and the body. */
 const SHA_FIELD = /,"sha256":"([0-9a-f]{64})"\}$/;
@@ -204,8 +303,11 @@ export function encodeSpoolFile(entry: SpoolEntry): Uint8Array {
 }
 
 export function decodeSpoolFile(bytes: Uint8Array, name = "spool file"): SpoolEntry {
+  // A damaged file says what it held as far as it can (see SpooledBatch).
+  let said: unknown;
+  const fail = (why: string) => new SpoolFileError(`${name}: ${why}`, spooledBatchOf(said, name));
   const newline = bytes.indexOf(10);
-  if (newline < 0) throw new SpoolFileError(`${name}: no header line`);
+  if (newline < 0) throw fail("no header line");
   const line = new TextDecoder().decode(bytes.subarray(0, newline));
   let header: {
     v?: unknown;
@@ -216,32 +318,32 @@ export function decodeSpoolFile(bytes: Uint8Array, name = "spool file"): SpoolEn
     ifAbsent?: unknown;
   };
   try {
-    header = JSON.parse(line);
+    header = said = JSON.parse(line);
   } catch {
-    throw new SpoolFileError(`${name}: header is not JSON`);
+    throw fail("header is not JSON");
   }
   if (typeof header !== "object" || header === null) {
-    throw new SpoolFileError(`${name}: header is not a JSON object`);
+    throw fail("header is not a JSON object");
   }
   if (
     (header.v !== 1 && header.v !== 2) || typeof header.key !== "string" ||
     typeof header.bytes !== "number" ||
     typeof header.sha256 !== "string" || typeof header.meta !== "object" || header.meta === null
   ) {
-    throw new SpoolFileError(`${name}: header lacks key, meta, bytes or sha256`);
+    throw fail("header lacks key, meta, bytes or sha256");
   }
   const body = bytes.subarray(newline + 1);
   if (body.length !== header.bytes) {
-    throw new SpoolFileError(`${name}: body is ${body.length} bytes, header says ${header.bytes}`);
+    throw fail(`body is ${body.length} bytes, header says ${header.bytes}`);
   }
   if (header.v === 1) {
     if (createHash("sha256").update(body).digest("hex") !== header.sha256) {
-      throw new SpoolFileError(`${name}: body does not match its SHA-256`);
+      throw fail("body does not match its SHA-256");
     }
   } else {
     const sha = SHA_FIELD.exec(line);
     if (!sha || sha256Of(`${line.slice(0, sha.index)}}`, body) !== sha[1]) {
-      throw new SpoolFileError(`${name}: header and body do not match their SHA-256`);
+      throw fail("header and body do not match their SHA-256");
     }
   }
   const entry = { key: header.key, body, meta: header.meta as ObjectMeta };

@@ -347,7 +347,13 @@ export class Uploader {
       body ??= await this.#finish(batch);
       if (!body) return;
       if (
-        await spool.write({ key: batch.key, body, meta: batch.meta, ifAbsent: batch.recovered })
+        await spool.write({
+          key: batch.key,
+          body,
+          meta: batch.meta,
+          ifAbsent: batch.recovered,
+          stream: batch.stream,
+        })
       ) {
         log.info("Spooled {key} ({why})", { key: batch.key, why });
         this.#options.onSettled?.(batch, "spooled", body.length);

@@ -33,11 +33,11 @@ import type { Config } from "../../config_types.ts";
 import type { Telemetry } from "../../ops/events.ts";
 import type { Metrics } from "../../ops/metrics.ts";
 import { type BatchBudget, batchBudget } from "../../store/budget.ts";
-import { type Drainer, startDrainer } from "../../store/drainer.ts";
+import { type Drainer, type LostReason, startDrainer } from "../../store/drainer.ts";
 import { lineKindOf } from "../../archive/meta.ts";
 import { checkBucket, type SelectedSink, selectSink } from "../../store/select.ts";
 import type { Sink } from "../../store/sink.ts";
-import { Spool } from "../../store/spool.ts";
+import { Spool, type SpooledBatch } from "../../store/spool.ts";
 import { type SettledHow, Uploader } from "../../store/uploader.ts";
 import { START_WAIT_MS, StartupError, startupStep } from "./startup.ts";
 import { settledWithin } from "../../delay.ts";
@@ -358,8 +358,20 @@ export class Storage implements BatchStore, AsyncDisposable {
       },
       onFailedAttempt: () => telemetry.uploadFailed(),
       onQuarantined: () => this.#updateSpoolGauges(),
+      onLost: (name, batch, reason) => this.#spoolLost(name, batch, reason),
       isRetryable: this.#selected.isRetryable,
     });
+  }
+
+  /**
+   * A spooled batch lost (its file damaged or removed): counted, and a
+   * `dropped` line in its stream's next batch when the file told enough.
+   */
+  #spoolLost(name: string, batch: SpooledBatch | undefined, reason: LostReason): void {
+    this.#updateSpoolGauges();
+    if (!batch) return;
+    this.#options.telemetry.batchDropped(batch.meta.messages);
+    this.#holes.lost({ ...batch, key: batch.key ?? `spool/${name}` }, reason);
   }
 }
 
