@@ -25,6 +25,7 @@ import { FakeExchange, partialDepthFeed } from "./support/fake_exchange.ts";
 import { readArchive } from "./support/collector.ts";
 import { tempDir } from "./support/temp.ts";
 import { waitFor } from "./support/wait.ts";
+import { freePort } from "./support/net_guard.ts";
 
 const BTC = "btcusdt@depth20@100ms";
 
@@ -182,8 +183,60 @@ Deno.test("Storage alone: a crash journal that cannot be read stops the start, a
   await assert.rejects(open, (error: Error) => {
     assert.ok(error instanceof StartupError);
     assert.match(error.message, /crash journal/);
+    assert.ok(error.message.includes(join(tmp.path, "journal")), error.message);
     return true;
   });
+});
+
+Deno.test("Storage with a local archive starts when a file stands where the spool would be (it needs no spool)", async () => {
+  await using tmp = await tempDir();
+  await Deno.writeTextFile(join(tmp.path, "spool"), "not a directory");
+  const background = new AbortController();
+  {
+    await using storage = await Storage.open(configFor(tmp.path), {
+      signal: background.signal,
+      ...telemetered(),
+      now: Date.now,
+    });
+    const line = `{"recv_ts":1700000000000000,"stream":"${BTC}","data":{"lastUpdateId":1}}`;
+    storage.batcher.add(BTC, { text: line, recvTs: 1700000000000000, isData: true }, 0);
+    for (const batch of storage.batcher.sealAll()) storage.submit(batch);
+    const left = await storage.flush(Date.now() + 5000);
+    assert.deepEqual(left, []);
+    background.abort();
+    await storage.close(left);
+  }
+  assert.equal((await readArchive(join(tmp.path, "archive"))).length, 1);
+  assert.equal(await Deno.readTextFile(join(tmp.path, "spool")), "not a directory");
+});
+
+Deno.test({
+  name: "Storage with S3 stops the start naming the spool's path when a file stands there",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await using tmp = await tempDir();
+    await Deno.writeTextFile(join(tmp.path, "spool"), "not a directory");
+    // Nothing listens there: the bucket check fails at once and the start goes on to the spool.
+    const config = configFor(tmp.path, {
+      S3_BUCKET_NAME: "l2-test-bucket",
+      S3_ENDPOINT: `http://127.0.0.1:${freePort()}`,
+      S3_FORCE_PATH_STYLE: "true",
+      AWS_ACCESS_KEY_ID: "test",
+      AWS_SECRET_ACCESS_KEY: "test",
+    });
+    const open = Storage.open(config, {
+      signal: new AbortController().signal,
+      ...telemetered(),
+      now: Date.now,
+    });
+    await assert.rejects(open, (error: Error) => {
+      assert.ok(error instanceof StartupError);
+      assert.match(error.message, /cannot open the spool/);
+      assert.ok(error.message.includes(join(tmp.path, "spool")), error.message);
+      return true;
+    });
+  },
 });
 
 Deno.test("Feeds alone record the fake exchange's frames into the batcher and seal them at stop", async () => {

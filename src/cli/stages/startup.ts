@@ -18,11 +18,20 @@ export class StartupError extends Error {
   override name = "StartupError";
 }
 
-/** A start-up step that fails is a start-up error (exit 2), saying what failed. */
-export async function startupStep<T>(what: string, step: () => Promise<T>): Promise<T> {
+/**
+ * A start-up step that fails is a start-up error (exit 2), saying what
+ * failed and, given `path`, where (unless the error names it already).
+ */
+export async function startupStep<T>(
+  what: string,
+  step: () => Promise<T>,
+  path?: string,
+): Promise<T> {
   try {
     return await step();
   } catch (error) {
-    throw new StartupError(`cannot ${what}: ${error instanceof Error ? error.message : error}`);
+    const message = error instanceof Error ? error.message : String(error);
+    const where = path === undefined || message.includes(path) ? "" : ` (${path})`;
+    throw new StartupError(`cannot ${what}${where}: ${message}`);
   }
 }

@@ -263,6 +263,7 @@ export class Storage implements BatchStore, AsyncDisposable {
           rekey: (lines, index) =>
             rekeyLines(lines, index, (s, t, seq) => keyFor(config, s, t, seq)),
         }),
+      journalDir,
     );
     const journal = await startupStep(
       "start the crash journal",
@@ -272,6 +273,7 @@ export class Storage implements BatchStore, AsyncDisposable {
           onWriteFailed: () => telemetry.diskWriteFailed("journal"),
           ticker,
         }),
+      journalDir,
     );
     return { journal, recovered };
   }
@@ -460,9 +462,9 @@ async function openSpool(
 ): Promise<{ spool?: Spool; leftover?: Spool }> {
   const dir = join(config.dataDir, "spool");
   const open = () => Spool.open(dir, { maxBytes: config.spoolMaxBytes });
-  const spool = selected.s3 ? await startupStep("open the spool", open) : undefined;
+  const spool = selected.s3 ? await startupStep("open the spool", open, dir) : undefined;
   const leftover = !spool && await holdsSpoolFiles(dir)
-    ? await startupStep("open the spool left by an earlier run", open)
+    ? await startupStep("open the spool left by an earlier run", open, dir)
     : undefined;
   const drained = spool ?? leftover;
   if (drained && drained.count > 0) {
@@ -477,14 +479,34 @@ async function openSpool(
   return { spool, leftover };
 }
 
-/** Whether `dir` holds a spool file (a missing directory holds none). */
+/**
+ * Whether `dir` holds a spool file. A missing directory holds none; nor
+ * does something else at its place (a file): a local archive needs no
+ * spool, so that is logged and recording goes on. Any other failure to
+ * list it (no permission) stops the start, naming it: batches an earlier
+ * run spooled may wait there.
+ */
 async function holdsSpoolFiles(dir: string): Promise<boolean> {
   try {
     for await (const entry of Deno.readDir(dir)) {
       if (entry.isFile && entry.name.endsWith(".spool")) return true;
     }
   } catch (error) {
-    if (!(error instanceof Deno.errors.NotFound)) throw error;
+    if (error instanceof Deno.errors.NotFound) return false;
+    if (error instanceof Deno.errors.NotADirectory) {
+      log.warn(
+        "{dir} is not a directory, so it holds no spooled batches; a local archive needs no spool",
+        {
+          dir,
+        },
+      );
+      return false;
+    }
+    throw new StartupError(
+      `cannot look for batches an earlier run spooled in ${dir}: ${
+        error instanceof Error ? error.message : String(error)
+      }`,
+    );
   }
   return false;
 }
