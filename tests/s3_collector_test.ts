@@ -385,7 +385,7 @@ Deno.test({
         messages: m.messages,
         firstRecvTs: m.firstRecvTs,
         lastRecvTs: m.lastRecvTs,
-      })),
+      })).sort((a, b) => a.firstRecvTs - b.firstRecvTs),
     );
   },
 });
