@@ -123,7 +123,7 @@ Deno.test("continuing from a run before whose last time is behind the clock, or 
   }
 });
 
-Deno.test("the last receive time is stored and read back; a damaged file or one a day ahead is not continued from", async () => {
+Deno.test("the last receive time is stored and read back; a damaged file, or a time over 10 minutes ahead, is not continued from", async () => {
   await using tmp = await tempDir();
   const wall = Date.now();
   assert.equal(await readLastReceive(tmp.path), undefined, "a first start");
@@ -133,11 +133,13 @@ Deno.test("the last receive time is stored and read back; a damaged file or one 
     await Deno.writeTextFile(receiveStateFile(tmp.path), text);
     assert.equal(await readLastReceive(tmp.path), undefined, text);
   }
-  const dayUs = 24 * 3_600_000 * 1000;
+  const maxUs = 10 * 60_000 * 1000;
   assert.equal(continueFrom([undefined, 5, 9, undefined], wall), 9);
   assert.equal(continueFrom([undefined], wall), undefined);
-  assert.equal(continueFrom([wall * 1000 + dayUs], wall), wall * 1000 + dayUs);
-  assert.equal(continueFrom([5, wall * 1000 + dayUs + 1000], wall), undefined);
+  assert.equal(continueFrom([wall * 1000 + maxUs], wall), wall * 1000 + maxUs);
+  assert.equal(continueFrom([wall * 1000 + maxUs + 1000], wall), undefined);
+  // Only the time too far ahead is left out: a good one beside it still counts.
+  assert.equal(continueFrom([5, wall * 1000 + maxUs + 1000, 9], wall), 9);
 });
 
 Deno.test("drift under 100 ms is followed silently at each tick", () => {
@@ -192,6 +194,20 @@ Deno.test("a tick late by more than the threshold on the monotonic clock is a su
   clock.tick();
   assert.equal(suspensions.length, 1, "reported once");
   assert.deepEqual(steps, []);
+});
+
+Deno.test("a suspension while times are held after a step back (a restart behind the run before) still has its length", () => {
+  const { clock, suspensions, pass } = fakeClocks();
+  // The run before ended 60 s ahead of this clock: times are held just after it.
+  const held = (EPOCH + 60_000) * 1000 + 1;
+  clock.continueFrom(held - 1);
+  clock.tick();
+  assert.equal(clock.nowMicros(), held);
+  pass(8000); // SIGSTOP
+  assert.equal(clock.nowMicros(), held);
+  assert.equal(suspensions.length, 1);
+  assert.deepEqual([suspensions[0].fromUs, suspensions[0].toUs], [held, held]);
+  assert.equal(suspensions[0].durationMs, 8000);
 });
 
 Deno.test("a tick late by less than the threshold is not a suspension", () => {

@@ -15,6 +15,7 @@ import { gzipLines } from "../src/archive/encode.ts";
 import { planKey } from "../src/archive/keys.ts";
 import { Spool } from "../src/store/spool.ts";
 import { Journal } from "../src/store/journal.ts";
+import { readLastReceive } from "../src/ops/receive_state.ts";
 import { parseConfig } from "../src/config.ts";
 import type { Config } from "../src/config_types.ts";
 import { Telemetry } from "../src/ops/events.ts";
@@ -143,6 +144,9 @@ Deno.test("Storage alone: the run before's last receive time is the later of its
       previousRecvTs: stored,
     });
     assert.equal(storage.receivedUntil, expected);
+    // The journal's time is stored at once: a stop before the receive clock runs must not
+    // lose it. (A stored time the journal does not pass is in its file already.)
+    assert.equal(await readLastReceive(tmp.path), stored === undefined ? expected : undefined);
     background.abort();
     await storage.close(await storage.flush(Date.now() + 2000));
   }

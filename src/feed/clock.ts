@@ -157,13 +157,18 @@ export class ReceiveClock {
     if (monoLate || slept) {
       // The last moment known to have passed while running: the last tick, or
       // a later reading given out since.
-      const fromUs = Math.max(this.#lastUs, Math.round(this.#reading(lastTick!) * 1000));
+      const lastTickMs = this.#reading(lastTick!);
+      const fromUs = Math.max(this.#lastUs, Math.round(lastTickMs * 1000));
       if (slept) this.#anchor(mono, wall);
-      const toUs = this.#give(this.#reading(mono));
+      const nowMs = this.#reading(mono);
+      const toUs = this.#give(nowMs);
+      // Times held after a backward step (`toUs` above the reading) would hide how
+      // long the pause was: then it is measured from the last tick's reading.
+      const held = toUs > Math.round(nowMs * 1000);
       this.#options.onSuspend?.({
         fromUs,
         toUs,
-        durationMs: Math.round((toUs - fromUs) / 1000),
+        durationMs: Math.round(held ? nowMs - lastTickMs : (toUs - fromUs) / 1000),
         measuredBy: monoLate ? "monotonic" : "wall",
       });
       if (slept) return;

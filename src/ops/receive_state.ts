@@ -8,9 +8,8 @@
  * same (their last receive times); the later of the two counts.
  *
  * A missing file is a first start (nothing to continue). A damaged one, or a
- * time more than a day ahead of the wall clock (no clock is that wrong; the
- * run would stamp every line with that one time for a day), is logged and
- * left out: neither stops the recorder.
+ * time more than `MAX_AHEAD_MS` ahead of the wall clock, is logged and left
+ * out: neither stops the recorder.
  */
 
 import { getLogger } from "@logtape/logtape";
@@ -19,8 +18,13 @@ import { writeAtomically } from "../store/local.ts";
 
 const log = getLogger(["l2", "ops"]);
 
-/** A stored time further ahead of the wall clock than this is not continued from. */
-export const MAX_AHEAD_MS = 24 * 3_600_000;
+/**
+ * A stored time further ahead of the wall clock than this is not continued
+ * from: lines would keep that one time until the clock passes it. Ten
+ * minutes covers a clock set right at boot or by hand; more is a clock that
+ * was wrong.
+ */
+export const MAX_AHEAD_MS = 10 * 60_000;
 
 export function receiveStateFile(dataDir: string): string {
   return join(dataDir, "state", "receive_clock.json");
@@ -53,23 +57,31 @@ export async function readLastReceive(dataDir: string): Promise<number | undefin
 
 /**
  * What this run continues from: the latest of `times` (the stored last
- * receive time, the crash journal's batches), unless it is more than a day
- * ahead of `wallMs` (logged).
+ * receive time, the crash journal's batches) that is at most `MAX_AHEAD_MS`
+ * ahead of `wallMs`. One further ahead is left out, logged at ERROR: the run
+ * before stamped with a clock that was wrong, and holding every line at its
+ * time until the clock catches up would stamp far too much with one time.
  */
 export function continueFrom(
   times: ReadonlyArray<number | undefined>,
   wallMs: number,
 ): number | undefined {
   const known = times.filter((t): t is number => t !== undefined && Number.isFinite(t));
-  if (known.length === 0) return undefined;
-  const latest = Math.max(...known);
-  if (latest / 1000 - wallMs <= MAX_AHEAD_MS) return latest;
-  log.warn(
-    "The last receive time before this start ({lastRecvTs} µs) is more than a day ahead of " +
-      "the wall clock; not continued from, so receive times go back across this restart",
-    { lastRecvTs: latest },
-  );
-  return undefined;
+  const usable = known.filter((t) => t / 1000 - wallMs <= MAX_AHEAD_MS);
+  if (usable.length < known.length) {
+    const latest = Math.max(...known);
+    log.error(
+      "The last receive time before this start ({lastRecvTs} µs) is {aheadSeconds} s ahead of " +
+        "the wall clock, more than {maxSeconds} s: not continued from, so receive times go " +
+        "back across this restart (the clock of the run before was wrong, or this one is)",
+      {
+        lastRecvTs: latest,
+        aheadSeconds: Math.round(latest / 1e6 - wallMs / 1000),
+        maxSeconds: MAX_AHEAD_MS / 1000,
+      },
+    );
+  }
+  return usable.length === 0 ? undefined : Math.max(...usable);
 }
 
 /** Stores the run's last receive time; a failed write is logged, never thrown. */

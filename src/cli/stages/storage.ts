@@ -41,7 +41,7 @@ import { Spool, type SpooledBatch } from "../../store/spool.ts";
 import { type SettledHow, Uploader } from "../../store/uploader.ts";
 import { START_WAIT_MS, StartupError, startupStep } from "./startup.ts";
 import { settledWithin } from "../../delay.ts";
-import { continueFrom } from "../../ops/receive_state.ts";
+import { continueFrom, writeLastReceive } from "../../ops/receive_state.ts";
 
 const log = getLogger(["l2", "run"]);
 
@@ -133,6 +133,12 @@ export class Storage implements BatchStore, AsyncDisposable {
       recovery,
     });
     stack.move();
+    // Stored at once: should this run stop before its receive clock runs (or not cleanly),
+    // the next one still continues after what the journal held.
+    const until = storage.receivedUntil;
+    if (until !== undefined && until !== options.previousRecvTs) {
+      await writeLastReceive(config.dataDir, until);
+    }
     await storage.#resubmit(recovery.recovered);
     storage.#drainer = storage.#startDrainer();
     return storage;
