@@ -274,6 +274,8 @@ Deno.test("verify: a body cut mid-stream, or a file it may not read, exits 2; a 
   const eacces = await runVerify(config, { reader: denied });
   assert.equal(eacces.code, 2, eacces.out);
   assert.match(eacces.out, /cannot read .* PermissionDenied: Permission denied \(os error 13\)/);
+  // Refused: another try alone would not help.
+  assert.match(eacces.out, /\(nothing was judged; fix the access, then try again\)\n$/);
 
   // Deleted between the listing and the read: the archive no longer holds it, a finding.
   const deleting = readerWith(tmp.path, async (key, local) => {

@@ -876,59 +876,127 @@ async function threePieces(dir: string): Promise<string[]> {
   return lines;
 }
 
-Deno.test("a journal batch file that cannot be read (a directory in its place) is set aside: its lines are dropped lines, the other batch recovers", async () => {
+Deno.test("a journal batch file that cannot be read (a directory in its place) is set aside: its lines are dropped lines (sealed or not), the other batch recovers", async () => {
+  // Sealed or not when the process died: a batch that lost every line is marked all the same.
+  for (const sealed of [false, true]) {
+    await using tmp = await tempDir();
+    const live = join(tmp.path, "live");
+    const dir = join(tmp.path, "journal");
+    const added = { a: [] as string[], b: [] as string[] };
+    await withJournal(live, { flushMs: 60_000 }, async (journal) => {
+      // Keys as the collector plans them: the time in a key places a batch that lost every line.
+      const batcher = new Batcher({
+        batchMs: 60_000,
+        maxLines: 1000,
+        planKey: (stream, firstRecvTs, seq) =>
+          planKey({
+            prefix: "p",
+            market: "spot",
+            streamType: "depth@100ms",
+            symbol: `${stream.toUpperCase()}USDT`,
+            firstRecvTs,
+            instanceId: "box",
+            seq,
+          }),
+        observer: journal,
+      });
+      for (let i = 0; i < 4; i++) {
+        for (const stream of ["a", "b"] as const) {
+          const line = diff(100 + i, stream, i, i);
+          batcher.add(stream, line, 0);
+          added[stream].push(line.text);
+        }
+      }
+      await journal.flush();
+      if (sealed) {
+        batcher.sealAll();
+        await journal.flush();
+      }
+      // The process "dies" here; what it left is copied, as a crash would leave it.
+      await Deno.mkdir(dir);
+      for (const name of await listFiles(live)) {
+        await Deno.copyFile(join(live, name), join(dir, name));
+      }
+    });
+    // Batch a (opened first) cannot be read: a directory stands where its file was.
+    const [fileA] = (await listFiles(dir)).filter((f) => f.endsWith("-b0.gz.part"));
+    await Deno.remove(join(dir, fileA));
+    await Deno.mkdir(join(dir, fileA));
+
+    const result = await recover(dir);
+    const byStream = new Map(
+      await Promise.all(result.batches.map(async (b) => [b.stream, await b.body.lines()] as const)),
+    );
+    assert.deepEqual(byStream.get("b")!.slice(0, 4), added.b);
+    // Its four lines are lost; the object under its key says so, at the key's time.
+    const a = byStream.get("a")!.map((l) => JSON.parse(l));
+    assert.deepEqual(a.map((l) => [l.event, l.recv_ts]), [["dropped", 100], ["recovered", 100]]);
+    assert.deepEqual([a[0].messages, a[0].reason], [4, "journal damage"]);
+    assert.equal(result.unattributed, 0);
+    assert.match(result.skipped.join(" "), new RegExp(`${fileA} \\(cannot be read`));
+    // Moved aside for a person, so no later start reads it without the files recovered now.
+    assert.ok((await Deno.stat(join(dir, "quarantine", fileA))).isDirectory);
+    await assert.rejects(() => Deno.stat(join(dir, fileA)), Deno.errors.NotFound);
+  }
+});
+
+Deno.test("a journal segment that cannot be read is set aside, and so are the batch files only it named: never deleted", async () => {
   await using tmp = await tempDir();
   const live = join(tmp.path, "live");
   const dir = join(tmp.path, "journal");
-  const added = { a: [] as string[], b: [] as string[] };
   await withJournal(live, { flushMs: 60_000 }, async (journal) => {
-    // Keys as the collector plans them: the time in a key places a batch that lost every line.
-    const batcher = new Batcher({
-      batchMs: 60_000,
-      maxLines: 1000,
-      planKey: (stream, firstRecvTs, seq) =>
-        planKey({
-          prefix: "p",
-          market: "spot",
-          streamType: "depth@100ms",
-          symbol: `${stream.toUpperCase()}USDT`,
-          firstRecvTs,
-          instanceId: "box",
-          seq,
-        }),
-      observer: journal,
-    });
-    for (let i = 0; i < 4; i++) {
-      for (const stream of ["a", "b"] as const) {
-        const line = diff(100 + i, stream, i, i);
-        batcher.add(stream, line, 0);
-        added[stream].push(line.text);
-      }
-    }
+    const batcher = batcherFor(journal);
+    for (let i = 0; i < 4; i++) batcher.add("a", diff(100 + i, "a", i, i), 0);
     await journal.flush();
-    // The process "dies" here; what it left is copied, as a crash would leave it.
     await Deno.mkdir(dir);
     for (const name of await listFiles(live)) {
       await Deno.copyFile(join(live, name), join(dir, name));
     }
   });
-  // Batch a (opened first) cannot be read: a directory stands where its file was.
-  const [fileA] = (await listFiles(dir)).filter((f) => f.endsWith("-b0.gz.part"));
-  await Deno.remove(join(dir, fileA));
-  await Deno.mkdir(join(dir, fileA));
+  const names = await listFiles(dir);
+  const segment = names.find((n) => n.endsWith(".jnl"))!;
+  const part = names.find((n) => n.endsWith(".gz.part"))!;
+  // As root every file reads: the segment's read is made to fail as EACCES would.
+  const readFile = Deno.readFile;
+  Deno.readFile = (path, options) =>
+    String(path).endsWith(segment)
+      ? Promise.reject(new Deno.errors.PermissionDenied(`readfile '${path}'`))
+      : readFile(path, options);
+  let result;
+  try {
+    result = await recover(dir);
+  } finally {
+    Deno.readFile = readFile;
+  }
+  assert.deepEqual(result.batches, []);
+  assert.match(result.skipped.join(" "), new RegExp(`${segment} \\(cannot be read`));
+  // The batch's pieces are kept for a person: the start removes what `files` lists.
+  await removeSettledFiles(result.files);
+  assert.deepEqual((await listFiles(dir)).sort(), [`quarantine/${segment}`, `quarantine/${part}`]);
+});
 
-  const result = await recover(dir);
-  const byStream = new Map(
-    await Promise.all(result.batches.map(async (b) => [b.stream, await b.body.lines()] as const)),
-  );
-  assert.deepEqual(byStream.get("b")!.slice(0, 4), added.b);
-  // Its four lines are lost; the object under its key says so, at the key's time.
-  const a = byStream.get("a")!.map((l) => JSON.parse(l));
-  assert.deepEqual(a.map((l) => [l.event, l.recv_ts]), [["dropped", 100], ["recovered", 100]]);
-  assert.deepEqual([a[0].messages, a[0].reason], [4, "journal damage"]);
-  assert.equal(result.unattributed, 0);
-  assert.match(result.skipped.join(" "), new RegExp(`${fileA} \\(cannot be read`));
-  // Moved aside for a person, so no later start reads it without the files recovered now.
-  assert.ok((await Deno.stat(join(dir, "quarantine", fileA))).isDirectory);
-  await assert.rejects(() => Deno.stat(join(dir, fileA)), Deno.errors.NotFound);
+Deno.test("the journal's directory removed while recording: made again, a batch opened after it keeps its key after a crash, one written before it stops", async () => {
+  await using tmp = await tempDir();
+  const dir = join(tmp.path, "journal");
+  const copy = join(tmp.path, "crashed");
+  await withJournal(dir, { flushMs: 60_000 }, async (journal) => {
+    const batcher = batcherFor(journal);
+    batcher.add("a", diff(100, "a", 1, 1), 0);
+    await journal.flush();
+    await Deno.remove(dir, { recursive: true });
+    // Opened after the removal: its first append finds no directory.
+    batcher.add("b", diff(101, "b", 1, 1), 0);
+    batcher.add("a", diff(102, "a", 2, 2), 0);
+    await journal.flush();
+    batcher.add("b", diff(103, "b", 2, 2), 0);
+    await journal.flush();
+    // The process "dies" here.
+    await Deno.mkdir(copy);
+    for (const name of await listFiles(dir)) await Deno.copyFile(join(dir, name), join(copy, name));
+  });
+  const { batches } = await recover(copy);
+  // b under the key it was given, both lines; a's file went with the directory: not in this journal.
+  assert.deepEqual(batches.map((b) => b.key), ["p/stream=b/101_0.ndjson.gz"]);
+  const lines = await batches[0].body.lines();
+  assert.deepEqual(lines.slice(0, 2).map((l) => JSON.parse(l).recv_ts), [101, 103]);
 });

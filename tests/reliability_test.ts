@@ -238,6 +238,8 @@ Deno.test({
         `${stream}: nothing recovered`,
       );
     }
+    // Recovered under the keys they were given (batch numbers from 900000 are rebuilt ones).
+    assert.deepEqual(lines.filter((l) => /_9\d{5}\.ndjson\.gz$/.test(l.key)), []);
     const verified = await runCollector(env, { args: ["verify"] });
     assert.equal(verified.code, 0, verified.stdout + verified.stderr);
   },

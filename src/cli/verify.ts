@@ -41,6 +41,7 @@ import { metaFromRecord } from "../archive/meta.ts";
 import { type ArchiveReader, localArchiveReader, type StoredObject } from "../verify/archive.ts";
 import { Auditor, isoMicros, type Problem, type Report } from "../verify/audit.ts";
 import { FetchError, fetchObject, type FetchPolicy, GoneError } from "../verify/fetch.ts";
+import { isRetryableS3Error } from "../store/s3_errors.ts";
 import { renderAuditHtml } from "../verify/html.ts";
 
 /** The command's options, in node:util parseArgs form (main.ts spreads them into its own). */
@@ -195,8 +196,10 @@ export function readFailure(
 ): string {
   if (error instanceof FetchError) {
     const tries = error.attempts > 1 ? `tried ${error.attempts} times; ` : "";
+    // Trying again helps a store that failed for a while, not one that refuses.
+    const advice = isRetryableS3Error(error.cause) ? "try again" : "fix the access, then try again";
     return `cannot read ${error.key} from ${location}: ${error.message} ` +
-      `(${tries}${outcome}; try again)`;
+      `(${tries}${outcome}; ${advice})`;
   }
   return `cannot list the archive at ${location}: ${
     error instanceof Error ? error.message : String(error)

@@ -63,6 +63,7 @@ import {
   batchFileName,
   PieceReader,
   readJournalFile,
+  setAside,
 } from "./journal_pieces.ts";
 import { PIECE_SEGMENT_SUFFIX, SEGMENT_SUFFIX, stampCrc } from "./journal_records.ts";
 import { type LineFacts, rebuildBatches, type RebuildOptions } from "./journal_rebuild.ts";
@@ -182,6 +183,8 @@ interface Entry {
   torn?: boolean;
   /** The file as last read back for spilled pieces, and how far it was written then. */
   readBack?: { upTo: number; bytes: Promise<Uint8Array> };
+  /** Its `o` record, written again should the journal's directory be removed before its file is. */
+  readonly openRecord: string;
   /** Text CRC-32 and length up to the last piece written. */
   textCrc: number;
   textBytes: number;
@@ -202,6 +205,8 @@ export class Journal implements BatchObserver {
   readonly #segments: Segment[] = [];
   /** Per batch id, the segments it has records in. */
   readonly #touched = new Map<number, Set<Segment>>();
+  /** The directory was made again: the next segment opens the batches without a file again. */
+  #reopenUnwritten = false;
   /**
    * Batches settled whose `r` record is not on disk yet: their files, and the
    * segments that have their records. Both stay until it is (a segment
@@ -257,6 +262,7 @@ export class Journal implements BatchObserver {
     const entry: Entry = {
       id,
       body,
+      openRecord: `o\t${id}\t${key}\t${stream}`,
       path: join(this.dir, batchFileName(this.#runId, id)),
       read: () => Promise.reject(new Error("not yet written")),
       written: 0,
@@ -271,7 +277,7 @@ export class Journal implements BatchObserver {
     };
     entry.read = this.#readerOf(entry);
     this.#entries.set(key, entry);
-    this.#record(id, `o\t${id}\t${key}\t${stream}`);
+    this.#record(id, entry.openRecord);
   }
 
   /** Resolves once the seal is written, with the batch file (then the whole object) if it is whole. */
@@ -540,14 +546,14 @@ export class Journal implements BatchObserver {
 
   /**
    * A batch file that is not there (only a file's first append creates it:
-   * file_appends.ts). Its first append: the journal's directory is gone
-   * (removed while recording), so it is made again and the next flush starts
-   * a segment in it, and the append is tried again then. A later one: the
-   * file was removed with the pieces it held; the journal stops for this
-   * batch (what it had written is lost, and its seal drops it with a
-   * `dropped` line; what it holds in memory is not journalled either).
+   * file_appends.ts). A later append: the file was removed with the pieces it
+   * held; the journal stops for this batch (what it had written is lost, and
+   * its seal drops it with a `dropped` line; what it holds in memory is not
+   * journalled either). Its first append: tried again at the next flush,
+   * once the directory is there again.
    */
   #fileGone(entry: Entry, error: Error): void {
+    this.#remakeDirIfGone();
     if (entry.written > 0) {
       entry.broken = true;
       entry.queue.length = 0;
@@ -559,13 +565,30 @@ export class Journal implements BatchObserver {
     }
     entry.torn = true;
     this.#writeFailed(error);
+  }
+
+  /**
+   * The journal's directory removed while recording: made again, and a new
+   * segment started in it at the end of this flush (the current one went
+   * with the directory), where the open batches without a file yet are
+   * opened again (`#rotate`), so they keep their keys after a crash.
+   */
+  #remakeDirIfGone(): void {
+    try {
+      Deno.statSync(this.dir);
+      return;
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) return;
+    }
     try {
       Deno.mkdirSync(this.dir, { recursive: true });
-      // The current segment went with the directory: records go to a new one.
-      this.#segmentStartedAt = -Infinity;
-    } catch (mkdirError) {
-      log.error("Cannot make the crash journal's directory again: {error}", { error: mkdirError });
+    } catch (error) {
+      log.error("Cannot make the crash journal's directory again: {error}", { error });
+      return;
     }
+    log.warn("The crash journal's directory {dir} was removed; made again", { dir: this.dir });
+    this.#segmentStartedAt = -Infinity;
+    this.#reopenUnwritten = true;
   }
 
   #markBroken(entry: Entry, broken: boolean): void {
@@ -662,6 +685,13 @@ export class Journal implements BatchObserver {
     if (previous) previous.file = undefined;
     this.#segments.push({ name, live: new Set(), file });
     this.#segmentStartedAt = this.#monotonic();
+    if (!this.#reopenUnwritten) return;
+    this.#reopenUnwritten = false;
+    for (const entry of this.#entries.values()) {
+      if (entry.written === 0 && !entry.settled && !entry.broken) {
+        this.#record(entry.id, entry.openRecord);
+      }
+    }
   }
 
   /** Oldest first, and never the current segment. */
@@ -737,13 +767,20 @@ export async function recoverJournal(
     skipped: [],
   };
   const pieces = new PieceReader(reading, dir);
+  let segmentLost = false;
   for (const name of files.filter((f) => f.endsWith(SEGMENT_SUFFIX))) {
+    const skipped = reading.skipped.length;
     const bytes = await readJournalFile(dir, name, reading);
-    if (bytes === undefined) continue;
+    if (bytes === undefined) {
+      // Unreadable (not merely gone): its records are lost with it.
+      segmentLost ||= reading.skipped.length > skipped;
+      continue;
+    }
     if (name.endsWith(PIECE_SEGMENT_SUFFIX)) pieces.readSegment(name, bytes);
     else readLineSegment(reading, name, bytes);
   }
   await pieces.readPieces();
+  if (segmentLost) await setAsideUnnamed(dir, files, pieces.namedFiles);
   const { batches, unattributed } = rebuildBatches(reading.pending.values(), {
     pool: options.pool ?? new ChunkPool(),
     deflater: options.deflater ?? localDeflater(5),
@@ -830,6 +867,28 @@ async function removeNamed(dir: string, names: readonly string[]): Promise<void>
   }
   if (failure !== undefined) throw failure;
   await Deno.remove(join(dir, SETTLED_LIST));
+}
+
+/**
+ * With a segment that could not be read, the batch files no readable record
+ * names may be batches whose records were in it: not rebuilt (their keys are
+ * unknown, and they may be stored already), but never deleted either. They
+ * go to `quarantine/` for a person to look at.
+ */
+async function setAsideUnnamed(
+  dir: string,
+  files: readonly string[],
+  named: ReadonlySet<string>,
+): Promise<void> {
+  const unnamed = files.filter((f) => f.endsWith(BATCH_FILE_SUFFIX) && !named.has(f));
+  for (const name of unnamed) {
+    const moved = await setAside(dir, name);
+    log.error(
+      "The crash journal's {name} is named by no record left (its segment could not be read): " +
+        "{where}; its lines are not recovered",
+      { name, where: moved === true ? "moved to quarantine/" : `left in place (${moved})` },
+    );
+  }
 }
 
 /** The journal's segments and batch files, sorted by name (segments by age); none without the directory. */

@@ -71,23 +71,24 @@ export async function readJournalFile(
     if (error instanceof Deno.errors.NotFound) return undefined;
     reading.badRecords++;
     reading.skipped.push(`${name} (cannot be read: ${(error as Error).message})`);
-    const aside = join(dir, JOURNAL_QUARANTINE, name);
-    try {
-      await Deno.mkdir(join(dir, JOURNAL_QUARANTINE), { recursive: true });
-      await Deno.rename(join(dir, name), aside);
-      log.error(
-        "Cannot read the crash journal's {name}: {error}; moved to {aside}. What it held is " +
-          "recovered as far as the other journal files allow; lost lines are marked `dropped`",
-        { name, error, aside },
-      );
-    } catch (moveError) {
-      log.error(
-        "Cannot read the crash journal's {name}: {error}, nor move it aside: {moveError}. " +
-          "What it held is recovered as far as the other journal files allow",
-        { name, error, moveError },
-      );
-    }
+    const moved = await setAside(dir, name);
+    log.error(
+      "Cannot read the crash journal's {name}: {error}; {where}. What it held is recovered as " +
+        "far as the other journal files allow; lost lines are marked `dropped`",
+      { name, error, where: moved === true ? "moved to quarantine/" : `left in place (${moved})` },
+    );
     return undefined;
+  }
+}
+
+/** Moves a journal file to `quarantine/`: true, or why it could not be moved. */
+export async function setAside(dir: string, name: string): Promise<true | string> {
+  try {
+    await Deno.mkdir(join(dir, JOURNAL_QUARANTINE), { recursive: true });
+    await Deno.rename(join(dir, name), join(dir, JOURNAL_QUARANTINE, name));
+    return true;
+  } catch (error) {
+    return error instanceof Error ? error.message : String(error);
   }
 }
 
@@ -108,6 +109,11 @@ export class PieceReader {
       if (record.ok) this.#record(run, record.fields);
       else this.#damage(run, name, record);
     }
+  }
+
+  /** The batch files the records name. */
+  get namedFiles(): ReadonlySet<string> {
+    return new Set([...this.#lists.values()].map((list) => list.file));
   }
 
   /** Reads every listed batch's pieces from its file into its lines. */

@@ -98,7 +98,11 @@ export function rebuildBatches(
     const lines = damaged === 0
       ? [...kept]
       : fillHoles(batch.items, named.stream, keyTs ?? parseKey(named.key)?.firstRecvTs);
-    if (!batch.sealed || rebuilt) lines.push(recoveredLine(lines, named.stream, rebuilt, damaged));
+    // A batch left with no line gets one too, sealed or not: its `dropped` line covers an
+    // instant, and the silence after it is what the `recovered` line explains.
+    if (!batch.sealed || rebuilt || kept.length === 0) {
+      lines.push(recoveredLine(lines, named.stream, rebuilt, damaged));
+    }
     batches.push(sealedFromLines(named.key, named.stream, lines, options));
   }
   return { batches, unattributed };

@@ -76,6 +76,8 @@ export async function fetchObject(
       const last = attempt >= attempts || !isRetryableS3Error(error) || options.signal?.aborted;
       if (last) throw new FetchError(key, error, attempt);
       await delay(backoffMs * 2 ** (attempt - 1), options.signal);
+      // Stopped while waiting (delay resolves early, never rejects): no further request.
+      if (options.signal?.aborted) throw new FetchError(key, error, attempt);
     }
   }
 }
