@@ -99,3 +99,26 @@ Deno.test("RebuildTracker: a snapshot the old chain had not reached may start th
     toRecvTs: 30,
   }]);
 });
+
+Deno.test("RebuildTracker: after a stop, a snapshot the old chain had not reached does not start the new one", () => {
+  const spot = new RebuildTracker("spot");
+  spot.chainStart(0, 100);
+  spot.message(5, 104);
+  spot.snapshot(10, 120); // ahead of the old chain
+  spot.end(); // `stopped`: a symbol listed again may start anywhere, here at 110
+  spot.chainStart(20, 110);
+  spot.message(30, 125);
+  assert.deepEqual(spot.ranges(), [{ fromRecvTs: 0, toRecvTs: 5 }, {
+    fromRecvTs: 20,
+    toRecvTs: 30,
+  }]);
+  // Its own snapshot, stored before its first message, still counts.
+  const relisted = new RebuildTracker("spot");
+  relisted.chainStart(0, 100);
+  relisted.message(5, 104);
+  relisted.end();
+  relisted.snapshot(15, 10);
+  relisted.chainStart(20, 11);
+  relisted.message(30, 15);
+  assert.deepEqual(relisted.ranges(), [{ fromRecvTs: 0, toRecvTs: 5 }]);
+});

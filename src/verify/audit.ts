@@ -522,6 +522,7 @@ export class Auditor {
       this.#flushDuplicates(state);
       state.lastUpdateId = undefined;
       state.idLatestTs = undefined;
+      state.rebuild?.end();
     }
     const dropped = droppedFactsOf(line);
     if (dropped) this.#explainDrop(state, dropped);
@@ -1303,7 +1304,10 @@ function beforeRange(outside: Outside, line: DecodedData | DecodedEvent, where: 
   if (line.kind === "event") {
     if (EXPLAINING_EVENTS.has(line.event)) before.eventSince = true;
     // As in the range (Auditor.#eventLine): after `stopped`, a new chain.
-    if (line.event === "stopped") before.lastUpdateId = before.idLatestTs = undefined;
+    if (line.event === "stopped") {
+      before.lastUpdateId = before.idLatestTs = undefined;
+      before.rebuild?.end();
+    }
     return;
   }
   const { firstUpdateId, lastUpdateId, prevUpdateId } = line.ids;

@@ -61,6 +61,15 @@ export class RebuildTracker {
     this.#chain = chain;
   }
 
+  /**
+   * The stream stopped (a `stopped` line): its chain ends, and the snapshots
+   * it had not reached go with it; what follows is a new record.
+   */
+  end(): void {
+    this.#close();
+    this.#early = undefined;
+  }
+
   /** Any message of the chain (after `chainStart` for the first one). */
   message(ts: number, lastUpdateId: number): void {
     const chain = this.#chain;
