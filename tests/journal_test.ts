@@ -48,6 +48,25 @@ const event = (recvTs: number, stream: string): BatchLine => ({
   isData: false,
 });
 
+/** A batcher whose keys are planned as the collector plans them (archive/keys.ts). */
+function plannedBatcher(journal: Journal): Batcher {
+  return new Batcher({
+    batchMs: 60_000,
+    maxLines: 1000,
+    planKey: (stream, firstRecvTs, seq) =>
+      planKey({
+        prefix: "p",
+        market: "spot",
+        streamType: "depth@100ms",
+        symbol: `${stream.toUpperCase()}USDT`,
+        firstRecvTs,
+        instanceId: "box",
+        seq,
+      }),
+    observer: journal,
+  });
+}
+
 function batcherFor(journal: Journal, maxLines = 1000, deflater?: Deflater): Batcher {
   return new Batcher({
     batchMs: 60_000,
@@ -780,7 +799,8 @@ Deno.test({
       await Deno.remove(dir, { recursive: true });
       clock += 100;
       await journal.flush().catch(() => {}); // may fail: the directory is gone
-      await Deno.mkdir(dir);
+      // (The journal makes it again itself; an operator may have been quicker.)
+      await Deno.mkdir(dir, { recursive: true });
       clock += 100;
       const [batch] = batcher.sealAll();
       const outcome = await Promise.race([
@@ -885,21 +905,7 @@ Deno.test("a journal batch file that cannot be read (a directory in its place) i
     const added = { a: [] as string[], b: [] as string[] };
     await withJournal(live, { flushMs: 60_000 }, async (journal) => {
       // Keys as the collector plans them: the time in a key places a batch that lost every line.
-      const batcher = new Batcher({
-        batchMs: 60_000,
-        maxLines: 1000,
-        planKey: (stream, firstRecvTs, seq) =>
-          planKey({
-            prefix: "p",
-            market: "spot",
-            streamType: "depth@100ms",
-            symbol: `${stream.toUpperCase()}USDT`,
-            firstRecvTs,
-            instanceId: "box",
-            seq,
-          }),
-        observer: journal,
-      });
+      const batcher = plannedBatcher(journal);
       for (let i = 0; i < 4; i++) {
         for (const stream of ["a", "b"] as const) {
           const line = diff(100 + i, stream, i, i);
@@ -975,28 +981,49 @@ Deno.test("a journal segment that cannot be read is set aside, and so are the ba
   assert.deepEqual((await listFiles(dir)).sort(), [`quarantine/${segment}`, `quarantine/${part}`]);
 });
 
-Deno.test("the journal's directory removed while recording: made again, a batch opened after it keeps its key after a crash, one written before it stops", async () => {
-  await using tmp = await tempDir();
-  const dir = join(tmp.path, "journal");
-  const copy = join(tmp.path, "crashed");
-  await withJournal(dir, { flushMs: 60_000 }, async (journal) => {
-    const batcher = batcherFor(journal);
-    batcher.add("a", diff(100, "a", 1, 1), 0);
-    await journal.flush();
-    await Deno.remove(dir, { recursive: true });
-    // Opened after the removal: its first append finds no directory.
-    batcher.add("b", diff(101, "b", 1, 1), 0);
-    batcher.add("a", diff(102, "a", 2, 2), 0);
-    await journal.flush();
-    batcher.add("b", diff(103, "b", 2, 2), 0);
-    await journal.flush();
-    // The process "dies" here.
-    await Deno.mkdir(copy);
-    for (const name of await listFiles(dir)) await Deno.copyFile(join(dir, name), join(copy, name));
-  });
-  const { batches } = await recover(copy);
-  // b under the key it was given, both lines; a's file went with the directory: not in this journal.
-  assert.deepEqual(batches.map((b) => b.key), ["p/stream=b/101_0.ndjson.gz"]);
-  const lines = await batches[0].body.lines();
-  assert.deepEqual(lines.slice(0, 2).map((l) => JSON.parse(l).recv_ts), [101, 103]);
+Deno.test("the journal's directory, or its current segment alone, removed while recording: every open batch keeps its key after a crash", async () => {
+  for (const removed of ["directory", "segment"] as const) {
+    await using tmp = await tempDir();
+    const dir = join(tmp.path, "journal");
+    const copy = join(tmp.path, "crashed");
+    await withJournal(dir, { flushMs: 60_000 }, async (journal) => {
+      const batcher = plannedBatcher(journal);
+      batcher.add("a", diff(100, "a", 1, 1), 0);
+      await journal.flush();
+      if (removed === "directory") await Deno.remove(dir, { recursive: true });
+      else {
+        for (const name of await listFiles(dir)) {
+          if (name.endsWith(".jnl")) await Deno.remove(join(dir, name));
+        }
+      }
+      // Opened after the removal: with the directory gone, its first append finds none.
+      batcher.add("b", diff(101, "b", 1, 1), 0);
+      batcher.add("a", diff(102, "a", 2, 2), 0);
+      await journal.flush();
+      batcher.add("b", diff(103, "b", 2, 2), 0);
+      await journal.flush();
+      // The process "dies" here.
+      await Deno.mkdir(copy);
+      for (const name of await listFiles(dir)) {
+        await Deno.copyFile(join(dir, name), join(copy, name));
+      }
+    });
+    const { batches } = await recover(copy);
+    const byStream = new Map(
+      await Promise.all(
+        batches.map(async (b) => [b.stream, { key: b.key, lines: await b.body.lines() }] as const),
+      ),
+    );
+    // Both under the keys they were given (none rebuilt under a new one, which could store it twice).
+    assert.deepEqual([...byStream.keys()].sort(), ["a", "b"], removed);
+    assert.match(byStream.get("a")!.key, /\/100_box_000000\.ndjson\.gz$/);
+    assert.match(byStream.get("b")!.key, /\/101_box_000000\.ndjson\.gz$/);
+    const b = byStream.get("b")!.lines.map((l) => JSON.parse(l));
+    assert.deepEqual(b.slice(0, 2).map((l) => l.recv_ts), [101, 103], removed);
+    const a = byStream.get("a")!.lines.map((l) => JSON.parse(l));
+    if (removed === "directory") {
+      // Its file went with the directory: its lines are marked lost, not silently gone.
+      assert.deepEqual(a.map((l) => l.event), ["dropped", "recovered"]);
+    } else assert.deepEqual(a.slice(0, 2).map((l) => l.recv_ts), [100, 102]);
+  }
 });

@@ -12,27 +12,38 @@ import { delay, waitFor } from "./support/wait.ts";
 /** The journal is flushed every 250 ms: a SIGKILL may take this much, no more. */
 const KILL_WINDOW_MS = 1000;
 
+const streams = ["btcusdt@depth20@100ms", "ethusdt@depth20@100ms"];
+
+/** The fake exchange with BTC's and ETH's partial books at 40 a second. */
+async function twoPartialBooks(): Promise<FakeExchange> {
+  const exchange = await FakeExchange.start();
+  streams.forEach((s, i) =>
+    exchange.setFeed(s, partialDepthFeed({ rate: 40, startId: 1000 * (i + 1) }))
+  );
+  return exchange;
+}
+
+/** The collector's environment for both, into `dataDir`, plus `extra`. */
+function twoSymbolEnv(exchange: FakeExchange, dataDir: string, extra: Record<string, string>) {
+  return {
+    SYMBOL: "BTCUSDT,ETHUSDT",
+    DEPTH_LEVEL: "20",
+    BINANCE_WS_URL: exchange.wsUrl,
+    BINANCE_REST_URL: exchange.restUrl,
+    DATA_DIR: dataDir,
+    METRICS_ADDR: "off",
+    ...extra,
+  };
+}
+
 Deno.test({
   name:
     "a second instance on the same DATA_DIR exits 2 at once naming the holder; the first loses nothing",
   sanitizeResources: false,
   async fn() {
-    await using exchange = await FakeExchange.start();
-    const streams = ["btcusdt@depth20@100ms", "ethusdt@depth20@100ms"];
-    streams.forEach((s, i) =>
-      exchange.setFeed(s, partialDepthFeed({ rate: 40, startId: 1000 * (i + 1) }))
-    );
+    await using exchange = await twoPartialBooks();
     await using tmp = await tempDir();
-    const env = {
-      SYMBOL: "BTCUSDT,ETHUSDT",
-      DEPTH_LEVEL: "20",
-      BINANCE_WS_URL: exchange.wsUrl,
-      BINANCE_REST_URL: exchange.restUrl,
-      DATA_DIR: tmp.path,
-      BATCH_SECONDS: "60",
-      METRICS_ADDR: "off",
-      INSTANCE_ID: "first",
-    };
+    const env = twoSymbolEnv(exchange, tmp.path, { BATCH_SECONDS: "60", INSTANCE_ID: "first" });
     await using first = spawnCollector(env);
     await waitFor(() => exchange.openCount > 0, 15_000, "the first collector to connect");
     await waitFor(
@@ -179,21 +190,9 @@ Deno.test({
     "the crash journal's directory removed while recording: its batches are marked dropped, the journal is made again and a SIGKILL after it is recovered, verify passes",
   sanitizeResources: false,
   async fn() {
-    await using exchange = await FakeExchange.start();
-    const streams = ["btcusdt@depth20@100ms", "ethusdt@depth20@100ms"];
-    streams.forEach((s, i) =>
-      exchange.setFeed(s, partialDepthFeed({ rate: 40, startId: 1000 * (i + 1) }))
-    );
+    await using exchange = await twoPartialBooks();
     await using tmp = await tempDir();
-    const env = {
-      SYMBOL: "BTCUSDT,ETHUSDT",
-      DEPTH_LEVEL: "20",
-      BINANCE_WS_URL: exchange.wsUrl,
-      BINANCE_REST_URL: exchange.restUrl,
-      DATA_DIR: tmp.path,
-      BATCH_SECONDS: "3",
-      METRICS_ADDR: "off",
-    };
+    const env = twoSymbolEnv(exchange, tmp.path, { BATCH_SECONDS: "3" });
     const journal = `${tmp.path}/journal`;
     {
       await using proc = spawnCollector(env);

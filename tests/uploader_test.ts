@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { gunzipSync } from "node:zlib";
 import type { SealedBatch } from "../src/batch/batcher.ts";
-import { type Deflater, GzipBody, localDeflater } from "../src/batch/body.ts";
+import { type Deflater, GzipBody, localDeflater, SpillLostError } from "../src/batch/body.ts";
 import { ChunkPool } from "../src/batch/chunks.ts";
 import { GzipPool, workerDeflater } from "../src/batch/compress.ts";
 import { localSink } from "../src/store/local.ts";
@@ -451,14 +451,24 @@ Deno.test("a batch whose crash journal file is gone is dropped at once (a droppe
   });
   const gone = batch("k/gone");
   // What finishing does when a spilled piece's file was removed (body.ts reads it back).
-  gone.body.finish = () => Promise.reject(new Deno.errors.NotFound("readfile 'j/run-b4.gz.part'"));
+  gone.body.finish = () =>
+    Promise.reject(
+      new SpillLostError(
+        "j/run-b4.gz.part",
+        new Deno.errors.NotFound("readfile 'j/run-b4.gz.part'"),
+      ),
+    );
   const broken = batch("k/broken");
   broken.body.finish = () => Promise.reject(new Error("deflate failed"));
+  // A NotFound that is not the journal's file lost (none finishes that way today) is not taken for one.
+  const other = batch("k/other");
+  other.body.finish = () => Promise.reject(new Deno.errors.NotFound("something else"));
   uploader.submit(gone);
   uploader.submit(broken);
+  uploader.submit(other);
   uploader.submit(batch("k/fine"));
   const left = await uploader.flush(AbortSignal.timeout(5000));
   assert.deepEqual(settled.sort(), ["k/fine:stored:undefined", "k/gone:dropped:journal file lost"]);
   // A batch that merely could not be compressed stays for the crash journal, as before.
-  assert.deepEqual(left.map((b) => b.key), ["k/broken"]);
+  assert.deepEqual(left.map((b) => b.key).sort(), ["k/broken", "k/other"]);
 });

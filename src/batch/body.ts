@@ -408,6 +408,18 @@ export class GzipBody {
 /** Reads `length` bytes at `at` back from where spilled pieces were written. */
 export type SpillReader = (at: number, length: number) => Promise<Uint8Array>;
 
+/**
+ * What a `SpillReader` rejects with when the file spilled pieces were
+ * written to is gone (removed while recording): the batch cannot be
+ * finished, and nothing will recover it later.
+ */
+export class SpillLostError extends Error {
+  constructor(readonly path: string, override readonly cause: unknown) {
+    super(`${path} is gone: ${cause instanceof Error ? cause.message : String(cause)}`);
+    this.name = "SpillLostError";
+  }
+}
+
 /** Marks a piece slot whose bytes are part of the body's spilled run. */
 const SPILLED = 0;
 

@@ -37,6 +37,7 @@
 
 import { getLogger } from "@logtape/logtape";
 import { basename, dirname, join } from "node:path";
+import { crc32 } from "node:zlib";
 import type { BatchObserver, ObjectFile, SealedBatch } from "../batch/batcher.ts";
 import { intervalTicker, type Ticker } from "../beat.ts";
 import {
@@ -46,6 +47,7 @@ import {
   gzipHeader,
   gzipTrailer,
   localDeflater,
+  SpillLostError,
   type SpillReader,
 } from "../batch/body.ts";
 import {
@@ -61,6 +63,7 @@ import { type JournalReading, readLineSegment } from "./journal_lines.ts";
 import {
   BATCH_FILE_SUFFIX,
   batchFileName,
+  HEADER_BYTES,
   PieceReader,
   readJournalFile,
   setAside,
@@ -205,8 +208,8 @@ export class Journal implements BatchObserver {
   readonly #segments: Segment[] = [];
   /** Per batch id, the segments it has records in. */
   readonly #touched = new Map<number, Set<Segment>>();
-  /** The directory was made again: the next segment opens the batches without a file again. */
-  #reopenUnwritten = false;
+  /** The current segment was lost (its directory removed): the next one opens every batch again. */
+  #reopenAll = false;
   /**
    * Batches settled whose `r` record is not on disk yet: their files, and the
    * segments that have their records. Both stay until it is (a segment
@@ -391,6 +394,11 @@ export class Journal implements BatchObserver {
       !this.#unwritten && this.#settling.length === 0;
     // Do not rotate with records still owed to this segment.
     if (!idle && !await this.#write(entries, waiters)) return;
+    if (!idle && this.#segmentRemoved()) {
+      log.warn("The crash journal's current segment was removed; starting a new one");
+      this.#remakeDirIfGone();
+      this.#segmentLost();
+    }
     await this.#rotateIfDue();
     await this.#deleteSettledSegments();
   }
@@ -570,8 +578,8 @@ export class Journal implements BatchObserver {
   /**
    * The journal's directory removed while recording: made again, and a new
    * segment started in it at the end of this flush (the current one went
-   * with the directory), where the open batches without a file yet are
-   * opened again (`#rotate`), so they keep their keys after a crash.
+   * with the directory), where every open batch is opened again (`#rotate`),
+   * so it keeps its key after a crash.
    */
   #remakeDirIfGone(): void {
     try {
@@ -587,8 +595,26 @@ export class Journal implements BatchObserver {
       return;
     }
     log.warn("The crash journal's directory {dir} was removed; made again", { dir: this.dir });
+    this.#segmentLost();
+  }
+
+  /** The current segment is gone: a new one at the end of this flush, opening every batch again. */
+  #segmentLost(): void {
     this.#segmentStartedAt = -Infinity;
-    this.#reopenUnwritten = true;
+    this.#reopenAll = true;
+  }
+
+  /**
+   * Whether the current segment was removed (its directory, or the file
+   * alone): writes to it still succeed, into a file no name leads to.
+   */
+  #segmentRemoved(): boolean {
+    const file = this.#segments[this.#segments.length - 1]?.file;
+    try {
+      return file !== undefined && file.statSync().nlink === 0;
+    } catch {
+      return false;
+    }
   }
 
   #markBroken(entry: Entry, broken: boolean): void {
@@ -614,7 +640,14 @@ export class Journal implements BatchObserver {
         if (entry.readBack === readBack) entry.readBack = undefined;
       });
     }
-    const bytes = (await entry.readBack.bytes).subarray(offset, end);
+    let file: Uint8Array;
+    try {
+      file = await entry.readBack.bytes;
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) throw new SpillLostError(entry.path, error);
+      throw error;
+    }
+    const bytes = file.subarray(offset, end);
     if (bytes.length !== length) throw new Error(`${entry.path} is shorter than written`);
     return bytes;
   }
@@ -668,9 +701,11 @@ export class Journal implements BatchObserver {
     try {
       await this.#rotate();
     } catch (error) {
-      // Keep writing to the current segment; try a new one next period.
+      // Keep writing to the current segment; try a new one next period (at once, once the
+      // directory removed is made again).
       log.error("Cannot start a new journal segment: {error}", { error });
       this.#segmentStartedAt = this.#monotonic();
+      if (error instanceof Deno.errors.NotFound) this.#remakeDirIfGone();
     }
   }
 
@@ -685,13 +720,44 @@ export class Journal implements BatchObserver {
     if (previous) previous.file = undefined;
     this.#segments.push({ name, live: new Set(), file });
     this.#segmentStartedAt = this.#monotonic();
-    if (!this.#reopenUnwritten) return;
-    this.#reopenUnwritten = false;
-    for (const entry of this.#entries.values()) {
-      if (entry.written === 0 && !entry.settled && !entry.broken) {
-        this.#record(entry.id, entry.openRecord);
-      }
+    if (!this.#reopenAll) return;
+    this.#reopenAll = false;
+    for (const entry of this.#entries.values()) await this.#reopen(entry);
+  }
+
+  /**
+   * Records an open batch again in a new segment, its earlier records lost
+   * with the old one: its `o`, and what its file holds so far as one piece
+   * (its pieces back to back are one deflate stream, so the whole of it
+   * inflates as one), read back for its CRC. A file that is gone (removed
+   * with the directory, or kept open while it was unlinked) stops the
+   * journal for the batch: its `s` record then gives the lines it held, so a
+   * crash later rebuilds it under its key with them marked lost.
+   */
+  async #reopen(entry: Entry): Promise<void> {
+    this.#record(entry.id, entry.openRecord);
+    if (entry.written === 0) return;
+    // A file with its end: the piece stops before the final block and the trailer.
+    const end = entry.ended ? entry.written - FINAL_BLOCK.length - 8 : entry.written;
+    let bytes: Uint8Array | undefined;
+    try {
+      bytes = (await Deno.readFile(entry.path)).subarray(0, entry.written);
+    } catch {
+      bytes = undefined;
     }
+    if (bytes && bytes.length === entry.written) {
+      const crc = crc32(bytes.subarray(HEADER_BYTES, end)) >>> 0;
+      const lines = entry.totalLines;
+      this.#record(
+        entry.id,
+        piecesRecord(entry.id, HEADER_BYTES, end - HEADER_BYTES, crc, lines, lines),
+      );
+      if (entry.ended) this.#record(entry.id, `s\t${entry.id}\t${entry.totalLines}`);
+      return;
+    }
+    entry.broken = true;
+    entry.queue.length = 0;
+    this.#record(entry.id, `s\t${entry.id}\t${entry.totalLines}`);
   }
 
   /** Oldest first, and never the current segment. */
@@ -711,8 +777,20 @@ function pieceRecord(
   crc: number,
   piece: BodyPiece,
 ): string {
+  return piecesRecord(id, offset, length, crc, piece.lines, piece.totalLines);
+}
+
+/** A `p` record: `length` bytes at `offset` with this CRC hold `lines` lines, `totalLines` so far. */
+function piecesRecord(
+  id: number,
+  offset: number,
+  length: number,
+  crc: number,
+  lines: number,
+  totalLines: number,
+): string {
   const hex = crc.toString(16).padStart(8, "0");
-  return `p\t${id}\t${offset}\t${length}\t${hex}\t${piece.lines}\t${piece.totalLines}`;
+  return `p\t${id}\t${offset}\t${length}\t${hex}\t${lines}\t${totalLines}`;
 }
 
 /** The gzip trailer after the last piece (or of no text at all). */

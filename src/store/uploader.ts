@@ -21,6 +21,7 @@
 import { getLogger } from "@logtape/logtape";
 import { ExponentialBackoff, fullJitterGenerator, type IBackoff } from "cockatiel";
 import type { ObjectFile, SealedBatch } from "../batch/batcher.ts";
+import { SpillLostError } from "../batch/body.ts";
 import { RetryWaker } from "./retry_waker.ts";
 import { putIfAbsent, type Sink } from "./sink.ts";
 import type { Spool } from "./spool.ts";
@@ -391,7 +392,7 @@ export class Uploader {
     try {
       return await batch.body.finish();
     } catch (error) {
-      if (error instanceof Deno.errors.NotFound) {
+      if (error instanceof SpillLostError) {
         log.error(
           "Cannot finish {key}: its crash journal file is gone ({error}); dropped {messages} messages",
           { key: batch.key, error, messages: batch.meta.messages },
