@@ -1027,3 +1027,48 @@ Deno.test("the journal's directory, or its current segment alone, removed while 
     } else assert.deepEqual(a.slice(0, 2).map((l) => l.recv_ts), [100, 102]);
   }
 });
+
+Deno.test("the current segment removed while an older one holds a batch's first records: recovery reads each line once", async () => {
+  await using tmp = await tempDir();
+  const dir = join(tmp.path, "journal");
+  const copy = join(tmp.path, "crashed");
+  let clock = 1_000;
+  const added: string[] = [];
+  await withJournal(
+    dir,
+    { flushMs: 60_000, segmentMs: 100, now: () => clock, monotonic: () => clock },
+    async (journal) => {
+      const batcher = plannedBatcher(journal);
+      const add = (ts: number) => {
+        const line = diff(ts, "a", ts, ts);
+        batcher.add("a", line, 0);
+        added.push(line.text);
+      };
+      add(100);
+      add(101);
+      await journal.flush();
+      clock += 100; // the next flush starts a second segment after writing to the first
+      add(102);
+      await journal.flush();
+      add(103);
+      await journal.flush();
+      const segments = (await listFiles(dir)).filter((n) => n.endsWith(".jnl")).sort();
+      assert.equal(segments.length, 2);
+      await Deno.remove(join(dir, segments[1])); // the current one alone
+      add(104);
+      await journal.flush();
+      add(105);
+      await journal.flush();
+      // The process "dies" here.
+      await Deno.mkdir(copy);
+      for (const name of await listFiles(dir)) {
+        await Deno.copyFile(join(dir, name), join(copy, name));
+      }
+    },
+  );
+  const { batches } = await recover(copy);
+  assert.equal(batches.length, 1);
+  const lines = await batches[0].body.lines();
+  assert.deepEqual(lines.slice(0, -1), added);
+  assert.equal(JSON.parse(lines.at(-1)!).event, "recovered");
+});

@@ -210,6 +210,8 @@ export class Journal implements BatchObserver {
   readonly #touched = new Map<number, Set<Segment>>();
   /** The current segment was lost (its directory removed): the next one opens every batch again. */
   #reopenAll = false;
+  /** Making the removed directory again failed (logged once until it works). */
+  #remakeFailing = false;
   /**
    * Batches settled whose `r` record is not on disk yet: their files, and the
    * segments that have their records. Both stay until it is (a segment
@@ -394,7 +396,7 @@ export class Journal implements BatchObserver {
       !this.#unwritten && this.#settling.length === 0;
     // Do not rotate with records still owed to this segment.
     if (!idle && !await this.#write(entries, waiters)) return;
-    if (!idle && this.#segmentRemoved()) {
+    if (!idle && !this.#reopenAll && this.#segmentRemoved()) {
       log.warn("The crash journal's current segment was removed; starting a new one");
       this.#remakeDirIfGone();
       this.#segmentLost();
@@ -591,9 +593,14 @@ export class Journal implements BatchObserver {
     try {
       Deno.mkdirSync(this.dir, { recursive: true });
     } catch (error) {
-      log.error("Cannot make the crash journal's directory again: {error}", { error });
+      // Once while it lasts: every flush tries again.
+      if (!this.#remakeFailing) {
+        log.error("Cannot make the crash journal's directory again: {error}", { error });
+      }
+      this.#remakeFailing = true;
       return;
     }
+    this.#remakeFailing = false;
     log.warn("The crash journal's directory {dir} was removed; made again", { dir: this.dir });
     this.#segmentLost();
   }
@@ -609,11 +616,15 @@ export class Journal implements BatchObserver {
    * alone): writes to it still succeed, into a file no name leads to.
    */
   #segmentRemoved(): boolean {
-    const file = this.#segments[this.#segments.length - 1]?.file;
+    const current = this.#segments[this.#segments.length - 1];
     try {
-      return file !== undefined && file.statSync().nlink === 0;
-    } catch {
-      return false;
+      const open = current?.file?.statSync();
+      if (open?.nlink !== 0) return false;
+      // A file system that reports no links for a live file: its name still leads to it.
+      const named = Deno.statSync(join(this.dir, current.name));
+      return named.ino !== open.ino || named.dev !== open.dev;
+    } catch (error) {
+      return error instanceof Deno.errors.NotFound;
     }
   }
 
@@ -723,6 +734,11 @@ export class Journal implements BatchObserver {
     if (!this.#reopenAll) return;
     this.#reopenAll = false;
     for (const entry of this.#entries.values()) await this.#reopen(entry);
+    // Every open batch is whole in the new segment: the older ones hold nothing more
+    // (what they say of batches settled meanwhile would bring those back), and go.
+    for (const older of this.#segments.slice(0, -1)) older.live.clear();
+    // Written now: until then the batch files are named by no record on disk.
+    await this.#writeSegment();
   }
 
   /**
@@ -745,6 +761,8 @@ export class Journal implements BatchObserver {
     } catch {
       bytes = undefined;
     }
+    // Settled while its file was read: no record may name it after its `r`.
+    if (entry.settled) return;
     if (bytes && bytes.length === entry.written) {
       const crc = crc32(bytes.subarray(HEADER_BYTES, end)) >>> 0;
       const lines = entry.totalLines;

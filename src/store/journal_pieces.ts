@@ -148,6 +148,11 @@ export class PieceReader {
     } else if (kind === "p" && rest.length === 5 && isPiece(numbers, rest[2])) {
       const [offset, length, , lines, totalLines] = numbers;
       const list = this.#listFor(run, id);
+      // A piece at or before one listed supersedes it and all after it: a batch recorded
+      // again in a new segment (its file so far as one piece) while an older segment with
+      // its first records is still there. Its lines must not be read twice.
+      const superseded = list.pieces.findIndex((p) => p !== "gap" && p.offset >= offset);
+      if (superseded !== -1) list.pieces.length = superseded;
       list.pieces.push({ offset, length, crc: Number.parseInt(rest[2], 16), lines, totalLines });
       list.totalLines = Math.max(list.totalLines, totalLines);
     } else if (kind === "s" && rest.length === 1 && Number.isSafeInteger(numbers[0])) {
