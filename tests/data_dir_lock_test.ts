@@ -169,3 +169,13 @@ Deno.test("check names the symbols and, with SHARD, which of them this instance 
     both.join("\n"),
   );
 });
+
+Deno.test("check with a local archive probes DATA_DIR itself: a file at DATA_DIR/spool is no failure, as run leaves it alone", async () => {
+  await using tmp = await tempDir();
+  await Deno.writeTextFile(`${tmp.path}/spool`, "not a directory");
+  const config = parseConfig({ SYMBOL: "BTCUSDT", DATA_DIR: tmp.path, METRICS_ADDR: "off" });
+  let text = "";
+  const code = await check(config, { print: (t) => text += t, fetch: fakeBinanceRest() });
+  assert.match(text, new RegExp(`^OK +data dir +${tmp.path} takes a write and a rename$`, "m"));
+  assert.equal(code, 0, text);
+});

@@ -2,7 +2,7 @@
  * `l2-uploader check`: does the real operations the collector depends on,
  * once each, and prints one line per check. Exit 0 only when all pass.
  *
- *   data dir   write and rename a file in DATA_DIR/spool
+ *   data dir   write and rename a file in DATA_DIR/spool (S3), or in DATA_DIR (local)
  *   data dir lock  who holds DATA_DIR (a running collector is not a failure)
  *   sink       S3: HeadBucket, then put and delete a probe object;
  *              local: write and rename a file in DATA_DIR/archive
@@ -50,7 +50,9 @@ export async function check(config: Config, options: CheckOptions): Promise<numb
     );
   print(results[0]);
   const steps: Array<[string, () => Promise<string>]> = [
-    ["data dir", () => probeDirectory(join(config.dataDir, "spool"))],
+    // With S3 the spool is where batches go while S3 is down; a local archive needs none
+    // (run leaves even a file there alone), so DATA_DIR itself is probed, as run probes it.
+    ["data dir", () => probeDirectory(config.s3 ? join(config.dataDir, "spool") : config.dataDir)],
     ["data dir lock", () => describeLock(config.dataDir)],
     ...await sinkSteps(config, options.timeoutMs ?? 15_000),
     ["binance rest", () => pingBinance(config, options)],
