@@ -1072,3 +1072,28 @@ Deno.test("the current segment removed while an older one holds a batch's first 
   assert.deepEqual(lines.slice(0, -1), added);
   assert.equal(JSON.parse(lines.at(-1)!).event, "recovered");
 });
+
+Deno.test("a segment whose every record is damaged: the batch files it alone named are set aside, not deleted", async () => {
+  await using tmp = await tempDir();
+  const live = join(tmp.path, "live");
+  const dir = join(tmp.path, "journal");
+  await withJournal(live, { flushMs: 60_000 }, async (journal) => {
+    const batcher = batcherFor(journal);
+    for (let i = 0; i < 3; i++) batcher.add("a", diff(100 + i, "a", i, i), 0);
+    await journal.flush();
+    await Deno.mkdir(dir);
+    for (const name of await listFiles(live)) {
+      await Deno.copyFile(join(live, name), join(dir, name));
+    }
+  });
+  const names = await listFiles(dir);
+  const segment = names.find((n) => n.endsWith(".jnl"))!;
+  const part = names.find((n) => n.endsWith(".gz.part"))!;
+  const size = (await Deno.stat(join(dir, segment))).size;
+  await Deno.writeFile(join(dir, segment), new Uint8Array(size)); // zeroed: every record damaged
+  const result = await recover(dir);
+  assert.deepEqual(result.batches, []);
+  assert.ok(result.badRecords > 0);
+  await removeSettledFiles(result.files);
+  assert.deepEqual(await listFiles(dir), [`quarantine/${part}`]);
+});

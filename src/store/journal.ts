@@ -876,7 +876,9 @@ export async function recoverJournal(
     else readLineSegment(reading, name, bytes);
   }
   await pieces.readPieces();
-  if (segmentLost) await setAsideUnnamed(dir, files, pieces.namedFiles);
+  // Records lost (a segment unreadable, or damaged records in one): a batch file no record
+  // left names may be one of theirs.
+  if (segmentLost || reading.badRecords > 0) await setAsideUnnamed(dir, files, pieces.namedFiles);
   const { batches, unattributed } = rebuildBatches(reading.pending.values(), {
     pool: options.pool ?? new ChunkPool(),
     deflater: options.deflater ?? localDeflater(5),
@@ -966,8 +968,8 @@ async function removeNamed(dir: string, names: readonly string[]): Promise<void>
 }
 
 /**
- * With a segment that could not be read, the batch files no readable record
- * names may be batches whose records were in it: not rebuilt (their keys are
+ * With a segment that could not be read, or records damaged, the batch files
+ * no readable record names may be batches whose records were lost: not rebuilt (their keys are
  * unknown, and they may be stored already), but never deleted either. They
  * go to `quarantine/` for a person to look at.
  */
@@ -980,7 +982,7 @@ async function setAsideUnnamed(
   for (const name of unnamed) {
     const moved = await setAside(dir, name);
     log.error(
-      "The crash journal's {name} is named by no record left (its segment could not be read): " +
+      "The crash journal's {name} is named by no record left (records were lost): " +
         "{where}; its lines are not recovered",
       { name, where: moved === true ? "moved to quarantine/" : `left in place (${moved})` },
     );
