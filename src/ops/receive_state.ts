@@ -13,8 +13,7 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import { join } from "node:path";
-import { writeAtomically } from "../store/local.ts";
+import { readStateText, stateFile, writeStateJson } from "./state_file.ts";
 
 const log = getLogger(["l2", "ops"]);
 
@@ -27,21 +26,14 @@ const log = getLogger(["l2", "ops"]);
 export const MAX_AHEAD_MS = 10 * 60_000;
 
 export function receiveStateFile(dataDir: string): string {
-  return join(dataDir, "state", "receive_clock.json");
+  return stateFile(dataDir, "receive_clock.json");
 }
 
 /** The last run's last receive time as stored, µs; undefined when there is none or it is damaged. */
 export async function readLastReceive(dataDir: string): Promise<number | undefined> {
   const path = receiveStateFile(dataDir);
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (error) {
-    if (!(error instanceof Deno.errors.NotFound)) {
-      log.warn("Cannot read the last receive time {path}: {error}", { path, error });
-    }
-    return undefined;
-  }
+  const text = await readStateText(path, "last receive time");
+  if (text === undefined) return undefined;
   let value: unknown;
   try {
     value = (JSON.parse(text) as { lastRecvTs?: unknown } | null)?.lastRecvTs;
@@ -85,13 +77,6 @@ export function continueFrom(
 }
 
 /** Stores the run's last receive time; a failed write is logged, never thrown. */
-export async function writeLastReceive(dataDir: string, lastRecvTs: number): Promise<void> {
-  const path = receiveStateFile(dataDir);
-  try {
-    await Deno.mkdir(join(dataDir, "state"), { recursive: true });
-    const text = JSON.stringify({ lastRecvTs }) + "\n";
-    await writeAtomically(path, new TextEncoder().encode(text));
-  } catch (error) {
-    log.warn("Cannot write the last receive time {path}: {error}", { path, error });
-  }
+export function writeLastReceive(dataDir: string, lastRecvTs: number): Promise<void> {
+  return writeStateJson(receiveStateFile(dataDir), { lastRecvTs }, "last receive time");
 }

@@ -15,8 +15,7 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import { join } from "node:path";
-import { writeAtomically } from "../store/local.ts";
+import { readStateText, stateFile, writeStateJson } from "./state_file.ts";
 
 const log = getLogger(["l2", "ops"]);
 const HOUR_MS = 3_600_000;
@@ -33,7 +32,7 @@ export interface StartHistory {
 type Starts = Pick<StartHistory, "starts" | "cleanStops">;
 
 export function restartsFile(dataDir: string): string {
-  return join(dataDir, "state", "restarts.json");
+  return stateFile(dataDir, "restarts.json");
 }
 
 /**
@@ -60,15 +59,8 @@ export async function recordCleanStop(dataDir: string, startedAt: number): Promi
   await writeHistory(dataDir, { starts: read.starts, cleanStops });
 }
 
-async function writeHistory(dataDir: string, history: Starts): Promise<void> {
-  const path = restartsFile(dataDir);
-  try {
-    await Deno.mkdir(join(dataDir, "state"), { recursive: true });
-    const text = JSON.stringify(history) + "\n";
-    await writeAtomically(path, new TextEncoder().encode(text));
-  } catch (error) {
-    log.warn("Cannot write the restart history {path}: {error}", { path, error });
-  }
+function writeHistory(dataDir: string, history: Starts): Promise<void> {
+  return writeStateJson(restartsFile(dataDir), history, "restart history");
 }
 
 /**
@@ -96,15 +88,8 @@ export function pruneStarts(starts: readonly number[], now: number): number[] {
 }
 
 async function readHistory(path: string): Promise<Starts> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (error) {
-    if (!(error instanceof Deno.errors.NotFound)) {
-      log.warn("Cannot read the restart history {path}: {error}", { path, error });
-    }
-    return { starts: [], cleanStops: [] };
-  }
+  const text = await readStateText(path, "restart history");
+  if (text === undefined) return { starts: [], cleanStops: [] };
   try {
     const value = JSON.parse(text) as { starts?: unknown; cleanStops?: unknown };
     const clean = value.cleanStops ?? [];
