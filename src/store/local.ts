@@ -86,7 +86,8 @@ export function localSink(archiveDir: string): Sink {
 /** Writes up to this size go to the page cache synchronously. */
 const SYNC_WRITE_BYTES = 64 * 1024;
 
-function exists(path: string): boolean {
+/** Whether something is at `path` (a link itself counts); other errors than NotFound throw. */
+export function exists(path: string): boolean {
   try {
     Deno.lstatSync(path);
     return true;

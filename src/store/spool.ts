@@ -39,7 +39,7 @@ import { basename, join } from "node:path";
 import { concatBytes } from "../archive/bytes.ts";
 import type { ObjectMeta } from "../archive/meta.ts";
 import { parseKey, streamOfKey } from "../archive/keys.ts";
-import { TEMP_MARKER, writeAtomically } from "./local.ts";
+import { exists, TEMP_MARKER, writeAtomically } from "./local.ts";
 
 export interface SpoolEntry {
   readonly key: string;
@@ -203,16 +203,6 @@ export class Spool {
     if (size === undefined) return;
     this.#files.delete(name);
     this.#bytes -= size;
-  }
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return false;
-    throw error;
   }
 }
 

@@ -500,12 +500,8 @@ async function holdsSpoolFiles(dir: string): Promise<boolean> {
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) return false;
     if (error instanceof Deno.errors.NotADirectory) {
-      log.warn(
-        "{dir} is not a directory, so it holds no spooled batches; a local archive needs no spool",
-        {
-          dir,
-        },
-      );
+      const why = "so it holds no spooled batches; a local archive needs no spool";
+      log.warn("{dir} is not a directory, {why}", { dir, why });
       return false;
     }
     throw new StartupError(
