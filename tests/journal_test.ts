@@ -105,6 +105,12 @@ const plain = async ({ key, stream, body, meta, textBytes }: SealedBatch) => ({
   textBytes,
 });
 
+/** What a process killed now leaves of the journal in `from`: its files, copied to a new `to`. */
+async function copyAsCrashed(from: string, to: string): Promise<void> {
+  await Deno.mkdir(to);
+  for (const name of await listFiles(from)) await Deno.copyFile(join(from, name), join(to, name));
+}
+
 /** Runs `fn` with a journal in `dir`, closing it afterwards whatever happens. */
 async function withJournal(
   dir: string,
@@ -919,10 +925,7 @@ Deno.test("a journal batch file that cannot be read (a directory in its place) i
         await journal.flush();
       }
       // The process "dies" here; what it left is copied, as a crash would leave it.
-      await Deno.mkdir(dir);
-      for (const name of await listFiles(live)) {
-        await Deno.copyFile(join(live, name), join(dir, name));
-      }
+      await copyAsCrashed(live, dir);
     });
     // Batch a (opened first) cannot be read: a directory stands where its file was.
     const [fileA] = (await listFiles(dir)).filter((f) => f.endsWith("-b0.gz.part"));
@@ -954,10 +957,7 @@ Deno.test("a journal segment that cannot be read is set aside, and so are the ba
     const batcher = batcherFor(journal);
     for (let i = 0; i < 4; i++) batcher.add("a", diff(100 + i, "a", i, i), 0);
     await journal.flush();
-    await Deno.mkdir(dir);
-    for (const name of await listFiles(live)) {
-      await Deno.copyFile(join(live, name), join(dir, name));
-    }
+    await copyAsCrashed(live, dir);
   });
   const names = await listFiles(dir);
   const segment = names.find((n) => n.endsWith(".jnl"))!;
@@ -1003,10 +1003,7 @@ Deno.test("the journal's directory, or its current segment alone, removed while 
       batcher.add("b", diff(103, "b", 2, 2), 0);
       await journal.flush();
       // The process "dies" here.
-      await Deno.mkdir(copy);
-      for (const name of await listFiles(dir)) {
-        await Deno.copyFile(join(dir, name), join(copy, name));
-      }
+      await copyAsCrashed(dir, copy);
     });
     const { batches } = await recover(copy);
     const byStream = new Map(
@@ -1060,10 +1057,7 @@ Deno.test("the current segment removed while an older one holds a batch's first 
       add(105);
       await journal.flush();
       // The process "dies" here.
-      await Deno.mkdir(copy);
-      for (const name of await listFiles(dir)) {
-        await Deno.copyFile(join(dir, name), join(copy, name));
-      }
+      await copyAsCrashed(dir, copy);
     },
   );
   const { batches } = await recover(copy);
@@ -1081,10 +1075,7 @@ Deno.test("a segment whose every record is damaged: the batch files it alone nam
     const batcher = batcherFor(journal);
     for (let i = 0; i < 3; i++) batcher.add("a", diff(100 + i, "a", i, i), 0);
     await journal.flush();
-    await Deno.mkdir(dir);
-    for (const name of await listFiles(live)) {
-      await Deno.copyFile(join(live, name), join(dir, name));
-    }
+    await copyAsCrashed(live, dir);
   });
   const names = await listFiles(dir);
   const segment = names.find((n) => n.endsWith(".jnl"))!;

@@ -539,7 +539,7 @@ export class Journal implements BatchObserver {
     }
     if (append.ends) {
       entry.ended = true;
-      this.#record(entry.id, `s\t${entry.id}\t${entry.totalLines}`);
+      this.#record(entry.id, sealRecord(entry));
     }
     this.#markBroken(entry, append.broken);
   }
@@ -565,8 +565,7 @@ export class Journal implements BatchObserver {
   #fileGone(entry: Entry, error: Error): void {
     this.#remakeDirIfGone();
     if (entry.written > 0) {
-      entry.broken = true;
-      entry.queue.length = 0;
+      this.#stopFor(entry);
       log.error("The crash journal's file of batch {id} is gone ({error}): its journal stops", {
         id: entry.id,
         error,
@@ -630,11 +629,16 @@ export class Journal implements BatchObserver {
 
   #markBroken(entry: Entry, broken: boolean): void {
     if (!broken || entry.broken) return;
-    entry.broken = true;
-    entry.queue.length = 0;
+    this.#stopFor(entry);
     log.error("A piece of batch {id} could not be compressed: its journal stops there", {
       id: entry.id,
     });
+  }
+
+  /** Nothing more is journalled for the batch (its queued pieces stay in its body only). */
+  #stopFor(entry: Entry): void {
+    entry.broken = true;
+    entry.queue.length = 0;
   }
 
   /**
@@ -770,12 +774,11 @@ export class Journal implements BatchObserver {
         entry.id,
         piecesRecord(entry.id, HEADER_BYTES, end - HEADER_BYTES, crc, lines, lines),
       );
-      if (entry.ended) this.#record(entry.id, `s\t${entry.id}\t${entry.totalLines}`);
+      if (entry.ended) this.#record(entry.id, sealRecord(entry));
       return;
     }
-    entry.broken = true;
-    entry.queue.length = 0;
-    this.#record(entry.id, `s\t${entry.id}\t${entry.totalLines}`);
+    this.#stopFor(entry);
+    this.#record(entry.id, sealRecord(entry));
   }
 
   /** Oldest first, and never the current segment. */
@@ -796,6 +799,11 @@ function pieceRecord(
   piece: BodyPiece,
 ): string {
   return piecesRecord(id, offset, length, crc, piece.lines, piece.totalLines);
+}
+
+/** An `s` record: the batch's file holds `totalLines` lines and nothing more will be added. */
+function sealRecord(entry: Pick<Entry, "id" | "totalLines">): string {
+  return `s\t${entry.id}\t${entry.totalLines}`;
 }
 
 /** A `p` record: `length` bytes at `offset` with this CRC hold `lines` lines, `totalLines` so far. */
