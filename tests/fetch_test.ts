@@ -20,6 +20,7 @@ import type { Config } from "../src/config_types.ts";
 import {
   type ArchiveReader,
   localArchiveReader,
+  type ReadFrom,
   type StoredObject,
 } from "../src/verify/archive.ts";
 import { FetchError, fetchObject, type FetchPolicy, GoneError } from "../src/verify/fetch.ts";
@@ -90,11 +91,31 @@ async function writeLocalArchive(dataDir: string): Promise<void> {
 /** The local archive, with `read` of some keys replaced. */
 function readerWith(
   dataDir: string,
-  read: (key: string, local: ArchiveReader) => Promise<StoredObject>,
+  read: (key: string, local: ArchiveReader, from?: ReadFrom) => Promise<StoredObject>,
 ): ArchiveReader {
   const local = localArchiveReader(join(dataDir, "archive"));
-  return { ...local, location: "s3://bucket/binance", read: (key) => read(key, local) };
+  return {
+    ...local,
+    location: "s3://bucket/binance",
+    read: (key, from) => read(key, local, from),
+  };
 }
+
+/** `bytes` (one chunk, delivered), then `end`: the stream closes, or errors with it. */
+function bodyOf(bytes: Uint8Array, end?: Error): ReadableStream<Uint8Array<ArrayBuffer>> {
+  let sent = bytes.length === 0;
+  return new ReadableStream({
+    pull(controller) {
+      if (!sent) {
+        sent = true;
+        controller.enqueue(bytes.slice());
+      } else if (end) controller.error(end);
+      else controller.close();
+    },
+  });
+}
+
+const reset = () => new Error("ECONNRESET: socket hang up");
 
 /** An S3 error as the SDK throws it. */
 function s3Error(code: string, status: number, message: string): Error {
@@ -171,31 +192,108 @@ Deno.test("fetchObject: an error another try cannot fix is not tried again; a va
   }
 });
 
-Deno.test("a body that breaks while streaming is a FetchError; bytes that do not gunzip are not", async () => {
-  await using tmp = await tempDir();
-  await writeLocalArchive(tmp.path);
+Deno.test("a body that breaks while streaming is read on from where it broke, the same version, byte for byte", async () => {
   const bytes = (await archiveObjects())[0].bytes;
-  const reader = readerWith(tmp.path, (key) => {
-    // The first 40 bytes, then the connection is reset (a cut key 0), or the end (key 1).
-    const body = new ReadableStream<Uint8Array<ArrayBuffer>>({
-      start(controller) {
-        controller.enqueue(bytes.slice(0, 40));
-        if (key === KEYS[0]) controller.error(new Error("ECONNRESET: socket hang up"));
-        else controller.close();
-      },
+  const asked: Array<ReadFrom | undefined> = [];
+  // Each read hands over at most 40 bytes from where it starts, then the connection is reset.
+  const reader = readerWith("/nonexistent", (_key, _local, from) => {
+    asked.push(from);
+    const start = from?.offset ?? 0;
+    const end = Math.min(start + 40, bytes.length);
+    return Promise.resolve({
+      body: bodyOf(bytes.subarray(start, end), end < bytes.length ? reset() : undefined),
+      etag: '"v1"',
     });
-    return Promise.resolve({ body });
   });
-  const gunzip = async (key: string) => {
+  const stored = await fetchObject(reader, KEYS[0], { policy: FAST });
+  const text = await new Response(stored.body.pipeThrough(new DecompressionStream("gzip"))).text();
+  assert.equal(text, objectLines(0).join("\n") + "\n");
+  const reads = Math.ceil(bytes.length / 40);
+  assert.deepEqual(asked, [
+    undefined,
+    ...Array.from({ length: reads - 1 }, (_, i) => ({ offset: 40 * (i + 1), etag: '"v1"' })),
+  ]);
+});
+
+Deno.test("a broken body is a FetchError when the rest cannot be had, is another version, or never comes; bytes that do not gunzip are not", async () => {
+  const bytes = (await archiveObjects())[0].bytes;
+  const gunzip = async (reader: ArchiveReader, key = KEYS[0]) => {
     const stored = await fetchObject(reader, key, { policy: FAST });
     return await new Response(stored.body.pipeThrough(new DecompressionStream("gzip"))).text()
       .catch((e) => e);
   };
-  const cut = await gunzip(KEYS[0]);
-  assert.ok(cut instanceof FetchError, String(cut));
-  assert.match(cut.message, /ECONNRESET/);
-  const truncated = await gunzip(KEYS[1]);
+  const cutAt40 = () => ({ body: bodyOf(bytes.subarray(0, 40), reset()), etag: '"v1"' });
+
+  // The rest is refused every time: the read's own error, after the policy's tries.
+  let tries = 0;
+  const refused = await gunzip(readerWith("/nonexistent", (_key, _local, from) => {
+    if (!from) return Promise.resolve(cutAt40());
+    tries++;
+    return Promise.reject(slowDown());
+  }));
+  assert.ok(refused instanceof FetchError, String(refused));
+  assert.equal(tries, FAST.attempts);
+  assert.match(refused.message, /SlowDown/);
+
+  // The object was replaced between the two reads: not spliced together.
+  const changed = await gunzip(readerWith("/nonexistent", (_key, _local, from) =>
+    Promise.resolve(
+      from ? { body: bodyOf(bytes.subarray(from.offset)), etag: '"v2"' } : cutAt40(),
+    )));
+  assert.ok(changed instanceof FetchError, String(changed));
+  assert.match(changed.message, /changed while it was read \(ETag "v1", then "v2"/);
+  // S3 says so itself (GetObject with If-Match): 412 PreconditionFailed.
+  const precondition = await gunzip(
+    readerWith("/nonexistent", (_key, _local, from) =>
+      from
+        ? Promise.reject(
+          s3Error(
+            "PreconditionFailed",
+            412,
+            "At least one of the pre-conditions you specified did not hold",
+          ),
+        )
+        : Promise.resolve(cutAt40())),
+  );
+  assert.ok(precondition instanceof FetchError, String(precondition));
+  assert.match(precondition.message, /changed while it was read/);
+
+  // Every resumed read breaks before its first byte: given up after three in a row.
+  let resumed = 0;
+  const barren = await gunzip(readerWith("/nonexistent", (_key, _local, from) => {
+    if (from) resumed++;
+    return Promise.resolve(from ? { body: bodyOf(new Uint8Array(), reset()) } : cutAt40());
+  }));
+  assert.ok(barren instanceof FetchError, String(barren));
+  assert.equal(resumed, 3);
+  assert.match(barren.message, /ECONNRESET/);
+
+  // Broken after the last byte: the range past the end (416) is the end, the object whole.
+  const atEnd = await gunzip(
+    readerWith(
+      "/nonexistent",
+      (_key, _local, from) =>
+        from
+          ? Promise.reject(s3Error("InvalidRange", 416, "The requested range is not satisfiable"))
+          : Promise.resolve({ body: bodyOf(bytes, reset()) }),
+    ),
+  );
+  assert.equal(atEnd, objectLines(0).join("\n") + "\n");
+
+  // A body that ends early without an error is what S3 stored: damage, not a fetch error.
+  const truncated = await gunzip(
+    readerWith("/nonexistent", () => Promise.resolve({ body: bodyOf(bytes.subarray(0, 40)) })),
+  );
   assert.ok(truncated instanceof Error && !(truncated instanceof FetchError), String(truncated));
+});
+
+Deno.test("the local archive reads on from an offset", async () => {
+  await using tmp = await tempDir();
+  await writeLocalArchive(tmp.path);
+  const bytes = (await archiveObjects())[2].bytes;
+  const local = localArchiveReader(join(tmp.path, "archive"));
+  const rest = await local.read(KEYS[2], { offset: 25 });
+  assert.deepEqual(new Uint8Array(await new Response(rest.body).arrayBuffer()), bytes.subarray(25));
 });
 
 // ---------------------------------------------------------------------------
@@ -237,30 +335,43 @@ Deno.test("verify: a read that fails and then succeeds is judged as if it never 
   assert.match(out, new RegExp(`read {5}${OBJECTS} object\\(s\\), ${OBJECTS * LINES_PER_OBJECT}`));
 });
 
-Deno.test("verify: a body cut mid-stream, or a file it may not read, exits 2; a vanished object is reported as gone", async () => {
+Deno.test("verify: a body cut mid-stream reads on; when the rest cannot be had, or a file may not be read, exit 2; a vanished object is reported as gone", async () => {
   await using tmp = await tempDir();
   await writeLocalArchive(tmp.path);
   const config = parseConfig({ DATA_DIR: tmp.path });
-  const cut = readerWith(tmp.path, async (key, local) => {
-    const stored = await local.read(key);
+  // Every read of KEYS[3] hands over 30 bytes, then times out; its rest refused with `refuse`.
+  let refuse = false;
+  const cut = readerWith(tmp.path, async (key, local, from) => {
+    if (from && refuse) throw slowDown();
+    const stored = await local.read(key, from);
     if (key !== KEYS[3]) return stored;
     const body = stored.body.pipeThrough(
       new TransformStream({
         transform(chunk, controller) {
           controller.enqueue(chunk.slice(0, 30));
-          controller.error(new Error("request timed out: no bytes for 30000 ms"));
+          if (chunk.length > 30) {
+            controller.error(new Error("request timed out: no bytes for 30000 ms"));
+          }
         },
       }),
     );
     return { ...stored, body };
   });
+  const resumed = await runVerify(config, { reader: cut });
+  assert.equal(resumed.code, 0, resumed.out);
+  assert.match(
+    resumed.out,
+    new RegExp(`read {5}${OBJECTS} object\\(s\\), ${OBJECTS * LINES_PER_OBJECT}`),
+  );
+
+  refuse = true;
   const broken = await runVerify(config, { reader: cut });
   assert.equal(broken.code, 2, broken.out);
   assert.match(
     broken.out,
     new RegExp(
       `^l2-uploader verify: cannot read ${KEYS[3]} from .*` +
-        `request timed out.*\\(nothing was judged; try again\\)\\n$`,
+        `SlowDown.*\\(tried 3 times; nothing was judged; try again\\)\\n$`,
     ),
   );
 
@@ -317,8 +428,15 @@ Deno.test("book: an object that cannot be fetched stops it with exit 2, not as d
 // End to end: s3rver behind a proxy that throttles GetObject
 
 /** A loopback HTTP proxy to `upstream`; `fail(key, nth)` answers 503 SlowDown to a GetObject. */
-function throttlingProxy(upstream: string, fail: (key: string, nth: number) => boolean) {
+function throttlingProxy(
+  upstream: string,
+  fail: (key: string, nth: number) => boolean,
+  /** How many body bytes the `nth` GET of `key` passes before the connection breaks; undefined: all. */
+  cutAfter: (key: string, nth: number) => number | undefined = () => undefined,
+) {
   const gets = new Map<string, number>();
+  /** The Range header of every GetObject that asked for one, as `key bytes=…`. */
+  const ranges: string[] = [];
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
     const url = new URL(req.url);
     // `/bucket/key…` without a query is a GetObject; listings carry `list-type=2`.
@@ -326,6 +444,23 @@ function throttlingProxy(upstream: string, fail: (key: string, nth: number) => b
     if (req.method === "GET" && key !== "" && !url.searchParams.has("list-type")) {
       const nth = (gets.get(key) ?? 0) + 1;
       gets.set(key, nth);
+      const range = req.headers.get("range");
+      if (range) ranges.push(`${key} ${range}`);
+      const cut = cutAfter(key, nth);
+      if (cut !== undefined) {
+        const answer = await fetch(new URL(url.pathname + url.search, upstream), {
+          headers: req.headers,
+        });
+        const bytes = new Uint8Array(await answer.arrayBuffer());
+        // The full length announced, `cut` bytes sent, then the stream fails: the connection drops.
+        const body = new ReadableStream({
+          start(controller) {
+            controller.enqueue(bytes.slice(0, cut));
+            setTimeout(() => controller.error(new Error("cut by the test proxy")), 20);
+          },
+        });
+        return new Response(body, { status: answer.status, headers: answer.headers });
+      }
       if (fail(key, nth)) {
         await req.body?.cancel();
         return new Response(
@@ -343,12 +478,12 @@ function throttlingProxy(upstream: string, fail: (key: string, nth: number) => b
     });
     return new Response(answer.body, { status: answer.status, headers: answer.headers });
   });
-  return { endpoint: `http://127.0.0.1:${server.addr.port}`, gets, server };
+  return { endpoint: `http://127.0.0.1:${server.addr.port}`, gets, ranges, server };
 }
 
 Deno.test({
   name:
-    "S3 throttling GetObject: verify and book ride it out by retrying, else exit 2; a cut object is still damage",
+    "S3 throttling GetObject, or breaking its body: verify and book ride it out by retrying and reading on, else exit 2; a cut object is still damage",
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
@@ -358,7 +493,12 @@ Deno.test({
       await s3.client.send(new PutObjectCommand({ Bucket: TEST_BUCKET, Key: key, Body: bytes }));
     }
     let fail: (key: string, nth: number) => boolean = () => false;
-    const proxy = throttlingProxy(s3.endpoint, (key, nth) => fail(key, nth));
+    let cutAfter: (key: string, nth: number) => number | undefined = () => undefined;
+    const proxy = throttlingProxy(
+      s3.endpoint,
+      (key, nth) => fail(key, nth),
+      (key, nth) => cutAfter(key, nth),
+    );
     await using tmp = await tempDir();
     // The real reader (archiveReaderFor), the SDK's own retries on, pointed at the proxy.
     const config = parseConfig({ ...s3.env(), S3_ENDPOINT: proxy.endpoint, DATA_DIR: tmp.path });
@@ -371,6 +511,17 @@ Deno.test({
       assert.equal(riding.code, 0, riding.out);
       assert.match(riding.out, /OK: the archive is whole/);
       assert.deepEqual([...proxy.gets.values()], KEYS.map(() => 4));
+
+      // Every object's first GET breaks after 50 bytes: each is read on with a range of
+      // the same version (If-Match), and the archive is judged whole.
+      proxy.gets.clear();
+      fail = () => false;
+      cutAfter = (_key, nth) => nth === 1 ? 50 : undefined;
+      const cut = await runVerify(config, { fetchPolicy: retry });
+      assert.equal(cut.code, 0, cut.out);
+      assert.match(cut.out, /OK: the archive is whole/);
+      assert.deepEqual(proxy.ranges.sort(), KEYS.map((key) => `${key} bytes=50-`).sort());
+      cutAfter = () => undefined;
 
       // One object throttled for good: exit 2 naming it and S3's error, no verdict.
       fail = (key) => key === KEYS[2];

@@ -24,6 +24,16 @@ export interface StoredObject {
   readonly meta?: Readonly<Record<string, unknown>>;
   /** Why stored metadata could not be read (a sidecar that is not a JSON object). */
   readonly metaError?: string;
+  /** S3's ETag of the whole object (none for the local archive): a later read must find the same. */
+  readonly etag?: string;
+}
+
+/** Where a read after a broken one starts, and which version of the object it must find. */
+export interface ReadFrom {
+  /** Bytes already read: the read starts there. */
+  readonly offset: number;
+  /** The ETag the first read found; a read finding another one fails. */
+  readonly etag?: string;
 }
 
 /** One entry one level below a prefix: a sub-prefix (ends with `/`) or an object key. */
@@ -39,8 +49,11 @@ export interface ArchiveReader {
    * `/`), in any order: lets `verify` read only the partitions it needs.
    */
   children(prefix: string): AsyncIterable<ArchiveEntry>;
-  /** The object's stored bytes, streamed, and its metadata. */
-  read(key: string): Promise<StoredObject>;
+  /**
+   * The object's stored bytes, streamed, and its metadata; with `from`, the
+   * bytes from `from.offset` on (a read resumed after its body broke).
+   */
+  read(key: string, from?: ReadFrom): Promise<StoredObject>;
   close(): void;
 }
 
@@ -92,7 +105,8 @@ export function localArchiveReader(root: string): ArchiveReader {
         }
       }
     },
-    async read(key: string) {
+    async read(key: string, from?: ReadFrom) {
+      if (from) return { body: await readableFrom(pathOf(key), from.offset) };
       // The sidecar is read beside the object, not after it: no extra wait per object.
       const [file, meta] = await Promise.all([
         Deno.open(pathOf(key), { read: true }),
@@ -102,6 +116,18 @@ export function localArchiveReader(root: string): ArchiveReader {
     },
     close() {},
   };
+}
+
+/** The file's bytes from `offset` on. */
+async function readableFrom(path: string, offset: number) {
+  const file = await Deno.open(path, { read: true });
+  try {
+    await file.seek(offset, Deno.SeekMode.Start);
+  } catch (error) {
+    file.close();
+    throw error;
+  }
+  return file.readable;
 }
 
 /** A local object's sidecar, as `StoredObject` fields; none when it does not exist. */

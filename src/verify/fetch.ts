@@ -8,9 +8,12 @@
  *   retries; when it still fails, a `FetchError`: the caller stops, having
  *   judged nothing about that object (exit 2, as for a listing that fails).
  * - The body stream breaking while it is read (a connection cut, the idle
- *   timeout) is a `FetchError` too, at once: lines before it were already
- *   handed on, so it cannot be read again from the start without judging
- *   them twice.
+ *   timeout) is resumed where it broke: the rest is asked for (an S3 range
+ *   read that must find the same ETag; the local file from that offset), so
+ *   the reader sees one unbroken stream and no line is judged twice. Each
+ *   resumed read is retried like a first one; three breaks in a row with no
+ *   byte between them, the rest not to be had, or the object changed
+ *   meanwhile: a `FetchError`.
  * - A listed object that is gone when read (S3 NoSuchKey, a local NotFound)
  *   was deleted during the read: a `GoneError`, a finding about the archive.
  * - Anything else (a gzip or text decoding error while reading the body) is
@@ -57,20 +60,31 @@ export interface FetchPolicy {
 export const DEFAULT_FETCH_POLICY: FetchPolicy = { attempts: 4, backoffMs: 1000 };
 
 /**
- * Reads `key`, retrying a failed request by `policy`; the body comes wrapped
- * by `guardBody`. Rejects with `FetchError` or `GoneError`; stops retrying
- * (with a `FetchError`) when `signal` aborts.
+ * Reads `key`, retrying a failed request by `policy`; a body that breaks is
+ * read on from where it broke (`resumingBody`). Rejects with `FetchError` or
+ * `GoneError`; stops retrying (with a `FetchError`) when `signal` aborts.
  */
 export async function fetchObject(
   reader: ArchiveReader,
   key: string,
   options: { readonly policy?: FetchPolicy; readonly signal?: AbortSignal } = {},
 ): Promise<StoredObject> {
+  const stored = await readWithRetries(key, () => reader.read(key), options);
+  const resume = (offset: number) =>
+    readWithRetries(key, () => reader.read(key, { offset, etag: stored.etag }), options);
+  return { ...stored, body: resumingBody(key, stored, resume) };
+}
+
+/** `read` until it succeeds, tried by `policy`; a `FetchError` or `GoneError` when it never does. */
+async function readWithRetries(
+  key: string,
+  read: () => Promise<StoredObject>,
+  options: { readonly policy?: FetchPolicy; readonly signal?: AbortSignal },
+): Promise<StoredObject> {
   const { attempts, backoffMs } = options.policy ?? DEFAULT_FETCH_POLICY;
   for (let attempt = 1;; attempt++) {
     try {
-      const stored = await reader.read(key);
-      return { ...stored, body: guardBody(key, stored.body) };
+      return await read();
     } catch (error) {
       if (isGone(error)) throw new GoneError(key, error);
       const last = attempt >= attempts || !isRetryableS3Error(error) || options.signal?.aborted;
@@ -83,28 +97,93 @@ export async function fetchObject(
 }
 
 /**
- * The body, with an error of the stream itself (not of what reads it)
- * turned into a `FetchError`: piped through a decompressor, the error comes
- * out as it went in, so a reader tells a cut connection from damaged gzip.
+ * The object's bytes as one stream, read on from where the body broke by
+ * `resume(offset)`: an error of the stream itself (not of what reads it) is
+ * a `FetchError` only when the rest cannot be had. Piped through a
+ * decompressor, that error comes out as it went in, so a reader tells a cut
+ * connection from damaged gzip. A resumed read must find the object the
+ * first read found (its ETag), and bring at least one byte before it may
+ * break again without counting as a failed try.
  */
-export function guardBody(
+export function resumingBody(
   key: string,
-  body: ReadableStream<Uint8Array<ArrayBuffer>>,
+  first: StoredObject,
+  resume: (offset: number) => Promise<StoredObject>,
 ): ReadableStream<Uint8Array<ArrayBuffer>> {
-  const reader = body.getReader();
+  let reader = first.body.getReader();
+  let offset = 0;
+  /** Breaks in a row with no byte between them. */
+  let barren = 0;
+  const next = async (): Promise<ReadableStreamReadResult<Uint8Array<ArrayBuffer>>> => {
+    for (;;) {
+      try {
+        const result = await reader.read();
+        if (!result.done && result.value.byteLength > 0) barren = 0;
+        return result;
+      } catch (error) {
+        if (++barren > RESUMES_WITHOUT_PROGRESS) throw new FetchError(key, error, barren);
+        reader = await readOn(key, first, () => resume(offset), error);
+      }
+    }
+  };
   return new ReadableStream({
     async pull(controller) {
-      let result: ReadableStreamReadResult<Uint8Array<ArrayBuffer>>;
-      try {
-        result = await reader.read();
-      } catch (error) {
-        throw new FetchError(key, error, 1);
-      }
+      const result = await next();
       if (result.done) controller.close();
-      else controller.enqueue(result.value);
+      else {
+        offset += result.value.byteLength;
+        controller.enqueue(result.value);
+      }
     },
     cancel: (reason) => reader.cancel(reason),
   });
+}
+
+/**
+ * The reader of the rest of `first` (`resume()`), after its stream broke
+ * with `cause`: an empty one when the break came after the last byte (S3
+ * answers the range past the end with 416); a `FetchError` when the rest
+ * cannot be had or is another version of the object.
+ */
+async function readOn(
+  key: string,
+  first: StoredObject,
+  resume: () => Promise<StoredObject>,
+  cause: unknown,
+): Promise<ReadableStreamDefaultReader<Uint8Array<ArrayBuffer>>> {
+  let rest: StoredObject;
+  try {
+    rest = await resume();
+  } catch (error) {
+    const why = error instanceof FetchError ? error.cause : error;
+    if (httpStatus(why) === 416) return emptyReader();
+    if (s3ErrorCode(why) === "PreconditionFailed" && first.etag !== undefined) {
+      throw new FetchError(key, new ChangedWhileReadError(first.etag, "another", cause), 1);
+    }
+    throw error;
+  }
+  if (first.etag !== undefined && rest.etag !== undefined && rest.etag !== first.etag) {
+    await rest.body.cancel().catch(() => {});
+    throw new FetchError(key, new ChangedWhileReadError(first.etag, rest.etag, cause), 1);
+  }
+  return rest.body.getReader();
+}
+
+/** Breaks resumed in a row without a byte read between them before the read is given up. */
+const RESUMES_WITHOUT_PROGRESS = 3;
+
+/** The object was replaced between the read that broke and the one resuming it. */
+export class ChangedWhileReadError extends Error {
+  constructor(readonly before: string, readonly after: string, override readonly cause: unknown) {
+    super(
+      `it changed while it was read (ETag ${before}, then ${after}; ${describeReadError(cause)})`,
+    );
+    this.name = "ChangedWhileRead";
+  }
+}
+
+function emptyReader(): ReadableStreamDefaultReader<Uint8Array<ArrayBuffer>> {
+  return new ReadableStream<Uint8Array<ArrayBuffer>>({ start: (c) => c.close() }).getReader();
 }
 
 /** A read of a listed key that found nothing there (not a missing bucket). */

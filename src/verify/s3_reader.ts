@@ -11,7 +11,7 @@
 import { GetObjectCommand, ListObjectsV2Command, type S3Client } from "@aws-sdk/client-s3";
 import { s3Client } from "../store/s3.ts";
 import type { S3Config } from "../config_types.ts";
-import { type ArchiveEntry, type ArchiveReader, isObjectKey } from "./archive.ts";
+import { type ArchiveEntry, type ArchiveReader, isObjectKey, type ReadFrom } from "./archive.ts";
 
 export interface S3ReaderOptions {
   /** A client to use instead of one built from the config (tests). */
@@ -34,13 +34,21 @@ export function s3ArchiveReader(config: S3Config, options: S3ReaderOptions = {})
       }
     },
     children: (prefix: string) => children(bucket, prefix),
-    async read(key: string) {
-      const out = await client.send(new GetObjectCommand({ Bucket: config.bucket, Key: key }));
+    async read(key: string, from?: ReadFrom) {
+      const out = await client.send(
+        new GetObjectCommand({
+          Bucket: config.bucket,
+          Key: key,
+          // A resumed read: the rest of the same version (S3 answers 412 when it changed).
+          ...(from && { Range: `bytes=${from.offset}-`, IfMatch: from.etag }),
+        }),
+      );
       if (!out.Body) throw new Error(`GetObject ${key}: empty response body`);
       // The user metadata comes with the object: no HeadObject per object.
       return {
         body: out.Body.transformToWebStream() as ReadableStream<Uint8Array<ArrayBuffer>>,
         meta: out.Metadata,
+        etag: out.ETag,
       };
     },
     close: () => client.destroy(),
