@@ -202,7 +202,8 @@ Deno.test("a body that breaks while streaming is read on from where it broke, th
     const end = Math.min(start + 40, bytes.length);
     return Promise.resolve({
       body: bodyOf(bytes.subarray(start, end), end < bytes.length ? reset() : undefined),
-      etag: '"v1"',
+      version: '"v1"',
+      size: bytes.length,
     });
   });
   const stored = await fetchObject(reader, KEYS[0], { policy: FAST });
@@ -211,7 +212,7 @@ Deno.test("a body that breaks while streaming is read on from where it broke, th
   const reads = Math.ceil(bytes.length / 40);
   assert.deepEqual(asked, [
     undefined,
-    ...Array.from({ length: reads - 1 }, (_, i) => ({ offset: 40 * (i + 1), etag: '"v1"' })),
+    ...Array.from({ length: reads - 1 }, (_, i) => ({ offset: 40 * (i + 1), version: '"v1"' })),
   ]);
 });
 
@@ -222,7 +223,11 @@ Deno.test("a broken body is a FetchError when the rest cannot be had, is another
     return await new Response(stored.body.pipeThrough(new DecompressionStream("gzip"))).text()
       .catch((e) => e);
   };
-  const cutAt40 = () => ({ body: bodyOf(bytes.subarray(0, 40), reset()), etag: '"v1"' });
+  const cutAt40 = () => ({
+    body: bodyOf(bytes.subarray(0, 40), reset()),
+    version: '"v1"',
+    size: bytes.length,
+  });
 
   // The rest is refused every time: the read's own error, after the policy's tries.
   let tries = 0;
@@ -238,10 +243,13 @@ Deno.test("a broken body is a FetchError when the rest cannot be had, is another
   // The object was replaced between the two reads: not spliced together.
   const changed = await gunzip(readerWith("/nonexistent", (_key, _local, from) =>
     Promise.resolve(
-      from ? { body: bodyOf(bytes.subarray(from.offset)), etag: '"v2"' } : cutAt40(),
+      from ? { body: bodyOf(bytes.subarray(from.offset)), version: '"v2"' } : cutAt40(),
     )));
   assert.ok(changed instanceof FetchError, String(changed));
-  assert.match(changed.message, /changed while it was read \(ETag "v1", then "v2"/);
+  assert.match(
+    changed.message,
+    /^its body broke off after 40 bytes: ChangedWhileRead: it changed while it was read \(version "v1", then "v2"\)$/,
+  );
   // S3 says so itself (GetObject with If-Match): 412 PreconditionFailed.
   const precondition = await gunzip(
     readerWith("/nonexistent", (_key, _local, from) =>
@@ -262,23 +270,53 @@ Deno.test("a broken body is a FetchError when the rest cannot be had, is another
   let resumed = 0;
   const barren = await gunzip(readerWith("/nonexistent", (_key, _local, from) => {
     if (from) resumed++;
-    return Promise.resolve(from ? { body: bodyOf(new Uint8Array(), reset()) } : cutAt40());
+    return Promise.resolve(
+      from ? { body: bodyOf(new Uint8Array(), reset()), version: '"v1"' } : cutAt40(),
+    );
   }));
   assert.ok(barren instanceof FetchError, String(barren));
   assert.equal(resumed, 3);
   assert.match(barren.message, /ECONNRESET/);
 
-  // Broken after the last byte: the range past the end (416) is the end, the object whole.
-  const atEnd = await gunzip(
+  // Broken after the last byte: nothing left to ask for, the object whole; but not when S3's
+  // checksum of what it sent (checked after the last byte) failed, nor a range past the end.
+  let after = 0;
+  const whole = (end: Error) =>
+    gunzip(readerWith("/nonexistent", (_key, _local, from) => {
+      if (from) after++;
+      return from
+        ? Promise.reject(s3Error("InvalidRange", 416, "The requested range is not satisfiable"))
+        : Promise.resolve({ body: bodyOf(bytes, end), version: '"v1"', size: bytes.length });
+    }));
+  assert.equal(await whole(reset()), objectLines(0).join("\n") + "\n");
+  const checksum = await whole(new Error('Checksum mismatch: expected "a" but received "b"'));
+  assert.ok(checksum instanceof FetchError, String(checksum));
+  assert.match(checksum.message, /broke off after \d+ bytes: .*Checksum mismatch/);
+  assert.equal(after, 0);
+  const pastEnd = await gunzip(
     readerWith(
       "/nonexistent",
       (_key, _local, from) =>
         from
           ? Promise.reject(s3Error("InvalidRange", 416, "The requested range is not satisfiable"))
-          : Promise.resolve({ body: bodyOf(bytes, reset()) }),
+          : Promise.resolve({
+            body: bodyOf(bytes, reset()),
+            version: '"v1"',
+            size: bytes.length + 9,
+          }),
     ),
   );
-  assert.equal(atEnd, objectLines(0).join("\n") + "\n");
+  assert.ok(pastEnd instanceof FetchError, String(pastEnd));
+  assert.match(pastEnd.message, /InvalidRange/);
+
+  // A store that gives no version (no ETag): a break is not read on.
+  let unversioned = 0;
+  const noVersion = await gunzip(readerWith("/nonexistent", (_key, _local, from) => {
+    if (from) unversioned++;
+    return Promise.resolve({ body: bodyOf(bytes.subarray(0, 40), reset()) });
+  }));
+  assert.ok(noVersion instanceof FetchError, String(noVersion));
+  assert.equal(unversioned, 0);
 
   // A body that ends early without an error is what S3 stored: damage, not a fetch error.
   const truncated = await gunzip(
@@ -287,13 +325,52 @@ Deno.test("a broken body is a FetchError when the rest cannot be had, is another
   assert.ok(truncated instanceof Error && !(truncated instanceof FetchError), String(truncated));
 });
 
-Deno.test("the local archive reads on from an offset", async () => {
+Deno.test("the local archive reads on from an offset, and a file written over the key is another version", async () => {
   await using tmp = await tempDir();
   await writeLocalArchive(tmp.path);
   const bytes = (await archiveObjects())[2].bytes;
   const local = localArchiveReader(join(tmp.path, "archive"));
-  const rest = await local.read(KEYS[2], { offset: 25 });
+  const first = await local.read(KEYS[2]);
+  await first.body.cancel();
+  assert.equal(first.size, bytes.length);
+  const version = first.version!;
+  const rest = await local.read(KEYS[2], { offset: 25, version });
+  assert.equal(rest.version, version);
   assert.deepEqual(new Uint8Array(await new Response(rest.body).arrayBuffer()), bytes.subarray(25));
+  // The sink renames a finished file over its name: the same bytes, another file.
+  const path = join(tmp.path, "archive", ...KEYS[2].split("/"));
+  await Deno.writeFile(`${path}.new`, bytes);
+  await Deno.rename(`${path}.new`, path);
+  const replaced = await local.read(KEYS[2], { offset: 25, version });
+  await replaced.body.cancel();
+  assert.notEqual(replaced.version, version);
+});
+
+Deno.test("a body cancelled while it is being read on releases the read that resumed it", async () => {
+  const bytes = (await archiveObjects())[0].bytes;
+  const { promise: resumeAsked, resolve: askedNow } = Promise.withResolvers<void>();
+  const { promise: answer, resolve: answerNow } = Promise.withResolvers<void>();
+  let restCancelled = false;
+  const reader = readerWith("/nonexistent", async (_key, _local, from) => {
+    if (!from) return { body: bodyOf(bytes.subarray(0, 40), reset()), version: "v", size: 99 };
+    askedNow();
+    await answer;
+    const body = new ReadableStream<Uint8Array<ArrayBuffer>>({
+      cancel: () => void (restCancelled = true),
+    });
+    return { body, version: "v" };
+  });
+  const stored = await fetchObject(reader, KEYS[0], { policy: FAST });
+  const consumer = stored.body.getReader();
+  assert.equal((await consumer.read()).value?.length, 40);
+  const pending = consumer.read().catch((e) => e);
+  await resumeAsked;
+  // Cancelled while the rest is being asked for: no error from the broken first read.
+  await consumer.cancel("the audit stopped");
+  answerNow();
+  await pending;
+  await new Promise((resolve) => setTimeout(resolve, 10));
+  assert.ok(restCancelled);
 });
 
 // ---------------------------------------------------------------------------
@@ -445,7 +522,7 @@ function throttlingProxy(
       const nth = (gets.get(key) ?? 0) + 1;
       gets.set(key, nth);
       const range = req.headers.get("range");
-      if (range) ranges.push(`${key} ${range}`);
+      if (range) ranges.push(`${key} ${range} If-Match ${req.headers.get("if-match")}`);
       const cut = cutAfter(key, nth);
       if (cut !== undefined) {
         const answer = await fetch(new URL(url.pathname + url.search, upstream), {
@@ -520,7 +597,11 @@ Deno.test({
       const cut = await runVerify(config, { fetchPolicy: retry });
       assert.equal(cut.code, 0, cut.out);
       assert.match(cut.out, /OK: the archive is whole/);
-      assert.deepEqual(proxy.ranges.sort(), KEYS.map((key) => `${key} bytes=50-`).sort());
+      // s3rver does not check If-Match (S3 does): that it is sent, with an ETag, is checked here.
+      assert.deepEqual(
+        proxy.ranges.map((r) => r.replace(/If-Match "[0-9a-f]{32}"$/, "If-Match <ETag>")).sort(),
+        KEYS.map((key) => `${key} bytes=50- If-Match <ETag>`).sort(),
+      );
       cutAfter = () => undefined;
 
       // One object throttled for good: exit 2 naming it and S3's error, no verdict.

@@ -24,16 +24,22 @@ export interface StoredObject {
   readonly meta?: Readonly<Record<string, unknown>>;
   /** Why stored metadata could not be read (a sidecar that is not a JSON object). */
   readonly metaError?: string;
-  /** S3's ETag of the whole object (none for the local archive): a later read must find the same. */
-  readonly etag?: string;
+  /**
+   * What tells this version of the object from another under the same key:
+   * S3's ETag; for a local file its device, inode, size and modification
+   * time. A read resumed after a break must find the same.
+   */
+  readonly version?: string;
+  /** The whole object's size in bytes, when the store says (even for a read from an offset). */
+  readonly size?: number;
 }
 
 /** Where a read after a broken one starts, and which version of the object it must find. */
 export interface ReadFrom {
   /** Bytes already read: the read starts there. */
   readonly offset: number;
-  /** The ETag the first read found; a read finding another one fails. */
-  readonly etag?: string;
+  /** The version the first read found (S3 answers 412 when it is another). */
+  readonly version: string;
 }
 
 /** One entry one level below a prefix: a sub-prefix (ends with `/`) or an object key. */
@@ -106,28 +112,34 @@ export function localArchiveReader(root: string): ArchiveReader {
       }
     },
     async read(key: string, from?: ReadFrom) {
-      if (from) return { body: await readableFrom(pathOf(key), from.offset) };
+      if (from) return await openFrom(pathOf(key), from.offset);
       // The sidecar is read beside the object, not after it: no extra wait per object.
-      const [file, meta] = await Promise.all([
-        Deno.open(pathOf(key), { read: true }),
+      const [opened, meta] = await Promise.all([
+        openFrom(pathOf(key), 0),
         readSidecar(`${pathOf(key)}.meta.json`),
       ]);
-      return { body: file.readable, ...meta };
+      return { ...opened, ...meta };
     },
     close() {},
   };
 }
 
-/** The file's bytes from `offset` on. */
-async function readableFrom(path: string, offset: number) {
+/**
+ * The file's bytes from `offset` on, its size and its version: a file
+ * written under the key meanwhile (the sink renames a new file over a name)
+ * has another inode.
+ */
+async function openFrom(path: string, offset: number) {
   const file = await Deno.open(path, { read: true });
   try {
-    await file.seek(offset, Deno.SeekMode.Start);
+    const info = await file.stat();
+    if (offset > 0) await file.seek(offset, Deno.SeekMode.Start);
+    const version = `${info.dev}:${info.ino}:${info.size}:${info.mtime?.getTime()}`;
+    return { body: file.readable, size: info.size, version };
   } catch (error) {
     file.close();
     throw error;
   }
-  return file.readable;
 }
 
 /** A local object's sidecar, as `StoredObject` fields; none when it does not exist. */

@@ -9,11 +9,12 @@
  *   judged nothing about that object (exit 2, as for a listing that fails).
  * - The body stream breaking while it is read (a connection cut, the idle
  *   timeout) is resumed where it broke: the rest is asked for (an S3 range
- *   read that must find the same ETag; the local file from that offset), so
- *   the reader sees one unbroken stream and no line is judged twice. Each
- *   resumed read is retried like a first one; three breaks in a row with no
- *   byte between them, the rest not to be had, or the object changed
- *   meanwhile: a `FetchError`.
+ *   read with `If-Match` on the first read's ETag; the local file reopened,
+ *   same inode, size and mtime), so the reader sees one unbroken stream and
+ *   no line is judged twice. Each resumed read is retried like a first one;
+ *   three resumed reads in a row that bring no byte (or 20 in all), the rest
+ *   not to be had, another version, a store that gives no version, or S3's
+ *   checksum failing: a `FetchError`.
  * - A listed object that is gone when read (S3 NoSuchKey, a local NotFound)
  *   was deleted during the read: a `GoneError`, a finding about the archive.
  * - Anything else (a gzip or text decoding error while reading the body) is
@@ -29,10 +30,12 @@ export class FetchError extends Error {
   constructor(
     readonly key: string,
     override readonly cause: unknown,
-    /** Requests made (1 when the body broke, or the error is not worth another). */
+    /** Requests made (1 when the error is not worth another). */
     readonly attempts: number,
+    /** What was going on, for people: the body broke off after N bytes. */
+    context?: string,
   ) {
-    super(describeReadError(cause));
+    super(context ? `${context}: ${describeReadError(cause)}` : describeReadError(cause));
     this.name = "FetchError";
   }
 }
@@ -70,9 +73,12 @@ export async function fetchObject(
   options: { readonly policy?: FetchPolicy; readonly signal?: AbortSignal } = {},
 ): Promise<StoredObject> {
   const stored = await readWithRetries(key, () => reader.read(key), options);
-  const resume = (offset: number) =>
-    readWithRetries(key, () => reader.read(key, { offset, etag: stored.etag }), options);
-  return { ...stored, body: resumingBody(key, stored, resume) };
+  const { version } = stored;
+  const resume = version === undefined
+    ? undefined
+    : (offset: number) =>
+      readWithRetries(key, () => reader.read(key, { offset, version }), options);
+  return { ...stored, body: resumingBody(key, stored, resume, options) };
 }
 
 /** `read` until it succeeds, tried by `policy`; a `FetchError` or `GoneError` when it never does. */
@@ -97,23 +103,29 @@ async function readWithRetries(
 }
 
 /**
- * The object's bytes as one stream, read on from where the body broke by
- * `resume(offset)`: an error of the stream itself (not of what reads it) is
- * a `FetchError` only when the rest cannot be had. Piped through a
+ * The object's bytes as one stream, read on by `resume(offset)` from where
+ * the body broke: an error of the stream itself (not of what reads it) is a
+ * `FetchError` only when the rest cannot be had. Piped through a
  * decompressor, that error comes out as it went in, so a reader tells a cut
- * connection from damaged gzip. A resumed read must find the object the
- * first read found (its ETag), and bring at least one byte before it may
- * break again without counting as a failed try.
+ * connection from damaged gzip. A resumed read must find the version the
+ * first read found; without a version (a store that sends no ETag) a break
+ * is not read on. Resumed reads that bring no byte wait longer each time.
  */
 export function resumingBody(
   key: string,
   first: StoredObject,
-  resume: (offset: number) => Promise<StoredObject>,
+  resume: ((offset: number) => Promise<StoredObject>) | undefined,
+  options: { readonly policy?: FetchPolicy; readonly signal?: AbortSignal } = {},
 ): ReadableStream<Uint8Array<ArrayBuffer>> {
+  const { backoffMs } = options.policy ?? DEFAULT_FETCH_POLICY;
   let reader = first.body.getReader();
   let offset = 0;
+  let resumes = 0;
   /** Breaks in a row with no byte between them. */
   let barren = 0;
+  let cancelled = false;
+  const broke = (cause: unknown, attempts = 1) =>
+    new FetchError(key, cause, attempts, `its body broke off after ${offset} bytes`);
   const next = async (): Promise<ReadableStreamReadResult<Uint8Array<ArrayBuffer>>> => {
     for (;;) {
       try {
@@ -121,8 +133,17 @@ export function resumingBody(
         if (!result.done && result.value.byteLength > 0) barren = 0;
         return result;
       } catch (error) {
-        if (++barren > RESUMES_WITHOUT_PROGRESS) throw new FetchError(key, error, barren);
-        reader = await readOn(key, first, () => resume(offset), error);
+        // Every byte came before the break (S3's checksum, checked after the last byte, is not).
+        if (offset === first.size && !isChecksumMismatch(error)) {
+          return { done: true, value: undefined };
+        }
+        if (!resume || isChecksumMismatch(error)) throw broke(error);
+        if (++barren > RESUMES_WITHOUT_PROGRESS || ++resumes > MAX_RESUMES) {
+          throw broke(error, resumes);
+        }
+        if (barren > 1) await delay(backoffMs * 2 ** (barren - 2), options.signal);
+        reader = await readOn(first, () => resume(offset), broke);
+        if (cancelled) await reader.cancel().catch(() => {});
       }
     }
   };
@@ -135,55 +156,64 @@ export function resumingBody(
         controller.enqueue(result.value);
       }
     },
-    cancel: (reason) => reader.cancel(reason),
+    async cancel(reason) {
+      cancelled = true;
+      // A reader that broke rejects its cancel with the break: nothing is left to release.
+      await reader.cancel(reason).catch(() => {});
+    },
   });
 }
 
 /**
- * The reader of the rest of `first` (`resume()`), after its stream broke
- * with `cause`: an empty one when the break came after the last byte (S3
- * answers the range past the end with 416); a `FetchError` when the rest
- * cannot be had or is another version of the object.
+ * The reader of the rest of `first`, read by `resume()` after its stream
+ * broke; a `FetchError` (by `broke`) when the rest cannot be had or is
+ * another version of the object (S3 answers 412 to the `If-Match`).
  */
 async function readOn(
-  key: string,
   first: StoredObject,
   resume: () => Promise<StoredObject>,
-  cause: unknown,
+  broke: (cause: unknown, attempts?: number) => FetchError,
 ): Promise<ReadableStreamDefaultReader<Uint8Array<ArrayBuffer>>> {
   let rest: StoredObject;
   try {
     rest = await resume();
   } catch (error) {
-    const why = error instanceof FetchError ? error.cause : error;
-    if (httpStatus(why) === 416) return emptyReader();
-    if (s3ErrorCode(why) === "PreconditionFailed" && first.etag !== undefined) {
-      throw new FetchError(key, new ChangedWhileReadError(first.etag, "another", cause), 1);
+    if (!(error instanceof FetchError)) throw error;
+    if (s3ErrorCode(error.cause) === "PreconditionFailed") {
+      throw broke(new ChangedWhileReadError(first.version, undefined, error.cause));
     }
-    throw error;
+    throw broke(error.cause, error.attempts);
   }
-  if (first.etag !== undefined && rest.etag !== undefined && rest.etag !== first.etag) {
+  if (rest.version !== first.version) {
     await rest.body.cancel().catch(() => {});
-    throw new FetchError(key, new ChangedWhileReadError(first.etag, rest.etag, cause), 1);
+    throw broke(new ChangedWhileReadError(first.version, rest.version, undefined));
   }
   return rest.body.getReader();
 }
 
 /** Breaks resumed in a row without a byte read between them before the read is given up. */
 const RESUMES_WITHOUT_PROGRESS = 3;
+/** Breaks resumed in all, per object. */
+const MAX_RESUMES = 20;
+
+/** S3's own check of the bytes it sent (the SDK's response checksum) failed: they are not to be trusted. */
+function isChecksumMismatch(error: unknown): boolean {
+  return error instanceof Error && /checksum mismatch/i.test(error.message);
+}
 
 /** The object was replaced between the read that broke and the one resuming it. */
 export class ChangedWhileReadError extends Error {
-  constructor(readonly before: string, readonly after: string, override readonly cause: unknown) {
+  constructor(
+    readonly before: string | undefined,
+    readonly after: string | undefined,
+    override readonly cause: unknown,
+  ) {
     super(
-      `it changed while it was read (ETag ${before}, then ${after}; ${describeReadError(cause)})`,
+      `it changed while it was read (version ${before}, then ${after ?? "another"}` +
+        (cause === undefined ? ")" : `; ${describeReadError(cause)})`),
     );
     this.name = "ChangedWhileRead";
   }
-}
-
-function emptyReader(): ReadableStreamDefaultReader<Uint8Array<ArrayBuffer>> {
-  return new ReadableStream<Uint8Array<ArrayBuffer>>({ start: (c) => c.close() }).getReader();
 }
 
 /** A read of a listed key that found nothing there (not a missing bucket). */

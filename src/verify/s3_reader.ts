@@ -40,7 +40,7 @@ export function s3ArchiveReader(config: S3Config, options: S3ReaderOptions = {})
           Bucket: config.bucket,
           Key: key,
           // A resumed read: the rest of the same version (S3 answers 412 when it changed).
-          ...(from && { Range: `bytes=${from.offset}-`, IfMatch: from.etag }),
+          ...(from && { Range: `bytes=${from.offset}-`, IfMatch: from.version }),
         }),
       );
       if (!out.Body) throw new Error(`GetObject ${key}: empty response body`);
@@ -48,11 +48,18 @@ export function s3ArchiveReader(config: S3Config, options: S3ReaderOptions = {})
       return {
         body: out.Body.transformToWebStream() as ReadableStream<Uint8Array<ArrayBuffer>>,
         meta: out.Metadata,
-        etag: out.ETag,
+        version: out.ETag,
+        size: from ? totalOf(out.ContentRange) : out.ContentLength,
       };
     },
     close: () => client.destroy(),
   };
+}
+
+/** The whole object's size from a range answer's `Content-Range: bytes 50-99/100`. */
+function totalOf(contentRange: string | undefined): number | undefined {
+  const total = Number(contentRange?.split("/")[1]);
+  return Number.isSafeInteger(total) ? total : undefined;
 }
 
 /** The bucket a reader lists, and the client it lists with. */
