@@ -493,7 +493,7 @@ Deno.test("book: an object that cannot be fetched stops it with exit 2, not as d
     err,
     new RegExp(
       `l2-uploader book: cannot read ${KEYS[2]} from s3://bucket/binance: SlowDown \\(HTTP 503\\)` +
-        `: Please reduce your request rate\\. \\(tried 3 times; the rows stop before it; try again\\)`,
+        `: Please reduce your request rate\\. \\(tried 3 times; the rows stop where it could not be read; try again\\)`,
     ),
   );
   assert.doesNotMatch(err, /DAMAGED|DOWN|FAIL/);

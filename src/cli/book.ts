@@ -196,7 +196,9 @@ export async function book(config: Config, flags: BookFlags, io: BookIo): Promis
       if (!(error instanceof FetchError)) throw error;
       // The rows so far stand (the book was right up to there); the unread object is not damage.
       io.printError(
-        `l2-uploader book: ${readFailure(error, reader.location, "the rows stop before it")}\n`,
+        `l2-uploader book: ${
+          readFailure(error, reader.location, "the rows stop where it could not be read")
+        }\n`,
       );
       return 2;
     } finally {
