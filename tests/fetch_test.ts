@@ -10,7 +10,7 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { PutObjectCommand } from "@aws-sdk/client-s3";
+import { PutObjectCommand, type S3Client } from "@aws-sdk/client-s3";
 import { dataLine, gzipLines } from "../src/archive/encode.ts";
 import { planKey } from "../src/archive/keys.ts";
 import { bookFromArgs, type BookIo } from "../src/cli/book.ts";
@@ -24,6 +24,7 @@ import {
   type StoredObject,
 } from "../src/verify/archive.ts";
 import { FetchError, fetchObject, type FetchPolicy, GoneError } from "../src/verify/fetch.ts";
+import { s3ArchiveReader } from "../src/verify/s3_reader.ts";
 import { TEST_BUCKET, TestS3 } from "./support/s3.ts";
 import { tempDir } from "./support/temp.ts";
 
@@ -510,6 +511,8 @@ function throttlingProxy(
   fail: (key: string, nth: number) => boolean,
   /** How many body bytes the `nth` GET of `key` passes before the connection breaks; undefined: all. */
   cutAfter: (key: string, nth: number) => number | undefined = () => undefined,
+  /** Whether to pass a GET on without its Range (a server may ignore it, RFC 9110). */
+  ignoreRange: () => boolean = () => false,
 ) {
   const gets = new Map<string, number>();
   /** The Range header of every GetObject that asked for one, as `key bytes=…`. */
@@ -547,9 +550,11 @@ function throttlingProxy(
         );
       }
     }
+    const headers = new Headers(req.headers);
+    if (ignoreRange()) headers.delete("range");
     const answer = await fetch(new URL(url.pathname + url.search, upstream), {
       method: req.method,
-      headers: req.headers,
+      headers,
       body: req.body,
       redirect: "manual",
     });
@@ -571,10 +576,12 @@ Deno.test({
     }
     let fail: (key: string, nth: number) => boolean = () => false;
     let cutAfter: (key: string, nth: number) => number | undefined = () => undefined;
+    let ignoreRange = false;
     const proxy = throttlingProxy(
       s3.endpoint,
       (key, nth) => fail(key, nth),
       (key, nth) => cutAfter(key, nth),
+      () => ignoreRange,
     );
     await using tmp = await tempDir();
     // The real reader (archiveReaderFor), the SDK's own retries on, pointed at the proxy.
@@ -602,6 +609,14 @@ Deno.test({
         proxy.ranges.map((r) => r.replace(/If-Match "[0-9a-f]{32}"$/, "If-Match <ETag>")).sort(),
         KEYS.map((key) => `${key} bytes=50- If-Match <ETag>`).sort(),
       );
+      // A server that ignores Range answers the rest with the whole object: its first 50 bytes
+      // are skipped, not read twice.
+      proxy.gets.clear();
+      ignoreRange = true;
+      const whole = await runVerify(config, { fetchPolicy: retry });
+      assert.equal(whole.out, cut.out);
+      assert.equal(whole.code, 0);
+      ignoreRange = false;
       cutAfter = () => undefined;
 
       // One object throttled for good: exit 2 naming it and S3's error, no verdict.
@@ -638,4 +653,35 @@ Deno.test({
       await proxy.server.shutdown();
     }
   },
+});
+
+Deno.test("the S3 reader reads on from an offset: a range answer from elsewhere is refused, a whole-object answer skipped", async () => {
+  const bytes = new Uint8Array(100).map((_, i) => i);
+  let answer: { ContentRange?: string; from: number } = { from: 0 };
+  const client = {
+    send: () =>
+      Promise.resolve({
+        Body: { transformToWebStream: () => new Response(bytes.slice(answer.from)).body },
+        ETag: '"e"',
+        ContentLength: bytes.length - answer.from,
+        ContentRange: answer.ContentRange,
+      }),
+    destroy() {},
+  } as unknown as S3Client;
+  const config = { bucket: "b", prefix: "binance" } as Parameters<typeof s3ArchiveReader>[0];
+  const reader = s3ArchiveReader(config, { client });
+  const readFrom = async (from: number) => {
+    const stored = await reader.read("k", { offset: from, version: '"e"' });
+    return {
+      size: stored.size,
+      bytes: new Uint8Array(await new Response(stored.body).arrayBuffer()),
+    };
+  };
+  answer = { ContentRange: "bytes 40-99/100", from: 40 };
+  assert.deepEqual(await readFrom(40), { size: 100, bytes: bytes.subarray(40) });
+  // Range ignored (200, the whole object): the bytes before the offset are dropped.
+  answer = { from: 0 };
+  assert.deepEqual(await readFrom(40), { size: 100, bytes: bytes.subarray(40) });
+  answer = { ContentRange: "bytes 10-99/100", from: 10 };
+  await assert.rejects(readFrom(40), /asked for the bytes from 40, answered from 10/);
 });

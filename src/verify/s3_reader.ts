@@ -44,22 +44,50 @@ export function s3ArchiveReader(config: S3Config, options: S3ReaderOptions = {})
         }),
       );
       if (!out.Body) throw new Error(`GetObject ${key}: empty response body`);
+      const body = out.Body.transformToWebStream() as ReadableStream<Uint8Array<ArrayBuffer>>;
+      const range = rangeOf(out.ContentRange);
       // The user metadata comes with the object: no HeadObject per object.
-      return {
-        body: out.Body.transformToWebStream() as ReadableStream<Uint8Array<ArrayBuffer>>,
-        meta: out.Metadata,
-        version: out.ETag,
-        size: from ? totalOf(out.ContentRange) : out.ContentLength,
-      };
+      const stored = { meta: out.Metadata, version: out.ETag };
+      if (!from) return { ...stored, body, size: out.ContentLength };
+      // A server may ignore Range (RFC 9110) and send the whole object: its first bytes were read.
+      if (!range) return { ...stored, body: skipped(body, from.offset), size: out.ContentLength };
+      if (range.start !== from.offset) {
+        await body.cancel().catch(() => {});
+        throw new Error(
+          `GetObject ${key}: asked for the bytes from ${from.offset}, answered from ${range.start}`,
+        );
+      }
+      return { ...stored, body, size: range.total };
     },
     close: () => client.destroy(),
   };
 }
 
-/** The whole object's size from a range answer's `Content-Range: bytes 50-99/100`. */
-function totalOf(contentRange: string | undefined): number | undefined {
-  const total = Number(contentRange?.split("/")[1]);
-  return Number.isSafeInteger(total) ? total : undefined;
+/** A range answer's `Content-Range: bytes 50-99/100`: where it starts, and the whole object's size. */
+function rangeOf(contentRange: string | undefined) {
+  const match = /^bytes (\d+)-\d+\/(\d+|\*)$/.exec(contentRange ?? "");
+  if (!match) return undefined;
+  const total = Number(match[2]);
+  return { start: Number(match[1]), total: Number.isSafeInteger(total) ? total : undefined };
+}
+
+/** `body` without its first `count` bytes. */
+function skipped(
+  body: ReadableStream<Uint8Array<ArrayBuffer>>,
+  count: number,
+): ReadableStream<Uint8Array<ArrayBuffer>> {
+  let left = count;
+  return body.pipeThrough(
+    new TransformStream<Uint8Array<ArrayBuffer>, Uint8Array<ArrayBuffer>>({
+      transform(chunk, controller) {
+        if (left >= chunk.byteLength) left -= chunk.byteLength;
+        else {
+          controller.enqueue(chunk.subarray(left));
+          left = 0;
+        }
+      },
+    }),
+  );
 }
 
 /** The bucket a reader lists, and the client it lists with. */
