@@ -23,11 +23,13 @@ import { TestS3 } from "../tests/support/s3.ts";
 import { countPeerOutput, type PeerKind, preparePeer } from "./peers.ts";
 import {
   cpuSeconds,
+  exactCores,
   type IoCounters,
   ioCounters,
   machineBusySeconds,
   ProcessWatch,
   sleep,
+  threadRunTimes,
   threadsCpuSeconds,
   waitForIdle,
 } from "./proc.ts";
@@ -74,6 +76,11 @@ export interface LoadResult {
   readonly extra: number;
   /** Cores used in the window (1 = one core busy all the time). */
   readonly cpuCores: number;
+  /**
+   * The same from the client's threads' exact run times (`schedstat`), where
+   * `cpuCores` is sampled at clock ticks; absent when a thread exited in the window.
+   */
+  readonly exactCpuCores?: number;
   readonly cpuSecPerMillion: number;
   /** Share of the client's CPU spent on its main thread (one core at most). */
   readonly mainThreadShare: number;
@@ -485,6 +492,9 @@ interface CpuSample {
 }
 
 interface Window<T> {
+  /** The client's threads' run times at both ends (`threadRunTimes`). */
+  readonly runTimes0: ReadonlyMap<number, number> | undefined;
+  readonly runTimes1: ReadonlyMap<number, number> | undefined;
   readonly before: T;
   readonly after: T;
   readonly cpu0: CpuSample;
@@ -503,7 +513,8 @@ async function measureWindow<T>(
   await sleep(settings.warmupMs);
   const snap = async () => {
     const orNaN = async (value: Promise<number | undefined>) => (await value) ?? NaN;
-    const [c, e, m, w, all, self] = await Promise.all([
+    const [runTimes, c, e, m, w, all, self] = await Promise.all([
+      threadRunTimes(client),
       orNaN(cpuSeconds(client)),
       orNaN(cpuSeconds(exchange)),
       // The client's main thread: where JavaScript runs.
@@ -523,7 +534,7 @@ async function measureWindow<T>(
       machine: all,
       bench: self,
     };
-    return { cpu, at, wall, stats: await stats() };
+    return { cpu, runTimes, at, wall, stats: await stats() };
   };
   const start = await snap();
   await sleep(settings.windowMs);
@@ -533,6 +544,8 @@ async function measureWindow<T>(
     after: end.stats,
     cpu0: start.cpu,
     cpu1: end.cpu,
+    runTimes0: start.runTimes,
+    runTimes1: end.runTimes,
     seconds: (end.at - start.at) / 1000,
     range: { fromUs: start.wall * 1000, toUs: end.wall * 1000 },
   };
@@ -543,6 +556,7 @@ function cpuFigures(window: Window<unknown>, messages: number) {
   const client = d("client");
   return {
     cpuCores: client / window.seconds,
+    exactCpuCores: exactCores(window.runTimes0, window.runTimes1, window.seconds),
     cpuSecPerMillion: messages > 0 ? client / messages * 1e6 : NaN,
     mainThreadShare: client > 0 ? d("clientMain") / client : NaN,
     workerShare: client > 0 ? d("clientWorkers") / client : NaN,

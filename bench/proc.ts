@@ -56,6 +56,45 @@ export async function threadsCpuSeconds(pid: number, prefix: string): Promise<nu
   return total;
 }
 
+/**
+ * Each living thread's run time so far, ns, by thread id (`schedstat`'s
+ * first field, kept by the scheduler to the nanosecond, where `utime` and
+ * `stime` are charged a clock tick at a time to whichever thread is
+ * running); undefined once the process is gone. Threads that exited are
+ * not in it.
+ */
+export async function threadRunTimes(pid: number): Promise<Map<number, number> | undefined> {
+  const times = new Map<number, number>();
+  try {
+    for await (const task of Deno.readDir(`/proc/${pid}/task`)) {
+      const text = await Deno.readTextFile(`/proc/${pid}/task/${task.name}/schedstat`)
+        .catch(() => undefined);
+      const ns = Number(text?.split(" ")[0]);
+      if (Number.isFinite(ns)) times.set(Number(task.name), ns);
+    }
+  } catch {
+    return undefined;
+  }
+  return times;
+}
+
+/**
+ * Cores used between two `threadRunTimes` readings `seconds` apart, from
+ * the threads' exact run times; undefined when a thread of the first
+ * reading had exited by the second (its last run time is lost).
+ */
+export function exactCores(
+  before: ReadonlyMap<number, number> | undefined,
+  after: ReadonlyMap<number, number> | undefined,
+  seconds: number,
+): number | undefined {
+  if (!before || !after || seconds <= 0) return undefined;
+  for (const tid of before.keys()) if (!after.has(tid)) return undefined;
+  let ns = 0;
+  for (const [tid, end] of after) ns += end - (before.get(tid) ?? 0);
+  return ns / 1e9 / seconds;
+}
+
 /** CPU seconds the whole machine has been busy (not idle, not waiting on I/O), all cores. */
 export async function machineBusySeconds(): Promise<number> {
   const text = await Deno.readTextFile("/proc/stat");

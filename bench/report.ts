@@ -279,7 +279,10 @@ function targets(report: BenchReport): string[] {
         ((idle.warmupS ?? 0) > (idle.batchSeconds ?? 0)
           ? " (steady state: start-up and the first batch left out)"
           : "") +
-        ` (resolution: one 10 ms clock tick per window)`,
+        (idle.exactCpuCores === undefined
+          ? " (utime + stime, charged a clock tick at a time)"
+          : ` (utime + stime, charged a clock tick at a time; from its threads' exact run ` +
+            `times, schedstat: ${fixed(idle.exactCpuCores * 100, 2)} %)`),
     );
   }
   const down = find(results, HEAVY_LOAD, "collector, S3 down");
