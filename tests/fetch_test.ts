@@ -521,26 +521,12 @@ function throttlingProxy(
     const url = new URL(req.url);
     // `/bucket/key…` without a query is a GetObject; listings carry `list-type=2`.
     const key = decodeURIComponent(url.pathname.split("/").slice(2).join("/"));
-    if (req.method === "GET" && key !== "" && !url.searchParams.has("list-type")) {
+    const getObject = req.method === "GET" && key !== "" && !url.searchParams.has("list-type");
+    if (getObject) {
       const nth = (gets.get(key) ?? 0) + 1;
       gets.set(key, nth);
       const range = req.headers.get("range");
       if (range) ranges.push(`${key} ${range} If-Match ${req.headers.get("if-match")}`);
-      const cut = cutAfter(key, nth);
-      if (cut !== undefined) {
-        const answer = await fetch(new URL(url.pathname + url.search, upstream), {
-          headers: req.headers,
-        });
-        const bytes = new Uint8Array(await answer.arrayBuffer());
-        // The full length announced, `cut` bytes sent, then the stream fails: the connection drops.
-        const body = new ReadableStream({
-          start(controller) {
-            controller.enqueue(bytes.slice(0, cut));
-            setTimeout(() => controller.error(new Error("cut by the test proxy")), 20);
-          },
-        });
-        return new Response(body, { status: answer.status, headers: answer.headers });
-      }
       if (fail(key, nth)) {
         await req.body?.cancel();
         return new Response(
@@ -558,7 +544,19 @@ function throttlingProxy(
       body: req.body,
       redirect: "manual",
     });
-    return new Response(answer.body, { status: answer.status, headers: answer.headers });
+    const cut = getObject ? cutAfter(key, gets.get(key) ?? 0) : undefined;
+    if (cut === undefined) {
+      return new Response(answer.body, { status: answer.status, headers: answer.headers });
+    }
+    const bytes = new Uint8Array(await answer.arrayBuffer());
+    // The full length announced, `cut` bytes sent, then the stream fails: the connection drops.
+    const body = new ReadableStream({
+      start(controller) {
+        controller.enqueue(bytes.slice(0, cut));
+        setTimeout(() => controller.error(new Error("cut by the test proxy")), 20);
+      },
+    });
+    return new Response(body, { status: answer.status, headers: answer.headers });
   });
   return { endpoint: `http://127.0.0.1:${server.addr.port}`, gets, ranges, server };
 }

@@ -133,11 +133,11 @@ export function resumingBody(
         if (!result.done && result.value.byteLength > 0) barren = 0;
         return result;
       } catch (error) {
-        // Every byte came before the break (S3's checksum, checked after the last byte, is not).
-        if (offset === first.size && !isChecksumMismatch(error)) {
-          return { done: true, value: undefined };
-        }
-        if (!resume || isChecksumMismatch(error)) throw broke(error);
+        // S3's checksum of what it sent fails after the last byte: those bytes are not to be had.
+        const checksum = isChecksumMismatch(error);
+        // Every byte came before the break.
+        if (offset === first.size && !checksum) return { done: true, value: undefined };
+        if (!resume || checksum) throw broke(error);
         if (++barren > RESUMES_WITHOUT_PROGRESS || ++resumes > MAX_RESUMES) {
           throw broke(error, resumes);
         }

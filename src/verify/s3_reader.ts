@@ -45,10 +45,10 @@ export function s3ArchiveReader(config: S3Config, options: S3ReaderOptions = {})
       );
       if (!out.Body) throw new Error(`GetObject ${key}: empty response body`);
       const body = out.Body.transformToWebStream() as ReadableStream<Uint8Array<ArrayBuffer>>;
-      const range = rangeOf(out.ContentRange);
       // The user metadata comes with the object: no HeadObject per object.
       const stored = { meta: out.Metadata, version: out.ETag };
       if (!from) return { ...stored, body, size: out.ContentLength };
+      const range = rangeOf(out.ContentRange);
       // A server may ignore Range (RFC 9110) and send the whole object: its first bytes were read.
       if (!range) return { ...stored, body: skipped(body, from.offset), size: out.ContentLength };
       if (range.start !== from.offset) {
