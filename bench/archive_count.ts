@@ -17,6 +17,14 @@ export interface ArchiveCount {
   /** Batches waiting in the spool (S3 runs). */
   readonly spooled: number;
   readonly gzipBytes: number;
+  /**
+   * What the local archive's objects and their `.meta.json` sidecars take on
+   * disk in whole blocks (`st_blocks`), the unit the kernel writes them in;
+   * 0 when nothing is in the local archive.
+   */
+  readonly storedBlockBytes: number;
+  /** Data and event lines in the local archive's objects (what `storedBlockBytes` holds). */
+  readonly storedLines: number;
   /** Data lines per stream. */
   readonly perStream: Map<string, number>;
   /** Data lines whose update id was already seen in the same stream. */
@@ -54,7 +62,7 @@ export async function countArchive(
   const perStream = new Map<string, number>();
   const ids = new Map<string, Set<number>>();
   let objects = 0, spooled = 0, gzipBytes = 0, duplicates = 0, dataLines = 0, eventLines = 0;
-  let windowLines = 0, windowFrameBytes = 0;
+  let windowLines = 0, windowFrameBytes = 0, storedBlockBytes = 0, storedLines = 0;
   let latencies = new Float64Array(1 << 16);
   /** Per stream (the key up to its date partition): each object's first receive time and span. */
   const spans = new Map<string, Array<{ firstUs: number; span: number }>>();
@@ -67,14 +75,18 @@ export async function countArchive(
   for (const path of files) {
     const raw = await Deno.readFile(path);
     const bytes = path.endsWith(".spool") ? decodeSpoolFile(raw, path).body : raw;
-    const storedMs = (await Deno.stat(path)).mtime!.getTime();
+    const info = await Deno.stat(path);
+    const storedMs = info.mtime!.getTime();
+    const local = path.endsWith(".ndjson.gz");
     if (path.endsWith(".spool")) spooled++;
     else objects++;
+    if (local) storedBlockBytes += blockBytes(info) + await sidecarBlockBytes(path);
     gzipBytes += bytes.length;
     let firstUs = Infinity;
     let lastUs = -Infinity;
     for (const line of decoder.decode(gunzipSync(bytes)).split("\n")) {
       if (!line.startsWith(HEAD)) continue;
+      if (local) storedLines++;
       const comma = line.indexOf(",", HEAD.length);
       const recvTs = Number(line.slice(HEAD.length, comma));
       firstUs = Math.min(firstUs, recvTs);
@@ -118,6 +130,8 @@ export async function countArchive(
     objects,
     spooled,
     gzipBytes,
+    storedBlockBytes,
+    storedLines,
     perStream,
     duplicates,
     dataLines,
@@ -127,6 +141,21 @@ export async function countArchive(
     latenciesMs: latencies.slice(0, dataLines).sort(),
     objectSpansS: Float64Array.from(spansButLast(spans)).sort(),
   };
+}
+
+/** The bytes of the blocks a file takes on disk (its size where the system gives no block count). */
+function blockBytes(info: Deno.FileInfo): number {
+  return info.blocks === null ? info.size : info.blocks * 512;
+}
+
+/** The blocks of an object's `.meta.json` sidecar, 0 when it has none. */
+async function sidecarBlockBytes(objectPath: string): Promise<number> {
+  try {
+    return blockBytes(await Deno.stat(`${objectPath}.meta.json`));
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return 0;
+    throw error;
+  }
 }
 
 /** The spans of every stream's objects but its last (the one the shutdown sealed). */

@@ -105,6 +105,11 @@ export interface LoadResult {
    */
   readonly diskBytesPerMessage?: number;
   readonly archiveBytesPerMessage?: number;
+  /**
+   * The local archive's objects and sidecars in whole disk blocks, per line:
+   * what the archive itself costs the disk, however it is written.
+   */
+  readonly storedBlockBytesPerMessage?: number;
   /** Of the disk bytes, those cancelled before writeback (files deleted first), per message. */
   readonly cancelledBytesPerMessage?: number;
   /** Seconds from first to last receive time per object: median, and the 10th percentile. */
@@ -365,6 +370,9 @@ function diskFigures(
     cancelledBytesPerMessage: (after.cancelledWriteBytes - before.cancelledWriteBytes) /
       archive.windowLines,
     archiveBytesPerMessage: archive.gzipBytes / (archive.dataLines + archive.eventLines),
+    ...(archive.storedLines > 0
+      ? { storedBlockBytesPerMessage: archive.storedBlockBytes / archive.storedLines }
+      : {}),
   };
 }
 
