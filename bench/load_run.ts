@@ -26,6 +26,7 @@ import {
   exactCores,
   type IoCounters,
   ioCounters,
+  latestRunTimes,
   machineBusySeconds,
   ProcessWatch,
   sleep,
@@ -500,7 +501,10 @@ interface CpuSample {
 }
 
 interface Window<T> {
-  /** The client's threads' run times at both ends (`threadRunTimes`). */
+  /**
+   * The client's threads' run times at the start (`threadRunTimes`), and the
+   * latest of each thread read every second over the window (`latestRunTimes`).
+   */
   readonly runTimes0: ReadonlyMap<number, number> | undefined;
   readonly runTimes1: ReadonlyMap<number, number> | undefined;
   readonly before: T;
@@ -545,7 +549,13 @@ async function measureWindow<T>(
     return { cpu, runTimes, at, wall, stats: await stats() };
   };
   const start = await snap();
-  await sleep(settings.windowMs);
+  // Threads are read every second too, so one that exits in the window keeps what it ran.
+  const readings = [start.runTimes];
+  const until = performance.now() + settings.windowMs;
+  for (let left = settings.windowMs; left > 0; left = until - performance.now()) {
+    await sleep(Math.min(1000, left));
+    if (performance.now() < until) readings.push(await threadRunTimes(client));
+  }
   const end = await snap();
   return {
     before: start.stats,
@@ -553,7 +563,7 @@ async function measureWindow<T>(
     cpu0: start.cpu,
     cpu1: end.cpu,
     runTimes0: start.runTimes,
-    runTimes1: end.runTimes,
+    runTimes1: latestRunTimes([...readings, end.runTimes]),
     seconds: (end.at - start.at) / 1000,
     range: { fromUs: start.wall * 1000, toUs: end.wall * 1000 },
   };

@@ -79,19 +79,37 @@ export async function threadRunTimes(pid: number): Promise<Map<number, number> |
 }
 
 /**
- * Cores used between two `threadRunTimes` readings `seconds` apart, from
- * the threads' exact run times; undefined when a thread of the first
- * reading had exited by the second (its last run time is lost).
+ * The latest run time of every thread seen in any of `readings` (taken in
+ * order): a thread that exited keeps the last run time read of it, so only
+ * what it ran after that reading is lost. The runtime's blocking-pool
+ * threads (file syncs) exit after idling a while, so they lose about nothing;
+ * reading every second, no thread loses more than a second. Undefined when a
+ * reading failed.
+ */
+export function latestRunTimes(
+  readings: ReadonlyArray<ReadonlyMap<number, number> | undefined>,
+): Map<number, number> | undefined {
+  const latest = new Map<number, number>();
+  for (const reading of readings) {
+    if (!reading) return undefined;
+    for (const [tid, ns] of reading) latest.set(tid, ns);
+  }
+  return latest;
+}
+
+/**
+ * Cores used over `seconds`, from the threads' exact run times at the
+ * window's start (`before`) and the latest read of each (`latestRunTimes`);
+ * a thread born in the window counts whole. Undefined without both.
  */
 export function exactCores(
   before: ReadonlyMap<number, number> | undefined,
-  after: ReadonlyMap<number, number> | undefined,
+  latest: ReadonlyMap<number, number> | undefined,
   seconds: number,
 ): number | undefined {
-  if (!before || !after || seconds <= 0) return undefined;
-  for (const tid of before.keys()) if (!after.has(tid)) return undefined;
+  if (!before || !latest || seconds <= 0) return undefined;
   let ns = 0;
-  for (const [tid, end] of after) ns += end - (before.get(tid) ?? 0);
+  for (const [tid, end] of latest) ns += end - (before.get(tid) ?? 0);
   return ns / 1e9 / seconds;
 }
 
