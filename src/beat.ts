@@ -98,3 +98,12 @@ export class Beat implements Ticker, Disposable {
     if (failed) throw failed.error;
   }
 }
+
+/**
+ * `ticker` for a task every `ms` when it can run one (a beat runs tasks whose
+ * period is a whole number of its beats), else one `setInterval`.
+ */
+export function tickerFor(ms: number, ticker: Ticker | undefined): Ticker {
+  if (ticker instanceof Beat) return ms % ticker.ms === 0 ? ticker : intervalTicker;
+  return ticker ?? intervalTicker;
+}

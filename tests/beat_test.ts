@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Beat, type Ticker } from "../src/beat.ts";
+import { Beat, intervalTicker, type Ticker, tickerFor } from "../src/beat.ts";
 
 /** A timer the test fires by hand; it records whether it runs. */
 function handTimer() {
@@ -106,4 +106,15 @@ Deno.test("beat: with the real timer, a 20 ms beat runs its tasks", async () => 
   });
   await promise;
   assert.ok(fast >= 4, `fast ran ${fast} times`);
+});
+
+Deno.test("tickerFor: a beat for whole multiples of its period, one setInterval otherwise", () => {
+  using beat = new Beat(250, handTimer().timer);
+  assert.equal(tickerFor(1000, beat), beat);
+  assert.equal(tickerFor(250, beat), beat);
+  assert.equal(tickerFor(75, beat), intervalTicker);
+  assert.equal(tickerFor(300, beat), intervalTicker);
+  assert.equal(tickerFor(1000, undefined), intervalTicker);
+  const other = handTimer().timer;
+  assert.equal(tickerFor(75, other), other);
 });

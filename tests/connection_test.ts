@@ -7,6 +7,7 @@
  */
 
 import assert from "node:assert/strict";
+import { Beat } from "../src/beat.ts";
 import {
   type CloseInfo,
   type ConnectionOptions,
@@ -176,6 +177,42 @@ Deno.test("runConnection replaces a connection that went silent for staleAfterMs
   assert.equal(stale.info.retryInMs, 0);
   assert.equal(exchange.connections[0].closedBy, "peer", "the client closed the stale link");
   assert.equal(conn.opens[1].info.opened, 2);
+});
+
+Deno.test("a connection given the recorder's beat runs its watchdog rounds on it, not on a timer of its own", async () => {
+  await using exchange = await FakeExchange.start();
+  exchange.setFeed(STREAM, partialDepthFeed({ rate: 100, levels: 5 }));
+  // A 100 ms beat whose timer the test fires by hand; staleAfterMs / 4 = 100 ms, one round a beat.
+  const timer = { fire: undefined as (() => void) | undefined };
+  const beat = new Beat(100, {
+    every(_ms, fire) {
+      timer.fire = fire;
+      return { [Symbol.dispose]: () => timer.fire = undefined };
+    },
+  });
+  await using conn = connect({
+    url: `${exchange.wsUrl}/stream?streams=${STREAM}`,
+    staleAfterMs: 400,
+    healthyAfterMs: 50,
+    ticker: beat,
+  });
+  await waitFor(() => conn.frames.length >= 5, 2000, "5 frames");
+  assert.ok(timer.fire, "the watchdog's round is a task of the beat");
+  exchange.stall(5000);
+  await delay(700);
+  // Silent for longer than staleAfterMs, but no beat came: no round, no close.
+  assert.equal(conn.closes.length, 0);
+  // The beat goes on (a round late by over a second is taken for a suspension, not silence).
+  const beating = setInterval(() => timer.fire?.(), 100);
+  try {
+    await waitFor(() => conn.closes.length >= 1, 2000, "the stale connection to close");
+  } finally {
+    clearInterval(beating);
+  }
+  assert.equal(conn.closes[0].info.cause, "stale");
+  await conn.stop();
+  // Every socket's round left the beat with it (the beat stops its timer when it has no task).
+  assert.equal(timer.fire, undefined);
 });
 
 Deno.test("runConnection reconnects at once when the server ends a healthy connection", async () => {

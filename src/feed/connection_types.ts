@@ -4,6 +4,8 @@
  * connection that drives it.
  */
 
+import type { Ticker } from "../beat.ts";
+
 export type WebSocketFactory = (url: string) => WebSocket;
 
 export type CloseCause =
@@ -58,6 +60,12 @@ export interface ConnectionOptions {
   readonly handlers: ConnectionHandlers;
   readonly signal: AbortSignal;
   readonly staleAfterMs: number;
+  /**
+   * What runs each socket's watchdog rounds: the recorder's beat, so they
+   * cost no wakeup of their own (a `setInterval` per socket when absent, or
+   * when the round's period is not a whole number of beats).
+   */
+  readonly ticker?: Ticker;
   /**
    * Every stream may be silent for minutes (trades, the book ticker of a
    * quiet symbol): after `staleAfterMs` of silence the socket is asked

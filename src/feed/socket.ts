@@ -6,6 +6,7 @@
  */
 
 import { getLogger } from "@logtape/logtape";
+import { tickerFor } from "../beat.ts";
 import { isStale, watchEveryMs, watchRound } from "./reconnect.ts";
 import { controlReply, Subscriber } from "./subscribe.ts";
 import type { CloseCause, CloseInfo, ConnectionOptions } from "./connection_types.ts";
@@ -87,7 +88,7 @@ class SocketRun {
   #cause: CloseCause | undefined;
   #lastError = "";
   #settled = false;
-  #watchdog: ReturnType<typeof setInterval> | undefined;
+  #watchdog: Disposable | undefined;
   #subscriber: Subscriber | undefined;
   /** `quietAllowed`: the liveness question in flight (its id and when it went), if any. */
   #probe: { id: number; sentAt: number } | undefined;
@@ -111,7 +112,8 @@ class SocketRun {
       if (this.#openedAt === undefined) this.#closeWith("open-timeout");
     }, options.openTimeoutMs ?? 10_000));
     const everyMs = watchEveryMs(options.staleAfterMs);
-    this.#watchdog = setInterval(() => this.#watch(everyMs), everyMs);
+    // On the recorder's beat when it can run it: a quiet process wakes once less a second per socket.
+    this.#watchdog = tickerFor(everyMs, options.ticker).every(everyMs, () => this.#watch(everyMs));
     ws.onopen = () => this.#opened();
     ws.onmessage = (event: MessageEvent) => this.#message(event);
     ws.onerror = (event: Event) => this.#error(event);
@@ -248,7 +250,7 @@ class SocketRun {
     this.#settled = true;
     for (const t of this.#timers) clearTimeout(t);
     this.#subscriber?.close("the socket closed");
-    clearInterval(this.#watchdog);
+    this.#watchdog?.[Symbol.dispose]();
     this.#hooks.stop.removeEventListener("abort", this.#onStop);
     const ws = this.#ws;
     ws.onmessage =

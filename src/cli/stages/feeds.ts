@@ -277,6 +277,7 @@ export class Feeds implements AsyncDisposable {
       subscribeIntervalMs: SUBSCRIBE_INTERVAL_MS[config.market],
       signal,
       staleAfterMs: config.staleAfterSeconds * 1000,
+      ticker: this.#options.ticker,
       // Trades and book tickers alone may be silent for minutes: a silent socket is asked first.
       quietAllowed: mayBeQuiet(group.names),
       rotateAfterMs: config.wsRotateSeconds * 1000,
