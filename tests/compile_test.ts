@@ -34,7 +34,7 @@ Deno.test("start, compile and compile:all grant exactly the same permission set"
   const v8Flags = (command: string) =>
     command.split(/\s+/).filter((w) => w.startsWith("--v8-flags"));
   assert.deepEqual(v8Flags(tasks.start), [
-    "--v8-flags=--max-semi-space-size=4,--heap-growing-percent=100",
+    "--v8-flags=--max-semi-space-size=4,--heap-growing-percent=100,--no-flush-bytecode",
   ]);
   assert.deepEqual(v8Flags(tasks.compile), v8Flags(tasks.start));
   for (const part of tasks["compile:all"].split("&&")) {
