@@ -20,11 +20,10 @@ export interface ArchiveCount {
   /**
    * What the local archive's objects and their `.meta.json` sidecars take on
    * disk in whole blocks (`st_blocks`), the unit the kernel writes them in;
-   * 0 when nothing is in the local archive.
+   * 0 when nothing is in the local archive (a run with a local archive has
+   * no spool and no S3, so it then holds every line counted).
    */
   readonly storedBlockBytes: number;
-  /** Data and event lines in the local archive's objects (what `storedBlockBytes` holds). */
-  readonly storedLines: number;
   /** Data lines per stream. */
   readonly perStream: Map<string, number>;
   /** Data lines whose update id was already seen in the same stream. */
@@ -62,7 +61,7 @@ export async function countArchive(
   const perStream = new Map<string, number>();
   const ids = new Map<string, Set<number>>();
   let objects = 0, spooled = 0, gzipBytes = 0, duplicates = 0, dataLines = 0, eventLines = 0;
-  let windowLines = 0, windowFrameBytes = 0, storedBlockBytes = 0, storedLines = 0;
+  let windowLines = 0, windowFrameBytes = 0, storedBlockBytes = 0;
   let latencies = new Float64Array(1 << 16);
   /** Per stream (the key up to its date partition): each object's first receive time and span. */
   const spans = new Map<string, Array<{ firstUs: number; span: number }>>();
@@ -77,16 +76,16 @@ export async function countArchive(
     const bytes = path.endsWith(".spool") ? decodeSpoolFile(raw, path).body : raw;
     const info = await Deno.stat(path);
     const storedMs = info.mtime!.getTime();
-    const local = path.endsWith(".ndjson.gz");
     if (path.endsWith(".spool")) spooled++;
     else objects++;
-    if (local) storedBlockBytes += blockBytes(info) + await sidecarBlockBytes(path);
+    if (path.endsWith(".ndjson.gz")) {
+      storedBlockBytes += blockBytes(info) + await sidecarBlockBytes(path);
+    }
     gzipBytes += bytes.length;
     let firstUs = Infinity;
     let lastUs = -Infinity;
     for (const line of decoder.decode(gunzipSync(bytes)).split("\n")) {
       if (!line.startsWith(HEAD)) continue;
-      if (local) storedLines++;
       const comma = line.indexOf(",", HEAD.length);
       const recvTs = Number(line.slice(HEAD.length, comma));
       firstUs = Math.min(firstUs, recvTs);
@@ -131,7 +130,6 @@ export async function countArchive(
     spooled,
     gzipBytes,
     storedBlockBytes,
-    storedLines,
     perStream,
     duplicates,
     dataLines,

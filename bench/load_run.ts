@@ -79,7 +79,7 @@ export interface LoadResult {
   readonly cpuCores: number;
   /**
    * The same from the client's threads' exact run times (`schedstat`), where
-   * `cpuCores` is sampled at clock ticks; absent when a thread exited in the window.
+   * `cpuCores` is sampled at clock ticks; absent when /proc could not be read.
    */
   readonly exactCpuCores?: number;
   readonly cpuSecPerMillion: number;
@@ -371,8 +371,11 @@ function diskFigures(
     cancelledBytesPerMessage: (after.cancelledWriteBytes - before.cancelledWriteBytes) /
       archive.windowLines,
     archiveBytesPerMessage: archive.gzipBytes / (archive.dataLines + archive.eventLines),
-    ...(archive.storedLines > 0
-      ? { storedBlockBytesPerMessage: archive.storedBlockBytes / archive.storedLines }
+    ...(archive.storedBlockBytes > 0
+      ? {
+        storedBlockBytesPerMessage: archive.storedBlockBytes /
+          (archive.dataLines + archive.eventLines),
+      }
       : {}),
   };
 }
